@@ -1,0 +1,333 @@
+"""Configuration: one TOML file plus ``ONSS_RELAY__SECTION__KEY`` overrides, validated once into frozen dataclasses.
+
+Every error names the file and the key at fault. Secrets are never values here, only paths to files
+holding them; ``read_secret`` reads such a file when a stage needs it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from onss_relay.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/onss-relay/config.toml")
+ENV_PREFIX = "ONSS_RELAY__"
+REQUIRED = object()  # marker default for keys that must be given
+
+
+class Duration(float):
+    """Seconds, written in the config as "2s", "5m", "1h", "250ms" or a plain number of seconds."""
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> Duration:
+    """Given "2s"/"5m"/"1h"/"250ms"/a number, return seconds; raise ValueError on anything else."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like \"2s\" or \"5m\"")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return Duration(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError(f"{value!r} is not a duration like \"2s\", \"5m\" or \"1h\"")
+    return Duration(float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def _field(default: Any = REQUIRED, doc: str = "") -> Any:
+    if default is REQUIRED:
+        return dataclasses.field(metadata={"doc": doc, "required": True})
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata={"doc": doc})
+    return dataclasses.field(default=default, metadata={"doc": doc})
+
+
+@dataclasses.dataclass(frozen=True)
+class SenderConfig:
+    number: str = _field(doc="six-digit sender number (numéro d'expéditeur)")
+
+
+@dataclasses.dataclass(frozen=True)
+class PathsConfig:
+    root: Path = _field(doc="spool root: outbox/ sent/ failed/ inbox/ results/ work/ journal.db")
+    outbox: Path | None = _field(None, "where declarations are dropped; default <root>/outbox")
+    inbox: Path | None = _field(None, "where responses are mirrored; default <root>/inbox")
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.outbox or self.root / "outbox"
+
+    @property
+    def inbox_dir(self) -> Path:
+        return self.inbox or self.root / "inbox"
+
+    @property
+    def sent_dir(self) -> Path:
+        return self.root / "sent"
+
+    @property
+    def failed_dir(self) -> Path:
+        return self.root / "failed"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.root / "work"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.root / "journal.db"
+
+
+@dataclasses.dataclass(frozen=True)
+class SigningConfig:
+    key: Path = _field(doc="PKCS#12 (.p12/.pfx) or PEM private key")
+    certificate: Path | None = _field(None, "PEM certificate, when key is a PEM private key")
+    password_file: Path | None = _field(None, "file holding the PKCS#12 or PEM key password")
+    digest: str = _field("sha256", "sha256, sha384 or sha512")
+    layout: str = _field("single-line", "base64 layout of FS files: single-line, 76-cr or 64-crlf")
+    sign_simulation: bool = _field(False, "also write an FS for environment S")
+    expiry_warning_days: int = _field(30, "warn this many days before the certificate expires")
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteConfig:
+    transport: str = _field("sftp", "sftp, ftp, ftps or local")
+    host: str = _field("sftp.socialsecurity.be", "transfer point host")
+    port: int = _field(8022, "transfer point port")
+    username: str = _field("", "technical user")
+    private_key: Path | None = _field(None, "SSH private key file (sftp)")
+    passphrase_file: Path | None = _field(None, "file holding the SSH key passphrase")
+    known_hosts: Path | None = _field(None, "OpenSSH known_hosts; unknown or changed host key = refuse")
+    legacy_ssh_rsa: bool = _field(True, "sign SSH auth with ssh-rsa (SHA-1) as the transfer point expects")
+    base_dir: str = _field(".", "remote folder holding IN, INTEST, INTEST-S, OUT, OUTTEST, OUTTEST-S")
+    password_file: Path | None = _field(None, "file holding the FTP/FTPS password")
+    ca_file: Path | None = _field(None, "CA bundle to verify the FTPS server certificate")
+    connections: int = _field(4, "parallel upload channels")
+    timeout: Duration = _field(Duration(30), "connect and read timeout")
+    keepalive: Duration = _field(Duration(30), "SSH keepalive interval")
+
+
+@dataclasses.dataclass(frozen=True)
+class WatchConfig:
+    settle: Duration = _field(Duration(2), "a file must keep its size and mtime this long")
+    rescan: Duration = _field(Duration(60), "full outbox scan interval")
+    polling: str = _field("auto", "auto, true or false: polling observer for network shares")
+    incomplete_after: Duration = _field(Duration(3600), "quarantine a set still missing parts after this")
+    environments: list[str] = _field(["R", "T", "S"], "environments this relay may send to")
+
+
+@dataclasses.dataclass(frozen=True)
+class PollConfig:
+    interval: Duration = _field(Duration(300), "how often OUT* folders are listed")
+    environments: list[str] = _field(["R", "T", "S"], "whose OUT folders are polled")
+    delete_remote: bool = _field(True, "delete remote responses once durably copied")
+    max_size: int = _field(1 << 30, "largest response accepted, in bytes")
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = _field("", "host:port for Prometheus /metrics and /healthz; empty = off")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    sender: SenderConfig
+    paths: PathsConfig
+    signing: SigningConfig
+    remote: RemoteConfig = dataclasses.field(default_factory=RemoteConfig)
+    watch: WatchConfig = dataclasses.field(default_factory=WatchConfig)
+    poll: PollConfig = dataclasses.field(default_factory=PollConfig)
+    metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
+    source: Path | None = None  # the file this was loaded from
+
+
+SECTIONS: dict[str, type] = {
+    f.name: typing.get_type_hints(Config)[f.name]
+    for f in dataclasses.fields(Config)
+    if f.name != "source"
+}
+
+
+def default_config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Given the --config value (or None), return the path to read: --config, $ONSS_RELAY_CONFIG, /etc."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("ONSS_RELAY_CONFIG")
+    return Path(env) if env else DEFAULT_CONFIG_PATH
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Given a TOML path and an environment, return the validated Config or raise ConfigError."""
+    environ = os.environ if environ is None else environ
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found (use --config or $ONSS_RELAY_CONFIG)") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read configuration file: {e.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return config_from_dict(apply_env_overrides(raw, environ, path), path)
+
+
+def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str], path: Path) -> dict[str, Any]:
+    """Given parsed TOML, return a copy where each ONSS_RELAY__SECTION__KEY variable replaces its key."""
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for var, text in environ.items():
+        if not var.startswith(ENV_PREFIX):
+            continue
+        parts = var[len(ENV_PREFIX):].lower().split("__")
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(f"environment variable {var}: expected {ENV_PREFIX}SECTION__KEY")
+        section, key = parts
+        merged.setdefault(section, {})
+        if not isinstance(merged[section], dict):
+            raise ConfigError(f"{path}: [{section}] must be a table")
+        merged[section][key] = _env_value(text)
+    return merged
+
+
+def _env_value(text: str) -> Any:
+    """An override is read as a TOML value when it is one (true, 4, ["R"]), else as a plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def config_from_dict(raw: dict[str, Any], path: Path) -> Config:
+    """Given a dict shaped like the TOML file, return the validated Config or raise ConfigError."""
+    for section in raw:
+        if section not in SECTIONS:
+            raise ConfigError(f"{path}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
+    built: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        table = raw.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{section}] must be a table")
+        built[section] = _build_section(cls, section, table, path)
+    cfg = Config(**built, source=path)
+    _check_semantics(cfg, path)
+    return cfg
+
+
+def _build_section(cls: type, section: str, table: dict[str, Any], path: Path) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in table:
+        if key not in fields:
+            raise ConfigError(f"{path}: unknown key {section}.{key} (known: {', '.join(fields)})")
+    values: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name not in table:
+            if f.metadata.get("required"):
+                raise ConfigError(f"{path}: missing required key {section}.{name} ({f.metadata['doc']})")
+            continue
+        values[name] = _convert(table[name], hints[name], f"{section}.{name}", path)
+    return cls(**values)
+
+
+def _convert(value: Any, hint: Any, key: str, path: Path) -> Any:
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+    if optional:
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        if value == "":
+            return None
+    try:
+        converted = _convert_to(value, hint)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{path}: {key} = {value!r}: {e}") from None
+    if isinstance(converted, Path) and not converted.is_absolute():
+        return path.parent.absolute() / converted  # relative paths are relative to the config file
+    return converted
+
+
+def _convert_to(value: Any, hint: Any) -> Any:
+    if hint is Duration:
+        return parse_duration(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise TypeError("expected true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError("expected a whole number")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise TypeError("expected a string in quotes")
+        return value
+    if hint is Path:
+        if not isinstance(value, str) or not value:
+            raise TypeError("expected a file path in quotes")
+        return Path(value).expanduser()
+    if typing.get_origin(hint) is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise TypeError("expected a list of strings, like [\"R\", \"T\"]")
+        return list(value)
+    raise TypeError(f"unsupported type {hint}")  # a bug in the dataclass tree, not user input
+
+
+def _check_semantics(cfg: Config, path: Path) -> None:
+    def bad(key: str, why: str) -> ConfigError:
+        return ConfigError(f"{path}: {key}: {why}")
+
+    if not re.fullmatch(r"[0-9]{6}", cfg.sender.number):
+        raise bad("sender.number", f"{cfg.sender.number!r} is not 6 digits")
+    if cfg.signing.digest not in ("sha256", "sha384", "sha512"):
+        raise bad("signing.digest", f"{cfg.signing.digest!r} is not sha256, sha384 or sha512")
+    if cfg.signing.layout not in ("single-line", "76-cr", "64-crlf"):
+        raise bad("signing.layout", f"{cfg.signing.layout!r} is not single-line, 76-cr or 64-crlf")
+    if cfg.remote.transport not in ("sftp", "ftp", "ftps", "local"):
+        raise bad("remote.transport", f"{cfg.remote.transport!r} is not sftp, ftp, ftps or local")
+    if not 1 <= cfg.remote.connections <= 32:
+        raise bad("remote.connections", "must be between 1 and 32")
+    if not 0 < cfg.remote.port < 65536:
+        raise bad("remote.port", f"{cfg.remote.port} is not a TCP port")
+    if cfg.watch.polling not in ("auto", "true", "false"):
+        raise bad("watch.polling", f"{cfg.watch.polling!r} is not auto, true or false")
+    for key, envs in (("watch.environments", cfg.watch.environments), ("poll.environments", cfg.poll.environments)):
+        for e in envs:
+            if e not in ("R", "T", "S"):
+                raise bad(key, f"{e!r} is not R, T or S")
+    if cfg.remote.transport == "sftp":
+        for key in ("username", "private_key", "known_hosts"):
+            if not getattr(cfg.remote, key):
+                raise bad(f"remote.{key}", "is required when remote.transport = \"sftp\"")
+    if cfg.remote.transport in ("ftp", "ftps"):
+        for key in ("username", "password_file"):
+            if not getattr(cfg.remote, key):
+                raise bad(f"remote.{key}", f"is required when remote.transport = \"{cfg.remote.transport}\"")
+
+
+def read_secret(path: Path | None, key: str) -> bytes | None:
+    """Given a secret file path (or None) and its config key, return the secret without its trailing newline."""
+    if path is None:
+        return None
+    try:
+        return path.read_bytes().rstrip(b"\r\n")
+    except OSError as e:
+        raise ConfigError(f"{key} = {str(path)!r}: cannot read secret file: {e.strerror}") from None
+
+
+def documented_keys() -> dict[str, dict[str, str]]:
+    """Return every section's keys with their one-line documentation (to check config/example.toml)."""
+    return {
+        section: {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(cls)}
+        for section, cls in SECTIONS.items()
+    }

@@ -1,0 +1,68 @@
+"""The error hierarchy: each error is a sentence for a human and carries the exit code it maps to.
+
+Retry-or-stop decisions are made on these types, never on library exceptions.
+"""
+
+EXIT_OK = 0
+EXIT_WORK_FAILED = 1
+EXIT_USAGE = 2
+EXIT_REMOTE = 3
+
+
+class RelayError(Exception):
+    """Base of every error onss-relay reports to a person."""
+
+    exit_code = EXIT_WORK_FAILED
+
+
+class ConfigError(RelayError):
+    """A configuration file, key or value is wrong; the message names the file and key."""
+
+    exit_code = EXIT_USAGE
+
+
+class InvalidName(RelayError, ValueError):
+    """A file name does not follow the ONSS grammar; the message names the field and why."""
+
+    def __init__(self, name: str, field: str, why: str) -> None:
+        self.name = name
+        self.field = field
+        self.why = why
+        super().__init__(f"{name!r}: {field} {why}")
+
+
+class SignatureError(RelayError):
+    """A signature cannot be made or does not verify."""
+
+
+class CertificateError(SignatureError):
+    """The signing certificate is unusable (expired, not yet valid, unreadable)."""
+
+    exit_code = EXIT_USAGE
+
+
+class BadInput(RelayError):
+    """A declaration file cannot be sent as it is; it is quarantined with this reason."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class RemoteError(RelayError):
+    """Something went wrong talking to the transfer point."""
+
+    exit_code = EXIT_REMOTE
+
+
+class TransientRemoteError(RemoteError):
+    """A network hiccup, timeout or server close: retry with backoff."""
+
+
+class PermanentRemoteError(RemoteError):
+    """Authentication refused, host key unknown or changed, permission denied: stop and explain."""
+
+
+class IllegalTransition(RelayError):
+    """The journal was asked for a state change the state machine forbids (a bug, never input)."""

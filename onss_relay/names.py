@@ -1,0 +1,245 @@
+"""The ONSS file-name grammar: parse and format names, derive FS/GO names, map environments to folders.
+
+Pure functions over plain values; nothing here touches a disk or a server.
+Grammar: ``PP.CCCC.SSSSSS.YYYYMMDD.NNNNN.E[.T[.n]]`` (see shared/ONSS.md).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as dt
+import enum
+import importlib.resources
+import re
+from collections.abc import Iterable
+from functools import cache
+
+from onss_relay.errors import InvalidName
+
+MAX_NAME_BYTES = 255
+MAX_PARTS = 9  # the part count is one digit (ACRF-114)
+
+
+class Prefix(enum.StrEnum):
+    FI = "FI"  # declaration
+    FS = "FS"  # detached signature of an FI
+    GO = "GO"  # end-of-transfer marker for a whole set
+    TD = "TD"  # cancel marker (empty), set-level like GO
+    FO = "FO"  # response
+    CO = "CO"  # compressed response
+
+
+SET_LEVEL_PREFIXES = frozenset({Prefix.GO, Prefix.TD})
+
+
+class Env(enum.StrEnum):
+    R = "R"  # production
+    T = "T"  # test
+    S = "S"  # simulation
+
+
+UPLOAD_FOLDER = {Env.R: "IN", Env.T: "INTEST", Env.S: "INTEST-S"}
+RESPONSE_FOLDER = {Env.R: "OUT", Env.T: "OUTTEST", Env.S: "OUTTEST-S"}
+ALL_FOLDERS = tuple(UPLOAD_FOLDER.values()) + tuple(RESPONSE_FOLDER.values())
+
+
+@dataclasses.dataclass(frozen=True)
+class AppCode:
+    code: str
+    direction: str  # "sent" or "response"
+    meaning: str
+
+
+@cache
+def application_codes() -> dict[str, AppCode]:
+    """Return the known application codes, read once from the shipped data table."""
+    text = importlib.resources.files("onss_relay.data").joinpath("application-codes.tsv").read_text()
+    rows = csv.DictReader(text.splitlines(), delimiter="\t")
+    return {r["code"]: AppCode(r["code"], r["direction"], r["meaning"]) for r in rows}
+
+
+def sent_application_codes() -> frozenset[str]:
+    return frozenset(c for c, a in application_codes().items() if a.direction == "sent")
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Name:
+    """One parsed file name. ``total``/``part`` are both None for legacy names; a GO has only ``total``."""
+
+    prefix: Prefix
+    app: str
+    sender: str
+    date: str  # YYYYMMDD, a real calendar date
+    seq: str  # five digits, not all zero
+    env: Env
+    total: int | None = None
+    part: int | None = None
+
+    def __str__(self) -> str:
+        return format_name(self)
+
+    @property
+    def creation_date(self) -> dt.date:
+        return dt.datetime.strptime(self.date, "%Y%m%d").date()
+
+    def with_prefix(self, prefix: Prefix) -> Name:
+        return dataclasses.replace(self, prefix=prefix)
+
+
+def format_name(n: Name) -> str:
+    """Given a Name, return its file name string."""
+    fields = [n.prefix.value, n.app, n.sender, n.date, n.seq, n.env.value]
+    if n.total is not None:
+        fields.append(str(n.total))
+        if n.part is not None:
+            fields.append(str(n.part))
+    return ".".join(fields)
+
+
+_APP = re.compile(r"[A-Z0-9]{4}")
+_SENDER = re.compile(r"[0-9]{6}")
+_DATE = re.compile(r"[0-9]{8}")
+_SEQ = re.compile(r"[0-9]{5}")
+_DIGIT = re.compile(r"[1-9]")
+
+
+def parse_name(name: str) -> Name:
+    """Given a file name, return its Name, or raise InvalidName saying which field is wrong and why."""
+    _check_characters(name)
+    fields = name.split(".")
+    if len(fields) < 6:
+        raise InvalidName(name, "name", f"has {len(fields)} dot-separated fields; expected at least 6 (PP.CCCC.SSSSSS.YYYYMMDD.NNNNN.E)")
+    prefix = _parse_prefix(name, fields[0])
+    app = _parse_app(name, fields[1])
+    sender = _parse_sender(name, fields[2])
+    date = _parse_date(name, fields[3])
+    seq = _parse_seq(name, fields[4])
+    env = _parse_env(name, fields[5])
+    total, part = _parse_parts(name, prefix, fields[6:])
+    return Name(prefix, app, sender, date, seq, env, total, part)
+
+
+def _check_characters(name: str) -> None:
+    if not name:
+        raise InvalidName(name, "name", "is empty")
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        raise InvalidName(name[:40] + "…", "name", f"is longer than {MAX_NAME_BYTES} bytes")
+    bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c == "."))})
+    if bad:
+        shown = ", ".join(repr(c) for c in bad[:5])
+        raise InvalidName(name, "name", f"contains characters outside A-Z, 0-9 and '.': {shown}")
+
+
+def _parse_prefix(name: str, field: str) -> Prefix:
+    try:
+        return Prefix(field)
+    except ValueError:
+        known = ", ".join(p.value for p in Prefix)
+        raise InvalidName(name, "prefix", f"{field!r} is not one of {known}") from None
+
+
+def _parse_app(name: str, field: str) -> str:
+    if not _APP.fullmatch(field):
+        raise InvalidName(name, "application code", f"{field!r} is not 4 upper-case letters or digits")
+    if field not in application_codes():
+        raise InvalidName(name, "application code", f"{field!r} is not a known application code")
+    return field
+
+
+def _parse_sender(name: str, field: str) -> str:
+    if not _SENDER.fullmatch(field):
+        raise InvalidName(name, "sender number", f"{field!r} is not 6 digits")
+    return field
+
+
+def _parse_date(name: str, field: str) -> str:
+    if not _DATE.fullmatch(field):
+        raise InvalidName(name, "date", f"{field!r} is not 8 digits (YYYYMMDD)")
+    try:
+        dt.datetime.strptime(field, "%Y%m%d")
+    except ValueError:
+        raise InvalidName(name, "date", f"{field!r} is not a valid calendar date") from None
+    return field
+
+
+def _parse_seq(name: str, field: str) -> str:
+    if not _SEQ.fullmatch(field):
+        raise InvalidName(name, "sequence", f"{field!r} is not 5 digits")
+    if field == "00000":
+        raise InvalidName(name, "sequence", "is zero (00000)")
+    return field
+
+
+def _parse_env(name: str, field: str) -> Env:
+    try:
+        return Env(field)
+    except ValueError:
+        raise InvalidName(name, "environment", f"{field!r} is not R, T or S") from None
+
+
+def _parse_parts(name: str, prefix: Prefix, rest: list[str]) -> tuple[int | None, int | None]:
+    allowed = (0, 1) if prefix in SET_LEVEL_PREFIXES else (0, 2)
+    if len(rest) not in allowed:
+        shape = "nothing or .T" if prefix in SET_LEVEL_PREFIXES else "nothing or .T.n"
+        raise InvalidName(name, "part fields", f"{'.'.join(rest)!r} after the environment; a {prefix} name takes {shape}")
+    if not rest:
+        return None, None
+    if not _DIGIT.fullmatch(rest[0]):
+        raise InvalidName(name, "part count", f"{rest[0]!r} is not one digit from 1 to {MAX_PARTS}")
+    total = int(rest[0])
+    if len(rest) == 1:
+        return total, None
+    if not _DIGIT.fullmatch(rest[1]) or int(rest[1]) > total:
+        raise InvalidName(name, "part number", f"{rest[1]!r} is not one digit from 1 to the part count {total}")
+    return total, int(rest[1])
+
+
+def fs_name_for(fi: Name) -> Name:
+    """Given an FI name, return the name of its signature file (same fields, prefix FS)."""
+    return fi.with_prefix(Prefix.FS)
+
+
+def go_name_for(fi: Name) -> Name:
+    """Given any part's name, return the GO name closing its set: prefix GO, part number dropped."""
+    return dataclasses.replace(fi, prefix=Prefix.GO, part=None)
+
+
+def set_key(n: Name) -> str:
+    """Given any name of a set, return the string that identifies the set: its GO name."""
+    return format_name(go_name_for(n))
+
+
+def part_names(go: Name, prefix: Prefix = Prefix.FI) -> list[Name]:
+    """Given a set's GO name, return the names of every part it announces, in part order."""
+    if go.total is None:
+        return [dataclasses.replace(go, prefix=prefix)]
+    return [dataclasses.replace(go, prefix=prefix, part=i) for i in range(1, go.total + 1)]
+
+
+def upload_folder(env: Env) -> str:
+    return UPLOAD_FOLDER[env]
+
+
+def response_folder(env: Env) -> str:
+    return RESPONSE_FOLDER[env]
+
+
+def env_of_upload_folder(folder: str) -> Env | None:
+    return next((e for e, f in UPLOAD_FOLDER.items() if f == folder), None)
+
+
+def group_sets(names: Iterable[Name]) -> dict[str, list[Name]]:
+    """Given part names (any mix of sets), return them grouped by set key, each list in part order."""
+    groups: dict[str, list[Name]] = {}
+    for n in names:
+        groups.setdefault(set_key(n), []).append(n)
+    for parts in groups.values():
+        parts.sort(key=lambda p: p.part or 0)
+    return groups
+
+
+def missing_parts(go: Name, present: Iterable[Name]) -> list[str]:
+    """Given a set's GO name and the FI parts present, return the names of the absent parts."""
+    have = {format_name(p) for p in present}
+    return [format_name(p) for p in part_names(go) if format_name(p) not in have]

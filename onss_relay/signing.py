@@ -1,0 +1,281 @@
+"""Detached CMS signatures (the FS file): load the signing identity, sign and verify in constant memory.
+
+The FI is digested by streaming it; the CMS SignedData is built with asn1crypto around that digest, so a
+file of any size is signed without being read into memory. Binary mode: the FI bytes are never altered.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import datetime as dt
+import hashlib
+from pathlib import Path
+
+from asn1crypto import algos, cms, core
+from asn1crypto import x509 as ax509
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from onss_relay.errors import CertificateError, SignatureError
+
+CHUNK = 1 << 20
+LAYOUTS = ("single-line", "76-cr", "64-crlf")
+_HASHES = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    """A private key and its certificate (plus any chain), and the file they came from."""
+
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+    source: Path
+
+    @property
+    def not_after(self) -> dt.datetime:
+        return self.certificate.not_valid_after_utc
+
+    @property
+    def not_before(self) -> dt.datetime:
+        return self.certificate.not_valid_before_utc
+
+
+def load_identity(key_path: Path, certificate_path: Path | None = None, password: bytes | None = None) -> Identity:
+    """Given a PKCS#12 file, or a PEM key and PEM certificate, and an optional password, return the Identity."""
+    try:
+        data = key_path.read_bytes()
+    except OSError as e:
+        raise CertificateError(f"{key_path}: cannot read signing key: {e.strerror}") from None
+    if b"-----BEGIN" in data:
+        return _load_pem(key_path, data, certificate_path, password)
+    return _load_pkcs12(key_path, data, password)
+
+
+def _load_pkcs12(path: Path, data: bytes, password: bytes | None) -> Identity:
+    try:
+        key, cert, extra = pkcs12.load_key_and_certificates(data, password)
+    except ValueError:
+        hint = "no password_file is set" if password is None else "is the password in password_file right?"
+        raise CertificateError(f"{path}: cannot open the PKCS#12 file ({hint})") from None
+    if key is None or cert is None:
+        raise CertificateError(f"{path}: the PKCS#12 file holds no private key and certificate pair")
+    return Identity(_check_key_type(path, key), cert, tuple(extra), path)
+
+
+def _load_pem(path: Path, data: bytes, certificate_path: Path | None, password: bytes | None) -> Identity:
+    try:
+        key = serialization.load_pem_private_key(data, password)
+    except TypeError:
+        raise CertificateError(f"{path}: the PEM key is encrypted and no password_file is set (or it is not encrypted and one is)") from None
+    except ValueError:
+        raise CertificateError(f"{path}: cannot load the PEM private key (wrong password or not a key)") from None
+    cert_source = certificate_path or path
+    try:
+        certs = x509.load_pem_x509_certificates(cert_source.read_bytes())
+    except (OSError, ValueError):
+        raise CertificateError(f"{cert_source}: no PEM certificate found (set signing.certificate)") from None
+    mine = [c for c in certs if c.public_key().public_numbers() == key.public_key().public_numbers()]
+    if not mine:
+        raise CertificateError(f"{cert_source}: no certificate in it matches the private key {path}")
+    return Identity(_check_key_type(path, key), mine[0], tuple(c for c in certs if c is not mine[0]), path)
+
+
+def _check_key_type(path: Path, key: object) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise CertificateError(f"{path}: only RSA and EC keys can sign declarations, not {type(key).__name__}")
+    return key
+
+
+def check_certificate(identity: Identity, now: dt.datetime | None = None, warning_days: int = 30) -> str | None:
+    """Given an Identity, raise CertificateError if it cannot sign now; return a warning when it expires soon."""
+    now = now or dt.datetime.now(dt.UTC)
+    dates = f"valid from {identity.not_before:%Y-%m-%d %H:%M} to {identity.not_after:%Y-%m-%d %H:%M} UTC"
+    if now < identity.not_before:
+        raise CertificateError(f"{identity.source}: the signing certificate is not valid yet ({dates})")
+    if now > identity.not_after:
+        raise CertificateError(f"{identity.source}: the signing certificate has expired ({dates}); renew it on the portal")
+    left = days_left(identity, now)
+    if left <= warning_days:
+        return f"{identity.source}: the signing certificate expires in {left} days ({dates}); renew it on the portal"
+    return None
+
+
+def days_left(identity: Identity, now: dt.datetime | None = None) -> int:
+    now = now or dt.datetime.now(dt.UTC)
+    return (identity.not_after - now).days
+
+
+def digest_file(path: Path, algorithm: str = "sha256") -> bytes:
+    """Given a file and a digest name, return the digest, reading the file in 1 MiB chunks."""
+    h = hashlib.new(algorithm)
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.digest()
+
+
+def sign_file(identity: Identity, fi: Path, algorithm: str = "sha256", now: dt.datetime | None = None) -> bytes:
+    """Given an Identity and an FI file, return the DER of a detached CMS SignedData over the file's bytes."""
+    now = now or dt.datetime.now(dt.UTC)
+    check_certificate(identity, now, warning_days=-1)
+    return sign_digest(identity, digest_file(fi, algorithm), algorithm, now)
+
+
+def sign_digest(identity: Identity, digest: bytes, algorithm: str, now: dt.datetime) -> bytes:
+    """Given an Identity, a content digest and the signing time, return a detached CMS SignedData (DER)."""
+    cert = ax509.Certificate.load(identity.certificate.public_bytes(serialization.Encoding.DER))
+    attrs = [
+        cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
+        cms.CMSAttribute({"type": "signing_time", "values": [cms.Time({"utc_time": now.replace(microsecond=0)})]}),
+        cms.CMSAttribute({"type": "message_digest", "values": [digest]}),
+    ]
+    signed_attrs = cms.CMSAttributes(sorted(attrs, key=lambda a: a.dump()))  # DER: SET OF sorted by encoding
+    signature, sig_algo = _sign(identity.key, signed_attrs.dump(), algorithm)
+    signer = cms.SignerInfo({
+        "version": "v1",
+        "sid": cms.SignerIdentifier({"issuer_and_serial_number": cms.IssuerAndSerialNumber(
+            {"issuer": cert.issuer, "serial_number": cert.serial_number})}),
+        "digest_algorithm": algos.DigestAlgorithm({"algorithm": algorithm}),
+        "signed_attrs": signed_attrs,
+        "signature_algorithm": algos.SignedDigestAlgorithm({"algorithm": sig_algo}),
+        "signature": signature,
+    })
+    chain = [ax509.Certificate.load(c.public_bytes(serialization.Encoding.DER)) for c in identity.chain]
+    signed_data = cms.SignedData({
+        "version": "v1",
+        "digest_algorithms": [algos.DigestAlgorithm({"algorithm": algorithm})],
+        "encap_content_info": {"content_type": "data"},  # no content: detached
+        "certificates": [cert, *chain],
+        "signer_infos": [signer],
+    })
+    return cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()
+
+
+def _sign(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, data: bytes, algorithm: str) -> tuple[bytes, str]:
+    h = _HASHES[algorithm]()
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(data, padding.PKCS1v15(), h), "rsassa_pkcs1v15"
+    return key.sign(data, ec.ECDSA(h)), f"{algorithm}_ecdsa"
+
+
+def encode_fs(der: bytes, layout: str = "single-line") -> bytes:
+    """Given a DER signature and a layout, return the FS file content (base64, no header)."""
+    text = base64.b64encode(der)
+    if layout == "single-line":
+        return text
+    width, eol = {"76-cr": (76, b"\r"), "64-crlf": (64, b"\r\n")}[layout]
+    return b"".join(text[i:i + width] + eol for i in range(0, len(text), width))
+
+
+def decode_fs(content: bytes) -> bytes:
+    """Given an FS file's content in any layout (PEM armour tolerated), return the DER; raise SignatureError."""
+    lines = [ln for ln in content.split() if not ln.startswith(b"-----")]
+    try:
+        der = base64.b64decode(b"".join(lines), validate=True)
+    except (binascii.Error, ValueError):
+        raise SignatureError("the FS file is not base64 (wrong layout or not a signature file)") from None
+    if not der:
+        raise SignatureError("the FS file is empty")
+    return der
+
+
+@dataclasses.dataclass(frozen=True)
+class Verified:
+    subject: str
+    signing_time: dt.datetime | None
+    digest: str
+
+
+def verify(fi: Path, fs_content: bytes) -> Verified:
+    """Given an FI file and its FS content, return who signed it and when, or raise SignatureError saying why."""
+    der = decode_fs(fs_content)
+    try:
+        info = cms.ContentInfo.load(der)
+        if info["content_type"].native != "signed_data":
+            raise SignatureError("the FS is CMS but not SignedData")
+        sd = info["content"]
+        if sd["encap_content_info"]["content"].native is not None:
+            raise SignatureError("the FS embeds its content; a detached signature is expected")
+        signer = sd["signer_infos"][0]
+        certs = [c.chosen for c in sd["certificates"]]
+        algorithm = signer["digest_algorithm"]["algorithm"].native
+        attrs = {a["type"].native: a["values"][0].native for a in signer["signed_attrs"]}
+    except SignatureError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError) as e:
+        raise SignatureError(f"the FS is not a CMS signature ({e.__class__.__name__})") from None
+    if algorithm not in _HASHES:
+        raise SignatureError(f"the FS uses an unsupported digest {algorithm}")
+    if attrs.get("message_digest") != digest_file(fi, algorithm):
+        raise SignatureError(f"{fi.name}: the content changed since it was signed (digest mismatch)")
+    cert = _signer_certificate(signer, certs)
+    _check_signature(cert, signer, algorithm)
+    signing_time = attrs.get("signing_time")
+    if signing_time and not (cert.not_valid_before_utc <= signing_time <= cert.not_valid_after_utc):
+        raise SignatureError(
+            f"the certificate was not valid at signing time {signing_time:%Y-%m-%d %H:%M} UTC "
+            f"(valid {cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d})")
+    return Verified(cert.subject.rfc4514_string(), signing_time, algorithm)
+
+
+def _signer_certificate(signer: cms.SignerInfo, certs: list[ax509.Certificate]) -> x509.Certificate:
+    sid = signer["sid"].chosen
+    for c in certs:
+        if isinstance(sid, cms.IssuerAndSerialNumber):
+            if c.issuer == sid["issuer"] and c.serial_number == sid["serial_number"].native:
+                return x509.load_der_x509_certificate(c.dump())
+        elif c.key_identifier == sid.native:
+            return x509.load_der_x509_certificate(c.dump())
+    raise SignatureError("the FS does not include the signer's certificate")
+
+
+def _check_signature(cert: x509.Certificate, signer: cms.SignerInfo, algorithm: str) -> None:
+    tbs = signer["signed_attrs"].untag().dump(force=True)
+    signature = signer["signature"].native
+    public = cert.public_key()
+    h = _HASHES[algorithm]()
+    try:
+        if isinstance(public, rsa.RSAPublicKey):
+            public.verify(signature, tbs, padding.PKCS1v15(), h)
+        elif isinstance(public, ec.EllipticCurvePublicKey):
+            public.verify(signature, tbs, ec.ECDSA(h))
+        else:
+            raise SignatureError(f"unsupported signer key type {type(public).__name__}")
+    except InvalidSignature:
+        raise SignatureError("the signature does not match the signer's certificate") from None
+
+
+def fs_content_for(identity: Identity, fi: Path, algorithm: str, layout: str) -> bytes:
+    """Given an Identity and an FI, return the FS file content, already verified against the FI."""
+    if fi.stat().st_size == 0:
+        raise SignatureError(f"{fi.name}: the declaration is empty")
+    content = encode_fs(sign_file(identity, fi, algorithm), layout)
+    verify(fi, content)
+    return content
+
+
+def self_signed_identity(directory: Path, common_name: str = "onss-relay demo", days: int = 365,
+                         key_type: str = "ec", password: bytes | None = None) -> Identity:
+    """Given a directory, create a self-signed key+certificate as PKCS#12 (signer.p12) and PEM there; return it."""
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    key = ec.generate_private_key(ec.SECP256R1()) if key_type == "ec" else rsa.generate_private_key(65537, 2048)
+    now = dt.datetime.now(dt.UTC)
+    subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, common_name)])
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    enc = serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
+    p12 = directory / "signer.p12"
+    p12.write_bytes(pkcs12.serialize_key_and_certificates(b"signer", key, cert, None, enc))
+    (directory / "signer.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return Identity(key, cert, (), p12)
