@@ -24,10 +24,11 @@ class ConfigError(RelayError):
 class InvalidName(RelayError, ValueError):
     """A file name does not follow the ONSS grammar; the message names the field and why."""
 
-    def __init__(self, name: str, field: str, why: str) -> None:
+    def __init__(self, name: str, field: str, why: str, acrf: str | None = None) -> None:
         self.name = name
         self.field = field
         self.why = why
+        self.acrf = acrf  # the refusal code the transfer point would answer, when the grammar names one
         super().__init__(f"{name!r}: {field} {why}")
 
 

@@ -43,7 +43,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     S.ACKNOWLEDGED: frozenset({S.NOTIFIED}),
     S.NOTIFIED: frozenset({S.NOTIFIED}),  # further notifications for the same declaration
     S.REFUSED: frozenset(),
-    S.FAILED: frozenset(),
+    S.FAILED: frozenset({S.QUEUED}),  # the same name dropped again, fixed, after a quarantine
 }
 IN_FLIGHT = (S.QUEUED, S.SIGNED, S.UPLOADING, S.GO_SENDING)
 
@@ -159,22 +159,31 @@ class Journal:
     # -- declaration sets ---------------------------------------------------------------------
 
     def add_set(self, go_name: str, env: str, parts: list[str], data: dict[str, Any] | None = None) -> None:
-        """Given a new set, record it as queued; raise sqlite3.IntegrityError if the name is known."""
+        """Given a new set (or one quarantined before), record it as queued; raise IllegalTransition otherwise."""
         now = time.time()
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO sets (go_name, env, state, parts, created_at, updated_at, data) VALUES (?,?,?,?,?,?,?)",
-                (go_name, env, S.QUEUED, json.dumps(parts), now, now, json.dumps(data or {})),
-            )
+            row = db.execute("SELECT state FROM sets WHERE go_name = ?", (go_name,)).fetchone()
+            if row is not None:
+                check_transition(State(row["state"]), S.QUEUED)
+                db.execute(
+                    "UPDATE sets SET state = ?, parts = ?, data = ?, updated_at = ?, reason = NULL, archived = 0"
+                    " WHERE go_name = ?",
+                    (S.QUEUED, json.dumps(parts), json.dumps(data or {}), now, go_name),
+                )
+            else:
+                db.execute(
+                    "INSERT INTO sets (go_name, env, state, parts, created_at, updated_at, data) VALUES (?,?,?,?,?,?,?)",
+                    (go_name, env, S.QUEUED, json.dumps(parts), now, now, json.dumps(data or {})),
+                )
             db.execute("INSERT INTO history (go_name, state, at) VALUES (?,?,?)", (go_name, S.QUEUED, now))
 
     def add_failed(self, go_name: str, env: str, parts: list[str], reason: str) -> None:
-        """Given a set refused before it was queued, record it as failed (for status), if not known yet."""
+        """Given a set refused before it was queued, record it as failed (for status) unless its name is known."""
         now = time.time()
         with self._tx() as db:
             cur = db.execute(
-                "INSERT OR IGNORE INTO sets (go_name, env, state, parts, created_at, updated_at, reason)"
-                " VALUES (?,?,?,?,?,?,?)",
+                "INSERT OR IGNORE INTO sets (go_name, env, state, parts, created_at, updated_at, reason, archived)"
+                " VALUES (?,?,?,?,?,?,?,1)",
                 (go_name, env, S.FAILED, json.dumps(parts), now, now, reason),
             )
             if cur.rowcount:

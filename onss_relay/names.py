@@ -141,33 +141,35 @@ def _parse_prefix(name: str, field: str) -> Prefix:
 
 def _parse_app(name: str, field: str) -> str:
     if not _APP.fullmatch(field):
-        raise InvalidName(name, "application code", f"{field!r} is not 4 upper-case letters or digits")
+        raise InvalidName(name, "application code", f"{field!r} is not 4 upper-case letters or digits", "ACRF-129")
     if field not in application_codes():
-        raise InvalidName(name, "application code", f"{field!r} is not a known application code")
+        raise InvalidName(name, "application code", f"{field!r} is not a known application code", "ACRF-129")
     return field
 
 
 def _parse_sender(name: str, field: str) -> str:
     if not _SENDER.fullmatch(field):
-        raise InvalidName(name, "sender number", f"{field!r} is not 6 digits")
+        raise InvalidName(name, "sender number", f"{field!r} is not 6 digits", "ACRF-108")
     return field
 
 
 def _parse_date(name: str, field: str) -> str:
     if not _DATE.fullmatch(field):
-        raise InvalidName(name, "date", f"{field!r} is not 8 digits (YYYYMMDD)")
+        raise InvalidName(name, "date", f"{field!r} is not 8 digits (YYYYMMDD)", "ACRF-109")
     try:
         dt.datetime.strptime(field, "%Y%m%d")
     except ValueError:
-        raise InvalidName(name, "date", f"{field!r} is not a valid calendar date") from None
+        raise InvalidName(name, "date", f"{field!r} is not a valid calendar date", "ACRF-110") from None
     return field
 
 
 def _parse_seq(name: str, field: str) -> str:
+    if len(field) != 5:
+        raise InvalidName(name, "sequence", f"{field!r} is not 5 characters", "ACRF-112")
     if not _SEQ.fullmatch(field):
-        raise InvalidName(name, "sequence", f"{field!r} is not 5 digits")
+        raise InvalidName(name, "sequence", f"{field!r} is not numeric", "ACRF-113")
     if field == "00000":
-        raise InvalidName(name, "sequence", "is zero (00000)")
+        raise InvalidName(name, "sequence", "is zero (00000)", "ACRF-127")
     return field
 
 
@@ -175,7 +177,7 @@ def _parse_env(name: str, field: str) -> Env:
     try:
         return Env(field)
     except ValueError:
-        raise InvalidName(name, "environment", f"{field!r} is not R, T or S") from None
+        raise InvalidName(name, "environment", f"{field!r} is not R, T or S", "ACRF-117") from None
 
 
 def _parse_parts(name: str, prefix: Prefix, rest: list[str]) -> tuple[int | None, int | None]:
@@ -186,12 +188,13 @@ def _parse_parts(name: str, prefix: Prefix, rest: list[str]) -> tuple[int | None
     if not rest:
         return None, None
     if not _DIGIT.fullmatch(rest[0]):
-        raise InvalidName(name, "part count", f"{rest[0]!r} is not one digit from 1 to {MAX_PARTS}")
+        code = "ACRF-116" if rest[0] == "0" else "ACRF-115" if not rest[0].isdigit() else "ACRF-114"
+        raise InvalidName(name, "part count", f"{rest[0]!r} is not one digit from 1 to {MAX_PARTS}", code)
     total = int(rest[0])
     if len(rest) == 1:
         return total, None
     if not _DIGIT.fullmatch(rest[1]) or int(rest[1]) > total:
-        raise InvalidName(name, "part number", f"{rest[1]!r} is not one digit from 1 to the part count {total}")
+        raise InvalidName(name, "part number", f"{rest[1]!r} is not one digit from 1 to the part count {total}", "ACRF-123")
     return total, int(rest[1])
 
 

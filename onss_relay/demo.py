@@ -1,0 +1,107 @@
+"""`onss-relay demo`: the whole cycle on one machine, with no account, no network and no real key.
+
+A self-signed certificate, a spool, a folder standing for the transfer point and the built-in simulator;
+several declarations (one multi-part, one deliberately invalid) go out and their answers come back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.resources
+import tempfile
+from pathlib import Path
+from typing import TextIO
+
+from onss_relay import signing
+from onss_relay.config import load_config
+from onss_relay.journal import State
+from onss_relay.names import Env, Name, Prefix, format_name
+from onss_relay.relay import Relay
+from onss_relay.simulator import Simulator
+from onss_relay.spool import atomic_write
+from onss_relay.status import result_summary
+from onss_relay.transport.local import make_remote_home
+
+SENDER = "123456"
+
+
+def _declaration(app: str, seq: int, env: str, total: int, part: int, sender: str = SENDER) -> Name:
+    return Name(Prefix.FI, app, sender, dt.date.today().strftime("%Y%m%d"), f"{seq:05d}", Env(env), total, part)
+
+
+def _xml(app: str, seq: int, part: int, extra: str = "") -> bytes:
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\r\n<{app}Declaration>\r\n'
+        f"  <Sender>{SENDER}</Sender>\r\n  <Sequence>{seq}</Sequence>\r\n  <Part>{part}</Part>\r\n"
+        f"  <Worker><INSS>00000000097</INSS></Worker>{extra}\r\n</{app}Declaration>\r\n"
+    ).encode()
+
+
+def demo_declarations() -> list[tuple[Name, bytes]]:
+    """Return the demo's FI files: Dimona (T), a 3-part DmfA (T, one anomaly), DmfA (S), DmfA (R), one invalid."""
+    files = [(_declaration("DIMN", 1, "T", 1, 1), _xml("Dimona", 1, 1))]
+    for part in (1, 2, 3):
+        extra = "\r\n  <!-- SIMULATE-ANOMALY:00024-152:NB -->" if part == 2 else ""
+        files.append((_declaration("DMFA", 2, "T", 3, part), _xml("DmfA", 2, part, extra)))
+    files.append((_declaration("DMFA", 3, "S", 1, 1), _xml("DmfA", 3, 1)))
+    files.append((_declaration("DMFA", 4, "R", 1, 1), _xml("DmfA", 4, 1)))
+    files.append((_declaration("DMFA", 5, "T", 1, 1, sender="654321"), _xml("DmfA", 5, 1)))  # wrong sender
+    return files
+
+
+def prepare(root: Path) -> Path:
+    """Given a folder, create the demo's key, config, spool and transfer point there; return the config path."""
+    root.mkdir(parents=True, exist_ok=True)
+    signing.self_signed_identity(root / "keys", "Demo Payroll Office (self-signed)")
+    make_remote_home(root / "transfer-point")
+    config = root / "config.toml"
+    template = importlib.resources.files("onss_relay.data").joinpath("demo.toml").read_text()
+    config.write_text(template)
+    return config
+
+
+def run_demo(directory: Path | None, out: TextIO) -> int:
+    """Given a folder (or None for a temporary one), run the whole cycle and print a table; return the exit code."""
+    root = directory or Path(tempfile.mkdtemp(prefix="onss-relay-demo-"))
+    cfg = load_config(prepare(root))
+    relay = Relay(cfg)
+    try:
+        for name, content in demo_declarations():
+            atomic_write(relay.spool.outbox / format_name(name), content)
+        simulator = Simulator(root / "transfer-point", cfg.sender.number)
+        relay.send_once(wait_for_settle=False)
+        simulator.process()
+        relay.poll_once()
+        return _report(relay, root, out)
+    finally:
+        relay.close()
+
+
+def _report(relay: Relay, root: Path, out: TextIO) -> int:
+    rows = sorted(relay.journal.recent_sets(100), key=lambda r: r.go_name.split(".")[4])
+    print(f"onss-relay demo in {root}\n", file=out)
+    print(f"{'DECLARATION SET':<38} {'ENV':<4} {'STATE':<10} {'ACRF':<28} {'NOTIFICATION':<40} FILES", file=out)
+    ok = True
+    for r in rows:
+        acrf = r.data.get("acrf")
+        notes = r.data.get("notifications", [])
+        acrf_text = "-" if acrf is None else (f"accepted {acrf['ticket']}" if acrf["accepted"] else "refused")
+        noti_text = "-" if not notes else result_summary(r)
+        where = _where(relay, r.go_name, r.data.get("sent_dir"), root)
+        if r.state == State.FAILED:
+            acrf_text, noti_text = "not sent", (r.reason or "").split(":")[0]
+            ok = ok and r.go_name.split(".")[2] != SENDER  # only the deliberately invalid one may fail
+        else:
+            ok = ok and r.state == State.NOTIFIED
+        print(f"{r.go_name:<38} {r.env:<4} {str(r.state):<10} {acrf_text:<28} {noti_text:<40} {where}", file=out)
+    ok = ok and any(r.state == State.FAILED for r in rows)
+    print(f"\nresponses mirrored in {relay.spool.inbox}; per-set results in {relay.spool.results}", file=out)
+    print("demo " + ("succeeded: every valid declaration was accepted, the invalid one was quarantined"
+                     if ok else "FAILED: see the table above"), file=out)
+    return 0 if ok else 1
+
+
+def _where(relay: Relay, go_name: str, sent_dir: str | None, root: Path) -> str:
+    if sent_dir:
+        return str(Path(sent_dir).relative_to(root)) + "/"
+    return str(relay.spool.failed.relative_to(root)) + "/"

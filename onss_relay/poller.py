@@ -1,0 +1,159 @@
+"""The poll stage: mirror OUT, OUTTEST and OUTTEST-S into inbox/ durably, and only then delete remotely.
+
+A response set is taken once its GO is there; a file without GO once its size held across two polls.
+Every remote name is hostile until it parses: anything else is never written, never deleted, logged once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import structlog
+
+from onss_relay.config import Config
+from onss_relay.errors import InvalidName
+from onss_relay.journal import Journal
+from onss_relay.names import Env, Name, Prefix, parse_name, response_folder, set_key
+from onss_relay.spool import Spool, free_name, fsync_dir
+from onss_relay.transport.base import RemoteEntry, SizeLimitExceeded, Transport
+
+log = structlog.get_logger(__name__)
+
+RESPONSE_PREFIXES = (Prefix.FO, Prefix.CO, Prefix.FS, Prefix.GO)
+
+
+@dataclasses.dataclass
+class PollReport:
+    mirrored: list[str] = dataclasses.field(default_factory=list)
+    deleted: list[str] = dataclasses.field(default_factory=list)
+    suspicious: list[str] = dataclasses.field(default_factory=list)
+    too_large: list[str] = dataclasses.field(default_factory=list)
+
+
+def validate_remote_entry(entry: RemoteEntry) -> Name | str:
+    """Given a remote listing entry, return its parsed Name, or a sentence saying why it is suspicious."""
+    if entry.kind != "file":
+        return f"is a {entry.kind}, not a regular file"
+    try:
+        parsed = parse_name(entry.name)
+    except InvalidName as e:
+        return f"has a name outside the ONSS grammar ({e.field} {e.why})"
+    if parsed.prefix not in RESPONSE_PREFIXES:
+        return f"has prefix {parsed.prefix}, which the ONSS does not use for responses"
+    return parsed
+
+
+class Poller:
+    """Given the configuration, journal and spool, mirror remote responses into the inbox."""
+
+    def __init__(self, cfg: Config, journal: Journal, spool: Spool) -> None:
+        self.cfg = cfg
+        self.journal = journal
+        self.spool = spool
+        self._last_sizes: dict[tuple[str, str], int] = {}
+        self._reported: set[tuple[str, str]] = set()
+
+    def folders(self) -> list[str]:
+        return [response_folder(Env(e)) for e in self.cfg.poll.environments]
+
+    def poll_once(self, t: Transport) -> PollReport:
+        """List every polled OUT folder once and mirror what is ready; return what happened."""
+        report = PollReport()
+        for folder in self.folders():
+            self._poll_folder(t, folder, report)
+        return report
+
+    def _poll_folder(self, t: Transport, folder: str, report: PollReport) -> None:
+        entries = t.list(folder)
+        groups: dict[str, list[tuple[RemoteEntry, Name]]] = {}
+        for entry in entries:
+            parsed = validate_remote_entry(entry)
+            if isinstance(parsed, str):
+                self._suspicious(folder, entry.name, parsed, report)
+                continue
+            groups.setdefault(set_key(parsed), []).append((entry, parsed))
+        sizes = {(folder, e.name): e.size for e in entries}
+        for key, members in sorted(groups.items()):
+            for entry in self._ready(folder, key, members):
+                self._take(t, folder, entry, report)
+        self._last_sizes = {k: v for k, v in self._last_sizes.items() if k[0] != folder} | sizes
+
+    def _ready(self, folder: str, key: str, members: list[tuple[RemoteEntry, Name]]) -> Iterable[RemoteEntry]:
+        """Given one response set's remote files, return those to take now, the GO last."""
+        has_go = any(n.prefix == Prefix.GO for _, n in members)
+        ordered = sorted(members, key=lambda m: (m[1].prefix == Prefix.GO, m[1].prefix == Prefix.FS, m[0].name))
+        for entry, _ in ordered:
+            if has_go or self._last_sizes.get((folder, entry.name)) == entry.size:
+                yield entry
+
+    def _suspicious(self, folder: str, name: str, why: str, report: PollReport) -> None:
+        report.suspicious.append(f"{folder}/{name!r}")
+        if (folder, name) not in self._reported:
+            self._reported.add((folder, name))
+            log.warning("remote_name_suspicious", folder=folder, file=repr(name)[:300], detail=why)
+
+    def _take(self, t: Transport, folder: str, entry: RemoteEntry, report: PollReport) -> None:
+        known = self.journal.get_response(folder, entry.name)
+        if known is None:
+            try:
+                local = self._download(t, folder, entry.name)
+            except SizeLimitExceeded as e:
+                report.too_large.append(f"{folder}/{entry.name}")
+                if (folder, entry.name) not in self._reported:
+                    self._reported.add((folder, entry.name))
+                    log.error("response_too_large", folder=folder, file=entry.name, detail=str(e))
+                return
+            self.journal.add_response(folder, entry.name, local.stat().st_size, str(local))
+            report.mirrored.append(f"{folder}/{entry.name}")
+            log.info("response_mirrored", folder=folder, file=entry.name, path=str(local))
+        if self.cfg.poll.delete_remote and not (known and known.deleted_remote):
+            t.delete(folder, entry.name)
+            self.journal.mark_response_deleted(folder, entry.name)
+            report.deleted.append(f"{folder}/{entry.name}")
+
+    def _download(self, t: Transport, folder: str, name: str) -> Path:
+        """Copy folder/name to inbox/folder/ under a temp name, fsync, rename, fsync the folder; return the path."""
+        dest_dir = self.spool.inbox / folder
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        temp = dest_dir / f".{name}.part"
+        try:
+            with temp.open("wb") as f:
+                t.get(folder, name, f, self.cfg.poll.max_size)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise
+        final = dest_dir / name
+        if final.exists():
+            if _same_bytes(final, temp):
+                temp.unlink()  # our own second copy of a file already safe here
+                return final
+            final = free_name(dest_dir, name)
+            log.warning("response_name_reused", folder=folder, file=name, kept_as=final.name,
+                        detail="a local file of this name has other bytes; the new one is kept beside it")
+        os.replace(temp, final)
+        fsync_dir(dest_dir)
+        return final
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    return _sha256(a) == _sha256(b)
+
+
+def _sha256(p: Path) -> bytes:
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.digest()
+
+

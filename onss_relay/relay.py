@@ -1,0 +1,94 @@
+"""The relay's stages wired together over one journal and spool: used by `send`, `poll`, `run` and `demo`."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+
+import structlog
+
+from onss_relay.answers import process_responses
+from onss_relay.config import Config
+from onss_relay.journal import Journal
+from onss_relay.poller import Poller, PollReport
+from onss_relay.signer import Signer
+from onss_relay.spool import Spool
+from onss_relay.transport import open_transport
+from onss_relay.transport.base import Transport
+from onss_relay.uploader import Uploader, UploadReport
+from onss_relay.watcher import Outbox
+
+log = structlog.get_logger(__name__)
+
+
+@dataclasses.dataclass
+class SendReport:
+    claimed: list[str]
+    upload: UploadReport
+    quarantined_before: int
+    quarantined_after: int
+
+    @property
+    def quarantined(self) -> int:
+        return self.quarantined_after - self.quarantined_before + len(self.upload.quarantined)
+
+
+class Relay:
+    """Given the configuration (and optionally a transport factory and a stop event), run the stages."""
+
+    def __init__(self, cfg: Config, connect: Callable[[], Transport] | None = None,
+                 stop: threading.Event | None = None, max_attempts: int | None = 5) -> None:
+        self.cfg = cfg
+        self.stop = stop or threading.Event()
+        self.spool = Spool(cfg.paths)
+        self.spool.create()
+        self.journal = Journal(cfg.paths.journal_path)
+        self.connect = connect or (lambda: open_transport(cfg))
+        self.outbox = Outbox(cfg, self.journal, self.spool)
+        self.signer = Signer(cfg, self.journal, self.spool)
+        self.uploader = Uploader(cfg, self.journal, self.spool, self.connect, stop=self.stop, max_attempts=max_attempts)
+        self.poller = Poller(cfg, self.journal, self.spool)
+
+    def close(self) -> None:
+        self.journal.close()
+
+    def claim(self, wait_for_settle: bool = False) -> list[str]:
+        """Scan the outbox; with wait_for_settle, scan again once the settle delay has passed."""
+        claimed = self.outbox.scan()
+        if wait_for_settle and self.cfg.watch.settle > 0:
+            self.stop.wait(self.cfg.watch.settle + 0.05)
+            claimed += self.outbox.scan()
+        return claimed
+
+    def send_once(self, wait_for_settle: bool = True) -> SendReport:
+        """Claim, sign and upload everything ready in the outbox now."""
+        before = self._failed_count()
+        claimed = self.claim(wait_for_settle)
+        self.signer.sign_queued()
+        upload = self.uploader.upload_pending()
+        return SendReport(claimed, upload, before, self._failed_count())
+
+    def poll_once(self) -> PollReport:
+        """Mirror the OUT folders once and link what arrived to the sets it answers."""
+        t = self.connect()
+        try:
+            report = self.poller.poll_once(t)
+        finally:
+            t.close()
+        process_responses(self.journal, self.spool)
+        return report
+
+    def _failed_count(self) -> int:
+        return sum(1 for p in self.spool.failed.iterdir() if p.name.endswith(".reason.json"))
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Given a predicate, poll it until true or until timeout seconds passed; return its last value."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True

@@ -1,0 +1,119 @@
+"""The local spool: outbox/, work/, sent/YYYY-MM-DD/, failed/, inbox/, results/ and durable file moves.
+
+Nothing here is ever deleted: files move from the outbox to sent/ or failed/ (with a reason beside them).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from onss_relay.config import PathsConfig
+from onss_relay.names import ALL_FOLDERS
+
+log = structlog.get_logger(__name__)
+
+TEMP_SUFFIXES = (".tmp", ".part", ".swp", ".partial", ".crdownload")
+
+
+def is_temp_name(name: str) -> bool:
+    """Given a file name, return True for names writers use while a file is incomplete (never touched)."""
+    return name.startswith((".", "~")) or name.endswith(TEMP_SUFFIXES) or name.endswith("~")
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Given a path and bytes, write them under a temp name, fsync, rename over path, fsync the folder."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def free_name(directory: Path, name: str) -> Path:
+    """Given a folder and a name, return folder/name, or folder/name.1, .2 … if taken (nothing is overwritten)."""
+    candidate = directory / name
+    n = 0
+    while candidate.exists() or candidate.is_symlink():
+        n += 1
+        candidate = directory / f"{name}.{n}"
+    return candidate
+
+
+def move_durably(src: Path, dest_dir: Path, name: str | None = None) -> Path:
+    """Given a file, move it into dest_dir under a free name (same filesystem rename, else copy+fsync+unlink)."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = free_name(dest_dir, name or src.name)
+    try:
+        os.rename(src, dest)
+    except OSError as e:
+        if e.errno != 18:  # EXDEV: outbox on another filesystem (a mounted share)
+            raise
+        atomic_write(dest, src.read_bytes())
+        src.unlink()
+    fsync_dir(dest_dir)
+    return dest
+
+
+class Spool:
+    """Given the paths configuration, create and manage the local folders."""
+
+    def __init__(self, paths: PathsConfig) -> None:
+        self.paths = paths
+        self.outbox = paths.outbox_dir
+        self.inbox = paths.inbox_dir
+        self.sent = paths.sent_dir
+        self.failed = paths.failed_dir
+        self.results = paths.results_dir
+        self.work = paths.work_dir
+
+    def create(self) -> None:
+        for d in (self.outbox, self.sent, self.failed, self.results, self.work, self.inbox):
+            d.mkdir(parents=True, exist_ok=True)
+        for folder in ALL_FOLDERS:
+            if folder.startswith("OUT"):
+                (self.inbox / folder).mkdir(exist_ok=True)
+
+    def work_dir_for(self, go_name: str) -> Path:
+        return self.work / go_name
+
+    def quarantine(self, files: list[Path], reason: str, detail: str = "", **extra: Any) -> list[Path]:
+        """Given outbox files and a reason, move them to failed/ with a <name>.reason.json beside each."""
+        moved = []
+        at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        for f in files:
+            if not f.exists():
+                continue
+            dest = move_durably(f, self.failed)
+            record = {"reason": reason, "detail": detail, "at": at, "file": f.name} | extra
+            atomic_write(dest.with_name(dest.name + ".reason.json"), json.dumps(record, indent=2).encode())
+            moved.append(dest)
+            log.warning("file_quarantined", file=f.name, reason=reason, detail=detail, to=str(dest))
+        return moved
+
+    def archive(self, files: list[Path], go_name: str, day: dt.date | None = None) -> Path:
+        """Given a sent set's local files, move them with an empty GO into sent/YYYY-MM-DD/; return that folder."""
+        dest = self.sent / (day or dt.date.today()).isoformat()
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            if f.exists():
+                move_durably(f, dest)
+        go = dest / go_name
+        if not go.exists():
+            atomic_write(go, b"")
+        return dest

@@ -1,0 +1,85 @@
+"""What to show a person (or a script) about declaration sets: tables, one set's story, JSON, health."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+from onss_relay.errors import InvalidName
+from onss_relay.journal import Journal, SetRow, State
+from onss_relay.names import parse_name, set_key
+from onss_relay.results import result_document
+
+
+def result_summary(row: SetRow) -> str:
+    """Given a set, return its outcome in a few words: ACRF verdict, notification verdict or failure reason."""
+    if row.state == State.FAILED:
+        return f"quarantined: {row.reason}"
+    acrf = row.data.get("acrf")
+    if acrf is None:
+        return "waiting for the ACRF" if row.state == State.SENT else "not sent yet"
+    if not acrf["accepted"]:
+        return "refused: " + "; ".join(f"{e['code']} {e['description']}" for e in acrf["errors"])
+    notes = row.data.get("notifications", [])
+    if not notes:
+        return "accepted, waiting for the notification"
+    last = notes[-1]
+    anomalies = f", {len(last['anomalies'])} anomalies" if last["anomalies"] else ""
+    return ("accepted" if last["accepted"] else f"handled with result {last['result_code']}") + anomalies
+
+
+def _age(row: SetRow, now: float) -> str:
+    s = int(now - row.updated_at)
+    return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h" if s < 172800 else f"{s // 86400}d"
+
+
+def status_table(journal: Journal, limit: int = 50) -> str:
+    """Given the journal, return a readable table of recent sets with counts by state."""
+    rows = journal.recent_sets(limit)
+    now = time.time()
+    header = ("SET", "ENV", "STATE", "TICKET", "AGE", "RESULT")
+    lines = [(r.go_name, r.env, str(r.state), r.ticket or "-", _age(r, now), result_summary(r)) for r in rows]
+    widths = [max(len(x[i]) for x in [header, *lines]) for i in range(5)]
+    out = ["  ".join(c.ljust(w) for c, w in zip(line[:5], widths)) + "  " + line[5] for line in [header, *lines]]
+    counts = journal.counts()
+    out.append("")
+    out.append("counts: " + (", ".join(f"{s}={counts[s]}" for s in State if s in counts) or "no sets yet"))
+    return "\n".join(out)
+
+
+def set_detail(journal: Journal, name: str) -> str | None:
+    """Given a GO (or FI) name, return a readable story of that set, or None when it is unknown."""
+    row = journal.get_set(_as_go(name))
+    if row is None:
+        return None
+    doc = result_document(row, journal.history(row.go_name))
+    lines = [f"set:         {row.go_name}", f"environment: {row.env}", f"state:       {row.state}",
+             f"ticket:      {row.ticket or '-'}", f"result:      {result_summary(row)}", f"parts:       {', '.join(row.parts)}"]
+    if doc["sent_dir"]:
+        lines.append(f"sent files:  {doc['sent_dir']}")
+    for n in doc["notifications"]:
+        for a in n["anomalies"]:
+            lines.append(f"anomaly:     {a['error_id']} ({a['class']}) at {a['path']}")
+    lines.append("history:")
+    lines += [f"  {h['at']}  {h['state']:<12} {h['detail'] or ''}".rstrip() for h in doc["history"]]
+    return "\n".join(lines)
+
+
+def _as_go(name: str) -> str:
+    try:
+        return set_key(parse_name(name))
+    except InvalidName:
+        return name
+
+
+def status_json(journal: Journal, name: str | None = None, limit: int = 200) -> dict[str, Any]:
+    """Given the journal, return sets and counts as a JSON-ready dict (one set with its history when named)."""
+    if name:
+        row = journal.get_set(_as_go(name))
+        return {"set": result_document(row, journal.history(row.go_name)) if row else None}
+    return {
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "counts": journal.counts(),
+        "sets": [result_document(r, []) | {"result": result_summary(r)} for r in journal.recent_sets(limit)],
+    }

@@ -1,0 +1,91 @@
+"""The transport interface: move bytes to and from the remote home (IN*, OUT* folders). Knows nothing of declarations.
+
+Implementations raise TransientRemoteError (retry) or PermanentRemoteError (stop and explain), never library errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from onss_relay.errors import PermanentRemoteError, RemoteError, TransientRemoteError
+from onss_relay.names import ALL_FOLDERS
+
+COPY_CHUNK = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteEntry:
+    name: str
+    size: int
+    kind: str  # "file", "dir", "link" or "other"
+
+
+class Transport(Protocol):
+    """One connection to the remote home. Not thread-safe: use one per thread."""
+
+    def list(self, folder: str) -> list[RemoteEntry]:
+        """Given a folder name (IN, OUTTEST, …), return its entries, hostile names included."""
+        ...
+
+    def put(self, local: Path, folder: str, name: str) -> None:
+        """Given a local file, stream it to folder/name (atomically where the protocol allows)."""
+        ...
+
+    def put_bytes(self, data: bytes, folder: str, name: str) -> None:
+        """Given a small payload (a GO is empty), write it to folder/name."""
+        ...
+
+    def get(self, folder: str, name: str, dest: BinaryIO, max_size: int) -> int:
+        """Given a remote file, stream it into dest, refusing more than max_size bytes; return the size."""
+        ...
+
+    def delete(self, folder: str, name: str) -> None: ...
+
+    def size(self, folder: str, name: str) -> int | None:
+        """Return the remote file's size, or None when it does not exist."""
+        ...
+
+    def exists(self, folder: str, name: str) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+def check_folder(folder: str) -> str:
+    """Given a folder name, return it if it is one of the six remote folders; never build other paths."""
+    if folder not in ALL_FOLDERS:
+        raise ValueError(f"not a transfer-point folder: {folder!r}")
+    return folder
+
+
+def check_remote_name(name: str) -> str:
+    """Given a file name for a remote path, return it if it is a plain name; raise ValueError otherwise."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name or len(name.encode()) > 255:
+        raise ValueError(f"not a plain file name: {name!r}")
+    return name
+
+
+class SizeLimitExceeded(RemoteError):
+    """A remote file is larger than the configured cap; it is left on the server."""
+
+
+def copy_capped(src: BinaryIO, dest: BinaryIO, max_size: int, what: str) -> int:
+    """Given two file objects, copy src into dest in chunks, raising SizeLimitExceeded past max_size."""
+    total = 0
+    while chunk := src.read(COPY_CHUNK):
+        total += len(chunk)
+        if total > max_size:
+            raise SizeLimitExceeded(f"{what} is larger than poll.max_size ({max_size} bytes); left on the server")
+        dest.write(chunk)
+    return total
+
+
+def classify_os_error(e: OSError, what: str) -> RemoteError:
+    """Given an OSError from a remote operation, return the transient or permanent error to raise."""
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return PermanentRemoteError(f"{what}: permission denied on the remote side ({e.strerror})")
+    if e.errno == errno.ENOENT:
+        return PermanentRemoteError(f"{what}: no such remote file or folder")
+    return TransientRemoteError(f"{what}: {e.strerror or e}")
