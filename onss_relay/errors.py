@@ -67,3 +67,9 @@ class PermanentRemoteError(RemoteError):
 
 class IllegalTransition(RelayError):
     """The journal was asked for a state change the state machine forbids (a bug, never input)."""
+
+
+class UsageError(RelayError):
+    """A command was given something it cannot use (a missing file, a bad option value)."""
+
+    exit_code = EXIT_USAGE

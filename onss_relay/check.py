@@ -1,0 +1,65 @@
+"""`onss-relay check`: one line per check (✓ or ✗ with a hint); exit 0 all good, 2 local problem, 3 remote problem."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TextIO
+
+from onss_relay import signing
+from onss_relay.config import Config
+from onss_relay.errors import EXIT_OK, EXIT_REMOTE, EXIT_USAGE, RelayError, RemoteError
+from onss_relay.names import Env, response_folder, upload_folder
+from onss_relay.signer import load_signing_identity
+from onss_relay.transport import open_transport
+
+
+def run_checks(cfg: Config, out: TextIO) -> int:
+    """Given the configuration, run every check, print one line each and return the exit code."""
+    worst = EXIT_OK
+
+    def check(label: str, fn: Callable[[], str], code_on_fail: int = EXIT_USAGE) -> bool:
+        nonlocal worst
+        try:
+            detail = fn()
+        except (RelayError, OSError) as e:
+            print(f"✗ {label}: {e}", file=out)
+            worst = max(worst, EXIT_REMOTE if isinstance(e, RemoteError) else code_on_fail)
+            return False
+        print(f"✓ {label}" + (f": {detail}" if detail else ""), file=out)
+        return True
+
+    check("configuration", lambda: str(cfg.source))
+    check("signing certificate", lambda: _certificate(cfg))
+    for label, path in (("outbox", cfg.paths.outbox_dir), ("inbox", cfg.paths.inbox_dir), ("spool", cfg.paths.root)):
+        check(f"{label} writable", lambda p=path: _writable(p))  # type: ignore[misc]
+    check("remote", lambda: _remote(cfg), EXIT_REMOTE)
+    return worst
+
+
+def _certificate(cfg: Config) -> str:
+    identity = load_signing_identity(cfg)
+    left = signing.days_left(identity)
+    note = signing.check_certificate(identity, warning_days=cfg.signing.expiry_warning_days)
+    subject = identity.certificate.subject.rfc4514_string()
+    return f"{subject}, {left} days left" + (" — renew it soon on the portal" if note else "")
+
+
+def _writable(path: os.PathLike[str]) -> str:
+    os.makedirs(path, exist_ok=True)
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PermissionError(13, "not writable by this user (check ownership and mode)", str(path))
+    return str(path)
+
+
+def _remote(cfg: Config) -> str:
+    t = open_transport(cfg)
+    try:
+        folders = [upload_folder(Env(e)) for e in cfg.watch.environments]
+        folders += [response_folder(Env(e)) for e in cfg.poll.environments]
+        for folder in folders:
+            t.list(folder)
+    finally:
+        t.close()
+    where = cfg.remote.base_dir if cfg.remote.transport == "local" else f"{cfg.remote.host}:{cfg.remote.port}"
+    return f"{cfg.remote.transport} {where}, folders {', '.join(folders)} listed"

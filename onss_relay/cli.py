@@ -1,0 +1,237 @@
+"""The `onss-relay` command line: sub-commands, global options, exit codes and one-sentence errors."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from onss_relay import __version__
+from onss_relay.config import Config, default_config_path, load_config
+from onss_relay.errors import EXIT_OK, EXIT_REMOTE, EXIT_USAGE, EXIT_WORK_FAILED, RelayError
+from onss_relay.log import LEVELS, setup_logging
+
+DESCRIPTION = """Relay Belgian social security declarations (Dimona, DmfA, DRS …) to the ONSS transfer point
+and bring the answers back, exactly once. Start with `onss-relay demo`."""
+EPILOG = "exit codes: 0 success, 1 something refused or quarantined, 2 usage or configuration error, " \
+         "3 remote unreachable or authentication failed"
+
+
+def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--config", metavar="FILE", default=default,
+                        help="configuration file (default: $ONSS_RELAY_CONFIG, else /etc/onss-relay/config.toml)")
+    parser.add_argument("--log-level", choices=LEVELS, default=argparse.SUPPRESS if suppress else "info",
+                        help="log level (default: info)")
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                        help="debug logging and tracebacks on errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="onss-relay", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"onss-relay {__version__}")
+    _global_options(parser, suppress=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, suppress=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=help_text, description=help_text, epilog=EPILOG)
+
+    add("run", "the daemon: watch the outbox, sign, upload, poll responses until SIGTERM")
+    p = add("send", "claim, sign and upload everything in the outbox now, then exit")
+    p.add_argument("--once", action="store_true", help="process the outbox once and exit (the default)")
+    p = add("poll", "fetch responses from OUT folders once, link them to what was sent, then exit")
+    p.add_argument("--once", action="store_true", help="poll once and exit (the default)")
+    p = add("submit", "give file(s) the next free sequence number for today and place them in the outbox")
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE", help="declaration content (one per part)")
+    p.add_argument("--app", required=True, help="application code, e.g. DMFA, DIMN")
+    p.add_argument("--env", required=True, choices=["R", "T", "S"], help="R production, T test, S simulation")
+    p.add_argument("--date", help="creation date YYYYMMDD (default: today)")
+    p.add_argument("--parts", action="store_true", help="the files are the parts of one multi-part set")
+    p = add("status", "show declaration sets, their states and ONSS results")
+    p.add_argument("name", nargs="?", help="one set (GO or FI name): its whole history")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--limit", type=int, default=50, help="how many recent sets (default: 50)")
+    add("check", "check configuration, key, certificate, folders and the remote; exit non-zero on any problem")
+    p = add("sign", "write the detached CMS signature (FS) of a declaration file")
+    p.add_argument("fi", type=Path, metavar="FI")
+    p.add_argument("-o", "--output", type=Path, metavar="FS", help="output file (default: the FS name beside FI)")
+    p = add("verify", "verify an FS signature file against its FI (exit 0 valid, 1 invalid)")
+    p.add_argument("fi", type=Path, metavar="FI")
+    p.add_argument("fs", type=Path, metavar="FS")
+    p = add("simulate", "run the transfer-point simulator on the folder of a `local` transport")
+    p.add_argument("--once", action="store_true", help="answer what is waiting, then exit")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between passes (default: 1)")
+    p = add("demo", "run the whole cycle locally against the simulator and print the results")
+    p.add_argument("dir", nargs="?", type=Path, help="keep everything under DIR (default: a temporary folder)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging("debug" if args.debug else ("error" if args.command == "demo" and args.log_level == "info" else args.log_level))
+    try:
+        return COMMANDS[args.command](args)
+    except RelayError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"onss-relay: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(default_config_path(args.config))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from onss_relay.demo import run_demo
+
+    return run_demo(args.dir, sys.stdout)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from onss_relay.daemon import Daemon
+
+    daemon = Daemon(_config(args))
+    daemon.install_signal_handlers()
+    return daemon.run()
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from onss_relay.relay import Relay
+
+    relay = Relay(_config(args))
+    try:
+        report = relay.send_once()
+    finally:
+        relay.close()
+    print(f"sent {len(report.upload.sent)} set(s), quarantined {report.quarantined}")
+    if report.upload.error:
+        print(f"onss-relay: {report.upload.error}", file=sys.stderr)
+        return EXIT_REMOTE
+    return EXIT_WORK_FAILED if report.quarantined else EXIT_OK
+
+
+def cmd_poll(args: argparse.Namespace) -> int:
+    from onss_relay.relay import Relay
+
+    relay = Relay(_config(args))
+    try:
+        report = relay.poll_once()
+    finally:
+        relay.close()
+    print(f"mirrored {len(report.mirrored)} response file(s), deleted {len(report.deleted)} remotely"
+          + (f", {len(report.suspicious)} suspicious name(s) left alone" if report.suspicious else ""))
+    return EXIT_OK
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from onss_relay.submit import submit
+
+    names = submit(_config(args), args.files, args.app, args.env, args.date, args.parts)
+    print("\n".join(names))
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from onss_relay.journal import Journal
+    from onss_relay.status import set_detail, status_json, status_table
+
+    cfg = _config(args)
+    if not cfg.paths.journal_path.exists():
+        print(f"no journal yet at {cfg.paths.journal_path}: nothing was sent from this spool")
+        return EXIT_OK
+    journal = Journal(cfg.paths.journal_path)
+    try:
+        if args.json:
+            print(json.dumps(status_json(journal, args.name, args.limit), indent=2))
+            return EXIT_OK
+        if args.name:
+            detail = set_detail(journal, args.name)
+            if detail is None:
+                print(f"onss-relay: no set named {args.name} in {cfg.paths.journal_path}", file=sys.stderr)
+                return EXIT_WORK_FAILED
+            print(detail)
+            return EXIT_OK
+        print(status_table(journal, args.limit))
+        return EXIT_OK
+    finally:
+        journal.close()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from onss_relay.check import run_checks
+
+    return run_checks(_config(args), sys.stdout)
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from onss_relay import signing
+    from onss_relay.names import fs_name_for, parse_name
+    from onss_relay.signer import load_signing_identity
+    from onss_relay.spool import atomic_write
+
+    cfg = _config(args)
+    if args.output is None:
+        try:
+            args.output = args.fi.with_name(str(fs_name_for(parse_name(args.fi.name))))
+        except ValueError:
+            args.output = args.fi.with_name(args.fi.name + ".fs")
+    content = signing.fs_content_for(load_signing_identity(cfg), args.fi, cfg.signing.digest, cfg.signing.layout)
+    atomic_write(args.output, content)
+    print(args.output)
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from onss_relay import signing
+
+    try:
+        v = signing.verify(args.fi, args.fs.read_bytes())
+    except signing.SignatureError as e:
+        print(f"invalid: {args.fs}: {e}")
+        return EXIT_WORK_FAILED
+    except OSError as e:
+        print(f"onss-relay: {e.filename}: {e.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    when = f" at {v.signing_time:%Y-%m-%d %H:%M:%S} UTC" if v.signing_time else ""
+    print(f"valid: {args.fs.name} signs {args.fi.name} ({v.digest}), signed by {v.subject}{when}")
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import time
+
+    from onss_relay.simulator import Simulator
+
+    cfg = _config(args)
+    if cfg.remote.transport != "local":
+        print("onss-relay: simulate needs remote.transport = \"local\" (the simulator answers in that folder)", file=sys.stderr)
+        return EXIT_USAGE
+    base = Path(cfg.remote.base_dir)
+    if not base.is_absolute() and cfg.source:
+        base = cfg.source.parent.absolute() / base
+    sim = Simulator(base, cfg.sender.number)
+    while True:
+        for v in sim.process():
+            print(f"{v.go_name}: {'accepted ' + v.ticket if v.accepted else 'refused ' + ' '.join(v.errors)}", flush=True)
+        if args.once:
+            return EXIT_OK
+        time.sleep(args.interval)
+
+
+COMMANDS = {
+    "run": cmd_run, "send": cmd_send, "poll": cmd_poll, "submit": cmd_submit, "status": cmd_status,
+    "check": cmd_check, "sign": cmd_sign, "verify": cmd_verify, "simulate": cmd_simulate, "demo": cmd_demo,
+}
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""`onss-relay submit`: name declaration files with the next free sequence number and place them in the outbox.
+
+The number is reserved in the journal inside one write transaction, so concurrent submits never share one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+from onss_relay.config import Config
+from onss_relay.errors import InvalidName, UsageError
+from onss_relay.journal import Journal
+from onss_relay.names import MAX_PARTS, Env, Name, Prefix, format_name, parse_name, sent_application_codes
+from onss_relay.spool import Spool, fsync_dir
+
+
+def submit(cfg: Config, files: list[Path], app: str, env: str, date: str | None, parts: bool) -> list[str]:
+    """Given content files, name them (one set, or one set each) and place them in the outbox; return the names."""
+    app = app.upper()
+    if app not in sent_application_codes():
+        raise UsageError(f"--app {app}: not an application code senders send ({', '.join(sorted(sent_application_codes()))})")
+    if env not in cfg.watch.environments:
+        raise UsageError(f"--env {env}: not in watch.environments of {cfg.source}")
+    date = date or dt.date.today().strftime("%Y%m%d")
+    try:
+        parse_name(f"FI.{app}.{cfg.sender.number}.{date}.00001.{env}.1.1")
+    except InvalidName as e:
+        raise UsageError(f"--date {date}: {e.why}") from None
+    if dt.datetime.strptime(date, "%Y%m%d").date() > dt.date.today():
+        raise UsageError(f"--date {date}: a declaration cannot be dated in the future (ACRF-111)")
+    for f in files:
+        if not f.is_file():
+            raise UsageError(f"{f}: no such file")
+        if f.stat().st_size == 0:
+            raise UsageError(f"{f}: the file is empty; an empty declaration would be refused")
+    if parts and len(files) > MAX_PARTS:
+        raise UsageError(f"--parts: {len(files)} files, but a set has at most {MAX_PARTS} parts")
+    spool = Spool(cfg.paths)
+    spool.create()
+    journal = Journal(cfg.paths.journal_path)
+    try:
+        groups = [files] if parts else [[f] for f in files]
+        names: list[str] = []
+        for group in groups:
+            seq = journal.allocate_sequence(cfg.sender.number, date, env, _taken_in_outbox(spool, cfg.sender.number, date, env))
+            names += _place(spool, group, Name(Prefix.FI, app, cfg.sender.number, date, f"{seq:05d}", Env(env), len(group), 1))
+        return names
+    finally:
+        journal.close()
+
+
+def _taken_in_outbox(spool: Spool, sender: str, date: str, env: str) -> set[int]:
+    taken = set()
+    for p in spool.outbox.iterdir():
+        try:
+            n = parse_name(p.name.lstrip(".").removesuffix(".tmp"))
+        except InvalidName:
+            continue
+        if (n.sender, n.date, n.env.value) == (sender, date, env):
+            taken.add(int(n.seq))
+    return taken
+
+
+def _place(spool: Spool, files: list[Path], first: Name) -> list[str]:
+    """Write every part under a temp name first, then rename them in: the watcher never sees half a file."""
+    staged = []
+    for i, src in enumerate(files, start=1):
+        name = format_name(Name(first.prefix, first.app, first.sender, first.date, first.seq, first.env, len(files), i))
+        temp = spool.outbox / f".{name}.tmp"
+        with src.open("rb") as fin, temp.open("wb") as fout:
+            while chunk := fin.read(1 << 20):
+                fout.write(chunk)
+            fout.flush()
+            os.fsync(fout.fileno())
+        staged.append((temp, spool.outbox / name))
+    for temp, final in staged:
+        os.replace(temp, final)
+    fsync_dir(spool.outbox)
+    return [final.name for _, final in staged]
