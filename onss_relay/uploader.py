@@ -123,7 +123,7 @@ class Uploader:
         stop = tenacity.stop_after_attempt(self.max_attempts) if self.max_attempts else tenacity.stop_never
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(TransientRemoteError),
-            wait=tenacity.wait_exponential_jitter(initial=0.5, max=self.max_wait),
+            wait=tenacity.wait_random_exponential(multiplier=0.5, max=self.max_wait),
             stop=stop | tenacity.stop_when_event_set(self.stop),
             before_sleep=lambda rs: self._before_retry(channel, go_name, rs),
             reraise=True,

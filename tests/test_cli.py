@@ -1,0 +1,109 @@
+"""The command line: help for every command, usage errors exit 2, the demo works as the README says."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from onss_relay.cli import COMMANDS, main
+from tests.conftest import fi_name
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "onss_relay.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert f"onss-relay {command}" in out and "--config" in out and "exit codes" in out
+
+
+def test_unknown_command_and_bad_option_exit_2() -> None:
+    assert run("frobnicate").returncode == 2
+    assert run("send", "--bogus").returncode == 2
+    assert run("submit", "x", "--env", "Q", "--app", "DMFA").returncode == 2
+
+
+def test_global_options_before_or_after_the_command(cfg_path: Path) -> None:
+    assert run("--config", str(cfg_path), "status").returncode == 0
+    assert run("status", "--config", str(cfg_path), "--log-level", "debug").returncode == 0
+
+
+@pytest.fixture
+def cfg_path(relay_dir: Path) -> Path:
+    return relay_dir / "config.toml"
+
+
+def test_demo_prints_the_table_and_exits_0(tmp_path: Path) -> None:
+    r = run("demo", str(tmp_path / "demo"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "demo succeeded" in r.stdout
+    assert r.stdout.count("notified") == 4 and "accepted 0" in r.stdout
+    assert "wrong sender number" in r.stdout
+    assert (tmp_path / "demo" / "spool" / "failed").is_dir()
+    status = run("status", "--json", "--config", str(tmp_path / "demo" / "config.toml"))
+    doc = json.loads(status.stdout)
+    assert doc["counts"] == {"notified": 4, "failed": 1}
+
+
+def test_demo_without_dir_uses_a_temporary_folder() -> None:
+    r = run("demo")
+    assert r.returncode == 0 and "onss-relay demo in /" in r.stdout
+
+
+def test_send_poll_status_verify_sign(cfg_path: Path, relay_dir: Path) -> None:
+    outbox = relay_dir / "spool" / "outbox"
+    outbox.mkdir(parents=True)
+    (outbox / fi_name(1)).write_bytes(b"<x/>")
+    (outbox / "junk.txt").write_bytes(b"junk")
+    r = run("send", "--once", "--config", str(cfg_path))
+    assert r.returncode == 1 and "sent 1 set(s), quarantined 1" in r.stdout
+    r = run("simulate", "--once", "--config", str(cfg_path))
+    assert r.returncode == 0 and "accepted" in r.stdout
+    r = run("poll", "--once", "--config", str(cfg_path))
+    assert r.returncode == 0 and "mirrored 6" in r.stdout
+    r = run("status", "--config", str(cfg_path))
+    assert "notified" in r.stdout and "counts:" in r.stdout
+    r = run("status", "GO" + fi_name(1)[2:-2], "--config", str(cfg_path))
+    assert "history:" in r.stdout and "go_sending" in r.stdout
+    assert run("status", "GO.DMFA.123456.20200101.00009.T.1", "--config", str(cfg_path)).returncode == 1
+    fi = relay_dir / "FI.DMFA.123456.20260101.00001.T.1.1"
+    fi.write_bytes(b"<sign me/>")
+    r = run("sign", str(fi), "--config", str(cfg_path))
+    fs = relay_dir / "FS.DMFA.123456.20260101.00001.T.1.1"
+    assert r.returncode == 0 and fs.exists()
+    assert run("verify", str(fi), str(fs)).returncode == 0
+    fi.write_bytes(b"<sign me!>")
+    bad = run("verify", str(fi), str(fs))
+    assert bad.returncode == 1 and "content changed" in bad.stdout
+
+
+def test_submit_allocates_sequences_and_places_parts(cfg_path: Path, relay_dir: Path) -> None:
+    a = relay_dir / "a.xml"
+    b = relay_dir / "b.xml"
+    a.write_bytes(b"<a/>")
+    b.write_bytes(b"<b/>")
+    r1 = run("submit", str(a), "--app", "DMFA", "--env", "T", "--config", str(cfg_path))
+    r2 = run("submit", str(a), str(b), "--parts", "--app", "dmfa", "--env", "T", "--config", str(cfg_path))
+    assert r1.returncode == 0 and r2.returncode == 0, r1.stderr + r2.stderr
+    assert r1.stdout.split()[0].endswith(".00001.T.1.1")
+    assert [n.rsplit(".", 4)[1:] for n in r2.stdout.split()] == [["00002", "T", "2", "1"], ["00002", "T", "2", "2"]]
+    bad = run("submit", str(relay_dir / "missing.xml"), "--app", "DMFA", "--env", "T", "--config", str(cfg_path))
+    assert bad.returncode == 2 and "no such file" in bad.stderr
+    bad = run("submit", str(a), "--app", "ACRF", "--env", "T", "--config", str(cfg_path))
+    assert bad.returncode == 2 and "--app ACRF" in bad.stderr
+
+
+def test_check_reports_each_item(cfg_path: Path) -> None:
+    r = run("check", "--config", str(cfg_path))
+    assert r.returncode == 0, r.stdout
+    assert r.stdout.count("✓") == 6

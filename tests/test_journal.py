@@ -1,0 +1,111 @@
+"""The journal: legal and illegal transitions, and survival of a process killed mid-transaction."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from onss_relay.errors import IllegalTransition
+from onss_relay.journal import TRANSITIONS, Journal, State
+
+GO = "GO.DMFA.123456.20260101.00001.T.1"
+HAPPY = [State.SIGNED, State.UPLOADING, State.GO_SENDING, State.SENT, State.ACKNOWLEDGED, State.NOTIFIED]
+
+
+def test_happy_path_and_history(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.db")
+    j.add_set(GO, "T", ["FI.x"], {"sizes": {"FI.x": 3}})
+    for s in HAPPY:
+        j.transition(GO, s, ticket="0ABC" if s == State.ACKNOWLEDGED else None)
+    row = j.get_set(GO)
+    assert row and row.state == State.NOTIFIED and row.ticket == "0ABC" and row.data["sizes"] == {"FI.x": 3}
+    assert [h[1] for h in j.history(GO)] == ["queued", *HAPPY]
+    assert j.set_by_ticket("0ABC") == row
+
+
+@pytest.mark.parametrize("old", list(State))
+def test_every_forbidden_transition_raises(tmp_path: Path, old: State) -> None:
+    j = Journal(tmp_path / "j.db")
+    for new in State:
+        if new in TRANSITIONS[old]:
+            continue
+        with pytest.raises(IllegalTransition):
+            j._db.execute("DELETE FROM sets")
+            j._db.execute("INSERT INTO sets (go_name, env, state, parts, created_at, updated_at) VALUES (?,?,?,?,0,0)",
+                          (GO, "T", old, "[]"))
+            j.transition(GO, new)
+        assert j.get_set(GO).state == old  # type: ignore[union-attr]
+
+
+def test_go_sending_can_only_become_sent(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.db")
+    j.add_set(GO, "T", [])
+    for s in HAPPY[:3]:
+        j.transition(GO, s)
+    for bad in (State.UPLOADING, State.SIGNED, State.FAILED, State.QUEUED):
+        with pytest.raises(IllegalTransition):
+            j.transition(GO, bad)
+
+
+def test_quarantined_name_may_be_queued_again_but_a_sent_one_not(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.db")
+    j.add_failed(GO, "T", ["FI.x"], "bad")
+    j.add_set(GO, "T", ["FI.x"])
+    assert j.get_set(GO).state == State.QUEUED  # type: ignore[union-attr]
+    for s in HAPPY[:4]:
+        j.transition(GO, s)
+    with pytest.raises(IllegalTransition):
+        j.add_set(GO, "T", ["FI.x"])
+
+
+WRITER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from onss_relay.journal import Journal, State
+    j = Journal(Path(sys.argv[1]))
+    i = 0
+    print("ready", flush=True)
+    while True:
+        go = f"GO.DMFA.123456.20260101.{i % 99999 + 1:05d}.T.1"
+        j.add_set(go, "T", ["FI"] * 50, {"pad": "x" * 20000})
+        for s in (State.SIGNED, State.UPLOADING, State.GO_SENDING, State.SENT):
+            j.transition(go, s, blob="y" * 20000)
+        i += 1
+""")
+
+
+@pytest.mark.parametrize("delay", [0.2, 0.35, 0.5, 0.8])
+def test_survives_sigkill_mid_transaction(tmp_path: Path, delay: float) -> None:
+    db = tmp_path / "j.db"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(db)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout and proc.stdout.readline().strip() == "ready"
+    time.sleep(delay)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    raw = sqlite3.connect(db)
+    assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    raw.close()
+    j = Journal(db)  # reopening recovers the WAL
+    rows = j.sets_in(*State)
+    assert rows, "the writer committed nothing before it was killed"
+    for row in rows:
+        # every set is in a state the machine allows, and its history ends with that state
+        assert row.state in (State.QUEUED, State.SIGNED, State.UPLOADING, State.GO_SENDING, State.SENT)
+        assert j.history(row.go_name)[-1][1] == row.state
+    # the journal keeps working after the crash
+    j.transition(rows[-1].go_name, State.FAILED if rows[-1].state in (State.QUEUED, State.SIGNED, State.UPLOADING)
+                 else State.SENT if rows[-1].state == State.GO_SENDING else State.ACKNOWLEDGED)
+
+
+def test_pragmas(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.db")
+    assert j._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert j._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL

@@ -1,0 +1,247 @@
+"""The stages end to end over the local transport and the simulator: happy path, every quarantine, recovery."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from onss_relay import signing
+from onss_relay.config import Config, load_config
+from onss_relay.journal import State
+from onss_relay.relay import Relay
+from onss_relay.simulator import Simulator
+from onss_relay.transport.local import LocalTransport
+from tests.conftest import SENDER, fi_name, write_config
+
+
+def drop(relay: Relay, name: str, content: bytes = b"<DmfA>\r\n</DmfA>\r\n") -> Path:
+    p = relay.spool.outbox / name
+    p.write_bytes(content)
+    return p
+
+
+def cycle(relay: Relay, home: Path) -> None:
+    relay.send_once(wait_for_settle=False)
+    Simulator(home, SENDER).process()
+    relay.poll_once()
+
+
+@pytest.fixture
+def relay(cfg: Config):  # type: ignore[no-untyped-def]
+    r = Relay(cfg)
+    yield r
+    r.close()
+
+
+def reasons(relay: Relay) -> dict[str, dict[str, str]]:
+    return {p.name.removesuffix(".reason.json"): json.loads(p.read_text()) for p in relay.spool.failed.glob("*.reason.json")}
+
+
+def test_full_cycle(relay: Relay, relay_dir: Path) -> None:
+    drop(relay, fi_name(1))
+    for part in (1, 2, 3):
+        drop(relay, fi_name(2, total=3, part=part))
+    drop(relay, fi_name(3, env="S"))
+    cycle(relay, relay_dir / "remote")
+    rows = {r.go_name: r for r in relay.journal.recent_sets()}
+    assert {r.state for r in rows.values()} == {State.NOTIFIED}
+    assert list(relay.spool.outbox.iterdir()) == []
+    sent = sorted(p.name for p in relay.spool.sent.rglob("*") if p.is_file())
+    assert len(sent) == 5 + 4 + 3  # FI and FS per part (no FS for S), one GO per set
+    assert not any(n.startswith("FS.") and ".S." in n for n in sent)
+    for folder in ("OUT", "OUTTEST", "OUTTEST-S"):
+        assert list((relay_dir / "remote" / folder).iterdir()) == []  # deleted after mirroring
+    assert len(list((relay.spool.inbox / "OUTTEST").iterdir())) == 12  # 2 sets × (ACRF + NOTI) × 3 files
+    for go, row in rows.items():
+        doc = json.loads((relay.spool.results / f"{go}.json").read_text())
+        assert doc["state"] == "notified" and doc["ticket"] == row.ticket and doc["acrf"]["accepted"]
+
+
+def test_refused_set_explains_the_code(relay: Relay, relay_dir: Path) -> None:
+    drop(relay, fi_name(1))
+    relay.send_once(wait_for_settle=False)
+    (relay_dir / "remote" / "INTEST" / fi_name(1)).write_bytes(b"tampered on the way")
+    Simulator(relay_dir / "remote", SENDER).process()
+    relay.poll_once()
+    [row] = relay.journal.recent_sets()
+    assert row.state == State.REFUSED
+    assert row.data["acrf"]["errors"] == [{"code": "ACRF-125", "description": "invalid signature"}]
+
+
+@pytest.mark.parametrize("name, content, reason", [
+    ("notes.txt", b"hello", "not a valid declaration file name"),
+    (fi_name(1, sender="654321"), b"x", "wrong sender number"),
+    (fi_name(1, date="29990101"), b"x", "date in the future"),
+    (fi_name(1, app="ACRF"), b"x", "not a code senders send"),
+    (fi_name(1), b"", "cannot sign"),
+    ("FO.ACRF.999999.20260101.00001.T", b"x", "not a declaration file"),
+])
+def test_bad_input_is_quarantined_with_a_reason(relay: Relay, name: str, content: bytes, reason: str) -> None:
+    drop(relay, name, content)
+    report = relay.send_once(wait_for_settle=False)
+    assert report.quarantined == 1
+    kept = relay.spool.failed / name
+    assert kept.read_bytes() == content
+    why = reasons(relay)[name]
+    assert why["reason"].startswith(reason) and why["detail"] and why["at"]
+    assert not (relay.spool.outbox / name).exists()
+
+
+def test_environment_not_allowed(relay_dir: Path) -> None:
+    write_config(relay_dir, "[watch]\nsettle = \"0s\"\nenvironments = [\"T\"]\n".replace("[watch]\nsettle = \"0s\"\n", ""))
+    cfg = load_config(relay_dir / "config.toml", environ={"ONSS_RELAY__WATCH__ENVIRONMENTS": '["T"]'})
+    r = Relay(cfg)
+    drop(r, fi_name(1, env="R"))
+    r.send_once(wait_for_settle=False)
+    assert reasons(r)[fi_name(1, env="R")]["reason"] == "environment not allowed"
+
+
+def test_duplicate_name_is_refused_locally(relay: Relay, relay_dir: Path) -> None:
+    drop(relay, fi_name(1))
+    relay.send_once(wait_for_settle=False)
+    drop(relay, fi_name(1), b"second time")
+    relay.send_once(wait_for_settle=False)
+    assert reasons(relay)[fi_name(1)]["reason"] == "duplicate name, would be ACRF-133"
+    assert (relay.spool.failed / fi_name(1)).read_bytes() == b"second time"
+
+
+def test_incomplete_set_waits_then_is_quarantined(relay_dir: Path) -> None:
+    cfg = load_config(relay_dir / "config.toml", environ={"ONSS_RELAY__WATCH__INCOMPLETE_AFTER": "1h"})
+    r = Relay(cfg)
+    part = drop(r, fi_name(1, total=3, part=1))
+    drop(r, fi_name(1, total=3, part=3))
+    r.send_once(wait_for_settle=False)
+    assert part.exists() and not reasons(r)  # still waiting
+    old = time.time() - 7200
+    for p in r.spool.outbox.iterdir():
+        os.utime(p, (old, old))
+    r.send_once(wait_for_settle=False)
+    why = reasons(r)
+    assert set(why) == {fi_name(1, total=3, part=1), fi_name(1, total=3, part=3)}
+    assert fi_name(1, total=3, part=2) in why[fi_name(1, total=3, part=1)]["detail"]
+
+
+def test_premade_signature_is_used_or_quarantined(relay: Relay, relay_dir: Path, identity_dir: Path) -> None:
+    ident = signing.load_identity(identity_dir / "signer.p12")
+    good = drop(relay, fi_name(1))
+    premade = signing.fs_content_for(ident, good, "sha256", "64-crlf")
+    drop(relay, "FS" + fi_name(1)[2:], premade)
+    bad = drop(relay, fi_name(2), b"<DmfA>other content</DmfA>")
+    drop(relay, "FS" + fi_name(2)[2:], signing.fs_content_for(ident, good, "sha256", "single-line"))
+    relay.send_once(wait_for_settle=False)
+    assert (relay_dir / "remote" / "INTEST" / ("FS" + fi_name(1)[2:])).read_bytes() == premade
+    assert "does not verify" in reasons(relay)[fi_name(2)]["detail"]
+    assert (relay.spool.failed / ("FS" + fi_name(2)[2:])).exists() and not bad.exists()
+
+
+def test_sign_simulation_switch(relay_dir: Path) -> None:
+    cfg = load_config(relay_dir / "config.toml", environ={"ONSS_RELAY__SIGNING__SIGN_SIMULATION": "true"})
+    r = Relay(cfg)
+    drop(r, fi_name(1, env="S"))
+    r.send_once(wait_for_settle=False)
+    assert (relay_dir / "remote" / "INTEST-S" / ("FS" + fi_name(1, env="S")[2:])).exists()
+
+
+def _to_go_sending(relay: Relay) -> str:
+    """Claim, sign and upload FI+FS of one set by hand, stopping where a crash before the GO would."""
+    drop(relay, fi_name(1))
+    relay.claim()
+    relay.signer.sign_queued()
+    [row] = relay.journal.sets_in(State.SIGNED)
+    relay.uploader._send_files(LocalTransport(relay.spool.paths.root.parent / "remote"), row)
+    return row.go_name
+
+
+def test_crash_in_go_sending_puts_the_go_once(relay: Relay, relay_dir: Path) -> None:
+    go = _to_go_sending(relay)
+    assert not (relay_dir / "remote" / "INTEST" / go).exists()
+    relay.uploader.upload_pending()
+    assert (relay_dir / "remote" / "INTEST" / go).exists()
+    assert relay.journal.history(go)[-1][2] == "GO uploaded"
+
+
+def test_crash_in_go_sending_after_go_landed(relay: Relay, relay_dir: Path) -> None:
+    go = _to_go_sending(relay)
+    (relay_dir / "remote" / "INTEST" / go).write_bytes(b"")
+    mtime = (relay_dir / "remote" / "INTEST" / go).stat().st_mtime_ns
+    relay.uploader.upload_pending()
+    assert (relay_dir / "remote" / "INTEST" / go).stat().st_mtime_ns == mtime
+    assert relay.journal.history(go)[-1][2] == "GO already on the server"
+
+
+def test_crash_in_go_sending_after_consumption(relay: Relay, relay_dir: Path) -> None:
+    go = _to_go_sending(relay)
+    for p in (relay_dir / "remote" / "INTEST").iterdir():
+        p.unlink()  # the transfer point took the set (so the GO had landed)
+    relay.uploader.upload_pending()
+    assert list((relay_dir / "remote" / "INTEST").iterdir()) == []
+    assert relay.journal.get_set(go).state == State.SENT  # type: ignore[union-attr]
+
+
+def test_poller_refuses_hostile_names_and_keeps_different_bytes(relay: Relay, relay_dir: Path) -> None:
+    out = relay_dir / "remote" / "OUTTEST"
+    (out / "..evil").write_bytes(b"x")
+    (out / "FO.ACRF.999999.20260101.00001.T\x01").write_bytes(b"x")
+    (out / "FI.DMFA.999999.20260101.00001.T.1.1").write_bytes(b"x")
+    (out / "FO.NOTI.999999.20260101.00002.T").mkdir()
+    os.symlink("/etc/passwd", out / "FO.NOTI.999999.20260101.00003.T")
+    (relay.spool.inbox / "OUTTEST" / "FO.NOTI.999999.20260101.00004.T").write_bytes(b"older copy")
+    (out / "FO.NOTI.999999.20260101.00004.T").write_bytes(b"<NOTIFICATION/>")
+    (out / "GO.NOTI.999999.20260101.00004.T").write_bytes(b"")
+    report = relay.poll_once()
+    assert len(report.suspicious) == 5
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["..evil", "FO.ACRF.999999.20260101.00001.T\x01", "FI.DMFA.999999.20260101.00001.T.1.1",
+         "FO.NOTI.999999.20260101.00002.T", "FO.NOTI.999999.20260101.00003.T"])
+    inbox = relay.spool.inbox / "OUTTEST"
+    assert (inbox / "FO.NOTI.999999.20260101.00004.T").read_bytes() == b"older copy"
+    assert (inbox / "FO.NOTI.999999.20260101.00004.T.1").read_bytes() == b"<NOTIFICATION/>"
+    assert not any(relay.spool.paths.root.parent.rglob("evil"))
+
+
+def test_no_go_file_is_taken_once_its_size_is_stable(relay: Relay, relay_dir: Path) -> None:
+    out = relay_dir / "remote" / "OUT"
+    (out / "FO.DMNO.999999.20260101.00001.R.1.1").write_bytes(b"<x/>")
+    assert relay.poll_once().mirrored == []
+    assert [m.split("/")[1] for m in relay.poll_once().mirrored] == ["FO.DMNO.999999.20260101.00001.R.1.1"]
+    assert not (out / "FO.DMNO.999999.20260101.00001.R.1.1").exists()
+
+
+def test_already_mirrored_response_is_not_downloaded_again(relay: Relay, relay_dir: Path) -> None:
+    out = relay_dir / "remote" / "OUTTEST"
+    (out / "FO.ACRF.999999.20260101.00001.T").write_bytes(b"<ACRF/>")
+    (out / "GO.ACRF.999999.20260101.00001.T").write_bytes(b"")
+    cfg_keep = load_config(relay_dir / "config.toml", environ={"ONSS_RELAY__POLL__DELETE_REMOTE": "false"})
+    keeper = Relay(cfg_keep)
+    assert len(keeper.poll_once().mirrored) == 2  # mirrored, then "crash" before the remote delete
+    keeper.close()
+    (out / "FO.ACRF.999999.20260101.00001.T").write_bytes(b"changed on the server")
+    report = relay.poll_once()
+    assert report.mirrored == [] and len(report.deleted) == 2
+    assert (relay.spool.inbox / "OUTTEST" / "FO.ACRF.999999.20260101.00001.T").read_bytes() == b"<ACRF/>"
+
+
+def test_size_cap_leaves_the_file_on_the_server(relay_dir: Path) -> None:
+    cfg = load_config(relay_dir / "config.toml", environ={"ONSS_RELAY__POLL__MAX_SIZE": "10"})
+    r = Relay(cfg)
+    out = relay_dir / "remote" / "OUTTEST"
+    (out / "FO.ACRF.999999.20260101.00001.T").write_bytes(b"x" * 11)
+    (out / "GO.ACRF.999999.20260101.00001.T").write_bytes(b"")
+    report = r.poll_once()
+    assert report.too_large == ["OUTTEST/FO.ACRF.999999.20260101.00001.T"]
+    assert (out / "FO.ACRF.999999.20260101.00001.T").exists()
+    assert not (r.spool.inbox / "OUTTEST" / "FO.ACRF.999999.20260101.00001.T").exists()
+    assert not list((r.spool.inbox / "OUTTEST").glob(".*"))
+
+
+def test_malformed_response_is_kept_and_reported(relay: Relay, relay_dir: Path) -> None:
+    out = relay_dir / "remote" / "OUTTEST"
+    (out / "FO.ACRF.999999.20260101.00001.T").write_bytes(b"<ACRF><unclosed>")
+    (out / "GO.ACRF.999999.20260101.00001.T").write_bytes(b"")
+    relay.poll_once()
+    resp = relay.journal.get_response("OUTTEST", "FO.ACRF.999999.20260101.00001.T")
+    assert resp is not None and resp.kind == "malformed" and Path(resp.local_path).exists()

@@ -1,0 +1,153 @@
+"""Signatures: every layout and key type verifies with the openssl CLI; a changed byte fails everywhere."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from onss_relay import signing
+from onss_relay.errors import CertificateError, SignatureError
+
+CONTENTS = {
+    "crlf": b"<DmfA>\r\n  <x>1</x>\r\n</DmfA>\r\n",
+    "lf": b"<DmfA>\n  <x>1</x>\n</DmfA>\n",
+    "no-trailing-newline": b"<DmfA><x>1</x></DmfA>",
+    "non-ascii": "<DmfA>Müller € \x00\xff</DmfA>".encode("latin-1", "replace") + bytes(range(256)),
+}
+
+
+def make_identity(tmp_path: Path, kind: str, *, days: int = 365, start: dt.datetime | None = None,
+                  password: bytes | None = None, pem: bool = False) -> tuple[Path, Path | None, Path]:
+    """Return (key file, certificate file or None, certificate PEM for openssl -CAfile)."""
+    key = {"rsa2048": lambda: rsa.generate_private_key(65537, 2048), "rsa4096": lambda: rsa.generate_private_key(65537, 4096),
+           "p256": lambda: ec.generate_private_key(ec.SECP256R1())}[kind]()
+    start = start or dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, f"test {kind}")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(start)
+            .not_valid_after(start + dt.timedelta(days=days)).sign(key, hashes.SHA256()))
+    enc = serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
+    cert_pem = tmp_path / f"{kind}.crt"
+    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    if pem:
+        key_path = tmp_path / f"{kind}.key"
+        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc))
+        return key_path, cert_pem, cert_pem
+    p12 = tmp_path / f"{kind}.p12"
+    p12.write_bytes(pkcs12.serialize_key_and_certificates(b"k", key, cert, None, enc))  # type: ignore[arg-type]
+    return p12, None, cert_pem
+
+
+def openssl_verifies(tmp_path: Path, fi: Path, fs_content: bytes, ca: Path) -> bool:
+    der = tmp_path / "fs.der"
+    der.write_bytes(signing.decode_fs(fs_content))
+    r = subprocess.run(["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(der),
+                        "-content", str(fi), "-CAfile", str(ca), "-out", "/dev/null"], capture_output=True, text=True)
+    return r.returncode == 0
+
+
+@pytest.mark.parametrize("kind", ["rsa2048", "rsa4096", "p256"])
+@pytest.mark.parametrize("layout", signing.LAYOUTS)
+def test_openssl_accepts_every_layout_and_key(tmp_path: Path, kind: str, layout: str) -> None:
+    key, cert, ca = make_identity(tmp_path, kind, password=b"s3cret")
+    ident = signing.load_identity(key, cert, b"s3cret")
+    for label, content in CONTENTS.items():
+        fi = tmp_path / f"FI.{label}"
+        fi.write_bytes(content)
+        fs = signing.fs_content_for(ident, fi, "sha256", layout)
+        assert openssl_verifies(tmp_path, fi, fs, ca), (kind, layout, label)
+        assert signing.verify(fi, fs).digest == "sha256"
+        fi.write_bytes(content[:-1] + bytes([content[-1] ^ 1]))  # one byte changed
+        assert not openssl_verifies(tmp_path, fi, fs, ca)
+        with pytest.raises(SignatureError, match="content changed"):
+            signing.verify(fi, fs)
+
+
+def test_layout_shapes() -> None:
+    der = bytes(range(256)) * 3
+    assert b"\n" not in signing.encode_fs(der, "single-line")
+    lines = signing.encode_fs(der, "76-cr").split(b"\r")
+    assert all(len(x) == 76 for x in lines[:-2]) and b"\n" not in signing.encode_fs(der, "76-cr")
+    crlf = signing.encode_fs(der, "64-crlf")
+    assert crlf.endswith(b"\r\n") and all(len(x) == 64 for x in crlf.split(b"\r\n")[:-2])
+    for layout in signing.LAYOUTS:
+        assert signing.decode_fs(signing.encode_fs(der, layout)) == der
+
+
+@pytest.mark.parametrize("digest", ["sha256", "sha384", "sha512"])
+def test_pem_keys_and_other_digests(tmp_path: Path, digest: str) -> None:
+    key, cert, ca = make_identity(tmp_path, "p256", pem=True, password=b"pw")
+    ident = signing.load_identity(key, cert, b"pw")
+    fi = tmp_path / "FI"
+    fi.write_bytes(CONTENTS["crlf"])
+    fs = signing.fs_content_for(ident, fi, digest, "single-line")
+    assert openssl_verifies(tmp_path, fi, fs, ca)
+    assert signing.verify(fi, fs).digest == digest
+
+
+def test_unencrypted_pkcs12(tmp_path: Path) -> None:
+    key, _, ca = make_identity(tmp_path, "rsa2048")
+    ident = signing.load_identity(key)
+    fi = tmp_path / "FI"
+    fi.write_bytes(b"x")
+    assert openssl_verifies(tmp_path, fi, signing.fs_content_for(ident, fi, "sha256", "single-line"), ca)
+
+
+def test_wrong_or_missing_password_names_the_file(tmp_path: Path) -> None:
+    key, _, _ = make_identity(tmp_path, "p256", password=b"right")
+    with pytest.raises(CertificateError, match=str(key)):
+        signing.load_identity(key, None, b"wrong")
+    with pytest.raises(CertificateError, match="no password_file"):
+        signing.load_identity(key, None, None)
+    pem_key, cert, _ = make_identity(tmp_path, "rsa2048", pem=True, password=b"right")
+    with pytest.raises(CertificateError, match="encrypted"):
+        signing.load_identity(pem_key, cert, None)
+
+
+def test_expired_and_not_yet_valid_certificates_are_refused(tmp_path: Path) -> None:
+    fi = tmp_path / "FI"
+    fi.write_bytes(b"x")
+    old, _, _ = make_identity(tmp_path, "p256", days=10, start=dt.datetime.now(dt.UTC) - dt.timedelta(days=20))
+    with pytest.raises(CertificateError, match=r"expired \(valid from .* to .*\)"):
+        signing.sign_file(signing.load_identity(old), fi)
+    (tmp_path / "future").mkdir()
+    future, _, _ = make_identity(tmp_path / "future", "p256", start=dt.datetime.now(dt.UTC) + dt.timedelta(days=2))
+    with pytest.raises(CertificateError, match="not valid yet"):
+        signing.sign_file(signing.load_identity(future), fi)
+
+
+def test_expiry_warning(tmp_path: Path) -> None:
+    key, _, _ = make_identity(tmp_path, "p256", days=10)
+    ident = signing.load_identity(key)
+    assert "expires in" in (signing.check_certificate(ident, warning_days=30) or "")
+    assert signing.check_certificate(ident, warning_days=5) is None
+
+
+def test_verify_explains_failures(tmp_path: Path) -> None:
+    key, _, _ = make_identity(tmp_path, "p256")
+    ident = signing.load_identity(key)
+    fi = tmp_path / "FI"
+    fi.write_bytes(b"hello")
+    with pytest.raises(SignatureError, match="not base64"):
+        signing.verify(fi, b"this is not base64 !!!")
+    with pytest.raises(SignatureError, match="not a CMS"):
+        signing.verify(fi, signing.encode_fs(b"\x30\x03\x02\x01\x01"))
+    good = signing.fs_content_for(ident, fi, "sha256", "single-line")
+    truncated = signing.encode_fs(signing.decode_fs(good)[:-40])
+    with pytest.raises(SignatureError):
+        signing.verify(fi, truncated)
+
+
+def test_empty_declaration_is_refused_before_signing(tmp_path: Path) -> None:
+    key, _, _ = make_identity(tmp_path, "p256")
+    fi = tmp_path / "FI"
+    fi.write_bytes(b"")
+    with pytest.raises(SignatureError, match="empty"):
+        signing.fs_content_for(signing.load_identity(key), fi, "sha256", "single-line")

@@ -1,0 +1,138 @@
+"""The simulator answers like the transfer point: one test per ACRF refusal it implements, and acceptance."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from onss_relay import signing
+from onss_relay.names import parse_name
+from onss_relay.responses import parse_acrf, parse_notification
+from onss_relay.simulator import Simulator
+from onss_relay.transport.local import make_remote_home
+from tests.conftest import SENDER, TODAY
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return make_remote_home(tmp_path / "home")
+
+
+@pytest.fixture
+def ident(identity_dir: Path) -> signing.Identity:
+    return signing.load_identity(identity_dir / "signer.p12")
+
+
+def drop(home: Path, folder: str, fi: str, ident: signing.Identity | None, content: bytes = b"<x/>",
+         go: bool = True, parts: int | None = None) -> str:
+    """Place the FI (and its FS when ident is given) and the GO of a set in folder; return the GO name."""
+    n = parse_name(fi)
+    total = parts or n.total or 1
+    for part in range(1, total + 1):
+        name = fi if n.total is None else ".".join(fi.split(".")[:-2] + [str(n.total), str(part)])
+        (home / folder / name).write_bytes(content)
+        if ident is not None:
+            fs = "FS" + name[2:]
+            (home / folder / fs).write_bytes(signing.encode_fs(signing.sign_file(ident, home / folder / name)))
+    go_name = "GO" + (fi[2:] if n.total is None else fi[2:].rsplit(".", 1)[0])
+    if go:
+        (home / folder / go_name).write_bytes(b"")
+    return go_name
+
+
+def acrf_of(home: Path, out: str = "OUTTEST") -> list:
+    return [parse_acrf(p.read_bytes()) for p in sorted((home / out).glob("FO.ACRF.*"))]
+
+
+def fi(seq: int = 1, env: str = "T", sender: str = SENDER, date: str = TODAY, parts: str = "1.1") -> str:
+    return f"FI.DMFA.{sender}.{date}.{seq:05d}.{env}.{parts}"
+
+
+def test_accepts_a_good_set_and_notifies(home: Path, ident: signing.Identity) -> None:
+    go = drop(home, "INTEST", fi(parts="3.1"), ident)
+    [v] = Simulator(home, SENDER).process()
+    assert v.accepted and len(v.ticket) == 13
+    [acrf] = acrf_of(home)
+    assert acrf.accepted and acrf.file_name == go and acrf.ticket == v.ticket and acrf.errors == ()
+    [noti] = [parse_notification(p.read_bytes()) for p in (home / "OUTTEST").glob("FO.NOTI.*")]
+    assert noti.ticket == v.ticket and noti.accepted
+    assert list((home / "INTEST").iterdir()) == []  # the set was consumed
+    names = sorted(p.name for p in (home / "OUTTEST").iterdir())
+    assert len(names) == 6 and all(n.split(".")[2] == "999999" for n in names)  # FO+FS+GO twice
+    fo_acrf = next(n for n in names if n.startswith("FO.ACRF"))
+    signing.verify(home / "OUTTEST" / fo_acrf, (home / "OUTTEST" / ("FS" + fo_acrf[2:])).read_bytes())
+
+
+def yesterday_plus(days: int) -> str:
+    return (dt.date.today() + dt.timedelta(days=days)).strftime("%Y%m%d")
+
+
+@pytest.mark.parametrize("code, setup", [
+    ("ACRF-108", lambda h, i: drop(h, "INTEST", fi(sender="654321"), i)),
+    ("ACRF-111", lambda h, i: drop(h, "INTEST", fi(date=yesterday_plus(2)), i)),
+    ("ACRF-126", lambda h, i: drop(h, "INTEST", fi(date=yesterday_plus(-400)), i)),
+    ("ACRF-118", lambda h, i: drop(h, "INTEST", fi(env="R"), i)),
+    ("ACRF-119", lambda h, i: drop(h, "IN", fi(env="T"), i)),
+    ("ACRF-257", lambda h, i: drop(h, "INTEST", fi(env="S"), None)),
+    ("ACRF-120", lambda h, i: (drop(h, "INTEST", fi(parts="2.1"), i, parts=1))),
+    ("ACRF-121", lambda h, i: drop(h, "INTEST-S", fi(env="S"), i)),
+    ("ACRF-122", lambda h, i: drop(h, "INTEST", fi(), None)),
+    ("ACRF-134", lambda h, i: drop(h, "INTEST", fi(), i, content=b"")),
+])
+def test_refusals(home: Path, ident: signing.Identity, code: str, setup) -> None:  # type: ignore[no-untyped-def]
+    setup(home, ident)
+    [v] = Simulator(home, SENDER).process()
+    assert code in v.errors and not v.accepted
+    outs = [acrf for out in ("OUT", "OUTTEST", "OUTTEST-S") for acrf in acrf_of(home, out)]
+    assert len(outs) == 1 and outs[0].result_code == "0" and code in outs[0].errors
+    assert not list((home / "OUTTEST").glob("FO.NOTI.*"))
+
+
+def test_invalid_signature_is_acrf_125(home: Path, ident: signing.Identity) -> None:
+    drop(home, "INTEST", fi(), ident)
+    (home / "INTEST" / fi()).write_bytes(b"<x/>changed")
+    [v] = Simulator(home, SENDER).process()
+    assert v.errors == ("ACRF-125",)
+
+
+def test_untrusted_certificate_is_acrf_125(home: Path, ident: signing.Identity, tmp_path: Path) -> None:
+    other = signing.self_signed_identity(tmp_path / "other", "someone else")
+    drop(home, "INTEST", fi(), ident)
+    [v] = Simulator(home, SENDER, trusted=[tmp_path / "other" / "signer.crt"]).process()
+    assert v.errors == ("ACRF-125",)
+    assert other.certificate != ident.certificate
+
+
+def test_duplicate_name_is_acrf_133(home: Path, ident: signing.Identity) -> None:
+    sim = Simulator(home, SENDER)
+    drop(home, "INTEST", fi(), ident)
+    assert sim.process()[0].accepted
+    drop(home, "INTEST", fi(), ident)
+    assert Simulator(home, SENDER).process()[0].errors == ("ACRF-133",)  # remembered across restarts
+
+
+@pytest.mark.parametrize("go_name, code", [
+    (f"GO.DMFA.{SENDER}.{TODAY}.00000.T.1", "ACRF-127"),
+    (f"GO.DMFA.{SENDER}.20261399.00001.T.1", "ACRF-110"),
+    (f"GO.DMFA.{SENDER}.2026011.00001.T.1", "ACRF-109"),
+    (f"GO.DMFA.{SENDER}.{TODAY}.0001.T.1", "ACRF-112"),
+    (f"GO.DMFA.{SENDER}.{TODAY}.0000X.T.1", "ACRF-113"),
+    (f"GO.DMFA.{SENDER}.{TODAY}.00001.T.0", "ACRF-116"),
+    (f"GO.DMFA.{SENDER}.{TODAY}.00001.T.1.1", "ACRF-107"),
+    (f"GO.QQQQ.{SENDER}.{TODAY}.00001.T.1", "ACRF-129"),
+])
+def test_badly_structured_go_names(home: Path, go_name: str, code: str) -> None:
+    (home / "INTEST" / go_name).write_bytes(b"")
+    [v] = Simulator(home, SENDER).process()
+    assert v.errors == (code,)
+    assert acrf_of(home)[0].file_name == go_name
+
+
+def test_anomaly_marker_reaches_the_notification(home: Path, ident: signing.Identity) -> None:
+    drop(home, "INTEST", fi(), ident, content=b"<x>\r\n<!-- SIMULATE-ANOMALY:00024-152:B -->\r\n</x>")
+    Simulator(home, SENDER).process()
+    [noti] = [parse_notification(p.read_bytes()) for p in (home / "OUTTEST").glob("FO.NOTI.*")]
+    assert [(a.error_id, a.anomaly_class) for a in noti.anomalies] == [("00024-152", "B")]
+    assert noti.result_code == "2" and not noti.accepted
