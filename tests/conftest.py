@@ -65,3 +65,74 @@ def relay_dir(tmp_path: Path, identity_dir: Path) -> Path:
 @pytest.fixture
 def cfg(relay_dir: Path) -> Config:
     return load_config(relay_dir / "config.toml", environ={})
+
+
+# -- real sshd ---------------------------------------------------------------------------------
+
+from tests.fixtures.sshd import SshServer, keygen  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def client_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """SSH client keys: rsa (the ONSS kind), ed25519, ecdsa, and an rsa key encrypted with a passphrase."""
+    d = tmp_path_factory.mktemp("client-keys")
+    (d / "passphrase").write_text("correct horse\n")
+    return {
+        "rsa": keygen(d / "id_rsa", "rsa", bits=2048),
+        "ed25519": keygen(d / "id_ed25519"),
+        "ecdsa": keygen(d / "id_ecdsa", "ecdsa"),
+        "rsa-encrypted": keygen(d / "id_rsa_enc", "rsa", passphrase="correct horse", bits=2048),
+        "passphrase": d / "passphrase",
+    }
+
+
+@pytest.fixture
+def sshd(tmp_path: Path, client_keys: dict[str, Path]):  # type: ignore[no-untyped-def]
+    server = SshServer(tmp_path / "sshd")
+    server.setup()
+    for kind in ("rsa", "ed25519", "ecdsa", "rsa-encrypted"):
+        server.authorize(Path(str(client_keys[kind]) + ".pub"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def sftp_config_text(server: SshServer, key: Path, known_hosts: Path, extra_remote: str = "") -> str:
+    return f"""
+[sender]
+number = "{SENDER}"
+[paths]
+root = "spool"
+[signing]
+key = "keys/signer.p12"
+[remote]
+transport = "sftp"
+host = "127.0.0.1"
+port = {server.port}
+username = "{server.user}"
+private_key = "{key}"
+known_hosts = "{known_hosts}"
+base_dir = "."
+connections = 4
+timeout = "10s"
+{extra_remote}
+[watch]
+settle = "0s"
+rescan = "1s"
+[poll]
+interval = "1s"
+"""
+
+
+@pytest.fixture
+def sftp_dir(relay_dir: Path, sshd: SshServer, client_keys: dict[str, Path]) -> Path:
+    """A relay folder whose config.toml talks SFTP to the test sshd with the RSA key, legacy ssh-rsa on."""
+    known = relay_dir / "known_hosts"
+    known.write_text(sshd.known_hosts_line())
+    (relay_dir / "config.toml").write_text(sftp_config_text(sshd, client_keys["rsa"], known))
+    return relay_dir
+
+
+@pytest.fixture
+def sftp_cfg(sftp_dir: Path) -> Config:
+    return load_config(sftp_dir / "config.toml", environ={})

@@ -88,4 +88,6 @@ def classify_os_error(e: OSError, what: str) -> RemoteError:
         return PermanentRemoteError(f"{what}: permission denied on the remote side ({e.strerror})")
     if e.errno == errno.ENOENT:
         return PermanentRemoteError(f"{what}: no such remote file or folder")
+    if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENOTDIR):
+        return PermanentRemoteError(f"{what}: not a regular file")
     return TransientRemoteError(f"{what}: {e.strerror or e}")

@@ -1,0 +1,216 @@
+"""SFTP to the transfer point with paramiko: key authentication, strict host-key checking, streamed transfers.
+
+Errors come out as TransientRemoteError (network, timeouts, server closing: retry) or PermanentRemoteError
+(host key unknown or changed, authentication refused, permission denied: stop and explain).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import posixpath
+import socket
+import stat
+from pathlib import Path
+from typing import BinaryIO
+
+import paramiko
+import structlog
+
+from onss_relay.config import RemoteConfig, read_secret
+from onss_relay.errors import PermanentRemoteError, TransientRemoteError
+from onss_relay.transport.base import RemoteEntry, check_folder, check_remote_name, classify_os_error, copy_capped
+
+log = structlog.get_logger(__name__)
+
+LEGACY_RSA = {"pubkeys": ["rsa-sha2-256", "rsa-sha2-512"]}
+NETWORK_ERRORS = (OSError, EOFError, paramiko.SSHException, socket.timeout)
+
+
+def host_entry(host: str, port: int) -> str:
+    """Given host and port, return the known_hosts lookup name (OpenSSH writes [host]:port for port ≠ 22)."""
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    return key.fingerprint  # "SHA256:…", as ssh-keygen -l prints it
+
+
+def load_known_hosts(path: Path) -> paramiko.HostKeys:
+    try:
+        return paramiko.HostKeys(str(path))
+    except FileNotFoundError:
+        raise PermanentRemoteError(f"remote.known_hosts = {str(path)!r}: file not found") from None
+    except (OSError, paramiko.SSHException) as e:
+        raise PermanentRemoteError(f"remote.known_hosts = {str(path)!r}: cannot read it ({e})") from None
+
+
+def load_private_key(path: Path, passphrase: bytes | None) -> paramiko.PKey:
+    try:
+        return paramiko.PKey.from_path(path, passphrase)
+    except FileNotFoundError:
+        raise PermanentRemoteError(f"remote.private_key = {str(path)!r}: file not found") from None
+    except paramiko.PasswordRequiredException:
+        raise PermanentRemoteError(f"remote.private_key = {str(path)!r}: the key is encrypted; set remote.passphrase_file") from None
+    except (paramiko.SSHException, ValueError, OSError) as e:
+        raise PermanentRemoteError(f"remote.private_key = {str(path)!r}: cannot load the key ({e}); wrong passphrase?") from None
+
+
+def _prefer_known_key_types(t: paramiko.Transport, known: list[str]) -> None:
+    """Offer the host key types we hold first, so the server shows the key we can check."""
+    opts = t.get_security_options()
+    wanted: list[str] = []
+    for kt in known:
+        wanted += ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"] if kt == "ssh-rsa" else [kt]
+    first = [k for k in wanted if k in opts.key_types]
+    opts.key_types = first + [k for k in opts.key_types if k not in first]
+
+
+class SftpTransport:
+    """One SSH connection with one SFTP session on it, rooted at remote.base_dir."""
+
+    def __init__(self, transport: paramiko.Transport, sftp: paramiko.SFTPClient, base_dir: str) -> None:
+        self._transport = transport
+        self._sftp = sftp
+        self.base_dir = base_dir
+
+    @classmethod
+    def connect(cls, cfg: RemoteConfig) -> SftpTransport:
+        """Given the remote configuration, connect, check the host key, authenticate and open SFTP."""
+        assert cfg.private_key is not None and cfg.known_hosts is not None  # config validation ensures it
+        known = load_known_hosts(cfg.known_hosts)
+        pkey = load_private_key(cfg.private_key, read_secret(cfg.passphrase_file, "remote.passphrase_file"))
+        entry = host_entry(cfg.host, cfg.port)
+        try:
+            sock = socket.create_connection((cfg.host, cfg.port), timeout=cfg.timeout)
+        except OSError as e:
+            raise TransientRemoteError(f"cannot reach {cfg.host}:{cfg.port}: {e.strerror or e}") from None
+        t = paramiko.Transport(sock, disabled_algorithms=LEGACY_RSA if cfg.legacy_ssh_rsa else None)
+        try:
+            expected = known.lookup(entry)
+            if expected:
+                _prefer_known_key_types(t, list(expected.keys()))
+            t.start_client(timeout=cfg.timeout)
+            _check_host_key(t.get_remote_server_key(), expected, entry, cfg)
+            _authenticate(t, cfg, pkey)
+            t.set_keepalive(int(cfg.keepalive))
+            sftp = paramiko.SFTPClient.from_transport(t)
+            assert sftp is not None
+            sftp.get_channel().settimeout(cfg.timeout)  # type: ignore[union-attr]
+        except PermanentRemoteError:
+            t.close()
+            raise
+        except NETWORK_ERRORS as e:
+            t.close()
+            raise TransientRemoteError(f"SSH connection to {cfg.host}:{cfg.port} failed: {e or type(e).__name__}") from None
+        log.debug("sftp_connected", host=cfg.host, port=cfg.port, user=cfg.username)
+        return cls(t, sftp, cfg.base_dir)
+
+    def _path(self, folder: str, name: str | None = None) -> str:
+        base = posixpath.join(self.base_dir, check_folder(folder))
+        return base if name is None else posixpath.join(base, check_remote_name(name))
+
+    def list(self, folder: str) -> list[RemoteEntry]:
+        try:
+            attrs = self._sftp.listdir_attr(self._path(folder))
+        except NETWORK_ERRORS as e:
+            raise _classify(e, f"listing {folder}") from None
+        return sorted((RemoteEntry(a.filename, a.st_size or 0, _kind(a.st_mode)) for a in attrs), key=lambda e: e.name)
+
+    def put(self, local: Path, folder: str, name: str) -> None:
+        path = self._path(folder, name)
+        try:
+            with local.open("rb") as src, self._sftp.open(path, "wb") as dst:
+                dst.set_pipelined(True)
+                while chunk := src.read(32768):
+                    dst.write(chunk)
+        except NETWORK_ERRORS as e:
+            raise _classify(e, f"uploading {folder}/{name}") from None
+
+    def put_bytes(self, data: bytes, folder: str, name: str) -> None:
+        try:
+            with self._sftp.open(self._path(folder, name), "wb") as dst:
+                if data:
+                    dst.write(data)
+        except NETWORK_ERRORS as e:
+            raise _classify(e, f"uploading {folder}/{name}") from None
+
+    def get(self, folder: str, name: str, dest: BinaryIO, max_size: int) -> int:
+        path = self._path(folder, name)
+        try:
+            st = self._sftp.lstat(path)
+            if st.st_mode is None or not stat.S_ISREG(st.st_mode):
+                raise PermanentRemoteError(f"{folder}/{name} is not a regular file")
+            with self._sftp.open(path, "rb") as src:
+                src.prefetch(st.st_size)
+                return copy_capped(src, dest, max_size, f"{folder}/{name}")  # type: ignore[arg-type]
+        except NETWORK_ERRORS as e:
+            raise _classify(e, f"downloading {folder}/{name}") from None
+
+    def delete(self, folder: str, name: str) -> None:
+        try:
+            self._sftp.remove(self._path(folder, name))
+        except FileNotFoundError:
+            return
+        except NETWORK_ERRORS as e:
+            raise _classify(e, f"deleting {folder}/{name}") from None
+
+    def size(self, folder: str, name: str) -> int | None:
+        try:
+            st = self._sftp.lstat(self._path(folder, name))
+        except FileNotFoundError:
+            return None
+        except NETWORK_ERRORS as e:
+            raise _classify(e, f"checking {folder}/{name}") from None
+        return st.st_size if st.st_mode is not None and stat.S_ISREG(st.st_mode) else None
+
+    def exists(self, folder: str, name: str) -> bool:
+        return self.size(folder, name) is not None
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._sftp.close()
+        with contextlib.suppress(Exception):
+            self._transport.close()
+
+
+def _kind(mode: int | None) -> str:
+    if mode is None:
+        return "other"
+    return "file" if stat.S_ISREG(mode) else "dir" if stat.S_ISDIR(mode) else "link" if stat.S_ISLNK(mode) else "other"
+
+
+def _classify(e: BaseException, what: str) -> PermanentRemoteError | TransientRemoteError:
+    if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.ENOENT, errno.EROFS):
+        return classify_os_error(e, what)  # type: ignore[return-value]
+    if isinstance(e, PermanentRemoteError | TransientRemoteError):
+        return e
+    return TransientRemoteError(f"{what}: {e or type(e).__name__}")
+
+
+def _check_host_key(key: paramiko.PKey, expected: dict[str, paramiko.PKey] | None, entry: str, cfg: RemoteConfig) -> None:
+    add = f"ssh-keyscan -p {cfg.port} {cfg.host} >> {cfg.known_hosts}"
+    if not expected:
+        raise PermanentRemoteError(
+            f"host key of {entry} ({key.get_name()} {fingerprint(key)}) is not in remote.known_hosts = "
+            f"{str(cfg.known_hosts)!r}; check the fingerprint with the ONSS, then add it: {add}")
+    known = expected.get(key.get_name())
+    if known is None or known != key:
+        was = ", ".join(f"{k.get_name()} {fingerprint(k)}" for k in expected.values())
+        raise PermanentRemoteError(
+            f"host key of {entry} CHANGED: the server shows {key.get_name()} {fingerprint(key)}, "
+            f"remote.known_hosts = {str(cfg.known_hosts)!r} says {was}. This may be an attack; if the ONSS "
+            f"announced a new key, replace the line for {entry} in that file")
+
+
+def _authenticate(t: paramiko.Transport, cfg: RemoteConfig, pkey: paramiko.PKey) -> None:
+    try:
+        t.auth_publickey(cfg.username, pkey)
+    except paramiko.AuthenticationException:
+        legacy = " (remote.legacy_ssh_rsa is on: the server must accept ssh-rsa signatures)" if cfg.legacy_ssh_rsa \
+            and pkey.get_name() == "ssh-rsa" else ""
+        raise PermanentRemoteError(
+            f"authentication refused for user {cfg.username!r} with key {cfg.private_key}: is its public key "
+            f"registered for this technical user on the portal?{legacy}") from None
+    if not t.is_authenticated():
+        raise PermanentRemoteError(f"authentication incomplete for user {cfg.username!r}: the server asks for more than a key")
