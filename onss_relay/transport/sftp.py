@@ -50,7 +50,7 @@ def load_private_key(path: Path, passphrase: bytes | None) -> paramiko.PKey:
         return paramiko.PKey.from_path(path, passphrase)
     except FileNotFoundError:
         raise PermanentRemoteError(f"remote.private_key = {str(path)!r}: file not found") from None
-    except paramiko.PasswordRequiredException:
+    except (paramiko.PasswordRequiredException, TypeError):  # TypeError: cryptography's "password not provided"
         raise PermanentRemoteError(f"remote.private_key = {str(path)!r}: the key is encrypted; set remote.passphrase_file") from None
     except (paramiko.SSHException, ValueError, OSError) as e:
         raise PermanentRemoteError(f"remote.private_key = {str(path)!r}: cannot load the key ({e}); wrong passphrase?") from None

@@ -1,0 +1,185 @@
+"""The uploader against a real OpenSSH sshd: order, exactly-once GO, host keys, authentication, disconnects."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from onss_relay.config import Config, load_config
+from onss_relay.errors import PermanentRemoteError
+from onss_relay.journal import State
+from onss_relay.relay import Relay
+from onss_relay.transport.sftp import SftpTransport
+from tests.conftest import fi_name, sftp_config_text
+from tests.fixtures.sshd import SshServer, keygen
+from tests.fixtures.tcpproxy import TcpProxy
+from tests.test_signing import openssl_verifies
+
+ENVS = {"R": "IN", "T": "INTEST", "S": "INTEST-S"}
+
+
+def drop_sets(outbox: Path, sets: list[tuple[int, str, int]]) -> list[str]:
+    outbox.mkdir(parents=True, exist_ok=True)
+    gos = []
+    for seq, env, total in sets:
+        for part in range(1, total + 1):
+            (outbox / fi_name(seq, env, total, part)).write_bytes(f"<DmfA seq='{seq}' part='{part}'>\r\n".encode() * 200)
+        gos.append("GO" + fi_name(seq, env, total, 1)[2:-2])
+    return gos
+
+
+def assert_order_and_once(sshd: SshServer, go: str, parts: list[str], fs: list[str]) -> None:
+    """Every FI and FS of the set closed before its GO was opened, and the GO written exactly once."""
+    events = sshd.events()
+    go_open = next(i for i, (ev, p) in enumerate(events) if ev == "open-write" and p.endswith("/" + go))
+    for name in parts + fs:
+        closes = [i for i, (ev, p) in enumerate(events) if ev == "close" and p.endswith("/" + name)]
+        assert closes and max(closes) < go_open, f"{name} not closed before {go}"
+    assert sshd.writes_of(go) == 1
+
+
+def test_sets_land_in_their_folder_in_order(sftp_cfg: Config, sshd: SshServer, identity_dir: Path) -> None:
+    relay = Relay(sftp_cfg)
+    gos = drop_sets(relay.spool.outbox, [(1, "R", 1), (2, "T", 3), (3, "S", 1), (4, "T", 1)])
+    originals = {p.name: p.read_bytes() for p in relay.spool.outbox.iterdir()}
+    report = relay.send_once(wait_for_settle=False)
+    assert sorted(report.upload.sent) == sorted(gos) and report.upload.error is None
+    for go in gos:
+        row = relay.journal.get_set(go)
+        assert row is not None and row.state == State.SENT
+        folder = sshd.home / ENVS[row.env]
+        for fi in row.parts:
+            assert (folder / fi).read_bytes() == originals[fi]
+            fs = folder / ("FS" + fi[2:])
+            if row.env == "S":
+                assert not fs.exists()
+            else:
+                assert openssl_verifies(sshd.root, folder / fi, fs.read_bytes(), identity_dir / "signer.crt")
+        assert (folder / go).read_bytes() == b""
+        assert_order_and_once(sshd, go, row.parts, row.data["fs"])
+    assert list(relay.spool.outbox.iterdir()) == []
+    relay.close()
+
+
+def test_unknown_host_key_is_refused_with_how_to_add_it(sftp_dir: Path, sshd: SshServer) -> None:
+    (sftp_dir / "known_hosts").write_text("")
+    cfg = load_config(sftp_dir / "config.toml", environ={})
+    with pytest.raises(PermanentRemoteError, match=r"not in remote.known_hosts .* ssh-keyscan -p \d+ 127.0.0.1"):
+        SftpTransport.connect(cfg.remote)
+
+
+def test_changed_host_key_is_refused(sftp_dir: Path, sshd: SshServer, tmp_path: Path) -> None:
+    other = keygen(tmp_path / "other_host")
+    pub = Path(str(other) + ".pub").read_text().split()
+    (sftp_dir / "known_hosts").write_text(f"[127.0.0.1]:{sshd.port} {pub[0]} {pub[1]}\n")
+    cfg = load_config(sftp_dir / "config.toml", environ={})
+    with pytest.raises(PermanentRemoteError, match="CHANGED"):
+        SftpTransport.connect(cfg.remote)
+    # a known_hosts entry for another port does not vouch for this one
+    (sftp_dir / "known_hosts").write_text(sshd.known_hosts_line().replace(f":{sshd.port}", ":1"))
+    with pytest.raises(PermanentRemoteError, match="not in remote.known_hosts"):
+        SftpTransport.connect(cfg.remote)
+
+
+@pytest.mark.parametrize("kind, legacy", [("ed25519", False), ("ecdsa", False), ("rsa", False), ("rsa", True),
+                                          ("rsa-encrypted", True)])
+def test_key_kinds(sftp_dir: Path, sshd: SshServer, client_keys: dict[str, Path], kind: str, legacy: bool) -> None:
+    extra = f"legacy_ssh_rsa = {str(legacy).lower()}\n"
+    if kind == "rsa-encrypted":
+        extra += f'passphrase_file = "{client_keys["passphrase"]}"\n'
+    (sftp_dir / "config.toml").write_text(sftp_config_text(sshd, client_keys[kind], sftp_dir / "known_hosts", extra))
+    t = SftpTransport.connect(load_config(sftp_dir / "config.toml", environ={}).remote)
+    assert t.list("IN") == []
+    t.close()
+    if legacy:
+        assert "RSA SHA256:" in sshd.sshd_log.read_text()
+
+
+def test_encrypted_key_without_passphrase_file(sftp_dir: Path, sshd: SshServer, client_keys: dict[str, Path]) -> None:
+    (sftp_dir / "config.toml").write_text(sftp_config_text(sshd, client_keys["rsa-encrypted"], sftp_dir / "known_hosts"))
+    with pytest.raises(PermanentRemoteError, match="encrypted; set remote.passphrase_file"):
+        SftpTransport.connect(load_config(sftp_dir / "config.toml", environ={}).remote)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "onss_relay.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_wrong_user_key_exits_3_with_one_sentence(sftp_dir: Path, sshd: SshServer, tmp_path: Path) -> None:
+    stranger = keygen(tmp_path / "stranger", "rsa", bits=2048)
+    (sftp_dir / "config.toml").write_text(sftp_config_text(sshd, stranger, sftp_dir / "known_hosts"))
+    drop_sets(sftp_dir / "spool" / "outbox", [(1, "T", 1)])
+    r = run_cli("send", "--once", "--config", str(sftp_dir / "config.toml"))
+    assert r.returncode == 3
+    assert "authentication refused for user" in r.stderr and "registered" in r.stderr and "Traceback" not in r.stderr
+    assert len(list((sftp_dir / "spool" / "outbox").iterdir())) == 1  # kept queued
+    r = run_cli("check", "--config", str(sftp_dir / "config.toml"))
+    assert r.returncode == 3 and "✗ remote: authentication refused" in r.stdout
+
+
+def test_legacy_rsa_against_a_server_without_ssh_rsa(tmp_path: Path, client_keys: dict[str, Path], relay_dir: Path) -> None:
+    server = SshServer(tmp_path / "modern", accept_ssh_rsa=False)
+    server.setup()
+    server.authorize(Path(str(client_keys["rsa"]) + ".pub"))
+    server.start()
+    try:
+        (relay_dir / "known_hosts").write_text(server.known_hosts_line())
+        (relay_dir / "config.toml").write_text(sftp_config_text(server, client_keys["rsa"], relay_dir / "known_hosts"))
+        with pytest.raises(PermanentRemoteError, match="legacy_ssh_rsa is on"):
+            SftpTransport.connect(load_config(relay_dir / "config.toml", environ={}).remote)
+        text = sftp_config_text(server, client_keys["rsa"], relay_dir / "known_hosts", "legacy_ssh_rsa = false\n")
+        (relay_dir / "config.toml").write_text(text)
+        SftpTransport.connect(load_config(relay_dir / "config.toml", environ={}).remote).close()
+    finally:
+        server.stop()
+
+
+def test_permission_denied_stops_and_keeps_everything_queued(sftp_cfg: Config, sshd: SshServer) -> None:
+    (sshd.root / "readonly").write_text("")
+    relay = Relay(sftp_cfg)
+    drop_sets(relay.spool.outbox, [(1, "T", 1), (2, "T", 1)])
+    report = relay.send_once(wait_for_settle=False)
+    assert isinstance(report.upload.error, PermanentRemoteError) and "permission denied" in str(report.upload.error)
+    assert len(list(relay.spool.outbox.iterdir())) == 2
+    assert {r.state for r in relay.journal.recent_sets()} <= {State.SIGNED, State.UPLOADING}
+    (sshd.root / "readonly").unlink()
+    assert len(relay.send_once(wait_for_settle=False).upload.sent) == 2
+    relay.close()
+
+
+def test_missing_remote_folder_is_a_clear_permanent_error(sftp_cfg: Config, sshd: SshServer) -> None:
+    (sshd.home / "INTEST").rmdir()
+    relay = Relay(sftp_cfg)
+    drop_sets(relay.spool.outbox, [(1, "T", 1)])
+    report = relay.send_once(wait_for_settle=False)
+    assert "INTEST" in str(report.upload.error) and "no such remote file or folder" in str(report.upload.error)
+    relay.close()
+
+
+def test_disconnects_mid_transfer_still_deliver_exactly_once(sftp_dir: Path, sshd: SshServer,
+                                                             client_keys: dict[str, Path]) -> None:
+    proxy = TcpProxy(sshd.port)
+    text = sftp_config_text(sshd, client_keys["rsa"], sftp_dir / "known_hosts").replace(
+        f"port = {sshd.port}", f"port = {proxy.port}")
+    (sftp_dir / "known_hosts").write_text(sshd.known_hosts_line().replace(str(sshd.port), str(proxy.port)))
+    (sftp_dir / "config.toml").write_text(text)
+    cfg = load_config(sftp_dir / "config.toml", environ={})
+    relay = Relay(cfg, max_attempts=50)
+    relay.uploader.max_wait = 0.2
+    gos = drop_sets(relay.spool.outbox, [(i, "T", 1 + i % 3) for i in range(1, 31)])
+    proxy.cut_after = 60_000  # every connection dies after ~60 kB from the client: several sets in
+    report = relay.send_once(wait_for_settle=False)
+    proxy.close()
+    assert report.upload.error is None and sorted(report.upload.sent) == sorted(gos)
+    assert proxy.cuts >= 3
+    for go in gos:
+        row = relay.journal.get_set(go)
+        assert row is not None and row.state == State.SENT
+        assert sshd.writes_of(go) == 1, go
+        for fi in row.parts:
+            assert (sshd.home / "INTEST" / fi).read_bytes() == (relay.spool.sent.rglob(fi).__next__()).read_bytes()
+        assert_order_and_once(sshd, go, row.parts, row.data["fs"])
+    relay.close()
