@@ -213,9 +213,12 @@ class Journal:
             merged = json.loads(row["data"]) | data
             db.execute("UPDATE sets SET data = ?, updated_at = ? WHERE go_name = ?", (json.dumps(merged), time.time(), go_name))
 
-    def mark_archived(self, go_name: str) -> None:
+    def mark_archived(self, go_name: str, sent_dir: str) -> None:
+        """Given a sent set whose files now sit in sent_dir, record that (one transaction)."""
         with self._tx() as db:
-            db.execute("UPDATE sets SET archived = 1 WHERE go_name = ?", (go_name,))
+            row = db.execute("SELECT data FROM sets WHERE go_name = ?", (go_name,)).fetchone()
+            data = json.loads(row["data"]) | {"sent_dir": sent_dir}
+            db.execute("UPDATE sets SET archived = 1, data = ? WHERE go_name = ?", (json.dumps(data), go_name))
 
     def get_set(self, go_name: str) -> SetRow | None:
         with self._lock:

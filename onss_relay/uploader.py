@@ -12,8 +12,8 @@ import contextlib
 import dataclasses
 import queue
 import threading
-from collections.abc import Callable
-from pathlib import Path
+import time
+from collections.abc import Callable, Iterator
 
 import structlog
 import tenacity
@@ -23,11 +23,12 @@ from onss_relay.errors import BadInput, RemoteError, TransientRemoteError
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.names import Env, upload_folder
 from onss_relay.spool import Spool
-from onss_relay.transport.base import Transport
+from onss_relay.transport.base import PutFile, Transport, Upload, UploadAbandoned
 
 log = structlog.get_logger(__name__)
 
 PENDING = (State.SIGNED, State.UPLOADING, State.GO_SENDING)
+WINDOW = 64  # sets in flight per connection, for transports that pipeline (SFTP)
 
 
 class ChangedAfterClaim(BadInput):
@@ -61,7 +62,12 @@ class UploadReport:
 
 
 class Uploader:
-    """Given the configuration, journal, spool and a transport factory, send pending sets."""
+    """Given the configuration, journal, spool and a transport factory, send pending sets.
+
+    ``remote.connections`` threads each hold one connection and pull sets from a shared queue; a transport
+    may keep many sets in flight on its connection (SFTP pipelines them). After a transient error a thread
+    puts its unfinished sets back in the queue, reconnects with backoff and carries on.
+    """
 
     def __init__(self, cfg: Config, journal: Journal, spool: Spool, connect: Callable[[], Transport],
                  *, stop: threading.Event | None = None, max_attempts: int | None = 5,
@@ -73,18 +79,18 @@ class Uploader:
         self.stop = stop or threading.Event()
         self.max_attempts = max_attempts
         self.max_wait = max_wait
-        self._report_lock = threading.Lock()
+        self._lock = threading.Lock()
 
     def upload_pending(self) -> UploadReport:
-        """Send every set in signed/uploading/go_sending, over up to remote.connections channels."""
+        """Send every set in signed/uploading/go_sending, over up to remote.connections connections."""
         self.archive_finished()
         rows = self.journal.sets_in(*PENDING)
         report = UploadReport()
         if not rows:
             return report
-        work: queue.SimpleQueue[SetRow] = queue.SimpleQueue()
+        work: queue.SimpleQueue[str] = queue.SimpleQueue()
         for row in rows:
-            work.put(row)
+            work.put(row.go_name)
         abort = threading.Event()
         n = min(self.cfg.remote.connections, len(rows))
         threads = [threading.Thread(target=self._worker, args=(work, report, abort), name=f"upload-{i}", daemon=True)
@@ -95,76 +101,120 @@ class Uploader:
             t.join()
         return report
 
-    def _worker(self, work: queue.SimpleQueue[SetRow], report: UploadReport, abort: threading.Event) -> None:
+    def _worker(self, work: queue.SimpleQueue[str], report: UploadReport, abort: threading.Event) -> None:
         channel = _Channel(self.connect)
-        try:
-            while not abort.is_set() and not self.stop.is_set():
-                try:
-                    row = work.get_nowait()
-                except queue.Empty:
-                    return
-                try:
-                    self._send_with_retry(channel, row.go_name)
-                    with self._report_lock:
-                        report.sent.append(row.go_name)
-                except ChangedAfterClaim as e:
-                    self._quarantine(row.go_name, e)
-                    with self._report_lock:
-                        report.quarantined.append(row.go_name)
-                except RemoteError as e:
-                    log.error("upload_stopped", set=row.go_name, error=str(e))
-                    with self._report_lock:
-                        report.error = report.error or e
-                    abort.set()
-        finally:
-            channel.reset()
+        failures = [0]  # consecutive attempts without progress
+        window = [WINDOW]  # sets in flight on this connection; halved after each attempt without progress
 
-    def _send_with_retry(self, channel: _Channel, go_name: str) -> None:
-        stop = tenacity.stop_after_attempt(self.max_attempts) if self.max_attempts else tenacity.stop_never
+        def give_up(rs: tenacity.RetryCallState) -> bool:
+            return self.stop.is_set() or abort.is_set() or (
+                self.max_attempts is not None and failures[0] >= self.max_attempts)
+
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(TransientRemoteError),
             wait=tenacity.wait_random_exponential(multiplier=0.5, max=self.max_wait),
-            stop=stop | tenacity.stop_when_event_set(self.stop),
-            before_sleep=lambda rs: self._before_retry(channel, go_name, rs),
+            stop=give_up,
+            sleep=lambda s: self.stop.wait(s) and None,  # type: ignore[func-returns-value]
+            before_sleep=lambda rs: log.warning("upload_retry", attempt=failures[0],
+                                                error=str(rs.outcome.exception()) if rs.outcome else None),
             reraise=True,
         )
-        retrying(self._send_set, channel, go_name)
+        try:
+            retrying(self._drain, channel, work, report, abort, failures, window)
+        except RemoteError as e:
+            log.error("upload_stopped", error=str(e))
+            with self._lock:
+                report.error = report.error or e
+            abort.set()
+        except Exception as e:  # a bug: say so loudly, keep the sets queued, let the caller retry later
+            log.exception("upload_crashed", error=repr(e))
+            with self._lock:
+                report.error = report.error or TransientRemoteError(f"internal error while uploading: {e!r}")
+            abort.set()
+        finally:
+            channel.reset()
 
-    def _before_retry(self, channel: _Channel, go_name: str, rs: tenacity.RetryCallState) -> None:
-        log.warning("upload_retry", set=go_name, attempt=rs.attempt_number,
-                    error=str(rs.outcome.exception()) if rs.outcome else None)
-        channel.reset()
+    def _drain(self, channel: _Channel, work: queue.SimpleQueue[str], report: UploadReport,
+               abort: threading.Event, failures: list[int], window: list[int]) -> None:
+        """Feed this thread's connection from the queue until it is empty; on error, requeue what was in flight.
 
-    def _send_set(self, channel: _Channel, go_name: str) -> None:
-        row = self.journal.get_set(go_name)
-        assert row is not None
-        if row.state in (State.SIGNED, State.UPLOADING):
-            self._send_files(channel.get(), row)
-        row = self.journal.get_set(go_name)
-        assert row is not None
-        if row.state == State.GO_SENDING:
-            self._finish_go(channel.get(), row)
-        self.archive(go_name)
+        A link that keeps dropping before any set completes gets fewer sets in flight each time (down to
+        one), so that some always get through.
+        """
+        inflight: dict[str, bool] = {}
+        sent_before = len(report.sent)
+        try:
+            t = channel.get()
+            t.run_uploads(self._feed(t, work, report, abort, inflight), window[0])
+        except BaseException:
+            progressed = len(report.sent) > sent_before
+            failures[0] = 0 if progressed else failures[0] + 1
+            window[0] = window[0] if progressed else max(1, window[0] // 2)
+            for go_name in inflight:
+                work.put(go_name)
+            channel.reset()
+            raise
 
-    def _send_files(self, t: Transport, row: SetRow) -> None:
+    def _feed(self, t: Transport, work: queue.SimpleQueue[str], report: UploadReport, abort: threading.Event,
+              inflight: dict[str, bool]) -> Iterator[Upload]:
+        while not abort.is_set() and not self.stop.is_set():
+            try:
+                go_name = work.get_nowait()
+            except queue.Empty:
+                return
+            inflight[go_name] = True
+            row = self.journal.get_set(go_name)
+            assert row is not None
+            if row.state == State.GO_SENDING:  # interrupted after go_sending: never re-send FI or FS
+                self._finish_go(t, row)
+                self._sent(go_name, report, inflight)
+            elif row.state in (State.SIGNED, State.UPLOADING):
+                yield self._upload_for(row, report, inflight)
+            else:
+                inflight.pop(go_name)
+
+    def _upload_for(self, row: SetRow, report: UploadReport, inflight: dict[str, bool]) -> Upload:
         folder = upload_folder(Env(row.env))
-        self.journal.transition(row.go_name, State.UPLOADING)
-        for fi in row.parts:
-            self._put_checked(t, self.spool.outbox / fi, folder, expected=row.data["sizes"][fi])
-        for fs in row.data.get("fs", []):
-            self._put_checked(t, self.spool.work_dir_for(row.go_name) / fs, folder)
-        self.journal.transition(row.go_name, State.GO_SENDING)
+        work = self.spool.work_dir_for(row.go_name)
+        fis = [PutFile(folder, n, self.spool.outbox / n) for n in row.parts]
+        fss = [PutFile(folder, n, work / n) for n in row.data.get("fs", [])]
+        go = [PutFile(folder, row.go_name)]
 
-    def _put_checked(self, t: Transport, local: Path, folder: str, expected: int | None = None) -> None:
-        size = local.stat().st_size
-        if expected is not None and size != expected:
-            raise ChangedAfterClaim("declaration changed after it was claimed",
-                                    f"{local.name}: {expected} bytes when claimed, {size} bytes now")
-        t.put(local, folder, local.name)
-        remote = t.size(folder, local.name)
-        if remote != size:
-            raise TransientRemoteError(f"{folder}/{local.name}: {remote} bytes on the server after upload, {size} locally")
-        log.debug("file_uploaded", file=local.name, folder=folder, size=size)
+        def gate(step: int) -> None:
+            if step == 0:
+                try:
+                    self._check_unchanged(row)
+                except ChangedAfterClaim as e:
+                    self._quarantine(row.go_name, e)
+                    with self._lock:
+                        report.quarantined.append(row.go_name)
+                    inflight.pop(row.go_name, None)
+                    raise UploadAbandoned from None
+                self.journal.transition(row.go_name, State.UPLOADING)
+            elif step == 2:
+                self.journal.transition(row.go_name, State.GO_SENDING)
+
+        def done() -> None:
+            self.journal.transition(row.go_name, State.SENT, detail="GO uploaded")
+            log.info("set_sent", set=row.go_name, state="sent", folder=folder, detail="GO uploaded",
+                     duration_ms=round((time.time() - row.updated_at) * 1000))
+            self._sent(row.go_name, report, inflight)
+
+        return Upload(row.go_name, [fis, fss, go], gate, done)
+
+    def _sent(self, go_name: str, report: UploadReport, inflight: dict[str, bool]) -> None:
+        self.archive(go_name)
+        inflight.pop(go_name, None)
+        with self._lock:
+            report.sent.append(go_name)
+
+    def _check_unchanged(self, row: SetRow) -> None:
+        for fi in row.parts:
+            size = (self.spool.outbox / fi).stat().st_size
+            expected = row.data["sizes"][fi]
+            if size != expected:
+                raise ChangedAfterClaim("declaration changed after it was claimed",
+                                        f"{fi}: {expected} bytes when claimed, {size} bytes now")
 
     def _finish_go(self, t: Transport, row: SetRow) -> None:
         """Put the GO unless the server has it already or has consumed the set; then mark the set sent."""
@@ -189,8 +239,7 @@ class Uploader:
         dest = self.spool.archive(files, go_name)
         with contextlib.suppress(OSError):
             work.rmdir()
-        self.journal.update_data(go_name, sent_dir=str(dest))
-        self.journal.mark_archived(go_name)
+        self.journal.mark_archived(go_name, str(dest))
 
     def archive_finished(self) -> None:
         """Complete the archiving of sets that were sent before a crash."""

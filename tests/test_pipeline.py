@@ -15,6 +15,7 @@ from onss_relay.journal import State
 from onss_relay.relay import Relay
 from onss_relay.simulator import Simulator
 from onss_relay.transport.local import LocalTransport
+from onss_relay.uploader import UploadReport
 from tests.conftest import SENDER, fi_name, write_config
 
 
@@ -152,7 +153,14 @@ def _to_go_sending(relay: Relay) -> str:
     relay.claim()
     relay.signer.sign_queued()
     [row] = relay.journal.sets_in(State.SIGNED)
-    relay.uploader._send_files(LocalTransport(relay.spool.paths.root.parent / "remote"), row)
+    t = LocalTransport(relay.spool.paths.root.parent / "remote")
+    upload = relay.uploader._upload_for(row, UploadReport(), {})
+    for step in (0, 1):
+        upload.gate(step)
+        for f in upload.steps[step]:
+            t.put(f.local, f.folder, f.name)  # type: ignore[arg-type]
+    upload.gate(2)  # go_sending committed; the process dies before the GO put
+    assert relay.journal.get_set(row.go_name).state == State.GO_SENDING  # type: ignore[union-attr]
     return row.go_name
 
 

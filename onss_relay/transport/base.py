@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -50,6 +51,10 @@ class Transport(Protocol):
 
     def exists(self, folder: str, name: str) -> bool: ...
 
+    def run_uploads(self, uploads: Iterator[Upload], window: int) -> None:
+        """Given uploads (pulled lazily), run up to ``window`` at once, each in step order; raise on a remote error."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -91,3 +96,58 @@ def classify_os_error(e: OSError, what: str) -> RemoteError:
     if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENOTDIR):
         return PermanentRemoteError(f"{what}: not a regular file")
     return TransientRemoteError(f"{what}: {e.strerror or e}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PutFile:
+    """One file to write remotely: from a local path (streamed) or from bytes (a GO is empty)."""
+
+    folder: str
+    name: str
+    local: Path | None = None
+    data: bytes = b""
+
+    def size(self) -> int:
+        return self.local.stat().st_size if self.local is not None else len(self.data)
+
+
+@dataclasses.dataclass
+class Upload:
+    """An ordered upload: every file of a step is written and size-checked before the next step starts.
+
+    ``gate(i)`` runs before step i starts (the caller may commit state there, or raise to give the upload up);
+    ``done()`` runs after the last step. Transports call both from the thread that called ``run_uploads``.
+    """
+
+    key: str
+    steps: list[list[PutFile]]
+    gate: Callable[[int], None]
+    done: Callable[[], None]
+
+
+class UploadAbandoned(Exception):
+    """Raised by a gate to give one upload up (its caller has dealt with it); the others continue."""
+
+
+def run_uploads_sequentially(t: Transport, uploads: Iterator[Upload]) -> None:
+    """Given a transport and uploads, run them one file at a time with a size check after each put."""
+    for up in uploads:
+        try:
+            for i, step in enumerate(up.steps):
+                up.gate(i)
+                for f in step:
+                    if f.local is not None:
+                        t.put(f.local, f.folder, f.name)
+                    else:
+                        t.put_bytes(f.data, f.folder, f.name)
+                    check_size(f, t.size(f.folder, f.name))
+        except UploadAbandoned:
+            continue
+        up.done()
+
+
+def check_size(f: PutFile, remote: int | None) -> None:
+    """Given a file just put and the size the server reports, raise TransientRemoteError when they differ."""
+    local = f.size()
+    if remote != local:
+        raise TransientRemoteError(f"{f.folder}/{f.name}: {remote} bytes on the server after upload, {local} locally")

@@ -9,6 +9,7 @@ import contextlib
 import io
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -17,6 +18,8 @@ from onss_relay.names import ALL_FOLDERS
 from onss_relay.transport.base import (
     COPY_CHUNK,
     RemoteEntry,
+    Upload,
+    run_uploads_sequentially,
     check_folder,
     check_remote_name,
     classify_os_error,
@@ -110,6 +113,9 @@ class LocalTransport:
 
     def exists(self, folder: str, name: str) -> bool:
         return self.size(folder, name) is not None
+
+    def run_uploads(self, uploads: Iterator[Upload], window: int = 1) -> None:
+        run_uploads_sequentially(self, uploads)
 
     def close(self) -> None:
         pass

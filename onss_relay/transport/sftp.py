@@ -11,6 +11,7 @@ import errno
 import posixpath
 import socket
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,7 +20,15 @@ import structlog
 
 from onss_relay.config import RemoteConfig, read_secret
 from onss_relay.errors import PermanentRemoteError, TransientRemoteError
-from onss_relay.transport.base import RemoteEntry, check_folder, check_remote_name, classify_os_error, copy_capped
+from onss_relay.transport.base import (
+    RemoteEntry,
+    Upload,
+    check_folder,
+    check_remote_name,
+    classify_os_error,
+    copy_capped,
+)
+from onss_relay.transport.sftp_pipeline import SftpPipeline
 
 log = structlog.get_logger(__name__)
 
@@ -166,6 +175,13 @@ class SftpTransport:
 
     def exists(self, folder: str, name: str) -> bool:
         return self.size(folder, name) is not None
+
+    def run_uploads(self, uploads: Iterator[Upload], window: int = 64) -> None:
+        pipeline = SftpPipeline(self._sftp, lambda f: self._path(f.folder, f.name), _classify, window=window)
+        try:
+            pipeline.run(uploads)
+        except NETWORK_ERRORS as e:
+            raise _classify(e, "uploading") from None
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -1,0 +1,111 @@
+"""Upload throughput: (a) loopback sshd, relay vs openssl+`sftp -b`; (b) 20 ms each way, relay vs sequential paramiko.
+
+Run: python3 bench/bench_upload.py [--quick] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import paramiko
+
+from common import Bench, emit, timed
+
+from onss_relay.config import load_config
+from onss_relay.relay import Relay
+from tests.fixtures.tcpproxy import TcpProxy
+
+
+def relay_send(config: Path) -> int:
+    relay = Relay(load_config(config, environ={}))
+    try:
+        report = relay.send_once(wait_for_settle=False)
+    finally:
+        relay.close()
+    return len(report.upload.sent)
+
+
+def shell_baseline(b: Bench, files: list[Path], out: Path) -> None:
+    """openssl cms -sign per file, then one `sftp -b` batch on one connection putting FI, FS and GO."""
+    key = b.root / "relay" / "keys" / "signer.key"
+    if not key.exists():
+        from cryptography.hazmat.primitives import serialization
+        key.write_bytes(b.identity.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                     serialization.NoEncryption()))
+    cert = b.root / "relay" / "keys" / "signer.crt"
+    script = out / "sign.sh"
+    script.write_text("set -e\nfor f in FI.*; do g=FS${f#FI}; openssl cms -sign -binary -in \"$f\" -signer "
+                      f"{cert} -inkey {key} -outform DER -nosmimecap | base64 -w0 > \"$g\"; : > \"GO${{f#FI}}\"; done\n")
+    batch = out / "batch"
+    lines = ["cd INTEST"]
+    for f in files:
+        rest = f.name[2:]
+        lines += [f"put {f.name}", f"put FS{rest}", f"put GO{rest[:-2]}"]
+    batch.write_text("\n".join(lines) + "\n")
+    for f in files:  # GO names drop the part number
+        pass
+    subprocess.run(["bash", str(script)], cwd=out, check=True)
+    for f in out.glob("GO.*"):
+        f.rename(out / f.name[:-2])
+    subprocess.run(["sftp", "-q", "-b", str(batch), "-i", str(b.key), "-P", str(b.sshd.port),
+                    "-o", f"UserKnownHostsFile={b.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+                    f"{b.sshd.user}@127.0.0.1"], cwd=out, check=True, stdout=subprocess.DEVNULL)
+
+
+def sequential_paramiko(b: Bench, files: list[Path], port: int) -> None:
+    """One connection, one paramiko put per file (FI, FS, GO), one after the other."""
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(b.known_hosts))
+    client.connect("127.0.0.1", port, b.sshd.user, key_filename=str(b.key), look_for_keys=False, allow_agent=False)
+    sftp = client.open_sftp()
+    empty = files[0].parent / "empty"
+    empty.write_bytes(b"")
+    for f in files:
+        sftp.put(str(f), f"INTEST/{f.name}")
+        sftp.put(str(f), f"INTEST/FS{f.name[2:]}")  # same size as an FS: the signing is not what is measured
+        sftp.put(str(empty), f"INTEST/GO{f.name[2:-2]}")
+    client.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    n_loop = 300 if args.quick else 1000
+    n_wan, n_wan_base = (150, 30) if args.quick else (500, 100)
+    b = Bench()
+    figures = []
+    try:
+        config = b.relay_config()
+        b.declarations(config.parent / "spool" / "outbox", n_loop)
+        t_relay = timed(lambda: relay_send(config))
+        b.clear_remote()
+        base_dir = b.root / "baseline"
+        files = b.declarations(base_dir, n_loop)
+        t_base = timed(lambda: shell_baseline(b, files, base_dir))
+        figures.append({"name": f"loopback sshd, {n_loop} × 2 KB, declarations/s", "unit": "decl/s",
+                        "relay": n_loop / t_relay, "baseline": n_loop / t_base, "ratio": t_base / t_relay,
+                        "baseline_name": "openssl cms -sign per file + one sftp -b batch"})
+        b.clear_remote()
+        proxy = TcpProxy(b.sshd.port, delay=0.020)
+        wan = b.relay_config(port=proxy.port, name="relay-wan")
+        b.declarations(wan.parent / "spool" / "outbox", n_wan, start=5000)
+        t_relay = timed(lambda: relay_send(wan))
+        wan_files = b.declarations(b.root / "wan-baseline", n_wan_base, start=8000)
+        t_base = timed(lambda: sequential_paramiko(b, wan_files, proxy.port))
+        proxy.close()
+        figures.append({"name": f"20 ms each way, {n_wan} × 2 KB, declarations/s", "unit": "decl/s",
+                        "relay": n_wan / t_relay, "baseline": n_wan_base / t_base,
+                        "ratio": (n_wan / t_relay) / (n_wan_base / t_base),
+                        "baseline_name": "sequential paramiko put per file, one connection"})
+    finally:
+        b.close()
+    emit(figures, args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

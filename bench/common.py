@@ -1,0 +1,90 @@
+"""Shared benchmark scaffolding: a throw-away sshd, a relay folder, declarations, timing and peak RSS."""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from onss_relay import signing  # noqa: E402
+from tests.conftest import SENDER, fi_name, sftp_config_text  # noqa: E402
+from tests.fixtures.sshd import SshServer, keygen  # noqa: E402
+
+
+class Bench:
+    """A temporary world: sshd with the six folders, a client key, a signing identity, a relay config."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="onss-bench-"))
+        self.sshd = SshServer(self.root / "sshd")
+        self.sshd.setup()
+        self.key = keygen(self.root / "id_rsa", "rsa", bits=2048)
+        self.sshd.authorize(Path(str(self.key) + ".pub"))
+        self.sshd.start()
+        self.identity = signing.self_signed_identity(self.root / "relay" / "keys", "bench", key_type="rsa")
+        self.known_hosts = self.root / "known_hosts"
+        self.known_hosts.write_text(self.sshd.known_hosts_line())
+
+    def relay_config(self, port: int | None = None, extra_remote: str = "", name: str = "relay") -> Path:
+        d = self.root / name
+        (d / "keys").mkdir(parents=True, exist_ok=True)
+        for f in (self.root / "relay" / "keys").iterdir():
+            if not (d / "keys" / f.name).exists():
+                shutil.copy(f, d / "keys" / f.name)
+        text = sftp_config_text(self.sshd, self.key, self.known_hosts, extra_remote)
+        if port:
+            text = text.replace(f"port = {self.sshd.port}", f"port = {port}")
+            self.known_hosts.write_text(self.sshd.known_hosts_line() + self.sshd.known_hosts_line().replace(
+                f":{self.sshd.port}", f":{port}"))
+        (d / "config.toml").write_text(text)
+        return d / "config.toml"
+
+    def declarations(self, folder: Path, n: int, size: int = 2048, start: int = 1) -> list[Path]:
+        folder.mkdir(parents=True, exist_ok=True)
+        body = (b"<DmfA>" + b"x" * size)[: size - 9] + b"</DmfA>\r\n"
+        out = []
+        for i in range(start, start + n):
+            p = folder / fi_name(i, "T")
+            p.write_bytes(body)
+            out.append(p)
+        return out
+
+    def clear_remote(self) -> None:
+        for folder in self.sshd.home.iterdir():
+            for f in folder.iterdir():
+                f.unlink()
+
+    def close(self) -> None:
+        self.sshd.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def peak_rss_mb_children() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def emit(figures: list[dict[str, object]], path: Path | None = None) -> None:
+    """Print one line per figure (relay, baseline, ratio) and optionally write them as JSON."""
+    for f in figures:
+        print(f"{f['name']:<48} relay {f['relay']:>10.1f} {f['unit']:<12} baseline {f['baseline']:>10.1f}"
+              f"   ratio {f['ratio']:>6.2f}x  ({f['baseline_name']})", flush=True)
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(figures, indent=2))
+
+
+__all__ = ["Bench", "SENDER", "emit", "timed", "peak_rss_mb_children"]

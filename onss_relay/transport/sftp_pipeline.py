@@ -1,0 +1,216 @@
+"""Many uploads in flight on one SFTP session: paramiko's asynchronous requests, driven from one thread.
+
+Over a WAN the round trip dominates: a file costs OPEN, WRITEs, FSTAT and CLOSE, each a round trip when
+done one after the other. Here up to ``window`` uploads progress at once, each keeping its own step order
+(every file of a step closed and size-checked before the next step's gate runs). Writes are streamed from
+disk with a bounded number outstanding per file, so memory stays flat for files of any size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import paramiko
+from paramiko.sftp import (
+    CMD_ATTRS,
+    CMD_CLOSE,
+    CMD_FSTAT,
+    CMD_HANDLE,
+    CMD_OPEN,
+    CMD_STATUS,
+    CMD_WRITE,
+    SFTP_FLAG_CREATE,
+    SFTP_FLAG_TRUNC,
+    SFTP_FLAG_WRITE,
+    int64,
+)
+from paramiko.sftp_attr import SFTPAttributes
+
+from onss_relay.transport.base import PutFile, Upload, UploadAbandoned, check_size
+
+CHUNK = 32768
+WRITES_IN_FLIGHT = 32  # per file: 1 MiB outstanding at most
+
+
+class _Reply:
+    """paramiko hands each asynchronous response to the object registered with its request."""
+
+    __slots__ = ("callback", "__weakref__")  # paramiko keeps only a weak reference: the engine holds these
+
+    def __init__(self, callback: Callable[[int, paramiko.Message], None]) -> None:
+        self.callback = callback
+
+    def _async_response(self, t: int, msg: paramiko.Message, num: int) -> None:
+        self.callback(t, msg)
+
+
+class _FileWrite:
+    """OPEN, streamed WRITEs (bounded), FSTAT (size check), CLOSE — then tell the upload it is done."""
+
+    def __init__(self, engine: SftpPipeline, f: PutFile, path: str, on_closed: Callable[[], None]) -> None:
+        self.engine = engine
+        self.f = f
+        self.path = path
+        self.on_closed = on_closed
+        self.handle = b""
+        self.offset = 0
+        self.outstanding = 0
+        self.eof = False
+        self.src = f.local.open("rb") if f.local is not None else None
+
+    def start(self) -> None:
+        flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC
+        self.engine.request(self._opened, CMD_OPEN, self.path, flags, SFTPAttributes())
+
+    def _opened(self, t: int, msg: paramiko.Message) -> None:
+        self.engine.expect(t, msg, CMD_HANDLE, f"opening {self.f.folder}/{self.f.name}")
+        self.handle = msg.get_binary()
+        self._pump()
+
+    def _next_chunk(self) -> bytes:
+        if self.src is not None:
+            return self.src.read(CHUNK)
+        chunk = self.f.data[self.offset:self.offset + CHUNK]
+        return chunk
+
+    def _pump(self) -> None:
+        while not self.eof and self.outstanding < WRITES_IN_FLIGHT:
+            chunk = self._next_chunk()
+            if not chunk:
+                self.eof = True
+                break
+            self.engine.request(self._written, CMD_WRITE, self.handle, int64(self.offset), chunk)
+            self.offset += len(chunk)
+            self.outstanding += 1
+        if self.eof and self.outstanding == 0:
+            if self.src is not None:
+                self.src.close()
+            self.engine.request(self._stat, CMD_FSTAT, self.handle)
+
+    def _written(self, t: int, msg: paramiko.Message) -> None:
+        self.engine.expect(t, msg, CMD_STATUS, f"writing {self.f.folder}/{self.f.name}")
+        self.outstanding -= 1
+        self._pump()
+
+    def _stat(self, t: int, msg: paramiko.Message) -> None:
+        self.engine.expect(t, msg, CMD_ATTRS, f"checking {self.f.folder}/{self.f.name}")
+        check_size(self.f, SFTPAttributes._from_msg(msg).st_size)
+        self.engine.request(self._closed, CMD_CLOSE, self.handle)
+
+    def _closed(self, t: int, msg: paramiko.Message) -> None:
+        self.engine.expect(t, msg, CMD_STATUS, f"closing {self.f.folder}/{self.f.name}")
+        self.on_closed()
+
+    def abort(self) -> None:
+        if self.src is not None:
+            self.src.close()
+
+
+class _UploadRun:
+    """One Upload's progress: step by step, files of a step in parallel."""
+
+    def __init__(self, engine: SftpPipeline, up: Upload) -> None:
+        self.engine = engine
+        self.up = up
+        self.step = -1
+        self.pending = 0
+        self.files: list[_FileWrite] = []
+
+    def advance(self) -> None:
+        self.step += 1
+        if self.step == len(self.up.steps):
+            self.up.done()
+            self.engine.finished(self)
+            return
+        try:
+            self.up.gate(self.step)
+        except UploadAbandoned:
+            self.engine.finished(self)
+            return
+        files = self.up.steps[self.step]
+        self.pending = len(files)
+        self.files = [_FileWrite(self.engine, f, self.engine.path(f), self._file_closed) for f in files]
+        if not files:
+            self.advance()
+            return
+        for fw in self.files:
+            fw.start()
+
+    def _file_closed(self) -> None:
+        self.pending -= 1
+        if self.pending == 0:
+            self.advance()
+
+    def abort(self) -> None:
+        for fw in self.files:
+            fw.abort()
+
+
+class SftpPipeline:
+    """Given a paramiko SFTP client and a path builder, run uploads with up to ``window`` in flight."""
+
+    def __init__(self, sftp: paramiko.SFTPClient, path: Callable[[PutFile], str], classify: Callable[[BaseException, str], Exception],
+                 window: int = 64) -> None:
+        self.sftp = sftp
+        self._path = path
+        self.classify = classify
+        self.window = window
+        self.active: set[_UploadRun] = set()
+        self._replies: set[_Reply] = set()  # requests sent, reply not yet read
+
+    def path(self, f: PutFile) -> str:
+        return self._path(f)
+
+    def request(self, callback: Callable[[int, paramiko.Message], None], command: int, *args: Any) -> None:
+        def on_reply(t: int, msg: paramiko.Message) -> None:
+            self._replies.discard(reply)
+            callback(t, msg)
+
+        reply = _Reply(on_reply)
+        self._replies.add(reply)
+        self.sftp._async_request(reply, command, *args)
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._replies)
+
+    def expect(self, t: int, msg: paramiko.Message, wanted: int, what: str) -> None:
+        """Given a reply, return if it is of the wanted type; raise the classified error otherwise."""
+        if t == wanted and wanted != CMD_STATUS:
+            return
+        if t == CMD_STATUS:
+            try:
+                self.sftp._convert_status(msg)
+            except (OSError, EOFError) as e:
+                raise self.classify(e, what) from None
+            if wanted == CMD_STATUS:
+                return
+        raise self.classify(OSError(f"unexpected SFTP reply type {t}"), what)
+
+    def finished(self, run: _UploadRun) -> None:
+        self.active.discard(run)
+
+    def run(self, uploads: Iterator[Upload]) -> None:
+        """Start uploads while fewer than ``window`` are active; read replies until all are finished."""
+        source = iter(uploads)
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(self.active) < self.window:
+                    up = next(source, None)
+                    if up is None:
+                        exhausted = True
+                        break
+                    run = _UploadRun(self, up)
+                    self.active.add(run)
+                    run.advance()
+                if not self.active and exhausted:
+                    return
+                if self.outstanding == 0:
+                    continue  # uploads finished synchronously (gates gave up); start more
+                self.sftp._read_response()
+        except BaseException:
+            for run in list(self.active):
+                run.abort()
+            raise
