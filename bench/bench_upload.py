@@ -14,6 +14,8 @@ import paramiko
 
 from common import Bench, emit, timed
 
+from onss_relay.log import setup_logging
+
 from onss_relay.config import load_config
 from onss_relay.relay import Relay
 from tests.fixtures.tcpproxy import TcpProxy
@@ -75,6 +77,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    setup_logging("error")
     n_loop = 300 if args.quick else 1000
     n_wan, n_wan_base = (150, 30) if args.quick else (500, 100)
     b = Bench()

@@ -189,8 +189,12 @@ class Journal:
             if cur.rowcount:
                 db.execute("INSERT INTO history (go_name, state, at, detail) VALUES (?,?,?,?)", (go_name, S.FAILED, now, reason))
 
-    def transition(self, go_name: str, new: State, detail: str | None = None, **data: Any) -> SetRow:
-        """Given a set and a new state, check and record the change (merging ``data``); return the new row."""
+    def transition(self, go_name: str, new: State, detail: str | None = None, archived: bool = False,
+                   **data: Any) -> SetRow:
+        """Given a set and a new state, check and record the change (merging ``data``); return the new row.
+
+        ``archived`` records in the same transaction that the set's local files are already in sent/.
+        """
         now = time.time()
         with self._tx() as db:
             row = db.execute("SELECT * FROM sets WHERE go_name = ?", (go_name,)).fetchone()
@@ -199,9 +203,9 @@ class Journal:
             check_transition(State(row["state"]), new)
             merged = json.loads(row["data"]) | {k: v for k, v in data.items() if k not in ("ticket", "reason")}
             db.execute(
-                "UPDATE sets SET state = ?, updated_at = ?, data = ?, ticket = COALESCE(?, ticket), reason = COALESCE(?, reason)"
-                " WHERE go_name = ?",
-                (new, now, json.dumps(merged), data.get("ticket"), data.get("reason"), go_name),
+                "UPDATE sets SET state = ?, updated_at = ?, data = ?, ticket = COALESCE(?, ticket), reason = COALESCE(?, reason),"
+                " archived = MAX(archived, ?) WHERE go_name = ?",
+                (new, now, json.dumps(merged), data.get("ticket"), data.get("reason"), int(archived), go_name),
             )
             db.execute("INSERT INTO history (go_name, state, at, detail) VALUES (?,?,?,?)", (go_name, new, now, detail))
         return self.get_set(go_name)  # type: ignore[return-value]

@@ -5,9 +5,12 @@ Nothing here is ever deleted: files move from the outbox to sent/ or failed/ (wi
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -55,18 +58,32 @@ def free_name(directory: Path, name: str) -> Path:
     return candidate
 
 
-def move_durably(src: Path, dest_dir: Path, name: str | None = None) -> Path:
-    """Given a file, move it into dest_dir under a free name (same filesystem rename, else copy+fsync+unlink)."""
+def copy_durably(src: Path, dest: Path) -> None:
+    """Given two paths, stream src to a temp name beside dest, fsync it, and rename it over dest."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    with src.open("rb") as fin, tmp.open("wb") as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
+        fout.flush()
+        os.fsync(fout.fileno())
+    os.replace(tmp, dest)
+
+
+def move_durably(src: Path, dest_dir: Path, name: str | None = None, sync: bool = True) -> Path:
+    """Given a file, move it into dest_dir under a free name (rename, or copy+fsync+unlink across filesystems).
+
+    With sync=False the caller fsyncs dest_dir itself, once for several moves.
+    """
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = free_name(dest_dir, name or src.name)
     try:
         os.rename(src, dest)
     except OSError as e:
-        if e.errno != 18:  # EXDEV: outbox on another filesystem (a mounted share)
+        if e.errno != errno.EXDEV:  # the outbox is on another filesystem (a mounted share)
             raise
-        atomic_write(dest, src.read_bytes())
+        copy_durably(src, dest)
         src.unlink()
-    fsync_dir(dest_dir)
+    if sync:
+        fsync_dir(dest_dir)
     return dest
 
 
@@ -110,10 +127,14 @@ class Spool:
         """Given a sent set's local files, move them with an empty GO into sent/YYYY-MM-DD/; return that folder."""
         dest = self.sent / (day or dt.date.today()).isoformat()
         dest.mkdir(parents=True, exist_ok=True)
+        sources = set()
         for f in files:
             if f.exists():
-                move_durably(f, dest)
-        go = dest / go_name
-        if not go.exists():
-            atomic_write(go, b"")
+                move_durably(f, dest, sync=False)
+                sources.add(f.parent)
+        with contextlib.suppress(FileExistsError):
+            (dest / go_name).open("xb").close()  # empty: nothing to fsync but its folder entry
+        fsync_dir(dest)
+        for d in sources:
+            fsync_dir(d)
         return dest

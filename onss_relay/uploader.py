@@ -14,6 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import structlog
 import tenacity
@@ -195,10 +196,14 @@ class Uploader:
                 self.journal.transition(row.go_name, State.GO_SENDING)
 
         def done() -> None:
-            self.journal.transition(row.go_name, State.SENT, detail="GO uploaded")
+            # files first, then one commit: a crash in between leaves go_sending, whose recovery finds the GO
+            dest = self._archive_files(row)
+            self.journal.transition(row.go_name, State.SENT, detail="GO uploaded", archived=True, sent_dir=str(dest))
             log.info("set_sent", set=row.go_name, state="sent", folder=folder, detail="GO uploaded",
                      duration_ms=round((time.time() - row.updated_at) * 1000))
-            self._sent(row.go_name, report, inflight)
+            inflight.pop(row.go_name, None)
+            with self._lock:
+                report.sent.append(row.go_name)
 
         return Upload(row.go_name, [fis, fss, go], gate, done)
 
@@ -233,13 +238,16 @@ class Uploader:
         """Given a sent set, move its FI, FS and a GO into sent/YYYY-MM-DD/ and mark it archived."""
         row = self.journal.get_set(go_name)
         assert row is not None
-        work = self.spool.work_dir_for(go_name)
+        self.journal.mark_archived(go_name, str(self._archive_files(row)))
+
+    def _archive_files(self, row: SetRow) -> Path:
+        work = self.spool.work_dir_for(row.go_name)
         files = [self.spool.outbox / n for n in [*row.parts, *row.data.get("extras", [])]]
         files += [work / n for n in row.data.get("fs", [])]
-        dest = self.spool.archive(files, go_name)
+        dest = self.spool.archive(files, row.go_name)
         with contextlib.suppress(OSError):
             work.rmdir()
-        self.journal.mark_archived(go_name, str(dest))
+        return dest
 
     def archive_finished(self) -> None:
         """Complete the archiving of sets that were sent before a crash."""
