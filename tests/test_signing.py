@@ -151,3 +151,35 @@ def test_empty_declaration_is_refused_before_signing(tmp_path: Path) -> None:
     fi.write_bytes(b"")
     with pytest.raises(SignatureError, match="empty"):
         signing.fs_content_for(signing.load_identity(key), fi, "sha256", "single-line")
+
+
+def test_a_500_mb_declaration_is_signed_in_constant_memory(tmp_path: Path) -> None:
+    import sys
+
+    from tests.fixtures.procstat import peak_rss_mb
+
+    key, _, ca = make_identity(tmp_path, "rsa2048")
+    big = tmp_path / "FI.big"
+    with big.open("wb") as f:
+        f.truncate(500 << 20)  # sparse: reads as zeros, costs no disk
+        f.seek((500 << 20) - 5)
+        f.write(b"end\r\n")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[sender]\nnumber = "123456"\n[paths]\nroot = "spool"\n[signing]\nkey = "{key}"\n'
+                      '[remote]\ntransport = "local"\n')
+    fs = tmp_path / "FS.big"
+    code, peak = peak_rss_mb([sys.executable, "-m", "onss_relay.cli", "sign", str(big), "-o", str(fs),
+                              "--config", str(config)])
+    assert code == 0 and peak < 100, f"peak RSS {peak:.0f} MB"
+    assert openssl_verifies(tmp_path, big, fs.read_bytes(), ca)
+
+
+def test_verify_reports_a_certificate_expired_at_signing_time(tmp_path: Path) -> None:
+    key, _, _ = make_identity(tmp_path, "p256", days=10)
+    ident = signing.load_identity(key)
+    fi = tmp_path / "FI"
+    fi.write_bytes(b"late")
+    late = ident.not_after + dt.timedelta(days=1)
+    der = signing.sign_digest(ident, signing.digest_file(fi), "sha256", late)
+    with pytest.raises(SignatureError, match="not valid at signing time"):
+        signing.verify(fi, signing.encode_fs(der))
