@@ -58,6 +58,17 @@ class Poller:
         self._last_sizes: dict[tuple[str, str], int] = {}
         self._reported: set[tuple[str, str]] = set()
 
+    def remove_stale_temps(self) -> list[Path]:
+        """Remove our own half-downloaded temp files left by a crash (their remote copies were never deleted)."""
+        removed = []
+        for folder in self.folders():
+            for temp in (self.spool.inbox / folder).glob(".*.part"):
+                temp.unlink(missing_ok=True)
+                removed.append(temp)
+        if removed:
+            log.info("stale_downloads_removed", count=len(removed))
+        return removed
+
     def folders(self) -> list[str]:
         return [response_folder(Env(e)) for e in self.cfg.poll.environments]
 

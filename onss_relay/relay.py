@@ -50,6 +50,7 @@ class Relay:
         self.signer = Signer(cfg, self.journal, self.spool)
         self.uploader = Uploader(cfg, self.journal, self.spool, self.connect, stop=self.stop, max_attempts=max_attempts)
         self.poller = Poller(cfg, self.journal, self.spool)
+        self.poller.remove_stale_temps()
 
     def close(self) -> None:
         self.journal.close()

@@ -253,3 +253,24 @@ def test_malformed_response_is_kept_and_reported(relay: Relay, relay_dir: Path) 
     relay.poll_once()
     resp = relay.journal.get_response("OUTTEST", "FO.ACRF.999999.20260101.00001.T")
     assert resp is not None and resp.kind == "malformed" and Path(resp.local_path).exists()
+
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from onss_relay.names import format_name  # noqa: E402
+from onss_relay.poller import validate_remote_entry  # noqa: E402
+from onss_relay.transport.base import RemoteEntry  # noqa: E402
+
+HOSTILE_PARTS = st.sampled_from(["..", "/", "\\", "\x00", "\n", "\x1b", "Ｆ", "ﬁ", "FO", "ACRF", "999999", "20260101",
+                                 "00001", "T", ".", "A" * 300, "%2e%2e"])
+
+
+@given(st.one_of(st.text(max_size=400), st.lists(HOSTILE_PARTS, max_size=12).map("".join),
+                 st.lists(HOSTILE_PARTS, max_size=8).map(".".join)))
+def test_hostile_remote_names_never_pass_as_responses(name: str) -> None:
+    verdict = validate_remote_entry(RemoteEntry(name, 1, "file"))
+    if isinstance(verdict, str):
+        return
+    assert format_name(verdict) == name and len(name.encode()) <= 255
+    assert "/" not in name and ".." not in name and name.isascii() and name.isprintable()
