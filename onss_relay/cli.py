@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 import traceback
@@ -57,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="one set (GO or FI name): its whole history")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--limit", type=int, default=50, help="how many recent sets (default: 50)")
+    p.add_argument("--health", action="store_true",
+                   help="exit 0 if the running daemon reports itself healthy (for Docker HEALTHCHECK)")
     add("check", "check configuration, key, certificate, folders and the remote; exit non-zero on any problem")
     p = add("sign", "write the detached CMS signature (FS) of a declaration file")
     p.add_argument("fi", type=Path, metavar="FI")
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("simulate", "run the transfer-point simulator on the folder of a `local` transport")
     p.add_argument("--once", action="store_true", help="answer what is waiting, then exit")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between passes (default: 1)")
+    p = add("init", "create an SSH key pair and a configuration to start from, and say what to do next")
+    p.add_argument("dir", nargs="?", type=Path, default=Path("/etc/onss-relay"),
+                   help="where to write them (default: /etc/onss-relay)")
     p = add("demo", "run the whole cycle locally against the simulator and print the results")
     p.add_argument("dir", nargs="?", type=Path, help="keep everything under DIR (default: a temporary folder)")
     return parser
@@ -105,14 +109,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     return daemon.run()
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from onss_relay.init import init_directory
+
+    return init_directory(args.dir, sys.stdout)
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     from onss_relay.relay import Relay
+    from onss_relay.spool_lock import SpoolLock
 
-    relay = Relay(_config(args))
+    cfg = _config(args)
+    lock = SpoolLock(cfg.paths.root)
+    lock.acquire_or_refuse("send --once")
+    relay = Relay(cfg)
     try:
         report = relay.send_once()
     finally:
         relay.close()
+        lock.release()
     print(f"sent {len(report.upload.sent)} set(s), quarantined {report.quarantined}")
     if report.upload.error:
         print(f"onss-relay: {report.upload.error}", file=sys.stderr)
@@ -122,12 +137,17 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 def cmd_poll(args: argparse.Namespace) -> int:
     from onss_relay.relay import Relay
+    from onss_relay.spool_lock import SpoolLock
 
-    relay = Relay(_config(args))
+    cfg = _config(args)
+    lock = SpoolLock(cfg.paths.root)
+    lock.acquire_or_refuse("poll --once")
+    relay = Relay(cfg)
     try:
         report = relay.poll_once()
     finally:
         relay.close()
+        lock.release()
     print(f"mirrored {len(report.mirrored)} response file(s), deleted {len(report.deleted)} remotely"
           + (f", {len(report.suspicious)} suspicious name(s) left alone" if report.suspicious else ""))
     return EXIT_OK
@@ -146,6 +166,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from onss_relay.status import set_detail, status_json, status_table
 
     cfg = _config(args)
+    if args.health:
+        return _health(cfg)
     if not cfg.paths.journal_path.exists():
         print(f"no journal yet at {cfg.paths.journal_path}: nothing was sent from this spool")
         return EXIT_OK
@@ -165,6 +187,24 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         journal.close()
+
+
+def _health(cfg: Config) -> int:
+    """Exit 0 when the running daemon wrote a healthy health.json in the last minute (Docker HEALTHCHECK)."""
+    import time
+
+    path = cfg.paths.root / "health.json"
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        print(f"unhealthy: no health file at {path} (is `onss-relay run` running on this spool?)")
+        return EXIT_WORK_FAILED
+    age = time.time() - doc.get("at", 0)
+    if age > 60:
+        print(f"unhealthy: the daemon last reported {int(age)} s ago")
+        return EXIT_WORK_FAILED
+    print(("healthy: " if doc.get("healthy") else "unhealthy: ") + str(doc.get("reason")))
+    return EXIT_OK if doc.get("healthy") else EXIT_WORK_FAILED
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -231,6 +271,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 COMMANDS = {
     "run": cmd_run, "send": cmd_send, "poll": cmd_poll, "submit": cmd_submit, "status": cmd_status,
     "check": cmd_check, "sign": cmd_sign, "verify": cmd_verify, "simulate": cmd_simulate, "demo": cmd_demo,
+    "init": cmd_init,
 }
 
 if __name__ == "__main__":  # pragma: no cover

@@ -305,6 +305,8 @@ def _check_semantics(cfg: Config, path: Path) -> None:
         for e in envs:
             if e not in ("R", "T", "S"):
                 raise bad(key, f"{e!r} is not R, T or S")
+    if cfg.metrics.listen and not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[^:\s]*):[0-9]{1,5}", cfg.metrics.listen):
+        raise bad("metrics.listen", f"{cfg.metrics.listen!r} is not host:port, like \"127.0.0.1:9464\"")
     if cfg.remote.transport == "sftp":
         for key in ("username", "private_key", "known_hosts"):
             if not getattr(cfg.remote, key):

@@ -1,104 +1,256 @@
-"""`onss-relay run`: the long-running relay. Watch, sign, upload and poll until SIGTERM/SIGINT.
+"""`onss-relay run`: watcher, signer, uploader and poller as threads sharing one journal, until SIGTERM.
 
-Events from the outbox only wake the loop early; a full scan runs every watch.rescan regardless.
+One relay per spool (an fcntl lock; a second one waits as standby). sd_notify READY/WATCHDOG/STOPPING,
+a health file for `status --health`, and optional Prometheus /metrics and /healthz.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 
 import structlog
 
-from onss_relay.config import Config
-from onss_relay.errors import CertificateError, PermanentRemoteError, RemoteError
+from onss_relay.config import Config, load_config
+from onss_relay.errors import CertificateError, ConfigError, PermanentRemoteError, RemoteError
+from onss_relay.notify import Notifier
 from onss_relay.relay import Relay
+from onss_relay.spool import atomic_write
+from onss_relay.spool_lock import SpoolLock
+from onss_relay.watcher import Watcher
 
 log = structlog.get_logger(__name__)
 
-TICK = 0.5
+PAUSE_AFTER_PERMANENT = 300.0
+STOP_GRACE = 9.0
+
+
+@dataclasses.dataclass
+class StageHealth:
+    name: str
+    last_ok: float | None = None
+    last_error: str | None = None
+    paused_until: float = 0.0
+    failures: int = 0
+
+
+class Stage(threading.Thread):
+    """Given a name, a step function, an interval and the daemon's stop event, run the step until stopped.
+
+    A permanent error (authentication, host key, certificate) pauses the stage and is reported; a transient
+    one is retried soon. Other stages go on either way.
+    """
+
+    def __init__(self, name: str, step: Callable[[], object], interval: Callable[[], float], stop: threading.Event,
+                 wake: threading.Event | None = None) -> None:
+        super().__init__(name=f"stage-{name}", daemon=True)
+        self.step = step
+        self.interval = interval
+        self.stop = stop
+        self.wake = wake or threading.Event()
+        self.health = StageHealth(name)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.run_once()
+            self.wake.wait(self.interval())
+            self.wake.clear()
+
+    def run_once(self) -> None:
+        h = self.health
+        now = time.time()
+        if h.paused_until > now:
+            return
+        try:
+            self.step()
+        except (PermanentRemoteError, CertificateError, ConfigError) as e:
+            h.failures += 1
+            h.last_error, h.paused_until = str(e), now + PAUSE_AFTER_PERMANENT
+            log.error("stage_paused", stage=h.name, error=str(e), retry_in_s=PAUSE_AFTER_PERMANENT)
+        except RemoteError as e:
+            h.failures += 1
+            h.last_error, h.paused_until = str(e), now + 5
+            log.warning("stage_retry", stage=h.name, error=str(e))
+        except Exception as e:  # a bug: report it, keep the others going, try again later
+            h.failures += 1
+            h.last_error, h.paused_until = repr(e), now + 30
+            log.exception("stage_crashed", stage=h.name, error=repr(e))
+        else:
+            h.last_ok, h.last_error = time.time(), None
 
 
 class Daemon:
-    """Given the configuration, run every stage in one loop until stopped."""
+    """Given the configuration, run every stage until SIGTERM/SIGINT; SIGHUP reloads what can be reloaded."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, notifier: Notifier | None = None) -> None:
         self.cfg = cfg
         self.stop = threading.Event()
-        self.wake = threading.Event()
-        self.relay = Relay(cfg, stop=self.stop, max_attempts=None)
-        self._next_poll = 0.0
-        self._next_scan = 0.0
-        self._paused_until: dict[str, float] = {}
+        self.notifier = notifier or Notifier()
+        self.lock = SpoolLock(cfg.paths.root)
+        self.relay: Relay | None = None
+        self.stages: list[Stage] = []
+        self.started = time.time()
+        self._reload = threading.Event()
 
     def install_signal_handlers(self) -> None:
-        def on_signal(signum: int, frame: FrameType | None) -> None:
+        def on_stop(signum: int, frame: FrameType | None) -> None:
             log.info("stopping", signal=signal.Signals(signum).name)
+            self.notifier.send("STOPPING=1")
             self.stop.set()
-            self.wake.set()
 
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        def on_hup(signum: int, frame: FrameType | None) -> None:
+            self._reload.set()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    def wait_for_lock(self) -> bool:
+        """Take the spool lock, waiting as a standby while another relay holds it; False if stopped first."""
+        if self.lock.try_acquire():
+            return True
+        log.warning("standby", detail=f"relay pid {self.lock.holder()} holds {self.lock.path}; taking over when it stops")
+        self.notifier.send(f"STATUS=standby: pid {self.lock.holder()} is active on this spool")
+        while not self.stop.wait(1.0):
+            if self.lock.try_acquire():
+                log.info("taking_over", lock=str(self.lock.path))
+                return True
+            self._ping_watchdog()
+        return False
 
     def run(self) -> int:
-        log.info("relay_started", outbox=str(self.relay.spool.outbox), transport=self.cfg.remote.transport)
-        observer = self._start_observer()
+        if not self.wait_for_lock():
+            return 0
         try:
-            while not self.stop.is_set():
-                self.step()
-                self.wake.wait(TICK)
-                self.wake.clear()
+            return self._run_locked()
         finally:
-            if observer is not None:
-                observer.stop()
-            self.relay.close()
+            self.lock.release()
+
+    def _run_locked(self) -> int:
+        relay = self.relay = Relay(self.cfg, stop=self.stop, max_attempts=None)
+        signer_wake, uploader_wake, outbox_wake = threading.Event(), threading.Event(), threading.Event()
+
+        def scan() -> None:
+            if relay.outbox.scan():
+                signer_wake.set()
+
+        def sign() -> None:
+            if relay.signer.sign_queued():
+                uploader_wake.set()
+
+        def upload() -> None:
+            report = relay.uploader.upload_pending()
+            if report.error:
+                raise report.error
+
+        watch = self.cfg.watch
+        self.stages = [
+            Stage("watch", scan, lambda: self._next_scan_in(relay), self.stop, outbox_wake),
+            Stage("sign", sign, lambda: 5.0, self.stop, signer_wake),
+            Stage("upload", upload, lambda: 5.0, self.stop, uploader_wake),
+            Stage("poll", relay.poll_once, lambda: self.cfg.poll.interval, self.stop),
+        ]
+        watcher = Watcher(relay.outbox, watch.polling, outbox_wake)
+        watcher.start()
+        metrics = self._start_metrics(relay)
+        for stage in self.stages:
+            stage.start()
+        log.info("relay_started", outbox=str(relay.spool.outbox), transport=self.cfg.remote.transport,
+                 observer="polling" if watcher.polling else "inotify")
+        self.notifier.send("READY=1", f"STATUS=relaying {relay.spool.outbox}")
+        try:
+            while not self.stop.wait(1.0 if self.notifier.watchdog_interval is None else
+                                     min(1.0, self.notifier.watchdog_interval)):
+                self._ping_watchdog()
+                self._write_health()
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self._handle_reload()
+        finally:
+            for stage in self.stages:
+                stage.wake.set()
+            deadline = time.monotonic() + STOP_GRACE
+            for stage in self.stages:
+                stage.join(max(0.0, deadline - time.monotonic()))
+            watcher.stop()
+            if metrics is not None:
+                metrics.shutdown()
+            self._write_health()
+            relay.close()
         log.info("relay_stopped")
         return 0
 
-    def step(self) -> None:
-        """Run each stage once if it is due and not paused by a permanent error."""
-        now = time.monotonic()
-        self.relay.outbox.scan()
-        self._guard("sign", self.relay.signer.sign_queued)
-        self._guard("upload", self._upload)
-        if now >= self._next_poll:
-            self._next_poll = now + self.cfg.poll.interval
-            self._guard("poll", self.relay.poll_once)
+    def _next_scan_in(self, relay: Relay) -> float:
+        deadline = relay.outbox.tracker.next_deadline()
+        rescan = self.cfg.watch.rescan
+        if deadline is None:
+            return rescan
+        return max(0.05, min(rescan, deadline - time.monotonic() + 0.01))
 
-    def _upload(self) -> None:
-        report = self.relay.uploader.upload_pending()
-        if report.error:
-            raise report.error
+    def _ping_watchdog(self) -> None:
+        if self.notifier.watchdog_interval is not None:
+            self.notifier.send("WATCHDOG=1")
 
-    def _guard(self, stage: str, fn: object) -> None:
-        now = time.monotonic()
-        if self._paused_until.get(stage, 0) > now:
+    def _handle_reload(self) -> None:
+        """Re-read the configuration: keys that only tune timing apply now; anything else needs a restart."""
+        assert self.cfg.source is not None
+        try:
+            new = load_config(self.cfg.source)
+        except ConfigError as e:
+            log.error("reload_refused", error=str(e), detail="the running configuration stays in force")
             return
-        try:
-            fn()  # type: ignore[operator]
-        except (PermanentRemoteError, CertificateError) as e:
-            log.error("stage_paused", stage=stage, error=str(e), retry_in_s=300)
-            self._paused_until[stage] = now + 300
-        except RemoteError as e:
-            log.warning("stage_retry", stage=stage, error=str(e))
-            self._paused_until[stage] = now + 5
+        live = ("watch", "poll")
+        changed = [s for s in ("sender", "paths", "signing", "remote", "metrics")
+                   if getattr(new, s) != getattr(self.cfg, s)]
+        self.cfg = dataclasses.replace(self.cfg, watch=new.watch, poll=new.poll)
+        if self.relay is not None:
+            self.relay.cfg = self.cfg
+            self.relay.outbox.cfg = self.cfg
+            self.relay.poller.cfg = self.cfg
+            self.relay.outbox.tracker.settle = new.watch.settle
+        if changed:
+            log.warning("reload_partial", applied=list(live), needs_restart=changed,
+                        detail="restart the service to apply changes to " + ", ".join(changed))
+        else:
+            log.info("reloaded", applied=list(live))
 
-    def _start_observer(self) -> object | None:
+    # -- health ---------------------------------------------------------------------------------
+
+    def health(self) -> tuple[bool, str]:
+        """Return (healthy, reason): every stage alive and the last successful poll recent enough."""
+        for stage in self.stages:
+            if not stage.is_alive() and not self.stop.is_set():
+                return False, f"stage {stage.health.name} is not running"
+        poll = next((s.health for s in self.stages if s.health.name == "poll"), None)
+        window = 3 * self.cfg.poll.interval + 30
+        if poll is not None:
+            last = poll.last_ok or self.started
+            if time.time() - last > window:
+                why = f": {poll.last_error}" if poll.last_error else ""
+                return False, f"no successful poll for {int(time.time() - last)} s{why}"
+        for stage in self.stages:
+            if stage.health.paused_until > time.time():
+                return False, f"stage {stage.health.name} paused: {stage.health.last_error}"
+        return True, "ok"
+
+    def _write_health(self) -> None:
+        ok, reason = self.health()
+        doc = {"at": time.time(), "healthy": ok, "reason": reason, "pid": os.getpid(),
+               "stages": {s.health.name: dataclasses.asdict(s.health) for s in self.stages}}
         try:
-            from watchdog.events import FileSystemEventHandler
-            from watchdog.observers import Observer
-        except ImportError:  # pragma: no cover - watchdog is a dependency
+            atomic_write(self.cfg.paths.root / "health.json", json.dumps(doc).encode())
+        except OSError as e:
+            log.warning("health_unwritable", error=str(e))
+
+    def _start_metrics(self, relay: Relay) -> object | None:
+        if not self.cfg.metrics.listen:
             return None
-        wake = self.wake
+        from onss_relay.metrics import serve_metrics
 
-        class Wake(FileSystemEventHandler):
-            def on_any_event(self, event: object) -> None:
-                wake.set()
-
-        observer = Observer()
-        observer.schedule(Wake(), str(self.relay.spool.outbox), recursive=False)
-        observer.daemon = True
-        observer.start()
-        return observer
+        return serve_metrics(self.cfg, relay, self)

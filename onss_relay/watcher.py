@@ -10,11 +10,23 @@ import dataclasses
 import datetime as dt
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import structlog
+from watchdog.events import (
+    FileClosedEvent,
+    FileClosedNoWriteEvent,
+    FileOpenedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers.api import BaseObserver
 
 from onss_relay.config import Config
 from onss_relay.errors import InvalidName
@@ -33,25 +45,61 @@ class _Sighting:
 
 
 class SettleTracker:
-    """Given a settle delay, tell when a file kept its size and mtime that long (monotonic clock)."""
+    """Given a settle delay, tell when a file kept its size and mtime that long (monotonic clock).
+
+    With ``settle = 0`` and filesystem events available, a file is settled once a close-after-write or a
+    rename into the outbox was seen for it (``trust``), or once it kept its size and mtime for
+    ``EVENT_FALLBACK`` seconds in case an event was lost. Without events (``send --once``), 0 trusts what
+    is there.
+    """
+
+    EVENT_FALLBACK = 5.0
 
     def __init__(self, settle: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.settle = settle
         self.clock = clock
+        self.events = False  # True while an observer delivers close/rename events
         self._seen: dict[str, _Sighting] = {}
+        self._trusted: set[str] = set()
+        self._lock = threading.Lock()
+
+    def trust(self, name: str) -> None:
+        with self._lock:
+            self._trusted.add(name)
+
+    def distrust(self, name: str) -> None:
+        with self._lock:
+            self._trusted.discard(name)
 
     def settled(self, name: str, st: os.stat_result) -> bool:
         now = self.clock()
         prev = self._seen.get(name)
-        if prev is None or (prev.size, prev.mtime_ns) != (st.st_size, st.st_mtime_ns):
-            self._seen[name] = _Sighting(st.st_size, st.st_mtime_ns, now)
-            return self.settle <= 0
-        return now - prev.since >= self.settle
+        changed = prev is None or (prev.size, prev.mtime_ns) != (st.st_size, st.st_mtime_ns)
+        if changed:
+            prev = self._seen[name] = _Sighting(st.st_size, st.st_mtime_ns, now)
+        if self.settle > 0:
+            return not changed and now - prev.since >= self.settle
+        if not self.events:
+            return True
+        with self._lock:
+            trusted = name in self._trusted
+        return trusted or now - prev.since >= self.EVENT_FALLBACK
+
+    def next_deadline(self) -> float | None:
+        """Return the monotonic time at which a file seen changing may next be settled, if any."""
+        wait = self.settle if self.settle > 0 else (self.EVENT_FALLBACK if self.events else 0)
+        with self._lock:
+            pending = [s.since + wait for n, s in self._seen.items() if n not in self._trusted]
+        return min(pending) if pending else None
+
+    def forget(self, names: set[str]) -> None:
+        with self._lock:
+            for name in names:
+                self._seen.pop(name, None)
+                self._trusted.discard(name)
 
     def forget_missing(self, present: set[str]) -> None:
-        for name in list(self._seen):
-            if name not in present:
-                del self._seen[name]
+        self.forget({n for n in self._seen if n not in present})
 
 
 @dataclasses.dataclass
@@ -102,6 +150,7 @@ class Outbox:
         for key, group in sets.items():
             if self._consider(group, all_settled[key]):
                 claimed.append(key)
+                self.tracker.forget(set(group.fis) | set(group.extras))
         return claimed
 
     def _entries(self) -> list[tuple[str, Path, os.stat_result]]:
@@ -167,3 +216,90 @@ class Outbox:
     def _refuse(self, group: _SetFiles, go: Name, reason: str, detail: str) -> None:
         self.spool.quarantine(group.paths(), reason, detail, set=group.key)
         self.journal.add_failed(group.key, go.env.value, sorted(group.fis), f"{reason}: {detail}")
+
+
+NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse", "overlay", "virtiofs", "vboxsf", "afs")
+
+
+def filesystem_type(path: Path, mounts: str | None = None) -> str:
+    """Given a path, return the type of the filesystem holding it, from /proc/mounts (longest mount point)."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return "unknown"
+    target = str(path.resolve())
+    best, kind = "", "unknown"
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def wants_polling(setting: str, path: Path, mounts: str | None = None) -> bool:
+    """Given watch.polling (auto/true/false) and the outbox, say whether to poll instead of using inotify."""
+    if setting != "auto":
+        return setting == "true"
+    kind = filesystem_type(path, mounts)
+    return kind.startswith(NETWORK_FILESYSTEMS)
+
+
+class Watcher:
+    """Given the outbox and a wake event, run a watchdog observer whose events wake the scanner early.
+
+    Events are only hints: the scan decides. Close-after-write and renames into the outbox make a file
+    trusted (for settle = 0); any later write takes that trust back.
+    """
+
+    def __init__(self, outbox: Outbox, polling: str, wake: threading.Event) -> None:
+        self.outbox = outbox
+        self.wake = wake
+        self.polling = wants_polling(polling, outbox.spool.outbox)
+        self._observer: BaseObserver | None = None
+
+    def start(self) -> None:
+        from watchdog.observers import Observer
+        from watchdog.observers.polling import PollingObserver
+
+        handler = _Hints(self.outbox.tracker, self.outbox.spool.outbox, self.wake)
+        observer: BaseObserver = PollingObserver(timeout=1) if self.polling else Observer()
+        observer.schedule(handler, str(self.outbox.spool.outbox), recursive=False)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+        self.outbox.tracker.events = not self.polling
+        log.info("watching", outbox=str(self.outbox.spool.outbox), observer="polling" if self.polling else "inotify",
+                 filesystem=filesystem_type(self.outbox.spool.outbox))
+
+    def stop(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+        self.outbox.tracker.events = False
+
+
+class _Hints(FileSystemEventHandler):
+    def __init__(self, tracker: SettleTracker, outbox: Path, wake: threading.Event) -> None:
+        self.tracker = tracker
+        self.outbox = str(outbox)
+        self.wake = wake
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if isinstance(event, FileOpenedEvent | FileClosedNoWriteEvent):
+            return  # readers, ourselves included, change nothing
+        if event.is_directory:
+            self.wake.set()
+            return
+        if isinstance(event, FileClosedEvent):
+            self.tracker.trust(os.path.basename(str(event.src_path)))
+        elif isinstance(event, FileMovedEvent):
+            self.tracker.distrust(os.path.basename(str(event.src_path)))
+            if os.path.dirname(str(event.dest_path)) == self.outbox:
+                self.tracker.trust(os.path.basename(str(event.dest_path)))
+        elif isinstance(event, FileModifiedEvent | FileCreatedEvent):
+            self.tracker.distrust(os.path.basename(str(event.src_path)))
+        self.wake.set()

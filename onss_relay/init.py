@@ -1,0 +1,66 @@
+"""`onss-relay init`: an RSA 4096 SSH key pair, a configuration from the example, and the next steps."""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+from pathlib import Path
+from typing import TextIO
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from onss_relay.errors import UsageError
+
+EXAMPLE_KEYS = {
+    'root = "/var/lib/onss-relay"': "root = \"{state}\"",
+    'outbox = "/var/lib/onss-relay/outbox"': "outbox = \"{state}/outbox\"",
+    'inbox = "/var/lib/onss-relay/inbox"': "inbox = \"{state}/inbox\"",
+    'key = "/etc/onss-relay/signer.p12"': "key = \"{dir}/signer.p12\"",
+    'password_file = "/etc/onss-relay/signer.pass"': "password_file = \"{dir}/signer.pass\"",
+    'private_key = "/etc/onss-relay/id_rsa"': "private_key = \"{dir}/id_rsa\"",
+    'known_hosts = "/etc/onss-relay/known_hosts"': "known_hosts = \"{dir}/known_hosts\"",
+}
+
+
+def example_config() -> str:
+    return importlib.resources.files("onss_relay.data").joinpath("example.toml").read_text()
+
+
+def init_directory(directory: Path, out: TextIO, state: Path | None = None) -> int:
+    """Given a folder, write id_rsa(.pub), config.toml and an empty known_hosts there; print the next steps."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key_path, config = directory / "id_rsa", directory / "config.toml"
+    for p in (key_path, config):
+        if p.exists():
+            raise UsageError(f"{p} exists already; init never overwrites (move it away first)")
+    key = rsa.generate_private_key(65537, 4096)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption())
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(private)
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    (directory / "id_rsa.pub").write_bytes(public + b" onss-relay\n")
+    (directory / "known_hosts").touch(mode=0o644, exist_ok=True)
+    text = example_config()
+    for old, new in EXAMPLE_KEYS.items():
+        text = text.replace(old, new.format(dir=directory.absolute(), state=state or "/var/lib/onss-relay"))
+    config.write_text(text)
+    print(f"""Created in {directory}:
+  id_rsa, id_rsa.pub   SSH key pair for the transfer point (the private key never leaves this machine)
+  config.toml          configuration from the documented example; edit sender.number and remote.username
+  known_hosts          empty: add the transfer point's host key (step 3)
+
+Public key to register for your technical user on the social security portal:
+
+{public.decode()} onss-relay
+
+Next steps:
+  1. Register the public key above and your signing certificate (PKCS#12) on the portal.
+  2. Put the certificate at {directory}/signer.p12 and its password alone in {directory}/signer.pass (mode 600).
+  3. Fetch the server's host key, check its fingerprint with the ONSS, then keep it:
+       ssh-keyscan -p 8022 sftp.socialsecurity.be > {directory}/known_hosts
+       ssh-keygen -lf {directory}/known_hosts
+  4. Run: onss-relay check --config {config}""", file=out)
+    return 0
