@@ -27,6 +27,10 @@ class Duration(float):
     """Seconds, written in the config as "2s", "5m", "1h", "250ms" or a plain number of seconds."""
 
 
+class AutoBool(str):
+    """"auto", or true/false (written as a TOML boolean or a string)."""
+
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -126,7 +130,7 @@ class RemoteConfig:
 class WatchConfig:
     settle: Duration = _field(Duration(2), "a file must keep its size and mtime this long")
     rescan: Duration = _field(Duration(60), "full outbox scan interval")
-    polling: str = _field("auto", "auto, true or false: polling observer for network shares")
+    polling: AutoBool = _field(AutoBool("auto"), "auto, true or false: polling observer for network shares")
     incomplete_after: Duration = _field(Duration(3600), "quarantine a set still missing parts after this")
     environments: list[str] = _field(["R", "T", "S"], "environments this relay may send to")
 
@@ -260,6 +264,11 @@ def _convert(value: Any, hint: Any, key: str, path: Path) -> Any:
 def _convert_to(value: Any, hint: Any) -> Any:
     if hint is Duration:
         return parse_duration(value)
+    if hint is AutoBool:
+        text = str(value).lower()
+        if text not in ("auto", "true", "false"):
+            raise ValueError("expected auto, true or false")
+        return AutoBool(text)
     if hint is bool:
         if not isinstance(value, bool):
             raise TypeError("expected true or false")

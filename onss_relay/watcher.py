@@ -89,7 +89,7 @@ class SettleTracker:
         """Return the monotonic time at which a file seen changing may next be settled, if any."""
         wait = self.settle if self.settle > 0 else (self.EVENT_FALLBACK if self.events else 0)
         with self._lock:
-            pending = [s.since + wait for n, s in self._seen.items() if n not in self._trusted]
+            pending = [s.since + wait for n, s in self._seen.items() if self.settle > 0 or n not in self._trusted]
         return min(pending) if pending else None
 
     def forget(self, names: set[str]) -> None:
