@@ -74,14 +74,24 @@ def move_durably(src: Path, dest_dir: Path, name: str | None = None, sync: bool 
     With sync=False the caller fsyncs dest_dir itself, once for several moves.
     """
     dest_dir.mkdir(parents=True, exist_ok=True)
+    same = dest_dir / (name or src.name)
+    if same.exists() and os.path.samefile(src, same):
+        src.unlink()  # a crash came between link and unlink: the copy in dest_dir is this very file
+        return same
     dest = free_name(dest_dir, name or src.name)
     try:
-        os.rename(src, dest)
-    except OSError as e:
-        if e.errno != errno.EXDEV:  # the outbox is on another filesystem (a mounted share)
-            raise
-        copy_durably(src, dest)
+        # link + unlink rather than rename: the outbox watcher then sees a delete, which inotify delivers at
+        # once, instead of an unmatched move-out, which watchdog holds back half a second with all behind it
+        os.link(src, dest)
         src.unlink()
+    except OSError as e:
+        if e.errno == errno.EXDEV:  # the outbox is on another filesystem (a mounted share)
+            copy_durably(src, dest)
+            src.unlink()
+        elif e.errno in (errno.EPERM, errno.ENOTSUP, errno.EMLINK):  # no hard links here (some SMB shares)
+            os.rename(src, dest)
+        else:
+            raise
     if sync:
         fsync_dir(dest_dir)
     return dest
