@@ -13,6 +13,9 @@ from onss_relay.names import Env, Name, Prefix, format_name
 from onss_relay.transport.local import make_remote_home
 
 SENDER = "123456"
+SIGNING_PASSWORD = "Tr0ub4dor&3-signing"  # distinctive test secrets: no log of the whole run may contain them
+SSH_PASSPHRASE = "correct horse battery"
+SECRETS = (SIGNING_PASSWORD, SSH_PASSPHRASE, "PRIVATE KEY-----")
 TODAY = dt.date.today().strftime("%Y%m%d")
 
 
@@ -30,6 +33,7 @@ number = "{SENDER}"
 root = "spool"
 [signing]
 key = "keys/signer.p12"
+password_file = "keys/signer.pass"
 [remote]
 transport = "{transport}"
 base_dir = "remote"
@@ -48,7 +52,8 @@ interval = "1s"
 @pytest.fixture(scope="session")
 def identity_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("identity")
-    signing.self_signed_identity(d, "Test Payroll")
+    signing.self_signed_identity(d, "Test Payroll", password=SIGNING_PASSWORD.encode())
+    (d / "signer.pass").write_text(SIGNING_PASSWORD + "\n")
     return d
 
 
@@ -76,12 +81,12 @@ from tests.fixtures.sshd import SshServer, keygen  # noqa: E402
 def client_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """SSH client keys: rsa (the ONSS kind), ed25519, ecdsa, and an rsa key encrypted with a passphrase."""
     d = tmp_path_factory.mktemp("client-keys")
-    (d / "passphrase").write_text("correct horse\n")
+    (d / "passphrase").write_text(SSH_PASSPHRASE + "\n")
     return {
         "rsa": keygen(d / "id_rsa", "rsa", bits=2048),
         "ed25519": keygen(d / "id_ed25519"),
         "ecdsa": keygen(d / "id_ecdsa", "ecdsa"),
-        "rsa-encrypted": keygen(d / "id_rsa_enc", "rsa", passphrase="correct horse", bits=2048),
+        "rsa-encrypted": keygen(d / "id_rsa_enc", "rsa", passphrase=SSH_PASSPHRASE, bits=2048),
         "passphrase": d / "passphrase",
     }
 
@@ -105,6 +110,7 @@ number = "{SENDER}"
 root = "spool"
 [signing]
 key = "keys/signer.p12"
+password_file = "keys/signer.pass"
 [remote]
 transport = "sftp"
 host = "127.0.0.1"
@@ -136,3 +142,34 @@ def sftp_dir(relay_dir: Path, sshd: SshServer, client_keys: dict[str, Path]) -> 
 @pytest.fixture
 def sftp_cfg(sftp_dir: Path) -> Config:
     return load_config(sftp_dir / "config.toml", environ={})
+
+
+# -- no secret in any log of the whole run ------------------------------------------------------
+
+@pytest.fixture(scope="session", autouse=True)
+def log_everything_to_a_file(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """In-process logs go, at debug level, to a file that the end-of-run secret check reads too."""
+    from onss_relay.log import setup_logging
+
+    path = tmp_path_factory.getbasetemp() / "in-process.log"
+    with path.open("a") as f:
+        setup_logging("debug", json_output=True, stream=f)
+        yield
+    setup_logging("info")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Grep every log file the run wrote (daemons, CLI runs, in-process) for the test secrets."""
+    base = getattr(session.config, "_tmp_path_factory", None)
+    if base is None:
+        return
+    root = base.getbasetemp()
+    leaks = []
+    for log in root.rglob("*.log"):
+        if not log.is_file():
+            continue
+        text = log.read_text(errors="replace")
+        leaks += [f"{log}: contains {secret!r}" for secret in SECRETS if secret in text]
+    if leaks:
+        print("\nSECRETS FOUND IN LOGS:\n" + "\n".join(leaks))
+        session.exitstatus = 1

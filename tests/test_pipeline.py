@@ -16,7 +16,7 @@ from onss_relay.relay import Relay
 from onss_relay.simulator import Simulator
 from onss_relay.transport.local import LocalTransport
 from onss_relay.uploader import UploadReport
-from tests.conftest import SENDER, fi_name, write_config
+from tests.conftest import SENDER, SIGNING_PASSWORD, fi_name, write_config
 
 
 def drop(relay: Relay, name: str, content: bytes = b"<DmfA>\r\n</DmfA>\r\n") -> Path:
@@ -127,7 +127,7 @@ def test_incomplete_set_waits_then_is_quarantined(relay_dir: Path) -> None:
 
 
 def test_premade_signature_is_used_or_quarantined(relay: Relay, relay_dir: Path, identity_dir: Path) -> None:
-    ident = signing.load_identity(identity_dir / "signer.p12")
+    ident = signing.load_identity(identity_dir / "signer.p12", None, SIGNING_PASSWORD.encode())
     good = drop(relay, fi_name(1))
     premade = signing.fs_content_for(ident, good, "sha256", "64-crlf")
     drop(relay, "FS" + fi_name(1)[2:], premade)

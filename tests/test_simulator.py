@@ -12,7 +12,7 @@ from onss_relay.names import parse_name
 from onss_relay.responses import parse_acrf, parse_notification
 from onss_relay.simulator import Simulator
 from onss_relay.transport.local import make_remote_home
-from tests.conftest import SENDER, TODAY
+from tests.conftest import SENDER, SIGNING_PASSWORD, TODAY
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def ident(identity_dir: Path) -> signing.Identity:
-    return signing.load_identity(identity_dir / "signer.p12")
+    return signing.load_identity(identity_dir / "signer.p12", None, SIGNING_PASSWORD.encode())
 
 
 def drop(home: Path, folder: str, fi: str, ident: signing.Identity | None, content: bytes = b"<x/>",
