@@ -62,4 +62,5 @@ def _remote(cfg: Config) -> str:
     finally:
         t.close()
     where = cfg.remote.base_dir if cfg.remote.transport == "local" else f"{cfg.remote.host}:{cfg.remote.port}"
-    return f"{cfg.remote.transport} {where}, folders {', '.join(folders)} listed"
+    tls = ", TLS certificate verified" if cfg.remote.transport == "ftps" else ""
+    return f"{cfg.remote.transport} {where}{tls}, folders {', '.join(folders)} listed"

@@ -16,7 +16,7 @@ from pathlib import Path
 import structlog
 
 from onss_relay.config import Config
-from onss_relay.errors import InvalidName
+from onss_relay.errors import InvalidName, PermanentRemoteError
 from onss_relay.journal import Journal
 from onss_relay.names import Env, Name, Prefix, parse_name, response_folder, set_key
 from onss_relay.spool import Spool, free_name, fsync_dir
@@ -118,6 +118,9 @@ class Poller:
                 if (folder, entry.name) not in self._reported:
                     self._reported.add((folder, entry.name))
                     log.error("response_too_large", folder=folder, file=entry.name, detail=str(e))
+                return
+            except PermanentRemoteError as e:  # this one file cannot be read (a link out, no permission)
+                self._suspicious(folder, entry.name, f"cannot be read: {e}", report)
                 return
             self.journal.add_response(folder, entry.name, local.stat().st_size, str(local))
             report.mirrored.append(f"{folder}/{entry.name}")

@@ -15,7 +15,7 @@ from onss_relay.transport.local import make_remote_home
 SENDER = "123456"
 SIGNING_PASSWORD = "Tr0ub4dor&3-signing"  # distinctive test secrets: no log of the whole run may contain them
 SSH_PASSPHRASE = "correct horse battery"
-SECRETS = (SIGNING_PASSWORD, SSH_PASSPHRASE, "PRIVATE KEY-----")
+SECRETS = (SIGNING_PASSWORD, SSH_PASSPHRASE, "PRIVATE KEY-----", "ftp-Pa55word-for-tests")
 TODAY = dt.date.today().strftime("%Y%m%d")
 
 
@@ -173,3 +173,59 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if leaks:
         print("\nSECRETS FOUND IN LOGS:\n" + "\n".join(leaks))
         session.exitstatus = 1
+
+
+# -- real FTP / FTPS servers ---------------------------------------------------------------------
+
+from tests.fixtures.ftpd import FTP_PASSWORD, FTP_USER, FtpServer  # noqa: E402
+
+
+def ftp_config_text(server: FtpServer, password_file: Path, extra_remote: str = "") -> str:
+    ca = f'ca_file = "{server.cert}"\n' if server.tls else ""
+    return f"""
+[sender]
+number = "{SENDER}"
+[paths]
+root = "spool"
+[signing]
+key = "keys/signer.p12"
+password_file = "keys/signer.pass"
+[remote]
+transport = "{'ftps' if server.tls else 'ftp'}"
+host = "127.0.0.1"
+port = {server.port}
+username = "{FTP_USER}"
+password_file = "{password_file}"
+{ca}base_dir = "."
+connections = 2
+timeout = "10s"
+{extra_remote}
+[watch]
+settle = "0s"
+rescan = "1s"
+[poll]
+interval = "1s"
+"""
+
+
+def _ftp_dir(relay_dir: Path, tmp_path: Path, tls: bool):  # type: ignore[no-untyped-def]
+    server = FtpServer(tmp_path / ("ftpsd" if tls else "ftpd"), tls=tls)
+    server.start()
+    password = relay_dir / "keys" / "ftp.pass"
+    password.write_text(FTP_PASSWORD + "\n")
+    (relay_dir / "config.toml").write_text(ftp_config_text(server, password))
+    return server
+
+
+@pytest.fixture
+def ftpd(relay_dir: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+    server = _ftp_dir(relay_dir, tmp_path, tls=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def ftpsd(relay_dir: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+    server = _ftp_dir(relay_dir, tmp_path, tls=True)
+    yield server
+    server.stop()
