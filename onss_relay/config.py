@@ -124,6 +124,7 @@ class RemoteConfig:
     connections: int = _field(4, "parallel upload channels")
     timeout: Duration = _field(Duration(30), "connect and read timeout")
     keepalive: Duration = _field(Duration(30), "SSH keepalive interval")
+    permanent_retry: Duration = _field(Duration(300), "after a permanent error (login, host key, permission) try again this much later")
 
 
 @dataclasses.dataclass(frozen=True)

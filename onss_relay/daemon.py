@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from onss_relay.watcher import Watcher
 
 log = structlog.get_logger(__name__)
 
-PAUSE_AFTER_PERMANENT = 300.0
+RETRY_AFTER_TRANSIENT = 2.0
 STOP_GRACE = 9.0
 
 
@@ -48,8 +49,9 @@ class Stage(threading.Thread):
     """
 
     def __init__(self, name: str, step: Callable[[], object], interval: Callable[[], float], stop: threading.Event,
-                 wake: threading.Event | None = None) -> None:
+                 wake: threading.Event | None = None, permanent_retry: float = 300.0) -> None:
         super().__init__(name=f"stage-{name}", daemon=True)
+        self.permanent_retry = permanent_retry
         self.step = step
         self.interval = interval
         self.stop = stop
@@ -71,11 +73,11 @@ class Stage(threading.Thread):
             self.step()
         except (PermanentRemoteError, CertificateError, ConfigError) as e:
             h.failures += 1
-            h.last_error, h.paused_until = str(e), now + PAUSE_AFTER_PERMANENT
-            log.error("stage_paused", stage=h.name, error=str(e), retry_in_s=PAUSE_AFTER_PERMANENT)
-        except RemoteError as e:
+            h.last_error, h.paused_until = str(e), now + self.permanent_retry
+            log.error("stage_paused", stage=h.name, error=str(e), retry_in_s=self.permanent_retry)
+        except (RemoteError, OSError, sqlite3.OperationalError) as e:  # network, full disk, journal busy
             h.failures += 1
-            h.last_error, h.paused_until = str(e), now + 5
+            h.last_error, h.paused_until = str(e), now + RETRY_AFTER_TRANSIENT
             log.warning("stage_retry", stage=h.name, error=str(e))
         except Exception as e:  # a bug: report it, keep the others going, try again later
             h.failures += 1
@@ -150,11 +152,12 @@ class Daemon:
                 raise report.error
 
         watch = self.cfg.watch
+        retry = self.cfg.remote.permanent_retry
         self.stages = [
-            Stage("watch", scan, lambda: self._next_scan_in(relay), self.stop, outbox_wake),
-            Stage("sign", sign, lambda: 5.0, self.stop, signer_wake),
-            Stage("upload", upload, lambda: 5.0, self.stop, uploader_wake),
-            Stage("poll", relay.poll_once, lambda: self.cfg.poll.interval, self.stop),
+            Stage("watch", scan, lambda: self._next_scan_in(relay), self.stop, outbox_wake, retry),
+            Stage("sign", sign, lambda: 5.0, self.stop, signer_wake, retry),
+            Stage("upload", upload, lambda: 5.0, self.stop, uploader_wake, retry),
+            Stage("poll", relay.poll_once, lambda: self.cfg.poll.interval, self.stop, None, retry),
         ]
         watcher = Watcher(relay.outbox, watch.polling, outbox_wake)
         watcher.start()

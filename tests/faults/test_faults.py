@@ -1,0 +1,127 @@
+"""Fault injection against the real daemon and a real sshd. Quick by default (CI);
+ONSS_RELAY_FAULTS=full python3 -m pytest tests/faults  runs the long version (more sets, more faults)."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from onss_relay.relay import wait_until
+from tests.faults.harness import FULL, FaultWorld, sleep_random
+from tests.fixtures.sshd import SshServer
+
+SETS = 120 if FULL else 40
+RESPONSES = 60 if FULL else 15
+
+
+@pytest.fixture
+def world(relay_dir: Path, sshd: SshServer, client_keys: dict[str, Path]) -> FaultWorld:
+    w = FaultWorld(relay_dir, sshd, client_keys["rsa"])
+    w.declarations(SETS)
+    w.server_responses(RESPONSES)
+    return w
+
+
+def test_sigkill_at_random_instants(world: FaultWorld) -> None:
+    for _ in range(50 if FULL else 20):
+        world.start()
+        sleep_random(world, 0.0, 0.6)
+        world.kill()
+    world.finish()
+
+
+def test_connections_dropped(world: FaultWorld) -> None:
+    world.start()
+    for _ in range(10 if FULL else 4):
+        sleep_random(world, 0.1, 0.6)
+        world.proxy.drop_all()
+    world.finish()
+
+
+def test_connections_stalled(world: FaultWorld) -> None:
+    world.start()
+    for _ in range(3 if FULL else 1):
+        sleep_random(world, 0.1, 0.5)
+        world.proxy.stall(5)  # longer than remote.timeout = 3s: the relay must give up and reconnect
+        time.sleep(5)
+    world.finish()
+
+
+def test_connections_truncated(world: FaultWorld) -> None:
+    world.proxy.cut_after = 150_000
+    world.start()
+    time.sleep(3 if FULL else 1.5)
+    world.proxy.cut_after = None
+    world.finish()
+
+
+def test_remote_folder_read_only(world: FaultWorld) -> None:
+    (world.sshd.root / "readonly").write_text("")
+    world.start()
+    assert wait_until(lambda: "permission denied" in world.log.read_text(), 20)
+    time.sleep(1)
+    (world.sshd.root / "readonly").unlink()
+    world.finish()
+
+
+def test_journal_locked_by_another_process(world: FaultWorld) -> None:
+    world.start()
+    time.sleep(0.5)
+    holder = sqlite3.connect(world.cfg.paths.journal_path, timeout=30, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    time.sleep(35 if FULL else 3)  # the full run outlasts SQLite's 30 s busy timeout
+    holder.execute("ROLLBACK")
+    holder.close()
+    world.finish()
+
+
+def test_local_disk_full(world: FaultWorld, tmp_path: Path) -> None:
+    """The spool on a small tmpfs that fills up; freeing space lets everything through."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True, text=True)
+    assert r.returncode == 0, f"cannot mount a tmpfs for the disk-full test: {r.stderr.strip()}"
+    try:
+        cfg = world.cfg
+        old_root = cfg.paths.root
+        shutil.copytree(old_root, mount / "spool")
+        world.config.write_text(world.config.read_text().replace('root = "spool"', f'root = "{mount / "spool"}"'))
+        filler = mount / "filler"
+        with filler.open("wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass  # the disk is full now
+        shutil.rmtree(old_root)
+        world.start()
+        time.sleep(3)
+        assert "No space left on device" in world.log.read_text() or "disk is full" in world.log.read_text()
+        filler.unlink()
+        world.finish()
+    finally:
+        world.stop()
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_clock_jumps(world: FaultWorld, tmp_path: Path) -> None:
+    """Wall-clock jumps (NTP step, VM resume) while running: libfaketime moves the daemon's clock."""
+    lib = next(iter(Path("/usr/lib").rglob("libfaketime.so.1")), None)
+    assert lib is not None, "libfaketime is not installed (apt-get install -y faketime; .ci/run does)"
+    stamp = tmp_path / "faketime"
+    stamp.write_text("+0")
+    env = {"LD_PRELOAD": str(lib), "FAKETIME_TIMESTAMP_FILE": str(stamp), "FAKETIME_NO_CACHE": "1",
+           "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    world.start(env=env)
+    for jump in ("+1d", "-1m", "+3h", "+0"):
+        sleep_random(world, 0.2, 0.8)
+        stamp.write_text(jump)
+    threading.Event().wait(0.5)
+    world.finish()
