@@ -105,9 +105,51 @@ def main() -> None:
                         "relay": n_wan / t_relay, "baseline": n_wan_base / t_base,
                         "ratio": (n_wan / t_relay) / (n_wan_base / t_base),
                         "baseline_name": "sequential paramiko put per file, one connection"})
+        figures.append(upload_rss(b, 100 if args.quick else 500))
+        if not args.quick:
+            figures += growth(b, (100, 1000, 10000))
     finally:
         b.close()
     emit(figures, args.json)
+
+
+def upload_rss(b: Bench, mb: int) -> dict[str, object]:
+    """Peak RSS of `onss-relay send --once` sending one big FI over SFTP, next to `sftp -b put` of the same file."""
+    from tests.fixtures.procstat import peak_rss_mb
+
+    b.clear_remote()
+    config = b.relay_config(name="relay-big")
+    outbox = config.parent / "spool" / "outbox"
+    outbox.mkdir(parents=True, exist_ok=True)
+    big = outbox / "FI.DMFA.123456.20260101.09999.T.1.1".replace("20260101", __import__("datetime").date.today().strftime("%Y%m%d"))
+    with big.open("wb") as f:
+        f.truncate(mb << 20)
+    _, relay_rss = peak_rss_mb([sys.executable, "-m", "onss_relay.cli", "send", "--once", "--config", str(config),
+                                "--log-level", "error"])
+    copy = b.root / "big-copy"
+    with copy.open("wb") as f:
+        f.truncate(mb << 20)
+    batch = b.root / "big.batch"
+    batch.write_text(f"put {copy} INTEST/big\n")
+    _, base_rss = peak_rss_mb(["sftp", "-q", "-b", str(batch), "-i", str(b.key), "-P", str(b.sshd.port),
+                               "-o", f"UserKnownHostsFile={b.known_hosts}", f"{b.sshd.user}@127.0.0.1"])
+    return {"name": f"peak RSS sending one {mb} MB FI over SFTP", "unit": "MB", "relay": relay_rss,
+            "baseline": base_rss, "ratio": base_rss / relay_rss, "baseline_name": "sftp -b put (ratio: baseline/relay)"}
+
+
+def growth(b: Bench, sizes: tuple[int, ...]) -> list[dict[str, object]]:
+    """How the cost grows: relay declarations/s on loopback for 100 … 10,000 sets dropped at once."""
+    out = []
+    first = None
+    for i, n in enumerate(sizes):
+        b.clear_remote()
+        config = b.relay_config(name=f"relay-growth-{n}")
+        b.declarations(config.parent / "spool" / "outbox", n, start=20000 + i * 20000 if n < 20000 else 1)
+        rate = n / timed(lambda: relay_send(config))
+        first = first or rate
+        out.append({"name": f"growth: {n} sets on loopback, declarations/s", "unit": "decl/s", "relay": rate,
+                    "baseline": first, "ratio": rate / first, "baseline_name": f"same relay at {sizes[0]} sets"})
+    return out
 
 
 if __name__ == "__main__":

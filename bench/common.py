@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from onss_relay import signing  # noqa: E402
-from tests.conftest import SENDER, fi_name, sftp_config_text  # noqa: E402
+from tests.conftest import SENDER, SIGNING_PASSWORD, fi_name, sftp_config_text  # noqa: E402
 from tests.fixtures.sshd import SshServer, keygen  # noqa: E402
 
 
@@ -29,7 +29,9 @@ class Bench:
         self.key = keygen(self.root / "id_rsa", "rsa", bits=2048)
         self.sshd.authorize(Path(str(self.key) + ".pub"))
         self.sshd.start()
-        self.identity = signing.self_signed_identity(self.root / "relay" / "keys", "bench", key_type="rsa")
+        self.identity = signing.self_signed_identity(self.root / "relay" / "keys", "bench", key_type="rsa",
+                                                     password=SIGNING_PASSWORD.encode())
+        (self.root / "relay" / "keys" / "signer.pass").write_text(SIGNING_PASSWORD)
         self.known_hosts = self.root / "known_hosts"
         self.known_hosts.write_text(self.sshd.known_hosts_line())
 

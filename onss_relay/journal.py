@@ -268,17 +268,19 @@ class Journal:
 
     # -- responses ----------------------------------------------------------------------------
 
-    def add_response(self, folder: str, name: str, size: int, local_path: str) -> None:
-        """Given a response durably copied to local_path, record it (before any remote delete)."""
+    def add_responses(self, folder: str, files: list[tuple[str, int, str]]) -> None:
+        """Given responses (name, size, local path) durably copied, record them in one commit (before any delete)."""
+        now = time.time()
         with self._tx() as db:
-            db.execute(
+            db.executemany(
                 "INSERT OR REPLACE INTO responses (folder, name, size, local_path, at) VALUES (?,?,?,?,?)",
-                (folder, name, size, local_path, time.time()),
+                [(folder, name, size, path, now) for name, size, path in files],
             )
 
-    def mark_response_deleted(self, folder: str, name: str) -> None:
+    def mark_responses_deleted(self, folder: str, names: list[str]) -> None:
         with self._tx() as db:
-            db.execute("UPDATE responses SET deleted_remote = 1 WHERE folder = ? AND name = ?", (folder, name))
+            db.executemany("UPDATE responses SET deleted_remote = 1 WHERE folder = ? AND name = ?",
+                           [(folder, n) for n in names])
 
     def link_response(self, folder: str, name: str, kind: str, linked_set: str | None) -> None:
         with self._tx() as db:

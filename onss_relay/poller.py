@@ -90,8 +90,7 @@ class Poller:
             groups.setdefault(set_key(parsed), []).append((entry, parsed))
         sizes = {(folder, e.name): e.size for e in entries}
         for key, members in sorted(groups.items()):
-            for entry in self._ready(folder, key, members):
-                self._take(t, folder, entry, report)
+            self._take_set(t, folder, list(self._ready(folder, key, members)), report)
         self._last_sizes = {k: v for k, v in self._last_sizes.items() if k[0] != folder} | sizes
 
     def _ready(self, folder: str, key: str, members: list[tuple[RemoteEntry, Name]]) -> Iterable[RemoteEntry]:
@@ -108,30 +107,48 @@ class Poller:
             self._reported.add((folder, name))
             log.warning("remote_name_suspicious", folder=folder, file=repr(name)[:300], detail=why)
 
-    def _take(self, t: Transport, folder: str, entry: RemoteEntry, report: PollReport) -> None:
-        known = self.journal.get_response(folder, entry.name)
-        if known is None:
-            try:
-                local = self._download(t, folder, entry.name)
-            except SizeLimitExceeded as e:
-                report.too_large.append(f"{folder}/{entry.name}")
-                if (folder, entry.name) not in self._reported:
-                    self._reported.add((folder, entry.name))
-                    log.error("response_too_large", folder=folder, file=entry.name, detail=str(e))
-                return
-            except PermanentRemoteError as e:  # this one file cannot be read (a link out, no permission)
-                self._suspicious(folder, entry.name, f"cannot be read: {e}", report)
-                return
-            self.journal.add_response(folder, entry.name, local.stat().st_size, str(local))
-            report.mirrored.append(f"{folder}/{entry.name}")
-            log.info("response_mirrored", folder=folder, file=entry.name, path=str(local))
-        if self.cfg.poll.delete_remote and not (known and known.deleted_remote):
-            t.delete(folder, entry.name)
-            self.journal.mark_response_deleted(folder, entry.name)
-            report.deleted.append(f"{folder}/{entry.name}")
+    def _take_set(self, t: Transport, folder: str, entries: list[RemoteEntry], report: PollReport) -> None:
+        """Copy a set's files durably (one folder fsync, one journal commit for all), then delete them remotely."""
+        if not entries:
+            return
+        fresh: list[tuple[str, int, str]] = []
+        to_delete = []
+        for entry in entries:
+            known = self.journal.get_response(folder, entry.name)
+            if known is None:
+                local = self._fetch(t, folder, entry.name, report)
+                if local is None:
+                    continue
+                fresh.append((entry.name, local.stat().st_size, str(local)))
+                report.mirrored.append(f"{folder}/{entry.name}")
+                log.info("response_mirrored", folder=folder, file=entry.name, path=str(local))
+            elif known.deleted_remote:
+                continue
+            to_delete.append(entry.name)
+        if fresh:
+            fsync_dir(self.spool.inbox / folder)
+            self.journal.add_responses(folder, fresh)  # committed before any remote delete
+        if not self.cfg.poll.delete_remote or not to_delete:
+            return
+        for name in to_delete:
+            t.delete(folder, name)
+            report.deleted.append(f"{folder}/{name}")
+        self.journal.mark_responses_deleted(folder, to_delete)
+
+    def _fetch(self, t: Transport, folder: str, name: str, report: PollReport) -> Path | None:
+        try:
+            return self._download(t, folder, name)
+        except SizeLimitExceeded as e:
+            report.too_large.append(f"{folder}/{name}")
+            if (folder, name) not in self._reported:
+                self._reported.add((folder, name))
+                log.error("response_too_large", folder=folder, file=name, detail=str(e))
+        except PermanentRemoteError as e:  # this one file cannot be read (a link out, no permission)
+            self._suspicious(folder, name, f"cannot be read: {e}", report)
+        return None
 
     def _download(self, t: Transport, folder: str, name: str) -> Path:
-        """Copy folder/name to inbox/folder/ under a temp name, fsync, rename, fsync the folder; return the path."""
+        """Copy folder/name to inbox/folder/ under a temp name, fsync it, rename it in; return the final path."""
         dest_dir = self.spool.inbox / folder
         dest_dir.mkdir(parents=True, exist_ok=True)
         temp = dest_dir / f".{name}.part"
@@ -152,8 +169,7 @@ class Poller:
             final = free_name(dest_dir, name)
             log.warning("response_name_reused", folder=folder, file=name, kept_as=final.name,
                         detail="a local file of this name has other bytes; the new one is kept beside it")
-        os.replace(temp, final)
-        fsync_dir(dest_dir)
+        os.replace(temp, final)  # the caller fsyncs the folder once for the whole set
         return final
 
 
