@@ -19,6 +19,7 @@ def test_first_section_gives_the_demo_and_test_commands() -> None:
 
 
 def test_configuration_reference_lists_every_key() -> None:
-    listed = set(re.findall(r"^\| `([a-z_]+\.[a-z_]+)` \|", README, re.M))
+    reference = README.split("### Reference", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `([a-z_]+\.[a-z_]+)` \|", reference, re.M))
     expected = {f"{s}.{k}" for s, keys in documented_keys().items() for k in keys}
     assert listed == expected
