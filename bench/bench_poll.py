@@ -6,14 +6,11 @@ Run: python3 bench/bench_poll.py [--quick] [--json FILE]
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-import paramiko
-from common import Bench, emit, timed
+from common import Bench, bench_args, emit, timed
 
 from onss_relay.config import load_config
-from onss_relay.log import setup_logging
 from onss_relay.relay import Relay
 from onss_relay.simulator import notification_xml
 
@@ -31,11 +28,7 @@ def seed(b: Bench, n: int, start: int) -> int:
 
 
 def paramiko_baseline(b: Bench, dest: Path) -> None:
-    client = paramiko.SSHClient()
-    client.load_host_keys(str(b.known_hosts))
-    client.connect("127.0.0.1", b.sshd.port, b.sshd.user, key_filename=str(b.key), look_for_keys=False,
-                   allow_agent=False)
-    sftp = client.open_sftp()
+    client, sftp = b.sftp_client()
     dest.mkdir(parents=True, exist_ok=True)
     for name in sftp.listdir("OUTTEST"):
         sftp.get(f"OUTTEST/{name}", str(dest / name))
@@ -44,11 +37,7 @@ def paramiko_baseline(b: Bench, dest: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
-    setup_logging("error")
+    args = bench_args(__doc__)
     n = 300 if args.quick else 1000
     b = Bench()
     try:

@@ -5,7 +5,6 @@ Run: python3 bench/bench_signing.py [--quick] [--json FILE]
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -13,13 +12,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import emit
-
-from tests.fixtures.procstat import peak_rss_mb
-
+from common import bench_args, emit
 from cryptography.hazmat.primitives import serialization
 
 from onss_relay import signing
+from tests.fixtures.procstat import peak_rss_mb
 
 
 def rss_of(cmd: list[str]) -> float:
@@ -30,10 +27,7 @@ def rss_of(cmd: list[str]) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
+    args = bench_args(__doc__)
     n = 200 if args.quick else 1000
     big_mb = 100 if args.quick else 500
     d = Path(tempfile.mkdtemp(prefix="onss-bench-sign-"))

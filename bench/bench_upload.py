@@ -5,16 +5,11 @@ Run: python3 bench/bench_upload.py [--quick] [--json FILE]
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from pathlib import Path
 
-import paramiko
-
-from common import Bench, emit, timed
-
-from onss_relay.log import setup_logging
+from common import Bench, bench_args, emit, timed
 
 from onss_relay.config import load_config
 from onss_relay.relay import Relay
@@ -59,10 +54,7 @@ def shell_baseline(b: Bench, files: list[Path], out: Path) -> None:
 
 def sequential_paramiko(b: Bench, files: list[Path], port: int) -> None:
     """One connection, one paramiko put per file (FI, FS, GO), one after the other."""
-    client = paramiko.SSHClient()
-    client.load_host_keys(str(b.known_hosts))
-    client.connect("127.0.0.1", port, b.sshd.user, key_filename=str(b.key), look_for_keys=False, allow_agent=False)
-    sftp = client.open_sftp()
+    client, sftp = b.sftp_client(port)
     empty = files[0].parent / "empty"
     empty.write_bytes(b"")
     for f in files:
@@ -73,11 +65,7 @@ def sequential_paramiko(b: Bench, files: list[Path], port: int) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
-    setup_logging("error")
+    args = bench_args(__doc__)
     n_loop = 300 if args.quick else 1000
     n_wan, n_wan_base = (150, 30) if args.quick else (500, 100)
     b = Bench()

@@ -6,7 +6,6 @@ Run: python3 bench/bench_watch.py [--quick] [--json FILE]
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import subprocess
@@ -16,13 +15,12 @@ import threading
 import time
 from pathlib import Path
 
-from common import REPO, emit
+from common import REPO, bench_args, emit, lower_is_better
 
 from onss_relay import signing
 from onss_relay.config import load_config
 from onss_relay.daemon import Daemon
 from onss_relay.journal import Journal
-from onss_relay.log import setup_logging
 from onss_relay.relay import wait_until
 from tests.conftest import SIGNING_PASSWORD, fi_name, write_config
 
@@ -34,7 +32,7 @@ def make_relay_dir(root: Path, polling: str) -> Path:
     (root / "remote").mkdir()
     for f in ("IN", "INTEST", "INTEST-S", "OUT", "OUTTEST", "OUTTEST-S"):
         (root / "remote" / f).mkdir()
-    write_config(root, f'[metrics]\nlisten = ""\n')
+    write_config(root, '[metrics]\nlisten = ""\n')
     text = (root / "config.toml").read_text().replace('settle = "0s"', f'settle = "0s"\npolling = "{polling}"')
     (root / "config.toml").write_text(text.replace('interval = "1s"', 'interval = "1h"'))
     return root / "config.toml"
@@ -105,32 +103,22 @@ def rss_with_waiting_sets(config: Path, n: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
-    setup_logging("error")
+    args = bench_args(__doc__)
     n_lat, n_rss = (100, 2000) if args.quick else (300, 10000)
     base = Path(tempfile.mkdtemp(prefix="onss-bench-watch-"))
     inotify, inotify_go = claim_latencies(make_relay_dir(base / "inotify", "false"), n_lat)
     polling, polling_go = claim_latencies(make_relay_dir(base / "polling", "true"), n_lat)
     rss_inotify = rss_with_waiting_sets(make_relay_dir(base / "rss-inotify", "false"), n_rss)
     rss_polling = rss_with_waiting_sets(make_relay_dir(base / "rss-polling", "true"), n_rss)
+    polling_name = "polling observer"
     emit([
-        {"name": "settled → claimed p50, settle = 0", "unit": "ms", "relay": pct(inotify, 0.5),
-         "baseline": pct(polling, 0.5), "ratio": pct(polling, 0.5) / max(pct(inotify, 0.5), 0.001),
-         "baseline_name": "polling observer (ratio: baseline/relay)"},
-        {"name": "settled → claimed p99, settle = 0", "unit": "ms", "relay": pct(inotify, 0.99),
-         "baseline": pct(polling, 0.99), "ratio": pct(polling, 0.99) / max(pct(inotify, 0.99), 0.001),
-         "baseline_name": "polling observer (ratio: baseline/relay)"},
-        {"name": "settled → GO on the server p50 (local transport)", "unit": "ms", "relay": pct(inotify_go, 0.5),
-         "baseline": pct(polling_go, 0.5), "ratio": pct(polling_go, 0.5) / max(pct(inotify_go, 0.5), 0.001),
-         "baseline_name": "polling observer (ratio: baseline/relay)"},
-        {"name": "settled → GO on the server p99 (local transport)", "unit": "ms", "relay": pct(inotify_go, 0.99),
-         "baseline": pct(polling_go, 0.99), "ratio": pct(polling_go, 0.99) / max(pct(inotify_go, 0.99), 0.001),
-         "baseline_name": "polling observer (ratio: baseline/relay)"},
-        {"name": f"peak RSS, {n_rss} sets waiting", "unit": "MB", "relay": rss_inotify, "baseline": rss_polling,
-         "ratio": rss_polling / rss_inotify, "baseline_name": "polling observer (ratio: baseline/relay)"},
+        lower_is_better("settled → claimed p50, settle = 0", "ms", pct(inotify, 0.5), pct(polling, 0.5), polling_name),
+        lower_is_better("settled → claimed p99, settle = 0", "ms", pct(inotify, 0.99), pct(polling, 0.99), polling_name),
+        lower_is_better("settled → GO on the server p50 (local transport)", "ms", pct(inotify_go, 0.5),
+                        pct(polling_go, 0.5), polling_name),
+        lower_is_better("settled → GO on the server p99 (local transport)", "ms", pct(inotify_go, 0.99),
+                        pct(polling_go, 0.99), polling_name),
+        lower_is_better(f"peak RSS, {n_rss} sets waiting", "MB", rss_inotify, rss_polling, polling_name),
     ], args.json)
 
 

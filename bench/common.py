@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import shutil
@@ -13,6 +14,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+import paramiko  # noqa: E402
 
 from onss_relay import signing  # noqa: E402
 from tests.conftest import SENDER, SIGNING_PASSWORD, fi_name, sftp_config_text  # noqa: E402
@@ -59,6 +62,14 @@ class Bench:
             out.append(p)
         return out
 
+    def sftp_client(self, port: int | None = None) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
+        """A plain paramiko connection (the baselines' client), strict about the host key."""
+        client = paramiko.SSHClient()
+        client.load_host_keys(str(self.known_hosts))
+        client.connect("127.0.0.1", port or self.sshd.port, self.sshd.user, key_filename=str(self.key),
+                       look_for_keys=False, allow_agent=False)
+        return client, client.open_sftp()
+
     def clear_remote(self) -> None:
         for folder in self.sshd.home.iterdir():
             for f in folder.iterdir():
@@ -67,6 +78,23 @@ class Bench:
     def close(self) -> None:
         self.sshd.stop()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def bench_args(doc: str | None) -> argparse.Namespace:
+    """The options every benchmark takes: --quick (small sizes) and --json FILE; logging quiet."""
+    from onss_relay.log import setup_logging
+
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", type=Path)
+    setup_logging("error")
+    return ap.parse_args()
+
+
+def lower_is_better(name: str, unit: str, relay: float, baseline: float, baseline_name: str) -> dict[str, object]:
+    """A figure where smaller is better (latency, memory): the ratio is baseline / relay."""
+    return {"name": name, "unit": unit, "relay": relay, "baseline": baseline,
+            "ratio": baseline / max(relay, 0.001), "baseline_name": f"{baseline_name} (ratio: baseline/relay)"}
 
 
 def timed(fn: Callable[[], object]) -> float:

@@ -6,13 +6,19 @@ import argparse
 import json
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from onss_relay import __version__
 from onss_relay.config import Config, default_config_path, load_config
 from onss_relay.errors import EXIT_OK, EXIT_REMOTE, EXIT_USAGE, EXIT_WORK_FAILED, RelayError
 from onss_relay.log import LEVELS, setup_logging
+
+if TYPE_CHECKING:
+    from onss_relay.relay import Relay
+
+T = TypeVar("T")
 
 DESCRIPTION = """Relay Belgian social security declarations (Dimona, DmfA, DRS …) to the ONSS transfer point
 and bring the answers back, exactly once. Start with `onss-relay demo`."""
@@ -115,19 +121,24 @@ def cmd_init(args: argparse.Namespace) -> int:
     return init_directory(args.dir, sys.stdout)
 
 
-def cmd_send(args: argparse.Namespace) -> int:
+def _once(args: argparse.Namespace, what: str, action: Callable[[Relay], T]) -> T:
+    """Given a one-shot command, run it on the spool's relay while holding the spool lock (refused if a daemon has it)."""
     from onss_relay.relay import Relay
     from onss_relay.spool_lock import SpoolLock
 
     cfg = _config(args)
     lock = SpoolLock(cfg.paths.root)
-    lock.acquire_or_refuse("send --once")
+    lock.acquire_or_refuse(what)
     relay = Relay(cfg)
     try:
-        report = relay.send_once()
+        return action(relay)
     finally:
         relay.close()
         lock.release()
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    report = _once(args, "send --once", lambda relay: relay.send_once())
     print(f"sent {len(report.upload.sent)} set(s), quarantined {report.quarantined}")
     if report.upload.error:
         print(f"onss-relay: {report.upload.error}", file=sys.stderr)
@@ -136,18 +147,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_poll(args: argparse.Namespace) -> int:
-    from onss_relay.relay import Relay
-    from onss_relay.spool_lock import SpoolLock
-
-    cfg = _config(args)
-    lock = SpoolLock(cfg.paths.root)
-    lock.acquire_or_refuse("poll --once")
-    relay = Relay(cfg)
-    try:
-        report = relay.poll_once()
-    finally:
-        relay.close()
-        lock.release()
+    report = _once(args, "poll --once", lambda relay: relay.poll_once())
     print(f"mirrored {len(report.mirrored)} response file(s), deleted {len(report.deleted)} remotely"
           + (f", {len(report.suspicious)} suspicious name(s) left alone" if report.suspicious else ""))
     return EXIT_OK

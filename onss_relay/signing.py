@@ -13,7 +13,7 @@ import datetime as dt
 import hashlib
 from pathlib import Path
 
-from asn1crypto import algos, cms, core
+from asn1crypto import algos, cms
 from asn1crypto import x509 as ax509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature

@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from onss_relay.config import PathsConfig
+from onss_relay.durable import fsync_dir
 from onss_relay.names import ALL_FOLDERS
 
 log = structlog.get_logger(__name__)
@@ -27,14 +28,6 @@ TEMP_SUFFIXES = (".tmp", ".part", ".swp", ".partial", ".crdownload")
 def is_temp_name(name: str) -> bool:
     """Given a file name, return True for names writers use while a file is incomplete (never touched)."""
     return name.startswith((".", "~")) or name.endswith(TEMP_SUFFIXES) or name.endswith("~")
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def atomic_write(path: Path, data: bytes) -> None:

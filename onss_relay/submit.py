@@ -10,10 +10,11 @@ import os
 from pathlib import Path
 
 from onss_relay.config import Config
+from onss_relay.durable import fsync_dir
 from onss_relay.errors import InvalidName, UsageError
 from onss_relay.journal import Journal
 from onss_relay.names import MAX_PARTS, Env, Name, Prefix, format_name, parse_name, sent_application_codes
-from onss_relay.spool import Spool, fsync_dir
+from onss_relay.spool import Spool
 
 
 def submit(cfg: Config, files: list[Path], app: str, env: str, date: str | None, parts: bool) -> list[str]:

@@ -19,10 +19,10 @@ import structlog
 from watchdog.events import (
     FileClosedEvent,
     FileClosedNoWriteEvent,
-    FileOpenedEvent,
     FileCreatedEvent,
     FileModifiedEvent,
     FileMovedEvent,
+    FileOpenedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
 )

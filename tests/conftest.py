@@ -102,7 +102,8 @@ def sshd(tmp_path: Path, client_keys: dict[str, Path]):  # type: ignore[no-untyp
     server.stop()
 
 
-def sftp_config_text(server: SshServer, key: Path, known_hosts: Path, extra_remote: str = "") -> str:
+def remote_config_text(remote: str) -> str:
+    """Given the lines of a [remote] table, return a whole test config (spool, signing, fast watch and poll)."""
     return f"""
 [sender]
 number = "{SENDER}"
@@ -112,7 +113,17 @@ root = "spool"
 key = "keys/signer.p12"
 password_file = "keys/signer.pass"
 [remote]
-transport = "sftp"
+{remote}
+[watch]
+settle = "0s"
+rescan = "1s"
+[poll]
+interval = "1s"
+"""
+
+
+def sftp_config_text(server: SshServer, key: Path, known_hosts: Path, extra_remote: str = "") -> str:
+    return remote_config_text(f"""transport = "sftp"
 host = "127.0.0.1"
 port = {server.port}
 username = "{server.user}"
@@ -121,13 +132,7 @@ known_hosts = "{known_hosts}"
 base_dir = "."
 connections = 4
 timeout = "10s"
-{extra_remote}
-[watch]
-settle = "0s"
-rescan = "1s"
-[poll]
-interval = "1s"
-"""
+{extra_remote}""")
 
 
 @pytest.fixture
@@ -182,16 +187,7 @@ from tests.fixtures.ftpd import FTP_PASSWORD, FTP_USER, FtpServer  # noqa: E402
 
 def ftp_config_text(server: FtpServer, password_file: Path, extra_remote: str = "") -> str:
     ca = f'ca_file = "{server.cert}"\n' if server.tls else ""
-    return f"""
-[sender]
-number = "{SENDER}"
-[paths]
-root = "spool"
-[signing]
-key = "keys/signer.p12"
-password_file = "keys/signer.pass"
-[remote]
-transport = "{'ftps' if server.tls else 'ftp'}"
+    return remote_config_text(f"""transport = "{'ftps' if server.tls else 'ftp'}"
 host = "127.0.0.1"
 port = {server.port}
 username = "{FTP_USER}"
@@ -199,13 +195,7 @@ password_file = "{password_file}"
 {ca}base_dir = "."
 connections = 2
 timeout = "10s"
-{extra_remote}
-[watch]
-settle = "0s"
-rescan = "1s"
-[poll]
-interval = "1s"
-"""
+{extra_remote}""")
 
 
 def _ftp_dir(relay_dir: Path, tmp_path: Path, tls: bool):  # type: ignore[no-untyped-def]

@@ -13,26 +13,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from onss_relay.durable import fsync_dir
 from onss_relay.errors import PermanentRemoteError
 from onss_relay.names import ALL_FOLDERS
 from onss_relay.transport.base import (
     COPY_CHUNK,
     RemoteEntry,
     Upload,
-    run_uploads_sequentially,
     check_folder,
     check_remote_name,
     classify_os_error,
     copy_capped,
+    run_uploads_sequentially,
 )
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalTransport:
