@@ -34,7 +34,23 @@ def run_checks(cfg: Config, out: TextIO) -> int:
     for label, path in (("outbox", cfg.paths.outbox_dir), ("inbox", cfg.paths.inbox_dir), ("spool", cfg.paths.root)):
         check(f"{label} writable", lambda p=path: _writable(p))  # type: ignore[misc]
     check("remote", lambda: _remote(cfg), EXIT_REMOTE)
+    if (cfg.paths.root / "health.json").exists():
+        check("running daemon", lambda: _daemon(cfg), EXIT_REMOTE)
     return worst
+
+
+def _daemon(cfg: Config) -> str:
+    """What the running daemon last reported (a stage paused by a permission error shows up here)."""
+    import json
+    import time
+
+    doc = json.loads((cfg.paths.root / "health.json").read_text())
+    age = time.time() - doc.get("at", 0)
+    if age > 60:
+        return f"not running (last report {int(age)} s ago)"
+    if not doc.get("healthy"):
+        raise RemoteError(f"pid {doc.get('pid')} reports: {doc.get('reason')}")
+    return f"pid {doc.get('pid')} healthy"
 
 
 def _certificate(cfg: Config) -> str:

@@ -10,6 +10,7 @@ import base64
 import binascii
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 from pathlib import Path
 
@@ -127,9 +128,19 @@ def sign_file(identity: Identity, fi: Path, algorithm: str = "sha256", now: dt.d
     return sign_digest(identity, digest_file(fi, algorithm), algorithm, now)
 
 
+@functools.lru_cache(maxsize=8)
+def _asn1_certificate(der: bytes) -> ax509.Certificate:
+    return ax509.Certificate.load(der)
+
+
+@functools.lru_cache(maxsize=64)
+def _x509_certificate(der: bytes) -> x509.Certificate:
+    return x509.load_der_x509_certificate(der)
+
+
 def sign_digest(identity: Identity, digest: bytes, algorithm: str, now: dt.datetime) -> bytes:
     """Given an Identity, a content digest and the signing time, return a detached CMS SignedData (DER)."""
-    cert = ax509.Certificate.load(identity.certificate.public_bytes(serialization.Encoding.DER))
+    cert = _asn1_certificate(identity.certificate.public_bytes(serialization.Encoding.DER))
     attrs = [
         cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
         cms.CMSAttribute({"type": "signing_time", "values": [cms.Time({"utc_time": now.replace(microsecond=0)})]}),
@@ -146,7 +157,7 @@ def sign_digest(identity: Identity, digest: bytes, algorithm: str, now: dt.datet
         "signature_algorithm": algos.SignedDigestAlgorithm({"algorithm": sig_algo}),
         "signature": signature,
     })
-    chain = [ax509.Certificate.load(c.public_bytes(serialization.Encoding.DER)) for c in identity.chain]
+    chain = [_asn1_certificate(c.public_bytes(serialization.Encoding.DER)) for c in identity.chain]
     signed_data = cms.SignedData({
         "version": "v1",
         "digest_algorithms": [algos.DigestAlgorithm({"algorithm": algorithm})],
@@ -229,9 +240,9 @@ def _signer_certificate(signer: cms.SignerInfo, certs: list[ax509.Certificate]) 
     for c in certs:
         if isinstance(sid, cms.IssuerAndSerialNumber):
             if c.issuer == sid["issuer"] and c.serial_number == sid["serial_number"].native:
-                return x509.load_der_x509_certificate(c.dump())
+                return _x509_certificate(c.dump())
         elif c.key_identifier == sid.native:
-            return x509.load_der_x509_certificate(c.dump())
+            return _x509_certificate(c.dump())
     raise SignatureError("the FS does not include the signer's certificate")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import os
 import stat
 import threading
@@ -271,15 +272,32 @@ class Watcher:
         observer.daemon = True
         observer.start()
         self._observer = observer
+        logging.getLogger("watchdog.observers.inotify_c").addHandler(_OverflowAlarm(self.wake))
         self.outbox.tracker.events = not self.polling
         log.info("watching", outbox=str(self.outbox.spool.outbox), observer="polling" if self.polling else "inotify",
                  filesystem=filesystem_type(self.outbox.spool.outbox))
 
     def stop(self) -> None:
+        inotify_log = logging.getLogger("watchdog.observers.inotify_c")
+        for h in [h for h in inotify_log.handlers if isinstance(h, _OverflowAlarm) and h.wake is self.wake]:
+            inotify_log.removeHandler(h)
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)
         self.outbox.tracker.events = False
+
+
+class _OverflowAlarm(logging.Handler):
+    """watchdog recovers from an inotify queue overflow but only logs it: hear that, and rescan at once."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        super().__init__(logging.WARNING)
+        self.wake = wake
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            log.warning("event_queue_overflow", detail="events were lost; scanning the whole outbox now")
+            self.wake.set()
 
 
 class _Hints(FileSystemEventHandler):

@@ -178,6 +178,9 @@ def test_metrics_and_healthz_follow_the_remote(sftp_dir: Path, sshd: SshServer) 
             [sys.executable, "-m", "onss_relay.cli", "status", "--health", "--config", str(config)],
             capture_output=True, timeout=60).returncode == 1, 10)
         del health
+        check = subprocess.run([sys.executable, "-m", "onss_relay.cli", "check", "--config", str(config)],
+                               capture_output=True, text=True, timeout=60)
+        assert check.returncode == 3 and "✗ running daemon: pid" in check.stdout and "poll" in check.stdout
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0

@@ -206,3 +206,25 @@ def test_nothing_leaves_the_outbox_except_into_sent_or_failed(relay_dir: Path) -
     kept = {p.name for d in (cfg.paths.outbox_dir, cfg.paths.sent_dir, cfg.paths.failed_dir) for p in d.rglob("*")}
     assert set(names) <= kept
     shutil.rmtree(cfg.paths.root)
+
+
+def test_an_event_queue_overflow_triggers_a_full_scan(relay_dir: Path) -> None:
+    import logging
+    import threading as th
+
+    from onss_relay.journal import Journal as J
+    from onss_relay.spool import Spool
+    from onss_relay.watcher import Outbox, Watcher
+
+    cfg = configured(relay_dir)
+    spool = Spool(cfg.paths)
+    spool.create()
+    wake = th.Event()
+    watcher = Watcher(Outbox(cfg, J(cfg.paths.journal_path), spool), "false", wake)
+    watcher.start()
+    try:
+        wake.clear()
+        logging.getLogger("watchdog.observers.inotify_c").warning("Inotify queue overflowed; filesystem events were lost")
+        assert wake.is_set()
+    finally:
+        watcher.stop()
