@@ -116,6 +116,11 @@ class Poller:
         to_delete = []
         for entry in entries:
             known = self.journal.get_response(folder, entry.name)
+            if known is not None and known.deleted_remote:
+                # we copied and deleted this name before and it is back: fetch it again (identical bytes are not
+                # stored twice, other bytes are kept beside the first copy), never delete it unseen
+                log.warning("response_name_reused", folder=folder, file=entry.name, detail="downloading it again")
+                known = None
             if known is None:
                 local = self._fetch(t, folder, entry.name, report)
                 if local is None:

@@ -214,12 +214,17 @@ class Uploader:
             report.sent.append(go_name)
 
     def _check_unchanged(self, row: SetRow) -> None:
+        """Given a set about to be sent, raise ChangedAfterClaim if an FI was rewritten since it was claimed."""
         for fi in row.parts:
-            size = (self.spool.outbox / fi).stat().st_size
+            st = (self.spool.outbox / fi).stat()
             expected = row.data["sizes"][fi]
-            if size != expected:
+            if st.st_size != expected:
                 raise ChangedAfterClaim("declaration changed after it was claimed",
-                                        f"{fi}: {expected} bytes when claimed, {size} bytes now")
+                                        f"{fi}: {expected} bytes when claimed, {st.st_size} bytes now")
+            claimed_mtime = row.data.get("mtimes", {}).get(fi)
+            if claimed_mtime is not None and st.st_mtime_ns != claimed_mtime:
+                raise ChangedAfterClaim("declaration changed after it was claimed",
+                                        f"{fi}: rewritten after it was claimed and signed (same size, new content?)")
 
     def _finish_go(self, t: Transport, row: SetRow) -> None:
         """Put the GO unless the server has it already or has consumed the set; then mark the set sent."""

@@ -190,9 +190,11 @@ class Outbox:
         if problem:
             self._refuse(group, go, *problem)
             return False
-        sizes = {name: path.stat().st_size for name, path in group.fis.items()}
+        stats = {name: path.stat() for name, path in group.fis.items()}
+        sizes = {name: st.st_size for name, st in stats.items()}
+        mtimes = {name: st.st_mtime_ns for name, st in stats.items()}
         fis = [format_name(p) for p in sorted((p for p in group.parsed if p.prefix == Prefix.FI), key=lambda p: p.part or 0)]
-        self.journal.add_set(group.key, go.env.value, fis, {"sizes": sizes, "extras": sorted(group.extras)})
+        self.journal.add_set(group.key, go.env.value, fis, {"sizes": sizes, "mtimes": mtimes, "extras": sorted(group.extras)})
         log.info("set_claimed", set=group.key, parts=len(fis), state="queued")
         return True
 
@@ -203,7 +205,7 @@ class Outbox:
                     f"{go}: sender {go.sender} is not the configured sender.number {self.cfg.sender.number}")
         if go.env.value not in self.cfg.watch.environments:
             return ("environment not allowed", f"{go}: environment {go.env} is not in watch.environments")
-        if go.creation_date > dt.date.today():
+        if go.creation_date > latest_plausible_today():
             return ("date in the future, would be ACRF-111", f"{go}: date {go.date} is after today")
         if go.app not in sent_application_codes():
             return ("not a code senders send", f"{go}: {go.app} is a response-only application code")
@@ -217,6 +219,16 @@ class Outbox:
     def _refuse(self, group: _SetFiles, go: Name, reason: str, detail: str) -> None:
         self.spool.quarantine(group.paths(), reason, detail, set=group.key)
         self.journal.add_failed(group.key, go.env.value, sorted(group.fis), f"{reason}: {detail}")
+
+
+def latest_plausible_today() -> dt.date:
+    """Return the latest date a sender may put in a name today: the machine's, or Belgium's when it is ahead.
+
+    Containers often run on UTC while payroll systems date files in Belgian time (UTC+1/+2): between midnight
+    in Brussels and midnight UTC a correct file would otherwise look dated in the future.
+    """
+    belgium = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)).date()
+    return max(dt.date.today(), belgium)
 
 
 NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse", "overlay", "virtiofs", "vboxsf", "afs")

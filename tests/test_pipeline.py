@@ -274,3 +274,36 @@ def test_hostile_remote_names_never_pass_as_responses(name: str) -> None:
         return
     assert format_name(verdict) == name and len(name.encode()) <= 255
     assert "/" not in name and ".." not in name and name.isascii() and name.isprintable()
+
+
+def test_a_declaration_rewritten_after_signing_is_not_sent(relay: Relay, relay_dir: Path) -> None:
+    fi = drop(relay, fi_name(1), b"<first version/>")
+    relay.claim()
+    relay.signer.sign_queued()
+    fi.write_bytes(b"<other version!>")  # same size, new content
+    os.utime(fi, ns=(time.time_ns(), time.time_ns() + 1_000_000))
+    relay.uploader.upload_pending()
+    assert reasons(relay)[fi_name(1)]["reason"] == "declaration changed after it was claimed"
+    assert not (relay_dir / "remote" / "INTEST" / fi_name(1)).exists()
+
+
+def test_a_reused_response_name_with_new_content_is_downloaded_not_deleted_unseen(relay: Relay, relay_dir: Path) -> None:
+    out = relay_dir / "remote" / "OUTTEST"
+    (out / "FO.ACRF.999999.20260101.00001.T").write_bytes(b"<ACRF/>")
+    (out / "GO.ACRF.999999.20260101.00001.T").write_bytes(b"")
+    relay.poll_once()
+    (out / "FO.ACRF.999999.20260101.00001.T").write_bytes(b"<ACRF>second</ACRF>")
+    (out / "GO.ACRF.999999.20260101.00001.T").write_bytes(b"")
+    relay.poll_once()
+    inbox = relay.spool.inbox / "OUTTEST"
+    assert (inbox / "FO.ACRF.999999.20260101.00001.T").read_bytes() == b"<ACRF/>"
+    assert (inbox / "FO.ACRF.999999.20260101.00001.T.1").read_bytes() == b"<ACRF>second</ACRF>"
+
+
+def test_a_file_dated_today_in_brussels_is_not_in_the_future() -> None:
+    import datetime as dt
+
+    from onss_relay.watcher import latest_plausible_today
+
+    assert latest_plausible_today() >= dt.date.today()
+    assert latest_plausible_today() >= (dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)).date()
