@@ -143,7 +143,7 @@ class Daemon:
                 signer_wake.set()
 
         def sign() -> None:
-            if relay.signer.sign_queued():
+            if relay.signer.sign_queued(progress=uploader_wake.set):
                 uploader_wake.set()
 
         def upload() -> None:

@@ -47,7 +47,7 @@ class Relay:
         self.journal = Journal(cfg.paths.journal_path)
         self.connect = connect or (lambda: open_transport(cfg))
         self.outbox = Outbox(cfg, self.journal, self.spool)
-        self.signer = Signer(cfg, self.journal, self.spool)
+        self.signer = Signer(cfg, self.journal, self.spool, stop=self.stop)
         self.uploader = Uploader(cfg, self.journal, self.spool, self.connect, stop=self.stop, max_attempts=max_attempts)
         self.poller = Poller(cfg, self.journal, self.spool)
         self.poller.remove_stale_temps()
@@ -64,11 +64,32 @@ class Relay:
         return claimed
 
     def send_once(self, wait_for_settle: bool = True) -> SendReport:
-        """Claim, sign and upload everything ready in the outbox now."""
+        """Claim, sign and upload everything ready in the outbox now; uploading starts while signing goes on."""
         before = self._failed_count()
         claimed = self.claim(wait_for_settle)
-        self.signer.sign_queued()
-        upload = self.uploader.upload_pending()
+        failure: list[BaseException] = []
+
+        def sign() -> None:
+            try:
+                self.signer.sign_queued()
+            except BaseException as e:  # re-raised below, in the caller's thread
+                failure.append(e)
+
+        signer = threading.Thread(target=sign, name="sign", daemon=True)
+        signer.start()
+        upload = UploadReport()
+        while True:
+            done_signing = not signer.is_alive()
+            round_ = self.uploader.upload_pending()
+            upload.sent += round_.sent
+            upload.quarantined += round_.quarantined
+            upload.error = upload.error or round_.error
+            if done_signing or upload.error:
+                break
+            signer.join(0.05)
+        signer.join()
+        if failure:
+            raise failure[0]
         return SendReport(claimed, upload, before, self._failed_count())
 
     def poll_once(self) -> PollReport:

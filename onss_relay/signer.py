@@ -7,6 +7,8 @@ signing.sign_simulation is set (the transfer point may refuse one there: ACRF-12
 from __future__ import annotations
 
 import shutil
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -34,11 +36,13 @@ def load_signing_identity(cfg: Config) -> signing.Identity:
 class Signer:
     """Given the configuration, journal, spool and a lazily loaded identity, sign queued sets."""
 
-    def __init__(self, cfg: Config, journal: Journal, spool: Spool, identity: signing.Identity | None = None) -> None:
+    def __init__(self, cfg: Config, journal: Journal, spool: Spool, identity: signing.Identity | None = None,
+                 stop: threading.Event | None = None) -> None:
         self.cfg = cfg
         self.journal = journal
         self.spool = spool
         self._identity = identity
+        self.stop = stop
 
     def identity(self) -> signing.Identity:
         if self._identity is None:
@@ -47,13 +51,23 @@ class Signer:
             signing.check_certificate(self._identity, warning_days=-1)
         return self._identity
 
-    def sign_queued(self) -> int:
-        """Sign every queued set; return how many became signed. CertificateError stops the stage."""
+    def sign_queued(self, progress: Callable[[], None] | None = None, every: int = 25) -> int:
+        """Sign every queued set; return how many became signed. CertificateError stops the stage.
+
+        ``progress`` is called every ``every`` signed sets, so that uploading can start before the last one.
+        """
         done = 0
         for row in self.journal.sets_in(State.QUEUED):
+            if self.stop_requested():
+                break
             if self.sign_set(row):
                 done += 1
+                if progress is not None and done % every == 0:
+                    progress()
         return done
+
+    def stop_requested(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
 
     def sign_set(self, row: SetRow) -> bool:
         """Given a queued set, write its FS files and mark it signed; quarantine it on bad input."""

@@ -8,9 +8,9 @@ at once; each set keeps its own order.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +34,36 @@ WINDOW = 64  # sets in flight per connection, for transports that pipeline (SFTP
 
 class ChangedAfterClaim(BadInput):
     """A declaration's size changed after it was claimed and signed; it is quarantined, not sent."""
+
+
+class _WorkQueue:
+    """Names of sets to send, shared by the upload threads; refilled from the journal when it runs dry."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self._queue: collections.deque[str] = collections.deque()
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def refill(self) -> int:
+        """Add pending sets not seen yet (the signer may have added some); return how many were added."""
+        fresh = [r.go_name for r in self.journal.sets_in(*PENDING) if r.go_name not in self._seen]
+        self._seen.update(fresh)
+        self._queue.extend(fresh)
+        return len(fresh)
+
+    def size(self) -> int:
+        return len(self._queue)
+
+    def take(self) -> str | None:
+        with self._lock:
+            if not self._queue:
+                self.refill()
+            return self._queue.popleft() if self._queue else None
+
+    def put_back(self, go_name: str) -> None:
+        with self._lock:
+            self._queue.append(go_name)
 
 
 class _Channel:
@@ -83,17 +113,17 @@ class Uploader:
         self._lock = threading.Lock()
 
     def upload_pending(self) -> UploadReport:
-        """Send every set in signed/uploading/go_sending, over up to remote.connections connections."""
+        """Send every set in signed/uploading/go_sending, over up to remote.connections connections.
+
+        Sets signed while this runs are picked up too: the queue refills from the journal when it runs dry.
+        """
         self.archive_finished()
-        rows = self.journal.sets_in(*PENDING)
         report = UploadReport()
-        if not rows:
+        work = _WorkQueue(self.journal)
+        if not work.refill():
             return report
-        work: queue.SimpleQueue[str] = queue.SimpleQueue()
-        for row in rows:
-            work.put(row.go_name)
         abort = threading.Event()
-        n = min(self.cfg.remote.connections, len(rows))
+        n = min(self.cfg.remote.connections, work.size())
         threads = [threading.Thread(target=self._worker, args=(work, report, abort), name=f"upload-{i}", daemon=True)
                    for i in range(n)]
         for t in threads:
@@ -102,7 +132,7 @@ class Uploader:
             t.join()
         return report
 
-    def _worker(self, work: queue.SimpleQueue[str], report: UploadReport, abort: threading.Event) -> None:
+    def _worker(self, work: _WorkQueue, report: UploadReport, abort: threading.Event) -> None:
         channel = _Channel(self.connect)
         failures = [0]  # consecutive attempts without progress
         window = [WINDOW]  # sets in flight on this connection; halved after each attempt without progress
@@ -135,7 +165,7 @@ class Uploader:
         finally:
             channel.reset()
 
-    def _drain(self, channel: _Channel, work: queue.SimpleQueue[str], report: UploadReport,
+    def _drain(self, channel: _Channel, work: _WorkQueue, report: UploadReport,
                abort: threading.Event, failures: list[int], window: list[int]) -> None:
         """Feed this thread's connection from the queue until it is empty; on error, requeue what was in flight.
 
@@ -152,16 +182,15 @@ class Uploader:
             failures[0] = 0 if progressed else failures[0] + 1
             window[0] = window[0] if progressed else max(1, window[0] // 2)
             for go_name in inflight:
-                work.put(go_name)
+                work.put_back(go_name)
             channel.reset()
             raise
 
-    def _feed(self, t: Transport, work: queue.SimpleQueue[str], report: UploadReport, abort: threading.Event,
+    def _feed(self, t: Transport, work: _WorkQueue, report: UploadReport, abort: threading.Event,
               inflight: dict[str, bool]) -> Iterator[Upload]:
         while not abort.is_set() and not self.stop.is_set():
-            try:
-                go_name = work.get_nowait()
-            except queue.Empty:
+            go_name = work.take()
+            if go_name is None:
                 return
             inflight[go_name] = True
             row = self.journal.get_set(go_name)
