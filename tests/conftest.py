@@ -24,9 +24,9 @@ def fi_name(seq: int, env: str = "T", total: int = 1, part: int = 1, app: str = 
     return format_name(Name(Prefix.FI, app, sender, date, f"{seq:05d}", Env(env), total, part))
 
 
-def write_config(directory: Path, extra: str = "", transport: str = "local") -> Path:
-    """Given a folder, write a config with a local transport there (keys made beforehand); return its path."""
-    text = f"""
+def remote_config_text(remote: str) -> str:
+    """Given the lines of a [remote] table, return a whole test config (spool, signing, fast watch and poll)."""
+    return f"""
 [sender]
 number = "{SENDER}"
 [paths]
@@ -35,17 +35,19 @@ root = "spool"
 key = "keys/signer.p12"
 password_file = "keys/signer.pass"
 [remote]
-transport = "{transport}"
-base_dir = "remote"
-connections = 2
+{remote}
 [watch]
 settle = "0s"
+rescan = "1s"
 [poll]
 interval = "1s"
-{extra}
 """
+
+
+def write_config(directory: Path, extra: str = "", transport: str = "local") -> Path:
+    """Given a folder, write a config with a local transport there (keys made beforehand); return its path."""
     path = directory / "config.toml"
-    path.write_text(text)
+    path.write_text(remote_config_text(f'transport = "{transport}"\nbase_dir = "remote"\nconnections = 2') + extra)
     return path
 
 
@@ -100,26 +102,6 @@ def sshd(tmp_path: Path, client_keys: dict[str, Path]):  # type: ignore[no-untyp
     server.start()
     yield server
     server.stop()
-
-
-def remote_config_text(remote: str) -> str:
-    """Given the lines of a [remote] table, return a whole test config (spool, signing, fast watch and poll)."""
-    return f"""
-[sender]
-number = "{SENDER}"
-[paths]
-root = "spool"
-[signing]
-key = "keys/signer.p12"
-password_file = "keys/signer.pass"
-[remote]
-{remote}
-[watch]
-settle = "0s"
-rescan = "1s"
-[poll]
-interval = "1s"
-"""
 
 
 def sftp_config_text(server: SshServer, key: Path, known_hosts: Path, extra_remote: str = "") -> str:
