@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from onss_relay import __version__
 from onss_relay.config import Config, default_config_path, load_config
-from onss_relay.errors import EXIT_OK, EXIT_REMOTE, EXIT_USAGE, EXIT_WORK_FAILED, RelayError
+from onss_relay.errors import EXIT_OK, EXIT_REMOTE, EXIT_USAGE, EXIT_WORK_FAILED, RelayError, SignatureError
 from onss_relay.log import LEVELS, setup_logging
 
 if TYPE_CHECKING:
@@ -236,7 +236,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     try:
         v = signing.verify(args.fi, args.fs.read_bytes())
-    except signing.SignatureError as e:
+    except SignatureError as e:
         print(f"invalid: {args.fs}: {e}")
         return EXIT_WORK_FAILED
     except OSError as e:

@@ -14,6 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from http.server import ThreadingHTTPServer
 from types import FrameType
 
 import structlog
@@ -251,7 +252,7 @@ class Daemon:
         except OSError as e:
             log.warning("health_unwritable", error=str(e))
 
-    def _start_metrics(self, relay: Relay) -> object | None:
+    def _start_metrics(self, relay: Relay) -> ThreadingHTTPServer | None:
         if not self.cfg.metrics.listen:
             return None
         from onss_relay.metrics import serve_metrics

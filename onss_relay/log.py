@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import structlog
 
 LEVELS = ("debug", "info", "warning", "error")
 
 
-def setup_logging(level: str = "info", json_output: bool | None = None, stream: object = None) -> None:
+def setup_logging(level: str = "info", json_output: bool | None = None, stream: TextIO | None = None) -> None:
     """Given a level name, route structlog and stdlib logging to stderr, as JSON unless stderr is a terminal."""
     stream = stream or sys.stderr
     if json_output is None:
@@ -28,7 +29,7 @@ def setup_logging(level: str = "info", json_output: bool | None = None, stream: 
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),  # type: ignore[arg-type]
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=stream, force=True,

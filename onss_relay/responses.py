@@ -13,6 +13,7 @@ import io
 import zipfile
 import zlib
 from functools import cache
+from typing import IO
 from xml.etree.ElementTree import Element
 
 import defusedxml.ElementTree as SafeET
@@ -74,7 +75,8 @@ def describe(code: str) -> str:
 
 def _parse_xml(data: bytes) -> Element:
     try:
-        return SafeET.fromstring(data, forbid_dtd=True)
+        root: Element = SafeET.fromstring(data, forbid_dtd=True)
+        return root
     except DefusedXmlException as e:
         raise ResponseParseError(f"refused unsafe XML ({type(e).__name__})") from None
     except SafeET.ParseError as e:
@@ -157,7 +159,7 @@ def decompress(data: bytes, limit: int = MAX_DECOMPRESSED) -> bytes:
     return out
 
 
-def _read_capped(f: io.BufferedIOBase | gzip.GzipFile | zipfile.ZipExtFile, limit: int) -> bytes:
+def _read_capped(f: IO[bytes] | gzip.GzipFile, limit: int) -> bytes:
     try:
         out = f.read(limit + 1)
     except (OSError, EOFError, zlib.error) as e:

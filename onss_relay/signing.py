@@ -26,7 +26,8 @@ from onss_relay.errors import CertificateError, SignatureError
 
 CHUNK = 1 << 20
 LAYOUTS = ("single-line", "76-cr", "64-crlf")
-_HASHES = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+_HASHES: dict[str, type[hashes.SHA1 | hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
+    "sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,10 +82,18 @@ def _load_pem(path: Path, data: bytes, certificate_path: Path | None, password: 
         certs = x509.load_pem_x509_certificates(cert_source.read_bytes())
     except (OSError, ValueError):
         raise CertificateError(f"{cert_source}: no PEM certificate found (set signing.certificate)") from None
-    mine = [c for c in certs if c.public_key().public_numbers() == key.public_key().public_numbers()]
+    ours = _public_der(key.public_key())
+    mine = [c for c in certs if _public_der(c.public_key()) == ours]
     if not mine:
         raise CertificateError(f"{cert_source}: no certificate in it matches the private key {path}")
     return Identity(_check_key_type(path, key), mine[0], tuple(c for c in certs if c is not mine[0]), path)
+
+
+def _public_der(public: object) -> bytes:
+    """A public key's SubjectPublicKeyInfo DER: the same bytes for a key and the certificate that carries it."""
+    assert hasattr(public, "public_bytes")
+    der: bytes = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return der
 
 
 def _check_key_type(path: Path, key: object) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
@@ -165,7 +174,8 @@ def sign_digest(identity: Identity, digest: bytes, algorithm: str, now: dt.datet
         "certificates": [cert, *chain],
         "signer_infos": [signer],
     })
-    return cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()
+    der: bytes = cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()
+    return der
 
 
 def _sign(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, data: bytes, algorithm: str) -> tuple[bytes, str]:

@@ -75,7 +75,8 @@ class Simulator:
 
     def _load_state(self) -> dict[str, object]:
         try:
-            return json.loads(self._state_path.read_text())
+            state: dict[str, object] = json.loads(self._state_path.read_text())
+            return state
         except FileNotFoundError:
             return {"seen": [], "seq": {}}
 

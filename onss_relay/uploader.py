@@ -145,7 +145,7 @@ class Uploader:
             retry=tenacity.retry_if_exception_type(TransientRemoteError),
             wait=tenacity.wait_random_exponential(multiplier=0.5, max=self.max_wait),
             stop=give_up,
-            sleep=lambda s: self.stop.wait(s) and None,  # type: ignore[func-returns-value]
+            sleep=self._sleep,
             before_sleep=lambda rs: log.warning("upload_retry", attempt=failures[0],
                                                 error=str(rs.outcome.exception()) if rs.outcome else None),
             reraise=True,
@@ -164,6 +164,9 @@ class Uploader:
             abort.set()
         finally:
             channel.reset()
+
+    def _sleep(self, seconds: float) -> None:
+        self.stop.wait(seconds)  # a stop request ends the backoff at once
 
     def _drain(self, channel: _Channel, work: _WorkQueue, report: UploadReport,
                abort: threading.Event, failures: list[int], window: list[int]) -> None:

@@ -76,7 +76,7 @@ class SettleTracker:
         now = self.clock()
         prev = self._seen.get(name)
         changed = prev is None or (prev.size, prev.mtime_ns) != (st.st_size, st.st_mtime_ns)
-        if changed:
+        if prev is None or changed:
             prev = self._seen[name] = _Sighting(st.st_size, st.st_mtime_ns, now)
         if self.settle > 0:
             return not changed and now - prev.since >= self.settle
@@ -155,7 +155,7 @@ class Outbox:
         return claimed
 
     def _entries(self) -> list[tuple[str, Path, os.stat_result]]:
-        out = []
+        out: list[tuple[str, Path, os.stat_result]] = []
         try:
             it = os.scandir(self.spool.outbox)
         except FileNotFoundError:

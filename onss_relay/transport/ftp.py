@@ -7,6 +7,7 @@ are permanent.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import ftplib
 import io
@@ -14,7 +15,7 @@ import posixpath
 import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import structlog
 
@@ -32,6 +33,7 @@ from onss_relay.transport.base import (
 
 log = structlog.get_logger(__name__)
 
+T = TypeVar("T")
 NETWORK_ERRORS = (OSError, EOFError, ftplib.error_temp, ftplib.error_proto, ftplib.error_reply)
 MLSD_KINDS = {"file": "file", "dir": "dir", "cdir": "dir", "pdir": "dir"}
 
@@ -87,28 +89,28 @@ class FtpTransport:
         base = posixpath.join(self.base_dir, check_folder(folder))
         return base if name is None else posixpath.join(base, check_remote_name(name))
 
-    def _call(self, what: str, fn: Callable[[], object]) -> object:
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:
             return fn()
         except (ftplib.error_perm, ssl.SSLError, *NETWORK_ERRORS) as e:
             raise _classify(e, what) from None
 
-    def list(self, folder: str) -> list[RemoteEntry]:
+    def list(self, folder: str) -> builtins.list[RemoteEntry]:
         path = self._path(folder)
         try:
             return self._list(folder, path)
         finally:
             self._call(f"listing {folder}", lambda: self._ftp.voidcmd("TYPE I"))  # listings switch to ASCII
 
-    def _list(self, folder: str, path: str) -> list[RemoteEntry]:
+    def _list(self, folder: str, path: str) -> builtins.list[RemoteEntry]:
         if self.has_mlsd:
             facts = self._call(f"listing {folder}", lambda: list(self._ftp.mlsd(path, ["type", "size"])))
             out = [RemoteEntry(name, int(f.get("size", 0) or 0), MLSD_KINDS.get(f.get("type", ""), "other"))
-                   for name, f in facts if f.get("type") not in ("cdir", "pdir")]  # type: ignore[union-attr]
+                   for name, f in facts if f.get("type") not in ("cdir", "pdir")]
         else:
             names = self._call(f"listing {folder}", lambda: self._ftp.nlst(path))
             out = []
-            for full in names:  # type: ignore[union-attr]
+            for full in names:
                 name = posixpath.basename(full)
                 size = self._size_of(posixpath.join(path, name))
                 out.append(RemoteEntry(name, size or 0, "file" if size is not None else "other"))

@@ -42,7 +42,7 @@ def host_entry(host: str, port: int) -> str:
 
 
 def fingerprint(key: paramiko.PKey) -> str:
-    return key.fingerprint  # "SHA256:…", as ssh-keygen -l prints it
+    return str(key.fingerprint)  # "SHA256:…", as ssh-keygen -l prints it
 
 
 def load_known_hosts(path: Path) -> paramiko.HostKeys:
@@ -105,7 +105,9 @@ class SftpTransport:
             t.set_keepalive(int(cfg.keepalive))
             sftp = paramiko.SFTPClient.from_transport(t)
             assert sftp is not None
-            sftp.get_channel().settimeout(cfg.timeout)  # type: ignore[union-attr]
+            channel = sftp.get_channel()
+            assert channel is not None
+            channel.settimeout(cfg.timeout)
         except PermanentRemoteError:
             t.close()
             raise
@@ -152,7 +154,7 @@ class SftpTransport:
                 raise PermanentRemoteError(f"{folder}/{name} is not a regular file")
             with self._sftp.open(path, "rb") as src:
                 src.prefetch(st.st_size)
-                return copy_capped(src, dest, max_size, f"{folder}/{name}")  # type: ignore[arg-type]
+                return copy_capped(src, dest, max_size, f"{folder}/{name}")
         except NETWORK_ERRORS as e:
             raise _classify(e, f"downloading {folder}/{name}") from None
 
