@@ -25,7 +25,8 @@ def result_summary(row: SetRow) -> str:
     if not notes:
         return "accepted, waiting for the notification"
     last = notes[-1]
-    anomalies = f", {len(last['anomalies'])} anomalies" if last["anomalies"] else ""
+    n = len(last["anomalies"])
+    anomalies = f", {n} anomal{'y' if n == 1 else 'ies'}" if n else ""
     return ("accepted" if last["accepted"] else f"handled with result {last['result_code']}") + anomalies
 
 
