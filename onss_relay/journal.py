@@ -17,7 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from onss_relay.errors import IllegalTransition
+
+log = structlog.get_logger(__name__)
 
 
 class State(enum.StrEnum):
@@ -176,6 +180,7 @@ class Journal:
                     (go_name, env, S.QUEUED, json.dumps(parts), now, now, json.dumps(data or {})),
                 )
             db.execute("INSERT INTO history (go_name, state, at) VALUES (?,?,?)", (go_name, S.QUEUED, now))
+        log.info("set_state", set=go_name, state=str(S.QUEUED), parts=len(parts))
 
     def add_failed(self, go_name: str, env: str, parts: list[str], reason: str) -> None:
         """Given a set refused before it was queued, record it as failed (for status) unless its name is known."""
@@ -186,8 +191,11 @@ class Journal:
                 " VALUES (?,?,?,?,?,?,?,1)",
                 (go_name, env, S.FAILED, json.dumps(parts), now, now, reason),
             )
-            if cur.rowcount:
+            added = cur.rowcount > 0
+            if added:
                 db.execute("INSERT INTO history (go_name, state, at, detail) VALUES (?,?,?,?)", (go_name, S.FAILED, now, reason))
+        if added:
+            log.info("set_state", set=go_name, state=str(S.FAILED), detail=reason)
 
     def transition(self, go_name: str, new: State, detail: str | None = None, archived: bool = False,
                    **data: Any) -> SetRow:
@@ -208,6 +216,9 @@ class Journal:
                 (new, now, json.dumps(merged), data.get("ticket"), data.get("reason"), int(archived), go_name),
             )
             db.execute("INSERT INTO history (go_name, state, at, detail) VALUES (?,?,?,?)", (go_name, new, now, detail))
+        # the one event per state change, whoever asked for it, with the time spent in the previous state
+        log.info("set_state", set=go_name, state=str(new), previous=row["state"],
+                 duration_ms=round((now - row["updated_at"]) * 1000), detail=detail)
         return self.get_set(go_name)  # type: ignore[return-value]
 
     def update_data(self, go_name: str, **data: Any) -> None:

@@ -109,3 +109,17 @@ def test_pragmas(tmp_path: Path) -> None:
     j = Journal(tmp_path / "j.db")
     assert j._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert j._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_every_state_change_is_one_log_event_with_its_duration(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    j = Journal(tmp_path / "j.db")
+    with capture_logs() as events:
+        j.add_set(GO, "T", ["FI.x"])
+        for s in HAPPY[:4]:
+            j.transition(GO, s, detail="why")
+    changes = [e for e in events if e["event"] == "set_state"]
+    assert [e["state"] for e in changes] == ["queued", *HAPPY[:4]]
+    assert all(e["set"] == GO for e in changes)
+    assert all(isinstance(e["duration_ms"], int) and e["previous"] for e in changes[1:])
