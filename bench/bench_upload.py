@@ -13,6 +13,7 @@ from common import Bench, bench_args, emit, timed
 
 from onss_relay.config import load_config
 from onss_relay.relay import Relay
+from tests.conftest import fi_name
 from tests.fixtures.tcpproxy import TcpProxy
 
 
@@ -109,7 +110,7 @@ def upload_rss(b: Bench, mb: int) -> dict[str, object]:
     config = b.relay_config(name="relay-big")
     outbox = config.parent / "spool" / "outbox"
     outbox.mkdir(parents=True, exist_ok=True)
-    big = outbox / "FI.DMFA.123456.20260101.09999.T.1.1".replace("20260101", __import__("datetime").date.today().strftime("%Y%m%d"))
+    big = outbox / fi_name(9999)
     with big.open("wb") as f:
         f.truncate(mb << 20)
     _, relay_rss = peak_rss_mb([sys.executable, "-m", "onss_relay.cli", "send", "--once", "--config", str(config),

@@ -11,6 +11,7 @@ from onss_relay.config import Config
 from onss_relay.errors import EXIT_OK, EXIT_REMOTE, EXIT_USAGE, RelayError, RemoteError
 from onss_relay.names import Env, response_folder, upload_folder
 from onss_relay.signer import load_signing_identity
+from onss_relay.status import HEALTH_FRESH, daemon_report
 from onss_relay.transport import open_transport
 
 
@@ -41,12 +42,11 @@ def run_checks(cfg: Config, out: TextIO) -> int:
 
 def _daemon(cfg: Config) -> str:
     """What the running daemon last reported (a stage paused by a permission error shows up here)."""
-    import json
-    import time
-
-    doc = json.loads((cfg.paths.root / "health.json").read_text())
-    age = time.time() - doc.get("at", 0)
-    if age > 60:
+    report = daemon_report(cfg.paths.root)
+    if report is None:
+        return "no readable health report"
+    doc, age = report
+    if age > HEALTH_FRESH:
         return f"not running (last report {int(age)} s ago)"
     if not doc.get("healthy"):
         raise RemoteError(f"pid {doc.get('pid')} reports: {doc.get('reason')}")

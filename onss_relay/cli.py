@@ -191,16 +191,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _health(cfg: Config) -> int:
     """Exit 0 when the running daemon wrote a healthy health.json in the last minute (Docker HEALTHCHECK)."""
-    import time
+    from onss_relay.status import HEALTH_FRESH, daemon_report
 
-    path = cfg.paths.root / "health.json"
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        print(f"unhealthy: no health file at {path} (is `onss-relay run` running on this spool?)")
+    report = daemon_report(cfg.paths.root)
+    if report is None:
+        print(f"unhealthy: no health file at {cfg.paths.root / 'health.json'} (is `onss-relay run` running on this spool?)")
         return EXIT_WORK_FAILED
-    age = time.time() - doc.get("at", 0)
-    if age > 60:
+    doc, age = report
+    if age > HEALTH_FRESH:
         print(f"unhealthy: the daemon last reported {int(age)} s ago")
         return EXIT_WORK_FAILED
     print(("healthy: " if doc.get("healthy") else "unhealthy: ") + str(doc.get("reason")))

@@ -198,8 +198,8 @@ class Journal:
             log.info("set_state", set=go_name, state=str(S.FAILED), detail=reason)
 
     def transition(self, go_name: str, new: State, detail: str | None = None, archived: bool = False,
-                   **data: Any) -> SetRow:
-        """Given a set and a new state, check and record the change (merging ``data``); return the new row.
+                   **data: Any) -> None:
+        """Given a set and a new state, check and record the change (merging ``data``).
 
         ``archived`` records in the same transaction that the set's local files are already in sent/.
         """
@@ -219,7 +219,6 @@ class Journal:
         # the one event per state change, whoever asked for it, with the time spent in the previous state
         log.info("set_state", set=go_name, state=str(new), previous=row["state"],
                  duration_ms=round((now - row["updated_at"]) * 1000), detail=detail)
-        return self.get_set(go_name)  # type: ignore[return-value]
 
     def update_data(self, go_name: str, **data: Any) -> None:
         """Given a set, merge ``data`` into its JSON data without changing its state."""

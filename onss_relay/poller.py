@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,6 +19,7 @@ from onss_relay.durable import fsync_dir
 from onss_relay.errors import InvalidName, PermanentRemoteError
 from onss_relay.journal import Journal
 from onss_relay.names import Env, Name, Prefix, parse_name, response_folder, set_key
+from onss_relay.signing import digest_file
 from onss_relay.spool import Spool, free_name
 from onss_relay.transport.base import RemoteEntry, SizeLimitExceeded, Transport
 
@@ -182,14 +182,6 @@ class Poller:
 def _same_bytes(a: Path, b: Path) -> bool:
     if a.stat().st_size != b.stat().st_size:
         return False
-    return _sha256(a) == _sha256(b)
-
-
-def _sha256(p: Path) -> bytes:
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.digest()
+    return digest_file(a) == digest_file(b)
 
 

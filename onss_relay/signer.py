@@ -86,10 +86,10 @@ class Signer:
         except CertificateError:
             raise
         except SignatureError as e:
-            self._quarantine(row, "cannot sign", str(e))
+            self.spool.quarantine_claimed(self.journal, row, "cannot sign", str(e))
             return False
         except FileNotFoundError as e:
-            self._quarantine(row, "declaration vanished from the outbox", f"{e.filename}")
+            self.spool.quarantine_claimed(self.journal, row, "declaration vanished from the outbox", f"{e.filename}")
             return False
         self.journal.transition(row.go_name, State.SIGNED, fs=fs_names)
         log.info("set_signed", set=row.go_name, state="signed", signatures=len(fs_names))
@@ -109,8 +109,3 @@ class Signer:
         s = self.cfg.signing
         atomic_write(target, signing.fs_content_for(self.identity(), fi, s.digest, s.layout))
         return fs_name
-
-    def _quarantine(self, row: SetRow, reason: str, detail: str) -> None:
-        files = [self.spool.outbox / n for n in [*row.parts, *row.data.get("extras", [])]]
-        self.spool.quarantine(files, reason, detail, set=row.go_name)
-        self.journal.transition(row.go_name, State.FAILED, detail=detail, reason=f"{reason}: {detail}")

@@ -24,7 +24,6 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from onss_relay.errors import CertificateError, SignatureError
 
-CHUNK = 1 << 20
 LAYOUTS = ("single-line", "76-cr", "64-crlf")
 _HASHES: dict[str, type[hashes.SHA1 | hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
     "sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
@@ -122,12 +121,9 @@ def days_left(identity: Identity, now: dt.datetime | None = None) -> int:
 
 
 def digest_file(path: Path, algorithm: str = "sha256") -> bytes:
-    """Given a file and a digest name, return the digest, reading the file in 1 MiB chunks."""
-    h = hashlib.new(algorithm)
+    """Given a file and a digest name, return the digest, streaming the file (constant memory)."""
     with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.digest()
+        return hashlib.file_digest(f, algorithm).digest()
 
 
 def sign_file(identity: Identity, fi: Path, algorithm: str = "sha256", now: dt.datetime | None = None) -> bytes:

@@ -18,6 +18,7 @@ import structlog
 
 from onss_relay.config import PathsConfig
 from onss_relay.durable import fsync_dir
+from onss_relay.journal import Journal, SetRow, State
 from onss_relay.names import ALL_FOLDERS
 
 log = structlog.get_logger(__name__)
@@ -116,6 +117,15 @@ class Spool:
 
     def work_dir_for(self, go_name: str) -> Path:
         return self.work / go_name
+
+    def outbox_files(self, row: SetRow) -> list[Path]:
+        """Given a claimed set, return its files in the outbox: the FI parts and what came with them."""
+        return [self.outbox / n for n in [*row.parts, *row.data.get("extras", [])]]
+
+    def quarantine_claimed(self, journal: Journal, row: SetRow, reason: str, detail: str) -> None:
+        """Given a claimed set that cannot be sent, move its files to failed/ and record it as failed."""
+        self.quarantine(self.outbox_files(row), reason, detail, set=row.go_name)
+        journal.transition(row.go_name, State.FAILED, detail=detail, reason=f"{reason}: {detail}")
 
     def quarantine(self, files: list[Path], reason: str, detail: str = "", **extra: Any) -> list[Path]:
         """Given outbox files and a reason, move them to failed/ with a <name>.reason.json beside each."""

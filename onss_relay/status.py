@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 from onss_relay.errors import InvalidName
@@ -65,6 +67,18 @@ def set_detail(journal: Journal, name: str) -> str | None:
     lines.append("history:")
     lines += [f"  {h['at']}  {h['state']:<12} {h['detail'] or ''}".rstrip() for h in doc["history"]]
     return "\n".join(lines)
+
+
+HEALTH_FRESH = 60.0  # seconds: an older report means the daemon is not running
+
+
+def daemon_report(root: Path) -> tuple[dict[str, Any], float] | None:
+    """Given a spool root, return the running daemon's last health report and its age in seconds, if any."""
+    try:
+        doc: dict[str, Any] = json.loads((root / "health.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return doc, time.time() - float(doc.get("at", 0))
 
 
 def _as_go(name: str) -> str:

@@ -200,7 +200,7 @@ class Uploader:
             assert row is not None
             if row.state == State.GO_SENDING:  # interrupted after go_sending: never re-send FI or FS
                 self._finish_go(t, row)
-                self._sent(go_name, report, inflight)
+                self._sent(row, report, inflight)
             elif row.state in (State.SIGNED, State.UPLOADING):
                 yield self._upload_for(row, report, inflight)
             else:
@@ -218,7 +218,7 @@ class Uploader:
                 try:
                     self._check_unchanged(row)
                 except ChangedAfterClaim as e:
-                    self._quarantine(row.go_name, e)
+                    self.spool.quarantine_claimed(self.journal, row, e.reason, e.detail)
                     with self._lock:
                         report.quarantined.append(row.go_name)
                     inflight.pop(row.go_name, None)
@@ -239,11 +239,11 @@ class Uploader:
 
         return Upload(row.go_name, [fis, fss, go], gate, done)
 
-    def _sent(self, go_name: str, report: UploadReport, inflight: dict[str, bool]) -> None:
-        self.archive(go_name)
-        inflight.pop(go_name, None)
+    def _sent(self, row: SetRow, report: UploadReport, inflight: dict[str, bool]) -> None:
+        self.archive(row)
+        inflight.pop(row.go_name, None)
         with self._lock:
-            report.sent.append(go_name)
+            report.sent.append(row.go_name)
 
     def _check_unchanged(self, row: SetRow) -> None:
         """Given a set about to be sent, raise ChangedAfterClaim if an FI was rewritten since it was claimed."""
@@ -271,16 +271,13 @@ class Uploader:
         self.journal.transition(row.go_name, State.SENT, detail=detail)
         log.info("set_sent", set=row.go_name, state="sent", folder=folder, detail=detail)
 
-    def archive(self, go_name: str) -> None:
+    def archive(self, row: SetRow) -> None:
         """Given a sent set, move its FI, FS and a GO into sent/YYYY-MM-DD/ and mark it archived."""
-        row = self.journal.get_set(go_name)
-        assert row is not None
-        self.journal.mark_archived(go_name, str(self._archive_files(row)))
+        self.journal.mark_archived(row.go_name, str(self._archive_files(row)))
 
     def _archive_files(self, row: SetRow) -> Path:
         work = self.spool.work_dir_for(row.go_name)
-        files = [self.spool.outbox / n for n in [*row.parts, *row.data.get("extras", [])]]
-        files += [work / n for n in row.data.get("fs", [])]
+        files = self.spool.outbox_files(row) + [work / n for n in row.data.get("fs", [])]
         dest = self.spool.archive(files, row.go_name)
         with contextlib.suppress(OSError):
             work.rmdir()
@@ -289,13 +286,6 @@ class Uploader:
     def archive_finished(self) -> None:
         """Complete the archiving of sets that were sent before a crash."""
         for row in self.journal.unarchived_done():
-            self.archive(row.go_name)
-
-    def _quarantine(self, go_name: str, e: BadInput) -> None:
-        row = self.journal.get_set(go_name)
-        assert row is not None
-        files = [self.spool.outbox / n for n in [*row.parts, *row.data.get("extras", [])]]
-        self.spool.quarantine(files, e.reason, e.detail, set=go_name)
-        self.journal.transition(go_name, State.FAILED, detail=e.detail, reason=f"{e.reason}: {e.detail}")
+            self.archive(row)
 
 
