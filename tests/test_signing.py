@@ -183,3 +183,76 @@ def test_verify_reports_a_certificate_expired_at_signing_time(tmp_path: Path) ->
     der = signing.sign_digest(ident, signing.digest_file(fi), "sha256", late)
     with pytest.raises(SignatureError, match="not valid at signing time"):
         signing.verify(fi, signing.encode_fs(der))
+
+
+def asn1crypto_reference(identity: signing.Identity, digest: bytes, algorithm: str, now: dt.datetime,
+                         signature: bytes) -> bytes:
+    """The same SignedData built field by field with asn1crypto: what the template must reproduce byte for byte."""
+    from asn1crypto import algos, cms
+    from asn1crypto import x509 as ax509
+
+    def load(c: x509.Certificate) -> ax509.Certificate:
+        return ax509.Certificate.load(c.public_bytes(serialization.Encoding.DER))
+
+    cert = load(identity.certificate)
+    attrs = [
+        cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
+        cms.CMSAttribute({"type": "signing_time", "values": [cms.Time({"utc_time": now})]}),
+        cms.CMSAttribute({"type": "message_digest", "values": [digest]}),
+    ]
+    is_rsa = isinstance(identity.key, rsa.RSAPrivateKey)
+    signer = cms.SignerInfo({
+        "version": "v1",
+        "sid": cms.SignerIdentifier({"issuer_and_serial_number": cms.IssuerAndSerialNumber(
+            {"issuer": cert.issuer, "serial_number": cert.serial_number})}),
+        "digest_algorithm": algos.DigestAlgorithm({"algorithm": algorithm}),
+        "signed_attrs": cms.CMSAttributes(sorted(attrs, key=lambda a: a.dump())),
+        "signature_algorithm": algos.SignedDigestAlgorithm(
+            {"algorithm": "rsassa_pkcs1v15" if is_rsa else f"{algorithm}_ecdsa"}),
+        "signature": signature,
+    })
+    signed_data = cms.SignedData({
+        "version": "v1",
+        "digest_algorithms": [algos.DigestAlgorithm({"algorithm": algorithm})],
+        "encap_content_info": {"content_type": "data"},
+        "certificates": [cert, *(load(c) for c in identity.chain)],
+        "signer_infos": [signer],
+    })
+    der: bytes = cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()
+    return der
+
+
+@pytest.mark.parametrize("kind", ["rsa2048", "p256"])
+@pytest.mark.parametrize("digest", ["sha256", "sha384", "sha512"])
+def test_template_builds_the_same_bytes_as_asn1crypto(tmp_path: Path, kind: str, digest: str) -> None:
+    key, _, _ = make_identity(tmp_path, kind)
+    ident = signing.load_identity(key)
+    _, _, ca_pem = make_identity(tmp_path, "p256")  # a second certificate, carried as a chain
+    with_chain = signing.Identity(ident.key, ident.certificate, tuple(x509.load_pem_x509_certificates(ca_pem.read_bytes())),
+                                  ident.source)
+    for identity in (ident, with_chain):
+        t = signing.SignedDataTemplate(identity, digest)
+        content_digest = bytes(range(256))[: {"sha256": 32, "sha384": 48, "sha512": 64}[digest]]
+        for now in (dt.datetime(2026, 11, 27, 12, 0, 1, tzinfo=dt.UTC), dt.datetime(2049, 12, 31, 23, 59, 59, tzinfo=dt.UTC)):
+            der, signed_attrs, signature = t.sign(content_digest, now)
+            assert der == asn1crypto_reference(identity, content_digest, digest, now, signature)
+            t.check(signed_attrs, signature)
+
+
+def test_template_refuses_a_signature_that_does_not_match(tmp_path: Path) -> None:
+    key, _, _ = make_identity(tmp_path, "p256")
+    t = signing.SignedDataTemplate(signing.load_identity(key), "sha256")
+    _, signed_attrs, signature = t.sign(b"\x01" * 32, dt.datetime.now(dt.UTC))
+    with pytest.raises(SignatureError, match="does not match"):
+        t.check(signed_attrs.replace(b"\x01" * 32, b"\x02" * 32), signature)
+
+
+def test_signing_time_after_2049_is_generalized_time(tmp_path: Path) -> None:
+    from asn1crypto import cms
+
+    key, _, _ = make_identity(tmp_path, "p256")
+    t = signing.SignedDataTemplate(signing.load_identity(key), "sha256")
+    when = dt.datetime(2051, 3, 4, 5, 6, 7, tzinfo=dt.UTC)
+    attrs = cms.CMSAttributes.load(t.signed_attributes(b"\x00" * 32, when))
+    times = [a["values"][0] for a in attrs if a["type"].native == "signing_time"]
+    assert times[0].name == "generalized_time" and times[0].native == when

@@ -108,6 +108,27 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "onss_relay.cli", *args], capture_output=True, text=True, timeout=120)
 
 
+def test_aes_gcm_is_preferred_and_a_server_without_it_still_works(sftp_dir: Path, sshd: SshServer, tmp_path: Path,
+                                                                  client_keys: dict[str, Path]) -> None:
+    t = SftpTransport.connect(load_config(sftp_dir / "config.toml", environ={}).remote)
+    assert t.cipher() == "aes128-gcm@openssh.com"  # MAC checked in C, not byte by byte in Python
+    t.close()
+    server = SshServer(tmp_path / "ctr-only", extra_config="Ciphers aes256-ctr\n")
+    server.setup()
+    server.authorize(Path(str(client_keys["rsa"]) + ".pub"))
+    server.start()
+    try:
+        known = tmp_path / "known_hosts"
+        known.write_text(server.known_hosts_line())
+        (sftp_dir / "config.toml").write_text(sftp_config_text(server, client_keys["rsa"], known))
+        t = SftpTransport.connect(load_config(sftp_dir / "config.toml", environ={}).remote)
+        assert t.cipher() == "aes256-ctr"
+        assert t.list("IN") == []
+        t.close()
+    finally:
+        server.stop()
+
+
 def test_wrong_user_key_exits_3_with_one_sentence(sftp_dir: Path, sshd: SshServer, tmp_path: Path) -> None:
     stranger = keygen(tmp_path / "stranger", "rsa", bits=2048)
     (sftp_dir / "config.toml").write_text(sftp_config_text(sshd, stranger, sftp_dir / "known_hosts"))

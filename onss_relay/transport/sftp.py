@@ -33,6 +33,7 @@ from onss_relay.transport.sftp_pipeline import SftpPipeline
 log = structlog.get_logger(__name__)
 
 LEGACY_RSA = {"pubkeys": ["rsa-sha2-256", "rsa-sha2-512"]}
+AEAD_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 NETWORK_ERRORS = (OSError, EOFError, paramiko.SSHException, socket.timeout)
 
 
@@ -75,6 +76,13 @@ def _prefer_known_key_types(t: paramiko.Transport, known: list[str]) -> None:
     opts.key_types = first + [k for k in opts.key_types if k not in first]
 
 
+def _prefer_aead_ciphers(t: paramiko.Transport) -> None:
+    """Offer AES-GCM first: it authenticates in C, where the *-ctr + HMAC pairs compare every MAC in Python."""
+    opts = t.get_security_options()
+    aead = [c for c in AEAD_CIPHERS if c in opts.ciphers]
+    opts.ciphers = aead + [c for c in opts.ciphers if c not in aead]
+
+
 class SftpTransport:
     """One SSH connection with one SFTP session on it, rooted at remote.base_dir."""
 
@@ -99,6 +107,7 @@ class SftpTransport:
             expected = known.lookup(entry)
             if expected:
                 _prefer_known_key_types(t, list(expected.keys()))
+            _prefer_aead_ciphers(t)
             t.start_client(timeout=cfg.timeout)
             _check_host_key(t.get_remote_server_key(), expected, entry, cfg)
             _authenticate(t, cfg, pkey)
@@ -116,6 +125,10 @@ class SftpTransport:
             raise TransientRemoteError(f"SSH connection to {cfg.host}:{cfg.port} failed: {e or type(e).__name__}") from None
         log.debug("sftp_connected", host=cfg.host, port=cfg.port, user=cfg.username)
         return cls(t, sftp, cfg.base_dir)
+
+    def cipher(self) -> str:
+        """The cipher negotiated for what this side sends (for check and tests)."""
+        return str(self._transport.local_cipher)
 
     def _path(self, folder: str, name: str | None = None) -> str:
         base = posixpath.join(self.base_dir, check_folder(folder))
