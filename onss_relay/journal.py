@@ -59,6 +59,17 @@ def check_transition(old: State, new: State) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
+class Change:
+    """One state change for Journal.transition_many: the set, its new state, a detail, data to merge."""
+
+    go_name: str
+    state: State
+    detail: str | None = None
+    archived: bool = False  # the set's local files are already in sent/
+    data: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class SetRow:
     go_name: str
     env: str
@@ -203,22 +214,37 @@ class Journal:
 
         ``archived`` records in the same transaction that the set's local files are already in sent/.
         """
+        self.transition_many([Change(go_name, new, detail, archived, data)])
+
+    def transition_many(self, changes: list[Change]) -> None:
+        """Given state changes of several sets, check and record them all in one transaction (one fsync).
+
+        Either every change is recorded or none is (an illegal one raises and rolls the others back).
+        """
+        if not changes:
+            return
         now = time.time()
+        logged = []
         with self._tx() as db:
-            row = db.execute("SELECT * FROM sets WHERE go_name = ?", (go_name,)).fetchone()
-            if row is None:
-                raise IllegalTransition(f"unknown set {go_name}")
-            check_transition(State(row["state"]), new)
-            merged = json.loads(row["data"]) | {k: v for k, v in data.items() if k not in ("ticket", "reason")}
-            db.execute(
-                "UPDATE sets SET state = ?, updated_at = ?, data = ?, ticket = COALESCE(?, ticket), reason = COALESCE(?, reason),"
-                " archived = MAX(archived, ?) WHERE go_name = ?",
-                (new, now, json.dumps(merged), data.get("ticket"), data.get("reason"), int(archived), go_name),
-            )
-            db.execute("INSERT INTO history (go_name, state, at, detail) VALUES (?,?,?,?)", (go_name, new, now, detail))
+            for c in changes:
+                row = db.execute("SELECT state, updated_at, data FROM sets WHERE go_name = ?", (c.go_name,)).fetchone()
+                if row is None:
+                    raise IllegalTransition(f"unknown set {c.go_name}")
+                check_transition(State(row["state"]), c.state)
+                data = c.data or {}
+                merged = json.loads(row["data"]) | {k: v for k, v in data.items() if k not in ("ticket", "reason")}
+                db.execute(
+                    "UPDATE sets SET state = ?, updated_at = ?, data = ?, ticket = COALESCE(?, ticket),"
+                    " reason = COALESCE(?, reason), archived = MAX(archived, ?) WHERE go_name = ?",
+                    (c.state, now, json.dumps(merged), data.get("ticket"), data.get("reason"), int(c.archived), c.go_name),
+                )
+                db.execute("INSERT INTO history (go_name, state, at, detail) VALUES (?,?,?,?)",
+                           (c.go_name, c.state, now, c.detail))
+                logged.append((c, row["state"], row["updated_at"]))
         # the one event per state change, whoever asked for it, with the time spent in the previous state
-        log.info("set_state", set=go_name, state=str(new), previous=row["state"],
-                 duration_ms=round((now - row["updated_at"]) * 1000), detail=detail)
+        for c, previous, updated_at in logged:
+            log.info("set_state", set=c.go_name, state=str(c.state), previous=previous,
+                     duration_ms=round((now - updated_at) * 1000), detail=c.detail)
 
     def update_data(self, go_name: str, **data: Any) -> None:
         """Given a set, merge ``data`` into its JSON data without changing its state."""
@@ -227,12 +253,13 @@ class Journal:
             merged = json.loads(row["data"]) | data
             db.execute("UPDATE sets SET data = ?, updated_at = ? WHERE go_name = ?", (json.dumps(merged), time.time(), go_name))
 
-    def mark_archived(self, go_name: str, sent_dir: str) -> None:
-        """Given a sent set whose files now sit in sent_dir, record that (one transaction)."""
+    def mark_archived(self, archived: dict[str, str]) -> None:
+        """Given sent sets and the folder their files now sit in (GO name → sent dir), record that in one commit."""
         with self._tx() as db:
-            row = db.execute("SELECT data FROM sets WHERE go_name = ?", (go_name,)).fetchone()
-            data = json.loads(row["data"]) | {"sent_dir": sent_dir}
-            db.execute("UPDATE sets SET archived = 1, data = ? WHERE go_name = ?", (json.dumps(data), go_name))
+            for go_name, sent_dir in archived.items():
+                row = db.execute("SELECT data FROM sets WHERE go_name = ?", (go_name,)).fetchone()
+                data = json.loads(row["data"]) | {"sent_dir": sent_dir}
+                db.execute("UPDATE sets SET archived = 1, data = ? WHERE go_name = ?", (json.dumps(data), go_name))
 
     def get_set(self, go_name: str) -> SetRow | None:
         with self._lock:

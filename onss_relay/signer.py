@@ -1,4 +1,4 @@
-"""The signing stage: for each queued set, write one verified FS per FI part into work/<GO name>/.
+"""The signing stage: for each queued set, write one checked FS per FI part into work/.
 
 A pre-made FS dropped beside its FI is verified and used instead. Environment S gets no FS unless
 signing.sign_simulation is set (the transfer point may refuse one there: ACRF-121).
@@ -6,7 +6,6 @@ signing.sign_simulation is set (the transfer point may refuse one there: ACRF-12
 
 from __future__ import annotations
 
-import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -15,12 +14,15 @@ import structlog
 
 from onss_relay import signing
 from onss_relay.config import Config, read_secret
+from onss_relay.durable import fsync_dir
 from onss_relay.errors import CertificateError, SignatureError
-from onss_relay.journal import Journal, SetRow, State
+from onss_relay.journal import Change, Journal, SetRow, State
 from onss_relay.names import Env, format_name, fs_name_for, parse_name
-from onss_relay.spool import Spool, atomic_write
+from onss_relay.spool import Spool, atomic_write, copy_durably
 
 log = structlog.get_logger(__name__)
+
+BATCH = 25  # sets signed per journal commit
 
 
 def load_signing_identity(cfg: Config) -> signing.Identity:
@@ -51,30 +53,37 @@ class Signer:
             signing.check_certificate(self._identity, warning_days=-1)
         return self._identity
 
-    def sign_queued(self, progress: Callable[[], None] | None = None, every: int = 25) -> int:
+    def sign_queued(self, progress: Callable[[], None] | None = None) -> int:
         """Sign every queued set; return how many became signed. CertificateError stops the stage.
 
-        ``progress`` is called every ``every`` signed sets, so that uploading can start before the last one.
+        Sets are signed in batches of BATCH: each FS is fsynced as it is written, then the work folder is
+        fsynced once and the batch marked signed in one journal commit. ``progress`` is called after each
+        commit, so that uploading starts before the last set is signed.
         """
         done = 0
-        for row in self.journal.sets_in(State.QUEUED):
+        queued = self.journal.sets_in(State.QUEUED)
+        for i in range(0, len(queued), BATCH):
             if self.stop_requested():
                 break
-            if self.sign_set(row):
-                done += 1
-                if progress is not None and done % every == 0:
-                    progress()
+            signed = [c for row in queued[i:i + BATCH] if (c := self._sign_files(row)) is not None]
+            if not signed:
+                continue
+            fsync_dir(self.spool.work)
+            self.journal.transition_many(signed)
+            for c in signed:
+                log.info("set_signed", set=c.go_name, state="signed", signatures=len((c.data or {})["fs"]))
+            done += len(signed)
+            if progress is not None:
+                progress()
         return done
 
     def stop_requested(self) -> bool:
         return self.stop is not None and self.stop.is_set()
 
-    def sign_set(self, row: SetRow) -> bool:
-        """Given a queued set, write its FS files and mark it signed; quarantine it on bad input."""
+    def _sign_files(self, row: SetRow) -> Change | None:
+        """Given a queued set, write its FS files into work/; return its change to signed, or quarantine it."""
         env = parse_name(row.go_name).env
         wants_fs = env != Env.S or self.cfg.signing.sign_simulation
-        work = self.spool.work_dir_for(row.go_name)
-        work.mkdir(parents=True, exist_ok=True)
         fs_names = []
         try:
             for fi_name in row.parts:
@@ -82,30 +91,28 @@ class Signer:
                 if fi.stat().st_size == 0:
                     raise SignatureError(f"{fi_name}: the declaration is empty")
                 if wants_fs:
-                    fs_names.append(self._write_fs(fi, work, row))
+                    fs_names.append(self._write_fs(fi, row))
         except CertificateError:
             raise
         except SignatureError as e:
             self.spool.quarantine_claimed(self.journal, row, "cannot sign", str(e))
-            return False
+            return None
         except FileNotFoundError as e:
             self.spool.quarantine_claimed(self.journal, row, "declaration vanished from the outbox", f"{e.filename}")
-            return False
-        self.journal.transition(row.go_name, State.SIGNED, fs=fs_names)
-        log.info("set_signed", set=row.go_name, state="signed", signatures=len(fs_names))
-        return True
+            return None
+        return Change(row.go_name, State.SIGNED, data={"fs": fs_names})
 
-    def _write_fs(self, fi: Path, work: Path, row: SetRow) -> str:
+    def _write_fs(self, fi: Path, row: SetRow) -> str:
         fs_name = format_name(fs_name_for(parse_name(fi.name)))
         premade = self.spool.outbox / fs_name
-        target = work / fs_name
+        target = self.spool.work / fs_name
         if fs_name in row.data.get("extras", []) and premade.exists():
             try:
                 signing.verify(fi, premade.read_bytes())
             except SignatureError as e:
                 raise SignatureError(f"{fs_name} (dropped beside its FI) does not verify: {e}") from None
-            shutil.copyfile(premade, target)
+            copy_durably(premade, target)
             return fs_name
         s = self.cfg.signing
-        atomic_write(target, signing.fs_content_for(self.identity(), fi, s.digest, s.layout))
+        atomic_write(target, signing.fs_content_for(self.identity(), fi, s.digest, s.layout), sync_dir=False)
         return fs_name

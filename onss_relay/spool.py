@@ -31,8 +31,11 @@ def is_temp_name(name: str) -> bool:
     return name.startswith((".", "~")) or name.endswith(TEMP_SUFFIXES) or name.endswith("~")
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Given a path and bytes, write them under a temp name, fsync, rename over path, fsync the folder."""
+def atomic_write(path: Path, data: bytes, sync_dir: bool = True) -> None:
+    """Given a path and bytes, write them under a temp name, fsync, rename over path, fsync the folder.
+
+    With sync_dir=False the caller fsyncs the folder itself, once for several files.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with tmp.open("wb") as f:
@@ -44,7 +47,8 @@ def atomic_write(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()  # a full disk must not leave half-written temp files behind
         raise
-    fsync_dir(path.parent)
+    if sync_dir:
+        fsync_dir(path.parent)
 
 
 def free_name(directory: Path, name: str) -> Path:
@@ -115,9 +119,6 @@ class Spool:
             if folder.startswith("OUT"):
                 (self.inbox / folder).mkdir(exist_ok=True)
 
-    def work_dir_for(self, go_name: str) -> Path:
-        return self.work / go_name
-
     def outbox_files(self, row: SetRow) -> list[Path]:
         """Given a claimed set, return its files in the outbox: the FI parts and what came with them."""
         return [self.outbox / n for n in [*row.parts, *row.data.get("extras", [])]]
@@ -141,17 +142,19 @@ class Spool:
             log.warning("file_quarantined", file=f.name, reason=reason, detail=detail, to=str(dest))
         return moved
 
-    def archive(self, files: list[Path], go_name: str, day: dt.date | None = None) -> Path:
-        """Given a sent set's local files, move them with an empty GO into sent/YYYY-MM-DD/; return that folder."""
+    def archive(self, sets: dict[str, list[Path]], day: dt.date | None = None) -> Path:
+        """Given sent sets (GO name → local files), move each set's files with an empty GO into
+        sent/YYYY-MM-DD/; fsync every folder touched once; return that folder."""
         dest = self.sent / (day or dt.date.today()).isoformat()
         dest.mkdir(parents=True, exist_ok=True)
         sources = set()
-        for f in files:
-            if f.exists():
-                move_durably(f, dest, sync=False)
-                sources.add(f.parent)
-        with contextlib.suppress(FileExistsError):
-            (dest / go_name).open("xb").close()  # empty: nothing to fsync but its folder entry
+        for go_name, files in sets.items():
+            for f in files:
+                if f.exists():
+                    move_durably(f, dest, sync=False)
+                    sources.add(f.parent)
+            with contextlib.suppress(FileExistsError):
+                (dest / go_name).open("xb").close()  # empty: nothing to fsync but its folder entry
         fsync_dir(dest)
         for d in sources:
             fsync_dir(d)

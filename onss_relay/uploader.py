@@ -21,7 +21,7 @@ import tenacity
 
 from onss_relay.config import Config
 from onss_relay.errors import BadInput, RemoteError, TransientRemoteError
-from onss_relay.journal import Journal, SetRow, State
+from onss_relay.journal import Change, Journal, SetRow, State
 from onss_relay.names import Env, upload_folder
 from onss_relay.spool import Spool
 from onss_relay.transport.base import PutFile, Transport, Upload, UploadAbandoned
@@ -30,6 +30,8 @@ log = structlog.get_logger(__name__)
 
 PENDING = (State.SIGNED, State.UPLOADING, State.GO_SENDING)
 WINDOW = 64  # sets in flight per connection, for transports that pipeline (SFTP)
+SENT_BATCH = 16  # sets whose GO is on the server, archived and marked sent together…
+SENT_DELAY = 0.25  # …or as soon as the first of them has waited this long (seconds)
 
 
 class ChangedAfterClaim(BadInput):
@@ -176,11 +178,14 @@ class Uploader:
         one), so that some always get through.
         """
         inflight: dict[str, bool] = {}
+        finished = _Finished(self, report, inflight)
         sent_before = len(report.sent)
         try:
             t = channel.get()
-            t.run_uploads(self._feed(t, work, report, abort, inflight), window[0])
+            t.run_uploads(self._feed(t, work, report, abort, inflight, finished), window[0])
+            finished.flush()
         except BaseException:
+            finished.flush_after_error()
             progressed = len(report.sent) > sent_before
             failures[0] = 0 if progressed else failures[0] + 1
             window[0] = window[0] if progressed else max(1, window[0] // 2)
@@ -190,7 +195,7 @@ class Uploader:
             raise
 
     def _feed(self, t: Transport, work: _WorkQueue, report: UploadReport, abort: threading.Event,
-              inflight: dict[str, bool]) -> Iterator[Upload]:
+              inflight: dict[str, bool], finished: _Finished) -> Iterator[Upload]:
         while not abort.is_set() and not self.stop.is_set():
             go_name = work.take()
             if go_name is None:
@@ -202,15 +207,14 @@ class Uploader:
                 self._finish_go(t, row)
                 self._sent(row, report, inflight)
             elif row.state in (State.SIGNED, State.UPLOADING):
-                yield self._upload_for(row, report, inflight)
+                yield self._upload_for(row, report, inflight, finished)
             else:
                 inflight.pop(go_name)
 
-    def _upload_for(self, row: SetRow, report: UploadReport, inflight: dict[str, bool]) -> Upload:
+    def _upload_for(self, row: SetRow, report: UploadReport, inflight: dict[str, bool], finished: _Finished) -> Upload:
         folder = upload_folder(Env(row.env))
-        work = self.spool.work_dir_for(row.go_name)
         fis = [PutFile(folder, n, self.spool.outbox / n) for n in row.parts]
-        fss = [PutFile(folder, n, work / n) for n in row.data.get("fs", [])]
+        fss = [PutFile(folder, n, self.spool.work / n) for n in row.data.get("fs", [])]
         go = [PutFile(folder, row.go_name)]
 
         def gate(step: int) -> None:
@@ -228,19 +232,12 @@ class Uploader:
                 self.journal.transition(row.go_name, State.GO_SENDING)
 
         def done() -> None:
-            # files first, then one commit: a crash in between leaves go_sending, whose recovery finds the GO
-            dest = self._archive_files(row)
-            self.journal.transition(row.go_name, State.SENT, detail="GO uploaded", archived=True, sent_dir=str(dest))
-            log.info("set_sent", set=row.go_name, state="sent", folder=folder, detail="GO uploaded",
-                     duration_ms=round((time.time() - row.updated_at) * 1000))
-            inflight.pop(row.go_name, None)
-            with self._lock:
-                report.sent.append(row.go_name)
+            finished.add(row, folder)
 
         return Upload(row.go_name, [fis, fss, go], gate, done)
 
     def _sent(self, row: SetRow, report: UploadReport, inflight: dict[str, bool]) -> None:
-        self.archive(row)
+        self.archive([row])
         inflight.pop(row.go_name, None)
         with self._lock:
             report.sent.append(row.go_name)
@@ -271,21 +268,63 @@ class Uploader:
         self.journal.transition(row.go_name, State.SENT, detail=detail)
         log.info("set_sent", set=row.go_name, state="sent", folder=folder, detail=detail)
 
-    def archive(self, row: SetRow) -> None:
-        """Given a sent set, move its FI, FS and a GO into sent/YYYY-MM-DD/ and mark it archived."""
-        self.journal.mark_archived(row.go_name, str(self._archive_files(row)))
+    def archive(self, rows: list[SetRow]) -> None:
+        """Given sent sets, move their FI, FS and a GO into sent/YYYY-MM-DD/ and mark them archived."""
+        if rows:
+            dest = str(self.spool.archive({r.go_name: self.local_files(r) for r in rows}))
+            self.journal.mark_archived({r.go_name: dest for r in rows})
 
-    def _archive_files(self, row: SetRow) -> Path:
-        work = self.spool.work_dir_for(row.go_name)
-        files = self.spool.outbox_files(row) + [work / n for n in row.data.get("fs", [])]
-        dest = self.spool.archive(files, row.go_name)
-        with contextlib.suppress(OSError):
-            work.rmdir()
-        return dest
+    def local_files(self, row: SetRow) -> list[Path]:
+        """Given a set, return its files here: FI parts and what came with them in the outbox, FS in work/."""
+        return self.spool.outbox_files(row) + [self.spool.work / n for n in row.data.get("fs", [])]
 
     def archive_finished(self) -> None:
         """Complete the archiving of sets that were sent before a crash."""
-        for row in self.journal.unarchived_done():
-            self.archive(row)
+        self.archive(self.journal.unarchived_done())
 
 
+class _Finished:
+    """Sets whose GO is on the server, recorded together: files moved to sent/ with one fsync per folder,
+    then one journal commit marking them sent and archived.
+
+    A crash before that commit leaves them in go_sending, whose recovery finds each GO on the server
+    (or the set consumed) and never re-sends an FI or FS.
+    """
+
+    def __init__(self, uploader: Uploader, report: UploadReport, inflight: dict[str, bool]) -> None:
+        self.uploader = uploader
+        self.report = report
+        self.inflight = inflight
+        self.rows: list[tuple[SetRow, str]] = []
+        self.first_at = 0.0
+
+    def add(self, row: SetRow, folder: str) -> None:
+        if not self.rows:
+            self.first_at = time.monotonic()
+        self.rows.append((row, folder))
+        if len(self.rows) >= SENT_BATCH or time.monotonic() - self.first_at > SENT_DELAY:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        rows, self.rows = self.rows, []
+        u = self.uploader
+        dest = str(u.spool.archive({row.go_name: u.local_files(row) for row, _ in rows}))
+        u.journal.transition_many([Change(row.go_name, State.SENT, "GO uploaded", archived=True, data={"sent_dir": dest})
+                                   for row, _ in rows])
+        for row, folder in rows:
+            log.info("set_sent", set=row.go_name, state="sent", folder=folder, detail="GO uploaded",
+                     duration_ms=round((time.time() - row.updated_at) * 1000))
+            self.inflight.pop(row.go_name, None)
+        with u._lock:
+            self.report.sent += [row.go_name for row, _ in rows]
+
+    def flush_after_error(self) -> None:
+        """Flush on the way out of a failed run; a second failure (a full disk) leaves them in go_sending."""
+        try:
+            self.flush()
+        except Exception as e:
+            log.warning("sent_not_recorded", sets=len(self.rows), error=repr(e),
+                        detail="left in go_sending: recovery checks the server for each GO")
+            self.rows = []

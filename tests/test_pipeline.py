@@ -15,7 +15,7 @@ from onss_relay.journal import State
 from onss_relay.relay import Relay
 from onss_relay.simulator import Simulator
 from onss_relay.transport.local import LocalTransport
-from onss_relay.uploader import UploadReport
+from onss_relay.uploader import UploadReport, _Finished
 from tests.conftest import SENDER, SIGNING_PASSWORD, fi_name, write_config
 
 
@@ -154,7 +154,8 @@ def _to_go_sending(relay: Relay) -> str:
     relay.signer.sign_queued()
     [row] = relay.journal.sets_in(State.SIGNED)
     t = LocalTransport(relay.spool.paths.root.parent / "remote")
-    upload = relay.uploader._upload_for(row, UploadReport(), {})
+    report, inflight = UploadReport(), dict[str, bool]()
+    upload = relay.uploader._upload_for(row, report, inflight, _Finished(relay.uploader, report, inflight))
     for step in (0, 1):
         upload.gate(step)
         for f in upload.steps[step]:
