@@ -179,10 +179,11 @@ class Uploader:
         """
         inflight: dict[str, bool] = {}
         finished = _Finished(self, report, inflight)
+        gates = _Gates(self.journal)
         sent_before = len(report.sent)
         try:
             t = channel.get()
-            t.run_uploads(self._feed(t, work, report, abort, inflight, finished), window[0])
+            t.run_uploads(self._feed(t, work, report, abort, inflight, finished, gates), window[0])
             finished.flush()
         except BaseException:
             finished.flush_after_error()
@@ -195,7 +196,7 @@ class Uploader:
             raise
 
     def _feed(self, t: Transport, work: _WorkQueue, report: UploadReport, abort: threading.Event,
-              inflight: dict[str, bool], finished: _Finished) -> Iterator[Upload]:
+              inflight: dict[str, bool], finished: _Finished, gates: _Gates) -> Iterator[Upload]:
         while not abort.is_set() and not self.stop.is_set():
             go_name = work.take()
             if go_name is None:
@@ -207,11 +208,12 @@ class Uploader:
                 self._finish_go(t, row)
                 self._sent(row, report, inflight)
             elif row.state in (State.SIGNED, State.UPLOADING):
-                yield self._upload_for(row, report, inflight, finished)
+                yield self._upload_for(row, report, inflight, finished, gates)
             else:
                 inflight.pop(go_name)
 
-    def _upload_for(self, row: SetRow, report: UploadReport, inflight: dict[str, bool], finished: _Finished) -> Upload:
+    def _upload_for(self, row: SetRow, report: UploadReport, inflight: dict[str, bool], finished: _Finished,
+                    gates: _Gates) -> Upload:
         folder = upload_folder(Env(row.env))
         fis = [PutFile(folder, n, self.spool.outbox / n) for n in row.parts]
         fss = [PutFile(folder, n, self.spool.work / n) for n in row.data.get("fs", [])]
@@ -227,14 +229,14 @@ class Uploader:
                         report.quarantined.append(row.go_name)
                     inflight.pop(row.go_name, None)
                     raise UploadAbandoned from None
-                self.journal.transition(row.go_name, State.UPLOADING)
+                gates.add(Change(row.go_name, State.UPLOADING))
             elif step == 2:
-                self.journal.transition(row.go_name, State.GO_SENDING)
+                gates.add(Change(row.go_name, State.GO_SENDING))  # committed before the GO is opened
 
         def done() -> None:
             finished.add(row, folder)
 
-        return Upload(row.go_name, [fis, fss, go], gate, done)
+        return Upload(row.go_name, [fis, fss, go], gate, done, gates.commit)
 
     def _sent(self, row: SetRow, report: UploadReport, inflight: dict[str, bool]) -> None:
         self.archive([row])
@@ -281,6 +283,21 @@ class Uploader:
     def archive_finished(self) -> None:
         """Complete the archiving of sets that were sent before a crash."""
         self.archive(self.journal.unarchived_done())
+
+
+class _Gates:
+    """State changes at upload gates (uploading, go_sending), committed together when the transport asks."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.changes: list[Change] = []
+
+    def add(self, change: Change) -> None:
+        self.changes.append(change)
+
+    def commit(self) -> None:
+        changes, self.changes = self.changes, []
+        self.journal.transition_many(changes)
 
 
 class _Finished:

@@ -15,7 +15,7 @@ from onss_relay.journal import State
 from onss_relay.relay import Relay
 from onss_relay.simulator import Simulator
 from onss_relay.transport.local import LocalTransport
-from onss_relay.uploader import UploadReport, _Finished
+from onss_relay.uploader import UploadReport, _Finished, _Gates
 from tests.conftest import SENDER, SIGNING_PASSWORD, fi_name, write_config
 
 
@@ -155,12 +155,15 @@ def _to_go_sending(relay: Relay) -> str:
     [row] = relay.journal.sets_in(State.SIGNED)
     t = LocalTransport(relay.spool.paths.root.parent / "remote")
     report, inflight = UploadReport(), dict[str, bool]()
-    upload = relay.uploader._upload_for(row, report, inflight, _Finished(relay.uploader, report, inflight))
+    upload = relay.uploader._upload_for(row, report, inflight, _Finished(relay.uploader, report, inflight),
+                                        _Gates(relay.journal))
     for step in (0, 1):
         upload.gate(step)
+        upload.commit()
         for f in upload.steps[step]:
             t.put(f.local, f.folder, f.name)  # type: ignore[arg-type]
-    upload.gate(2)  # go_sending committed; the process dies before the GO put
+    upload.gate(2)
+    upload.commit()  # go_sending committed; the process dies before the GO put
     assert relay.journal.get_set(row.go_name).state == State.GO_SENDING  # type: ignore[union-attr]
     return row.go_name
 

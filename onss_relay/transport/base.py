@@ -115,14 +115,18 @@ class PutFile:
 class Upload:
     """An ordered upload: every file of a step is written and size-checked before the next step starts.
 
-    ``gate(i)`` runs before step i starts (the caller may commit state there, or raise to give the upload up);
-    ``done()`` runs after the last step. Transports call both from the thread that called ``run_uploads``.
+    ``gate(i)`` runs before step i starts (the caller records state there, or raises UploadAbandoned to give
+    the upload up); ``commit()`` makes every gate passed so far durable, and runs before any file of a gated
+    step is written. Uploads of one caller may share one commit: a transport that has several uploads at a
+    gate calls their gates, then commit once, then starts their files (one journal commit for many sets).
+    ``done()`` runs after the last step. Transports call all three from the thread that called ``run_uploads``.
     """
 
     key: str
     steps: list[list[PutFile]]
     gate: Callable[[int], None]
     done: Callable[[], None]
+    commit: Callable[[], None] = lambda: None
 
 
 class UploadAbandoned(Exception):
@@ -135,6 +139,7 @@ def run_uploads_sequentially(t: Transport, uploads: Iterator[Upload]) -> None:
         try:
             for i, step in enumerate(up.steps):
                 up.gate(i)
+                up.commit()
                 for f in step:
                     if f.local is not None:
                         t.put(f.local, f.folder, f.name)

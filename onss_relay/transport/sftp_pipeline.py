@@ -31,6 +31,7 @@ from onss_relay.transport.base import PutFile, Upload, UploadAbandoned, check_si
 
 CHUNK = 32768
 WRITES_IN_FLIGHT = 32  # per file: 1 MiB outstanding at most
+GATE_BATCH = 32  # uploads waiting at a gate are committed together once this many wait, or no reply is ready
 
 
 class _Reply:
@@ -128,6 +129,9 @@ class _UploadRun:
         except UploadAbandoned:
             self.engine.finished(self)
             return
+        self.engine.gated.append(self)  # its files start once the gate is committed (SftpPipeline.open_gates)
+
+    def start_step(self) -> None:
         files = self.up.steps[self.step]
         self.pending = len(files)
         self.files = [_FileWrite(self.engine, f, self.engine.path(f), self._file_closed) for f in files]
@@ -157,6 +161,7 @@ class SftpPipeline:
         self.classify = classify
         self.window = window
         self.active: set[_UploadRun] = set()
+        self.gated: list[_UploadRun] = []  # past their gate, waiting for the commit
         self._replies: set[_Reply] = set()  # requests sent, reply not yet read
 
     def path(self, f: PutFile) -> str:
@@ -191,8 +196,27 @@ class SftpPipeline:
     def finished(self, run: _UploadRun) -> None:
         self.active.discard(run)
 
+    def open_gates(self) -> None:
+        """Commit the gates of every upload waiting at one, then start their files.
+
+        Uploads of one caller share a commit: the first call records them all, the others find nothing left.
+        """
+        gated, self.gated = self.gated, []
+        for run in gated:
+            run.up.commit()
+        for run in gated:
+            run.start_step()
+
+    def _reply_ready(self) -> bool:
+        channel = self.sftp.get_channel()
+        return channel is not None and channel.recv_ready()
+
     def run(self, uploads: Iterator[Upload]) -> None:
-        """Start uploads while fewer than ``window`` are active; read replies until all are finished."""
+        """Start uploads while fewer than ``window`` are active; read replies until all are finished.
+
+        Uploads reaching a gate wait while more replies are ready to be read, so that one commit lets
+        many of them through.
+        """
         source = iter(uploads)
         exhausted = False
         try:
@@ -205,6 +229,9 @@ class SftpPipeline:
                     run = _UploadRun(self, up)
                     self.active.add(run)
                     run.advance()
+                if self.gated and (len(self.gated) >= GATE_BATCH or self.outstanding == 0 or not self._reply_ready()):
+                    self.open_gates()
+                    continue
                 if not self.active and exhausted:
                     return
                 if self.outstanding == 0:
