@@ -29,7 +29,7 @@ from onss_relay.transport.base import PutFile, Transport, Upload, UploadAbandone
 log = structlog.get_logger(__name__)
 
 PENDING = (State.SIGNED, State.UPLOADING, State.GO_SENDING)
-WINDOW = 64  # sets in flight per connection, for transports that pipeline (SFTP)
+WINDOW = 64  # sets in flight per SFTP session (remote.connections sessions share a connection)
 SENT_BATCH = 16  # sets whose GO is on the server, archived and marked sent together…
 SENT_DELAY = 0.25  # …or as soon as the first of them has waited this long (seconds)
 
@@ -97,8 +97,9 @@ class UploadReport:
 class Uploader:
     """Given the configuration, journal, spool and a transport factory, send pending sets.
 
-    ``remote.connections`` threads each hold one connection and pull sets from a shared queue; a transport
-    may keep many sets in flight on its connection (SFTP pipelines them). After a transient error a thread
+    Threads each hold one connection and pull sets from a shared queue: ``remote.connections`` of them for
+    FTP and local folders; one for SFTP, whose connection carries ``remote.connections`` sessions with many
+    sets in flight on each (pipelined requests). After a transient error a thread
     puts its unfinished sets back in the queue, reconnects with backoff and carries on.
     """
 
@@ -125,7 +126,9 @@ class Uploader:
         if not work.refill():
             return report
         abort = threading.Event()
-        n = min(self.cfg.remote.connections, work.size())
+        # SFTP runs its remote.connections sessions over one SSH connection from one thread (sftp_pipeline.py):
+        # threads would only contend for the interpreter. FTP and local folders use a connection per thread.
+        n = min(1 if self.cfg.remote.transport == "sftp" else self.cfg.remote.connections, work.size())
         threads = [threading.Thread(target=self._worker, args=(work, report, abort), name=f"upload-{i}", daemon=True)
                    for i in range(n)]
         for t in threads:
@@ -137,7 +140,8 @@ class Uploader:
     def _worker(self, work: _WorkQueue, report: UploadReport, abort: threading.Event) -> None:
         channel = _Channel(self.connect)
         failures = [0]  # consecutive attempts without progress
-        window = [WINDOW]  # sets in flight on this connection; halved after each attempt without progress
+        # sets in flight on this connection; halved after each attempt without progress
+        window = [WINDOW * self.cfg.remote.connections]
 
         def give_up(rs: tenacity.RetryCallState) -> bool:
             return self.stop.is_set() or abort.is_set() or (

@@ -64,6 +64,18 @@ def test_sets_land_in_their_folder_in_order(sftp_cfg: Config, sshd: SshServer, i
     relay.close()
 
 
+def test_connections_are_sftp_sessions_on_one_ssh_connection(sftp_cfg: Config, sshd: SshServer) -> None:
+    """remote.connections = 4: four SFTP sessions carry the sets, over one SSH login, driven by one thread."""
+    relay = Relay(sftp_cfg)
+    gos = drop_sets(relay.spool.outbox, [(i, "T", 1) for i in range(1, 301)])
+    report = relay.send_once(wait_for_settle=False)
+    assert sorted(report.upload.sent) == sorted(gos)
+    assert sshd.ssh_logins() == 1 and sshd.sftp_sessions() == 4
+    for go in gos:
+        assert sshd.writes_of(go) == 1
+    relay.close()
+
+
 def test_unknown_host_key_is_refused_with_how_to_add_it(sftp_dir: Path, sshd: SshServer) -> None:
     (sftp_dir / "known_hosts").write_text("")
     cfg = load_config(sftp_dir / "config.toml", environ={})

@@ -28,7 +28,7 @@ from onss_relay.transport.base import (
     classify_os_error,
     copy_capped,
 )
-from onss_relay.transport.sftp_pipeline import SftpPipeline
+from onss_relay.transport.sftp_pipeline import SftpPipeline, run_pipelines
 
 log = structlog.get_logger(__name__)
 
@@ -84,12 +84,17 @@ def _prefer_aead_ciphers(t: paramiko.Transport) -> None:
 
 
 class SftpTransport:
-    """One SSH connection with one SFTP session on it, rooted at remote.base_dir."""
+    """One SSH connection with an SFTP session on it, rooted at remote.base_dir; uploads use up to
+    ``sessions`` SFTP sessions (channels) on the same connection, driven from the calling thread."""
 
-    def __init__(self, transport: paramiko.Transport, sftp: paramiko.SFTPClient, base_dir: str) -> None:
+    def __init__(self, transport: paramiko.Transport, sftp: paramiko.SFTPClient, base_dir: str,
+                 sessions: int = 1, timeout: float | None = None) -> None:
         self._transport = transport
         self._sftp = sftp
         self.base_dir = base_dir
+        self.sessions = sessions
+        self.timeout = timeout
+        self._upload_sessions = [sftp]
 
     @classmethod
     def connect(cls, cfg: RemoteConfig) -> SftpTransport:
@@ -124,7 +129,7 @@ class SftpTransport:
             t.close()
             raise TransientRemoteError(f"SSH connection to {cfg.host}:{cfg.port} failed: {e or type(e).__name__}") from None
         log.debug("sftp_connected", host=cfg.host, port=cfg.port, user=cfg.username)
-        return cls(t, sftp, cfg.base_dir)
+        return cls(t, sftp, cfg.base_dir, cfg.connections, cfg.timeout)
 
     def cipher(self) -> str:
         """The cipher negotiated for what this side sends (for check and tests)."""
@@ -192,15 +197,38 @@ class SftpTransport:
         return self.size(folder, name) is not None
 
     def run_uploads(self, uploads: Iterator[Upload], window: int = 64) -> None:
-        pipeline = SftpPipeline(self._sftp, lambda f: self._path(f.folder, f.name), _classify, window=window)
+        """Given uploads, run up to ``window`` at once, spread over the sessions (fewer sessions when the
+        window is smaller than their number: after failures, one set at a time on one session)."""
         try:
-            pipeline.run(uploads)
+            self._open_upload_sessions()
+            sessions = self._upload_sessions[:max(1, window)]
+            per_session = -(-window // len(sessions))
+            pipelines = [SftpPipeline(s, lambda f: self._path(f.folder, f.name), _classify, window=per_session)
+                         for s in sessions]
+            run_pipelines(pipelines, uploads, self.timeout)
         except NETWORK_ERRORS as e:
             raise _classify(e, "uploading") from None
 
+    def _open_upload_sessions(self) -> None:
+        """Open the extra SFTP sessions once; a server that refuses more (MaxSessions) gets what it allows."""
+        while len(self._upload_sessions) < self.sessions:
+            try:
+                sftp = paramiko.SFTPClient.from_transport(self._transport)
+            except paramiko.ChannelException as e:
+                log.warning("sftp_sessions_limited", opened=len(self._upload_sessions), wanted=self.sessions,
+                            detail=f"the server refused another SFTP session ({e}); uploading over fewer")
+                self.sessions = len(self._upload_sessions)
+                return
+            assert sftp is not None
+            channel = sftp.get_channel()
+            assert channel is not None
+            channel.settimeout(self.timeout)
+            self._upload_sessions.append(sftp)
+
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._sftp.close()
+        for sftp in self._upload_sessions:
+            with contextlib.suppress(Exception):
+                sftp.close()
         with contextlib.suppress(Exception):
             self._transport.close()
 

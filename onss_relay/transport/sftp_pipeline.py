@@ -1,13 +1,17 @@
-"""Many uploads in flight on one SFTP session: paramiko's asynchronous requests, driven from one thread.
+"""Many uploads in flight on SFTP sessions: paramiko's asynchronous requests, driven from one thread.
 
 Over a WAN the round trip dominates: a file costs OPEN, WRITEs, FSTAT and CLOSE, each a round trip when
 done one after the other. Here up to ``window`` uploads progress at once, each keeping its own step order
 (every file of a step closed and size-checked before the next step's gate runs). Writes are streamed from
 disk with a bounded number outstanding per file, so memory stays flat for files of any size.
+
+Several sessions (SSH channels of one connection, ``remote.connections``) are driven by the same thread:
+more requests in flight and more server processes working, without threads contending for the interpreter.
 """
 
 from __future__ import annotations
 
+import select
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -152,11 +156,14 @@ class _UploadRun:
 
 
 class SftpPipeline:
-    """Given a paramiko SFTP client and a path builder, run uploads with up to ``window`` in flight."""
+    """Given a paramiko SFTP session and a path builder, keep up to ``window`` uploads in flight on it."""
 
     def __init__(self, sftp: paramiko.SFTPClient, path: Callable[[PutFile], str], classify: Callable[[BaseException, str], Exception],
                  window: int = 64) -> None:
         self.sftp = sftp
+        channel = sftp.get_channel()
+        assert channel is not None
+        self.channel = channel
         self._path = path
         self.classify = classify
         self.window = window
@@ -196,6 +203,20 @@ class SftpPipeline:
     def finished(self, run: _UploadRun) -> None:
         self.active.discard(run)
 
+    def fill(self, take: Callable[[], Upload | None]) -> None:
+        """Start uploads taken from ``take`` while fewer than ``window`` are active on this session."""
+        while len(self.active) < self.window:
+            up = take()
+            if up is None:
+                return
+            run = _UploadRun(self, up)
+            self.active.add(run)
+            run.advance()
+
+    def gates_due(self) -> bool:
+        """Whether the uploads waiting at a gate should go now: enough of them, or no reply left to read first."""
+        return bool(self.gated) and (len(self.gated) >= GATE_BATCH or self.outstanding == 0 or not self.reply_ready())
+
     def open_gates(self) -> None:
         """Commit the gates of every upload waiting at one, then start their files.
 
@@ -207,37 +228,56 @@ class SftpPipeline:
         for run in gated:
             run.start_step()
 
-    def _reply_ready(self) -> bool:
-        channel = self.sftp.get_channel()
-        return channel is not None and channel.recv_ready()
+    def reply_ready(self) -> bool:
+        return bool(self.channel.recv_ready())
 
-    def run(self, uploads: Iterator[Upload]) -> None:
-        """Start uploads while fewer than ``window`` are active; read replies until all are finished.
+    def read_reply(self) -> None:
+        self.sftp._read_response()
 
-        Uploads reaching a gate wait while more replies are ready to be read, so that one commit lets
-        many of them through.
-        """
-        source = iter(uploads)
-        exhausted = False
-        try:
-            while True:
-                while not exhausted and len(self.active) < self.window:
-                    up = next(source, None)
-                    if up is None:
-                        exhausted = True
-                        break
-                    run = _UploadRun(self, up)
-                    self.active.add(run)
-                    run.advance()
-                if self.gated and (len(self.gated) >= GATE_BATCH or self.outstanding == 0 or not self._reply_ready()):
-                    self.open_gates()
-                    continue
-                if not self.active and exhausted:
+    def abort(self) -> None:
+        for run in list(self.active):
+            run.abort()
+
+
+def run_pipelines(pipelines: list[SftpPipeline], uploads: Iterator[Upload], timeout: float | None) -> None:
+    """Given SFTP sessions (one SSH connection may carry several) and uploads, run the uploads spread over
+    the sessions from this one thread, until every upload is finished.
+
+    Uploads reaching a gate wait while more replies are ready to be read, so that one commit lets many of
+    them through. No reply on any busy session for ``timeout`` seconds raises TimeoutError.
+    """
+    source = iter(uploads)
+    exhausted = False
+
+    def take() -> Upload | None:
+        nonlocal exhausted
+        up = None if exhausted else next(source, None)
+        exhausted = up is None
+        return up
+
+    try:
+        while True:
+            for p in pipelines:
+                p.fill(take)
+            due = [p for p in pipelines if p.gates_due()]
+            for p in due:
+                p.open_gates()
+            if due:
+                continue
+            waiting = [p for p in pipelines if p.outstanding]
+            if not waiting:
+                if exhausted and not any(p.active for p in pipelines):
                     return
-                if self.outstanding == 0:
-                    continue  # uploads finished synchronously (gates gave up); start more
-                self.sftp._read_response()
-        except BaseException:
-            for run in list(self.active):
-                run.abort()
-            raise
+                continue  # uploads finished synchronously (gates gave up); start more
+            ready = [p for p in waiting if p.reply_ready()]
+            if not ready:
+                select.select([p.channel for p in waiting], [], [], timeout)
+                ready = [p for p in waiting if p.reply_ready() or p.channel.closed or p.channel.eof_received]
+                if not ready:
+                    raise TimeoutError(f"no reply from the SFTP server in {timeout} s")
+            for p in ready:
+                p.read_reply()
+    except BaseException:
+        for p in pipelines:
+            p.abort()
+        raise
