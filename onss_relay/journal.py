@@ -59,6 +59,16 @@ def check_transition(old: State, new: State) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
+class NewSet:
+    """A complete set claimed from the outbox, for Journal.add_sets."""
+
+    go_name: str
+    env: str
+    parts: list[str]
+    data: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
 class Change:
     """One state change for Journal.transition_many: the set, its new state, a detail, data to merge."""
 
@@ -175,23 +185,29 @@ class Journal:
 
     def add_set(self, go_name: str, env: str, parts: list[str], data: dict[str, Any] | None = None) -> None:
         """Given a new set (or one quarantined before), record it as queued; raise IllegalTransition otherwise."""
+        self.add_sets([NewSet(go_name, env, parts, data or {})])
+
+    def add_sets(self, sets: list[NewSet]) -> None:
+        """Given new sets (or ones quarantined before), record them as queued in one transaction."""
         now = time.time()
         with self._tx() as db:
-            row = db.execute("SELECT state FROM sets WHERE go_name = ?", (go_name,)).fetchone()
-            if row is not None:
-                check_transition(State(row["state"]), S.QUEUED)
-                db.execute(
-                    "UPDATE sets SET state = ?, parts = ?, data = ?, updated_at = ?, reason = NULL, archived = 0"
-                    " WHERE go_name = ?",
-                    (S.QUEUED, json.dumps(parts), json.dumps(data or {}), now, go_name),
-                )
-            else:
-                db.execute(
-                    "INSERT INTO sets (go_name, env, state, parts, created_at, updated_at, data) VALUES (?,?,?,?,?,?,?)",
-                    (go_name, env, S.QUEUED, json.dumps(parts), now, now, json.dumps(data or {})),
-                )
-            db.execute("INSERT INTO history (go_name, state, at) VALUES (?,?,?)", (go_name, S.QUEUED, now))
-        log.info("set_state", set=go_name, state=str(S.QUEUED), parts=len(parts))
+            for n in sets:
+                row = db.execute("SELECT state FROM sets WHERE go_name = ?", (n.go_name,)).fetchone()
+                if row is not None:
+                    check_transition(State(row["state"]), S.QUEUED)
+                    db.execute(
+                        "UPDATE sets SET state = ?, parts = ?, data = ?, updated_at = ?, reason = NULL, archived = 0"
+                        " WHERE go_name = ?",
+                        (S.QUEUED, json.dumps(n.parts), json.dumps(n.data), now, n.go_name),
+                    )
+                else:
+                    db.execute(
+                        "INSERT INTO sets (go_name, env, state, parts, created_at, updated_at, data) VALUES (?,?,?,?,?,?,?)",
+                        (n.go_name, n.env, S.QUEUED, json.dumps(n.parts), now, now, json.dumps(n.data)),
+                    )
+                db.execute("INSERT INTO history (go_name, state, at) VALUES (?,?,?)", (n.go_name, S.QUEUED, now))
+        for n in sets:
+            log.info("set_state", set=n.go_name, state=str(S.QUEUED), parts=len(n.parts))
 
     def add_failed(self, go_name: str, env: str, parts: list[str], reason: str) -> None:
         """Given a set refused before it was queued, record it as failed (for status) unless its name is known."""

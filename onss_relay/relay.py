@@ -11,7 +11,7 @@ import structlog
 
 from onss_relay.answers import process_responses
 from onss_relay.config import Config
-from onss_relay.journal import Journal
+from onss_relay.journal import Journal, State
 from onss_relay.poller import Poller, PollReport
 from onss_relay.signer import Signer
 from onss_relay.spool import Spool
@@ -67,6 +67,8 @@ class Relay:
         """Claim, sign and upload everything ready in the outbox now; uploading starts while signing goes on."""
         before = self._failed_count()
         claimed = self.claim(wait_for_settle)
+        if self.journal.sets_in(State.QUEUED, State.SIGNED, State.UPLOADING, State.GO_SENDING, limit=1):
+            self.uploader.warm_up()  # connect while the first sets are signed
         failure: list[BaseException] = []
 
         def sign() -> None:
@@ -80,7 +82,7 @@ class Relay:
         upload = UploadReport()
         while True:
             done_signing = not signer.is_alive()
-            round_ = self.uploader.upload_pending()
+            round_ = self.uploader.upload_pending(more=signer.is_alive)
             upload.sent += round_.sent
             upload.quarantined += round_.quarantined
             upload.error = upload.error or round_.error
@@ -88,6 +90,7 @@ class Relay:
                 break
             signer.join(0.05)
         signer.join()
+        self.uploader.discard_warm_connection()
         if failure:
             raise failure[0]
         return SendReport(claimed, upload, before, self._failed_count())

@@ -9,6 +9,7 @@ at once; each set keeps its own order.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import threading
@@ -114,31 +115,66 @@ class Uploader:
         self.max_attempts = max_attempts
         self.max_wait = max_wait
         self._lock = threading.Lock()
+        self._warm: concurrent.futures.Future[Transport] | None = None
 
-    def upload_pending(self) -> UploadReport:
+    def warm_up(self) -> None:
+        """Start connecting in the background, so that the first upload finds its connection ready."""
+        with self._lock:
+            if self._warm is not None:
+                return
+            future = self._warm = concurrent.futures.Future()
+
+        def connect() -> None:
+            try:
+                future.set_result(self.connect())
+            except BaseException as e:  # handed to whoever takes the connection
+                future.set_exception(e)
+
+        threading.Thread(target=connect, name="upload-connect", daemon=True).start()
+
+    def _take_connection(self) -> Transport:
+        with self._lock:
+            future, self._warm = self._warm, None
+        if future is not None:
+            with contextlib.suppress(Exception):  # connect again below, where failures are retried and reported
+                return future.result()
+        return self.connect()
+
+    def discard_warm_connection(self) -> None:
+        """Close a connection warmed up but never used."""
+        with self._lock:
+            future, self._warm = self._warm, None
+        if future is not None:
+            with contextlib.suppress(Exception):
+                future.result().close()
+
+    def upload_pending(self, more: Callable[[], bool] | None = None) -> UploadReport:
         """Send every set in signed/uploading/go_sending, over up to remote.connections connections.
 
         Sets signed while this runs are picked up too: the queue refills from the journal when it runs dry.
+        With ``more`` (true while sets may still be signed), a dry queue keeps the connections open and
+        waits for them instead of returning.
         """
         self.archive_finished()
         report = UploadReport()
         work = _WorkQueue(self.journal)
-        if not work.refill():
+        if not work.refill() and not (more and more()):
             return report
         abort = threading.Event()
         # SFTP runs its remote.connections sessions over one SSH connection from one thread (sftp_pipeline.py):
         # threads would only contend for the interpreter. FTP and local folders use a connection per thread.
-        n = min(1 if self.cfg.remote.transport == "sftp" else self.cfg.remote.connections, work.size())
-        threads = [threading.Thread(target=self._worker, args=(work, report, abort), name=f"upload-{i}", daemon=True)
-                   for i in range(n)]
+        n = max(1, min(1 if self.cfg.remote.transport == "sftp" else self.cfg.remote.connections, work.size()))
+        threads = [threading.Thread(target=self._worker, args=(work, report, abort, more), name=f"upload-{i}",
+                                    daemon=True) for i in range(n)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         return report
 
-    def _worker(self, work: _WorkQueue, report: UploadReport, abort: threading.Event) -> None:
-        channel = _Channel(self.connect)
+    def _worker(self, work: _WorkQueue, report: UploadReport, abort: threading.Event,
+                more: Callable[[], bool] | None) -> None:
+        channel = _Channel(self._take_connection)
         failures = [0]  # consecutive attempts without progress
         # sets in flight on this connection; halved after each attempt without progress
         window = [WINDOW * self.cfg.remote.connections]
@@ -157,7 +193,7 @@ class Uploader:
             reraise=True,
         )
         try:
-            retrying(self._drain, channel, work, report, abort, failures, window)
+            retrying(self._drain, channel, work, report, abort, failures, window, more)
         except RemoteError as e:
             log.error("upload_stopped", error=str(e))
             with self._lock:
@@ -175,7 +211,7 @@ class Uploader:
         self.stop.wait(seconds)  # a stop request ends the backoff at once
 
     def _drain(self, channel: _Channel, work: _WorkQueue, report: UploadReport,
-               abort: threading.Event, failures: list[int], window: list[int]) -> None:
+               abort: threading.Event, failures: list[int], window: list[int], more: Callable[[], bool] | None) -> None:
         """Feed this thread's connection from the queue until it is empty; on error, requeue what was in flight.
 
         A link that keeps dropping before any set completes gets fewer sets in flight each time (down to
@@ -187,7 +223,7 @@ class Uploader:
         sent_before = len(report.sent)
         try:
             t = channel.get()
-            t.run_uploads(self._feed(t, work, report, abort, inflight, finished, gates), window[0])
+            t.run_uploads(self._feed(t, work, report, abort, inflight, finished, gates, more), window[0])
             finished.flush()
         except BaseException:
             finished.flush_after_error()
@@ -200,10 +236,16 @@ class Uploader:
             raise
 
     def _feed(self, t: Transport, work: _WorkQueue, report: UploadReport, abort: threading.Event,
-              inflight: dict[str, bool], finished: _Finished, gates: _Gates) -> Iterator[Upload]:
+              inflight: dict[str, bool], finished: _Finished, gates: _Gates,
+              more: Callable[[], bool] | None) -> Iterator[Upload | None]:
+        """Yield an Upload per pending set; None when the queue is dry but ``more`` says sets are coming."""
         while not abort.is_set() and not self.stop.is_set():
+            coming = more is not None and more()  # asked before the refill: nothing signed in between is missed
             go_name = work.take()
             if go_name is None:
+                if coming:
+                    yield None
+                    continue
                 return
             inflight[go_name] = True
             row = self.journal.get_set(go_name)

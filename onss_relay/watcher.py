@@ -31,11 +31,13 @@ from watchdog.observers.api import BaseObserver
 
 from onss_relay.config import Config
 from onss_relay.errors import InvalidName
-from onss_relay.journal import Journal, State
+from onss_relay.journal import Journal, NewSet, State
 from onss_relay.names import Name, Prefix, format_name, missing_parts, parse_name, sent_application_codes, set_key
 from onss_relay.spool import Spool, is_temp_name
 
 log = structlog.get_logger(__name__)
+
+CLAIM_BATCH = 100  # sets queued per journal commit while scanning
 
 
 @dataclasses.dataclass
@@ -147,12 +149,23 @@ class Outbox:
             group.parsed.append(parsed)
             all_settled[group.key] = all_settled.get(group.key, True) and settled
         self.tracker.forget_missing(present)
-        claimed = []
+        claimed: list[NewSet] = []
         for key, group in sets.items():
-            if self._consider(group, all_settled[key]):
-                claimed.append(key)
+            new = self._consider(group, all_settled[key])
+            if new is not None:
+                claimed.append(new)
                 self.tracker.forget(set(group.fis) | set(group.extras))
-        return claimed
+                if len(claimed) % CLAIM_BATCH == 0:
+                    self._record(claimed[-CLAIM_BATCH:])
+        self._record(claimed[len(claimed) - len(claimed) % CLAIM_BATCH:])
+        return [n.go_name for n in claimed]
+
+    def _record(self, claimed: list[NewSet]) -> None:
+        """Given claimed sets, queue them in the journal (one commit) and say so."""
+        if claimed:
+            self.journal.add_sets(claimed)
+            for n in claimed:
+                log.info("set_claimed", set=n.go_name, parts=len(n.parts), state="queued")
 
     def _entries(self) -> list[tuple[str, Path, os.stat_result]]:
         out: list[tuple[str, Path, os.stat_result]] = []
@@ -172,31 +185,31 @@ class Outbox:
                     out.append((e.name, Path(e.path), st))
         return sorted(out)
 
-    def _consider(self, group: _SetFiles, settled: bool) -> bool:
+    def _consider(self, group: _SetFiles, settled: bool) -> NewSet | None:
+        """Given a group of files and whether all are settled, return the set to queue, or None (refused,
+        incomplete, not settled, or claimed before)."""
         go = parse_name(group.key)
         row = self.journal.get_set(group.key)
         if row is not None and row.state != State.FAILED:
             if row.archived:
                 self._refuse(group, go, "duplicate name, would be ACRF-133",
                              f"{group.key} was already sent on {dt.datetime.fromtimestamp(row.created_at):%Y-%m-%d}")
-            return False  # claimed already: in flight, or its archive is being completed
+            return None  # claimed already: in flight, or its archive is being completed
         missing = missing_parts(go, [p for p in group.parsed if p.prefix == Prefix.FI])
         if missing:
             self._check_incomplete(group, missing)
-            return False
+            return None
         if not settled:
-            return False
+            return None
         problem = self._validate(go)
         if problem:
             self._refuse(group, go, *problem)
-            return False
+            return None
         stats = {name: path.stat() for name, path in group.fis.items()}
         sizes = {name: st.st_size for name, st in stats.items()}
         mtimes = {name: st.st_mtime_ns for name, st in stats.items()}
         fis = [format_name(p) for p in sorted((p for p in group.parsed if p.prefix == Prefix.FI), key=lambda p: p.part or 0)]
-        self.journal.add_set(group.key, go.env.value, fis, {"sizes": sizes, "mtimes": mtimes, "extras": sorted(group.extras)})
-        log.info("set_claimed", set=group.key, parts=len(fis), state="queued")
-        return True
+        return NewSet(group.key, go.env.value, fis, {"sizes": sizes, "mtimes": mtimes, "extras": sorted(group.extras)})
 
     def _validate(self, go: Name) -> tuple[str, str] | None:
         """Given a complete set's GO name, return (reason, detail) when it must not be sent, else None."""

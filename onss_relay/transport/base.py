@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -51,8 +52,11 @@ class Transport(Protocol):
 
     def exists(self, folder: str, name: str) -> bool: ...
 
-    def run_uploads(self, uploads: Iterator[Upload], window: int) -> None:
-        """Given uploads (pulled lazily), run up to ``window`` at once, each in step order; raise on a remote error."""
+    def run_uploads(self, uploads: Iterator[Upload | None], window: int) -> None:
+        """Given uploads (pulled lazily), run up to ``window`` at once, each in step order; raise on a remote error.
+
+        A None from ``uploads`` means none is ready yet: carry on with those in flight and ask again later.
+        """
         ...
 
     def close(self) -> None: ...
@@ -133,9 +137,15 @@ class UploadAbandoned(Exception):
     """Raised by a gate to give one upload up (its caller has dealt with it); the others continue."""
 
 
-def run_uploads_sequentially(t: Transport, uploads: Iterator[Upload]) -> None:
+IDLE_WAIT = 0.01  # seconds to wait before asking again when no upload is ready and none is in flight
+
+
+def run_uploads_sequentially(t: Transport, uploads: Iterator[Upload | None]) -> None:
     """Given a transport and uploads, run them one file at a time with a size check after each put."""
     for up in uploads:
+        if up is None:
+            time.sleep(IDLE_WAIT)
+            continue
         try:
             for i, step in enumerate(up.steps):
                 up.gate(i)

@@ -175,7 +175,7 @@ class FtpTransport:
     def exists(self, folder: str, name: str) -> bool:
         return self.size(folder, name) is not None
 
-    def run_uploads(self, uploads: Iterator[Upload], window: int = 1) -> None:
+    def run_uploads(self, uploads: Iterator[Upload | None], window: int = 1) -> None:
         run_uploads_sequentially(self, uploads)  # FTP has one transfer per connection: no pipelining
 
     def close(self) -> None:

@@ -196,7 +196,7 @@ class SftpTransport:
     def exists(self, folder: str, name: str) -> bool:
         return self.size(folder, name) is not None
 
-    def run_uploads(self, uploads: Iterator[Upload], window: int = 64) -> None:
+    def run_uploads(self, uploads: Iterator[Upload | None], window: int = 64) -> None:
         """Given uploads, run up to ``window`` at once, spread over the sessions (fewer sessions when the
         window is smaller than their number: after failures, one set at a time on one session)."""
         try:

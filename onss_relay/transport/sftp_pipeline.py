@@ -12,6 +12,7 @@ more requests in flight and more server processes working, without threads conte
 from __future__ import annotations
 
 import select
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -31,7 +32,7 @@ from paramiko.sftp import (
 )
 from paramiko.sftp_attr import SFTPAttributes
 
-from onss_relay.transport.base import PutFile, Upload, UploadAbandoned, check_size
+from onss_relay.transport.base import IDLE_WAIT, PutFile, Upload, UploadAbandoned, check_size
 
 CHUNK = 32768
 WRITES_IN_FLIGHT = 32  # per file: 1 MiB outstanding at most
@@ -239,7 +240,7 @@ class SftpPipeline:
             run.abort()
 
 
-def run_pipelines(pipelines: list[SftpPipeline], uploads: Iterator[Upload], timeout: float | None) -> None:
+def run_pipelines(pipelines: list[SftpPipeline], uploads: Iterator[Upload | None], timeout: float | None) -> None:
     """Given SFTP sessions (one SSH connection may carry several) and uploads, run the uploads spread over
     the sessions from this one thread, until every upload is finished.
 
@@ -251,9 +252,13 @@ def run_pipelines(pipelines: list[SftpPipeline], uploads: Iterator[Upload], time
 
     def take() -> Upload | None:
         nonlocal exhausted
-        up = None if exhausted else next(source, None)
-        exhausted = up is None
-        return up
+        if exhausted:
+            return None
+        try:
+            return next(source)  # None: none ready yet
+        except StopIteration:
+            exhausted = True
+            return None
 
     try:
         while True:
@@ -268,7 +273,9 @@ def run_pipelines(pipelines: list[SftpPipeline], uploads: Iterator[Upload], time
             if not waiting:
                 if exhausted and not any(p.active for p in pipelines):
                     return
-                continue  # uploads finished synchronously (gates gave up); start more
+                if not exhausted and not any(p.active for p in pipelines):
+                    time.sleep(IDLE_WAIT)  # nothing in flight and none ready yet
+                continue
             ready = [p for p in waiting if p.reply_ready()]
             if not ready:
                 select.select([p.channel for p in waiting], [], [], timeout)
