@@ -13,7 +13,7 @@ from onss_relay.answers import process_responses
 from onss_relay.config import Config
 from onss_relay.journal import Journal, State
 from onss_relay.poller import Poller, PollReport
-from onss_relay.signer import Signer
+from onss_relay.signer import Signer, SigningProcess
 from onss_relay.spool import Spool
 from onss_relay.transport import open_transport
 from onss_relay.transport.base import Transport
@@ -64,35 +64,35 @@ class Relay:
         return claimed
 
     def send_once(self, wait_for_settle: bool = True) -> SendReport:
-        """Claim, sign and upload everything ready in the outbox now; uploading starts while signing goes on."""
+        """Claim, sign and upload everything ready in the outbox now; uploading starts while signing goes on.
+
+        Signing runs in a child process (SigningProcess), so that it and uploading each have a core.
+        """
         before = self._failed_count()
         claimed = self.claim(wait_for_settle)
-        if self.journal.sets_in(State.QUEUED, State.SIGNED, State.UPLOADING, State.GO_SENDING, limit=1):
+        pending = self.journal.sets_in(State.QUEUED, State.SIGNED, State.UPLOADING, State.GO_SENDING, limit=1)
+        signer = SigningProcess(self.cfg) if self.journal.sets_in(State.QUEUED, limit=1) else None
+        if pending:
             self.uploader.warm_up()  # connect while the first sets are signed
-        failure: list[BaseException] = []
-
-        def sign() -> None:
-            try:
-                self.signer.sign_queued()
-            except BaseException as e:  # re-raised below, in the caller's thread
-                failure.append(e)
-
-        signer = threading.Thread(target=sign, name="sign", daemon=True)
-        signer.start()
+        signing = signer.is_alive if signer is not None else (lambda: False)
         upload = UploadReport()
-        while True:
-            done_signing = not signer.is_alive()
-            round_ = self.uploader.upload_pending(more=signer.is_alive)
-            upload.sent += round_.sent
-            upload.quarantined += round_.quarantined
-            upload.error = upload.error or round_.error
-            if done_signing or upload.error:
-                break
-            signer.join(0.05)
-        signer.join()
-        self.uploader.discard_warm_connection()
-        if failure:
-            raise failure[0]
+        try:
+            while True:
+                done_signing = not signing()
+                round_ = self.uploader.upload_pending(more=signing)
+                upload.sent += round_.sent
+                upload.quarantined += round_.quarantined
+                upload.error = upload.error or round_.error
+                if done_signing or upload.error or self.stop.is_set():
+                    break
+                self.stop.wait(0.05)
+            if signer is not None:
+                if self.stop.is_set():
+                    signer.stop()
+                else:
+                    signer.result()  # raises what stopped signing (an expired certificate: exit 3)
+        finally:
+            self.uploader.discard_warm_connection()
         return SendReport(claimed, upload, before, self._failed_count())
 
     def poll_once(self) -> PollReport:

@@ -126,7 +126,13 @@ class Uploader:
 
         def connect() -> None:
             try:
-                future.set_result(self.connect())
+                t = self.connect()
+                try:
+                    t.prepare_uploads()
+                except BaseException:
+                    t.close()
+                    raise
+                future.set_result(t)
             except BaseException as e:  # handed to whoever takes the connection
                 future.set_exception(e)
 

@@ -107,3 +107,22 @@ def test_check_reports_each_item(cfg_path: Path) -> None:
     r = run("check", "--config", str(cfg_path))
     assert r.returncode == 0, r.stdout
     assert r.stdout.count("✓") == 6
+
+
+def test_send_with_an_expired_certificate_exits_2_and_keeps_the_set(cfg_path: Path, relay_dir: Path) -> None:
+    """Signing runs in a child process for send --once: its refusal still reaches the command's exit code."""
+    import datetime as dt
+
+    from tests.conftest import SIGNING_PASSWORD
+    from tests.test_signing import make_identity
+
+    expired, _, _ = make_identity(relay_dir, "p256", start=dt.datetime.now(dt.UTC) - dt.timedelta(days=10), days=1,
+                                  password=SIGNING_PASSWORD.encode())
+    (relay_dir / "keys" / "signer.p12").write_bytes(expired.read_bytes())
+    outbox = relay_dir / "spool" / "outbox"
+    outbox.mkdir(parents=True)
+    (outbox / fi_name(1)).write_bytes(b"<x/>")
+    r = run("send", "--once", "--config", str(cfg_path))
+    assert r.returncode == 2 and "the signing certificate has expired" in r.stderr and "signer.p12" in r.stderr
+    assert (outbox / fi_name(1)).exists()  # kept, still queued for when the certificate is renewed
+    assert not list((relay_dir / "remote" / "INTEST").iterdir())

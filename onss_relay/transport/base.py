@@ -59,6 +59,10 @@ class Transport(Protocol):
         """
         ...
 
+    def prepare_uploads(self) -> None:
+        """Open ahead of time what run_uploads will use (SFTP: its extra sessions); nothing for the others."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -175,6 +175,9 @@ class FtpTransport:
     def exists(self, folder: str, name: str) -> bool:
         return self.size(folder, name) is not None
 
+    def prepare_uploads(self) -> None:
+        pass
+
     def run_uploads(self, uploads: Iterator[Upload | None], window: int = 1) -> None:
         run_uploads_sequentially(self, uploads)  # FTP has one transfer per connection: no pipelining
 

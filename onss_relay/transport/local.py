@@ -107,6 +107,9 @@ class LocalTransport:
     def exists(self, folder: str, name: str) -> bool:
         return self.size(folder, name) is not None
 
+    def prepare_uploads(self) -> None:
+        pass
+
     def run_uploads(self, uploads: Iterator[Upload | None], window: int = 1) -> None:
         run_uploads_sequentially(self, uploads)
 

@@ -209,6 +209,12 @@ class SftpTransport:
         except NETWORK_ERRORS as e:
             raise _classify(e, "uploading") from None
 
+    def prepare_uploads(self) -> None:
+        try:
+            self._open_upload_sessions()
+        except NETWORK_ERRORS as e:
+            raise _classify(e, "opening SFTP sessions") from None
+
     def _open_upload_sessions(self) -> None:
         """Open the extra SFTP sessions once; a server that refuses more (MaxSessions) gets what it allows."""
         while len(self._upload_sessions) < self.sessions:
