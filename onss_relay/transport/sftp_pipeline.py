@@ -11,7 +11,7 @@ more requests in flight and more server processes working, without threads conte
 
 from __future__ import annotations
 
-import select
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -249,6 +249,9 @@ def run_pipelines(pipelines: list[SftpPipeline], uploads: Iterator[Upload | None
     """
     source = iter(uploads)
     exhausted = False
+    wake = threading.Event()  # set by paramiko when data (or the end) arrives on any of the sessions
+    for p in pipelines:
+        p.channel.in_buffer.set_event(wake)  # what Channel.fileno() does, without an OS pipe per packet
 
     def take() -> Upload | None:
         nonlocal exhausted
@@ -278,9 +281,9 @@ def run_pipelines(pipelines: list[SftpPipeline], uploads: Iterator[Upload | None
                 continue
             ready = [p for p in waiting if p.reply_ready()]
             if not ready:
-                select.select([p.channel for p in waiting], [], [], timeout)
+                wake.clear()  # then look again: a reply landing in between sets it, and wait() returns at once
                 ready = [p for p in waiting if p.reply_ready() or p.channel.closed or p.channel.eof_received]
-                if not ready:
+                if not ready and not wake.wait(timeout):
                     raise TimeoutError(f"no reply from the SFTP server in {timeout} s")
             for p in ready:
                 p.read_reply()
