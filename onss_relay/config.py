@@ -121,7 +121,7 @@ class RemoteConfig:
     base_dir: str = _field(".", "remote folder holding IN, INTEST, INTEST-S, OUT, OUTTEST, OUTTEST-S")
     password_file: Path | None = _field(None, "file holding the FTP/FTPS password")
     ca_file: Path | None = _field(None, "CA bundle to verify the FTPS server certificate")
-    connections: int = _field(4, "parallel upload channels")
+    connections: int = _field(4, "parallel uploads: SFTP sessions on one SSH connection; FTP and local: connections")
     timeout: Duration = _field(Duration(30), "connect and read timeout")
     keepalive: Duration = _field(Duration(30), "SSH keepalive interval")
     permanent_retry: Duration = _field(Duration(300), "after a permanent error (login, host key, permission) try again this much later")

@@ -25,6 +25,7 @@ from onss_relay.notify import Notifier
 from onss_relay.relay import Relay
 from onss_relay.spool import atomic_write
 from onss_relay.spool_lock import SpoolLock
+from onss_relay.uploader import IDLE_KEEP
 from onss_relay.watcher import Watcher
 
 log = structlog.get_logger(__name__)
@@ -149,6 +150,7 @@ class Daemon:
 
         def upload() -> None:
             report = relay.uploader.upload_pending()
+            relay.uploader.close_idle(older_than=IDLE_KEEP)  # the connection stays for sets coming soon
             if report.error:
                 raise report.error
 

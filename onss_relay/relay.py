@@ -53,6 +53,7 @@ class Relay:
         self.poller.remove_stale_temps()
 
     def close(self) -> None:
+        self.uploader.close_idle()
         self.journal.close()
 
     def claim(self, wait_for_settle: bool = False) -> list[str]:
@@ -92,7 +93,7 @@ class Relay:
                 else:
                     signer.result()  # raises what stopped signing (an expired certificate: exit 3)
         finally:
-            self.uploader.discard_warm_connection()
+            self.uploader.close_idle()
         return SendReport(claimed, upload, before, self._failed_count())
 
     def poll_once(self) -> PollReport:

@@ -33,6 +33,7 @@ PENDING = (State.SIGNED, State.UPLOADING, State.GO_SENDING)
 WINDOW = 64  # sets in flight per SFTP session (remote.connections sessions share a connection)
 SENT_BATCH = 16  # sets whose GO is on the server, archived and marked sent together…
 SENT_DELAY = 0.25  # …or as soon as the first of them has waited this long (seconds)
+IDLE_KEEP = 60.0  # seconds a connection stays open with nothing to send, for the next sets (the daemon)
 
 
 class ChangedAfterClaim(BadInput):
@@ -69,6 +70,11 @@ class _WorkQueue:
             self._queue.append(go_name)
 
 
+def _close_quietly(t: Transport) -> None:
+    with contextlib.suppress(Exception):
+        t.close()
+
+
 class _Channel:
     """One lazily (re)connected transport, owned by one thread."""
 
@@ -81,10 +87,14 @@ class _Channel:
             self._transport = self._connect()
         return self._transport
 
+    def detach(self) -> Transport | None:
+        """Give the connection up without closing it (to keep it for the next round)."""
+        t, self._transport = self._transport, None
+        return t
+
     def reset(self) -> None:
         if self._transport is not None:
-            with contextlib.suppress(Exception):
-                self._transport.close()
+            _close_quietly(self._transport)
         self._transport = None
 
 
@@ -116,6 +126,7 @@ class Uploader:
         self.max_wait = max_wait
         self._lock = threading.Lock()
         self._warm: concurrent.futures.Future[Transport] | None = None
+        self._idle: list[tuple[Transport, float]] = []  # connections kept between rounds, and since when
 
     def warm_up(self) -> None:
         """Start connecting in the background, so that the first upload finds its connection ready."""
@@ -139,20 +150,36 @@ class Uploader:
         threading.Thread(target=connect, name="upload-connect", daemon=True).start()
 
     def _take_connection(self) -> Transport:
+        """A connection: the one warming up, one kept from the last round if still up, or a new one."""
         with self._lock:
             future, self._warm = self._warm, None
+            kept = self._idle.pop()[0] if self._idle and future is None else None
         if future is not None:
             with contextlib.suppress(Exception):  # connect again below, where failures are retried and reported
                 return future.result()
+        if kept is not None:
+            if kept.alive():
+                return kept
+            _close_quietly(kept)
         return self.connect()
 
-    def discard_warm_connection(self) -> None:
-        """Close a connection warmed up but never used."""
+    def _keep(self, t: Transport) -> None:
         with self._lock:
-            future, self._warm = self._warm, None
+            self._idle.append((t, time.monotonic()))
+
+    def close_idle(self, older_than: float = 0.0) -> None:
+        """Close the connections kept with nothing to send for ``older_than`` seconds (all: 0, and the one
+        warming up)."""
+        now = time.monotonic()
+        with self._lock:
+            stale = [t for t, since in self._idle if now - since >= older_than]
+            self._idle = [(t, since) for t, since in self._idle if now - since < older_than]
+            future, self._warm = (self._warm, None) if older_than <= 0 else (None, self._warm)
         if future is not None:
             with contextlib.suppress(Exception):
-                future.result().close()
+                stale.append(future.result())
+        for t in stale:
+            _close_quietly(t)
 
     def upload_pending(self, more: Callable[[], bool] | None = None) -> UploadReport:
         """Send every set in signed/uploading/go_sending, over up to remote.connections connections.
@@ -210,6 +237,10 @@ class Uploader:
             with self._lock:
                 report.error = report.error or TransientRemoteError(f"internal error while uploading: {e!r}")
             abort.set()
+        else:
+            kept = channel.detach()  # it worked: keep it open for the next sets (close_idle ends it)
+            if kept is not None:
+                self._keep(kept)
         finally:
             channel.reset()
 

@@ -71,6 +71,28 @@ def test_sigterm_during_a_large_upload_exits_0_and_the_set_completes(sftp_dir: P
     assert sshd.writes_of(go) == 1
 
 
+def test_the_daemon_keeps_its_upload_connection_between_sets(sftp_dir: Path, sshd: SshServer) -> None:
+    """Sets arriving one by one go over the same SSH connection (kept for uploader.IDLE_KEEP seconds)."""
+    config, log = sftp_dir / "config.toml", sftp_dir / "daemon.log"
+    outbox = sftp_dir / "spool" / "outbox"
+    outbox.mkdir(parents=True, exist_ok=True)
+    proc = start(config, log, {"ONSS_RELAY__WATCH__SETTLE": "0", "ONSS_RELAY__POLL__INTERVAL": '"1h"'})
+    try:
+        assert wait_log(log, "relay_started")
+        assert wait_until(lambda: sshd.ssh_logins() == 1, 10)  # the poll stage, once at start
+        logins_before = sshd.ssh_logins()
+        for seq in (1, 2, 3):
+            (outbox / f".{fi_name(seq)}").write_bytes(b"<x/>")
+            os.rename(outbox / f".{fi_name(seq)}", outbox / fi_name(seq))
+            go = "GO" + fi_name(seq)[2:-2]
+            assert wait_until(lambda: state_of(config, go) == State.SENT, 20), go
+            time.sleep(0.5)
+        assert sshd.ssh_logins() - logins_before == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+
+
 def test_sd_notify_ready_watchdog_stopping(relay_dir: Path) -> None:
     sock_path = relay_dir / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

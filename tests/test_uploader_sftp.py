@@ -76,6 +76,29 @@ def test_connections_are_sftp_sessions_on_one_ssh_connection(sftp_cfg: Config, s
     relay.close()
 
 
+def test_a_kept_connection_is_reused_and_a_dropped_one_replaced(sftp_cfg: Config, sshd: SshServer) -> None:
+    relay = Relay(sftp_cfg)
+    drop_sets(relay.spool.outbox, [(1, "T", 1)])
+    relay.send_once(wait_for_settle=False)  # a one-shot send closes what it opened…
+    assert sshd.ssh_logins() == 1
+    for seq in (2, 3):  # …the daemon's rounds keep it
+        drop_sets(relay.spool.outbox, [(seq, "T", 1)])
+        relay.claim()
+        relay.signer.sign_queued()
+        assert len(relay.uploader.upload_pending().sent) == 1
+    assert sshd.ssh_logins() == 2
+    [(kept, _)] = relay.uploader._idle
+    kept._transport.close()  # type: ignore[attr-defined]  # the server or the network dropped it while idle
+    drop_sets(relay.spool.outbox, [(4, "T", 1)])
+    relay.claim()
+    relay.signer.sign_queued()
+    report = relay.uploader.upload_pending()
+    assert report.error is None and len(report.sent) == 1
+    assert sshd.ssh_logins() == 3
+    relay.close()
+    assert relay.uploader._idle == []
+
+
 def test_unknown_host_key_is_refused_with_how_to_add_it(sftp_dir: Path, sshd: SshServer) -> None:
     (sftp_dir / "known_hosts").write_text("")
     cfg = load_config(sftp_dir / "config.toml", environ={})

@@ -59,6 +59,10 @@ class Transport(Protocol):
         """
         ...
 
+    def alive(self) -> bool:
+        """Whether the connection still looks usable (checked before one kept idle is used again)."""
+        ...
+
     def prepare_uploads(self) -> None:
         """Open ahead of time what run_uploads will use (SFTP: its extra sessions); nothing for the others."""
         ...

@@ -175,6 +175,9 @@ class FtpTransport:
     def exists(self, folder: str, name: str) -> bool:
         return self.size(folder, name) is not None
 
+    def alive(self) -> bool:
+        return self._ftp.sock is not None  # a request on a dropped one fails and is retried
+
     def prepare_uploads(self) -> None:
         pass
 

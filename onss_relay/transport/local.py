@@ -107,6 +107,9 @@ class LocalTransport:
     def exists(self, folder: str, name: str) -> bool:
         return self.size(folder, name) is not None
 
+    def alive(self) -> bool:
+        return True
+
     def prepare_uploads(self) -> None:
         pass
 

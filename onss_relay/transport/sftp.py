@@ -209,6 +209,9 @@ class SftpTransport:
         except NETWORK_ERRORS as e:
             raise _classify(e, "uploading") from None
 
+    def alive(self) -> bool:
+        return bool(self._transport.is_active())
+
     def prepare_uploads(self) -> None:
         try:
             self._open_upload_sessions()
