@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -11,9 +12,10 @@ import structlog
 
 from onss_relay.answers import process_responses
 from onss_relay.config import Config
+from onss_relay.forked import Forked
 from onss_relay.journal import Journal, State
 from onss_relay.poller import Poller, PollReport
-from onss_relay.signer import Signer, SigningProcess
+from onss_relay.signer import Signer
 from onss_relay.spool import Spool
 from onss_relay.transport import open_transport
 from onss_relay.transport.base import Transport
@@ -58,43 +60,50 @@ class Relay:
 
     def claim(self, wait_for_settle: bool = False) -> list[str]:
         """Scan the outbox; with wait_for_settle, scan again once the settle delay has passed."""
-        claimed = self.outbox.scan()
-        if wait_for_settle and self.cfg.watch.settle > 0:
-            self.stop.wait(self.cfg.watch.settle + 0.05)
-            claimed += self.outbox.scan()
-        return claimed
+        return claim(self.outbox, self.stop, wait_for_settle)
 
     def send_once(self, wait_for_settle: bool = True) -> SendReport:
         """Claim, sign and upload everything ready in the outbox now; uploading starts while signing goes on.
 
-        Signing runs in a child process (SigningProcess), so that it and uploading each have a core.
+        Claiming and signing run in a forked child (forked.py) with its own journal connection, so that
+        they and uploading each have a core; the uploader takes sets as their signing batches commit.
         """
         before = self._failed_count()
-        claimed = self.claim(wait_for_settle)
-        pending = self.journal.sets_in(State.QUEUED, State.SIGNED, State.UPLOADING, State.GO_SENDING, limit=1)
-        signer = SigningProcess(self.cfg) if self.journal.sets_in(State.QUEUED, limit=1) else None
-        if pending:
-            self.uploader.warm_up()  # connect while the first sets are signed
-        signing = signer.is_alive if signer is not None else (lambda: False)
+
+        def claim_and_sign(journal: Journal) -> list[str]:
+            spool = Spool(self.cfg.paths)
+            claimed = claim(Outbox(self.cfg, journal, spool), self.stop, wait_for_settle)
+            Signer(self.cfg, journal, spool).sign_queued()
+            return claimed
+
+        child = Forked(claim_and_sign, self.cfg.paths.journal_path, "onss-relay-sign")  # before any thread
+        if self._anything_to_send():
+            self.uploader.warm_up()  # connect while the first sets are claimed and signed
         upload = UploadReport()
+        claimed: list[str] = []
         try:
             while True:
-                done_signing = not signing()
-                round_ = self.uploader.upload_pending(more=signing)
+                done_signing = not child.is_alive()
+                round_ = self.uploader.upload_pending(more=child.is_alive)
                 upload.sent += round_.sent
                 upload.quarantined += round_.quarantined
                 upload.error = upload.error or round_.error
                 if done_signing or upload.error or self.stop.is_set():
                     break
                 self.stop.wait(0.05)
-            if signer is not None:
-                if self.stop.is_set():
-                    signer.stop()
-                else:
-                    signer.result()  # raises what stopped signing (an expired certificate: exit 3)
+            if self.stop.is_set():
+                child.stop()
+            else:
+                claimed = child.result()  # raises what stopped signing (an expired certificate: exit 2)
         finally:
             self.uploader.close_idle()
         return SendReport(claimed, upload, before, self._failed_count())
+
+    def _anything_to_send(self) -> bool:
+        if self.journal.sets_in(State.QUEUED, State.SIGNED, State.UPLOADING, State.GO_SENDING, limit=1):
+            return True
+        with os.scandir(self.spool.outbox) as entries:
+            return any(e.name.startswith("FI.") for e in entries)
 
     def poll_once(self) -> PollReport:
         """Mirror the OUT folders once and link what arrived to the sets it answers."""
@@ -108,6 +117,16 @@ class Relay:
 
     def _failed_count(self) -> int:
         return sum(1 for p in self.spool.failed.iterdir() if p.name.endswith(".reason.json"))
+
+
+def claim(outbox: Outbox, stop: threading.Event, wait_for_settle: bool) -> list[str]:
+    """Given the outbox, scan it; with wait_for_settle, scan again once the settle delay has passed."""
+    claimed = outbox.scan()
+    settle = outbox.cfg.watch.settle
+    if wait_for_settle and settle > 0:
+        stop.wait(settle + 0.05)
+        claimed += outbox.scan()
+    return claimed
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:

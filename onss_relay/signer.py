@@ -6,11 +6,8 @@ signing.sign_simulation is set (the transfer point may refuse one there: ACRF-12
 
 from __future__ import annotations
 
-import multiprocessing
-import sys
 import threading
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from pathlib import Path
 
 import structlog
@@ -120,57 +117,3 @@ class Signer:
         atomic_write(target, signing.fs_content_for(self.identity(), fi, s.digest, s.layout), sync_dir=False)
         return fs_name
 
-
-class SigningProcess:
-    """The signing stage of a one-shot send, in a child process: signing and writing FS files then use the
-    other core instead of competing with the uploader for this interpreter.
-
-    The child opens its own journal connection and signs every queued set, as Signer.sign_queued does;
-    the uploader here picks sets up as their batches are committed. It is forked, so it must be started
-    before this process starts any thread. A CertificateError (or any failure) in the child is raised
-    again here by ``result()``.
-    """
-
-    def __init__(self, cfg: Config) -> None:
-        ctx = multiprocessing.get_context("fork")
-        self._results, sender = ctx.Pipe(duplex=False)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self._process = ctx.Process(target=_sign_in_child, args=(cfg, sender), name="onss-relay-sign", daemon=True)
-        self._process.start()
-        sender.close()
-
-    def is_alive(self) -> bool:
-        return self._process.is_alive()
-
-    def stop(self) -> None:
-        """Stop signing now: sets not yet committed stay queued and are signed again next time."""
-        self._process.terminate()
-        self._process.join()
-
-    def result(self) -> int:
-        """Wait for the child; return how many sets it signed, or raise what stopped it."""
-        self._process.join()
-        try:
-            outcome, value = self._results.recv() if self._results.poll() else ("error", None)
-        finally:
-            self._results.close()
-        if outcome == "ok" and isinstance(value, int):
-            return value
-        if isinstance(value, BaseException):
-            raise value
-        raise RuntimeError(f"the signing process ended with exit code {self._process.exitcode} ({value or 'no reason given'})")
-
-
-def _sign_in_child(cfg: Config, results: Connection) -> None:
-    journal = Journal(cfg.paths.journal_path)
-    try:
-        results.send(("ok", Signer(cfg, journal, Spool(cfg.paths)).sign_queued()))
-    except BaseException as e:
-        try:
-            results.send(("error", e))
-        except Exception:  # an exception that does not pickle: its words then
-            results.send(("error", f"{type(e).__name__}: {e}"))
-    finally:
-        journal.close()
-        results.close()

@@ -11,12 +11,15 @@ import errno
 import posixpath
 import socket
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import paramiko
 import structlog
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 
 from onss_relay.config import RemoteConfig, read_secret
 from onss_relay.errors import PermanentRemoteError, TransientRemoteError
@@ -57,13 +60,28 @@ def load_known_hosts(path: Path) -> paramiko.HostKeys:
 
 def load_private_key(path: Path, passphrase: bytes | None) -> paramiko.PKey:
     try:
-        return paramiko.PKey.from_path(path, passphrase)
+        return _load_openssh_key(path, passphrase) or paramiko.PKey.from_path(path, passphrase)
     except FileNotFoundError:
         raise PermanentRemoteError(f"remote.private_key = {str(path)!r}: file not found") from None
     except (paramiko.PasswordRequiredException, TypeError):  # TypeError: cryptography's "password not provided"
         raise PermanentRemoteError(f"remote.private_key = {str(path)!r}: the key is encrypted; set remote.passphrase_file") from None
     except (paramiko.SSHException, ValueError, OSError) as e:
         raise PermanentRemoteError(f"remote.private_key = {str(path)!r}: cannot load the key ({e}); wrong passphrase?") from None
+
+
+def _load_openssh_key(path: Path, passphrase: bytes | None) -> paramiko.PKey | None:
+    """Given an OpenSSH-format RSA or ECDSA key file, load it once (paramiko's from_path parses and checks an
+    RSA key twice, ~0.1 s); return None for other formats and key types, for paramiko to load."""
+    data = path.read_bytes()
+    if not data.startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----"):
+        return None
+    # our own key, from a file only we can read: the costly RSA consistency check guards against hostile keys
+    key = load_ssh_private_key(data, passphrase, unsafe_skip_rsa_key_validation=True)
+    if isinstance(key, rsa.RSAPrivateKey):
+        return paramiko.RSAKey(key=key)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return paramiko.ECDSAKey(vals=(key, key.public_key()))
+    return None
 
 
 def _prefer_known_key_types(t: paramiko.Transport, known: list[str]) -> None:
@@ -94,7 +112,9 @@ class SftpTransport:
         self.base_dir = base_dir
         self.sessions = sessions
         self.timeout = timeout
-        self._upload_sessions = [sftp]
+        self._upload_sessions = [sftp]  # appended to by the thread opening the others (prepare_uploads)
+        self._sessions_lock = threading.Lock()
+        self._opener: threading.Thread | None = None
 
     @classmethod
     def connect(cls, cfg: RemoteConfig) -> SftpTransport:
@@ -197,15 +217,23 @@ class SftpTransport:
         return self.size(folder, name) is not None
 
     def run_uploads(self, uploads: Iterator[Upload | None], window: int = 64) -> None:
-        """Given uploads, run up to ``window`` at once, spread over the sessions (fewer sessions when the
-        window is smaller than their number: after failures, one set at a time on one session)."""
+        """Given uploads, run up to ``window`` at once, spread over the sessions: those open now, and the
+        others as they open (fewer when the window is smaller than their number: after failures, one set
+        at a time on one session)."""
+        self.prepare_uploads()
+        wanted = min(self.sessions, max(1, window))
+        per_session = -(-window // wanted)
+        taken = 0
+
+        def new_pipelines() -> list[SftpPipeline]:
+            nonlocal taken
+            with self._sessions_lock:
+                fresh = self._upload_sessions[taken:wanted]
+            taken += len(fresh)
+            return [SftpPipeline(s, lambda f: self._path(f.folder, f.name), _classify, window=per_session) for s in fresh]
+
         try:
-            self._open_upload_sessions()
-            sessions = self._upload_sessions[:max(1, window)]
-            per_session = -(-window // len(sessions))
-            pipelines = [SftpPipeline(s, lambda f: self._path(f.folder, f.name), _classify, window=per_session)
-                         for s in sessions]
-            run_pipelines(pipelines, uploads, self.timeout)
+            run_pipelines(new_pipelines, uploads, self.timeout)
         except NETWORK_ERRORS as e:
             raise _classify(e, "uploading") from None
 
@@ -213,13 +241,16 @@ class SftpTransport:
         return bool(self._transport.is_active())
 
     def prepare_uploads(self) -> None:
-        try:
-            self._open_upload_sessions()
-        except NETWORK_ERRORS as e:
-            raise _classify(e, "opening SFTP sessions") from None
+        """Open the extra SFTP sessions in the background (each costs round trips and a server process):
+        uploads start on the first one and spread as the others open."""
+        with self._sessions_lock:
+            if self._opener is not None or len(self._upload_sessions) >= self.sessions:
+                return
+            self._opener = threading.Thread(target=self._open_upload_sessions, name="sftp-sessions", daemon=True)
+        self._opener.start()
 
     def _open_upload_sessions(self) -> None:
-        """Open the extra SFTP sessions once; a server that refuses more (MaxSessions) gets what it allows."""
+        """Open the extra SFTP sessions; a server that refuses more (MaxSessions) gets what it allows."""
         while len(self._upload_sessions) < self.sessions:
             try:
                 sftp = paramiko.SFTPClient.from_transport(self._transport)
@@ -228,14 +259,19 @@ class SftpTransport:
                             detail=f"the server refused another SFTP session ({e}); uploading over fewer")
                 self.sessions = len(self._upload_sessions)
                 return
+            except NETWORK_ERRORS:
+                return  # the connection failed: the uploads on it see it and reconnect
             assert sftp is not None
             channel = sftp.get_channel()
             assert channel is not None
             channel.settimeout(self.timeout)
-            self._upload_sessions.append(sftp)
+            with self._sessions_lock:
+                self._upload_sessions.append(sftp)
 
     def close(self) -> None:
-        for sftp in self._upload_sessions:
+        with self._sessions_lock:
+            sessions = list(self._upload_sessions)
+        for sftp in sessions:
             with contextlib.suppress(Exception):
                 sftp.close()
         with contextlib.suppress(Exception):

@@ -240,9 +240,10 @@ class SftpPipeline:
             run.abort()
 
 
-def run_pipelines(pipelines: list[SftpPipeline], uploads: Iterator[Upload | None], timeout: float | None) -> None:
-    """Given SFTP sessions (one SSH connection may carry several) and uploads, run the uploads spread over
-    the sessions from this one thread, until every upload is finished.
+def run_pipelines(new_pipelines: Callable[[], list[SftpPipeline]], uploads: Iterator[Upload | None],
+                  timeout: float | None) -> None:
+    """Given a source of SFTP sessions (one SSH connection may carry several, opening while this runs) and
+    uploads, run the uploads spread over the sessions from this one thread, until every upload is finished.
 
     Uploads reaching a gate wait while more replies are ready to be read, so that one commit lets many of
     them through. No reply on any busy session for ``timeout`` seconds raises TimeoutError.
@@ -250,8 +251,12 @@ def run_pipelines(pipelines: list[SftpPipeline], uploads: Iterator[Upload | None
     source = iter(uploads)
     exhausted = False
     wake = threading.Event()  # set by paramiko when data (or the end) arrives on any of the sessions
-    for p in pipelines:
-        p.channel.in_buffer.set_event(wake)  # what Channel.fileno() does, without an OS pipe per packet
+    pipelines: list[SftpPipeline] = []
+
+    def add_sessions() -> None:
+        for p in new_pipelines():
+            p.channel.in_buffer.set_event(wake)  # what Channel.fileno() does, without an OS pipe per packet
+            pipelines.append(p)
 
     def take() -> Upload | None:
         nonlocal exhausted
@@ -265,6 +270,7 @@ def run_pipelines(pipelines: list[SftpPipeline], uploads: Iterator[Upload | None
 
     try:
         while True:
+            add_sessions()
             for p in pipelines:
                 p.fill(take)
             due = [p for p in pipelines if p.gates_due()]

@@ -1,0 +1,69 @@
+"""Work done in a forked child process with its own journal connection.
+
+A one-shot send claims and signs in a child while the parent uploads: each gets a core, instead of both
+competing for one interpreter. The child is forked, so it must be started before the parent starts any
+thread (a fork copies locks other threads may hold).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Generic, TypeVar, cast
+
+from onss_relay.journal import Journal
+
+T = TypeVar("T")
+
+
+class Forked(Generic[T]):
+    """Given work taking a journal, run it in a forked child; ``result()`` returns its value or raises its error."""
+
+    def __init__(self, work: Callable[[Journal], T], journal_path: Path, name: str) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self._results, sender = ctx.Pipe(duplex=False)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._process = ctx.Process(target=_run, args=(work, journal_path, sender), name=name, daemon=True)
+        self._process.start()
+        sender.close()
+
+    def is_alive(self) -> bool:
+        return self._process.is_alive()
+
+    def stop(self) -> None:
+        """End the child now; what it did not commit is done again next time."""
+        self._process.terminate()
+        self._process.join()
+        self._results.close()
+
+    def result(self) -> T:
+        """Wait for the child; return its work's value, or raise what stopped it."""
+        self._process.join()
+        try:
+            outcome, value = self._results.recv() if self._results.poll() else ("error", None)
+        finally:
+            self._results.close()
+        if outcome == "ok":
+            return cast(T, value)  # what work() returned, through the pipe
+        if isinstance(value, BaseException):
+            raise value
+        raise RuntimeError(f"{self._process.name} ended with exit code {self._process.exitcode}"
+                           f" ({value or 'no reason given'})")
+
+
+def _run(work: Callable[[Journal], object], journal_path: Path, results: Connection) -> None:
+    journal = Journal(journal_path)
+    try:
+        results.send(("ok", work(journal)))
+    except BaseException as e:
+        try:
+            results.send(("error", e))
+        except Exception:  # an exception that does not pickle: its words then
+            results.send(("error", f"{type(e).__name__}: {e}"))
+    finally:
+        journal.close()
+        results.close()
