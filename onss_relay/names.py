@@ -13,7 +13,7 @@ import enum
 import importlib.resources
 import re
 from collections.abc import Iterable
-from functools import cache
+from functools import cache, lru_cache
 
 from onss_relay.errors import InvalidName
 
@@ -104,6 +104,7 @@ _SEQ = re.compile(r"[0-9]{5}")
 _DIGIT = re.compile(r"[1-9]")
 
 
+@lru_cache(maxsize=4096)  # a set's names are parsed by each stage; a Name is immutable
 def parse_name(name: str) -> Name:
     """Given a file name, return its Name, or raise InvalidName saying which field is wrong and why."""
     _check_characters(name)
