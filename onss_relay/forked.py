@@ -30,9 +30,24 @@ class Forked(Generic[T]):
         self._process = ctx.Process(target=_run, args=(work, journal_path, sender), name=name, daemon=True)
         self._process.start()
         sender.close()
+        self._outcome: tuple[str, object] | None = None
 
-    def is_alive(self) -> bool:
-        return self._process.is_alive()
+    def done(self) -> bool:
+        """Whether the work is over: its result (or error) has arrived, or the child is gone.
+
+        The result is read as soon as it is there: a child blocked writing a large one into the pipe
+        would otherwise never exit.
+        """
+        if self._outcome is None:
+            alive = self._process.is_alive()  # looked at first: a child that exited has written everything
+            if self._results.poll():
+                try:
+                    self._outcome = self._results.recv()
+                except EOFError:
+                    self._outcome = ("error", None)
+            elif not alive:
+                self._outcome = ("error", None)
+        return self._outcome is not None
 
     def stop(self) -> None:
         """End the child now; what it did not commit is done again next time."""
@@ -42,11 +57,12 @@ class Forked(Generic[T]):
 
     def result(self) -> T:
         """Wait for the child; return its work's value, or raise what stopped it."""
+        while not self.done():
+            self._results.poll(0.1)
         self._process.join()
-        try:
-            outcome, value = self._results.recv() if self._results.poll() else ("error", None)
-        finally:
-            self._results.close()
+        self._results.close()
+        assert self._outcome is not None
+        outcome, value = self._outcome
         if outcome == "ok":
             return cast(T, value)  # what work() returned, through the pipe
         if isinstance(value, BaseException):

@@ -81,10 +81,14 @@ class Relay:
             self.uploader.warm_up()  # connect while the first sets are claimed and signed
         upload = UploadReport()
         claimed: list[str] = []
+
+        def signing() -> bool:
+            return not child.done()
+
         try:
             while True:
-                done_signing = not child.is_alive()
-                round_ = self.uploader.upload_pending(more=child.is_alive)
+                done_signing = not signing()
+                round_ = self.uploader.upload_pending(more=signing)
                 upload.sent += round_.sent
                 upload.quarantined += round_.quarantined
                 upload.error = upload.error or round_.error
