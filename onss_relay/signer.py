@@ -14,11 +14,10 @@ import structlog
 
 from onss_relay import signing
 from onss_relay.config import Config, read_secret
-from onss_relay.durable import fsync_dir
 from onss_relay.errors import CertificateError, SignatureError
 from onss_relay.journal import Change, Journal, SetRow, State
 from onss_relay.names import Env, format_name, fs_name_for, parse_name
-from onss_relay.spool import Spool, atomic_write, copy_durably
+from onss_relay.spool import BatchWriter, Spool
 
 log = structlog.get_logger(__name__)
 
@@ -56,8 +55,8 @@ class Signer:
     def sign_queued(self, progress: Callable[[], None] | None = None) -> int:
         """Sign every queued set; return how many became signed. CertificateError stops the stage.
 
-        Sets are signed in batches of BATCH: each FS is fsynced as it is written, then the work folder is
-        fsynced once and the batch marked signed in one journal commit. ``progress`` is called after each
+        Sets are signed in batches of BATCH: the batch's FS files are written, then fsynced and renamed
+        into work/ together (BatchWriter), then the batch is marked signed in one journal commit. ``progress`` is called after each
         commit, so that uploading starts before the last set is signed.
         """
         done = 0
@@ -65,10 +64,15 @@ class Signer:
         for i in range(0, len(queued), BATCH):
             if self.stop_requested():
                 break
-            signed = [c for row in queued[i:i + BATCH] if (c := self._sign_files(row)) is not None]
+            writer = BatchWriter(self.spool.work)
+            try:
+                signed = [c for row in queued[i:i + BATCH] if (c := self._sign_files(row, writer)) is not None]
+                writer.commit()
+            except BaseException:
+                writer.abort()
+                raise
             if not signed:
                 continue
-            fsync_dir(self.spool.work)
             self.journal.transition_many(signed)
             for c in signed:
                 log.info("set_signed", set=c.go_name, state="signed", signatures=len((c.data or {})["fs"]))
@@ -80,7 +84,7 @@ class Signer:
     def stop_requested(self) -> bool:
         return self.stop is not None and self.stop.is_set()
 
-    def _sign_files(self, row: SetRow) -> Change | None:
+    def _sign_files(self, row: SetRow, writer: BatchWriter) -> Change | None:
         """Given a queued set, write its FS files into work/; return its change to signed, or quarantine it."""
         env = parse_name(row.go_name).env
         wants_fs = env != Env.S or self.cfg.signing.sign_simulation
@@ -91,7 +95,7 @@ class Signer:
                 if fi.stat().st_size == 0:
                     raise SignatureError(f"{fi_name}: the declaration is empty")
                 if wants_fs:
-                    fs_names.append(self._write_fs(fi, row))
+                    fs_names.append(self._write_fs(fi, row, writer))
         except CertificateError:
             raise
         except SignatureError as e:
@@ -102,18 +106,18 @@ class Signer:
             return None
         return Change(row.go_name, State.SIGNED, data={"fs": fs_names})
 
-    def _write_fs(self, fi: Path, row: SetRow) -> str:
+    def _write_fs(self, fi: Path, row: SetRow, writer: BatchWriter) -> str:
         fs_name = format_name(fs_name_for(parse_name(fi.name)))
         premade = self.spool.outbox / fs_name
-        target = self.spool.work / fs_name
         if fs_name in row.data.get("extras", []) and premade.exists():
+            content = premade.read_bytes()
             try:
-                signing.verify(fi, premade.read_bytes())
+                signing.verify(fi, content)
             except SignatureError as e:
                 raise SignatureError(f"{fs_name} (dropped beside its FI) does not verify: {e}") from None
-            copy_durably(premade, target)
-            return fs_name
-        s = self.cfg.signing
-        atomic_write(target, signing.fs_content_for(self.identity(), fi, s.digest, s.layout), sync_dir=False)
+        else:
+            s = self.cfg.signing
+            content = signing.fs_content_for(self.identity(), fi, s.digest, s.layout)
+        writer.write(fs_name, content)
         return fs_name
 

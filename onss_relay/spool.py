@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import structlog
 
@@ -31,11 +31,8 @@ def is_temp_name(name: str) -> bool:
     return name.startswith((".", "~")) or name.endswith(TEMP_SUFFIXES) or name.endswith("~")
 
 
-def atomic_write(path: Path, data: bytes, sync_dir: bool = True) -> None:
-    """Given a path and bytes, write them under a temp name, fsync, rename over path, fsync the folder.
-
-    With sync_dir=False the caller fsyncs the folder itself, once for several files.
-    """
+def atomic_write(path: Path, data: bytes) -> None:
+    """Given a path and bytes, write them under a temp name, fsync, rename over path, fsync the folder."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with tmp.open("wb") as f:
@@ -47,8 +44,48 @@ def atomic_write(path: Path, data: bytes, sync_dir: bool = True) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()  # a full disk must not leave half-written temp files behind
         raise
-    if sync_dir:
-        fsync_dir(path.parent)
+    fsync_dir(path.parent)
+
+
+class BatchWriter:
+    """Files written under temp names in one folder, then made durable together: each fsynced (on ext4
+    the first fsync's journal commit carries the others' data, so the rest cost little), renamed into
+    place, and the folder fsynced once."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._pending: list[tuple[Path, Path, BinaryIO]] = []
+
+    def write(self, name: str, data: bytes) -> None:
+        target = self.folder / name
+        tmp = target.with_name(f".{name}.tmp")
+        f = tmp.open("wb")
+        self._pending.append((tmp, target, f))
+        f.write(data)
+        f.flush()
+
+    def commit(self) -> None:
+        """Make every file written so far durable under its name; raise (and remove the temps) on failure."""
+        try:
+            for _, _, f in self._pending:
+                os.fsync(f.fileno())
+                f.close()
+            for tmp, target, _ in self._pending:
+                os.replace(tmp, target)
+        except BaseException:
+            self.abort()
+            raise
+        self._pending = []
+        fsync_dir(self.folder)
+
+    def abort(self) -> None:
+        """Drop what was written and not committed (a full disk must not leave temp files behind)."""
+        for tmp, _, f in self._pending:
+            with contextlib.suppress(OSError):
+                f.close()
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self._pending = []
 
 
 def free_name(directory: Path, name: str) -> Path:
