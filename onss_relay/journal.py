@@ -23,6 +23,8 @@ from onss_relay.errors import IllegalTransition
 
 log = structlog.get_logger(__name__)
 
+BUSY_TIMEOUT_MS = 30_000  # how long a statement waits for another process's lock on the journal
+
 
 class State(enum.StrEnum):
     QUEUED = "queued"
@@ -159,7 +161,7 @@ class Journal:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         with self._tx():
             for statement in SCHEMA.split(";"):
                 if statement.strip():
@@ -173,13 +175,33 @@ class Journal:
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction: the write lock is taken at its start, so concurrent processes queue."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._begin_immediate()
             try:
                 yield self._db
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def _begin_immediate(self) -> None:
+        """Take the write lock, trying again every half millisecond for up to the busy timeout.
+
+        SQLite's own busy handler sleeps 1, 2, 5, 10 … 100 ms between tries: two processes committing
+        small batches all the time (send --once signs in a child) would spend most of their time asleep.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        self._db.execute("PRAGMA busy_timeout=0")
+        try:
+            while True:
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as e:
+                    if e.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                        raise
+                time.sleep(0.0005)
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
     # -- declaration sets ---------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -123,3 +124,23 @@ def test_every_state_change_is_one_log_event_with_its_duration(tmp_path: Path) -
     assert [e["state"] for e in changes] == ["queued", *HAPPY[:4]]
     assert all(e["set"] == GO for e in changes)
     assert all(isinstance(e["duration_ms"], int) and e["previous"] for e in changes[1:])
+
+
+def test_a_writer_waits_for_another_process_lock_then_gives_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from onss_relay import journal as journal_module
+
+    path = tmp_path / "journal.sqlite"
+    j = Journal(path)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # as another process would
+    other.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.2, lambda: other.execute("COMMIT")).start()
+    t0 = time.monotonic()
+    j.add_set("GO.DMFA.123456.20260101.00001.T.1", "T", ["FI.DMFA.123456.20260101.00001.T.1.1"])
+    assert 0.15 < time.monotonic() - t0 < 2  # waited for the lock, then went on soon after it was free
+    other.execute("BEGIN IMMEDIATE")
+    monkeypatch.setattr(journal_module, "BUSY_TIMEOUT_MS", 300)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        j.add_set("GO.DMFA.123456.20260101.00002.T.1", "T", ["FI.DMFA.123456.20260101.00002.T.1.1"])
+    other.execute("ROLLBACK")
+    assert j.get_set("GO.DMFA.123456.20260101.00002.T.1") is None
+    j.close()
