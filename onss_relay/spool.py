@@ -109,32 +109,53 @@ def copy_durably(src: Path, dest: Path) -> None:
 
 
 def move_durably(src: Path, dest_dir: Path, name: str | None = None, sync: bool = True) -> Path:
-    """Given a file, move it into dest_dir under a free name (rename, or copy+fsync+unlink across filesystems).
+    """Given a file, move it into an existing dest_dir under a free name (name, name.1, …: nothing is
+    overwritten); rename, or copy+fsync+unlink across filesystems.
 
     With sync=False the caller fsyncs dest_dir itself, once for several moves.
     """
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    same = dest_dir / (name or src.name)
-    if same.exists() and os.path.samefile(src, same):
-        src.unlink()  # a crash came between link and unlink: the copy in dest_dir is this very file
-        return same
-    dest = free_name(dest_dir, name or src.name)
+    name = name or src.name
+    dest = dest_dir / name
+    while True:
+        try:
+            _place(src, dest)
+            break
+        except FileExistsError:
+            if _same_file(src, dest):
+                src.unlink()  # a crash came between link and unlink: the copy in dest_dir is this very file
+                break
+            dest = free_name(dest_dir, name)
+    if sync:
+        fsync_dir(dest_dir)
+    return dest
+
+
+def _place(src: Path, dest: Path) -> None:
+    """Given a file and a free destination, put it there; raise FileExistsError if the name is taken."""
     try:
         # link + unlink rather than rename: the outbox watcher then sees a delete, which inotify delivers at
         # once, instead of an unmatched move-out, which watchdog holds back half a second with all behind it
         os.link(src, dest)
-        src.unlink()
+    except FileExistsError:
+        raise
     except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
+            raise
+        if dest.exists() or dest.is_symlink():
+            raise FileExistsError(errno.EEXIST, "name taken", str(dest)) from None
         if e.errno == errno.EXDEV:  # the outbox is on another filesystem (a mounted share)
             copy_durably(src, dest)
-            src.unlink()
-        elif e.errno in (errno.EPERM, errno.ENOTSUP, errno.EMLINK):  # no hard links here (some SMB shares)
+        else:  # no hard links here (some SMB shares)
             os.rename(src, dest)
-        else:
-            raise
-    if sync:
-        fsync_dir(dest_dir)
-    return dest
+            return
+    src.unlink()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 class Spool:
@@ -169,6 +190,7 @@ class Spool:
         """Given outbox files and a reason, move them to failed/ with a <name>.reason.json beside each."""
         moved = []
         at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        self.failed.mkdir(parents=True, exist_ok=True)
         for f in files:
             if not f.exists():
                 continue
@@ -187,7 +209,7 @@ class Spool:
         sources = set()
         for go_name, files in sets.items():
             for f in files:
-                if f.exists():
+                with contextlib.suppress(FileNotFoundError):  # moved before a crash, or a set without FS
                     move_durably(f, dest, sync=False)
                     sources.add(f.parent)
             with contextlib.suppress(FileExistsError):

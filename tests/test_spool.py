@@ -1,4 +1,4 @@
-"""BatchWriter: a signing batch's FS files appear together, durable, or not at all."""
+"""Spool primitives: a batch of FS files appears together or not at all; moves never overwrite or lose a file."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from onss_relay.spool import BatchWriter
+from onss_relay.spool import BatchWriter, move_durably
 
 
 def test_files_appear_under_their_names_only_at_commit(tmp_path: Path) -> None:
@@ -40,3 +40,40 @@ def test_abort_removes_what_was_written(tmp_path: Path) -> None:
     w.write("FS.0", b"x")
     w.abort()
     assert list(tmp_path.iterdir()) == []
+
+
+def _src(tmp_path: Path, body: bytes = b"declaration") -> Path:
+    (tmp_path / "outbox").mkdir(exist_ok=True)
+    (tmp_path / "sent").mkdir(exist_ok=True)
+    src = tmp_path / "outbox" / "FI.x"
+    src.write_bytes(body)
+    return src
+
+
+def test_move_never_overwrites_a_taken_name(tmp_path: Path) -> None:
+    src = _src(tmp_path)
+    (tmp_path / "sent" / "FI.x").write_bytes(b"an older one")
+    assert move_durably(src, tmp_path / "sent").name == "FI.x.1"
+    assert (tmp_path / "sent" / "FI.x").read_bytes() == b"an older one"
+    assert (tmp_path / "sent" / "FI.x.1").read_bytes() == b"declaration" and not src.exists()
+
+
+def test_move_after_a_crash_between_link_and_unlink_keeps_one_copy(tmp_path: Path) -> None:
+    src = _src(tmp_path)
+    os.link(src, tmp_path / "sent" / "FI.x")  # the link was made, the process died before the unlink
+    assert move_durably(src, tmp_path / "sent").name == "FI.x"
+    assert sorted(p.name for p in (tmp_path / "sent").iterdir()) == ["FI.x"] and not src.exists()
+
+
+@pytest.mark.parametrize("err", [errno.EPERM, errno.EXDEV])
+def test_move_without_hard_links_or_across_filesystems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, err: int) -> None:
+    src = _src(tmp_path)
+    (tmp_path / "sent" / "FI.x").write_bytes(b"an older one")
+
+    def no_link(a: object, b: object) -> None:
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(os, "link", no_link)  # an SMB share without hard links, or the outbox on another mount
+    assert move_durably(src, tmp_path / "sent").name == "FI.x.1"
+    assert (tmp_path / "sent" / "FI.x").read_bytes() == b"an older one"
+    assert (tmp_path / "sent" / "FI.x.1").read_bytes() == b"declaration" and not src.exists()
