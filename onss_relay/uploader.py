@@ -324,8 +324,11 @@ class Uploader:
     def _sent(self, row: SetRow, report: UploadReport, inflight: dict[str, bool]) -> None:
         self.archive([row])
         inflight.pop(row.go_name, None)
-        with self._lock:
-            report.sent.append(row.go_name)
+        self.report_sent(report, [row.go_name])
+
+    def report_sent(self, report: UploadReport, go_names: list[str]) -> None:
+        with self._lock:  # the report is shared by the upload threads
+            report.sent += go_names
 
     def _check_unchanged(self, row: SetRow) -> None:
         """Given a set about to be sent, raise ChangedAfterClaim if an FI was rewritten since it was claimed."""
@@ -417,14 +420,13 @@ class _Finished:
             log.info("set_sent", set=row.go_name, state="sent", folder=folder, detail="GO uploaded",
                      duration_ms=round((time.time() - row.updated_at) * 1000))
             self.inflight.pop(row.go_name, None)
-        with u._lock:
-            self.report.sent += [row.go_name for row, _ in rows]
+        u.report_sent(self.report, [row.go_name for row, _ in rows])
 
     def flush_after_error(self) -> None:
         """Flush on the way out of a failed run; a second failure (a full disk) leaves them in go_sending."""
+        pending = len(self.rows)
         try:
             self.flush()
         except Exception as e:
-            log.warning("sent_not_recorded", sets=len(self.rows), error=repr(e),
+            log.warning("sent_not_recorded", sets=pending, error=repr(e),
                         detail="left in go_sending: recovery checks the server for each GO")
-            self.rows = []
