@@ -56,8 +56,8 @@ class Signer:
         """Sign every queued set; return how many became signed. CertificateError stops the stage.
 
         Sets are signed in batches of BATCH: the batch's FS files are written, then fsynced and renamed
-        into work/ together (BatchWriter), then the batch is marked signed in one journal commit. ``progress`` is called after each
-        commit, so that uploading starts before the last set is signed.
+        into work/ together (BatchWriter), then the batch is marked signed in one journal commit.
+        ``progress`` is called after each commit, so that uploading starts before the last set is signed.
         """
         done = 0
         queued = self.journal.sets_in(State.QUEUED)
@@ -120,4 +120,3 @@ class Signer:
             content = signing.fs_content_for(self.identity(), fi, s.digest, s.layout)
         writer.write(fs_name, content)
         return fs_name
-

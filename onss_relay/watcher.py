@@ -149,16 +149,19 @@ class Outbox:
             group.parsed.append(parsed)
             all_settled[group.key] = all_settled.get(group.key, True) and settled
         self.tracker.forget_missing(present)
-        claimed: list[NewSet] = []
+        claimed: list[str] = []
+        batch: list[NewSet] = []
         for key, group in sets.items():
             new = self._consider(group, all_settled[key])
             if new is not None:
-                claimed.append(new)
+                batch.append(new)
+                claimed.append(new.go_name)
                 self.tracker.forget(set(group.fis) | set(group.extras))
-                if len(claimed) % CLAIM_BATCH == 0:
-                    self._record(claimed[-CLAIM_BATCH:])
-        self._record(claimed[len(claimed) - len(claimed) % CLAIM_BATCH:])
-        return [n.go_name for n in claimed]
+                if len(batch) == CLAIM_BATCH:
+                    self._record(batch)
+                    batch = []
+        self._record(batch)
+        return claimed
 
     def _record(self, claimed: list[NewSet]) -> None:
         """Given claimed sets, queue them in the journal (one commit) and say so."""

@@ -280,9 +280,9 @@ def run_pipelines(new_pipelines: Callable[[], list[SftpPipeline]], uploads: Iter
                 continue
             waiting = [p for p in pipelines if p.outstanding]
             if not waiting:
-                if exhausted and not any(p.active for p in pipelines):
-                    return
-                if not exhausted and not any(p.active for p in pipelines):
+                if not any(p.active for p in pipelines):
+                    if exhausted:
+                        return
                     time.sleep(IDLE_WAIT)  # nothing in flight and none ready yet
                 continue
             ready = [p for p in waiting if p.reply_ready()]
