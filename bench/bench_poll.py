@@ -11,7 +11,7 @@ from pathlib import Path
 from common import Bench, bench_args, emit, timed
 
 from onss_relay.config import load_config
-from onss_relay.relay import Relay
+from onss_relay.pipeline import Relay
 from onss_relay.simulator import notification_xml
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from common import bench_args, emit
 from cryptography.hazmat.primitives import serialization
 
-from onss_relay import signing
+from onss_relay import identity, signature
 from tests.fixtures.procstat import peak_rss_mb
 
 
@@ -31,7 +31,7 @@ def main() -> None:
     n = 200 if args.quick else 1000
     big_mb = 100 if args.quick else 500
     d = Path(tempfile.mkdtemp(prefix="onss-bench-sign-"))
-    ident = signing.self_signed_identity(d, "bench", key_type="rsa")
+    ident = identity.self_signed_identity(d, "bench", key_type="rsa")
     key = d / "signer.key"
     key.write_bytes(ident.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                             serialization.NoEncryption()))
@@ -42,7 +42,7 @@ def main() -> None:
         files.append(p)
     t0 = time.perf_counter()
     for p in files:
-        signing.fs_content_for(ident, p, "sha256", "single-line")
+        signature.fs_content_for(ident, p, "sha256", "single-line")
     relay_rate = n / (time.perf_counter() - t0)
     t0 = time.perf_counter()
     for p in files:

@@ -17,17 +17,17 @@ from pathlib import Path
 
 from common import REPO, bench_args, emit, lower_is_better
 
-from onss_relay import signing
+from onss_relay import identity
 from onss_relay.config import load_config
 from onss_relay.daemon import Daemon
-from onss_relay.journal import Journal
-from onss_relay.relay import wait_until
+from onss_relay.journal import open_journal_at
 from tests.conftest import SIGNING_PASSWORD, fi_name, write_config
+from tests.helpers import wait_until
 
 
 def make_relay_dir(root: Path, polling: str) -> Path:
     root.mkdir(parents=True)
-    signing.self_signed_identity(root / "keys", "bench", password=SIGNING_PASSWORD.encode())
+    identity.self_signed_identity(root / "keys", "bench", password=SIGNING_PASSWORD.encode())
     (root / "keys" / "signer.pass").write_text(SIGNING_PASSWORD)
     (root / "remote").mkdir()
     for f in ("IN", "INTEST", "INTEST-S", "OUT", "OUTTEST", "OUTTEST-S"):
@@ -55,7 +55,7 @@ def claim_latencies(config: Path, n: int) -> tuple[list[float], list[float]]:
         os.rename(tmp, outbox / name)
         written["GO" + name[2:-2]] = time.time()
         time.sleep(0.02)
-    j = Journal(cfg.paths.journal_path)
+    j = open_journal_at(cfg.paths.journal_path)
     wait_until(lambda: j.counts().get("sent", 0) >= n, 60)
     claimed = {r.go_name: r.created_at for r in j.recent_sets(n + 10)}
     sent = {g: next(at for at, state, _ in j.history(g) if state == "sent") for g in claimed}
@@ -90,7 +90,7 @@ def rss_with_waiting_sets(config: Path, n: int) -> float:
         except (OSError, IndexError, ValueError):
             pass
         if done_at is None and cfg.paths.journal_path.exists():
-            j = Journal(cfg.paths.journal_path)
+            j = open_journal_at(cfg.paths.journal_path)
             if j.counts().get("signed", 0) >= n:
                 done_at = time.monotonic()
             j.close()

@@ -17,7 +17,7 @@ sys.path.insert(0, str(REPO))
 
 import paramiko  # noqa: E402
 
-from onss_relay import signing  # noqa: E402
+from onss_relay import identity  # noqa: E402
 from tests.conftest import SENDER, SIGNING_PASSWORD, fi_name, sftp_config_text  # noqa: E402
 from tests.fixtures.sshd import SshServer, keygen  # noqa: E402
 
@@ -32,7 +32,7 @@ class Bench:
         self.key = keygen(self.root / "id_rsa", "rsa", bits=2048)
         self.sshd.authorize(Path(str(self.key) + ".pub"))
         self.sshd.start()
-        self.identity = signing.self_signed_identity(self.root / "relay" / "keys", "bench", key_type="rsa",
+        self.identity = identity.self_signed_identity(self.root / "relay" / "keys", "bench", key_type="rsa",
                                                      password=SIGNING_PASSWORD.encode())
         (self.root / "relay" / "keys" / "signer.pass").write_text(SIGNING_PASSWORD)
         self.known_hosts = self.root / "known_hosts"

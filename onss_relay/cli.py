@@ -16,7 +16,7 @@ from onss_relay.errors import EXIT_OK, EXIT_REMOTE, EXIT_USAGE, EXIT_WORK_FAILED
 from onss_relay.log import LEVELS, setup_logging
 
 if TYPE_CHECKING:
-    from onss_relay.relay import Relay
+    from onss_relay.pipeline import Relay
 
 T = TypeVar("T")
 
@@ -102,7 +102,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from onss_relay.demo import run_demo
+    from onss_relay.commands.demo import run_demo
 
     return run_demo(args.dir, sys.stdout)
 
@@ -116,15 +116,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from onss_relay.init import init_directory
+    from onss_relay.commands.init import init_directory
 
     return init_directory(args.dir, sys.stdout)
 
 
 def _once(args: argparse.Namespace, what: str, action: Callable[[Relay], T]) -> T:
     """Given a one-shot command, run it on the spool's relay while holding the spool lock (refused if a daemon has it)."""
-    from onss_relay.relay import Relay
-    from onss_relay.spool_lock import SpoolLock
+    from onss_relay.pipeline import Relay
+    from onss_relay.spool import SpoolLock
 
     cfg = _config(args)
     lock = SpoolLock(cfg.paths.root)
@@ -154,7 +154,7 @@ def cmd_poll(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from onss_relay.submit import submit
+    from onss_relay.commands.submit import submit
 
     names = submit(_config(args), args.files, args.app, args.env, args.date, args.parts)
     print("\n".join(names))
@@ -162,8 +162,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from onss_relay.journal import Journal
-    from onss_relay.status import set_detail, status_json, status_table
+    from onss_relay.commands.status import set_detail, status_json, status_table
+    from onss_relay.journal import open_journal_at
 
     cfg = _config(args)
     if args.health:
@@ -171,7 +171,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not cfg.paths.journal_path.exists():
         print(f"no journal yet at {cfg.paths.journal_path}: nothing was sent from this spool")
         return EXIT_OK
-    journal = Journal(cfg.paths.journal_path)
+    journal = open_journal_at(cfg.paths.journal_path)
     try:
         if args.json:
             print(json.dumps(status_json(journal, args.name, args.limit), indent=2))
@@ -191,7 +191,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _health(cfg: Config) -> int:
     """Exit 0 when the running daemon wrote a healthy health.json in the last minute (Docker HEALTHCHECK)."""
-    from onss_relay.status import HEALTH_FRESH, daemon_report
+    from onss_relay.commands.status import HEALTH_FRESH, daemon_report
 
     report = daemon_report(cfg.paths.root)
     if report is None:
@@ -206,16 +206,16 @@ def _health(cfg: Config) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from onss_relay.check import run_checks
+    from onss_relay.commands.check import run_checks
 
     return run_checks(_config(args), sys.stdout)
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
-    from onss_relay import signing
+    from onss_relay import signature
+    from onss_relay.durable import atomic_write
+    from onss_relay.identity import load_signing_identity
     from onss_relay.names import fs_name_for, parse_name
-    from onss_relay.signer import load_signing_identity
-    from onss_relay.spool import atomic_write
 
     cfg = _config(args)
     if args.output is None:
@@ -223,17 +223,17 @@ def cmd_sign(args: argparse.Namespace) -> int:
             args.output = args.fi.with_name(str(fs_name_for(parse_name(args.fi.name))))
         except ValueError:
             args.output = args.fi.with_name(args.fi.name + ".fs")
-    content = signing.fs_content_for(load_signing_identity(cfg), args.fi, cfg.signing.digest, cfg.signing.layout)
+    content = signature.fs_content_for(load_signing_identity(cfg), args.fi, cfg.signing.digest, cfg.signing.layout)
     atomic_write(args.output, content)
     print(args.output)
     return EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from onss_relay import signing
+    from onss_relay import signature
 
     try:
-        v = signing.verify(args.fi, args.fs.read_bytes())
+        v = signature.verify(args.fi, args.fs.read_bytes())
     except SignatureError as e:
         print(f"invalid: {args.fs}: {e}")
         return EXIT_WORK_FAILED

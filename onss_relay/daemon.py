@@ -10,23 +10,24 @@ import dataclasses
 import json
 import os
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from http.server import ThreadingHTTPServer
 from types import FrameType
 
 import structlog
 
 from onss_relay.config import Config, load_config
-from onss_relay.errors import CertificateError, ConfigError, PermanentRemoteError, RemoteError
-from onss_relay.notify import Notifier
-from onss_relay.relay import Relay
-from onss_relay.spool import atomic_write
-from onss_relay.spool_lock import SpoolLock
-from onss_relay.uploader import IDLE_KEEP
-from onss_relay.watcher import Watcher
+from onss_relay.durable import atomic_write
+from onss_relay.errors import CertificateError, ConfigError, JournalError, PermanentRemoteError, RemoteError
+from onss_relay.identity import days_left
+from onss_relay.metrics import HealthSnapshot, RelayCollector, StageFigures, registry_for
+from onss_relay.pipeline import Relay
+from onss_relay.sd_notify import Notifier
+from onss_relay.spool import SpoolLock
+from onss_relay.stages.upload import IDLE_KEEP
+from onss_relay.stages.watch import Watcher
+from onss_relay.web import WebServer, serve
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +78,7 @@ class Stage(threading.Thread):
             h.failures += 1
             h.last_error, h.paused_until = str(e), now + self.permanent_retry
             log.error("stage_paused", stage=h.name, error=str(e), retry_in_s=self.permanent_retry)
-        except (RemoteError, OSError, sqlite3.OperationalError) as e:  # network, full disk, journal busy
+        except (RemoteError, OSError, JournalError) as e:  # network, full disk, journal busy
             h.failures += 1
             h.last_error, h.paused_until = str(e), now + RETRY_AFTER_TRANSIENT
             log.warning("stage_retry", stage=h.name, error=str(e))
@@ -141,7 +142,7 @@ class Daemon:
         signer_wake, uploader_wake, outbox_wake = threading.Event(), threading.Event(), threading.Event()
 
         def scan() -> None:
-            if relay.outbox.scan():
+            if relay.claimer.scan():
                 signer_wake.set()
 
         def sign() -> None:
@@ -162,9 +163,9 @@ class Daemon:
             Stage("upload", upload, lambda: 5.0, self.stop, uploader_wake, retry),
             Stage("poll", relay.poll_once, lambda: self.cfg.poll.interval, self.stop, None, retry),
         ]
-        watcher = Watcher(relay.outbox, watch.polling, outbox_wake)
+        watcher = Watcher(relay.claimer, watch.polling, outbox_wake)
         watcher.start()
-        metrics = self._start_metrics(relay)
+        web = self._start_web(relay)
         for stage in self.stages:
             stage.start()
         log.info("relay_started", outbox=str(relay.spool.outbox), transport=self.cfg.remote.transport,
@@ -185,16 +186,16 @@ class Daemon:
             for stage in self.stages:
                 stage.join(max(0.0, deadline - time.monotonic()))
             watcher.stop()
-            if metrics is not None:
-                metrics.shutdown()
+            if web is not None:
+                web.shutdown()
             self._write_health()
             relay.close()
         log.info("relay_stopped")
         return 0
 
     def _next_scan_in(self, relay: Relay) -> float:
-        deadline = relay.outbox.tracker.next_deadline()
-        rescan = self.cfg.watch.rescan
+        deadline = relay.claimer.tracker.next_deadline()
+        rescan = float(self.cfg.watch.rescan)
         if deadline is None:
             return rescan
         return max(0.05, min(rescan, deadline - time.monotonic() + 0.01))
@@ -216,10 +217,7 @@ class Daemon:
                    if getattr(new, s) != getattr(self.cfg, s)]
         self.cfg = dataclasses.replace(self.cfg, watch=new.watch, poll=new.poll)
         if self.relay is not None:
-            self.relay.cfg = self.cfg
-            self.relay.outbox.cfg = self.cfg
-            self.relay.poller.cfg = self.cfg
-            self.relay.outbox.tracker.settle = new.watch.settle
+            self.relay.apply(self.cfg)
         if changed:
             log.warning("reload_partial", applied=list(live), needs_restart=changed,
                         detail="restart the service to apply changes to " + ", ".join(changed))
@@ -254,9 +252,20 @@ class Daemon:
         except OSError as e:
             log.warning("health_unwritable", error=str(e))
 
-    def _start_metrics(self, relay: Relay) -> ThreadingHTTPServer | None:
+    def snapshot(self) -> HealthSnapshot:
+        """Return the health snapshot the web listener and the metrics serve (and health.json holds)."""
+        ok, reason = self.health()
+        figures = tuple(StageFigures(s.health.name, s.health.failures, s.health.last_ok) for s in self.stages)
+        return HealthSnapshot(ok, reason, figures)
+
+    def _start_web(self, relay: Relay) -> WebServer | None:
         if not self.cfg.metrics.listen:
             return None
-        from onss_relay.metrics import serve_metrics
+        collector = RelayCollector(relay.journal, self.snapshot, lambda: days_left(relay.signer.identity()))
+        snapshot = self.snapshot
 
-        return serve_metrics(self.cfg, relay, self)
+        def health() -> tuple[bool, str]:
+            snap = snapshot()
+            return snap.healthy, snap.reason
+
+        return serve(self.cfg.metrics.listen, registry_for(collector), health)

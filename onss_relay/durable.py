@@ -1,9 +1,16 @@
-"""Durability primitives shared by the spool and the local transport: nothing here knows about declarations."""
+"""Durable files: every write, move and copy here survives a crash (temp name, fsync, rename, folder fsync).
+
+Shared by the spool, the stages and the local transport; nothing here knows about declarations.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import shutil
 from pathlib import Path
+from typing import BinaryIO
 
 
 def fsync_dir(directory: Path) -> None:
@@ -13,3 +20,133 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Given a path and bytes, write them under a temp name, fsync, rename over path, fsync the folder."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with tmp.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # a full disk must not leave half-written temp files behind
+        raise
+    fsync_dir(path.parent)
+
+
+class BatchWriter:
+    """Files written under temp names in one folder, then made durable together: each fsynced (on ext4
+    the first fsync's journal commit carries the others' data, so the rest cost little), renamed into
+    place, and the folder fsynced once."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._pending: list[tuple[Path, Path, BinaryIO]] = []
+
+    def write(self, name: str, data: bytes) -> None:
+        target = self.folder / name
+        tmp = target.with_name(f".{name}.tmp")
+        f = tmp.open("wb")
+        self._pending.append((tmp, target, f))
+        f.write(data)
+        f.flush()
+
+    def commit(self) -> None:
+        """Make every file written so far durable under its name; raise (and remove the temps) on failure."""
+        try:
+            for _, _, f in self._pending:
+                os.fsync(f.fileno())
+                f.close()
+            for tmp, target, _ in self._pending:
+                os.replace(tmp, target)
+        except BaseException:
+            self.abort()
+            raise
+        self._pending = []
+        fsync_dir(self.folder)
+
+    def abort(self) -> None:
+        """Drop what was written and not committed (a full disk must not leave temp files behind)."""
+        for tmp, _, f in self._pending:
+            with contextlib.suppress(OSError):
+                f.close()
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self._pending = []
+
+
+def free_name(directory: Path, name: str) -> Path:
+    """Given a folder and a name, return folder/name, or folder/name.1, .2 … if taken (nothing is overwritten)."""
+    candidate = directory / name
+    n = 0
+    while candidate.exists() or candidate.is_symlink():
+        n += 1
+        candidate = directory / f"{name}.{n}"
+    return candidate
+
+
+def copy_durably(src: Path, dest: Path) -> None:
+    """Given two paths, stream src to a temp name beside dest, fsync it, and rename it over dest."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    with src.open("rb") as fin, tmp.open("wb") as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
+        fout.flush()
+        os.fsync(fout.fileno())
+    os.replace(tmp, dest)
+
+
+def move_durably(src: Path, dest_dir: Path, name: str | None = None, sync: bool = True) -> Path:
+    """Given a file, move it into an existing dest_dir under a free name (name, name.1, …: nothing is
+    overwritten); rename, or copy+fsync+unlink across filesystems.
+
+    With sync=False the caller fsyncs dest_dir itself, once for several moves.
+    """
+    name = name or src.name
+    dest = dest_dir / name
+    while True:
+        try:
+            _place(src, dest)
+            break
+        except FileExistsError:
+            if _same_file(src, dest):
+                src.unlink()  # a crash came between link and unlink: the copy in dest_dir is this very file
+                break
+            dest = free_name(dest_dir, name)
+    if sync:
+        fsync_dir(dest_dir)
+    return dest
+
+
+def _place(src: Path, dest: Path) -> None:
+    """Given a file and a free destination, put it there; raise FileExistsError if the name is taken."""
+    try:
+        # link + unlink rather than rename: the outbox watcher then sees a delete, which inotify delivers at
+        # once, instead of an unmatched move-out, which watchdog holds back half a second with all behind it
+        os.link(src, dest)
+    except FileExistsError:
+        raise
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
+            raise
+        if dest.exists() or dest.is_symlink():
+            raise FileExistsError(errno.EEXIST, "name taken", str(dest)) from None
+        if e.errno == errno.EXDEV:  # the outbox is on another filesystem (a mounted share)
+            copy_durably(src, dest)
+            fsync_dir(dest.parent)  # the copy's name is durable before the only other copy goes
+        else:  # no hard links here (some SMB shares)
+            os.rename(src, dest)
+            return
+    src.unlink()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+

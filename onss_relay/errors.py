@@ -65,6 +65,16 @@ class PermanentRemoteError(RemoteError):
     """Authentication refused, host key unknown or changed, permission denied: stop and explain."""
 
 
+class JournalError(RelayError):
+    """The journal cannot be read or written (a full disk, a damaged or newer database): a local problem."""
+
+    exit_code = EXIT_USAGE
+
+
+class JournalBusy(JournalError):
+    """Another process holds the journal's write lock too long: retry soon."""
+
+
 class IllegalTransition(RelayError):
     """The journal was asked for a state change the state machine forbids (a bug, never input)."""
 

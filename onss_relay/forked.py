@@ -11,7 +11,6 @@ import multiprocessing
 import sys
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Generic, TypeVar, cast
 
 from onss_relay.journal import Journal
@@ -20,14 +19,15 @@ T = TypeVar("T")
 
 
 class Forked(Generic[T]):
-    """Given work taking a journal, run it in a forked child; ``result()`` returns its value or raises its error."""
+    """Given work taking a journal and a way to open one, run the work in a forked child with a journal of its
+    own (a connection is never shared across fork()); ``result()`` returns its value or raises its error."""
 
-    def __init__(self, work: Callable[[Journal], T], journal_path: Path, name: str) -> None:
+    def __init__(self, work: Callable[[Journal], T], open_journal: Callable[[], Journal], name: str) -> None:
         ctx = multiprocessing.get_context("fork")
         self._results, sender = ctx.Pipe(duplex=False)
         sys.stdout.flush()
         sys.stderr.flush()
-        self._process = ctx.Process(target=_run, args=(work, journal_path, sender), name=name, daemon=True)
+        self._process = ctx.Process(target=_run, args=(work, open_journal, sender), name=name, daemon=True)
         self._process.start()
         sender.close()
         self._outcome: tuple[str, object] | None = None
@@ -71,8 +71,8 @@ class Forked(Generic[T]):
                            f" ({value or 'no reason given'})")
 
 
-def _run(work: Callable[[Journal], object], journal_path: Path, results: Connection) -> None:
-    journal = Journal(journal_path)
+def _run(work: Callable[[Journal], object], open_journal: Callable[[], Journal], results: Connection) -> None:
+    journal = open_journal()
     try:
         results.send(("ok", work(journal)))
     except BaseException as e:

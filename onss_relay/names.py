@@ -214,6 +214,14 @@ def set_key(n: Name) -> str:
     return format_name(go_name_for(n))
 
 
+def set_key_of(name: str) -> str | None:
+    """Given any file name of a set (GO, FI, FS …), return the set's GO name, or None when it does not parse."""
+    try:
+        return set_key(parse_name(name))
+    except InvalidName:
+        return None
+
+
 def part_names(go: Name, prefix: Prefix = Prefix.FI) -> list[Name]:
     """Given a set's GO name, return the names of every part it announces, in part order."""
     if go.total is None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
 
+from onss_relay.durable import atomic_write
 from onss_relay.journal import Journal, SetRow
-from onss_relay.spool import Spool, atomic_write
+from onss_relay.spool import Spool
 
 
 def result_document(row: SetRow, history: list[tuple[float, str, str | None]]) -> dict[str, Any]:
@@ -20,10 +22,10 @@ def result_document(row: SetRow, history: list[tuple[float, str, str | None]]) -
         "ticket": row.ticket,
         "reason": row.reason,
         "parts": row.parts,
-        "acrf": row.data.get("acrf"),
-        "notifications": row.data.get("notifications", []),
-        "other_responses": row.data.get("other_responses", []),
-        "sent_dir": row.data.get("sent_dir"),
+        "acrf": dataclasses.asdict(row.data.acrf) if row.data.acrf else None,
+        "notifications": [dataclasses.asdict(n) for n in row.data.notifications],
+        "other_responses": list(row.data.other_responses),
+        "sent_dir": row.data.sent_dir,
         "history": [
             {"at": dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="seconds"), "state": state, "detail": detail}
             for at, state, detail in history

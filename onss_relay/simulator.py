@@ -20,7 +20,7 @@ from asn1crypto import cms
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from onss_relay import signing
+from onss_relay import identity, signature
 from onss_relay.errors import InvalidName, SignatureError
 from onss_relay.names import (
     SET_LEVEL_PREFIXES,
@@ -69,7 +69,7 @@ class Simulator:
         self.trusted = [p.read_bytes() for p in trusted or []]
         self.remote = LocalTransport(home)
         self._state_path = home / ".simulator.json"
-        self._identity = signing.self_signed_identity(home / ".simulator-identity", "ONSS transfer point simulator")
+        self._identity = identity.self_signed_identity(home / ".simulator-identity", "ONSS transfer point simulator")
 
     # -- state: names already processed (ACRF-133) and response sequence numbers ---------------
 
@@ -159,7 +159,7 @@ class Simulator:
                 return ["ACRF-134"]
             fs = (self.home / folder / format_name(fs_name_for(fi))).read_bytes()
             try:
-                signing.verify(local, fs)
+                signature.verify(local, fs)
             except SignatureError:
                 return ["ACRF-125"]
             if self.trusted and not self._signed_by_trusted(fs):
@@ -167,7 +167,7 @@ class Simulator:
         return []
 
     def _signed_by_trusted(self, fs: bytes) -> bool:
-        certs = cms.ContentInfo.load(signing.decode_fs(fs))["content"]["certificates"]
+        certs = cms.ContentInfo.load(signature.decode_fs(fs))["content"]["certificates"]
         trusted = {x509.load_pem_x509_certificate(t).public_bytes(Encoding.DER) for t in self.trusted}
         return any(c.chosen.dump() in trusted for c in certs)
 
@@ -195,7 +195,7 @@ class Simulator:
         fo = Name(Prefix.FO, app, ONSS_SENDER, today, f"{seqs[key]:05d}", env)
         folder = response_folder(env)
         self.remote.put_bytes(content, folder, format_name(fo))
-        fs = signing.encode_fs(signing.sign_file(self._identity, self.home / folder / format_name(fo)))
+        fs = signature.encode_fs(signature.sign_file(self._identity, self.home / folder / format_name(fo)))
         self.remote.put_bytes(fs, folder, format_name(fo.with_prefix(Prefix.FS)))
         self.remote.put_bytes(b"", folder, format_name(fo.with_prefix(Prefix.GO)))
         return fo

@@ -1,23 +1,24 @@
-"""The local spool: outbox/, work/, sent/YYYY-MM-DD/, failed/, inbox/, results/ and durable file moves.
+"""The local spool: outbox/, work/, sent/YYYY-MM-DD/, failed/, inbox/, results/, and its one-relay lock.
 
 Nothing here is ever deleted: files move from the outbox to sent/ or failed/ (with a reason beside them).
+Durable writes and moves: ``durable.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import errno
+import fcntl
 import json
 import os
-import shutil
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import structlog
 
 from onss_relay.config import PathsConfig
-from onss_relay.durable import fsync_dir
+from onss_relay.durable import atomic_write, fsync_dir, move_durably
+from onss_relay.errors import RelayError
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.names import ALL_FOLDERS
 
@@ -29,133 +30,6 @@ TEMP_SUFFIXES = (".tmp", ".part", ".swp", ".partial", ".crdownload")
 def is_temp_name(name: str) -> bool:
     """Given a file name, return True for names writers use while a file is incomplete (never touched)."""
     return name.startswith((".", "~")) or name.endswith(TEMP_SUFFIXES) or name.endswith("~")
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Given a path and bytes, write them under a temp name, fsync, rename over path, fsync the folder."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with tmp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()  # a full disk must not leave half-written temp files behind
-        raise
-    fsync_dir(path.parent)
-
-
-class BatchWriter:
-    """Files written under temp names in one folder, then made durable together: each fsynced (on ext4
-    the first fsync's journal commit carries the others' data, so the rest cost little), renamed into
-    place, and the folder fsynced once."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self._pending: list[tuple[Path, Path, BinaryIO]] = []
-
-    def write(self, name: str, data: bytes) -> None:
-        target = self.folder / name
-        tmp = target.with_name(f".{name}.tmp")
-        f = tmp.open("wb")
-        self._pending.append((tmp, target, f))
-        f.write(data)
-        f.flush()
-
-    def commit(self) -> None:
-        """Make every file written so far durable under its name; raise (and remove the temps) on failure."""
-        try:
-            for _, _, f in self._pending:
-                os.fsync(f.fileno())
-                f.close()
-            for tmp, target, _ in self._pending:
-                os.replace(tmp, target)
-        except BaseException:
-            self.abort()
-            raise
-        self._pending = []
-        fsync_dir(self.folder)
-
-    def abort(self) -> None:
-        """Drop what was written and not committed (a full disk must not leave temp files behind)."""
-        for tmp, _, f in self._pending:
-            with contextlib.suppress(OSError):
-                f.close()
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-        self._pending = []
-
-
-def free_name(directory: Path, name: str) -> Path:
-    """Given a folder and a name, return folder/name, or folder/name.1, .2 … if taken (nothing is overwritten)."""
-    candidate = directory / name
-    n = 0
-    while candidate.exists() or candidate.is_symlink():
-        n += 1
-        candidate = directory / f"{name}.{n}"
-    return candidate
-
-
-def copy_durably(src: Path, dest: Path) -> None:
-    """Given two paths, stream src to a temp name beside dest, fsync it, and rename it over dest."""
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    with src.open("rb") as fin, tmp.open("wb") as fout:
-        shutil.copyfileobj(fin, fout, 1 << 20)
-        fout.flush()
-        os.fsync(fout.fileno())
-    os.replace(tmp, dest)
-
-
-def move_durably(src: Path, dest_dir: Path, name: str | None = None, sync: bool = True) -> Path:
-    """Given a file, move it into an existing dest_dir under a free name (name, name.1, …: nothing is
-    overwritten); rename, or copy+fsync+unlink across filesystems.
-
-    With sync=False the caller fsyncs dest_dir itself, once for several moves.
-    """
-    name = name or src.name
-    dest = dest_dir / name
-    while True:
-        try:
-            _place(src, dest)
-            break
-        except FileExistsError:
-            if _same_file(src, dest):
-                src.unlink()  # a crash came between link and unlink: the copy in dest_dir is this very file
-                break
-            dest = free_name(dest_dir, name)
-    if sync:
-        fsync_dir(dest_dir)
-    return dest
-
-
-def _place(src: Path, dest: Path) -> None:
-    """Given a file and a free destination, put it there; raise FileExistsError if the name is taken."""
-    try:
-        # link + unlink rather than rename: the outbox watcher then sees a delete, which inotify delivers at
-        # once, instead of an unmatched move-out, which watchdog holds back half a second with all behind it
-        os.link(src, dest)
-    except FileExistsError:
-        raise
-    except OSError as e:
-        if e.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
-            raise
-        if dest.exists() or dest.is_symlink():
-            raise FileExistsError(errno.EEXIST, "name taken", str(dest)) from None
-        if e.errno == errno.EXDEV:  # the outbox is on another filesystem (a mounted share)
-            copy_durably(src, dest)
-        else:  # no hard links here (some SMB shares)
-            os.rename(src, dest)
-            return
-    src.unlink()
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 class Spool:
@@ -179,7 +53,7 @@ class Spool:
 
     def outbox_files(self, row: SetRow) -> list[Path]:
         """Given a claimed set, return its files in the outbox: the FI parts and what came with them."""
-        return [self.outbox / n for n in [*row.parts, *row.data.get("extras", [])]]
+        return [self.outbox / n for n in [*row.parts, *row.data.extras]]
 
     def quarantine_claimed(self, journal: Journal, row: SetRow, reason: str, detail: str) -> None:
         """Given a claimed set that cannot be sent, move its files to failed/ and record it as failed."""
@@ -218,3 +92,45 @@ class Spool:
         for d in sources:
             fsync_dir(d)
         return dest
+
+
+class SpoolBusy(RelayError):
+    """Another relay process holds this spool."""
+
+
+class SpoolLock:
+    """Given a spool root, take or wait for its lock; the kernel releases it when the holder dies."""
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.path = root / "relay.lock"
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "?"
+        except OSError:
+            return "?"
+
+    def acquire_or_refuse(self, what: str) -> None:
+        if not self.try_acquire():
+            raise SpoolBusy(f"{what} refused: a relay (pid {self.holder()}) is running on this spool "
+                            f"({self.path.parent}) and does this itself; stop it first or let it work")
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

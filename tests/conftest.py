@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from onss_relay import signing
+from onss_relay import identity
 from onss_relay.config import Config, load_config
 from onss_relay.names import Env, Name, Prefix, format_name
 from onss_relay.transport.local import make_remote_home
@@ -54,7 +54,7 @@ def write_config(directory: Path, extra: str = "", transport: str = "local") -> 
 @pytest.fixture(scope="session")
 def identity_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("identity")
-    signing.self_signed_identity(d, "Test Payroll", password=SIGNING_PASSWORD.encode())
+    identity.self_signed_identity(d, "Test Payroll", password=SIGNING_PASSWORD.encode())
     (d / "signer.pass").write_text(SIGNING_PASSWORD + "\n")
     return d
 

@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from onss_relay.config import Config, load_config
-from onss_relay.journal import Journal, State
-from onss_relay.relay import Relay, wait_until
+from onss_relay.journal import State, open_journal_at
+from onss_relay.pipeline import Relay
 from tests.conftest import fi_name
+from tests.helpers import wait_until
 
 
 @dataclasses.dataclass
@@ -62,7 +63,7 @@ def drop(outbox: Path, sets: list[tuple[int, int]]) -> list[str]:
 
 
 def check_sent(ch: Channel, cfg: Config, gos: list[str], originals: dict[str, bytes]) -> None:
-    j = Journal(cfg.paths.journal_path)
+    j = open_journal_at(cfg.paths.journal_path)
     try:
         for go in gos:
             row = j.get_set(go)
@@ -75,7 +76,7 @@ def check_sent(ch: Channel, cfg: Config, gos: list[str], originals: dict[str, by
             events = ch.events()
             go_open = [i for i, (ev, p) in enumerate(events) if ev == "open-write" and p.endswith("/" + go)]
             assert len(go_open) == 1, f"{go} written {len(go_open)} times"
-            for name in row.parts + row.data["fs"]:
+            for name in row.parts + list(row.data.fs):
                 closes = [i for i, (ev, p) in enumerate(events) if ev == "close" and p.endswith("/" + name)]
                 assert closes and max(closes) < go_open[0], f"{name} not complete before {go}"
     finally:
@@ -153,7 +154,7 @@ def test_sigkill_of_the_daemon(channel: Channel, kills: int) -> None:
         assert wait_until(lambda: log.read_text().count("relay_started") > before, 20)
 
         def all_sent() -> bool:
-            j = Journal(cfg.paths.journal_path)
+            j = open_journal_at(cfg.paths.journal_path)
             try:
                 return j.counts() == {"sent": len(gos)} and len(j.unarchived_done()) == 0
             finally:

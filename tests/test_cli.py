@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from onss_relay.cli import COMMANDS, main
 from tests.conftest import fi_name
+from tests.helpers import run_cli
 
-
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "onss_relay.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=120)
+run = run_cli
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))

@@ -6,13 +6,13 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from onss_relay.config import load_config
-from onss_relay.journal import Journal, State
+from onss_relay.journal import State, open_journal_at
 from tests.fixtures.sshd import SshServer
+from tests.helpers import start_daemon
 from tests.test_uploader_sftp import assert_order_and_once, drop_sets
 
 SETS = 200
@@ -20,9 +20,7 @@ KILLS = 20
 
 
 def start(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as f:
-        return subprocess.Popen([sys.executable, "-m", "onss_relay.cli", "run", "--config", str(config)],
-                                stdout=f, stderr=f)
+    return start_daemon(config, log, debug=False)
 
 
 def test_sigkill_at_random_moments(sftp_dir: Path, sshd: SshServer) -> None:
@@ -51,7 +49,7 @@ def test_sigkill_at_random_moments(sftp_dir: Path, sshd: SshServer) -> None:
         while time.monotonic() < deadline:
             ready = log.read_text().count("relay_started") > started_before
             if ready and journal_path.exists() and not any(outbox.iterdir()):
-                j = Journal(journal_path)
+                j = open_journal_at(journal_path)
                 done = sum(n for s, n in j.counts().items() if s == State.SENT)
                 j.close()
                 if done == SETS:
@@ -60,7 +58,7 @@ def test_sigkill_at_random_moments(sftp_dir: Path, sshd: SshServer) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
-    j = Journal(journal_path)
+    j = open_journal_at(journal_path)
     assert j.counts() == {"sent": SETS}, log.read_text()[-3000:]
     assert list(outbox.iterdir()) == [] and list(cfg.paths.failed_dir.iterdir()) == []
     sent_files = {p.name: p for p in cfg.paths.sent_dir.rglob("*") if p.is_file()}
@@ -69,5 +67,5 @@ def test_sigkill_at_random_moments(sftp_dir: Path, sshd: SshServer) -> None:
         assert row is not None and row.archived
         for fi in row.parts:
             assert (sshd.home / "INTEST" / fi).read_bytes() == originals[fi] == sent_files[fi].read_bytes()
-        assert_order_and_once(sshd, go, row.parts, row.data["fs"])
+        assert_order_and_once(sshd, go, row.parts, list(row.data.fs))
         assert go in sent_files

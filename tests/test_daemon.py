@@ -16,32 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from onss_relay.config import load_config
-from onss_relay.journal import Journal, State
-from onss_relay.relay import wait_until
+from onss_relay.journal import State
 from tests.conftest import fi_name
 from tests.fixtures.sshd import SshServer, free_port
+from tests.helpers import start_daemon, state_of, wait_log, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def start(config: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    with log.open("ab") as f:
-        return subprocess.Popen([sys.executable, "-m", "onss_relay.cli", "run", "--config", str(config),
-                                 "--log-level", "debug"], stdout=f, stderr=f, env={**os.environ, **(env or {})})
-
-
-def wait_log(log: Path, text: str, count: int = 1, timeout: float = 20) -> bool:
-    return wait_until(lambda: log.exists() and log.read_text().count(text) >= count, timeout)
-
-
-def state_of(config: Path, go: str) -> State | None:
-    j = Journal(load_config(config, environ={}).paths.journal_path)
-    try:
-        row = j.get_set(go)
-        return row.state if row else None
-    finally:
-        j.close()
+start = start_daemon
 
 
 def test_sigterm_during_a_large_upload_exits_0_and_the_set_completes(sftp_dir: Path, sshd: SshServer) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from onss_relay.errors import CertificateError
 from onss_relay.forked import Forked
-from onss_relay.journal import Journal
+from onss_relay.journal import Journal, open_journal_at
 
 
 def test_a_result_larger_than_the_pipe_arrives(tmp_path: Path) -> None:
@@ -26,7 +26,7 @@ def test_a_result_larger_than_the_pipe_arrives(tmp_path: Path) -> None:
 
 def test_the_work_uses_its_own_journal_connection(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite"
-    Journal(path).close()
+    open_journal_at(path).close()
 
     def work(journal: Journal) -> int:
         journal.add_set("GO.DMFA.123456.20261127.00001.T.1", "T", ["FI.DMFA.123456.20261127.00001.T.1.1"])
@@ -34,7 +34,7 @@ def test_the_work_uses_its_own_journal_connection(tmp_path: Path) -> None:
 
     pid = Forked(work, path, "test-child").result()
     assert pid != os.getpid()
-    journal = Journal(path)
+    journal = open_journal_at(path)
     assert journal.get_set("GO.DMFA.123456.20261127.00001.T.1") is not None
     journal.close()
 

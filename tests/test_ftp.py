@@ -11,7 +11,7 @@ import pytest
 from onss_relay.config import load_config
 from onss_relay.errors import PermanentRemoteError
 from onss_relay.journal import State
-from onss_relay.relay import Relay
+from onss_relay.pipeline import Relay
 from onss_relay.transport.ftp import FtpTransport
 from tests.conftest import fi_name
 from tests.fixtures.ftpd import FtpServer
@@ -29,7 +29,7 @@ def assert_no_go_without_complete_files(server: FtpServer, relay: Relay) -> None
     events = server.events()
     for row in relay.journal.sets_in(*State):
         go_opens = [i for i, (ev, p) in enumerate(events) if ev == "open-write" and p.endswith("/" + row.go_name)]
-        for name in row.parts + row.data.get("fs", []):
+        for name in row.parts + list(row.data.fs):
             good = [i for i, (ev, p) in enumerate(events) if ev == "close" and p.endswith("/" + name)]
             for g in go_opens:
                 assert any(c < g for c in good), f"GO of {row.go_name} before {name} was complete"

@@ -15,26 +15,26 @@ from pathlib import Path
 import pytest
 
 from onss_relay.errors import IllegalTransition
-from onss_relay.journal import TRANSITIONS, Journal, State
+from onss_relay.journal import TRANSITIONS, SetData, State, open_journal_at
 
 GO = "GO.DMFA.123456.20260101.00001.T.1"
 HAPPY = [State.SIGNED, State.UPLOADING, State.GO_SENDING, State.SENT, State.ACKNOWLEDGED, State.NOTIFIED]
 
 
 def test_happy_path_and_history(tmp_path: Path) -> None:
-    j = Journal(tmp_path / "j.db")
-    j.add_set(GO, "T", ["FI.x"], {"sizes": {"FI.x": 3}})
+    j = open_journal_at(tmp_path / "j.db")
+    j.add_set(GO, "T", ["FI.x"], SetData(sizes={"FI.x": 3}))
     for s in HAPPY:
         j.transition(GO, s, ticket="0ABC" if s == State.ACKNOWLEDGED else None)
     row = j.get_set(GO)
-    assert row and row.state == State.NOTIFIED and row.ticket == "0ABC" and row.data["sizes"] == {"FI.x": 3}
+    assert row and row.state == State.NOTIFIED and row.ticket == "0ABC" and row.data.sizes == {"FI.x": 3}
     assert [h[1] for h in j.history(GO)] == ["queued", *HAPPY]
     assert j.set_by_ticket("0ABC") == row
 
 
 @pytest.mark.parametrize("old", list(State))
 def test_every_forbidden_transition_raises(tmp_path: Path, old: State) -> None:
-    j = Journal(tmp_path / "j.db")
+    j = open_journal_at(tmp_path / "j.db")
     for new in State:
         if new in TRANSITIONS[old]:
             continue
@@ -47,7 +47,7 @@ def test_every_forbidden_transition_raises(tmp_path: Path, old: State) -> None:
 
 
 def test_go_sending_can_only_become_sent(tmp_path: Path) -> None:
-    j = Journal(tmp_path / "j.db")
+    j = open_journal_at(tmp_path / "j.db")
     j.add_set(GO, "T", [])
     for s in HAPPY[:3]:
         j.transition(GO, s)
@@ -57,7 +57,7 @@ def test_go_sending_can_only_become_sent(tmp_path: Path) -> None:
 
 
 def test_quarantined_name_may_be_queued_again_but_a_sent_one_not(tmp_path: Path) -> None:
-    j = Journal(tmp_path / "j.db")
+    j = open_journal_at(tmp_path / "j.db")
     j.add_failed(GO, "T", ["FI.x"], "bad")
     j.add_set(GO, "T", ["FI.x"])
     assert j.get_set(GO).state == State.QUEUED  # type: ignore[union-attr]
@@ -70,8 +70,8 @@ def test_quarantined_name_may_be_queued_again_but_a_sent_one_not(tmp_path: Path)
 WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from onss_relay.journal import Journal, State
-    j = Journal(Path(sys.argv[1]))
+    from onss_relay.journal import Journal, State, open_journal_at
+    j = open_journal_at(Path(sys.argv[1]))
     i = 0
     print("ready", flush=True)
     while True:
@@ -94,7 +94,7 @@ def test_survives_sigkill_mid_transaction(tmp_path: Path, delay: float) -> None:
     raw = sqlite3.connect(db)
     assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     raw.close()
-    j = Journal(db)  # reopening recovers the WAL
+    j = open_journal_at(db)  # reopening recovers the WAL
     rows = j.sets_in(*State)
     assert rows, "the writer committed nothing before it was killed"
     for row in rows:
@@ -107,7 +107,7 @@ def test_survives_sigkill_mid_transaction(tmp_path: Path, delay: float) -> None:
 
 
 def test_pragmas(tmp_path: Path) -> None:
-    j = Journal(tmp_path / "j.db")
+    j = open_journal_at(tmp_path / "j.db")
     assert j._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert j._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
@@ -115,7 +115,7 @@ def test_pragmas(tmp_path: Path) -> None:
 def test_every_state_change_is_one_log_event_with_its_duration(tmp_path: Path) -> None:
     from structlog.testing import capture_logs
 
-    j = Journal(tmp_path / "j.db")
+    j = open_journal_at(tmp_path / "j.db")
     with capture_logs() as events:
         j.add_set(GO, "T", ["FI.x"])
         for s in HAPPY[:4]:
@@ -130,7 +130,7 @@ def test_a_writer_waits_for_another_process_lock_then_gives_up(tmp_path: Path, m
     from onss_relay import journal as journal_module
 
     path = tmp_path / "journal.sqlite"
-    j = Journal(path)
+    j = open_journal_at(path)
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # as another process would
     other.execute("BEGIN IMMEDIATE")
     threading.Timer(0.2, lambda: other.execute("COMMIT")).start()

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from onss_relay import signing
+from onss_relay import identity, signature
 from onss_relay.config import Config, load_config
 from onss_relay.journal import State
-from onss_relay.relay import Relay
+from onss_relay.pipeline import Relay
 from onss_relay.simulator import Simulator
+from onss_relay.stages.upload import UploadReport, _Finished, _Gates
 from onss_relay.transport.local import LocalTransport
-from onss_relay.uploader import UploadReport, _Finished, _Gates
 from tests.conftest import SENDER, SIGNING_PASSWORD, fi_name, write_config
 
 
@@ -70,7 +70,7 @@ def test_refused_set_explains_the_code(relay: Relay, relay_dir: Path) -> None:
     relay.poll_once()
     [row] = relay.journal.recent_sets()
     assert row.state == State.REFUSED
-    assert row.data["acrf"]["errors"] == [{"code": "ACRF-125", "description": "invalid signature"}]
+    assert row.data.acrf is not None and [(e.code, e.description) for e in row.data.acrf.errors] == [("ACRF-125", "invalid signature")]
 
 
 @pytest.mark.parametrize("name, content, reason", [
@@ -127,12 +127,12 @@ def test_incomplete_set_waits_then_is_quarantined(relay_dir: Path) -> None:
 
 
 def test_premade_signature_is_used_or_quarantined(relay: Relay, relay_dir: Path, identity_dir: Path) -> None:
-    ident = signing.load_identity(identity_dir / "signer.p12", None, SIGNING_PASSWORD.encode())
+    ident = identity.load_identity(identity_dir / "signer.p12", None, SIGNING_PASSWORD.encode())
     good = drop(relay, fi_name(1))
-    premade = signing.fs_content_for(ident, good, "sha256", "64-crlf")
+    premade = signature.fs_content_for(ident, good, "sha256", "64-crlf")
     drop(relay, "FS" + fi_name(1)[2:], premade)
     bad = drop(relay, fi_name(2), b"<DmfA>other content</DmfA>")
-    drop(relay, "FS" + fi_name(2)[2:], signing.fs_content_for(ident, good, "sha256", "single-line"))
+    drop(relay, "FS" + fi_name(2)[2:], signature.fs_content_for(ident, good, "sha256", "single-line"))
     relay.send_once(wait_for_settle=False)
     assert (relay_dir / "remote" / "INTEST" / ("FS" + fi_name(1)[2:])).read_bytes() == premade
     assert "does not verify" in reasons(relay)[fi_name(2)]["detail"]
@@ -263,7 +263,7 @@ from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from onss_relay.names import format_name  # noqa: E402
-from onss_relay.poller import validate_remote_entry  # noqa: E402
+from onss_relay.stages.poll import validate_remote_entry  # noqa: E402
 from onss_relay.transport.base import RemoteEntry  # noqa: E402
 
 HOSTILE_PARTS = st.sampled_from(["..", "/", "\\", "\x00", "\n", "\x1b", "Ｆ", "ﬁ", "FO", "ACRF", "999999", "20260101",
@@ -307,7 +307,7 @@ def test_a_reused_response_name_with_new_content_is_downloaded_not_deleted_unsee
 def test_a_file_dated_today_in_brussels_is_not_in_the_future() -> None:
     import datetime as dt
 
-    from onss_relay.watcher import latest_plausible_today
+    from onss_relay.stages.claim import latest_plausible_today
 
     assert latest_plausible_today() >= dt.date.today()
     assert latest_plausible_today() >= (dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)).date()

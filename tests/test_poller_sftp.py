@@ -13,10 +13,11 @@ from pathlib import Path
 
 from onss_relay.config import Config
 from onss_relay.journal import State
-from onss_relay.relay import Relay
+from onss_relay.pipeline import Relay
 from onss_relay.simulator import Simulator, notification_xml
 from tests.conftest import SENDER
 from tests.fixtures.sshd import SshServer
+from tests.helpers import run_cli
 
 
 def put_response(out: Path, name: str, content: bytes, go: bool = True) -> None:
@@ -118,8 +119,6 @@ def test_crash_between_rename_and_remote_delete_does_not_download_twice(sftp_dir
     relay.close()
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "onss_relay.cli", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_full_cycle_over_sftp(sftp_dir: Path, sshd: SshServer) -> None:

@@ -7,8 +7,7 @@ import io
 import zipfile
 
 import pytest
-
-from onss_relay.responses import (
+from onss_relay.responses.parse import (
     ResponseParseError,
     acrf_descriptions,
     decompress,

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from onss_relay import signing
+from onss_relay import identity, signature
 from onss_relay.errors import CertificateError, SignatureError
 
 CONTENTS = {
@@ -47,68 +47,68 @@ def make_identity(tmp_path: Path, kind: str, *, days: int = 365, start: dt.datet
 
 def openssl_verifies(tmp_path: Path, fi: Path, fs_content: bytes, ca: Path) -> bool:
     der = tmp_path / "fs.der"
-    der.write_bytes(signing.decode_fs(fs_content))
+    der.write_bytes(signature.decode_fs(fs_content))
     r = subprocess.run(["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(der),
                         "-content", str(fi), "-CAfile", str(ca), "-out", "/dev/null"], capture_output=True, text=True)
     return r.returncode == 0
 
 
 @pytest.mark.parametrize("kind", ["rsa2048", "rsa4096", "p256"])
-@pytest.mark.parametrize("layout", signing.LAYOUTS)
+@pytest.mark.parametrize("layout", signature.LAYOUTS)
 def test_openssl_accepts_every_layout_and_key(tmp_path: Path, kind: str, layout: str) -> None:
     key, cert, ca = make_identity(tmp_path, kind, password=b"s3cret")
-    ident = signing.load_identity(key, cert, b"s3cret")
+    ident = identity.load_identity(key, cert, b"s3cret")
     for label, content in CONTENTS.items():
         fi = tmp_path / f"FI.{label}"
         fi.write_bytes(content)
-        fs = signing.fs_content_for(ident, fi, "sha256", layout)
+        fs = signature.fs_content_for(ident, fi, "sha256", layout)
         assert openssl_verifies(tmp_path, fi, fs, ca), (kind, layout, label)
-        assert signing.verify(fi, fs).digest == "sha256"
+        assert signature.verify(fi, fs).digest == "sha256"
         fi.write_bytes(content[:-1] + bytes([content[-1] ^ 1]))  # one byte changed
         assert not openssl_verifies(tmp_path, fi, fs, ca)
         with pytest.raises(SignatureError, match="content changed"):
-            signing.verify(fi, fs)
+            signature.verify(fi, fs)
 
 
 def test_layout_shapes() -> None:
     der = bytes(range(256)) * 3
-    assert b"\n" not in signing.encode_fs(der, "single-line")
-    lines = signing.encode_fs(der, "76-cr").split(b"\r")
-    assert all(len(x) == 76 for x in lines[:-2]) and b"\n" not in signing.encode_fs(der, "76-cr")
-    crlf = signing.encode_fs(der, "64-crlf")
+    assert b"\n" not in signature.encode_fs(der, "single-line")
+    lines = signature.encode_fs(der, "76-cr").split(b"\r")
+    assert all(len(x) == 76 for x in lines[:-2]) and b"\n" not in signature.encode_fs(der, "76-cr")
+    crlf = signature.encode_fs(der, "64-crlf")
     assert crlf.endswith(b"\r\n") and all(len(x) == 64 for x in crlf.split(b"\r\n")[:-2])
-    for layout in signing.LAYOUTS:
-        assert signing.decode_fs(signing.encode_fs(der, layout)) == der
+    for layout in signature.LAYOUTS:
+        assert signature.decode_fs(signature.encode_fs(der, layout)) == der
 
 
 @pytest.mark.parametrize("digest", ["sha256", "sha384", "sha512"])
 def test_pem_keys_and_other_digests(tmp_path: Path, digest: str) -> None:
     key, cert, ca = make_identity(tmp_path, "p256", pem=True, password=b"pw")
-    ident = signing.load_identity(key, cert, b"pw")
+    ident = identity.load_identity(key, cert, b"pw")
     fi = tmp_path / "FI"
     fi.write_bytes(CONTENTS["crlf"])
-    fs = signing.fs_content_for(ident, fi, digest, "single-line")
+    fs = signature.fs_content_for(ident, fi, digest, "single-line")
     assert openssl_verifies(tmp_path, fi, fs, ca)
-    assert signing.verify(fi, fs).digest == digest
+    assert signature.verify(fi, fs).digest == digest
 
 
 def test_unencrypted_pkcs12(tmp_path: Path) -> None:
     key, _, ca = make_identity(tmp_path, "rsa2048")
-    ident = signing.load_identity(key)
+    ident = identity.load_identity(key)
     fi = tmp_path / "FI"
     fi.write_bytes(b"x")
-    assert openssl_verifies(tmp_path, fi, signing.fs_content_for(ident, fi, "sha256", "single-line"), ca)
+    assert openssl_verifies(tmp_path, fi, signature.fs_content_for(ident, fi, "sha256", "single-line"), ca)
 
 
 def test_wrong_or_missing_password_names_the_file(tmp_path: Path) -> None:
     key, _, _ = make_identity(tmp_path, "p256", password=b"right")
     with pytest.raises(CertificateError, match=str(key)):
-        signing.load_identity(key, None, b"wrong")
+        identity.load_identity(key, None, b"wrong")
     with pytest.raises(CertificateError, match="no password_file"):
-        signing.load_identity(key, None, None)
+        identity.load_identity(key, None, None)
     pem_key, cert, _ = make_identity(tmp_path, "rsa2048", pem=True, password=b"right")
     with pytest.raises(CertificateError, match="encrypted"):
-        signing.load_identity(pem_key, cert, None)
+        identity.load_identity(pem_key, cert, None)
 
 
 def test_expired_and_not_yet_valid_certificates_are_refused(tmp_path: Path) -> None:
@@ -116,33 +116,33 @@ def test_expired_and_not_yet_valid_certificates_are_refused(tmp_path: Path) -> N
     fi.write_bytes(b"x")
     old, _, _ = make_identity(tmp_path, "p256", days=10, start=dt.datetime.now(dt.UTC) - dt.timedelta(days=20))
     with pytest.raises(CertificateError, match=r"expired \(valid from .* to .*\)"):
-        signing.sign_file(signing.load_identity(old), fi)
+        signature.sign_file(identity.load_identity(old), fi)
     (tmp_path / "future").mkdir()
     future, _, _ = make_identity(tmp_path / "future", "p256", start=dt.datetime.now(dt.UTC) + dt.timedelta(days=2))
     with pytest.raises(CertificateError, match="not valid yet"):
-        signing.sign_file(signing.load_identity(future), fi)
+        signature.sign_file(identity.load_identity(future), fi)
 
 
 def test_expiry_warning(tmp_path: Path) -> None:
     key, _, _ = make_identity(tmp_path, "p256", days=10)
-    ident = signing.load_identity(key)
-    assert "expires in" in (signing.check_certificate(ident, warning_days=30) or "")
-    assert signing.check_certificate(ident, warning_days=5) is None
+    ident = identity.load_identity(key)
+    assert "expires in" in (identity.check_certificate(ident, warning_days=30) or "")
+    assert identity.check_certificate(ident, warning_days=5) is None
 
 
 def test_verify_explains_failures(tmp_path: Path) -> None:
     key, _, _ = make_identity(tmp_path, "p256")
-    ident = signing.load_identity(key)
+    ident = identity.load_identity(key)
     fi = tmp_path / "FI"
     fi.write_bytes(b"hello")
     with pytest.raises(SignatureError, match="not base64"):
-        signing.verify(fi, b"this is not base64 !!!")
+        signature.verify(fi, b"this is not base64 !!!")
     with pytest.raises(SignatureError, match="not a CMS"):
-        signing.verify(fi, signing.encode_fs(b"\x30\x03\x02\x01\x01"))
-    good = signing.fs_content_for(ident, fi, "sha256", "single-line")
-    truncated = signing.encode_fs(signing.decode_fs(good)[:-40])
+        signature.verify(fi, signature.encode_fs(b"\x30\x03\x02\x01\x01"))
+    good = signature.fs_content_for(ident, fi, "sha256", "single-line")
+    truncated = signature.encode_fs(signature.decode_fs(good)[:-40])
     with pytest.raises(SignatureError):
-        signing.verify(fi, truncated)
+        signature.verify(fi, truncated)
 
 
 def test_empty_declaration_is_refused_before_signing(tmp_path: Path) -> None:
@@ -150,7 +150,7 @@ def test_empty_declaration_is_refused_before_signing(tmp_path: Path) -> None:
     fi = tmp_path / "FI"
     fi.write_bytes(b"")
     with pytest.raises(SignatureError, match="empty"):
-        signing.fs_content_for(signing.load_identity(key), fi, "sha256", "single-line")
+        signature.fs_content_for(identity.load_identity(key), fi, "sha256", "single-line")
 
 
 def test_a_500_mb_declaration_is_signed_in_constant_memory(tmp_path: Path) -> None:
@@ -176,16 +176,16 @@ def test_a_500_mb_declaration_is_signed_in_constant_memory(tmp_path: Path) -> No
 
 def test_verify_reports_a_certificate_expired_at_signing_time(tmp_path: Path) -> None:
     key, _, _ = make_identity(tmp_path, "p256", days=10)
-    ident = signing.load_identity(key)
+    ident = identity.load_identity(key)
     fi = tmp_path / "FI"
     fi.write_bytes(b"late")
     late = ident.not_after + dt.timedelta(days=1)
-    der = signing.sign_digest(ident, signing.digest_file(fi), "sha256", late)
+    der = signature.sign_digest(ident, signature.digest_file(fi), "sha256", late)
     with pytest.raises(SignatureError, match="not valid at signing time"):
-        signing.verify(fi, signing.encode_fs(der))
+        signature.verify(fi, signature.encode_fs(der))
 
 
-def asn1crypto_reference(identity: signing.Identity, digest: bytes, algorithm: str, now: dt.datetime,
+def asn1crypto_reference(identity: identity.Identity, digest: bytes, algorithm: str, now: dt.datetime,
                          signature: bytes) -> bytes:
     """The same SignedData built field by field with asn1crypto: what the template must reproduce byte for byte."""
     from asn1crypto import algos, cms
@@ -226,32 +226,32 @@ def asn1crypto_reference(identity: signing.Identity, digest: bytes, algorithm: s
 @pytest.mark.parametrize("digest", ["sha256", "sha384", "sha512"])
 def test_template_builds_the_same_bytes_as_asn1crypto(tmp_path: Path, kind: str, digest: str) -> None:
     key, _, _ = make_identity(tmp_path, kind)
-    ident = signing.load_identity(key)
+    ident = identity.load_identity(key)
     _, _, ca_pem = make_identity(tmp_path, "p256")  # a second certificate, carried as a chain
-    with_chain = signing.Identity(ident.key, ident.certificate, tuple(x509.load_pem_x509_certificates(ca_pem.read_bytes())),
+    with_chain = identity.Identity(ident.key, ident.certificate, tuple(x509.load_pem_x509_certificates(ca_pem.read_bytes())),
                                   ident.source)
-    for identity in (ident, with_chain):
-        t = signing.SignedDataTemplate(identity, digest)
+    for who in (ident, with_chain):
+        t = signature.SignedDataTemplate(who, digest)
         content_digest = bytes(range(256))[: {"sha256": 32, "sha384": 48, "sha512": 64}[digest]]
         for now in (dt.datetime(2026, 11, 27, 12, 0, 1, tzinfo=dt.UTC), dt.datetime(2049, 12, 31, 23, 59, 59, tzinfo=dt.UTC)):
-            der, signed_attrs, signature = t.sign(content_digest, now)
-            assert der == asn1crypto_reference(identity, content_digest, digest, now, signature)
-            t.check(signed_attrs, signature)
+            der, signed_attrs, sig = t.sign(content_digest, now)
+            assert der == asn1crypto_reference(who, content_digest, digest, now, sig)
+            t.check(signed_attrs, sig)
 
 
 def test_template_refuses_a_signature_that_does_not_match(tmp_path: Path) -> None:
     key, _, _ = make_identity(tmp_path, "p256")
-    t = signing.SignedDataTemplate(signing.load_identity(key), "sha256")
-    _, signed_attrs, signature = t.sign(b"\x01" * 32, dt.datetime.now(dt.UTC))
+    t = signature.SignedDataTemplate(identity.load_identity(key), "sha256")
+    _, signed_attrs, sig = t.sign(b"\x01" * 32, dt.datetime.now(dt.UTC))
     with pytest.raises(SignatureError, match="does not match"):
-        t.check(signed_attrs.replace(b"\x01" * 32, b"\x02" * 32), signature)
+        t.check(signed_attrs.replace(b"\x01" * 32, b"\x02" * 32), sig)
 
 
 def test_signing_time_after_2049_is_generalized_time(tmp_path: Path) -> None:
     from asn1crypto import cms
 
     key, _, _ = make_identity(tmp_path, "p256")
-    t = signing.SignedDataTemplate(signing.load_identity(key), "sha256")
+    t = signature.SignedDataTemplate(identity.load_identity(key), "sha256")
     when = dt.datetime(2051, 3, 4, 5, 6, 7, tzinfo=dt.UTC)
     attrs = cms.CMSAttributes.load(t.signed_attributes(b"\x00" * 32, when))
     times = [a["values"][0] for a in attrs if a["type"].native == "signing_time"]

@@ -6,10 +6,10 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from onss_relay.responses.parse import parse_acrf, parse_notification
 
-from onss_relay import signing
+from onss_relay import identity, signature
 from onss_relay.names import parse_name
-from onss_relay.responses import parse_acrf, parse_notification
 from onss_relay.simulator import Simulator
 from onss_relay.transport.local import make_remote_home
 from tests.conftest import SENDER, SIGNING_PASSWORD, TODAY
@@ -21,11 +21,11 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def ident(identity_dir: Path) -> signing.Identity:
-    return signing.load_identity(identity_dir / "signer.p12", None, SIGNING_PASSWORD.encode())
+def ident(identity_dir: Path) -> identity.Identity:
+    return identity.load_identity(identity_dir / "signer.p12", None, SIGNING_PASSWORD.encode())
 
 
-def drop(home: Path, folder: str, fi: str, ident: signing.Identity | None, content: bytes = b"<x/>",
+def drop(home: Path, folder: str, fi: str, ident: identity.Identity | None, content: bytes = b"<x/>",
          go: bool = True, parts: int | None = None) -> str:
     """Place the FI (and its FS when ident is given) and the GO of a set in folder; return the GO name."""
     n = parse_name(fi)
@@ -35,7 +35,7 @@ def drop(home: Path, folder: str, fi: str, ident: signing.Identity | None, conte
         (home / folder / name).write_bytes(content)
         if ident is not None:
             fs = "FS" + name[2:]
-            (home / folder / fs).write_bytes(signing.encode_fs(signing.sign_file(ident, home / folder / name)))
+            (home / folder / fs).write_bytes(signature.encode_fs(signature.sign_file(ident, home / folder / name)))
     go_name = "GO" + (fi[2:] if n.total is None else fi[2:].rsplit(".", 1)[0])
     if go:
         (home / folder / go_name).write_bytes(b"")
@@ -50,7 +50,7 @@ def fi(seq: int = 1, env: str = "T", sender: str = SENDER, date: str = TODAY, pa
     return f"FI.DMFA.{sender}.{date}.{seq:05d}.{env}.{parts}"
 
 
-def test_accepts_a_good_set_and_notifies(home: Path, ident: signing.Identity) -> None:
+def test_accepts_a_good_set_and_notifies(home: Path, ident: identity.Identity) -> None:
     go = drop(home, "INTEST", fi(parts="3.1"), ident)
     [v] = Simulator(home, SENDER).process()
     assert v.accepted and len(v.ticket) == 13
@@ -62,7 +62,7 @@ def test_accepts_a_good_set_and_notifies(home: Path, ident: signing.Identity) ->
     names = sorted(p.name for p in (home / "OUTTEST").iterdir())
     assert len(names) == 6 and all(n.split(".")[2] == "999999" for n in names)  # FO+FS+GO twice
     fo_acrf = next(n for n in names if n.startswith("FO.ACRF"))
-    signing.verify(home / "OUTTEST" / fo_acrf, (home / "OUTTEST" / ("FS" + fo_acrf[2:])).read_bytes())
+    signature.verify(home / "OUTTEST" / fo_acrf, (home / "OUTTEST" / ("FS" + fo_acrf[2:])).read_bytes())
 
 
 def yesterday_plus(days: int) -> str:
@@ -81,7 +81,7 @@ def yesterday_plus(days: int) -> str:
     ("ACRF-122", lambda h, i: drop(h, "INTEST", fi(), None)),
     ("ACRF-134", lambda h, i: drop(h, "INTEST", fi(), i, content=b"")),
 ])
-def test_refusals(home: Path, ident: signing.Identity, code: str, setup) -> None:  # type: ignore[no-untyped-def]
+def test_refusals(home: Path, ident: identity.Identity, code: str, setup) -> None:  # type: ignore[no-untyped-def]
     setup(home, ident)
     [v] = Simulator(home, SENDER).process()
     assert code in v.errors and not v.accepted
@@ -90,22 +90,22 @@ def test_refusals(home: Path, ident: signing.Identity, code: str, setup) -> None
     assert not list((home / "OUTTEST").glob("FO.NOTI.*"))
 
 
-def test_invalid_signature_is_acrf_125(home: Path, ident: signing.Identity) -> None:
+def test_invalid_signature_is_acrf_125(home: Path, ident: identity.Identity) -> None:
     drop(home, "INTEST", fi(), ident)
     (home / "INTEST" / fi()).write_bytes(b"<x/>changed")
     [v] = Simulator(home, SENDER).process()
     assert v.errors == ("ACRF-125",)
 
 
-def test_untrusted_certificate_is_acrf_125(home: Path, ident: signing.Identity, tmp_path: Path) -> None:
-    other = signing.self_signed_identity(tmp_path / "other", "someone else")
+def test_untrusted_certificate_is_acrf_125(home: Path, ident: identity.Identity, tmp_path: Path) -> None:
+    other = identity.self_signed_identity(tmp_path / "other", "someone else")
     drop(home, "INTEST", fi(), ident)
     [v] = Simulator(home, SENDER, trusted=[tmp_path / "other" / "signer.crt"]).process()
     assert v.errors == ("ACRF-125",)
     assert other.certificate != ident.certificate
 
 
-def test_duplicate_name_is_acrf_133(home: Path, ident: signing.Identity) -> None:
+def test_duplicate_name_is_acrf_133(home: Path, ident: identity.Identity) -> None:
     sim = Simulator(home, SENDER)
     drop(home, "INTEST", fi(), ident)
     assert sim.process()[0].accepted
@@ -130,7 +130,7 @@ def test_badly_structured_go_names(home: Path, go_name: str, code: str) -> None:
     assert acrf_of(home)[0].file_name == go_name
 
 
-def test_anomaly_marker_reaches_the_notification(home: Path, ident: signing.Identity) -> None:
+def test_anomaly_marker_reaches_the_notification(home: Path, ident: identity.Identity) -> None:
     drop(home, "INTEST", fi(), ident, content=b"<x>\r\n<!-- SIMULATE-ANOMALY:00024-152:B -->\r\n</x>")
     Simulator(home, SENDER).process()
     [noti] = [parse_notification(p.read_bytes()) for p in (home / "OUTTEST").glob("FO.NOTI.*")]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from onss_relay.spool import BatchWriter, move_durably
+from onss_relay.durable import BatchWriter, move_durably
 
 
 def test_files_appear_under_their_names_only_at_commit(tmp_path: Path) -> None:

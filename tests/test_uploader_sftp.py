@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,11 +9,12 @@ import pytest
 from onss_relay.config import Config, load_config
 from onss_relay.errors import PermanentRemoteError
 from onss_relay.journal import State
-from onss_relay.relay import Relay
+from onss_relay.pipeline import Relay
 from onss_relay.transport.sftp import SftpTransport
 from tests.conftest import fi_name, sftp_config_text
 from tests.fixtures.sshd import SshServer, keygen
 from tests.fixtures.tcpproxy import TcpProxy
+from tests.helpers import run_cli
 from tests.test_signing import openssl_verifies
 
 ENVS = {"R": "IN", "T": "INTEST", "S": "INTEST-S"}
@@ -59,7 +58,7 @@ def test_sets_land_in_their_folder_in_order(sftp_cfg: Config, sshd: SshServer, i
             else:
                 assert openssl_verifies(sshd.root, folder / fi, fs.read_bytes(), identity_dir / "signer.crt")
         assert (folder / go).read_bytes() == b""
-        assert_order_and_once(sshd, go, row.parts, row.data["fs"])
+        assert_order_and_once(sshd, go, row.parts, list(row.data.fs))
     assert list(relay.spool.outbox.iterdir()) == []
     relay.close()
 
@@ -139,8 +138,6 @@ def test_encrypted_key_without_passphrase_file(sftp_dir: Path, sshd: SshServer, 
         SftpTransport.connect(load_config(sftp_dir / "config.toml", environ={}).remote)
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "onss_relay.cli", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_aes_gcm_is_preferred_and_a_server_without_it_still_works(sftp_dir: Path, sshd: SshServer, tmp_path: Path,
@@ -237,5 +234,5 @@ def test_disconnects_mid_transfer_still_deliver_exactly_once(sftp_dir: Path, ssh
         assert sshd.writes_of(go) == 1, go
         for fi in row.parts:
             assert (sshd.home / "INTEST" / fi).read_bytes() == (relay.spool.sent.rglob(fi).__next__()).read_bytes()
-        assert_order_and_once(sshd, go, row.parts, row.data["fs"])
+        assert_order_and_once(sshd, go, row.parts, list(row.data.fs))
     relay.close()

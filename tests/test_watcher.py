@@ -16,10 +16,11 @@ import pytest
 
 from onss_relay.config import Config, load_config
 from onss_relay.daemon import Daemon
-from onss_relay.journal import Journal, State
-from onss_relay.relay import wait_until
-from onss_relay.watcher import SettleTracker, filesystem_type, wants_polling
+from onss_relay.journal import State, open_journal_at
+from onss_relay.stages.claim import SettleTracker
+from onss_relay.stages.watch import filesystem_type, wants_polling
 from tests.conftest import fi_name
+from tests.helpers import wait_until
 
 MOUNTS = """sysfs /sys sysfs rw 0 0
 /dev/vda1 / ext4 rw 0 0
@@ -80,7 +81,7 @@ def running(cfg: Config) -> Iterator[Daemon]:
 
 
 def sent_names(cfg: Config) -> list[str]:
-    j = Journal(cfg.paths.journal_path)
+    j = open_journal_at(cfg.paths.journal_path)
     try:
         return [r.go_name for r in j.sets_in(State.SENT) if r.archived]
     finally:
@@ -92,7 +93,7 @@ def sent_count(cfg: Config) -> int:
 
 
 def history_sent_once(cfg: Config) -> None:
-    j = Journal(cfg.paths.journal_path)
+    j = open_journal_at(cfg.paths.journal_path)
     try:
         for row in j.sets_in(*State):
             assert [h[1] for h in j.history(row.go_name)].count("sent") == 1, row.go_name
@@ -212,15 +213,16 @@ def test_an_event_queue_overflow_triggers_a_full_scan(relay_dir: Path) -> None:
     import logging
     import threading as th
 
-    from onss_relay.journal import Journal as J
+    from onss_relay.journal import open_journal_at
     from onss_relay.spool import Spool
-    from onss_relay.watcher import Outbox, Watcher
+    from onss_relay.stages.claim import Claimer
+    from onss_relay.stages.watch import Watcher
 
     cfg = configured(relay_dir)
     spool = Spool(cfg.paths)
     spool.create()
     wake = th.Event()
-    watcher = Watcher(Outbox(cfg, J(cfg.paths.journal_path), spool), "false", wake)
+    watcher = Watcher(Claimer(cfg, open_journal_at(cfg.paths.journal_path), spool), "false", wake)
     watcher.start()
     try:
         wake.clear()

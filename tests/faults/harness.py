@@ -19,13 +19,13 @@ import sys
 import time
 from pathlib import Path
 
-from onss_relay import signing
+from onss_relay import signature
 from onss_relay.config import Config, load_config
-from onss_relay.journal import Journal, State
-from onss_relay.relay import wait_until
+from onss_relay.journal import State, open_journal_at
 from tests.conftest import fi_name, sftp_config_text
 from tests.fixtures.sshd import SshServer
 from tests.fixtures.tcpproxy import TcpProxy
+from tests.helpers import wait_until
 
 FULL = os.environ.get("ONSS_RELAY_FAULTS") == "full"
 
@@ -105,7 +105,7 @@ class FaultWorld:
         cfg = self.cfg
         if not cfg.paths.journal_path.exists():
             return False
-        j = Journal(cfg.paths.journal_path)
+        j = open_journal_at(cfg.paths.journal_path)
         try:
             sent = sum(1 for r in j.sets_in(State.SENT) if r.archived)
             responses = [n for n in self.responses if j.get_response("OUTTEST", n) is not None]
@@ -129,7 +129,7 @@ class FaultWorld:
 
     def check_invariants(self) -> None:
         cfg = self.cfg
-        j = Journal(cfg.paths.journal_path)
+        j = open_journal_at(cfg.paths.journal_path)
         events = self.sshd.events()
         try:
             for go in self.gos:
@@ -140,8 +140,8 @@ class FaultWorld:
                 for fi in row.parts:
                     assert (self.sshd.home / "INTEST" / fi).read_bytes() == self.originals[fi], fi
                     fs = self.sshd.home / "INTEST" / ("FS" + fi[2:])
-                    signing.verify(self.sshd.home / "INTEST" / fi, fs.read_bytes())
-                for name in row.parts + row.data["fs"]:
+                    signature.verify(self.sshd.home / "INTEST" / fi, fs.read_bytes())
+                for name in row.parts + list(row.data.fs):
                     closes = [i for i, (ev, p) in enumerate(events) if ev == "close" and p.endswith("/" + name)]
                     assert closes and max(closes) < go_opens[0], f"{name} changed after the GO of {go}"
         finally:

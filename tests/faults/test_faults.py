@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from onss_relay.relay import wait_until
 from tests.faults.harness import FULL, FaultWorld, sleep_random
 from tests.fixtures.sshd import SshServer
+from tests.helpers import wait_until
 
 SETS = 120 if FULL else 40
 RESPONSES = 60 if FULL else 15

@@ -12,9 +12,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onss_relay import signing
+from onss_relay import identity, signature
 from onss_relay.config import load_config
-from onss_relay.relay import Relay
+from onss_relay.pipeline import Relay
 from onss_relay.spool import is_temp_name
 from onss_relay.transport.local import make_remote_home
 from tests.conftest import SIGNING_PASSWORD, TODAY, write_config
@@ -39,7 +39,7 @@ class World:
 
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="onss-hostile-"))
-        signing.self_signed_identity(self.dir / "keys", "hostile", password=SIGNING_PASSWORD.encode())
+        identity.self_signed_identity(self.dir / "keys", "hostile", password=SIGNING_PASSWORD.encode())
         (self.dir / "keys" / "signer.pass").write_text(SIGNING_PASSWORD)
         make_remote_home(self.dir / "remote")
         write_config(self.dir)
@@ -114,8 +114,8 @@ def test_truncated_premade_signature_quarantines_the_set(tmp_path: Path) -> None
     try:
         fi = w.relay.spool.outbox / GOOD
         fi.write_bytes(b"<DmfA/>")
-        ident = signing.load_identity(w.dir / "keys" / "signer.p12", None, SIGNING_PASSWORD.encode())
-        good = signing.fs_content_for(ident, fi, "sha256", "single-line")
+        ident = identity.load_identity(w.dir / "keys" / "signer.p12", None, SIGNING_PASSWORD.encode())
+        good = signature.fs_content_for(ident, fi, "sha256", "single-line")
         (w.relay.spool.outbox / ("FS" + GOOD[2:])).write_bytes(good[: len(good) // 2])
         w.relay.send_once(wait_for_settle=False)
         why = reason_for(w.relay, GOOD)

@@ -299,7 +299,7 @@ class Uploader:
                     gates: _Gates) -> Upload:
         folder = upload_folder(Env(row.env))
         fis = [PutFile(folder, n, self.spool.outbox / n) for n in row.parts]
-        fss = [PutFile(folder, n, self.spool.work / n) for n in row.data.get("fs", [])]
+        fss = [PutFile(folder, n, self.spool.work / n) for n in row.data.fs]
         go = [PutFile(folder, row.go_name)]
 
         def gate(step: int) -> None:
@@ -334,11 +334,11 @@ class Uploader:
         """Given a set about to be sent, raise ChangedAfterClaim if an FI was rewritten since it was claimed."""
         for fi in row.parts:
             st = (self.spool.outbox / fi).stat()
-            expected = row.data["sizes"][fi]
+            expected = row.data.sizes[fi]
             if st.st_size != expected:
                 raise ChangedAfterClaim("declaration changed after it was claimed",
                                         f"{fi}: {expected} bytes when claimed, {st.st_size} bytes now")
-            claimed_mtime = row.data.get("mtimes", {}).get(fi)
+            claimed_mtime = row.data.mtimes.get(fi)
             if claimed_mtime is not None and st.st_mtime_ns != claimed_mtime:
                 raise ChangedAfterClaim("declaration changed after it was claimed",
                                         f"{fi}: rewritten after it was claimed and signed (same size, new content?)")
@@ -364,7 +364,7 @@ class Uploader:
 
     def local_files(self, row: SetRow) -> list[Path]:
         """Given a set, return its files here: FI parts and what came with them in the outbox, FS in work/."""
-        return self.spool.outbox_files(row) + [self.spool.work / n for n in row.data.get("fs", [])]
+        return self.spool.outbox_files(row) + [self.spool.work / n for n in row.data.fs]
 
     def archive_finished(self) -> None:
         """Complete the archiving of sets that were sent before a crash."""

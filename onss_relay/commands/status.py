@@ -18,18 +18,17 @@ def result_summary(row: SetRow) -> str:
     """Given a set, return its outcome in a few words: ACRF verdict, notification verdict or failure reason."""
     if row.state == State.FAILED:
         return f"quarantined: {row.reason}"
-    acrf = row.data.get("acrf")
+    acrf = row.data.acrf
     if acrf is None:
         return "waiting for the ACRF" if row.state == State.SENT else "not sent yet"
-    if not acrf["accepted"]:
-        return "refused: " + "; ".join(f"{e['code']} {e['description']}" for e in acrf["errors"])
-    notes = row.data.get("notifications", [])
+    provisional = "" if acrf.final else "provisionally "
+    if not acrf.accepted:
+        why = "; ".join(f"{e.code} {e.description}" for e in acrf.errors) or f"result {acrf.result_code}: {acrf.meaning}"
+        return f"{provisional}refused: {why}"
+    notes = row.data.notifications
     if not notes:
-        return "accepted, waiting for the notification"
-    last = notes[-1]
-    n = len(last["anomalies"])
-    anomalies = f", {n} anomal{'y' if n == 1 else 'ies'}" if n else ""
-    return ("accepted" if last["accepted"] else f"handled with result {last['result_code']}") + anomalies
+        return f"{provisional}accepted, waiting for the notification"
+    return notes[-1].summary or ("accepted" if notes[-1].accepted else f"result {notes[-1].result_code}")
 
 
 def _age(row: SetRow, now: float) -> str:
@@ -61,9 +60,14 @@ def set_detail(journal: Journal, name: str) -> str | None:
              f"ticket:      {row.ticket or '-'}", f"result:      {result_summary(row)}", f"parts:       {', '.join(row.parts)}"]
     if doc["sent_dir"]:
         lines.append(f"sent files:  {doc['sent_dir']}")
-    for n in doc["notifications"]:
-        for a in n["anomalies"]:
-            lines.append(f"anomaly:     {a['error_id']} ({a['class']}) at {a['path']}")
+    for n in row.data.notifications:
+        for w in n.workers:
+            who = f"worker {w.inss}: " if w.inss else ""
+            lines.append(f"notification: {who}{w.outcome} (result {w.result_code})")
+            for a in w.anomalies:
+                cls = f"{a.anomaly_class}, {'blocking' if a.blocking else 'not blocking'}"
+                lines.append(f"  anomaly:   {a.error_id} ({cls}) at {a.path or '-'}"
+                             + (f": {a.label}" if a.label else "") + (f" [{a.tag_name}={a.value}]" if a.tag_name else ""))
     lines.append("history:")
     lines += [f"  {h['at']}  {h['state']:<12} {h['detail'] or ''}".rstrip() for h in doc["history"]]
     return "\n".join(lines)

@@ -12,7 +12,7 @@ from pathlib import Path
 from onss_relay.config import Config
 from onss_relay.durable import fsync_dir
 from onss_relay.errors import InvalidName, UsageError
-from onss_relay.journal import Journal
+from onss_relay.journal import open_journal_at
 from onss_relay.names import MAX_PARTS, Env, Name, Prefix, format_name, parse_name, sent_application_codes
 from onss_relay.spool import Spool
 
@@ -40,7 +40,7 @@ def submit(cfg: Config, files: list[Path], app: str, env: str, date: str | None,
         raise UsageError(f"--parts: {len(files)} files, but a set has at most {MAX_PARTS} parts")
     spool = Spool(cfg.paths)
     spool.create()
-    journal = Journal(cfg.paths.journal_path)
+    journal = open_journal_at(cfg.paths.journal_path)
     try:
         groups = [files] if parts else [[f] for f in files]
         names: list[str] = []

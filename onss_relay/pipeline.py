@@ -1,26 +1,28 @@
-"""The relay's stages wired together over one journal and spool: used by `send`, `poll`, `run` and `demo`."""
+"""The pipeline: the stages (claim, sign, upload, poll, link) wired over one journal and spool.
+
+Used by `send`, `poll`, `run` (through ``daemon.py``) and `demo`. ``Relay.apply`` takes a reloaded configuration.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 import threading
-import time
 from collections.abc import Callable
 
 import structlog
 
-from onss_relay.answers import process_responses
 from onss_relay.config import Config
 from onss_relay.forked import Forked
-from onss_relay.journal import Journal, State
-from onss_relay.poller import Poller, PollReport
-from onss_relay.signer import Signer
+from onss_relay.journal import IN_FLIGHT, Journal, open_journal
 from onss_relay.spool import Spool
+from onss_relay.stages.claim import Claimer
+from onss_relay.stages.link import process_responses
+from onss_relay.stages.poll import Poller, PollReport
+from onss_relay.stages.sign import Signer
+from onss_relay.stages.upload import Uploader, UploadReport
 from onss_relay.transport import open_transport
 from onss_relay.transport.base import Transport
-from onss_relay.uploader import Uploader, UploadReport
-from onss_relay.watcher import Outbox
 
 log = structlog.get_logger(__name__)
 
@@ -46,13 +48,19 @@ class Relay:
         self.stop = stop or threading.Event()
         self.spool = Spool(cfg.paths)
         self.spool.create()
-        self.journal = Journal(cfg.paths.journal_path)
+        self.journal = open_journal(cfg)
         self.connect = connect or (lambda: open_transport(cfg))
-        self.outbox = Outbox(cfg, self.journal, self.spool)
+        self.claimer = Claimer(cfg, self.journal, self.spool)
         self.signer = Signer(cfg, self.journal, self.spool, stop=self.stop)
         self.uploader = Uploader(cfg, self.journal, self.spool, self.connect, stop=self.stop, max_attempts=max_attempts)
         self.poller = Poller(cfg, self.journal, self.spool)
         self.poller.remove_stale_temps()
+
+    def apply(self, cfg: Config) -> None:
+        """Given a reloaded configuration, apply what can change while running: [watch] and [poll]."""
+        self.cfg = dataclasses.replace(self.cfg, watch=cfg.watch, poll=cfg.poll)
+        self.claimer.apply(self.cfg)
+        self.poller.cfg = self.cfg
 
     def close(self) -> None:
         self.uploader.close_idle()
@@ -60,7 +68,7 @@ class Relay:
 
     def claim(self, wait_for_settle: bool = False) -> list[str]:
         """Scan the outbox; with wait_for_settle, scan again once the settle delay has passed."""
-        return claim(self.outbox, self.stop, wait_for_settle)
+        return claim(self.claimer, self.stop, wait_for_settle)
 
     def send_once(self, wait_for_settle: bool = True) -> SendReport:
         """Claim, sign and upload everything ready in the outbox now; uploading starts while signing goes on.
@@ -72,11 +80,11 @@ class Relay:
 
         def claim_and_sign(journal: Journal) -> list[str]:
             spool = Spool(self.cfg.paths)
-            claimed = claim(Outbox(self.cfg, journal, spool), self.stop, wait_for_settle)
+            claimed = claim(Claimer(self.cfg, journal, spool), self.stop, wait_for_settle)
             Signer(self.cfg, journal, spool).sign_queued()
             return claimed
 
-        child = Forked(claim_and_sign, self.cfg.paths.journal_path, "onss-relay-sign")  # before any thread
+        child = Forked(claim_and_sign, lambda: open_journal(self.cfg), "onss-relay-sign")  # before any thread
         if self._anything_to_send():
             self.uploader.warm_up()  # connect while the first sets are claimed and signed
         upload = UploadReport()
@@ -104,7 +112,7 @@ class Relay:
         return SendReport(claimed, upload, before, self._failed_count())
 
     def _anything_to_send(self) -> bool:
-        if self.journal.sets_in(State.QUEUED, State.SIGNED, State.UPLOADING, State.GO_SENDING, limit=1):
+        if self.journal.sets_in(*IN_FLIGHT, limit=1):
             return True
         with os.scandir(self.spool.outbox) as entries:
             return any(e.name.startswith("FI.") for e in entries)
@@ -123,21 +131,12 @@ class Relay:
         return sum(1 for p in self.spool.failed.iterdir() if p.name.endswith(".reason.json"))
 
 
-def claim(outbox: Outbox, stop: threading.Event, wait_for_settle: bool) -> list[str]:
-    """Given the outbox, scan it; with wait_for_settle, scan again once the settle delay has passed."""
-    claimed = outbox.scan()
-    settle = outbox.cfg.watch.settle
+def claim(claimer: Claimer, stop: threading.Event, wait_for_settle: bool) -> list[str]:
+    """Given the claim stage, scan the outbox; with wait_for_settle, scan again once the settle delay has passed."""
+    claimed = claimer.scan()
+    settle = claimer.cfg.watch.settle
     if wait_for_settle and settle > 0:
         stop.wait(settle + 0.05)
-        claimed += outbox.scan()
+        claimed += claimer.scan()
     return claimed
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    """Given a predicate, poll it until true or until timeout seconds passed; return its last value."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-    return True

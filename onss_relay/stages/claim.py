@@ -1,6 +1,6 @@
-"""The outbox: find settled, complete, valid declaration sets and claim them into the journal.
+"""The claim stage: find settled, complete, valid declaration sets in the outbox and queue them in the journal.
 
-The scan is the truth; filesystem events (watchdog) only wake it early. Invalid input is quarantined with a
+The scan is the truth; filesystem events (``watch.py``) only wake it early. Invalid input is quarantined with a
 reason, never dropped. Claimed files stay in the outbox until the uploader archives them into sent/.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import logging
 import os
 import stat
 import threading
@@ -17,21 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import structlog
-from watchdog.events import (
-    FileClosedEvent,
-    FileClosedNoWriteEvent,
-    FileCreatedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileOpenedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers.api import BaseObserver
 
 from onss_relay.config import Config
 from onss_relay.errors import InvalidName
-from onss_relay.journal import Journal, NewSet, State
+from onss_relay.journal import Journal, NewSet, SetData, State
 from onss_relay.names import Name, Prefix, format_name, missing_parts, parse_name, sent_application_codes, set_key
 from onss_relay.spool import Spool, is_temp_name
 
@@ -116,7 +104,7 @@ class _SetFiles:
         return [*self.fis.values(), *self.extras.values()]
 
 
-class Outbox:
+class Claimer:
     """Given the configuration, the journal and the spool, claim what is ready in the outbox."""
 
     def __init__(self, cfg: Config, journal: Journal, spool: Spool, clock: Callable[[], float] = time.monotonic) -> None:
@@ -124,6 +112,11 @@ class Outbox:
         self.journal = journal
         self.spool = spool
         self.tracker = SettleTracker(cfg.watch.settle, clock)
+
+    def apply(self, cfg: Config) -> None:
+        """Given a reloaded configuration, use its [watch] settings from the next scan on."""
+        self.cfg = cfg
+        self.tracker.settle = cfg.watch.settle
 
     def scan(self) -> list[str]:
         """Scan the outbox once: quarantine bad files, claim complete settled sets; return the claimed GO names."""
@@ -212,7 +205,7 @@ class Outbox:
         sizes = {name: st.st_size for name, st in stats.items()}
         mtimes = {name: st.st_mtime_ns for name, st in stats.items()}
         fis = [format_name(p) for p in sorted((p for p in group.parsed if p.prefix == Prefix.FI), key=lambda p: p.part or 0)]
-        return NewSet(group.key, go.env.value, fis, {"sizes": sizes, "mtimes": mtimes, "extras": sorted(group.extras)})
+        return NewSet(group.key, go.env.value, fis, SetData(sizes=sizes, mtimes=mtimes, extras=tuple(sorted(group.extras))))
 
     def _validate(self, go: Name) -> tuple[str, str] | None:
         """Given a complete set's GO name, return (reason, detail) when it must not be sent, else None."""
@@ -245,107 +238,3 @@ def latest_plausible_today() -> dt.date:
     """
     belgium = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)).date()
     return max(dt.date.today(), belgium)
-
-
-NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse", "overlay", "virtiofs", "vboxsf", "afs")
-
-
-def filesystem_type(path: Path, mounts: str | None = None) -> str:
-    """Given a path, return the type of the filesystem holding it, from /proc/mounts (longest mount point)."""
-    if mounts is None:
-        try:
-            mounts = Path("/proc/mounts").read_text()
-        except OSError:
-            return "unknown"
-    target = str(path.resolve())
-    best, kind = "", "unknown"
-    for line in mounts.splitlines():
-        fields = line.split()
-        if len(fields) < 3:
-            continue
-        point = fields[1].replace("\\040", " ")
-        if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
-            best, kind = point, fields[2]
-    return kind
-
-
-def wants_polling(setting: str, path: Path, mounts: str | None = None) -> bool:
-    """Given watch.polling (auto/true/false) and the outbox, say whether to poll instead of using inotify."""
-    if setting != "auto":
-        return setting == "true"
-    kind = filesystem_type(path, mounts)
-    return kind.startswith(NETWORK_FILESYSTEMS)
-
-
-class Watcher:
-    """Given the outbox and a wake event, run a watchdog observer whose events wake the scanner early.
-
-    Events are only hints: the scan decides. Close-after-write and renames into the outbox make a file
-    trusted (for settle = 0); any later write takes that trust back.
-    """
-
-    def __init__(self, outbox: Outbox, polling: str, wake: threading.Event) -> None:
-        self.outbox = outbox
-        self.wake = wake
-        self.polling = wants_polling(polling, outbox.spool.outbox)
-        self._observer: BaseObserver | None = None
-
-    def start(self) -> None:
-        from watchdog.observers import Observer
-        from watchdog.observers.polling import PollingObserver
-
-        handler = _Hints(self.outbox.tracker, self.outbox.spool.outbox, self.wake)
-        observer: BaseObserver = PollingObserver(timeout=1) if self.polling else Observer()
-        observer.schedule(handler, str(self.outbox.spool.outbox), recursive=False)
-        observer.daemon = True
-        observer.start()
-        self._observer = observer
-        logging.getLogger("watchdog.observers.inotify_c").addHandler(_OverflowAlarm(self.wake))
-        self.outbox.tracker.events = not self.polling
-        log.info("watching", outbox=str(self.outbox.spool.outbox), observer="polling" if self.polling else "inotify",
-                 filesystem=filesystem_type(self.outbox.spool.outbox))
-
-    def stop(self) -> None:
-        inotify_log = logging.getLogger("watchdog.observers.inotify_c")
-        for h in [h for h in inotify_log.handlers if isinstance(h, _OverflowAlarm) and h.wake is self.wake]:
-            inotify_log.removeHandler(h)
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join(timeout=5)
-        self.outbox.tracker.events = False
-
-
-class _OverflowAlarm(logging.Handler):
-    """watchdog recovers from an inotify queue overflow but only logs it: hear that, and rescan at once."""
-
-    def __init__(self, wake: threading.Event) -> None:
-        super().__init__(logging.WARNING)
-        self.wake = wake
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "overflow" in record.getMessage().lower():
-            log.warning("event_queue_overflow", detail="events were lost; scanning the whole outbox now")
-            self.wake.set()
-
-
-class _Hints(FileSystemEventHandler):
-    def __init__(self, tracker: SettleTracker, outbox: Path, wake: threading.Event) -> None:
-        self.tracker = tracker
-        self.outbox = str(outbox)
-        self.wake = wake
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if isinstance(event, FileOpenedEvent | FileClosedNoWriteEvent):
-            return  # readers, ourselves included, change nothing
-        if event.is_directory:
-            self.wake.set()
-            return
-        if isinstance(event, FileClosedEvent):
-            self.tracker.trust(os.path.basename(str(event.src_path)))
-        elif isinstance(event, FileMovedEvent):
-            self.tracker.distrust(os.path.basename(str(event.src_path)))
-            if os.path.dirname(str(event.dest_path)) == self.outbox:
-                self.tracker.trust(os.path.basename(str(event.dest_path)))
-        elif isinstance(event, FileModifiedEvent | FileCreatedEvent):
-            self.tracker.distrust(os.path.basename(str(event.src_path)))
-        self.wake.set()

@@ -1,4 +1,4 @@
-"""The signing stage: for each queued set, write one checked FS per FI part into work/.
+"""The sign stage: for each queued set, write one checked FS per FI part into work/.
 
 A pre-made FS dropped beside its FI is verified and used instead. Environment S gets no FS unless
 signing.sign_simulation is set (the transfer point may refuse one there: ACRF-121).
@@ -12,32 +12,24 @@ from pathlib import Path
 
 import structlog
 
-from onss_relay import signing
-from onss_relay.config import Config, read_secret
+from onss_relay import signature
+from onss_relay.config import Config
+from onss_relay.durable import BatchWriter
 from onss_relay.errors import CertificateError, SignatureError
+from onss_relay.identity import Identity, check_certificate, load_signing_identity
 from onss_relay.journal import Change, Journal, SetRow, State
 from onss_relay.names import Env, format_name, fs_name_for, parse_name
-from onss_relay.spool import BatchWriter, Spool
+from onss_relay.spool import Spool
 
 log = structlog.get_logger(__name__)
 
 BATCH = 25  # sets signed per journal commit
 
 
-def load_signing_identity(cfg: Config) -> signing.Identity:
-    """Given the configuration, load the signing identity and refuse an expired or not-yet-valid one."""
-    s = cfg.signing
-    identity = signing.load_identity(s.key, s.certificate, read_secret(s.password_file, "signing.password_file"))
-    warning = signing.check_certificate(identity, warning_days=s.expiry_warning_days)
-    if warning:
-        log.warning("certificate_expiring", detail=warning, days_left=signing.days_left(identity))
-    return identity
-
-
 class Signer:
     """Given the configuration, journal, spool and a lazily loaded identity, sign queued sets."""
 
-    def __init__(self, cfg: Config, journal: Journal, spool: Spool, identity: signing.Identity | None = None,
+    def __init__(self, cfg: Config, journal: Journal, spool: Spool, identity: Identity | None = None,
                  stop: threading.Event | None = None) -> None:
         self.cfg = cfg
         self.journal = journal
@@ -45,11 +37,11 @@ class Signer:
         self._identity = identity
         self.stop = stop
 
-    def identity(self) -> signing.Identity:
+    def identity(self) -> Identity:
         if self._identity is None:
             self._identity = load_signing_identity(self.cfg)
         else:
-            signing.check_certificate(self._identity, warning_days=-1)
+            check_certificate(self._identity, warning_days=-1)
         return self._identity
 
     def sign_queued(self, progress: Callable[[], None] | None = None) -> int:
@@ -74,8 +66,6 @@ class Signer:
             if not signed:
                 continue
             self.journal.transition_many(signed)
-            for c in signed:
-                log.info("set_signed", set=c.go_name, state="signed", signatures=len((c.data or {})["fs"]))
             done += len(signed)
             if progress is not None:
                 progress()
@@ -104,19 +94,19 @@ class Signer:
         except FileNotFoundError as e:
             self.spool.quarantine_claimed(self.journal, row, "declaration vanished from the outbox", f"{e.filename}")
             return None
-        return Change(row.go_name, State.SIGNED, data={"fs": fs_names})
+        return Change(row.go_name, State.SIGNED, data={"fs": tuple(fs_names)})
 
     def _write_fs(self, fi: Path, row: SetRow, writer: BatchWriter) -> str:
         fs_name = format_name(fs_name_for(parse_name(fi.name)))
         premade = self.spool.outbox / fs_name
-        if fs_name in row.data.get("extras", []) and premade.exists():
+        if fs_name in row.data.extras and premade.exists():
             content = premade.read_bytes()
             try:
-                signing.verify(fi, content)
+                signature.verify(fi, content)
             except SignatureError as e:
                 raise SignatureError(f"{fs_name} (dropped beside its FI) does not verify: {e}") from None
         else:
             s = self.cfg.signing
-            content = signing.fs_content_for(self.identity(), fi, s.digest, s.layout)
+            content = signature.fs_content_for(self.identity(), fi, s.digest, s.layout)
         writer.write(fs_name, content)
         return fs_name

@@ -1,8 +1,8 @@
-"""Detached CMS signatures (the FS file): load the signing identity, sign and verify in constant memory.
+"""Detached CMS signatures (the FS file): sign and verify in constant memory, encode FS layouts.
 
 The FI is digested by streaming it; the CMS SignedData is built around that digest from a DER template
 made once per identity with asn1crypto, so a file of any size is signed without being read into memory.
-Binary mode: the FI bytes are never altered.
+Binary mode: the FI bytes are never altered. Loading the key and checking the certificate: ``identity.py``.
 """
 
 from __future__ import annotations
@@ -21,104 +21,13 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.serialization import pkcs12
 
-from onss_relay.errors import CertificateError, SignatureError
+from onss_relay.errors import SignatureError
+from onss_relay.identity import Identity, check_certificate
 
 LAYOUTS = ("single-line", "76-cr", "64-crlf")
 _HASHES: dict[str, type[hashes.SHA1 | hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
     "sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
-
-
-@dataclasses.dataclass(frozen=True)
-class Identity:
-    """A private key and its certificate (plus any chain), and the file they came from."""
-
-    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-    certificate: x509.Certificate
-    chain: tuple[x509.Certificate, ...]
-    source: Path
-
-    @property
-    def not_after(self) -> dt.datetime:
-        return self.certificate.not_valid_after_utc
-
-    @property
-    def not_before(self) -> dt.datetime:
-        return self.certificate.not_valid_before_utc
-
-
-def load_identity(key_path: Path, certificate_path: Path | None = None, password: bytes | None = None) -> Identity:
-    """Given a PKCS#12 file, or a PEM key and PEM certificate, and an optional password, return the Identity."""
-    try:
-        data = key_path.read_bytes()
-    except OSError as e:
-        raise CertificateError(f"{key_path}: cannot read signing key: {e.strerror}") from None
-    if b"-----BEGIN" in data:
-        return _load_pem(key_path, data, certificate_path, password)
-    return _load_pkcs12(key_path, data, password)
-
-
-def _load_pkcs12(path: Path, data: bytes, password: bytes | None) -> Identity:
-    try:
-        key, cert, extra = pkcs12.load_key_and_certificates(data, password)
-    except ValueError:
-        hint = "no password_file is set" if password is None else "is the password in password_file right?"
-        raise CertificateError(f"{path}: cannot open the PKCS#12 file ({hint})") from None
-    if key is None or cert is None:
-        raise CertificateError(f"{path}: the PKCS#12 file holds no private key and certificate pair")
-    return Identity(_check_key_type(path, key), cert, tuple(extra), path)
-
-
-def _load_pem(path: Path, data: bytes, certificate_path: Path | None, password: bytes | None) -> Identity:
-    try:
-        key = serialization.load_pem_private_key(data, password)
-    except TypeError:
-        raise CertificateError(f"{path}: the PEM key is encrypted and no password_file is set (or it is not encrypted and one is)") from None
-    except ValueError:
-        raise CertificateError(f"{path}: cannot load the PEM private key (wrong password or not a key)") from None
-    cert_source = certificate_path or path
-    try:
-        certs = x509.load_pem_x509_certificates(cert_source.read_bytes())
-    except (OSError, ValueError):
-        raise CertificateError(f"{cert_source}: no PEM certificate found (set signing.certificate)") from None
-    ours = _public_der(key.public_key())
-    mine = [c for c in certs if _public_der(c.public_key()) == ours]
-    if not mine:
-        raise CertificateError(f"{cert_source}: no certificate in it matches the private key {path}")
-    return Identity(_check_key_type(path, key), mine[0], tuple(c for c in certs if c is not mine[0]), path)
-
-
-def _public_der(public: object) -> bytes:
-    """A public key's SubjectPublicKeyInfo DER: the same bytes for a key and the certificate that carries it."""
-    assert hasattr(public, "public_bytes")
-    der: bytes = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return der
-
-
-def _check_key_type(path: Path, key: object) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
-    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        raise CertificateError(f"{path}: only RSA and EC keys can sign declarations, not {type(key).__name__}")
-    return key
-
-
-def check_certificate(identity: Identity, now: dt.datetime | None = None, warning_days: int = 30) -> str | None:
-    """Given an Identity, raise CertificateError if it cannot sign now; return a warning when it expires soon."""
-    now = now or dt.datetime.now(dt.UTC)
-    dates = f"valid from {identity.not_before:%Y-%m-%d %H:%M} to {identity.not_after:%Y-%m-%d %H:%M} UTC"
-    if now < identity.not_before:
-        raise CertificateError(f"{identity.source}: the signing certificate is not valid yet ({dates})")
-    if now > identity.not_after:
-        raise CertificateError(f"{identity.source}: the signing certificate has expired ({dates}); renew it on the portal")
-    left = days_left(identity, now)
-    if left <= warning_days:
-        return f"{identity.source}: the signing certificate expires in {left} days ({dates}); renew it on the portal"
-    return None
-
-
-def days_left(identity: Identity, now: dt.datetime | None = None) -> int:
-    now = now or dt.datetime.now(dt.UTC)
-    return (identity.not_after - now).days
 
 
 def digest_file(path: Path, algorithm: str = "sha256") -> bytes:
@@ -358,22 +267,3 @@ def fs_content_for(identity: Identity, fi: Path, algorithm: str, layout: str) ->
     return content
 
 
-def self_signed_identity(directory: Path, common_name: str = "onss-relay demo", days: int = 365,
-                         key_type: str = "ec", password: bytes | None = None) -> Identity:
-    """Given a directory, create a self-signed key+certificate as PKCS#12 (signer.p12) and PEM there; return it."""
-    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-    key = ec.generate_private_key(ec.SECP256R1()) if key_type == "ec" else rsa.generate_private_key(65537, 2048)
-    now = dt.datetime.now(dt.UTC)
-    subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, common_name)])
-    cert = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
-        .sign(key, hashes.SHA256())
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    enc = serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
-    p12 = directory / "signer.p12"
-    p12.write_bytes(pkcs12.serialize_key_and_certificates(b"signer", key, cert, None, enc))
-    (directory / "signer.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return Identity(key, cert, (), p12)

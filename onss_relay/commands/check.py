@@ -6,12 +6,11 @@ import os
 from collections.abc import Callable
 from typing import TextIO
 
-from onss_relay import signing
+from onss_relay.commands.status import HEALTH_FRESH, daemon_report
 from onss_relay.config import Config
 from onss_relay.errors import EXIT_OK, EXIT_REMOTE, EXIT_USAGE, RelayError, RemoteError
+from onss_relay.identity import check_certificate, days_left, load_signing_identity
 from onss_relay.names import Env, response_folder, upload_folder
-from onss_relay.signer import load_signing_identity
-from onss_relay.status import HEALTH_FRESH, daemon_report
 from onss_relay.transport import open_transport
 
 
@@ -54,10 +53,10 @@ def _daemon(cfg: Config) -> str:
 
 
 def _certificate(cfg: Config) -> str:
-    identity = load_signing_identity(cfg)
-    left = signing.days_left(identity)
-    note = signing.check_certificate(identity, warning_days=cfg.signing.expiry_warning_days)
-    subject = identity.certificate.subject.rfc4514_string()
+    ident = load_signing_identity(cfg)
+    left = days_left(ident)
+    note = check_certificate(ident, warning_days=cfg.signing.expiry_warning_days)
+    subject = ident.certificate.subject.rfc4514_string()
     return f"{subject}, {left} days left" + (" — renew it soon on the portal" if note else "")
 
 

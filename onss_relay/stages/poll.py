@@ -15,12 +15,12 @@ from pathlib import Path
 import structlog
 
 from onss_relay.config import Config
-from onss_relay.durable import fsync_dir
+from onss_relay.durable import free_name, fsync_dir
 from onss_relay.errors import InvalidName, PermanentRemoteError
 from onss_relay.journal import Journal
 from onss_relay.names import Env, Name, Prefix, parse_name, response_folder, set_key
-from onss_relay.signing import digest_file
-from onss_relay.spool import Spool, free_name
+from onss_relay.signature import digest_file
+from onss_relay.spool import Spool
 from onss_relay.transport.base import RemoteEntry, SizeLimitExceeded, Transport
 
 log = structlog.get_logger(__name__)

@@ -1,14 +1,12 @@
-"""The journal: one SQLite database (WAL, synchronous=FULL) holding every declaration set and response.
+"""The SQLite journal (WAL, synchronous=FULL): the embedded backend, one machine, the database in the spool.
 
-It is the only writer of state. The state machine lives in ``TRANSITIONS``; any other change raises.
+The only writer of state. Busy and full-disk conditions leave as the backend-neutral JournalBusy and
+JournalError; the state machine and the per-set data are in ``model.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import datetime as dt
-import enum
 import json
 import sqlite3
 import threading
@@ -19,92 +17,25 @@ from typing import Any
 
 import structlog
 
-from onss_relay.errors import IllegalTransition
+from onss_relay.errors import IllegalTransition, JournalBusy, JournalError
+from onss_relay.journal.model import (
+    DONE,
+    WAITING,
+    Change,
+    NewSet,
+    ResponseRow,
+    SetData,
+    SetRow,
+    State,
+    check_transition,
+)
+from onss_relay.names import parse_name
 
 log = structlog.get_logger(__name__)
 
 BUSY_TIMEOUT_MS = 30_000  # how long a statement waits for another process's lock on the journal
-
-
-class State(enum.StrEnum):
-    QUEUED = "queued"
-    SIGNED = "signed"
-    UPLOADING = "uploading"
-    GO_SENDING = "go_sending"
-    SENT = "sent"
-    ACKNOWLEDGED = "acknowledged"
-    REFUSED = "refused"
-    NOTIFIED = "notified"
-    FAILED = "failed"
-
-
+SCHEMA_VERSION = 2  # PRAGMA user_version; 0/1: onss-relay 0.1 (untyped set data, read as version 1)
 S = State
-TRANSITIONS: dict[State, frozenset[State]] = {
-    S.QUEUED: frozenset({S.SIGNED, S.FAILED}),
-    S.SIGNED: frozenset({S.UPLOADING, S.FAILED}),
-    # UPLOADING -> UPLOADING: a set interrupted before go_sending is re-sent from its first file.
-    S.UPLOADING: frozenset({S.UPLOADING, S.GO_SENDING, S.SIGNED, S.FAILED}),
-    S.GO_SENDING: frozenset({S.SENT}),
-    S.SENT: frozenset({S.ACKNOWLEDGED, S.REFUSED}),
-    S.ACKNOWLEDGED: frozenset({S.NOTIFIED}),
-    S.NOTIFIED: frozenset({S.NOTIFIED}),  # further notifications for the same declaration
-    S.REFUSED: frozenset(),
-    S.FAILED: frozenset({S.QUEUED}),  # the same name dropped again, fixed, after a quarantine
-}
-IN_FLIGHT = (S.QUEUED, S.SIGNED, S.UPLOADING, S.GO_SENDING)
-
-
-def check_transition(old: State, new: State) -> None:
-    """Given two states, return if the state machine allows old → new, else raise IllegalTransition."""
-    if new not in TRANSITIONS[old]:
-        raise IllegalTransition(f"illegal transition {old} → {new}")
-
-
-@dataclasses.dataclass(frozen=True)
-class NewSet:
-    """A complete set claimed from the outbox, for Journal.add_sets."""
-
-    go_name: str
-    env: str
-    parts: list[str]
-    data: dict[str, Any]
-
-
-@dataclasses.dataclass(frozen=True)
-class Change:
-    """One state change for Journal.transition_many: the set, its new state, a detail, data to merge."""
-
-    go_name: str
-    state: State
-    detail: str | None = None
-    archived: bool = False  # the set's local files are already in sent/
-    data: dict[str, Any] | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class SetRow:
-    go_name: str
-    env: str
-    state: State
-    parts: list[str]  # FI names, in part order
-    created_at: float
-    updated_at: float
-    reason: str | None
-    ticket: str | None
-    data: dict[str, Any]  # sizes, results, paths: everything else, as JSON
-    archived: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class ResponseRow:
-    folder: str
-    name: str
-    size: int
-    local_path: str
-    deleted_remote: bool
-    kind: str | None
-    linked_set: str | None
-
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sets (
@@ -150,7 +81,7 @@ CREATE TABLE IF NOT EXISTS sequences (
 """
 
 
-class Journal:
+class SqliteJournal:
     """Given a database path, keep the state of every set and response; safe to share between threads."""
 
     def __init__(self, path: Path) -> None:
@@ -162,10 +93,16 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        with self._tx():
+        with self._tx() as db:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
-                    self._db.execute(statement)
+                    db.execute(statement)
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise JournalError(f"{path}: journal schema {version} is newer than this onss-relay ({SCHEMA_VERSION});"
+                                   " upgrade onss-relay or restore a backup")
+            if version < SCHEMA_VERSION:  # 0.1 journals: same tables; set data is read as version 1 when loaded
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
         with self._lock:
@@ -174,12 +111,13 @@ class Journal:
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction: the write lock is taken at its start, so concurrent processes queue."""
-        with self._lock:
+        with self._lock, _neutral_errors(self.path):
             self._begin_immediate()
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
 
@@ -205,9 +143,9 @@ class Journal:
 
     # -- declaration sets ---------------------------------------------------------------------
 
-    def add_set(self, go_name: str, env: str, parts: list[str], data: dict[str, Any] | None = None) -> None:
+    def add_set(self, go_name: str, env: str, parts: list[str], data: SetData | None = None) -> None:
         """Given a new set (or one quarantined before), record it as queued; raise IllegalTransition otherwise."""
-        self.add_sets([NewSet(go_name, env, parts, data or {})])
+        self.add_sets([NewSet(go_name, env, parts, data or SetData())])
 
     def add_sets(self, sets: list[NewSet]) -> None:
         """Given new sets (or ones quarantined before), record them as queued in one transaction."""
@@ -220,12 +158,12 @@ class Journal:
                     db.execute(
                         "UPDATE sets SET state = ?, parts = ?, data = ?, updated_at = ?, reason = NULL, archived = 0"
                         " WHERE go_name = ?",
-                        (S.QUEUED, json.dumps(n.parts), json.dumps(n.data), now, n.go_name),
+                        (S.QUEUED, json.dumps(n.parts), n.data.to_json(), now, n.go_name),
                     )
                 else:
                     db.execute(
                         "INSERT INTO sets (go_name, env, state, parts, created_at, updated_at, data) VALUES (?,?,?,?,?,?,?)",
-                        (n.go_name, n.env, S.QUEUED, json.dumps(n.parts), now, now, json.dumps(n.data)),
+                        (n.go_name, n.env, S.QUEUED, json.dumps(n.parts), now, now, n.data.to_json()),
                     )
                 db.execute("INSERT INTO history (go_name, state, at) VALUES (?,?,?)", (n.go_name, S.QUEUED, now))
         for n in sets:
@@ -246,13 +184,13 @@ class Journal:
         if added:
             log.info("set_state", set=go_name, state=str(S.FAILED), detail=reason)
 
-    def transition(self, go_name: str, new: State, detail: str | None = None, archived: bool = False,
-                   **data: Any) -> None:
-        """Given a set and a new state, check and record the change (merging ``data``).
+    def transition(self, go_name: str, new: State, detail: str | None = None, archived: bool = False, *,
+                   ticket: str | None = None, reason: str | None = None, **data: Any) -> None:
+        """Given a set and a new state, check and record the change (setting the SetData fields ``data``).
 
         ``archived`` records in the same transaction that the set's local files are already in sent/.
         """
-        self.transition_many([Change(go_name, new, detail, archived, data)])
+        self.transition_many([Change(go_name, new, detail, archived, data, ticket, reason)])
 
     def transition_many(self, changes: list[Change]) -> None:
         """Given state changes of several sets, check and record them all in one transaction (one fsync).
@@ -269,12 +207,11 @@ class Journal:
                 if row is None:
                     raise IllegalTransition(f"unknown set {c.go_name}")
                 check_transition(State(row["state"]), c.state)
-                data = c.data or {}
-                merged = json.loads(row["data"]) | {k: v for k, v in data.items() if k not in ("ticket", "reason")}
+                merged = SetData.from_json(row["data"]).updated(c.data)
                 db.execute(
                     "UPDATE sets SET state = ?, updated_at = ?, data = ?, ticket = COALESCE(?, ticket),"
                     " reason = COALESCE(?, reason), archived = MAX(archived, ?) WHERE go_name = ?",
-                    (c.state, now, json.dumps(merged), data.get("ticket"), data.get("reason"), int(c.archived), c.go_name),
+                    (c.state, now, merged.to_json(), c.ticket, c.reason, int(c.archived), c.go_name),
                 )
                 db.execute("INSERT INTO history (go_name, state, at, detail) VALUES (?,?,?,?)",
                            (c.go_name, c.state, now, c.detail))
@@ -285,19 +222,21 @@ class Journal:
                      duration_ms=round((now - updated_at) * 1000), detail=c.detail)
 
     def update_data(self, go_name: str, **data: Any) -> None:
-        """Given a set, merge ``data`` into its JSON data without changing its state."""
+        """Given a set, set the SetData fields ``data`` without changing its state."""
         with self._tx() as db:
             row = db.execute("SELECT data FROM sets WHERE go_name = ?", (go_name,)).fetchone()
-            merged = json.loads(row["data"]) | data
-            db.execute("UPDATE sets SET data = ?, updated_at = ? WHERE go_name = ?", (json.dumps(merged), time.time(), go_name))
+            if row is None:
+                raise IllegalTransition(f"unknown set {go_name}")
+            merged = SetData.from_json(row["data"]).updated(data)
+            db.execute("UPDATE sets SET data = ?, updated_at = ? WHERE go_name = ?", (merged.to_json(), time.time(), go_name))
 
     def mark_archived(self, archived: dict[str, str]) -> None:
         """Given sent sets and the folder their files now sit in (GO name → sent dir), record that in one commit."""
         with self._tx() as db:
             for go_name, sent_dir in archived.items():
                 row = db.execute("SELECT data FROM sets WHERE go_name = ?", (go_name,)).fetchone()
-                data = json.loads(row["data"]) | {"sent_dir": sent_dir}
-                db.execute("UPDATE sets SET archived = 1, data = ? WHERE go_name = ?", (json.dumps(data), go_name))
+                data = SetData.from_json(row["data"]).updated({"sent_dir": sent_dir})
+                db.execute("UPDATE sets SET archived = 1, data = ? WHERE go_name = ?", (data.to_json(), go_name))
 
     def get_set(self, go_name: str) -> SetRow | None:
         with self._lock:
@@ -327,8 +266,8 @@ class Journal:
         """Return sets whose GO went out but whose local files were not yet moved to sent/."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT * FROM sets WHERE archived = 0 AND state IN (?,?,?,?)",
-                (S.SENT, S.ACKNOWLEDGED, S.REFUSED, S.NOTIFIED),
+                f"SELECT * FROM sets WHERE archived = 0 AND state IN ({','.join('?' * len(DONE))})",
+                [str(s) for s in DONE],
             ).fetchall()
         return [_set_row(r) for r in rows]
 
@@ -370,8 +309,18 @@ class Journal:
         return _response_row(row) if row else None
 
     def unlinked_responses(self) -> list[ResponseRow]:
+        """Return the responses to link: never read yet, or waiting for their set (a notification before its ACRF)."""
         with self._lock:
-            rows = self._db.execute("SELECT * FROM responses WHERE kind IS NULL ORDER BY at, name").fetchall()
+            rows = self._db.execute(
+                "SELECT * FROM responses WHERE kind IS NULL OR kind = ? ORDER BY at, name", (WAITING,)).fetchall()
+        return [_response_row(r) for r in rows]
+
+    def unmatched_responses(self) -> list[ResponseRow]:
+        """Return the answers kept without a set: other applications, sets sent by another tool, malformed ones."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM responses WHERE linked_set IS NULL AND kind IS NOT NULL AND kind NOT IN (?, ?)"
+                " ORDER BY at, name", ("signature", "marker")).fetchall()
         return [_response_row(r) for r in rows]
 
     # -- sequence numbers ---------------------------------------------------------------------
@@ -387,20 +336,35 @@ class Journal:
 
     @staticmethod
     def _sequences_in_sets(db: sqlite3.Connection, sender: str, date: str, env: str) -> set[int]:
-        pattern = f"GO.%.{sender}.{date}.%.{env}%"
+        """Given sender, date and environment, return the numeric sequences of sets the journal knows (any app)."""
         out = set()
-        for (name,) in db.execute("SELECT go_name FROM sets WHERE go_name LIKE ?", (pattern,)):
-            fields = name.split(".")
-            if len(fields) >= 6 and fields[5] == env and fields[4].isdigit():
-                out.add(int(fields[4]))
+        for (name,) in db.execute("SELECT go_name FROM sets WHERE go_name LIKE ?", (f"GO.%.{sender}.{date}.%",)):
+            with contextlib.suppress(ValueError):
+                n = parse_name(name)
+                if n.env == env and n.seq.isdigit():
+                    out.add(int(n.seq))
         return out
+
+
+@contextlib.contextmanager
+def _neutral_errors(path: Path) -> Iterator[None]:
+    """Turn SQLite's busy, locked and full-disk errors into the backend-neutral ones the stages handle."""
+    try:
+        yield
+    except sqlite3.OperationalError as e:
+        code = getattr(e, "sqlite_errorcode", 0) & 0xFF
+        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            raise JournalBusy(f"{path}: the journal is locked by another process ({e})") from e
+        if code == sqlite3.SQLITE_FULL:
+            raise JournalError(f"{path}: the disk holding the journal is full") from e
+        raise JournalError(f"{path}: {e}") from e
 
 
 def _set_row(r: sqlite3.Row) -> SetRow:
     return SetRow(
         go_name=r["go_name"], env=r["env"], state=State(r["state"]), parts=json.loads(r["parts"]),
         created_at=r["created_at"], updated_at=r["updated_at"], reason=r["reason"], ticket=r["ticket"],
-        data=json.loads(r["data"]), archived=bool(r["archived"]),
+        data=SetData.from_json(r["data"]), archived=bool(r["archived"]),
     )
 
 
@@ -410,6 +374,3 @@ def _response_row(r: sqlite3.Row) -> ResponseRow:
         deleted_remote=bool(r["deleted_remote"]), kind=r["kind"], linked_set=r["linked_set"],
     )
 
-
-def today() -> str:
-    return dt.date.today().strftime("%Y%m%d")

@@ -12,14 +12,14 @@ import tempfile
 from pathlib import Path
 from typing import TextIO
 
-from onss_relay import signing
+from onss_relay import identity
+from onss_relay.commands.status import result_summary
 from onss_relay.config import load_config
+from onss_relay.durable import atomic_write
 from onss_relay.journal import State
 from onss_relay.names import Env, Name, Prefix, format_name
-from onss_relay.relay import Relay
+from onss_relay.pipeline import Relay
 from onss_relay.simulator import Simulator
-from onss_relay.spool import atomic_write
-from onss_relay.status import result_summary
 from onss_relay.transport.local import make_remote_home
 
 SENDER = "123456"
@@ -52,7 +52,7 @@ def demo_declarations() -> list[tuple[Name, bytes]]:
 def prepare(root: Path) -> Path:
     """Given a folder, create the demo's key, config, spool and transfer point there; return the config path."""
     root.mkdir(parents=True, exist_ok=True)
-    signing.self_signed_identity(root / "keys", "Demo Payroll Office (self-signed)")
+    identity.self_signed_identity(root / "keys", "Demo Payroll Office (self-signed)")
     make_remote_home(root / "transfer-point")
     config = root / "config.toml"
     template = importlib.resources.files("onss_relay.data").joinpath("demo.toml").read_text()
@@ -83,11 +83,11 @@ def _report(relay: Relay, root: Path, out: TextIO) -> int:
     print(f"{'DECLARATION SET':<38} {'ENV':<4} {'STATE':<10} {'ACRF':<28} {'NOTIFICATION':<40} FILES", file=out)
     ok = True
     for r in rows:
-        acrf = r.data.get("acrf")
-        notes = r.data.get("notifications", [])
-        acrf_text = "-" if acrf is None else (f"accepted {acrf['ticket']}" if acrf["accepted"] else "refused")
+        acrf = r.data.acrf
+        notes = r.data.notifications
+        acrf_text = "-" if acrf is None else (f"accepted {acrf.ticket}" if acrf.accepted else "refused")
         noti_text = "-" if not notes else result_summary(r)
-        where = _where(relay, r.go_name, r.data.get("sent_dir"), root)
+        where = _where(relay, r.go_name, r.data.sent_dir, root)
         if r.state == State.FAILED:
             acrf_text, noti_text = "not sent", (r.reason or "").split(":")[0]
             ok = ok and r.go_name.split(".")[2] != SENDER  # only the deliberately invalid one may fail

@@ -1,0 +1,85 @@
+"""The journal: the one store of state, behind one interface, opened by ``open_journal`` whatever the backend.
+
+``model.py`` holds the states, the state machine and the typed per-set data; ``sqlite.py`` the embedded
+backend. A new backend (PostgreSQL for an active/standby pair) implements ``Journal`` and runs the journal
+contract test (tests/test_journal_contract.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from onss_relay.config import Config
+from onss_relay.journal.model import (
+    DONE,
+    IN_FLIGHT,
+    TRANSITIONS,
+    WAITING,
+    AcrfRecord,
+    AnomalyRecord,
+    Change,
+    CodeMeaning,
+    NewSet,
+    NotificationRecord,
+    ResponseRow,
+    SetData,
+    SetRow,
+    State,
+    WorkerResult,
+    check_transition,
+)
+
+__all__ = [
+    "DONE", "IN_FLIGHT", "TRANSITIONS", "WAITING", "AcrfRecord", "AnomalyRecord", "Change", "CodeMeaning", "Journal",
+    "NewSet", "NotificationRecord", "ResponseRow", "SetData", "SetRow", "State", "check_transition",
+    "WorkerResult", "open_journal", "open_journal_at",
+]
+
+
+class Journal(Protocol):
+    """Every set and response the relay knows, and their states. Safe to share between threads of one process;
+    each process opens its own (never across fork()). Writes raise JournalBusy when another process holds
+    the journal too long, JournalError on a local failure (a full disk), IllegalTransition on a bug."""
+
+    def close(self) -> None: ...
+
+    # declaration sets
+    def add_set(self, go_name: str, env: str, parts: list[str], data: SetData | None = None) -> None: ...
+    def add_sets(self, sets: list[NewSet]) -> None: ...
+    def add_failed(self, go_name: str, env: str, parts: list[str], reason: str) -> None: ...
+    def transition(self, go_name: str, new: State, detail: str | None = None, archived: bool = False, *,
+                   ticket: str | None = None, reason: str | None = None, **data: Any) -> None: ...
+    def transition_many(self, changes: list[Change]) -> None: ...
+    def update_data(self, go_name: str, **data: Any) -> None: ...
+    def mark_archived(self, archived: dict[str, str]) -> None: ...
+    def get_set(self, go_name: str) -> SetRow | None: ...
+    def sets_in(self, *states: State, limit: int | None = None) -> list[SetRow]: ...
+    def recent_sets(self, limit: int = 50) -> list[SetRow]: ...
+    def set_by_ticket(self, ticket: str) -> SetRow | None: ...
+    def unarchived_done(self) -> list[SetRow]: ...
+    def counts(self) -> dict[str, int]: ...
+    def history(self, go_name: str) -> list[tuple[float, str, str | None]]: ...
+
+    # responses
+    def add_responses(self, folder: str, files: list[tuple[str, int, str]]) -> None: ...
+    def mark_responses_deleted(self, folder: str, names: list[str]) -> None: ...
+    def link_response(self, folder: str, name: str, kind: str, linked_set: str | None) -> None: ...
+    def get_response(self, folder: str, name: str) -> ResponseRow | None: ...
+    def unlinked_responses(self) -> list[ResponseRow]: ...
+    def unmatched_responses(self) -> list[ResponseRow]: ...
+
+    # sequence numbers
+    def allocate_sequence(self, sender: str, date: str, env: str, taken: set[int] = ...) -> int: ...
+
+
+def open_journal(cfg: Config) -> Journal:
+    """Given the configuration, open the journal it names (today: SQLite in the spool)."""
+    return open_journal_at(cfg.paths.journal_path)
+
+
+def open_journal_at(path: Path) -> Journal:
+    """Given a journal database path, open it (tests and tools that have a path, not a configuration)."""
+    from onss_relay.journal.sqlite import SqliteJournal
+
+    return SqliteJournal(path)

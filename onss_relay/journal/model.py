@@ -1,0 +1,232 @@
+"""What the journal holds, whatever its backend: states and their machine, typed per-set data, rows.
+
+Pure values: nothing here touches a database. ``SetData`` is what a set carries besides its state; the
+backends store it as JSON with a ``version`` and read every older version back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from onss_relay.errors import IllegalTransition
+
+
+class State(enum.StrEnum):
+    QUEUED = "queued"
+    SIGNED = "signed"
+    UPLOADING = "uploading"
+    GO_SENDING = "go_sending"
+    SENT = "sent"
+    ACKNOWLEDGED = "acknowledged"
+    REFUSED = "refused"
+    NOTIFIED = "notified"
+    FAILED = "failed"
+
+
+S = State
+TRANSITIONS: dict[State, frozenset[State]] = {
+    S.QUEUED: frozenset({S.SIGNED, S.FAILED}),
+    S.SIGNED: frozenset({S.UPLOADING, S.FAILED}),
+    # UPLOADING -> UPLOADING: a set interrupted before go_sending is re-sent from its first file.
+    S.UPLOADING: frozenset({S.UPLOADING, S.GO_SENDING, S.SIGNED, S.FAILED}),
+    S.GO_SENDING: frozenset({S.SENT}),
+    S.SENT: frozenset({S.ACKNOWLEDGED, S.REFUSED}),
+    # a final ACRF overrides a provisional one, both ways; the history keeps both
+    S.ACKNOWLEDGED: frozenset({S.NOTIFIED, S.REFUSED}),
+    S.NOTIFIED: frozenset({S.NOTIFIED}),  # further notifications for the same declaration
+    S.REFUSED: frozenset({S.ACKNOWLEDGED}),
+    S.FAILED: frozenset({S.QUEUED}),  # the same name dropped again, fixed, after a quarantine
+}
+IN_FLIGHT = (S.QUEUED, S.SIGNED, S.UPLOADING, S.GO_SENDING)
+DONE = (S.SENT, S.ACKNOWLEDGED, S.REFUSED, S.NOTIFIED)  # the GO went out
+WAITING = "notification-waiting"  # a response kind: linked again at every pass until its set has its ACRF
+
+
+def check_transition(old: State, new: State) -> None:
+    """Given two states, return if the state machine allows old → new, else raise IllegalTransition."""
+    if new not in TRANSITIONS[old]:
+        raise IllegalTransition(f"illegal transition {old} → {new}")
+
+
+# -- what a set carries -------------------------------------------------------------------------
+
+DATA_VERSION = 2  # 1: the untyped JSON of onss-relay ≤ 0.1 (same keys, no "version")
+
+
+@dataclasses.dataclass(frozen=True)
+class CodeMeaning:
+    """A code the ONSS sent (ACRF-125, 00024-152 …) and what it means, in our words."""
+
+    code: str
+    description: str
+
+
+@dataclasses.dataclass(frozen=True)
+class AnomalyRecord:
+    error_id: str
+    anomaly_class: str | None
+    path: str | None  # flattened from the Path element's children
+    blocking: bool  # from the class table: only blocking classes block
+    class_meaning: str = ""
+    tag_name: str | None = None
+    value: str | None = None
+    label: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerResult:
+    """One Form of a notification: a worker (INSS) in a Dimona, or the declaration as a whole."""
+
+    inss: str | None
+    result_code: str | None
+    outcome: str  # accepted, refused or pending
+    anomalies: tuple[AnomalyRecord, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class AcrfRecord:
+    """The acknowledgement of receipt linked to a set."""
+
+    result_code: str
+    accepted: bool
+    ticket: str | None
+    file: str  # the local copy in the inbox
+    errors: tuple[CodeMeaning, ...] = ()
+    type_form: str | None = None  # PA provisional, FA final
+    final: bool = True
+    meaning: str = ""  # of the ResultCode
+
+
+@dataclasses.dataclass(frozen=True)
+class NotificationRecord:
+    """One notification linked to a set."""
+
+    result_code: str | None
+    accepted: bool
+    handled_ticket: str | None
+    diagnosis: str | None
+    file: str
+    anomalies: tuple[AnomalyRecord, ...] = ()  # of every form
+    workers: tuple[WorkerResult, ...] = ()  # one per Form
+    summary: str = ""  # e.g. "2 workers: 1 accepted, 1 refused (90373-333, blocking)"
+
+
+@dataclasses.dataclass(frozen=True)
+class SetData:
+    """Everything a set carries besides its state, ticket and reason."""
+
+    sizes: Mapping[str, int] = dataclasses.field(default_factory=dict)  # FI name → bytes when claimed
+    mtimes: Mapping[str, int] = dataclasses.field(default_factory=dict)  # FI name → st_mtime_ns when claimed
+    extras: tuple[str, ...] = ()  # files dropped with the FI parts: a pre-made FS, a GO
+    fs: tuple[str, ...] = ()  # FS files written into work/ (none for S unless signing.sign_simulation)
+    sent_dir: str | None = None  # where the set's files were archived
+    acrf: AcrfRecord | None = None
+    notifications: tuple[NotificationRecord, ...] = ()
+    other_responses: tuple[str, ...] = ()  # local paths of other answers linked by ticket
+
+    def updated(self, fields: Mapping[str, Any]) -> SetData:
+        """Given field values (names of this class; a wrong name is a bug and raises TypeError), return a copy."""
+        return dataclasses.replace(self, **fields)
+
+    def to_json(self) -> str:
+        return json.dumps({"version": DATA_VERSION} | dataclasses.asdict(self))
+
+    @staticmethod
+    def from_json(text: str) -> SetData:
+        """Given stored JSON of any version, return the SetData (version 1 had the same keys, as dicts)."""
+        raw: dict[str, Any] = json.loads(text) if text else {}
+        version = raw.pop("version", 1)
+        if version > DATA_VERSION:
+            raise IllegalTransition(f"set data version {version} is newer than this onss-relay knows ({DATA_VERSION})")
+        acrf = raw.get("acrf")
+        return SetData(
+            sizes=dict(raw.get("sizes", {})),
+            mtimes=dict(raw.get("mtimes", {})),
+            extras=tuple(raw.get("extras", ())),
+            fs=tuple(raw.get("fs", ())),
+            sent_dir=raw.get("sent_dir"),
+            acrf=_acrf_from(acrf) if acrf else None,
+            notifications=tuple(_notification_from(n) for n in raw.get("notifications", ())),
+            other_responses=tuple(raw.get("other_responses", ())),
+        )
+
+
+def _codes_from(items: list[dict[str, str]]) -> tuple[CodeMeaning, ...]:
+    return tuple(CodeMeaning(i["code"], i.get("description", "")) for i in items)
+
+
+def _acrf_from(d: dict[str, Any]) -> AcrfRecord:
+    return AcrfRecord(d["result_code"], bool(d["accepted"]), d.get("ticket"), d.get("file", ""),
+                      _codes_from(d.get("errors", [])), d.get("type_form"), bool(d.get("final", True)),
+                      d.get("meaning", ""))
+
+
+def _anomaly_from(a: dict[str, Any]) -> AnomalyRecord:
+    return AnomalyRecord(a["error_id"], a.get("anomaly_class", a.get("class")), a.get("path"), bool(a.get("blocking")),
+                         a.get("class_meaning", ""), a.get("tag_name"), a.get("value"), a.get("label"))
+
+
+def _notification_from(d: dict[str, Any]) -> NotificationRecord:
+    workers = tuple(
+        WorkerResult(w.get("inss"), w.get("result_code"), w.get("outcome", "pending"),
+                     tuple(_anomaly_from(a) for a in w.get("anomalies", [])))
+        for w in d.get("workers", [])
+    )
+    return NotificationRecord(d.get("result_code"), bool(d.get("accepted")), d.get("handled_ticket"),
+                              d.get("diagnosis"), d.get("file", ""), tuple(_anomaly_from(a) for a in d.get("anomalies", [])),
+                              workers, d.get("summary", ""))
+
+
+# -- rows and changes ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class NewSet:
+    """A complete set claimed from the outbox, for Journal.add_sets."""
+
+    go_name: str
+    env: str
+    parts: list[str]
+    data: SetData = SetData()
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """One state change for Journal.transition_many: the set, its new state, a detail, fields of SetData to set."""
+
+    go_name: str
+    state: State
+    detail: str | None = None
+    archived: bool = False  # the set's local files are already in sent/
+    data: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    ticket: str | None = None
+    reason: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SetRow:
+    go_name: str
+    env: str
+    state: State
+    parts: list[str]  # FI names, in part order
+    created_at: float
+    updated_at: float
+    reason: str | None
+    ticket: str | None
+    data: SetData
+    archived: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class ResponseRow:
+    folder: str
+    name: str
+    size: int
+    local_path: str
+    deleted_remote: bool
+    kind: str | None
+    linked_set: str | None

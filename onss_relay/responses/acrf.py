@@ -1,0 +1,120 @@
+"""ACRF, the acknowledgement of receipt: parse it and move the set it names to acknowledged or refused.
+
+``FileName`` names the GO or an FI of the set. A provisional answer (``TypeForm`` PA) may be followed by a
+final one (FA): the final one decides, also when it turns an accepted set into a refused one, and a later
+provisional one never overrides a final one. An ACRF for a set we do not know is kept and shown.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from typing import IO
+
+import structlog
+
+from onss_relay.journal import AcrfRecord, CodeMeaning, Journal, ResponseRow, SetRow, State
+from onss_relay.names import set_key_of
+from onss_relay.responses.codes import acrf_descriptions, describe, result_code
+from onss_relay.responses.reading import ResponseParseError, iter_forms, text, texts
+
+log = structlog.get_logger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Acrf:
+    file_name: str | None  # the GO (or an FI) name we sent
+    ticket: str | None  # FileReference/ReferenceNbr: the ONSS's 13-character ticket
+    result_code: str
+    errors: tuple[str, ...]  # ErrorID values, like ACRF-125
+    type_form: str | None = None  # PA provisional, FA final
+
+    @property
+    def accepted(self) -> bool:
+        return result_code(self.result_code).outcome == "accepted"
+
+    @property
+    def final(self) -> bool:
+        return self.type_form != "PA" and result_code(self.result_code).outcome != "pending"
+
+
+def parse_acrfs(source: IO[bytes]) -> list[Acrf]:
+    """Given an ACRF XML stream, return one Acrf per Form; raise ResponseParseError when it is not an ACRF."""
+    out = []
+    for form in iter_forms(source, "ACRF"):
+        code = text(form, "ReceptionResult", "ResultCode")
+        if code is None:
+            raise ResponseParseError("ACRF without ReceptionResult/ResultCode")
+        reception = next((c for c in form if c.tag.rsplit("}", 1)[-1] == "ReceptionResult"), None)
+        out.append(Acrf(
+            file_name=text(form, "FileReference", "FileName"),
+            ticket=text(form, "FileReference", "ReferenceNbr"),
+            result_code=code,
+            errors=texts(reception, "ErrorID"),
+            type_form=text(form, "TypeForm"),
+        ))
+    if not out:
+        raise ResponseParseError("ACRF without a Form")
+    return out
+
+
+def parse_acrf(data: bytes) -> Acrf:
+    """Given ACRF XML bytes, return its first Form (the usual one-form file)."""
+    return parse_acrfs(io.BytesIO(data))[0]
+
+
+def record_for(acrf: Acrf, local_path: str) -> AcrfRecord:
+    errors = tuple(CodeMeaning(c, acrf_descriptions().get(c, f"{c}: code not in our table")) for c in acrf.errors)
+    return AcrfRecord(acrf.result_code, acrf.accepted, acrf.ticket, local_path, errors, acrf.type_form, acrf.final,
+                      result_code(acrf.result_code).meaning)
+
+
+def link(journal: Journal, resp: ResponseRow, source: IO[bytes]) -> list[str]:
+    """Given a mirrored ACRF, record each Form on the set it names; return the GO names of the sets changed."""
+    changed = []
+    for acrf in parse_acrfs(source):
+        row = _set_named(journal, acrf.file_name)
+        if row is None:
+            journal.link_response(resp.folder, resp.name, "acrf-unmatched", None)
+            log.warning("acrf_unmatched", file=resp.name, detail=f"FileName {acrf.file_name!r} is not a set we sent")
+            continue
+        journal.link_response(resp.folder, resp.name, "acrf", row.go_name)
+        if apply(journal, row, acrf, resp.local_path):
+            changed.append(row.go_name)
+    return changed
+
+
+def apply(journal: Journal, row: SetRow, acrf: Acrf, local_path: str) -> bool:
+    """Given a set and an ACRF for it, record it and move the set on as the ACRF decides; return True if recorded."""
+    record = record_for(acrf, local_path)
+    previous = row.data.acrf
+    if previous is not None and previous.final and not acrf.final:
+        log.info("acrf_provisional_ignored", set=row.go_name, detail="a final ACRF was recorded before")
+        return False
+    if row.state == State.GO_SENDING:  # an answer proves the GO was consumed, whatever recovery has not done yet
+        journal.transition(row.go_name, State.SENT, detail="an ACRF arrived: the GO was consumed")
+        row = dataclasses.replace(row, state=State.SENT)
+    target = State.ACKNOWLEDGED if acrf.accepted else State.REFUSED
+    decides = row.state == State.SENT or (
+        row.state in (State.ACKNOWLEDGED, State.REFUSED) and row.state != target and acrf.final
+        and (previous is None or not previous.final))  # a final answer overriding a provisional one
+    if result_code(acrf.result_code).outcome == "pending" or not decides:
+        journal.update_data(row.go_name, acrf=record)  # temporary, repeated, or after the notification
+    else:
+        journal.transition(row.go_name, target, detail=_detail(acrf), acrf=record, ticket=acrf.ticket)
+    return True
+
+
+def _detail(acrf: Acrf) -> str:
+    kind = "provisional " if acrf.type_form == "PA" else ""
+    if acrf.accepted:
+        return f"{kind}ACRF: accepted"
+    why = "; ".join(describe(c) for c in acrf.errors) or result_code(acrf.result_code).meaning
+    return f"{kind}ACRF: refused: {why}"
+
+
+def _set_named(journal: Journal, file_name: str | None) -> SetRow | None:
+    if not file_name:
+        return None
+    key = set_key_of(file_name)
+    return journal.get_set(key) if key else None

@@ -1,0 +1,198 @@
+"""NOTIFICATION, the result of handling a declaration: parse every Form (one per worker in a Dimona) and link it.
+
+A notification is linked by ``FileReference`` (the GO or FI name we sent, or the ACRF ticket), else by
+``Reference`` when its origin is 2 (an ONSS ticket; origin 1 is the employer's own reference), else by
+``HandledReference`` when it is a ticket we hold. One that comes before its ACRF waits and is linked when
+the ACRF has come (the link stage retries it at every pass, across restarts too).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from typing import IO
+from xml.etree.ElementTree import Element
+
+import structlog
+
+from onss_relay.journal import (
+    WAITING,
+    AnomalyRecord,
+    Journal,
+    NotificationRecord,
+    ResponseRow,
+    SetRow,
+    State,
+    WorkerResult,
+)
+from onss_relay.names import set_key_of
+from onss_relay.responses.codes import anomaly_class, result_code
+from onss_relay.responses.reading import ResponseParseError, child, find_all, flatten_path, iter_forms, text
+
+log = structlog.get_logger(__name__)
+
+
+
+@dataclasses.dataclass(frozen=True)
+class Anomaly:
+    error_id: str
+    anomaly_class: str | None
+    path: str | None
+    tag_name: str | None = None
+    value: str | None = None
+    label: str | None = None
+
+    @property
+    def blocking(self) -> bool:
+        return anomaly_class(self.anomaly_class).blocking
+
+
+@dataclasses.dataclass(frozen=True)
+class NotificationForm:
+    file_name: str | None  # FileReference/FileName: the GO or FI name we sent
+    file_ticket: str | None  # FileReference/ReferenceNbr: the ACRF ticket
+    reference: str | None  # Reference/ReferenceNbr
+    reference_origin: str | None  # 2: an ONSS ticket; 1: the employer's own reference
+    handled_ticket: str | None  # HandledReference/ReferenceNbr: the declaration's own ticket
+    original_form: str | None
+    inss: str | None  # the worker, in a Dimona
+    result_code: str | None
+    diagnosis: str | None
+    anomalies: tuple[Anomaly, ...]
+
+    @property
+    def outcome(self) -> str:
+        return result_code(self.result_code).outcome
+
+    def tickets(self) -> list[str]:
+        """The references that may be an ACRF ticket, most specific first."""
+        out = [t for t in (self.file_ticket,) if t]
+        if self.reference and self.reference_origin in (None, "2"):
+            out.append(self.reference)
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Notification:
+    forms: tuple[NotificationForm, ...]
+
+    @property
+    def first(self) -> NotificationForm:
+        return self.forms[0]
+
+    @property
+    def accepted(self) -> bool:
+        return all(f.outcome == "accepted" for f in self.forms)
+
+
+def parse_notification(data: bytes | IO[bytes]) -> Notification:
+    """Given NOTIFICATION XML (bytes or a stream), return every Form; raise ResponseParseError if it is not one."""
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
+    forms = tuple(_form(f) for f in iter_forms(source, "NOTIFICATION"))
+    if not forms:
+        raise ResponseParseError("NOTIFICATION without a Form")
+    return Notification(forms)
+
+
+def _form(form: Element) -> NotificationForm:
+    reference = child(form, "Reference")
+    inss = next((text(e) for e in find_all(form, "INSS")), None)
+    return NotificationForm(
+        file_name=text(form, "FileReference", "FileName"),
+        file_ticket=text(form, "FileReference", "ReferenceNbr"),
+        reference=text(reference, "ReferenceNbr"),
+        reference_origin=text(reference, "ReferenceOrigin"),
+        handled_ticket=text(form, "HandledReference", "ReferenceNbr"),
+        original_form=text(form, "HandledOriginalForm", "Identification"),
+        inss=inss,
+        result_code=text(form, "HandlingResult", "ResultCode"),
+        diagnosis=text(form, "HandlingResult", "Diagnosis") or next((text(e) for e in find_all(form, "Diagnosis")), None),
+        anomalies=tuple(_anomaly(a) for a in find_all(form, "AnomalyReport")),
+    )
+
+
+def _anomaly(a: Element) -> Anomaly:
+    return Anomaly(text(a, "ErrorID") or "?", text(a, "AnomalyClass"), flatten_path(child(a, "Path")),
+                   text(a, "TagName"), text(a, "Value"), text(a, "AnomalyLabel"))
+
+
+def _anomaly_record(a: Anomaly) -> AnomalyRecord:
+    cls = anomaly_class(a.anomaly_class)
+    return AnomalyRecord(a.error_id, a.anomaly_class, a.path, cls.blocking, cls.meaning, a.tag_name, a.value, a.label)
+
+
+def summary(n: Notification) -> str:
+    """Given a notification, return its outcome in a few words (per worker when there are several forms)."""
+    if len(n.forms) == 1:
+        f = n.first
+        words = {"accepted": "accepted", "refused": "refused", "pending": "pending"}[f.outcome]
+        if f.outcome != "accepted" and f.diagnosis:
+            words += f" (diagnosis {f.diagnosis})"
+        return words + _anomaly_words(f.anomalies)
+    counts = {o: sum(1 for f in n.forms if f.outcome == o) for o in ("accepted", "refused", "pending")}
+    parts = [f"{c} {o}" for o, c in counts.items() if c]
+    refused = [a for f in n.forms if f.outcome != "accepted" for a in f.anomalies]
+    why = f" ({', '.join(f'{a.error_id}, {_blocking(a)}' for a in refused[:3])})" if refused else ""
+    return f"{len(n.forms)} workers: " + ", ".join(parts) + why
+
+
+def _blocking(a: Anomaly) -> str:
+    return "blocking" if a.blocking else anomaly_class(a.anomaly_class).meaning.split(":")[0]
+
+
+def _anomaly_words(anomalies: tuple[Anomaly, ...]) -> str:
+    if not anomalies:
+        return ""
+    n = len(anomalies)
+    listed = ", ".join(f"{a.error_id} {_blocking(a)}" for a in anomalies[:3])
+    return f", {n} anomal{'y' if n == 1 else 'ies'} ({listed}{', …' if n > 3 else ''})"
+
+
+def record_for(n: Notification, local_path: str) -> NotificationRecord:
+    f = n.first
+    workers = tuple(WorkerResult(w.inss, w.result_code, w.outcome, tuple(_anomaly_record(a) for a in w.anomalies))
+                    for w in n.forms)
+    return NotificationRecord(
+        result_code=f.result_code if len(n.forms) == 1 else ("1" if n.accepted else "0"),
+        accepted=n.accepted, handled_ticket=f.handled_ticket, diagnosis=f.diagnosis, file=local_path,
+        anomalies=tuple(a for w in workers for a in w.anomalies), workers=workers, summary=summary(n),
+    )
+
+
+def find_set(journal: Journal, n: Notification) -> SetRow | None:
+    """Given a notification, return the set it answers, by file name, ticket, or handled reference."""
+    f = n.first
+    if f.file_name and (key := set_key_of(f.file_name)):
+        row = journal.get_set(key)
+        if row is not None:
+            return row
+    for ticket in [*f.tickets(), *([f.handled_ticket] if f.handled_ticket else [])]:
+        row = journal.set_by_ticket(ticket)
+        if row is not None:
+            return row
+    return None
+
+
+def link(journal: Journal, resp: ResponseRow, source: IO[bytes]) -> list[str]:
+    """Given a mirrored notification, record it on its set (notified), or leave it waiting for its ACRF."""
+    n = parse_notification(source)
+    row = find_set(journal, n)
+    if row is not None and row.state == State.GO_SENDING:  # an answer proves the GO was consumed
+        journal.transition(row.go_name, State.SENT, detail="a notification arrived: the GO was consumed")
+        row = dataclasses.replace(row, state=State.SENT)
+    if row is None or row.state == State.SENT:
+        if resp.kind != WAITING:
+            journal.link_response(resp.folder, resp.name, WAITING, row.go_name if row else None)
+            log.info("notification_waiting", file=resp.name, set=row.go_name if row else None,
+                     detail="its set has no ACRF yet" if row else "no set we know matches it yet")
+        return []
+    record = record_for(n, resp.local_path)
+    journal.link_response(resp.folder, resp.name, "notification", row.go_name)
+    notifications = (*row.data.notifications, record)
+    if row.state in (State.ACKNOWLEDGED, State.NOTIFIED):
+        journal.transition(row.go_name, State.NOTIFIED, detail=f"notification: {record.summary}",
+                           notifications=notifications)
+    else:  # a notification for a refused or quarantined set: keep it, the state says what happened
+        journal.update_data(row.go_name, notifications=notifications)
+    return [row.go_name]
+

@@ -1,0 +1,225 @@
+"""Reading response files safely: decompress CO files, stream XML (defusedxml, DTDs refused) by local names.
+
+Pure functions over bytes and files; what each answer type means is in its own module of this package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import zipfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+from xml.etree.ElementTree import Element
+
+import defusedxml.ElementTree as SafeET
+from defusedxml import DefusedXmlException
+
+MAX_DECOMPRESSED = 256 << 20
+
+
+class ResponseParseError(ValueError):
+    """A response file is not the XML we expect; it is kept in the inbox and reported."""
+
+
+def local(tag: str) -> str:
+    """Given an element tag, return its local name ({namespace}Form → Form): a default namespace is tolerated."""
+    return tag.rsplit("}", 1)[-1]
+
+
+def iter_forms(source: IO[bytes], root_name: str, form_name: str = "Form") -> Iterator[Element]:
+    """Given an XML stream whose root is ``root_name``, yield each ``form_name`` child, complete, then free it.
+
+    Memory stays bounded by the largest form, whatever the file's size. Encodings (UTF-8 with or without BOM,
+    ISO-8859-1 declared in the prolog) are expat's; CRLF is XML whitespace.
+    """
+    depth = 0
+    root: Element | None = None
+    try:
+        for event, el in SafeET.iterparse(source, events=("start", "end"), forbid_dtd=True):
+            if event == "start":
+                depth += 1
+                if depth == 1:
+                    root = el
+                    if local(el.tag) != root_name:
+                        raise ResponseParseError(f"root element is {local(el.tag)!r}, not {root_name}")
+                continue
+            depth -= 1
+            if depth == 1 and local(el.tag) == form_name:
+                yield el
+            if depth == 1 and root is not None:
+                root.remove(el)  # done with it: drop it, so that memory does not grow with the file
+    except DefusedXmlException as e:
+        raise ResponseParseError(f"refused unsafe XML ({type(e).__name__})") from None
+    except SafeET.ParseError as e:
+        raise ResponseParseError(f"not well-formed XML ({e})") from None
+
+
+def root_name(source: IO[bytes]) -> str:
+    """Given an XML stream, return the local name of its root element (reading only up to it)."""
+    try:
+        for _, el in SafeET.iterparse(source, events=("start",), forbid_dtd=True):
+            return local(el.tag)
+    except DefusedXmlException as e:
+        raise ResponseParseError(f"refused unsafe XML ({type(e).__name__})") from None
+    except SafeET.ParseError as e:
+        raise ResponseParseError(f"not well-formed XML ({e})") from None
+    raise ResponseParseError("empty XML document")
+
+
+def child(el: Element, *path: str) -> Element | None:
+    """Given an element and local names, return the first descendant along that path (any namespace)."""
+    current: Element | None = el
+    for name in path:
+        if current is None:
+            return None
+        current = next((c for c in current if local(c.tag) == name), None)
+    return current
+
+
+def text(el: Element | None, *path: str) -> str | None:
+    """Given an element and a path of local names, return the stripped text there, or None when empty."""
+    found = child(el, *path) if el is not None and path else el
+    if found is None or found.text is None or not found.text.strip():
+        return None
+    return found.text.strip()
+
+
+def texts(el: Element | None, name: str) -> tuple[str, ...]:
+    """Given an element, return the texts of its direct children called ``name``."""
+    if el is None:
+        return ()
+    return tuple(c.text.strip() for c in el if local(c.tag) == name and c.text and c.text.strip())
+
+
+def find_all(el: Element, name: str) -> Iterator[Element]:
+    """Given an element, yield every descendant with local name ``name``."""
+    for d in el.iter():
+        if d is not el and local(d.tag) == name:
+            yield d
+
+
+def flatten_path(el: Element | None) -> str | None:
+    """Given an anomaly's Path element, return one line: its text, or its child elements as name=value / …"""
+    if el is None:
+        return None
+    own = (el.text or "").strip()
+    parts = []
+    for c in el.iter():
+        if c is el:
+            continue
+        value = (c.text or "").strip()
+        if value:
+            parts.append(f"{local(c.tag)}={value}")
+    joined = " / ".join(parts)
+    return " / ".join(p for p in (own, joined) if p) or None
+
+
+@contextlib.contextmanager
+def open_response(path: Path, compressed: bool, limit: int = MAX_DECOMPRESSED) -> Iterator[IO[bytes]]:
+    """Given a mirrored response file (a CO file: gzip, zip or zlib), yield a stream of its XML.
+
+    Nothing is read into memory: a CO file is decompressed as it is read, and refused past ``limit`` bytes.
+    """
+    with path.open("rb") as raw:
+        if not compressed:
+            yield raw
+            return
+        magic = raw.read(4)
+        raw.seek(0)
+        if magic[:2] == b"\x1f\x8b":
+            yield io.BufferedReader(_Capped(gzip.GzipFile(fileobj=raw), limit))
+        elif magic == b"PK\x03\x04":
+            with zipfile.ZipFile(raw) as z:
+                members = [i for i in z.infolist() if not i.is_dir()]
+                if len(members) != 1:
+                    raise ResponseParseError(f"compressed response holds {len(members)} files; expected 1")
+                with z.open(members[0]) as f:
+                    yield io.BufferedReader(_Capped(f, limit))
+        else:
+            yield io.BufferedReader(_Capped(_ZlibStream(raw), limit))
+
+
+class _Capped(io.RawIOBase):
+    """A read-only stream that refuses to give more than ``limit`` bytes and reports damage as a parse error."""
+
+    def __init__(self, inner: IO[bytes] | gzip.GzipFile | io.RawIOBase, limit: int) -> None:
+        self.inner = inner
+        self.left = limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            chunk = self.inner.read(len(buffer))
+        except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
+            raise ResponseParseError(f"CO file is damaged ({e})") from None
+        if chunk is None:
+            return 0
+        self.left -= len(chunk)
+        if self.left < 0:
+            raise ResponseParseError("compressed response expands beyond the limit")
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+class _ZlibStream(io.RawIOBase):
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.d = zlib.decompressobj()
+        self.pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self.pending:
+            data = self.d.unconsumed_tail or self.raw.read(1 << 16)
+            if not data:
+                self.pending = self.d.flush()
+                if not self.pending:
+                    return 0
+                break
+            try:
+                self.pending = self.d.decompress(data, 1 << 20)
+            except zlib.error:
+                raise ResponseParseError("CO file is not gzip, zip or zlib data") from None
+        n = min(len(buffer), len(self.pending))
+        buffer[:n] = self.pending[:n]
+        self.pending = self.pending[n:]
+        return n
+
+
+def decompress(data: bytes, limit: int = MAX_DECOMPRESSED) -> bytes:
+    """Given a CO file's bytes (gzip, zip or zlib), return the content, refusing more than ``limit`` bytes."""
+    if data[:2] == b"\x1f\x8b":
+        return _read_capped(gzip.GzipFile(fileobj=io.BytesIO(data)), limit)
+    if data[:4] == b"PK\x03\x04":
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            members = [i for i in z.infolist() if not i.is_dir()]
+            if len(members) != 1:
+                raise ResponseParseError(f"compressed response holds {len(members)} files; expected 1")
+            with z.open(members[0]) as f:
+                return _read_capped(f, limit)
+    try:
+        d = zlib.decompressobj()
+        out = d.decompress(data, limit + 1)
+    except zlib.error:
+        raise ResponseParseError("CO file is not gzip, zip or zlib data") from None
+    if len(out) > limit:
+        raise ResponseParseError(f"compressed response expands beyond {limit} bytes")
+    return out
+
+
+def _read_capped(f: IO[bytes] | gzip.GzipFile, limit: int) -> bytes:
+    try:
+        out = f.read(limit + 1)
+    except (OSError, EOFError, zlib.error) as e:
+        raise ResponseParseError(f"CO file is damaged ({e})") from None
+    if len(out) > limit:
+        raise ResponseParseError(f"compressed response expands beyond {limit} bytes")
+    return out

@@ -1,0 +1,71 @@
+"""The link stage: read every mirrored response not yet linked and record it on the set it answers.
+
+Routing by answer type is the registry's (``responses/__init__.py``); each type links itself. Unknown,
+unmatched or malformed responses stay in the inbox, are recorded with their kind, and are shown by
+`status`; they never stop the relay. Notifications waiting for their ACRF are tried again at every pass.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import structlog
+
+from onss_relay.errors import InvalidName
+from onss_relay.journal import Journal, ResponseRow
+from onss_relay.names import Prefix, parse_name
+from onss_relay.responses import answer_type, link_order
+from onss_relay.responses.reading import ResponseParseError, open_response, root_name
+from onss_relay.results import write_result
+from onss_relay.spool import Spool
+
+log = structlog.get_logger(__name__)
+
+
+def process_responses(journal: Journal, spool: Spool) -> list[str]:
+    """Link every response not linked yet (ACRFs first); return the GO names of the sets that changed."""
+    changed: list[str] = []
+    for resp in sorted(journal.unlinked_responses(), key=_order):
+        for go_name in _process_one(journal, resp):
+            if go_name not in changed:
+                changed.append(go_name)
+    for go_name in changed:
+        write_result(spool, journal, go_name)
+    return changed
+
+
+def _order(resp: ResponseRow) -> tuple[int, str]:
+    try:
+        app = parse_name(resp.name).app
+    except InvalidName:
+        app = ""
+    return (link_order(app), resp.name)
+
+
+def _process_one(journal: Journal, resp: ResponseRow) -> list[str]:
+    try:
+        name = parse_name(resp.name)  # the poller only takes names that parse; this guards old journals
+    except InvalidName:
+        journal.link_response(resp.folder, resp.name, "malformed", None)
+        return []
+    if name.prefix in (Prefix.FS, Prefix.GO):
+        journal.link_response(resp.folder, resp.name, "signature" if name.prefix == Prefix.FS else "marker", None)
+        return []
+    path = Path(resp.local_path)
+    compressed = name.prefix == Prefix.CO
+    try:
+        kind = answer_type(name.app, lambda: _root(path, compressed))
+        with open_response(path, compressed) as source:
+            return kind.link(journal, resp, source)
+    except (ResponseParseError, OSError) as e:
+        journal.link_response(resp.folder, resp.name, "malformed", None)
+        log.error("response_unreadable", file=resp.name, path=resp.local_path, detail=str(e))
+        return []
+
+
+def _root(path: Path, compressed: bool) -> str | None:
+    try:
+        with open_response(path, compressed) as source:
+            return root_name(source)
+    except (ResponseParseError, OSError):
+        return None

@@ -1,0 +1,131 @@
+"""Outbox watching: watchdog observers (inotify, or polling on network shares) whose events wake the claim scan.
+
+Events are hints only: the scan in ``claim.py`` decides. Filesystem detection picks the observer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+import structlog
+from watchdog.events import (
+    FileClosedEvent,
+    FileClosedNoWriteEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileOpenedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers.api import BaseObserver
+
+from onss_relay.stages.claim import Claimer, SettleTracker
+
+log = structlog.get_logger(__name__)
+
+NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse", "overlay", "virtiofs", "vboxsf", "afs")
+
+
+def filesystem_type(path: Path, mounts: str | None = None) -> str:
+    """Given a path, return the type of the filesystem holding it, from /proc/mounts (longest mount point)."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return "unknown"
+    target = str(path.resolve())
+    best, kind = "", "unknown"
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def wants_polling(setting: str, path: Path, mounts: str | None = None) -> bool:
+    """Given watch.polling (auto/true/false) and the outbox, say whether to poll instead of using inotify."""
+    if setting != "auto":
+        return setting == "true"
+    kind = filesystem_type(path, mounts)
+    return kind.startswith(NETWORK_FILESYSTEMS)
+
+
+class Watcher:
+    """Given the outbox and a wake event, run a watchdog observer whose events wake the scanner early.
+
+    Events are only hints: the scan decides. Close-after-write and renames into the outbox make a file
+    trusted (for settle = 0); any later write takes that trust back.
+    """
+
+    def __init__(self, outbox: Claimer, polling: str, wake: threading.Event) -> None:
+        self.outbox = outbox
+        self.wake = wake
+        self.polling = wants_polling(polling, outbox.spool.outbox)
+        self._observer: BaseObserver | None = None
+
+    def start(self) -> None:
+        from watchdog.observers import Observer
+        from watchdog.observers.polling import PollingObserver
+
+        handler = _Hints(self.outbox.tracker, self.outbox.spool.outbox, self.wake)
+        observer: BaseObserver = PollingObserver(timeout=1) if self.polling else Observer()
+        observer.schedule(handler, str(self.outbox.spool.outbox), recursive=False)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+        logging.getLogger("watchdog.observers.inotify_c").addHandler(_OverflowAlarm(self.wake))
+        self.outbox.tracker.events = not self.polling
+        log.info("watching", outbox=str(self.outbox.spool.outbox), observer="polling" if self.polling else "inotify",
+                 filesystem=filesystem_type(self.outbox.spool.outbox))
+
+    def stop(self) -> None:
+        inotify_log = logging.getLogger("watchdog.observers.inotify_c")
+        for h in [h for h in inotify_log.handlers if isinstance(h, _OverflowAlarm) and h.wake is self.wake]:
+            inotify_log.removeHandler(h)
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+        self.outbox.tracker.events = False
+
+
+class _OverflowAlarm(logging.Handler):
+    """watchdog recovers from an inotify queue overflow but only logs it: hear that, and rescan at once."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        super().__init__(logging.WARNING)
+        self.wake = wake
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            log.warning("event_queue_overflow", detail="events were lost; scanning the whole outbox now")
+            self.wake.set()
+
+
+class _Hints(FileSystemEventHandler):
+    def __init__(self, tracker: SettleTracker, outbox: Path, wake: threading.Event) -> None:
+        self.tracker = tracker
+        self.outbox = str(outbox)
+        self.wake = wake
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if isinstance(event, FileOpenedEvent | FileClosedNoWriteEvent):
+            return  # readers, ourselves included, change nothing
+        if event.is_directory:
+            self.wake.set()
+            return
+        if isinstance(event, FileClosedEvent):
+            self.tracker.trust(os.path.basename(str(event.src_path)))
+        elif isinstance(event, FileMovedEvent):
+            self.tracker.distrust(os.path.basename(str(event.src_path)))
+            if os.path.dirname(str(event.dest_path)) == self.outbox:
+                self.tracker.trust(os.path.basename(str(event.dest_path)))
+        elif isinstance(event, FileModifiedEvent | FileCreatedEvent):
+            self.tracker.distrust(os.path.basename(str(event.src_path)))
+        self.wake.set()
