@@ -59,8 +59,9 @@ def application_codes() -> dict[str, AppCode]:
     return {r["code"]: AppCode(r["code"], r["direction"], r["meaning"]) for r in rows}
 
 
-def sent_application_codes() -> frozenset[str]:
-    return frozenset(c for c, a in application_codes().items() if a.direction == "sent")
+def sent_application_codes(extra: Iterable[str] = ()) -> frozenset[str]:
+    """Return the codes senders send: the shipped table's, plus ``extra`` (watch.extra_application_codes)."""
+    return frozenset(c for c, a in application_codes().items() if a.direction == "sent") | frozenset(extra)
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -71,7 +72,7 @@ class Name:
     app: str
     sender: str
     date: str  # YYYYMMDD, a real calendar date
-    seq: str  # five digits, not all zero
+    seq: str  # five characters from 0-9 and A-Z, not all zero
     env: Env
     total: int | None = None
     part: int | None = None
@@ -100,7 +101,7 @@ def format_name(n: Name) -> str:
 _APP = re.compile(r"[A-Z0-9]{4}")
 _SENDER = re.compile(r"[0-9]{6}")
 _DATE = re.compile(r"[0-9]{8}")
-_SEQ = re.compile(r"[0-9]{5}")
+_SEQ = re.compile(r"[0-9A-Z]{5}")  # "all alphanumeric characters can be used" (ONSS help pages)
 _DIGIT = re.compile(r"[1-9]")
 
 
@@ -143,9 +144,7 @@ def _parse_prefix(name: str, field: str) -> Prefix:
 def _parse_app(name: str, field: str) -> str:
     if not _APP.fullmatch(field):
         raise InvalidName(name, "application code", f"{field!r} is not 4 upper-case letters or digits", "ACRF-129")
-    if field not in application_codes():
-        raise InvalidName(name, "application code", f"{field!r} is not a known application code", "ACRF-129")
-    return field
+    return field  # unknown codes are valid names: the code table explains, it does not filter
 
 
 def _parse_sender(name: str, field: str) -> str:
@@ -168,7 +167,7 @@ def _parse_seq(name: str, field: str) -> str:
     if len(field) != 5:
         raise InvalidName(name, "sequence", f"{field!r} is not 5 characters", "ACRF-112")
     if not _SEQ.fullmatch(field):
-        raise InvalidName(name, "sequence", f"{field!r} is not numeric", "ACRF-113")
+        raise InvalidName(name, "sequence", f"{field!r} is not 5 characters from 0-9 and A-Z", "ACRF-367")
     if field == "00000":
         raise InvalidName(name, "sequence", "is zero (00000)", "ACRF-127")
     return field

@@ -33,14 +33,19 @@ from onss_relay.names import (
     parse_name,
     part_names,
     response_folder,
+    sent_application_codes,
 )
+from onss_relay.responses.codes import anomaly_class
 from onss_relay.transport.local import LocalTransport, make_remote_home
 
 log = structlog.get_logger(__name__)
 
 ONSS_SENDER = "999999"
 FOLDER_CODE = {Env.R: "ACRF-118", Env.T: "ACRF-119", Env.S: "ACRF-257"}
-ANOMALY_MARKER = re.compile(rb"SIMULATE-ANOMALY:([0-9A-Z-]+):([A-Z]+)")  # in an FI: the notification reports it
+ANOMALY_MARKER = re.compile(rb"SIMULATE-ANOMALY:([0-9A-Z-]+):([A-Z]+)(?::([0-9]))?")  # in an FI: the notification reports it
+SHAPE_MARKER = re.compile(rb"SIMULATE-(ACRF|NOTI):([A-Z-]+)")  # answer shapes: PROVISIONAL, REFUSE-FINAL, FI-NAME, FIRST
+OTHER_MARKER = re.compile(rb"SIMULATE-OTHER:([A-Z0-9]{4})")  # also answer with another application's file
+INSS = re.compile(rb"<INSS>([0-9]{11})</INSS>")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +54,11 @@ class Verdict:
     folder: str
     errors: tuple[str, ...]
     ticket: str
-    anomalies: tuple[tuple[str, str], ...] = ()
+    anomalies: tuple[tuple[str, str, int], ...] = ()  # ErrorID, class, worker (1-based)
+    workers: tuple[str, ...] = ()  # INSS numbers found in the declaration (one notification Form each)
+    shape: frozenset[str] = frozenset()  # SIMULATE-ACRF / SIMULATE-NOTI markers: the answer shapes asked for
+    others: tuple[str, ...] = ()  # application codes of other answers to write (SIMULATE-OTHER:BEWA)
+    fi_names: tuple[str, ...] = ()
 
     @property
     def accepted(self) -> bool:
@@ -112,26 +121,40 @@ class Simulator:
         fss = [p for p in part_names(go, Prefix.FS) if self.remote.exists(folder, format_name(p))]
         if not errors:
             errors = self._content_errors(go, folder, fis, fss)
-        anomalies = () if errors else self._anomalies_in(folder, fis)
+        markers = self._markers_in(folder, fis)
         seen = state["seen"]
         assert isinstance(seen, list)
         seen.append(go_raw)
         self._consume(folder, go, fis, fss)
-        return Verdict(go_raw, folder, tuple(errors), ticket, anomalies)
+        shape = frozenset(f"{k.decode()}-{v.decode()}".removeprefix("ACRF-") for k, v in markers[2])
+        name = format_name(fis[0]) if "FI-NAME" in shape and fis else go_raw
+        return Verdict(name, folder, tuple(errors), ticket, () if errors else markers[0], markers[1], shape,
+                       tuple(markers[3]), tuple(format_name(f) for f in fis))
 
-    def _anomalies_in(self, folder: str, fis: list[Name]) -> tuple[tuple[str, str], ...]:
-        """Lines "SIMULATE-ANOMALY:<ErrorID>:<class>" in an FI make the notification report that anomaly."""
-        found = []
+    def _markers_in(self, folder: str, fis: list[Name]) -> tuple[
+            tuple[tuple[str, str, int], ...], tuple[str, ...], list[tuple[bytes, bytes]], list[str]]:
+        """Read the FI for what the answers should say: "SIMULATE-ANOMALY:<ErrorID>:<class>[:<worker>]",
+        "SIMULATE-ACRF:<shape>", "SIMULATE-NOTI:FIRST", "SIMULATE-OTHER:<app>", and the workers' <INSS>."""
+        anomalies: list[tuple[str, str, int]] = []
+        workers: list[str] = []
+        shapes: list[tuple[bytes, bytes]] = []
+        others: list[str] = []
         for fi in fis:
             with (self.home / folder / format_name(fi)).open("rb") as f:
-                found += [(m[1].decode(), m[2].decode()) for line in f for m in ANOMALY_MARKER.finditer(line)]
-        return tuple(found)
+                for line in f:
+                    anomalies += [(m[1].decode(), m[2].decode(), int(m[3] or 1)) for m in ANOMALY_MARKER.finditer(line)]
+                    workers += [m[1].decode() for m in INSS.finditer(line)]
+                    shapes += [(m[1], m[2]) for m in SHAPE_MARKER.finditer(line)]
+                    others += [m[1].decode() for m in OTHER_MARKER.finditer(line)]
+        return tuple(anomalies), tuple(dict.fromkeys(workers)), shapes, others
 
     def _name_errors(self, go: Name, folder: str, state: dict[str, object]) -> list[str]:
         today = self.today or dt.date.today()
         errors = []
         if go.prefix not in SET_LEVEL_PREFIXES:
             errors.append("ACRF-107")
+        if go.app not in sent_application_codes():
+            errors.append("ACRF-129")
         if go.sender != self.sender:
             errors.append("ACRF-108")
         if go.creation_date > today:
@@ -179,12 +202,25 @@ class Simulator:
     # -- answers ------------------------------------------------------------------------------
 
     def _answer(self, verdict: Verdict, folder: str, state: dict[str, object]) -> None:
+        """Write the ACRF (a provisional one first when asked), then a notification for an accepted set."""
         env = env_of_upload_folder(folder) or Env.T
-        self._write_response("ACRF", env, acrf_xml(verdict), state)
-        log.info("simulator_acrf", set=verdict.go_name, accepted=verdict.accepted, errors=list(verdict.errors))
-        if verdict.accepted:
-            noti = notification_xml(verdict.ticket, self.sender, _original_form(verdict.go_name), verdict.anomalies)
-            self._write_response("NOTI", env, noti, state)
+        shape = verdict.shape
+        if "NOTI-FIRST" in shape and verdict.accepted:
+            self._notify(verdict, env, state)
+        if "PROVISIONAL" in shape or "REFUSE-FINAL" in shape:
+            self._write_response("ACRF", env, acrf_xml(dataclasses.replace(verdict, errors=()), "PA"), state)
+        final = dataclasses.replace(verdict, errors=("ACRF-999",)) if "REFUSE-FINAL" in shape else verdict
+        self._write_response("ACRF", env, acrf_xml(final), state)
+        log.info("simulator_acrf", set=verdict.go_name, accepted=final.accepted, errors=list(final.errors))
+        if final.accepted and "NOTI-FIRST" not in shape:
+            self._notify(verdict, env, state)
+        for app in verdict.others:
+            self._write_response(app, env, other_answer_xml(app, verdict.ticket), state)
+
+    def _notify(self, verdict: Verdict, env: Env, state: dict[str, object]) -> None:
+        noti = notification_xml(verdict.ticket, self.sender, _original_form(verdict.go_name), verdict.anomalies,
+                                file_name=verdict.go_name, workers=verdict.workers)
+        self._write_response("NOTI", env, noti, state)
 
     def _write_response(self, app: str, env: Env, content: bytes, state: dict[str, object]) -> Name:
         today = (self.today or dt.date.today()).strftime("%Y%m%d")
@@ -192,7 +228,8 @@ class Simulator:
         assert isinstance(seqs, dict)
         key = f"{today}.{env}"
         seqs[key] = seqs.get(key, 0) + 1
-        fo = Name(Prefix.FO, app, ONSS_SENDER, today, f"{seqs[key]:05d}", env)
+        # alphanumeric like the real ones (the ONSS help pages show FO.NOTI.999999.20140628.24AZG.R)
+        fo = Name(Prefix.FO, app, ONSS_SENDER, today, f"{seqs[key]:03d}AZ", env)
         folder = response_folder(env)
         self.remote.put_bytes(content, folder, format_name(fo))
         fs = signature.encode_fs(signature.sign_file(self._identity, self.home / folder / format_name(fo)))
@@ -217,8 +254,8 @@ def _now() -> tuple[str, str]:
     return now.strftime("%Y-%m-%d"), now.strftime("%H:%M:%S.") + f"{now.microsecond // 1000:03d}"
 
 
-def acrf_xml(verdict: Verdict) -> bytes:
-    """Given a verdict, return the ACRF XML the transfer point would write (element names as in ONSS.md)."""
+def acrf_xml(verdict: Verdict, type_form: str = "FA") -> bytes:
+    """Given a verdict, return the ACRF XML the transfer point would write (PA provisional, FA final)."""
     date, hour = _now()
     errors = "".join(f"\n      <ErrorID>{escape(c)}</ErrorID>" for c in verdict.errors)
     return f"""<?xml version="1.0" encoding="UTF-8"?>
@@ -228,7 +265,7 @@ def acrf_xml(verdict: Verdict) -> bytes:
     <FormCreationDate>{date}</FormCreationDate>
     <FormCreationHour>{hour}</FormCreationHour>
     <AttestationStatus>0</AttestationStatus>
-    <TypeForm>FA</TypeForm>
+    <TypeForm>{type_form}</TypeForm>
     <FileReference>
       <FileName>{escape(verdict.go_name)}</FileName>
       <ReferenceOrigin>1</ReferenceOrigin>
@@ -242,19 +279,27 @@ def acrf_xml(verdict: Verdict) -> bytes:
 """.encode()
 
 
+def _anomaly_xml(error_id: str, cls: str, worker: int) -> str:
+    return (f"\n      <AnomalyReport>\n        <ErrorID>{escape(error_id)}</ErrorID>\n        <TagName>INSS</TagName>"
+            f"\n        <Value>worker {worker}</Value>\n        <AnomalyClass>{escape(cls)}</AnomalyClass>"
+            f"\n        <AnomalyLabel>simulated anomaly {escape(error_id)}</AnomalyLabel>"
+            f"\n        <Path><Employer>1</Employer><NaturalPerson>{worker}</NaturalPerson></Path>\n      </AnomalyReport>")
+
+
 def notification_xml(ticket: str, employer: str, original_form: str,
-                     anomalies: tuple[tuple[str, str], ...] = ()) -> bytes:
-    """Given the ACRF ticket and anomalies (ErrorID, class), return a NOTIFICATION XML with CRLF line ends."""
+                     anomalies: tuple[tuple[str, str, int], ...] = (), *, file_name: str = "",
+                     workers: tuple[str, ...] = ()) -> bytes:
+    """Given the ACRF ticket and anomalies (ErrorID, class, worker), return a NOTIFICATION with CRLF line ends:
+    one Form per worker (a Dimona names several), each with its own result and anomalies."""
     date, hour = _now()
-    blocking = any(cls != "NB" for _, cls in anomalies)
-    reports = "".join(
-        f"\r\n    <AnomalyReport>\r\n      <ErrorID>{escape(e)}</ErrorID>\r\n      <AnomalyClass>{escape(c)}</AnomalyClass>"
-        f"\r\n      <Path>Employer/Worker[1]</Path>\r\n    </AnomalyReport>"
-        for e, c in anomalies
-    )
-    text = f"""<?xml version="1.0" encoding="UTF-8"?>
-<NOTIFICATION xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:noNamespaceSchemaLocation="NOTI_20262.xsd">
-  <Form>
+    forms = []
+    for i, inss in enumerate(workers or ("",), start=1):
+        mine = [(e, c) for e, c, w in anomalies if w == i or not workers]
+        blocking = any(anomaly_class(c).blocking for _, c in mine)
+        reports = "".join(_anomaly_xml(e, c, i) for e, c in mine)
+        person = f"\n    <NaturalPerson>\n      <INSS>{inss}</INSS>\n    </NaturalPerson>" if inss else ""
+        diagnosis = "\n      <Diagnosis>3</Diagnosis>" if blocking else ""
+        forms.append(f"""  <Form>
     <Identification>NOTI001</Identification>
     <FormCreationDate>{date}</FormCreationDate>
     <FormCreationHour>{hour}</FormCreationHour>
@@ -265,21 +310,36 @@ def notification_xml(ticket: str, employer: str, original_form: str,
       <FormCreationDate>{date}</FormCreationDate>
       <FormCreationHour>{hour}</FormCreationHour>
     </HandledOriginalForm>
+    <FileReference>
+      <FileName>{escape(file_name)}</FileName>
+      <ReferenceNbr>{ticket}</ReferenceNbr>
+    </FileReference>
     <Reference>
       <ReferenceType>1</ReferenceType>
       <ReferenceNbr>{ticket}</ReferenceNbr>
-      <ReferenceOrigin>1</ReferenceOrigin>
+      <ReferenceOrigin>2</ReferenceOrigin>
     </Reference>
     <EmployerId>{escape(employer)}</EmployerId>
     <HandledReference>
       <ReferenceType>2</ReferenceType>
       <ReferenceNbr>DOS{ticket[1:]}</ReferenceNbr>
       <ReferenceOrigin>2</ReferenceOrigin>
-    </HandledReference>
+    </HandledReference>{person}
     <HandlingResult>
-      <ResultCode>{2 if blocking else 1}</ResultCode>{reports}
+      <ResultCode>{0 if blocking else 1}</ResultCode>{diagnosis}{reports}
     </HandlingResult>
   </Form>
-</NOTIFICATION>
-"""
+""")
+    text = ('<?xml version="1.0" encoding="UTF-8"?>\n<NOTIFICATION xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
+            ' xsi:noNamespaceSchemaLocation="NOTI_20262.xsd">\n' + "".join(forms) + "</NOTIFICATION>\n")
     return text.replace("\r\n", "\n").replace("\n", "\r\n").encode()
+
+
+def other_answer_xml(app: str, ticket: str) -> bytes:
+    """Given an application code and the ticket of what it concerns, return an answer of another kind."""
+    return f"""<?xml version="1.0" encoding="ISO-8859-1"?>
+<{app}Notice>
+  <Reference><ReferenceNbr>{ticket}</ReferenceNbr><ReferenceOrigin>2</ReferenceOrigin></Reference>
+  <Text>Simulated {app} answer (caf\xe9)</Text>
+</{app}Notice>
+""".encode("latin-1")

@@ -16,7 +16,7 @@ from onss_relay.journal import Journal, open_journal_at
 def test_a_result_larger_than_the_pipe_arrives(tmp_path: Path) -> None:
     """10,000 claimed names are ~400 kB: more than a pipe holds, so the child waits for a reader."""
     names = [f"GO.DMFA.123456.20261127.{i:05d}.T.1" for i in range(1, 20001)]
-    child = Forked(lambda journal: names, tmp_path / "journal.sqlite", "test-child")
+    child = Forked(lambda journal: names, lambda: open_journal_at(tmp_path / "journal.sqlite"), "test-child")
     deadline = time.monotonic() + 30
     while not child.done():  # the parent's upload loop asks this while it waits for sets
         assert time.monotonic() < deadline, "the child never finished"
@@ -32,7 +32,7 @@ def test_the_work_uses_its_own_journal_connection(tmp_path: Path) -> None:
         journal.add_set("GO.DMFA.123456.20261127.00001.T.1", "T", ["FI.DMFA.123456.20261127.00001.T.1.1"])
         return os.getpid()
 
-    pid = Forked(work, path, "test-child").result()
+    pid = Forked(work, lambda: open_journal_at(path), "test-child").result()
     assert pid != os.getpid()
     journal = open_journal_at(path)
     assert journal.get_set("GO.DMFA.123456.20261127.00001.T.1") is not None
@@ -44,7 +44,7 @@ def test_an_error_in_the_child_is_raised_in_the_parent(tmp_path: Path) -> None:
         raise CertificateError("signer.p12: the signing certificate has expired")
 
     with pytest.raises(CertificateError, match="has expired"):
-        Forked(work, tmp_path / "journal.sqlite", "test-child").result()
+        Forked(work, lambda: open_journal_at(tmp_path / "journal.sqlite"), "test-child").result()
 
 
 def test_a_child_that_dies_is_reported_with_its_exit_code(tmp_path: Path) -> None:
@@ -52,4 +52,4 @@ def test_a_child_that_dies_is_reported_with_its_exit_code(tmp_path: Path) -> Non
         os._exit(7)
 
     with pytest.raises(RuntimeError, match="test-child ended with exit code 7"):
-        Forked(work, tmp_path / "journal.sqlite", "test-child").result()
+        Forked(work, lambda: open_journal_at(tmp_path / "journal.sqlite"), "test-child").result()

@@ -70,15 +70,15 @@ def test_quarantined_name_may_be_queued_again_but_a_sent_one_not(tmp_path: Path)
 WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from onss_relay.journal import Journal, State, open_journal_at
+    from onss_relay.journal import SetData, State, open_journal_at
     j = open_journal_at(Path(sys.argv[1]))
     i = 0
     print("ready", flush=True)
     while True:
         go = f"GO.DMFA.123456.20260101.{i % 99999 + 1:05d}.T.1"
-        j.add_set(go, "T", ["FI"] * 50, {"pad": "x" * 20000})
+        j.add_set(go, "T", ["FI"] * 50, SetData(extras=("x" * 20000,)))
         for s in (State.SIGNED, State.UPLOADING, State.GO_SENDING, State.SENT):
-            j.transition(go, s, blob="y" * 20000)
+            j.transition(go, s, fs=("y" * 20000,))
         i += 1
 """)
 
@@ -127,7 +127,8 @@ def test_every_state_change_is_one_log_event_with_its_duration(tmp_path: Path) -
 
 
 def test_a_writer_waits_for_another_process_lock_then_gives_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from onss_relay import journal as journal_module
+    from onss_relay.errors import JournalBusy
+    from onss_relay.journal import sqlite as journal_module
 
     path = tmp_path / "journal.sqlite"
     j = open_journal_at(path)
@@ -139,7 +140,7 @@ def test_a_writer_waits_for_another_process_lock_then_gives_up(tmp_path: Path, m
     assert 0.15 < time.monotonic() - t0 < 2  # waited for the lock, then went on soon after it was free
     other.execute("BEGIN IMMEDIATE")
     monkeypatch.setattr(journal_module, "BUSY_TIMEOUT_MS", 300)
-    with pytest.raises(sqlite3.OperationalError, match="locked"):
+    with pytest.raises(JournalBusy, match="locked by another process"):
         j.add_set("GO.DMFA.123456.20260101.00002.T.1", "T", ["FI.DMFA.123456.20260101.00002.T.1.1"])
     other.execute("ROLLBACK")
     assert j.get_set("GO.DMFA.123456.20260101.00002.T.1") is None

@@ -48,7 +48,7 @@ def test_responses_are_mirrored_byte_identical_then_deleted(sftp_cfg: Config, ss
     for name, content in originals.items():
         assert (relay.spool.inbox / "OUT" / name).read_bytes() == content
     kinds = {r.name: r.kind for r in (relay.journal.get_response("OUT", n) for n in originals) if r}
-    assert kinds["CO.NOTI.999999.20261124.00008.R"] == "notification-unmatched"  # decompressed and parsed
+    assert kinds["CO.NOTI.999999.20261124.00008.R"] == "notification-waiting"  # decompressed, parsed, no set yet
     assert kinds["FO.DMNO.999999.20261124.00007.R.3.1"] == "other"
     events = sshd.events()
     for name in originals:  # each remote file read completely before it was removed

@@ -7,14 +7,11 @@ import io
 import zipfile
 
 import pytest
-from onss_relay.responses.parse import (
-    ResponseParseError,
-    acrf_descriptions,
-    decompress,
-    describe,
-    parse_acrf,
-    parse_notification,
-)
+
+from onss_relay.responses.acrf import parse_acrf
+from onss_relay.responses.codes import acrf_descriptions, describe
+from onss_relay.responses.notification import parse_notification
+from onss_relay.responses.reading import ResponseParseError, decompress
 
 ACCEPTED = b"""<?xml version="1.0" encoding="UTF-8"?>
 <ACRF xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:noNamespaceSchemaLocation="ACRF_20262.xsd">
@@ -47,8 +44,8 @@ NOTIFICATION = b"""<?xml version="1.0" encoding="UTF-8"?>\r
     <EmployerId>123456</EmployerId>\r
     <HandledReference><ReferenceNbr>DOS2026112400001</ReferenceNbr></HandledReference>\r
     <HandlingResult>\r
-      <ResultCode>2</ResultCode>\r
-      <Diagnosis>partially refused</Diagnosis>\r
+      <ResultCode>0</ResultCode>\r
+      <Diagnosis>3</Diagnosis>\r
       <AnomalyReport><ErrorID>00024-152</ErrorID><AnomalyClass>NB</AnomalyClass><Path>Worker[1]</Path></AnomalyReport>\r
       <AnomalyReport><ErrorID>00315-009</ErrorID><AnomalyClass>B</AnomalyClass><Path>Worker[2]</Path></AnomalyReport>\r
     </HandlingResult>\r
@@ -73,9 +70,10 @@ def test_refused_acrf_with_descriptions() -> None:
 
 def test_notification_with_anomalies() -> None:
     n = parse_notification(NOTIFICATION)
-    assert n.ticket == "0380579A83Q1Z" and n.handled_ticket == "DOS2026112400001" and n.original_form == "DMFA001"
-    assert n.result_code == "2" and not n.accepted and n.diagnosis == "partially refused"
-    assert [(a.error_id, a.blocking) for a in n.anomalies] == [("00024-152", False), ("00315-009", True)]
+    f = n.first
+    assert f.tickets() == ["0380579A83Q1Z"] and f.handled_ticket == "DOS2026112400001" and f.original_form == "DMFA001"
+    assert f.result_code == "0" and not n.accepted and f.diagnosis == "3"
+    assert [(a.error_id, a.blocking) for a in f.anomalies] == [("00024-152", False), ("00315-009", True)]
 
 
 @pytest.mark.parametrize("data, message", [
@@ -83,6 +81,7 @@ def test_notification_with_anomalies() -> None:
     (b"", "not well-formed"),
     (b"<NOTIFICATION/>", "not ACRF"),
     (b"<ACRF><Form/></ACRF>", "without ReceptionResult"),
+    (b"<ACRF/>", "without a Form"),
 ])
 def test_malformed_acrf(data: bytes, message: str) -> None:
     with pytest.raises(ResponseParseError, match=message):

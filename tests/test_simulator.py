@@ -6,10 +6,11 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from onss_relay.responses.parse import parse_acrf, parse_notification
 
 from onss_relay import identity, signature
 from onss_relay.names import parse_name
+from onss_relay.responses.acrf import parse_acrf
+from onss_relay.responses.notification import parse_notification
 from onss_relay.simulator import Simulator
 from onss_relay.transport.local import make_remote_home
 from tests.conftest import SENDER, SIGNING_PASSWORD, TODAY
@@ -57,7 +58,7 @@ def test_accepts_a_good_set_and_notifies(home: Path, ident: identity.Identity) -
     [acrf] = acrf_of(home)
     assert acrf.accepted and acrf.file_name == go and acrf.ticket == v.ticket and acrf.errors == ()
     [noti] = [parse_notification(p.read_bytes()) for p in (home / "OUTTEST").glob("FO.NOTI.*")]
-    assert noti.ticket == v.ticket and noti.accepted
+    assert v.ticket in noti.first.tickets() and noti.accepted
     assert list((home / "INTEST").iterdir()) == []  # the set was consumed
     names = sorted(p.name for p in (home / "OUTTEST").iterdir())
     assert len(names) == 6 and all(n.split(".")[2] == "999999" for n in names)  # FO+FS+GO twice
@@ -118,7 +119,7 @@ def test_duplicate_name_is_acrf_133(home: Path, ident: identity.Identity) -> Non
     (f"GO.DMFA.{SENDER}.20261399.00001.T.1", "ACRF-110"),
     (f"GO.DMFA.{SENDER}.2026011.00001.T.1", "ACRF-109"),
     (f"GO.DMFA.{SENDER}.{TODAY}.0001.T.1", "ACRF-112"),
-    (f"GO.DMFA.{SENDER}.{TODAY}.0000X.T.1", "ACRF-113"),
+    (f"GO.DMFA.{SENDER}.{TODAY}.0000x.T.1", "ACRF-367"),
     (f"GO.DMFA.{SENDER}.{TODAY}.00001.T.0", "ACRF-116"),
     (f"GO.DMFA.{SENDER}.{TODAY}.00001.T.1.1", "ACRF-107"),
     (f"GO.QQQQ.{SENDER}.{TODAY}.00001.T.1", "ACRF-129"),
@@ -134,5 +135,5 @@ def test_anomaly_marker_reaches_the_notification(home: Path, ident: identity.Ide
     drop(home, "INTEST", fi(), ident, content=b"<x>\r\n<!-- SIMULATE-ANOMALY:00024-152:B -->\r\n</x>")
     Simulator(home, SENDER).process()
     [noti] = [parse_notification(p.read_bytes()) for p in (home / "OUTTEST").glob("FO.NOTI.*")]
-    assert [(a.error_id, a.anomaly_class) for a in noti.anomalies] == [("00024-152", "B")]
-    assert noti.result_code == "2" and not noti.accepted
+    assert [(a.error_id, a.anomaly_class) for a in noti.first.anomalies] == [("00024-152", "B")]
+    assert noti.first.result_code == "0" and noti.first.diagnosis == "3" and not noti.accepted

@@ -181,7 +181,7 @@ def test_polling_observer(relay_dir: Path) -> None:
     with running(cfg) as daemon:
         (cfg.paths.outbox_dir / fi_name(1)).write_bytes(b"<polled/>")
         assert wait_until(lambda: sent_count(cfg) == 1, 20)
-        assert daemon.relay is not None and not daemon.relay.outbox.tracker.events
+        assert daemon.relay is not None and not daemon.relay.claimer.tracker.events
 
 
 def test_twenty_concurrent_submits_get_distinct_sequences(relay_dir: Path) -> None:

@@ -40,7 +40,11 @@ def reference_numbers(source: IO[bytes]) -> list[str]:
 def link(journal: Journal, resp: ResponseRow, source: IO[bytes]) -> list[str]:
     """Given any other mirrored answer, link it to the set one of its tickets names; keep it either way."""
     row: SetRow | None = None
-    for ticket in dict.fromkeys(reference_numbers(source)):
+    try:
+        tickets = reference_numbers(source)
+    except ResponseParseError:  # not XML (a flat file, one part of a multi-part answer): kept all the same
+        tickets = []
+    for ticket in dict.fromkeys(tickets):
         row = journal.set_by_ticket(ticket)
         if row is not None:
             break
