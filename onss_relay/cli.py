@@ -174,7 +174,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     journal = open_journal_at(cfg.paths.journal_path)
     try:
         if args.json:
-            print(json.dumps(status_json(journal, args.name, args.limit), indent=2))
+            print(json.dumps(status_json(journal, args.name, args.limit, cfg.poll), indent=2))
             return EXIT_OK
         if args.name:
             detail = set_detail(journal, args.name)
@@ -183,7 +183,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 return EXIT_WORK_FAILED
             print(detail)
             return EXIT_OK
-        print(status_table(journal, args.limit))
+        print(status_table(journal, args.limit, cfg.poll))
         return EXIT_OK
     finally:
         journal.close()

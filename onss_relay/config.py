@@ -142,6 +142,8 @@ class PollConfig:
     environments: list[str] = _field(["R", "T", "S"], "whose OUT folders are polled")
     delete_remote: bool = _field(True, "delete remote responses once durably copied")
     max_size: int = _field(1 << 30, "largest response accepted, in bytes")
+    acrf_overdue: Duration = _field(Duration(7200), "flag a sent set still without its ACRF after this")
+    notification_overdue: Duration = _field(Duration(172800), "flag an acknowledged set still without its notification after this")
 
 
 @dataclasses.dataclass(frozen=True)

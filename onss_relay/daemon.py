@@ -261,7 +261,8 @@ class Daemon:
     def _start_web(self, relay: Relay) -> WebServer | None:
         if not self.cfg.metrics.listen:
             return None
-        collector = RelayCollector(relay.journal, self.snapshot, lambda: days_left(relay.signer.identity()))
+        collector = RelayCollector(relay.journal, self.snapshot, lambda: days_left(relay.signer.identity()),
+                                   lambda: self.cfg.poll)
         snapshot = self.snapshot
 
         def health() -> tuple[bool, str]:

@@ -10,7 +10,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from onss_relay.config import PollConfig
 from onss_relay.journal import IN_FLIGHT, Journal, State
+from onss_relay.results import overdue
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,8 +37,10 @@ class HealthSnapshot:
 class RelayCollector(Collector):
     """Given the journal, a health snapshot source and a certificate-days source, describe the relay."""
 
-    def __init__(self, journal: Journal, snapshot: Callable[[], HealthSnapshot], days_left: Callable[[], int]) -> None:
+    def __init__(self, journal: Journal, snapshot: Callable[[], HealthSnapshot], days_left: Callable[[], int],
+                 poll: Callable[[], PollConfig] = PollConfig) -> None:
         self.journal = journal
+        self.poll = poll
         self.snapshot = snapshot
         self.days_left = days_left
 
@@ -56,6 +60,10 @@ class RelayCollector(Collector):
         unmatched = GaugeMetricFamily("onss_relay_unlinked_responses", "Answers kept that match no set we sent")
         unmatched.add_metric([], len(self.journal.unmatched_responses()))
         yield unmatched
+        late = GaugeMetricFamily("onss_relay_overdue_sets", "Sets waiting past poll.acrf_overdue or notification_overdue")
+        now, poll_cfg = time.time(), self.poll()
+        late.add_metric([], sum(1 for r in self.journal.sets_in(State.SENT, State.ACKNOWLEDGED) if overdue(r, poll_cfg, now)))
+        yield late
         snap = self.snapshot()
         failures = CounterMetricFamily("onss_relay_stage_failures", "Failed runs per stage", labels=["stage"])
         for stage in snap.stages:

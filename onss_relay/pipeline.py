@@ -8,13 +8,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import time
 from collections.abc import Callable
 
 import structlog
 
 from onss_relay.config import Config
 from onss_relay.forked import Forked
-from onss_relay.journal import IN_FLIGHT, Journal, open_journal
+from onss_relay.journal import IN_FLIGHT, Journal, State, open_journal
+from onss_relay.results import overdue
 from onss_relay.spool import Spool
 from onss_relay.stages.claim import Claimer
 from onss_relay.stages.link import process_responses
@@ -55,6 +57,7 @@ class Relay:
         self.uploader = Uploader(cfg, self.journal, self.spool, self.connect, stop=self.stop, max_attempts=max_attempts)
         self.poller = Poller(cfg, self.journal, self.spool)
         self.poller.remove_stale_temps()
+        self._warned_overdue: set[str] = set()
 
     def apply(self, cfg: Config) -> None:
         """Given a reloaded configuration, apply what can change while running: [watch] and [poll]."""
@@ -125,7 +128,20 @@ class Relay:
         finally:
             t.close()
         process_responses(self.journal, self.spool)
+        self.warn_overdue()
         return report
+
+    def warn_overdue(self) -> list[str]:
+        """Log one warning for each set newly past poll.acrf_overdue or poll.notification_overdue; return them."""
+        now = time.time()
+        late = []
+        for row in self.journal.sets_in(State.SENT, State.ACKNOWLEDGED):
+            why = overdue(row, self.cfg.poll, now)
+            if why and row.go_name not in self._warned_overdue:
+                self._warned_overdue.add(row.go_name)
+                late.append(row.go_name)
+                log.warning("set_overdue", set=row.go_name, state=str(row.state), detail=why)
+        return late
 
     def _failed_count(self) -> int:
         return sum(1 for p in self.spool.failed.iterdir() if p.name.endswith(".reason.json"))

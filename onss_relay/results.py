@@ -5,15 +5,37 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+from onss_relay.config import PollConfig
 from onss_relay.durable import atomic_write
-from onss_relay.journal import Journal, SetRow
+from onss_relay.journal import Journal, SetRow, State
 from onss_relay.spool import Spool
 
 
-def result_document(row: SetRow, history: list[tuple[float, str, str | None]]) -> dict[str, Any]:
+def overdue(row: SetRow, poll: PollConfig, now: float) -> str | None:
+    """Given a set, return why it is overdue (waiting longer than poll.acrf_overdue / notification_overdue), or None."""
+    waited = now - row.updated_at
+    if row.state == State.SENT and waited > poll.acrf_overdue:
+        return f"no ACRF {_span(waited)} after the GO was sent"
+    if row.state == State.ACKNOWLEDGED and waited > poll.notification_overdue:
+        return f"no notification {_span(waited)} after the ACRF"
+    return None
+
+
+def _span(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 60} min" if s < 7200 else f"{s // 3600} h" if s < 172800 else f"{s // 86400} days"
+
+
+def _iso(at: float) -> str:
+    return dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="seconds")
+
+
+def result_document(row: SetRow, history: list[tuple[float, str, str | None]],
+                    poll: PollConfig | None = None) -> dict[str, Any]:
     """Given a set's journal row and history, return the JSON document describing it."""
     return {
         "set": row.go_name,
@@ -26,6 +48,8 @@ def result_document(row: SetRow, history: list[tuple[float, str, str | None]]) -
         "notifications": [dataclasses.asdict(n) for n in row.data.notifications],
         "other_responses": list(row.data.other_responses),
         "sent_dir": row.data.sent_dir,
+        "since": _iso(row.updated_at),  # in this state since
+        "overdue": overdue(row, poll or PollConfig(), time.time()),
         "history": [
             {"at": dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="seconds"), "state": state, "detail": detail}
             for at, state, detail in history

@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from onss_relay.config import PollConfig
 from onss_relay.errors import InvalidName
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.names import parse_name, set_key
-from onss_relay.results import result_document
+from onss_relay.results import overdue, result_document
 
 
 def result_summary(row: SetRow) -> str:
@@ -36,17 +37,28 @@ def _age(row: SetRow, now: float) -> str:
     return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h" if s < 172800 else f"{s // 86400}d"
 
 
-def status_table(journal: Journal, limit: int = 50) -> str:
-    """Given the journal, return a readable table of recent sets with counts by state."""
+def _result(row: SetRow, poll: PollConfig, now: float) -> str:
+    late = overdue(row, poll, now)
+    return result_summary(row) + (f"  OVERDUE: {late}" if late else "")
+
+
+def status_table(journal: Journal, limit: int = 50, poll: PollConfig | None = None) -> str:
+    """Given the journal, return a readable table of recent sets, overdue ones marked, counts by state, and the
+    answers that match no set."""
+    poll = poll or PollConfig()
     rows = journal.recent_sets(limit)
     now = time.time()
     header = ("SET", "ENV", "STATE", "TICKET", "AGE", "RESULT")
-    lines = [(r.go_name, r.env, str(r.state), r.ticket or "-", _age(r, now), result_summary(r)) for r in rows]
+    lines = [(r.go_name, r.env, str(r.state), r.ticket or "-", _age(r, now), _result(r, poll, now)) for r in rows]
     widths = [max(len(x[i]) for x in [header, *lines]) for i in range(5)]
     out = ["  ".join(c.ljust(w) for c, w in zip(line[:5], widths)) + "  " + line[5] for line in [header, *lines]]
     counts = journal.counts()
     out.append("")
     out.append("counts: " + (", ".join(f"{s}={counts[s]}" for s in State if s in counts) or "no sets yet"))
+    unmatched = journal.unmatched_responses()
+    if unmatched:
+        out += ["", f"answers that match no set we sent ({len(unmatched)}), kept in the inbox:"]
+        out += [f"  {r.folder}/{r.name}  {r.kind}  {r.local_path}" for r in unmatched[-limit:]]
     return "\n".join(out)
 
 
@@ -92,13 +104,17 @@ def _as_go(name: str) -> str:
         return name
 
 
-def status_json(journal: Journal, name: str | None = None, limit: int = 200) -> dict[str, Any]:
+def status_json(journal: Journal, name: str | None = None, limit: int = 200,
+                poll: PollConfig | None = None) -> dict[str, Any]:
     """Given the journal, return sets and counts as a JSON-ready dict (one set with its history when named)."""
     if name:
         row = journal.get_set(_as_go(name))
-        return {"set": result_document(row, journal.history(row.go_name)) if row else None}
+        return {"set": result_document(row, journal.history(row.go_name), poll) if row else None}
     return {
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "counts": journal.counts(),
-        "sets": [result_document(r, []) | {"result": result_summary(r)} for r in journal.recent_sets(limit)],
+        "sets": [result_document(r, journal.history(r.go_name), poll) | {"result": result_summary(r)}
+                 for r in journal.recent_sets(limit)],
+        "unlinked_responses": [{"folder": r.folder, "name": r.name, "kind": r.kind, "path": r.local_path}
+                               for r in journal.unmatched_responses()],
     }
