@@ -43,17 +43,31 @@ def test_demo_prints_the_table_and_exits_0(tmp_path: Path) -> None:
     r = run("demo", str(tmp_path / "demo"))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "demo succeeded" in r.stdout
-    assert r.stdout.count("notified") == 4 and "accepted 0" in r.stdout
+    assert r.stdout.count("notified") == 5 and "accepted 0" in r.stdout
     assert "wrong sender number" in r.stdout
+    assert "2 workers: 1 accepted, 1 refused (90373-333, blocking)" in r.stdout  # a Dimona for two workers
+    assert "refused (diagnosis 3), 1 anomaly (00315-009 blocking)" in r.stdout  # a refused notification
     assert (tmp_path / "demo" / "spool" / "failed").is_dir()
     status = run("status", "--json", "--config", str(tmp_path / "demo" / "config.toml"))
     doc = json.loads(status.stdout)
-    assert doc["counts"] == {"notified": 4, "failed": 1}
+    assert doc["counts"] == {"notified": 5, "failed": 1}
 
 
 def test_demo_without_dir_uses_a_temporary_folder() -> None:
     r = run("demo")
     assert r.returncode == 0 and "onss-relay demo in /" in r.stdout
+
+
+def test_demo_ignores_every_override_and_leaves_a_configured_spool_alone(tmp_path: Path, relay_dir: Path) -> None:
+    spool = tmp_path / "production-spool"
+    spool.mkdir()
+    env = {"ONSS_RELAY_CONFIG": str(relay_dir / "config.toml"), "ONSS_RELAY__PATHS__ROOT": str(spool),
+           "ONSS_RELAY__PATHS__OUTBOX": str(spool / "outbox"), "ONSS_RELAY__PATHS__INBOX": str(spool / "inbox"),
+           "ONSS_RELAY__SENDER__NUMBER": "999998", "ONSS_RELAY__REMOTE__TRANSPORT": "sftp",
+           "ONSS_RELAY__REMOTE__BASE_DIR": str(spool / "remote")}
+    r = run_cli("demo", str(tmp_path / "demo"), env=env)
+    assert r.returncode == 0 and "demo succeeded" in r.stdout, r.stdout + r.stderr
+    assert list(spool.iterdir()) == [] and not (relay_dir / "spool").exists()
 
 
 def test_send_poll_status_verify_sign(cfg_path: Path, relay_dir: Path) -> None:

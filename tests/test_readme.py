@@ -23,3 +23,11 @@ def test_configuration_reference_lists_every_key() -> None:
     listed = set(re.findall(r"^\| `([a-z_]+\.[a-z_]+)` \|", reference, re.M))
     expected = {f"{s}.{k}" for s, keys in documented_keys().items() for k in keys}
     assert listed == expected
+
+
+def test_layout_table_lists_every_module() -> None:
+    layout = README.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `(onss_relay/[^`]+\.py)` \|", layout, re.M))
+    tree = {str(p.relative_to(REPO)) for p in (REPO / "onss_relay").rglob("*.py")
+            if p.name != "__init__.py" or p.parent.name in ("journal", "responses", "transport")}
+    assert listed == tree

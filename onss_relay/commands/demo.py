@@ -29,23 +29,28 @@ def _declaration(app: str, seq: int, env: str, total: int, part: int, sender: st
     return Name(Prefix.FI, app, sender, dt.date.today().strftime("%Y%m%d"), f"{seq:05d}", Env(env), total, part)
 
 
-def _xml(app: str, seq: int, part: int, extra: str = "") -> bytes:
+def _xml(app: str, seq: int, part: int, extra: str = "", workers: tuple[str, ...] = ("00000000097",)) -> bytes:
+    people = "".join(f"\r\n  <Worker><INSS>{inss}</INSS></Worker>" for inss in workers)
     return (
         f'<?xml version="1.0" encoding="UTF-8"?>\r\n<{app}Declaration>\r\n'
-        f"  <Sender>{SENDER}</Sender>\r\n  <Sequence>{seq}</Sequence>\r\n  <Part>{part}</Part>\r\n"
-        f"  <Worker><INSS>00000000097</INSS></Worker>{extra}\r\n</{app}Declaration>\r\n"
+        f"  <Sender>{SENDER}</Sender>\r\n  <Sequence>{seq}</Sequence>\r\n  <Part>{part}</Part>"
+        f"{people}{extra}\r\n</{app}Declaration>\r\n"
     ).encode()
 
 
 def demo_declarations() -> list[tuple[Name, bytes]]:
-    """Return the demo's FI files: Dimona (T), a 3-part DmfA (T, one anomaly), DmfA (S), DmfA (R), one invalid."""
-    files = [(_declaration("DIMN", 1, "T", 1, 1), _xml("Dimona", 1, 1))]
+    """Return the demo's FI files: a Dimona for two workers (T, one refused, after a provisional ACRF), a 3-part
+    DmfA (T, one non-blocking anomaly), DmfA (S), DmfA (R), a DmfA with a blocking anomaly (refused by its
+    notification), and one invalid."""
+    dimona = "\r\n  <!-- SIMULATE-ACRF:PROVISIONAL -->\r\n  <!-- SIMULATE-ANOMALY:90373-333:B:2 -->"
+    files = [(_declaration("DIMN", 1, "T", 1, 1), _xml("Dimona", 1, 1, dimona, ("85073003328", "90042125519")))]
     for part in (1, 2, 3):
         extra = "\r\n  <!-- SIMULATE-ANOMALY:00024-152:NB -->" if part == 2 else ""
         files.append((_declaration("DMFA", 2, "T", 3, part), _xml("DmfA", 2, part, extra)))
     files.append((_declaration("DMFA", 3, "S", 1, 1), _xml("DmfA", 3, 1)))
     files.append((_declaration("DMFA", 4, "R", 1, 1), _xml("DmfA", 4, 1)))
     files.append((_declaration("DMFA", 5, "T", 1, 1, sender="654321"), _xml("DmfA", 5, 1)))  # wrong sender
+    files.append((_declaration("DMFA", 6, "T", 1, 1), _xml("DmfA", 6, 1, "\r\n  <!-- SIMULATE-ANOMALY:00315-009:B -->")))
     return files
 
 
@@ -63,7 +68,7 @@ def prepare(root: Path) -> Path:
 def run_demo(directory: Path | None, out: TextIO) -> int:
     """Given a folder (or None for a temporary one), run the whole cycle and print a table; return the exit code."""
     root = directory or Path(tempfile.mkdtemp(prefix="onss-relay-demo-"))
-    cfg = load_config(prepare(root))
+    cfg = load_config(prepare(root), environ={})  # self-contained: ONSS_RELAY__… overrides are for the real relay
     relay = Relay(cfg)
     try:
         for name, content in demo_declarations():
@@ -80,7 +85,7 @@ def run_demo(directory: Path | None, out: TextIO) -> int:
 def _report(relay: Relay, root: Path, out: TextIO) -> int:
     rows = sorted(relay.journal.recent_sets(100), key=lambda r: r.go_name.split(".")[4])
     print(f"onss-relay demo in {root}\n", file=out)
-    print(f"{'DECLARATION SET':<38} {'ENV':<4} {'STATE':<10} {'ACRF':<28} {'NOTIFICATION':<40} FILES", file=out)
+    print(f"{'DECLARATION SET':<38} {'ENV':<4} {'STATE':<10} {'ACRF':<28} {'NOTIFICATION':<56} FILES", file=out)
     ok = True
     for r in rows:
         acrf = r.data.acrf
@@ -93,10 +98,11 @@ def _report(relay: Relay, root: Path, out: TextIO) -> int:
             ok = ok and r.go_name.split(".")[2] != SENDER  # only the deliberately invalid one may fail
         else:
             ok = ok and r.state == State.NOTIFIED
-        print(f"{r.go_name:<38} {r.env:<4} {str(r.state):<10} {acrf_text:<28} {noti_text:<40} {where}", file=out)
+        print(f"{r.go_name:<38} {r.env:<4} {str(r.state):<10} {acrf_text:<28} {noti_text:<56} {where}", file=out)
     ok = ok and any(r.state == State.FAILED for r in rows)
     print(f"\nresponses mirrored in {relay.spool.inbox}; per-set results in {relay.spool.results}", file=out)
-    print("demo " + ("succeeded: every valid declaration was accepted, the invalid one was quarantined"
+    print("demo " + ("succeeded: every valid declaration was answered (two refusals by their notification, as"
+                     " planned), the invalid one was quarantined"
                      if ok else "FAILED: see the table above"), file=out)
     return 0 if ok else 1
 
