@@ -15,7 +15,7 @@ import structlog
 
 from onss_relay.journal import AcrfRecord, CodeMeaning, Journal, ResponseRow, SetRow, State
 from onss_relay.names import set_key_of
-from onss_relay.responses.codes import acrf_descriptions, describe, result_code
+from onss_relay.responses.codes import UNKNOWN, acrf_descriptions, describe, result_code
 from onss_relay.responses.reading import ResponseParseError, iter_forms, text, texts
 
 log = structlog.get_logger(__name__)
@@ -64,7 +64,7 @@ def parse_acrf(data: bytes) -> Acrf:
 
 
 def record_for(acrf: Acrf, local_path: str) -> AcrfRecord:
-    errors = tuple(CodeMeaning(c, acrf_descriptions().get(c, f"{c}: code not in our table")) for c in acrf.errors)
+    errors = tuple(CodeMeaning(c, acrf_descriptions().get(c, UNKNOWN)) for c in acrf.errors)
     return AcrfRecord(acrf.result_code, acrf.accepted, acrf.ticket, local_path, errors, acrf.type_form, acrf.final,
                       result_code(acrf.result_code).meaning)
 
