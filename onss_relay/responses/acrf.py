@@ -16,7 +16,7 @@ import structlog
 from onss_relay.journal import AcrfRecord, CodeMeaning, Journal, ResponseRow, SetRow, State
 from onss_relay.names import set_key_of
 from onss_relay.responses.codes import UNKNOWN, acrf_descriptions, describe, result_code
-from onss_relay.responses.reading import ResponseParseError, iter_forms, text, texts
+from onss_relay.responses.reading import ResponseParseError, child, iter_forms, text, texts
 
 log = structlog.get_logger(__name__)
 
@@ -45,12 +45,11 @@ def parse_acrfs(source: IO[bytes]) -> list[Acrf]:
         code = text(form, "ReceptionResult", "ResultCode")
         if code is None:
             raise ResponseParseError("ACRF without ReceptionResult/ResultCode")
-        reception = next((c for c in form if c.tag.rsplit("}", 1)[-1] == "ReceptionResult"), None)
         out.append(Acrf(
             file_name=text(form, "FileReference", "FileName"),
             ticket=text(form, "FileReference", "ReferenceNbr"),
             result_code=code,
-            errors=texts(reception, "ErrorID"),
+            errors=texts(child(form, "ReceptionResult"), "ErrorID"),
             type_form=text(form, "TypeForm"),
         ))
     if not out:
@@ -91,9 +90,7 @@ def apply(journal: Journal, row: SetRow, acrf: Acrf, local_path: str) -> bool:
     if previous is not None and previous.final and not acrf.final:
         log.info("acrf_provisional_ignored", set=row.go_name, detail="a final ACRF was recorded before")
         return False
-    if row.state == State.GO_SENDING:  # an answer proves the GO was consumed, whatever recovery has not done yet
-        journal.transition(row.go_name, State.SENT, detail="an ACRF arrived: the GO was consumed")
-        row = dataclasses.replace(row, state=State.SENT)
+    row = consumed(journal, row, "an ACRF")
     target = State.ACKNOWLEDGED if acrf.accepted else State.REFUSED
     decides = row.state == State.SENT or (
         row.state in (State.ACKNOWLEDGED, State.REFUSED) and row.state != target and acrf.final
@@ -103,6 +100,15 @@ def apply(journal: Journal, row: SetRow, acrf: Acrf, local_path: str) -> bool:
     else:
         journal.transition(row.go_name, target, detail=_detail(acrf), acrf=record, ticket=acrf.ticket)
     return True
+
+
+def consumed(journal: Journal, row: SetRow, what: str) -> SetRow:
+    """Given a set an answer names, move it out of go_sending (an answer proves the GO was consumed, whatever
+    upload recovery has not done yet); return the set as it now is."""
+    if row.state != State.GO_SENDING:
+        return row
+    journal.transition(row.go_name, State.SENT, detail=f"{what} arrived: the GO was consumed")
+    return dataclasses.replace(row, state=State.SENT)
 
 
 def _detail(acrf: Acrf) -> str:

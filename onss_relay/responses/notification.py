@@ -26,6 +26,7 @@ from onss_relay.journal import (
     WorkerResult,
 )
 from onss_relay.names import set_key_of
+from onss_relay.responses.acrf import consumed
 from onss_relay.responses.codes import anomaly_class, result_code
 from onss_relay.responses.reading import ResponseParseError, child, find_all, flatten_path, iter_forms, text
 
@@ -177,9 +178,8 @@ def link(journal: Journal, resp: ResponseRow, source: IO[bytes]) -> list[str]:
     """Given a mirrored notification, record it on its set (notified), or leave it waiting for its ACRF."""
     n = parse_notification(source)
     row = find_set(journal, n)
-    if row is not None and row.state == State.GO_SENDING:  # an answer proves the GO was consumed
-        journal.transition(row.go_name, State.SENT, detail="a notification arrived: the GO was consumed")
-        row = dataclasses.replace(row, state=State.SENT)
+    if row is not None:
+        row = consumed(journal, row, "a notification")
     if row is None or row.state == State.SENT:
         if resp.kind != WAITING:
             journal.link_response(resp.folder, resp.name, WAITING, row.go_name if row else None)

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from typing import IO
 
-import defusedxml.ElementTree as SafeET
 import structlog
-from defusedxml import DefusedXmlException
 
 from onss_relay.journal import Journal, ResponseRow, SetRow
-from onss_relay.responses.reading import ResponseParseError, local
+from onss_relay.responses.reading import ResponseParseError, local, safe_iterparse
 
 log = structlog.get_logger(__name__)
 
@@ -23,17 +21,12 @@ MAX_REFERENCES = 1000  # a big file is linked by its first references; the rest 
 def reference_numbers(source: IO[bytes]) -> list[str]:
     """Given any response XML stream, return the ReferenceNbr values in document order (bounded memory)."""
     found: list[str] = []
-    try:
-        for _, el in SafeET.iterparse(source, events=("end",), forbid_dtd=True):
-            if local(el.tag) == "ReferenceNbr" and el.text and el.text.strip():
-                found.append(el.text.strip())
-                if len(found) >= MAX_REFERENCES:
-                    break
-            el.clear()
-    except DefusedXmlException as e:
-        raise ResponseParseError(f"refused unsafe XML ({type(e).__name__})") from None
-    except SafeET.ParseError as e:
-        raise ResponseParseError(f"not well-formed XML ({e})") from None
+    for _, el in safe_iterparse(source, ("end",)):
+        if local(el.tag) == "ReferenceNbr" and el.text and el.text.strip():
+            found.append(el.text.strip())
+            if len(found) >= MAX_REFERENCES:
+                break
+        el.clear()
     return found
 
 

@@ -30,6 +30,16 @@ def local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
+def safe_iterparse(source: IO[bytes], events: tuple[str, ...]) -> Iterator[tuple[str, Element]]:
+    """Given an XML stream, yield iterparse's (event, element) pairs; DTDs refused, errors as ResponseParseError."""
+    try:
+        yield from SafeET.iterparse(source, events=events, forbid_dtd=True)
+    except DefusedXmlException as e:
+        raise ResponseParseError(f"refused unsafe XML ({type(e).__name__})") from None
+    except SafeET.ParseError as e:
+        raise ResponseParseError(f"not well-formed XML ({e})") from None
+
+
 def iter_forms(source: IO[bytes], root_name: str, form_name: str = "Form") -> Iterator[Element]:
     """Given an XML stream whose root is ``root_name``, yield each ``form_name`` child, complete, then free it.
 
@@ -38,35 +48,25 @@ def iter_forms(source: IO[bytes], root_name: str, form_name: str = "Form") -> It
     """
     depth = 0
     root: Element | None = None
-    try:
-        for event, el in SafeET.iterparse(source, events=("start", "end"), forbid_dtd=True):
-            if event == "start":
-                depth += 1
-                if depth == 1:
-                    root = el
-                    if local(el.tag) != root_name:
-                        raise ResponseParseError(f"root element is {local(el.tag)!r}, not {root_name}")
-                continue
-            depth -= 1
-            if depth == 1 and local(el.tag) == form_name:
-                yield el
-            if depth == 1 and root is not None:
-                root.remove(el)  # done with it: drop it, so that memory does not grow with the file
-    except DefusedXmlException as e:
-        raise ResponseParseError(f"refused unsafe XML ({type(e).__name__})") from None
-    except SafeET.ParseError as e:
-        raise ResponseParseError(f"not well-formed XML ({e})") from None
+    for event, el in safe_iterparse(source, ("start", "end")):
+        if event == "start":
+            depth += 1
+            if depth == 1:
+                root = el
+                if local(el.tag) != root_name:
+                    raise ResponseParseError(f"root element is {local(el.tag)!r}, not {root_name}")
+            continue
+        depth -= 1
+        if depth == 1 and local(el.tag) == form_name:
+            yield el
+        if depth == 1 and root is not None:
+            root.remove(el)  # done with it: drop it, so that memory does not grow with the file
 
 
 def root_name(source: IO[bytes]) -> str:
     """Given an XML stream, return the local name of its root element (reading only up to it)."""
-    try:
-        for _, el in SafeET.iterparse(source, events=("start",), forbid_dtd=True):
-            return local(el.tag)
-    except DefusedXmlException as e:
-        raise ResponseParseError(f"refused unsafe XML ({type(e).__name__})") from None
-    except SafeET.ParseError as e:
-        raise ResponseParseError(f"not well-formed XML ({e})") from None
+    for _, el in safe_iterparse(source, ("start",)):
+        return local(el.tag)
     raise ResponseParseError("empty XML document")
 
 
@@ -128,19 +128,26 @@ def open_response(path: Path, compressed: bool, limit: int = MAX_DECOMPRESSED) -
         if not compressed:
             yield raw
             return
-        magic = raw.read(4)
-        raw.seek(0)
-        if magic[:2] == b"\x1f\x8b":
-            yield io.BufferedReader(_Capped(gzip.GzipFile(fileobj=raw), limit))
-        elif magic == b"PK\x03\x04":
-            with zipfile.ZipFile(raw) as z:
-                members = [i for i in z.infolist() if not i.is_dir()]
-                if len(members) != 1:
-                    raise ResponseParseError(f"compressed response holds {len(members)} files; expected 1")
-                with z.open(members[0]) as f:
-                    yield io.BufferedReader(_Capped(f, limit))
-        else:
-            yield io.BufferedReader(_Capped(_ZlibStream(raw), limit))
+        with _decompressing(raw, limit) as stream:
+            yield stream
+
+
+@contextlib.contextmanager
+def _decompressing(raw: IO[bytes], limit: int) -> Iterator[IO[bytes]]:
+    """Given a seekable CO stream (gzip, zip or zlib), yield its content as a stream capped at ``limit`` bytes."""
+    magic = raw.read(4)
+    raw.seek(0)
+    if magic[:2] == b"\x1f\x8b":
+        yield io.BufferedReader(_Capped(gzip.GzipFile(fileobj=raw), limit))
+    elif magic == b"PK\x03\x04":
+        with zipfile.ZipFile(raw) as z:
+            members = [i for i in z.infolist() if not i.is_dir()]
+            if len(members) != 1:
+                raise ResponseParseError(f"compressed response holds {len(members)} files; expected 1")
+            with z.open(members[0]) as f:
+                yield io.BufferedReader(_Capped(f, limit))
+    else:
+        yield io.BufferedReader(_Capped(_ZlibStream(raw), limit))
 
 
 class _Capped(io.RawIOBase):
@@ -196,30 +203,5 @@ class _ZlibStream(io.RawIOBase):
 
 def decompress(data: bytes, limit: int = MAX_DECOMPRESSED) -> bytes:
     """Given a CO file's bytes (gzip, zip or zlib), return the content, refusing more than ``limit`` bytes."""
-    if data[:2] == b"\x1f\x8b":
-        return _read_capped(gzip.GzipFile(fileobj=io.BytesIO(data)), limit)
-    if data[:4] == b"PK\x03\x04":
-        with zipfile.ZipFile(io.BytesIO(data)) as z:
-            members = [i for i in z.infolist() if not i.is_dir()]
-            if len(members) != 1:
-                raise ResponseParseError(f"compressed response holds {len(members)} files; expected 1")
-            with z.open(members[0]) as f:
-                return _read_capped(f, limit)
-    try:
-        d = zlib.decompressobj()
-        out = d.decompress(data, limit + 1)
-    except zlib.error:
-        raise ResponseParseError("CO file is not gzip, zip or zlib data") from None
-    if len(out) > limit:
-        raise ResponseParseError(f"compressed response expands beyond {limit} bytes")
-    return out
-
-
-def _read_capped(f: IO[bytes] | gzip.GzipFile, limit: int) -> bytes:
-    try:
-        out = f.read(limit + 1)
-    except (OSError, EOFError, zlib.error) as e:
-        raise ResponseParseError(f"CO file is damaged ({e})") from None
-    if len(out) > limit:
-        raise ResponseParseError(f"compressed response expands beyond {limit} bytes")
-    return out
+    with _decompressing(io.BytesIO(data), limit) as stream:
+        return stream.read()
