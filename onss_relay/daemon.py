@@ -25,7 +25,7 @@ from onss_relay.metrics import HealthSnapshot, RelayCollector, StageFigures, reg
 from onss_relay.pipeline import Relay
 from onss_relay.sd_notify import Notifier
 from onss_relay.spool import SpoolLock
-from onss_relay.stages.upload import IDLE_KEEP
+from onss_relay.stages.upload_queue import IDLE_KEEP
 from onss_relay.stages.watch import Watcher
 from onss_relay.web import WebServer, serve
 

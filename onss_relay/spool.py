@@ -55,6 +55,10 @@ class Spool:
         """Given a claimed set, return its files in the outbox: the FI parts and what came with them."""
         return [self.outbox / n for n in [*row.parts, *row.data.extras]]
 
+    def local_files(self, row: SetRow) -> list[Path]:
+        """Given a set, return its files here: FI parts and what came with them in the outbox, FS in work/."""
+        return self.outbox_files(row) + [self.work / n for n in row.data.fs]
+
     def quarantine_claimed(self, journal: Journal, row: SetRow, reason: str, detail: str) -> None:
         """Given a claimed set that cannot be sent, move its files to failed/ and record it as failed."""
         self.quarantine(self.outbox_files(row), reason, detail, set=row.go_name)

@@ -14,7 +14,8 @@ from onss_relay.config import Config, load_config
 from onss_relay.journal import State
 from onss_relay.pipeline import Relay
 from onss_relay.simulator import Simulator
-from onss_relay.stages.upload import UploadReport, _Finished, _Gates
+from onss_relay.stages.upload import UploadReport, _Round, _Worker
+from onss_relay.stages.upload_queue import Gates, SentBatch, WorkQueue
 from onss_relay.transport.local import LocalTransport
 from tests.conftest import SENDER, SIGNING_PASSWORD, fi_name, write_config
 
@@ -154,15 +155,14 @@ def _to_go_sending(relay: Relay) -> str:
     relay.signer.sign_queued()
     [row] = relay.journal.sets_in(State.SIGNED)
     t = LocalTransport(relay.spool.paths.root.parent / "remote")
-    report, inflight = UploadReport(), dict[str, bool]()
-    upload = relay.uploader._upload_for(row, report, inflight, _Finished(relay.uploader, report, inflight),
-                                        _Gates(relay.journal))
+    worker = _Worker(relay.uploader, _Round(WorkQueue(relay.journal), UploadReport(), None))
+    upload = worker._upload_for(row, SentBatch(relay.journal, relay.spool, worker._sent), Gates(relay.journal))
     for step in (0, 1):
-        upload.gate(step)
+        assert upload.enter(step)
         upload.commit()
-        for f in upload.steps[step]:
+        for f in upload.files(step):
             t.put(f.local, f.folder, f.name)  # type: ignore[arg-type]
-    upload.gate(2)
+    assert upload.enter(2)
     upload.commit()  # go_sending committed; the process dies before the GO put
     assert relay.journal.get_set(row.go_name).state == State.GO_SENDING  # type: ignore[union-attr]
     return row.go_name

@@ -86,7 +86,7 @@ def test_a_kept_connection_is_reused_and_a_dropped_one_replaced(sftp_cfg: Config
         relay.signer.sign_queued()
         assert len(relay.uploader.upload_pending().sent) == 1
     assert sshd.ssh_logins() == 2
-    [(kept, _)] = relay.uploader._idle
+    [kept] = relay.uploader.pool.idle()
     kept._transport.close()  # type: ignore[attr-defined]  # the server or the network dropped it while idle
     drop_sets(relay.spool.outbox, [(4, "T", 1)])
     relay.claim()
@@ -95,7 +95,7 @@ def test_a_kept_connection_is_reused_and_a_dropped_one_replaced(sftp_cfg: Config
     assert report.error is None and len(report.sent) == 1
     assert sshd.ssh_logins() == 3
     relay.close()
-    assert relay.uploader._idle == []
+    assert relay.uploader.pool.idle() == []
 
 
 def test_unknown_host_key_is_refused_with_how_to_add_it(sftp_dir: Path, sshd: SshServer) -> None:

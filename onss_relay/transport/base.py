@@ -123,26 +123,73 @@ class PutFile:
         return self.local.stat().st_size if self.local is not None else len(self.data)
 
 
-@dataclasses.dataclass
-class Upload:
-    """An ordered upload: every file of a step is written and size-checked before the next step starts.
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One step of an upload (FI, FS, GO): its files are written, in any order, only once the step before is
+    complete and this step's gate is durable."""
 
-    ``gate(i)`` runs before step i starts (the caller records state there, or raises UploadAbandoned to give
-    the upload up); ``commit()`` makes every gate passed so far durable, and runs before any file of a gated
-    step is written. Uploads of one caller may share one commit: a transport that has several uploads at a
-    gate calls their gates, then commit once, then starts their files (one journal commit for many sets).
-    ``done()`` runs after the last step. Transports call all three from the thread that called ``run_uploads``.
-    """
+    name: str
+    files: list[PutFile]
 
-    key: str
-    steps: list[list[PutFile]]
-    gate: Callable[[int], None]
-    done: Callable[[], None]
-    commit: Callable[[], None] = lambda: None
+
+class GateOrderError(AssertionError):
+    """A transport asked for a step's files before that step's gate was committed: a bug, never retried."""
 
 
 class UploadAbandoned(Exception):
     """Raised by a gate to give one upload up (its caller has dealt with it); the others continue."""
+
+
+class Upload:
+    """An ordered upload, and the one place where its order is enforced, whatever the transport.
+
+    For each step in turn a transport calls ``enter(i)`` (runs the caller's gate, which records the set's
+    state or abandons the upload), ``commit()`` (makes every gate passed so far durable), then takes the
+    step's files from ``files(i)`` and writes them, each size-checked; after the last step, ``finish()``.
+    ``files(i)`` refuses (GateOrderError) until step i's gate is committed and step i-1 is complete, so a
+    transport cannot write a GO before the journal says ``go_sending``. Uploads of one caller may share
+    one commit: a transport with several uploads at a gate enters them all, then commits each (the first
+    commit records them all, the others find nothing left), then starts their files.
+    Transports call these from the thread that called ``run_uploads``.
+    """
+
+    def __init__(self, key: str, steps: list[Step], gate: Callable[[Step], None], done: Callable[[], None],
+                 commit: Callable[[], None] = lambda: None) -> None:
+        self.key = key
+        self.steps = steps
+        self._gate = gate
+        self._done = done
+        self._commit = commit
+        self._entered = -1  # the last step whose gate ran
+        self._committed = -1  # the last step whose gate is durable
+
+    def enter(self, i: int) -> bool:
+        """Run step i's gate; return False when the caller abandoned the upload (nothing more to do)."""
+        if i != self._entered + 1 or self._committed != self._entered:
+            raise GateOrderError(f"{self.key}: step {i} entered after step {self._entered} (committed {self._committed})")
+        try:
+            self._gate(self.steps[i])
+        except UploadAbandoned:
+            return False
+        self._entered = i
+        return True
+
+    def commit(self) -> None:
+        """Make the gates entered so far durable (the caller's commit, shared by its uploads)."""
+        self._commit()
+        self._committed = self._entered
+
+    def files(self, i: int) -> list[PutFile]:
+        """Step i's files, once its gate is committed."""
+        if i > self._committed or i != self._entered:
+            raise GateOrderError(f"{self.key}: files of step {self.steps[i].name} asked for before its gate was committed")
+        return self.steps[i].files
+
+    def finish(self) -> None:
+        """Tell the caller the last step is complete."""
+        if self._committed != len(self.steps) - 1:
+            raise GateOrderError(f"{self.key}: finished after step {self._committed} of {len(self.steps)}")
+        self._done()
 
 
 IDLE_WAIT = 0.01  # seconds to wait before asking again when no upload is ready and none is in flight
@@ -154,19 +201,18 @@ def run_uploads_sequentially(t: Transport, uploads: Iterator[Upload | None]) -> 
         if up is None:
             time.sleep(IDLE_WAIT)
             continue
-        try:
-            for i, step in enumerate(up.steps):
-                up.gate(i)
-                up.commit()
-                for f in step:
-                    if f.local is not None:
-                        t.put(f.local, f.folder, f.name)
-                    else:
-                        t.put_bytes(f.data, f.folder, f.name)
-                    check_size(f, t.size(f.folder, f.name))
-        except UploadAbandoned:
-            continue
-        up.done()
+        for i in range(len(up.steps)):
+            if not up.enter(i):
+                break
+            up.commit()
+            for f in up.files(i):
+                if f.local is not None:
+                    t.put(f.local, f.folder, f.name)
+                else:
+                    t.put_bytes(f.data, f.folder, f.name)
+                check_size(f, t.size(f.folder, f.name))
+        else:
+            up.finish()
 
 
 def check_size(f: PutFile, remote: int | None) -> None:

@@ -1,4 +1,4 @@
-"""Many uploads in flight on SFTP sessions: paramiko's asynchronous requests, driven from one thread.
+"""Many uploads in flight on SFTP sessions: asynchronous requests (paramiko_async.py), driven from one thread.
 
 Over a WAN the round trip dominates: a file costs OPEN, WRITEs, FSTAT and CLOSE, each a round trip when
 done one after the other. Here up to ``window`` uploads progress at once, each keeping its own step order
@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import paramiko
-from paramiko.sftp import (
+
+from onss_relay.transport.base import IDLE_WAIT, PutFile, Upload, check_size
+from onss_relay.transport.paramiko_async import (
     CMD_ATTRS,
     CMD_CLOSE,
     CMD_FSTAT,
@@ -25,30 +27,16 @@ from paramiko.sftp import (
     CMD_OPEN,
     CMD_STATUS,
     CMD_WRITE,
-    SFTP_FLAG_CREATE,
-    SFTP_FLAG_TRUNC,
-    SFTP_FLAG_WRITE,
+    AsyncSftp,
+    Reply,
+    attrs_size,
     int64,
+    open_args,
 )
-from paramiko.sftp_attr import SFTPAttributes
-
-from onss_relay.transport.base import IDLE_WAIT, PutFile, Upload, UploadAbandoned, check_size
 
 CHUNK = 32768
 WRITES_IN_FLIGHT = 32  # per file: 1 MiB outstanding at most
 GATE_BATCH = 32  # uploads waiting at a gate are committed together once this many wait, or no reply is ready
-
-
-class _Reply:
-    """paramiko hands each asynchronous response to the object registered with its request."""
-
-    __slots__ = ("callback", "__weakref__")  # paramiko keeps only a weak reference: the engine holds these
-
-    def __init__(self, callback: Callable[[int, paramiko.Message], None]) -> None:
-        self.callback = callback
-
-    def _async_response(self, t: int, msg: paramiko.Message, num: int) -> None:
-        self.callback(t, msg)
 
 
 class _FileWrite:
@@ -66,8 +54,7 @@ class _FileWrite:
         self.src = f.local.open("rb") if f.local is not None else None
 
     def start(self) -> None:
-        flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC
-        self.engine.request(self._opened, CMD_OPEN, self.path, flags, SFTPAttributes())
+        self.engine.request(self._opened, CMD_OPEN, *open_args(self.path))
 
     def _opened(self, t: int, msg: paramiko.Message) -> None:
         self.engine.expect(t, msg, CMD_HANDLE, f"opening {self.f.folder}/{self.f.name}")
@@ -101,7 +88,7 @@ class _FileWrite:
 
     def _stat(self, t: int, msg: paramiko.Message) -> None:
         self.engine.expect(t, msg, CMD_ATTRS, f"checking {self.f.folder}/{self.f.name}")
-        check_size(self.f, SFTPAttributes._from_msg(msg).st_size)
+        check_size(self.f, attrs_size(msg))
         self.engine.request(self._closed, CMD_CLOSE, self.handle)
 
     def _closed(self, t: int, msg: paramiko.Message) -> None:
@@ -126,18 +113,16 @@ class _UploadRun:
     def advance(self) -> None:
         self.step += 1
         if self.step == len(self.up.steps):
-            self.up.done()
+            self.up.finish()
             self.engine.finished(self)
             return
-        try:
-            self.up.gate(self.step)
-        except UploadAbandoned:
+        if not self.up.enter(self.step):
             self.engine.finished(self)
             return
         self.engine.gated.append(self)  # its files start once the gate is committed (SftpPipeline.open_gates)
 
     def start_step(self) -> None:
-        files = self.up.steps[self.step]
+        files = self.up.files(self.step)
         self.pending = len(files)
         self.files = [_FileWrite(self.engine, f, self.engine.path(f), self._file_closed) for f in files]
         if not files:
@@ -161,32 +146,22 @@ class SftpPipeline:
 
     def __init__(self, sftp: paramiko.SFTPClient, path: Callable[[PutFile], str], classify: Callable[[BaseException, str], Exception],
                  window: int = 64) -> None:
-        self.sftp = sftp
-        channel = sftp.get_channel()
-        assert channel is not None
-        self.channel = channel
+        self.session = AsyncSftp(sftp)
         self._path = path
         self.classify = classify
         self.window = window
         self.active: set[_UploadRun] = set()
         self.gated: list[_UploadRun] = []  # past their gate, waiting for the commit
-        self._replies: set[_Reply] = set()  # requests sent, reply not yet read
 
     def path(self, f: PutFile) -> str:
         return self._path(f)
 
-    def request(self, callback: Callable[[int, paramiko.Message], None], command: int, *args: Any) -> None:
-        def on_reply(t: int, msg: paramiko.Message) -> None:
-            self._replies.discard(reply)
-            callback(t, msg)
-
-        reply = _Reply(on_reply)
-        self._replies.add(reply)
-        self.sftp._async_request(reply, command, *args)
+    def request(self, callback: Reply, command: int, *args: Any) -> None:
+        self.session.request(callback, command, *args)
 
     @property
     def outstanding(self) -> int:
-        return len(self._replies)
+        return self.session.outstanding
 
     def expect(self, t: int, msg: paramiko.Message, wanted: int, what: str) -> None:
         """Given a reply, return if it is of the wanted type; raise the classified error otherwise."""
@@ -194,7 +169,7 @@ class SftpPipeline:
             return
         if t == CMD_STATUS:
             try:
-                self.sftp._convert_status(msg)
+                self.session.raise_status(msg)
             except (OSError, EOFError) as e:
                 raise self.classify(e, what) from None
             if wanted == CMD_STATUS:
@@ -230,10 +205,10 @@ class SftpPipeline:
             run.start_step()
 
     def reply_ready(self) -> bool:
-        return bool(self.channel.recv_ready())
+        return self.session.reply_ready()
 
     def read_reply(self) -> None:
-        self.sftp._read_response()
+        self.session.read_reply()
 
     def abort(self) -> None:
         for run in list(self.active):
@@ -255,7 +230,7 @@ def run_pipelines(new_pipelines: Callable[[], list[SftpPipeline]], uploads: Iter
 
     def add_sessions() -> None:
         for p in new_pipelines():
-            p.channel.in_buffer.set_event(wake)  # what Channel.fileno() does, without an OS pipe per packet
+            p.session.wake_on_data(wake)
             pipelines.append(p)
 
     def take() -> Upload | None:
@@ -288,7 +263,7 @@ def run_pipelines(new_pipelines: Callable[[], list[SftpPipeline]], uploads: Iter
             ready = [p for p in waiting if p.reply_ready()]
             if not ready:
                 wake.clear()  # then look again: a reply landing in between sets it, and wait() returns at once
-                ready = [p for p in waiting if p.reply_ready() or p.channel.closed or p.channel.eof_received]
+                ready = [p for p in waiting if p.reply_ready() or p.session.ended()]
                 if not ready and not wake.wait(timeout):
                     raise TimeoutError(f"no reply from the SFTP server in {timeout} s")
             for p in ready:

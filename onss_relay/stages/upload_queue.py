@@ -1,0 +1,215 @@
+"""What the upload stage runs on: the queue of sets to send, the gate commits, the batch of sets recorded
+as sent, and the pool of connections kept between rounds.
+
+None of this knows the order of a set's files (transport/base.py ``Upload`` enforces it) or what a set's
+state means (stages/upload.py decides); it makes many sets cheap: one journal commit for many gates, one
+fsync per folder and one commit for many sent sets, connections opened ahead of time and reused.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+
+import structlog
+
+from onss_relay.journal import Change, Journal, SetRow, State
+from onss_relay.spool import Spool
+from onss_relay.transport.base import Transport
+
+log = structlog.get_logger(__name__)
+
+PENDING = (State.SIGNED, State.UPLOADING, State.GO_SENDING)
+SENT_BATCH = 16  # sets whose GO is on the server, archived and marked sent together…
+SENT_DELAY = 0.25  # …or as soon as the first of them has waited this long (seconds)
+IDLE_KEEP = 60.0  # seconds a connection stays open with nothing to send, for the next sets (the daemon)
+
+
+class WorkQueue:
+    """Names of sets to send, shared by the upload threads; refilled from the journal when it runs dry."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self._queue: collections.deque[str] = collections.deque()
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def refill(self) -> int:
+        """Add pending sets not seen yet (the signer may have added some); return how many were added."""
+        fresh = [r.go_name for r in self.journal.sets_in(*PENDING) if r.go_name not in self._seen]
+        self._seen.update(fresh)
+        self._queue.extend(fresh)
+        return len(fresh)
+
+    def size(self) -> int:
+        return len(self._queue)
+
+    def take(self) -> str | None:
+        with self._lock:
+            if not self._queue:
+                self.refill()
+            return self._queue.popleft() if self._queue else None
+
+    def put_back(self, go_name: str) -> None:
+        with self._lock:
+            self._queue.append(go_name)
+
+
+class Gates:
+    """State changes at upload gates (uploading, go_sending), committed together when the transport asks."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.changes: list[Change] = []
+
+    def add(self, change: Change) -> None:
+        self.changes.append(change)
+
+    def commit(self) -> None:
+        changes, self.changes = self.changes, []
+        if changes:
+            self.journal.transition_many(changes)
+
+
+class SentBatch:
+    """Sets whose GO is on the server, recorded together: files moved to sent/ with one fsync per folder,
+    then one journal commit marking them sent and archived. The only way a set becomes ``sent``.
+
+    A crash before that commit leaves them in go_sending, whose recovery finds each GO on the server
+    (or the set consumed) and never re-sends an FI or FS.
+    """
+
+    def __init__(self, journal: Journal, spool: Spool, on_sent: Callable[[list[str]], None]) -> None:
+        self.journal = journal
+        self.spool = spool
+        self.on_sent = on_sent
+        self.rows: list[tuple[SetRow, str, str]] = []
+        self.first_at = 0.0
+
+    def add(self, row: SetRow, folder: str, detail: str = "GO uploaded") -> None:
+        if not self.rows:
+            self.first_at = time.monotonic()
+        self.rows.append((row, folder, detail))
+        if len(self.rows) >= SENT_BATCH or time.monotonic() - self.first_at > SENT_DELAY:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        rows, self.rows = self.rows, []
+        dest = str(self.spool.archive({row.go_name: self.spool.local_files(row) for row, _, _ in rows}))
+        self.journal.transition_many([Change(row.go_name, State.SENT, detail, archived=True, data={"sent_dir": dest})
+                                      for row, _, detail in rows])
+        for row, folder, detail in rows:
+            log.info("set_sent", set=row.go_name, state="sent", folder=folder, detail=detail,
+                     duration_ms=round((time.time() - row.updated_at) * 1000))
+        self.on_sent([row.go_name for row, _, _ in rows])
+
+    def flush_after_error(self) -> None:
+        """Flush on the way out of a failed run; a second failure (a full disk) leaves them in go_sending."""
+        pending = len(self.rows)
+        try:
+            self.flush()
+        except Exception as e:
+            log.warning("sent_not_recorded", sets=pending, error=repr(e),
+                        detail="left in go_sending: recovery checks the server for each GO")
+
+
+def close_quietly(t: Transport) -> None:
+    with contextlib.suppress(Exception):
+        t.close()
+
+
+class ConnectionPool:
+    """Connections for the upload threads: one opened ahead of time (``warm_up``), and those kept open
+    between rounds with nothing to send (``keep``), until ``close_idle`` ends them."""
+
+    def __init__(self, connect: Callable[[], Transport]) -> None:
+        self.connect = connect
+        self._lock = threading.Lock()
+        self._warm: concurrent.futures.Future[Transport] | None = None
+        self._idle: list[tuple[Transport, float]] = []  # connections kept between rounds, and since when
+
+    def warm_up(self) -> None:
+        """Start connecting in the background, so that the first upload finds its connection ready."""
+        with self._lock:
+            if self._warm is not None:
+                return
+            future = self._warm = concurrent.futures.Future()
+
+        def connect() -> None:
+            try:
+                t = self.connect()
+                try:
+                    t.prepare_uploads()
+                except BaseException:
+                    t.close()
+                    raise
+                future.set_result(t)
+            except BaseException as e:  # handed to whoever takes the connection
+                future.set_exception(e)
+
+        threading.Thread(target=connect, name="upload-connect", daemon=True).start()
+
+    def take(self) -> Transport:
+        """A connection: the one warming up, one kept from the last round if still up, or a new one."""
+        with self._lock:
+            future, self._warm = self._warm, None
+            kept = self._idle.pop()[0] if self._idle and future is None else None
+        if future is not None:
+            with contextlib.suppress(Exception):  # connect again below, where failures are retried and reported
+                return future.result()
+        if kept is not None:
+            if kept.alive():
+                return kept
+            close_quietly(kept)
+        return self.connect()
+
+    def keep(self, t: Transport) -> None:
+        with self._lock:
+            self._idle.append((t, time.monotonic()))
+
+    def idle(self) -> list[Transport]:
+        with self._lock:
+            return [t for t, _ in self._idle]
+
+    def close_idle(self, older_than: float = 0.0) -> None:
+        """Close the connections kept with nothing to send for ``older_than`` seconds (all: 0, and the one
+        warming up)."""
+        now = time.monotonic()
+        with self._lock:
+            stale = [t for t, since in self._idle if now - since >= older_than]
+            self._idle = [(t, since) for t, since in self._idle if now - since < older_than]
+            future, self._warm = (self._warm, None) if older_than <= 0 else (None, self._warm)
+        if future is not None:
+            with contextlib.suppress(Exception):
+                stale.append(future.result())
+        for t in stale:
+            close_quietly(t)
+
+
+class Channel:
+    """One lazily (re)connected transport, owned by one thread."""
+
+    def __init__(self, connect: Callable[[], Transport]) -> None:
+        self._connect = connect
+        self._transport: Transport | None = None
+
+    def get(self) -> Transport:
+        if self._transport is None:
+            self._transport = self._connect()
+        return self._transport
+
+    def detach(self) -> Transport | None:
+        """Give the connection up without closing it (to keep it for the next round)."""
+        t, self._transport = self._transport, None
+        return t
+
+    def reset(self) -> None:
+        if self._transport is not None:
+            close_quietly(self._transport)
+        self._transport = None

@@ -1,0 +1,81 @@
+"""An in-memory transport for unit tests of the stages: it records every operation, can fail on cue, and
+asks a callback what the journal says at each write (to check the gate order from the outside)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from onss_relay.errors import TransientRemoteError
+from onss_relay.transport.base import (
+    RemoteEntry,
+    SizeLimitExceeded,
+    Upload,
+    check_folder,
+    check_remote_name,
+    run_uploads_sequentially,
+)
+
+
+class FakeTransport:
+    """Given a shared dict for the remote home, behave like one connection to it."""
+
+    def __init__(self, files: dict[tuple[str, str], bytes], events: list[tuple[str, str]],
+                 fail: Callable[[str, str], bool] = lambda op, name: False,
+                 on_write: Callable[[str], None] = lambda name: None) -> None:
+        self.files = files
+        self.events = events
+        self.fail = fail  # (operation, name) → raise a transient error instead
+        self.on_write = on_write
+        self.closed = False
+
+    def _op(self, op: str, folder: str, name: str) -> tuple[str, str]:
+        check_folder(folder)
+        check_remote_name(name)
+        if self.fail(op, name):
+            self.events.append(("failed-" + op, name))
+            raise TransientRemoteError(f"{op} {folder}/{name}: connection reset (injected)")
+        self.events.append((op, name))
+        return folder, name
+
+    def list(self, folder: str) -> list[RemoteEntry]:
+        check_folder(folder)
+        return [RemoteEntry(n, len(b), "file") for (f, n), b in sorted(self.files.items()) if f == folder]
+
+    def put(self, local: Path, folder: str, name: str) -> None:
+        self.on_write(name)
+        self.files[self._op("put", folder, name)] = local.read_bytes()
+
+    def put_bytes(self, data: bytes, folder: str, name: str) -> None:
+        self.on_write(name)
+        self.files[self._op("put", folder, name)] = data
+
+    def get(self, folder: str, name: str, dest: BinaryIO, max_size: int) -> int:
+        data = self.files[self._op("get", folder, name)]
+        if len(data) > max_size:
+            raise SizeLimitExceeded(f"{folder}/{name} is larger than poll.max_size; left on the server")
+        dest.write(data)
+        return len(data)
+
+    def delete(self, folder: str, name: str) -> None:
+        self.files.pop(self._op("delete", folder, name), None)
+
+    def size(self, folder: str, name: str) -> int | None:
+        data = self.files.get((folder, name))
+        return None if data is None else len(data)
+
+    def exists(self, folder: str, name: str) -> bool:
+        return (folder, name) in self.files
+
+    def run_uploads(self, uploads: Iterator[Upload | None], window: int) -> None:
+        run_uploads_sequentially(self, uploads)
+
+    def alive(self) -> bool:
+        return not self.closed
+
+    def prepare_uploads(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True

@@ -1,0 +1,95 @@
+"""Pins what the SFTP pipeline relies on in paramiko beyond its public API (transport/paramiko_async.py),
+against a real sshd: a paramiko upgrade that changes one of these fails here, not in an upload."""
+
+from __future__ import annotations
+
+import threading
+
+import paramiko
+import pytest
+
+from onss_relay.config import Config
+from onss_relay.transport import paramiko_async as pa
+from onss_relay.transport.sftp import SftpTransport
+from tests.fixtures.sshd import SshServer
+
+
+@pytest.fixture
+def session(sftp_cfg: Config):  # type: ignore[no-untyped-def]
+    t = SftpTransport.connect(sftp_cfg.remote)
+    yield pa.AsyncSftp(t._sftp), t._sftp
+    t.close()
+
+
+def _wait(s: pa.AsyncSftp, replies: list[tuple[int, paramiko.Message]], n: int) -> None:
+    while len(replies) < n:
+        s.read_reply()
+
+
+def test_requests_run_without_waiting_and_replies_reach_their_callbacks(session, sshd: SshServer) -> None:  # type: ignore[no-untyped-def]
+    s, _ = session
+    path = f"{sshd.home}/INTEST/pinned.bin"
+    replies: list[tuple[int, paramiko.Message]] = []
+    s.request(lambda t, m: replies.append((t, m)), pa.CMD_OPEN, *pa.open_args(path))
+    assert s.outstanding == 1
+    _wait(s, replies, 1)
+    assert s.outstanding == 0
+    t, msg = replies[0]
+    assert t == pa.CMD_HANDLE
+    handle = msg.get_binary()
+    writes: list[tuple[int, paramiko.Message]] = []
+    for i in range(3):  # three writes in flight at once, paramiko packs int64 offsets and bytes
+        s.request(lambda t, m: writes.append((t, m)), pa.CMD_WRITE, handle, pa.int64(i * 4), b"abcd")
+    assert s.outstanding == 3
+    _wait(s, writes, 3)
+    for t, m in writes:
+        assert t == pa.CMD_STATUS
+        s.raise_status(m)  # OK: returns
+    attrs: list[tuple[int, paramiko.Message]] = []
+    s.request(lambda t, m: attrs.append((t, m)), pa.CMD_FSTAT, handle)
+    _wait(s, attrs, 1)
+    assert attrs[0][0] == pa.CMD_ATTRS and pa.attrs_size(attrs[0][1]) == 12
+    closed: list[tuple[int, paramiko.Message]] = []
+    s.request(lambda t, m: closed.append((t, m)), pa.CMD_CLOSE, handle)
+    _wait(s, closed, 1)
+    s.raise_status(closed[0][1])
+    assert (sshd.home / "INTEST" / "pinned.bin").read_bytes() == b"abcd" * 3
+
+
+def test_an_error_status_raises_what_the_pipeline_classifies(session, sshd: SshServer) -> None:  # type: ignore[no-untyped-def]
+    s, _ = session
+    replies: list[tuple[int, paramiko.Message]] = []
+    s.request(lambda t, m: replies.append((t, m)), pa.CMD_OPEN, *pa.open_args(f"{sshd.home}/NOPE/x"))
+    _wait(s, replies, 1)
+    t, msg = replies[0]
+    assert t == pa.CMD_STATUS
+    with pytest.raises(OSError) as e:
+        s.raise_status(msg)
+    assert isinstance(e.value, FileNotFoundError) or e.value.errno is not None
+
+
+def test_the_wake_event_is_set_when_a_reply_arrives_and_ended_when_closed(session, sshd: SshServer) -> None:  # type: ignore[no-untyped-def]
+    s, sftp = session
+    wake = threading.Event()
+    s.wake_on_data(wake)
+    assert not s.reply_ready() and not s.ended()
+    replies: list[tuple[int, paramiko.Message]] = []
+    s.request(lambda t, m: replies.append((t, m)), pa.CMD_FSTAT, b"no-such-handle")
+    assert wake.wait(10), "paramiko did not set the channel's event when the reply arrived"
+    assert s.reply_ready()
+    _wait(s, replies, 1)
+    sftp.close()
+    assert s.ended()
+
+
+def test_the_waiter_protocol_is_what_paramiko_calls() -> None:
+    # paramiko's SFTPClient._read_response calls fileobj._async_response(t, msg, num) on the object given
+    # to _async_request; older versions held it weakly. Both must hold for our waiter.
+    import inspect
+    import weakref
+
+    source = inspect.getsource(paramiko.SFTPClient._read_response)
+    assert "._async_response(t, msg, num)" in source
+    assert list(inspect.signature(paramiko.SFTPClient._async_request).parameters)[:3] == ["self", "fileobj", "t"]
+    waiter = pa._Waiter(lambda t, m: None)
+    assert weakref.ref(waiter)() is waiter
