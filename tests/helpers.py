@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import random
+import signal
 import subprocess
 import sys
 import time
@@ -37,6 +39,64 @@ def start_daemon(config: Path, log: Path, env: dict[str, str] | None = None, deb
         args += ["--log-level", "debug"]
     with log.open("ab") as f:
         return subprocess.Popen(args, stdout=f, stderr=f, env={**os.environ, **(env or {})})
+
+
+class Daemon:
+    """The real daemon as a process logging into a file, for the SIGKILL tests: start it and wait until it
+    works, kill it, start it again, stop it cleanly."""
+
+    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None, debug: bool = False,
+                 wrapper: list[str] | None = None) -> None:
+        self.config = config
+        self.log = log
+        self.env = env
+        self.debug = debug
+        self.wrapper = wrapper or []
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def starts(self) -> int:
+        return self.log.read_text().count("relay_started") if self.log.exists() else 0
+
+    def start(self, timeout: float = 30) -> subprocess.Popen[bytes]:
+        """Start it and return once it works (not while Python is still importing), or once it exited."""
+        before = self.starts()
+        args = [*self.wrapper, sys.executable, "-m", "onss_relay.cli", "run", "--config", str(self.config)]
+        if self.debug:
+            args += ["--log-level", "debug"]
+        with self.log.open("ab") as f:
+            proc = self.proc = subprocess.Popen(args, stdout=f, stderr=f, env={**os.environ, **(self.env or {})})
+        wait_until(lambda: self.starts() > before or proc.poll() is not None, timeout, 0.01)
+        return proc
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL it: no cleanup, no journal close, as a power cut would leave the spool."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def kill_at_random(self, rng: random.Random, kills: int, max_delay: float) -> None:
+        """Start and SIGKILL it ``kills`` times, each after a random delay up to ``max_delay`` seconds of work."""
+        for _ in range(kills):
+            self.start()
+            time.sleep(rng.uniform(0, max_delay))
+            self.kill()
+
+    def stop(self, timeout: float = 20) -> int:
+        """SIGTERM it and return its exit status (it must exit within ``timeout`` seconds)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+
+def seeded_rng(variable: str) -> random.Random:
+    """A random generator seeded from $variable when set (to replay a failure), else at random; prints the seed."""
+    seed = int(os.environ.get(variable, random.randrange(1 << 30)))
+    print(f"seed {seed} (rerun with {variable}={seed})")
+    return random.Random(seed)
 
 
 def wait_log(log: Path, text: str, count: int = 1, timeout: float = 20) -> bool:

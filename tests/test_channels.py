@@ -7,11 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import random
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +16,7 @@ from onss_relay.config import Config, load_config
 from onss_relay.journal import State, open_journal_at
 from onss_relay.pipeline import Relay
 from tests.conftest import fi_name
-from tests.helpers import wait_until
+from tests.helpers import Daemon, seeded_rng, wait_until
 
 
 @dataclasses.dataclass
@@ -128,31 +123,14 @@ def test_hostile_names_are_left_alone(channel: Channel) -> None:
 
 @pytest.mark.parametrize("kills", [6])
 def test_sigkill_of_the_daemon(channel: Channel, kills: int) -> None:
-    seed = random.randrange(1 << 30)
-    print(f"seed {seed}")
-    rng = random.Random(seed)
+    rng = seeded_rng("ONSS_RELAY_CRASH_SEED")
     cfg = channel.cfg()
     gos = drop(cfg.paths.outbox_dir, [(i, 1 + i % 2) for i in range(1, 41)])
     originals = {p.name: p.read_bytes() for p in cfg.paths.outbox_dir.iterdir()}
-    log = channel.config.parent / "daemon.log"
-
-    def start() -> subprocess.Popen[bytes]:
-        with log.open("ab") as f:
-            return subprocess.Popen([sys.executable, "-m", "onss_relay.cli", "run", "--config", str(channel.config)],
-                                    stdout=f, stderr=f)
-
-    for _ in range(kills):
-        before = log.read_text().count("relay_started") if log.exists() else 0
-        proc = start()
-        wait_until(lambda: log.read_text().count("relay_started") > before or proc.poll() is not None, 20, 0.01)
-        time.sleep(rng.uniform(0, 0.8))
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    before = log.read_text().count("relay_started")
-    proc = start()
+    daemon = Daemon(channel.config, channel.config.parent / "daemon.log")
+    daemon.kill_at_random(rng, kills, 0.8)
+    daemon.start()
     try:
-        assert wait_until(lambda: log.read_text().count("relay_started") > before, 20)
-
         def all_sent() -> bool:
             j = open_journal_at(cfg.paths.journal_path)
             try:
@@ -160,9 +138,8 @@ def test_sigkill_of_the_daemon(channel: Channel, kills: int) -> None:
             finally:
                 j.close()
 
-        assert wait_until(all_sent, 90, 0.2), log.read_text()[-2000:]
+        assert wait_until(all_sent, 90, 0.2), daemon.log.read_text()[-2000:]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0
+        assert daemon.stop(15) == 0
     assert list(cfg.paths.outbox_dir.iterdir()) == []
     check_sent(channel, cfg, gos, originals)

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from onss_relay.journal import State, open_journal_at
 from tests.conftest import fi_name, sftp_config_text
 from tests.fixtures.sshd import SshServer
 from tests.fixtures.tcpproxy import TcpProxy
-from tests.helpers import wait_until
+from tests.helpers import Daemon, wait_until
 
 FULL = os.environ.get("ONSS_RELAY_FAULTS") == "full"
 
@@ -47,7 +45,7 @@ class FaultWorld:
         self.config.write_text(text.replace(f"port = {sshd.port}", f"port = {self.proxy.port}")
                                .replace('timeout = "10s"\n', ""))
         self.log = relay_dir / "daemon.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.daemon: Daemon | None = None
         self.originals: dict[str, bytes] = {}
         self.responses: dict[str, bytes] = {}
         self.gos: list[str] = []
@@ -83,23 +81,20 @@ class FaultWorld:
     # -- the daemon -------------------------------------------------------------------------------
 
     def start(self, env: dict[str, str] | None = None, wrapper: list[str] | None = None) -> None:
-        before = self.log.read_text().count("relay_started") if self.log.exists() else 0
-        with self.log.open("ab") as f:
-            self.proc = subprocess.Popen([*(wrapper or []), sys.executable, "-m", "onss_relay.cli", "run",
-                                          "--config", str(self.config)],
-                                         stdout=f, stderr=f, env={**os.environ, **(env or {})})
-        wait_until(lambda: self.log.read_text().count("relay_started") > before or self.proc.poll() is not None,
-                   30, 0.01)
+        self.daemon = Daemon(self.config, self.log, env=env, wrapper=wrapper)
+        self.daemon.start()
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.daemon.proc if self.daemon else None
 
     def kill(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
+        assert self.daemon is not None
+        self.daemon.kill()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            assert self.proc.wait(20) == 0
+        if self.daemon is not None:
+            assert self.daemon.stop(20) == 0
 
     def done(self) -> bool:
         cfg = self.cfg

@@ -85,21 +85,22 @@ def test_local_disk_full(world: FaultWorld, tmp_path: Path) -> None:
     """The spool on a small tmpfs that fills up; freeing space lets everything through."""
     mount = tmp_path / "small"
     mount.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True, text=True)
+    old_root = world.cfg.paths.root
+    used = sum(p.stat().st_size + 4096 for p in old_root.rglob("*"))  # a tmpfs page per file at least
+    size = used * 2 + (8 << 20)  # the spool always fits (its size depends on the seed), then the filler fills it
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True, text=True)
     assert r.returncode == 0, f"cannot mount a tmpfs for the disk-full test: {r.stderr.strip()}"
     try:
-        cfg = world.cfg
-        old_root = cfg.paths.root
         shutil.copytree(old_root, mount / "spool")
         world.config.write_text(world.config.read_text().replace('root = "spool"', f'root = "{mount / "spool"}"'))
         filler = mount / "filler"
-        with filler.open("wb") as f:
-            try:
+        try:
+            with filler.open("wb") as f:
                 while True:
                     f.write(b"\0" * 65536)
                     f.flush()
-            except OSError:
-                pass  # the disk is full now
+        except OSError:
+            pass  # the disk is full now
         shutil.rmtree(old_root)
         world.start()
         time.sleep(3)
