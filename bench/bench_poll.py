@@ -49,9 +49,19 @@ def main() -> None:
         t_base = timed(lambda: paramiko_baseline(b, b.root / "baseline-inbox"))
     finally:
         b.close()
-    emit([{"name": f"poll {n} responses (×3 files), files/s", "unit": "files/s", "relay": files / t_relay,
-           "baseline": files / t_base, "ratio": t_base / t_relay,
-           "baseline_name": "paramiko get + remove per file, one connection"}], args.json)
+    emit(
+        [
+            {
+                "name": f"poll {n} responses (×3 files), files/s",
+                "unit": "files/s",
+                "relay": files / t_relay,
+                "baseline": files / t_base,
+                "ratio": t_base / t_relay,
+                "baseline_name": "paramiko get + remove per file, one connection",
+            }
+        ],
+        args.json,
+    )
 
 
 if __name__ == "__main__":

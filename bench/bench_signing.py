@@ -33,8 +33,11 @@ def main() -> None:
     d = Path(tempfile.mkdtemp(prefix="onss-bench-sign-"))
     ident = identity.self_signed_identity(d, "bench", key_type="rsa")
     key = d / "signer.key"
-    key.write_bytes(ident.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                            serialization.NoEncryption()))
+    key.write_bytes(
+        ident.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     files = []
     for i in range(n):
         p = d / f"FI.{i}"
@@ -46,8 +49,25 @@ def main() -> None:
     relay_rate = n / (time.perf_counter() - t0)
     t0 = time.perf_counter()
     for p in files:
-        subprocess.run(["openssl", "cms", "-sign", "-binary", "-in", str(p), "-signer", str(d / "signer.crt"),
-                        "-inkey", str(key), "-outform", "DER", "-out", str(p) + ".der"], check=True)
+        subprocess.run(
+            [
+                "openssl",
+                "cms",
+                "-sign",
+                "-binary",
+                "-in",
+                str(p),
+                "-signer",
+                str(d / "signer.crt"),
+                "-inkey",
+                str(key),
+                "-outform",
+                "DER",
+                "-out",
+                str(p) + ".der",
+            ],
+            check=True,
+        )
     openssl_rate = n / (time.perf_counter() - t0)
     big = d / "FI.big"
     with big.open("wb") as f:
@@ -55,18 +75,64 @@ def main() -> None:
         for _ in range(big_mb):
             f.write(block)
     config = d / "config.toml"
-    config.write_text(f'[sender]\nnumber = "123456"\n[paths]\nroot = "{d}/spool"\n[signing]\nkey = "{d}/signer.p12"\n'
-                      '[remote]\ntransport = "local"\nbase_dir = "."\n')
-    relay_rss = rss_of([sys.executable, "-m", "onss_relay.cli", "sign", str(big), "-o", str(d / "FS.big"),
-                        "--config", str(config), "--log-level", "error"])
-    openssl_rss = rss_of(["openssl", "cms", "-sign", "-binary", "-in", str(big), "-signer", str(d / "signer.crt"),
-                          "-inkey", str(key), "-outform", "DER", "-out", str(d / "big.der")])
-    emit([
-        {"name": "signatures per second, 2 KB FI (sign + self-check)", "unit": "sig/s", "relay": relay_rate,
-         "baseline": openssl_rate, "ratio": relay_rate / openssl_rate, "baseline_name": "openssl cms -sign per file"},
-        {"name": f"peak RSS signing a {big_mb} MB FI", "unit": "MB", "relay": relay_rss, "baseline": openssl_rss,
-         "ratio": openssl_rss / relay_rss, "baseline_name": "openssl cms -sign -binary (ratio: baseline/relay)"},
-    ], args.json)
+    config.write_text(
+        f'[sender]\nnumber = "123456"\n[paths]\nroot = "{d}/spool"\n[signing]\nkey = "{d}/signer.p12"\n'
+        '[remote]\ntransport = "local"\nbase_dir = "."\n'
+    )
+    relay_rss = rss_of(
+        [
+            sys.executable,
+            "-m",
+            "onss_relay.cli",
+            "sign",
+            str(big),
+            "-o",
+            str(d / "FS.big"),
+            "--config",
+            str(config),
+            "--log-level",
+            "error",
+        ]
+    )
+    openssl_rss = rss_of(
+        [
+            "openssl",
+            "cms",
+            "-sign",
+            "-binary",
+            "-in",
+            str(big),
+            "-signer",
+            str(d / "signer.crt"),
+            "-inkey",
+            str(key),
+            "-outform",
+            "DER",
+            "-out",
+            str(d / "big.der"),
+        ]
+    )
+    emit(
+        [
+            {
+                "name": "signatures per second, 2 KB FI (sign + self-check)",
+                "unit": "sig/s",
+                "relay": relay_rate,
+                "baseline": openssl_rate,
+                "ratio": relay_rate / openssl_rate,
+                "baseline_name": "openssl cms -sign per file",
+            },
+            {
+                "name": f"peak RSS signing a {big_mb} MB FI",
+                "unit": "MB",
+                "relay": relay_rss,
+                "baseline": openssl_rss,
+                "ratio": openssl_rss / relay_rss,
+                "baseline_name": "openssl cms -sign -binary (ratio: baseline/relay)",
+            },
+        ],
+        args.json,
+    )
 
 
 if __name__ == "__main__":

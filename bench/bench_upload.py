@@ -31,26 +31,47 @@ def shell_baseline(b: Bench, files: list[Path], out: Path) -> None:
     key = b.root / "relay" / "keys" / "signer.key"
     if not key.exists():
         from cryptography.hazmat.primitives import serialization
-        key.write_bytes(b.identity.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                     serialization.NoEncryption()))
+
+        key.write_bytes(
+            b.identity.key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     cert = b.root / "relay" / "keys" / "signer.crt"
     script = out / "sign.sh"
-    script.write_text("set -e\nfor f in FI.*; do g=FS${f#FI}; openssl cms -sign -binary -in \"$f\" -signer "
-                      f"{cert} -inkey {key} -outform DER -nosmimecap | base64 -w0 > \"$g\"; : > \"GO${{f#FI}}\"; done\n")
+    script.write_text(
+        'set -e\nfor f in FI.*; do g=FS${f#FI}; openssl cms -sign -binary -in "$f" -signer '
+        f'{cert} -inkey {key} -outform DER -nosmimecap | base64 -w0 > "$g"; : > "GO${{f#FI}}"; done\n'
+    )
     batch = out / "batch"
     lines = ["cd INTEST"]
     for f in files:
         rest = f.name[2:]
         lines += [f"put {f.name}", f"put FS{rest}", f"put GO{rest[:-2]}"]
     batch.write_text("\n".join(lines) + "\n")
-    for f in files:  # GO names drop the part number
-        pass
     subprocess.run(["bash", str(script)], cwd=out, check=True)
     for f in out.glob("GO.*"):
         f.rename(out / f.name[:-2])
-    subprocess.run(["sftp", "-q", "-b", str(batch), "-i", str(b.key), "-P", str(b.sshd.port),
-                    "-o", f"UserKnownHostsFile={b.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-                    f"{b.sshd.user}@127.0.0.1"], cwd=out, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            "sftp",
+            "-q",
+            "-b",
+            str(batch),
+            "-i",
+            str(b.key),
+            "-P",
+            str(b.sshd.port),
+            "-o",
+            f"UserKnownHostsFile={b.known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            f"{b.sshd.user}@127.0.0.1",
+        ],
+        cwd=out,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def sequential_paramiko(b: Bench, files: list[Path], port: int) -> None:
@@ -79,9 +100,16 @@ def main() -> None:
         base_dir = b.root / "baseline"
         files = b.declarations(base_dir, n_loop)
         t_base = timed(lambda: shell_baseline(b, files, base_dir))
-        figures.append({"name": f"loopback sshd, {n_loop} × 2 KB, declarations/s", "unit": "decl/s",
-                        "relay": n_loop / t_relay, "baseline": n_loop / t_base, "ratio": t_base / t_relay,
-                        "baseline_name": "openssl cms -sign per file + one sftp -b batch"})
+        figures.append(
+            {
+                "name": f"loopback sshd, {n_loop} × 2 KB, declarations/s",
+                "unit": "decl/s",
+                "relay": n_loop / t_relay,
+                "baseline": n_loop / t_base,
+                "ratio": t_base / t_relay,
+                "baseline_name": "openssl cms -sign per file + one sftp -b batch",
+            }
+        )
         b.clear_remote()
         proxy = TcpProxy(b.sshd.port, delay=0.020)
         wan = b.relay_config(port=proxy.port, name="relay-wan")
@@ -90,10 +118,16 @@ def main() -> None:
         wan_files = b.declarations(b.root / "wan-baseline", n_wan_base, start=8000)
         t_base = timed(lambda: sequential_paramiko(b, wan_files, proxy.port))
         proxy.close()
-        figures.append({"name": f"20 ms each way, {n_wan} × 2 KB, declarations/s", "unit": "decl/s",
-                        "relay": n_wan / t_relay, "baseline": n_wan_base / t_base,
-                        "ratio": (n_wan / t_relay) / (n_wan_base / t_base),
-                        "baseline_name": "sequential paramiko put per file, one connection"})
+        figures.append(
+            {
+                "name": f"20 ms each way, {n_wan} × 2 KB, declarations/s",
+                "unit": "decl/s",
+                "relay": n_wan / t_relay,
+                "baseline": n_wan_base / t_base,
+                "ratio": (n_wan / t_relay) / (n_wan_base / t_base),
+                "baseline_name": "sequential paramiko put per file, one connection",
+            }
+        )
         figures.append(upload_rss(b, 100 if args.quick else 500))
         if not args.quick:
             figures += growth(b, (100, 1000, 10000))
@@ -113,17 +147,37 @@ def upload_rss(b: Bench, mb: int) -> dict[str, object]:
     big = outbox / fi_name(9999)
     with big.open("wb") as f:
         f.truncate(mb << 20)
-    _, relay_rss = peak_rss_mb([sys.executable, "-m", "onss_relay.cli", "send", "--once", "--config", str(config),
-                                "--log-level", "error"])
+    _, relay_rss = peak_rss_mb(
+        [sys.executable, "-m", "onss_relay.cli", "send", "--once", "--config", str(config), "--log-level", "error"]
+    )
     copy = b.root / "big-copy"
     with copy.open("wb") as f:
         f.truncate(mb << 20)
     batch = b.root / "big.batch"
     batch.write_text(f"put {copy} INTEST/big\n")
-    _, base_rss = peak_rss_mb(["sftp", "-q", "-b", str(batch), "-i", str(b.key), "-P", str(b.sshd.port),
-                               "-o", f"UserKnownHostsFile={b.known_hosts}", f"{b.sshd.user}@127.0.0.1"])
-    return {"name": f"peak RSS sending one {mb} MB FI over SFTP", "unit": "MB", "relay": relay_rss,
-            "baseline": base_rss, "ratio": base_rss / relay_rss, "baseline_name": "sftp -b put (ratio: baseline/relay)"}
+    _, base_rss = peak_rss_mb(
+        [
+            "sftp",
+            "-q",
+            "-b",
+            str(batch),
+            "-i",
+            str(b.key),
+            "-P",
+            str(b.sshd.port),
+            "-o",
+            f"UserKnownHostsFile={b.known_hosts}",
+            f"{b.sshd.user}@127.0.0.1",
+        ]
+    )
+    return {
+        "name": f"peak RSS sending one {mb} MB FI over SFTP",
+        "unit": "MB",
+        "relay": relay_rss,
+        "baseline": base_rss,
+        "ratio": base_rss / relay_rss,
+        "baseline_name": "sftp -b put (ratio: baseline/relay)",
+    }
 
 
 def growth(b: Bench, sizes: tuple[int, ...]) -> list[dict[str, object]]:
@@ -134,10 +188,18 @@ def growth(b: Bench, sizes: tuple[int, ...]) -> list[dict[str, object]]:
         b.clear_remote()
         config = b.relay_config(name=f"relay-growth-{n}")
         b.declarations(config.parent / "spool" / "outbox", n, start=20000 + i * 20000 if n < 20000 else 1)
-        rate = n / timed(lambda: relay_send(config))
+        rate = n / timed(lambda config=config: relay_send(config))
         first = first or rate
-        out.append({"name": f"growth: {n} sets on loopback, declarations/s", "unit": "decl/s", "relay": rate,
-                    "baseline": first, "ratio": rate / first, "baseline_name": f"same relay at {sizes[0]} sets"})
+        out.append(
+            {
+                "name": f"growth: {n} sets on loopback, declarations/s",
+                "unit": "decl/s",
+                "relay": rate,
+                "baseline": first,
+                "ratio": rate / first,
+                "baseline_name": f"same relay at {sizes[0]} sets",
+            }
+        )
     return out
 
 

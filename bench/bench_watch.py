@@ -62,8 +62,10 @@ def claim_latencies(config: Path, n: int) -> tuple[list[float], list[float]]:
     j.close()
     daemon.stop.set()
     t.join(15)
-    return (sorted((claimed[g] - w) * 1000 for g, w in written.items() if g in claimed),
-            sorted((sent[g] - w) * 1000 for g, w in written.items() if g in sent))
+    return (
+        sorted((claimed[g] - w) * 1000 for g, w in written.items() if g in claimed),
+        sorted((sent[g] - w) * 1000 for g, w in written.items() if g in sent),
+    )
 
 
 def pct(values: list[float], p: float) -> float:
@@ -78,8 +80,12 @@ def rss_with_waiting_sets(config: Path, n: int) -> float:
     for i in range(1, n + 1):
         (outbox / fi_name(i)).write_bytes(b"<waiting/>")
     env = dict(os.environ, ONSS_RELAY__REMOTE__BASE_DIR="/nonexistent-remote")
-    proc = subprocess.Popen([sys.executable, "-m", "onss_relay.cli", "run", "--config", str(config),
-                             "--log-level", "error"], env=env, stderr=subprocess.DEVNULL, cwd=REPO)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "onss_relay.cli", "run", "--config", str(config), "--log-level", "error"],
+        env=env,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+    )
     peak = 0
     deadline = time.monotonic() + 120
     done_at = None
@@ -111,15 +117,32 @@ def main() -> None:
     rss_inotify = rss_with_waiting_sets(make_relay_dir(base / "rss-inotify", "false"), n_rss)
     rss_polling = rss_with_waiting_sets(make_relay_dir(base / "rss-polling", "true"), n_rss)
     polling_name = "polling observer"
-    emit([
-        lower_is_better("settled → claimed p50, settle = 0", "ms", pct(inotify, 0.5), pct(polling, 0.5), polling_name),
-        lower_is_better("settled → claimed p99, settle = 0", "ms", pct(inotify, 0.99), pct(polling, 0.99), polling_name),
-        lower_is_better("settled → GO on the server p50 (local transport)", "ms", pct(inotify_go, 0.5),
-                        pct(polling_go, 0.5), polling_name),
-        lower_is_better("settled → GO on the server p99 (local transport)", "ms", pct(inotify_go, 0.99),
-                        pct(polling_go, 0.99), polling_name),
-        lower_is_better(f"peak RSS, {n_rss} sets waiting", "MB", rss_inotify, rss_polling, polling_name),
-    ], args.json)
+    emit(
+        [
+            lower_is_better(
+                "settled → claimed p50, settle = 0", "ms", pct(inotify, 0.5), pct(polling, 0.5), polling_name
+            ),
+            lower_is_better(
+                "settled → claimed p99, settle = 0", "ms", pct(inotify, 0.99), pct(polling, 0.99), polling_name
+            ),
+            lower_is_better(
+                "settled → GO on the server p50 (local transport)",
+                "ms",
+                pct(inotify_go, 0.5),
+                pct(polling_go, 0.5),
+                polling_name,
+            ),
+            lower_is_better(
+                "settled → GO on the server p99 (local transport)",
+                "ms",
+                pct(inotify_go, 0.99),
+                pct(polling_go, 0.99),
+                polling_name,
+            ),
+            lower_is_better(f"peak RSS, {n_rss} sets waiting", "MB", rss_inotify, rss_polling, polling_name),
+        ],
+        args.json,
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,9 @@ class Bench:
         self.key = keygen(self.root / "id_rsa", "rsa", bits=2048)
         self.sshd.authorize(Path(str(self.key) + ".pub"))
         self.sshd.start()
-        self.identity = identity.self_signed_identity(self.root / "relay" / "keys", "bench", key_type="rsa",
-                                                     password=SIGNING_PASSWORD.encode())
+        self.identity = identity.self_signed_identity(
+            self.root / "relay" / "keys", "bench", key_type="rsa", password=SIGNING_PASSWORD.encode()
+        )
         (self.root / "relay" / "keys" / "signer.pass").write_text(SIGNING_PASSWORD)
         self.known_hosts = self.root / "known_hosts"
         self.known_hosts.write_text(self.sshd.known_hosts_line())
@@ -47,8 +48,9 @@ class Bench:
         text = sftp_config_text(self.sshd, self.key, self.known_hosts, extra_remote)
         if port:
             text = text.replace(f"port = {self.sshd.port}", f"port = {port}")
-            self.known_hosts.write_text(self.sshd.known_hosts_line() + self.sshd.known_hosts_line().replace(
-                f":{self.sshd.port}", f":{port}"))
+            self.known_hosts.write_text(
+                self.sshd.known_hosts_line() + self.sshd.known_hosts_line().replace(f":{self.sshd.port}", f":{port}")
+            )
         (d / "config.toml").write_text(text)
         return d / "config.toml"
 
@@ -66,8 +68,14 @@ class Bench:
         """A plain paramiko connection (the baselines' client), strict about the host key."""
         client = paramiko.SSHClient()
         client.load_host_keys(str(self.known_hosts))
-        client.connect("127.0.0.1", port or self.sshd.port, self.sshd.user, key_filename=str(self.key),
-                       look_for_keys=False, allow_agent=False)
+        client.connect(
+            "127.0.0.1",
+            port or self.sshd.port,
+            self.sshd.user,
+            key_filename=str(self.key),
+            look_for_keys=False,
+            allow_agent=False,
+        )
         return client, client.open_sftp()
 
     def clear_remote(self) -> None:
@@ -93,8 +101,14 @@ def bench_args(doc: str | None) -> argparse.Namespace:
 
 def lower_is_better(name: str, unit: str, relay: float, baseline: float, baseline_name: str) -> dict[str, object]:
     """A figure where smaller is better (latency, memory): the ratio is baseline / relay."""
-    return {"name": name, "unit": unit, "relay": relay, "baseline": baseline,
-            "ratio": baseline / max(relay, 0.001), "baseline_name": f"{baseline_name} (ratio: baseline/relay)"}
+    return {
+        "name": name,
+        "unit": unit,
+        "relay": relay,
+        "baseline": baseline,
+        "ratio": baseline / max(relay, 0.001),
+        "baseline_name": f"{baseline_name} (ratio: baseline/relay)",
+    }
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -110,8 +124,11 @@ def peak_rss_mb_children() -> float:
 def emit(figures: list[dict[str, object]], path: Path | None = None) -> None:
     """Print one line per figure (relay, baseline, ratio) and optionally write them as JSON."""
     for f in figures:
-        print(f"{f['name']:<48} relay {f['relay']:>10.1f} {f['unit']:<12} baseline {f['baseline']:>10.1f}"
-              f"   ratio {f['ratio']:>6.2f}x  ({f['baseline_name']})", flush=True)
+        print(
+            f"{f['name']:<48} relay {f['relay']:>10.1f} {f['unit']:<12} baseline {f['baseline']:>10.1f}"
+            f"   ratio {f['ratio']:>6.2f}x  ({f['baseline_name']})",
+            flush=True,
+        )
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(figures, indent=2))

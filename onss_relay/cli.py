@@ -22,18 +22,32 @@ T = TypeVar("T")
 
 DESCRIPTION = """Relay Belgian social security declarations (Dimona, DmfA, DRS …) to the ONSS transfer point
 and bring the answers back, exactly once. Start with `onss-relay demo`."""
-EPILOG = "exit codes: 0 success, 1 something refused or quarantined, 2 usage or configuration error, " \
-         "3 remote unreachable or authentication failed"
+EPILOG = (
+    "exit codes: 0 success, 1 something refused or quarantined, 2 usage or configuration error, "
+    "3 remote unreachable or authentication failed"
+)
 
 
 def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     default = argparse.SUPPRESS if suppress else None
-    parser.add_argument("--config", metavar="FILE", default=default,
-                        help="configuration file (default: $ONSS_RELAY_CONFIG, else /etc/onss-relay/config.toml)")
-    parser.add_argument("--log-level", choices=LEVELS, default=argparse.SUPPRESS if suppress else "info",
-                        help="log level (default: info)")
-    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS if suppress else False,
-                        help="debug logging and tracebacks on errors")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=default,
+        help="configuration file (default: $ONSS_RELAY_CONFIG, else /etc/onss-relay/config.toml)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        default=argparse.SUPPRESS if suppress else "info",
+        help="log level (default: info)",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="debug logging and tracebacks on errors",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,8 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="one set (GO or FI name): its whole history")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--limit", type=int, default=50, help="how many recent sets (default: 50)")
-    p.add_argument("--health", action="store_true",
-                   help="exit 0 if the running daemon reports itself healthy (for Docker HEALTHCHECK)")
+    p.add_argument(
+        "--health",
+        action="store_true",
+        help="exit 0 if the running daemon reports itself healthy (for Docker HEALTHCHECK)",
+    )
     add("check", "check configuration, key, certificate, folders and the remote; exit non-zero on any problem")
     p = add("sign", "write the detached CMS signature (FS) of a declaration file")
     p.add_argument("fi", type=Path, metavar="FI")
@@ -75,8 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="answer what is waiting, then exit")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between passes (default: 1)")
     p = add("init", "create an SSH key pair and a configuration to start from, and say what to do next")
-    p.add_argument("dir", nargs="?", type=Path, default=Path("/etc/onss-relay"),
-                   help="where to write them (default: /etc/onss-relay)")
+    p.add_argument(
+        "dir",
+        nargs="?",
+        type=Path,
+        default=Path("/etc/onss-relay"),
+        help="where to write them (default: /etc/onss-relay)",
+    )
     p = add("demo", "run the whole cycle locally against the simulator and print the results")
     p.add_argument("dir", nargs="?", type=Path, help="keep everything under DIR (default: a temporary folder)")
     return parser
@@ -85,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging("debug" if args.debug else ("error" if args.command == "demo" and args.log_level == "info" else args.log_level))
+    setup_logging(
+        "debug" if args.debug else ("error" if args.command == "demo" and args.log_level == "info" else args.log_level)
+    )
     try:
         return COMMANDS[args.command](args)
     except RelayError as e:
@@ -148,8 +172,10 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 def cmd_poll(args: argparse.Namespace) -> int:
     report = _once(args, "poll --once", lambda relay: relay.poll_once())
-    print(f"mirrored {len(report.mirrored)} response file(s), deleted {len(report.deleted)} remotely"
-          + (f", {len(report.suspicious)} suspicious name(s) left alone" if report.suspicious else ""))
+    print(
+        f"mirrored {len(report.mirrored)} response file(s), deleted {len(report.deleted)} remotely"
+        + (f", {len(report.suspicious)} suspicious name(s) left alone" if report.suspicious else "")
+    )
     return EXIT_OK
 
 
@@ -195,7 +221,9 @@ def _health(cfg: Config) -> int:
 
     report = daemon_report(cfg.paths.root)
     if report is None:
-        print(f"unhealthy: no health file at {cfg.paths.root / 'health.json'} (is `onss-relay run` running on this spool?)")
+        print(
+            f"unhealthy: no health file at {cfg.paths.root / 'health.json'} (is `onss-relay run` running on this spool?)"
+        )
         return EXIT_WORK_FAILED
     doc, age = report
     if age > HEALTH_FRESH:
@@ -252,7 +280,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     if cfg.remote.transport != "local":
-        print("onss-relay: simulate needs remote.transport = \"local\" (the simulator answers in that folder)", file=sys.stderr)
+        print(
+            'onss-relay: simulate needs remote.transport = "local" (the simulator answers in that folder)',
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     base = Path(cfg.remote.base_dir)
     if not base.is_absolute() and cfg.source:
@@ -260,15 +291,25 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     sim = Simulator(base, cfg.sender.number)
     while True:
         for v in sim.process():
-            print(f"{v.go_name}: {'accepted ' + v.ticket if v.accepted else 'refused ' + ' '.join(v.errors)}", flush=True)
+            print(
+                f"{v.go_name}: {'accepted ' + v.ticket if v.accepted else 'refused ' + ' '.join(v.errors)}", flush=True
+            )
         if args.once:
             return EXIT_OK
         time.sleep(args.interval)
 
 
 COMMANDS = {
-    "run": cmd_run, "send": cmd_send, "poll": cmd_poll, "submit": cmd_submit, "status": cmd_status,
-    "check": cmd_check, "sign": cmd_sign, "verify": cmd_verify, "simulate": cmd_simulate, "demo": cmd_demo,
+    "run": cmd_run,
+    "send": cmd_send,
+    "poll": cmd_poll,
+    "submit": cmd_submit,
+    "status": cmd_status,
+    "check": cmd_check,
+    "sign": cmd_sign,
+    "verify": cmd_verify,
+    "simulate": cmd_simulate,
+    "demo": cmd_demo,
     "init": cmd_init,
 }
 

@@ -12,7 +12,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ class Duration(float):
 
 
 class AutoBool(str):
-    """"auto", or true/false (written as a TOML boolean or a string)."""
+    """ "auto", or true/false (written as a TOML boolean or a string)."""
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -38,14 +38,14 @@ _UNITS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400}
 def parse_duration(value: object) -> Duration:
     """Given "2s"/"5m"/"1h"/"250ms"/a number, return seconds; raise ValueError on anything else."""
     if isinstance(value, bool):
-        raise ValueError("expected a duration like \"2s\" or \"5m\"")
+        raise ValueError('expected a duration like "2s" or "5m"')
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("a duration cannot be negative")
         return Duration(value)
     m = _DURATION.match(str(value))
     if not m:
-        raise ValueError(f"{value!r} is not a duration like \"2s\", \"5m\" or \"1h\"")
+        raise ValueError(f'{value!r} is not a duration like "2s", "5m" or "1h"')
     return Duration(float(m.group(1)) * _UNITS[m.group(2)])
 
 
@@ -124,7 +124,9 @@ class RemoteConfig:
     connections: int = _field(4, "parallel uploads: SFTP sessions on one SSH connection; FTP and local: connections")
     timeout: Duration = _field(Duration(30), "connect and read timeout")
     keepalive: Duration = _field(Duration(30), "SSH keepalive interval")
-    permanent_retry: Duration = _field(Duration(300), "after a permanent error (login, host key, permission) try again this much later")
+    permanent_retry: Duration = _field(
+        Duration(300), "after a permanent error (login, host key, permission) try again this much later"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +145,9 @@ class PollConfig:
     delete_remote: bool = _field(True, "delete remote responses once durably copied")
     max_size: int = _field(1 << 30, "largest response accepted, in bytes")
     acrf_overdue: Duration = _field(Duration(7200), "flag a sent set still without its ACRF after this")
-    notification_overdue: Duration = _field(Duration(172800), "flag an acknowledged set still without its notification after this")
+    notification_overdue: Duration = _field(
+        Duration(172800), "flag an acknowledged set still without its notification after this"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,9 +168,7 @@ class Config:
 
 
 SECTIONS: dict[str, type] = {
-    f.name: typing.get_type_hints(Config)[f.name]
-    for f in dataclasses.fields(Config)
-    if f.name != "source"
+    f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config) if f.name != "source"
 }
 
 
@@ -198,7 +200,7 @@ def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str], path: P
     for var, text in environ.items():
         if not var.startswith(ENV_PREFIX):
             continue
-        parts = var[len(ENV_PREFIX):].lower().split("__")
+        parts = var[len(ENV_PREFIX) :].lower().split("__")
         if len(parts) != 2 or not all(parts):
             raise ConfigError(f"environment variable {var}: expected {ENV_PREFIX}SECTION__KEY")
         section, key = parts
@@ -264,69 +266,89 @@ def _convert(value: Any, hint: Any, key: str, path: Path) -> Any:
     return converted
 
 
+def _to_autobool(value: Any) -> AutoBool:
+    text = str(value).lower()
+    if text not in ("auto", "true", "false"):
+        raise ValueError("expected auto, true or false")
+    return AutoBool(text)
+
+
+def _checked(
+    kind: Callable[[Any], bool], why: str, convert: Callable[[Any], Any] = lambda v: v
+) -> Callable[[Any], Any]:
+    """A converter that raises TypeError(why) unless ``kind(value)``, then returns ``convert(value)``."""
+
+    def run(value: Any) -> Any:
+        if not kind(value):
+            raise TypeError(why)
+        return convert(value)
+
+    return run
+
+
+CONVERTERS: dict[Any, Callable[[Any], Any]] = {
+    Duration: parse_duration,
+    AutoBool: _to_autobool,
+    bool: _checked(lambda v: isinstance(v, bool), "expected true or false"),
+    int: _checked(lambda v: isinstance(v, int) and not isinstance(v, bool), "expected a whole number"),
+    str: _checked(lambda v: isinstance(v, str), "expected a string in quotes"),
+    Path: _checked(
+        lambda v: isinstance(v, str) and bool(v), "expected a file path in quotes", lambda v: Path(v).expanduser()
+    ),
+    list: _checked(
+        lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+        'expected a list of strings, like ["R", "T"]',
+        list,
+    ),
+}
+
+
 def _convert_to(value: Any, hint: Any) -> Any:
-    if hint is Duration:
-        return parse_duration(value)
-    if hint is AutoBool:
-        text = str(value).lower()
-        if text not in ("auto", "true", "false"):
-            raise ValueError("expected auto, true or false")
-        return AutoBool(text)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise TypeError("expected true or false")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError("expected a whole number")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise TypeError("expected a string in quotes")
-        return value
-    if hint is Path:
-        if not isinstance(value, str) or not value:
-            raise TypeError("expected a file path in quotes")
-        return Path(value).expanduser()
-    if typing.get_origin(hint) is list:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise TypeError("expected a list of strings, like [\"R\", \"T\"]")
-        return list(value)
-    raise TypeError(f"unsupported type {hint}")  # a bug in the dataclass tree, not user input
+    convert = CONVERTERS.get(typing.get_origin(hint) or hint)
+    if convert is None:
+        raise TypeError(f"unsupported type {hint}")  # a bug in the dataclass tree, not user input
+    return convert(value)
+
+
+def _one_of(value: str, choices: tuple[str, ...]) -> str | None:
+    """Why value is not one of choices (None when it is)."""
+    if value in choices:
+        return None
+    return f"{value!r} is not {', '.join(choices[:-1])} or {choices[-1]}"
+
+
+def _semantic_problems(cfg: Config) -> Iterator[tuple[str, str | None]]:
+    """Yield (key, why it is wrong or None) for every check that a value's type cannot express."""
+    yield (
+        "sender.number",
+        None if re.fullmatch(r"[0-9]{6}", cfg.sender.number) else f"{cfg.sender.number!r} is not 6 digits",
+    )
+    yield "signing.digest", _one_of(cfg.signing.digest, ("sha256", "sha384", "sha512"))
+    yield "signing.layout", _one_of(cfg.signing.layout, ("single-line", "76-cr", "64-crlf"))
+    yield "remote.transport", _one_of(cfg.remote.transport, ("sftp", "ftp", "ftps", "local"))
+    yield "remote.connections", None if 1 <= cfg.remote.connections <= 32 else "must be between 1 and 32"
+    yield "remote.port", None if 0 < cfg.remote.port < 65536 else f"{cfg.remote.port} is not a TCP port"
+    yield "watch.polling", _one_of(cfg.watch.polling, ("auto", "true", "false"))
+    for key, envs in (("watch.environments", cfg.watch.environments), ("poll.environments", cfg.poll.environments)):
+        for e in envs:
+            yield key, _one_of(e, ("R", "T", "S"))
+    listen = cfg.metrics.listen
+    if listen and not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[^:\s]*):[0-9]{1,5}", listen):
+        yield "metrics.listen", f'{listen!r} is not host:port, like "127.0.0.1:9464"'
+    required = {
+        "sftp": ("username", "private_key", "known_hosts"),
+        "ftp": ("username", "password_file"),
+        "ftps": ("username", "password_file"),
+    }
+    for key in required.get(cfg.remote.transport, ()):
+        if not getattr(cfg.remote, key):
+            yield f"remote.{key}", f'is required when remote.transport = "{cfg.remote.transport}"'
 
 
 def _check_semantics(cfg: Config, path: Path) -> None:
-    def bad(key: str, why: str) -> ConfigError:
-        return ConfigError(f"{path}: {key}: {why}")
-
-    if not re.fullmatch(r"[0-9]{6}", cfg.sender.number):
-        raise bad("sender.number", f"{cfg.sender.number!r} is not 6 digits")
-    if cfg.signing.digest not in ("sha256", "sha384", "sha512"):
-        raise bad("signing.digest", f"{cfg.signing.digest!r} is not sha256, sha384 or sha512")
-    if cfg.signing.layout not in ("single-line", "76-cr", "64-crlf"):
-        raise bad("signing.layout", f"{cfg.signing.layout!r} is not single-line, 76-cr or 64-crlf")
-    if cfg.remote.transport not in ("sftp", "ftp", "ftps", "local"):
-        raise bad("remote.transport", f"{cfg.remote.transport!r} is not sftp, ftp, ftps or local")
-    if not 1 <= cfg.remote.connections <= 32:
-        raise bad("remote.connections", "must be between 1 and 32")
-    if not 0 < cfg.remote.port < 65536:
-        raise bad("remote.port", f"{cfg.remote.port} is not a TCP port")
-    if cfg.watch.polling not in ("auto", "true", "false"):
-        raise bad("watch.polling", f"{cfg.watch.polling!r} is not auto, true or false")
-    for key, envs in (("watch.environments", cfg.watch.environments), ("poll.environments", cfg.poll.environments)):
-        for e in envs:
-            if e not in ("R", "T", "S"):
-                raise bad(key, f"{e!r} is not R, T or S")
-    if cfg.metrics.listen and not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[^:\s]*):[0-9]{1,5}", cfg.metrics.listen):
-        raise bad("metrics.listen", f"{cfg.metrics.listen!r} is not host:port, like \"127.0.0.1:9464\"")
-    if cfg.remote.transport == "sftp":
-        for key in ("username", "private_key", "known_hosts"):
-            if not getattr(cfg.remote, key):
-                raise bad(f"remote.{key}", "is required when remote.transport = \"sftp\"")
-    if cfg.remote.transport in ("ftp", "ftps"):
-        for key in ("username", "password_file"):
-            if not getattr(cfg.remote, key):
-                raise bad(f"remote.{key}", f"is required when remote.transport = \"{cfg.remote.transport}\"")
+    for key, why in _semantic_problems(cfg):
+        if why is not None:
+            raise ConfigError(f"{path}: {key}: {why}")
 
 
 def read_secret(path: Path | None, key: str) -> bytes | None:

@@ -51,8 +51,15 @@ class Stage(threading.Thread):
     one is retried soon. Other stages go on either way.
     """
 
-    def __init__(self, name: str, step: Callable[[], object], interval: Callable[[], float], stop: threading.Event,
-                 wake: threading.Event | None = None, permanent_retry: float = 300.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        step: Callable[[], object],
+        interval: Callable[[], float],
+        stop: threading.Event,
+        wake: threading.Event | None = None,
+        permanent_retry: float = 300.0,
+    ) -> None:
         super().__init__(name=f"stage-{name}", daemon=True)
         self.permanent_retry = permanent_retry
         self.step = step
@@ -120,7 +127,9 @@ class Daemon:
         """Take the spool lock, waiting as a standby while another relay holds it; False if stopped first."""
         if self.lock.try_acquire():
             return True
-        log.warning("standby", detail=f"relay pid {self.lock.holder()} holds {self.lock.path}; taking over when it stops")
+        log.warning(
+            "standby", detail=f"relay pid {self.lock.holder()} holds {self.lock.path}; taking over when it stops"
+        )
         self.notifier.send(f"STATUS=standby: pid {self.lock.holder()} is active on this spool")
         while not self.stop.wait(1.0):
             if self.lock.try_acquire():
@@ -139,7 +148,30 @@ class Daemon:
 
     def _run_locked(self) -> int:
         relay = self.relay = Relay(self.cfg, stop=self.stop, max_attempts=None)
-        signer_wake, uploader_wake, outbox_wake = threading.Event(), threading.Event(), threading.Event()
+        outbox_wake = threading.Event()
+        self.stages = self._stages(relay, outbox_wake)
+        watcher = Watcher(relay.claimer, self.cfg.watch.polling, outbox_wake)
+        watcher.start()
+        web = self._start_web(relay)
+        for stage in self.stages:
+            stage.start()
+        log.info(
+            "relay_started",
+            outbox=str(relay.spool.outbox),
+            transport=self.cfg.remote.transport,
+            observer="polling" if watcher.polling else "inotify",
+        )
+        self.notifier.send("READY=1", f"STATUS=relaying {relay.spool.outbox}")
+        try:
+            self._supervise()
+        finally:
+            self._shut_down(relay, watcher, web)
+        log.info("relay_stopped")
+        return 0
+
+    def _stages(self, relay: Relay, outbox_wake: threading.Event) -> list[Stage]:
+        """The four stage threads: the watcher wakes the claim scan, which wakes signing, which wakes uploading."""
+        signer_wake, uploader_wake = threading.Event(), threading.Event()
 
         def scan() -> None:
             if relay.claimer.scan():
@@ -155,43 +187,45 @@ class Daemon:
             if report.error:
                 raise report.error
 
-        watch = self.cfg.watch
         retry = self.cfg.remote.permanent_retry
-        self.stages = [
+        return [
             Stage("watch", scan, lambda: self._next_scan_in(relay), self.stop, outbox_wake, retry),
             Stage("sign", sign, lambda: 5.0, self.stop, signer_wake, retry),
             Stage("upload", upload, lambda: 5.0, self.stop, uploader_wake, retry),
             Stage("poll", relay.poll_once, lambda: self.cfg.poll.interval, self.stop, None, retry),
         ]
-        watcher = Watcher(relay.claimer, watch.polling, outbox_wake)
-        watcher.start()
-        web = self._start_web(relay)
-        for stage in self.stages:
-            stage.start()
-        log.info("relay_started", outbox=str(relay.spool.outbox), transport=self.cfg.remote.transport,
-                 observer="polling" if watcher.polling else "inotify")
-        self.notifier.send("READY=1", f"STATUS=relaying {relay.spool.outbox}")
-        try:
-            while not self.stop.wait(1.0 if self.notifier.watchdog_interval is None else
-                                     min(1.0, self.notifier.watchdog_interval)):
-                self._ping_watchdog()
-                self._write_health()
-                if self._reload.is_set():
-                    self._reload.clear()
-                    self._handle_reload()
-        finally:
-            for stage in self.stages:
-                stage.wake.set()
-            deadline = time.monotonic() + STOP_GRACE
-            for stage in self.stages:
-                stage.join(max(0.0, deadline - time.monotonic()))
-            watcher.stop()
-            if web is not None:
-                web.shutdown()
+
+    def _supervise(self) -> None:
+        """Until stopped: ping the watchdog, write the health file, apply SIGHUP reloads."""
+        tick = 1.0 if self.notifier.watchdog_interval is None else min(1.0, self.notifier.watchdog_interval)
+        while not self.stop.wait(tick):
+            self._ping_watchdog()
             self._write_health()
-            relay.close()
-        log.info("relay_stopped")
-        return 0
+            if self._reload.is_set():
+                self._reload.clear()
+                self._handle_reload()
+
+    def _shut_down(self, relay: Relay, watcher: Watcher, web: WebServer | None) -> None:
+        """Stop the stages, then close what they use: the journal only once no stage thread can touch it."""
+        for stage in self.stages:
+            stage.wake.set()
+        deadline = time.monotonic() + STOP_GRACE
+        for stage in self.stages:
+            stage.join(max(0.0, deadline - time.monotonic()))
+        watcher.stop()
+        if web is not None:
+            web.shutdown()
+        self._write_health()
+        busy = [stage.health.name for stage in self.stages if stage.is_alive()]
+        if busy:  # closing the journal under them would turn their last commit into an error; exit closes it
+            log.warning(
+                "stopping_with_busy_stages",
+                stages=busy,
+                grace_s=STOP_GRACE,
+                detail="the journal is left for the process exit to close; recovery resumes their sets",
+            )
+            return
+        relay.close()
 
     def _next_scan_in(self, relay: Relay) -> float:
         deadline = relay.claimer.tracker.next_deadline()
@@ -213,14 +247,19 @@ class Daemon:
             log.error("reload_refused", error=str(e), detail="the running configuration stays in force")
             return
         live = ("watch", "poll")
-        changed = [s for s in ("sender", "paths", "signing", "remote", "metrics")
-                   if getattr(new, s) != getattr(self.cfg, s)]
+        changed = [
+            s for s in ("sender", "paths", "signing", "remote", "metrics") if getattr(new, s) != getattr(self.cfg, s)
+        ]
         self.cfg = dataclasses.replace(self.cfg, watch=new.watch, poll=new.poll)
         if self.relay is not None:
             self.relay.apply(self.cfg)
         if changed:
-            log.warning("reload_partial", applied=list(live), needs_restart=changed,
-                        detail="restart the service to apply changes to " + ", ".join(changed))
+            log.warning(
+                "reload_partial",
+                applied=list(live),
+                needs_restart=changed,
+                detail="restart the service to apply changes to " + ", ".join(changed),
+            )
         else:
             log.info("reloaded", applied=list(live))
 
@@ -245,8 +284,13 @@ class Daemon:
 
     def _write_health(self) -> None:
         ok, reason = self.health()
-        doc = {"at": time.time(), "healthy": ok, "reason": reason, "pid": os.getpid(),
-               "stages": {s.health.name: dataclasses.asdict(s.health) for s in self.stages}}
+        doc = {
+            "at": time.time(),
+            "healthy": ok,
+            "reason": reason,
+            "pid": os.getpid(),
+            "stages": {s.health.name: dataclasses.asdict(s.health) for s in self.stages},
+        }
         try:
             atomic_write(self.cfg.paths.root / "health.json", json.dumps(doc).encode())
         except OSError as e:
@@ -261,8 +305,9 @@ class Daemon:
     def _start_web(self, relay: Relay) -> WebServer | None:
         if not self.cfg.metrics.listen:
             return None
-        collector = RelayCollector(relay.journal, self.snapshot, lambda: days_left(relay.signer.identity()),
-                                   lambda: self.cfg.poll)
+        collector = RelayCollector(
+            relay.journal, self.snapshot, lambda: days_left(relay.signer.identity()), lambda: self.cfg.poll
+        )
         snapshot = self.snapshot
 
         def health() -> tuple[bool, str]:

@@ -67,8 +67,9 @@ class Forked(Generic[T]):
             return cast(T, value)  # what work() returned, through the pipe
         if isinstance(value, BaseException):
             raise value
-        raise RuntimeError(f"{self._process.name} ended with exit code {self._process.exitcode}"
-                           f" ({value or 'no reason given'})")
+        raise RuntimeError(
+            f"{self._process.name} ended with exit code {self._process.exitcode} ({value or 'no reason given'})"
+        )
 
 
 def _run(work: Callable[[Journal], object], open_journal: Callable[[], Journal], results: Connection) -> None:

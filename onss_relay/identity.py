@@ -75,7 +75,9 @@ def _load_pem(path: Path, data: bytes, certificate_path: Path | None, password: 
     try:
         key = serialization.load_pem_private_key(data, password)
     except TypeError:
-        raise CertificateError(f"{path}: the PEM key is encrypted and no password_file is set (or it is not encrypted and one is)") from None
+        raise CertificateError(
+            f"{path}: the PEM key is encrypted and no password_file is set (or it is not encrypted and one is)"
+        ) from None
     except ValueError:
         raise CertificateError(f"{path}: cannot load the PEM private key (wrong password or not a key)") from None
     cert_source = certificate_path or path
@@ -110,7 +112,9 @@ def check_certificate(identity: Identity, now: dt.datetime | None = None, warnin
     if now < identity.not_before:
         raise CertificateError(f"{identity.source}: the signing certificate is not valid yet ({dates})")
     if now > identity.not_after:
-        raise CertificateError(f"{identity.source}: the signing certificate has expired ({dates}); renew it on the portal")
+        raise CertificateError(
+            f"{identity.source}: the signing certificate has expired ({dates}); renew it on the portal"
+        )
     left = days_left(identity, now)
     if left <= warning_days:
         return f"{identity.source}: the signing certificate expires in {left} days ({dates}); renew it on the portal"
@@ -122,17 +126,26 @@ def days_left(identity: Identity, now: dt.datetime | None = None) -> int:
     return (identity.not_after - now).days
 
 
-def self_signed_identity(directory: Path, common_name: str = "onss-relay demo", days: int = 365,
-                         key_type: str = "ec", password: bytes | None = None) -> Identity:
+def self_signed_identity(
+    directory: Path,
+    common_name: str = "onss-relay demo",
+    days: int = 365,
+    key_type: str = "ec",
+    password: bytes | None = None,
+) -> Identity:
     """Given a directory, create a self-signed key+certificate as PKCS#12 (signer.p12) and PEM there; return it."""
     key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
     key = ec.generate_private_key(ec.SECP256R1()) if key_type == "ec" else rsa.generate_private_key(65537, 2048)
     now = dt.datetime.now(dt.UTC)
     subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, common_name)])
     cert = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
         .sign(key, hashes.SHA256())
     )
     directory.mkdir(parents=True, exist_ok=True)

@@ -32,8 +32,12 @@ def setup_logging(level: str = "info", json_output: bool | None = None, stream: 
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=stream, force=True,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=max(numeric, logging.WARNING),
+        stream=stream,
+        force=True,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     logging.getLogger("paramiko").setLevel(max(numeric, logging.WARNING))
     # watchdog logs an ERROR when its inotify thread is stopped while events arrive: shutdown noise
     logging.getLogger("watchdog.observers.inotify").setLevel(logging.CRITICAL)

@@ -37,8 +37,13 @@ class HealthSnapshot:
 class RelayCollector(Collector):
     """Given the journal, a health snapshot source and a certificate-days source, describe the relay."""
 
-    def __init__(self, journal: Journal, snapshot: Callable[[], HealthSnapshot], days_left: Callable[[], int],
-                 poll: Callable[[], PollConfig] = PollConfig) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        snapshot: Callable[[], HealthSnapshot],
+        days_left: Callable[[], int],
+        poll: Callable[[], PollConfig] = PollConfig,
+    ) -> None:
         self.journal = journal
         self.poll = poll
         self.snapshot = snapshot
@@ -60,9 +65,13 @@ class RelayCollector(Collector):
         unmatched = GaugeMetricFamily("onss_relay_unlinked_responses", "Answers kept that match no set we sent")
         unmatched.add_metric([], len(self.journal.unmatched_responses()))
         yield unmatched
-        late = GaugeMetricFamily("onss_relay_overdue_sets", "Sets waiting past poll.acrf_overdue or notification_overdue")
+        late = GaugeMetricFamily(
+            "onss_relay_overdue_sets", "Sets waiting past poll.acrf_overdue or notification_overdue"
+        )
         now, poll_cfg = time.time(), self.poll()
-        late.add_metric([], sum(1 for r in self.journal.sets_in(State.SENT, State.ACKNOWLEDGED) if overdue(r, poll_cfg, now)))
+        late.add_metric(
+            [], sum(1 for r in self.journal.sets_in(State.SENT, State.ACKNOWLEDGED) if overdue(r, poll_cfg, now))
+        )
         yield late
         snap = self.snapshot()
         failures = CounterMetricFamily("onss_relay_stage_failures", "Failed runs per stage", labels=["stage"])

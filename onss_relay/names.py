@@ -111,7 +111,11 @@ def parse_name(name: str) -> Name:
     _check_characters(name)
     fields = name.split(".")
     if len(fields) < 6:
-        raise InvalidName(name, "name", f"has {len(fields)} dot-separated fields; expected at least 6 (PP.CCCC.SSSSSS.YYYYMMDD.NNNNN.E)")
+        raise InvalidName(
+            name,
+            "name",
+            f"has {len(fields)} dot-separated fields; expected at least 6 (PP.CCCC.SSSSSS.YYYYMMDD.NNNNN.E)",
+        )
     prefix = _parse_prefix(name, fields[0])
     app = _parse_app(name, fields[1])
     sender = _parse_sender(name, fields[2])
@@ -184,7 +188,9 @@ def _parse_parts(name: str, prefix: Prefix, rest: list[str]) -> tuple[int | None
     allowed = (0, 1) if prefix in SET_LEVEL_PREFIXES else (0, 2)
     if len(rest) not in allowed:
         shape = "nothing or .T" if prefix in SET_LEVEL_PREFIXES else "nothing or .T.n"
-        raise InvalidName(name, "part fields", f"{'.'.join(rest)!r} after the environment; a {prefix} name takes {shape}")
+        raise InvalidName(
+            name, "part fields", f"{'.'.join(rest)!r} after the environment; a {prefix} name takes {shape}"
+        )
     if not rest:
         return None, None
     if not _DIGIT.fullmatch(rest[0]):
@@ -194,7 +200,9 @@ def _parse_parts(name: str, prefix: Prefix, rest: list[str]) -> tuple[int | None
     if len(rest) == 1:
         return total, None
     if not _DIGIT.fullmatch(rest[1]) or int(rest[1]) > total:
-        raise InvalidName(name, "part number", f"{rest[1]!r} is not one digit from 1 to the part count {total}", "ACRF-123")
+        raise InvalidName(
+            name, "part number", f"{rest[1]!r} is not one digit from 1 to the part count {total}", "ACRF-123"
+        )
     return total, int(rest[1])
 
 

@@ -44,8 +44,13 @@ class SendReport:
 class Relay:
     """Given the configuration (and optionally a transport factory and a stop event), run the stages."""
 
-    def __init__(self, cfg: Config, connect: Callable[[], Transport] | None = None,
-                 stop: threading.Event | None = None, max_attempts: int | None = 5) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        connect: Callable[[], Transport] | None = None,
+        stop: threading.Event | None = None,
+        max_attempts: int | None = 5,
+    ) -> None:
         self.cfg = cfg
         self.stop = stop or threading.Event()
         self.spool = Spool(cfg.paths)
@@ -155,4 +160,3 @@ def claim(claimer: Claimer, stop: threading.Event, wait_for_settle: bool) -> lis
         stop.wait(settle + 0.05)
         claimed += claimer.scan()
     return claimed
-

@@ -34,8 +34,9 @@ def _iso(at: float) -> str:
     return dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="seconds")
 
 
-def result_document(row: SetRow, history: list[tuple[float, str, str | None]],
-                    poll: PollConfig | None = None) -> dict[str, Any]:
+def result_document(
+    row: SetRow, history: list[tuple[float, str, str | None]], poll: PollConfig | None = None
+) -> dict[str, Any]:
     """Given a set's journal row and history, return the JSON document describing it."""
     return {
         "set": row.go_name,
@@ -51,7 +52,11 @@ def result_document(row: SetRow, history: list[tuple[float, str, str | None]],
         "since": _iso(row.updated_at),  # in this state since
         "overdue": overdue(row, poll or PollConfig(), time.time()),
         "history": [
-            {"at": dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="seconds"), "state": state, "detail": detail}
+            {
+                "at": dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="seconds"),
+                "state": state,
+                "detail": detail,
+            }
             for at, state, detail in history
         ],
     }

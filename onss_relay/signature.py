@@ -27,7 +27,11 @@ from onss_relay.identity import Identity, check_certificate
 
 LAYOUTS = ("single-line", "76-cr", "64-crlf")
 _HASHES: dict[str, type[hashes.SHA1 | hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
-    "sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+    "sha1": hashes.SHA1,
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
 
 
 def digest_file(path: Path, algorithm: str = "sha256") -> bytes:
@@ -87,11 +91,23 @@ class SignedDataTemplate:
         sig_algo = "rsassa_pkcs1v15" if isinstance(identity.key, rsa.RSAPrivateKey) else f"{algorithm}_ecdsa"
         self._digest_algorithm = algos.DigestAlgorithm({"algorithm": algorithm}).dump()
         self._signature_algorithm = algos.SignedDigestAlgorithm({"algorithm": sig_algo}).dump()
-        self._sid = cms.SignerIdentifier({"issuer_and_serial_number": cms.IssuerAndSerialNumber(
-            {"issuer": cert.issuer, "serial_number": cert.serial_number})}).dump()
+        self._sid = cms.SignerIdentifier(
+            {
+                "issuer_and_serial_number": cms.IssuerAndSerialNumber(
+                    {"issuer": cert.issuer, "serial_number": cert.serial_number}
+                )
+            }
+        ).dump()
         # the [0] IMPLICIT SET OF Certificate, as it sits inside SignedData
-        holder = cms.SignedData({"version": "v1", "digest_algorithms": [], "encap_content_info": {"content_type": "data"},
-                                 "certificates": [cert, *chain], "signer_infos": []})
+        holder = cms.SignedData(
+            {
+                "version": "v1",
+                "digest_algorithms": [],
+                "encap_content_info": {"content_type": "data"},
+                "certificates": [cert, *chain],
+                "signer_infos": [],
+            }
+        )
         self._certificates = holder["certificates"].dump()
         self._encap = holder["encap_content_info"].dump()  # no content: detached
         self._content_type_attr = cms.CMSAttribute({"type": "content_type", "values": ["data"]}).dump()
@@ -103,8 +119,11 @@ class SignedDataTemplate:
         """Given the content digest and the signing time, return the DER SET OF signed attributes (what is signed)."""
         when = now.astimezone(dt.UTC)
         # RFC 5652 §11.3: UTCTime for 1950–2049, GeneralizedTime after
-        time_value = (_der(0x17, when.strftime("%y%m%d%H%M%SZ").encode()) if when.year < 2050
-                      else _der(0x18, when.strftime("%Y%m%d%H%M%SZ").encode()))
+        time_value = (
+            _der(0x17, when.strftime("%y%m%d%H%M%SZ").encode())
+            if when.year < 2050
+            else _der(0x18, when.strftime("%Y%m%d%H%M%SZ").encode())
+        )
         attrs = [
             self._content_type_attr,
             _der(_SEQUENCE, self._signing_time_oid + _der(_SET, time_value)),
@@ -114,11 +133,19 @@ class SignedDataTemplate:
 
     def assemble(self, signed_attrs: bytes, signature: bytes) -> bytes:
         """Given the signed attributes (as a SET) and their signature, return the ContentInfo DER."""
-        signer = _der(_SEQUENCE, _VERSION_1 + self._sid + self._digest_algorithm
-                      + _der(_CONTEXT_0, signed_attrs[_length_end(signed_attrs):])  # [0] IMPLICIT
-                      + self._signature_algorithm + _der(_OCTET_STRING, signature))
-        signed_data = _der(_SEQUENCE, _VERSION_1 + _der(_SET, self._digest_algorithm) + self._encap
-                           + self._certificates + _der(_SET, signer))
+        signer = _der(
+            _SEQUENCE,
+            _VERSION_1
+            + self._sid
+            + self._digest_algorithm
+            + _der(_CONTEXT_0, signed_attrs[_length_end(signed_attrs) :])  # [0] IMPLICIT
+            + self._signature_algorithm
+            + _der(_OCTET_STRING, signature),
+        )
+        signed_data = _der(
+            _SEQUENCE,
+            _VERSION_1 + _der(_SET, self._digest_algorithm) + self._encap + self._certificates + _der(_SET, signer),
+        )
         return _der(_SEQUENCE, self._signed_data_oid + _der(_CONTEXT_0, signed_data))
 
     def sign(self, digest: bytes, now: dt.datetime) -> tuple[bytes, bytes, bytes]:
@@ -160,7 +187,7 @@ def encode_fs(der: bytes, layout: str = "single-line") -> bytes:
     if layout == "single-line":
         return text
     width, eol = {"76-cr": (76, b"\r"), "64-crlf": (64, b"\r\n")}[layout]
-    return b"".join(text[i:i + width] + eol for i in range(0, len(text), width))
+    return b"".join(text[i : i + width] + eol for i in range(0, len(text), width))
 
 
 def decode_fs(content: bytes) -> bytes:
@@ -210,7 +237,8 @@ def verify(fi: Path, fs_content: bytes) -> Verified:
     if signing_time and not (cert.not_valid_before_utc <= signing_time <= cert.not_valid_after_utc):
         raise SignatureError(
             f"the certificate was not valid at signing time {signing_time:%Y-%m-%d %H:%M} UTC "
-            f"(valid {cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d})")
+            f"(valid {cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d})"
+        )
     return Verified(cert.subject.rfc4514_string(), signing_time, algorithm)
 
 
@@ -265,5 +293,3 @@ def fs_content_for(identity: Identity, fi: Path, algorithm: str, layout: str) ->
         verify(fi, content)
         t.verified = True
     return content
-
-

@@ -42,8 +42,12 @@ log = structlog.get_logger(__name__)
 
 ONSS_SENDER = "999999"
 FOLDER_CODE = {Env.R: "ACRF-118", Env.T: "ACRF-119", Env.S: "ACRF-257"}
-ANOMALY_MARKER = re.compile(rb"SIMULATE-ANOMALY:([0-9A-Z-]+):([A-Z]+)(?::([0-9]))?")  # in an FI: the notification reports it
-SHAPE_MARKER = re.compile(rb"SIMULATE-(ACRF|NOTI):([A-Z-]+)")  # answer shapes: PROVISIONAL, REFUSE-FINAL, FI-NAME, FIRST
+ANOMALY_MARKER = re.compile(
+    rb"SIMULATE-ANOMALY:([0-9A-Z-]+):([A-Z]+)(?::([0-9]))?"
+)  # in an FI: the notification reports it
+SHAPE_MARKER = re.compile(
+    rb"SIMULATE-(ACRF|NOTI):([A-Z-]+)"
+)  # answer shapes: PROVISIONAL, REFUSE-FINAL, FI-NAME, FIRST
 OTHER_MARKER = re.compile(rb"SIMULATE-OTHER:([A-Z0-9]{4})")  # also answer with another application's file
 INSS = re.compile(rb"<INSS>([0-9]{11})</INSS>")
 
@@ -68,8 +72,16 @@ class Verdict:
 class Simulator:
     """Given a remote home directory and the account's sender number, answer declarations like the ONSS would."""
 
-    def __init__(self, home: Path, sender: str, *, fs_expected_for_s: bool = False, max_age_days: int = 60,
-                 trusted: list[Path] | None = None, today: dt.date | None = None) -> None:
+    def __init__(
+        self,
+        home: Path,
+        sender: str,
+        *,
+        fs_expected_for_s: bool = False,
+        max_age_days: int = 60,
+        trusted: list[Path] | None = None,
+        today: dt.date | None = None,
+    ) -> None:
         self.home = make_remote_home(home)
         self.sender = sender
         self.fs_expected_for_s = fs_expected_for_s
@@ -128,11 +140,21 @@ class Simulator:
         self._consume(folder, go, fis, fss)
         shape = frozenset(f"{k.decode()}-{v.decode()}".removeprefix("ACRF-") for k, v in markers[2])
         name = format_name(fis[0]) if "FI-NAME" in shape and fis else go_raw
-        return Verdict(name, folder, tuple(errors), ticket, () if errors else markers[0], markers[1], shape,
-                       tuple(markers[3]), tuple(format_name(f) for f in fis))
+        return Verdict(
+            name,
+            folder,
+            tuple(errors),
+            ticket,
+            () if errors else markers[0],
+            markers[1],
+            shape,
+            tuple(markers[3]),
+            tuple(format_name(f) for f in fis),
+        )
 
-    def _markers_in(self, folder: str, fis: list[Name]) -> tuple[
-            tuple[tuple[str, str, int], ...], tuple[str, ...], list[tuple[bytes, bytes]], list[str]]:
+    def _markers_in(
+        self, folder: str, fis: list[Name]
+    ) -> tuple[tuple[tuple[str, str, int], ...], tuple[str, ...], list[tuple[bytes, bytes]], list[str]]:
         """Read the FI for what the answers should say: "SIMULATE-ANOMALY:<ErrorID>:<class>[:<worker>]",
         "SIMULATE-ACRF:<shape>", "SIMULATE-NOTI:FIRST", "SIMULATE-OTHER:<app>", and the workers' <INSS>."""
         anomalies: list[tuple[str, str, int]] = []
@@ -218,8 +240,14 @@ class Simulator:
             self._write_response(app, env, other_answer_xml(app, verdict.ticket), state)
 
     def _notify(self, verdict: Verdict, env: Env, state: dict[str, object]) -> None:
-        noti = notification_xml(verdict.ticket, self.sender, _original_form(verdict.go_name), verdict.anomalies,
-                                file_name=verdict.go_name, workers=verdict.workers)
+        noti = notification_xml(
+            verdict.ticket,
+            self.sender,
+            _original_form(verdict.go_name),
+            verdict.anomalies,
+            file_name=verdict.go_name,
+            workers=verdict.workers,
+        )
         self._write_response("NOTI", env, noti, state)
 
     def _write_response(self, app: str, env: Env, content: bytes, state: dict[str, object]) -> Name:
@@ -280,15 +308,23 @@ def acrf_xml(verdict: Verdict, type_form: str = "FA") -> bytes:
 
 
 def _anomaly_xml(error_id: str, cls: str, worker: int) -> str:
-    return (f"\n      <AnomalyReport>\n        <ErrorID>{escape(error_id)}</ErrorID>\n        <TagName>INSS</TagName>"
-            f"\n        <Value>worker {worker}</Value>\n        <AnomalyClass>{escape(cls)}</AnomalyClass>"
-            f"\n        <AnomalyLabel>simulated anomaly {escape(error_id)}</AnomalyLabel>"
-            f"\n        <Path><Employer>1</Employer><NaturalPerson>{worker}</NaturalPerson></Path>\n      </AnomalyReport>")
+    return (
+        f"\n      <AnomalyReport>\n        <ErrorID>{escape(error_id)}</ErrorID>\n        <TagName>INSS</TagName>"
+        f"\n        <Value>worker {worker}</Value>\n        <AnomalyClass>{escape(cls)}</AnomalyClass>"
+        f"\n        <AnomalyLabel>simulated anomaly {escape(error_id)}</AnomalyLabel>"
+        f"\n        <Path><Employer>1</Employer><NaturalPerson>{worker}</NaturalPerson></Path>\n      </AnomalyReport>"
+    )
 
 
-def notification_xml(ticket: str, employer: str, original_form: str,
-                     anomalies: tuple[tuple[str, str, int], ...] = (), *, file_name: str = "",
-                     workers: tuple[str, ...] = ()) -> bytes:
+def notification_xml(
+    ticket: str,
+    employer: str,
+    original_form: str,
+    anomalies: tuple[tuple[str, str, int], ...] = (),
+    *,
+    file_name: str = "",
+    workers: tuple[str, ...] = (),
+) -> bytes:
     """Given the ACRF ticket and anomalies (ErrorID, class, worker), return a NOTIFICATION with CRLF line ends:
     one Form per worker (a Dimona names several), each with its own result and anomalies."""
     date, hour = _now()
@@ -330,8 +366,10 @@ def notification_xml(ticket: str, employer: str, original_form: str,
     </HandlingResult>
   </Form>
 """)
-    text = ('<?xml version="1.0" encoding="UTF-8"?>\n<NOTIFICATION xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
-            ' xsi:noNamespaceSchemaLocation="NOTI_20262.xsd">\n' + "".join(forms) + "</NOTIFICATION>\n")
+    text = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<NOTIFICATION xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
+        ' xsi:noNamespaceSchemaLocation="NOTI_20262.xsd">\n' + "".join(forms) + "</NOTIFICATION>\n"
+    )
     return text.replace("\r\n", "\n").replace("\n", "\r\n").encode()
 
 

@@ -130,8 +130,10 @@ class SpoolLock:
 
     def acquire_or_refuse(self, what: str) -> None:
         if not self.try_acquire():
-            raise SpoolBusy(f"{what} refused: a relay (pid {self.holder()}) is running on this spool "
-                            f"({self.path.parent}) and does this itself; stop it first or let it work")
+            raise SpoolBusy(
+                f"{what} refused: a relay (pid {self.holder()}) is running on this spool "
+                f"({self.path.parent}) and does this itself; stop it first or let it work"
+            )
 
     def release(self) -> None:
         if self._fd is not None:

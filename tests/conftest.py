@@ -19,8 +19,9 @@ SECRETS = (SIGNING_PASSWORD, SSH_PASSPHRASE, "PRIVATE KEY-----", "ftp-Pa55word-f
 TODAY = dt.date.today().strftime("%Y%m%d")
 
 
-def fi_name(seq: int, env: str = "T", total: int = 1, part: int = 1, app: str = "DMFA",
-            sender: str = SENDER, date: str = TODAY) -> str:
+def fi_name(
+    seq: int, env: str = "T", total: int = 1, part: int = 1, app: str = "DMFA", sender: str = SENDER, date: str = TODAY
+) -> str:
     return format_name(Name(Prefix.FI, app, sender, date, f"{seq:05d}", Env(env), total, part))
 
 
@@ -133,6 +134,7 @@ def sftp_cfg(sftp_dir: Path) -> Config:
 
 # -- no secret in any log of the whole run ------------------------------------------------------
 
+
 @pytest.fixture(scope="session", autouse=True)
 def log_everything_to_a_file(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """In-process logs go, at debug level, to a file that the end-of-run secret check reads too."""
@@ -169,7 +171,7 @@ from tests.fixtures.ftpd import FTP_PASSWORD, FTP_USER, FtpServer  # noqa: E402
 
 def ftp_config_text(server: FtpServer, password_file: Path, extra_remote: str = "") -> str:
     ca = f'ca_file = "{server.cert}"\n' if server.tls else ""
-    return remote_config_text(f"""transport = "{'ftps' if server.tls else 'ftp'}"
+    return remote_config_text(f"""transport = "{"ftps" if server.tls else "ftp"}"
 host = "127.0.0.1"
 port = {server.port}
 username = "{FTP_USER}"

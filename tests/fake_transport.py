@@ -21,9 +21,13 @@ from onss_relay.transport.base import (
 class FakeTransport:
     """Given a shared dict for the remote home, behave like one connection to it."""
 
-    def __init__(self, files: dict[tuple[str, str], bytes], events: list[tuple[str, str]],
-                 fail: Callable[[str, str], bool] = lambda op, name: False,
-                 on_write: Callable[[str], None] = lambda name: None) -> None:
+    def __init__(
+        self,
+        files: dict[tuple[str, str], bytes],
+        events: list[tuple[str, str]],
+        fail: Callable[[str, str], bool] = lambda op, name: False,
+        on_write: Callable[[str], None] = lambda name: None,
+    ) -> None:
         self.files = files
         self.events = events
         self.fail = fail  # (operation, name) → raise a transient error instead

@@ -25,14 +25,23 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
     return True
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Given arguments, run `onss-relay ARGS` as a separate process and return what it did."""
-    return subprocess.run([sys.executable, "-m", "onss_relay.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout, env={**os.environ, **(env or {})} if env else None)
+    return subprocess.run(
+        [sys.executable, "-m", "onss_relay.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env={**os.environ, **(env or {})} if env else None,
+    )
 
 
-def start_daemon(config: Path, log: Path, env: dict[str, str] | None = None, debug: bool = True) -> subprocess.Popen[bytes]:
+def start_daemon(
+    config: Path, log: Path, env: dict[str, str] | None = None, debug: bool = True
+) -> subprocess.Popen[bytes]:
     """Given a config and a log file, start `onss-relay run` as a real process logging into that file."""
     args = [sys.executable, "-m", "onss_relay.cli", "run", "--config", str(config)]
     if debug:
@@ -45,8 +54,14 @@ class Daemon:
     """The real daemon as a process logging into a file, for the SIGKILL tests: start it and wait until it
     works, kill it, start it again, stop it cleanly."""
 
-    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None, debug: bool = False,
-                 wrapper: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        log: Path,
+        env: dict[str, str] | None = None,
+        debug: bool = False,
+        wrapper: list[str] | None = None,
+    ) -> None:
         self.config = config
         self.log = log
         self.env = env

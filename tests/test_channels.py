@@ -131,6 +131,7 @@ def test_sigkill_of_the_daemon(channel: Channel, kills: int) -> None:
     daemon.kill_at_random(rng, kills, 0.8)
     daemon.start()
     try:
+
         def all_sent() -> bool:
             j = open_journal_at(cfg.paths.journal_path)
             try:

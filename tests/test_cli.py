@@ -61,10 +61,15 @@ def test_demo_without_dir_uses_a_temporary_folder() -> None:
 def test_demo_ignores_every_override_and_leaves_a_configured_spool_alone(tmp_path: Path, relay_dir: Path) -> None:
     spool = tmp_path / "production-spool"
     spool.mkdir()
-    env = {"ONSS_RELAY_CONFIG": str(relay_dir / "config.toml"), "ONSS_RELAY__PATHS__ROOT": str(spool),
-           "ONSS_RELAY__PATHS__OUTBOX": str(spool / "outbox"), "ONSS_RELAY__PATHS__INBOX": str(spool / "inbox"),
-           "ONSS_RELAY__SENDER__NUMBER": "999998", "ONSS_RELAY__REMOTE__TRANSPORT": "sftp",
-           "ONSS_RELAY__REMOTE__BASE_DIR": str(spool / "remote")}
+    env = {
+        "ONSS_RELAY_CONFIG": str(relay_dir / "config.toml"),
+        "ONSS_RELAY__PATHS__ROOT": str(spool),
+        "ONSS_RELAY__PATHS__OUTBOX": str(spool / "outbox"),
+        "ONSS_RELAY__PATHS__INBOX": str(spool / "inbox"),
+        "ONSS_RELAY__SENDER__NUMBER": "999998",
+        "ONSS_RELAY__REMOTE__TRANSPORT": "sftp",
+        "ONSS_RELAY__REMOTE__BASE_DIR": str(spool / "remote"),
+    }
     r = run_cli("demo", str(tmp_path / "demo"), env=env)
     assert r.returncode == 0 and "demo succeeded" in r.stdout, r.stdout + r.stderr
     assert list(spool.iterdir()) == [] and not (relay_dir / "spool").exists()
@@ -126,8 +131,13 @@ def test_send_with_an_expired_certificate_exits_2_and_keeps_the_set(cfg_path: Pa
     from tests.conftest import SIGNING_PASSWORD
     from tests.test_signing import make_identity
 
-    expired, _, _ = make_identity(relay_dir, "p256", start=dt.datetime.now(dt.UTC) - dt.timedelta(days=10), days=1,
-                                  password=SIGNING_PASSWORD.encode())
+    expired, _, _ = make_identity(
+        relay_dir,
+        "p256",
+        start=dt.datetime.now(dt.UTC) - dt.timedelta(days=10),
+        days=1,
+        password=SIGNING_PASSWORD.encode(),
+    )
     (relay_dir / "keys" / "signer.p12").write_bytes(expired.read_bytes())
     outbox = relay_dir / "spool" / "outbox"
     outbox.mkdir(parents=True)

@@ -57,18 +57,21 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
     assert cfg.paths.outbox_dir == tmp_path / "spool" / "outbox"
 
 
-@pytest.mark.parametrize("text, message", [
-    (MINIMAL + "colour = 1\n", "unknown key remote.colour"),
-    (MINIMAL + "[extra]\n", "unknown section [extra]"),
-    (MINIMAL.replace('number = "123456"', "number = 123456"), "sender.number = 123456: expected a string"),
-    (MINIMAL.replace('number = "123456"', 'number = "12345"'), "sender.number: '12345' is not 6 digits"),
-    (MINIMAL.replace('key = "signer.p12"\n', ""), "missing required key signing.key"),
-    (MINIMAL + "connections = \"four\"\n", "remote.connections = 'four': expected a whole number"),
-    (MINIMAL + "[watch]\nsettle = \"soon\"\n", "watch.settle = 'soon': 'soon' is not a duration"),
-    (MINIMAL + "[watch]\nenvironments = [\"X\"]\n", "watch.environments: 'X' is not R, T or S"),
-    (MINIMAL.replace('"local"', '"sftp"'), "remote.username: is required when remote.transport = \"sftp\""),
-    ("[sender\n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (MINIMAL + "colour = 1\n", "unknown key remote.colour"),
+        (MINIMAL + "[extra]\n", "unknown section [extra]"),
+        (MINIMAL.replace('number = "123456"', "number = 123456"), "sender.number = 123456: expected a string"),
+        (MINIMAL.replace('number = "123456"', 'number = "12345"'), "sender.number: '12345' is not 6 digits"),
+        (MINIMAL.replace('key = "signer.p12"\n', ""), "missing required key signing.key"),
+        (MINIMAL + 'connections = "four"\n', "remote.connections = 'four': expected a whole number"),
+        (MINIMAL + '[watch]\nsettle = "soon"\n', "watch.settle = 'soon': 'soon' is not a duration"),
+        (MINIMAL + '[watch]\nenvironments = ["X"]\n', "watch.environments: 'X' is not R, T or S"),
+        (MINIMAL.replace('"local"', '"sftp"'), 'remote.username: is required when remote.transport = "sftp"'),
+        ("[sender\n", "not valid TOML"),
+    ],
+)
 def test_mistakes_name_the_file_and_key(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as exc:
@@ -78,9 +81,14 @@ def test_mistakes_name_the_file_and_key(tmp_path: Path, text: str, message: str)
 
 
 def test_environment_overrides(tmp_path: Path) -> None:
-    env = {"ONSS_RELAY__REMOTE__CONNECTIONS": "7", "ONSS_RELAY__WATCH__SETTLE": "5m",
-           "ONSS_RELAY__POLL__ENVIRONMENTS": '["T"]', "ONSS_RELAY__REMOTE__HOST": "sftp.example",
-           "ONSS_RELAY__POLL__DELETE_REMOTE": "false", "UNRELATED": "x"}
+    env = {
+        "ONSS_RELAY__REMOTE__CONNECTIONS": "7",
+        "ONSS_RELAY__WATCH__SETTLE": "5m",
+        "ONSS_RELAY__POLL__ENVIRONMENTS": '["T"]',
+        "ONSS_RELAY__REMOTE__HOST": "sftp.example",
+        "ONSS_RELAY__POLL__DELETE_REMOTE": "false",
+        "UNRELATED": "x",
+    }
     cfg = load_config(write(tmp_path, MINIMAL), environ=env)
     assert cfg.remote.connections == 7 and cfg.watch.settle == 300 and cfg.poll.environments == ["T"]
     assert cfg.remote.host == "sftp.example" and cfg.poll.delete_remote is False
@@ -100,10 +108,14 @@ def test_durations(text: str | int, seconds: float) -> None:
 
 def test_cli_exits_2_with_one_sentence(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL + "colour = 1\n")
-    r = subprocess.run([sys.executable, "-m", "onss_relay.cli", "status", "--config", str(path)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "onss_relay.cli", "status", "--config", str(path)], capture_output=True, text=True
+    )
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "remote.colour" in r.stderr and "Traceback" not in r.stderr
-    missing = subprocess.run([sys.executable, "-m", "onss_relay.cli", "status", "--config", str(tmp_path / "no.toml")],
-                             capture_output=True, text=True)
+    missing = subprocess.run(
+        [sys.executable, "-m", "onss_relay.cli", "status", "--config", str(tmp_path / "no.toml")],
+        capture_output=True,
+        text=True,
+    )
     assert missing.returncode == 2 and "configuration file not found" in missing.stderr

@@ -68,7 +68,7 @@ def test_the_daemon_keeps_its_upload_connection_between_sets(sftp_dir: Path, ssh
             (outbox / f".{fi_name(seq)}").write_bytes(b"<x/>")
             os.rename(outbox / f".{fi_name(seq)}", outbox / fi_name(seq))
             go = "GO" + fi_name(seq)[2:-2]
-            assert wait_until(lambda: state_of(config, go) == State.SENT, 20), go
+            assert wait_until(lambda go=go: state_of(config, go) == State.SENT, 20), go
             time.sleep(0.5)
         assert sshd.ssh_logins() - logins_before == 1
     finally:
@@ -81,8 +81,11 @@ def test_sd_notify_ready_watchdog_stopping(relay_dir: Path) -> None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))
     sock.settimeout(20)
-    proc = start(relay_dir / "config.toml", relay_dir / "daemon.log",
-                 {"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "1000000"})
+    proc = start(
+        relay_dir / "config.toml",
+        relay_dir / "daemon.log",
+        {"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "1000000"},
+    )
     messages: list[str] = []
     try:
         while not any("READY=1" in m for m in messages):
@@ -110,8 +113,12 @@ def test_standby_takes_over_and_once_commands_refuse(relay_dir: Path) -> None:
     second = start(config, relay_dir / "b.log")
     try:
         assert wait_log(relay_dir / "b.log", "standby")
-        r = subprocess.run([sys.executable, "-m", "onss_relay.cli", "send", "--once", "--config", str(config)],
-                           capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            [sys.executable, "-m", "onss_relay.cli", "send", "--once", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert r.returncode == 1 and "a relay (pid" in r.stderr and "is running on this spool" in r.stderr
         os.kill(first.pid, signal.SIGKILL)
         first.wait()
@@ -135,7 +142,7 @@ def test_sighup_reloads_what_it_can_and_says_what_needs_a_restart(relay_dir: Pat
         config.write_text(config.read_text().replace('settle = "0s"', 'settle = "3s"'))
         proc.send_signal(signal.SIGHUP)
         assert wait_log(log, '"reloaded"')
-        config.write_text(config.read_text().replace('connections = 2', 'connections = 3'))
+        config.write_text(config.read_text().replace("connections = 2", "connections = 3"))
         proc.send_signal(signal.SIGHUP)
         assert wait_log(log, "reload_partial") and "needs_restart" in log.read_text()
         config.write_text("this is [not toml")
@@ -166,32 +173,56 @@ def test_metrics_and_healthz_follow_the_remote(sftp_dir: Path, sshd: SshServer) 
         assert wait_until(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200, 20)
         code, text = http_get(f"http://127.0.0.1:{port}/metrics")
         assert code == 200
-        for metric in ("onss_relay_queue_depth", "onss_relay_oldest_unsent_seconds", 'onss_relay_sets{state="sent"}',
-                       "onss_relay_stage_failures_total", "onss_relay_last_successful_poll_timestamp_seconds",
-                       "onss_relay_certificate_days_left", "onss_relay_healthy 1.0"):
+        for metric in (
+            "onss_relay_queue_depth",
+            "onss_relay_oldest_unsent_seconds",
+            'onss_relay_sets{state="sent"}',
+            "onss_relay_stage_failures_total",
+            "onss_relay_last_successful_poll_timestamp_seconds",
+            "onss_relay_certificate_days_left",
+            "onss_relay_healthy 1.0",
+        ):
             assert metric in text, metric
         assert float(re.search(r"^onss_relay_certificate_days_left (\S+)", text, re.M).group(1)) > 300  # type: ignore[union-attr]
-        health = subprocess.run([sys.executable, "-m", "onss_relay.cli", "status", "--health", "--config", str(config)],
-                                capture_output=True, text=True, timeout=60)
+        health = subprocess.run(
+            [sys.executable, "-m", "onss_relay.cli", "status", "--health", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert wait_until(lambda: (sftp_dir / "spool" / "health.json").exists(), 5)
         sshd.stop()  # the remote goes away
         assert wait_until(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 503, 20)
         code, reason = http_get(f"http://127.0.0.1:{port}/healthz")
         assert "poll" in reason
         assert "onss_relay_healthy 0.0" in http_get(f"http://127.0.0.1:{port}/metrics")[1]
-        assert wait_until(lambda: subprocess.run(
-            [sys.executable, "-m", "onss_relay.cli", "status", "--health", "--config", str(config)],
-            capture_output=True, timeout=60).returncode == 1, 10)
+        assert wait_until(
+            lambda: (
+                subprocess.run(
+                    [sys.executable, "-m", "onss_relay.cli", "status", "--health", "--config", str(config)],
+                    capture_output=True,
+                    timeout=60,
+                ).returncode
+                == 1
+            ),
+            10,
+        )
         del health
-        check = subprocess.run([sys.executable, "-m", "onss_relay.cli", "check", "--config", str(config)],
-                               capture_output=True, text=True, timeout=60)
+        check = subprocess.run(
+            [sys.executable, "-m", "onss_relay.cli", "check", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert check.returncode == 3 and "✗ running daemon: pid" in check.stdout and "poll" in check.stdout
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed (.ci/run installs it)")
+@pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed (.ci/run installs it)"
+)
 def test_systemd_unit_is_hardened_and_valid(tmp_path: Path) -> None:
     unit = REPO / "systemd" / "onss-relay.service"
     r = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(unit)], capture_output=True, text=True)
@@ -204,8 +235,15 @@ def test_systemd_unit_is_hardened_and_valid(tmp_path: Path) -> None:
     v = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True)
     assert v.returncode == 0 and not v.stderr.strip(), v.stderr
     text = unit.read_text()
-    for key in ("Type=notify", "WatchdogSec=", "User=onss-relay", "StateDirectory=onss-relay",
-                "ConfigurationDirectory=onss-relay", "LogsDirectory=onss-relay", "ExecReload="):
+    for key in (
+        "Type=notify",
+        "WatchdogSec=",
+        "User=onss-relay",
+        "StateDirectory=onss-relay",
+        "ConfigurationDirectory=onss-relay",
+        "LogsDirectory=onss-relay",
+        "ExecReload=",
+    ):
         assert key in text
 
 
@@ -229,19 +267,28 @@ def test_dockerfile_runs_as_non_root_with_a_healthcheck_and_no_secrets() -> None
     assert "/run/secrets" in compose and "ONSS_RELAY__" in compose
 
 
-def test_no_secret_in_debug_output_of_a_run_with_every_secret(sftp_dir: Path, sshd: SshServer,
-                                                               client_keys: dict[str, Path]) -> None:
+def test_no_secret_in_debug_output_of_a_run_with_every_secret(
+    sftp_dir: Path, sshd: SshServer, client_keys: dict[str, Path]
+) -> None:
     from tests.conftest import SECRETS, sftp_config_text
 
-    text = sftp_config_text(sshd, client_keys["rsa-encrypted"], sftp_dir / "known_hosts",
-                            f'passphrase_file = "{client_keys["passphrase"]}"\n')
+    text = sftp_config_text(
+        sshd,
+        client_keys["rsa-encrypted"],
+        sftp_dir / "known_hosts",
+        f'passphrase_file = "{client_keys["passphrase"]}"\n',
+    )
     (sftp_dir / "config.toml").write_text(text)
     (sftp_dir / "spool" / "outbox").mkdir(parents=True, exist_ok=True)
     (sftp_dir / "spool" / "outbox" / fi_name(1)).write_bytes(b"<x/>")
     outputs = []
     for args in (["send", "--once"], ["poll", "--once"], ["check"], ["status"]):
-        r = subprocess.run([sys.executable, "-m", "onss_relay.cli", *args, "--config", str(sftp_dir / "config.toml"),
-                            "--debug"], capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            [sys.executable, "-m", "onss_relay.cli", *args, "--config", str(sftp_dir / "config.toml"), "--debug"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         outputs.append(r.stdout + r.stderr)
     assert "set_sent" in outputs[0]
     for out in outputs:

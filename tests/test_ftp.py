@@ -82,11 +82,19 @@ def test_bad_login_exits_3_and_check_says_so(relay_dir: Path, ftpd: FtpServer) -
     (relay_dir / "keys" / "ftp.pass").write_text("wrong\n")
     (relay_dir / "spool" / "outbox").mkdir(parents=True, exist_ok=True)
     (relay_dir / "spool" / "outbox" / fi_name(1)).write_bytes(b"<x/>")
-    r = subprocess.run([sys.executable, "-m", "onss_relay.cli", "send", "--once", "--config",
-                        str(relay_dir / "config.toml")], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "onss_relay.cli", "send", "--once", "--config", str(relay_dir / "config.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 3 and "login refused" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "onss_relay.cli", "check", "--config", str(relay_dir / "config.toml")],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "onss_relay.cli", "check", "--config", str(relay_dir / "config.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 3 and "✗ remote" in r.stdout and "login refused" in r.stdout
 
 
@@ -96,7 +104,11 @@ def test_ftps_refuses_an_unknown_certificate(relay_dir: Path, ftpsd: FtpServer, 
         FtpTransport.connect(cfg.remote)
     ok = load_config(relay_dir / "config.toml", environ={})
     FtpTransport.connect(ok.remote).close()
-    r = subprocess.run([sys.executable, "-m", "onss_relay.cli", "check", "--config", str(relay_dir / "config.toml")],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "onss_relay.cli", "check", "--config", str(relay_dir / "config.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stdout
     assert "✓ remote: ftps" in r.stdout

@@ -40,8 +40,10 @@ def test_every_forbidden_transition_raises(tmp_path: Path, old: State) -> None:
             continue
         with pytest.raises(IllegalTransition):
             j._db.execute("DELETE FROM sets")
-            j._db.execute("INSERT INTO sets (go_name, env, state, parts, created_at, updated_at) VALUES (?,?,?,?,0,0)",
-                          (GO, "T", old, "[]"))
+            j._db.execute(
+                "INSERT INTO sets (go_name, env, state, parts, created_at, updated_at) VALUES (?,?,?,?,0,0)",
+                (GO, "T", old, "[]"),
+            )
             j.transition(GO, new)
         assert j.get_set(GO).state == old  # type: ignore[union-attr]
 
@@ -102,8 +104,14 @@ def test_survives_sigkill_mid_transaction(tmp_path: Path, delay: float) -> None:
         assert row.state in (State.QUEUED, State.SIGNED, State.UPLOADING, State.GO_SENDING, State.SENT)
         assert j.history(row.go_name)[-1][1] == row.state
     # the journal keeps working after the crash
-    j.transition(rows[-1].go_name, State.FAILED if rows[-1].state in (State.QUEUED, State.SIGNED, State.UPLOADING)
-                 else State.SENT if rows[-1].state == State.GO_SENDING else State.ACKNOWLEDGED)
+    j.transition(
+        rows[-1].go_name,
+        State.FAILED
+        if rows[-1].state in (State.QUEUED, State.SIGNED, State.UPLOADING)
+        else State.SENT
+        if rows[-1].state == State.GO_SENDING
+        else State.ACKNOWLEDGED,
+    )
 
 
 def test_pragmas(tmp_path: Path) -> None:

@@ -41,8 +41,9 @@ def test_typed_data_round_trips(journal: Journal) -> None:
     journal.transition(GO, State.SIGNED, fs=("FS.z",))
     journal.update_data(GO, acrf=acrf)
     row = journal.get_set(GO)
-    assert row is not None and row.data == SetData(sizes={FI: 10}, mtimes={FI: 123}, extras=("FS.x",), fs=("FS.z",),
-                                                   acrf=acrf)
+    assert row is not None and row.data == SetData(
+        sizes={FI: 10}, mtimes={FI: 123}, extras=("FS.x",), fs=("FS.z",), acrf=acrf
+    )
 
 
 def test_an_unknown_data_field_is_a_bug_not_data(journal: Journal) -> None:
@@ -62,8 +63,15 @@ def test_transition_many_is_all_or_nothing(journal: Journal) -> None:
 
 def test_final_acrf_may_override_a_provisional_one_both_ways(journal: Journal) -> None:
     journal.add_set(GO, "T", [FI])
-    for s in (State.SIGNED, State.UPLOADING, State.GO_SENDING, State.SENT, State.ACKNOWLEDGED, State.REFUSED,
-              State.ACKNOWLEDGED):
+    for s in (
+        State.SIGNED,
+        State.UPLOADING,
+        State.GO_SENDING,
+        State.SENT,
+        State.ACKNOWLEDGED,
+        State.REFUSED,
+        State.ACKNOWLEDGED,
+    ):
         journal.transition(GO, s)
     assert [h[1] for h in journal.history(GO)][-3:] == ["acknowledged", "refused", "acknowledged"]
 
@@ -83,10 +91,25 @@ def test_tickets_reasons_responses_and_sequences(journal: Journal) -> None:
 
 
 def test_data_of_version_1_still_reads() -> None:
-    v1 = {"sizes": {FI: 3}, "fs": ["FS.x"], "acrf": {"result_code": "0", "accepted": False, "ticket": "T",
-          "file": "/f", "errors": [{"code": "ACRF-125", "description": "invalid signature"}]},
-          "notifications": [{"result_code": "1", "accepted": True, "file": "/n",
-                             "anomalies": [{"error_id": "00024-152", "class": "NB", "path": None, "blocking": False}]}]}
+    v1 = {
+        "sizes": {FI: 3},
+        "fs": ["FS.x"],
+        "acrf": {
+            "result_code": "0",
+            "accepted": False,
+            "ticket": "T",
+            "file": "/f",
+            "errors": [{"code": "ACRF-125", "description": "invalid signature"}],
+        },
+        "notifications": [
+            {
+                "result_code": "1",
+                "accepted": True,
+                "file": "/n",
+                "anomalies": [{"error_id": "00024-152", "class": "NB", "path": None, "blocking": False}],
+            }
+        ],
+    }
     data = SetData.from_json(json.dumps(v1))
     assert data.fs == ("FS.x",) and data.acrf is not None and data.acrf.errors[0].code == "ACRF-125"
     assert data.notifications[0].anomalies[0].anomaly_class == "NB"

@@ -37,8 +37,16 @@ def names(draw: st.DrawFn) -> Name:
     part = None
     if total is not None and prefix not in (Prefix.GO, Prefix.TD):
         part = draw(st.integers(1, total))
-    return Name(prefix, draw(st.sampled_from(sorted(application_codes()))), draw(st.from_regex(r"[0-9]{6}", fullmatch=True)),
-                draw(dates), draw(seqs), draw(st.sampled_from(list(Env))), total, part)
+    return Name(
+        prefix,
+        draw(st.sampled_from(sorted(application_codes()))),
+        draw(st.from_regex(r"[0-9]{6}", fullmatch=True)),
+        draw(dates),
+        draw(seqs),
+        draw(st.sampled_from(list(Env))),
+        total,
+        part,
+    )
 
 
 @given(names())
@@ -72,29 +80,32 @@ def test_arbitrary_text_is_never_accepted_unless_it_formats_back(text: str) -> N
     assert format_name(parsed) == text
 
 
-@pytest.mark.parametrize("name, field, acrf", [
-    ("FI.DMFA.123456.20030801.00000.R.1.1", "sequence", "ACRF-127"),
-    ("FI.DMFA.123456.20030801.0001.R.1.1", "sequence", "ACRF-112"),
-    ("FI.DMFA.123456.20030801.0000a.R.1.1", "sequence", "ACRF-367"),
-    ("FI.DMFA.123456.20030231.00001.R.1.1", "date", "ACRF-110"),
-    ("FI.DMFA.123456.2003081.00001.R.1.1", "date", "ACRF-109"),
-    ("FI.DMFA.12345.20030801.00001.R.1.1", "sender number", "ACRF-108"),
-    ("FI.XX-X.123456.20030801.00001.R.1.1", "name", None),
-    ("FI.XXX.123456.20030801.00001.R.1.1", "application code", "ACRF-129"),
-    ("FI.DMFA.123456.20030801.00001.X.1.1", "environment", "ACRF-117"),
-    ("FI.DMFA.123456.20030801.00001.R.0.1", "part count", "ACRF-116"),
-    ("FI.DMFA.123456.20030801.00001.R.A.1", "part count", "ACRF-115"),
-    ("FI.DMFA.123456.20030801.00001.R.10.1", "part count", "ACRF-114"),
-    ("FI.DMFA.123456.20030801.00001.R.2.3", "part number", "ACRF-123"),
-    ("FI.DMFA.123456.20030801.00001.R.1", "part fields", None),
-    ("GO.DMFA.123456.20030801.00001.R.1.1", "part fields", None),
-    ("XX.DMFA.123456.20030801.00001.R.1.1", "prefix", None),
-    ("FI.DMFA.123456", "name", None),
-    ("../FI.DMFA.123456.20030801.00001.R.1.1", "name", None),
-    ("FI.DMFA.123456.20030801.00001.R.1.1\n", "name", None),
-    ("", "name", None),
-    ("F" * 300, "name", None),
-])
+@pytest.mark.parametrize(
+    "name, field, acrf",
+    [
+        ("FI.DMFA.123456.20030801.00000.R.1.1", "sequence", "ACRF-127"),
+        ("FI.DMFA.123456.20030801.0001.R.1.1", "sequence", "ACRF-112"),
+        ("FI.DMFA.123456.20030801.0000a.R.1.1", "sequence", "ACRF-367"),
+        ("FI.DMFA.123456.20030231.00001.R.1.1", "date", "ACRF-110"),
+        ("FI.DMFA.123456.2003081.00001.R.1.1", "date", "ACRF-109"),
+        ("FI.DMFA.12345.20030801.00001.R.1.1", "sender number", "ACRF-108"),
+        ("FI.XX-X.123456.20030801.00001.R.1.1", "name", None),
+        ("FI.XXX.123456.20030801.00001.R.1.1", "application code", "ACRF-129"),
+        ("FI.DMFA.123456.20030801.00001.X.1.1", "environment", "ACRF-117"),
+        ("FI.DMFA.123456.20030801.00001.R.0.1", "part count", "ACRF-116"),
+        ("FI.DMFA.123456.20030801.00001.R.A.1", "part count", "ACRF-115"),
+        ("FI.DMFA.123456.20030801.00001.R.10.1", "part count", "ACRF-114"),
+        ("FI.DMFA.123456.20030801.00001.R.2.3", "part number", "ACRF-123"),
+        ("FI.DMFA.123456.20030801.00001.R.1", "part fields", None),
+        ("GO.DMFA.123456.20030801.00001.R.1.1", "part fields", None),
+        ("XX.DMFA.123456.20030801.00001.R.1.1", "prefix", None),
+        ("FI.DMFA.123456", "name", None),
+        ("../FI.DMFA.123456.20030801.00001.R.1.1", "name", None),
+        ("FI.DMFA.123456.20030801.00001.R.1.1\n", "name", None),
+        ("", "name", None),
+        ("F" * 300, "name", None),
+    ],
+)
 def test_invalid_names_say_which_field_and_why(name: str, field: str, acrf: str | None) -> None:
     with pytest.raises(InvalidName) as exc:
         parse_name(name)
@@ -116,7 +127,8 @@ def test_sets_group_and_report_missing_parts() -> None:
     other = parse_name("FI.DIMN.123456.20030801.00002.T.1.1")
     groups = group_sets([*parts, other])
     assert [format_name(p) for p in groups["GO.DMFA.123456.20030801.00001.T.4"]] == [
-        f"FI.DMFA.123456.20030801.00001.T.4.{i}" for i in (1, 2, 3)]
+        f"FI.DMFA.123456.20030801.00001.T.4.{i}" for i in (1, 2, 3)
+    ]
     go = parse_name("GO.DMFA.123456.20030801.00001.T.4")
     assert missing_parts(go, parts) == ["FI.DMFA.123456.20030801.00001.T.4.4"]
     assert len(part_names(go)) == 4

@@ -40,7 +40,9 @@ def relay(cfg: Config):  # type: ignore[no-untyped-def]
 
 
 def reasons(relay: Relay) -> dict[str, dict[str, str]]:
-    return {p.name.removesuffix(".reason.json"): json.loads(p.read_text()) for p in relay.spool.failed.glob("*.reason.json")}
+    return {
+        p.name.removesuffix(".reason.json"): json.loads(p.read_text()) for p in relay.spool.failed.glob("*.reason.json")
+    }
 
 
 def test_full_cycle(relay: Relay, relay_dir: Path) -> None:
@@ -71,17 +73,22 @@ def test_refused_set_explains_the_code(relay: Relay, relay_dir: Path) -> None:
     relay.poll_once()
     [row] = relay.journal.recent_sets()
     assert row.state == State.REFUSED
-    assert row.data.acrf is not None and [(e.code, e.description) for e in row.data.acrf.errors] == [("ACRF-125", "invalid signature")]
+    assert row.data.acrf is not None and [(e.code, e.description) for e in row.data.acrf.errors] == [
+        ("ACRF-125", "invalid signature")
+    ]
 
 
-@pytest.mark.parametrize("name, content, reason", [
-    ("notes.txt", b"hello", "not a valid declaration file name"),
-    (fi_name(1, sender="654321"), b"x", "wrong sender number"),
-    (fi_name(1, date="29990101"), b"x", "date in the future"),
-    (fi_name(1, app="ACRF"), b"x", "not a code senders send"),
-    (fi_name(1), b"", "cannot sign"),
-    ("FO.ACRF.999999.20260101.00001.T", b"x", "not a declaration file"),
-])
+@pytest.mark.parametrize(
+    "name, content, reason",
+    [
+        ("notes.txt", b"hello", "not a valid declaration file name"),
+        (fi_name(1, sender="654321"), b"x", "wrong sender number"),
+        (fi_name(1, date="29990101"), b"x", "date in the future"),
+        (fi_name(1, app="ACRF"), b"x", "not a code senders send"),
+        (fi_name(1), b"", "cannot sign"),
+        ("FO.ACRF.999999.20260101.00001.T", b"x", "not a declaration file"),
+    ],
+)
 def test_bad_input_is_quarantined_with_a_reason(relay: Relay, name: str, content: bytes, reason: str) -> None:
     drop(relay, name, content)
     report = relay.send_once(wait_for_settle=False)
@@ -94,7 +101,7 @@ def test_bad_input_is_quarantined_with_a_reason(relay: Relay, name: str, content
 
 
 def test_environment_not_allowed(relay_dir: Path) -> None:
-    write_config(relay_dir, "[watch]\nsettle = \"0s\"\nenvironments = [\"T\"]\n".replace("[watch]\nsettle = \"0s\"\n", ""))
+    write_config(relay_dir, '[watch]\nsettle = "0s"\nenvironments = ["T"]\n'.replace('[watch]\nsettle = "0s"\n', ""))
     cfg = load_config(relay_dir / "config.toml", environ={"ONSS_RELAY__WATCH__ENVIRONMENTS": '["T"]'})
     r = Relay(cfg)
     drop(r, fi_name(1, env="R"))
@@ -207,8 +214,14 @@ def test_poller_refuses_hostile_names_and_keeps_different_bytes(relay: Relay, re
     report = relay.poll_once()
     assert len(report.suspicious) == 5
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["..evil", "FO.ACRF.999999.20260101.00001.T\x01", "FI.DMFA.999999.20260101.00001.T.1.1",
-         "FO.NOTI.999999.20260101.00002.T", "FO.NOTI.999999.20260101.00003.T"])
+        [
+            "..evil",
+            "FO.ACRF.999999.20260101.00001.T\x01",
+            "FI.DMFA.999999.20260101.00001.T.1.1",
+            "FO.NOTI.999999.20260101.00002.T",
+            "FO.NOTI.999999.20260101.00003.T",
+        ]
+    )
     inbox = relay.spool.inbox / "OUTTEST"
     assert (inbox / "FO.NOTI.999999.20260101.00004.T").read_bytes() == b"older copy"
     assert (inbox / "FO.NOTI.999999.20260101.00004.T.1").read_bytes() == b"<NOTIFICATION/>"
@@ -266,12 +279,37 @@ from onss_relay.names import format_name  # noqa: E402
 from onss_relay.stages.poll import validate_remote_entry  # noqa: E402
 from onss_relay.transport.base import RemoteEntry  # noqa: E402
 
-HOSTILE_PARTS = st.sampled_from(["..", "/", "\\", "\x00", "\n", "\x1b", "Ｆ", "ﬁ", "FO", "ACRF", "999999", "20260101",
-                                 "00001", "T", ".", "A" * 300, "%2e%2e"])
+HOSTILE_PARTS = st.sampled_from(
+    [
+        "..",
+        "/",
+        "\\",
+        "\x00",
+        "\n",
+        "\x1b",
+        "Ｆ",
+        "ﬁ",
+        "FO",
+        "ACRF",
+        "999999",
+        "20260101",
+        "00001",
+        "T",
+        ".",
+        "A" * 300,
+        "%2e%2e",
+    ]
+)
 
 
-@given(st.one_of(st.text(max_size=400), st.just("FO.ACRF." + "9" * 10_000), st.lists(HOSTILE_PARTS, max_size=12).map("".join),
-                 st.lists(HOSTILE_PARTS, max_size=8).map(".".join)))
+@given(
+    st.one_of(
+        st.text(max_size=400),
+        st.just("FO.ACRF." + "9" * 10_000),
+        st.lists(HOSTILE_PARTS, max_size=12).map("".join),
+        st.lists(HOSTILE_PARTS, max_size=8).map(".".join),
+    )
+)
 def test_hostile_remote_names_never_pass_as_responses(name: str) -> None:
     verdict = validate_remote_entry(RemoteEntry(name, 1, "file"))
     if isinstance(verdict, str):
@@ -291,7 +329,9 @@ def test_a_declaration_rewritten_after_signing_is_not_sent(relay: Relay, relay_d
     assert not (relay_dir / "remote" / "INTEST" / fi_name(1)).exists()
 
 
-def test_a_reused_response_name_with_new_content_is_downloaded_not_deleted_unseen(relay: Relay, relay_dir: Path) -> None:
+def test_a_reused_response_name_with_new_content_is_downloaded_not_deleted_unseen(
+    relay: Relay, relay_dir: Path
+) -> None:
     out = relay_dir / "remote" / "OUTTEST"
     (out / "FO.ACRF.999999.20260101.00001.T").write_bytes(b"<ACRF/>")
     (out / "GO.ACRF.999999.20260101.00001.T").write_bytes(b"")

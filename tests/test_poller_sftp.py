@@ -60,8 +60,13 @@ def test_responses_are_mirrored_byte_identical_then_deleted(sftp_cfg: Config, ss
 
 def test_hostile_names_on_a_real_server(sftp_cfg: Config, sshd: SshServer) -> None:
     out = sshd.home / "OUTTEST"
-    hostile = ["..", "..FO.ACRF.999999.20260101.00001.T", "FO.ACRF.999999.20260101.00001.T\x1b[2J",
-               "FO.ACRF.999999.20260101.00001.T " + "A" * 200, "fo.acrf.999999.20260101.00001.t"]
+    hostile = [
+        "..",
+        "..FO.ACRF.999999.20260101.00001.T",
+        "FO.ACRF.999999.20260101.00001.T\x1b[2J",
+        "FO.ACRF.999999.20260101.00001.T " + "A" * 200,
+        "fo.acrf.999999.20260101.00001.t",
+    ]
     for name in hostile[1:]:
         (out / name).write_bytes(b"x")
     (out / "FO.ACRF.999999.20260101.00002.T").mkdir()
@@ -71,7 +76,8 @@ def test_hostile_names_on_a_real_server(sftp_cfg: Config, sshd: SshServer) -> No
     report = relay.poll_once()
     assert len(report.suspicious) == 6 and report.mirrored == ["OUTTEST/GO.ACRF.999999.20260101.00003.T"]
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        hostile[1:] + ["FO.ACRF.999999.20260101.00002.T", "FO.ACRF.999999.20260101.00003.T"])
+        hostile[1:] + ["FO.ACRF.999999.20260101.00002.T", "FO.ACRF.999999.20260101.00003.T"]
+    )
     inbox_files = [p for p in relay.spool.paths.root.rglob("*") if p.is_file()]
     assert all(relay.spool.paths.root in p.parents for p in inbox_files)
     assert not any("shadow" in p.read_text(errors="replace") for p in relay.spool.inbox.rglob("*") if p.is_file())
@@ -82,11 +88,14 @@ def test_sigkill_during_download_loses_and_deletes_nothing(sftp_dir: Path, sftp_
     out = sshd.home / "OUT"
     big = "FO.DMNO.999999.20261124.00009.R"
     with (out / big).open("wb") as f:
-        for i in range(300):
+        for _ in range(300):
             f.write(os.urandom(1 << 20))
     (out / ("GO" + big[2:])).write_bytes(b"")
-    proc = subprocess.Popen([sys.executable, "-m", "onss_relay.cli", "poll", "--once", "--config",
-                             str(sftp_dir / "config.toml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "onss_relay.cli", "poll", "--once", "--config", str(sftp_dir / "config.toml")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     inbox = sftp_cfg.paths.inbox_dir / "OUT"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not (inbox / f".{big}.part").exists():
@@ -117,8 +126,6 @@ def test_crash_between_rename_and_remote_delete_does_not_download_twice(sftp_dir
     assert report.mirrored == [] and len(report.deleted) == 2 and list(out.iterdir()) == []
     assert sum(1 for ev, p in sshd.events() if ev == "open-read") == reads_before
     relay.close()
-
-
 
 
 def test_full_cycle_over_sftp(sftp_dir: Path, sshd: SshServer) -> None:

@@ -28,6 +28,9 @@ def test_configuration_reference_lists_every_key() -> None:
 def test_layout_table_lists_every_module() -> None:
     layout = README.split("## Layout", 1)[1].split("\n## ", 1)[0]
     listed = set(re.findall(r"^\| `(onss_relay/[^`]+\.py)` \|", layout, re.M))
-    tree = {str(p.relative_to(REPO)) for p in (REPO / "onss_relay").rglob("*.py")
-            if p.name != "__init__.py" or p.parent.name in ("journal", "responses", "transport")}
+    tree = {
+        str(p.relative_to(REPO))
+        for p in (REPO / "onss_relay").rglob("*.py")
+        if p.name != "__init__.py" or p.parent.name in ("journal", "responses", "transport")
+    }
     assert listed == tree

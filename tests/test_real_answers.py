@@ -22,8 +22,14 @@ DIMONA_GO = f"GO.DIMN.{SENDER}.{TODAY}.00002.T.1"
 TICKET = "0380579A83Q1Z"
 
 
-def acrf(file_name: str, code: str = "1", type_form: str = "FA", errors: tuple[str, ...] = (),
-         ticket: str = TICKET, xmlns: str = "") -> bytes:
+def acrf(
+    file_name: str,
+    code: str = "1",
+    type_form: str = "FA",
+    errors: tuple[str, ...] = (),
+    ticket: str = TICKET,
+    xmlns: str = "",
+) -> bytes:
     ids = "".join(f"<ErrorID>{e}</ErrorID>" for e in errors)
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <ACRF{xmlns} xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:noNamespaceSchemaLocation="ACRF_20262.xsd">
@@ -34,8 +40,9 @@ def acrf(file_name: str, code: str = "1", type_form: str = "FA", errors: tuple[s
 </ACRF>""".encode()
 
 
-def form(inss: str, code: str, anomalies: str = "", diagnosis: str = "", reference: str = "",
-         file_reference: str = "") -> str:
+def form(
+    inss: str, code: str, anomalies: str = "", diagnosis: str = "", reference: str = "", file_reference: str = ""
+) -> str:
     diag = f"<Diagnosis>{diagnosis}</Diagnosis>" if diagnosis else ""
     return f"""<Form><Identification>NOTI001</Identification>
   <HandledOriginalForm><Identification>DIMN001</Identification></HandledOriginalForm>{file_reference}{reference}
@@ -44,13 +51,19 @@ def form(inss: str, code: str, anomalies: str = "", diagnosis: str = "", referen
 
 
 def anomaly(error_id: str, cls: str, tag: str = "DimonaIn", value: str = "x") -> str:
-    return (f"<AnomalyReport><ErrorID>{error_id}</ErrorID><TagName>{tag}</TagName><Value>{value}</Value>"
-            f"<AnomalyClass>{cls}</AnomalyClass><AnomalyLabel>label of {error_id}</AnomalyLabel>"
-            f"<Path><Employer>{SENDER}</Employer><NaturalPerson>2</NaturalPerson></Path></AnomalyReport>")
+    return (
+        f"<AnomalyReport><ErrorID>{error_id}</ErrorID><TagName>{tag}</TagName><Value>{value}</Value>"
+        f"<AnomalyClass>{cls}</AnomalyClass><AnomalyLabel>label of {error_id}</AnomalyLabel>"
+        f"<Path><Employer>{SENDER}</Employer><NaturalPerson>2</NaturalPerson></Path></AnomalyReport>"
+    )
 
 
 def notification(*forms: str, encoding: str = "UTF-8", xmlns: str = "") -> str:
-    return f'<?xml version="1.0" encoding="{encoding}"?>\r\n<NOTIFICATION{xmlns}>\r\n' + "\r\n".join(forms) + "\r\n</NOTIFICATION>\r\n"
+    return (
+        f'<?xml version="1.0" encoding="{encoding}"?>\r\n<NOTIFICATION{xmlns}>\r\n'
+        + "\r\n".join(forms)
+        + "\r\n</NOTIFICATION>\r\n"
+    )
 
 
 BY_FILE = f"<FileReference><FileName>{DIMONA_GO}</FileName><ReferenceNbr>0DIMONATICKET</ReferenceNbr></FileReference>"
@@ -61,6 +74,7 @@ TWO_WORKERS = notification(
 
 
 # -- through the parser -------------------------------------------------------------------------
+
 
 def test_two_workers_one_refused_reads_as_such() -> None:
     n = parse_notification(TWO_WORKERS.encode())
@@ -78,12 +92,15 @@ def test_result_code_0_is_refused_with_its_diagnosis() -> None:
     assert not n.accepted and summary(n) == "refused (diagnosis 3)"
 
 
-@pytest.mark.parametrize("encode", [
-    lambda t: t.encode(),
-    lambda t: codecs.BOM_UTF8 + t.encode(),
-    lambda t: t.replace("UTF-8", "ISO-8859-1").replace("label of", "libellé de").encode("latin-1"),
-    lambda t: t.replace("<NOTIFICATION>", '<NOTIFICATION xmlns="http://socialsecurity.be/noti">').encode(),
-])
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda t: t.encode(),
+        lambda t: codecs.BOM_UTF8 + t.encode(),
+        lambda t: t.replace("UTF-8", "ISO-8859-1").replace("label of", "libellé de").encode("latin-1"),
+        lambda t: t.replace("<NOTIFICATION>", '<NOTIFICATION xmlns="http://socialsecurity.be/noti">').encode(),
+    ],
+)
 def test_encodings_and_a_default_namespace(encode) -> None:  # type: ignore[no-untyped-def]
     n = parse_notification(encode(TWO_WORKERS))
     assert len(n.forms) == 2 and n.forms[1].anomalies[0].error_id == "90373-333"
@@ -104,6 +121,7 @@ def test_acrf_provisional_and_final_and_fi_name() -> None:
 
 
 # -- through a full poll on the real sshd -------------------------------------------------------
+
 
 def sent_set(relay: Relay, go: str, fi: str) -> None:
     """A set as the uploader leaves it: its GO went out, nothing answered yet."""
@@ -131,7 +149,9 @@ def test_refusal_naming_the_fi_reaches_its_set(relay: Relay, sshd: SshServer) ->
     row = relay.journal.get_set(GO)
     assert row is not None and row.state == State.REFUSED and row.data.acrf is not None
     assert [(e.code, "not in our table" in e.description) for e in row.data.acrf.errors] == [
-        ("ACRF-129", False), ("ACRF-777", True)]
+        ("ACRF-129", False),
+        ("ACRF-777", True),
+    ]
     assert list((sshd.home / "OUTTEST").iterdir()) == []
 
 
@@ -173,7 +193,11 @@ def test_notification_before_its_acrf_waits_then_links(relay: Relay, sshd: SshSe
 @pytest.mark.parametrize("app", ["BEWA", "PFAN", "IDFL"])
 def test_answers_of_other_applications_are_mirrored_and_shown(relay: Relay, sshd: SshServer, app: str) -> None:
     name = f"FO.{app}.999999.{TODAY}.7Q2ZX.T"
-    put(sshd.home / "OUTTEST", name, b"<?xml version='1.0'?><Notice><ReferenceNbr>0UNKNOWNTICKET</ReferenceNbr></Notice>")
+    put(
+        sshd.home / "OUTTEST",
+        name,
+        b"<?xml version='1.0'?><Notice><ReferenceNbr>0UNKNOWNTICKET</ReferenceNbr></Notice>",
+    )
     put(sshd.home / "OUTTEST", f"FO.ACRF.999999.{TODAY}.7Q2ZY.T", acrf(f"GO.DMFA.{SENDER}.{TODAY}.09999.T.1"))
     relay.poll_once()
     assert (relay.spool.inbox / "OUTTEST" / name).exists() and list((sshd.home / "OUTTEST").iterdir()) == []

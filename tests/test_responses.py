@@ -32,8 +32,9 @@ ACCEPTED = b"""<?xml version="1.0" encoding="UTF-8"?>
   </Form>
 </ACRF>"""
 
-REFUSED = ACCEPTED.replace(b"<ResultCode>1</ResultCode>",
-                           b"<ResultCode>0</ResultCode><ErrorID>ACRF-125</ErrorID><ErrorID>ACRF-133</ErrorID>")
+REFUSED = ACCEPTED.replace(
+    b"<ResultCode>1</ResultCode>", b"<ResultCode>0</ResultCode><ErrorID>ACRF-125</ErrorID><ErrorID>ACRF-133</ErrorID>"
+)
 
 NOTIFICATION = b"""<?xml version="1.0" encoding="UTF-8"?>\r
 <NOTIFICATION>\r
@@ -76,22 +77,30 @@ def test_notification_with_anomalies() -> None:
     assert [(a.error_id, a.blocking) for a in f.anomalies] == [("00024-152", False), ("00315-009", True)]
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"<ACRF><Form>", "not well-formed"),
-    (b"", "not well-formed"),
-    (b"<NOTIFICATION/>", "not ACRF"),
-    (b"<ACRF><Form/></ACRF>", "without ReceptionResult"),
-    (b"<ACRF/>", "without a Form"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"<ACRF><Form>", "not well-formed"),
+        (b"", "not well-formed"),
+        (b"<NOTIFICATION/>", "not ACRF"),
+        (b"<ACRF><Form/></ACRF>", "without ReceptionResult"),
+        (b"<ACRF/>", "without a Form"),
+    ],
+)
 def test_malformed_acrf(data: bytes, message: str) -> None:
     with pytest.raises(ResponseParseError, match=message):
         parse_acrf(data)
 
 
 def test_xml_bombs_are_refused_without_expansion() -> None:
-    lol = b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">' + b"".join(
-        f'<!ENTITY lol{i} "{("&lol" + str(i - 1) + ";") * 10 if i > 1 else "&lol;" * 10}">'.encode() for i in range(1, 10)
-    ) + b']><ACRF><Form>&lol9;</Form></ACRF>'
+    lol = (
+        b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+        + b"".join(
+            f'<!ENTITY lol{i} "{("&lol" + str(i - 1) + ";") * 10 if i > 1 else "&lol;" * 10}">'.encode()
+            for i in range(1, 10)
+        )
+        + b"]><ACRF><Form>&lol9;</Form></ACRF>"
+    )
     with pytest.raises(ResponseParseError, match="unsafe XML"):
         parse_acrf(lol)
     external = b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><ACRF>&e;</ACRF>'

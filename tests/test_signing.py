@@ -23,16 +23,33 @@ CONTENTS = {
 }
 
 
-def make_identity(tmp_path: Path, kind: str, *, days: int = 365, start: dt.datetime | None = None,
-                  password: bytes | None = None, pem: bool = False) -> tuple[Path, Path | None, Path]:
+def make_identity(
+    tmp_path: Path,
+    kind: str,
+    *,
+    days: int = 365,
+    start: dt.datetime | None = None,
+    password: bytes | None = None,
+    pem: bool = False,
+) -> tuple[Path, Path | None, Path]:
     """Return (key file, certificate file or None, certificate PEM for openssl -CAfile)."""
-    key = {"rsa2048": lambda: rsa.generate_private_key(65537, 2048), "rsa4096": lambda: rsa.generate_private_key(65537, 4096),
-           "p256": lambda: ec.generate_private_key(ec.SECP256R1())}[kind]()
+    key = {
+        "rsa2048": lambda: rsa.generate_private_key(65537, 2048),
+        "rsa4096": lambda: rsa.generate_private_key(65537, 4096),
+        "p256": lambda: ec.generate_private_key(ec.SECP256R1()),
+    }[kind]()
     start = start or dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
     name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, f"test {kind}")])
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(start)
-            .not_valid_after(start + dt.timedelta(days=days)).sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
     enc = serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
     cert_pem = tmp_path / f"{kind}.crt"
     cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -48,8 +65,26 @@ def make_identity(tmp_path: Path, kind: str, *, days: int = 365, start: dt.datet
 def openssl_verifies(tmp_path: Path, fi: Path, fs_content: bytes, ca: Path) -> bool:
     der = tmp_path / "fs.der"
     der.write_bytes(signature.decode_fs(fs_content))
-    r = subprocess.run(["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(der),
-                        "-content", str(fi), "-CAfile", str(ca), "-out", "/dev/null"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            "openssl",
+            "cms",
+            "-verify",
+            "-binary",
+            "-inform",
+            "DER",
+            "-in",
+            str(der),
+            "-content",
+            str(fi),
+            "-CAfile",
+            str(ca),
+            "-out",
+            "/dev/null",
+        ],
+        capture_output=True,
+        text=True,
+    )
     return r.returncode == 0
 
 
@@ -165,11 +200,14 @@ def test_a_500_mb_declaration_is_signed_in_constant_memory(tmp_path: Path) -> No
         f.seek((500 << 20) - 5)
         f.write(b"end\r\n")
     config = tmp_path / "config.toml"
-    config.write_text(f'[sender]\nnumber = "123456"\n[paths]\nroot = "spool"\n[signing]\nkey = "{key}"\n'
-                      '[remote]\ntransport = "local"\n')
+    config.write_text(
+        f'[sender]\nnumber = "123456"\n[paths]\nroot = "spool"\n[signing]\nkey = "{key}"\n'
+        '[remote]\ntransport = "local"\n'
+    )
     fs = tmp_path / "FS.big"
-    code, peak = peak_rss_mb([sys.executable, "-m", "onss_relay.cli", "sign", str(big), "-o", str(fs),
-                              "--config", str(config)])
+    code, peak = peak_rss_mb(
+        [sys.executable, "-m", "onss_relay.cli", "sign", str(big), "-o", str(fs), "--config", str(config)]
+    )
     assert code == 0 and peak < 100, f"peak RSS {peak:.0f} MB"
     assert openssl_verifies(tmp_path, big, fs.read_bytes(), ca)
 
@@ -185,8 +223,9 @@ def test_verify_reports_a_certificate_expired_at_signing_time(tmp_path: Path) ->
         signature.verify(fi, signature.encode_fs(der))
 
 
-def asn1crypto_reference(identity: identity.Identity, digest: bytes, algorithm: str, now: dt.datetime,
-                         signature: bytes) -> bytes:
+def asn1crypto_reference(
+    identity: identity.Identity, digest: bytes, algorithm: str, now: dt.datetime, signature: bytes
+) -> bytes:
     """The same SignedData built field by field with asn1crypto: what the template must reproduce byte for byte."""
     from asn1crypto import algos, cms
     from asn1crypto import x509 as ax509
@@ -201,23 +240,33 @@ def asn1crypto_reference(identity: identity.Identity, digest: bytes, algorithm: 
         cms.CMSAttribute({"type": "message_digest", "values": [digest]}),
     ]
     is_rsa = isinstance(identity.key, rsa.RSAPrivateKey)
-    signer = cms.SignerInfo({
-        "version": "v1",
-        "sid": cms.SignerIdentifier({"issuer_and_serial_number": cms.IssuerAndSerialNumber(
-            {"issuer": cert.issuer, "serial_number": cert.serial_number})}),
-        "digest_algorithm": algos.DigestAlgorithm({"algorithm": algorithm}),
-        "signed_attrs": cms.CMSAttributes(sorted(attrs, key=lambda a: a.dump())),
-        "signature_algorithm": algos.SignedDigestAlgorithm(
-            {"algorithm": "rsassa_pkcs1v15" if is_rsa else f"{algorithm}_ecdsa"}),
-        "signature": signature,
-    })
-    signed_data = cms.SignedData({
-        "version": "v1",
-        "digest_algorithms": [algos.DigestAlgorithm({"algorithm": algorithm})],
-        "encap_content_info": {"content_type": "data"},
-        "certificates": [cert, *(load(c) for c in identity.chain)],
-        "signer_infos": [signer],
-    })
+    signer = cms.SignerInfo(
+        {
+            "version": "v1",
+            "sid": cms.SignerIdentifier(
+                {
+                    "issuer_and_serial_number": cms.IssuerAndSerialNumber(
+                        {"issuer": cert.issuer, "serial_number": cert.serial_number}
+                    )
+                }
+            ),
+            "digest_algorithm": algos.DigestAlgorithm({"algorithm": algorithm}),
+            "signed_attrs": cms.CMSAttributes(sorted(attrs, key=lambda a: a.dump())),
+            "signature_algorithm": algos.SignedDigestAlgorithm(
+                {"algorithm": "rsassa_pkcs1v15" if is_rsa else f"{algorithm}_ecdsa"}
+            ),
+            "signature": signature,
+        }
+    )
+    signed_data = cms.SignedData(
+        {
+            "version": "v1",
+            "digest_algorithms": [algos.DigestAlgorithm({"algorithm": algorithm})],
+            "encap_content_info": {"content_type": "data"},
+            "certificates": [cert, *(load(c) for c in identity.chain)],
+            "signer_infos": [signer],
+        }
+    )
     der: bytes = cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()
     return der
 
@@ -228,12 +277,16 @@ def test_template_builds_the_same_bytes_as_asn1crypto(tmp_path: Path, kind: str,
     key, _, _ = make_identity(tmp_path, kind)
     ident = identity.load_identity(key)
     _, _, ca_pem = make_identity(tmp_path, "p256")  # a second certificate, carried as a chain
-    with_chain = identity.Identity(ident.key, ident.certificate, tuple(x509.load_pem_x509_certificates(ca_pem.read_bytes())),
-                                  ident.source)
+    with_chain = identity.Identity(
+        ident.key, ident.certificate, tuple(x509.load_pem_x509_certificates(ca_pem.read_bytes())), ident.source
+    )
     for who in (ident, with_chain):
         t = signature.SignedDataTemplate(who, digest)
         content_digest = bytes(range(256))[: {"sha256": 32, "sha384": 48, "sha512": 64}[digest]]
-        for now in (dt.datetime(2026, 11, 27, 12, 0, 1, tzinfo=dt.UTC), dt.datetime(2049, 12, 31, 23, 59, 59, tzinfo=dt.UTC)):
+        for now in (
+            dt.datetime(2026, 11, 27, 12, 0, 1, tzinfo=dt.UTC),
+            dt.datetime(2049, 12, 31, 23, 59, 59, tzinfo=dt.UTC),
+        ):
             der, signed_attrs, sig = t.sign(content_digest, now)
             assert der == asn1crypto_reference(who, content_digest, digest, now, sig)
             t.check(signed_attrs, sig)

@@ -26,8 +26,15 @@ def ident(identity_dir: Path) -> identity.Identity:
     return identity.load_identity(identity_dir / "signer.p12", None, SIGNING_PASSWORD.encode())
 
 
-def drop(home: Path, folder: str, fi: str, ident: identity.Identity | None, content: bytes = b"<x/>",
-         go: bool = True, parts: int | None = None) -> str:
+def drop(
+    home: Path,
+    folder: str,
+    fi: str,
+    ident: identity.Identity | None,
+    content: bytes = b"<x/>",
+    go: bool = True,
+    parts: int | None = None,
+) -> str:
     """Place the FI (and its FS when ident is given) and the GO of a set in folder; return the GO name."""
     n = parse_name(fi)
     total = parts or n.total or 1
@@ -70,18 +77,21 @@ def yesterday_plus(days: int) -> str:
     return (dt.date.today() + dt.timedelta(days=days)).strftime("%Y%m%d")
 
 
-@pytest.mark.parametrize("code, setup", [
-    ("ACRF-108", lambda h, i: drop(h, "INTEST", fi(sender="654321"), i)),
-    ("ACRF-111", lambda h, i: drop(h, "INTEST", fi(date=yesterday_plus(2)), i)),
-    ("ACRF-126", lambda h, i: drop(h, "INTEST", fi(date=yesterday_plus(-400)), i)),
-    ("ACRF-118", lambda h, i: drop(h, "INTEST", fi(env="R"), i)),
-    ("ACRF-119", lambda h, i: drop(h, "IN", fi(env="T"), i)),
-    ("ACRF-257", lambda h, i: drop(h, "INTEST", fi(env="S"), None)),
-    ("ACRF-120", lambda h, i: (drop(h, "INTEST", fi(parts="2.1"), i, parts=1))),
-    ("ACRF-121", lambda h, i: drop(h, "INTEST-S", fi(env="S"), i)),
-    ("ACRF-122", lambda h, i: drop(h, "INTEST", fi(), None)),
-    ("ACRF-134", lambda h, i: drop(h, "INTEST", fi(), i, content=b"")),
-])
+@pytest.mark.parametrize(
+    "code, setup",
+    [
+        ("ACRF-108", lambda h, i: drop(h, "INTEST", fi(sender="654321"), i)),
+        ("ACRF-111", lambda h, i: drop(h, "INTEST", fi(date=yesterday_plus(2)), i)),
+        ("ACRF-126", lambda h, i: drop(h, "INTEST", fi(date=yesterday_plus(-400)), i)),
+        ("ACRF-118", lambda h, i: drop(h, "INTEST", fi(env="R"), i)),
+        ("ACRF-119", lambda h, i: drop(h, "IN", fi(env="T"), i)),
+        ("ACRF-257", lambda h, i: drop(h, "INTEST", fi(env="S"), None)),
+        ("ACRF-120", lambda h, i: drop(h, "INTEST", fi(parts="2.1"), i, parts=1)),
+        ("ACRF-121", lambda h, i: drop(h, "INTEST-S", fi(env="S"), i)),
+        ("ACRF-122", lambda h, i: drop(h, "INTEST", fi(), None)),
+        ("ACRF-134", lambda h, i: drop(h, "INTEST", fi(), i, content=b"")),
+    ],
+)
 def test_refusals(home: Path, ident: identity.Identity, code: str, setup) -> None:  # type: ignore[no-untyped-def]
     setup(home, ident)
     [v] = Simulator(home, SENDER).process()
@@ -114,16 +124,19 @@ def test_duplicate_name_is_acrf_133(home: Path, ident: identity.Identity) -> Non
     assert Simulator(home, SENDER).process()[0].errors == ("ACRF-133",)  # remembered across restarts
 
 
-@pytest.mark.parametrize("go_name, code", [
-    (f"GO.DMFA.{SENDER}.{TODAY}.00000.T.1", "ACRF-127"),
-    (f"GO.DMFA.{SENDER}.20261399.00001.T.1", "ACRF-110"),
-    (f"GO.DMFA.{SENDER}.2026011.00001.T.1", "ACRF-109"),
-    (f"GO.DMFA.{SENDER}.{TODAY}.0001.T.1", "ACRF-112"),
-    (f"GO.DMFA.{SENDER}.{TODAY}.0000x.T.1", "ACRF-367"),
-    (f"GO.DMFA.{SENDER}.{TODAY}.00001.T.0", "ACRF-116"),
-    (f"GO.DMFA.{SENDER}.{TODAY}.00001.T.1.1", "ACRF-107"),
-    (f"GO.QQQQ.{SENDER}.{TODAY}.00001.T.1", "ACRF-129"),
-])
+@pytest.mark.parametrize(
+    "go_name, code",
+    [
+        (f"GO.DMFA.{SENDER}.{TODAY}.00000.T.1", "ACRF-127"),
+        (f"GO.DMFA.{SENDER}.20261399.00001.T.1", "ACRF-110"),
+        (f"GO.DMFA.{SENDER}.2026011.00001.T.1", "ACRF-109"),
+        (f"GO.DMFA.{SENDER}.{TODAY}.0001.T.1", "ACRF-112"),
+        (f"GO.DMFA.{SENDER}.{TODAY}.0000x.T.1", "ACRF-367"),
+        (f"GO.DMFA.{SENDER}.{TODAY}.00001.T.0", "ACRF-116"),
+        (f"GO.DMFA.{SENDER}.{TODAY}.00001.T.1.1", "ACRF-107"),
+        (f"GO.QQQQ.{SENDER}.{TODAY}.00001.T.1", "ACRF-129"),
+    ],
+)
 def test_badly_structured_go_names(home: Path, go_name: str, code: str) -> None:
     (home / "INTEST" / go_name).write_bytes(b"")
     [v] = Simulator(home, SENDER).process()

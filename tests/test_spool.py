@@ -66,7 +66,9 @@ def test_move_after_a_crash_between_link_and_unlink_keeps_one_copy(tmp_path: Pat
 
 
 @pytest.mark.parametrize("err", [errno.EPERM, errno.EXDEV])
-def test_move_without_hard_links_or_across_filesystems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, err: int) -> None:
+def test_move_without_hard_links_or_across_filesystems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, err: int
+) -> None:
     src = _src(tmp_path)
     (tmp_path / "sent" / "FI.x").write_bytes(b"an older one")
 

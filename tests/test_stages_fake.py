@@ -147,8 +147,13 @@ class SkipsCommit(FakeTransport):
 
 def test_upload_refuses_a_step_whose_gate_is_not_committed() -> None:
     committed: list[str] = []
-    up = Upload("GO.X", [Step("FI", [PutFile("IN", "FI.X")]), Step("GO", [PutFile("IN", "GO.X")])],
-                gate=lambda step: None, done=lambda: None, commit=lambda: committed.append("c"))
+    up = Upload(
+        "GO.X",
+        [Step("FI", [PutFile("IN", "FI.X")]), Step("GO", [PutFile("IN", "GO.X")])],
+        gate=lambda step: None,
+        done=lambda: None,
+        commit=lambda: committed.append("c"),
+    )
     assert up.enter(0)
     with pytest.raises(GateOrderError):
         up.files(0)  # gate ran but is not durable

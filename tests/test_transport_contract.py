@@ -67,8 +67,19 @@ def test_size_cap(remote: tuple[Transport, Path]) -> None:
         t.get("OUT", "big", io.BytesIO(), 50_000)
 
 
-@pytest.mark.parametrize("folder, name", [("..", "x"), ("IN/..", "x"), ("IN", "../x"), ("IN", "a/b"), ("IN", ".."),
-                                          ("IN", ""), ("/etc", "passwd"), ("IN", "x" * 300)])
+@pytest.mark.parametrize(
+    "folder, name",
+    [
+        ("..", "x"),
+        ("IN/..", "x"),
+        ("IN", "../x"),
+        ("IN", "a/b"),
+        ("IN", ".."),
+        ("IN", ""),
+        ("/etc", "passwd"),
+        ("IN", "x" * 300),
+    ],
+)
 def test_paths_outside_the_six_folders_are_never_built(remote: tuple[Transport, Path], folder: str, name: str) -> None:
     t, _ = remote
     with pytest.raises(ValueError):

@@ -25,7 +25,9 @@ def drop_sets(outbox: Path, sets: list[tuple[int, str, int]]) -> list[str]:
     gos = []
     for seq, env, total in sets:
         for part in range(1, total + 1):
-            (outbox / fi_name(seq, env, total, part)).write_bytes(f"<DmfA seq='{seq}' part='{part}'>\r\n".encode() * 200)
+            (outbox / fi_name(seq, env, total, part)).write_bytes(
+                f"<DmfA seq='{seq}' part='{part}'>\r\n".encode() * 200
+            )
         gos.append("GO" + fi_name(seq, env, total, 1)[2:-2])
     return gos
 
@@ -118,8 +120,9 @@ def test_changed_host_key_is_refused(sftp_dir: Path, sshd: SshServer, tmp_path: 
         SftpTransport.connect(cfg.remote)
 
 
-@pytest.mark.parametrize("kind, legacy", [("ed25519", False), ("ecdsa", False), ("rsa", False), ("rsa", True),
-                                          ("rsa-encrypted", True)])
+@pytest.mark.parametrize(
+    "kind, legacy", [("ed25519", False), ("ecdsa", False), ("rsa", False), ("rsa", True), ("rsa-encrypted", True)]
+)
 def test_key_kinds(sftp_dir: Path, sshd: SshServer, client_keys: dict[str, Path], kind: str, legacy: bool) -> None:
     extra = f"legacy_ssh_rsa = {str(legacy).lower()}\n"
     if kind == "rsa-encrypted":
@@ -133,15 +136,16 @@ def test_key_kinds(sftp_dir: Path, sshd: SshServer, client_keys: dict[str, Path]
 
 
 def test_encrypted_key_without_passphrase_file(sftp_dir: Path, sshd: SshServer, client_keys: dict[str, Path]) -> None:
-    (sftp_dir / "config.toml").write_text(sftp_config_text(sshd, client_keys["rsa-encrypted"], sftp_dir / "known_hosts"))
+    (sftp_dir / "config.toml").write_text(
+        sftp_config_text(sshd, client_keys["rsa-encrypted"], sftp_dir / "known_hosts")
+    )
     with pytest.raises(PermanentRemoteError, match="encrypted; set remote.passphrase_file"):
         SftpTransport.connect(load_config(sftp_dir / "config.toml", environ={}).remote)
 
 
-
-
-def test_aes_gcm_is_preferred_and_a_server_without_it_still_works(sftp_dir: Path, sshd: SshServer, tmp_path: Path,
-                                                                  client_keys: dict[str, Path]) -> None:
+def test_aes_gcm_is_preferred_and_a_server_without_it_still_works(
+    sftp_dir: Path, sshd: SshServer, tmp_path: Path, client_keys: dict[str, Path]
+) -> None:
     t = SftpTransport.connect(load_config(sftp_dir / "config.toml", environ={}).remote)
     assert t.cipher() == "aes128-gcm@openssh.com"  # MAC checked in C, not byte by byte in Python
     t.close()
@@ -173,7 +177,9 @@ def test_wrong_user_key_exits_3_with_one_sentence(sftp_dir: Path, sshd: SshServe
     assert r.returncode == 3 and "✗ remote: authentication refused" in r.stdout
 
 
-def test_legacy_rsa_against_a_server_without_ssh_rsa(tmp_path: Path, client_keys: dict[str, Path], relay_dir: Path) -> None:
+def test_legacy_rsa_against_a_server_without_ssh_rsa(
+    tmp_path: Path, client_keys: dict[str, Path], relay_dir: Path
+) -> None:
     server = SshServer(tmp_path / "modern", accept_ssh_rsa=False)
     server.setup()
     server.authorize(Path(str(client_keys["rsa"]) + ".pub"))
@@ -212,11 +218,13 @@ def test_missing_remote_folder_is_a_clear_permanent_error(sftp_cfg: Config, sshd
     relay.close()
 
 
-def test_disconnects_mid_transfer_still_deliver_exactly_once(sftp_dir: Path, sshd: SshServer,
-                                                             client_keys: dict[str, Path]) -> None:
+def test_disconnects_mid_transfer_still_deliver_exactly_once(
+    sftp_dir: Path, sshd: SshServer, client_keys: dict[str, Path]
+) -> None:
     proxy = TcpProxy(sshd.port)
     text = sftp_config_text(sshd, client_keys["rsa"], sftp_dir / "known_hosts").replace(
-        f"port = {sshd.port}", f"port = {proxy.port}")
+        f"port = {sshd.port}", f"port = {proxy.port}"
+    )
     (sftp_dir / "known_hosts").write_text(sshd.known_hosts_line().replace(str(sshd.port), str(proxy.port)))
     (sftp_dir / "config.toml").write_text(text)
     cfg = load_config(sftp_dir / "config.toml", environ={})

@@ -31,10 +31,16 @@ sshfs#me@host: /mnt/fuse fuse.sshfs rw 0 0
 """
 
 
-@pytest.mark.parametrize("path, kind, polls", [
-    ("/home/payroll/outbox", "ext4", False), ("/mnt/payroll/outbox", "nfs4", True), ("/mnt/hr", "cifs", True),
-    ("/var/lib/docker/overlay2/x/merged/outbox", "overlay", True), ("/mnt/fuse/out", "fuse.sshfs", True),
-])
+@pytest.mark.parametrize(
+    "path, kind, polls",
+    [
+        ("/home/payroll/outbox", "ext4", False),
+        ("/mnt/payroll/outbox", "nfs4", True),
+        ("/mnt/hr", "cifs", True),
+        ("/var/lib/docker/overlay2/x/merged/outbox", "overlay", True),
+        ("/mnt/fuse/out", "fuse.sshfs", True),
+    ],
+)
 def test_network_filesystems_are_detected(path: str, kind: str, polls: bool) -> None:
     assert filesystem_type(Path(path), MOUNTS) == kind
     assert wants_polling("auto", Path(path), MOUNTS) is polls
@@ -187,9 +193,26 @@ def test_polling_observer(relay_dir: Path) -> None:
 def test_twenty_concurrent_submits_get_distinct_sequences(relay_dir: Path) -> None:
     src = relay_dir / "d.xml"
     src.write_bytes(b"<d/>")
-    procs = [subprocess.Popen([sys.executable, "-m", "onss_relay.cli", "submit", str(src), "--app", "DMFA", "--env", "T",
-                               "--config", str(relay_dir / "config.toml")], stdout=subprocess.PIPE, text=True)
-             for _ in range(20)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "onss_relay.cli",
+                "submit",
+                str(src),
+                "--app",
+                "DMFA",
+                "--env",
+                "T",
+                "--config",
+                str(relay_dir / "config.toml"),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(20)
+    ]
     names = [p.communicate(timeout=60)[0].strip() for p in procs]
     assert all(p.returncode == 0 for p in procs)
     seqs = [n.split(".")[4] for n in names]
@@ -199,11 +222,19 @@ def test_twenty_concurrent_submits_get_distinct_sequences(relay_dir: Path) -> No
 
 def test_nothing_leaves_the_outbox_except_into_sent_or_failed(relay_dir: Path) -> None:
     cfg = configured(relay_dir)
-    names = [fi_name(1), fi_name(2, sender="654321"), "readme.txt", fi_name(3, total=2, part=1), fi_name(3, total=2, part=2)]
+    names = [
+        fi_name(1),
+        fi_name(2, sender="654321"),
+        "readme.txt",
+        fi_name(3, total=2, part=1),
+        fi_name(3, total=2, part=2),
+    ]
     with running(cfg):
         for n in names:
             (cfg.paths.outbox_dir / n).write_bytes(b"<x/>")
-        assert wait_until(lambda: sent_count(cfg) == 2 and len(list(cfg.paths.failed_dir.glob("*.reason.json"))) == 2, 20)
+        assert wait_until(
+            lambda: sent_count(cfg) == 2 and len(list(cfg.paths.failed_dir.glob("*.reason.json"))) == 2, 20
+        )
     kept = {p.name for d in (cfg.paths.outbox_dir, cfg.paths.sent_dir, cfg.paths.failed_dir) for p in d.rglob("*")}
     assert set(names) <= kept
     shutil.rmtree(cfg.paths.root)
@@ -226,7 +257,9 @@ def test_an_event_queue_overflow_triggers_a_full_scan(relay_dir: Path) -> None:
     watcher.start()
     try:
         wake.clear()
-        logging.getLogger("watchdog.observers.inotify_c").warning("Inotify queue overflowed; filesystem events were lost")
+        logging.getLogger("watchdog.observers.inotify_c").warning(
+            "Inotify queue overflowed; filesystem events were lost"
+        )
         assert wake.is_set()
     finally:
         watcher.stop()

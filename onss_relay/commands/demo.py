@@ -50,7 +50,9 @@ def demo_declarations() -> list[tuple[Name, bytes]]:
     files.append((_declaration("DMFA", 3, "S", 1, 1), _xml("DmfA", 3, 1)))
     files.append((_declaration("DMFA", 4, "R", 1, 1), _xml("DmfA", 4, 1)))
     files.append((_declaration("DMFA", 5, "T", 1, 1, sender="654321"), _xml("DmfA", 5, 1)))  # wrong sender
-    files.append((_declaration("DMFA", 6, "T", 1, 1), _xml("DmfA", 6, 1, "\r\n  <!-- SIMULATE-ANOMALY:00315-009:B -->")))
+    files.append(
+        (_declaration("DMFA", 6, "T", 1, 1), _xml("DmfA", 6, 1, "\r\n  <!-- SIMULATE-ANOMALY:00315-009:B -->"))
+    )
     return files
 
 
@@ -101,9 +103,16 @@ def _report(relay: Relay, root: Path, out: TextIO) -> int:
         print(f"{r.go_name:<38} {r.env:<4} {str(r.state):<10} {acrf_text:<28} {noti_text:<56} {where}", file=out)
     ok = ok and any(r.state == State.FAILED for r in rows)
     print(f"\nresponses mirrored in {relay.spool.inbox}; per-set results in {relay.spool.results}", file=out)
-    print("demo " + ("succeeded: every valid declaration was answered (two refusals by their notification, as"
-                     " planned), the invalid one was quarantined"
-                     if ok else "FAILED: see the table above"), file=out)
+    print(
+        "demo "
+        + (
+            "succeeded: every valid declaration was answered (two refusals by their notification, as"
+            " planned), the invalid one was quarantined"
+            if ok
+            else "FAILED: see the table above"
+        ),
+        file=out,
+    )
     return 0 if ok else 1
 
 

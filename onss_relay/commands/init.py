@@ -13,13 +13,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from onss_relay.errors import UsageError
 
 EXAMPLE_KEYS = {
-    'root = "/var/lib/onss-relay"': "root = \"{state}\"",
-    'outbox = "/var/lib/onss-relay/outbox"': "outbox = \"{state}/outbox\"",
-    'inbox = "/var/lib/onss-relay/inbox"': "inbox = \"{state}/inbox\"",
-    'key = "/etc/onss-relay/signer.p12"': "key = \"{dir}/signer.p12\"",
-    'password_file = "/etc/onss-relay/signer.pass"': "password_file = \"{dir}/signer.pass\"",
-    'private_key = "/etc/onss-relay/id_rsa"': "private_key = \"{dir}/id_rsa\"",
-    'known_hosts = "/etc/onss-relay/known_hosts"': "known_hosts = \"{dir}/known_hosts\"",
+    'root = "/var/lib/onss-relay"': 'root = "{state}"',
+    'outbox = "/var/lib/onss-relay/outbox"': 'outbox = "{state}/outbox"',
+    'inbox = "/var/lib/onss-relay/inbox"': 'inbox = "{state}/inbox"',
+    'key = "/etc/onss-relay/signer.p12"': 'key = "{dir}/signer.p12"',
+    'password_file = "/etc/onss-relay/signer.pass"': 'password_file = "{dir}/signer.pass"',
+    'private_key = "/etc/onss-relay/id_rsa"': 'private_key = "{dir}/id_rsa"',
+    'known_hosts = "/etc/onss-relay/known_hosts"': 'known_hosts = "{dir}/known_hosts"',
 }
 
 
@@ -35,8 +35,9 @@ def init_directory(directory: Path, out: TextIO, state: Path | None = None) -> i
         if p.exists():
             raise UsageError(f"{p} exists already; init never overwrites (move it away first)")
     key = rsa.generate_private_key(65537, 4096)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                serialization.NoEncryption())
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(private)
@@ -47,7 +48,8 @@ def init_directory(directory: Path, out: TextIO, state: Path | None = None) -> i
     for old, new in EXAMPLE_KEYS.items():
         text = text.replace(old, new.format(dir=directory.absolute(), state=state or "/var/lib/onss-relay"))
     config.write_text(text)
-    print(f"""Created in {directory}:
+    print(
+        f"""Created in {directory}:
   id_rsa, id_rsa.pub   SSH key pair for the transfer point (the private key never leaves this machine)
   config.toml          configuration from the documented example; edit sender.number and remote.username
   known_hosts          empty: add the transfer point's host key (step 3)
@@ -62,5 +64,7 @@ Next steps:
   3. Fetch the server's host key, check its fingerprint with the ONSS, then keep it:
        ssh-keyscan -p 8022 sftp.socialsecurity.be > {directory}/known_hosts
        ssh-keygen -lf {directory}/known_hosts
-  4. Run: onss-relay check --config {config}""", file=out)
+  4. Run: onss-relay check --config {config}""",
+        file=out,
+    )
     return 0

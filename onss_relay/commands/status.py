@@ -24,7 +24,9 @@ def result_summary(row: SetRow) -> str:
         return "waiting for the ACRF" if row.state == State.SENT else "not sent yet"
     provisional = "" if acrf.final else "provisionally "
     if not acrf.accepted:
-        why = "; ".join(f"{e.code} {e.description}" for e in acrf.errors) or f"result {acrf.result_code}: {acrf.meaning}"
+        why = (
+            "; ".join(f"{e.code} {e.description}" for e in acrf.errors) or f"result {acrf.result_code}: {acrf.meaning}"
+        )
         return f"{provisional}refused: {why}"
     notes = row.data.notifications
     if not notes:
@@ -51,7 +53,10 @@ def status_table(journal: Journal, limit: int = 50, poll: PollConfig | None = No
     header = ("SET", "ENV", "STATE", "TICKET", "AGE", "RESULT")
     lines = [(r.go_name, r.env, str(r.state), r.ticket or "-", _age(r, now), _result(r, poll, now)) for r in rows]
     widths = [max(len(x[i]) for x in [header, *lines]) for i in range(5)]
-    out = ["  ".join(c.ljust(w) for c, w in zip(line[:5], widths)) + "  " + line[5] for line in [header, *lines]]
+    out = [
+        "  ".join(c.ljust(w) for c, w in zip(line[:5], widths, strict=True)) + "  " + line[5]
+        for line in [header, *lines]
+    ]
     counts = journal.counts()
     out.append("")
     out.append("counts: " + (", ".join(f"{s}={counts[s]}" for s in State if s in counts) or "no sets yet"))
@@ -68,8 +73,14 @@ def set_detail(journal: Journal, name: str) -> str | None:
     if row is None:
         return None
     doc = result_document(row, journal.history(row.go_name))
-    lines = [f"set:         {row.go_name}", f"environment: {row.env}", f"state:       {row.state}",
-             f"ticket:      {row.ticket or '-'}", f"result:      {result_summary(row)}", f"parts:       {', '.join(row.parts)}"]
+    lines = [
+        f"set:         {row.go_name}",
+        f"environment: {row.env}",
+        f"state:       {row.state}",
+        f"ticket:      {row.ticket or '-'}",
+        f"result:      {result_summary(row)}",
+        f"parts:       {', '.join(row.parts)}",
+    ]
     if doc["sent_dir"]:
         lines.append(f"sent files:  {doc['sent_dir']}")
     for n in row.data.notifications:
@@ -78,8 +89,11 @@ def set_detail(journal: Journal, name: str) -> str | None:
             lines.append(f"notification: {who}{w.outcome} (result {w.result_code})")
             for a in w.anomalies:
                 cls = f"{a.anomaly_class}, {'blocking' if a.blocking else 'not blocking'}"
-                lines.append(f"  anomaly:   {a.error_id} ({cls}) at {a.path or '-'}"
-                             + (f": {a.label}" if a.label else "") + (f" [{a.tag_name}={a.value}]" if a.tag_name else ""))
+                lines.append(
+                    f"  anomaly:   {a.error_id} ({cls}) at {a.path or '-'}"
+                    + (f": {a.label}" if a.label else "")
+                    + (f" [{a.tag_name}={a.value}]" if a.tag_name else "")
+                )
     lines.append("history:")
     lines += [f"  {h['at']}  {h['state']:<12} {h['detail'] or ''}".rstrip() for h in doc["history"]]
     return "\n".join(lines)
@@ -104,8 +118,9 @@ def _as_go(name: str) -> str:
         return name
 
 
-def status_json(journal: Journal, name: str | None = None, limit: int = 200,
-                poll: PollConfig | None = None) -> dict[str, Any]:
+def status_json(
+    journal: Journal, name: str | None = None, limit: int = 200, poll: PollConfig | None = None
+) -> dict[str, Any]:
     """Given the journal, return sets and counts as a JSON-ready dict (one set with its history when named)."""
     if name:
         row = journal.get_set(_as_go(name))
@@ -113,8 +128,12 @@ def status_json(journal: Journal, name: str | None = None, limit: int = 200,
     return {
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "counts": journal.counts(),
-        "sets": [result_document(r, journal.history(r.go_name), poll) | {"result": result_summary(r)}
-                 for r in journal.recent_sets(limit)],
-        "unlinked_responses": [{"folder": r.folder, "name": r.name, "kind": r.kind, "path": r.local_path}
-                               for r in journal.unmatched_responses()],
+        "sets": [
+            result_document(r, journal.history(r.go_name), poll) | {"result": result_summary(r)}
+            for r in journal.recent_sets(limit)
+        ],
+        "unlinked_responses": [
+            {"folder": r.folder, "name": r.name, "kind": r.kind, "path": r.local_path}
+            for r in journal.unmatched_responses()
+        ],
     }

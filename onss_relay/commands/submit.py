@@ -21,7 +21,9 @@ def submit(cfg: Config, files: list[Path], app: str, env: str, date: str | None,
     """Given content files, name them (one set, or one set each) and place them in the outbox; return the names."""
     app = app.upper()
     if app not in sent_application_codes():
-        raise UsageError(f"--app {app}: not an application code senders send ({', '.join(sorted(sent_application_codes()))})")
+        raise UsageError(
+            f"--app {app}: not an application code senders send ({', '.join(sorted(sent_application_codes()))})"
+        )
     if env not in cfg.watch.environments:
         raise UsageError(f"--env {env}: not in watch.environments of {cfg.source}")
     date = date or dt.date.today().strftime("%Y%m%d")
@@ -45,8 +47,12 @@ def submit(cfg: Config, files: list[Path], app: str, env: str, date: str | None,
         groups = [files] if parts else [[f] for f in files]
         names: list[str] = []
         for group in groups:
-            seq = journal.allocate_sequence(cfg.sender.number, date, env, _taken_in_outbox(spool, cfg.sender.number, date, env))
-            names += _place(spool, group, Name(Prefix.FI, app, cfg.sender.number, date, f"{seq:05d}", Env(env), len(group), 1))
+            seq = journal.allocate_sequence(
+                cfg.sender.number, date, env, _taken_in_outbox(spool, cfg.sender.number, date, env)
+            )
+            names += _place(
+                spool, group, Name(Prefix.FI, app, cfg.sender.number, date, f"{seq:05d}", Env(env), len(group), 1)
+            )
         return names
     finally:
         journal.close()

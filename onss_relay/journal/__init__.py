@@ -31,9 +31,25 @@ from onss_relay.journal.model import (
 )
 
 __all__ = [
-    "DONE", "IN_FLIGHT", "TRANSITIONS", "WAITING", "AcrfRecord", "AnomalyRecord", "Change", "CodeMeaning", "Journal",
-    "NewSet", "NotificationRecord", "ResponseRow", "SetData", "SetRow", "State", "check_transition",
-    "WorkerResult", "open_journal", "open_journal_at",
+    "DONE",
+    "IN_FLIGHT",
+    "TRANSITIONS",
+    "WAITING",
+    "AcrfRecord",
+    "AnomalyRecord",
+    "Change",
+    "CodeMeaning",
+    "Journal",
+    "NewSet",
+    "NotificationRecord",
+    "ResponseRow",
+    "SetData",
+    "SetRow",
+    "State",
+    "check_transition",
+    "WorkerResult",
+    "open_journal",
+    "open_journal_at",
 ]
 
 
@@ -48,8 +64,17 @@ class Journal(Protocol):
     def add_set(self, go_name: str, env: str, parts: list[str], data: SetData | None = None) -> None: ...
     def add_sets(self, sets: list[NewSet]) -> None: ...
     def add_failed(self, go_name: str, env: str, parts: list[str], reason: str) -> None: ...
-    def transition(self, go_name: str, new: State, detail: str | None = None, archived: bool = False, *,
-                   ticket: str | None = None, reason: str | None = None, **data: Any) -> None: ...
+    def transition(
+        self,
+        go_name: str,
+        new: State,
+        detail: str | None = None,
+        archived: bool = False,
+        *,
+        ticket: str | None = None,
+        reason: str | None = None,
+        **data: Any,
+    ) -> None: ...
     def transition_many(self, changes: list[Change]) -> None: ...
     def update_data(self, go_name: str, **data: Any) -> None: ...
     def mark_archived(self, archived: dict[str, str]) -> None: ...

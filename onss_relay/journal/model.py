@@ -160,25 +160,51 @@ def _codes_from(items: list[dict[str, str]]) -> tuple[CodeMeaning, ...]:
 
 
 def _acrf_from(d: dict[str, Any]) -> AcrfRecord:
-    return AcrfRecord(d["result_code"], bool(d["accepted"]), d.get("ticket"), d.get("file", ""),
-                      _codes_from(d.get("errors", [])), d.get("type_form"), bool(d.get("final", True)),
-                      d.get("meaning", ""))
+    return AcrfRecord(
+        d["result_code"],
+        bool(d["accepted"]),
+        d.get("ticket"),
+        d.get("file", ""),
+        _codes_from(d.get("errors", [])),
+        d.get("type_form"),
+        bool(d.get("final", True)),
+        d.get("meaning", ""),
+    )
 
 
 def _anomaly_from(a: dict[str, Any]) -> AnomalyRecord:
-    return AnomalyRecord(a["error_id"], a.get("anomaly_class", a.get("class")), a.get("path"), bool(a.get("blocking")),
-                         a.get("class_meaning", ""), a.get("tag_name"), a.get("value"), a.get("label"))
+    return AnomalyRecord(
+        a["error_id"],
+        a.get("anomaly_class", a.get("class")),
+        a.get("path"),
+        bool(a.get("blocking")),
+        a.get("class_meaning", ""),
+        a.get("tag_name"),
+        a.get("value"),
+        a.get("label"),
+    )
 
 
 def _notification_from(d: dict[str, Any]) -> NotificationRecord:
     workers = tuple(
-        WorkerResult(w.get("inss"), w.get("result_code"), w.get("outcome", "pending"),
-                     tuple(_anomaly_from(a) for a in w.get("anomalies", [])))
+        WorkerResult(
+            w.get("inss"),
+            w.get("result_code"),
+            w.get("outcome", "pending"),
+            tuple(_anomaly_from(a) for a in w.get("anomalies", [])),
+        )
         for w in d.get("workers", [])
     )
-    return NotificationRecord(d.get("result_code"), bool(d.get("accepted")), d.get("handled_ticket"),
-                              d.get("diagnosis"), d.get("file", ""), tuple(_anomaly_from(a) for a in d.get("anomalies", [])),
-                              workers, d.get("summary", ""))
+    return NotificationRecord(
+        d.get("result_code"),
+        bool(d.get("accepted")),
+        d.get("handled_ticket"),
+        d.get("diagnosis"),
+        d.get("file", ""),
+        tuple(_anomaly_from(a) for a in d.get("anomalies", [])),
+        workers,
+        d.get("summary", ""),
+    )
 
 
 # -- rows and changes ---------------------------------------------------------------------------

@@ -99,8 +99,10 @@ class SqliteJournal:
                     db.execute(statement)
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise JournalError(f"{path}: journal schema {version} is newer than this onss-relay ({SCHEMA_VERSION});"
-                                   " upgrade onss-relay or restore a backup")
+                raise JournalError(
+                    f"{path}: journal schema {version} is newer than this onss-relay ({SCHEMA_VERSION});"
+                    " upgrade onss-relay or restore a backup"
+                )
             if version < SCHEMA_VERSION:  # 0.1 journals: same tables; set data is read as version 1 when loaded
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
@@ -180,12 +182,24 @@ class SqliteJournal:
             )
             added = cur.rowcount > 0
             if added:
-                db.execute("INSERT INTO history (go_name, state, at, detail) VALUES (?,?,?,?)", (go_name, S.FAILED, now, reason))
+                db.execute(
+                    "INSERT INTO history (go_name, state, at, detail) VALUES (?,?,?,?)",
+                    (go_name, S.FAILED, now, reason),
+                )
         if added:
             log.info("set_state", set=go_name, state=str(S.FAILED), detail=reason)
 
-    def transition(self, go_name: str, new: State, detail: str | None = None, archived: bool = False, *,
-                   ticket: str | None = None, reason: str | None = None, **data: Any) -> None:
+    def transition(
+        self,
+        go_name: str,
+        new: State,
+        detail: str | None = None,
+        archived: bool = False,
+        *,
+        ticket: str | None = None,
+        reason: str | None = None,
+        **data: Any,
+    ) -> None:
         """Given a set and a new state, check and record the change (setting the SetData fields ``data``).
 
         ``archived`` records in the same transaction that the set's local files are already in sent/.
@@ -213,13 +227,21 @@ class SqliteJournal:
                     " reason = COALESCE(?, reason), archived = MAX(archived, ?) WHERE go_name = ?",
                     (c.state, now, merged.to_json(), c.ticket, c.reason, int(c.archived), c.go_name),
                 )
-                db.execute("INSERT INTO history (go_name, state, at, detail) VALUES (?,?,?,?)",
-                           (c.go_name, c.state, now, c.detail))
+                db.execute(
+                    "INSERT INTO history (go_name, state, at, detail) VALUES (?,?,?,?)",
+                    (c.go_name, c.state, now, c.detail),
+                )
                 logged.append((c, row["state"], row["updated_at"]))
         # the one event per state change, whoever asked for it, with the time spent in the previous state
         for c, previous, updated_at in logged:
-            log.info("set_state", set=c.go_name, state=str(c.state), previous=previous,
-                     duration_ms=round((now - updated_at) * 1000), detail=c.detail)
+            log.info(
+                "set_state",
+                set=c.go_name,
+                state=str(c.state),
+                previous=previous,
+                duration_ms=round((now - updated_at) * 1000),
+                detail=c.detail,
+            )
 
     def update_data(self, go_name: str, **data: Any) -> None:
         """Given a set, set the SetData fields ``data`` without changing its state."""
@@ -228,7 +250,9 @@ class SqliteJournal:
             if row is None:
                 raise IllegalTransition(f"unknown set {go_name}")
             merged = SetData.from_json(row["data"]).updated(data)
-            db.execute("UPDATE sets SET data = ?, updated_at = ? WHERE go_name = ?", (merged.to_json(), time.time(), go_name))
+            db.execute(
+                "UPDATE sets SET data = ?, updated_at = ? WHERE go_name = ?", (merged.to_json(), time.time(), go_name)
+            )
 
     def mark_archived(self, archived: dict[str, str]) -> None:
         """Given sent sets and the folder their files now sit in (GO name → sent dir), record that in one commit."""
@@ -293,8 +317,9 @@ class SqliteJournal:
 
     def mark_responses_deleted(self, folder: str, names: list[str]) -> None:
         with self._tx() as db:
-            db.executemany("UPDATE responses SET deleted_remote = 1 WHERE folder = ? AND name = ?",
-                           [(folder, n) for n in names])
+            db.executemany(
+                "UPDATE responses SET deleted_remote = 1 WHERE folder = ? AND name = ?", [(folder, n) for n in names]
+            )
 
     def link_response(self, folder: str, name: str, kind: str, linked_set: str | None) -> None:
         with self._tx() as db:
@@ -312,7 +337,8 @@ class SqliteJournal:
         """Return the responses to link: never read yet, or waiting for their set (a notification before its ACRF)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT * FROM responses WHERE kind IS NULL OR kind = ? ORDER BY at, name", (WAITING,)).fetchall()
+                "SELECT * FROM responses WHERE kind IS NULL OR kind = ? ORDER BY at, name", (WAITING,)
+            ).fetchall()
         return [_response_row(r) for r in rows]
 
     def unmatched_responses(self) -> list[ResponseRow]:
@@ -320,7 +346,9 @@ class SqliteJournal:
         with self._lock:
             rows = self._db.execute(
                 "SELECT * FROM responses WHERE linked_set IS NULL AND kind IS NOT NULL AND kind NOT IN (?, ?)"
-                " ORDER BY at, name", ("signature", "marker")).fetchall()
+                " ORDER BY at, name",
+                ("signature", "marker"),
+            ).fetchall()
         return [_response_row(r) for r in rows]
 
     # -- sequence numbers ---------------------------------------------------------------------
@@ -328,7 +356,12 @@ class SqliteJournal:
     def allocate_sequence(self, sender: str, date: str, env: str, taken: set[int] = frozenset()) -> int:  # type: ignore[assignment]
         """Given sender, date and environment, reserve and return the next free sequence number (atomic)."""
         with self._tx() as db:
-            used = {r[0] for r in db.execute("SELECT seq FROM sequences WHERE sender=? AND date=? AND env=?", (sender, date, env))}
+            used = {
+                r[0]
+                for r in db.execute(
+                    "SELECT seq FROM sequences WHERE sender=? AND date=? AND env=?", (sender, date, env)
+                )
+            }
             used |= set(taken) | self._sequences_in_sets(db, sender, date, env)
             seq = next(i for i in range(1, 100000) if i not in used)  # StopIteration at 99999: a day's worth
             db.execute("INSERT INTO sequences (sender, date, env, seq) VALUES (?,?,?,?)", (sender, date, env, seq))
@@ -362,15 +395,26 @@ def _neutral_errors(path: Path) -> Iterator[None]:
 
 def _set_row(r: sqlite3.Row) -> SetRow:
     return SetRow(
-        go_name=r["go_name"], env=r["env"], state=State(r["state"]), parts=json.loads(r["parts"]),
-        created_at=r["created_at"], updated_at=r["updated_at"], reason=r["reason"], ticket=r["ticket"],
-        data=SetData.from_json(r["data"]), archived=bool(r["archived"]),
+        go_name=r["go_name"],
+        env=r["env"],
+        state=State(r["state"]),
+        parts=json.loads(r["parts"]),
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+        reason=r["reason"],
+        ticket=r["ticket"],
+        data=SetData.from_json(r["data"]),
+        archived=bool(r["archived"]),
     )
 
 
 def _response_row(r: sqlite3.Row) -> ResponseRow:
     return ResponseRow(
-        folder=r["folder"], name=r["name"], size=r["size"], local_path=r["local_path"],
-        deleted_remote=bool(r["deleted_remote"]), kind=r["kind"], linked_set=r["linked_set"],
+        folder=r["folder"],
+        name=r["name"],
+        size=r["size"],
+        local_path=r["local_path"],
+        deleted_remote=bool(r["deleted_remote"]),
+        kind=r["kind"],
+        linked_set=r["linked_set"],
     )
-

@@ -45,13 +45,15 @@ def parse_acrfs(source: IO[bytes]) -> list[Acrf]:
         code = text(form, "ReceptionResult", "ResultCode")
         if code is None:
             raise ResponseParseError("ACRF without ReceptionResult/ResultCode")
-        out.append(Acrf(
-            file_name=text(form, "FileReference", "FileName"),
-            ticket=text(form, "FileReference", "ReferenceNbr"),
-            result_code=code,
-            errors=texts(child(form, "ReceptionResult"), "ErrorID"),
-            type_form=text(form, "TypeForm"),
-        ))
+        out.append(
+            Acrf(
+                file_name=text(form, "FileReference", "FileName"),
+                ticket=text(form, "FileReference", "ReferenceNbr"),
+                result_code=code,
+                errors=texts(child(form, "ReceptionResult"), "ErrorID"),
+                type_form=text(form, "TypeForm"),
+            )
+        )
     if not out:
         raise ResponseParseError("ACRF without a Form")
     return out
@@ -64,8 +66,16 @@ def parse_acrf(data: bytes) -> Acrf:
 
 def record_for(acrf: Acrf, local_path: str) -> AcrfRecord:
     errors = tuple(CodeMeaning(c, acrf_descriptions().get(c, UNKNOWN)) for c in acrf.errors)
-    return AcrfRecord(acrf.result_code, acrf.accepted, acrf.ticket, local_path, errors, acrf.type_form, acrf.final,
-                      result_code(acrf.result_code).meaning)
+    return AcrfRecord(
+        acrf.result_code,
+        acrf.accepted,
+        acrf.ticket,
+        local_path,
+        errors,
+        acrf.type_form,
+        acrf.final,
+        result_code(acrf.result_code).meaning,
+    )
 
 
 def link(journal: Journal, resp: ResponseRow, source: IO[bytes]) -> list[str]:
@@ -93,8 +103,11 @@ def apply(journal: Journal, row: SetRow, acrf: Acrf, local_path: str) -> bool:
     row = consumed(journal, row, "an ACRF")
     target = State.ACKNOWLEDGED if acrf.accepted else State.REFUSED
     decides = row.state == State.SENT or (
-        row.state in (State.ACKNOWLEDGED, State.REFUSED) and row.state != target and acrf.final
-        and (previous is None or not previous.final))  # a final answer overriding a provisional one
+        row.state in (State.ACKNOWLEDGED, State.REFUSED)
+        and row.state != target
+        and acrf.final
+        and (previous is None or not previous.final)
+    )  # a final answer overriding a provisional one
     if result_code(acrf.result_code).outcome == "pending" or not decides:
         journal.update_data(row.go_name, acrf=record)  # temporary, repeated, or after the notification
     else:

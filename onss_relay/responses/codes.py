@@ -60,7 +60,10 @@ class AnomalyClass:
 @cache
 def anomaly_classes() -> dict[str, AnomalyClass]:
     """Return the anomaly class table: B blocking, NB non-blocking, W warning … (only blocking ones block)."""
-    return {r["class"]: AnomalyClass(r["class"], r["blocking"] == "yes", r["meaning"]) for r in _table("anomaly-classes.tsv")}
+    return {
+        r["class"]: AnomalyClass(r["class"], r["blocking"] == "yes", r["meaning"])
+        for r in _table("anomaly-classes.tsv")
+    }
 
 
 def anomaly_class(code: str | None) -> AnomalyClass:

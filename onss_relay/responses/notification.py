@@ -33,7 +33,6 @@ from onss_relay.responses.reading import ResponseParseError, child, find_all, fl
 log = structlog.get_logger(__name__)
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Anomaly:
     error_id: str
@@ -107,14 +106,21 @@ def _form(form: Element) -> NotificationForm:
         original_form=text(form, "HandledOriginalForm", "Identification"),
         inss=inss,
         result_code=text(form, "HandlingResult", "ResultCode"),
-        diagnosis=text(form, "HandlingResult", "Diagnosis") or next((text(e) for e in find_all(form, "Diagnosis")), None),
+        diagnosis=text(form, "HandlingResult", "Diagnosis")
+        or next((text(e) for e in find_all(form, "Diagnosis")), None),
         anomalies=tuple(_anomaly(a) for a in find_all(form, "AnomalyReport")),
     )
 
 
 def _anomaly(a: Element) -> Anomaly:
-    return Anomaly(text(a, "ErrorID") or "?", text(a, "AnomalyClass"), flatten_path(child(a, "Path")),
-                   text(a, "TagName"), text(a, "Value"), text(a, "AnomalyLabel"))
+    return Anomaly(
+        text(a, "ErrorID") or "?",
+        text(a, "AnomalyClass"),
+        flatten_path(child(a, "Path")),
+        text(a, "TagName"),
+        text(a, "Value"),
+        text(a, "AnomalyLabel"),
+    )
 
 
 def _anomaly_record(a: Anomaly) -> AnomalyRecord:
@@ -151,12 +157,18 @@ def _anomaly_words(anomalies: tuple[Anomaly, ...]) -> str:
 
 def record_for(n: Notification, local_path: str) -> NotificationRecord:
     f = n.first
-    workers = tuple(WorkerResult(w.inss, w.result_code, w.outcome, tuple(_anomaly_record(a) for a in w.anomalies))
-                    for w in n.forms)
+    workers = tuple(
+        WorkerResult(w.inss, w.result_code, w.outcome, tuple(_anomaly_record(a) for a in w.anomalies)) for w in n.forms
+    )
     return NotificationRecord(
         result_code=f.result_code if len(n.forms) == 1 else ("1" if n.accepted else "0"),
-        accepted=n.accepted, handled_ticket=f.handled_ticket, diagnosis=f.diagnosis, file=local_path,
-        anomalies=tuple(a for w in workers for a in w.anomalies), workers=workers, summary=summary(n),
+        accepted=n.accepted,
+        handled_ticket=f.handled_ticket,
+        diagnosis=f.diagnosis,
+        file=local_path,
+        anomalies=tuple(a for w in workers for a in w.anomalies),
+        workers=workers,
+        summary=summary(n),
     )
 
 
@@ -183,16 +195,20 @@ def link(journal: Journal, resp: ResponseRow, source: IO[bytes]) -> list[str]:
     if row is None or row.state == State.SENT:
         if resp.kind != WAITING:
             journal.link_response(resp.folder, resp.name, WAITING, row.go_name if row else None)
-            log.info("notification_waiting", file=resp.name, set=row.go_name if row else None,
-                     detail="its set has no ACRF yet" if row else "no set we know matches it yet")
+            log.info(
+                "notification_waiting",
+                file=resp.name,
+                set=row.go_name if row else None,
+                detail="its set has no ACRF yet" if row else "no set we know matches it yet",
+            )
         return []
     record = record_for(n, resp.local_path)
     journal.link_response(resp.folder, resp.name, "notification", row.go_name)
     notifications = (*row.data.notifications, record)
     if row.state in (State.ACKNOWLEDGED, State.NOTIFIED):
-        journal.transition(row.go_name, State.NOTIFIED, detail=f"notification: {record.summary}",
-                           notifications=notifications)
+        journal.transition(
+            row.go_name, State.NOTIFIED, detail=f"notification: {record.summary}", notifications=notifications
+        )
     else:  # a notification for a refused or quarantined set: keep it, the state says what happened
         journal.update_data(row.go_name, notifications=notifications)
     return [row.go_name]
-

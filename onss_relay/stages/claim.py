@@ -107,7 +107,9 @@ class _SetFiles:
 class Claimer:
     """Given the configuration, the journal and the spool, claim what is ready in the outbox."""
 
-    def __init__(self, cfg: Config, journal: Journal, spool: Spool, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, cfg: Config, journal: Journal, spool: Spool, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.cfg = cfg
         self.journal = journal
         self.spool = spool
@@ -135,7 +137,9 @@ class Claimer:
                 continue
             if parsed.prefix not in (Prefix.FI, Prefix.FS, Prefix.GO):
                 if settled:
-                    self.spool.quarantine([path], "not a declaration file", f"{name}: prefix {parsed.prefix} is not sent by senders")
+                    self.spool.quarantine(
+                        [path], "not a declaration file", f"{name}: prefix {parsed.prefix} is not sent by senders"
+                    )
                 continue
             group = sets.setdefault(set_key(parsed), _SetFiles(set_key(parsed)))
             (group.fis if parsed.prefix == Prefix.FI else group.extras)[name] = path
@@ -188,8 +192,12 @@ class Claimer:
         row = self.journal.get_set(group.key)
         if row is not None and row.state != State.FAILED:
             if row.archived:
-                self._refuse(group, go, "duplicate name, would be ACRF-133",
-                             f"{group.key} was already sent on {dt.datetime.fromtimestamp(row.created_at):%Y-%m-%d}")
+                self._refuse(
+                    group,
+                    go,
+                    "duplicate name, would be ACRF-133",
+                    f"{group.key} was already sent on {dt.datetime.fromtimestamp(row.created_at):%Y-%m-%d}",
+                )
             return None  # claimed already: in flight, or its archive is being completed
         missing = missing_parts(go, [p for p in group.parsed if p.prefix == Prefix.FI])
         if missing:
@@ -204,14 +212,21 @@ class Claimer:
         stats = {name: path.stat() for name, path in group.fis.items()}
         sizes = {name: st.st_size for name, st in stats.items()}
         mtimes = {name: st.st_mtime_ns for name, st in stats.items()}
-        fis = [format_name(p) for p in sorted((p for p in group.parsed if p.prefix == Prefix.FI), key=lambda p: p.part or 0)]
-        return NewSet(group.key, go.env.value, fis, SetData(sizes=sizes, mtimes=mtimes, extras=tuple(sorted(group.extras))))
+        fis = [
+            format_name(p)
+            for p in sorted((p for p in group.parsed if p.prefix == Prefix.FI), key=lambda p: p.part or 0)
+        ]
+        return NewSet(
+            group.key, go.env.value, fis, SetData(sizes=sizes, mtimes=mtimes, extras=tuple(sorted(group.extras)))
+        )
 
     def _validate(self, go: Name) -> tuple[str, str] | None:
         """Given a complete set's GO name, return (reason, detail) when it must not be sent, else None."""
         if go.sender != self.cfg.sender.number:
-            return ("wrong sender number, would be ACRF-108",
-                    f"{go}: sender {go.sender} is not the configured sender.number {self.cfg.sender.number}")
+            return (
+                "wrong sender number, would be ACRF-108",
+                f"{go}: sender {go.sender} is not the configured sender.number {self.cfg.sender.number}",
+            )
         if go.env.value not in self.cfg.watch.environments:
             return ("environment not allowed", f"{go}: environment {go.env} is not in watch.environments")
         if go.creation_date > latest_plausible_today():

@@ -173,8 +173,13 @@ class Poller:
                 temp.unlink()  # our own second copy of a file already safe here
                 return final
             final = free_name(dest_dir, name)
-            log.warning("response_name_reused", folder=folder, file=name, kept_as=final.name,
-                        detail="a local file of this name has other bytes; the new one is kept beside it")
+            log.warning(
+                "response_name_reused",
+                folder=folder,
+                file=name,
+                kept_as=final.name,
+                detail="a local file of this name has other bytes; the new one is kept beside it",
+            )
         os.replace(temp, final)  # the caller fsyncs the folder once for the whole set
         return final
 
@@ -183,5 +188,3 @@ def _same_bytes(a: Path, b: Path) -> bool:
     if a.stat().st_size != b.stat().st_size:
         return False
     return digest_file(a) == digest_file(b)
-
-

@@ -29,8 +29,14 @@ BATCH = 25  # sets signed per journal commit
 class Signer:
     """Given the configuration, journal, spool and a lazily loaded identity, sign queued sets."""
 
-    def __init__(self, cfg: Config, journal: Journal, spool: Spool, identity: Identity | None = None,
-                 stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        journal: Journal,
+        spool: Spool,
+        identity: Identity | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.cfg = cfg
         self.journal = journal
         self.spool = spool
@@ -58,7 +64,7 @@ class Signer:
                 break
             writer = BatchWriter(self.spool.work)
             try:
-                signed = [c for row in queued[i:i + BATCH] if (c := self._sign_files(row, writer)) is not None]
+                signed = [c for row in queued[i : i + BATCH] if (c := self._sign_files(row, writer)) is not None]
                 writer.commit()
             except BaseException:
                 writer.abort()

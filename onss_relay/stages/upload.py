@@ -69,9 +69,17 @@ class Uploader:
     puts its unfinished sets back in the queue, reconnects with backoff and carries on.
     """
 
-    def __init__(self, cfg: Config, journal: Journal, spool: Spool, connect: Callable[[], Transport],
-                 *, stop: threading.Event | None = None, max_attempts: int | None = 5,
-                 max_wait: float = 60.0) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        journal: Journal,
+        spool: Spool,
+        connect: Callable[[], Transport],
+        *,
+        stop: threading.Event | None = None,
+        max_attempts: int | None = 5,
+        max_wait: float = 60.0,
+    ) -> None:
         self.cfg = cfg
         self.journal = journal
         self.spool = spool
@@ -103,7 +111,9 @@ class Uploader:
         # threads would only contend for the interpreter. FTP and local folders use a connection per thread.
         sftp = self.cfg.remote.transport == "sftp"
         n = max(1, min(1 if sftp else self.cfg.remote.connections, round_.work.size()))
-        threads = [threading.Thread(target=_Worker(self, round_).run, name=f"upload-{i}", daemon=True) for i in range(n)]
+        threads = [
+            threading.Thread(target=_Worker(self, round_).run, name=f"upload-{i}", daemon=True) for i in range(n)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -119,12 +129,16 @@ class Uploader:
             st = (self.spool.outbox / fi).stat()
             expected = row.data.sizes[fi]
             if st.st_size != expected:
-                raise ChangedAfterClaim("declaration changed after it was claimed",
-                                        f"{fi}: {expected} bytes when claimed, {st.st_size} bytes now")
+                raise ChangedAfterClaim(
+                    "declaration changed after it was claimed",
+                    f"{fi}: {expected} bytes when claimed, {st.st_size} bytes now",
+                )
             claimed_mtime = row.data.mtimes.get(fi)
             if claimed_mtime is not None and st.st_mtime_ns != claimed_mtime:
-                raise ChangedAfterClaim("declaration changed after it was claimed",
-                                        f"{fi}: rewritten after it was claimed and signed (same size, new content?)")
+                raise ChangedAfterClaim(
+                    "declaration changed after it was claimed",
+                    f"{fi}: rewritten after it was claimed and signed (same size, new content?)",
+                )
 
     def archive(self, rows: list[SetRow]) -> None:
         """Given sets already recorded as done, move their FI, FS and a GO into sent/YYYY-MM-DD/ and mark them
@@ -156,8 +170,9 @@ class _Worker:
             wait=tenacity.wait_random_exponential(multiplier=0.5, max=u.max_wait),
             stop=self._give_up,
             sleep=u.sleep,
-            before_sleep=lambda rs: log.warning("upload_retry", attempt=self.failures,
-                                                error=str(rs.outcome.exception()) if rs.outcome else None),
+            before_sleep=lambda rs: log.warning(
+                "upload_retry", attempt=self.failures, error=str(rs.outcome.exception()) if rs.outcome else None
+            ),
             reraise=True,
         )
         try:
@@ -176,8 +191,11 @@ class _Worker:
             self.channel.reset()
 
     def _give_up(self, rs: tenacity.RetryCallState) -> bool:
-        return self.u.stop.is_set() or self.round.abort.is_set() or (
-            self.u.max_attempts is not None and self.failures >= self.u.max_attempts)
+        return (
+            self.u.stop.is_set()
+            or self.round.abort.is_set()
+            or (self.u.max_attempts is not None and self.failures >= self.u.max_attempts)
+        )
 
     def _drain(self) -> None:
         """Feed this thread's connection from the queue until it is empty; on error, requeue what was in flight.
@@ -230,9 +248,11 @@ class _Worker:
     def _upload_for(self, row: SetRow, sent: SentBatch, gates: Gates) -> Upload:
         """Given a signed set, the Upload of its three steps: FI parts, FS parts, GO."""
         folder = upload_folder(Env(row.env))
-        steps = [Step("FI", [PutFile(folder, n, self.u.spool.outbox / n) for n in row.parts]),
-                 Step("FS", [PutFile(folder, n, self.u.spool.work / n) for n in row.data.fs]),
-                 Step("GO", [PutFile(folder, row.go_name)])]
+        steps = [
+            Step("FI", [PutFile(folder, n, self.u.spool.outbox / n) for n in row.parts]),
+            Step("FS", [PutFile(folder, n, self.u.spool.work / n) for n in row.data.fs]),
+            Step("GO", [PutFile(folder, row.go_name)]),
+        ]
 
         def gate(step: Step) -> None:
             if step.name == "FI":

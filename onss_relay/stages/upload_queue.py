@@ -102,11 +102,18 @@ class SentBatch:
             return
         rows, self.rows = self.rows, []
         dest = str(self.spool.archive({row.go_name: self.spool.local_files(row) for row, _, _ in rows}))
-        self.journal.transition_many([Change(row.go_name, State.SENT, detail, archived=True, data={"sent_dir": dest})
-                                      for row, _, detail in rows])
+        self.journal.transition_many(
+            [Change(row.go_name, State.SENT, detail, archived=True, data={"sent_dir": dest}) for row, _, detail in rows]
+        )
         for row, folder, detail in rows:
-            log.info("set_sent", set=row.go_name, state="sent", folder=folder, detail=detail,
-                     duration_ms=round((time.time() - row.updated_at) * 1000))
+            log.info(
+                "set_sent",
+                set=row.go_name,
+                state="sent",
+                folder=folder,
+                detail=detail,
+                duration_ms=round((time.time() - row.updated_at) * 1000),
+            )
         self.on_sent([row.go_name for row, _, _ in rows])
 
     def flush_after_error(self) -> None:
@@ -115,8 +122,12 @@ class SentBatch:
         try:
             self.flush()
         except Exception as e:
-            log.warning("sent_not_recorded", sets=pending, error=repr(e),
-                        detail="left in go_sending: recovery checks the server for each GO")
+            log.warning(
+                "sent_not_recorded",
+                sets=pending,
+                error=repr(e),
+                detail="left in go_sending: recovery checks the server for each GO",
+            )
 
 
 def close_quietly(t: Transport) -> None:

@@ -82,8 +82,12 @@ class Watcher:
         self._observer = observer
         logging.getLogger("watchdog.observers.inotify_c").addHandler(_OverflowAlarm(self.wake))
         self.outbox.tracker.events = not self.polling
-        log.info("watching", outbox=str(self.outbox.spool.outbox), observer="polling" if self.polling else "inotify",
-                 filesystem=filesystem_type(self.outbox.spool.outbox))
+        log.info(
+            "watching",
+            outbox=str(self.outbox.spool.outbox),
+            observer="polling" if self.polling else "inotify",
+            filesystem=filesystem_type(self.outbox.spool.outbox),
+        )
 
     def stop(self) -> None:
         inotify_log = logging.getLogger("watchdog.observers.inotify_c")

@@ -153,8 +153,14 @@ class Upload:
     Transports call these from the thread that called ``run_uploads``.
     """
 
-    def __init__(self, key: str, steps: list[Step], gate: Callable[[Step], None], done: Callable[[], None],
-                 commit: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        key: str,
+        steps: list[Step],
+        gate: Callable[[Step], None],
+        done: Callable[[], None],
+        commit: Callable[[], None] = lambda: None,
+    ) -> None:
         self.key = key
         self.steps = steps
         self._gate = gate
@@ -166,7 +172,9 @@ class Upload:
     def enter(self, i: int) -> bool:
         """Run step i's gate; return False when the caller abandoned the upload (nothing more to do)."""
         if i != self._entered + 1 or self._committed != self._entered:
-            raise GateOrderError(f"{self.key}: step {i} entered after step {self._entered} (committed {self._committed})")
+            raise GateOrderError(
+                f"{self.key}: step {i} entered after step {self._entered} (committed {self._committed})"
+            )
         try:
             self._gate(self.steps[i])
         except UploadAbandoned:
@@ -182,7 +190,9 @@ class Upload:
     def files(self, i: int) -> list[PutFile]:
         """Step i's files, once its gate is committed."""
         if i > self._committed or i != self._entered:
-            raise GateOrderError(f"{self.key}: files of step {self.steps[i].name} asked for before its gate was committed")
+            raise GateOrderError(
+                f"{self.key}: files of step {self.steps[i].name} asked for before its gate was committed"
+            )
         return self.steps[i].files
 
     def finish(self) -> None:

@@ -42,8 +42,10 @@ def _classify(e: BaseException, what: str) -> RemoteError:
     if isinstance(e, RemoteError):
         return e
     if isinstance(e, ssl.SSLCertVerificationError):
-        return PermanentRemoteError(f"{what}: the FTPS server certificate does not verify ({e.verify_message}); "
-                                    "set remote.ca_file to the CA that signed it")
+        return PermanentRemoteError(
+            f"{what}: the FTPS server certificate does not verify ({e.verify_message}); "
+            "set remote.ca_file to the CA that signed it"
+        )
     if isinstance(e, ftplib.error_perm):
         code = str(e)[:3]
         if code == "530":
@@ -105,8 +107,11 @@ class FtpTransport:
     def _list(self, folder: str, path: str) -> builtins.list[RemoteEntry]:
         if self.has_mlsd:
             facts = self._call(f"listing {folder}", lambda: list(self._ftp.mlsd(path, ["type", "size"])))
-            out = [RemoteEntry(name, int(f.get("size", 0) or 0), MLSD_KINDS.get(f.get("type", ""), "other"))
-                   for name, f in facts if f.get("type") not in ("cdir", "pdir")]
+            out = [
+                RemoteEntry(name, int(f.get("size", 0) or 0), MLSD_KINDS.get(f.get("type", ""), "other"))
+                for name, f in facts
+                if f.get("type") not in ("cdir", "pdir")
+            ]
         else:
             names = self._call(f"listing {folder}", lambda: self._ftp.nlst(path))
             out = []
@@ -133,7 +138,9 @@ class FtpTransport:
         if announced is None:
             raise PermanentRemoteError(f"{folder}/{name} is not a regular file")
         if announced > max_size:
-            raise SizeLimitExceeded(f"{folder}/{name} is larger than poll.max_size ({max_size} bytes); left on the server")
+            raise SizeLimitExceeded(
+                f"{folder}/{name} is larger than poll.max_size ({max_size} bytes); left on the server"
+            )
         received = [0]
 
         def write(chunk: bytes) -> None:

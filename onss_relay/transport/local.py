@@ -46,8 +46,15 @@ class LocalTransport:
             with os.scandir(self._path(folder)) as it:
                 for entry in it:
                     st = entry.stat(follow_symlinks=False)
-                    kind = "link" if stat.S_ISLNK(st.st_mode) else "dir" if stat.S_ISDIR(st.st_mode) else \
-                        "file" if stat.S_ISREG(st.st_mode) else "other"
+                    kind = (
+                        "link"
+                        if stat.S_ISLNK(st.st_mode)
+                        else "dir"
+                        if stat.S_ISDIR(st.st_mode)
+                        else "file"
+                        if stat.S_ISREG(st.st_mode)
+                        else "other"
+                    )
                     out.append(RemoteEntry(entry.name, st.st_size, kind))
         except OSError as e:
             raise classify_os_error(e, f"listing {folder}") from None

@@ -30,8 +30,17 @@ from paramiko.sftp import (
 from paramiko.sftp_attr import SFTPAttributes
 
 __all__ = [
-    "CMD_ATTRS", "CMD_CLOSE", "CMD_FSTAT", "CMD_HANDLE", "CMD_OPEN", "CMD_STATUS", "CMD_WRITE",
-    "OPEN_FOR_WRITE", "AsyncSftp", "Reply", "int64",
+    "CMD_ATTRS",
+    "CMD_CLOSE",
+    "CMD_FSTAT",
+    "CMD_HANDLE",
+    "CMD_OPEN",
+    "CMD_STATUS",
+    "CMD_WRITE",
+    "OPEN_FOR_WRITE",
+    "AsyncSftp",
+    "Reply",
+    "int64",
 ]
 
 OPEN_FOR_WRITE = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC
@@ -63,6 +72,7 @@ class AsyncSftp:
 
     def request(self, callback: Reply, command: int, *args: Any) -> None:
         """Send one request (``command`` with its arguments, as paramiko packs them); ``callback`` gets the reply."""
+
         def on_reply(t: int, msg: paramiko.Message) -> None:
             self._waiting.discard(waiter)
             callback(t, msg)

@@ -64,9 +64,13 @@ def load_private_key(path: Path, passphrase: bytes | None) -> paramiko.PKey:
     except FileNotFoundError:
         raise PermanentRemoteError(f"remote.private_key = {str(path)!r}: file not found") from None
     except (paramiko.PasswordRequiredException, TypeError):  # TypeError: cryptography's "password not provided"
-        raise PermanentRemoteError(f"remote.private_key = {str(path)!r}: the key is encrypted; set remote.passphrase_file") from None
+        raise PermanentRemoteError(
+            f"remote.private_key = {str(path)!r}: the key is encrypted; set remote.passphrase_file"
+        ) from None
     except (paramiko.SSHException, ValueError, OSError) as e:
-        raise PermanentRemoteError(f"remote.private_key = {str(path)!r}: cannot load the key ({e}); wrong passphrase?") from None
+        raise PermanentRemoteError(
+            f"remote.private_key = {str(path)!r}: cannot load the key ({e}); wrong passphrase?"
+        ) from None
 
 
 def _load_openssh_key(path: Path, passphrase: bytes | None) -> paramiko.PKey | None:
@@ -105,8 +109,14 @@ class SftpTransport:
     """One SSH connection with an SFTP session on it, rooted at remote.base_dir; uploads use up to
     ``sessions`` SFTP sessions (channels) on the same connection, driven from the calling thread."""
 
-    def __init__(self, transport: paramiko.Transport, sftp: paramiko.SFTPClient, base_dir: str,
-                 sessions: int = 1, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        transport: paramiko.Transport,
+        sftp: paramiko.SFTPClient,
+        base_dir: str,
+        sessions: int = 1,
+        timeout: float | None = None,
+    ) -> None:
         self._transport = transport
         self._sftp = sftp
         self.base_dir = base_dir
@@ -147,7 +157,9 @@ class SftpTransport:
             raise
         except NETWORK_ERRORS as e:
             t.close()
-            raise TransientRemoteError(f"SSH connection to {cfg.host}:{cfg.port} failed: {e or type(e).__name__}") from None
+            raise TransientRemoteError(
+                f"SSH connection to {cfg.host}:{cfg.port} failed: {e or type(e).__name__}"
+            ) from None
         log.debug("sftp_connected", host=cfg.host, port=cfg.port, user=cfg.username)
         return cls(t, sftp, cfg.base_dir, cfg.connections, cfg.timeout)
 
@@ -230,7 +242,9 @@ class SftpTransport:
             with self._sessions_lock:
                 fresh = self._upload_sessions[taken:wanted]
             taken += len(fresh)
-            return [SftpPipeline(s, lambda f: self._path(f.folder, f.name), _classify, window=per_session) for s in fresh]
+            return [
+                SftpPipeline(s, lambda f: self._path(f.folder, f.name), _classify, window=per_session) for s in fresh
+            ]
 
         try:
             run_pipelines(new_pipelines, uploads, self.timeout)
@@ -255,8 +269,12 @@ class SftpTransport:
             try:
                 sftp = paramiko.SFTPClient.from_transport(self._transport)
             except paramiko.ChannelException as e:
-                log.warning("sftp_sessions_limited", opened=len(self._upload_sessions), wanted=self.sessions,
-                            detail=f"the server refused another SFTP session ({e}); uploading over fewer")
+                log.warning(
+                    "sftp_sessions_limited",
+                    opened=len(self._upload_sessions),
+                    wanted=self.sessions,
+                    detail=f"the server refused another SFTP session ({e}); uploading over fewer",
+                )
                 self.sessions = len(self._upload_sessions)
                 return
             except NETWORK_ERRORS:
@@ -292,29 +310,39 @@ def _classify(e: BaseException, what: str) -> PermanentRemoteError | TransientRe
     return TransientRemoteError(f"{what}: {e or type(e).__name__}")
 
 
-def _check_host_key(key: paramiko.PKey, expected: dict[str, paramiko.PKey] | None, entry: str, cfg: RemoteConfig) -> None:
+def _check_host_key(
+    key: paramiko.PKey, expected: dict[str, paramiko.PKey] | None, entry: str, cfg: RemoteConfig
+) -> None:
     add = f"ssh-keyscan -p {cfg.port} {cfg.host} >> {cfg.known_hosts}"
     if not expected:
         raise PermanentRemoteError(
             f"host key of {entry} ({key.get_name()} {fingerprint(key)}) is not in remote.known_hosts = "
-            f"{str(cfg.known_hosts)!r}; check the fingerprint with the ONSS, then add it: {add}")
+            f"{str(cfg.known_hosts)!r}; check the fingerprint with the ONSS, then add it: {add}"
+        )
     known = expected.get(key.get_name())
     if known is None or known != key:
         was = ", ".join(f"{k.get_name()} {fingerprint(k)}" for k in expected.values())
         raise PermanentRemoteError(
             f"host key of {entry} CHANGED: the server shows {key.get_name()} {fingerprint(key)}, "
             f"remote.known_hosts = {str(cfg.known_hosts)!r} says {was}. This may be an attack; if the ONSS "
-            f"announced a new key, replace the line for {entry} in that file")
+            f"announced a new key, replace the line for {entry} in that file"
+        )
 
 
 def _authenticate(t: paramiko.Transport, cfg: RemoteConfig, pkey: paramiko.PKey) -> None:
     try:
         t.auth_publickey(cfg.username, pkey)
     except paramiko.AuthenticationException:
-        legacy = " (remote.legacy_ssh_rsa is on: the server must accept ssh-rsa signatures)" if cfg.legacy_ssh_rsa \
-            and pkey.get_name() == "ssh-rsa" else ""
+        legacy = (
+            " (remote.legacy_ssh_rsa is on: the server must accept ssh-rsa signatures)"
+            if cfg.legacy_ssh_rsa and pkey.get_name() == "ssh-rsa"
+            else ""
+        )
         raise PermanentRemoteError(
             f"authentication refused for user {cfg.username!r} with key {cfg.private_key}: is its public key "
-            f"registered for this technical user on the portal?{legacy}") from None
+            f"registered for this technical user on the portal?{legacy}"
+        ) from None
     if not t.is_authenticated():
-        raise PermanentRemoteError(f"authentication incomplete for user {cfg.username!r}: the server asks for more than a key")
+        raise PermanentRemoteError(
+            f"authentication incomplete for user {cfg.username!r}: the server asks for more than a key"
+        )

@@ -64,7 +64,7 @@ class _FileWrite:
     def _next_chunk(self) -> bytes:
         if self.src is not None:
             return self.src.read(CHUNK)
-        chunk = self.f.data[self.offset:self.offset + CHUNK]
+        chunk = self.f.data[self.offset : self.offset + CHUNK]
         return chunk
 
     def _pump(self) -> None:
@@ -144,8 +144,13 @@ class _UploadRun:
 class SftpPipeline:
     """Given a paramiko SFTP session and a path builder, keep up to ``window`` uploads in flight on it."""
 
-    def __init__(self, sftp: paramiko.SFTPClient, path: Callable[[PutFile], str], classify: Callable[[BaseException, str], Exception],
-                 window: int = 64) -> None:
+    def __init__(
+        self,
+        sftp: paramiko.SFTPClient,
+        path: Callable[[PutFile], str],
+        classify: Callable[[BaseException, str], Exception],
+        window: int = 64,
+    ) -> None:
         self.session = AsyncSftp(sftp)
         self._path = path
         self.classify = classify
@@ -215,60 +220,81 @@ class SftpPipeline:
             run.abort()
 
 
-def run_pipelines(new_pipelines: Callable[[], list[SftpPipeline]], uploads: Iterator[Upload | None],
-                  timeout: float | None) -> None:
+class _Driver:
+    """The loop of ``run_pipelines``: sessions, the uploads source, and the event paramiko sets on data."""
+
+    def __init__(
+        self, new_pipelines: Callable[[], list[SftpPipeline]], uploads: Iterator[Upload | None], timeout: float | None
+    ) -> None:
+        self.new_pipelines = new_pipelines
+        self.source = iter(uploads)
+        self.timeout = timeout
+        self.exhausted = False
+        self.wake = threading.Event()  # set by paramiko when data (or the end) arrives on any of the sessions
+        self.pipelines: list[SftpPipeline] = []
+
+    def add_sessions(self) -> None:
+        for p in self.new_pipelines():
+            p.session.wake_on_data(self.wake)
+            self.pipelines.append(p)
+
+    def take(self) -> Upload | None:
+        if self.exhausted:
+            return None
+        try:
+            return next(self.source)  # None: none ready yet
+        except StopIteration:
+            self.exhausted = True
+            return None
+
+    def turn(self) -> bool:
+        """One turn: start uploads, open due gates or read ready replies; False once everything is finished."""
+        self.add_sessions()
+        for p in self.pipelines:
+            p.fill(self.take)
+        due = [p for p in self.pipelines if p.gates_due()]
+        for p in due:
+            p.open_gates()
+        if due:
+            return True
+        waiting = [p for p in self.pipelines if p.outstanding]
+        if not waiting:
+            if any(p.active for p in self.pipelines):
+                return True
+            if self.exhausted:
+                return False
+            time.sleep(IDLE_WAIT)  # nothing in flight and none ready yet
+            return True
+        for p in self.ready(waiting):
+            p.read_reply()
+        return True
+
+    def ready(self, waiting: list[SftpPipeline]) -> list[SftpPipeline]:
+        """The sessions with a reply to read, waiting up to the timeout for one."""
+        ready = [p for p in waiting if p.reply_ready()]
+        if ready:
+            return ready
+        self.wake.clear()  # then look again: a reply landing in between sets it, and wait() returns at once
+        ready = [p for p in waiting if p.reply_ready() or p.session.ended()]
+        if not ready and not self.wake.wait(self.timeout):
+            raise TimeoutError(f"no reply from the SFTP server in {self.timeout} s")
+        return ready or [p for p in waiting if p.reply_ready() or p.session.ended()]
+
+
+def run_pipelines(
+    new_pipelines: Callable[[], list[SftpPipeline]], uploads: Iterator[Upload | None], timeout: float | None
+) -> None:
     """Given a source of SFTP sessions (one SSH connection may carry several, opening while this runs) and
     uploads, run the uploads spread over the sessions from this one thread, until every upload is finished.
 
     Uploads reaching a gate wait while more replies are ready to be read, so that one commit lets many of
     them through. No reply on any busy session for ``timeout`` seconds raises TimeoutError.
     """
-    source = iter(uploads)
-    exhausted = False
-    wake = threading.Event()  # set by paramiko when data (or the end) arrives on any of the sessions
-    pipelines: list[SftpPipeline] = []
-
-    def add_sessions() -> None:
-        for p in new_pipelines():
-            p.session.wake_on_data(wake)
-            pipelines.append(p)
-
-    def take() -> Upload | None:
-        nonlocal exhausted
-        if exhausted:
-            return None
-        try:
-            return next(source)  # None: none ready yet
-        except StopIteration:
-            exhausted = True
-            return None
-
+    driver = _Driver(new_pipelines, uploads, timeout)
     try:
-        while True:
-            add_sessions()
-            for p in pipelines:
-                p.fill(take)
-            due = [p for p in pipelines if p.gates_due()]
-            for p in due:
-                p.open_gates()
-            if due:
-                continue
-            waiting = [p for p in pipelines if p.outstanding]
-            if not waiting:
-                if not any(p.active for p in pipelines):
-                    if exhausted:
-                        return
-                    time.sleep(IDLE_WAIT)  # nothing in flight and none ready yet
-                continue
-            ready = [p for p in waiting if p.reply_ready()]
-            if not ready:
-                wake.clear()  # then look again: a reply landing in between sets it, and wait() returns at once
-                ready = [p for p in waiting if p.reply_ready() or p.session.ended()]
-                if not ready and not wake.wait(timeout):
-                    raise TimeoutError(f"no reply from the SFTP server in {timeout} s")
-            for p in ready:
-                p.read_reply()
+        while driver.turn():
+            pass
     except BaseException:
-        for p in pipelines:
+        for p in driver.pipelines:
             p.abort()
         raise

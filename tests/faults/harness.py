@@ -35,15 +35,18 @@ class FaultWorld:
         self.dir = relay_dir
         self.sshd = sshd
         self.proxy = TcpProxy(sshd.port)
-        self.seed = seed if seed is not None else int(os.environ.get("ONSS_RELAY_FAULT_SEED", random.randrange(1 << 30)))
+        self.seed = (
+            seed if seed is not None else int(os.environ.get("ONSS_RELAY_FAULT_SEED", random.randrange(1 << 30)))
+        )
         print(f"fault seed {self.seed} (rerun with ONSS_RELAY_FAULT_SEED={self.seed})")
         self.rng = random.Random(self.seed)
         known = relay_dir / "known_hosts"
         known.write_text(sshd.known_hosts_line().replace(f":{sshd.port}", f":{self.proxy.port}"))
         text = sftp_config_text(sshd, key, known, 'timeout = "3s"\npermanent_retry = "1s"\n')
         self.config = relay_dir / "config.toml"
-        self.config.write_text(text.replace(f"port = {sshd.port}", f"port = {self.proxy.port}")
-                               .replace('timeout = "10s"\n', ""))
+        self.config.write_text(
+            text.replace(f"port = {sshd.port}", f"port = {self.proxy.port}").replace('timeout = "10s"\n', "")
+        )
         self.log = relay_dir / "daemon.log"
         self.daemon: Daemon | None = None
         self.originals: dict[str, bytes] = {}
@@ -72,7 +75,9 @@ class FaultWorld:
         out = self.sshd.home / "OUTTEST"
         for i in range(1, n + 1):
             name = f"FO.NOTI.999999.20261124.{i:05d}.T"
-            content = b"<NOTIFICATION><Form><Reference><ReferenceNbr>X%d</ReferenceNbr></Reference></Form></NOTIFICATION>" % i
+            content = (
+                b"<NOTIFICATION><Form><Reference><ReferenceNbr>X%d</ReferenceNbr></Reference></Form></NOTIFICATION>" % i
+            )
             (out / name).write_bytes(content * self.rng.randrange(1, 200))
             self.responses[name] = (out / name).read_bytes()
             (out / ("GO" + name[2:])).write_bytes(b"")
@@ -104,8 +109,11 @@ class FaultWorld:
         try:
             sent = sum(1 for r in j.sets_in(State.SENT) if r.archived)
             responses = [n for n in self.responses if j.get_response("OUTTEST", n) is not None]
-            return sent == len(self.gos) and len(responses) == len(self.responses) and \
-                not any((self.sshd.home / "OUTTEST").iterdir())
+            return (
+                sent == len(self.gos)
+                and len(responses) == len(self.responses)
+                and not any((self.sshd.home / "OUTTEST").iterdir())
+            )
         finally:
             j.close()
 
@@ -146,8 +154,12 @@ class FaultWorld:
             local = cfg.paths.inbox_dir / "OUTTEST" / name
             assert local.read_bytes() == self.responses[name], f"{name} deleted remotely without a good local copy"
         assert sorted(removed) == sorted(self.responses)
-        kept = {p.name for d in (cfg.paths.outbox_dir, cfg.paths.sent_dir, cfg.paths.failed_dir)
-                for p in d.rglob("*") if p.is_file()}
+        kept = {
+            p.name
+            for d in (cfg.paths.outbox_dir, cfg.paths.sent_dir, cfg.paths.failed_dir)
+            for p in d.rglob("*")
+            if p.is_file()
+        }
         missing = set(self.originals) - kept
         assert not missing, f"lost: {sorted(missing)[:5]}"
         assert not list(cfg.paths.inbox_dir.rglob(".*.part")), "half-downloaded files left in the inbox"

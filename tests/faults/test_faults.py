@@ -88,7 +88,9 @@ def test_local_disk_full(world: FaultWorld, tmp_path: Path) -> None:
     old_root = world.cfg.paths.root
     used = sum(p.stat().st_size + 4096 for p in old_root.rglob("*"))  # a tmpfs page per file at least
     size = used * 2 + (8 << 20)  # the spool always fits (its size depends on the seed), then the filler fills it
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True, text=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     assert r.returncode == 0, f"cannot mount a tmpfs for the disk-full test: {r.stderr.strip()}"
     try:
         shutil.copytree(old_root, mount / "spool")
@@ -118,8 +120,12 @@ def test_clock_jumps(world: FaultWorld, tmp_path: Path) -> None:
     assert lib is not None, "libfaketime is not installed (apt-get install -y faketime; .ci/run does)"
     stamp = tmp_path / "faketime"
     stamp.write_text("+0")
-    env = {"LD_PRELOAD": str(lib), "FAKETIME_TIMESTAMP_FILE": str(stamp), "FAKETIME_NO_CACHE": "1",
-           "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    env = {
+        "LD_PRELOAD": str(lib),
+        "FAKETIME_TIMESTAMP_FILE": str(stamp),
+        "FAKETIME_NO_CACHE": "1",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
     world.start(env=env)
     for jump in ("+1d", "-1m", "+3h", "+0"):
         sleep_random(world, 0.2, 0.8)

@@ -20,18 +20,55 @@ from onss_relay.transport.local import make_remote_home
 from tests.conftest import SIGNING_PASSWORD, TODAY, write_config
 
 GOOD = f"FI.DMFA.123456.{TODAY}.00001.T.1.1"
-PIECES = st.sampled_from(["..", ".", "FI", "FS", "GO", "FO", "DMFA", "123456", TODAY, "00001", "00000", "T", "R",
-                          "1", "9", "\t", "\n", "\x1b[31m", " ", "%2F", "Ｆ", "Ι", "ﬁ", "\u202e", "é", "~", "-", "*"])
+PIECES = st.sampled_from(
+    [
+        "..",
+        ".",
+        "FI",
+        "FS",
+        "GO",
+        "FO",
+        "DMFA",
+        "123456",
+        TODAY,
+        "00001",
+        "00000",
+        "T",
+        "R",
+        "1",
+        "9",
+        "\t",
+        "\n",
+        "\x1b[31m",
+        " ",
+        "%2F",
+        "Ｆ",
+        "Ι",
+        "ﬁ",
+        "\u202e",
+        "é",
+        "~",
+        "-",
+        "*",
+    ]
+)
 NAMES = st.one_of(
     st.lists(PIECES, min_size=1, max_size=14).map("".join),
     st.lists(PIECES, min_size=1, max_size=9).map(".".join),
     st.text(st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)), min_size=1, max_size=60),
-    st.integers(0, len(GOOD) - 1).map(lambda i: GOOD[:i] + "\x01" + GOOD[i + 1:]),
+    st.integers(0, len(GOOD) - 1).map(lambda i: GOOD[:i] + "\x01" + GOOD[i + 1 :]),
 ).filter(lambda n: n not in (".", "..") and len(n.encode()) <= 255)
-CONTENTS = st.sampled_from([
-    b"", b"\x00" * 1000, b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'aaaaaaaaaa'><!ENTITY b '&a;&a;&a;&a;&a;'>]><x>&b;</x>",
-    b"<unclosed>", "<é>\u202e</é>".encode(), os.urandom(300), b"-----BEGIN PKCS7-----\nMIIB\n",
-])
+CONTENTS = st.sampled_from(
+    [
+        b"",
+        b"\x00" * 1000,
+        b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'aaaaaaaaaa'><!ENTITY b '&a;&a;&a;&a;&a;'>]><x>&b;</x>",
+        b"<unclosed>",
+        "<é>\u202e</é>".encode(),
+        os.urandom(300),
+        b"-----BEGIN PKCS7-----\nMIIB\n",
+    ]
+)
 
 
 class World:
@@ -98,8 +135,15 @@ def test_hostile_server_files_never_escape_the_inbox(name: str, content: bytes) 
         first = w.relay.poll_once()
         second = w.relay.poll_once()  # a file without GO is taken when its size held across two polls
         suspicious = first.suspicious + second.suspicious
-        outside = [p for p in w.dir.rglob("*") if p.is_file() and w.relay.spool.paths.root not in p.parents
-                   and w.dir / "remote" not in p.parents and w.dir / "keys" not in p.parents and p.name != "config.toml"]
+        outside = [
+            p
+            for p in w.dir.rglob("*")
+            if p.is_file()
+            and w.relay.spool.paths.root not in p.parents
+            and w.dir / "remote" not in p.parents
+            and w.dir / "keys" not in p.parents
+            and p.name != "config.toml"
+        ]
         assert outside == []
         if (out / name).exists():
             assert f"OUTTEST/{name!r}" in suspicious  # left alone, and said so
