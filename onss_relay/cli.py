@@ -167,7 +167,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     if report.upload.error:
         print(f"onss-relay: {report.upload.error}", file=sys.stderr)
         return EXIT_REMOTE
-    return EXIT_WORK_FAILED if report.quarantined else EXIT_OK
+    return EXIT_WORK_FAILED if report.failed else EXIT_OK
 
 
 def cmd_poll(args: argparse.Namespace) -> int:

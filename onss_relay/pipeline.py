@@ -38,7 +38,13 @@ class SendReport:
 
     @property
     def quarantined(self) -> int:
-        return self.quarantined_after - self.quarantined_before + len(self.upload.quarantined)
+        """Files moved to failed/ during the run (by the claim, sign and upload stages)."""
+        return self.quarantined_after - self.quarantined_before
+
+    @property
+    def failed(self) -> bool:
+        """Whether anything was refused: a file quarantined, or a set given up at upload (its files may be gone)."""
+        return self.quarantined > 0 or bool(self.upload.quarantined)
 
 
 class Relay:

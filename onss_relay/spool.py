@@ -60,9 +60,34 @@ class Spool:
         return self.outbox_files(row) + [self.work / n for n in row.data.fs]
 
     def quarantine_claimed(self, journal: Journal, row: SetRow, reason: str, detail: str) -> None:
-        """Given a claimed set that cannot be sent, move its files to failed/ and record it as failed."""
+        """Given a claimed set that cannot be sent, move its files to failed/ and record it as failed.
+
+        Files first, journal second: a crash in between leaves the set in flight with its files in failed/,
+        and the next stage to touch it finds them there (``why_gone``) and records the same reason.
+        """
         self.quarantine(self.outbox_files(row), reason, detail, set=row.go_name)
         journal.transition(row.go_name, State.FAILED, detail=detail, reason=f"{reason}: {detail}")
+
+    def why_gone(self, row: SetRow, name: str) -> tuple[str, str]:
+        """Given a claimed set and one of its files no longer in the outbox, return (reason, detail) to record:
+        the quarantine reason when a crash interrupted its quarantine, else that it vanished."""
+        record = self.failed / f"{name}.reason.json"
+        try:
+            recorded = json.loads(record.read_text())
+            return str(recorded["reason"]), f"{recorded.get('detail', '')} (found in failed/ after a restart)"
+        except (OSError, ValueError, KeyError, TypeError):
+            return (
+                "declaration vanished from the outbox",
+                f"{name} is no longer in {self.outbox} (moved or deleted after it was claimed); nothing was sent",
+            )
+
+    def set_aside(self, journal: Journal, row: SetRow, name: str, error: OSError) -> None:
+        """Given a claimed set and the error met reading one of its files, quarantine it with a reason."""
+        if isinstance(error, FileNotFoundError):
+            reason, detail = self.why_gone(row, name)
+        else:
+            reason, detail = "cannot read the declaration", f"{name}: {error.strerror or error}"
+        self.quarantine_claimed(journal, row, reason, detail)
 
     def quarantine(self, files: list[Path], reason: str, detail: str = "", **extra: Any) -> list[Path]:
         """Given outbox files and a reason, move them to failed/ with a <name>.reason.json beside each."""

@@ -25,12 +25,21 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
     return True
 
 
+# run as root but without the capabilities that let root read and write any file: what an unprivileged
+# user meets (permission denied), while the interpreter under /root stays reachable
+WITHOUT_ROOT_FILE_ACCESS = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner"]
+
+
 def run_cli(
-    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    wrapper: list[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Given arguments, run `onss-relay ARGS` as a separate process and return what it did."""
     return subprocess.run(
-        [sys.executable, "-m", "onss_relay.cli", *args],
+        [*(wrapper or []), sys.executable, "-m", "onss_relay.cli", *args],
         capture_output=True,
         text=True,
         cwd=cwd,

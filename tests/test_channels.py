@@ -121,6 +121,7 @@ def test_hostile_names_are_left_alone(channel: Channel) -> None:
     relay.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kills", [6])
 def test_sigkill_of_the_daemon(channel: Channel, kills: int) -> None:
     rng = seeded_rng("ONSS_RELAY_CRASH_SEED")

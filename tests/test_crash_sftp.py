@@ -5,11 +5,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from onss_relay.config import load_config
 from onss_relay.journal import State, open_journal_at
 from tests.fixtures.sshd import SshServer
 from tests.helpers import Daemon, seeded_rng
 from tests.test_uploader_sftp import assert_order_and_once, drop_sets
+
+pytestmark = pytest.mark.slow
 
 SETS = 200
 KILLS = 20

@@ -21,6 +21,8 @@ from tests.conftest import fi_name
 from tests.fixtures.sshd import SshServer, free_port
 from tests.helpers import start_daemon, state_of, wait_log, wait_until
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -78,6 +78,7 @@ def test_truncated_upload_is_detected_and_sent_again_before_any_go(relay_dir: Pa
     relay.close()
 
 
+@pytest.mark.slow
 def test_bad_login_exits_3_and_check_says_so(relay_dir: Path, ftpd: FtpServer) -> None:
     (relay_dir / "keys" / "ftp.pass").write_text("wrong\n")
     (relay_dir / "spool" / "outbox").mkdir(parents=True, exist_ok=True)

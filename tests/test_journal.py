@@ -85,6 +85,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("delay", [0.2, 0.35, 0.5, 0.8])
 def test_survives_sigkill_mid_transaction(tmp_path: Path, delay: float) -> None:
     db = tmp_path / "j.db"

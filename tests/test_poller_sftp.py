@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from onss_relay.config import Config
 from onss_relay.journal import State
 from onss_relay.pipeline import Relay
@@ -84,6 +86,7 @@ def test_hostile_names_on_a_real_server(sftp_cfg: Config, sshd: SshServer) -> No
     relay.close()
 
 
+@pytest.mark.slow
 def test_sigkill_during_download_loses_and_deletes_nothing(sftp_dir: Path, sftp_cfg: Config, sshd: SshServer) -> None:
     out = sshd.home / "OUT"
     big = "FO.DMNO.999999.20261124.00009.R"
@@ -128,6 +131,7 @@ def test_crash_between_rename_and_remote_delete_does_not_download_twice(sftp_dir
     relay.close()
 
 
+@pytest.mark.slow
 def test_full_cycle_over_sftp(sftp_dir: Path, sshd: SshServer) -> None:
     """submit → sign → upload → the simulator answers on the server side → poll → status."""
     config = str(sftp_dir / "config.toml")

@@ -88,6 +88,7 @@ def openssl_verifies(tmp_path: Path, fi: Path, fs_content: bytes, ca: Path) -> b
     return r.returncode == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["rsa2048", "rsa4096", "p256"])
 @pytest.mark.parametrize("layout", signature.LAYOUTS)
 def test_openssl_accepts_every_layout_and_key(tmp_path: Path, kind: str, layout: str) -> None:
@@ -188,6 +189,7 @@ def test_empty_declaration_is_refused_before_signing(tmp_path: Path) -> None:
         signature.fs_content_for(identity.load_identity(key), fi, "sha256", "single-line")
 
 
+@pytest.mark.slow
 def test_a_500_mb_declaration_is_signed_in_constant_memory(tmp_path: Path) -> None:
     import sys
 

@@ -65,6 +65,7 @@ def test_sets_land_in_their_folder_in_order(sftp_cfg: Config, sshd: SshServer, i
     relay.close()
 
 
+@pytest.mark.slow
 def test_connections_are_sftp_sessions_on_one_ssh_connection(sftp_cfg: Config, sshd: SshServer) -> None:
     """remote.connections = 4: four SFTP sessions carry the sets, over one SSH login, driven by one thread."""
     relay = Relay(sftp_cfg)
@@ -218,6 +219,7 @@ def test_missing_remote_folder_is_a_clear_permanent_error(sftp_cfg: Config, sshd
     relay.close()
 
 
+@pytest.mark.slow
 def test_disconnects_mid_transfer_still_deliver_exactly_once(
     sftp_dir: Path, sshd: SshServer, client_keys: dict[str, Path]
 ) -> None:

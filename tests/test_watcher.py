@@ -149,6 +149,7 @@ def slow_writer(path: Path, chunks: int, pause: float, keep_open: bool) -> None:
             time.sleep(pause)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("settle, keep_open", [("1s", False), ("0s", True)])
 def test_a_slow_appender_is_never_taken_half_written(relay_dir: Path, settle: str, keep_open: bool) -> None:
     cfg = configured(relay_dir, watch__settle=settle)
@@ -160,6 +161,7 @@ def test_a_slow_appender_is_never_taken_half_written(relay_dir: Path, settle: st
     assert remote_fi(relay_dir, fi_name(1)) == written and len(written) == 12
 
 
+@pytest.mark.slow
 def test_a_thousand_dropped_at_once(relay_dir: Path) -> None:
     cfg = configured(relay_dir)
     with running(cfg):
@@ -173,6 +175,7 @@ def test_a_thousand_dropped_at_once(relay_dir: Path) -> None:
     history_sent_once(cfg)
 
 
+@pytest.mark.slow
 def test_files_dropped_while_stopped_are_found_at_start(relay_dir: Path) -> None:
     cfg = configured(relay_dir, watch__settle="0s", watch__rescan="1h")
     cfg.paths.outbox_dir.mkdir(parents=True, exist_ok=True)
@@ -182,6 +185,7 @@ def test_files_dropped_while_stopped_are_found_at_start(relay_dir: Path) -> None
         assert wait_until(lambda: sent_count(cfg) == 2, 20)
 
 
+@pytest.mark.slow
 def test_polling_observer(relay_dir: Path) -> None:
     cfg = configured(relay_dir, watch__polling="true", watch__settle="1s")
     with running(cfg) as daemon:
@@ -190,6 +194,7 @@ def test_polling_observer(relay_dir: Path) -> None:
         assert daemon.relay is not None and not daemon.relay.claimer.tracker.events
 
 
+@pytest.mark.slow
 def test_twenty_concurrent_submits_get_distinct_sequences(relay_dir: Path) -> None:
     src = relay_dir / "d.xml"
     src.write_bytes(b"<d/>")

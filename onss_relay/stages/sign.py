@@ -6,6 +6,7 @@ signing.sign_simulation is set (the transfer point may refuse one there: ACRF-12
 
 from __future__ import annotations
 
+import errno
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,10 @@ from onss_relay.spool import Spool
 log = structlog.get_logger(__name__)
 
 BATCH = 25  # sets signed per journal commit
+# read errors worth another try rather than a quarantine (NFS/SMB outboxes, interrupted calls)
+TRANSIENT_READ_ERRORS = frozenset(
+    {errno.EAGAIN, errno.EINTR, errno.ESTALE, errno.ETIMEDOUT, errno.EHOSTDOWN, errno.ENOLCK}
+)
 
 
 class Signer:
@@ -85,6 +90,7 @@ class Signer:
         env = parse_name(row.go_name).env
         wants_fs = env != Env.S or self.cfg.signing.sign_simulation
         fs_names = []
+        fi_name = row.parts[0]
         try:
             for fi_name in row.parts:
                 fi = self.spool.outbox / fi_name
@@ -97,8 +103,11 @@ class Signer:
         except SignatureError as e:
             self.spool.quarantine_claimed(self.journal, row, "cannot sign", str(e))
             return None
-        except FileNotFoundError as e:
-            self.spool.quarantine_claimed(self.journal, row, "declaration vanished from the outbox", f"{e.filename}")
+        except OSError as e:
+            if e.errno in TRANSIENT_READ_ERRORS:  # e.g. a network share that blinked: try again next round
+                log.warning("declaration_unreadable", set=row.go_name, file=fi_name, error=e.strerror, retry=True)
+                return None
+            self.spool.set_aside(self.journal, row, fi_name, e)  # gone, permission denied, …: the others go on
             return None
         return Change(row.go_name, State.SIGNED, data={"fs": tuple(fs_names)})
 

@@ -10,8 +10,10 @@ The queue, gate commits, sent batches and connection pool it runs on are in uplo
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import structlog
 import tenacity
@@ -124,9 +126,14 @@ class Uploader:
         self.stop.wait(seconds)  # a stop request ends the backoff at once
 
     def check_unchanged(self, row: SetRow) -> None:
-        """Given a set about to be sent, raise ChangedAfterClaim if an FI was rewritten since it was claimed."""
+        """Given a set about to be sent, raise ChangedAfterClaim if an FI was rewritten since it was claimed,
+        and OSError if one of its files is gone or unreadable."""
+        for fs in row.data.fs:
+            (self.spool.work / fs).stat()
         for fi in row.parts:
-            st = (self.spool.outbox / fi).stat()
+            path = self.spool.outbox / fi
+            os.close(os.open(path, os.O_RDONLY))  # readable (permission denied shows here, not mid-upload)
+            st = path.stat()
             expected = row.data.sizes[fi]
             if st.st_size != expected:
                 raise ChangedAfterClaim(
@@ -264,13 +271,23 @@ class _Worker:
         return Upload(row.go_name, steps, gate, lambda: sent.add(row, folder), gates.commit)
 
     def _check_or_quarantine(self, row: SetRow) -> None:
+        """Given a set at its first gate, quarantine it (and go on with the others) if it cannot be sent."""
         try:
             self.u.check_unchanged(row)
         except ChangedAfterClaim as e:
             self.u.spool.quarantine_claimed(self.u.journal, row, e.reason, e.detail)
-            self.round.add("quarantined", [row.go_name])
-            self.inflight.discard(row.go_name)
-            raise UploadAbandoned from None
+        except OSError as e:
+            name = Path(e.filename).name if e.filename else row.parts[0]
+            if name in row.data.fs:
+                reason = "signature file missing from work/"
+                self.u.spool.quarantine_claimed(self.u.journal, row, reason, f"{name}: {e.strerror}; nothing was sent")
+            else:
+                self.u.spool.set_aside(self.u.journal, row, name, e)
+        else:
+            return
+        self.round.add("quarantined", [row.go_name])
+        self.inflight.discard(row.go_name)
+        raise UploadAbandoned
 
     def _finish_go(self, t: Transport, row: SetRow) -> tuple[str, str]:
         """Given a set in go_sending, put its GO unless the server has it already or has consumed the set;

@@ -16,6 +16,8 @@ from tests.faults.harness import FULL, FaultWorld, sleep_random
 from tests.fixtures.sshd import SshServer
 from tests.helpers import wait_until
 
+pytestmark = pytest.mark.slow
+
 SETS = 120 if FULL else 40
 RESPONSES = 60 if FULL else 15
 

@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +19,8 @@ from onss_relay.pipeline import Relay
 from onss_relay.spool import is_temp_name
 from onss_relay.transport.local import make_remote_home
 from tests.conftest import SIGNING_PASSWORD, TODAY, write_config
+
+pytestmark = pytest.mark.slow
 
 GOOD = f"FI.DMFA.123456.{TODAY}.00001.T.1.1"
 PIECES = st.sampled_from(
