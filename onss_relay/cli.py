@@ -190,6 +190,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from onss_relay.commands.status import set_detail, status_json, status_table
     from onss_relay.journal import open_journal_at
+    from onss_relay.spool import Spool
 
     cfg = _config(args)
     if args.health:
@@ -198,9 +199,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"no journal yet at {cfg.paths.journal_path}: nothing was sent from this spool")
         return EXIT_OK
     journal = open_journal_at(cfg.paths.journal_path)
+    left = Spool(cfg.paths).left_on_server()
     try:
         if args.json:
-            print(json.dumps(status_json(journal, args.name, args.limit, cfg.poll), indent=2))
+            print(json.dumps(status_json(journal, args.name, args.limit, cfg.poll, left), indent=2))
             return EXIT_OK
         if args.name:
             detail = set_detail(journal, args.name)
@@ -209,7 +211,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 return EXIT_WORK_FAILED
             print(detail)
             return EXIT_OK
-        print(status_table(journal, args.limit, cfg.poll))
+        print(status_table(journal, args.limit, cfg.poll, left))
         return EXIT_OK
     finally:
         journal.close()

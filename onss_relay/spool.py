@@ -104,6 +104,25 @@ class Spool:
             log.warning("file_quarantined", file=f.name, reason=reason, detail=detail, to=str(dest))
         return moved
 
+    @property
+    def left_on_server_path(self) -> Path:
+        return self.paths.root / "left-on-server.json"
+
+    def note_left_on_server(self, entries: dict[str, int]) -> None:
+        """Given the remote responses the poller leaves on the server ("FOLDER/name" → size), record them for
+        `status` (rewritten only when the list changes)."""
+        doc = [{"file": k, "size": v, "why": "larger than poll.max_size"} for k, v in sorted(entries.items())]
+        if doc != self.left_on_server():
+            atomic_write(self.left_on_server_path, json.dumps(doc, indent=2).encode())
+
+    def left_on_server(self) -> list[dict[str, Any]]:
+        """The responses the poller left on the server at its last poll, with why."""
+        try:
+            doc = json.loads(self.left_on_server_path.read_text())
+        except (OSError, ValueError):
+            return []
+        return doc if isinstance(doc, list) else []
+
     def archive(self, sets: dict[str, list[Path]], day: dt.date | None = None) -> Path:
         """Given sent sets (GO name → local files), move each set's files with an empty GO into
         sent/YYYY-MM-DD/; fsync every folder touched once; return that folder."""

@@ -104,3 +104,97 @@ def test_an_unreadable_declaration_goes_to_failed_and_the_others_are_signed_and_
     row = journal_row(cfg, gos[1])
     assert row.state == State.FAILED and "cannot read the declaration" in row.reason
     assert {journal_row(cfg, go).state for go in (gos[0], gos[2])} == {State.SENT}
+
+
+def test_an_over_size_answer_is_never_downloaded_and_status_shows_it_left_on_the_server(
+    sftp_dir: Path, sftp_cfg: Config, sshd: SshServer
+) -> None:
+    config = str(sftp_dir / "config.toml")
+    big, small = "FO.NOTI.999999.20261124.0BIG1.T", "FO.ACRF.999999.20261124.00002.T"
+    (sshd.home / "OUTTEST" / big).write_bytes(b"<x/>" * 1000)
+    (sshd.home / "OUTTEST" / small).write_bytes(b"<ACRF/>")
+    env = {"ONSS_RELAY__POLL__MAX_SIZE": "2000"}
+    for _ in range(2):
+        r = run_cli("poll", "--once", "--config", config, env=env)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    reads = [p for ev, p in sshd.events() if ev == "open-read"]
+    assert not any(p.endswith("/" + big) for p in reads), "an over-size answer was downloaded"
+    assert any(p.endswith("/" + small) for p in reads)
+    assert (sshd.home / "OUTTEST" / big).exists() and not (sshd.home / "OUTTEST" / small).exists()
+    assert r.stderr.count("response_too_large") == 1 or "response_too_large" in r.stderr
+    status = run_cli("status", "--config", config, env=env)
+    assert "answers left on the server (1):" in status.stdout and f"OUTTEST/{big}  4000 bytes" in status.stdout
+    doc = json.loads(run_cli("status", "--json", "--config", config, env=env).stdout)
+    assert doc["left_on_server"] == [{"file": f"OUTTEST/{big}", "size": 4000, "why": "larger than poll.max_size"}]
+    (sshd.home / "OUTTEST" / big).unlink()  # handled by hand: status forgets it at the next poll
+    run_cli("poll", "--once", "--config", config)
+    assert "left on the server" not in run_cli("status", "--config", config).stdout
+
+
+def go_sending_over_sftp(cfg: Config, sshd: SshServer, go_landed: bool) -> str:
+    """Given a spool with one claimed and signed set, upload its FI and FS over the real sshd and commit
+    go_sending, as the daemon does; with go_landed, the GO reaches the server too. Then the process "dies"."""
+    from onss_relay.transport.sftp import SftpTransport
+
+    [go] = claimed_and_signed(cfg, [(1, "T", 1)])
+    relay = Relay(cfg)
+    row = relay.journal.get_set(go)
+    assert row is not None
+    t = SftpTransport.connect(cfg.remote)
+    try:
+        relay.journal.transition(go, State.UPLOADING)
+        for name in row.parts:
+            t.put(cfg.paths.outbox_dir / name, "INTEST", name)
+        for name in row.data.fs:
+            t.put(cfg.paths.work_dir / name, "INTEST", name)
+        relay.journal.transition(go, State.GO_SENDING)
+        if go_landed:
+            t.put_bytes(b"", "INTEST", go)
+    finally:
+        t.close()
+        relay.close()
+    return go
+
+
+def test_an_answer_polled_before_upload_recovery_gives_the_set_its_result(
+    sftp_dir: Path, sftp_cfg: Config, sshd: SshServer
+) -> None:
+    from onss_relay.simulator import Simulator
+    from tests.conftest import SENDER
+
+    config = str(sftp_dir / "config.toml")
+    go = go_sending_over_sftp(sftp_cfg, sshd, go_landed=True)
+    Simulator(sshd.home, SENDER).process()  # the transfer point consumed the set and answered (ACRF + notification)
+    assert not (sshd.home / "INTEST" / go).exists()
+    r = run_cli("poll", "--once", "--config", config)  # a cron'd poll runs before the daemon's recovery
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    row = journal_row(sftp_cfg, go)
+    assert row.state == State.NOTIFIED and row.ticket, (row.state, row.ticket)
+    history = [h[2] or "" for h in open_journal_at(sftp_cfg.paths.journal_path).history(go)]
+    assert any("the GO was consumed" in h for h in history)
+    r = run_cli("send", "--once", "--config", config)  # recovery now has nothing to re-send
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert not (sshd.home / "INTEST" / go).exists(), "the GO was put again after its answer"
+    row = journal_row(sftp_cfg, go)
+    assert row.state == State.NOTIFIED and row.archived
+    assert json.loads(run_cli("status", "--json", "--config", config).stdout)["unlinked_responses"] == []
+
+
+def test_go_sending_recovery_finds_the_answer_in_out_and_does_not_put_the_go_again(
+    sftp_dir: Path, sftp_cfg: Config, sshd: SshServer
+) -> None:
+    from onss_relay.simulator import Verdict, acrf_xml
+
+    config = str(sftp_dir / "config.toml")
+    go = go_sending_over_sftp(sftp_cfg, sshd, go_landed=False)
+    # the transfer point took the GO and answered; the FI and FS are still in INTEST (removed later)
+    acrf = "FO.ACRF.999999.20261124.00007.T"
+    (sshd.home / "OUTTEST" / acrf).write_bytes(acrf_xml(Verdict(go, "INTEST", (), "0380579A83Q1Z")))
+    (sshd.home / "OUTTEST" / ("GO" + acrf[2:])).write_bytes(b"")
+    r = run_cli("send", "--once", "--config", config)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert not any(ev == "open-write" and p.endswith("/" + go) for ev, p in sshd.events()), "GO put again"
+    history = open_journal_at(sftp_cfg.paths.journal_path).history(go)
+    assert history[-1][1] == "sent" and f"OUTTEST/{acrf} answers the set" in (history[-1][2] or "")
+    run_cli("poll", "--once", "--config", config)
+    assert journal_row(sftp_cfg, go).state == State.ACKNOWLEDGED

@@ -44,9 +44,14 @@ def _result(row: SetRow, poll: PollConfig, now: float) -> str:
     return result_summary(row) + (f"  OVERDUE: {late}" if late else "")
 
 
-def status_table(journal: Journal, limit: int = 50, poll: PollConfig | None = None) -> str:
-    """Given the journal, return a readable table of recent sets, overdue ones marked, counts by state, and the
-    answers that match no set."""
+def status_table(
+    journal: Journal,
+    limit: int = 50,
+    poll: PollConfig | None = None,
+    left_on_server: list[dict[str, Any]] | None = None,
+) -> str:
+    """Given the journal, return a readable table of recent sets, overdue ones marked, counts by state, the
+    answers that match no set, and those left on the server."""
     poll = poll or PollConfig()
     rows = journal.recent_sets(limit)
     now = time.time()
@@ -64,6 +69,9 @@ def status_table(journal: Journal, limit: int = 50, poll: PollConfig | None = No
     if unmatched:
         out += ["", f"answers that match no set we sent ({len(unmatched)}), kept in the inbox:"]
         out += [f"  {r.folder}/{r.name}  {r.kind}  {r.local_path}" for r in unmatched[-limit:]]
+    if left_on_server:
+        out += ["", f"answers left on the server ({len(left_on_server)}):"]
+        out += [f"  {e['file']}  {e['size']} bytes  {e['why']}" for e in left_on_server]
     return "\n".join(out)
 
 
@@ -119,7 +127,11 @@ def _as_go(name: str) -> str:
 
 
 def status_json(
-    journal: Journal, name: str | None = None, limit: int = 200, poll: PollConfig | None = None
+    journal: Journal,
+    name: str | None = None,
+    limit: int = 200,
+    poll: PollConfig | None = None,
+    left_on_server: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Given the journal, return sets and counts as a JSON-ready dict (one set with its history when named)."""
     if name:
@@ -136,4 +148,5 @@ def status_json(
             {"folder": r.folder, "name": r.name, "kind": r.kind, "path": r.local_path}
             for r in journal.unmatched_responses()
         ],
+        "left_on_server": left_on_server or [],
     }

@@ -231,6 +231,9 @@ class Change:
     data: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     ticket: str | None = None
     reason: str | None = None
+    # record the change only while the set is in one of these states, skip it otherwise (another stage moved it
+    # first: the uploader finishing a GO and the poller linking its answer race for a set in go_sending)
+    only_from: frozenset[State] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -209,7 +209,8 @@ class SqliteJournal:
     def transition_many(self, changes: list[Change]) -> None:
         """Given state changes of several sets, check and record them all in one transaction (one fsync).
 
-        Either every change is recorded or none is (an illegal one raises and rolls the others back).
+        Either every change is recorded or none is (an illegal one raises and rolls the others back). A change
+        with ``only_from`` is skipped when the set is no longer in one of those states.
         """
         if not changes:
             return
@@ -220,6 +221,9 @@ class SqliteJournal:
                 row = db.execute("SELECT state, updated_at, data FROM sets WHERE go_name = ?", (c.go_name,)).fetchone()
                 if row is None:
                     raise IllegalTransition(f"unknown set {c.go_name}")
+                if c.only_from is not None and State(row["state"]) not in c.only_from:
+                    log.debug("set_state_skipped", set=c.go_name, state=row["state"], wanted=str(c.state))
+                    continue
                 check_transition(State(row["state"]), c.state)
                 merged = SetData.from_json(row["data"]).updated(c.data)
                 db.execute(

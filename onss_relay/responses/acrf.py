@@ -13,10 +13,10 @@ from typing import IO
 
 import structlog
 
-from onss_relay.journal import AcrfRecord, CodeMeaning, Journal, ResponseRow, SetRow, State
+from onss_relay.journal import AcrfRecord, Change, CodeMeaning, Journal, ResponseRow, SetRow, State
 from onss_relay.names import set_key_of
 from onss_relay.responses.codes import UNKNOWN, acrf_descriptions, describe, result_code
-from onss_relay.responses.reading import ResponseParseError, child, iter_forms, text, texts
+from onss_relay.responses.reading import ResponseParseError, child, decompress, iter_forms, text, texts
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +57,16 @@ def parse_acrfs(source: IO[bytes]) -> list[Acrf]:
     if not out:
         raise ResponseParseError("ACRF without a Form")
     return out
+
+
+def names_answered(data: bytes, compressed: bool = False) -> set[str]:
+    """Given the bytes of an ACRF file (a CO file when ``compressed``), return the file names its Forms answer;
+    nothing when it cannot be read (the poller will say why when it mirrors it)."""
+    try:
+        xml = decompress(data) if compressed else data
+        return {a.file_name for a in parse_acrfs(io.BytesIO(xml)) if a.file_name}
+    except (ResponseParseError, ValueError, OSError, EOFError):
+        return set()
 
 
 def parse_acrf(data: bytes) -> Acrf:
@@ -120,8 +130,10 @@ def consumed(journal: Journal, row: SetRow, what: str) -> SetRow:
     upload recovery has not done yet); return the set as it now is."""
     if row.state != State.GO_SENDING:
         return row
-    journal.transition(row.go_name, State.SENT, detail=f"{what} arrived: the GO was consumed")
-    return dataclasses.replace(row, state=State.SENT)
+    detail = f"{what} arrived: the GO was consumed"
+    journal.transition_many([Change(row.go_name, State.SENT, detail, only_from=frozenset({State.GO_SENDING}))])
+    now = journal.get_set(row.go_name)
+    return now if now is not None else row
 
 
 def _detail(acrf: Acrf) -> str:

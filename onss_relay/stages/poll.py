@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import structlog
 
 from onss_relay.config import Config
-from onss_relay.durable import free_name, fsync_dir
+from onss_relay.durable import atomic_write, free_name, fsync_dir
 from onss_relay.errors import InvalidName, PermanentRemoteError
 from onss_relay.journal import Journal
 from onss_relay.names import Env, Name, Prefix, parse_name, response_folder, set_key
@@ -56,8 +57,9 @@ class Poller:
         self.cfg = cfg
         self.journal = journal
         self.spool = spool
-        self._last_sizes: dict[tuple[str, str], int] = {}
+        self._last_sizes = self._load_sightings()  # sizes at the last poll, kept across runs (cron'd poll --once)
         self._reported: set[tuple[str, str]] = set()
+        self._too_large: dict[str, int] = {}  # "FOLDER/name" → size, left on the server
 
     def remove_stale_temps(self) -> list[Path]:
         """Remove our own half-downloaded temp files left by a crash (their remote copies were never deleted)."""
@@ -76,9 +78,31 @@ class Poller:
     def poll_once(self, t: Transport) -> PollReport:
         """List every polled OUT folder once and mirror what is ready; return what happened."""
         report = PollReport()
+        self._too_large = {}
         for folder in self.folders():
             self._poll_folder(t, folder, report)
+        self.spool.note_left_on_server(self._too_large)
+        self._save_sightings()
         return report
+
+    @property
+    def _sightings_path(self) -> Path:
+        return self.spool.paths.root / "poll-sightings.json"
+
+    def _load_sightings(self) -> dict[tuple[str, str], int]:
+        try:
+            doc = json.loads(self._sightings_path.read_text())
+            return {(str(f), str(n)): int(size) for f, n, size in doc}
+        except (OSError, ValueError, TypeError):
+            return {}
+
+    def _save_sightings(self) -> None:
+        """Remember the sizes seen, so that a file without GO is taken at the next poll of another process too."""
+        doc = sorted([f, n, size] for (f, n), size in self._last_sizes.items())
+        data = json.dumps(doc).encode()
+        with contextlib.suppress(OSError):  # only a hint: at worst a GO-less file waits one more poll
+            if not self._sightings_path.exists() or self._sightings_path.read_bytes() != data:
+                atomic_write(self._sightings_path, data)
 
     def _poll_folder(self, t: Transport, folder: str, report: PollReport) -> None:
         entries = t.list(folder)
@@ -115,21 +139,11 @@ class Poller:
         fresh: list[tuple[str, int, str]] = []
         to_delete = []
         for entry in entries:
-            known = self.journal.get_response(folder, entry.name)
-            if known is not None and known.deleted_remote:
-                # we copied and deleted this name before and it is back: fetch it again (identical bytes are not
-                # stored twice, other bytes are kept beside the first copy), never delete it unseen
-                log.warning("response_name_reused", folder=folder, file=entry.name, detail="downloading it again")
-                known = None
-            if known is None:
-                local = self._fetch(t, folder, entry.name, report)
-                if local is None:
-                    continue
-                fresh.append((entry.name, local.stat().st_size, str(local)))
-                report.mirrored.append(f"{folder}/{entry.name}")
-                log.info("response_mirrored", folder=folder, file=entry.name, path=str(local))
-            elif known.deleted_remote:
+            taken = self._take(t, folder, entry, report)
+            if taken is None:
                 continue
+            if isinstance(taken, tuple):
+                fresh.append(taken)
             to_delete.append(entry.name)
         if fresh:
             fsync_dir(self.spool.inbox / folder)
@@ -141,17 +155,50 @@ class Poller:
             report.deleted.append(f"{folder}/{name}")
         self.journal.mark_responses_deleted(folder, to_delete)
 
+    def _take(
+        self, t: Transport, folder: str, entry: RemoteEntry, report: PollReport
+    ) -> tuple[str, int, str] | bool | None:
+        """Given one remote file of a ready set, return (name, size, local path) once copied, True when we hold a
+        copy already (deleting it remotely is safe), None when it stays on the server."""
+        known = self.journal.get_response(folder, entry.name)
+        if known is not None and not known.deleted_remote:
+            return True
+        if known is not None:
+            # we copied and deleted this name before and it is back: fetch it again (identical bytes are not
+            # stored twice, other bytes are kept beside the first copy), never delete it unseen
+            log.warning("response_name_reused", folder=folder, file=entry.name, detail="downloading it again")
+        if entry.size > self.cfg.poll.max_size:  # seen in the listing: never downloaded, on any transport
+            self._too_large_left(folder, entry.name, entry.size, report)
+            return None
+        local = self._fetch(t, folder, entry.name, report)
+        if local is None:
+            return None
+        report.mirrored.append(f"{folder}/{entry.name}")
+        log.info("response_mirrored", folder=folder, file=entry.name, path=str(local))
+        return entry.name, local.stat().st_size, str(local)
+
     def _fetch(self, t: Transport, folder: str, name: str, report: PollReport) -> Path | None:
         try:
             return self._download(t, folder, name)
-        except SizeLimitExceeded as e:
-            report.too_large.append(f"{folder}/{name}")
-            if (folder, name) not in self._reported:
-                self._reported.add((folder, name))
-                log.error("response_too_large", folder=folder, file=name, detail=str(e))
+        except SizeLimitExceeded:  # the listing said less than the server sent
+            self._too_large_left(folder, name, self.cfg.poll.max_size + 1, report)
         except PermanentRemoteError as e:  # this one file cannot be read (a link out, no permission)
             self._suspicious(folder, name, f"cannot be read: {e}", report)
         return None
+
+    def _too_large_left(self, folder: str, name: str, size: int, report: PollReport) -> None:
+        report.too_large.append(f"{folder}/{name}")
+        self._too_large[f"{folder}/{name}"] = size
+        if (folder, name) not in self._reported:
+            self._reported.add((folder, name))
+            log.error(
+                "response_too_large",
+                folder=folder,
+                file=name,
+                size=size,
+                detail=f"larger than poll.max_size ({self.cfg.poll.max_size} bytes): left on the server, "
+                "not downloaded; raise poll.max_size to fetch it",
+            )
 
     def _download(self, t: Transport, folder: str, name: str) -> Path:
         """Copy folder/name to inbox/folder/ under a temp name, fsync it, rename it in; return the final path."""

@@ -10,6 +10,7 @@ The queue, gate commits, sent batches and connection pool it runs on are in uplo
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -19,9 +20,10 @@ import structlog
 import tenacity
 
 from onss_relay.config import Config
-from onss_relay.errors import BadInput, RemoteError, TransientRemoteError
+from onss_relay.errors import BadInput, InvalidName, RemoteError, TransientRemoteError
 from onss_relay.journal import Change, Journal, SetRow, State
-from onss_relay.names import Env, upload_folder
+from onss_relay.names import Env, Prefix, parse_name, response_folder, upload_folder
+from onss_relay.responses.acrf import names_answered
 from onss_relay.spool import Spool
 from onss_relay.stages.upload_queue import Channel, ConnectionPool, Gates, SentBatch, WorkQueue
 from onss_relay.transport.base import PutFile, Step, Transport, Upload, UploadAbandoned
@@ -295,7 +297,30 @@ class _Worker:
         folder = upload_folder(Env(row.env))
         if t.exists(folder, row.go_name):
             return folder, "GO already on the server"
-        if all(t.exists(folder, fi) for fi in row.parts):
-            t.put_bytes(b"", folder, row.go_name)
-            return folder, "GO uploaded"
-        return folder, "set already consumed by the transfer point"
+        if not all(t.exists(folder, fi) for fi in row.parts):
+            return folder, "set already consumed by the transfer point"
+        answer = self._answer_waiting(t, row)
+        if answer is not None:
+            return folder, f"GO consumed: {answer} answers the set"
+        t.put_bytes(b"", folder, row.go_name)
+        return folder, "GO uploaded"
+
+    def _answer_waiting(self, t: Transport, row: SetRow) -> str | None:
+        """Given a set in go_sending, return the name of an ACRF waiting in its environment's OUT folder that
+        answers it (the GO was consumed, whatever is left in IN), else None."""
+        out = response_folder(Env(row.env))
+        ours = {row.go_name, *row.parts}
+        for entry in t.list(out):
+            try:
+                name = parse_name(entry.name)
+            except InvalidName:
+                continue  # the poller reports hostile names
+            if name.app != "ACRF" or name.prefix not in (Prefix.FO, Prefix.CO) or entry.kind != "file":
+                continue
+            if entry.size > self.u.cfg.poll.max_size:
+                continue
+            data = io.BytesIO()
+            t.get(out, entry.name, data, self.u.cfg.poll.max_size)
+            if names_answered(data.getvalue(), compressed=name.prefix == Prefix.CO) & ours:
+                return f"{out}/{entry.name}"
+        return None

@@ -24,6 +24,7 @@ from onss_relay.transport.base import Transport
 log = structlog.get_logger(__name__)
 
 PENDING = (State.SIGNED, State.UPLOADING, State.GO_SENDING)
+GO_SENDING = frozenset({State.GO_SENDING})
 SENT_BATCH = 16  # sets whose GO is on the server, archived and marked sent together…
 SENT_DELAY = 0.25  # …or as soon as the first of them has waited this long (seconds)
 IDLE_KEEP = 60.0  # seconds a connection stays open with nothing to send, for the next sets (the daemon)
@@ -103,7 +104,10 @@ class SentBatch:
         rows, self.rows = self.rows, []
         dest = str(self.spool.archive({row.go_name: self.spool.local_files(row) for row, _, _ in rows}))
         self.journal.transition_many(
-            [Change(row.go_name, State.SENT, detail, archived=True, data={"sent_dir": dest}) for row, _, detail in rows]
+            [  # only from go_sending: an answer linked meanwhile has moved the set on (it says the GO was consumed)
+                Change(row.go_name, State.SENT, detail, archived=True, data={"sent_dir": dest}, only_from=GO_SENDING)
+                for row, _, detail in rows
+            ]
         )
         for row, folder, detail in rows:
             log.info(
