@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import shutil
 from pathlib import Path
 from typing import BinaryIO
+
+COPY_CHUNK = 1 << 20
 
 
 def fsync_dir(directory: Path) -> None:
@@ -54,6 +57,21 @@ class BatchWriter:
         self._pending.append((tmp, target, f))
         f.write(data)
         f.flush()
+
+    def copy(self, name: str, src: Path, algorithm: str) -> bytes:
+        """Given a file, copy it here as ``name`` (streamed, constant memory) and return the digest of exactly the
+        bytes copied: a private snapshot that no writer of ``src`` can change afterwards."""
+        target = self.folder / name
+        tmp = target.with_name(f".{name}.tmp")
+        f = tmp.open("wb")
+        self._pending.append((tmp, target, f))
+        h = hashlib.new(algorithm)
+        with src.open("rb") as source:
+            while chunk := source.read(COPY_CHUNK):
+                h.update(chunk)
+                f.write(chunk)
+        f.flush()
+        return h.digest()
 
     def commit(self) -> None:
         """Make every file written so far durable under its name; raise (and remove the temps) on failure."""

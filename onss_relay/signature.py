@@ -271,8 +271,9 @@ def _verify_with(cert: x509.Certificate, signature: bytes, tbs: bytes, algorithm
         raise SignatureError("the signature does not match the signer's certificate") from None
 
 
-def fs_content_for(identity: Identity, fi: Path, algorithm: str, layout: str) -> bytes:
-    """Given an Identity and an FI, return the FS file content, checked before it is returned.
+def fs_content_for(identity: Identity, fi: Path, algorithm: str, layout: str, digest: bytes | None = None) -> bytes:
+    """Given an Identity and an FI (and its digest, when already computed), return the FS file content,
+    checked before it is returned.
 
     The first FS of each identity and digest is verified in full, as a receiver would (CMS parser,
     certificate lookup, digest, signature, validity). Every FS, the first included, has its signature
@@ -284,7 +285,7 @@ def fs_content_for(identity: Identity, fi: Path, algorithm: str, layout: str) ->
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     check_certificate(identity, now, warning_days=-1)
     t = template(identity, algorithm)
-    der, signed_attrs, signature = t.sign(digest_file(fi, algorithm), now)
+    der, signed_attrs, signature = t.sign(digest or digest_file(fi, algorithm), now)
     content = encode_fs(der, layout)
     t.check(signed_attrs, signature)
     if decode_fs(content) != der:

@@ -55,9 +55,37 @@ class Spool:
         """Given a claimed set, return its files in the outbox: the FI parts and what came with them."""
         return [self.outbox / n for n in [*row.parts, *row.data.extras]]
 
-    def local_files(self, row: SetRow) -> list[Path]:
-        """Given a set, return its files here: FI parts and what came with them in the outbox, FS in work/."""
-        return self.outbox_files(row) + [self.work / n for n in row.data.fs]
+    def sent_files(self, row: SetRow) -> list[Path]:
+        """Given a set, return the files that go to sent/ once it is sent: the FI bytes that were signed and
+        sent (the private copies in work/; the outbox files for sets signed before copies were made), what
+        came with them in the outbox, and the FS files."""
+        fis = [self.work / n if n in row.data.digests else self.outbox / n for n in row.parts]
+        return fis + [self.outbox / n for n in row.data.extras] + [self.work / n for n in row.data.fs]
+
+    def archive_sets(self, rows: list[SetRow]) -> Path:
+        """Given sent sets, move what was sent into sent/YYYY-MM-DD/ (``archive``), then release each outbox FI
+        whose copy was sent: removed when unchanged since its claim, else kept in failed/ with why."""
+        dest = self.archive({row.go_name: self.sent_files(row) for row in rows})
+        for row in rows:
+            self._release_originals(row, dest)
+        return dest
+
+    def _release_originals(self, row: SetRow, dest: Path) -> None:
+        for name in row.data.digests:
+            original = self.outbox / name
+            try:
+                st = original.stat()
+            except FileNotFoundError:
+                continue  # released before a crash
+            if st.st_size == row.data.sizes.get(name) and st.st_mtime_ns == row.data.mtimes.get(name, st.st_mtime_ns):
+                original.unlink()
+            else:
+                self.quarantine(
+                    [original],
+                    "changed after it was signed",
+                    f"{name} changed after its copy was signed and sent; what was sent is in {dest}",
+                    set=row.go_name,
+                )
 
     def quarantine_claimed(self, journal: Journal, row: SetRow, reason: str, detail: str) -> None:
         """Given a claimed set that cannot be sent, move its files to failed/ and record it as failed.

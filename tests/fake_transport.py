@@ -4,7 +4,6 @@ asks a callback what the journal says at each write (to check the gate order fro
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import BinaryIO
 
 from onss_relay.errors import TransientRemoteError
@@ -47,9 +46,9 @@ class FakeTransport:
         check_folder(folder)
         return [RemoteEntry(n, len(b), "file") for (f, n), b in sorted(self.files.items()) if f == folder]
 
-    def put(self, local: Path, folder: str, name: str) -> None:
+    def put(self, src: BinaryIO, folder: str, name: str) -> None:
         self.on_write(name)
-        self.files[self._op("put", folder, name)] = local.read_bytes()
+        self.files[self._op("put", folder, name)] = src.read() + src.read()  # the second read ends the stream
 
     def put_bytes(self, data: bytes, folder: str, name: str) -> None:
         self.on_write(name)

@@ -52,7 +52,9 @@ def drop(outbox: Path, sets: list[tuple[int, int]]) -> list[str]:
     gos = []
     for seq, total in sets:
         for part in range(1, total + 1):
-            (outbox / fi_name(seq, "T", total, part)).write_bytes(b"<DmfA s='%d' p='%d'>\r\n" % (seq, part) * 300)
+            (outbox / fi_name(seq, "T", total, part)).write_bytes(
+                b"<DmfA s='%d' p='%d'>\r\n%s</DmfA>\r\n" % (seq, part, b"<Line/>\r\n" * 300)
+            )
         gos.append("GO" + fi_name(seq, "T", total, 1)[2:-2])
     return gos
 

@@ -127,7 +127,7 @@ def test_standby_takes_over_and_once_commands_refuse(relay_dir: Path) -> None:
         t0 = time.monotonic()
         assert wait_log(relay_dir / "b.log", "relay_started", timeout=15)
         assert time.monotonic() - t0 < 5
-        (relay_dir / "spool" / "outbox" / fi_name(1)).write_bytes(b"<after takeover/>")
+        (relay_dir / "spool" / "outbox" / fi_name(1)).write_bytes(b"<after-takeover/>")
         assert wait_until(lambda: state_of(config, "GO" + fi_name(1)[2:-2]) == State.SENT, 20)
     finally:
         for p in (first, second):

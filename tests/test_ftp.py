@@ -20,7 +20,7 @@ from tests.fixtures.ftpd import FtpServer
 def drop(relay: Relay, n: int) -> list[str]:
     gos = []
     for i in range(1, n + 1):
-        (relay.spool.outbox / fi_name(i)).write_bytes(b"<x i='%d'/>\r\n" % i * 500)
+        (relay.spool.outbox / fi_name(i)).write_bytes(b"<d>%s</d>" % (b"<x i='%d'/>\r\n" % i * 500))
         gos.append("GO" + fi_name(i)[2:-2])
     return gos
 

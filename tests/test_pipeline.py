@@ -168,7 +168,8 @@ def _to_go_sending(relay: Relay) -> str:
         assert upload.enter(step)
         upload.commit()
         for f in upload.files(step):
-            t.put(f.local, f.folder, f.name)  # type: ignore[arg-type]
+            with f.open() as src:
+                t.put(src, f.folder, f.name)
     assert upload.enter(2)
     upload.commit()  # go_sending committed; the process dies before the GO put
     assert relay.journal.get_set(row.go_name).state == State.GO_SENDING  # type: ignore[union-attr]
@@ -319,10 +320,10 @@ def test_hostile_remote_names_never_pass_as_responses(name: str) -> None:
 
 
 def test_a_declaration_rewritten_after_signing_is_not_sent(relay: Relay, relay_dir: Path) -> None:
-    fi = drop(relay, fi_name(1), b"<first version/>")
+    fi = drop(relay, fi_name(1), b"<first-version/>")
     relay.claim()
     relay.signer.sign_queued()
-    fi.write_bytes(b"<other version!>")  # same size, new content
+    fi.write_bytes(b"<other-version!>")  # same size, new content
     os.utime(fi, ns=(time.time_ns(), time.time_ns() + 1_000_000))
     relay.uploader.upload_pending()
     assert reasons(relay)[fi_name(1)]["reason"] == "declaration changed after it was claimed"

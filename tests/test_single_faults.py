@@ -143,10 +143,9 @@ def go_sending_over_sftp(cfg: Config, sshd: SshServer, go_landed: bool) -> str:
     t = SftpTransport.connect(cfg.remote)
     try:
         relay.journal.transition(go, State.UPLOADING)
-        for name in row.parts:
-            t.put(cfg.paths.outbox_dir / name, "INTEST", name)
-        for name in row.data.fs:
-            t.put(cfg.paths.work_dir / name, "INTEST", name)
+        for name in [*row.parts, *row.data.fs]:
+            with (cfg.paths.work_dir / name).open("rb") as src:  # the signed copies
+                t.put(src, "INTEST", name)
         relay.journal.transition(go, State.GO_SENDING)
         if go_landed:
             t.put_bytes(b"", "INTEST", go)

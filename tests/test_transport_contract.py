@@ -36,7 +36,8 @@ def test_put_size_exists_list_get_delete(remote: tuple[Transport, Path], tmp_pat
     t, home = remote
     src = tmp_path / "src"
     src.write_bytes(b"\r\n".join(b"line %d" % i for i in range(50000)))
-    t.put(src, "INTEST", "FI.A")
+    with src.open("rb") as f:
+        t.put(f, "INTEST", "FI.A")
     t.put_bytes(b"", "INTEST", "GO.A")
     assert (home / "INTEST" / "FI.A").read_bytes() == src.read_bytes()
     assert t.size("INTEST", "FI.A") == src.stat().st_size and t.size("INTEST", "nope") is None

@@ -26,7 +26,7 @@ def drop_sets(outbox: Path, sets: list[tuple[int, str, int]]) -> list[str]:
     for seq, env, total in sets:
         for part in range(1, total + 1):
             (outbox / fi_name(seq, env, total, part)).write_bytes(
-                f"<DmfA seq='{seq}' part='{part}'>\r\n".encode() * 200
+                f"<DmfA seq='{seq}' part='{part}'>\r\n{'<Line/>' * 200}\r\n</DmfA>\r\n".encode()
             )
         gos.append("GO" + fi_name(seq, env, total, 1)[2:-2])
     return gos

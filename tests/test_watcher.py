@@ -121,15 +121,15 @@ def test_written_in_one_go_renamed_and_copied(relay_dir: Path, tmp_path: Path) -
     cfg = configured(relay_dir)
     outbox = cfg.paths.outbox_dir
     with running(cfg):
-        (outbox / fi_name(1)).write_bytes(b"<one go/>")
+        (outbox / fi_name(1)).write_bytes(b"<one-go/>")
         temp = outbox / (fi_name(2) + ".tmp")
         temp.write_bytes(b"<renamed/>")
         os.rename(temp, outbox / fi_name(2))
         src = tmp_path / "src.xml"
-        src.write_bytes(b"<copied/>" * 10000)
+        src.write_bytes(b"<copied>%s</copied>" % (b"<x/>" * 10000))
         subprocess.run(["cp", str(src), str(outbox / fi_name(3))], check=True)
         assert wait_until(lambda: sent_count(cfg) == 3, 20)
-    assert remote_fi(relay_dir, fi_name(1)) == b"<one go/>"
+    assert remote_fi(relay_dir, fi_name(1)) == b"<one-go/>"
     assert remote_fi(relay_dir, fi_name(2)) == b"<renamed/>"
     assert remote_fi(relay_dir, fi_name(3)) == src.read_bytes()
     history_sent_once(cfg)

@@ -123,6 +123,8 @@ class SetData:
     mtimes: Mapping[str, int] = dataclasses.field(default_factory=dict)  # FI name → st_mtime_ns when claimed
     extras: tuple[str, ...] = ()  # files dropped with the FI parts: a pre-made FS, a GO
     fs: tuple[str, ...] = ()  # FS files written into work/ (none for S unless signing.sign_simulation)
+    # FI name → "algorithm:hex" of the snapshot signed and sent (work/<FI>); empty for sets signed before snapshots
+    digests: Mapping[str, str] = dataclasses.field(default_factory=dict)
     sent_dir: str | None = None  # where the set's files were archived
     acrf: AcrfRecord | None = None
     notifications: tuple[NotificationRecord, ...] = ()
@@ -148,6 +150,7 @@ class SetData:
             mtimes=dict(raw.get("mtimes", {})),
             extras=tuple(raw.get("extras", ())),
             fs=tuple(raw.get("fs", ())),
+            digests=dict(raw.get("digests", {})),
             sent_dir=raw.get("sent_dir"),
             acrf=_acrf_from(acrf) if acrf else None,
             notifications=tuple(_notification_from(n) for n in raw.get("notifications", ())),

@@ -18,6 +18,7 @@ from pathlib import Path
 import structlog
 
 from onss_relay.config import Config
+from onss_relay.declaration import open_for_writing, xml_problem
 from onss_relay.errors import InvalidName
 from onss_relay.journal import Journal, NewSet, SetData, State
 from onss_relay.names import Name, Prefix, format_name, missing_parts, parse_name, sent_application_codes, set_key
@@ -114,6 +115,7 @@ class Claimer:
         self.journal = journal
         self.spool = spool
         self.tracker = SettleTracker(cfg.watch.settle, clock)
+        self._xml_seen: dict[str, tuple[object, str | None]] = {}  # set → ((name, size, mtime) of its FIs, problem)
 
     def apply(self, cfg: Config) -> None:
         """Given a reloaded configuration, use its [watch] settings from the next scan on."""
@@ -146,19 +148,45 @@ class Claimer:
             group.parsed.append(parsed)
             all_settled[group.key] = all_settled.get(group.key, True) and settled
         self.tracker.forget_missing(present)
+        self._xml_seen = {k: v for k, v in self._xml_seen.items() if k in sets}
+        ready = [(g, new) for key, g in sets.items() if (new := self._consider(g, all_settled[key])) is not None]
+        busy = open_for_writing(p for g, _ in ready for p in g.fis.values()) if ready else set()
         claimed: list[str] = []
         batch: list[NewSet] = []
-        for key, group in sets.items():
-            new = self._consider(group, all_settled[key])
-            if new is not None:
-                batch.append(new)
-                claimed.append(new.go_name)
-                self.tracker.forget(set(group.fis) | set(group.extras))
-                if len(batch) == CLAIM_BATCH:
-                    self._record(batch)
-                    batch = []
+        for group, new in ready:
+            if not self._complete(group, busy):
+                continue
+            batch.append(new)
+            claimed.append(new.go_name)
+            self.tracker.forget(set(group.fis) | set(group.extras))
+            if len(batch) == CLAIM_BATCH:
+                self._record(batch)
+                batch = []
         self._record(batch)
         return claimed
+
+    def _complete(self, group: _SetFiles, busy: set[Path]) -> bool:
+        """Given a set ready by its names and settle delay, return whether its content is complete too: no FI
+        held open for writing by a local process, and well-formed XML (checked once per size and mtime). A
+        broken XML file waits for its writer, and is quarantined once unchanged past watch.incomplete_after."""
+        writing = sorted(p.name for p in group.fis.values() if p in busy)
+        if writing:
+            log.debug("declaration_still_open", set=group.key, files=writing)
+            return False
+        fis = [group.fis[n] for n in sorted(group.fis, key=lambda n: parse_name(n).part or 0)]
+        stats = [p.stat() for p in fis]
+        seen = tuple((p.name, st.st_size, st.st_mtime_ns) for p, st in zip(fis, stats, strict=True))
+        if self._xml_seen.get(group.key, (None, None))[0] != seen:
+            try:
+                self._xml_seen[group.key] = (seen, xml_problem(fis))
+            except OSError:  # unreadable: claimed all the same, the sign stage sets it aside with the reason
+                self._xml_seen[group.key] = (seen, None)
+        problem = self._xml_seen[group.key][1]
+        if problem is None:
+            return True
+        if time.time() - max(st.st_mtime for st in stats) > self.cfg.watch.incomplete_after:
+            self._refuse(group, parse_name(group.key), "not well-formed XML", problem)
+        return False
 
     def _record(self, claimed: list[NewSet]) -> None:
         """Given claimed sets, queue them in the journal (one commit) and say so."""

@@ -90,14 +90,20 @@ class Signer:
         env = parse_name(row.go_name).env
         wants_fs = env != Env.S or self.cfg.signing.sign_simulation
         fs_names = []
+        digests = {}
         fi_name = row.parts[0]
+        algorithm = self.cfg.signing.digest
         try:
             for fi_name in row.parts:
                 fi = self.spool.outbox / fi_name
                 if fi.stat().st_size == 0:
                     raise SignatureError(f"{fi_name}: the declaration is empty")
+                # what is signed, sent and archived is this private copy: a writer of the outbox file cannot
+                # change it any more (the uploader checks every byte it sends against this digest)
+                digest = writer.copy(fi_name, fi, algorithm)
+                digests[fi_name] = f"{algorithm}:{digest.hex()}"
                 if wants_fs:
-                    fs_names.append(self._write_fs(fi, row, writer))
+                    fs_names.append(self._write_fs(self.spool.work / f".{fi_name}.tmp", fi_name, digest, row, writer))
         except CertificateError:
             raise
         except SignatureError as e:
@@ -109,19 +115,20 @@ class Signer:
                 return None
             self.spool.set_aside(self.journal, row, fi_name, e)  # gone, permission denied, …: the others go on
             return None
-        return Change(row.go_name, State.SIGNED, data={"fs": tuple(fs_names)})
+        return Change(row.go_name, State.SIGNED, data={"fs": tuple(fs_names), "digests": digests})
 
-    def _write_fs(self, fi: Path, row: SetRow, writer: BatchWriter) -> str:
-        fs_name = format_name(fs_name_for(parse_name(fi.name)))
+    def _write_fs(self, snapshot: Path, fi_name: str, digest: bytes, row: SetRow, writer: BatchWriter) -> str:
+        """Given the FI's snapshot (still under its temp name) and its digest, write its FS; return the FS name."""
+        fs_name = format_name(fs_name_for(parse_name(fi_name)))
         premade = self.spool.outbox / fs_name
         if fs_name in row.data.extras and premade.exists():
             content = premade.read_bytes()
             try:
-                signature.verify(fi, content)
+                signature.verify(snapshot, content)
             except SignatureError as e:
                 raise SignatureError(f"{fs_name} (dropped beside its FI) does not verify: {e}") from None
         else:
             s = self.cfg.signing
-            content = signature.fs_content_for(self.identity(), fi, s.digest, s.layout)
+            content = signature.fs_content_for(self.identity(), snapshot, s.digest, s.layout, digest)
         writer.write(fs_name, content)
         return fs_name

@@ -26,15 +26,16 @@ from onss_relay.names import Env, Prefix, parse_name, response_folder, upload_fo
 from onss_relay.responses.acrf import names_answered
 from onss_relay.spool import Spool
 from onss_relay.stages.upload_queue import Channel, ConnectionPool, Gates, SentBatch, WorkQueue
-from onss_relay.transport.base import PutFile, Step, Transport, Upload, UploadAbandoned
+from onss_relay.transport.base import ChangedWhileSending, PutFile, Step, Transport, Upload, UploadAbandoned
 
 log = structlog.get_logger(__name__)
 
 WINDOW = 64  # sets in flight per SFTP session (remote.connections sessions share a connection)
 
 
-class ChangedAfterClaim(BadInput):
-    """A declaration's size changed after it was claimed and signed; it is quarantined, not sent."""
+class CannotSend(BadInput):
+    """A claimed set cannot be sent as signed (changed since its claim, signed copy or FS gone); it is
+    quarantined, not sent."""
 
 
 @dataclasses.dataclass
@@ -128,23 +129,25 @@ class Uploader:
         self.stop.wait(seconds)  # a stop request ends the backoff at once
 
     def check_unchanged(self, row: SetRow) -> None:
-        """Given a set about to be sent, raise ChangedAfterClaim if an FI was rewritten since it was claimed,
+        """Given a set about to be sent, raise CannotSend if an FI was rewritten since it was claimed,
         and OSError if one of its files is gone or unreadable."""
-        for fs in row.data.fs:
-            (self.spool.work / fs).stat()
+        for name in (*row.data.fs, *row.data.digests):
+            if not (self.spool.work / name).exists():
+                what = "signature file" if name in row.data.fs else "signed copy of the declaration"
+                raise CannotSend(f"{what} missing from work/", f"{name}: not in {self.spool.work}; nothing was sent")
         for fi in row.parts:
             path = self.spool.outbox / fi
             os.close(os.open(path, os.O_RDONLY))  # readable (permission denied shows here, not mid-upload)
             st = path.stat()
             expected = row.data.sizes[fi]
             if st.st_size != expected:
-                raise ChangedAfterClaim(
+                raise CannotSend(
                     "declaration changed after it was claimed",
                     f"{fi}: {expected} bytes when claimed, {st.st_size} bytes now",
                 )
             claimed_mtime = row.data.mtimes.get(fi)
             if claimed_mtime is not None and st.st_mtime_ns != claimed_mtime:
-                raise ChangedAfterClaim(
+                raise CannotSend(
                     "declaration changed after it was claimed",
                     f"{fi}: rewritten after it was claimed and signed (same size, new content?)",
                 )
@@ -153,7 +156,7 @@ class Uploader:
         """Given sets already recorded as done, move their FI, FS and a GO into sent/YYYY-MM-DD/ and mark them
         archived."""
         if rows:
-            dest = str(self.spool.archive({r.go_name: self.spool.local_files(r) for r in rows}))
+            dest = str(self.spool.archive_sets(rows))
             self.journal.mark_archived({r.go_name: dest for r in rows})
 
     def archive_finished(self) -> None:
@@ -219,16 +222,30 @@ class _Worker:
             t = self.channel.get()
             t.run_uploads(self._feed(t, sent, gates), self.window)
             sent.flush()
+        except ChangedWhileSending as e:  # one set's bytes are not what was signed: it goes, the others go on
+            self._requeue_after_error(sent, counts=False, except_for=e.key)
+            self._quarantine(e.key, e.reason, e.detail)
+            raise TransientRemoteError(f"{e.key}: {e.reason}; the others are sent again") from None
         except BaseException:
-            sent.flush_after_error()
-            progressed = len(self.round.report.sent) > sent_before
-            self.failures = 0 if progressed else self.failures + 1
-            self.window = self.window if progressed else max(1, self.window // 2)
-            for go_name in self.inflight:
-                self.round.work.put_back(go_name)
-            self.inflight.clear()
-            self.channel.reset()
+            self._requeue_after_error(sent, counts=len(self.round.report.sent) == sent_before)
             raise
+
+    def _requeue_after_error(self, sent: SentBatch, counts: bool, except_for: str | None = None) -> None:
+        """After a failed run: record what was sent, put the sets in flight back in the queue, drop the
+        connection; ``counts`` when the run made no progress (fewer sets in flight next time)."""
+        sent.flush_after_error()
+        self.failures = self.failures + 1 if counts else 0
+        self.window = max(1, self.window // 2) if counts else self.window
+        for go_name in self.inflight - {except_for}:
+            self.round.work.put_back(go_name)
+        self.inflight.clear()
+        self.channel.reset()
+
+    def _quarantine(self, go_name: str, reason: str, detail: str) -> None:
+        row = self.u.journal.get_set(go_name)
+        if row is not None and row.state in (State.SIGNED, State.UPLOADING):
+            self.u.spool.quarantine_claimed(self.u.journal, row, reason, detail)
+            self.round.add("quarantined", [go_name])
 
     def _sent(self, go_names: list[str]) -> None:
         self.inflight.difference_update(go_names)
@@ -257,8 +274,14 @@ class _Worker:
     def _upload_for(self, row: SetRow, sent: SentBatch, gates: Gates) -> Upload:
         """Given a signed set, the Upload of its three steps: FI parts, FS parts, GO."""
         folder = upload_folder(Env(row.env))
+
+        def fi(name: str) -> PutFile:  # the signed copy, checked byte for byte as it is sent
+            digest = row.data.digests.get(name)
+            local = (self.u.spool.work if digest else self.u.spool.outbox) / name
+            return PutFile(folder, name, local, digest=digest, key=row.go_name)
+
         steps = [
-            Step("FI", [PutFile(folder, n, self.u.spool.outbox / n) for n in row.parts]),
+            Step("FI", [fi(n) for n in row.parts]),
             Step("FS", [PutFile(folder, n, self.u.spool.work / n) for n in row.data.fs]),
             Step("GO", [PutFile(folder, row.go_name)]),
         ]
@@ -276,15 +299,11 @@ class _Worker:
         """Given a set at its first gate, quarantine it (and go on with the others) if it cannot be sent."""
         try:
             self.u.check_unchanged(row)
-        except ChangedAfterClaim as e:
+        except CannotSend as e:
             self.u.spool.quarantine_claimed(self.u.journal, row, e.reason, e.detail)
         except OSError as e:
             name = Path(e.filename).name if e.filename else row.parts[0]
-            if name in row.data.fs:
-                reason = "signature file missing from work/"
-                self.u.spool.quarantine_claimed(self.u.journal, row, reason, f"{name}: {e.strerror}; nothing was sent")
-            else:
-                self.u.spool.set_aside(self.u.journal, row, name, e)
+            self.u.spool.set_aside(self.u.journal, row, name, e)
         else:
             return
         self.round.add("quarantined", [row.go_name])

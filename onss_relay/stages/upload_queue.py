@@ -102,7 +102,7 @@ class SentBatch:
         if not self.rows:
             return
         rows, self.rows = self.rows, []
-        dest = str(self.spool.archive({row.go_name: self.spool.local_files(row) for row, _, _ in rows}))
+        dest = str(self.spool.archive_sets([row for row, _, _ in rows]))
         self.journal.transition_many(
             [  # only from go_sending: an answer linked meanwhile has moved the set on (it says the GO was consumed)
                 Change(row.go_name, State.SENT, detail, archived=True, data={"sent_dir": dest}, only_from=GO_SENDING)

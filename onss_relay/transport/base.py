@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import hashlib
+import io
 import time
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
-from onss_relay.errors import PermanentRemoteError, RemoteError, TransientRemoteError
+from onss_relay.errors import BadInput, PermanentRemoteError, RemoteError, TransientRemoteError
 from onss_relay.names import ALL_FOLDERS
 
 COPY_CHUNK = 1 << 20
@@ -32,8 +35,8 @@ class Transport(Protocol):
         """Given a folder name (IN, OUTTEST, …), return its entries, hostile names included."""
         ...
 
-    def put(self, local: Path, folder: str, name: str) -> None:
-        """Given a local file, stream it to folder/name (atomically where the protocol allows)."""
+    def put(self, src: BinaryIO, folder: str, name: str) -> None:
+        """Given an open local file, stream it to folder/name (atomically where the protocol allows)."""
         ...
 
     def put_bytes(self, data: bytes, folder: str, name: str) -> None:
@@ -110,17 +113,75 @@ def classify_os_error(e: OSError, what: str) -> RemoteError:
     return TransientRemoteError(f"{what}: {e.strerror or e}")
 
 
+class ChangedWhileSending(BadInput):
+    """The bytes read to be sent are not the bytes that were signed; the upload stops before its GO."""
+
+    def __init__(self, key: str, name: str, detail: str) -> None:
+        super().__init__("declaration changed while it was being sent", detail)
+        self.key = key
+        self.name = name
+
+
 @dataclasses.dataclass(frozen=True)
 class PutFile:
-    """One file to write remotely: from a local path (streamed) or from bytes (a GO is empty)."""
+    """One file to write remotely: from a local path (streamed) or from bytes (a GO is empty).
+
+    With ``digest`` ("algorithm:hex", what was signed), every byte read from ``local`` is hashed as it is
+    sent and the reader raises ChangedWhileSending at the end when they differ, before the file is closed
+    remotely and so before any GO. ``key`` names the upload it belongs to.
+    """
 
     folder: str
     name: str
     local: Path | None = None
     data: bytes = b""
+    digest: str | None = None
+    key: str = ""
 
     def size(self) -> int:
         return self.local.stat().st_size if self.local is not None else len(self.data)
+
+    def open(self) -> BinaryIO:
+        """The bytes to send, as a stream: the local file (checked against ``digest``), or ``data``."""
+        if self.local is None:
+            return io.BytesIO(self.data)
+        src = self.local.open("rb")
+        if self.digest is None:
+            return src
+        algorithm, expected = self.digest.split(":", 1)
+        return typing.cast(BinaryIO, _Checked(src, self, algorithm, expected))
+
+
+class _Checked(io.RawIOBase):
+    """A file read through a hash; at its end, the digest must be the expected one."""
+
+    def __init__(self, src: BinaryIO, f: PutFile, algorithm: str, expected: str) -> None:
+        self.src = src
+        self.f = f
+        self.h = hashlib.new(algorithm)
+        self.expected = expected
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.src.read(size)
+        if chunk:
+            self.h.update(chunk)
+        elif self.h.hexdigest() != self.expected:
+            raise ChangedWhileSending(
+                self.f.key, self.f.name, f"{self.f.name}: the bytes read to send are not the bytes signed"
+            )
+        return chunk
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    def close(self) -> None:
+        self.src.close()
+        super().close()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,7 +278,8 @@ def run_uploads_sequentially(t: Transport, uploads: Iterator[Upload | None]) -> 
             up.commit()
             for f in up.files(i):
                 if f.local is not None:
-                    t.put(f.local, f.folder, f.name)
+                    with f.open() as src:
+                        t.put(src, f.folder, f.name)
                 else:
                     t.put_bytes(f.data, f.folder, f.name)
                 check_size(f, t.size(f.folder, f.name))

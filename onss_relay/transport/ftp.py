@@ -14,7 +14,6 @@ import io
 import posixpath
 import ssl
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 import structlog
@@ -121,9 +120,8 @@ class FtpTransport:
                 out.append(RemoteEntry(name, size or 0, "file" if size is not None else "other"))
         return sorted(out, key=lambda e: e.name)
 
-    def put(self, local: Path, folder: str, name: str) -> None:
-        with local.open("rb") as f:
-            self._store(f, folder, name)
+    def put(self, src: BinaryIO, folder: str, name: str) -> None:
+        self._store(src, folder, name)
 
     def put_bytes(self, data: bytes, folder: str, name: str) -> None:
         self._store(io.BytesIO(data), folder, name)

@@ -60,9 +60,8 @@ class LocalTransport:
             raise classify_os_error(e, f"listing {folder}") from None
         return sorted(out, key=lambda e: e.name)
 
-    def put(self, local: Path, folder: str, name: str) -> None:
-        with local.open("rb") as src:
-            self._place(src, folder, name)
+    def put(self, src: BinaryIO, folder: str, name: str) -> None:
+        self._place(src, folder, name)
 
     def put_bytes(self, data: bytes, folder: str, name: str) -> None:
         self._place(io.BytesIO(data), folder, name)
@@ -78,10 +77,12 @@ class LocalTransport:
                 os.fsync(dst.fileno())
             os.replace(temp, target)
             fsync_dir(target.parent)
-        except OSError as e:
+        except BaseException as e:
             with contextlib.suppress(OSError):
                 temp.unlink()
-            raise classify_os_error(e, f"writing {folder}/{name}") from None
+            if isinstance(e, OSError):
+                raise classify_os_error(e, f"writing {folder}/{name}") from None
+            raise
 
     def get(self, folder: str, name: str, dest: BinaryIO, max_size: int) -> int:
         path = self._path(folder, name)

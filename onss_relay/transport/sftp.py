@@ -178,10 +178,10 @@ class SftpTransport:
             raise _classify(e, f"listing {folder}") from None
         return sorted((RemoteEntry(a.filename, a.st_size or 0, _kind(a.st_mode)) for a in attrs), key=lambda e: e.name)
 
-    def put(self, local: Path, folder: str, name: str) -> None:
+    def put(self, src: BinaryIO, folder: str, name: str) -> None:
         path = self._path(folder, name)
         try:
-            with local.open("rb") as src, self._sftp.open(path, "wb") as dst:
+            with self._sftp.open(path, "wb") as dst:
                 dst.set_pipelined(True)
                 while chunk := src.read(32768):
                     dst.write(chunk)

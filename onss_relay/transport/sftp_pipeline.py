@@ -51,7 +51,7 @@ class _FileWrite:
         self.offset = 0
         self.outstanding = 0
         self.eof = False
-        self.src = f.local.open("rb") if f.local is not None else None
+        self.src = f.open() if f.local is not None else None
 
     def start(self) -> None:
         self.engine.request(self._opened, CMD_OPEN, *open_args(self.path))

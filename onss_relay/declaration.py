@@ -1,0 +1,121 @@
+"""What a declaration file must be before it is claimed and signed: no longer being written, and, when it is
+XML, well-formed.
+
+Both are checks a settle delay cannot make: a writer that pauses keeps the file's size and mtime still, and
+a truncated XML file looks settled for ever. Linux says which files a process holds open for writing
+(``/proc/PID/fd`` and the flags in ``/proc/PID/fdinfo``); processes the relay may not inspect (another user's,
+without CAP_SYS_PTRACE) are not seen, which is why writers should still write under a temporary name and
+rename (README). The XML check streams the file through expat: constant memory whatever its size.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.parsers.expat
+from collections.abc import Iterable
+from pathlib import Path
+
+CHUNK = 1 << 16
+
+
+def open_for_writing(paths: Iterable[Path], proc: Path = Path("/proc")) -> set[Path]:
+    """Given files, return those that a process on this machine (other than this one) holds open for writing."""
+    wanted: dict[str, list[tuple[Path, tuple[int, int]]]] = {}
+    for p in paths:
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        wanted.setdefault(p.name, []).append((p, (st.st_dev, st.st_ino)))
+    if not wanted:
+        return set()
+    busy: set[Path] = set()
+    me = str(os.getpid())
+    try:
+        pids = [d for d in os.listdir(proc) if d.isdigit() and d != me]
+    except OSError:
+        return busy
+    for pid in pids:
+        busy |= _written_by(proc / pid, wanted)
+    return busy
+
+
+def _written_by(pid_dir: Path, wanted: dict[str, list[tuple[Path, tuple[int, int]]]]) -> set[Path]:
+    """Given a /proc/PID folder, return the wanted files this process holds open for writing."""
+    found: set[Path] = set()
+    try:
+        fds = os.listdir(pid_dir / "fd")
+    except OSError:  # gone, or not ours to inspect
+        return found
+    for fd in fds:
+        link = pid_dir / "fd" / fd
+        try:
+            target = os.readlink(link)
+        except OSError:
+            continue
+        candidates = wanted.get(target.removesuffix(" (deleted)").rsplit("/", 1)[-1])
+        if not candidates:
+            continue
+        try:
+            st = os.stat(link)  # follows the magic link to the open file itself, wherever it was renamed
+            flags = _fd_flags(pid_dir / "fdinfo" / fd)
+        except OSError:
+            continue
+        if flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR):
+            found |= {p for p, ident in candidates if ident == (st.st_dev, st.st_ino)}
+    return found
+
+
+def _fd_flags(fdinfo: Path) -> int:
+    for line in fdinfo.read_text().splitlines():
+        if line.startswith("flags:"):
+            return int(line.split()[1], 8)
+    return 0
+
+
+def looks_like_xml(path: Path) -> bool:
+    """Whether the file starts (after a byte-order mark and white space) with ``<``."""
+    with path.open("rb") as f:
+        head = f.read(512)
+    return head.removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"<")
+
+
+class _EntityDeclared(Exception):
+    pass
+
+
+def xml_problem(paths: list[Path]) -> str | None:
+    """Given the FI parts of a set (in part order), return why their XML is not well-formed, or None (well-formed,
+    or not XML). Each part may be a whole document, or the parts together one document cut in pieces."""
+    xml_parts = [p for p in paths if looks_like_xml(p)]
+    if not xml_parts:
+        return None
+    problems = [(p, _problem_in([p])) for p in paths]
+    first = next(((p, why) for p, why in problems if why is not None), None)
+    if first is None:
+        return None
+    if len(paths) > 1 and _problem_in(paths) is None:
+        return None  # one document split across the parts
+    return f"{first[0].name}: {first[1]}"
+
+
+def _problem_in(paths: list[Path]) -> str | None:
+    """Given files read one after the other as one document, return expat's complaint, or None."""
+    parser = xml.parsers.expat.ParserCreate()
+    parser.SetParamEntityParsing(xml.parsers.expat.XML_PARAM_ENTITY_PARSING_NEVER)
+
+    def refuse_entities(*_: object) -> None:
+        raise _EntityDeclared
+
+    parser.EntityDeclHandler = refuse_entities  # no entity expansion bombs from an outbox
+    try:
+        for path in paths:
+            with path.open("rb") as f:
+                while chunk := f.read(CHUNK):
+                    parser.Parse(chunk, False)
+        parser.Parse(b"", True)
+    except xml.parsers.expat.ExpatError as e:
+        return f"not well-formed XML at line {e.lineno}, column {e.offset}: {xml.parsers.expat.ErrorString(e.code)}"
+    except _EntityDeclared:
+        return "XML declares entities (refused: a declaration never needs them)"
+    return None
