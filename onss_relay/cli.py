@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -12,7 +13,15 @@ from typing import TYPE_CHECKING, TypeVar
 
 from onss_relay import __version__
 from onss_relay.config import Config, default_config_path, load_config
-from onss_relay.errors import EXIT_OK, EXIT_REMOTE, EXIT_USAGE, EXIT_WORK_FAILED, RelayError, SignatureError
+from onss_relay.errors import (
+    EXIT_LOCAL,
+    EXIT_OK,
+    EXIT_USAGE,
+    EXIT_WORK_FAILED,
+    RelayError,
+    SignatureError,
+    describe_os_error,
+)
 from onss_relay.log import LEVELS, setup_logging
 
 if TYPE_CHECKING:
@@ -24,7 +33,7 @@ DESCRIPTION = """Relay Belgian social security declarations (Dimona, DmfA, DRS â
 and bring the answers back, exactly once. Start with `onss-relay demo`."""
 EPILOG = (
     "exit codes: 0 success, 1 something refused or quarantined, 2 usage or configuration error, "
-    "3 remote unreachable or authentication failed"
+    "3 remote unreachable or authentication failed, 4 local problem (disk full, permission denied, I/O error)"
 )
 
 
@@ -81,7 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit 0 if the running daemon reports itself healthy (for Docker HEALTHCHECK)",
     )
-    add("check", "check configuration, key, certificate, folders and the remote; exit non-zero on any problem")
+    p = add("check", "check configuration, key, certificate, folders and the remote; exit non-zero on any problem")
+    p.add_argument(
+        "--local",
+        action="store_true",
+        help="only what is on this machine (configuration, certificate, folders): for systemd's ExecStartPre, "
+        "so that the service starts while the transfer point or the network is down",
+    )
     p = add("sign", "write the detached CMS signature (FS) of a declaration file")
     p.add_argument("fi", type=Path, metavar="FI")
     p.add_argument("-o", "--output", type=Path, metavar="FS", help="output file (default: the FS name beside FI)")
@@ -117,8 +132,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"onss-relay: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # a local problem no stage turned into a sentence: still one sentence, never a traceback
+        if args.debug:
+            traceback.print_exc()
+        print(f"onss-relay: {describe_os_error(e)}", file=sys.stderr)
+        return EXIT_LOCAL
+    except sqlite3.Error as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"onss-relay: the journal cannot be used: {e} (run with --debug for details)", file=sys.stderr)
+        return EXIT_LOCAL
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # a bug: one sentence for the person, the traceback with --debug
+        if args.debug:
+            traceback.print_exc()
+        print(f"onss-relay: unexpected error {e!r}; run again with --debug for details and report it", file=sys.stderr)
+        return EXIT_WORK_FAILED
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -166,7 +196,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     print(f"sent {len(report.upload.sent)} set(s), quarantined {report.quarantined}")
     if report.upload.error:
         print(f"onss-relay: {report.upload.error}", file=sys.stderr)
-        return EXIT_REMOTE
+        return report.upload.error.exit_code
     return EXIT_WORK_FAILED if report.failed else EXIT_OK
 
 
@@ -198,7 +228,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not cfg.paths.journal_path.exists():
         print(f"no journal yet at {cfg.paths.journal_path}: nothing was sent from this spool")
         return EXIT_OK
-    journal = open_journal_at(cfg.paths.journal_path)
+    journal = open_journal_at(cfg.paths.journal_path, readonly=True)
     left = Spool(cfg.paths).left_on_server()
     try:
         if args.json:
@@ -238,7 +268,7 @@ def _health(cfg: Config) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from onss_relay.commands.check import run_checks
 
-    return run_checks(_config(args), sys.stdout)
+    return run_checks(_config(args), sys.stdout, local_only=args.local)
 
 
 def cmd_sign(args: argparse.Namespace) -> int:

@@ -19,7 +19,14 @@ import structlog
 
 from onss_relay.config import Config, load_config
 from onss_relay.durable import atomic_write
-from onss_relay.errors import CertificateError, ConfigError, JournalError, PermanentRemoteError, RemoteError
+from onss_relay.errors import (
+    CertificateError,
+    ConfigError,
+    JournalError,
+    LocalError,
+    PermanentRemoteError,
+    RemoteError,
+)
 from onss_relay.identity import days_left
 from onss_relay.metrics import HealthSnapshot, RelayCollector, StageFigures, registry_for
 from onss_relay.pipeline import Relay
@@ -85,7 +92,7 @@ class Stage(threading.Thread):
             h.failures += 1
             h.last_error, h.paused_until = str(e), now + self.permanent_retry
             log.error("stage_paused", stage=h.name, error=str(e), retry_in_s=self.permanent_retry)
-        except (RemoteError, OSError, JournalError) as e:  # network, full disk, journal busy
+        except (RemoteError, LocalError, OSError, JournalError) as e:  # network, full disk, journal busy
             h.failures += 1
             h.last_error, h.paused_until = str(e), now + RETRY_AFTER_TRANSIENT
             log.warning("stage_retry", stage=h.name, error=str(e))

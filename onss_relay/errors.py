@@ -3,10 +3,13 @@
 Retry-or-stop decisions are made on these types, never on library exceptions.
 """
 
+import errno
+
 EXIT_OK = 0
 EXIT_WORK_FAILED = 1
 EXIT_USAGE = 2
 EXIT_REMOTE = 3
+EXIT_LOCAL = 4
 
 
 class RelayError(Exception):
@@ -63,6 +66,26 @@ class TransientRemoteError(RemoteError):
 
 class PermanentRemoteError(RemoteError):
     """Authentication refused, host key unknown or changed, permission denied: stop and explain."""
+
+
+class LocalError(RelayError):
+    """A problem on this machine, not at the transfer point: a full disk, a permission denied on the spool,
+    an I/O error reading a file. The message names the file."""
+
+    exit_code = EXIT_LOCAL
+
+
+def describe_os_error(e: OSError, doing: str = "") -> str:
+    """Given an OSError from local files, return one sentence naming the file and what to do."""
+    where = f" ({e.filename})" if e.filename else ""
+    what = f"{doing}: " if doing else ""
+    if e.errno == errno.ENOSPC:
+        return f"{what}disk full{where}: free space on that filesystem; nothing was lost, work resumes once it has room"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return f"{what}permission denied{where}: the relay's user must be able to read and write the spool"
+    if e.errno == errno.EROFS:
+        return f"{what}read-only filesystem{where}"
+    return f"{what}{e.strerror or e}{where}"
 
 
 class JournalError(RelayError):

@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 
 from onss_relay.config import PathsConfig
-from onss_relay.durable import atomic_write, fsync_dir, move_durably
+from onss_relay.durable import atomic_write, free_name, fsync_dir, move_durably
 from onss_relay.errors import RelayError
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.names import ALL_FOLDERS
@@ -118,16 +118,20 @@ class Spool:
         self.quarantine_claimed(journal, row, reason, detail)
 
     def quarantine(self, files: list[Path], reason: str, detail: str = "", **extra: Any) -> list[Path]:
-        """Given outbox files and a reason, move them to failed/ with a <name>.reason.json beside each."""
+        """Given outbox files and a reason, move them to failed/ with a <name>.reason.json beside each.
+
+        The reason is written first: a file is never in failed/ without it (a full disk or a crash stops
+        before the move, and the file stays where it was)."""
         moved = []
         at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         self.failed.mkdir(parents=True, exist_ok=True)
         for f in files:
             if not f.exists():
                 continue
-            dest = move_durably(f, self.failed)
+            target = free_name(self.failed, f.name)
             record = {"reason": reason, "detail": detail, "at": at, "file": f.name} | extra
-            atomic_write(dest.with_name(dest.name + ".reason.json"), json.dumps(record, indent=2).encode())
+            atomic_write(target.with_name(target.name + ".reason.json"), json.dumps(record, indent=2).encode())
+            dest = move_durably(f, self.failed, target.name)
             moved.append(dest)
             log.warning("file_quarantined", file=f.name, reason=reason, detail=detail, to=str(dest))
         return moved

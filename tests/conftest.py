@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import pytest
@@ -141,26 +142,41 @@ def log_everything_to_a_file(tmp_path_factory: pytest.TempPathFactory):  # type:
     from onss_relay.log import setup_logging
 
     path = tmp_path_factory.getbasetemp() / "in-process.log"
+    # what the CLI runs of tests/helpers.run_cli print on stderr, for the end-of-run checks
+    os.environ["ONSS_RELAY_TEST_STDERR_LOG"] = str(tmp_path_factory.getbasetemp() / "cli-stderr.log")
     with path.open("a") as f:
         setup_logging("debug", json_output=True, stream=f)
         yield
     setup_logging("info")
 
 
+TRACEBACK = "Traceback (most recent call last)"
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Grep every log file the run wrote (daemons, CLI runs, in-process) for the test secrets."""
+    """Grep every log file the run wrote (daemons, CLI runs' stderr, in-process) for the test secrets, and for
+    tracebacks: whatever goes wrong, a person gets one sentence (a traceback only with --debug)."""
     base = getattr(session.config, "_tmp_path_factory", None)
     if base is None:
         return
     root = base.getbasetemp()
-    leaks = []
+    leaks, tracebacks = [], []
     for log in root.rglob("*.log"):
         if not log.is_file():
             continue
         text = log.read_text(errors="replace")
         leaks += [f"{log}: contains {secret!r}" for secret in SECRETS if secret in text]
+        if TRACEBACK in text:
+            at = text.index(TRACEBACK)
+            tracebacks.append(f"{log}:\n{text[max(0, at - 300) : at + 1500]}")
     if leaks:
         print("\nSECRETS FOUND IN LOGS:\n" + "\n".join(leaks))
+        session.exitstatus = 1
+    if tracebacks:
+        print(
+            f"\nTRACEBACKS IN {len(tracebacks)} LOG(S) (a person must get one sentence):\n"
+            + "\n\n".join(tracebacks[:5])
+        )
         session.exitstatus = 1
 
 

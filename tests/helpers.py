@@ -37,8 +37,9 @@ def run_cli(
     timeout: float = 120,
     wrapper: list[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Given arguments, run `onss-relay ARGS` as a separate process and return what it did."""
-    return subprocess.run(
+    """Given arguments, run `onss-relay ARGS` as a separate process and return what it did (its stderr is
+    kept for the end-of-run traceback check)."""
+    r = subprocess.run(
         [*(wrapper or []), sys.executable, "-m", "onss_relay.cli", *args],
         capture_output=True,
         text=True,
@@ -46,6 +47,11 @@ def run_cli(
         timeout=timeout,
         env={**os.environ, **(env or {})} if env else None,
     )
+    kept = os.environ.get("ONSS_RELAY_TEST_STDERR_LOG")
+    if kept and r.stderr:
+        with open(kept, "a") as f:
+            f.write(f"$ onss-relay {' '.join(args)}\n{r.stderr}\n")
+    return r
 
 
 def start_daemon(

@@ -4,13 +4,20 @@ fault through the real CLI, over the real sshd where the transport matters."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from onss_relay.config import Config, load_config
 from onss_relay.journal import State, open_journal_at
 from onss_relay.pipeline import Relay
+from tests.conftest import fi_name
 from tests.fixtures.sshd import SshServer
-from tests.helpers import WITHOUT_ROOT_FILE_ACCESS, run_cli
+from tests.helpers import WITHOUT_ROOT_FILE_ACCESS, Daemon, run_cli, state_of, wait_until
 from tests.test_uploader_sftp import drop_sets
 
 
@@ -197,3 +204,164 @@ def test_go_sending_recovery_finds_the_answer_in_out_and_does_not_put_the_go_aga
     assert history[-1][1] == "sent" and f"OUTTEST/{acrf} answers the set" in (history[-1][2] or "")
     run_cli("poll", "--once", "--config", config)
     assert journal_row(sftp_cfg, go).state == State.ACKNOWLEDGED
+
+
+WRITER = """
+import sys, time
+path, pause = sys.argv[1], float(sys.argv[2])
+body = b"<?xml version='1.0'?>\\r\\n<DmfA>\\r\\n" + b"<Worker>x</Worker>\\r\\n" * 400 + b"</DmfA>\\r\\n"
+with open(path, "wb") as f:
+    f.write(body[:43]); f.flush()
+    print("paused", flush=True)
+    time.sleep(pause)  # longer than the settle delay and the 5 s event fallback: the file looks still
+    f.write(body[43:])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("settle", ["0s", "1s"])
+def test_a_writer_that_pauses_with_its_file_open_is_never_sent_half_written(relay_dir: Path, settle: str) -> None:
+    cfg = load_config(relay_dir / "config.toml", environ={})
+    log = relay_dir / "daemon.log"
+    daemon = Daemon(relay_dir / "config.toml", log, env={"ONSS_RELAY__WATCH__SETTLE": settle})
+    fi = cfg.paths.outbox_dir / fi_name(1)
+    daemon.start()
+    try:
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(fi), "6"], stdout=subprocess.PIPE, text=True)
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "paused"
+        assert writer.wait(30) == 0
+        whole = b"<?xml version='1.0'?>\r\n<DmfA>\r\n" + b"<Worker>x</Worker>\r\n" * 400 + b"</DmfA>\r\n"
+        go = "GO" + fi_name(1)[2:-2]
+        assert wait_until(lambda: state_of(relay_dir / "config.toml", go) == State.SENT, 30), log.read_text()[-2000:]
+    finally:
+        assert daemon.stop() == 0
+    assert (relay_dir / "remote" / "INTEST" / fi_name(1)).read_bytes() == whole
+    [archived] = cfg.paths.sent_dir.rglob(fi_name(1))
+    assert archived.read_bytes() == whole
+
+
+def test_truncated_xml_waits_then_is_quarantined_with_a_reason(relay_dir: Path) -> None:
+    cfg = load_config(relay_dir / "config.toml", environ={})
+    config = str(relay_dir / "config.toml")
+    cfg.paths.outbox_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.paths.outbox_dir / fi_name(1)).write_bytes(b"<?xml version='1.0'?>\r\n<DmfA>\r\n<Worker>x</Wor")
+    (cfg.paths.outbox_dir / fi_name(2)).write_bytes(b"<DmfA/>")
+    env = {"ONSS_RELAY__WATCH__INCOMPLETE_AFTER": "2s", "ONSS_RELAY__WATCH__SETTLE": "0s"}
+    r = run_cli("send", "--once", "--config", config, env=env)
+    assert r.returncode == 0 and "sent 1 set(s), quarantined 0" in r.stdout, r.stdout + r.stderr
+    assert (cfg.paths.outbox_dir / fi_name(1)).exists()  # waits for its writer
+    time.sleep(2.5)
+    r = run_cli("send", "--once", "--config", config, env=env)
+    assert r.returncode == 1 and "quarantined 1" in r.stdout and "Traceback" not in r.stderr, r.stderr
+    why = reason_of(cfg, fi_name(1))
+    assert why["reason"] == "not well-formed XML"
+    assert "line 3" in why["detail"] and fi_name(1) in why["detail"]
+    assert not (relay_dir / "remote" / "INTEST" / fi_name(1)).exists()
+
+
+def test_bytes_that_differ_from_the_signed_ones_stop_that_set_before_its_go(
+    sftp_dir: Path, sftp_cfg: Config, sshd: SshServer
+) -> None:
+    gos = claimed_and_signed(sftp_cfg, [(1, "T", 1), (2, "T", 1), (3, "T", 1)])
+    row = journal_row(sftp_cfg, gos[1])
+    copy = sftp_cfg.paths.work_dir / row.parts[0]
+    data = bytearray(copy.read_bytes())
+    data[-20] ^= 1  # same size, same place: only the digest tells
+    mtime = copy.stat().st_mtime_ns
+    copy.write_bytes(bytes(data))
+    os.utime(copy, ns=(mtime, mtime))
+    r = run_cli("send", "--once", "--config", str(sftp_dir / "config.toml"))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    failed = journal_row(sftp_cfg, gos[1])
+    assert failed.state == State.FAILED and "declaration changed while it was being sent" in failed.reason
+    assert not (sshd.home / "INTEST" / gos[1]).exists(), "a GO went out for bytes that were not signed"
+    for go in (gos[0], gos[2]):
+        assert journal_row(sftp_cfg, go).state == State.SENT and (sshd.home / "INTEST" / go).exists()
+
+
+# -- clear errors, local checks (items 7 and 8) --------------------------------------------------------
+
+
+def test_check_local_passes_while_the_remote_is_down_and_the_unit_uses_it(sftp_dir: Path, sshd: SshServer) -> None:
+    config = str(sftp_dir / "config.toml")
+    sshd.stop()
+    local = run_cli("check", "--local", "--config", config)
+    assert local.returncode == 0, local.stdout + local.stderr
+    assert "remote: not checked (--local)" in local.stdout
+    full = run_cli("check", "--config", config)
+    assert full.returncode == 3 and "✗ remote" in full.stdout
+    unit = (Path(__file__).parents[1] / "systemd" / "onss-relay.service").read_text()
+    [pre] = [ln for ln in unit.splitlines() if ln.startswith("ExecStartPre=")]
+    assert " check --local " in pre
+
+
+def test_a_malformed_known_hosts_line_is_a_configuration_error_naming_the_line(
+    sftp_dir: Path, sftp_cfg: Config, sshd: SshServer
+) -> None:
+    assert sftp_cfg.remote.known_hosts is not None
+    good = sftp_cfg.remote.known_hosts.read_text()
+    sftp_cfg.remote.known_hosts.write_text("# ours\n" + good + "transfer.example ssh-ed25519 AAAA-not-base64!\n")
+    config = str(sftp_dir / "config.toml")
+    for command in (["check"], ["send", "--once"], ["poll", "--once"]):
+        r = run_cli(*command, "--config", config)
+        out = r.stdout + r.stderr
+        assert r.returncode == 2, (command, out)
+        assert "line 3: not a known_hosts line" in out and str(sftp_cfg.remote.known_hosts) in out
+        assert "Traceback" not in out
+
+
+def test_a_full_disk_is_a_local_error_in_one_sentence_and_nothing_is_lost(relay_dir: Path, tmp_path: Path) -> None:
+    mount = tmp_path / "small"
+    mount.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True)
+    assert r.returncode == 0, f"cannot mount a tmpfs: {r.stderr.strip()}"
+    try:
+        config = relay_dir / "config.toml"
+        config.write_text(config.read_text().replace('root = "spool"', f'root = "{mount / "spool"}"'))
+        cfg = load_config(config, environ={})
+        cfg.paths.outbox_dir.mkdir(parents=True)
+        body = b"<DmfA>" + b"<W/>" * 40_000 + b"</DmfA>"  # 160 KB: a few fit, their signed copies do not all
+        for seq in range(1, 6):
+            (cfg.paths.outbox_dir / fi_name(seq)).write_bytes(body)
+        r = run_cli("send", "--once", "--config", str(config))
+        assert r.returncode == 4, r.stdout + r.stderr
+        assert "disk full" in r.stderr and "Traceback" not in r.stderr
+        kept = {p.name for d in (cfg.paths.outbox_dir, cfg.paths.sent_dir) for p in d.rglob("FI.*")}
+        assert kept == {fi_name(seq) for seq in range(1, 6)}  # each still waiting, or sent before the disk filled
+        subprocess.run(["mount", "-o", "remount,size=16m", str(mount)], check=True)  # the sysadmin makes room
+        r = run_cli("send", "--once", "--config", str(config))
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert len(list((relay_dir / "remote" / "INTEST").glob("GO.*"))) == 5
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_status_works_for_a_user_who_can_only_read_the_spool(relay_dir: Path) -> None:
+    config = relay_dir / "config.toml"
+    cfg = load_config(config, environ={})
+    cfg.paths.outbox_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.paths.outbox_dir / fi_name(1)).write_bytes(b"<DmfA/>")
+    assert run_cli("send", "--once", "--config", str(config)).returncode == 0
+    for p in [relay_dir, *relay_dir.rglob("*")]:  # the spool belongs to the relay's user; others may read it
+        os.chown(p, 65534, 65534, follow_symlinks=False)
+        if not p.is_symlink():
+            p.chmod(0o755 if p.is_dir() else 0o644)
+    before = {p: p.stat().st_mtime_ns for p in cfg.paths.root.rglob("*")}
+    r = run_cli("status", "--config", str(config), wrapper=WITHOUT_ROOT_FILE_ACCESS)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert "GO" + fi_name(1)[2:-2] in r.stdout and "sent" in r.stdout
+    r = run_cli("status", "--json", "--config", str(config), wrapper=WITHOUT_ROOT_FILE_ACCESS)
+    assert r.returncode == 0 and json.loads(r.stdout)["counts"] == {"sent": 1}
+    assert {p: p.stat().st_mtime_ns for p in cfg.paths.root.rglob("*")} == before  # nothing written
+
+
+def test_a_damaged_journal_is_one_sentence(relay_dir: Path) -> None:
+    config = relay_dir / "config.toml"
+    cfg = load_config(config, environ={})
+    cfg.paths.journal_path.parent.mkdir(parents=True, exist_ok=True)
+    cfg.paths.journal_path.write_bytes(b"this is not a database" * 100)
+    for command in (["status"], ["send", "--once"]):
+        r = run_cli(*command, "--config", str(config))
+        assert r.returncode in (2, 4) and "Traceback" not in r.stderr, (command, r.stderr)
+        assert str(cfg.paths.journal_path) in r.stderr or "journal" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr

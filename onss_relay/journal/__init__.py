@@ -103,8 +103,9 @@ def open_journal(cfg: Config) -> Journal:
     return open_journal_at(cfg.paths.journal_path)
 
 
-def open_journal_at(path: Path) -> Journal:
-    """Given a journal database path, open it (tests and tools that have a path, not a configuration)."""
+def open_journal_at(path: Path, readonly: bool = False) -> Journal:
+    """Given a journal database path, open it (tests and tools that have a path, not a configuration);
+    ``readonly`` for readers that must never write (`status` run by a user who can only read the spool)."""
     from onss_relay.journal.sqlite import SqliteJournal
 
-    return SqliteJournal(path)
+    return SqliteJournal(path, readonly)

@@ -84,10 +84,13 @@ CREATE TABLE IF NOT EXISTS sequences (
 class SqliteJournal:
     """Given a database path, keep the state of every set and response; safe to share between threads."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        if readonly:  # `status` for whoever can read the spool: no write, no schema change, no WAL switch
+            self._db = _open_readonly(path)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -381,6 +384,35 @@ class SqliteJournal:
                 if n.env == env and n.seq.isdigit():
                     out.add(int(n.seq))
         return out
+
+
+def _open_readonly(path: Path) -> sqlite3.Connection:
+    """Open the journal for reading only (`status` by a user who can read the spool and nothing more).
+
+    With the daemon running, its -wal and -shm files exist and a read-only connection uses them. With no
+    daemon they are gone, and a reader that may not create them opens the file as immutable (nobody writes).
+    """
+    if not path.exists():
+        raise JournalError(f"{path}: no journal here")
+    last: sqlite3.Error | None = None
+    for query in ("mode=ro", "mode=ro&immutable=1"):
+        try:
+            db = sqlite3.connect(
+                f"{path.absolute().as_uri()}?{query}",
+                uri=True,
+                timeout=30,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            db.row_factory = sqlite3.Row
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            db.execute("SELECT count(*) FROM sets").fetchone()
+            return db
+        except sqlite3.OperationalError as e:
+            last = e
+            if (path.parent / f"{path.name}-wal").exists():
+                break  # a writer is active: reading it as immutable could show a half-written state
+    raise JournalError(f"{path}: cannot read the journal ({last})")
 
 
 @contextlib.contextmanager

@@ -154,7 +154,7 @@ class Claimer:
         claimed: list[str] = []
         batch: list[NewSet] = []
         for group, new in ready:
-            if not self._complete(group, busy):
+            if not self._complete(group, new, busy):
                 continue
             batch.append(new)
             claimed.append(new.go_name)
@@ -165,7 +165,7 @@ class Claimer:
         self._record(batch)
         return claimed
 
-    def _complete(self, group: _SetFiles, busy: set[Path]) -> bool:
+    def _complete(self, group: _SetFiles, new: NewSet, busy: set[Path]) -> bool:
         """Given a set ready by its names and settle delay, return whether its content is complete too: no FI
         held open for writing by a local process, and well-formed XML (checked once per size and mtime). A
         broken XML file waits for its writer, and is quarantined once unchanged past watch.incomplete_after."""
@@ -175,6 +175,11 @@ class Claimer:
             return False
         fis = [group.fis[n] for n in sorted(group.fis, key=lambda n: parse_name(n).part or 0)]
         stats = [p.stat() for p in fis]
+        if any(
+            (st.st_size, st.st_mtime_ns) != (new.data.sizes[p.name], new.data.mtimes[p.name])
+            for p, st in zip(fis, stats, strict=True)
+        ):
+            return False  # written to while we looked (a writer closing it just now): next scan
         seen = tuple((p.name, st.st_size, st.st_mtime_ns) for p, st in zip(fis, stats, strict=True))
         if self._xml_seen.get(group.key, (None, None))[0] != seen:
             try:

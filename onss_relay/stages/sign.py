@@ -16,7 +16,7 @@ import structlog
 from onss_relay import signature
 from onss_relay.config import Config
 from onss_relay.durable import BatchWriter
-from onss_relay.errors import CertificateError, SignatureError
+from onss_relay.errors import CertificateError, LocalError, SignatureError, describe_os_error
 from onss_relay.identity import Identity, check_certificate, load_signing_identity
 from onss_relay.journal import Change, Journal, SetRow, State
 from onss_relay.names import Env, format_name, fs_name_for, parse_name
@@ -25,6 +25,8 @@ from onss_relay.spool import Spool
 log = structlog.get_logger(__name__)
 
 BATCH = 25  # sets signed per journal commit
+# errors writing into work/: the machine's problem, not the declaration's
+LOCAL_WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 # read errors worth another try rather than a quarantine (NFS/SMB outboxes, interrupted calls)
 TRANSIENT_READ_ERRORS = frozenset(
     {errno.EAGAIN, errno.EINTR, errno.ESTALE, errno.ETIMEDOUT, errno.EHOSTDOWN, errno.ENOLCK}
@@ -110,6 +112,8 @@ class Signer:
             self.spool.quarantine_claimed(self.journal, row, "cannot sign", str(e))
             return None
         except OSError as e:
+            if e.errno in LOCAL_WRITE_ERRORS:  # work/ cannot take the copy or the FS: stop, nothing is lost
+                raise LocalError(describe_os_error(e, f"signing {row.go_name}")) from None
             if e.errno in TRANSIENT_READ_ERRORS:  # e.g. a network share that blinked: try again next round
                 log.warning("declaration_unreadable", set=row.go_name, file=fi_name, error=e.strerror, retry=True)
                 return None

@@ -20,7 +20,16 @@ import structlog
 import tenacity
 
 from onss_relay.config import Config
-from onss_relay.errors import BadInput, InvalidName, RemoteError, TransientRemoteError
+from onss_relay.errors import (
+    BadInput,
+    ConfigError,
+    InvalidName,
+    LocalError,
+    RelayError,
+    RemoteError,
+    TransientRemoteError,
+    describe_os_error,
+)
 from onss_relay.journal import Change, Journal, SetRow, State
 from onss_relay.names import Env, Prefix, parse_name, response_folder, upload_folder
 from onss_relay.responses.acrf import names_answered
@@ -42,7 +51,7 @@ class CannotSend(BadInput):
 class UploadReport:
     sent: list[str] = dataclasses.field(default_factory=list)
     quarantined: list[str] = dataclasses.field(default_factory=list)
-    error: RemoteError | None = None
+    error: RelayError | None = None
 
 
 @dataclasses.dataclass
@@ -59,7 +68,7 @@ class _Round:
         with self.lock:  # the report is shared by the upload threads
             getattr(self.report, what).extend(go_names)
 
-    def fail(self, error: RemoteError) -> None:
+    def fail(self, error: RelayError) -> None:
         with self.lock:
             self.report.error = self.report.error or error
         self.abort.set()
@@ -189,9 +198,13 @@ class _Worker:
         )
         try:
             retrying(self._drain)
-        except RemoteError as e:
+        except (RemoteError, LocalError, ConfigError) as e:  # ConfigError: a bad key or known_hosts line
             log.error("upload_stopped", error=str(e))
             self.round.fail(e)
+        except OSError as e:  # the spool: a full disk, a permission denied (a local problem, not the remote's)
+            error = LocalError(describe_os_error(e, "uploading"))
+            log.error("upload_stopped", error=str(error))
+            self.round.fail(error)
         except Exception as e:  # a bug: say so loudly, keep the sets queued, let the caller retry later
             log.exception("upload_crashed", error=repr(e))
             self.round.fail(TransientRemoteError(f"internal error while uploading: {e!r}"))

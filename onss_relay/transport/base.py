@@ -15,7 +15,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from onss_relay.errors import BadInput, PermanentRemoteError, RemoteError, TransientRemoteError
+from onss_relay.errors import (
+    BadInput,
+    LocalError,
+    PermanentRemoteError,
+    RemoteError,
+    TransientRemoteError,
+    describe_os_error,
+)
 from onss_relay.names import ALL_FOLDERS
 
 COPY_CHUNK = 1 << 20
@@ -145,27 +152,33 @@ class PutFile:
         """The bytes to send, as a stream: the local file (checked against ``digest``), or ``data``."""
         if self.local is None:
             return io.BytesIO(self.data)
-        src = self.local.open("rb")
-        if self.digest is None:
-            return src
-        algorithm, expected = self.digest.split(":", 1)
-        return typing.cast(BinaryIO, _Checked(src, self, algorithm, expected))
+        try:
+            src = self.local.open("rb")
+        except OSError as e:
+            raise LocalError(describe_os_error(e, f"reading {self.name} to send it")) from None
+        return typing.cast(BinaryIO, _LocalSource(src, self))
 
 
-class _Checked(io.RawIOBase):
-    """A file read through a hash; at its end, the digest must be the expected one."""
+class _LocalSource(io.RawIOBase):
+    """A local file being sent: read errors are local (LocalError, never taken for a network error), and with
+    a digest every byte is hashed; at the end, the digest must be the expected one."""
 
-    def __init__(self, src: BinaryIO, f: PutFile, algorithm: str, expected: str) -> None:
+    def __init__(self, src: BinaryIO, f: PutFile) -> None:
         self.src = src
         self.f = f
-        self.h = hashlib.new(algorithm)
-        self.expected = expected
+        algorithm, _, self.expected = (f.digest or "sha256:").partition(":")
+        self.h = hashlib.new(algorithm) if f.digest else None
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int = -1) -> bytes:
-        chunk = self.src.read(size)
+        try:
+            chunk = self.src.read(size)
+        except OSError as e:
+            raise LocalError(describe_os_error(e, f"reading {self.f.name} to send it")) from None
+        if self.h is None:
+            return chunk
         if chunk:
             self.h.update(chunk)
         elif self.h.hexdigest() != self.expected:

@@ -6,6 +6,7 @@ Errors come out as TransientRemoteError (network, timeouts, server closing: retr
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import errno
 import posixpath
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 
 from onss_relay.config import RemoteConfig, read_secret
-from onss_relay.errors import PermanentRemoteError, TransientRemoteError
+from onss_relay.errors import ConfigError, PermanentRemoteError, TransientRemoteError
 from onss_relay.transport.base import (
     RemoteEntry,
     Upload,
@@ -50,12 +51,33 @@ def fingerprint(key: paramiko.PKey) -> str:
 
 
 def load_known_hosts(path: Path) -> paramiko.HostKeys:
+    """Given remote.known_hosts, load it; a line that is not a host key line is a ConfigError naming it (paramiko
+    would skip it silently, and the host would then look unknown)."""
     try:
+        _check_known_hosts_lines(path)
         return paramiko.HostKeys(str(path))
     except FileNotFoundError:
         raise PermanentRemoteError(f"remote.known_hosts = {str(path)!r}: file not found") from None
     except (OSError, paramiko.SSHException) as e:
         raise PermanentRemoteError(f"remote.known_hosts = {str(path)!r}: cannot read it ({e})") from None
+
+
+def _check_known_hosts_lines(path: Path) -> None:
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = raw.strip()
+            if not line or line.startswith(("#", "@")):  # comments; @cert-authority/@revoked markers
+                continue
+            try:
+                ok = len(line.split()) >= 3
+                paramiko.hostkeys.HostKeyEntry.from_line(line, lineno)  # None for key types paramiko lacks: fine
+            except (paramiko.SSHException, paramiko.hostkeys.InvalidHostKey, ValueError, binascii.Error):
+                ok = False
+            if not ok:
+                raise ConfigError(
+                    f"remote.known_hosts = {str(path)!r}, line {lineno}: not a known_hosts line "
+                    "(expected: host key-type base64-key, as `ssh-keyscan` prints)"
+                )
 
 
 def load_private_key(path: Path, passphrase: bytes | None) -> paramiko.PKey:

@@ -20,10 +20,11 @@ from pathlib import Path
 from onss_relay import signature
 from onss_relay.config import Config, load_config
 from onss_relay.journal import State, open_journal_at
-from tests.conftest import fi_name, sftp_config_text
+from onss_relay.simulator import Simulator
+from tests.conftest import SENDER, fi_name, sftp_config_text
 from tests.fixtures.sshd import SshServer
 from tests.fixtures.tcpproxy import TcpProxy
-from tests.helpers import Daemon, wait_until
+from tests.helpers import Daemon, run_cli, wait_until
 
 FULL = os.environ.get("ONSS_RELAY_FAULTS") == "full"
 
@@ -52,6 +53,9 @@ class FaultWorld:
         self.originals: dict[str, bytes] = {}
         self.responses: dict[str, bytes] = {}
         self.gos: list[str] = []
+        self.removed: dict[str, str] = {}  # FI deleted from the outbox by the scenario → its set's GO
+        self.consumed: dict[str, bytes] = {}  # what the simulated transfer point took from INTEST, by name
+        self.answering = False  # the simulated transfer point consumes and answers every complete set
 
     @property
     def cfg(self) -> Config:
@@ -101,21 +105,58 @@ class FaultWorld:
         if self.daemon is not None:
             assert self.daemon.stop(20) == 0
 
+    def answer(self) -> None:
+        """Play the transfer point once: keep a copy of each complete set (GO present), then consume and answer it."""
+        intest = self.sshd.home / "INTEST"
+        for go in [p.name for p in intest.glob("GO.*")]:
+            for p in intest.glob(go.replace("GO.", "F?.", 1) + "*"):
+                self.consumed.setdefault(p.name, p.read_bytes())
+        sim = Simulator(self.sshd.home, SENDER)
+        put_bytes = sim.remote.put_bytes
+
+        def recorded(data: bytes, folder: str, name: str) -> None:
+            if folder == "OUTTEST":
+                self.responses[name] = data  # an answer: it must reach the inbox byte for byte
+            put_bytes(data, folder, name)
+
+        sim.remote.put_bytes = recorded  # type: ignore[method-assign]
+        sim.process()
+
+    def poll_once(self) -> subprocess.CompletedProcess[str]:
+        """A cron'd `poll --once`, as run while the daemon is down."""
+        return run_cli("poll", "--once", "--config", str(self.config))
+
+    def finished_sets(self) -> bool:
+        """Whether every set has its final state: sent and archived (answered: its answer linked), or failed
+        for a declaration the scenario removed."""
+        j = open_journal_at(self.cfg.paths.journal_path)
+        try:
+            for go in self.gos:
+                row = j.get_set(go)
+                if row is None:
+                    return False
+                if row.state == State.FAILED and go in self.removed.values():
+                    continue
+                final = (State.NOTIFIED, State.REFUSED) if self.answering else (State.SENT,)
+                if row.state not in final or not row.archived:
+                    return False
+            return True
+        finally:
+            j.close()
+
     def done(self) -> bool:
         cfg = self.cfg
         if not cfg.paths.journal_path.exists():
             return False
+        if self.answering:
+            self.answer()
         j = open_journal_at(cfg.paths.journal_path)
         try:
-            sent = sum(1 for r in j.sets_in(State.SENT) if r.archived)
             responses = [n for n in self.responses if j.get_response("OUTTEST", n) is not None]
-            return (
-                sent == len(self.gos)
-                and len(responses) == len(self.responses)
-                and not any((self.sshd.home / "OUTTEST").iterdir())
-            )
+            mirrored = len(responses) == len(self.responses) and not any((self.sshd.home / "OUTTEST").iterdir())
         finally:
             j.close()
+        return mirrored and self.finished_sets()
 
     def finish(self, timeout: float = 120) -> None:
         """Run the daemon (fault removed) until everything is sent and mirrored, then stop it and check."""
@@ -130,6 +171,11 @@ class FaultWorld:
 
     # -- what must hold -----------------------------------------------------------------------------
 
+    def on_server(self, name: str) -> bytes:
+        """What the server received for an INTEST file: still there, or taken by the simulated transfer point."""
+        path = self.sshd.home / "INTEST" / name
+        return path.read_bytes() if path.exists() else self.consumed[name]
+
     def check_invariants(self) -> None:
         cfg = self.cfg
         j = open_journal_at(cfg.paths.journal_path)
@@ -137,13 +183,19 @@ class FaultWorld:
         try:
             for go in self.gos:
                 row = j.get_set(go)
-                assert row is not None and row.state == State.SENT, (go, row and row.state)
+                assert row is not None, go
                 go_opens = [i for i, (ev, p) in enumerate(events) if ev == "open-write" and p.endswith("/" + go)]
-                assert len(go_opens) == 1, f"{go} written {len(go_opens)} times"
+                if row.state == State.FAILED:  # only a set whose declaration the scenario removed, saying so
+                    assert go in self.removed.values() and "vanished" in (row.reason or ""), (go, row.reason)
+                    assert go_opens == [], f"{go} failed but its GO was written"
+                    continue
+                assert len(go_opens) == 1, f"{go} ({row.state}) written {len(go_opens)} times"
                 for fi in row.parts:
-                    assert (self.sshd.home / "INTEST" / fi).read_bytes() == self.originals[fi], fi
-                    fs = self.sshd.home / "INTEST" / ("FS" + fi[2:])
-                    signature.verify(self.sshd.home / "INTEST" / fi, fs.read_bytes())
+                    sent = self.on_server(fi)
+                    assert sent == self.originals[fi], fi
+                    copy = self.dir / "verify.tmp"
+                    copy.write_bytes(sent)
+                    signature.verify(copy, self.on_server("FS" + fi[2:]))
                 for name in row.parts + list(row.data.fs):
                     closes = [i for i, (ev, p) in enumerate(events) if ev == "close" and p.endswith("/" + name)]
                     assert closes and max(closes) < go_opens[0], f"{name} changed after the GO of {go}"
@@ -160,7 +212,7 @@ class FaultWorld:
             for p in d.rglob("*")
             if p.is_file()
         }
-        missing = set(self.originals) - kept
+        missing = set(self.originals) - kept - set(self.removed)
         assert not missing, f"lost: {sorted(missing)[:5]}"
         assert not list(cfg.paths.inbox_dir.rglob(".*.part")), "half-downloaded files left in the inbox"
 

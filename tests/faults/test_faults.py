@@ -3,15 +3,19 @@ ONSS_RELAY_FAULTS=full python3 -m pytest tests/faults  runs the long version (mo
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from onss_relay.journal import State, open_journal_at
+from tests.conftest import fi_name
 from tests.faults.harness import FULL, FaultWorld, sleep_random
 from tests.fixtures.sshd import SshServer
 from tests.helpers import wait_until
@@ -134,3 +138,71 @@ def test_clock_jumps(world: FaultWorld, tmp_path: Path) -> None:
         stamp.write_text(jump)
     threading.Event().wait(0.5)
     world.finish()
+
+
+def test_answers_while_down_and_recovery_in_any_order(world: FaultWorld) -> None:
+    """Items 1 and 5 of the single-faults issue: the transfer point consumes and answers sets while the daemon
+    is killed at random instants, sometimes a cron'd `poll --once` runs before the restart, sometimes the
+    restart's upload recovery runs first. Every set ends with its answer, each GO written once."""
+    world.answering = True
+    for _ in range(8 if FULL else 4):
+        world.start()
+        sleep_random(world, 0.2, 1.0)
+        world.kill()
+        world.answer()
+        if world.rng.random() < 0.6:
+            r = world.poll_once()
+            assert "Traceback" not in r.stderr, r.stderr
+    world.finish()
+
+
+def test_declarations_removed_after_their_claim(world: FaultWorld) -> None:
+    """Item 2: an operator removes declarations the relay has claimed; those sets fail saying so, the others go."""
+    world.start()
+    outbox = world.cfg.paths.outbox_dir
+    deadline = time.monotonic() + 20
+    while len(world.removed) < 5 and time.monotonic() < deadline:
+        j = open_journal_at(world.cfg.paths.journal_path) if world.cfg.paths.journal_path.exists() else None
+        if j is not None:
+            try:
+                claimed = [r for r in j.sets_in(State.QUEUED, State.SIGNED) if len(r.parts) == 1]
+            finally:
+                j.close()
+            for row in claimed[:2]:
+                with contextlib.suppress(FileNotFoundError):
+                    (outbox / row.parts[0]).unlink()
+                    world.removed[row.parts[0]] = row.go_name
+        time.sleep(0.05)
+    world.finish()
+
+
+def test_slow_writers_that_pause_with_their_file_open(world: FaultWorld) -> None:
+    """Item 4: some declarations are written by processes that pause mid-file, holding it open; every byte of
+    the final file is what is sent, whatever the settle delay says."""
+    world.start()
+    writers = []
+    for seq in range(SETS + 1, SETS + 4):
+        name = fi_name(seq, "T")
+        body = b"<DmfA>" + b"<W/>" * world.rng.randrange(100, 3000) + b"</DmfA>"
+        world.originals[name] = body
+        world.gos.append("GO" + name[2:-2])
+        (world.dir / f"{name}.body").write_bytes(body)
+        target = world.cfg.paths.outbox_dir / name
+        writers.append(
+            subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(target), str(world.dir / f"{name}.body"), "6"])
+        )
+    for w in writers:
+        assert w.wait(30) == 0
+    world.finish()
+
+
+SLOW_WRITER = """
+import sys, time
+from pathlib import Path
+path = Path(sys.argv[1])
+body = Path(sys.argv[2]).read_bytes()
+with open(path, "wb") as f:
+    f.write(body[:43]); f.flush()
+    time.sleep(float(sys.argv[3]))
+    f.write(body[43:])
+"""
