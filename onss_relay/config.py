@@ -134,8 +134,13 @@ class WatchConfig:
     settle: Duration = _field(Duration(2), "a file must keep its size and mtime this long")
     rescan: Duration = _field(Duration(60), "full outbox scan interval")
     polling: AutoBool = _field(AutoBool("auto"), "auto, true or false: polling observer for network shares")
-    incomplete_after: Duration = _field(Duration(3600), "quarantine a set still missing parts after this")
+    incomplete_after: Duration = _field(
+        Duration(3600), "quarantine a set still missing parts, or an XML declaration still not well-formed, after this"
+    )
     environments: list[str] = _field(["R", "T", "S"], "environments this relay may send to")
+    extra_application_codes: list[str] = _field(
+        [], 'codes senders send beyond the shipped table (a new declaration type), like ["ABCD"]'
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,6 +334,9 @@ def _semantic_problems(cfg: Config) -> Iterator[tuple[str, str | None]]:
     yield "remote.connections", None if 1 <= cfg.remote.connections <= 32 else "must be between 1 and 32"
     yield "remote.port", None if 0 < cfg.remote.port < 65536 else f"{cfg.remote.port} is not a TCP port"
     yield "watch.polling", _one_of(cfg.watch.polling, ("auto", "true", "false"))
+    for code in cfg.watch.extra_application_codes:
+        if not re.fullmatch(r"[A-Z0-9]{4}", code):
+            yield "watch.extra_application_codes", f"{code!r} is not 4 capitals or digits"
     for key, envs in (("watch.environments", cfg.watch.environments), ("poll.environments", cfg.poll.environments)):
         for e in envs:
             yield key, _one_of(e, ("R", "T", "S"))

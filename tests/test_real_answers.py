@@ -4,11 +4,12 @@ ONSS examples and public payroll code): each through the parser, and through a f
 from __future__ import annotations
 
 import codecs
+import json
 from pathlib import Path
 
 import pytest
 
-from onss_relay.config import Config
+from onss_relay.config import Config, load_config
 from onss_relay.journal import State
 from onss_relay.pipeline import Relay
 from onss_relay.responses.acrf import parse_acrfs
@@ -214,7 +215,7 @@ def test_a_large_notification_is_parsed_as_a_stream(tmp_path: Path) -> None:
         f.write("</NOTIFICATION>\n")
     with big.open("rb") as source:
         n = parse_notification(source)
-    assert len(n.forms) == 20_000 and n.accepted
+    assert n.count == 20_000 and n.accepted and len(n.forms) == 100  # counted, a bounded few in detail
 
 
 def test_waiting_sets_become_overdue_everywhere(relay: Relay, sftp_cfg: Config) -> None:
@@ -239,3 +240,70 @@ def test_waiting_sets_become_overdue_everywhere(relay: Relay, sftp_cfg: Config) 
 
     text = generate_latest(registry_for(collector)).decode()
     assert "onss_relay_overdue_sets 1.0" in text and "onss_relay_unlinked_responses 0.0" in text
+
+
+# -- sequences per sender + date + environment, and the application-code table -------------------------
+
+
+def test_a_sequence_is_used_once_per_sender_date_and_environment_whatever_the_code(relay_dir: Path) -> None:
+    from onss_relay.pipeline import Relay
+    from tests.conftest import fi_name
+
+    cfg = load_config(relay_dir / "config.toml", environ={})
+    relay = Relay(cfg)
+    try:
+        outbox = relay.spool.outbox
+        (outbox / fi_name(1, app="DMFA")).write_bytes(b"<DmfA/>")
+        relay.send_once(wait_for_settle=False)
+        # the same sequence with another code, another part count, and two new sets sharing one in one scan
+        (outbox / fi_name(1, app="DIMN")).write_bytes(b"<Dimona/>")
+        for part in (1, 2):
+            (outbox / fi_name(1, app="DMFA", total=2, part=part)).write_bytes(b"<DmfA/>")
+        (outbox / fi_name(2, app="DIMN")).write_bytes(b"<Dimona/>")
+        (outbox / fi_name(2, app="DMFA")).write_bytes(b"<DmfA/>")
+        (outbox / fi_name(1, app="DIMN", env="S")).write_bytes(b"<Dimona/>")  # another environment: fine
+        report = relay.send_once(wait_for_settle=False)
+    finally:
+        relay.close()
+    assert len(report.upload.sent) == 2  # sequence 2 once, and sequence 1 in S
+    reasons = {p.name: json.loads(p.read_text())["reason"] for p in cfg.paths.failed_dir.glob("*.reason.json")}
+    assert set(reasons.values()) == {"sequence already used, would be ACRF-133"}
+    assert len(reasons) == 4  # DIMN 00001, both parts of DMFA 00001 in two parts, one of the two 00002
+
+
+def test_the_application_code_table_can_be_extended_from_the_configuration(relay_dir: Path) -> None:
+    from tests.conftest import fi_name
+    from tests.helpers import run_cli
+
+    config = relay_dir / "config.toml"
+    cfg = load_config(config, environ={})
+    cfg.paths.outbox_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.paths.outbox_dir / fi_name(1, app="ZZNW")).write_bytes(b"<New/>")
+    r = run_cli("send", "--once", "--config", str(config))
+    assert r.returncode == 1 and "quarantined 1" in r.stdout
+    assert "not a code senders send" in (cfg.paths.failed_dir / f"{fi_name(1, app='ZZNW')}.reason.json").read_text()
+    env = {"ONSS_RELAY__WATCH__EXTRA_APPLICATION_CODES": '["ZZNW"]'}
+    (cfg.paths.outbox_dir / fi_name(2, app="ZZNW")).write_bytes(b"<New/>")
+    r = run_cli("send", "--once", "--config", str(config), env=env)
+    assert r.returncode == 0 and "sent 1 set(s)" in r.stdout, r.stdout + r.stderr
+    content = relay_dir / "new.xml"
+    content.write_bytes(b"<New/>")
+    assert run_cli("submit", str(content), "--app", "ZZNW", "--env", "T", "--config", str(config)).returncode == 2
+    r = run_cli("submit", str(content), "--app", "ZZNW", "--env", "T", "--config", str(config), env=env)
+    assert r.returncode == 0 and ".ZZNW." in r.stdout
+    bad = run_cli("status", "--config", str(config), env={"ONSS_RELAY__WATCH__EXTRA_APPLICATION_CODES": '["abc"]'})
+    assert bad.returncode == 2 and "watch.extra_application_codes" in bad.stderr
+
+
+def test_submit_never_reuses_a_sequence_found_in_sent_after_the_journal_is_lost(relay_dir: Path) -> None:
+    from tests.helpers import run_cli
+
+    config = relay_dir / "config.toml"
+    cfg = load_config(config, environ={})
+    content = relay_dir / "d.xml"
+    content.write_bytes(b"<DmfA/>")
+    first = run_cli("submit", str(content), "--app", "DMFA", "--env", "T", "--config", str(config)).stdout.split()
+    assert run_cli("send", "--once", "--config", str(config)).returncode == 0
+    cfg.paths.journal_path.unlink()  # lost; sent/ kept
+    again = run_cli("submit", str(content), "--app", "DIMN", "--env", "T", "--config", str(config)).stdout.split()
+    assert first[0].split(".")[4] == "00001" and again[0].split(".")[4] == "00002", (first, again)

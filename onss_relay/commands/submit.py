@@ -20,9 +20,11 @@ from onss_relay.spool import Spool
 def submit(cfg: Config, files: list[Path], app: str, env: str, date: str | None, parts: bool) -> list[str]:
     """Given content files, name them (one set, or one set each) and place them in the outbox; return the names."""
     app = app.upper()
-    if app not in sent_application_codes():
+    known = sent_application_codes(cfg.watch.extra_application_codes)
+    if app not in known:
         raise UsageError(
-            f"--app {app}: not an application code senders send ({', '.join(sorted(sent_application_codes()))})"
+            f"--app {app}: not an application code senders send ({', '.join(sorted(known))});"
+            " a new one can be added with watch.extra_application_codes"
         )
     if env not in cfg.watch.environments:
         raise UsageError(f"--env {env}: not in watch.environments of {cfg.source}")
@@ -48,7 +50,7 @@ def submit(cfg: Config, files: list[Path], app: str, env: str, date: str | None,
         names: list[str] = []
         for group in groups:
             seq = journal.allocate_sequence(
-                cfg.sender.number, date, env, _taken_in_outbox(spool, cfg.sender.number, date, env)
+                cfg.sender.number, date, env, _taken_here(spool, cfg.sender.number, date, env)
             )
             names += _place(
                 spool, group, Name(Prefix.FI, app, cfg.sender.number, date, f"{seq:05d}", Env(env), len(group), 1)
@@ -58,15 +60,22 @@ def submit(cfg: Config, files: list[Path], app: str, env: str, date: str | None,
         journal.close()
 
 
-def _taken_in_outbox(spool: Spool, sender: str, date: str, env: str) -> set[int]:
+def _taken_here(spool: Spool, sender: str, date: str, env: str) -> set[int]:
+    """Given the spool, return the numeric sequences of sender+date+env that its files use, whatever their
+    application code: in the outbox, and in sent/ (a journal lost or restored from an old backup must not
+    hand a sent sequence out again: ACRF-133). Files dated D are archived on day D or later, so only those
+    sent/ folders are read."""
+    since = (dt.datetime.strptime(date, "%Y%m%d").date() - dt.timedelta(days=1)).isoformat()
+    folders = [spool.outbox] + sorted(d for d in spool.sent.glob("????-??-??") if d.is_dir() and d.name >= since)
     taken = set()
-    for p in spool.outbox.iterdir():
-        try:
-            n = parse_name(p.name.lstrip(".").removesuffix(".tmp"))
-        except InvalidName:
-            continue
-        if (n.sender, n.date, n.env.value) == (sender, date, env):
-            taken.add(int(n.seq))
+    for folder in folders:
+        for p in folder.iterdir():
+            try:
+                n = parse_name(p.name.lstrip(".").removesuffix(".tmp"))
+            except InvalidName:
+                continue
+            if (n.sender, n.date, n.env.value) == (sender, date, env) and n.seq.isdigit():
+                taken.add(int(n.seq))
     return taken
 
 

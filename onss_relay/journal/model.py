@@ -111,8 +111,9 @@ class NotificationRecord:
     diagnosis: str | None
     file: str
     anomalies: tuple[AnomalyRecord, ...] = ()  # of every form
-    workers: tuple[WorkerResult, ...] = ()  # one per Form
+    workers: tuple[WorkerResult, ...] = ()  # one per Form kept in detail (at most 100, refused ones first)
     summary: str = ""  # e.g. "2 workers: 1 accepted, 1 refused (90373-333, blocking)"
+    worker_count: int = 0  # every Form of the file (0 in records written before it was counted)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,6 +208,7 @@ def _notification_from(d: dict[str, Any]) -> NotificationRecord:
         tuple(_anomaly_from(a) for a in d.get("anomalies", [])),
         workers,
         d.get("summary", ""),
+        int(d.get("worker_count", 0)),
     )
 
 

@@ -269,6 +269,19 @@ class SqliteJournal:
                 data = SetData.from_json(row["data"]).updated({"sent_dir": sent_dir})
                 db.execute("UPDATE sets SET archived = 1, data = ? WHERE go_name = ?", (data.to_json(), go_name))
 
+    def sets_with_sequence(self, sender: str, date: str, seq: str, env: str) -> list[SetRow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM sets WHERE go_name LIKE ? AND state != 'failed'", (f"GO.%.{sender}.{date}.{seq}.{env}%",)
+            ).fetchall()
+        out = []
+        for r in rows:
+            with contextlib.suppress(ValueError):
+                n = parse_name(r["go_name"])
+                if (n.sender, n.date, n.seq, n.env.value) == (sender, date, seq, env):
+                    out.append(_set_row(r))
+        return out
+
     def get_set(self, go_name: str) -> SetRow | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM sets WHERE go_name = ?", (go_name,)).fetchone()

@@ -72,26 +72,45 @@ class NotificationForm:
         return out
 
 
+DETAILED = 100  # forms kept in detail per notification, refused ones first; the rest are counted (constant memory)
+
+
 @dataclasses.dataclass(frozen=True)
 class Notification:
-    forms: tuple[NotificationForm, ...]
+    """A notification read as a stream: its first Form (which names the set), every Form counted by outcome,
+    and up to DETAILED Forms in detail, refused and pending ones first. The file itself stays in the inbox."""
 
-    @property
-    def first(self) -> NotificationForm:
-        return self.forms[0]
+    first: NotificationForm
+    forms: tuple[NotificationForm, ...]  # the detailed forms, in file order
+    count: int  # every Form in the file
+    outcomes: tuple[tuple[str, int], ...]  # (accepted|refused|pending, how many)
 
     @property
     def accepted(self) -> bool:
-        return all(f.outcome == "accepted" for f in self.forms)
+        return all(n == 0 for o, n in self.outcomes if o != "accepted")
 
 
 def parse_notification(data: bytes | IO[bytes]) -> Notification:
-    """Given NOTIFICATION XML (bytes or a stream), return every Form; raise ResponseParseError if it is not one."""
+    """Given NOTIFICATION XML (bytes or a stream), read every Form once, keeping what DETAILED allows; raise
+    ResponseParseError if it is not one."""
     source = io.BytesIO(data) if isinstance(data, bytes) else data
-    forms = tuple(_form(f) for f in iter_forms(source, "NOTIFICATION"))
-    if not forms:
+    first: NotificationForm | None = None
+    counts = {"accepted": 0, "refused": 0, "pending": 0}
+    kept: list[tuple[int, NotificationForm]] = []  # (position, form); accepted ones give way to others
+    for i, element in enumerate(iter_forms(source, "NOTIFICATION")):
+        f = _form(element)
+        first = first or f
+        counts[f.outcome] += 1
+        if len(kept) < DETAILED:
+            kept.append((i, f))
+        elif f.outcome != "accepted":
+            accepted_at = next((k for k, (_, g) in enumerate(kept) if g.outcome == "accepted"), None)
+            if accepted_at is not None:
+                del kept[accepted_at]
+                kept.append((i, f))
+    if first is None:
         raise ResponseParseError("NOTIFICATION without a Form")
-    return Notification(forms)
+    return Notification(first, tuple(f for _, f in kept), sum(counts.values()), tuple(counts.items()))
 
 
 def _form(form: Element) -> NotificationForm:
@@ -130,17 +149,16 @@ def _anomaly_record(a: Anomaly) -> AnomalyRecord:
 
 def summary(n: Notification) -> str:
     """Given a notification, return its outcome in a few words (per worker when there are several forms)."""
-    if len(n.forms) == 1:
+    if n.count == 1:
         f = n.first
         words = {"accepted": "accepted", "refused": "refused", "pending": "pending"}[f.outcome]
         if f.outcome != "accepted" and f.diagnosis:
             words += f" (diagnosis {f.diagnosis})"
         return words + _anomaly_words(f.anomalies)
-    counts = {o: sum(1 for f in n.forms if f.outcome == o) for o in ("accepted", "refused", "pending")}
-    parts = [f"{c} {o}" for o, c in counts.items() if c]
+    parts = [f"{c} {o}" for o, c in n.outcomes if c]
     refused = [a for f in n.forms if f.outcome != "accepted" for a in f.anomalies]
     why = f" ({', '.join(f'{a.error_id}, {_blocking(a)}' for a in refused[:3])})" if refused else ""
-    return f"{len(n.forms)} workers: " + ", ".join(parts) + why
+    return f"{n.count} workers: " + ", ".join(parts) + why
 
 
 def _blocking(a: Anomaly) -> str:
@@ -161,7 +179,7 @@ def record_for(n: Notification, local_path: str) -> NotificationRecord:
         WorkerResult(w.inss, w.result_code, w.outcome, tuple(_anomaly_record(a) for a in w.anomalies)) for w in n.forms
     )
     return NotificationRecord(
-        result_code=f.result_code if len(n.forms) == 1 else ("1" if n.accepted else "0"),
+        result_code=f.result_code if n.count == 1 else ("1" if n.accepted else "0"),
         accepted=n.accepted,
         handled_ticket=f.handled_ticket,
         diagnosis=f.diagnosis,
@@ -169,6 +187,7 @@ def record_for(n: Notification, local_path: str) -> NotificationRecord:
         anomalies=tuple(a for w in workers for a in w.anomalies),
         workers=workers,
         summary=summary(n),
+        worker_count=n.count,
     )
 
 

@@ -153,8 +153,15 @@ class Claimer:
         busy = open_for_writing(p for g, _ in ready for p in g.fis.values()) if ready else set()
         claimed: list[str] = []
         batch: list[NewSet] = []
+        sequences: dict[tuple[str, str, str, str], str] = {}  # claimed in this scan, not in the journal yet
         for group, new in ready:
             if not self._complete(group, new, busy):
+                continue
+            go = parse_name(group.key)
+            first = sequences.setdefault((go.sender, go.date, go.seq, go.env.value), group.key)
+            if first != group.key:
+                why = f"{group.key}: sequence {go.seq} of {go.date} ({go.env}) is also used by {first}, claimed now"
+                self._refuse(group, go, "sequence already used, would be ACRF-133", why)
                 continue
             batch.append(new)
             claimed.append(new.go_name)
@@ -232,6 +239,21 @@ class Claimer:
                     f"{group.key} was already sent on {dt.datetime.fromtimestamp(row.created_at):%Y-%m-%d}",
                 )
             return None  # claimed already: in flight, or its archive is being completed
+        same_sequence = [
+            r
+            for r in self.journal.sets_with_sequence(go.sender, go.date, go.seq, go.env.value)
+            if r.go_name != group.key
+        ]
+        if same_sequence:
+            other = same_sequence[0]
+            self._refuse(
+                group,
+                go,
+                "sequence already used, would be ACRF-133",
+                f"{group.key}: sequence {go.seq} of {go.date} ({go.env}) is already used by {other.go_name}"
+                f" ({other.state}); the transfer point refuses a second use whatever the application code",
+            )
+            return None
         missing = missing_parts(go, [p for p in group.parsed if p.prefix == Prefix.FI])
         if missing:
             self._check_incomplete(group, missing)
@@ -264,7 +286,7 @@ class Claimer:
             return ("environment not allowed", f"{go}: environment {go.env} is not in watch.environments")
         if go.creation_date > latest_plausible_today():
             return ("date in the future, would be ACRF-111", f"{go}: date {go.date} is after today")
-        if go.app not in sent_application_codes():
+        if go.app not in sent_application_codes(self.cfg.watch.extra_application_codes):
             return ("not a code senders send", f"{go}: {go.app} is a response-only application code")
         return None
 

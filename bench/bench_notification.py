@@ -1,0 +1,121 @@
+"""Peak memory processing one large notification: a DmfA answer of about 200 MB (one Form per worker, some
+refused with anomalies) mirrored, parsed and linked to its set by `onss-relay poll --once`; baseline: the
+same file read with xml.etree.ElementTree.parse, which is what a script does (the whole tree in memory).
+
+Run: python3 bench/bench_notification.py [--quick] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from common import REPO, SENDER, emit, lower_is_better
+
+from onss_relay import identity
+from onss_relay.simulator import Verdict, acrf_xml, notification_xml
+from onss_relay.transport.local import make_remote_home
+from tests.conftest import SIGNING_PASSWORD, write_config
+
+MEASURE = """
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+"""
+
+BASELINE = """
+import sys, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+print(len(root.findall("Form")))
+"""
+
+
+def peak_rss_mb(argv: list[str]) -> float:
+    """Given a command, run it in a fresh process and return its peak resident memory in MB."""
+    out = subprocess.run([sys.executable, "-c", MEASURE, *argv], check=True, capture_output=True, text=True, cwd=REPO)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def big_notification(path: Path, ticket: str, go: str, size: int) -> int:
+    """Write a notification of about ``size`` bytes answering ``go``: one Form per worker, every tenth refused."""
+    one = notification_xml(ticket, SENDER, "DMFA001", (("00024-152", "B", 1),), file_name=go, workers=("85073112345",))
+    head, _, rest = one.partition(b"<Form>")
+    form, _, tail = rest.rpartition(b"</Form>")
+    form = b"<Form>" + form + b"</Form>\r\n"
+    accepted = form.replace(b"<Diagnosis>3</Diagnosis>", b"").replace(
+        b"<ResultCode>0</ResultCode>", b"<ResultCode>1</ResultCode>"
+    )
+    n = 0
+    with path.open("wb") as f:
+        f.write(head.rstrip(b" "))
+        written = len(head)
+        while written < size:
+            chunk = form if n % 10 == 0 else accepted
+            f.write(chunk)
+            written += len(chunk)
+            n += 1
+        f.write(tail.lstrip(b"\r\n"))
+    return n
+
+
+def main() -> None:
+    from common import bench_args
+
+    args = bench_args(__doc__)
+    size = (40 if args.quick else 200) << 20
+    root = Path(tempfile.mkdtemp(prefix="onss-bench-noti-"))
+    (root / "keys").mkdir()
+    identity.self_signed_identity(root / "keys", "bench", password=SIGNING_PASSWORD.encode())
+    (root / "keys" / "signer.pass").write_text(SIGNING_PASSWORD)
+    make_remote_home(root / "remote")
+    config = write_config(root)
+    cli = [sys.executable, "-m", "onss_relay.cli"]
+    content = root / "dmfa.xml"
+    content.write_bytes(b"<DmfA/>")
+    [fi] = subprocess.run(
+        [*cli, "submit", str(content), "--app", "DMFA", "--env", "T", "--config", str(config)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    ).stdout.split()
+    subprocess.run([*cli, "send", "--once", "--config", str(config)], check=True, capture_output=True, cwd=REPO)
+    go = "GO" + fi[2:-2]
+    ticket = "0380579A83Q1Z"
+    out = root / "remote" / "OUTTEST"
+    acrf = "FO.ACRF.999999.20261124.00001.T"
+    (out / acrf).write_bytes(acrf_xml(Verdict(go, "INTEST", (), ticket)))
+    (out / ("GO" + acrf[2:])).write_bytes(b"")
+    noti = out / "FO.NOTI.999999.20261124.00002.T"
+    workers = big_notification(noti, ticket, go, size)
+    (out / "GO.NOTI.999999.20261124.00002.T").write_bytes(b"")
+    copy = root / "copy.xml"
+    copy.write_bytes(noti.read_bytes())
+    relay = peak_rss_mb([*cli, "poll", "--once", "--config", str(config)])
+    status = json.loads(
+        subprocess.run(
+            [*cli, "status", "--json", "--config", str(config)], check=True, capture_output=True, text=True, cwd=REPO
+        ).stdout
+    )
+    [row] = [s for s in status["sets"] if s["set"] == go]
+    assert row["state"] == "notified", row["state"]
+    baseline = peak_rss_mb([sys.executable, "-c", BASELINE, str(copy)])
+    emit(
+        [
+            lower_is_better(
+                f"peak RSS linking a {size >> 20} MB notification ({workers} workers)",
+                "MB",
+                relay,
+                baseline,
+                "xml.etree parse of the file",
+            )
+        ],
+        args.json,
+    )
+
+
+if __name__ == "__main__":
+    main()
