@@ -212,12 +212,20 @@ def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str], path: P
         merged.setdefault(section, {})
         if not isinstance(merged[section], dict):
             raise ConfigError(f"{path}: [{section}] must be a table")
-        merged[section][key] = _env_value(text)
+        merged[section][key] = _env_value(text, _hint(section, key))
     return merged
 
 
-def _env_value(text: str) -> Any:
-    """An override is read as a TOML value when it is one (true, 4, ["R"]), else as a plain string."""
+def _hint(section: str, key: str) -> Any:
+    cls = SECTIONS.get(section)
+    return typing.get_type_hints(cls).get(key) if cls is not None else None
+
+
+def _env_value(text: str, hint: Any = None) -> Any:
+    """An override is read as a TOML value when it is one (true, 4, ["R"]), else as a plain string; a key that
+    holds a string or a path always takes the text as it is (SENDER__NUMBER=123456 is the string "123456")."""
+    if hint in (str, Path, str | None, Path | None) and not text.startswith('"'):
+        return text
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:

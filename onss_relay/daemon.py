@@ -7,6 +7,7 @@ a health file for `status --health`, and optional Prometheus /metrics and /healt
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import signal
@@ -22,10 +23,13 @@ from onss_relay.durable import atomic_write
 from onss_relay.errors import (
     CertificateError,
     ConfigError,
+    JournalBusy,
     JournalError,
+    JournalFull,
     LocalError,
     PermanentRemoteError,
     RemoteError,
+    describe_os_error,
 )
 from onss_relay.identity import days_left
 from onss_relay.metrics import HealthSnapshot, RelayCollector, StageFigures, registry_for
@@ -40,6 +44,7 @@ log = structlog.get_logger(__name__)
 
 RETRY_AFTER_TRANSIENT = 2.0
 STOP_GRACE = 9.0
+START_RETRY = 5.0  # seconds between attempts to open the spool when the disk is full
 
 
 @dataclasses.dataclass
@@ -154,7 +159,9 @@ class Daemon:
             self.lock.release()
 
     def _run_locked(self) -> int:
-        relay = self.relay = Relay(self.cfg, stop=self.stop, max_attempts=None)
+        relay = self.relay = self._open_relay()
+        if relay is None:
+            return 0  # stopped while waiting for room
         outbox_wake = threading.Event()
         self.stages = self._stages(relay, outbox_wake)
         watcher = Watcher(relay.claimer, self.cfg.watch.polling, outbox_wake)
@@ -175,6 +182,22 @@ class Daemon:
             self._shut_down(relay, watcher, web)
         log.info("relay_stopped")
         return 0
+
+    def _open_relay(self) -> Relay | None:
+        """Open the spool and the journal; a full disk at start is said and retried (the unit stays up and says
+        why), not fatal. None when stopped meanwhile."""
+        while True:
+            try:
+                return Relay(self.cfg, stop=self.stop, max_attempts=None)
+            except (JournalFull, JournalBusy, OSError) as e:
+                if isinstance(e, OSError) and e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                why = describe_os_error(e) if isinstance(e, OSError) else str(e)
+                log.error("relay_waiting", error=why, retry_in_s=START_RETRY)
+                self.notifier.send("READY=1", f"STATUS=waiting: {why}")
+            if self.stop.wait(START_RETRY):
+                return None
+            self._ping_watchdog()
 
     def _stages(self, relay: Relay, outbox_wake: threading.Event) -> list[Stage]:
         """The four stage threads: the watcher wakes the claim scan, which wakes signing, which wakes uploading."""

@@ -94,6 +94,10 @@ class JournalError(RelayError):
     exit_code = EXIT_USAGE
 
 
+class JournalFull(JournalError):
+    """The disk holding the journal is full: retry once there is room."""
+
+
 class JournalBusy(JournalError):
     """Another process holds the journal's write lock too long: retry soon."""
 

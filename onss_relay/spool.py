@@ -193,9 +193,12 @@ class SpoolLock:
         except BlockingIOError:
             os.close(fd)
             return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        try:  # who holds it, for the messages of others; the lock itself is the flock
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:  # a full disk: the relay starts all the same and its stages say what is wrong
+            pass
         return True
 
     def holder(self) -> str:

@@ -119,3 +119,15 @@ def test_cli_exits_2_with_one_sentence(tmp_path: Path) -> None:
         text=True,
     )
     assert missing.returncode == 2 and "configuration file not found" in missing.stderr
+
+
+def test_a_string_setting_given_digits_in_the_environment_stays_a_string(tmp_path: Path) -> None:
+    # compose files and `docker run -e` give ONSS_RELAY__SENDER__NUMBER=123456, unquoted
+    example = Path(__file__).resolve().parents[1] / "config" / "example.toml"
+    env = {
+        "ONSS_RELAY__SENDER__NUMBER": "000123",
+        "ONSS_RELAY__REMOTE__USERNAME": "42",
+        "ONSS_RELAY__REMOTE__PORT": "2222",
+    }
+    cfg = load_config(example, environ=env)
+    assert (cfg.sender.number, cfg.remote.username, cfg.remote.port) == ("000123", "42", 2222)

@@ -12,15 +12,20 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from onss_relay.errors import UsageError
 
+# Files beside config.toml are named relative to it (the loader resolves them against the config's folder), so
+# the folder works wherever it is mounted: /etc/onss-relay on a server, a read-only volume in a container.
 EXAMPLE_KEYS = {
     'root = "/var/lib/onss-relay"': 'root = "{state}"',
     'outbox = "/var/lib/onss-relay/outbox"': 'outbox = "{state}/outbox"',
     'inbox = "/var/lib/onss-relay/inbox"': 'inbox = "{state}/inbox"',
-    'key = "/etc/onss-relay/signer.p12"': 'key = "{dir}/signer.p12"',
-    'password_file = "/etc/onss-relay/signer.pass"': 'password_file = "{dir}/signer.pass"',
-    'private_key = "/etc/onss-relay/id_rsa"': 'private_key = "{dir}/id_rsa"',
-    'known_hosts = "/etc/onss-relay/known_hosts"': 'known_hosts = "{dir}/known_hosts"',
+    'key = "/etc/onss-relay/signer.p12"': 'key = "signer.p12"',
+    'password_file = "/etc/onss-relay/signer.pass"': 'password_file = "signer.pass"',
+    'private_key = "/etc/onss-relay/id_rsa"': 'private_key = "id_rsa"',
+    'known_hosts = "/etc/onss-relay/known_hosts"': 'known_hosts = "known_hosts"',
 }
+# owner read-write, group read: the service reads its key and configuration through its group (systemd:
+# `chown -R root:onss-relay`; a container: `chown -R 10001:10001`), nobody else reads them
+PRIVATE = 0o640
 
 
 def example_config() -> str:
@@ -38,7 +43,7 @@ def init_directory(directory: Path, out: TextIO, state: Path | None = None) -> i
     private = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
     )
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE)
     with os.fdopen(fd, "wb") as f:
         f.write(private)
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
@@ -47,7 +52,9 @@ def init_directory(directory: Path, out: TextIO, state: Path | None = None) -> i
     text = example_config()
     for old, new in EXAMPLE_KEYS.items():
         text = text.replace(old, new.format(dir=directory.absolute(), state=state or "/var/lib/onss-relay"))
-    config.write_text(text)
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
     print(
         f"""Created in {directory}:
   id_rsa, id_rsa.pub   SSH key pair for the transfer point (the private key never leaves this machine)
@@ -60,7 +67,8 @@ Public key to register for your technical user on the social security portal:
 
 Next steps:
   1. Register the public key above and your signing certificate (PKCS#12) on the portal.
-  2. Put the certificate at {directory}/signer.p12 and its password alone in {directory}/signer.pass (mode 600).
+  2. Put the certificate at {directory}/signer.p12 and its password alone in {directory}/signer.pass
+     (mode 640: readable by the relay's group, see the README for systemd and containers).
   3. Fetch the server's host key, check its fingerprint with the ONSS, then keep it:
        ssh-keyscan -p 8022 sftp.socialsecurity.be > {directory}/known_hosts
        ssh-keygen -lf {directory}/known_hosts

@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from onss_relay.errors import IllegalTransition, JournalBusy, JournalError
+from onss_relay.errors import IllegalTransition, JournalBusy, JournalError, JournalFull
 from onss_relay.journal.model import (
     DONE,
     WAITING,
@@ -91,6 +91,10 @@ class SqliteJournal:
             self._db = _open_readonly(path)
             return
         path.parent.mkdir(parents=True, exist_ok=True)
+        with _neutral_errors(path):  # a full disk or a damaged file: one sentence, whoever opens it
+            self._open_rw(path)
+
+    def _open_rw(self, path: Path) -> None:
         self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -433,12 +437,12 @@ def _neutral_errors(path: Path) -> Iterator[None]:
     """Turn SQLite's busy, locked and full-disk errors into the backend-neutral ones the stages handle."""
     try:
         yield
-    except sqlite3.OperationalError as e:
+    except sqlite3.DatabaseError as e:  # OperationalError, and "file is not a database"
         code = getattr(e, "sqlite_errorcode", 0) & 0xFF
         if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
             raise JournalBusy(f"{path}: the journal is locked by another process ({e})") from e
         if code == sqlite3.SQLITE_FULL:
-            raise JournalError(f"{path}: the disk holding the journal is full") from e
+            raise JournalFull(f"{path}: disk full: the journal cannot grow; free space on that filesystem") from e
         raise JournalError(f"{path}: {e}") from e
 
 
