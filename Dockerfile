@@ -4,7 +4,8 @@
 # Every setting can be overridden with ONSS_RELAY__SECTION__KEY environment variables; secrets (key
 # passwords, SSH passphrase) are read from files, e.g. Docker/Compose secrets under /run/secrets.
 # The relay runs as uid/gid 10001: the config folder it mounts must be readable by that uid
-# (`chown -R 10001:10001 config`), a shared exchange folder writable by it.
+# (`chown -R 10001:10001 config`), a shared exchange folder writable by it. /exchange exists owned by
+# 10001, so that a named volume mounted there (docker-compose.example.yml) is created owned by 10001.
 #
 # BASE: any Debian-like image with python3 (3.11+) and its venv module. The default is the official
 # Python image; CI builds on a Debian bookworm made with debootstrap (python3, python3-venv).
@@ -25,8 +26,8 @@ RUN python3 -m venv /opt/onss-relay \
 FROM ${BASE}
 RUN groupadd --system --gid 10001 onss-relay \
  && useradd --system --uid 10001 --gid onss-relay --home-dir /var/lib/onss-relay --shell /usr/sbin/nologin onss-relay \
- && mkdir -p /var/lib/onss-relay /etc/onss-relay \
- && chown onss-relay:onss-relay /var/lib/onss-relay \
+ && mkdir -p /var/lib/onss-relay /etc/onss-relay /exchange \
+ && chown onss-relay:onss-relay /var/lib/onss-relay /exchange \
  && chmod 0750 /var/lib/onss-relay
 COPY --from=build /opt/onss-relay /opt/onss-relay
 ENV PATH=/opt/onss-relay/bin:$PATH \

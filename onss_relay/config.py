@@ -67,6 +67,7 @@ class PathsConfig:
     root: Path = _field(doc="spool root: outbox/ sent/ failed/ inbox/ results/ work/ journal.db")
     outbox: Path | None = _field(None, "where declarations are dropped; default <root>/outbox")
     inbox: Path | None = _field(None, "where responses are mirrored; default <root>/inbox")
+    results: Path | None = _field(None, "where <GO name>.json results are written; default <root>/results")
 
     @property
     def outbox_dir(self) -> Path:
@@ -86,7 +87,7 @@ class PathsConfig:
 
     @property
     def results_dir(self) -> Path:
-        return self.root / "results"
+        return self.results or self.root / "results"
 
     @property
     def work_dir(self) -> Path:

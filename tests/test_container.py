@@ -233,3 +233,116 @@ def test_the_daemon_in_the_image_relays_from_an_exchange_folder_and_back(
     finally:
         podman("rm", "-f", name, check=False)
         podman("volume", "rm", "-f", volume, check=False)
+
+
+COMPOSE_OVERRIDE = """
+services:
+  onss-relay:
+    image: {image}
+    environment:
+      ONSS_RELAY__REMOTE__HOST: 127.0.0.1
+      ONSS_RELAY__REMOTE__PORT: "{port}"
+      ONSS_RELAY__REMOTE__USERNAME: {user}
+      ONSS_RELAY__WATCH__SETTLE: 0s
+      ONSS_RELAY__WATCH__RESCAN: 1s
+      ONSS_RELAY__POLL__INTERVAL: 1s
+  hr-system:
+    image: {image}
+    entrypoint: ["/bin/sh", "-c"]
+    command: ["{script}"]
+"""
+
+# podman-compose always puts containers on a project network; these machines have no bridge networking, so
+# the podman it runs is this wrapper: the host's network instead (what `--network=host` does above)
+PODMAN_HOST_NET = """#!/usr/bin/env python3
+import os, sys
+args, out, drop = sys.argv[1:], [], 0
+for a in args:
+    if drop:
+        drop -= 1
+    elif a in ("--net", "--network", "--network-alias"):
+        drop = 1
+    elif a.startswith(("--net=", "--network=", "--network-alias=")):
+        pass
+    else:
+        out.append(a)
+if out and out[0] in ("run", "create"):
+    out[1:1] = ["--network=host"]
+os.execvp("podman", ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs", *out])
+"""
+
+# the HR side: writes two declarations under temporary names and renames them, then waits for both results
+HR_SCRIPT = (
+    "set -e; mkdir -p /exchange/outbox; for f in {names}; do printf '<DmfA/>' > /exchange/outbox/.$f.tmp;"
+    " mv /exchange/outbox/.$f.tmp /exchange/outbox/$f; done;"
+    " until [ $(grep -l notified /exchange/results/GO.* 2>/dev/null | wc -l) -ge 2 ]; do sleep 1; done;"
+    " touch /exchange/hr-read-the-results; sleep 600"
+)
+
+
+def test_the_compose_example_runs_with_an_hr_side_sharing_the_exchange_volume(
+    image: str, tmp_path: Path, sshd: SshServer, identity_dir: Path
+) -> None:
+    from onss_relay.simulator import Simulator
+    from tests.conftest import SIGNING_PASSWORD
+
+    if shutil.which("podman-compose") is None:
+        if REQUIRED:
+            pytest.fail("podman-compose not installed: .ci/run installs it")
+        pytest.skip("podman-compose not installed")
+    project = tmp_path / "compose"
+    project.mkdir()
+    shutil.copy(REPO / "docker-compose.example.yml", project / "docker-compose.yml")
+    config = project / "onss-relay"
+    assert run_cli("init", str(config)).returncode == 0
+    shutil.copy(identity_dir / "signer.p12", config / "signer.p12")
+    (config / "known_hosts").write_text(sshd.known_hosts_line())
+    sshd.authorize(config / "id_rsa.pub")
+    for p in [config, *config.iterdir()]:
+        os.chown(p, UID, UID)
+    (project / "secrets").mkdir()
+    (project / "secrets" / "signer_password.txt").write_text(SIGNING_PASSWORD + "\n")
+    (project / "secrets" / "ssh_passphrase.txt").write_text("")  # init's key has none
+    names = [fi_name(seq) for seq in (1, 2)]
+    script = HR_SCRIPT.format(names=" ".join(names)).replace("$", "$$")  # compose interpolates $
+    (project / "docker-compose.override.yml").write_text(
+        COMPOSE_OVERRIDE.format(image=image, port=sshd.port, user=sshd.user, script=script)
+    )
+    conf = tmp_path / "containers.conf"  # the ulimits these machines allow
+    conf.write_text('[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1000:1000"]\n')
+    wrapper = tmp_path / "podman-host-net"
+    wrapper.write_text(PODMAN_HOST_NET)
+    wrapper.chmod(0o755)
+    env = {**os.environ, "CONTAINERS_CONF": str(conf)}
+
+    def compose(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["podman-compose", "--podman-path", str(wrapper), *args],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    def relay_logs() -> str:
+        return podman("logs", "compose_onss-relay_1", check=False).stderr[-3000:]
+
+    up = compose("up", "-d")
+    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    try:
+        gos = ["GO" + n[2:-2] for n in names]
+        assert wait_until(lambda: all((sshd.home / "INTEST" / go).exists() for go in gos), 90), relay_logs()
+        Simulator(sshd.home, SENDER).process()
+        volume = next(
+            v
+            for v in json.loads(podman("volume", "ls", "--format", "json").stdout)
+            if v["Name"].endswith("hr-exchange") and v["Name"].startswith("compose")
+        )
+        mount = Path(json.loads(podman("volume", "inspect", volume["Name"]).stdout)[0]["Mountpoint"])
+        assert wait_until(lambda: (mount / "hr-read-the-results").exists(), 90), relay_logs()
+        assert len(list((mount / "inbox" / "OUTTEST").glob("FO.NOTI.*"))) == 2
+        assert mount.stat().st_uid == UID and all(p.stat().st_uid == UID for p in mount.rglob("*"))
+    finally:
+        down = compose("down", "-v")
+        assert down.returncode == 0, down.stderr[-2000:]

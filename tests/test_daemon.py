@@ -254,7 +254,11 @@ def test_dockerfile_runs_as_non_root_with_a_healthcheck_and_no_secrets() -> None
     logical = re.sub(r"\\\n", " ", "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("#")))
     instructions = [ln.strip().split(None, 1) for ln in logical.splitlines() if ln.strip()]
     froms = [rest for op, rest in instructions if op == "FROM"]
-    assert len(froms) >= 2 and all("slim" in f for f in froms), "multi-stage on a slim base"
+    assert len(froms) >= 2 and all(f.startswith("${BASE}") for f in froms), "multi-stage on one BASE"
+    base = next(rest for op, rest in instructions if op == "ARG" and rest.startswith("BASE="))
+    assert "slim" in base, "a slim default base"
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert {"*.p12", "*.pass", "id_rsa*", "secrets"} <= set(ignored), "keys never enter the build context"
     users = [rest.strip() for op, rest in instructions if op == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
     assert any(op == "HEALTHCHECK" and "status" in rest and "--health" in rest for op, rest in instructions)

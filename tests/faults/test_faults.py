@@ -118,8 +118,10 @@ def test_local_disk_full(world: FaultWorld, tmp_path: Path) -> None:
         filler.unlink()
         world.finish()
     finally:
-        world.stop()
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+        try:
+            world.stop()
+        finally:
+            subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 def test_clock_jumps(world: FaultWorld, tmp_path: Path) -> None:
