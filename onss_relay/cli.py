@@ -258,6 +258,9 @@ def _health(cfg: Config) -> int:
         )
         return EXIT_WORK_FAILED
     doc, age = report
+    if doc.get("stopped"):
+        print(f"unhealthy: the daemon (pid {doc.get('pid')}) stopped {int(age)} s ago")
+        return EXIT_WORK_FAILED
     if age > HEALTH_FRESH:
         print(f"unhealthy: the daemon last reported {int(age)} s ago")
         return EXIT_WORK_FAILED

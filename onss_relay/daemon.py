@@ -42,7 +42,8 @@ from onss_relay.web import WebServer, serve
 
 log = structlog.get_logger(__name__)
 
-RETRY_AFTER_TRANSIENT = 2.0
+RETRY_AFTER_TRANSIENT = 2.0  # first retry after a transient error; doubled each time, up to the stage's interval
+UNHEALTHY_AFTER = 3  # consecutive failed attempts of a stage that make the relay unhealthy (an outage)
 STOP_GRACE = 9.0
 START_RETRY = 5.0  # seconds between attempts to open the spool when the disk is full
 
@@ -53,7 +54,9 @@ class StageHealth:
     last_ok: float | None = None
     last_error: str | None = None
     paused_until: float = 0.0
-    failures: int = 0
+    failures: int = 0  # every failed attempt since start (the metrics' counter)
+    consecutive: int = 0  # failed attempts since the last success
+    failing_since: float | None = None
 
 
 class Stage(threading.Thread):
@@ -83,8 +86,19 @@ class Stage(threading.Thread):
     def run(self) -> None:
         while not self.stop.is_set():
             self.run_once()
-            self.wake.wait(self.interval())
+            self.wake.wait(self.next_in())
             self.wake.clear()
+
+    def next_in(self) -> float:
+        """Seconds to the next attempt: the interval; the end of a pause (a permanent error); or sooner after a
+        transient failure (2, 4, 8 … s), so that an outage shows within a minute and its end as soon."""
+        h = self.health
+        now = time.time()
+        if h.paused_until > now + RETRY_AFTER_TRANSIENT:
+            return h.paused_until - now
+        if h.consecutive:
+            return min(self.interval(), RETRY_AFTER_TRANSIENT * 2.0 ** min(h.consecutive - 1, 10))
+        return self.interval()
 
     def run_once(self) -> None:
         h = self.health
@@ -94,19 +108,50 @@ class Stage(threading.Thread):
         try:
             self.step()
         except (PermanentRemoteError, CertificateError, ConfigError) as e:
-            h.failures += 1
-            h.last_error, h.paused_until = str(e), now + self.permanent_retry
+            self._failed(str(e), self.permanent_retry)
             log.error("stage_paused", stage=h.name, error=str(e), retry_in_s=self.permanent_retry)
         except (RemoteError, LocalError, OSError, JournalError) as e:  # network, full disk, journal busy
-            h.failures += 1
-            h.last_error, h.paused_until = str(e), now + RETRY_AFTER_TRANSIENT
-            log.warning("stage_retry", stage=h.name, error=str(e))
+            self._failed(str(e), 0.0)
+            log.warning("stage_retry", stage=h.name, error=str(e), attempt=h.consecutive, retry_in_s=self.next_in())
         except Exception as e:  # a bug: report it, keep the others going, try again later
-            h.failures += 1
-            h.last_error, h.paused_until = repr(e), now + 30
+            self._failed(repr(e), 30.0)
             log.exception("stage_crashed", stage=h.name, error=repr(e))
         else:
-            h.last_ok, h.last_error = time.time(), None
+            if h.consecutive:
+                down = round(time.time() - (h.failing_since or time.time()))
+                log.info("stage_recovered", stage=h.name, after_attempts=h.consecutive, failing_for_s=down)
+            h.last_ok, h.last_error, h.consecutive, h.failing_since = time.time(), None, 0, None
+
+    def note_failure(self, error: str) -> None:
+        """Count a failed attempt made inside the step (the uploader retries within its round)."""
+        self._failed(error, 0.0)
+
+    def note_progress(self) -> None:
+        h = self.health
+        if h.consecutive:
+            log.info(
+                "stage_recovered",
+                stage=h.name,
+                after_attempts=h.consecutive,
+                failing_for_s=round(time.time() - (h.failing_since or time.time())),
+            )
+        h.consecutive, h.failing_since, h.last_error = 0, None, None
+
+    def _failed(self, error: str, pause: float) -> None:
+        h = self.health
+        h.failures += 1
+        h.consecutive += 1
+        h.failing_since = h.failing_since or time.time()
+        h.last_error, h.paused_until = error, time.time() + pause
+
+
+def _changed_keys(old: Config, new: Config, sections: tuple[str, ...]) -> list[str]:
+    """Given two configurations, return the section.key names whose value differs, in those sections."""
+    out = []
+    for section in sections:
+        a, b = getattr(old, section), getattr(new, section)
+        out += [f"{section}.{f.name}" for f in dataclasses.fields(a) if getattr(a, f.name) != getattr(b, f.name)]
+    return out
 
 
 class Daemon:
@@ -120,6 +165,7 @@ class Daemon:
         self.relay: Relay | None = None
         self.stages: list[Stage] = []
         self.started = time.time()
+        self._reloaded_at = 0.0  # the poll health window counts from a reload too (a shorter interval)
         self._reload = threading.Event()
 
     def install_signal_handlers(self) -> None:
@@ -142,7 +188,8 @@ class Daemon:
         log.warning(
             "standby", detail=f"relay pid {self.lock.holder()} holds {self.lock.path}; taking over when it stops"
         )
-        self.notifier.send(f"STATUS=standby: pid {self.lock.holder()} is active on this spool")
+        # READY: under Type=notify a standby that never says so is timed out and restarted in a loop
+        self.notifier.send("READY=1", f"STATUS=standby: pid {self.lock.holder()} is active on this spool")
         while not self.stop.wait(1.0):
             if self.lock.try_acquire():
                 log.info("taking_over", lock=str(self.lock.path))
@@ -218,10 +265,12 @@ class Daemon:
                 raise report.error
 
         retry = self.cfg.remote.permanent_retry
+        uploading = Stage("upload", upload, lambda: 5.0, self.stop, uploader_wake, retry)
+        relay.uploader.on_retry, relay.uploader.on_progress = uploading.note_failure, uploading.note_progress
         return [
             Stage("watch", scan, lambda: self._next_scan_in(relay), self.stop, outbox_wake, retry),
             Stage("sign", sign, lambda: 5.0, self.stop, signer_wake, retry),
-            Stage("upload", upload, lambda: 5.0, self.stop, uploader_wake, retry),
+            uploading,
             Stage("poll", relay.poll_once, lambda: self.cfg.poll.interval, self.stop, None, retry),
         ]
 
@@ -245,7 +294,7 @@ class Daemon:
         watcher.stop()
         if web is not None:
             web.shutdown()
-        self._write_health()
+        self._write_health(stopped=True)
         busy = [stage.health.name for stage in self.stages if stage.is_alive()]
         if busy:  # closing the journal under them would turn their last commit into an error; exit closes it
             log.warning(
@@ -276,22 +325,23 @@ class Daemon:
         except ConfigError as e:
             log.error("reload_refused", error=str(e), detail="the running configuration stays in force")
             return
-        live = ("watch", "poll")
-        changed = [
-            s for s in ("sender", "paths", "signing", "remote", "metrics") if getattr(new, s) != getattr(self.cfg, s)
-        ]
+        applied = _changed_keys(self.cfg, new, ("watch", "poll"))
+        changed = _changed_keys(self.cfg, new, ("sender", "paths", "signing", "remote", "metrics"))
         self.cfg = dataclasses.replace(self.cfg, watch=new.watch, poll=new.poll)
+        self._reloaded_at = time.time()
         if self.relay is not None:
             self.relay.apply(self.cfg)
+        for stage in self.stages:
+            stage.wake.set()  # a new interval applies now, not after the current wait
         if changed:
             log.warning(
                 "reload_partial",
-                applied=list(live),
+                applied=applied,
                 needs_restart=changed,
                 detail="restart the service to apply changes to " + ", ".join(changed),
             )
         else:
-            log.info("reloaded", applied=list(live))
+            log.info("reloaded", applied=applied or "nothing changed")
 
     # -- health ---------------------------------------------------------------------------------
 
@@ -300,10 +350,15 @@ class Daemon:
         for stage in self.stages:
             if not stage.is_alive() and not self.stop.is_set():
                 return False, f"stage {stage.health.name} is not running"
+        for stage in self.stages:
+            h = stage.health
+            if h.consecutive >= UNHEALTHY_AFTER:
+                failing = int(time.time() - (h.failing_since or time.time()))
+                return False, f"stage {h.name} failing for {failing} s ({h.consecutive} attempts): {h.last_error}"
         poll = next((s.health for s in self.stages if s.health.name == "poll"), None)
         window = 3 * self.cfg.poll.interval + 30
         if poll is not None:
-            last = poll.last_ok or self.started
+            last = max(poll.last_ok or self.started, self._reloaded_at)
             if time.time() - last > window:
                 why = f": {poll.last_error}" if poll.last_error else ""
                 return False, f"no successful poll for {int(time.time() - last)} s{why}"
@@ -312,12 +367,13 @@ class Daemon:
                 return False, f"stage {stage.health.name} paused: {stage.health.last_error}"
         return True, "ok"
 
-    def _write_health(self) -> None:
-        ok, reason = self.health()
+    def _write_health(self, stopped: bool = False) -> None:
+        ok, reason = (False, "stopped") if stopped else self.health()
         doc = {
             "at": time.time(),
             "healthy": ok,
             "reason": reason,
+            "stopped": stopped,
             "pid": os.getpid(),
             "stages": {s.health.name: dataclasses.asdict(s.health) for s in self.stages},
         }

@@ -49,6 +49,8 @@ def _daemon(cfg: Config) -> str:
     if report is None:
         return "no readable health report"
     doc, age = report
+    if doc.get("stopped"):
+        return f"not running (pid {doc.get('pid')} stopped {int(age)} s ago)"
     if age > HEALTH_FRESH:
         return f"not running (last report {int(age)} s ago)"
     if not doc.get("healthy"):

@@ -101,6 +101,10 @@ class Uploader:
         self.stop = stop or threading.Event()
         self.max_attempts = max_attempts
         self.max_wait = max_wait
+        # told of each failed attempt and of each set sent (the daemon's health counts the retries made
+        # inside a round, which never return while the remote is down)
+        self.on_retry: Callable[[str], None] | None = None
+        self.on_progress: Callable[[], None] | None = None
 
     def warm_up(self) -> None:
         """Start connecting in the background, so that the first upload finds its connection ready."""
@@ -191,9 +195,7 @@ class _Worker:
             wait=tenacity.wait_random_exponential(multiplier=0.5, max=u.max_wait),
             stop=self._give_up,
             sleep=u.sleep,
-            before_sleep=lambda rs: log.warning(
-                "upload_retry", attempt=self.failures, error=str(rs.outcome.exception()) if rs.outcome else None
-            ),
+            before_sleep=self._retrying,
             reraise=True,
         )
         try:
@@ -214,6 +216,14 @@ class _Worker:
                 u.pool.keep(kept)
         finally:
             self.channel.reset()
+
+    def _retrying(self, rs: tenacity.RetryCallState) -> None:
+        error = str(rs.outcome.exception()) if rs.outcome else "?"
+        delay = round(rs.next_action.sleep, 1) if rs.next_action else None
+        queued = self.round.work.size()
+        log.warning("upload_retry", attempt=self.failures, retry_in_s=delay, sets_waiting=queued, error=error)
+        if self.u.on_retry is not None:
+            self.u.on_retry(error)
 
     def _give_up(self, rs: tenacity.RetryCallState) -> bool:
         return (
@@ -263,6 +273,8 @@ class _Worker:
     def _sent(self, go_names: list[str]) -> None:
         self.inflight.difference_update(go_names)
         self.round.add("sent", go_names)
+        if self.u.on_progress is not None:
+            self.u.on_progress()
 
     def _feed(self, t: Transport, sent: SentBatch, gates: Gates) -> Iterator[Upload | None]:
         """Yield an Upload per pending set; None when the queue is dry but ``more`` says sets are coming."""

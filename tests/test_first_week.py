@@ -1,0 +1,111 @@
+"""A sysadmin's first week: the health a service manager and a monitor see must be the truth, at start, in
+an outage, after a reload and after a stop (issue: a sysadmin's first week)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+
+from onss_relay.journal import State
+from tests.conftest import fi_name
+from tests.fixtures.sshd import SshServer, free_port
+from tests.helpers import run_cli, start_daemon, state_of, wait_log, wait_until
+from tests.test_daemon import http_get
+
+pytestmark = pytest.mark.slow
+
+
+def with_metrics(config: Path) -> int:
+    port = free_port()
+    config.write_text(config.read_text() + f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
+    return port
+
+
+def test_an_outage_shows_within_a_minute_and_its_end_is_logged(sftp_dir: Path, sshd: SshServer) -> None:
+    config, log = sftp_dir / "config.toml", sftp_dir / "daemon.log"
+    config.write_text(config.read_text().replace('interval = "1s"', 'interval = "5m"'))  # the default poll interval
+    port = with_metrics(config)
+    healthz = f"http://127.0.0.1:{port}/healthz"
+    proc = start_daemon(config, log)
+    try:
+        assert wait_until(lambda: http_get(healthz)[0] == 200, 20)
+        sshd.stop()  # the transfer point goes away
+        outbox = sftp_dir / "spool" / "outbox"
+        (outbox / fi_name(1)).write_bytes(b"<DmfA/>")
+        assert wait_until(lambda: http_get(healthz)[0] == 503, 60), log.read_text()[-2000:]
+        code, reason = http_get(healthz)
+        assert "upload failing" in reason or "stage upload failing" in reason, reason
+        failures = http_get(f"http://127.0.0.1:{port}/metrics")[1]
+        assert 'onss_relay_stage_failures_total{stage="upload"} 0.0' not in failures
+        retry = next(json.loads(ln) for ln in log.read_text().splitlines() if '"upload_retry"' in ln)
+        assert retry["retry_in_s"] is not None and retry["sets_waiting"] >= 0 and retry["error"]
+        assert wait_until(lambda: "failing" in run_cli("status", "--health", "--config", str(config)).stdout, 10)
+        sshd.start()  # back
+        go = "GO" + fi_name(1)[2:-2]
+        assert wait_until(lambda: state_of(config, go) == State.SENT, 90), log.read_text()[-2000:]
+        assert wait_log(log, "stage_recovered")
+        assert wait_until(lambda: http_get(healthz)[0] == 200, 30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+
+
+def test_a_standby_tells_systemd_it_is_ready(relay_dir: Path) -> None:
+    config = relay_dir / "config.toml"
+    first = start_daemon(config, relay_dir / "a.log")
+    sock_path = relay_dir / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(20)
+    try:
+        assert wait_log(relay_dir / "a.log", "relay_started")
+        second = start_daemon(config, relay_dir / "b.log", {"NOTIFY_SOCKET": str(sock_path)})
+        try:
+            message = sock.recv(4096).decode()
+            assert "READY=1" in message and "STATUS=standby" in message, message
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(20) == 0
+    finally:
+        sock.close()
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(20) == 0
+
+
+def test_a_reload_applies_a_shorter_poll_interval_at_once_and_says_what_changed(relay_dir: Path) -> None:
+    config, log = relay_dir / "config.toml", relay_dir / "daemon.log"
+    config.write_text(config.read_text().replace('interval = "1s"', 'interval = "1h"'))
+    port = with_metrics(config)
+    proc = start_daemon(config, log)
+    try:
+        assert wait_until(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200, 20)
+        answer = relay_dir / "remote" / "OUTTEST" / "FO.ACRF.999999.20261124.00001.T"
+        answer.write_bytes(b"<ACRF/>")
+        (answer.parent / ("GO" + answer.name[2:])).write_bytes(b"")
+        config.write_text(config.read_text().replace('interval = "1h"', 'interval = "2s"'))
+        proc.send_signal(signal.SIGHUP)
+        assert wait_log(log, '"reloaded"')
+        line = next(json.loads(ln) for ln in log.read_text().splitlines() if '"reloaded"' in ln)
+        assert line["applied"] == ["poll.interval"]
+        assert wait_until(lambda: not answer.exists(), 10), "the new interval waited for the old one"
+        assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200  # the health window counts from the reload
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+
+
+def test_after_a_clean_stop_health_and_check_say_it_is_not_running(relay_dir: Path) -> None:
+    config, log = relay_dir / "config.toml", relay_dir / "daemon.log"
+    proc = start_daemon(config, log)
+    assert wait_log(log, "relay_started")
+    assert wait_until(lambda: run_cli("status", "--health", "--config", str(config)).returncode == 0, 20)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    health = run_cli("status", "--health", "--config", str(config))
+    assert health.returncode == 1 and "stopped" in health.stdout
+    check = run_cli("check", "--config", str(config))
+    assert "not running" in check.stdout
