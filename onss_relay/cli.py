@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("/etc/onss-relay"),
         help="where to write them (default: /etc/onss-relay)",
     )
+    p = add("requeue", "put a quarantined set back in the outbox, all its files at once, to be sent again")
+    p.add_argument("name", metavar="NAME", help="a GO, FI or FS name of the set (as `status` or failed/ shows it)")
     p = add("demo", "run the whole cycle locally against the simulator and print the results")
     p.add_argument("dir", nargs="?", type=Path, help="keep everything under DIR (default: a temporary folder)")
     return parser
@@ -218,7 +220,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from onss_relay.commands.status import set_detail, status_json, status_table
+    from onss_relay.commands.status import set_detail, spool_view, status_json, status_table
     from onss_relay.journal import open_journal_at
     from onss_relay.spool import Spool
 
@@ -229,10 +231,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"no journal yet at {cfg.paths.journal_path}: nothing was sent from this spool")
         return EXIT_OK
     journal = open_journal_at(cfg.paths.journal_path, readonly=True)
-    left = Spool(cfg.paths).left_on_server()
     try:
+        view = spool_view(Spool(cfg.paths), journal)
         if args.json:
-            print(json.dumps(status_json(journal, args.name, args.limit, cfg.poll, left), indent=2))
+            print(json.dumps(status_json(journal, args.name, args.limit, cfg.poll, view), indent=2))
             return EXIT_OK
         if args.name:
             detail = set_detail(journal, args.name)
@@ -241,7 +243,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 return EXIT_WORK_FAILED
             print(detail)
             return EXIT_OK
-        print(status_table(journal, args.limit, cfg.poll, left))
+        print(status_table(journal, args.limit, cfg.poll, view))
         return EXIT_OK
     finally:
         journal.close()
@@ -266,6 +268,12 @@ def _health(cfg: Config) -> int:
         return EXIT_WORK_FAILED
     print(("healthy: " if doc.get("healthy") else "unhealthy: ") + str(doc.get("reason")))
     return EXIT_OK if doc.get("healthy") else EXIT_WORK_FAILED
+
+
+def cmd_requeue(args: argparse.Namespace) -> int:
+    from onss_relay.commands.requeue import requeue
+
+    return requeue(_config(args), args.name, sys.stdout)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -341,6 +349,7 @@ COMMANDS = {
     "submit": cmd_submit,
     "status": cmd_status,
     "check": cmd_check,
+    "requeue": cmd_requeue,
     "sign": cmd_sign,
     "verify": cmd_verify,
     "simulate": cmd_simulate,

@@ -280,6 +280,7 @@ class Daemon:
         while not self.stop.wait(tick):
             self._ping_watchdog()
             self._write_health()
+            self._write_results()
             if self._reload.is_set():
                 self._reload.clear()
                 self._handle_reload()
@@ -367,6 +368,15 @@ class Daemon:
                 return False, f"stage {stage.health.name} paused: {stage.health.last_error}"
         return True, "ok"
 
+    def _write_results(self) -> None:
+        """results/<GO name>.json follow the journal every second (a set's first state included)."""
+        if self.relay is None:
+            return
+        try:
+            self.relay.results.catch_up()
+        except (OSError, JournalError) as e:
+            log.warning("results_unwritable", error=str(e))
+
     def _write_health(self, stopped: bool = False) -> None:
         ok, reason = (False, "stopped") if stopped else self.health()
         doc = {
@@ -392,7 +402,11 @@ class Daemon:
         if not self.cfg.metrics.listen:
             return None
         collector = RelayCollector(
-            relay.journal, self.snapshot, lambda: days_left(relay.signer.identity()), lambda: self.cfg.poll
+            relay.journal,
+            self.snapshot,
+            lambda: days_left(relay.signer.identity()),
+            lambda: self.cfg.poll,
+            relay.spool,
         )
         snapshot = self.snapshot
 

@@ -25,20 +25,25 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Given a path and bytes, write them under a temp name, fsync, rename over path, fsync the folder."""
+def atomic_write(path: Path, data: bytes, sync: bool = True) -> None:
+    """Given a path and bytes, write them under a temp name, fsync, rename over path, fsync the folder.
+
+    With sync=False (files derived from the journal, rewritten at will) readers still never see half a file,
+    but a power cut may lose the last version."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with tmp.open("wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()  # a full disk must not leave half-written temp files behind
         raise
-    fsync_dir(path.parent)
+    if sync:
+        fsync_dir(path.parent)
 
 
 class BatchWriter:

@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector
 from onss_relay.config import PollConfig
 from onss_relay.journal import IN_FLIGHT, Journal, State
 from onss_relay.results import overdue
+from onss_relay.spool import Spool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +44,10 @@ class RelayCollector(Collector):
         snapshot: Callable[[], HealthSnapshot],
         days_left: Callable[[], int],
         poll: Callable[[], PollConfig] = PollConfig,
+        spool: Spool | None = None,
     ) -> None:
         self.journal = journal
+        self.spool = spool
         self.poll = poll
         self.snapshot = snapshot
         self.days_left = days_left
@@ -73,6 +76,15 @@ class RelayCollector(Collector):
             [], sum(1 for r in self.journal.sets_in(State.SENT, State.ACKNOWLEDGED) if overdue(r, poll_cfg, now))
         )
         yield late
+        if self.spool is not None:
+            waiting = GaugeMetricFamily(
+                "onss_relay_outbox_unclaimed_files", "Outbox files not claimed yet (settling, waiting for parts)"
+            )
+            waiting.add_metric([], len(self.spool.unclaimed(self.journal)))
+            yield waiting
+            held = GaugeMetricFamily("onss_relay_quarantined_files", "Files in failed/, each with its reason")
+            held.add_metric([], len(self.spool.quarantined()))
+            yield held
         snap = self.snapshot()
         failures = CounterMetricFamily("onss_relay_stage_failures", "Failed runs per stage", labels=["stage"])
         for stage in snap.stages:

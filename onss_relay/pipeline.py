@@ -16,7 +16,7 @@ import structlog
 from onss_relay.config import Config
 from onss_relay.forked import Forked
 from onss_relay.journal import IN_FLIGHT, Journal, State, open_journal
-from onss_relay.results import overdue
+from onss_relay.results import ResultsWriter, overdue
 from onss_relay.spool import Spool
 from onss_relay.stages.claim import Claimer
 from onss_relay.stages.link import process_responses
@@ -68,6 +68,7 @@ class Relay:
         self.uploader = Uploader(cfg, self.journal, self.spool, self.connect, stop=self.stop, max_attempts=max_attempts)
         self.poller = Poller(cfg, self.journal, self.spool)
         self.poller.remove_stale_temps()
+        self.results = ResultsWriter(self.spool, self.journal)
         self._warned_overdue: set[str] = set()
 
     def apply(self, cfg: Config) -> None:
@@ -123,6 +124,7 @@ class Relay:
                 claimed = child.result()  # raises what stopped signing (an expired certificate: exit 2)
         finally:
             self.uploader.close_idle()
+        self.results.catch_up()
         return SendReport(claimed, upload, before, self._failed_count())
 
     def _anything_to_send(self) -> bool:
@@ -140,6 +142,7 @@ class Relay:
             t.close()
         process_responses(self.journal, self.spool)
         self.warn_overdue()
+        self.results.catch_up()
         return report
 
     def warn_overdue(self) -> list[str]:

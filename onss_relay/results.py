@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -67,5 +68,26 @@ def write_result(spool: Spool, journal: Journal, go_name: str) -> Path:
     row = journal.get_set(go_name)
     assert row is not None
     path = spool.results / f"{go_name}.json"
-    atomic_write(path, json.dumps(result_document(row, journal.history(go_name)), indent=2).encode())
+    doc = result_document(row, journal.history(go_name))
+    atomic_write(path, json.dumps(doc, indent=2).encode(), sync=False)  # derived from the journal
     return path
+
+
+class ResultsWriter:
+    """Keeps results/<GO name>.json in step with the journal, from a set's first state on (queued, sent,
+    failed here, refused by the transfer point …): a folder-reading HR system sees every set as it goes."""
+
+    def __init__(self, spool: Spool, journal: Journal) -> None:
+        self.spool = spool
+        self.journal = journal
+        # from the newest result written, so that a restart writes only what changed meanwhile
+        with os.scandir(spool.results) as entries:
+            self.since = max((e.stat().st_mtime for e in entries if e.name.endswith(".json")), default=0.0)
+
+    def catch_up(self) -> int:
+        """Write the result of every set changed since the last call; return how many were written."""
+        rows = self.journal.sets_updated_since(self.since)
+        for row in rows:
+            write_result(self.spool, self.journal, row.go_name)
+            self.since = max(self.since, row.updated_at)
+        return len(rows)

@@ -11,6 +11,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,9 @@ import structlog
 
 from onss_relay.config import PathsConfig
 from onss_relay.durable import atomic_write, free_name, fsync_dir, move_durably
-from onss_relay.errors import RelayError
+from onss_relay.errors import InvalidName, RelayError
 from onss_relay.journal import Journal, SetRow, State
-from onss_relay.names import ALL_FOLDERS
+from onss_relay.names import ALL_FOLDERS, parse_name, set_key
 
 log = structlog.get_logger(__name__)
 
@@ -135,6 +136,33 @@ class Spool:
             moved.append(dest)
             log.warning("file_quarantined", file=f.name, reason=reason, detail=detail, to=str(dest))
         return moved
+
+    def unclaimed(self, journal: Journal) -> list[tuple[str, float]]:
+        """The outbox files no set in flight holds yet, with their age in seconds: settling, a set waiting for
+        its other parts, a file still being written, or one about to be quarantined."""
+        now = time.time()
+        out = []
+        with os.scandir(self.outbox) as entries:
+            for e in entries:
+                if is_temp_name(e.name) or not e.is_file(follow_symlinks=False):
+                    continue
+                with contextlib.suppress(InvalidName, FileNotFoundError):
+                    row = journal.get_set(set_key(parse_name(e.name)))
+                    if row is not None and row.state != State.FAILED:
+                        continue  # claimed: in flight
+                    out.append((e.name, now - e.stat(follow_symlinks=False).st_mtime))
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    out.append((e.name, now - e.stat(follow_symlinks=False).st_mtime))
+        return sorted(out)
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        """The reason records of the files in failed/, newest first."""
+        records = []
+        for p in self.failed.glob("*.reason.json"):
+            with contextlib.suppress(OSError, ValueError):
+                records.append(json.loads(p.read_text()))
+        return sorted(records, key=lambda r: str(r.get("at", "")), reverse=True)
 
     @property
     def left_on_server_path(self) -> Path:

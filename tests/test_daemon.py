@@ -182,6 +182,8 @@ def test_metrics_and_healthz_follow_the_remote(sftp_dir: Path, sshd: SshServer) 
             "onss_relay_stage_failures_total",
             "onss_relay_last_successful_poll_timestamp_seconds",
             "onss_relay_certificate_days_left",
+            "onss_relay_outbox_unclaimed_files 0.0",
+            "onss_relay_quarantined_files 0.0",
             "onss_relay_healthy 1.0",
         ):
             assert metric in text, metric

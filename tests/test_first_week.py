@@ -109,3 +109,54 @@ def test_after_a_clean_stop_health_and_check_say_it_is_not_running(relay_dir: Pa
     assert health.returncode == 1 and "stopped" in health.stdout
     check = run_cli("check", "--config", str(config))
     assert "not running" in check.stdout
+
+
+def test_results_exist_from_a_sets_first_state_for_sent_and_locally_refused_sets(relay_dir: Path) -> None:
+    config = relay_dir / "config.toml"
+    outbox = relay_dir / "spool" / "outbox"
+    outbox.mkdir(parents=True, exist_ok=True)
+    (outbox / fi_name(1)).write_bytes(b"<DmfA/>")
+    (outbox / fi_name(2, sender="654321")).write_bytes(b"<DmfA/>")  # refused here: not our sender number
+    assert run_cli("send", "--once", "--config", str(config)).returncode == 1
+    results = relay_dir / "spool" / "results"
+    sent = json.loads((results / ("GO" + fi_name(1)[2:-2] + ".json")).read_text())
+    refused = json.loads((results / ("GO" + fi_name(2, sender="654321")[2:-2] + ".json")).read_text())
+    assert sent["state"] == "sent" and sent["sent_dir"]
+    assert refused["state"] == "failed" and "sender" in refused["reason"]
+
+
+def test_requeue_puts_a_quarantined_multi_part_set_back_whole(relay_dir: Path) -> None:
+    config = relay_dir / "config.toml"
+    outbox = relay_dir / "spool" / "outbox"
+    outbox.mkdir(parents=True, exist_ok=True)
+    parts = [fi_name(1, env="S", total=3, part=i) for i in (1, 2, 3)]
+    for name in parts:
+        (outbox / name).write_bytes(b"<DmfA/>")
+    only_t = {"ONSS_RELAY__WATCH__ENVIRONMENTS": '["T"]'}
+    assert run_cli("send", "--once", "--config", str(config), env=only_t).returncode == 1
+    failed = relay_dir / "spool" / "failed"
+    assert sorted(p.name for p in failed.iterdir() if not p.name.endswith(".json")) == parts
+    r = run_cli("requeue", parts[1], "--config", str(config))
+    assert r.returncode == 0 and "requeued GO" in r.stdout, r.stderr
+    assert sorted(p.name for p in outbox.iterdir()) == parts and list(failed.iterdir()) == []
+    r = run_cli("send", "--once", "--config", str(config))  # the sysadmin fixed watch.environments
+    assert r.returncode == 0 and "sent 1 set(s)" in r.stdout, r.stdout + r.stderr
+    go = "GO" + parts[0][2:-2]
+    assert state_of(config, go) == State.SENT
+    bad = run_cli("requeue", "FI.DMFA.123456.20260101.00009.T.1.1", "--config", str(config))
+    assert bad.returncode == 2 and "nothing of set" in bad.stderr
+
+
+def test_status_shows_what_waits_in_the_outbox_and_what_was_quarantined(relay_dir: Path) -> None:
+    config = relay_dir / "config.toml"
+    outbox = relay_dir / "spool" / "outbox"
+    outbox.mkdir(parents=True, exist_ok=True)
+    (outbox / fi_name(1, total=2, part=1)).write_bytes(b"<DmfA/>")  # its part 2 has not come yet
+    (outbox / "payroll-export.xml").write_bytes(b"<DmfA/>")  # not a declaration name: quarantined
+    assert run_cli("send", "--once", "--config", str(config)).returncode == 1
+    status = run_cli("status", "--config", str(config)).stdout
+    assert "outbox files not claimed yet (1)" in status and fi_name(1, total=2, part=1) in status
+    assert "quarantined in failed/ (1 file(s))" in status and "payroll-export.xml" in status
+    doc = json.loads(run_cli("status", "--json", "--config", str(config)).stdout)
+    assert [u["file"] for u in doc["unclaimed"]] == [fi_name(1, total=2, part=1)]
+    assert doc["quarantined"][0]["reason"] == "not a valid declaration file name"

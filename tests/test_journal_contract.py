@@ -114,3 +114,21 @@ def test_data_of_version_1_still_reads() -> None:
     assert data.fs == ("FS.x",) and data.acrf is not None and data.acrf.errors[0].code == "ACRF-125"
     assert data.notifications[0].anomalies[0].anomaly_class == "NB"
     assert SetData.from_json(data.to_json()) == data
+
+
+def test_sets_changed_since_a_time_and_one_sequence_per_sender_date_environment(journal: Journal) -> None:
+    import time
+
+    journal.add_set(GO, "T", [FI])
+    mark = time.time()
+    time.sleep(0.01)
+    other = "GO.DIMN.123456.20260101.00001.T.1"
+    journal.add_set(other, "T", ["FI.DIMN.123456.20260101.00001.T.1.1"])
+    assert [r.go_name for r in journal.sets_updated_since(mark)] == [other]
+    journal.transition(GO, State.SIGNED)
+    assert [r.go_name for r in journal.sets_updated_since(mark)] == [other, GO]
+    # the same sequence under two application codes: both use it
+    assert sorted(r.go_name for r in journal.sets_with_sequence("123456", "20260101", "00001", "T")) == sorted(
+        [GO, other]
+    )
+    assert journal.sets_with_sequence("123456", "20260101", "00001", "S") == []

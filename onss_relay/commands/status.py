@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -13,6 +14,7 @@ from onss_relay.errors import InvalidName
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.names import parse_name, set_key
 from onss_relay.results import overdue, result_document
+from onss_relay.spool import Spool
 
 
 def result_summary(row: SetRow) -> str:
@@ -44,14 +46,25 @@ def _result(row: SetRow, poll: PollConfig, now: float) -> str:
     return result_summary(row) + (f"  OVERDUE: {late}" if late else "")
 
 
+@dataclasses.dataclass(frozen=True)
+class SpoolView:
+    """What the spool holds outside the journal: outbox files not claimed yet, quarantined files, answers
+    left on the server."""
+
+    unclaimed: list[tuple[str, float]] = dataclasses.field(default_factory=list)
+    quarantined: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    left_on_server: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+def spool_view(spool: Spool, journal: Journal) -> SpoolView:
+    return SpoolView(spool.unclaimed(journal), spool.quarantined(), spool.left_on_server())
+
+
 def status_table(
-    journal: Journal,
-    limit: int = 50,
-    poll: PollConfig | None = None,
-    left_on_server: list[dict[str, Any]] | None = None,
+    journal: Journal, limit: int = 50, poll: PollConfig | None = None, view: SpoolView | None = None
 ) -> str:
     """Given the journal, return a readable table of recent sets, overdue ones marked, counts by state, the
-    answers that match no set, and those left on the server."""
+    answers that match no set, and what waits outside the journal (outbox, failed/, left on the server)."""
     poll = poll or PollConfig()
     rows = journal.recent_sets(limit)
     now = time.time()
@@ -69,10 +82,25 @@ def status_table(
     if unmatched:
         out += ["", f"answers that match no set we sent ({len(unmatched)}), kept in the inbox:"]
         out += [f"  {r.folder}/{r.name}  {r.kind}  {r.local_path}" for r in unmatched[-limit:]]
-    if left_on_server:
-        out += ["", f"answers left on the server ({len(left_on_server)}):"]
-        out += [f"  {e['file']}  {e['size']} bytes  {e['why']}" for e in left_on_server]
+    view = view or SpoolView()
+    if view.unclaimed:
+        out += [
+            "",
+            f"outbox files not claimed yet ({len(view.unclaimed)}): settling, waiting for parts or still written",
+        ]
+        out += [f"  {name}  {_seconds(age)}" for name, age in view.unclaimed[:limit]]
+    if view.quarantined:
+        out += ["", f"quarantined in failed/ ({len(view.quarantined)} file(s)), newest first:"]
+        out += [f"  {r.get('file')}  {r.get('reason')}: {r.get('detail')}" for r in view.quarantined[:limit]]
+    if view.left_on_server:
+        out += ["", f"answers left on the server ({len(view.left_on_server)}):"]
+        out += [f"  {e['file']}  {e['size']} bytes  {e['why']}" for e in view.left_on_server]
     return "\n".join(out)
+
+
+def _seconds(age: float) -> str:
+    s = int(age)
+    return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
 
 
 def set_detail(journal: Journal, name: str) -> str | None:
@@ -131,7 +159,7 @@ def status_json(
     name: str | None = None,
     limit: int = 200,
     poll: PollConfig | None = None,
-    left_on_server: list[dict[str, Any]] | None = None,
+    view: SpoolView | None = None,
 ) -> dict[str, Any]:
     """Given the journal, return sets and counts as a JSON-ready dict (one set with its history when named)."""
     if name:
@@ -148,5 +176,7 @@ def status_json(
             {"folder": r.folder, "name": r.name, "kind": r.kind, "path": r.local_path}
             for r in journal.unmatched_responses()
         ],
-        "left_on_server": left_on_server or [],
+        "unclaimed": [{"file": n, "age_s": round(a)} for n, a in (view or SpoolView()).unclaimed],
+        "quarantined": (view or SpoolView()).quarantined,
+        "left_on_server": (view or SpoolView()).left_on_server,
     }

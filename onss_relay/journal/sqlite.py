@@ -305,6 +305,11 @@ class SqliteJournal:
             rows = self._db.execute("SELECT * FROM sets ORDER BY updated_at DESC LIMIT ?", (limit,)).fetchall()
         return [_set_row(r) for r in rows]
 
+    def sets_updated_since(self, since: float) -> list[SetRow]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM sets WHERE updated_at > ? ORDER BY updated_at", (since,)).fetchall()
+        return [_set_row(r) for r in rows]
+
     def set_by_ticket(self, ticket: str) -> SetRow | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM sets WHERE ticket = ?", (ticket,)).fetchone()
