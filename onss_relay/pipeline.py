@@ -70,6 +70,7 @@ class Relay:
         self.poller.remove_stale_temps()
         self.results = ResultsWriter(self.spool, self.journal)
         self._warned_overdue: set[str] = set()
+        self._waiting_retried = False  # waiting notifications are retried at the first poll of a process
 
     def apply(self, cfg: Config) -> None:
         """Given a reloaded configuration, apply what can change while running: [watch] and [poll]."""
@@ -140,7 +141,8 @@ class Relay:
             report = self.poller.poll_once(t)
         finally:
             t.close()
-        process_responses(self.journal, self.spool)
+        process_responses(self.journal, self.spool, retry_waiting=not self._waiting_retried)
+        self._waiting_retried = True
         self.warn_overdue()
         self.results.catch_up()
         return report

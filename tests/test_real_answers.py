@@ -307,3 +307,22 @@ def test_submit_never_reuses_a_sequence_found_in_sent_after_the_journal_is_lost(
     cfg.paths.journal_path.unlink()  # lost; sent/ kept
     again = run_cli("submit", str(content), "--app", "DIMN", "--env", "T", "--config", str(config)).stdout.split()
     assert first[0].split(".")[4] == "00001" and again[0].split(".")[4] == "00002", (first, again)
+
+
+def test_a_waiting_notification_is_read_again_only_when_an_answer_may_have_freed_it(
+    relay: Relay, sshd: SshServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from onss_relay.responses import notification
+
+    reads: list[int] = []
+    real = notification.parse_notification
+    monkeypatch.setattr(notification, "parse_notification", lambda data: reads.append(1) or real(data))
+    sent_set(relay, DIMONA_GO, f"FI.DIMN.{SENDER}.{TODAY}.00002.T.1.1")
+    out = sshd.home / "OUTTEST"
+    put(out, f"FO.NOTI.999999.{TODAY}.24AZG.T", TWO_WORKERS.encode())
+    for _ in range(4):  # its ACRF does not come: a large notification must not be parsed at every poll
+        relay.poll_once()
+    assert len(reads) == 1
+    put(out, f"FO.ACRF.999999.{TODAY}.24AZH.T", acrf(DIMONA_GO, ticket="0DIMONATICKET"))
+    relay.poll_once()
+    assert len(reads) == 2 and relay.journal.get_set(DIMONA_GO).state == State.NOTIFIED  # type: ignore[union-attr]

@@ -2,7 +2,9 @@
 
 Routing by answer type is the registry's (``responses/__init__.py``); each type links itself. Unknown,
 unmatched or malformed responses stay in the inbox, are recorded with their kind, and are shown by
-`status`; they never stop the relay. Notifications waiting for their ACRF are tried again at every pass.
+`status`; they never stop the relay. Notifications waiting for their ACRF are tried again when another
+answer was linked in the same pass (their ACRF may be it), and at a process's first pass: never re-read at
+every poll for nothing (a large notification whose ACRF never comes would be parsed for ever).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 import structlog
 
 from onss_relay.errors import InvalidName
-from onss_relay.journal import Journal, ResponseRow
+from onss_relay.journal import WAITING, Journal, ResponseRow
 from onss_relay.names import Prefix, parse_name
 from onss_relay.responses import answer_type, link_order
 from onss_relay.responses.reading import ResponseParseError, open_response, root_name
@@ -22,13 +24,18 @@ from onss_relay.spool import Spool
 log = structlog.get_logger(__name__)
 
 
-def process_responses(journal: Journal, spool: Spool) -> list[str]:
-    """Link every response not linked yet (ACRFs first); return the GO names of the sets that changed."""
+def process_responses(journal: Journal, spool: Spool, retry_waiting: bool = False) -> list[str]:
+    """Link every response not linked yet (ACRFs first), then the waiting notifications when a set changed
+    (or ``retry_waiting``); return the GO names of the sets that changed."""
     changed: list[str] = []
-    for resp in sorted(journal.unlinked_responses(), key=_order):
-        for go_name in _process_one(journal, resp):
-            if go_name not in changed:
-                changed.append(go_name)
+    pending = journal.unlinked_responses()
+    fresh = sorted((r for r in pending if r.kind != WAITING), key=_order)
+    waiting = sorted((r for r in pending if r.kind == WAITING), key=_order)
+    for resp in fresh:
+        changed += [g for g in _process_one(journal, resp) if g not in changed]
+    if changed or retry_waiting:
+        for resp in waiting:
+            changed += [g for g in _process_one(journal, resp) if g not in changed]
     for go_name in changed:
         write_result(spool, journal, go_name)
     return changed
