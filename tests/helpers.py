@@ -84,18 +84,19 @@ class Daemon:
         self.wrapper = wrapper or []
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def starts(self) -> int:
-        return self.log.read_text().count("relay_started") if self.log.exists() else 0
+    def starts(self, event: str = "relay_started") -> int:
+        return self.log.read_text().count(event) if self.log.exists() else 0
 
-    def start(self, timeout: float = 30) -> subprocess.Popen[bytes]:
-        """Start it and return once it works (not while Python is still importing), or once it exited."""
-        before = self.starts()
+    def start(self, timeout: float = 30, until: str = "relay_started") -> subprocess.Popen[bytes]:
+        """Start it and return once it logs ``until`` (it works, not while Python is still importing), or
+        once it exited."""
+        before = self.starts(until)
         args = [*self.wrapper, sys.executable, "-m", "onss_relay.cli", "run", "--config", str(self.config)]
         if self.debug:
             args += ["--log-level", "debug"]
         with self.log.open("ab") as f:
             proc = self.proc = subprocess.Popen(args, stdout=f, stderr=f, env={**os.environ, **(self.env or {})})
-        wait_until(lambda: self.starts() > before or proc.poll() is not None, timeout, 0.01)
+        wait_until(lambda: self.starts(until) > before or proc.poll() is not None, timeout, 0.01)
         return proc
 
     def running(self) -> bool:

@@ -92,7 +92,12 @@ class SqliteJournal:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         with _neutral_errors(path):  # a full disk or a damaged file: one sentence, whoever opens it
-            self._open_rw(path)
+            try:
+                self._open_rw(path)
+            except BaseException:
+                if hasattr(self, "_db"):
+                    self._db.close()  # a half-open connection would keep its write lock until collected
+                raise
 
     def _open_rw(self, path: Path) -> None:
         self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)

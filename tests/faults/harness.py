@@ -89,9 +89,11 @@ class FaultWorld:
 
     # -- the daemon -------------------------------------------------------------------------------
 
-    def start(self, env: dict[str, str] | None = None, wrapper: list[str] | None = None) -> None:
+    def start(
+        self, env: dict[str, str] | None = None, wrapper: list[str] | None = None, until: str = "relay_started"
+    ) -> None:
         self.daemon = Daemon(self.config, self.log, env=env, wrapper=wrapper)
-        self.daemon.start()
+        self.daemon.start(until=until)
 
     @property
     def proc(self) -> subprocess.Popen[bytes] | None:
