@@ -163,6 +163,16 @@ def test_status_shows_what_waits_in_the_outbox_and_what_was_quarantined(relay_di
     assert doc["quarantined"][0]["reason"] == "not a valid declaration file name"
 
 
+def host_key_line() -> str:
+    """A known_hosts line for the example's transfer point, as `ssh-keyscan -p 8022` would print it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    public = ed25519.Ed25519PrivateKey.generate().public_key()
+    line = public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    return f"[sftp.socialsecurity.be]:8022 {line}\n"
+
+
 def test_the_readmes_install_walk_through_works_as_written(tmp_path: Path, identity_dir: Path) -> None:
     """The README's install block, run line by line with its system paths moved under a temporary root; then
     the unit it installs passes `systemd-analyze verify` with the symlink it makes."""
@@ -192,6 +202,7 @@ def test_the_readmes_install_walk_through_works_as_written(tmp_path: Path, ident
         if command.startswith("onss-relay check"):
             for name in ("signer.p12", "signer.pass"):  # step 2 of init's next steps
                 shutil.copy(identity_dir / name, root / "etc" / "onss-relay" / name)
+            (root / "etc" / "onss-relay" / "known_hosts").write_text(host_key_line())  # step 3
             command = command.replace("check", "check --local", 1)  # no transfer point here
         if "-m venv" in command:  # no PyPI round trip: the venv sees the libraries the tests already have
             command = command.replace("-m venv", "-m venv --system-site-packages")

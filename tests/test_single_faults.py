@@ -365,3 +365,20 @@ def test_a_damaged_journal_is_one_sentence(relay_dir: Path) -> None:
         assert r.returncode in (2, 4) and "Traceback" not in r.stderr, (command, r.stderr)
         assert str(cfg.paths.journal_path) in r.stderr or "journal" in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_an_ssh_key_the_relay_cannot_read_is_a_local_error_that_check_local_reports(
+    sftp_dir: Path, sftp_cfg: Config, sshd: SshServer
+) -> None:
+    key = sftp_dir / "unreadable_id_rsa"
+    assert sftp_cfg.remote.private_key is not None
+    key.write_bytes(sftp_cfg.remote.private_key.read_bytes())
+    key.chmod(0o600)
+    os.chown(key, 65534, 65534)  # another user's key, mode 0600: what `init` + a wrong chown used to give
+    config = sftp_dir / "config.toml"
+    config.write_text(config.read_text().replace(str(sftp_cfg.remote.private_key), str(key)))
+    for command in (["check", "--local"], ["send", "--once"]):
+        r = run_cli(*command, "--config", str(config), wrapper=WITHOUT_ROOT_FILE_ACCESS)
+        out = r.stdout + r.stderr
+        assert r.returncode == 2, (command, out)
+        assert "permission denied" in out and "wrong passphrase" not in out and "Traceback" not in out

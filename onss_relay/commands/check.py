@@ -34,6 +34,9 @@ def run_checks(cfg: Config, out: TextIO, local_only: bool = False) -> int:
     check("signing certificate", lambda: _certificate(cfg))
     for label, path in (("outbox", cfg.paths.outbox_dir), ("inbox", cfg.paths.inbox_dir), ("spool", cfg.paths.root)):
         check(f"{label} writable", lambda p=path: _writable(p))  # type: ignore[misc]
+    if cfg.remote.transport == "sftp":
+        check("SSH key readable", lambda: _ssh_key(cfg))
+        check("known_hosts", lambda: _known_hosts(cfg))
     if local_only:
         print("- remote: not checked (--local); the daemon retries it until it answers", file=out)
         return worst
@@ -64,6 +67,28 @@ def _certificate(cfg: Config) -> str:
     note = check_certificate(ident, warning_days=cfg.signing.expiry_warning_days)
     subject = ident.certificate.subject.rfc4514_string()
     return f"{subject}, {left} days left" + (" — renew it soon on the portal" if note else "")
+
+
+def _ssh_key(cfg: Config) -> str:
+    from onss_relay.config import read_secret
+    from onss_relay.transport.sftp import fingerprint, load_private_key
+
+    assert cfg.remote.private_key is not None  # config validation ensures it for sftp
+    key = load_private_key(cfg.remote.private_key, read_secret(cfg.remote.passphrase_file, "remote.passphrase_file"))
+    return f"{cfg.remote.private_key} ({key.get_name()}, {fingerprint(key)})"
+
+
+def _known_hosts(cfg: Config) -> str:
+    from onss_relay.transport.sftp import host_entry, load_known_hosts
+
+    assert cfg.remote.known_hosts is not None
+    entry = host_entry(cfg.remote.host, cfg.remote.port)
+    if known := load_known_hosts(cfg.remote.known_hosts).lookup(entry):
+        return f"{entry}: {', '.join(sorted(known.keys()))}"
+    raise ConfigError(
+        f"remote.known_hosts = {str(cfg.remote.known_hosts)!r}: no key for {entry}; add the transfer point's host"
+        " key (ssh-keyscan, then check its fingerprint with the ONSS)"
+    )
 
 
 def _writable(path: os.PathLike[str]) -> str:

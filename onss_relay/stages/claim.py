@@ -59,6 +59,11 @@ class SettleTracker:
         with self._lock:
             self._trusted.add(name)
 
+    def closed(self, name: str) -> bool:
+        """Whether a close-after-write or a rename into the outbox was seen for it since it last changed."""
+        with self._lock:
+            return name in self._trusted
+
     def distrust(self, name: str) -> None:
         with self._lock:
             self._trusted.discard(name)
@@ -150,7 +155,9 @@ class Claimer:
         self.tracker.forget_missing(present)
         self._xml_seen = {k: v for k, v in self._xml_seen.items() if k in sets}
         ready = [(g, new) for key, g in sets.items() if (new := self._consider(g, all_settled[key])) is not None]
-        busy = open_for_writing(p for g, _ in ready for p in g.fis.values()) if ready else set()
+        # a file seen closed after writing (or renamed in) needs no look in /proc: the event said so
+        unsure = [p for g, _ in ready for p in g.fis.values() if not self.tracker.closed(p.name)]
+        busy = open_for_writing(unsure) if unsure else set()
         claimed: list[str] = []
         batch: list[NewSet] = []
         sequences: dict[tuple[str, str, str, str], str] = {}  # claimed in this scan, not in the journal yet

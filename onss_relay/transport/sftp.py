@@ -84,7 +84,12 @@ def load_private_key(path: Path, passphrase: bytes | None) -> paramiko.PKey:
     try:
         return _load_openssh_key(path, passphrase) or paramiko.PKey.from_path(path, passphrase)
     except FileNotFoundError:
-        raise PermanentRemoteError(f"remote.private_key = {str(path)!r}: file not found") from None
+        raise ConfigError(f"remote.private_key = {str(path)!r}: file not found") from None
+    except PermissionError:  # a local problem, not the remote's: the service user cannot read its own key
+        raise ConfigError(
+            f"remote.private_key = {str(path)!r}: permission denied; the relay's user must be able to read it"
+            " (mode 0640, group of the service: `chown root:onss-relay`; in a container uid 10001)"
+        ) from None
     except (paramiko.PasswordRequiredException, TypeError):  # TypeError: cryptography's "password not provided"
         raise PermanentRemoteError(
             f"remote.private_key = {str(path)!r}: the key is encrypted; set remote.passphrase_file"
