@@ -1,0 +1,124 @@
+"""A stage thread: run one step at its interval until stopped, count its failures, back off after a
+transient one, pause after a permanent one, and say when it recovers. The daemon runs four (watch, sign,
+upload, poll) and reads their health.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+
+import structlog
+
+from onss_relay.errors import (
+    CertificateError,
+    ConfigError,
+    JournalError,
+    LocalError,
+    PermanentRemoteError,
+    RemoteError,
+)
+
+log = structlog.get_logger(__name__)
+
+RETRY_AFTER_TRANSIENT = 2.0  # first retry after a transient error; doubled each time, up to the stage's interval
+UNHEALTHY_AFTER = 3  # consecutive failed attempts of a stage that make the relay unhealthy (an outage)
+
+
+@dataclasses.dataclass
+class StageHealth:
+    name: str
+    last_ok: float | None = None
+    last_error: str | None = None
+    paused_until: float = 0.0
+    failures: int = 0  # every failed attempt since start (the metrics' counter)
+    consecutive: int = 0  # failed attempts since the last success
+    failing_since: float | None = None
+
+
+class Stage(threading.Thread):
+    """Given a name, a step function, an interval and the daemon's stop event, run the step until stopped.
+
+    A permanent error (authentication, host key, certificate) pauses the stage and is reported; a transient
+    one is retried soon. Other stages go on either way.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        step: Callable[[], object],
+        interval: Callable[[], float],
+        stop: threading.Event,
+        wake: threading.Event | None = None,
+        permanent_retry: float = 300.0,
+    ) -> None:
+        super().__init__(name=f"stage-{name}", daemon=True)
+        self.permanent_retry = permanent_retry
+        self.step = step
+        self.interval = interval
+        self.stop = stop
+        self.wake = wake or threading.Event()
+        self.health = StageHealth(name)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.run_once()
+            self.wake.wait(self.next_in())
+            self.wake.clear()
+
+    def next_in(self) -> float:
+        """Seconds to the next attempt: the interval; the end of a pause (a permanent error); or sooner after a
+        transient failure (2, 4, 8 … s), so that an outage shows within a minute and its end as soon."""
+        h = self.health
+        now = time.time()
+        if h.paused_until > now + RETRY_AFTER_TRANSIENT:
+            return h.paused_until - now
+        if h.consecutive:
+            return min(self.interval(), RETRY_AFTER_TRANSIENT * 2.0 ** min(h.consecutive - 1, 10))
+        return self.interval()
+
+    def run_once(self) -> None:
+        h = self.health
+        now = time.time()
+        if h.paused_until > now:
+            return
+        try:
+            self.step()
+        except (PermanentRemoteError, CertificateError, ConfigError) as e:
+            self._failed(str(e), self.permanent_retry)
+            log.error("stage_paused", stage=h.name, error=str(e), retry_in_s=self.permanent_retry)
+        except (RemoteError, LocalError, OSError, JournalError) as e:  # network, full disk, journal busy
+            self._failed(str(e), 0.0)
+            log.warning("stage_retry", stage=h.name, error=str(e), attempt=h.consecutive, retry_in_s=self.next_in())
+        except Exception as e:  # a bug: report it, keep the others going, try again later
+            self._failed(repr(e), 30.0)
+            log.exception("stage_crashed", stage=h.name, error=repr(e))
+        else:
+            if h.consecutive:
+                down = round(time.time() - (h.failing_since or time.time()))
+                log.info("stage_recovered", stage=h.name, after_attempts=h.consecutive, failing_for_s=down)
+            h.last_ok, h.last_error, h.consecutive, h.failing_since = time.time(), None, 0, None
+
+    def note_failure(self, error: str) -> None:
+        """Count a failed attempt made inside the step (the uploader retries within its round)."""
+        self._failed(error, 0.0)
+
+    def note_progress(self) -> None:
+        h = self.health
+        if h.consecutive:
+            log.info(
+                "stage_recovered",
+                stage=h.name,
+                after_attempts=h.consecutive,
+                failing_for_s=round(time.time() - (h.failing_since or time.time())),
+            )
+        h.consecutive, h.failing_since, h.last_error = 0, None, None
+
+    def _failed(self, error: str, pause: float) -> None:
+        h = self.health
+        h.failures += 1
+        h.consecutive += 1
+        h.failing_since = h.failing_since or time.time()
+        h.last_error, h.paused_until = error, time.time() + pause
