@@ -124,7 +124,7 @@ def test_hostile_names_are_left_alone(channel: Channel) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kills", [6])
+@pytest.mark.parametrize("kills", [4])
 def test_sigkill_of_the_daemon(channel: Channel, kills: int) -> None:
     rng = seeded_rng("ONSS_RELAY_CRASH_SEED")
     cfg = channel.cfg()

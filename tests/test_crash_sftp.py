@@ -16,7 +16,7 @@ from tests.test_uploader_sftp import assert_order_and_once, drop_sets
 pytestmark = pytest.mark.slow
 
 SETS = 200
-KILLS = 20
+KILLS = 12
 
 
 def test_sigkill_at_random_moments(sftp_dir: Path, sshd: SshServer) -> None:

@@ -35,7 +35,7 @@ def world(relay_dir: Path, sshd: SshServer, client_keys: dict[str, Path]) -> Fau
 
 
 def test_sigkill_at_random_instants(world: FaultWorld) -> None:
-    for _ in range(50 if FULL else 20):
+    for _ in range(50 if FULL else 12):
         world.start()
         sleep_random(world, 0.0, 0.6)
         world.kill()
