@@ -20,6 +20,8 @@ from tests.fixtures.sshd import SshServer
 from tests.helpers import WITHOUT_ROOT_FILE_ACCESS, Daemon, run_cli, state_of, wait_until
 from tests.test_uploader_sftp import drop_sets
 
+pytestmark = pytest.mark.slow  # black-box: the real CLI as separate processes, many against a real sshd
+
 
 def claimed_and_signed(cfg: Config, sets: list[tuple[int, str, int]]) -> list[str]:
     """Given sets to drop, claim and sign them (as a daemon would before a crash); return their GO names."""
