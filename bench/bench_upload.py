@@ -52,26 +52,14 @@ def shell_baseline(b: Bench, files: list[Path], out: Path) -> None:
     subprocess.run(["bash", str(script)], cwd=out, check=True)
     for f in out.glob("GO.*"):
         f.rename(out / f.name[:-2])
-    subprocess.run(
-        [
-            "sftp",
-            "-q",
-            "-b",
-            str(batch),
-            "-i",
-            str(b.key),
-            "-P",
-            str(b.sshd.port),
-            "-o",
-            f"UserKnownHostsFile={b.known_hosts}",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            f"{b.sshd.user}@127.0.0.1",
-        ],
-        cwd=out,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    subprocess.run(sftp_batch(b, batch), cwd=out, check=True, stdout=subprocess.DEVNULL)
+
+
+def sftp_batch(b: Bench, batch: Path) -> list[str]:
+    """The OpenSSH sftp client running a batch file against the bench's sshd, with strict host-key checking."""
+    known = f"UserKnownHostsFile={b.known_hosts}"
+    return ["sftp", "-q", "-b", str(batch), "-i", str(b.key), "-P", str(b.sshd.port), "-o", known,
+            "-o", "StrictHostKeyChecking=yes", f"{b.sshd.user}@127.0.0.1"]  # fmt: skip
 
 
 def sequential_paramiko(b: Bench, files: list[Path], port: int) -> None:
@@ -155,21 +143,7 @@ def upload_rss(b: Bench, mb: int) -> dict[str, object]:
         f.truncate(mb << 20)
     batch = b.root / "big.batch"
     batch.write_text(f"put {copy} INTEST/big\n")
-    _, base_rss = peak_rss_mb(
-        [
-            "sftp",
-            "-q",
-            "-b",
-            str(batch),
-            "-i",
-            str(b.key),
-            "-P",
-            str(b.sshd.port),
-            "-o",
-            f"UserKnownHostsFile={b.known_hosts}",
-            f"{b.sshd.user}@127.0.0.1",
-        ]
-    )
+    _, base_rss = peak_rss_mb(sftp_batch(b, batch))
     return {
         "name": f"peak RSS sending one {mb} MB FI over SFTP",
         "unit": "MB",
