@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from onss_relay.errors import IllegalTransition, JournalBusy, JournalError, JournalFull
+from onss_relay.errors import IllegalTransition, JournalError
 from onss_relay.journal.model import (
     DONE,
     WAITING,
@@ -29,56 +29,20 @@ from onss_relay.journal.model import (
     State,
     check_transition,
 )
+from onss_relay.journal.sqlite_schema import (
+    BUSY_TIMEOUT_MS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    neutral_errors,
+    open_readonly,
+    response_row,
+    set_row,
+)
 from onss_relay.names import parse_name
 
 log = structlog.get_logger(__name__)
 
-BUSY_TIMEOUT_MS = 30_000  # how long a statement waits for another process's lock on the journal
-SCHEMA_VERSION = 2  # PRAGMA user_version; 0/1: onss-relay 0.1 (untyped set data, read as version 1)
 S = State
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sets (
-    go_name TEXT PRIMARY KEY,
-    env TEXT NOT NULL,
-    state TEXT NOT NULL,
-    parts TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    reason TEXT,
-    ticket TEXT,
-    data TEXT NOT NULL DEFAULT '{}',
-    archived INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS sets_state ON sets(state);
-CREATE INDEX IF NOT EXISTS sets_ticket ON sets(ticket);
-CREATE TABLE IF NOT EXISTS history (
-    id INTEGER PRIMARY KEY,
-    go_name TEXT NOT NULL,
-    state TEXT NOT NULL,
-    at REAL NOT NULL,
-    detail TEXT
-);
-CREATE INDEX IF NOT EXISTS history_set ON history(go_name);
-CREATE TABLE IF NOT EXISTS responses (
-    folder TEXT NOT NULL,
-    name TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    local_path TEXT NOT NULL,
-    deleted_remote INTEGER NOT NULL DEFAULT 0,
-    kind TEXT,
-    linked_set TEXT,
-    at REAL NOT NULL,
-    PRIMARY KEY (folder, name)
-);
-CREATE TABLE IF NOT EXISTS sequences (
-    sender TEXT NOT NULL,
-    date TEXT NOT NULL,
-    env TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    PRIMARY KEY (sender, date, env, seq)
-);
-"""
 
 
 class SqliteJournal:
@@ -88,10 +52,10 @@ class SqliteJournal:
         self.path = path
         self._lock = threading.RLock()
         if readonly:  # `status` for whoever can read the spool: no write, no schema change, no WAL switch
-            self._db = _open_readonly(path)
+            self._db = open_readonly(path)
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        with _neutral_errors(path):  # a full disk or a damaged file: one sentence, whoever opens it
+        with neutral_errors(path):  # a full disk or a damaged file: one sentence, whoever opens it
             try:
                 self._open_rw(path)
             except BaseException:
@@ -125,7 +89,7 @@ class SqliteJournal:
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction: the write lock is taken at its start, so concurrent processes queue."""
-        with self._lock, _neutral_errors(self.path):
+        with self._lock, neutral_errors(self.path):
             self._begin_immediate()
             try:
                 yield self._db
@@ -288,13 +252,13 @@ class SqliteJournal:
             with contextlib.suppress(ValueError):
                 n = parse_name(r["go_name"])
                 if (n.sender, n.date, n.seq, n.env.value) == (sender, date, seq, env):
-                    out.append(_set_row(r))
+                    out.append(set_row(r))
         return out
 
     def get_set(self, go_name: str) -> SetRow | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM sets WHERE go_name = ?", (go_name,)).fetchone()
-        return _set_row(row) if row else None
+        return set_row(row) if row else None
 
     def sets_in(self, *states: State, limit: int | None = None) -> list[SetRow]:
         """Given states, return the sets in them, oldest first."""
@@ -303,22 +267,22 @@ class SqliteJournal:
         if limit:
             sql += f" LIMIT {int(limit)}"
         with self._lock:
-            return [_set_row(r) for r in self._db.execute(sql, [str(s) for s in states])]
+            return [set_row(r) for r in self._db.execute(sql, [str(s) for s in states])]
 
     def recent_sets(self, limit: int = 50) -> list[SetRow]:
         with self._lock:
             rows = self._db.execute("SELECT * FROM sets ORDER BY updated_at DESC LIMIT ?", (limit,)).fetchall()
-        return [_set_row(r) for r in rows]
+        return [set_row(r) for r in rows]
 
     def sets_updated_since(self, since: float) -> list[SetRow]:
         with self._lock:
             rows = self._db.execute("SELECT * FROM sets WHERE updated_at > ? ORDER BY updated_at", (since,)).fetchall()
-        return [_set_row(r) for r in rows]
+        return [set_row(r) for r in rows]
 
     def set_by_ticket(self, ticket: str) -> SetRow | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM sets WHERE ticket = ?", (ticket,)).fetchone()
-        return _set_row(row) if row else None
+        return set_row(row) if row else None
 
     def unarchived_done(self) -> list[SetRow]:
         """Return sets whose GO went out but whose local files were not yet moved to sent/."""
@@ -327,7 +291,7 @@ class SqliteJournal:
                 f"SELECT * FROM sets WHERE archived = 0 AND state IN ({','.join('?' * len(DONE))})",
                 [str(s) for s in DONE],
             ).fetchall()
-        return [_set_row(r) for r in rows]
+        return [set_row(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -365,7 +329,7 @@ class SqliteJournal:
     def get_response(self, folder: str, name: str) -> ResponseRow | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM responses WHERE folder = ? AND name = ?", (folder, name)).fetchone()
-        return _response_row(row) if row else None
+        return response_row(row) if row else None
 
     def unlinked_responses(self) -> list[ResponseRow]:
         """Return the responses to link: never read yet, or waiting for their set (a notification before its ACRF)."""
@@ -373,7 +337,7 @@ class SqliteJournal:
             rows = self._db.execute(
                 "SELECT * FROM responses WHERE kind IS NULL OR kind = ? ORDER BY at, name", (WAITING,)
             ).fetchall()
-        return [_response_row(r) for r in rows]
+        return [response_row(r) for r in rows]
 
     def unmatched_responses(self) -> list[ResponseRow]:
         """Return the answers kept without a set: other applications, sets sent by another tool, malformed ones."""
@@ -383,7 +347,7 @@ class SqliteJournal:
                 " ORDER BY at, name",
                 ("signature", "marker"),
             ).fetchall()
-        return [_response_row(r) for r in rows]
+        return [response_row(r) for r in rows]
 
     # -- sequence numbers ---------------------------------------------------------------------
 
@@ -411,73 +375,3 @@ class SqliteJournal:
                 if n.env == env and n.seq.isdigit():
                     out.add(int(n.seq))
         return out
-
-
-def _open_readonly(path: Path) -> sqlite3.Connection:
-    """Open the journal for reading only (`status` by a user who can read the spool and nothing more).
-
-    With the daemon running, its -wal and -shm files exist and a read-only connection uses them. With no
-    daemon they are gone, and a reader that may not create them opens the file as immutable (nobody writes).
-    """
-    if not path.exists():
-        raise JournalError(f"{path}: no journal here")
-    last: sqlite3.Error | None = None
-    for query in ("mode=ro", "mode=ro&immutable=1"):
-        try:
-            db = sqlite3.connect(
-                f"{path.absolute().as_uri()}?{query}",
-                uri=True,
-                timeout=30,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            db.row_factory = sqlite3.Row
-            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            db.execute("SELECT count(*) FROM sets").fetchone()
-            return db
-        except sqlite3.OperationalError as e:
-            last = e
-            if (path.parent / f"{path.name}-wal").exists():
-                break  # a writer is active: reading it as immutable could show a half-written state
-    raise JournalError(f"{path}: cannot read the journal ({last})")
-
-
-@contextlib.contextmanager
-def _neutral_errors(path: Path) -> Iterator[None]:
-    """Turn SQLite's busy, locked and full-disk errors into the backend-neutral ones the stages handle."""
-    try:
-        yield
-    except sqlite3.DatabaseError as e:  # OperationalError, and "file is not a database"
-        code = getattr(e, "sqlite_errorcode", 0) & 0xFF
-        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-            raise JournalBusy(f"{path}: the journal is locked by another process ({e})") from e
-        if code == sqlite3.SQLITE_FULL:
-            raise JournalFull(f"{path}: disk full: the journal cannot grow; free space on that filesystem") from e
-        raise JournalError(f"{path}: {e}") from e
-
-
-def _set_row(r: sqlite3.Row) -> SetRow:
-    return SetRow(
-        go_name=r["go_name"],
-        env=r["env"],
-        state=State(r["state"]),
-        parts=json.loads(r["parts"]),
-        created_at=r["created_at"],
-        updated_at=r["updated_at"],
-        reason=r["reason"],
-        ticket=r["ticket"],
-        data=SetData.from_json(r["data"]),
-        archived=bool(r["archived"]),
-    )
-
-
-def _response_row(r: sqlite3.Row) -> ResponseRow:
-    return ResponseRow(
-        folder=r["folder"],
-        name=r["name"],
-        size=r["size"],
-        local_path=r["local_path"],
-        deleted_remote=bool(r["deleted_remote"]),
-        kind=r["kind"],
-        linked_set=r["linked_set"],
-    )

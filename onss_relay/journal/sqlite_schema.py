@@ -1,0 +1,129 @@
+"""The SQLite journal's tables, row conversion, error mapping and read-only opening (sqlite.py holds the
+journal itself)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from onss_relay.errors import JournalBusy, JournalError, JournalFull
+from onss_relay.journal.model import ResponseRow, SetData, SetRow, State
+
+BUSY_TIMEOUT_MS = 30_000  # how long a statement waits for another process's lock on the journal
+SCHEMA_VERSION = 2  # PRAGMA user_version; 0/1: onss-relay 0.1 (untyped set data, read as version 1)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sets (
+    go_name TEXT PRIMARY KEY,
+    env TEXT NOT NULL,
+    state TEXT NOT NULL,
+    parts TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    reason TEXT,
+    ticket TEXT,
+    data TEXT NOT NULL DEFAULT '{}',
+    archived INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS sets_state ON sets(state);
+CREATE INDEX IF NOT EXISTS sets_ticket ON sets(ticket);
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY,
+    go_name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    at REAL NOT NULL,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS history_set ON history(go_name);
+CREATE TABLE IF NOT EXISTS responses (
+    folder TEXT NOT NULL,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    local_path TEXT NOT NULL,
+    deleted_remote INTEGER NOT NULL DEFAULT 0,
+    kind TEXT,
+    linked_set TEXT,
+    at REAL NOT NULL,
+    PRIMARY KEY (folder, name)
+);
+CREATE TABLE IF NOT EXISTS sequences (
+    sender TEXT NOT NULL,
+    date TEXT NOT NULL,
+    env TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (sender, date, env, seq)
+);
+"""
+
+
+def open_readonly(path: Path) -> sqlite3.Connection:
+    """Open the journal for reading only (`status` by a user who can read the spool and nothing more).
+
+    With the daemon running, its -wal and -shm files exist and a read-only connection uses them. With no
+    daemon they are gone, and a reader that may not create them opens the file as immutable (nobody writes).
+    """
+    if not path.exists():
+        raise JournalError(f"{path}: no journal here")
+    last: sqlite3.Error | None = None
+    for query in ("mode=ro", "mode=ro&immutable=1"):
+        try:
+            db = sqlite3.connect(
+                f"{path.absolute().as_uri()}?{query}",
+                uri=True,
+                timeout=30,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            db.row_factory = sqlite3.Row
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            db.execute("SELECT count(*) FROM sets").fetchone()
+            return db
+        except sqlite3.OperationalError as e:
+            last = e
+            if (path.parent / f"{path.name}-wal").exists():
+                break  # a writer is active: reading it as immutable could show a half-written state
+    raise JournalError(f"{path}: cannot read the journal ({last})")
+
+
+@contextlib.contextmanager
+def neutral_errors(path: Path) -> Iterator[None]:
+    """Turn SQLite's busy, locked and full-disk errors into the backend-neutral ones the stages handle."""
+    try:
+        yield
+    except sqlite3.DatabaseError as e:  # OperationalError, and "file is not a database"
+        code = getattr(e, "sqlite_errorcode", 0) & 0xFF
+        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            raise JournalBusy(f"{path}: the journal is locked by another process ({e})") from e
+        if code == sqlite3.SQLITE_FULL:
+            raise JournalFull(f"{path}: disk full: the journal cannot grow; free space on that filesystem") from e
+        raise JournalError(f"{path}: {e}") from e
+
+
+def set_row(r: sqlite3.Row) -> SetRow:
+    return SetRow(
+        go_name=r["go_name"],
+        env=r["env"],
+        state=State(r["state"]),
+        parts=json.loads(r["parts"]),
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+        reason=r["reason"],
+        ticket=r["ticket"],
+        data=SetData.from_json(r["data"]),
+        archived=bool(r["archived"]),
+    )
+
+
+def response_row(r: sqlite3.Row) -> ResponseRow:
+    return ResponseRow(
+        folder=r["folder"],
+        name=r["name"],
+        size=r["size"],
+        local_path=r["local_path"],
+        deleted_remote=bool(r["deleted_remote"]),
+        kind=r["kind"],
+        linked_set=r["linked_set"],
+    )
