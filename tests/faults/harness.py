@@ -108,20 +108,23 @@ class FaultWorld:
             assert self.daemon.stop(20) == 0
 
     def answer(self) -> None:
-        """Play the transfer point once: keep a copy of each complete set (GO present), then consume and answer it."""
-        intest = self.sshd.home / "INTEST"
-        for go in [p.name for p in intest.glob("GO.*")]:
-            for p in intest.glob(go.replace("GO.", "F?.", 1) + "*"):
-                self.consumed.setdefault(p.name, p.read_bytes())
+        """Play the transfer point once: consume and answer every complete set, keeping a copy of each file it
+        takes from INTEST (to check later what the server received) and of each answer it writes."""
         sim = Simulator(self.sshd.home, SENDER)
-        put_bytes = sim.remote.put_bytes
+        put_bytes, delete = sim.remote.put_bytes, sim.remote.delete
 
         def recorded(data: bytes, folder: str, name: str) -> None:
             if folder == "OUTTEST":
                 self.responses[name] = data  # an answer: it must reach the inbox byte for byte
             put_bytes(data, folder, name)
 
+        def taken(folder: str, name: str) -> None:
+            if folder == "INTEST":
+                self.consumed.setdefault(name, (self.sshd.home / folder / name).read_bytes())
+            delete(folder, name)
+
         sim.remote.put_bytes = recorded  # type: ignore[method-assign]
+        sim.remote.delete = taken  # type: ignore[method-assign]
         sim.process()
 
     def poll_once(self) -> subprocess.CompletedProcess[str]:
