@@ -261,7 +261,7 @@ class Daemon:
                 why = f": {poll.last_error}" if poll.last_error else ""
                 return False, f"no successful poll for {int(time.time() - last)} s{why}"
         for stage in self.stages:
-            if stage.health.paused_until > time.time():
+            if stage.health.paused_until > time.monotonic():
                 return False, f"stage {stage.health.name} paused: {stage.health.last_error}"
         return True, "ok"
 

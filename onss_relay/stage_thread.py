@@ -32,7 +32,7 @@ class StageHealth:
     name: str
     last_ok: float | None = None
     last_error: str | None = None
-    paused_until: float = 0.0
+    paused_until: float = 0.0  # time.monotonic(): a wall-clock jump (NTP step, VM resume) moves no pause
     failures: int = 0  # every failed attempt since start (the metrics' counter)
     consecutive: int = 0  # failed attempts since the last success
     failing_since: float | None = None
@@ -72,7 +72,7 @@ class Stage(threading.Thread):
         """Seconds to the next attempt: the interval; the end of a pause (a permanent error); or sooner after a
         transient failure (2, 4, 8 … s), so that an outage shows within a minute and its end as soon."""
         h = self.health
-        now = time.time()
+        now = time.monotonic()
         if h.paused_until > now + RETRY_AFTER_TRANSIENT:
             return h.paused_until - now
         if h.consecutive:
@@ -81,8 +81,7 @@ class Stage(threading.Thread):
 
     def run_once(self) -> None:
         h = self.health
-        now = time.time()
-        if h.paused_until > now:
+        if h.paused_until > time.monotonic():
             return
         try:
             self.step()
@@ -121,4 +120,4 @@ class Stage(threading.Thread):
         h.failures += 1
         h.consecutive += 1
         h.failing_since = h.failing_since or time.time()
-        h.last_error, h.paused_until = error, time.time() + pause
+        h.last_error, h.paused_until = error, time.monotonic() + pause
