@@ -251,23 +251,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _health(cfg: Config) -> int:
     """Exit 0 when the running daemon wrote a healthy health.json in the last minute (Docker HEALTHCHECK)."""
-    from onss_relay.commands.status import HEALTH_FRESH, daemon_report
+    from onss_relay.commands.status import daemon_health
 
-    report = daemon_report(cfg.paths.root)
-    if report is None:
-        print(
-            f"unhealthy: no health file at {cfg.paths.root / 'health.json'} (is `onss-relay run` running on this spool?)"
-        )
-        return EXIT_WORK_FAILED
-    doc, age = report
-    if doc.get("stopped"):
-        print(f"unhealthy: the daemon (pid {doc.get('pid')}) stopped {int(age)} s ago")
-        return EXIT_WORK_FAILED
-    if age > HEALTH_FRESH:
-        print(f"unhealthy: the daemon last reported {int(age)} s ago")
-        return EXIT_WORK_FAILED
-    print(("healthy: " if doc.get("healthy") else "unhealthy: ") + str(doc.get("reason")))
-    return EXIT_OK if doc.get("healthy") else EXIT_WORK_FAILED
+    healthy, why = daemon_health(cfg.paths.root)
+    print(("healthy: " if healthy else "unhealthy: ") + why)
+    return EXIT_OK if healthy else EXIT_WORK_FAILED
 
 
 def cmd_requeue(args: argparse.Namespace) -> int:

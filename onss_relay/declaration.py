@@ -87,11 +87,9 @@ class _EntityDeclared(Exception):
 def xml_problem(paths: list[Path]) -> str | None:
     """Given the FI parts of a set (in part order), return why their XML is not well-formed, or None (well-formed,
     or not XML). Each part may be a whole document, or the parts together one document cut in pieces."""
-    xml_parts = [p for p in paths if looks_like_xml(p)]
-    if not xml_parts:
+    if not any(looks_like_xml(p) for p in paths):
         return None
-    problems = [(p, _problem_in([p])) for p in paths]
-    first = next(((p, why) for p, why in problems if why is not None), None)
+    first = next(((p, why) for p in paths if (why := _problem_in([p])) is not None), None)
     if first is None:
         return None
     if len(paths) > 1 and _problem_in(paths) is None:

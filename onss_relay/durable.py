@@ -55,21 +55,24 @@ class BatchWriter:
         self.folder = folder
         self._pending: list[tuple[Path, Path, BinaryIO]] = []
 
+    def staged(self, name: str) -> Path:
+        """Where ``name`` is written until the commit renames it into place (readable meanwhile)."""
+        return self.folder / f".{name}.tmp"
+
+    def _open(self, name: str) -> BinaryIO:
+        f = self.staged(name).open("wb")
+        self._pending.append((self.staged(name), self.folder / name, f))
+        return f
+
     def write(self, name: str, data: bytes) -> None:
-        target = self.folder / name
-        tmp = target.with_name(f".{name}.tmp")
-        f = tmp.open("wb")
-        self._pending.append((tmp, target, f))
+        f = self._open(name)
         f.write(data)
         f.flush()
 
     def copy(self, name: str, src: Path, algorithm: str) -> bytes:
         """Given a file, copy it here as ``name`` (streamed, constant memory) and return the digest of exactly the
         bytes copied: a private snapshot that no writer of ``src`` can change afterwards."""
-        target = self.folder / name
-        tmp = target.with_name(f".{name}.tmp")
-        f = tmp.open("wb")
-        self._pending.append((tmp, target, f))
+        f = self._open(name)
         h = hashlib.new(algorithm)
         with src.open("rb") as source:
             while chunk := source.read(COPY_CHUNK):

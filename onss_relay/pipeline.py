@@ -141,7 +141,7 @@ class Relay:
             report = self.poller.poll_once(t)
         finally:
             t.close()
-        process_responses(self.journal, self.spool, retry_waiting=not self._waiting_retried)
+        process_responses(self.journal, retry_waiting=not self._waiting_retried)
         self._waiting_retried = True
         self.warn_overdue()
         self.results.catch_up()

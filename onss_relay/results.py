@@ -63,12 +63,10 @@ def result_document(
     }
 
 
-def write_result(spool: Spool, journal: Journal, go_name: str) -> Path:
+def write_result(spool: Spool, journal: Journal, row: SetRow) -> Path:
     """Given a set, (re)write results/<GO name>.json atomically and return its path."""
-    row = journal.get_set(go_name)
-    assert row is not None
-    path = spool.results / f"{go_name}.json"
-    doc = result_document(row, journal.history(go_name))
+    path = spool.results / f"{row.go_name}.json"
+    doc = result_document(row, journal.history(row.go_name))
     atomic_write(path, json.dumps(doc, indent=2).encode(), sync=False)  # derived from the journal
     return path
 
@@ -88,6 +86,6 @@ class ResultsWriter:
         """Write the result of every set changed since the last call; return how many were written."""
         rows = self.journal.sets_updated_since(self.since)
         for row in rows:
-            write_result(self.spool, self.journal, row.go_name)
+            write_result(self.spool, self.journal, row)
             self.since = max(self.since, row.updated_at)
         return len(rows)

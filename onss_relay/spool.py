@@ -78,7 +78,7 @@ class Spool:
                 st = original.stat()
             except FileNotFoundError:
                 continue  # released before a crash
-            if st.st_size == row.data.sizes.get(name) and st.st_mtime_ns == row.data.mtimes.get(name, st.st_mtime_ns):
+            if row.data.unchanged(name, st):
                 original.unlink()
             else:
                 self.quarantine(
@@ -110,13 +110,12 @@ class Spool:
                 f"{name} is no longer in {self.outbox} (moved or deleted after it was claimed); nothing was sent",
             )
 
-    def set_aside(self, journal: Journal, row: SetRow, name: str, error: OSError) -> None:
-        """Given a claimed set and the error met reading one of its files, quarantine it with a reason."""
+    def why_unreadable(self, row: SetRow, name: str, error: OSError) -> tuple[str, str]:
+        """Given a claimed set and the error met reading one of its files, return (reason, detail) to quarantine
+        it with."""
         if isinstance(error, FileNotFoundError):
-            reason, detail = self.why_gone(row, name)
-        else:
-            reason, detail = "cannot read the declaration", f"{name}: {error.strerror or error}"
-        self.quarantine_claimed(journal, row, reason, detail)
+            return self.why_gone(row, name)
+        return "cannot read the declaration", f"{name}: {error.strerror or error}"
 
     def quarantine(self, files: list[Path], reason: str, detail: str = "", **extra: Any) -> list[Path]:
         """Given outbox files and a reason, move them to failed/ with a <name>.reason.json beside each.
@@ -144,13 +143,7 @@ class Spool:
         out = []
         with os.scandir(self.outbox) as entries:
             for e in entries:
-                if is_temp_name(e.name) or not e.is_file(follow_symlinks=False):
-                    continue
-                with contextlib.suppress(InvalidName, FileNotFoundError):
-                    row = journal.get_set(set_key(parse_name(e.name)))
-                    if row is not None and row.state != State.FAILED:
-                        continue  # claimed: in flight
-                    out.append((e.name, now - e.stat(follow_symlinks=False).st_mtime))
+                if is_temp_name(e.name) or not e.is_file(follow_symlinks=False) or _in_flight(journal, e.name):
                     continue
                 with contextlib.suppress(FileNotFoundError):
                     out.append((e.name, now - e.stat(follow_symlinks=False).st_mtime))
@@ -172,8 +165,8 @@ class Spool:
         """Given the remote responses the poller leaves on the server ("FOLDER/name" → size), record them for
         `status` (rewritten only when the list changes)."""
         doc = [{"file": k, "size": v, "why": "larger than poll.max_size"} for k, v in sorted(entries.items())]
-        if doc != self.left_on_server():
-            atomic_write(self.left_on_server_path, json.dumps(doc, indent=2).encode())
+        if doc != self.left_on_server():  # derived for display: no fsync
+            atomic_write(self.left_on_server_path, json.dumps(doc, indent=2).encode(), sync=False)
 
     def left_on_server(self) -> list[dict[str, Any]]:
         """The responses the poller left on the server at its last poll, with why."""
@@ -200,6 +193,15 @@ class Spool:
         for d in sources:
             fsync_dir(d)
         return dest
+
+
+def _in_flight(journal: Journal, name: str) -> bool:
+    """Whether a file name belongs to a set claimed and not failed (a name outside the grammar never does)."""
+    try:
+        row = journal.get_set(set_key(parse_name(name)))
+    except InvalidName:
+        return False
+    return row is not None and row.state != State.FAILED
 
 
 class SpoolBusy(RelayError):

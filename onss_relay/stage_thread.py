@@ -95,16 +95,15 @@ class Stage(threading.Thread):
             self._failed(repr(e), 30.0)
             log.exception("stage_crashed", stage=h.name, error=repr(e))
         else:
-            if h.consecutive:
-                down = round(time.time() - (h.failing_since or time.time()))
-                log.info("stage_recovered", stage=h.name, after_attempts=h.consecutive, failing_for_s=down)
-            h.last_ok, h.last_error, h.consecutive, h.failing_since = time.time(), None, 0, None
+            self.note_progress()
+            h.last_ok = time.time()
 
     def note_failure(self, error: str) -> None:
         """Count a failed attempt made inside the step (the uploader retries within its round)."""
         self._failed(error, 0.0)
 
     def note_progress(self) -> None:
+        """A success, in the step or inside it: the failures in a row end, and the recovery is said."""
         h = self.health
         if h.consecutive:
             log.info(

@@ -58,11 +58,7 @@ def start_daemon(
     config: Path, log: Path, env: dict[str, str] | None = None, debug: bool = True
 ) -> subprocess.Popen[bytes]:
     """Given a config and a log file, start `onss-relay run` as a real process logging into that file."""
-    args = [sys.executable, "-m", "onss_relay.cli", "run", "--config", str(config)]
-    if debug:
-        args += ["--log-level", "debug"]
-    with log.open("ab") as f:
-        return subprocess.Popen(args, stdout=f, stderr=f, env={**os.environ, **(env or {})})
+    return Daemon(config, log, env, debug).spawn()
 
 
 class Daemon:
@@ -91,16 +87,18 @@ class Daemon:
         """Start it and return once it logs ``until`` (it works, not while Python is still importing), or
         once it exited."""
         before = self.starts(until)
+        proc = self.spawn()
+        wait_until(lambda: self.starts(until) > before or proc.poll() is not None, timeout, 0.01)
+        return proc
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Start `onss-relay run`, logging into the log file, and return at once."""
         args = [*self.wrapper, sys.executable, "-m", "onss_relay.cli", "run", "--config", str(self.config)]
         if self.debug:
             args += ["--log-level", "debug"]
         with self.log.open("ab") as f:
-            proc = self.proc = subprocess.Popen(args, stdout=f, stderr=f, env={**os.environ, **(self.env or {})})
-        wait_until(lambda: self.starts(until) > before or proc.poll() is not None, timeout, 0.01)
-        return proc
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+            self.proc = subprocess.Popen(args, stdout=f, stderr=f, env={**os.environ, **(self.env or {})})
+        return self.proc
 
     def kill(self) -> None:
         """SIGKILL it: no cleanup, no journal close, as a power cut would leave the spool."""

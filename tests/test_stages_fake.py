@@ -16,6 +16,7 @@ from onss_relay.pipeline import Relay
 from onss_relay.transport.base import GateOrderError, PutFile, Step, Upload
 from tests.conftest import fi_name
 from tests.fake_transport import FakeTransport
+from tests.test_uploader_sftp import drop_sets
 
 
 class Remote:
@@ -54,13 +55,8 @@ def remote(cfg: Config):  # type: ignore[no-untyped-def]
     r.relay.close()
 
 
-def drop_sets(relay: Relay, n: int, parts: int = 2) -> list[str]:
-    gos = []
-    for seq in range(1, n + 1):
-        for part in range(1, parts + 1):
-            (relay.spool.outbox / fi_name(seq, total=parts, part=part)).write_bytes(b"<DmfA>%d</DmfA>\r\n" % part)
-        gos.append("GO" + fi_name(seq, total=parts)[2:-2])
-    return gos
+def drop(relay: Relay, n: int, parts: int = 2) -> list[str]:
+    return drop_sets(relay.spool.outbox, [(seq, "T", parts) for seq in range(1, n + 1)])
 
 
 def writes(remote: Remote, name: str) -> list[int]:
@@ -70,7 +66,7 @@ def writes(remote: Remote, name: str) -> list[int]:
 def test_each_set_goes_fi_then_fs_then_go_and_the_go_only_after_go_sending(remote: Remote) -> None:
     relay = remote.relay
     assert relay is not None
-    gos = drop_sets(relay, 5)
+    gos = drop(relay, 5)
     report = relay.send_once(wait_for_settle=False)
     assert sorted(report.upload.sent) == sorted(gos)
     for go in gos:
@@ -87,7 +83,7 @@ def test_each_set_goes_fi_then_fs_then_go_and_the_go_only_after_go_sending(remot
 def test_a_fault_at_the_go_is_retried_and_the_go_written_once(remote: Remote) -> None:
     relay = remote.relay
     assert relay is not None
-    gos = drop_sets(relay, 3)
+    gos = drop(relay, 3)
     remote.faults = {("put", gos[1]), ("put", fi_name(3, total=2, part=2))}
     report = relay.send_once(wait_for_settle=False)
     assert report.upload.error is None and sorted(report.upload.sent) == sorted(gos)
@@ -101,7 +97,7 @@ def test_a_fault_at_the_go_is_retried_and_the_go_written_once(remote: Remote) ->
 def test_a_set_interrupted_in_go_sending_never_resends_fi_or_fs(remote: Remote) -> None:
     relay = remote.relay
     assert relay is not None
-    [go] = drop_sets(relay, 1)
+    [go] = drop(relay, 1)
     remote.faults = {("put", go)}
     relay.uploader.max_attempts = 1  # the round gives up: the set stays in go_sending
     relay.send_once(wait_for_settle=False)
@@ -175,7 +171,7 @@ def test_a_transport_that_skips_the_commit_never_writes_a_go(cfg: Config, tmp_pa
     events: list[tuple[str, str]] = []
     relay = Relay(cfg, connect=lambda: SkipsCommit(files, events), max_attempts=1)
     try:
-        [go] = drop_sets(relay, 1, parts=1)
+        [go] = drop(relay, 1, parts=1)
         with structlog.testing.capture_logs() as logs:  # the bug's traceback stays out of the run's log files
             report = relay.send_once(wait_for_settle=False)
         assert any(e["event"] == "upload_crashed" for e in logs)

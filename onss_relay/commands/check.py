@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 from typing import TextIO
 
-from onss_relay.commands.status import HEALTH_FRESH, daemon_report
+from onss_relay.commands.status import daemon_health
 from onss_relay.config import Config
 from onss_relay.errors import EXIT_OK, EXIT_REMOTE, EXIT_USAGE, ConfigError, RelayError, RemoteError
 from onss_relay.identity import check_certificate, days_left, load_signing_identity
@@ -48,17 +48,10 @@ def run_checks(cfg: Config, out: TextIO, local_only: bool = False) -> int:
 
 def _daemon(cfg: Config) -> str:
     """What the running daemon last reported (a stage paused by a permission error shows up here)."""
-    report = daemon_report(cfg.paths.root)
-    if report is None:
-        return "no readable health report"
-    doc, age = report
-    if doc.get("stopped"):
-        return f"not running (pid {doc.get('pid')} stopped {int(age)} s ago)"
-    if age > HEALTH_FRESH:
-        return f"not running (last report {int(age)} s ago)"
-    if not doc.get("healthy"):
-        raise RemoteError(f"pid {doc.get('pid')} reports: {doc.get('reason')}")
-    return f"pid {doc.get('pid')} healthy"
+    healthy, why = daemon_health(cfg.paths.root)
+    if healthy is False:
+        raise RemoteError(why)
+    return why
 
 
 def _certificate(cfg: Config) -> str:

@@ -138,6 +138,20 @@ def set_detail(journal: Journal, name: str) -> str | None:
 HEALTH_FRESH = 60.0  # seconds: an older report means the daemon is not running
 
 
+def daemon_health(root: Path) -> tuple[bool | None, str]:
+    """Given a spool root, the daemon's health in words: (True, why) running and healthy, (False, why) running
+    and unhealthy, (None, why) not running (no report, stopped cleanly, or silent for HEALTH_FRESH s)."""
+    report = daemon_report(root)
+    if report is None:
+        return None, f"not running: no health report at {root / 'health.json'} (is `onss-relay run` on this spool?)"
+    doc, age = report
+    if doc.get("stopped"):
+        return None, f"not running: pid {doc.get('pid')} stopped {int(age)} s ago"
+    if age > HEALTH_FRESH:
+        return None, f"not running: pid {doc.get('pid')} last reported {int(age)} s ago"
+    return bool(doc.get("healthy")), f"pid {doc.get('pid')} reports: {doc.get('reason')}"
+
+
 def daemon_report(root: Path) -> tuple[dict[str, Any], float] | None:
     """Given a spool root, return the running daemon's last health report and its age in seconds, if any."""
     try:

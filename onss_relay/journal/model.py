@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -130,6 +131,11 @@ class SetData:
     acrf: AcrfRecord | None = None
     notifications: tuple[NotificationRecord, ...] = ()
     other_responses: tuple[str, ...] = ()  # local paths of other answers linked by ticket
+
+    def unchanged(self, name: str, st: os.stat_result) -> bool:
+        """Given an FI and its stat now, whether it still has the size and mtime recorded at its claim (the
+        size only, for sets claimed before mtimes were recorded)."""
+        return st.st_size == self.sizes.get(name) and st.st_mtime_ns == self.mtimes.get(name, st.st_mtime_ns)
 
     def updated(self, fields: Mapping[str, Any]) -> SetData:
         """Given field values (names of this class; a wrong name is a bug and raises TypeError), return a copy."""

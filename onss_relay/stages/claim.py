@@ -187,12 +187,9 @@ class Claimer:
         if writing:
             log.debug("declaration_still_open", set=group.key, files=writing)
             return False
-        fis = [group.fis[n] for n in sorted(group.fis, key=lambda n: parse_name(n).part or 0)]
+        fis = [group.fis[n] for n in new.parts]  # in part order
         stats = [p.stat() for p in fis]
-        if any(
-            (st.st_size, st.st_mtime_ns) != (new.data.sizes[p.name], new.data.mtimes[p.name])
-            for p, st in zip(fis, stats, strict=True)
-        ):
+        if not all(new.data.unchanged(p.name, st) for p, st in zip(fis, stats, strict=True)):
             return False  # written to while we looked (a writer closing it just now): next scan
         seen = tuple((p.name, st.st_size, st.st_mtime_ns) for p, st in zip(fis, stats, strict=True))
         if self._xml_seen.get(group.key, (None, None))[0] != seen:

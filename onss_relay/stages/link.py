@@ -18,13 +18,11 @@ from onss_relay.journal import WAITING, Journal, ResponseRow
 from onss_relay.names import Prefix, parse_name
 from onss_relay.responses import answer_type, link_order
 from onss_relay.responses.reading import ResponseParseError, open_response, root_name
-from onss_relay.results import write_result
-from onss_relay.spool import Spool
 
 log = structlog.get_logger(__name__)
 
 
-def process_responses(journal: Journal, spool: Spool, retry_waiting: bool = False) -> list[str]:
+def process_responses(journal: Journal, retry_waiting: bool = False) -> list[str]:
     """Link every response not linked yet (ACRFs first), then the waiting notifications when a set changed
     (or ``retry_waiting``); return the GO names of the sets that changed."""
     changed: list[str] = []
@@ -36,9 +34,7 @@ def process_responses(journal: Journal, spool: Spool, retry_waiting: bool = Fals
     if changed or retry_waiting:
         for resp in waiting:
             changed += [g for g in _process_one(journal, resp) if g not in changed]
-    for go_name in changed:
-        write_result(spool, journal, go_name)
-    return changed
+    return changed  # their results/ files follow from the journal (results.ResultsWriter)
 
 
 def _order(resp: ResponseRow) -> tuple[int, str]:

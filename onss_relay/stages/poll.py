@@ -90,19 +90,21 @@ class Poller:
         return self.spool.paths.root / "poll-sightings.json"
 
     def _load_sightings(self) -> dict[tuple[str, str], int]:
+        self._sightings_saved = b""
         try:
-            doc = json.loads(self._sightings_path.read_text())
-            return {(str(f), str(n)): int(size) for f, n, size in doc}
+            self._sightings_saved = self._sightings_path.read_bytes()
+            return {(str(f), str(n)): int(size) for f, n, size in json.loads(self._sightings_saved)}
         except (OSError, ValueError, TypeError):
             return {}
 
     def _save_sightings(self) -> None:
-        """Remember the sizes seen, so that a file without GO is taken at the next poll of another process too."""
-        doc = sorted([f, n, size] for (f, n), size in self._last_sizes.items())
-        data = json.dumps(doc).encode()
-        with contextlib.suppress(OSError):  # only a hint: at worst a GO-less file waits one more poll
-            if not self._sightings_path.exists() or self._sightings_path.read_bytes() != data:
-                atomic_write(self._sightings_path, data)
+        """Remember the sizes seen, so that a file without GO is taken at the next poll of another process too.
+        Only a hint (at worst a GO-less file waits one more poll): written when it changes, without fsync."""
+        data = json.dumps(sorted([f, n, size] for (f, n), size in self._last_sizes.items())).encode()
+        if data != self._sightings_saved:
+            with contextlib.suppress(OSError):
+                atomic_write(self._sightings_path, data, sync=False)
+                self._sightings_saved = data
 
     def _poll_folder(self, t: Transport, folder: str, report: PollReport) -> None:
         entries = t.list(folder)

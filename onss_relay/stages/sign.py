@@ -105,7 +105,7 @@ class Signer:
                 digest = writer.copy(fi_name, fi, algorithm)
                 digests[fi_name] = f"{algorithm}:{digest.hex()}"
                 if wants_fs:
-                    fs_names.append(self._write_fs(self.spool.work / f".{fi_name}.tmp", fi_name, digest, row, writer))
+                    fs_names.append(self._write_fs(writer.staged(fi_name), fi_name, digest, row, writer))
         except CertificateError:
             raise
         except SignatureError as e:
@@ -117,7 +117,8 @@ class Signer:
             if e.errno in TRANSIENT_READ_ERRORS:  # e.g. a network share that blinked: try again next round
                 log.warning("declaration_unreadable", set=row.go_name, file=fi_name, error=e.strerror, retry=True)
                 return None
-            self.spool.set_aside(self.journal, row, fi_name, e)  # gone, permission denied, …: the others go on
+            # gone, permission denied, …: this set is quarantined, the others go on
+            self.spool.quarantine_claimed(self.journal, row, *self.spool.why_unreadable(row, fi_name, e))
             return None
         return Change(row.go_name, State.SIGNED, data={"fs": tuple(fs_names), "digests": digests})
 

@@ -23,7 +23,6 @@ from onss_relay.config import Config
 from onss_relay.errors import (
     BadInput,
     ConfigError,
-    InvalidName,
     LocalError,
     RelayError,
     RemoteError,
@@ -31,9 +30,10 @@ from onss_relay.errors import (
     describe_os_error,
 )
 from onss_relay.journal import Change, Journal, SetRow, State
-from onss_relay.names import Env, Prefix, parse_name, response_folder, upload_folder
+from onss_relay.names import Env, Prefix, response_folder, upload_folder
 from onss_relay.responses.acrf import names_answered
 from onss_relay.spool import Spool
+from onss_relay.stages.poll import validate_remote_entry
 from onss_relay.stages.upload_queue import Channel, ConnectionPool, Gates, SentBatch, WorkQueue
 from onss_relay.transport.base import ChangedWhileSending, PutFile, Step, Transport, Upload, UploadAbandoned
 
@@ -149,21 +149,19 @@ class Uploader:
                 what = "signature file" if name in row.data.fs else "signed copy of the declaration"
                 raise CannotSend(f"{what} missing from work/", f"{name}: not in {self.spool.work}; nothing was sent")
         for fi in row.parts:
-            path = self.spool.outbox / fi
-            os.close(os.open(path, os.O_RDONLY))  # readable (permission denied shows here, not mid-upload)
-            st = path.stat()
-            expected = row.data.sizes[fi]
-            if st.st_size != expected:
-                raise CannotSend(
-                    "declaration changed after it was claimed",
-                    f"{fi}: {expected} bytes when claimed, {st.st_size} bytes now",
+            fd = os.open(self.spool.outbox / fi, os.O_RDONLY)  # readable: permission denied shows here, not mid-upload
+            try:
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            if not row.data.unchanged(fi, st):
+                expected = row.data.sizes[fi]
+                detail = (
+                    f"{fi}: {expected} bytes when claimed, {st.st_size} bytes now"
+                    if st.st_size != expected
+                    else f"{fi}: rewritten after it was claimed and signed (same size, new content?)"
                 )
-            claimed_mtime = row.data.mtimes.get(fi)
-            if claimed_mtime is not None and st.st_mtime_ns != claimed_mtime:
-                raise CannotSend(
-                    "declaration changed after it was claimed",
-                    f"{fi}: rewritten after it was claimed and signed (same size, new content?)",
-                )
+                raise CannotSend("declaration changed after it was claimed", detail)
 
     def archive(self, rows: list[SetRow]) -> None:
         """Given sets already recorded as done, move their FI, FS and a GO into sent/YYYY-MM-DD/ and mark them
@@ -267,8 +265,13 @@ class _Worker:
     def _quarantine(self, go_name: str, reason: str, detail: str) -> None:
         row = self.u.journal.get_set(go_name)
         if row is not None and row.state in (State.SIGNED, State.UPLOADING):
-            self.u.spool.quarantine_claimed(self.u.journal, row, reason, detail)
-            self.round.add("quarantined", [go_name])
+            self._set_aside(row, reason, detail)
+
+    def _set_aside(self, row: SetRow, reason: str, detail: str) -> None:
+        """Quarantine one set the round cannot send; the others go on."""
+        self.u.spool.quarantine_claimed(self.u.journal, row, reason, detail)
+        self.round.add("quarantined", [row.go_name])
+        self.inflight.discard(row.go_name)
 
     def _sent(self, go_names: list[str]) -> None:
         self.inflight.difference_update(go_names)
@@ -324,15 +327,12 @@ class _Worker:
         """Given a set at its first gate, quarantine it (and go on with the others) if it cannot be sent."""
         try:
             self.u.check_unchanged(row)
-        except CannotSend as e:
-            self.u.spool.quarantine_claimed(self.u.journal, row, e.reason, e.detail)
-        except OSError as e:
-            name = Path(e.filename).name if e.filename else row.parts[0]
-            self.u.spool.set_aside(self.u.journal, row, name, e)
-        else:
             return
-        self.round.add("quarantined", [row.go_name])
-        self.inflight.discard(row.go_name)
+        except CannotSend as e:
+            reason, detail = e.reason, e.detail
+        except OSError as e:
+            reason, detail = self.u.spool.why_unreadable(row, Path(e.filename).name if e.filename else row.parts[0], e)
+        self._set_aside(row, reason, detail)
         raise UploadAbandoned
 
     def _finish_go(self, t: Transport, row: SetRow) -> tuple[str, str]:
@@ -355,11 +355,8 @@ class _Worker:
         out = response_folder(Env(row.env))
         ours = {row.go_name, *row.parts}
         for entry in t.list(out):
-            try:
-                name = parse_name(entry.name)
-            except InvalidName:
-                continue  # the poller reports hostile names
-            if name.app != "ACRF" or name.prefix not in (Prefix.FO, Prefix.CO) or entry.kind != "file":
+            name = validate_remote_entry(entry)  # hostile names and kinds: the poller reports them
+            if isinstance(name, str) or name.app != "ACRF" or name.prefix not in (Prefix.FO, Prefix.CO):
                 continue
             if entry.size > self.u.cfg.poll.max_size:
                 continue
