@@ -16,11 +16,16 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from onss_relay.errors import ConfigError
 
+log = structlog.get_logger(__name__)
 DEFAULT_CONFIG_PATH = Path("/etc/onss-relay/config.toml")
 ENV_PREFIX = "ONSS_RELAY__"
 REQUIRED = object()  # marker default for keys that must be given
+# old key -> the key that replaced it: still read (sysadmins have configs), with a warning naming the new one
+RENAMED = {("signing", "sign_simulation"): "sign_in_s"}
 
 
 class Duration(float):
@@ -105,7 +110,9 @@ class SigningConfig:
     password_file: Path | None = _field(None, "file holding the PKCS#12 or PEM key password")
     digest: str = _field("sha256", "sha256, sha384 or sha512")
     layout: str = _field("single-line", "base64 layout of FS files: single-line, 76-cr or 64-crlf")
-    sign_simulation: bool = _field(False, "also write an FS for environment S")
+    sign_in_s: bool = _field(
+        True, "write an FS for environment S too, as the documents ask; false only for a transfer point refusing it"
+    )
     expiry_warning_days: int = _field(30, "warn this many days before the certificate expires")
 
 
@@ -249,7 +256,28 @@ def config_from_dict(raw: dict[str, Any], path: Path) -> Config:
     return cfg
 
 
+def _renamed_keys(section: str, table: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Given a section's table, return it with every renamed key under its new name; warn once per old key,
+    and refuse a table that gives both names."""
+    table = dict(table)
+    for (where, old), new in RENAMED.items():
+        if where != section or old not in table:
+            continue
+        if new in table:
+            raise ConfigError(f"{path}: {section}.{old} and {section}.{new} are both set; keep only {section}.{new}")
+        log.warning(
+            "config_key_deprecated",
+            file=str(path),
+            key=f"{section}.{old}",
+            use=f"{section}.{new}",
+            detail=f"{path}: {section}.{old} is deprecated; write {section}.{new} instead (same meaning)",
+        )
+        table[new] = table.pop(old)
+    return table
+
+
 def _build_section(cls: type, section: str, table: dict[str, Any], path: Path) -> Any:
+    table = _renamed_keys(section, table, path)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in table:

@@ -77,14 +77,12 @@ class Simulator:
         home: Path,
         sender: str,
         *,
-        fs_expected_for_s: bool = False,
         max_age_days: int = 60,
         trusted: list[Path] | None = None,
         today: dt.date | None = None,
     ) -> None:
         self.home = make_remote_home(home)
         self.sender = sender
-        self.fs_expected_for_s = fs_expected_for_s
         self.max_age_days = max_age_days
         self.today = today
         self.trusted = [p.read_bytes() for p in trusted or []]
@@ -193,9 +191,7 @@ class Simulator:
         expected = go.total or 1
         if len(fis) != expected:
             return ["ACRF-120"]
-        wants_fs = go.env != Env.S or self.fs_expected_for_s
-        if not wants_fs:
-            return ["ACRF-121"] if fss else []
+        # every send carries its signature, in every environment (seed 001; the transfer point has no S exception)
         if len(fss) != expected:
             return ["ACRF-122"]
         for fi in fis:

@@ -9,6 +9,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import structlog
+import structlog.testing
 
 from onss_relay.config import documented_keys, load_config, parse_duration
 from onss_relay.errors import ConfigError
@@ -126,8 +128,21 @@ def test_a_string_setting_given_digits_in_the_environment_stays_a_string(tmp_pat
     example = Path(__file__).resolve().parents[1] / "config" / "example.toml"
     env = {
         "ONSS_RELAY__SENDER__NUMBER": "000123",
-        "ONSS_RELAY__REMOTE__USERNAME": "42",
+        "ONSS_RELAY__REMOTE__USERNAME": "12345678",
         "ONSS_RELAY__REMOTE__PORT": "2222",
     }
     cfg = load_config(example, environ=env)
-    assert (cfg.sender.number, cfg.remote.username, cfg.remote.port) == ("000123", "42", 2222)
+    assert (cfg.sender.number, cfg.remote.username, cfg.remote.port) == ("000123", "12345678", 2222)
+
+
+def test_environment_s_is_signed_by_default_and_the_old_key_still_reads_with_a_warning(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, MINIMAL), environ={}).signing.sign_in_s is True
+    old = MINIMAL.replace('key = "signer.p12"', 'key = "signer.p12"\nsign_simulation = false')
+    with structlog.testing.capture_logs() as logs:
+        cfg = load_config(write(tmp_path, old), environ={})
+    assert cfg.signing.sign_in_s is False
+    [warning] = [e for e in logs if e["event"] == "config_key_deprecated"]
+    assert warning["log_level"] == "warning" and "write signing.sign_in_s instead" in warning["detail"]
+    both = old.replace("sign_simulation = false", "sign_simulation = false\nsign_in_s = true")
+    with pytest.raises(ConfigError, match="keep only signing.sign_in_s"):
+        load_config(write(tmp_path, both), environ={})

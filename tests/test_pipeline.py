@@ -55,8 +55,8 @@ def test_full_cycle(relay: Relay, relay_dir: Path) -> None:
     assert {r.state for r in rows.values()} == {State.NOTIFIED}
     assert list(relay.spool.outbox.iterdir()) == []
     sent = sorted(p.name for p in relay.spool.sent.rglob("*") if p.is_file())
-    assert len(sent) == 5 + 4 + 3  # FI and FS per part (no FS for S), one GO per set
-    assert not any(n.startswith("FS.") and ".S." in n for n in sent)
+    assert len(sent) == 5 + 5 + 3  # FI and FS per part (S included: every send carries its FS), one GO per set
+    assert any(n.startswith("FS.") and ".S." in n for n in sent)
     for folder in ("OUT", "OUTTEST", "OUTTEST-S"):
         assert list((relay_dir / "remote" / folder).iterdir()) == []  # deleted after mirroring
     assert len(list((relay.spool.inbox / "OUTTEST").iterdir())) == 12  # 2 sets × (ACRF + NOTI) × 3 files
@@ -147,12 +147,23 @@ def test_premade_signature_is_used_or_quarantined(relay: Relay, relay_dir: Path,
     assert (relay.spool.failed / ("FS" + fi_name(2)[2:])).exists() and not bad.exists()
 
 
-def test_sign_simulation_switch(relay_dir: Path) -> None:
-    cfg = load_config(relay_dir / "config.toml", environ={"ONSS_RELAY__SIGNING__SIGN_SIMULATION": "true"})
+def test_environment_s_is_signed_by_default_and_the_switch_turns_it_off(relay: Relay, relay_dir: Path) -> None:
+    # the ONSS documents: every send carries its signature, in every environment; the simulator refuses
+    # a set without FS in INTEST-S as in every folder
+    drop(relay, fi_name(1, env="S"))
+    cycle(relay, relay_dir / "remote")
+    [row] = relay.journal.recent_sets()
+    assert row.state == State.NOTIFIED and row.data.fs == ("FS" + fi_name(1, env="S")[2:],)
+    cfg = load_config(relay_dir / "config.toml", environ={"ONSS_RELAY__SIGNING__SIGN_IN_S": "false"})
     r = Relay(cfg)
-    drop(r, fi_name(1, env="S"))
-    r.send_once(wait_for_settle=False)
-    assert (relay_dir / "remote" / "INTEST-S" / ("FS" + fi_name(1, env="S")[2:])).exists()
+    try:
+        drop(r, fi_name(2, env="S"))
+        cycle(r, relay_dir / "remote")
+        refused = r.journal.get_set("GO" + fi_name(2, env="S")[2:].rsplit(".", 1)[0])
+        assert refused is not None and refused.state == State.REFUSED and refused.data.fs == ()
+        assert refused.data.acrf is not None and [e.code for e in refused.data.acrf.errors] == ["ACRF-122"]
+    finally:
+        r.close()
 
 
 def _to_go_sending(relay: Relay) -> str:

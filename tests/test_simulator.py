@@ -87,8 +87,8 @@ def yesterday_plus(days: int) -> str:
         ("ACRF-119", lambda h, i: drop(h, "IN", fi(env="T"), i)),
         ("ACRF-257", lambda h, i: drop(h, "INTEST", fi(env="S"), None)),
         ("ACRF-120", lambda h, i: drop(h, "INTEST", fi(parts="2.1"), i, parts=1)),
-        ("ACRF-121", lambda h, i: drop(h, "INTEST-S", fi(env="S"), i)),
         ("ACRF-122", lambda h, i: drop(h, "INTEST", fi(), None)),
+        ("ACRF-122", lambda h, i: drop(h, "INTEST-S", fi(env="S"), None)),  # S too: every send carries its FS
         ("ACRF-134", lambda h, i: drop(h, "INTEST", fi(), i, content=b"")),
     ],
 )

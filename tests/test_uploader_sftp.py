@@ -54,11 +54,8 @@ def test_sets_land_in_their_folder_in_order(sftp_cfg: Config, sshd: SshServer, i
         folder = sshd.home / ENVS[row.env]
         for fi in row.parts:
             assert (folder / fi).read_bytes() == originals[fi]
-            fs = folder / ("FS" + fi[2:])
-            if row.env == "S":
-                assert not fs.exists()
-            else:
-                assert openssl_verifies(sshd.root, folder / fi, fs.read_bytes(), identity_dir / "signer.crt")
+            fs = folder / ("FS" + fi[2:])  # S too: every send carries its FS (signing.sign_in_s, default true)
+            assert openssl_verifies(sshd.root, folder / fi, fs.read_bytes(), identity_dir / "signer.crt")
         assert (folder / go).read_bytes() == b""
         assert_order_and_once(sshd, go, row.parts, list(row.data.fs))
     assert list(relay.spool.outbox.iterdir()) == []

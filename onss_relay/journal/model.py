@@ -124,7 +124,7 @@ class SetData:
     sizes: Mapping[str, int] = dataclasses.field(default_factory=dict)  # FI name → bytes when claimed
     mtimes: Mapping[str, int] = dataclasses.field(default_factory=dict)  # FI name → st_mtime_ns when claimed
     extras: tuple[str, ...] = ()  # files dropped with the FI parts: a pre-made FS, a GO
-    fs: tuple[str, ...] = ()  # FS files written into work/ (none for S unless signing.sign_simulation)
+    fs: tuple[str, ...] = ()  # FS files written into work/ (none for S when signing.sign_in_s = false)
     # FI name → "algorithm:hex" of the snapshot signed and sent (work/<FI>); empty for sets signed before snapshots
     digests: Mapping[str, str] = dataclasses.field(default_factory=dict)
     sent_dir: str | None = None  # where the set's files were archived

@@ -1,7 +1,7 @@
 """The sign stage: for each queued set, write one checked FS per FI part into work/.
 
-A pre-made FS dropped beside its FI is verified and used instead. Environment S gets no FS unless
-signing.sign_simulation is set (the transfer point may refuse one there: ACRF-121).
+A pre-made FS dropped beside its FI is verified and used instead. Every environment gets its FS, as the
+ONSS documents ask; signing.sign_in_s = false leaves S without one (for a transfer point that refuses it there).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class Signer:
     def _sign_files(self, row: SetRow, writer: BatchWriter) -> Change | None:
         """Given a queued set, write its FS files into work/; return its change to signed, or quarantine it."""
         env = parse_name(row.go_name).env
-        wants_fs = env != Env.S or self.cfg.signing.sign_simulation
+        wants_fs = env != Env.S or self.cfg.signing.sign_in_s
         fs_names = []
         digests = {}
         fi_name = row.parts[0]
