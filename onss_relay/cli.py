@@ -100,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("sign", "write the detached CMS signature (FS) of a declaration file")
     p.add_argument("fi", type=Path, metavar="FI")
     p.add_argument("-o", "--output", type=Path, metavar="FS", help="output file (default: the FS name beside FI)")
+    p = add(
+        "certificate",
+        "write the signing certificate's public part (.cer, DER) to register on the portal, and print its issuer,"
+        " serial number (decimal and hexadecimal) and expiry as the portal shows them",
+    )
+    p.add_argument(
+        "-o", "--output", type=Path, metavar="FILE.cer", help="output file (default: <signing key name>.cer here)"
+    )
     p = add("verify", "verify an FS signature file against its FI (exit 0 valid, 1 invalid)")
     p.add_argument("fi", type=Path, metavar="FI")
     p.add_argument("fs", type=Path, metavar="FS")
@@ -288,6 +296,12 @@ def cmd_sign(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_certificate(args: argparse.Namespace) -> int:
+    from onss_relay.commands.certificate import write_certificate
+
+    return write_certificate(_config(args), args.output, sys.stdout)
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from onss_relay import signature
 
@@ -339,6 +353,7 @@ COMMANDS = {
     "check": cmd_check,
     "requeue": cmd_requeue,
     "sign": cmd_sign,
+    "certificate": cmd_certificate,
     "verify": cmd_verify,
     "simulate": cmd_simulate,
     "demo": cmd_demo,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import structlog
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -19,6 +20,12 @@ from onss_relay.config import Config, read_secret
 from onss_relay.errors import CertificateError
 
 log = structlog.get_logger(__name__)
+
+# certificates come from a certificate authority; the portal only registers their public part (seeds 002, 003)
+RENEW = (
+    "get a new one from your certificate authority and register its .cer on the social security portal"
+    " (onss-relay certificate -o FILE.cer writes it): an unregistered certificate is refused"
+)
 
 
 def load_signing_identity(cfg: Config) -> Identity:
@@ -112,13 +119,54 @@ def check_certificate(identity: Identity, now: dt.datetime | None = None, warnin
     if now < identity.not_before:
         raise CertificateError(f"{identity.source}: the signing certificate is not valid yet ({dates})")
     if now > identity.not_after:
-        raise CertificateError(
-            f"{identity.source}: the signing certificate has expired ({dates}); renew it on the portal"
-        )
+        raise CertificateError(f"{identity.source}: the signing certificate has expired ({dates}); {RENEW}")
     left = days_left(identity, now)
     if left <= warning_days:
-        return f"{identity.source}: the signing certificate expires in {left} days ({dates}); renew it on the portal"
+        return f"{identity.source}: the signing certificate expires in {left} days ({dates}); {RENEW}"
     return None
+
+
+@dataclasses.dataclass(frozen=True)
+class PortalView:
+    """A certificate as the portal shows it once registered: issuer, serial (decimal and hex), expiry."""
+
+    subject: str
+    issuer: str
+    serial_decimal: str
+    serial_hex: str  # two lower-case hex digits per byte, separated by spaces: "10 00 00 00 31 13 8b 31 ba"
+    expires: str  # DD/MM/YYYY
+    self_signed: bool
+
+
+def _dn(name: x509.Name) -> str:
+    """Given a distinguished name, return it most specific first, as the portal writes it
+    ("SERIALNUMBER=200803, CN=Citizen CA, C=BE")."""
+    return ", ".join(rdn.rfc4514_string() for rdn in reversed(name.rdns))
+
+
+def is_self_signed(cert: x509.Certificate) -> bool:
+    """Given a certificate, return True when it is its own issuer (made by `demo` or by hand, not by a CA)."""
+    if cert.issuer != cert.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def portal_view(cert: x509.Certificate) -> PortalView:
+    """Given a certificate, return what the portal shows of it after its .cer is uploaded."""
+    serial = cert.serial_number
+    raw = serial.to_bytes(max(1, (serial.bit_length() + 7) // 8), "big")
+    return PortalView(
+        _dn(cert.subject),
+        _dn(cert.issuer),
+        str(serial),
+        raw.hex(" "),
+        f"{cert.not_valid_after_utc:%d/%m/%Y}",
+        is_self_signed(cert),
+    )
 
 
 def days_left(identity: Identity, now: dt.datetime | None = None) -> int:

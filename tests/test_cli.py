@@ -146,3 +146,39 @@ def test_send_with_an_expired_certificate_exits_2_and_keeps_the_set(cfg_path: Pa
     assert r.returncode == 2 and "the signing certificate has expired" in r.stderr and "signer.p12" in r.stderr
     assert (outbox / fi_name(1)).exists()  # kept, still queued for when the certificate is renewed
     assert not list((relay_dir / "remote" / "INTEST").iterdir())
+
+
+def test_certificate_writes_the_public_cer_and_prints_it_as_the_portal_does(cfg_path: Path, tmp_path: Path) -> None:
+    import subprocess
+
+    out = tmp_path / "signer.cer"
+    r = run("certificate", "-o", str(out), "--config", str(cfg_path))
+    assert r.returncode == 0, r.stderr
+    text = subprocess.run(
+        ["openssl", "x509", "-inform", "DER", "-in", str(out), "-noout", "-serial", "-issuer", "-enddate"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert b"PRIVATE" not in out.read_bytes() and out.read_bytes()[0] == 0x30  # DER, the certificate alone
+    serial = int(text.split("serial=")[1].split()[0], 16)
+    printed = dict(line.split(" : ", 1) for line in r.stdout.splitlines() if " : " in line)
+    printed = {k.strip(): v.strip() for k, v in printed.items()}
+    assert printed["Serial number (decimal)"] == str(serial)
+    hex_bytes = printed["Serial number (hexadecimal)"].split(" ")
+    assert int("".join(hex_bytes), 16) == serial and all(len(b) == 2 and b == b.lower() for b in hex_bytes)
+    assert printed["Issuer (certificate provider)"] == "CN=Test Payroll" and "CN = Test Payroll" in text
+    end = text.split("notAfter=")[1].strip()  # e.g. "Nov 30 13:40:00 2027 GMT"
+    day, month, year = printed["Expiry date"].split("/")
+    assert end.split()[-2] == year and int(end.split()[1]) == int(day)
+    assert "self-signed" in r.stdout and "refused by the ONSS" in r.stdout
+
+
+def test_check_warns_of_a_self_signed_certificate_and_init_asks_for_the_cer(cfg_path: Path, tmp_path: Path) -> None:
+    r = run("check", "--config", str(cfg_path))
+    assert (
+        r.returncode == 0 and "! signing certificate is self-signed" in r.stdout and "refused by the ONSS" in r.stdout
+    )
+    init = run("init", str(tmp_path / "etc"))
+    assert init.returncode == 0 and "onss-relay certificate" in init.stdout and ".cer" in init.stdout
+    assert "(PKCS#12) on the portal" not in init.stdout and "never upload the .p12" in init.stdout

@@ -200,7 +200,7 @@ def test_the_readmes_install_walk_through_works_as_written(tmp_path: Path, ident
         if command.startswith("onss-relay run"):
             continue  # the daemon itself is tested elsewhere
         if command.startswith("onss-relay check"):
-            for name in ("signer.p12", "signer.pass"):  # step 2 of init's next steps
+            for name in ("signer.p12", "signer.pass"):  # step 1 of init's next steps
                 shutil.copy(identity_dir / name, root / "etc" / "onss-relay" / name)
             (root / "etc" / "onss-relay" / "known_hosts").write_text(host_key_line())  # step 3
             command = command.replace("check", "check --local", 1)  # no transfer point here

@@ -1,4 +1,4 @@
-"""`onss-relay check`: one line per check (✓ or ✗ with a hint); exit 0 all good, 2 local problem, 3 remote problem."""
+"""`onss-relay check`: one line per check (✓, ✗ with a hint, or ! a warning); exit 0 all good, 2 local problem, 3 remote problem."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import TextIO
 from onss_relay.commands.status import daemon_health
 from onss_relay.config import Config
 from onss_relay.errors import EXIT_OK, EXIT_REMOTE, EXIT_USAGE, ConfigError, RelayError, RemoteError
-from onss_relay.identity import check_certificate, days_left, load_signing_identity
+from onss_relay.commands.certificate import SELF_SIGNED
+from onss_relay.identity import check_certificate, days_left, is_self_signed, load_signing_identity
 from onss_relay.names import Env, response_folder, upload_folder
 from onss_relay.transport import open_transport
 
@@ -31,7 +32,8 @@ def run_checks(cfg: Config, out: TextIO, local_only: bool = False) -> int:
         return True
 
     check("configuration", lambda: str(cfg.source))
-    check("signing certificate", lambda: _certificate(cfg))
+    if check("signing certificate", lambda: _certificate(cfg)):
+        _self_signed_warning(cfg, out)
     for label, path in (("outbox", cfg.paths.outbox_dir), ("inbox", cfg.paths.inbox_dir), ("spool", cfg.paths.root)):
         check(f"{label} writable", lambda p=path: _writable(p))  # type: ignore[misc]
     if cfg.remote.transport == "sftp":
@@ -59,7 +61,16 @@ def _certificate(cfg: Config) -> str:
     left = days_left(ident)
     note = check_certificate(ident, warning_days=cfg.signing.expiry_warning_days)
     subject = ident.certificate.subject.rfc4514_string()
-    return f"{subject}, {left} days left" + (" — renew it soon on the portal" if note else "")
+    return f"{subject}, {left} days left" + (
+        " — renew it soon with your certificate authority and register the new .cer on the portal" if note else ""
+    )
+
+
+def _self_signed_warning(cfg: Config, out: TextIO) -> None:
+    """Given a configuration whose certificate loads, print a warning line when it is self-signed (not an error:
+    the demo and the simulator use one)."""
+    if is_self_signed(load_signing_identity(cfg).certificate):
+        print(f"! signing certificate is {SELF_SIGNED}", file=out)
 
 
 def _ssh_key(cfg: Config) -> str:

@@ -61,14 +61,22 @@ def init_directory(directory: Path, out: TextIO, state: Path | None = None) -> i
   config.toml          configuration from the documented example; edit sender.number and remote.username
   known_hosts          empty: add the transfer point's host key (step 3)
 
-Public key to register for your technical user on the social security portal:
+Public key to upload for your technical user on the social security portal:
 
 {public.decode()} onss-relay
 
 Next steps:
-  1. Register the public key above and your signing certificate (PKCS#12) on the portal.
-  2. Put the certificate at {directory}/signer.p12 and its password alone in {directory}/signer.pass
-     (mode 640: readable by the relay's group, see the README for systemd and containers).
+  1. Your signing certificate comes from a certificate authority (a qualified certificate, as PKCS#12):
+     put it at {directory}/signer.p12 and its password alone in {directory}/signer.pass (mode 640:
+     readable by the relay's group, see the README for systemd and containers), then write the .cer the
+     portal asks for (never upload the .p12, it holds the private key):
+       onss-relay certificate --config {config} -o signer.cer
+  2. On the portal (www.socialsecurity.be, as a social security professional, local manager of the company):
+     Structured messages > Register configuration data > contact person > channel SFTP: upload the SSH public
+     key above and the public part (.cer) of your qualified signing certificate (step 1), choose the
+     applications to send over SFTP; then name the technical user (8 to 20 characters, a-z and 0-9 only)
+     and confirm. The sender number it is given (later under Access management > Structured messages >
+     Information) goes in sender.number, the technical user in remote.username.
   3. Fetch the server's host key, check its fingerprint with the ONSS, then keep it:
        ssh-keyscan -p 8022 sftp.socialsecurity.be > {directory}/known_hosts
        ssh-keygen -lf {directory}/known_hosts

@@ -1,0 +1,47 @@
+"""`onss-relay certificate`: the public part of the signing certificate, as the portal asks for it.
+
+The portal registers a qualified certificate's `.cer` (DER, public key only: never the PKCS#12, which holds
+the private key) and then shows its issuer, serial number in decimal and hexadecimal, and expiry date.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TextIO
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from onss_relay.config import Config, read_secret
+from onss_relay.durable import atomic_write
+from onss_relay.identity import load_identity, portal_view
+
+SELF_SIGNED = "self-signed: fine for the demo and the simulator, refused by the ONSS (use a qualified certificate)"
+
+
+def default_output(cfg: Config) -> Path:
+    """Given the configuration, return where the .cer goes without -o: <key name>.cer in the current folder."""
+    return Path(cfg.signing.key.stem + ".cer")
+
+
+def write_certificate(cfg: Config, output: Path | None, out: TextIO) -> int:
+    """Given the configuration and an output path (or None), write the signing certificate's DER .cer there,
+    print what the portal will show of it, and return the exit code."""
+    s = cfg.signing
+    identity = load_identity(s.key, s.certificate, read_secret(s.password_file, "signing.password_file"))
+    path = output or default_output(cfg)
+    atomic_write(path, identity.certificate.public_bytes(Encoding.DER))
+    view = portal_view(identity.certificate)
+    print(
+        f"""Wrote {path}: the public certificate only (DER), to upload on the social security portal
+(Structured messages, the technical user's SFTP channel: "certificate").
+The portal will show:
+  Subject (certificate owner)    : {view.subject}
+  Issuer (certificate provider)  : {view.issuer}
+  Expiry date                    : {view.expires}
+  Serial number (decimal)        : {view.serial_decimal}
+  Serial number (hexadecimal)    : {view.serial_hex}""",
+        file=out,
+    )
+    if view.self_signed:
+        print(f"Warning: this certificate is {SELF_SIGNED}.", file=out)
+    return 0
