@@ -6,10 +6,10 @@ import os
 from collections.abc import Callable
 from typing import TextIO
 
+from onss_relay.commands.certificate import SELF_SIGNED
 from onss_relay.commands.status import daemon_health
 from onss_relay.config import Config
 from onss_relay.errors import EXIT_OK, EXIT_REMOTE, EXIT_USAGE, ConfigError, RelayError, RemoteError
-from onss_relay.commands.certificate import SELF_SIGNED
 from onss_relay.identity import check_certificate, days_left, is_self_signed, load_signing_identity
 from onss_relay.names import Env, response_folder, upload_folder
 from onss_relay.transport import open_transport
