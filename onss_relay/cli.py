@@ -78,7 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("submit", "give file(s) the next free sequence number for today and place them in the outbox")
     p.add_argument("files", nargs="+", type=Path, metavar="FILE", help="declaration content (one per part)")
     p.add_argument("--app", required=True, help="application code, e.g. DMFA, DIMN")
-    p.add_argument("--env", required=True, choices=["R", "T", "S"], help="R production, T test, S simulation")
+    p.add_argument(
+        "--env",
+        required=True,
+        choices=["R", "T", "S"],
+        help="R production; T test (for DmfA only a circuit test); S declaration test (DmfA, DRS AMI)",
+    )
     p.add_argument("--date", help="creation date YYYYMMDD (default: today)")
     p.add_argument("--parts", action="store_true", help="the files are the parts of one multi-part set")
     p = add("status", "show declaration sets, their states and ONSS results")

@@ -1,5 +1,5 @@
 """What a declaration file must be before it is claimed and signed: no longer being written, and, when it is
-XML, well-formed.
+XML, well-formed; and what is reported about it without refusing it (encoding, environment).
 
 Both are checks a settle delay cannot make: a writer that pauses keeps the file's size and mtime still, and
 a truncated XML file looks settled for ever. Linux says which files a process holds open for writing
@@ -10,12 +10,18 @@ rename (README). The XML check streams the file through expat: constant memory w
 
 from __future__ import annotations
 
+import codecs
 import os
+import re
 import xml.parsers.expat
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
+
+from onss_relay.names import Name, environment_note
 
 CHUNK = 1 << 16
+ANY_BYTE = "iso-8859-1"  # an encoding in which every byte is a character: structure checked, encoding not
 
 
 def open_for_writing(paths: Iterable[Path], proc: Path = Path("/proc")) -> set[Path]:
@@ -94,12 +100,25 @@ def xml_problem(paths: list[Path]) -> str | None:
         return None
     if len(paths) > 1 and _problem_in(paths) is None:
         return None  # one document split across the parts
+    if _only_mis_encoded(paths):
+        return None  # reported as a warning (declaration_warnings), never refused
     return f"{first[0].name}: {first[1]}"
 
 
-def _problem_in(paths: list[Path]) -> str | None:
-    """Given files read one after the other as one document, return expat's complaint, or None."""
-    parser = xml.parsers.expat.ParserCreate()
+def _only_mis_encoded(paths: list[Path]) -> bool:
+    """Given parts expat refused as declared, return True when some part's bytes depart from its declared
+    encoding and the parts are well-formed read byte for byte (ISO-8859-1 takes every byte): the fault is the
+    encoding, which the relay reports, not the structure."""
+    if not any(encoding_problem(p) for p in paths):
+        return False
+    every_part = all(_problem_in([p], ANY_BYTE) is None for p in paths)
+    return every_part or (len(paths) > 1 and _problem_in(paths, ANY_BYTE) is None)
+
+
+def _problem_in(paths: list[Path], encoding: str | None = None) -> str | None:
+    """Given files read one after the other as one document (in ``encoding`` whatever they declare, when
+    given), return expat's complaint, or None."""
+    parser = xml.parsers.expat.ParserCreate(encoding)
     parser.SetParamEntityParsing(xml.parsers.expat.XML_PARAM_ENTITY_PARSING_NEVER)
 
     def refuse_entities(*_: object) -> None:
@@ -117,3 +136,67 @@ def _problem_in(paths: list[Path]) -> str | None:
     except _EntityDeclared:
         return "XML declares entities (refused: a declaration never needs them)"
     return None
+
+
+_PROLOG = re.compile(rb"""^<\?xml\s[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+_PROLOG_START = re.compile(rb"^<\?xml\s")
+
+
+def declared_encoding(head: bytes) -> tuple[bool, str | None]:
+    """Given a file's first bytes, return (has an XML prolog, the encoding it declares or None)."""
+    head = head.removeprefix(b"\xef\xbb\xbf")
+    if not _PROLOG_START.match(head):
+        return False, None
+    m = _PROLOG.match(head)
+    return True, m.group(1).decode("ascii") if m else None
+
+
+def encoding_problem(path: Path) -> str | None:
+    """Given a declaration file, return how its bytes depart from the encoding it declares (its XML prolog's,
+    UTF-8 for a prolog without one) or, without a prolog, from ASCII, which the ONSS documents ask for; None
+    when they match. Streams the file: constant memory."""
+    with path.open("rb") as f:
+        head = f.read(CHUNK)
+        has_prolog, declared = declared_encoding(head)
+        encoding = declared or "utf-8"
+        if not has_prolog:
+            return _first_non_ascii(path.name, head, f)
+        try:
+            decoder = codecs.getincrementaldecoder(encoding)("strict")
+        except LookupError:
+            return f"{path.name}: its XML prolog declares encoding {declared!r}, which is unknown"
+        offset = 0
+        chunk = head
+        try:
+            while chunk:
+                decoder.decode(chunk)
+                offset += len(chunk)
+                chunk = f.read(CHUNK)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as e:
+            said = f"its XML prolog declares {declared}" if declared else "its XML prolog declares no encoding (UTF-8)"
+            return f"{path.name}: byte {offset + e.start} is not valid {encoding}, but {said}"
+    return None
+
+
+def _first_non_ascii(name: str, head: bytes, rest: BinaryIO) -> str | None:
+    """Given a file without an XML prolog (its first chunk read, the rest to read), say where its first
+    non-ASCII byte is, or return None."""
+    offset, chunk = 0, head
+    while chunk:
+        if not chunk.isascii():
+            at = offset + next(i for i, b in enumerate(chunk) if b > 0x7F)
+            return (
+                f"{name}: byte {at} is not ASCII and no XML prolog declares an encoding"
+                " (the ONSS documents say the structured message is ASCII)"
+            )
+        offset += len(chunk)
+        chunk = rest.read(CHUNK)
+    return None
+
+
+def declaration_warnings(go: Name, parts: list[Path]) -> tuple[str, ...]:
+    """Given a set's GO name and its FI files, return what the ONSS documents say against them, to report
+    (never to refuse): an environment they do not list for the application, an encoding mismatch."""
+    found = [environment_note(go)] + [encoding_problem(p) for p in parts]
+    return tuple(w for w in found if w)

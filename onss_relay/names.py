@@ -12,7 +12,7 @@ import datetime as dt
 import enum
 import importlib.resources
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import cache, lru_cache
 
 from onss_relay.errors import InvalidName
@@ -35,8 +35,11 @@ SET_LEVEL_PREFIXES = frozenset({Prefix.GO, Prefix.TD})
 
 class Env(enum.StrEnum):
     R = "R"  # production
-    T = "T"  # test
-    S = "S"  # simulation
+    T = "T"  # test (DRS, Dimona, temporary unemployment, single site); for DmfA only a circuit test
+    S = "S"  # declaration test (DmfA, "DRS AMI")
+
+
+ENV_LABEL = {Env.R: "production", Env.T: "test", Env.S: "declaration test"}
 
 
 UPLOAD_FOLDER = {Env.R: "IN", Env.T: "INTEST", Env.S: "INTEST-S"}
@@ -49,14 +52,54 @@ class AppCode:
     code: str
     direction: str  # "sent" or "response"
     meaning: str
+    # where the ONSS documents list it: {"R": "", "T": "circuit", …}; empty when they do not say
+    environments: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    name_form: str = "parts"  # "parts": FI.….E.T.n; "plain": FI.….E (DRS)
 
 
 @cache
 def application_codes() -> dict[str, AppCode]:
     """Return the known application codes, read once from the shipped data table."""
     text = importlib.resources.files("onss_relay.data").joinpath("application-codes.tsv").read_text()
-    rows = csv.DictReader(text.splitlines(), delimiter="\t")
-    return {r["code"]: AppCode(r["code"], r["direction"], r["meaning"]) for r in rows}
+    rows = csv.DictReader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE)
+    return {
+        r["code"]: AppCode(
+            r["code"],
+            r["direction"],
+            r["meaning"],
+            dict((e.split(":") + [""])[:2] for e in r["environments"].split()),
+            r["name_form"] or "parts",
+        )
+        for r in rows
+    }
+
+
+def environment_note(n: Name) -> str | None:
+    """Given a name, return what the ONSS documents say against (or about) sending it to its environment:
+    not listed there, or only a circuit test there; None when they list it, or do not know the application."""
+    app = application_codes().get(n.app)
+    if app is None or not app.environments:
+        return None
+    listed = app.environments
+    if n.env.value not in listed:
+        where = ", ".join(f"{e} ({ENV_LABEL[Env(e)]})" for e in listed)
+        return (
+            f"{n.app} is sent to environment {n.env} ({ENV_LABEL[n.env]}), which the ONSS documents do not list"
+            f" for it (they list {where}); the transfer point may refuse it"
+        )
+    if listed[n.env.value] == "circuit":
+        return (
+            f"{n.app} in environment {n.env} is only a circuit test: the transfer point checks the transfer and"
+            " answers with an ACRF, the declaration itself is not handled (no notification follows; use S for a"
+            " declaration test)"
+        )
+    return None
+
+
+def circuit_test(n: Name) -> bool:
+    """Given a name, return True when its environment is only a circuit test for its application (DmfA in T)."""
+    app = application_codes().get(n.app)
+    return app is not None and app.environments.get(n.env.value) == "circuit"
 
 
 def sent_application_codes(extra: Iterable[str] = ()) -> frozenset[str]:

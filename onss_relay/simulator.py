@@ -1,7 +1,8 @@
 """A transfer-point simulator: on a directory standing for the remote home, answer every GO like the ONSS.
 
 It checks the name grammar, sender, dates, folder/environment, duplicates, parts and signatures, consumes the
-set, and writes an ACRF triple (FO + FS + GO) in the matching OUT folder, then a notification for accepted sets.
+set, and writes an ACRF triple (FO + FS + GO) in the matching OUT folder, then a notification for accepted sets
+(none for a DmfA in T: there it is only a circuit test).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from onss_relay.names import (
     Env,
     Name,
     Prefix,
+    circuit_test,
     env_of_upload_folder,
     format_name,
     fs_name_for,
@@ -223,17 +225,26 @@ class Simulator:
         """Write the ACRF (a provisional one first when asked), then a notification for an accepted set."""
         env = env_of_upload_folder(folder) or Env.T
         shape = verdict.shape
-        if "NOTI-FIRST" in shape and verdict.accepted:
+        if "NOTI-FIRST" in shape and verdict.accepted and not self._circuit_test(verdict):
             self._notify(verdict, env, state)
         if "PROVISIONAL" in shape or "REFUSE-FINAL" in shape:
             self._write_response("ACRF", env, acrf_xml(dataclasses.replace(verdict, errors=()), "PA"), state)
         final = dataclasses.replace(verdict, errors=("ACRF-999",)) if "REFUSE-FINAL" in shape else verdict
         self._write_response("ACRF", env, acrf_xml(final), state)
         log.info("simulator_acrf", set=verdict.go_name, accepted=final.accepted, errors=list(final.errors))
-        if final.accepted and "NOTI-FIRST" not in shape:
+        if final.accepted and "NOTI-FIRST" not in shape and not self._circuit_test(verdict):
             self._notify(verdict, env, state)
         for app in verdict.others:
             self._write_response(app, env, other_answer_xml(app, verdict.ticket), state)
+
+    @staticmethod
+    def _circuit_test(verdict: Verdict) -> bool:
+        """A DmfA in T is only a circuit test (ONSS documents): the transfer is checked and acknowledged, the
+        declaration is not handled, so no notification follows."""
+        try:
+            return circuit_test(parse_name(verdict.go_name))
+        except InvalidName:
+            return False
 
     def _notify(self, verdict: Verdict, env: Env, state: dict[str, object]) -> None:
         noti = notification_xml(

@@ -21,7 +21,7 @@ TODAY = dt.date.today().strftime("%Y%m%d")
 
 
 def fi_name(
-    seq: int, env: str = "T", total: int = 1, part: int = 1, app: str = "DMFA", sender: str = SENDER, date: str = TODAY
+    seq: int, env: str = "T", total: int = 1, part: int = 1, app: str = "DIMN", sender: str = SENDER, date: str = TODAY
 ) -> str:
     return format_name(Name(Prefix.FI, app, sender, date, f"{seq:05d}", Env(env), total, part))
 

@@ -43,14 +43,15 @@ def test_demo_prints_the_table_and_exits_0(tmp_path: Path) -> None:
     r = run("demo", str(tmp_path / "demo"))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "demo succeeded" in r.stdout
-    assert r.stdout.count("notified") == 5 and "accepted 0" in r.stdout
+    assert r.stdout.count("notified") == 4 and "accepted 0" in r.stdout
+    assert "acknowledged" in r.stdout and "a DmfA in T is only a circuit test" in r.stdout
     assert "wrong sender number" in r.stdout
     assert "2 workers: 1 accepted, 1 refused (90373-333, blocking)" in r.stdout  # a Dimona for two workers
     assert "refused (diagnosis 3), 1 anomaly (00315-009 blocking)" in r.stdout  # a refused notification
     assert (tmp_path / "demo" / "spool" / "failed").is_dir()
     status = run("status", "--json", "--config", str(tmp_path / "demo" / "config.toml"))
     doc = json.loads(status.stdout)
-    assert doc["counts"] == {"notified": 5, "failed": 1}
+    assert doc["counts"] == {"notified": 4, "acknowledged": 1, "failed": 1}
 
 
 def test_demo_without_dir_uses_a_temporary_folder() -> None:

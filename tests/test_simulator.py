@@ -54,8 +54,10 @@ def acrf_of(home: Path, out: str = "OUTTEST") -> list:
     return [parse_acrf(p.read_bytes()) for p in sorted((home / out).glob("FO.ACRF.*"))]
 
 
-def fi(seq: int = 1, env: str = "T", sender: str = SENDER, date: str = TODAY, parts: str = "1.1") -> str:
-    return f"FI.DMFA.{sender}.{date}.{seq:05d}.{env}.{parts}"
+def fi(
+    seq: int = 1, env: str = "T", sender: str = SENDER, date: str = TODAY, parts: str = "1.1", app: str = "DIMN"
+) -> str:
+    return f"FI.{app}.{sender}.{date}.{seq:05d}.{env}.{parts}"
 
 
 def test_accepts_a_good_set_and_notifies(home: Path, ident: identity.Identity) -> None:
@@ -150,3 +152,14 @@ def test_anomaly_marker_reaches_the_notification(home: Path, ident: identity.Ide
     [noti] = [parse_notification(p.read_bytes()) for p in (home / "OUTTEST").glob("FO.NOTI.*")]
     assert [(a.error_id, a.anomaly_class) for a in noti.first.anomalies] == [("00024-152", "B")]
     assert noti.first.result_code == "0" and noti.first.diagnosis == "3" and not noti.accepted
+
+
+def test_a_dmfa_in_t_is_only_a_circuit_test(home: Path, ident: identity.Identity) -> None:
+    """The ONSS documents: T is for DmfA only a circuit test (an ACRF, the declaration not handled), S its
+    declaration test (answered with a notification)."""
+    drop(home, "INTEST", fi(app="DMFA"), ident)
+    drop(home, "INTEST-S", fi(app="DMFA", env="S"), ident)
+    verdicts = Simulator(home, SENDER).process()
+    assert [v.accepted for v in verdicts] == [True, True]
+    assert len(acrf_of(home, "OUTTEST")) == 1 and not list((home / "OUTTEST").glob("FO.NOTI.*"))
+    assert len(acrf_of(home, "OUTTEST-S")) == 1 and len(list((home / "OUTTEST-S").glob("FO.NOTI.*"))) == 1

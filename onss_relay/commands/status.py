@@ -119,6 +119,7 @@ def set_detail(journal: Journal, name: str) -> str | None:
     ]
     if doc["sent_dir"]:
         lines.append(f"sent files:  {doc['sent_dir']}")
+    lines += [f"warning:     {w}" for w in row.data.warnings]
     for n in row.data.notifications:
         for w in n.workers:
             who = f"worker {w.inss}: " if w.inss else ""

@@ -131,6 +131,9 @@ class SetData:
     acrf: AcrfRecord | None = None
     notifications: tuple[NotificationRecord, ...] = ()
     other_responses: tuple[str, ...] = ()  # local paths of other answers linked by ticket
+    # what the ONSS documents say against how it was sent, found at its claim (never a refusal): an environment
+    # they do not list for the application, bytes that do not match the declared encoding …
+    warnings: tuple[str, ...] = ()
 
     def unchanged(self, name: str, st: os.stat_result) -> bool:
         """Given an FI and its stat now, whether it still has the size and mtime recorded at its claim (the
@@ -162,6 +165,7 @@ class SetData:
             acrf=_acrf_from(acrf) if acrf else None,
             notifications=tuple(_notification_from(n) for n in raw.get("notifications", ())),
             other_responses=tuple(raw.get("other_responses", ())),
+            warnings=tuple(raw.get("warnings", ())),
         )
 
 

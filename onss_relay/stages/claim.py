@@ -18,7 +18,7 @@ from pathlib import Path
 import structlog
 
 from onss_relay.config import Config
-from onss_relay.declaration import open_for_writing, xml_problem
+from onss_relay.declaration import declaration_warnings, open_for_writing, xml_problem
 from onss_relay.errors import InvalidName
 from onss_relay.journal import Journal, NewSet, SetData, State
 from onss_relay.names import Name, Prefix, format_name, missing_parts, parse_name, sent_application_codes, set_key
@@ -170,7 +170,7 @@ class Claimer:
                 why = f"{group.key}: sequence {go.seq} of {go.date} ({go.env}) is also used by {first}, claimed now"
                 self._refuse(group, go, "sequence already used, would be ACRF-133", why)
                 continue
-            batch.append(new)
+            batch.append(with_warnings(new, [group.fis[n] for n in new.parts]))
             claimed.append(new.go_name)
             self.tracker.forget(set(group.fis) | set(group.extras))
             if len(batch) == CLAIM_BATCH:
@@ -302,6 +302,18 @@ class Claimer:
     def _refuse(self, group: _SetFiles, go: Name, reason: str, detail: str) -> None:
         self.spool.quarantine(group.paths(), reason, detail, set=group.key)
         self.journal.add_failed(group.key, go.env.value, sorted(group.fis), f"{reason}: {detail}")
+
+
+def with_warnings(new: NewSet, parts: list[Path]) -> NewSet:
+    """Given a set about to be claimed and its FI files, return it carrying (and log) what the ONSS documents
+    say against it: reported in its result, never a refusal. An unreadable file is the sign stage's to report."""
+    try:
+        warnings = declaration_warnings(parse_name(new.go_name), parts)
+    except OSError:
+        return new
+    for warning in warnings:
+        log.warning("declaration_warning", set=new.go_name, warning=warning)
+    return dataclasses.replace(new, data=new.data.updated({"warnings": warnings})) if warnings else new
 
 
 def latest_plausible_today() -> dt.date:

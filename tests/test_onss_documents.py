@@ -1,0 +1,95 @@
+"""What the ONSS's own documents say (shared/seeds): environments per application, ASCII declarations, DRS
+names, the technical user, FTP. Each is reported or refused as the documents ask, through the real relay."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from onss_relay.config import Config
+from onss_relay.journal import State
+from onss_relay.pipeline import Relay
+from onss_relay.results import overdue
+from onss_relay.simulator import Simulator
+from tests.conftest import SENDER, fi_name
+
+
+@pytest.fixture
+def relay(cfg: Config):  # type: ignore[no-untyped-def]
+    r = Relay(cfg)
+    yield r
+    r.close()
+
+
+def go_of(fi: str) -> str:
+    return "GO" + fi[2:].rsplit(".", 1)[0]
+
+
+def result_of(relay: Relay, fi: str) -> dict:  # type: ignore[type-arg]
+    return json.loads((relay.spool.results / f"{go_of(fi)}.json").read_text())  # type: ignore[no-any-return]
+
+
+def test_an_environment_the_documents_do_not_list_is_a_warning_in_the_result(relay: Relay, relay_dir: Path) -> None:
+    dimona_in_s = fi_name(1, env="S")  # Dimona: R and T only
+    dmfa_in_t = fi_name(1, app="DMFA")  # DmfA in T: a circuit test
+    dimona_in_t = fi_name(2)
+    for name in (dimona_in_s, dmfa_in_t, dimona_in_t):
+        (relay.spool.outbox / name).write_bytes(b"<Dimona/>\r\n")
+    relay.send_once(wait_for_settle=False)
+    Simulator(relay_dir / "remote", SENDER).process()
+    relay.poll_once()
+    [warning] = result_of(relay, dimona_in_s)["warnings"]
+    assert "DIMN is sent to environment S (declaration test)" in warning and "do not list" in warning
+    assert "R (production), T (test)" in warning
+    assert result_of(relay, dimona_in_s)["state"] == "notified"  # reported, never refused
+    [circuit] = result_of(relay, dmfa_in_t)["warnings"]
+    assert "only a circuit test" in circuit and result_of(relay, dmfa_in_t)["state"] == "acknowledged"
+    assert result_of(relay, dimona_in_t)["warnings"] == []
+    row = relay.journal.get_set(go_of(dmfa_in_t))
+    assert row is not None and row.state == State.ACKNOWLEDGED
+    long_ago = dataclasses.replace(row, updated_at=0.0)
+    assert overdue(long_ago, cfg_poll(relay), 10**9) is None  # no notification follows a circuit test
+    other = relay.journal.get_set(go_of(dimona_in_t))
+    assert other is not None
+    waiting = dataclasses.replace(other, state=State.ACKNOWLEDGED, updated_at=0.0)
+    assert overdue(waiting, cfg_poll(relay), 10**9) is not None
+
+
+def cfg_poll(relay: Relay):  # type: ignore[no-untyped-def]
+    return relay.cfg.poll
+
+
+def test_bytes_that_do_not_match_the_declared_encoding_are_reported_never_refused(relay_dir: Path) -> None:
+    from tests.helpers import run_cli
+
+    outbox = relay_dir / "spool" / "outbox"
+    outbox.mkdir(parents=True)
+    files = {
+        fi_name(1): b'<?xml version="1.0" encoding="UTF-8"?>\r\n<Dimona>caf\xe9</Dimona>\r\n',  # Latin-1 byte
+        fi_name(2): b'<?xml version="1.0" encoding="US-ASCII"?>\r\n<Dimona>caf\xc3\xa9</Dimona>\r\n',
+        fi_name(3): b"<Dimona>caf\xc3\xa9</Dimona>\r\n",  # no prolog: ASCII expected
+        fi_name(4): b'<?xml version="1.0" encoding="UTF-8"?>\r\n<Dimona>caf\xc3\xa9</Dimona>\r\n',  # as declared
+        fi_name(5): b"<Dimona>plain ASCII</Dimona>\r\n",
+    }
+    for name, content in files.items():
+        (outbox / name).write_bytes(content)
+    r = run_cli("send", "--once", "--config", str(relay_dir / "config.toml"))
+    assert r.returncode == 0 and "sent 5 set(s)" in r.stdout, r.stdout + r.stderr
+    assert r.stderr.count("declaration_warning") == 3
+    results = relay_dir / "spool" / "results"
+    warnings = {n: json.loads((results / f"{go_of(n)}.json").read_text())["warnings"] for n in files}
+    at = {n: c.index(b"caf") + 3 for n, c in files.items() if b"caf" in c}  # the first byte after "caf"
+    assert warnings[fi_name(1)] == [
+        f"{fi_name(1)}: byte {at[fi_name(1)]} is not valid UTF-8, but its XML prolog declares UTF-8"
+    ]
+    assert warnings[fi_name(2)] == [
+        f"{fi_name(2)}: byte {at[fi_name(2)]} is not valid US-ASCII, but its XML prolog declares US-ASCII"
+    ]
+    [no_prolog] = warnings[fi_name(3)]
+    assert f"byte {at[fi_name(3)]} is not ASCII and no XML prolog declares an encoding" in no_prolog
+    assert warnings[fi_name(4)] == [] and warnings[fi_name(5)] == []
+    for name, content in files.items():  # sent as they were, byte for byte
+        assert (relay_dir / "remote" / "INTEST" / name).read_bytes() == content
