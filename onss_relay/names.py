@@ -74,6 +74,13 @@ def application_codes() -> dict[str, AppCode]:
     }
 
 
+def name_form(app: str) -> str:
+    """Given an application code, return the FI name form it uses: "parts" (FI.….E.T.n) or "plain" (FI.….E, the
+    DRS declarations in the ONSS documents); "parts" for a code the table does not know."""
+    known = application_codes().get(app)
+    return known.name_form if known is not None else "parts"
+
+
 def environment_note(n: Name) -> str | None:
     """Given a name, return what the ONSS documents say against (or about) sending it to its environment:
     not listed there, or only a circuit test there; None when they list it, or do not know the application."""

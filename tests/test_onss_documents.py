@@ -93,3 +93,27 @@ def test_bytes_that_do_not_match_the_declared_encoding_are_reported_never_refuse
     assert warnings[fi_name(4)] == [] and warnings[fi_name(5)] == []
     for name, content in files.items():  # sent as they were, byte for byte
         assert (relay_dir / "remote" / "INTEST" / name).read_bytes() == content
+
+
+@pytest.mark.parametrize("app", ["WECH", "AOAT", "ZIMA"])
+def test_submit_writes_drs_names_without_part_fields(relay_dir: Path, app: str) -> None:
+    from onss_relay.names import application_codes
+    from tests.helpers import run_cli
+
+    config = str(relay_dir / "config.toml")
+    content = relay_dir / "drs.txt"
+    content.write_bytes(b"DRS flat record\r\n")
+    r = run_cli("submit", str(content), "--app", app.lower(), "--env", "T", "--config", config)
+    assert r.returncode == 0, r.stderr
+    [name] = r.stdout.split()
+    assert name.startswith(f"FI.{app}.{SENDER}.") and name.endswith(".00001.T")  # FI.WECH.123456.20030801.00001.R
+    assert (relay_dir / "spool" / "outbox" / name).read_bytes() == content.read_bytes()
+    parts = run_cli("submit", str(content), str(content), "--parts", "--app", app, "--env", "T", "--config", config)
+    assert parts.returncode == 2 and f"{app} names have no part fields" in parts.stderr
+    sent = run_cli("send", "--once", "--config", config)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert (relay_dir / "remote" / "INTEST" / f"GO{name[2:]}").exists()  # the GO of a plain name: same fields
+    assert (relay_dir / "remote" / "INTEST" / f"FS{name[2:]}").exists()
+    dimona = run_cli("submit", str(content), "--app", "DIMN", "--env", "T", "--config", config)
+    assert dimona.stdout.split()[0].endswith(".00002.T.1.1")  # Dimona keeps FI.DIMN.….R.1.1
+    assert application_codes()[app].meaning.startswith("DRS ")

@@ -1,10 +1,13 @@
 """`onss-relay submit`: name declaration files with the next free sequence number and place them in the outbox.
 
+Each application's name form comes from the data table: FI.….E.T.n (Dimona, DmfA …) or FI.….E (DRS).
+
 The number is reserved in the journal inside one write transaction, so concurrent submits never share one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 from pathlib import Path
@@ -13,7 +16,16 @@ from onss_relay.config import Config
 from onss_relay.durable import fsync_dir
 from onss_relay.errors import InvalidName, UsageError
 from onss_relay.journal import open_journal_at
-from onss_relay.names import MAX_PARTS, Env, Name, Prefix, format_name, parse_name, sent_application_codes
+from onss_relay.names import (
+    MAX_PARTS,
+    Env,
+    Name,
+    Prefix,
+    format_name,
+    name_form,
+    parse_name,
+    sent_application_codes,
+)
 from onss_relay.spool import Spool
 
 
@@ -40,6 +52,12 @@ def submit(cfg: Config, files: list[Path], app: str, env: str, date: str | None,
             raise UsageError(f"{f}: no such file")
         if f.stat().st_size == 0:
             raise UsageError(f"{f}: the file is empty; an empty declaration would be refused")
+    plain = name_form(app) == "plain"
+    if parts and plain:
+        raise UsageError(
+            f"--parts: {app} names have no part fields (FI.{app}.SSSSSS.YYYYMMDD.NNNNN.E, as the ONSS documents"
+            " give them); submit one file per declaration"
+        )
     if parts and len(files) > MAX_PARTS:
         raise UsageError(f"--parts: {len(files)} files, but a set has at most {MAX_PARTS} parts")
     spool = Spool(cfg.paths)
@@ -52,9 +70,9 @@ def submit(cfg: Config, files: list[Path], app: str, env: str, date: str | None,
             seq = journal.allocate_sequence(
                 cfg.sender.number, date, env, _taken_here(spool, cfg.sender.number, date, env)
             )
-            names += _place(
-                spool, group, Name(Prefix.FI, app, cfg.sender.number, date, f"{seq:05d}", Env(env), len(group), 1)
-            )
+            total = None if plain else len(group)
+            first = Name(Prefix.FI, app, cfg.sender.number, date, f"{seq:05d}", Env(env), total, total and 1)
+            names += _place(spool, group, first)
         return names
     finally:
         journal.close()
@@ -80,10 +98,11 @@ def _taken_here(spool: Spool, sender: str, date: str, env: str) -> set[int]:
 
 
 def _place(spool: Spool, files: list[Path], first: Name) -> list[str]:
-    """Write every part under a temp name first, then rename them in: the watcher never sees half a file."""
+    """Given the files of one set and its first part's name (without part fields for a name form that has
+    none), write every part under a temp name first, then rename them in: the watcher never sees half a file."""
     staged = []
     for i, src in enumerate(files, start=1):
-        name = format_name(Name(first.prefix, first.app, first.sender, first.date, first.seq, first.env, len(files), i))
+        name = format_name(first if first.total is None else dataclasses.replace(first, total=len(files), part=i))
         temp = spool.outbox / f".{name}.tmp"
         with src.open("rb") as fin, temp.open("wb") as fout:
             while chunk := fin.read(1 << 20):
