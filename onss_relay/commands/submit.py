@@ -47,19 +47,8 @@ def submit(cfg: Config, files: list[Path], app: str, env: str, date: str | None,
         raise UsageError(f"--date {date}: {e.why}") from None
     if dt.datetime.strptime(date, "%Y%m%d").date() > dt.date.today():
         raise UsageError(f"--date {date}: a declaration cannot be dated in the future (ACRF-111)")
-    for f in files:
-        if not f.is_file():
-            raise UsageError(f"{f}: no such file")
-        if f.stat().st_size == 0:
-            raise UsageError(f"{f}: the file is empty; an empty declaration would be refused")
+    _check_files(files, app, parts)
     plain = name_form(app) == "plain"
-    if parts and plain:
-        raise UsageError(
-            f"--parts: {app} names have no part fields (FI.{app}.SSSSSS.YYYYMMDD.NNNNN.E, as the ONSS documents"
-            " give them); submit one file per declaration"
-        )
-    if parts and len(files) > MAX_PARTS:
-        raise UsageError(f"--parts: {len(files)} files, but a set has at most {MAX_PARTS} parts")
     spool = Spool(cfg.paths)
     spool.create()
     journal = open_journal_at(cfg.paths.journal_path)
@@ -76,6 +65,23 @@ def submit(cfg: Config, files: list[Path], app: str, env: str, date: str | None,
         return names
     finally:
         journal.close()
+
+
+def _check_files(files: list[Path], app: str, parts: bool) -> None:
+    """Given the content files and whether they are the parts of one set, raise UsageError when they cannot be
+    submitted: missing, empty, too many parts, or parts for an application whose names have none."""
+    for f in files:
+        if not f.is_file():
+            raise UsageError(f"{f}: no such file")
+        if f.stat().st_size == 0:
+            raise UsageError(f"{f}: the file is empty; an empty declaration would be refused")
+    if parts and name_form(app) == "plain":
+        raise UsageError(
+            f"--parts: {app} names have no part fields (FI.{app}.SSSSSS.YYYYMMDD.NNNNN.E, as the ONSS documents"
+            " give them); submit one file per declaration"
+        )
+    if parts and len(files) > MAX_PARTS:
+        raise UsageError(f"--parts: {len(files)} files, but a set has at most {MAX_PARTS} parts")
 
 
 def _taken_here(spool: Spool, sender: str, date: str, env: str) -> set[int]:
