@@ -16,16 +16,12 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import structlog
-
+from onss_relay.config_rules import renamed_keys, technical_user_problem, transport_defaults
 from onss_relay.errors import ConfigError
 
-log = structlog.get_logger(__name__)
 DEFAULT_CONFIG_PATH = Path("/etc/onss-relay/config.toml")
 ENV_PREFIX = "ONSS_RELAY__"
 REQUIRED = object()  # marker default for keys that must be given
-# old key -> the key that replaced it: still read (sysadmins have configs), with a warning naming the new one
-RENAMED = {("signing", "sign_simulation"): "sign_in_s"}
 
 
 class Duration(float):
@@ -118,10 +114,10 @@ class SigningConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RemoteConfig:
-    transport: str = _field("sftp", "sftp, ftp, ftps or local")
-    host: str = _field("sftp.socialsecurity.be", "transfer point host")
-    port: int = _field(8022, "transfer point port")
-    username: str = _field("", "technical user")
+    transport: str = _field("sftp", "sftp, ftp, ftps (while the ONSS still supports FTP) or local")
+    host: str = _field("sftp.socialsecurity.be", "transfer point host (SFTP's; ftp and ftps need their own)")
+    port: int = _field(8022, "transfer point port (21 by default for ftp and ftps)")
+    username: str = _field("", "technical user: 8 to 20 characters, a-z and 0-9 only (the portal's rule)")
     private_key: Path | None = _field(None, "SSH private key file (sftp)")
     passphrase_file: Path | None = _field(None, "file holding the SSH key passphrase")
     known_hosts: Path | None = _field(None, "OpenSSH known_hosts; unknown or changed host key = refuse")
@@ -250,34 +246,16 @@ def config_from_dict(raw: dict[str, Any], path: Path) -> Config:
         table = raw.get(section, {})
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [{section}] must be a table")
+        if section == "remote":
+            table = transport_defaults(table, path)
         built[section] = _build_section(cls, section, table, path)
     cfg = Config(**built, source=path)
     _check_semantics(cfg, path)
     return cfg
 
 
-def _renamed_keys(section: str, table: dict[str, Any], path: Path) -> dict[str, Any]:
-    """Given a section's table, return it with every renamed key under its new name; warn once per old key,
-    and refuse a table that gives both names."""
-    table = dict(table)
-    for (where, old), new in RENAMED.items():
-        if where != section or old not in table:
-            continue
-        if new in table:
-            raise ConfigError(f"{path}: {section}.{old} and {section}.{new} are both set; keep only {section}.{new}")
-        log.warning(
-            "config_key_deprecated",
-            file=str(path),
-            key=f"{section}.{old}",
-            use=f"{section}.{new}",
-            detail=f"{path}: {section}.{old} is deprecated; write {section}.{new} instead (same meaning)",
-        )
-        table[new] = table.pop(old)
-    return table
-
-
 def _build_section(cls: type, section: str, table: dict[str, Any], path: Path) -> Any:
-    table = _renamed_keys(section, table, path)
+    table = renamed_keys(section, table, path)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in table:
@@ -368,6 +346,7 @@ def _semantic_problems(cfg: Config) -> Iterator[tuple[str, str | None]]:
     yield "signing.digest", _one_of(cfg.signing.digest, ("sha256", "sha384", "sha512"))
     yield "signing.layout", _one_of(cfg.signing.layout, ("single-line", "76-cr", "64-crlf"))
     yield "remote.transport", _one_of(cfg.remote.transport, ("sftp", "ftp", "ftps", "local"))
+    yield "remote.username", technical_user_problem(cfg.remote.username, cfg.remote.host)
     yield "remote.connections", None if 1 <= cfg.remote.connections <= 32 else "must be between 1 and 32"
     yield "remote.port", None if 0 < cfg.remote.port < 65536 else f"{cfg.remote.port} is not a TCP port"
     yield "watch.polling", _one_of(cfg.watch.polling, ("auto", "true", "false"))

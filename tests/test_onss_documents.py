@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from onss_relay.config import Config
+from onss_relay.config import Config, load_config
 from onss_relay.journal import State
 from onss_relay.pipeline import Relay
 from onss_relay.results import overdue
@@ -117,3 +117,50 @@ def test_submit_writes_drs_names_without_part_fields(relay_dir: Path, app: str) 
     dimona = run_cli("submit", str(content), "--app", "DIMN", "--env", "T", "--config", config)
     assert dimona.stdout.split()[0].endswith(".00002.T.1.1")  # Dimona keeps FI.DIMN.….R.1.1
     assert application_codes()[app].meaning.startswith("DRS ")
+
+
+def test_ftp_without_its_own_host_is_a_configuration_error_and_check_says_ftp_may_go(
+    relay_dir: Path,
+    ftpd,  # type: ignore[no-untyped-def]
+) -> None:
+    from tests.conftest import remote_config_text
+    from tests.helpers import run_cli
+
+    r = run_cli("check", "--config", str(relay_dir / "config.toml"))  # the ftpd fixture's own host and port
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "! remote.transport = 'ftp': the ONSS keeps FTP" in r.stdout and "may withdraw it" in r.stdout
+    config = relay_dir / "ftp.toml"
+    remote = f'transport = "ftp"\nusername = "techuser01"\npassword_file = "{relay_dir / "keys" / "ftp.pass"}"\n'
+    config.write_text(remote_config_text(remote))
+    r = run_cli("check", "--config", str(config))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stdout + r.stderr
+    assert "ftp.toml: remote.host: is required when remote.transport = 'ftp'" in r.stderr
+    assert "sftp.socialsecurity.be:8022 is the SFTP channel's" in r.stderr and "may withdraw it" in r.stderr
+    config.write_text(remote_config_text(remote + 'host = "sftp.socialsecurity.be"\n'))
+    assert run_cli("check", "--config", str(config)).returncode == 2  # the SFTP host is no FTP host
+    config.write_text(remote_config_text(remote + 'host = "ftp.example"\n'))
+    assert load_config(config, environ={}).remote.port == 21  # never the SFTP port 8022
+
+
+@pytest.mark.parametrize("username", ["techuser", "Techuser01", "tech_user01", "tech user01", "t" * 21, "root"])
+def test_a_technical_user_outside_the_portal_rule_is_a_configuration_error(tmp_path: Path, username: str) -> None:
+    from tests.helpers import run_cli
+
+    example = Path(__file__).resolve().parents[1] / "config" / "example.toml"  # remote.host sftp.socialsecurity.be
+    env = {"ONSS_RELAY__REMOTE__USERNAME": username}
+    r = run_cli("check", "--local", "--config", str(example), env=env)
+    if username == "techuser":  # 8 characters: the shortest allowed
+        assert "remote.username" not in r.stderr
+        return
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert f"example.toml: remote.username: {username!r} is not a technical user name" in r.stderr
+    assert "8 to 20 characters, a-z and 0-9 only" in r.stderr
+
+
+def test_the_technical_user_rule_is_the_onss_s_and_not_a_test_server_s(tmp_path: Path) -> None:
+    from onss_relay.config_rules import technical_user_problem
+
+    assert technical_user_problem("root", "127.0.0.1") is None  # the sshd fixture, a gateway, a test server
+    assert technical_user_problem("root", "sftp.socialsecurity.be") is not None
+    assert technical_user_problem("root", "ftp.socialsecurity.be") is not None
+    assert technical_user_problem("a1b2c3d4e5f6g7h8i9j0", "sftp.socialsecurity.be") is None  # 20 characters

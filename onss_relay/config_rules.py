@@ -1,0 +1,78 @@
+"""What the ONSS documents require of the settings, beyond their types: the technical user's name, the FTP
+channel's host, and keys renamed since (still read, with a warning naming the new key).
+
+Plain functions over the parsed TOML tables and values; ``config.py`` applies them and names the file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from onss_relay.errors import ConfigError
+
+log = structlog.get_logger(__name__)
+
+# old key -> the key that replaced it: still read (sysadmins have configs), with a warning naming the new one
+RENAMED = {("signing", "sign_simulation"): "sign_in_s"}
+
+SFTP_HOST, SFTP_PORT = "sftp.socialsecurity.be", 8022
+FTP_PORT = 21
+ONSS_DOMAIN = "socialsecurity.be"
+FTP_WITHDRAWN = (
+    "the ONSS keeps FTP (technical user and password, through the social security extranet) only while the"
+    " channel is still supported, and may withdraw it: move to sftp (recommended: cheaper and safer)"
+)
+# "Spécifications nom d'utilisateur" (seed 003): letters a-z and digits 0-9 only, 8 to 20 positions, no space
+TECHNICAL_USER = re.compile(r"[a-z0-9]{8,20}")
+TECHNICAL_USER_RULE = "a technical user is 8 to 20 characters, a-z and 0-9 only (social security portal)"
+
+
+def renamed_keys(section: str, table: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Given a section's table, return it with every renamed key under its new name; warn once per old key,
+    and refuse a table that gives both names."""
+    table = dict(table)
+    for (where, old), new in RENAMED.items():
+        if where != section or old not in table:
+            continue
+        if new in table:
+            raise ConfigError(f"{path}: {section}.{old} and {section}.{new} are both set; keep only {section}.{new}")
+        log.warning(
+            "config_key_deprecated",
+            file=str(path),
+            key=f"{section}.{old}",
+            use=f"{section}.{new}",
+            detail=f"{path}: {section}.{old} is deprecated; write {section}.{new} instead (same meaning)",
+        )
+        table[new] = table.pop(old)
+    return table
+
+
+def transport_defaults(remote: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Given the [remote] table as written, return it completed for its transport: FTP and FTPS need their
+    own host (the default host and port, sftp.socialsecurity.be:8022, are the SFTP channel's) and default to
+    port 21."""
+    if remote.get("transport") not in ("ftp", "ftps"):
+        return remote
+    host = remote.get("host")
+    if not host or host == SFTP_HOST:
+        raise ConfigError(
+            f"{path}: remote.host: is required when remote.transport = {remote['transport']!r}: the FTP server of"
+            f" the social security extranet, as the ONSS gave it to you ({SFTP_HOST}:{SFTP_PORT} is the SFTP"
+            f" channel's); note that {FTP_WITHDRAWN}"
+        )
+    return {"port": FTP_PORT} | remote
+
+
+def technical_user_problem(username: str, host: str) -> str | None:
+    """Given remote.username and remote.host, return why the name breaks the portal's rule for technical
+    users, or None. The rule is the ONSS's: a relay pointed at another server (a test server, a gateway of a
+    private network) is not held to it."""
+    if not username or not (host == ONSS_DOMAIN or host.endswith("." + ONSS_DOMAIN)):
+        return None
+    if TECHNICAL_USER.fullmatch(username):
+        return None
+    return f"{username!r} is not a technical user name: {TECHNICAL_USER_RULE}"
