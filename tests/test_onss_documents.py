@@ -164,3 +164,12 @@ def test_the_technical_user_rule_is_the_onss_s_and_not_a_test_server_s(tmp_path:
     assert technical_user_problem("root", "sftp.socialsecurity.be") is not None
     assert technical_user_problem("root", "ftp.socialsecurity.be") is not None
     assert technical_user_problem("a1b2c3d4e5f6g7h8i9j0", "sftp.socialsecurity.be") is None  # 20 characters
+
+
+def test_demo_with_a_relative_folder(tmp_path: Path) -> None:
+    from tests.helpers import run_cli
+
+    r = run_cli("demo", "relative/demo", cwd=tmp_path)
+    assert r.returncode == 0 and "demo succeeded" in r.stdout, r.stdout + r.stderr
+    assert f"onss-relay demo in {tmp_path / 'relative' / 'demo'}" in r.stdout and "spool/sent/" in r.stdout
+    assert (tmp_path / "relative" / "demo" / "config.toml").is_file()

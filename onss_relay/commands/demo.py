@@ -70,7 +70,8 @@ def prepare(root: Path) -> Path:
 
 def run_demo(directory: Path | None, out: TextIO) -> int:
     """Given a folder (or None for a temporary one), run the whole cycle and print a table; return the exit code."""
-    root = directory or Path(tempfile.mkdtemp(prefix="onss-relay-demo-"))
+    # absolute: the config inside names its files relative to itself, and the report shows paths under root
+    root = (directory or Path(tempfile.mkdtemp(prefix="onss-relay-demo-"))).absolute()
     cfg = load_config(prepare(root), environ={})  # self-contained: ONSS_RELAY__… overrides are for the real relay
     relay = Relay(cfg)
     try:
