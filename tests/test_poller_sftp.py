@@ -137,7 +137,8 @@ def test_full_cycle_over_sftp(sftp_dir: Path, sshd: SshServer) -> None:
     config = str(sftp_dir / "config.toml")
     good = sftp_dir / "dmfa.xml"
     good.write_bytes(b"<DmfA>\r\n<!-- SIMULATE-ANOMALY:00024-152:NB -->\r\n</DmfA>\r\n")
-    names = run_cli("submit", str(good), "--app", "DMFA", "--env", "T", "--config", config).stdout.split()
+    # a DmfA declaration test is S (in T a DmfA is only a circuit test: an ACRF, no notification)
+    names = run_cli("submit", str(good), "--app", "DMFA", "--env", "S", "--config", config).stdout.split()
     other = run_cli("submit", str(good), "--app", "DIMN", "--env", "T", "--config", config).stdout.split()
     assert run_cli("send", "--once", "--config", config).returncode == 0
     (sshd.home / "INTEST" / other[0]).write_bytes(b"<tampered/>")  # its signature will not verify: ACRF-125
