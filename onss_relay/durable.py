@@ -135,7 +135,7 @@ def move_durably(src: Path, dest_dir: Path, name: str | None = None, sync: bool 
     dest = dest_dir / name
     while True:
         try:
-            _place(src, dest)
+            place_new(src, dest)
             break
         except FileExistsError:
             if _same_file(src, dest):
@@ -147,8 +147,9 @@ def move_durably(src: Path, dest_dir: Path, name: str | None = None, sync: bool 
     return dest
 
 
-def _place(src: Path, dest: Path) -> None:
-    """Given a file and a free destination, put it there; raise FileExistsError if the name is taken."""
+def place_new(src: Path, dest: Path) -> None:
+    """Given a file and a free destination, put it there; raise FileExistsError if the name is taken (never
+    overwrite)."""
     try:
         # link + unlink rather than rename: the outbox watcher then sees a delete, which inotify delivers at
         # once, instead of an unmatched move-out, which watchdog holds back half a second with all behind it

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import structlog
 
+from onss_relay.commands.requeue import finish_interrupted_requeues
 from onss_relay.config import Config
 from onss_relay.forked import Forked
 from onss_relay.journal import IN_FLIGHT, Journal, State, open_journal
@@ -61,6 +62,7 @@ class Relay:
         self.stop = stop or threading.Event()
         self.spool = Spool(cfg.paths)
         self.spool.create()
+        finish_interrupted_requeues(self.spool)
         self.journal = open_journal(cfg)
         self.connect = connect or (lambda: open_transport(cfg))
         self.claimer = Claimer(cfg, self.journal, self.spool)
