@@ -66,6 +66,7 @@ class Relay:
         self.journal = open_journal(cfg)
         self.connect = connect or (lambda: open_transport(cfg))
         self.claimer = Claimer(cfg, self.journal, self.spool)
+        self.spool.still_open = self.claimer.tracker.busy  # what the watcher's events say, once it runs
         self.signer = Signer(cfg, self.journal, self.spool, stop=self.stop)
         self.uploader = Uploader(cfg, self.journal, self.spool, self.connect, stop=self.stop, max_attempts=max_attempts)
         self.poller = Poller(cfg, self.journal, self.spool)

@@ -20,7 +20,7 @@ import structlog
 from onss_relay.config import Config
 from onss_relay.declaration import open_for_writing, xml_problem
 from onss_relay.errors import InvalidName
-from onss_relay.journal import Journal, NewSet, SetData, State
+from onss_relay.journal import Journal, NewSet, SetData, SetRow, State
 from onss_relay.names import Name, Prefix, format_name, missing_parts, parse_name, sent_application_codes, set_key
 from onss_relay.spool import Spool, is_temp_name
 
@@ -43,6 +43,10 @@ class SettleTracker:
     rename into the outbox was seen for it (``trust``), or once it kept its size and mtime for
     ``EVENT_FALLBACK`` seconds in case an event was lost. Without events (``send --once``), 0 trusts what
     is there.
+
+    Whatever the delay, while events flow a file is not settled as long as the kernel says it is open
+    (opened and not closed since) or modified and not closed since: inotify tells this for writers of
+    every user, which /proc does not (another user's processes, ``ProtectProc=invisible``).
     """
 
     EVENT_FALLBACK = 5.0
@@ -53,6 +57,8 @@ class SettleTracker:
         self.events = False  # True while an observer delivers close/rename events
         self._seen: dict[str, _Sighting] = {}
         self._trusted: set[str] = set()
+        self._opens: dict[str, int] = {}  # name → opens not closed yet, as inotify told them
+        self._dirty: set[str] = set()  # modified and not closed since
         self._lock = threading.Lock()
 
     def trust(self, name: str) -> None:
@@ -68,12 +74,58 @@ class SettleTracker:
         with self._lock:
             self._trusted.discard(name)
 
+    def opened(self, name: str) -> None:
+        """Given a name inotify saw opened (by any process, any user), count it open until its close."""
+        with self._lock:
+            self._opens[name] = self._opens.get(name, 0) + 1
+
+    def modified(self, name: str) -> None:
+        """Given a name inotify saw written to, hold it unsettled until a close after writing."""
+        with self._lock:
+            self._dirty.add(name)
+            self._trusted.discard(name)
+
+    def closed_after(self, name: str, wrote: bool) -> None:
+        """Given a name inotify saw closed (after writing or not), count that open as ended."""
+        with self._lock:
+            left = self._opens.get(name, 0) - 1
+            if left > 0:
+                self._opens[name] = left
+            else:
+                self._opens.pop(name, None)  # opened before the watch began: nothing counted to end
+            if wrote:
+                self._dirty.discard(name)
+                self._trusted.add(name)
+
+    def gone(self, name: str) -> None:
+        """Given a name removed or renamed away, forget what events said of it."""
+        with self._lock:
+            self._opens.pop(name, None)
+            self._dirty.discard(name)
+            self._trusted.discard(name)
+
+    def events_lost(self) -> None:
+        """After an event-queue overflow, opens and closes may be unmatched: start counting afresh."""
+        with self._lock:
+            self._opens.clear()
+            self._dirty.clear()
+            self._trusted.clear()
+
+    def busy(self, name: str) -> bool:
+        """Whether events say a file is open, or modified and not closed since (False without events)."""
+        if not self.events:
+            return False
+        with self._lock:
+            return self._opens.get(name, 0) > 0 or name in self._dirty
+
     def settled(self, name: str, st: os.stat_result) -> bool:
         now = self.clock()
         prev = self._seen.get(name)
         changed = prev is None or (prev.size, prev.mtime_ns) != (st.st_size, st.st_mtime_ns)
         if prev is None or changed:
             prev = self._seen[name] = _Sighting(st.st_size, st.st_mtime_ns, now)
+        if self.busy(name):
+            return False
         if self.settle > 0:
             return not changed and now - prev.since >= self.settle
         if not self.events:
@@ -236,12 +288,7 @@ class Claimer:
         row = self.journal.get_set(group.key)
         if row is not None and row.state != State.FAILED:
             if row.archived:
-                self._refuse(
-                    group,
-                    go,
-                    "duplicate name, would be ACRF-133",
-                    f"{group.key} was already sent on {dt.datetime.fromtimestamp(row.created_at):%Y-%m-%d}",
-                )
+                self._refuse(group, go, "duplicate name, would be ACRF-133", _sent_before(group, row))
             return None  # claimed already: in flight, or its archive is being completed
         same_sequence = [
             r
@@ -275,9 +322,9 @@ class Claimer:
             format_name(p)
             for p in sorted((p for p in group.parsed if p.prefix == Prefix.FI), key=lambda p: p.part or 0)
         ]
-        return NewSet(
-            group.key, go.env.value, fis, SetData(sizes=sizes, mtimes=mtimes, extras=tuple(sorted(group.extras)))
-        )
+        identities = {name: (st.st_ino, st.st_ctime_ns) for name, st in stats.items()}
+        data = SetData(sizes=sizes, mtimes=mtimes, extras=tuple(sorted(group.extras)), identities=identities)
+        return NewSet(group.key, go.env.value, fis, data)
 
     def _validate(self, go: Name) -> tuple[str, str] | None:
         """Given a complete set's GO name, return (reason, detail) when it must not be sent, else None."""
@@ -302,6 +349,19 @@ class Claimer:
     def _refuse(self, group: _SetFiles, go: Name, reason: str, detail: str) -> None:
         self.spool.quarantine(group.paths(), reason, detail, set=group.key)
         self.journal.add_failed(group.key, go.env.value, sorted(group.fis), f"{reason}: {detail}")
+
+
+def _sent_before(group: _SetFiles, row: SetRow) -> str:
+    """Given files named like a set already sent, say so, and what the ONSS got if they are a later version of
+    that set's files (a writer that appended after the relay sent and released the original)."""
+    when = f"{dt.datetime.fromtimestamp(row.created_at):%Y-%m-%d}"
+    again = sorted(n for n in group.fis if n in row.data.digests)
+    if not again:
+        return f"{group.key} was already sent on {when}"
+    return (
+        f"{group.key} was already sent on {when}: {', '.join(again)} was written again after it was sent, and "
+        f"the ONSS got an earlier version (in {row.data.sent_dir}); this later content was not sent"
+    )
 
 
 def latest_plausible_today() -> dt.date:

@@ -1,0 +1,170 @@
+"""Writers the /proc look cannot see, files that change after their claim, parts moved in with old mtimes and
+declarations dropped as symbolic links (issue 22, items 5 to 7). Black-box where the fault is user-visible:
+the real daemon process and real writers as other processes and another user."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from onss_relay.config import Config, load_config
+from onss_relay.journal import State
+from onss_relay.pipeline import Relay
+from tests.conftest import fi_name
+from tests.fake_transport import FakeTransport
+from tests.helpers import Daemon, state_of, wait_log, wait_until
+
+# a writer running as nobody (another user than the relay), allowed into the test's folders all the same
+AS_NOBODY = [
+    "setpriv",
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+    "--inh-caps=+dac_override,+dac_read_search",
+    "--ambient-caps=+dac_override,+dac_read_search",
+]
+# the relay as the shipped unit runs it (ProtectProc=invisible): other users' /proc entries are closed to it
+PROC_BLIND = ["setpriv", "--bounding-set", "-sys_ptrace"]
+
+
+def go_of(fi: str) -> str:
+    return "GO" + fi[2:-2]
+
+
+def reason_of(cfg: Config, name: str) -> dict[str, str]:
+    return json.loads((cfg.paths.failed_dir / f"{name}.reason.json").read_text())  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def daemon(relay_dir: Path) -> Iterator[Daemon]:
+    d = Daemon(relay_dir / "config.toml", relay_dir / "daemon.log", {"ONSS_RELAY__WATCH__SETTLE": "1s"}, True)
+    d.wrapper = PROC_BLIND
+    d.start()
+    assert wait_log(d.log, '"watching"'), d.log.read_text()[-2000:]
+    yield d
+    assert d.stop() == 0
+
+
+@pytest.mark.slow
+def test_a_writer_of_another_user_holding_its_file_open_is_never_sent_half_written(
+    relay_dir: Path, daemon: Daemon
+) -> None:
+    cfg = load_config(relay_dir / "config.toml", environ={})
+    fi = cfg.paths.outbox_dir / fi_name(1)
+    script = f"exec 3>{fi}; echo head >&3; sleep 4; echo tail >&3"  # not XML: no well-formedness wait
+    subprocess.run([*AS_NOBODY, "sh", "-c", script], check=True, timeout=30)
+    assert wait_until(lambda: state_of(daemon.config, go_of(fi.name)) == State.SENT, 20), daemon.log.read_text()
+    whole = b"head\ntail\n"
+    assert (relay_dir / "remote" / "INTEST" / fi.name).read_bytes() == whole
+    [archived] = cfg.paths.sent_dir.rglob(fi.name)
+    assert archived.read_bytes() == whole
+
+
+@pytest.mark.slow
+def test_a_writer_that_appends_after_its_file_was_sent_loses_nothing_and_is_told(
+    relay_dir: Path, daemon: Daemon
+) -> None:
+    cfg = load_config(relay_dir / "config.toml", environ={})
+    fi = cfg.paths.outbox_dir / fi_name(1)
+    subprocess.run([*AS_NOBODY, "sh", "-c", f"echo head > {fi}"], check=True, timeout=30)
+    assert wait_until(lambda: state_of(daemon.config, go_of(fi.name)) == State.SENT, 20), daemon.log.read_text()
+    assert wait_until(lambda: not fi.exists(), 10)  # released: the writer's next `>>` makes a new file
+    subprocess.run([*AS_NOBODY, "sh", "-c", f"echo tail >> {fi}"], check=True, timeout=30)
+    assert wait_until(lambda: (cfg.paths.failed_dir / f"{fi.name}.reason.json").exists(), 10)
+    [archived] = cfg.paths.sent_dir.rglob(fi.name)
+    assert archived.read_bytes() == (relay_dir / "remote" / "INTEST" / fi.name).read_bytes() == b"head\n"
+    assert (cfg.paths.failed_dir / fi.name).read_bytes() == b"tail\n"
+    why = reason_of(cfg, fi.name)
+    assert "earlier version" in why["detail"] and str(archived.parent) in why["detail"], why
+
+
+@pytest.mark.slow
+def test_echo_head_sleep_echo_tail_is_sent_whole_or_its_rest_kept_with_a_reason(
+    relay_dir: Path, daemon: Daemon
+) -> None:
+    cfg = load_config(relay_dir / "config.toml", environ={})
+    fi = cfg.paths.outbox_dir / fi_name(1)
+    subprocess.run([*AS_NOBODY, "sh", "-c", f"echo head > {fi}; sleep 3; echo tail >> {fi}"], check=True, timeout=30)
+    assert wait_until(lambda: state_of(daemon.config, go_of(fi.name)) == State.SENT, 20), daemon.log.read_text()
+    remote = (relay_dir / "remote" / "INTEST" / fi.name).read_bytes()
+    if remote != b"head\ntail\n":  # sent before the writer came back: the rest is kept, and says why
+        assert remote == b"head\n"
+        assert wait_until(lambda: (cfg.paths.failed_dir / f"{fi.name}.reason.json").exists(), 10)
+        assert (cfg.paths.failed_dir / fi.name).read_bytes() in (b"head\ntail\n", b"tail\n")
+        assert "earlier version" in reason_of(cfg, fi.name)["detail"]
+
+
+def send_changing_the_original(cfg: Config, when: str, change: bytes) -> Relay:
+    """Send one declaration through the real stages over a fake remote that, once the file ``when`` (FS or GO)
+    of the set is written, rewrites the outbox original with ``change`` keeping its size and mtime."""
+    files: dict[tuple[str, str], bytes] = {}
+    relay = Relay(cfg)
+    fi = relay.spool.outbox / fi_name(1)
+
+    def rewrite(name: str) -> None:
+        if name.startswith(when):
+            st = fi.stat()
+            fi.write_bytes(change)
+            os.utime(fi, ns=(st.st_atime_ns, st.st_mtime_ns))  # only the ctime and the bytes tell
+
+    relay.connect = lambda: FakeTransport(files, [], on_write=rewrite)
+    relay.uploader.pool.connect = relay.connect
+    fi.write_bytes(b"<DmfA/>")
+    relay.send_once(wait_for_settle=False)
+    relay.remote_files = files  # type: ignore[attr-defined]
+    return relay
+
+
+def test_an_original_changed_after_its_claim_stops_its_set_before_the_go(cfg: Config) -> None:
+    relay = send_changing_the_original(cfg, "FS", b"<DmfB/>")
+    try:
+        go = go_of(fi_name(1))
+        assert ("INTEST", go) not in relay.remote_files, "a GO went out for a declaration changed since its claim"  # type: ignore[attr-defined]
+        assert reason_of(cfg, fi_name(1))["reason"] == "declaration changed after it was claimed"
+        assert (cfg.paths.failed_dir / fi_name(1)).read_bytes() == b"<DmfB/>"
+    finally:
+        relay.close()
+
+
+def test_an_original_changed_after_its_go_is_kept_whole_with_a_reason(cfg: Config) -> None:
+    relay = send_changing_the_original(cfg, "GO", b"<DmfB/>")
+    try:
+        row = relay.journal.get_set(go_of(fi_name(1)))
+        assert row is not None and row.state == State.SENT
+        assert (cfg.paths.failed_dir / fi_name(1)).read_bytes() == b"<DmfB/>"
+        why = reason_of(cfg, fi_name(1))
+        assert why["reason"] == "changed after it was sent" and "earlier version" in why["detail"]
+        [archived] = cfg.paths.sent_dir.rglob(fi_name(1))
+        assert archived.read_bytes() == b"<DmfA/>" == relay.remote_files[("INTEST", fi_name(1))]  # type: ignore[attr-defined]
+    finally:
+        relay.close()
+
+
+def test_an_original_a_writer_reopened_before_its_release_is_kept_whole_in_failed(cfg: Config) -> None:
+    files: dict[tuple[str, str], bytes] = {}
+    relay = Relay(cfg)
+    fi = relay.spool.outbox / fi_name(1)
+    writers: list[subprocess.Popen[str]] = []
+
+    def reopen_at_go(name: str) -> None:  # a writer opens it again to append, and writes only later
+        if name.startswith("GO"):
+            script = f"exec 3>>{fi}; echo ready; sleep 2; echo '<!-- more -->' >&3"
+            writers.append(subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, text=True))
+            assert writers[0].stdout is not None and writers[0].stdout.readline() == "ready\n"
+
+    relay.connect = lambda: FakeTransport(files, [], on_write=reopen_at_go)
+    relay.uploader.pool.connect = relay.connect
+    try:
+        fi.write_bytes(b"<DmfA/>\n")
+        relay.send_once(wait_for_settle=False)
+        assert writers[0].wait(10) == 0
+        assert (cfg.paths.failed_dir / fi.name).read_bytes() == b"<DmfA/>\n<!-- more -->\n"  # nothing lost
+        why = reason_of(cfg, fi.name)
+        assert why["reason"] == "still open when it was sent" and str(cfg.paths.sent_dir) in why["detail"]
+    finally:
+        relay.close()
