@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,3 +169,33 @@ def test_an_original_a_writer_reopened_before_its_release_is_kept_whole_in_faile
         assert why["reason"] == "still open when it was sent" and str(cfg.paths.sent_dir) in why["detail"]
     finally:
         relay.close()
+
+
+# -- item 6: watch.incomplete_after counts from when the relay first saw a file, not from its mtime ------------
+
+
+@pytest.mark.slow
+def test_parts_moved_in_with_old_mtimes_wait_for_the_others(relay_dir: Path, tmp_path: Path) -> None:
+    cfg = load_config(relay_dir / "config.toml", environ={})
+    d = Daemon(relay_dir / "config.toml", relay_dir / "daemon.log", {"ONSS_RELAY__WATCH__INCOMPLETE_AFTER": "4s"})
+    parts = [fi_name(1, total=2, part=i) for i in (1, 2)]
+    lone = fi_name(2, total=2, part=1)
+    staging = tmp_path / "prepared"
+    staging.mkdir()
+    for n in [*parts, lone]:
+        (staging / n).write_bytes(b"<DmfA/>")
+        os.utime(staging / n, (time.time() - 3 * 86400,) * 2)  # prepared days ago; `mv` keeps the mtime
+    d.start()
+    try:
+        cfg.paths.outbox_dir.mkdir(parents=True, exist_ok=True)
+        os.rename(staging / parts[0], cfg.paths.outbox_dir / parts[0])
+        os.rename(staging / lone, cfg.paths.outbox_dir / lone)
+        time.sleep(2)  # the relay saw them, less than watch.incomplete_after ago
+        assert not list(cfg.paths.failed_dir.iterdir()), "quarantined at once: its mtime was taken for its age"
+        os.rename(staging / parts[1], cfg.paths.outbox_dir / parts[1])
+        assert wait_until(lambda: state_of(d.config, go_of(parts[0])) == State.SENT, 20), d.log.read_text()[-2000:]
+        # the lone part is still quarantined once it waited watch.incomplete_after since the relay saw it
+        assert wait_until(lambda: (cfg.paths.failed_dir / f"{lone}.reason.json").exists(), 20)
+        assert reason_of(cfg, lone)["reason"] == "incomplete set"
+    finally:
+        assert d.stop() == 0

@@ -248,11 +248,12 @@ def test_truncated_xml_waits_then_is_quarantined_with_a_reason(relay_dir: Path) 
     cfg.paths.outbox_dir.mkdir(parents=True, exist_ok=True)
     (cfg.paths.outbox_dir / fi_name(1)).write_bytes(b"<?xml version='1.0'?>\r\n<DmfA>\r\n<Worker>x</Wor")
     (cfg.paths.outbox_dir / fi_name(2)).write_bytes(b"<DmfA/>")
-    env = {"ONSS_RELAY__WATCH__INCOMPLETE_AFTER": "2s", "ONSS_RELAY__WATCH__SETTLE": "0s"}
+    env = {"ONSS_RELAY__WATCH__INCOMPLETE_AFTER": "1h", "ONSS_RELAY__WATCH__SETTLE": "0s"}
     r = run_cli("send", "--once", "--config", config, env=env)
     assert r.returncode == 0 and "sent 1 set(s), quarantined 0" in r.stdout, r.stdout + r.stderr
     assert (cfg.paths.outbox_dir / fi_name(1)).exists()  # waits for its writer
-    time.sleep(2.5)
+    # unchanged past watch.incomplete_after, counted from when this run first saw it (a settle wait later)
+    env = {"ONSS_RELAY__WATCH__INCOMPLETE_AFTER": "500ms", "ONSS_RELAY__WATCH__SETTLE": "1s"}
     r = run_cli("send", "--once", "--config", config, env=env)
     assert r.returncode == 1 and "quarantined 1" in r.stdout and "Traceback" not in r.stderr, r.stderr
     why = reason_of(cfg, fi_name(1))

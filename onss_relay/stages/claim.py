@@ -56,6 +56,7 @@ class SettleTracker:
         self.clock = clock
         self.events = False  # True while an observer delivers close/rename events
         self._seen: dict[str, _Sighting] = {}
+        self._first: dict[str, float] = {}  # monotonic time each name was first seen by this process
         self._trusted: set[str] = set()
         self._opens: dict[str, int] = {}  # name → opens not closed yet, as inotify told them
         self._dirty: set[str] = set()  # modified and not closed since
@@ -118,8 +119,20 @@ class SettleTracker:
         with self._lock:
             return self._opens.get(name, 0) > 0 or name in self._dirty
 
+    def seen_for(self, name: str) -> float:
+        """Given a name, return the seconds since this process first saw it (kept across rescans; mtimes are
+        not used: `mv` keeps old ones). 0 for a name not seen yet."""
+        first = self._first.get(name)
+        return 0.0 if first is None else self.clock() - first
+
+    def unchanged_for(self, name: str) -> float:
+        """Given a name, return the seconds since its size or mtime last changed, as this process saw it."""
+        prev = self._seen.get(name)
+        return 0.0 if prev is None else self.clock() - prev.since
+
     def settled(self, name: str, st: os.stat_result) -> bool:
         now = self.clock()
+        self._first.setdefault(name, now)
         prev = self._seen.get(name)
         changed = prev is None or (prev.size, prev.mtime_ns) != (st.st_size, st.st_mtime_ns)
         if prev is None or changed:
@@ -145,10 +158,11 @@ class SettleTracker:
         with self._lock:
             for name in names:
                 self._seen.pop(name, None)
+                self._first.pop(name, None)
                 self._trusted.discard(name)
 
     def forget_missing(self, present: set[str]) -> None:
-        self.forget({n for n in self._seen if n not in present})
+        self.forget({n for n in self._seen if n not in present} | {n for n in self._first if n not in present})
 
 
 @dataclasses.dataclass
@@ -252,7 +266,7 @@ class Claimer:
         problem = self._xml_seen[group.key][1]
         if problem is None:
             return True
-        if time.time() - max(st.st_mtime for st in stats) > self.cfg.watch.incomplete_after:
+        if min(self.tracker.unchanged_for(p.name) for p in fis) > self.cfg.watch.incomplete_after:
             self._refuse(group, parse_name(group.key), "not well-formed XML", problem)
         return False
 
@@ -342,8 +356,8 @@ class Claimer:
         return None
 
     def _check_incomplete(self, group: _SetFiles, missing: list[str]) -> None:
-        oldest = min(p.stat().st_mtime for p in group.paths())
-        if time.time() - oldest > self.cfg.watch.incomplete_after:
+        waited = max(self.tracker.seen_for(p.name) for p in group.paths())  # since the first part was seen
+        if waited > self.cfg.watch.incomplete_after:
             self._refuse(group, parse_name(group.key), "incomplete set", "missing parts: " + ", ".join(missing))
 
     def _refuse(self, group: _SetFiles, go: Name, reason: str, detail: str) -> None:
