@@ -13,8 +13,8 @@ from onss_relay import identity, signature
 from onss_relay.config import Config, load_config
 from onss_relay.journal import State
 from onss_relay.pipeline import Relay
-from onss_relay.stages.claim import Claimer
 from onss_relay.simulator import Simulator
+from onss_relay.stages.claim import Claimer
 from onss_relay.stages.upload import UploadReport, _Round, _Worker
 from onss_relay.stages.upload_queue import Gates, SentBatch, WorkQueue
 from onss_relay.transport.local import LocalTransport
