@@ -153,7 +153,7 @@ def place_new(src: Path, dest: Path) -> None:
     try:
         # link + unlink rather than rename: the outbox watcher then sees a delete, which inotify delivers at
         # once, instead of an unmatched move-out, which watchdog holds back half a second with all behind it
-        os.link(src, dest)
+        os.link(src, dest, follow_symlinks=False)  # a symbolic link moves as itself, never as its target
     except FileExistsError:
         raise
     except OSError as e:

@@ -162,7 +162,7 @@ class Spool:
         at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         self.failed.mkdir(parents=True, exist_ok=True)
         for f in files:
-            if not f.exists():
+            if not (f.exists() or f.is_symlink()):  # a dangling link is quarantined too
                 continue
             target = free_name(self.failed, f.name)
             record = {"reason": reason, "detail": detail, "at": at, "file": f.name} | extra

@@ -18,7 +18,7 @@ from onss_relay.journal import State
 from onss_relay.pipeline import Relay
 from tests.conftest import fi_name
 from tests.fake_transport import FakeTransport
-from tests.helpers import Daemon, state_of, wait_log, wait_until
+from tests.helpers import Daemon, run_cli, state_of, wait_log, wait_until
 
 # a writer running as nobody (another user than the relay), allowed into the test's folders all the same
 AS_NOBODY = [
@@ -199,3 +199,29 @@ def test_parts_moved_in_with_old_mtimes_wait_for_the_others(relay_dir: Path, tmp
         assert reason_of(cfg, lone)["reason"] == "incomplete set"
     finally:
         assert d.stop() == 0
+
+
+# -- item 7: a declaration dropped as a symbolic link is quarantined with a reason, never silently skipped ----
+
+
+def test_a_declaration_dropped_as_a_symbolic_link_is_quarantined_with_a_reason(relay_dir: Path, tmp_path: Path) -> None:
+    cfg = load_config(relay_dir / "config.toml", environ={})
+    outbox = cfg.paths.outbox_dir
+    outbox.mkdir(parents=True, exist_ok=True)
+    target = tmp_path / "prepared.xml"
+    target.write_bytes(b"<DmfA/>")
+    (outbox / fi_name(1)).symlink_to(target)
+    (outbox / fi_name(2)).symlink_to(tmp_path / "gone.xml")  # dangling
+    os.mkfifo(outbox / fi_name(3))
+    (outbox / fi_name(4)).write_bytes(b"<DmfA/>")
+    r = run_cli("send", "--once", "--config", str(relay_dir / "config.toml"))
+    assert r.returncode == 1 and "sent 1 set(s), quarantined 3" in r.stdout, r.stdout + r.stderr
+    for n in (fi_name(1), fi_name(2)):
+        assert (cfg.paths.failed_dir / n).is_symlink(), n  # the link itself, never a copy of its target
+        why = reason_of(cfg, n)
+        assert why["reason"] == "a symbolic link, not a file" and "copy or move the file itself" in why["detail"]
+    assert str(target) in reason_of(cfg, fi_name(1))["detail"]
+    assert target.read_bytes() == b"<DmfA/>"  # the target is left alone
+    assert reason_of(cfg, fi_name(3))["reason"] == "not a regular file"
+    assert not (relay_dir / "remote" / "INTEST" / fi_name(1)).exists()
+    assert list(outbox.iterdir()) == []

@@ -10,7 +10,6 @@ import dataclasses
 import datetime as dt
 import os
 import stat
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,146 +22,11 @@ from onss_relay.errors import InvalidName
 from onss_relay.journal import Journal, NewSet, SetData, SetRow, State
 from onss_relay.names import Name, Prefix, format_name, missing_parts, parse_name, sent_application_codes, set_key
 from onss_relay.spool import Spool, is_temp_name
+from onss_relay.stages.settle import SettleTracker
 
 log = structlog.get_logger(__name__)
 
 CLAIM_BATCH = 100  # sets queued per journal commit while scanning
-
-
-@dataclasses.dataclass
-class _Sighting:
-    size: int
-    mtime_ns: int
-    since: float  # monotonic time this (size, mtime) was first seen
-
-
-class SettleTracker:
-    """Given a settle delay, tell when a file kept its size and mtime that long (monotonic clock).
-
-    With ``settle = 0`` and filesystem events available, a file is settled once a close-after-write or a
-    rename into the outbox was seen for it (``trust``), or once it kept its size and mtime for
-    ``EVENT_FALLBACK`` seconds in case an event was lost. Without events (``send --once``), 0 trusts what
-    is there.
-
-    Whatever the delay, while events flow a file is not settled as long as the kernel says it is open
-    (opened and not closed since) or modified and not closed since: inotify tells this for writers of
-    every user, which /proc does not (another user's processes, ``ProtectProc=invisible``).
-    """
-
-    EVENT_FALLBACK = 5.0
-
-    def __init__(self, settle: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.settle = settle
-        self.clock = clock
-        self.events = False  # True while an observer delivers close/rename events
-        self._seen: dict[str, _Sighting] = {}
-        self._first: dict[str, float] = {}  # monotonic time each name was first seen by this process
-        self._trusted: set[str] = set()
-        self._opens: dict[str, int] = {}  # name → opens not closed yet, as inotify told them
-        self._dirty: set[str] = set()  # modified and not closed since
-        self._lock = threading.Lock()
-
-    def trust(self, name: str) -> None:
-        with self._lock:
-            self._trusted.add(name)
-
-    def closed(self, name: str) -> bool:
-        """Whether a close-after-write or a rename into the outbox was seen for it since it last changed."""
-        with self._lock:
-            return name in self._trusted
-
-    def distrust(self, name: str) -> None:
-        with self._lock:
-            self._trusted.discard(name)
-
-    def opened(self, name: str) -> None:
-        """Given a name inotify saw opened (by any process, any user), count it open until its close."""
-        with self._lock:
-            self._opens[name] = self._opens.get(name, 0) + 1
-
-    def modified(self, name: str) -> None:
-        """Given a name inotify saw written to, hold it unsettled until a close after writing."""
-        with self._lock:
-            self._dirty.add(name)
-            self._trusted.discard(name)
-
-    def closed_after(self, name: str, wrote: bool) -> None:
-        """Given a name inotify saw closed (after writing or not), count that open as ended."""
-        with self._lock:
-            left = self._opens.get(name, 0) - 1
-            if left > 0:
-                self._opens[name] = left
-            else:
-                self._opens.pop(name, None)  # opened before the watch began: nothing counted to end
-            if wrote:
-                self._dirty.discard(name)
-                self._trusted.add(name)
-
-    def gone(self, name: str) -> None:
-        """Given a name removed or renamed away, forget what events said of it."""
-        with self._lock:
-            self._opens.pop(name, None)
-            self._dirty.discard(name)
-            self._trusted.discard(name)
-
-    def events_lost(self) -> None:
-        """After an event-queue overflow, opens and closes may be unmatched: start counting afresh."""
-        with self._lock:
-            self._opens.clear()
-            self._dirty.clear()
-            self._trusted.clear()
-
-    def busy(self, name: str) -> bool:
-        """Whether events say a file is open, or modified and not closed since (False without events)."""
-        if not self.events:
-            return False
-        with self._lock:
-            return self._opens.get(name, 0) > 0 or name in self._dirty
-
-    def seen_for(self, name: str) -> float:
-        """Given a name, return the seconds since this process first saw it (kept across rescans; mtimes are
-        not used: `mv` keeps old ones). 0 for a name not seen yet."""
-        first = self._first.get(name)
-        return 0.0 if first is None else self.clock() - first
-
-    def unchanged_for(self, name: str) -> float:
-        """Given a name, return the seconds since its size or mtime last changed, as this process saw it."""
-        prev = self._seen.get(name)
-        return 0.0 if prev is None else self.clock() - prev.since
-
-    def settled(self, name: str, st: os.stat_result) -> bool:
-        now = self.clock()
-        self._first.setdefault(name, now)
-        prev = self._seen.get(name)
-        changed = prev is None or (prev.size, prev.mtime_ns) != (st.st_size, st.st_mtime_ns)
-        if prev is None or changed:
-            prev = self._seen[name] = _Sighting(st.st_size, st.st_mtime_ns, now)
-        if self.busy(name):
-            return False
-        if self.settle > 0:
-            return not changed and now - prev.since >= self.settle
-        if not self.events:
-            return True
-        with self._lock:
-            trusted = name in self._trusted
-        return trusted or now - prev.since >= self.EVENT_FALLBACK
-
-    def next_deadline(self) -> float | None:
-        """Return the monotonic time at which a file seen changing may next be settled, if any."""
-        wait = self.settle if self.settle > 0 else (self.EVENT_FALLBACK if self.events else 0)
-        with self._lock:
-            pending = [s.since + wait for n, s in self._seen.items() if self.settle > 0 or n not in self._trusted]
-        return min(pending) if pending else None
-
-    def forget(self, names: set[str]) -> None:
-        with self._lock:
-            for name in names:
-                self._seen.pop(name, None)
-                self._first.pop(name, None)
-                self._trusted.discard(name)
-
-    def forget_missing(self, present: set[str]) -> None:
-        self.forget({n for n in self._seen if n not in present} | {n for n in self._first if n not in present})
 
 
 @dataclasses.dataclass
@@ -198,7 +62,9 @@ class Claimer:
         sets: dict[str, _SetFiles] = {}
         present: set[str] = set()
         all_settled: dict[str, bool] = {}
-        for entry in self._entries():
+        entries, odd = self._entries()
+        self._refuse_odd(odd)
+        for entry in entries:
             name, path, st = entry
             present.add(name)
             settled = self.tracker.settled(name, st)
@@ -277,12 +143,15 @@ class Claimer:
             for n in claimed:
                 log.info("set_claimed", set=n.go_name, parts=len(n.parts), state="queued")
 
-    def _entries(self) -> list[tuple[str, Path, os.stat_result]]:
+    def _entries(self) -> tuple[list[tuple[str, Path, os.stat_result]], list[tuple[Path, os.stat_result]]]:
+        """Return the outbox's regular files (name, path, stat), sorted, and the entries that are neither a
+        regular file nor a folder (symbolic links, pipes, sockets); temporary names are left alone."""
         out: list[tuple[str, Path, os.stat_result]] = []
+        odd: list[tuple[Path, os.stat_result]] = []
         try:
             it = os.scandir(self.spool.outbox)
         except FileNotFoundError:
-            return out
+            return out, odd
         with it:
             for e in it:
                 if is_temp_name(e.name):
@@ -293,7 +162,31 @@ class Claimer:
                     continue
                 if stat.S_ISREG(st.st_mode):
                     out.append((e.name, Path(e.path), st))
-        return sorted(out)
+                elif not stat.S_ISDIR(st.st_mode):
+                    odd.append((Path(e.path), st))
+        return sorted(out), odd
+
+    def _refuse_odd(self, odd: list[tuple[Path, os.stat_result]]) -> None:
+        """Given outbox entries that are not regular files, quarantine each with why (never silently skipped).
+
+        A symbolic link is not followed: it may point at any file the relay can read (its key, another
+        payroll's data) and its target may change after it is signed; the link itself goes to failed/."""
+        for path, st in odd:
+            if stat.S_ISLNK(st.st_mode):
+                try:
+                    target = os.readlink(path)
+                except OSError:
+                    target = "?"
+                reason = "a symbolic link, not a file"
+                detail = (
+                    f"{path.name} is a symbolic link to {target}: the relay sends only regular files put in the "
+                    "outbox (a link may point at any file the relay can read, and its target can change); "
+                    "copy or move the file itself into the outbox"
+                )
+            else:
+                reason = "not a regular file"
+                detail = f"{path.name} is a pipe, socket or device, not a declaration file"
+            self.spool.quarantine([path], reason, detail)
 
     def _consider(self, group: _SetFiles, settled: bool) -> NewSet | None:
         """Given a group of files and whether all are settled, return the set to queue, or None (refused,

@@ -24,7 +24,8 @@ from watchdog.events import (
 )
 from watchdog.observers.api import BaseObserver
 
-from onss_relay.stages.claim import Claimer, SettleTracker
+from onss_relay.stages.claim import Claimer
+from onss_relay.stages.settle import SettleTracker
 
 log = structlog.get_logger(__name__)
 
