@@ -384,3 +384,61 @@ def test_an_ssh_key_the_relay_cannot_read_is_a_local_error_that_check_local_repo
         out = r.stdout + r.stderr
         assert r.returncode == 2, (command, out)
         assert "permission denied" in out and "wrong passphrase" not in out and "Traceback" not in out
+
+
+def fill(folder: Path) -> Path:
+    """Given a folder on a small filesystem, write a file until the disk is full; return it."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        return filler
+    finally:
+        os.close(fd)
+
+
+def test_a_full_journal_is_a_local_error_exit_4_never_remote(relay_dir: Path, tmp_path: Path) -> None:
+    mount = tmp_path / "small"
+    mount.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True, text=True)
+    assert r.returncode == 0, f"cannot mount a tmpfs: {r.stderr.strip()}"
+    try:
+        config = relay_dir / "config.toml"
+        config.write_text(config.read_text().replace('root = "spool"', f'root = "{mount / "spool"}"'))
+        cfg = load_config(config, environ={})
+        gos = claimed_and_signed(cfg, [(1, "T", 1), (2, "T", 1)])
+        filler = fill(mount)  # the uploader's next journal commit finds no room
+        r = run_cli("send", "--once", "--config", str(config))
+        assert r.returncode == 4, r.stdout + r.stderr
+        assert "disk full" in r.stderr and "journal" in r.stderr, r.stderr
+        assert "remote" not in r.stderr and "upload_crashed" not in r.stderr and "Traceback" not in r.stderr
+        filler.unlink()
+        r = run_cli("send", "--once", "--config", str(config))
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert all(state_of(config, go) == State.SENT for go in gos)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_busy_journal_is_a_local_error_exit_4_never_remote(relay_dir: Path) -> None:
+    config = relay_dir / "config.toml"
+    cfg = load_config(config, environ={})
+    claimed_and_signed(cfg, [(1, "T", 1)])
+    holder = subprocess.Popen(  # another process keeps the journal's write lock longer than the busy timeout
+        ["sqlite3", str(cfg.paths.journal_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdin is not None and holder.stdout is not None
+    holder.stdin.write("BEGIN EXCLUSIVE;\nSELECT 'locked';\n")
+    holder.stdin.flush()
+    assert holder.stdout.readline().strip() == "locked"
+    try:
+        r = run_cli("send", "--once", "--config", str(config))
+    finally:
+        holder.stdin.write("ROLLBACK;\n.quit\n")
+        holder.stdin.flush()
+        holder.wait(10)
+    assert r.returncode == 4, r.stdout + r.stderr
+    assert "locked by another process" in r.stderr and "journal" in r.stderr, r.stderr
+    assert "remote" not in r.stderr and "upload_crashed" not in r.stderr and "Traceback" not in r.stderr
