@@ -95,6 +95,19 @@ class BatchWriter:
         self._pending = []
         fsync_dir(self.folder)
 
+    def discard(self, names: list[str]) -> None:
+        """Given names written here and not committed, drop them (a set given up mid-batch leaves nothing)."""
+        keep = []
+        for tmp, target, f in self._pending:
+            if target.name not in names:
+                keep.append((tmp, target, f))
+                continue
+            with contextlib.suppress(OSError):
+                f.close()
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self._pending = keep
+
     def abort(self) -> None:
         """Drop what was written and not committed (a full disk must not leave temp files behind)."""
         for tmp, _, f in self._pending:

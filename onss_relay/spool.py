@@ -132,6 +132,8 @@ class Spool:
         """
         self.quarantine(self.outbox_files(row), reason, detail, set=row.go_name)
         journal.transition(row.go_name, State.FAILED, detail=detail, reason=f"{reason}: {detail}")
+        for name in [*row.data.digests, *row.data.fs]:  # its signed copies and FS: derived, never to be sent
+            (self.work / name).unlink(missing_ok=True)
 
     def why_gone(self, row: SetRow, name: str) -> tuple[str, str]:
         """Given a claimed set and one of its files no longer in the outbox, return (reason, detail) to record:

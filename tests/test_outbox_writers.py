@@ -128,6 +128,7 @@ def test_an_original_changed_after_its_claim_stops_its_set_before_the_go(cfg: Co
         assert ("INTEST", go) not in relay.remote_files, "a GO went out for a declaration changed since its claim"  # type: ignore[attr-defined]
         assert reason_of(cfg, fi_name(1))["reason"] == "declaration changed after it was claimed"
         assert (cfg.paths.failed_dir / fi_name(1)).read_bytes() == b"<DmfB/>"
+        assert list(cfg.paths.work_dir.iterdir()) == []  # its signed copy and FS are not left behind
     finally:
         relay.close()
 
@@ -225,3 +226,18 @@ def test_a_declaration_dropped_as_a_symbolic_link_is_quarantined_with_a_reason(r
     assert reason_of(cfg, fi_name(3))["reason"] == "not a regular file"
     assert not (relay_dir / "remote" / "INTEST" / fi_name(1)).exists()
     assert list(outbox.iterdir()) == []
+
+
+# -- item 9: a quarantined set leaves nothing behind in work/ ---------------------------------------------
+
+
+def test_a_set_refused_while_signing_leaves_nothing_in_work(relay_dir: Path) -> None:
+    cfg = load_config(relay_dir / "config.toml", environ={})
+    cfg.paths.outbox_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.paths.outbox_dir / fi_name(1, total=2, part=1)).write_bytes(b"<DmfA/>")
+    (cfg.paths.outbox_dir / fi_name(1, total=2, part=2)).write_bytes(b"")  # empty: cannot be signed
+    (cfg.paths.outbox_dir / fi_name(2)).write_bytes(b"<DmfA/>")
+    r = run_cli("send", "--once", "--config", str(relay_dir / "config.toml"))
+    assert r.returncode == 1 and "sent 1 set(s), quarantined 2" in r.stdout, r.stdout + r.stderr
+    assert reason_of(cfg, fi_name(1, total=2, part=2))["reason"] == "cannot sign"
+    assert list(cfg.paths.work_dir.iterdir()) == [], "part 1's signed copy and FS were left in work/"

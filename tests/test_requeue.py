@@ -77,3 +77,15 @@ def test_a_requeue_cut_short_is_undone_when_a_file_of_that_name_arrived(relay_di
     assert (outbox / parts[0]).read_bytes() == b"<DmfA>corrected</DmfA>"
     assert (failed / parts[0]).read_bytes() == b"<DmfA>first attempt</DmfA>"  # undone, not lost
     assert not list(outbox.glob(".*requeue.tmp"))
+
+
+def test_a_set_refused_again_shows_the_new_reason(relay_dir: Path) -> None:
+    config, parts = quarantined_set(relay_dir, parts=1)
+    go = "GO" + parts[0][2:-2]
+    assert "environment not allowed" in run_cli("status", go, "--config", str(config)).stdout
+    (relay_dir / "spool" / "failed" / parts[0]).write_bytes(b"<DmfA><Worker>")  # a fix gone wrong
+    assert run_cli("requeue", go, "--config", str(config)).returncode == 0
+    broken = {"ONSS_RELAY__WATCH__SETTLE": "1s", "ONSS_RELAY__WATCH__INCOMPLETE_AFTER": "500ms"}
+    assert run_cli("send", "--once", "--config", str(config), env=broken).returncode == 1
+    shown = run_cli("status", go, "--config", str(config)).stdout
+    assert "not well-formed XML" in shown and "environment not allowed" not in shown.split("history")[0], shown
