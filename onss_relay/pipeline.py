@@ -36,16 +36,18 @@ class SendReport:
     upload: UploadReport
     quarantined_before: int
     quarantined_after: int
+    sets_failed: int = 0  # sets recorded failed during the run (some had no file left to move)
 
     @property
     def quarantined(self) -> int:
-        """Files moved to failed/ during the run (by the claim, sign and upload stages)."""
-        return self.quarantined_after - self.quarantined_before
+        """Files moved to failed/ during the run (by the claim, sign and upload stages), and at least one per set
+        given up whose files were already gone: never 0 when something was refused."""
+        return max(self.quarantined_after - self.quarantined_before, self.sets_failed, len(self.upload.quarantined))
 
     @property
     def failed(self) -> bool:
-        """Whether anything was refused: a file quarantined, or a set given up at upload (its files may be gone)."""
-        return self.quarantined > 0 or bool(self.upload.quarantined)
+        """Whether anything was refused: a file quarantined, or a set given up (its files may be gone)."""
+        return self.quarantined > 0
 
 
 class Relay:
@@ -96,6 +98,7 @@ class Relay:
         they and uploading each have a core; the uploader takes sets as their signing batches commit.
         """
         before = self._failed_count()
+        failed_sets = self._failed_sets()
 
         def claim_and_sign(journal: Journal) -> list[str]:
             spool = Spool(self.cfg.paths)
@@ -129,7 +132,7 @@ class Relay:
         finally:
             self.uploader.close_idle()
         self.results.catch_up()
-        return SendReport(claimed, upload, before, self._failed_count())
+        return SendReport(claimed, upload, before, self._failed_count(), len(self._failed_sets() - failed_sets))
 
     def _anything_to_send(self) -> bool:
         if self.journal.sets_in(*IN_FLIGHT, limit=1):
@@ -161,6 +164,9 @@ class Relay:
                 late.append(row.go_name)
                 log.warning("set_overdue", set=row.go_name, state=str(row.state), detail=why)
         return late
+
+    def _failed_sets(self) -> set[str]:
+        return {row.go_name for row in self.journal.sets_in(State.FAILED)}
 
     def _failed_count(self) -> int:
         return sum(1 for p in self.spool.failed.iterdir() if p.name.endswith(".reason.json"))

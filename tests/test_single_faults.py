@@ -442,3 +442,14 @@ def test_a_busy_journal_is_a_local_error_exit_4_never_remote(relay_dir: Path) ->
     assert r.returncode == 4, r.stdout + r.stderr
     assert "locked by another process" in r.stderr and "journal" in r.stderr, r.stderr
     assert "remote" not in r.stderr and "upload_crashed" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_send_once_never_says_quarantined_0_when_it_exits_1(relay_dir: Path) -> None:
+    config = relay_dir / "config.toml"
+    cfg = load_config(config, environ={})
+    gos = claimed_and_signed(cfg, [(1, "T", 1), (2, "T", 1)])
+    gone = journal_row(cfg, gos[0]).parts[0]
+    (cfg.paths.outbox_dir / gone).unlink()  # its only file deleted after its claim: nothing to move to failed/
+    r = run_cli("send", "--once", "--config", str(config))
+    assert r.returncode == 1 and "sent 1 set(s), quarantined 1" in r.stdout, r.stdout + r.stderr
+    assert journal_row(cfg, gos[0]).state == State.FAILED
