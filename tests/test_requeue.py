@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -89,3 +90,21 @@ def test_a_set_refused_again_shows_the_new_reason(relay_dir: Path) -> None:
     assert run_cli("send", "--once", "--config", str(config), env=broken).returncode == 1
     shown = run_cli("status", go, "--config", str(config)).stdout
     assert "not well-formed XML" in shown and "environment not allowed" not in shown.split("history")[0], shown
+
+
+def test_after_a_lost_journal_the_claim_refuses_a_sequence_found_in_sent(relay_dir: Path) -> None:
+    config = relay_dir / "config.toml"
+    outbox = relay_dir / "spool" / "outbox"
+    outbox.mkdir(parents=True, exist_ok=True)
+    (outbox / fi_name(7)).write_bytes(b"<DmfA>first</DmfA>")
+    assert run_cli("send", "--once", "--config", str(config)).returncode == 0
+    [earlier] = (relay_dir / "spool" / "sent").rglob("GO" + fi_name(7)[2:-2])
+    for f in (relay_dir / "spool").glob("journal.db*"):
+        f.unlink()  # the journal is lost (a disk replaced, a restore without it)
+    again = fi_name(7, app="DIMN")  # the same sequence under another application code: ACRF-133 all the same
+    (outbox / again).write_bytes(b"<Dimona/>")
+    r = run_cli("send", "--once", "--config", str(config))
+    assert r.returncode == 1 and "sent 0 set(s), quarantined 1" in r.stdout, r.stdout + r.stderr
+    why = json.loads((relay_dir / "spool" / "failed" / f"{again}.reason.json").read_text())
+    assert why["reason"] == "duplicate name, would be ACRF-133" and str(earlier) in why["detail"], why
+    assert not (relay_dir / "remote" / "INTEST" / again).exists()

@@ -21,6 +21,7 @@ from onss_relay.declaration import open_for_writing, xml_problem
 from onss_relay.errors import InvalidName
 from onss_relay.journal import Journal, NewSet, SetData, SetRow, State
 from onss_relay.names import Name, Prefix, format_name, missing_parts, parse_name, sent_application_codes, set_key
+from onss_relay.sent_names import SentNames
 from onss_relay.spool import Spool, is_temp_name
 from onss_relay.stages.settle import SettleTracker
 
@@ -50,6 +51,7 @@ class Claimer:
         self.journal = journal
         self.spool = spool
         self.tracker = SettleTracker(cfg.watch.settle, clock)
+        self.sent_names = SentNames(spool.sent)
         self._xml_seen: dict[str, tuple[object, str | None]] = {}  # set → ((name, size, mtime) of its FIs, problem)
 
     def apply(self, cfg: Config) -> None:
@@ -217,6 +219,11 @@ class Claimer:
             self._check_incomplete(group, missing)
             return None
         if not settled:
+            return None
+        earlier = self.sent_names.sent_with(go)
+        if earlier is not None:  # the journal does not know it (lost, or restored from an old backup); sent/ does
+            why = f"{group.key}: sequence {go.seq} of {go.date} ({go.env}) was already sent, as {earlier}"
+            self._refuse(group, go, "duplicate name, would be ACRF-133", why)
             return None
         problem = self._validate(go)
         if problem:
