@@ -241,3 +241,24 @@ def test_a_set_refused_while_signing_leaves_nothing_in_work(relay_dir: Path) -> 
     assert r.returncode == 1 and "sent 1 set(s), quarantined 2" in r.stdout, r.stdout + r.stderr
     assert reason_of(cfg, fi_name(1, total=2, part=2))["reason"] == "cannot sign"
     assert list(cfg.paths.work_dir.iterdir()) == [], "part 1's signed copy and FS were left in work/"
+
+
+# -- the /proc look: without filesystem events (send --once), a file a local process holds open is not taken ----
+
+
+@pytest.mark.slow
+def test_send_once_leaves_a_file_its_writer_holds_open(relay_dir: Path) -> None:
+    cfg = load_config(relay_dir / "config.toml", environ={})
+    cfg.paths.outbox_dir.mkdir(parents=True, exist_ok=True)
+    fi = cfg.paths.outbox_dir / fi_name(1)
+    script = f"exec 3>{fi}; echo head >&3; echo ready; sleep 4; echo tail >&3"  # not XML: no well-formedness wait
+    writer = subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout is not None and writer.stdout.readline() == "ready\n"
+    settle = {"ONSS_RELAY__WATCH__SETTLE": "1s"}  # longer than the writer's last change: only /proc tells
+    r = run_cli("send", "--once", "--config", str(relay_dir / "config.toml"), env=settle)
+    assert writer.poll() is None, "the writer finished before the claim looked: the test proves nothing"
+    assert r.returncode == 0 and "sent 0 set(s)" in r.stdout, r.stdout + r.stderr
+    assert writer.wait(10) == 0
+    r = run_cli("send", "--once", "--config", str(relay_dir / "config.toml"), env=settle)
+    assert r.returncode == 0 and "sent 1 set(s)" in r.stdout, r.stdout + r.stderr
+    assert (relay_dir / "remote" / "INTEST" / fi.name).read_bytes() == b"head\ntail\n"
