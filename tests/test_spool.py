@@ -72,7 +72,7 @@ def test_move_without_hard_links_or_across_filesystems(
     src = _src(tmp_path)
     (tmp_path / "sent" / "FI.x").write_bytes(b"an older one")
 
-    def no_link(a: object, b: object) -> None:
+    def no_link(a: object, b: object, **kwargs: object) -> None:
         raise OSError(err, os.strerror(err))
 
     monkeypatch.setattr(os, "link", no_link)  # an SMB share without hard links, or the outbox on another mount
