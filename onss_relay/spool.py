@@ -89,6 +89,8 @@ class Spool:
         held = open_for_writing([p for _, p, _ in present]) if present else set()
         for row, original, st in present:
             why = self._why_keep(row, original, st, original in held)
+            if why is None and not row.data.unchanged(original.name, original.stat()):  # changed while we looked
+                why = _changed_after_sent(original.name)
             if why is None:
                 original.unlink()
             else:
@@ -97,10 +99,7 @@ class Spool:
     def _why_keep(self, row: SetRow, original: Path, st: os.stat_result, held: bool) -> tuple[str, str] | None:
         """Given a sent set's outbox original, return (reason, detail) when it must not be removed, else None."""
         name = original.name
-        changed = (
-            "changed after it was sent",
-            f"{name} changed after its copy was signed and sent: the ONSS got an earlier version, not this one",
-        )
+        changed = _changed_after_sent(name)
         if not row.data.unchanged(name, st):
             return changed
         if held or self._still_open(name):
@@ -231,6 +230,13 @@ class Spool:
         for d in sources:
             fsync_dir(d)
         return dest
+
+
+def _changed_after_sent(name: str) -> tuple[str, str]:
+    return (
+        "changed after it was sent",
+        f"{name} changed after its copy was signed and sent: the ONSS got an earlier version, not this one",
+    )
 
 
 def file_digest(path: Path, algorithm: str) -> str:
