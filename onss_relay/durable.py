@@ -174,7 +174,10 @@ def place_new(src: Path, dest: Path) -> None:
             raise
         if dest.exists() or dest.is_symlink():
             raise FileExistsError(errno.EEXIST, "name taken", str(dest)) from None
-        if e.errno == errno.EXDEV:  # the outbox is on another filesystem (a mounted share)
+        if e.errno == errno.EXDEV and src.is_symlink():  # a link moves as itself, never as a copy of its target
+            os.symlink(os.readlink(src), dest)
+            fsync_dir(dest.parent)
+        elif e.errno == errno.EXDEV:  # the outbox is on another filesystem (a mounted share)
             copy_durably(src, dest)
             fsync_dir(dest.parent)  # the copy's name is durable before the only other copy goes
         else:  # no hard links here (some SMB shares)
