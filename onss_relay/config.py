@@ -139,7 +139,8 @@ class WatchConfig:
     rescan: Duration = _field(Duration(60), "full outbox scan interval")
     polling: AutoBool = _field(AutoBool("auto"), "auto, true or false: polling observer for network shares")
     incomplete_after: Duration = _field(
-        Duration(3600), "quarantine a set still missing parts, or an XML declaration still not well-formed, after this"
+        Duration(3600),
+        "quarantine a set still missing parts, or XML still not well-formed, this long after the relay first saw it",
     )
     environments: list[str] = _field(["R", "T", "S"], "environments this relay may send to")
     extra_application_codes: list[str] = _field(

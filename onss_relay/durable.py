@@ -95,6 +95,19 @@ class BatchWriter:
         self._pending = []
         fsync_dir(self.folder)
 
+    def discard(self, names: list[str]) -> None:
+        """Given names written here and not committed, drop them (a set given up mid-batch leaves nothing)."""
+        keep = []
+        for tmp, target, f in self._pending:
+            if target.name not in names:
+                keep.append((tmp, target, f))
+                continue
+            with contextlib.suppress(OSError):
+                f.close()
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self._pending = keep
+
     def abort(self) -> None:
         """Drop what was written and not committed (a full disk must not leave temp files behind)."""
         for tmp, _, f in self._pending:
@@ -135,7 +148,7 @@ def move_durably(src: Path, dest_dir: Path, name: str | None = None, sync: bool 
     dest = dest_dir / name
     while True:
         try:
-            _place(src, dest)
+            place_new(src, dest)
             break
         except FileExistsError:
             if _same_file(src, dest):
@@ -147,12 +160,13 @@ def move_durably(src: Path, dest_dir: Path, name: str | None = None, sync: bool 
     return dest
 
 
-def _place(src: Path, dest: Path) -> None:
-    """Given a file and a free destination, put it there; raise FileExistsError if the name is taken."""
+def place_new(src: Path, dest: Path) -> None:
+    """Given a file and a free destination, put it there; raise FileExistsError if the name is taken (never
+    overwrite)."""
     try:
         # link + unlink rather than rename: the outbox watcher then sees a delete, which inotify delivers at
         # once, instead of an unmatched move-out, which watchdog holds back half a second with all behind it
-        os.link(src, dest)
+        os.link(src, dest, follow_symlinks=False)  # a symbolic link moves as itself, never as its target
     except FileExistsError:
         raise
     except OSError as e:
@@ -160,7 +174,10 @@ def _place(src: Path, dest: Path) -> None:
             raise
         if dest.exists() or dest.is_symlink():
             raise FileExistsError(errno.EEXIST, "name taken", str(dest)) from None
-        if e.errno == errno.EXDEV:  # the outbox is on another filesystem (a mounted share)
+        if e.errno == errno.EXDEV and src.is_symlink():  # a link moves as itself, never as a copy of its target
+            os.symlink(os.readlink(src), dest)
+            fsync_dir(dest.parent)
+        elif e.errno == errno.EXDEV:  # the outbox is on another filesystem (a mounted share)
             copy_durably(src, dest)
             fsync_dir(dest.parent)  # the copy's name is durable before the only other copy goes
         else:  # no hard links here (some SMB shares)

@@ -94,12 +94,16 @@ class JournalError(RelayError):
     exit_code = EXIT_USAGE
 
 
-class JournalFull(JournalError):
-    """The disk holding the journal is full: retry once there is room."""
+class JournalFull(JournalError, LocalError):
+    """The disk holding the journal is full: a local problem (exit 4); retry once there is room."""
+
+    exit_code = EXIT_LOCAL
 
 
-class JournalBusy(JournalError):
-    """Another process holds the journal's write lock too long: retry soon."""
+class JournalBusy(JournalError, LocalError):
+    """Another process holds the journal's write lock too long: a local problem (exit 4); retry soon."""
+
+    exit_code = EXIT_LOCAL
 
 
 class IllegalTransition(RelayError):

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import structlog
 
+from onss_relay.commands.requeue import finish_interrupted_requeues
 from onss_relay.config import Config
 from onss_relay.forked import Forked
 from onss_relay.journal import IN_FLIGHT, Journal, State, open_journal
@@ -35,16 +36,18 @@ class SendReport:
     upload: UploadReport
     quarantined_before: int
     quarantined_after: int
+    sets_failed: int = 0  # sets recorded failed during the run (some had no file left to move)
 
     @property
     def quarantined(self) -> int:
-        """Files moved to failed/ during the run (by the claim, sign and upload stages)."""
-        return self.quarantined_after - self.quarantined_before
+        """Files moved to failed/ during the run (by the claim, sign and upload stages), and at least one per set
+        given up whose files were already gone: never 0 when something was refused."""
+        return max(self.quarantined_after - self.quarantined_before, self.sets_failed, len(self.upload.quarantined))
 
     @property
     def failed(self) -> bool:
-        """Whether anything was refused: a file quarantined, or a set given up at upload (its files may be gone)."""
-        return self.quarantined > 0 or bool(self.upload.quarantined)
+        """Whether anything was refused: a file quarantined, or a set given up (its files may be gone)."""
+        return self.quarantined > 0
 
 
 class Relay:
@@ -61,9 +64,11 @@ class Relay:
         self.stop = stop or threading.Event()
         self.spool = Spool(cfg.paths)
         self.spool.create()
+        finish_interrupted_requeues(self.spool)
         self.journal = open_journal(cfg)
         self.connect = connect or (lambda: open_transport(cfg))
         self.claimer = Claimer(cfg, self.journal, self.spool)
+        self.spool.still_open = self.claimer.tracker.busy  # what the watcher's events say, once it runs
         self.signer = Signer(cfg, self.journal, self.spool, stop=self.stop)
         self.uploader = Uploader(cfg, self.journal, self.spool, self.connect, stop=self.stop, max_attempts=max_attempts)
         self.poller = Poller(cfg, self.journal, self.spool)
@@ -93,6 +98,7 @@ class Relay:
         they and uploading each have a core; the uploader takes sets as their signing batches commit.
         """
         before = self._failed_count()
+        failed_sets = self._failed_sets()
 
         def claim_and_sign(journal: Journal) -> list[str]:
             spool = Spool(self.cfg.paths)
@@ -126,7 +132,7 @@ class Relay:
         finally:
             self.uploader.close_idle()
         self.results.catch_up()
-        return SendReport(claimed, upload, before, self._failed_count())
+        return SendReport(claimed, upload, before, self._failed_count(), len(self._failed_sets() - failed_sets))
 
     def _anything_to_send(self) -> bool:
         if self.journal.sets_in(*IN_FLIGHT, limit=1):
@@ -158,6 +164,9 @@ class Relay:
                 late.append(row.go_name)
                 log.warning("set_overdue", set=row.go_name, state=str(row.state), detail=why)
         return late
+
+    def _failed_sets(self) -> set[str]:
+        return {row.go_name for row in self.journal.sets_in(State.FAILED)}
 
     def _failed_count(self) -> int:
         return sum(1 for p in self.spool.failed.iterdir() if p.name.endswith(".reason.json"))

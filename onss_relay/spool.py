@@ -9,21 +9,26 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from onss_relay.config import PathsConfig
+from onss_relay.declaration import open_for_writing
 from onss_relay.durable import atomic_write, free_name, fsync_dir, move_durably
 from onss_relay.errors import InvalidName, RelayError
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.names import ALL_FOLDERS, parse_name, set_key
 
 log = structlog.get_logger(__name__)
+
+DIGEST_RECHECK_MAX = 16 << 20  # an original up to this size is hashed again before it is removed
 
 TEMP_SUFFIXES = (".tmp", ".part", ".swp", ".partial", ".crdownload")
 
@@ -44,6 +49,8 @@ class Spool:
         self.failed = paths.failed_dir
         self.results = paths.results_dir
         self.work = paths.work_dir
+        # told by the outbox watcher: whether events say a file is open or being written (never, without it)
+        self.still_open: Callable[[str], bool] = lambda name: False
 
     def create(self) -> None:
         for d in (self.outbox, self.sent, self.failed, self.results, self.work, self.inbox):
@@ -65,28 +72,56 @@ class Spool:
 
     def archive_sets(self, rows: list[SetRow]) -> Path:
         """Given sent sets, move what was sent into sent/YYYY-MM-DD/ (``archive``), then release each outbox FI
-        whose copy was sent: removed when unchanged since its claim, else kept in failed/ with why."""
+        whose copy was sent (``release_originals``)."""
         dest = self.archive({row.go_name: self.sent_files(row) for row in rows})
-        for row in rows:
-            self._release_originals(row, dest)
+        self.release_originals(rows, dest)
         return dest
 
-    def _release_originals(self, row: SetRow, dest: Path) -> None:
-        for name in row.data.digests:
-            original = self.outbox / name
-            try:
-                st = original.stat()
-            except FileNotFoundError:
-                continue  # released before a crash
-            if row.data.unchanged(name, st):
+    def release_originals(self, rows: list[SetRow], dest: Path) -> None:
+        """Given sent sets and where their copies went, remove each outbox FI that is unchanged since its claim
+        (size, mtime, inode, ctime, and its digest where cheap) and that no writer holds open; keep any other
+        whole in failed/ with why (a writer still appending to it goes on writing into failed/)."""
+        present = []
+        for row in rows:
+            for name in row.data.digests:
+                with contextlib.suppress(FileNotFoundError):  # released before a crash
+                    present.append((row, self.outbox / name, (self.outbox / name).stat()))
+        held = open_for_writing([p for _, p, _ in present]) if present else set()
+        for row, original, st in present:
+            why = self._why_keep(row, original, st, original in held)
+            if why is None and not row.data.unchanged(original.name, original.stat()):  # changed while we looked
+                why = _changed_after_sent(original.name)
+            if why is None:
                 original.unlink()
             else:
-                self.quarantine(
-                    [original],
-                    "changed after it was signed",
-                    f"{name} changed after its copy was signed and sent; what was sent is in {dest}",
-                    set=row.go_name,
-                )
+                self.quarantine([original], why[0], f"{why[1]}; what the ONSS got is in {dest}", set=row.go_name)
+
+    def _why_keep(self, row: SetRow, original: Path, st: os.stat_result, held: bool) -> tuple[str, str] | None:
+        """Given a sent set's outbox original, return (reason, detail) when it must not be removed, else None."""
+        name = original.name
+        changed = _changed_after_sent(name)
+        if not row.data.unchanged(name, st):
+            return changed
+        if held or self._still_open(name):
+            return (
+                "still open when it was sent",
+                f"{name} was held open (a writer may still be adding to it) when its copy was sent: the ONSS got "
+                "the bytes written until then, and may lack what follows",
+            )
+        digest = row.data.digests[name]
+        if st.st_size <= DIGEST_RECHECK_MAX and file_digest(original, digest.partition(":")[0]) != digest:
+            return changed
+        return None
+
+    def _still_open(self, name: str) -> bool:
+        """Whether filesystem events say a file is open or being written, waited out for a moment (our own
+        reads show as opens a little late)."""
+        deadline = time.monotonic() + 1.0
+        while self.still_open(name):
+            if time.monotonic() > deadline:
+                return True
+            time.sleep(0.05)
+        return False
 
     def quarantine_claimed(self, journal: Journal, row: SetRow, reason: str, detail: str) -> None:
         """Given a claimed set that cannot be sent, move its files to failed/ and record it as failed.
@@ -96,6 +131,8 @@ class Spool:
         """
         self.quarantine(self.outbox_files(row), reason, detail, set=row.go_name)
         journal.transition(row.go_name, State.FAILED, detail=detail, reason=f"{reason}: {detail}")
+        for name in [*row.data.digests, *row.data.fs]:  # its signed copies and FS: derived, never to be sent
+            (self.work / name).unlink(missing_ok=True)
 
     def why_gone(self, row: SetRow, name: str) -> tuple[str, str]:
         """Given a claimed set and one of its files no longer in the outbox, return (reason, detail) to record:
@@ -126,7 +163,7 @@ class Spool:
         at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         self.failed.mkdir(parents=True, exist_ok=True)
         for f in files:
-            if not f.exists():
+            if not (f.exists() or f.is_symlink()):  # a dangling link is quarantined too
                 continue
             target = free_name(self.failed, f.name)
             record = {"reason": reason, "detail": detail, "at": at, "file": f.name} | extra
@@ -193,6 +230,19 @@ class Spool:
         for d in sources:
             fsync_dir(d)
         return dest
+
+
+def _changed_after_sent(name: str) -> tuple[str, str]:
+    return (
+        "changed after it was sent",
+        f"{name} changed after its copy was signed and sent: the ONSS got an earlier version, not this one",
+    )
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    """Given a file and a hash algorithm, return "algorithm:hex" of its bytes (as the signer records it)."""
+    with path.open("rb") as f:
+        return f"{algorithm}:{hashlib.file_digest(f, algorithm).hexdigest()}"
 
 
 def _in_flight(journal: Journal, name: str) -> bool:

@@ -14,6 +14,7 @@ from onss_relay.config import Config, load_config
 from onss_relay.journal import State
 from onss_relay.pipeline import Relay
 from onss_relay.simulator import Simulator
+from onss_relay.stages.claim import Claimer
 from onss_relay.stages.upload import UploadReport, _Round, _Worker
 from onss_relay.stages.upload_queue import Gates, SentBatch, WorkQueue
 from onss_relay.transport.local import LocalTransport
@@ -123,12 +124,12 @@ def test_incomplete_set_waits_then_is_quarantined(relay_dir: Path) -> None:
     r = Relay(cfg)
     part = drop(r, fi_name(1, total=3, part=1))
     drop(r, fi_name(1, total=3, part=3))
-    r.send_once(wait_for_settle=False)
+    now = [1000.0]
+    claimer = Claimer(cfg, r.journal, r.spool, clock=lambda: now[0])
+    claimer.scan()
     assert part.exists() and not reasons(r)  # still waiting
-    old = time.time() - 7200
-    for p in r.spool.outbox.iterdir():
-        os.utime(p, (old, old))
-    r.send_once(wait_for_settle=False)
+    now[0] += 3601  # an hour after the relay first saw them (their mtimes do not count: `mv` keeps old ones)
+    claimer.scan()
     why = reasons(r)
     assert set(why) == {fi_name(1, total=3, part=1), fi_name(1, total=3, part=3)}
     assert fi_name(1, total=3, part=2) in why[fi_name(1, total=3, part=1)]["detail"]

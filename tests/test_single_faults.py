@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -248,11 +247,12 @@ def test_truncated_xml_waits_then_is_quarantined_with_a_reason(relay_dir: Path) 
     cfg.paths.outbox_dir.mkdir(parents=True, exist_ok=True)
     (cfg.paths.outbox_dir / fi_name(1)).write_bytes(b"<?xml version='1.0'?>\r\n<DmfA>\r\n<Worker>x</Wor")
     (cfg.paths.outbox_dir / fi_name(2)).write_bytes(b"<DmfA/>")
-    env = {"ONSS_RELAY__WATCH__INCOMPLETE_AFTER": "2s", "ONSS_RELAY__WATCH__SETTLE": "0s"}
+    env = {"ONSS_RELAY__WATCH__INCOMPLETE_AFTER": "1h", "ONSS_RELAY__WATCH__SETTLE": "0s"}
     r = run_cli("send", "--once", "--config", config, env=env)
     assert r.returncode == 0 and "sent 1 set(s), quarantined 0" in r.stdout, r.stdout + r.stderr
     assert (cfg.paths.outbox_dir / fi_name(1)).exists()  # waits for its writer
-    time.sleep(2.5)
+    # unchanged past watch.incomplete_after, counted from when this run first saw it (a settle wait later)
+    env = {"ONSS_RELAY__WATCH__INCOMPLETE_AFTER": "500ms", "ONSS_RELAY__WATCH__SETTLE": "1s"}
     r = run_cli("send", "--once", "--config", config, env=env)
     assert r.returncode == 1 and "quarantined 1" in r.stdout and "Traceback" not in r.stderr, r.stderr
     why = reason_of(cfg, fi_name(1))
@@ -384,3 +384,72 @@ def test_an_ssh_key_the_relay_cannot_read_is_a_local_error_that_check_local_repo
         out = r.stdout + r.stderr
         assert r.returncode == 2, (command, out)
         assert "permission denied" in out and "wrong passphrase" not in out and "Traceback" not in out
+
+
+def fill(folder: Path) -> Path:
+    """Given a folder on a small filesystem, write a file until the disk is full; return it."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        return filler
+    finally:
+        os.close(fd)
+
+
+def test_a_full_journal_is_a_local_error_exit_4_never_remote(relay_dir: Path, tmp_path: Path) -> None:
+    mount = tmp_path / "small"
+    mount.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True, text=True)
+    assert r.returncode == 0, f"cannot mount a tmpfs: {r.stderr.strip()}"
+    try:
+        config = relay_dir / "config.toml"
+        config.write_text(config.read_text().replace('root = "spool"', f'root = "{mount / "spool"}"'))
+        cfg = load_config(config, environ={})
+        gos = claimed_and_signed(cfg, [(1, "T", 1), (2, "T", 1)])
+        filler = fill(mount)  # the uploader's next journal commit finds no room
+        r = run_cli("send", "--once", "--config", str(config))
+        assert r.returncode == 4, r.stdout + r.stderr
+        assert "disk full" in r.stderr and "journal" in r.stderr, r.stderr
+        assert "remote" not in r.stderr and "upload_crashed" not in r.stderr and "Traceback" not in r.stderr
+        filler.unlink()
+        r = run_cli("send", "--once", "--config", str(config))
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert all(state_of(config, go) == State.SENT for go in gos)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_busy_journal_is_a_local_error_exit_4_never_remote(relay_dir: Path) -> None:
+    config = relay_dir / "config.toml"
+    cfg = load_config(config, environ={})
+    claimed_and_signed(cfg, [(1, "T", 1)])
+    holder = subprocess.Popen(  # another process keeps the journal's write lock longer than the busy timeout
+        ["sqlite3", str(cfg.paths.journal_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdin is not None and holder.stdout is not None
+    holder.stdin.write("BEGIN EXCLUSIVE;\nSELECT 'locked';\n")
+    holder.stdin.flush()
+    assert holder.stdout.readline().strip() == "locked"
+    try:
+        r = run_cli("send", "--once", "--config", str(config))
+    finally:
+        holder.stdin.write("ROLLBACK;\n.quit\n")
+        holder.stdin.flush()
+        holder.wait(10)
+    assert r.returncode == 4, r.stdout + r.stderr
+    assert "locked by another process" in r.stderr and "journal" in r.stderr, r.stderr
+    assert "remote" not in r.stderr and "upload_crashed" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_send_once_never_says_quarantined_0_when_it_exits_1(relay_dir: Path) -> None:
+    config = relay_dir / "config.toml"
+    cfg = load_config(config, environ={})
+    gos = claimed_and_signed(cfg, [(1, "T", 1), (2, "T", 1)])
+    gone = journal_row(cfg, gos[0]).parts[0]
+    (cfg.paths.outbox_dir / gone).unlink()  # its only file deleted after its claim: nothing to move to failed/
+    r = run_cli("send", "--once", "--config", str(config))
+    assert r.returncode == 1 and "sent 1 set(s), quarantined 1" in r.stdout, r.stdout + r.stderr
+    assert journal_row(cfg, gos[0]).state == State.FAILED

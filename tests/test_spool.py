@@ -72,10 +72,26 @@ def test_move_without_hard_links_or_across_filesystems(
     src = _src(tmp_path)
     (tmp_path / "sent" / "FI.x").write_bytes(b"an older one")
 
-    def no_link(a: object, b: object) -> None:
+    def no_link(a: object, b: object, **kwargs: object) -> None:
         raise OSError(err, os.strerror(err))
 
     monkeypatch.setattr(os, "link", no_link)  # an SMB share without hard links, or the outbox on another mount
     assert move_durably(src, tmp_path / "sent").name == "FI.x.1"
     assert (tmp_path / "sent" / "FI.x").read_bytes() == b"an older one"
     assert (tmp_path / "sent" / "FI.x.1").read_bytes() == b"declaration" and not src.exists()
+
+
+def test_a_symbolic_link_moved_across_filesystems_stays_a_link(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "secret.p12"
+    target.write_bytes(b"not for failed/")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "failed").mkdir()
+    link = tmp_path / "out" / "FI.x"
+    link.symlink_to(target)
+
+    def no_link(a: object, b: object, **kwargs: object) -> None:
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+    monkeypatch.setattr(os, "link", no_link)  # failed/ on another mount than the outbox
+    moved = move_durably(link, tmp_path / "failed")
+    assert moved.is_symlink() and os.readlink(moved) == str(target) and not link.is_symlink()

@@ -1,47 +1,175 @@
 """`onss-relay requeue NAME`: put a quarantined set back in the outbox, all its files at once, to be sent again.
 
-Putting parts back by hand, one at a time, re-quarantines them (the first part alone is an incomplete set,
-and older than watch.incomplete_after) and leaves stale reason files beside nothing. Here every file of the
-set moves from failed/ to the outbox under a temporary name, is dated now, and is renamed in together;
-the reason files go once the files are back. The claim stage then checks the set like a new one.
+Putting parts back by hand, one at a time, re-quarantines them (the first part alone is an incomplete set).
+Here every file of the set moves from failed/ to the outbox under a temporary name (``.NAME.requeue.tmp``)
+and is then linked in under its own name, never over a file already there: a corrected declaration dropped
+meanwhile is never overwritten. The reason files go once the files are back. A requeue cut short (a crash,
+a kill) is completed, or undone when a file of the same name arrived meanwhile, by the next requeue and by
+``send``/``run`` at start (``finish_interrupted_requeues``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
+import structlog
+
 from onss_relay.config import Config
-from onss_relay.durable import fsync_dir, move_durably
+from onss_relay.durable import fsync_dir, move_durably, place_new
 from onss_relay.errors import InvalidName, UsageError
 from onss_relay.names import parse_name, set_key
 from onss_relay.spool import Spool
 
+log = structlog.get_logger(__name__)
+
+STAGED_SUFFIX = ".requeue.tmp"
+
 
 def requeue(cfg: Config, name: str, out: TextIO) -> int:
-    """Given a GO, FI or FS name of a quarantined set, move its files back into the outbox; return 0."""
+    """Given a GO, FI or FS name of a quarantined set, move its files back into the outbox; return 0.
+
+    Refuses (UsageError, nothing moved) when a file of the same name is already in the outbox."""
     try:
         key = set_key(parse_name(Path(name).name))
     except InvalidName as e:
         raise UsageError(f"{name}: not a declaration file or set name ({e.field} {e.why})") from None
     spool = Spool(cfg.paths)
-    files = sorted(p for p in spool.failed.iterdir() if _belongs(p.name, key))
-    if not files:
-        raise UsageError(f"{name}: nothing of set {key} is in {spool.failed}")
-    staged = []
-    for f in files:
-        temp = move_durably(f, spool.outbox, f".{f.name}.requeue.tmp")
-        os.utime(temp)  # watch.incomplete_after counts from now, not from the first attempt
-        staged.append((temp, spool.outbox / f.name))
-    for temp, final in staged:
-        os.replace(temp, final)
-    fsync_dir(spool.outbox)
-    for f in files:
-        (f.parent / f"{f.name}.reason.json").unlink(missing_ok=True)
-    fsync_dir(spool.failed)
-    print(f"requeued {key}: {', '.join(final.name for _, final in staged)} back in {spool.outbox}", file=out)
+    with requeue_lock(spool):
+        if key in _finish_interrupted(spool):
+            print(f"requeued {key}: an earlier requeue of it, cut short, was completed", file=out)
+            return 0
+        files = _quarantined_files(spool, key)
+        if not files:
+            raise UsageError(f"{name}: nothing of set {key} is in {spool.failed}")
+        _refuse_overwrite(spool, name, [f.name for f in files])
+        for f in files:
+            _stage(spool, f)
+        placed = _bring_in(spool, key)
+    print(f"requeued {key}: {', '.join(placed)} back in {spool.outbox}", file=out)
     return 0
+
+
+def finish_interrupted_requeues(spool: Spool) -> list[str]:
+    """Given the spool, complete every requeue cut short (files left under ``.NAME.requeue.tmp`` in the
+    outbox), or undo it (the files back in failed/) when a file of the same name arrived in the outbox
+    meanwhile; return the set names completed."""
+    with requeue_lock(spool):
+        return _finish_interrupted(spool)
+
+
+def _finish_interrupted(spool: Spool) -> list[str]:
+    done = []
+    for key, temps in _staged_sets(spool).items():
+        clashes = [t for t in temps if _clash(t, spool.outbox / _final_name(t))]
+        if clashes:
+            _undo(spool, temps, f"{', '.join(_final_name(t) for t in clashes)} arrived in the outbox meanwhile")
+            continue
+        for f in _quarantined_files(spool, key):
+            _stage(spool, f)
+        _bring_in(spool, key)
+        log.warning("requeue_completed", set=key, detail="a requeue cut short was completed")
+        done.append(key)
+    return done
+
+
+@contextlib.contextmanager
+def requeue_lock(spool: Spool) -> Iterator[None]:
+    """Hold the spool's requeue lock (a requeue and a starting relay never move the same files at once)."""
+    spool.paths.root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(spool.paths.root / "requeue.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _refuse_overwrite(spool: Spool, name: str, names: list[str]) -> None:
+    taken = [n for n in names if _taken(spool.outbox / n)]
+    if taken:
+        raise UsageError(
+            f"{name}: not requeued, {', '.join(taken)} is already in {spool.outbox} and requeue never overwrites"
+            " a file; send or move that one first, then requeue again"
+        )
+
+
+def _stage(spool: Spool, f: Path) -> None:
+    """Given a quarantined file, move it into the outbox under its staged name, dated now."""
+    temp = move_durably(f, spool.outbox, f".{f.name}{STAGED_SUFFIX}")
+    os.utime(temp)
+
+
+def _bring_in(spool: Spool, key: str) -> list[str]:
+    """Given a set whose files are all staged, link each in under its own name (never over another file),
+    then remove their reason files; return the names placed. A clash undoes the rest and raises UsageError."""
+    temps = _staged_sets(spool).get(key, [])
+    placed = []
+    for temp in temps:
+        final = spool.outbox / _final_name(temp)
+        try:
+            place_new(temp, final)
+        except FileExistsError:
+            if not _same_file(temp, final):
+                fsync_dir(spool.outbox)
+                rest = [t for t in temps if t.exists()]
+                _undo(spool, rest, f"{final.name} arrived in the outbox while it was requeued")
+                raise UsageError(
+                    f"{final.name}: a file of that name arrived in {spool.outbox} during the requeue; "
+                    f"{', '.join(_final_name(t) for t in rest)} went back to {spool.failed}"
+                ) from None
+            temp.unlink()  # linked in before a crash: the outbox file is this very file
+        placed.append(final.name)
+    fsync_dir(spool.outbox)
+    for name in placed:
+        (spool.failed / f"{name}.reason.json").unlink(missing_ok=True)
+    fsync_dir(spool.failed)
+    return placed
+
+
+def _undo(spool: Spool, temps: list[Path], why: str) -> None:
+    """Given staged files, put them back in failed/ (their reason files are still there) and say why."""
+    for temp in temps:
+        move_durably(temp, spool.failed, _final_name(temp))
+    log.warning(
+        "requeue_undone", files=[_final_name(t) for t in temps], detail=f"{why}; the set stays in {spool.failed}"
+    )
+
+
+def _staged_sets(spool: Spool) -> dict[str, list[Path]]:
+    staged: dict[str, list[Path]] = {}
+    for p in sorted(spool.outbox.glob(f".*{STAGED_SUFFIX}")):
+        with contextlib.suppress(InvalidName):
+            staged.setdefault(set_key(parse_name(_final_name(p))), []).append(p)
+    return staged
+
+
+def _quarantined_files(spool: Spool, key: str) -> list[Path]:
+    return sorted(p for p in spool.failed.iterdir() if _belongs(p.name, key))
+
+
+def _final_name(temp: Path) -> str:
+    return temp.name.removeprefix(".").removesuffix(STAGED_SUFFIX)
+
+
+def _clash(temp: Path, final: Path) -> bool:
+    """Whether final is another file than the staged one (not the same file linked in before a crash)."""
+    return _taken(final) and not _same_file(temp, final)
+
+
+def _taken(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _belongs(file_name: str, key: str) -> bool:

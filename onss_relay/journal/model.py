@@ -124,6 +124,7 @@ class SetData:
     sizes: Mapping[str, int] = dataclasses.field(default_factory=dict)  # FI name → bytes when claimed
     mtimes: Mapping[str, int] = dataclasses.field(default_factory=dict)  # FI name → st_mtime_ns when claimed
     extras: tuple[str, ...] = ()  # files dropped with the FI parts: a pre-made FS, a GO
+    identities: Mapping[str, tuple[int, int]] = dataclasses.field(default_factory=dict)  # FI → (inode, ctime_ns)
     fs: tuple[str, ...] = ()  # FS files written into work/ (none for S when signing.sign_in_s = false)
     # FI name → "algorithm:hex" of the snapshot signed and sent (work/<FI>); empty for sets signed before snapshots
     digests: Mapping[str, str] = dataclasses.field(default_factory=dict)
@@ -136,9 +137,15 @@ class SetData:
     warnings: tuple[str, ...] = ()
 
     def unchanged(self, name: str, st: os.stat_result) -> bool:
-        """Given an FI and its stat now, whether it still has the size and mtime recorded at its claim (the
-        size only, for sets claimed before mtimes were recorded)."""
-        return st.st_size == self.sizes.get(name) and st.st_mtime_ns == self.mtimes.get(name, st.st_mtime_ns)
+        """Given an FI and its stat now, whether it still has the size, mtime, inode and ctime recorded at its
+        claim (a writer may set the mtime back; the ctime it cannot). Sets claimed before these were recorded
+        compare what they have."""
+        same_identity = tuple(self.identities.get(name, (st.st_ino, st.st_ctime_ns))) == (st.st_ino, st.st_ctime_ns)
+        return (
+            st.st_size == self.sizes.get(name)
+            and st.st_mtime_ns == self.mtimes.get(name, st.st_mtime_ns)
+            and same_identity
+        )
 
     def updated(self, fields: Mapping[str, Any]) -> SetData:
         """Given field values (names of this class; a wrong name is a bug and raises TypeError), return a copy."""
@@ -159,6 +166,7 @@ class SetData:
             sizes=dict(raw.get("sizes", {})),
             mtimes=dict(raw.get("mtimes", {})),
             extras=tuple(raw.get("extras", ())),
+            identities={k: (int(v[0]), int(v[1])) for k, v in raw.get("identities", {}).items()},
             fs=tuple(raw.get("fs", ())),
             digests=dict(raw.get("digests", {})),
             sent_dir=raw.get("sent_dir"),

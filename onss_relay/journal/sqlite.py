@@ -148,7 +148,8 @@ class SqliteJournal:
             log.info("set_state", set=n.go_name, state=str(S.QUEUED), parts=len(n.parts))
 
     def add_failed(self, go_name: str, env: str, parts: list[str], reason: str) -> None:
-        """Given a set refused before it was queued, record it as failed (for status) unless its name is known."""
+        """Given a set refused before it was queued, record it as failed (for status) unless its name is known
+        in another state; a set refused again (requeued, refused anew) gets the new reason."""
         now = time.time()
         with self._tx() as db:
             cur = db.execute(
@@ -157,6 +158,13 @@ class SqliteJournal:
                 (go_name, env, S.FAILED, json.dumps(parts), now, now, reason),
             )
             added = cur.rowcount > 0
+            if not added:
+                cur = db.execute(
+                    "UPDATE sets SET reason = ?, parts = ?, updated_at = ? WHERE go_name = ? AND state = ?"
+                    " AND reason IS NOT ?",
+                    (reason, json.dumps(parts), now, go_name, S.FAILED, reason),
+                )
+                added = cur.rowcount > 0
             if added:
                 db.execute(
                     "INSERT INTO history (go_name, state, at, detail) VALUES (?,?,?,?)",

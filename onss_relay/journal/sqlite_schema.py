@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,9 +98,18 @@ def neutral_errors(path: Path) -> Iterator[None]:
         code = getattr(e, "sqlite_errorcode", 0) & 0xFF
         if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
             raise JournalBusy(f"{path}: the journal is locked by another process ({e})") from e
-        if code == sqlite3.SQLITE_FULL:
+        if code == sqlite3.SQLITE_FULL or (code == sqlite3.SQLITE_IOERR and _no_room(path)):
             raise JournalFull(f"{path}: disk full: the journal cannot grow; free space on that filesystem") from e
         raise JournalError(f"{path}: {e}") from e
+
+
+def _no_room(path: Path) -> bool:
+    """Whether the filesystem holding the journal is full (SQLite reports a write into its -wal or -shm file
+    on a full disk as a disk I/O error)."""
+    try:
+        return os.statvfs(path.parent).f_bavail == 0
+    except OSError:
+        return False
 
 
 def set_row(r: sqlite3.Row) -> SetRow:

@@ -10,7 +10,6 @@ import dataclasses
 import datetime as dt
 import os
 import stat
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,83 +19,15 @@ import structlog
 from onss_relay.config import Config
 from onss_relay.declaration import declaration_warnings, open_for_writing, xml_problem
 from onss_relay.errors import InvalidName
-from onss_relay.journal import Journal, NewSet, SetData, State
+from onss_relay.journal import Journal, NewSet, SetData, SetRow, State
 from onss_relay.names import Name, Prefix, format_name, missing_parts, parse_name, sent_application_codes, set_key
+from onss_relay.sent_names import SentNames
 from onss_relay.spool import Spool, is_temp_name
+from onss_relay.stages.settle import SettleTracker
 
 log = structlog.get_logger(__name__)
 
 CLAIM_BATCH = 100  # sets queued per journal commit while scanning
-
-
-@dataclasses.dataclass
-class _Sighting:
-    size: int
-    mtime_ns: int
-    since: float  # monotonic time this (size, mtime) was first seen
-
-
-class SettleTracker:
-    """Given a settle delay, tell when a file kept its size and mtime that long (monotonic clock).
-
-    With ``settle = 0`` and filesystem events available, a file is settled once a close-after-write or a
-    rename into the outbox was seen for it (``trust``), or once it kept its size and mtime for
-    ``EVENT_FALLBACK`` seconds in case an event was lost. Without events (``send --once``), 0 trusts what
-    is there.
-    """
-
-    EVENT_FALLBACK = 5.0
-
-    def __init__(self, settle: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.settle = settle
-        self.clock = clock
-        self.events = False  # True while an observer delivers close/rename events
-        self._seen: dict[str, _Sighting] = {}
-        self._trusted: set[str] = set()
-        self._lock = threading.Lock()
-
-    def trust(self, name: str) -> None:
-        with self._lock:
-            self._trusted.add(name)
-
-    def closed(self, name: str) -> bool:
-        """Whether a close-after-write or a rename into the outbox was seen for it since it last changed."""
-        with self._lock:
-            return name in self._trusted
-
-    def distrust(self, name: str) -> None:
-        with self._lock:
-            self._trusted.discard(name)
-
-    def settled(self, name: str, st: os.stat_result) -> bool:
-        now = self.clock()
-        prev = self._seen.get(name)
-        changed = prev is None or (prev.size, prev.mtime_ns) != (st.st_size, st.st_mtime_ns)
-        if prev is None or changed:
-            prev = self._seen[name] = _Sighting(st.st_size, st.st_mtime_ns, now)
-        if self.settle > 0:
-            return not changed and now - prev.since >= self.settle
-        if not self.events:
-            return True
-        with self._lock:
-            trusted = name in self._trusted
-        return trusted or now - prev.since >= self.EVENT_FALLBACK
-
-    def next_deadline(self) -> float | None:
-        """Return the monotonic time at which a file seen changing may next be settled, if any."""
-        wait = self.settle if self.settle > 0 else (self.EVENT_FALLBACK if self.events else 0)
-        with self._lock:
-            pending = [s.since + wait for n, s in self._seen.items() if self.settle > 0 or n not in self._trusted]
-        return min(pending) if pending else None
-
-    def forget(self, names: set[str]) -> None:
-        with self._lock:
-            for name in names:
-                self._seen.pop(name, None)
-                self._trusted.discard(name)
-
-    def forget_missing(self, present: set[str]) -> None:
-        self.forget({n for n in self._seen if n not in present})
 
 
 @dataclasses.dataclass
@@ -120,6 +51,7 @@ class Claimer:
         self.journal = journal
         self.spool = spool
         self.tracker = SettleTracker(cfg.watch.settle, clock)
+        self.sent_names = SentNames(spool.sent)
         self._xml_seen: dict[str, tuple[object, str | None]] = {}  # set → ((name, size, mtime) of its FIs, problem)
 
     def apply(self, cfg: Config) -> None:
@@ -132,7 +64,9 @@ class Claimer:
         sets: dict[str, _SetFiles] = {}
         present: set[str] = set()
         all_settled: dict[str, bool] = {}
-        for entry in self._entries():
+        entries, odd = self._entries()
+        self._refuse_odd(odd)
+        for entry in entries:
             name, path, st = entry
             present.add(name)
             settled = self.tracker.settled(name, st)
@@ -200,7 +134,7 @@ class Claimer:
         problem = self._xml_seen[group.key][1]
         if problem is None:
             return True
-        if time.time() - max(st.st_mtime for st in stats) > self.cfg.watch.incomplete_after:
+        if min(self.tracker.unchanged_for(p.name) for p in fis) > self.cfg.watch.incomplete_after:
             self._refuse(group, parse_name(group.key), "not well-formed XML", problem)
         return False
 
@@ -211,12 +145,15 @@ class Claimer:
             for n in claimed:
                 log.info("set_claimed", set=n.go_name, parts=len(n.parts), state="queued")
 
-    def _entries(self) -> list[tuple[str, Path, os.stat_result]]:
+    def _entries(self) -> tuple[list[tuple[str, Path, os.stat_result]], list[tuple[Path, os.stat_result]]]:
+        """Return the outbox's regular files (name, path, stat), sorted, and the entries that are neither a
+        regular file nor a folder (symbolic links, pipes, sockets); temporary names are left alone."""
         out: list[tuple[str, Path, os.stat_result]] = []
+        odd: list[tuple[Path, os.stat_result]] = []
         try:
             it = os.scandir(self.spool.outbox)
         except FileNotFoundError:
-            return out
+            return out, odd
         with it:
             for e in it:
                 if is_temp_name(e.name):
@@ -227,7 +164,31 @@ class Claimer:
                     continue
                 if stat.S_ISREG(st.st_mode):
                     out.append((e.name, Path(e.path), st))
-        return sorted(out)
+                elif not stat.S_ISDIR(st.st_mode):
+                    odd.append((Path(e.path), st))
+        return sorted(out), odd
+
+    def _refuse_odd(self, odd: list[tuple[Path, os.stat_result]]) -> None:
+        """Given outbox entries that are not regular files, quarantine each with why (never silently skipped).
+
+        A symbolic link is not followed: it may point at any file the relay can read (its key, another
+        payroll's data) and its target may change after it is signed; the link itself goes to failed/."""
+        for path, st in odd:
+            if stat.S_ISLNK(st.st_mode):
+                try:
+                    target = os.readlink(path)
+                except OSError:
+                    target = "?"
+                reason = "a symbolic link, not a file"
+                detail = (
+                    f"{path.name} is a symbolic link to {target}: the relay sends only regular files put in the "
+                    "outbox (a link may point at any file the relay can read, and its target can change); "
+                    "copy or move the file itself into the outbox"
+                )
+            else:
+                reason = "not a regular file"
+                detail = f"{path.name} is a pipe, socket or device, not a declaration file"
+            self.spool.quarantine([path], reason, detail)
 
     def _consider(self, group: _SetFiles, settled: bool) -> NewSet | None:
         """Given a group of files and whether all are settled, return the set to queue, or None (refused,
@@ -236,12 +197,7 @@ class Claimer:
         row = self.journal.get_set(group.key)
         if row is not None and row.state != State.FAILED:
             if row.archived:
-                self._refuse(
-                    group,
-                    go,
-                    "duplicate name, would be ACRF-133",
-                    f"{group.key} was already sent on {dt.datetime.fromtimestamp(row.created_at):%Y-%m-%d}",
-                )
+                self._refuse(group, go, "duplicate name, would be ACRF-133", _sent_before(group, row))
             return None  # claimed already: in flight, or its archive is being completed
         same_sequence = [
             r
@@ -264,6 +220,11 @@ class Claimer:
             return None
         if not settled:
             return None
+        earlier = self.sent_names.sent_with(go)
+        if earlier is not None:  # the journal does not know it (lost, or restored from an old backup); sent/ does
+            why = f"{group.key}: sequence {go.seq} of {go.date} ({go.env}) was already sent, as {earlier}"
+            self._refuse(group, go, "duplicate name, would be ACRF-133", why)
+            return None
         problem = self._validate(go)
         if problem:
             self._refuse(group, go, *problem)
@@ -275,9 +236,9 @@ class Claimer:
             format_name(p)
             for p in sorted((p for p in group.parsed if p.prefix == Prefix.FI), key=lambda p: p.part or 0)
         ]
-        return NewSet(
-            group.key, go.env.value, fis, SetData(sizes=sizes, mtimes=mtimes, extras=tuple(sorted(group.extras)))
-        )
+        identities = {name: (st.st_ino, st.st_ctime_ns) for name, st in stats.items()}
+        data = SetData(sizes=sizes, mtimes=mtimes, extras=tuple(sorted(group.extras)), identities=identities)
+        return NewSet(group.key, go.env.value, fis, data)
 
     def _validate(self, go: Name) -> tuple[str, str] | None:
         """Given a complete set's GO name, return (reason, detail) when it must not be sent, else None."""
@@ -295,8 +256,8 @@ class Claimer:
         return None
 
     def _check_incomplete(self, group: _SetFiles, missing: list[str]) -> None:
-        oldest = min(p.stat().st_mtime for p in group.paths())
-        if time.time() - oldest > self.cfg.watch.incomplete_after:
+        waited = max(self.tracker.seen_for(p.name) for p in group.paths())  # since the first part was seen
+        if waited > self.cfg.watch.incomplete_after:
             self._refuse(group, parse_name(group.key), "incomplete set", "missing parts: " + ", ".join(missing))
 
     def _refuse(self, group: _SetFiles, go: Name, reason: str, detail: str) -> None:
@@ -314,6 +275,19 @@ def with_warnings(new: NewSet, parts: list[Path]) -> NewSet:
     for warning in warnings:
         log.warning("declaration_warning", set=new.go_name, warning=warning)
     return dataclasses.replace(new, data=new.data.updated({"warnings": warnings})) if warnings else new
+
+
+def _sent_before(group: _SetFiles, row: SetRow) -> str:
+    """Given files named like a set already sent, say so, and what the ONSS got if they are a later version of
+    that set's files (a writer that appended after the relay sent and released the original)."""
+    when = f"{dt.datetime.fromtimestamp(row.created_at):%Y-%m-%d}"
+    again = sorted(n for n in group.fis if n in row.data.digests)
+    if not again:
+        return f"{group.key} was already sent on {when}"
+    return (
+        f"{group.key} was already sent on {when}: {', '.join(again)} was written again after it was sent, and "
+        f"the ONSS got an earlier version (in {row.data.sent_dir}); this later content was not sent"
+    )
 
 
 def latest_plausible_today() -> dt.date:

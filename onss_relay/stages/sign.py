@@ -108,19 +108,26 @@ class Signer:
                     fs_names.append(self._write_fs(writer.staged(fi_name), fi_name, digest, row, writer))
         except CertificateError:
             raise
-        except SignatureError as e:
-            self.spool.quarantine_claimed(self.journal, row, "cannot sign", str(e))
-            return None
-        except OSError as e:
-            if e.errno in LOCAL_WRITE_ERRORS:  # work/ cannot take the copy or the FS: stop, nothing is lost
-                raise LocalError(describe_os_error(e, f"signing {row.go_name}")) from None
-            if e.errno in TRANSIENT_READ_ERRORS:  # e.g. a network share that blinked: try again next round
-                log.warning("declaration_unreadable", set=row.go_name, file=fi_name, error=e.strerror, retry=True)
-                return None
-            # gone, permission denied, …: this set is quarantined, the others go on
-            self.spool.quarantine_claimed(self.journal, row, *self.spool.why_unreadable(row, fi_name, e))
+        except (SignatureError, OSError) as e:
+            fs_all = [format_name(fs_name_for(parse_name(n))) for n in row.parts]
+            writer.discard([*row.parts, *fs_all])  # this set's copies and FS written so far go nowhere
+            self._set_aside(row, fi_name, e)
             return None
         return Change(row.go_name, State.SIGNED, data={"fs": tuple(fs_names), "digests": digests})
+
+    def _set_aside(self, row: SetRow, fi_name: str, error: SignatureError | OSError) -> None:
+        """Given a set that could not be signed and why, quarantine it, or leave it queued for another try
+        (a read error worth retrying), or raise LocalError (work/ cannot be written)."""
+        if isinstance(error, SignatureError):
+            self.spool.quarantine_claimed(self.journal, row, "cannot sign", str(error))
+            return
+        if error.errno in LOCAL_WRITE_ERRORS:  # work/ cannot take the copy or the FS: stop, nothing is lost
+            raise LocalError(describe_os_error(error, f"signing {row.go_name}")) from None
+        if error.errno in TRANSIENT_READ_ERRORS:  # e.g. a network share that blinked: try again next round
+            log.warning("declaration_unreadable", set=row.go_name, file=fi_name, error=error.strerror, retry=True)
+            return
+        # gone, permission denied, …: this set is quarantined, the others go on
+        self.spool.quarantine_claimed(self.journal, row, *self.spool.why_unreadable(row, fi_name, error))
 
     def _write_fs(self, snapshot: Path, fi_name: str, digest: bytes, row: SetRow, writer: BatchWriter) -> str:
         """Given the FI's snapshot (still under its temp name) and its digest, write its FS; return the FS name."""

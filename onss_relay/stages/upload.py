@@ -319,6 +319,7 @@ class _Worker:
                 self._check_or_quarantine(row)
                 gates.add(Change(row.go_name, State.UPLOADING))
             elif step.name == "GO":
+                self._check_or_quarantine(row)  # an original changed since its claim stops the set before its GO
                 gates.add(Change(row.go_name, State.GO_SENDING))  # durable before the GO is opened (Upload)
 
         return Upload(row.go_name, steps, gate, lambda: sent.add(row, folder), gates.commit)

@@ -15,6 +15,7 @@ from watchdog.events import (
     FileClosedEvent,
     FileClosedNoWriteEvent,
     FileCreatedEvent,
+    FileDeletedEvent,
     FileModifiedEvent,
     FileMovedEvent,
     FileOpenedEvent,
@@ -23,7 +24,8 @@ from watchdog.events import (
 )
 from watchdog.observers.api import BaseObserver
 
-from onss_relay.stages.claim import Claimer, SettleTracker
+from onss_relay.stages.claim import Claimer
+from onss_relay.stages.settle import SettleTracker
 
 log = structlog.get_logger(__name__)
 
@@ -80,7 +82,7 @@ class Watcher:
         observer.daemon = True
         observer.start()
         self._observer = observer
-        logging.getLogger("watchdog.observers.inotify_c").addHandler(_OverflowAlarm(self.wake))
+        logging.getLogger("watchdog.observers.inotify_c").addHandler(_OverflowAlarm(self.wake, self.outbox.tracker))
         self.outbox.tracker.events = not self.polling
         log.info(
             "watching",
@@ -102,13 +104,15 @@ class Watcher:
 class _OverflowAlarm(logging.Handler):
     """watchdog recovers from an inotify queue overflow but only logs it: hear that, and rescan at once."""
 
-    def __init__(self, wake: threading.Event) -> None:
+    def __init__(self, wake: threading.Event, tracker: SettleTracker) -> None:
         super().__init__(logging.WARNING)
         self.wake = wake
+        self.tracker = tracker
 
     def emit(self, record: logging.LogRecord) -> None:
         if "overflow" in record.getMessage().lower():
             log.warning("event_queue_overflow", detail="events were lost; scanning the whole outbox now")
+            self.tracker.events_lost()
             self.wake.set()
 
 
@@ -119,17 +123,26 @@ class _Hints(FileSystemEventHandler):
         self.wake = wake
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if isinstance(event, FileOpenedEvent | FileClosedNoWriteEvent):
-            return  # readers, ourselves included, change nothing
         if event.is_directory:
             self.wake.set()
             return
-        if isinstance(event, FileClosedEvent):
-            self.tracker.trust(os.path.basename(str(event.src_path)))
+        name = os.path.basename(str(event.src_path))
+        if isinstance(event, FileOpenedEvent):
+            self.tracker.opened(name)  # a reader or a writer: which, inotify does not say; its close will
+            return
+        if isinstance(event, FileClosedNoWriteEvent):
+            self.tracker.closed_after(name, wrote=False)
+        elif isinstance(event, FileClosedEvent):
+            self.tracker.closed_after(name, wrote=True)
         elif isinstance(event, FileMovedEvent):
-            self.tracker.distrust(os.path.basename(str(event.src_path)))
+            self.tracker.gone(name)
             if os.path.dirname(str(event.dest_path)) == self.outbox:
+                self.tracker.gone(os.path.basename(str(event.dest_path)))
                 self.tracker.trust(os.path.basename(str(event.dest_path)))
-        elif isinstance(event, FileModifiedEvent | FileCreatedEvent):
-            self.tracker.distrust(os.path.basename(str(event.src_path)))
+        elif isinstance(event, FileDeletedEvent):
+            self.tracker.gone(name)
+        elif isinstance(event, FileModifiedEvent):
+            self.tracker.modified(name)
+        elif isinstance(event, FileCreatedEvent):
+            self.tracker.distrust(name)
         self.wake.set()

@@ -1,0 +1,149 @@
+"""When an outbox file is settled: unchanged for watch.settle on a monotonic clock, closed as inotify tells it
+(opens, writes and closes by any user), and how long the relay has seen it (for watch.incomplete_after).
+
+Fed by the claim scan (stat) and by the watcher's events (``watch.py``); it decides nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from collections.abc import Callable
+
+
+@dataclasses.dataclass
+class _Sighting:
+    size: int
+    mtime_ns: int
+    since: float  # monotonic time this (size, mtime) was first seen
+
+
+class SettleTracker:
+    """Given a settle delay, tell when a file kept its size and mtime that long (monotonic clock).
+
+    With ``settle = 0`` and filesystem events available, a file is settled once a close-after-write or a
+    rename into the outbox was seen for it (``trust``), or once it kept its size and mtime for
+    ``EVENT_FALLBACK`` seconds in case an event was lost. Without events (``send --once``), 0 trusts what
+    is there.
+
+    Whatever the delay, while events flow a file is not settled as long as the kernel says it is open
+    (opened and not closed since) or modified and not closed since: inotify tells this for writers of
+    every user, which /proc does not (another user's processes, ``ProtectProc=invisible``).
+    """
+
+    EVENT_FALLBACK = 5.0
+
+    def __init__(self, settle: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settle = settle
+        self.clock = clock
+        self.events = False  # True while an observer delivers close/rename events
+        self._seen: dict[str, _Sighting] = {}
+        self._first: dict[str, float] = {}  # monotonic time each name was first seen by this process
+        self._trusted: set[str] = set()
+        self._opens: dict[str, int] = {}  # name → opens not closed yet, as inotify told them
+        self._dirty: set[str] = set()  # modified and not closed since
+        self._lock = threading.Lock()
+
+    def trust(self, name: str) -> None:
+        with self._lock:
+            self._trusted.add(name)
+
+    def closed(self, name: str) -> bool:
+        """Whether a close-after-write or a rename into the outbox was seen for it since it last changed."""
+        with self._lock:
+            return name in self._trusted
+
+    def distrust(self, name: str) -> None:
+        with self._lock:
+            self._trusted.discard(name)
+
+    def opened(self, name: str) -> None:
+        """Given a name inotify saw opened (by any process, any user), count it open until its close."""
+        with self._lock:
+            self._opens[name] = self._opens.get(name, 0) + 1
+
+    def modified(self, name: str) -> None:
+        """Given a name inotify saw written to, hold it unsettled until a close after writing."""
+        with self._lock:
+            self._dirty.add(name)
+            self._trusted.discard(name)
+
+    def closed_after(self, name: str, wrote: bool) -> None:
+        """Given a name inotify saw closed (after writing or not), count that open as ended."""
+        with self._lock:
+            left = self._opens.get(name, 0) - 1
+            if left > 0:
+                self._opens[name] = left
+            else:
+                self._opens.pop(name, None)  # opened before the watch began: nothing counted to end
+            if wrote:
+                self._dirty.discard(name)
+                self._trusted.add(name)
+
+    def gone(self, name: str) -> None:
+        """Given a name removed or renamed away, forget what events said of it."""
+        with self._lock:
+            self._opens.pop(name, None)
+            self._dirty.discard(name)
+            self._trusted.discard(name)
+
+    def events_lost(self) -> None:
+        """After an event-queue overflow, opens and closes may be unmatched: start counting afresh."""
+        with self._lock:
+            self._opens.clear()
+            self._dirty.clear()
+            self._trusted.clear()
+
+    def busy(self, name: str) -> bool:
+        """Whether events say a file is open, or modified and not closed since (False without events)."""
+        if not self.events:
+            return False
+        with self._lock:
+            return self._opens.get(name, 0) > 0 or name in self._dirty
+
+    def seen_for(self, name: str) -> float:
+        """Given a name, return the seconds since this process first saw it (kept across rescans; mtimes are
+        not used: `mv` keeps old ones). 0 for a name not seen yet."""
+        first = self._first.get(name)
+        return 0.0 if first is None else self.clock() - first
+
+    def unchanged_for(self, name: str) -> float:
+        """Given a name, return the seconds since its size or mtime last changed, as this process saw it."""
+        prev = self._seen.get(name)
+        return 0.0 if prev is None else self.clock() - prev.since
+
+    def settled(self, name: str, st: os.stat_result) -> bool:
+        now = self.clock()
+        self._first.setdefault(name, now)
+        prev = self._seen.get(name)
+        changed = prev is None or (prev.size, prev.mtime_ns) != (st.st_size, st.st_mtime_ns)
+        if prev is None or changed:
+            prev = self._seen[name] = _Sighting(st.st_size, st.st_mtime_ns, now)
+        if self.busy(name):
+            return False
+        if self.settle > 0:
+            return not changed and now - prev.since >= self.settle
+        if not self.events:
+            return True
+        with self._lock:
+            trusted = name in self._trusted
+        return trusted or now - prev.since >= self.EVENT_FALLBACK
+
+    def next_deadline(self) -> float | None:
+        """Return the monotonic time at which a file seen changing may next be settled, if any."""
+        wait = self.settle if self.settle > 0 else (self.EVENT_FALLBACK if self.events else 0)
+        with self._lock:
+            pending = [s.since + wait for n, s in self._seen.items() if self.settle > 0 or n not in self._trusted]
+        return min(pending) if pending else None
+
+    def forget(self, names: set[str]) -> None:
+        with self._lock:
+            for name in names:
+                self._seen.pop(name, None)
+                self._first.pop(name, None)
+                self._trusted.discard(name)
+
+    def forget_missing(self, present: set[str]) -> None:
+        self.forget({n for n in self._seen if n not in present} | {n for n in self._first if n not in present})
