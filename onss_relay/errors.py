@@ -10,6 +10,7 @@ EXIT_WORK_FAILED = 1
 EXIT_USAGE = 2
 EXIT_REMOTE = 3
 EXIT_LOCAL = 4
+EXIT_WAITING = 5  # send --once: sets wait for their quiet period after a stalled connection (uncertain)
 
 
 class RelayError(Exception):

@@ -25,6 +25,7 @@ from onss_relay.transport.base import (
     RemoteEntry,
     SizeLimitExceeded,
     Upload,
+    abort_socket,
     check_folder,
     check_remote_name,
     run_uploads_sequentially,
@@ -55,6 +56,8 @@ def _classify(e: BaseException, what: str) -> RemoteError:
 
 class FtpTransport:
     """One FTP(S) control connection, rooted at remote.base_dir."""
+
+    delivers_late = True  # a STOR held by a stalled path still opens (truncates) its file when it arrives
 
     def __init__(self, ftp: ftplib.FTP, base_dir: str, has_mlsd: bool) -> None:
         self._ftp = ftp
@@ -192,6 +195,12 @@ class FtpTransport:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._ftp.quit()
+        with contextlib.suppress(Exception):
+            self._ftp.close()
+
+    def abort(self) -> None:
+        """Reset the control connection (SO_LINGER 0), without a QUIT: nothing still queued is sent."""
+        abort_socket(self._ftp.sock)
         with contextlib.suppress(Exception):
             self._ftp.close()
 

@@ -42,8 +42,9 @@ GATE_BATCH = 32  # uploads waiting at a gate are committed together once this ma
 class _FileWrite:
     """OPEN, streamed WRITEs (bounded), FSTAT (size check), CLOSE — then tell the upload it is done."""
 
-    def __init__(self, engine: SftpPipeline, f: PutFile, path: str, on_closed: Callable[[], None]) -> None:
+    def __init__(self, engine: SftpPipeline, up: Upload, f: PutFile, path: str, on_closed: Callable[[], None]) -> None:
         self.engine = engine
+        self.up = up
         self.f = f
         self.path = path
         self.on_closed = on_closed
@@ -53,8 +54,18 @@ class _FileWrite:
         self.eof = False
         self.src = f.open() if f.local is not None else None
 
+    def request(self, callback: Reply, command: int, *args: Any) -> None:
+        """Send one request of this file, counted as in flight for its upload until its reply is read."""
+
+        def answered(t: int, msg: paramiko.Message) -> None:
+            self.up.reply_read()
+            callback(t, msg)
+
+        self.up.request_sent()
+        self.engine.request(answered, command, *args)
+
     def start(self) -> None:
-        self.engine.request(self._opened, CMD_OPEN, *open_args(self.path))
+        self.request(self._opened, CMD_OPEN, *open_args(self.path))
 
     def _opened(self, t: int, msg: paramiko.Message) -> None:
         self.engine.expect(t, msg, CMD_HANDLE, f"opening {self.f.folder}/{self.f.name}")
@@ -73,13 +84,13 @@ class _FileWrite:
             if not chunk:
                 self.eof = True
                 break
-            self.engine.request(self._written, CMD_WRITE, self.handle, int64(self.offset), chunk)
+            self.request(self._written, CMD_WRITE, self.handle, int64(self.offset), chunk)
             self.offset += len(chunk)
             self.outstanding += 1
         if self.eof and self.outstanding == 0:
             if self.src is not None:
                 self.src.close()
-            self.engine.request(self._stat, CMD_FSTAT, self.handle)
+            self.request(self._stat, CMD_FSTAT, self.handle)
 
     def _written(self, t: int, msg: paramiko.Message) -> None:
         self.engine.expect(t, msg, CMD_STATUS, f"writing {self.f.folder}/{self.f.name}")
@@ -89,7 +100,7 @@ class _FileWrite:
     def _stat(self, t: int, msg: paramiko.Message) -> None:
         self.engine.expect(t, msg, CMD_ATTRS, f"checking {self.f.folder}/{self.f.name}")
         check_size(self.f, attrs_size(msg))
-        self.engine.request(self._closed, CMD_CLOSE, self.handle)
+        self.request(self._closed, CMD_CLOSE, self.handle)
 
     def _closed(self, t: int, msg: paramiko.Message) -> None:
         self.engine.expect(t, msg, CMD_STATUS, f"closing {self.f.folder}/{self.f.name}")
@@ -124,7 +135,7 @@ class _UploadRun:
     def start_step(self) -> None:
         files = self.up.files(self.step)
         self.pending = len(files)
-        self.files = [_FileWrite(self.engine, f, self.engine.path(f), self._file_closed) for f in files]
+        self.files = [_FileWrite(self.engine, self.up, f, self.engine.path(f), self._file_closed) for f in files]
         if not files:
             self.advance()
             return

@@ -1,0 +1,152 @@
+"""Paths that hold packets and then deliver them (issue 22, item 1): the real daemon and CLI, a real sshd, and
+a proxy that holds every byte of the open connections for longer than remote.timeout, then delivers it all.
+
+A request sent on a connection the relay gave up still reaches the server: the sets with one in flight must
+stay uncertain for remote.quiet_period (here longer than the hold) and then be finished from what the server
+holds, their FI and FS complete before their GO and their GO written once. The fault suite's invariants
+(harness.check_invariants) say it: every FS verifies against its FI (openssl), one GO open-for-write per set,
+no FI or FS written after its GO, nothing lost.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.faults.harness import FaultWorld
+from tests.fixtures.holdproxy import HoldProxy
+from tests.fixtures.sshd import SshServer
+from tests.helpers import run_cli, wait_log, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def make_world(relay_dir: Path, sshd: SshServer, key: Path, timeout: str, quiet: str, sets: int) -> FaultWorld:
+    """A fault world whose proxy holds packets, with remote.timeout and remote.quiet_period as given."""
+    w = FaultWorld(relay_dir, sshd, key, proxy=HoldProxy, quiet_period=quiet)
+    w.config.write_text(w.config.read_text().replace('timeout = "3s"', f'timeout = "{timeout}"'))
+    w.declarations(sets)
+    return w
+
+
+def fs_closed(sshd: SshServer) -> Callable[[], bool]:
+    """The instant a set's FS has been closed on the server (the sftp-server log says so)."""
+    return lambda: any(ev == "close" and "/FS." in p for ev, p in sshd.events())
+
+
+def go_gate_committed(world: FaultWorld) -> Callable[[], bool]:
+    """The instant a set's go_sending (its GO gate) is committed in the journal."""
+
+    def committed() -> bool:
+        path = world.cfg.paths.journal_path
+        if not path.exists():
+            return False
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.2) as db:
+                return db.execute("SELECT 1 FROM history WHERE state = 'go_sending' LIMIT 1").fetchone() is not None
+        except sqlite3.Error:
+            return False
+
+    return committed
+
+
+def hold_when(proxy: HoldProxy, instant: Callable[[], bool], seconds: float) -> threading.Thread:
+    """Watch for ``instant`` (every few ms) and make the proxy hold everything for ``seconds`` right then."""
+
+    def watch() -> None:
+        if wait_until(instant, 60, 0.005):
+            proxy.hold(seconds)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    return t
+
+
+def uncertain_sets(world: FaultWorld) -> list[str]:
+    return [line for line in world.log.read_text().splitlines() if "set_uncertain" in line]
+
+
+def test_reviewer_scenario_8s_hold_after_an_fs_close_with_a_2s_timeout(
+    relay_dir: Path, sshd: SshServer, client_keys: dict[str, Path]
+) -> None:
+    """As reproduced in review: the old relay timed out, reconnected and put again while the path still held
+    its requests: a GO written twice and an FS written after its GO (no longer verifying against its FI)."""
+    world = make_world(relay_dir, sshd, client_keys["rsa"], timeout="2s", quiet="10s", sets=12)
+    proxy = world.proxy
+    assert isinstance(proxy, HoldProxy)
+    watcher = hold_when(proxy, fs_closed(sshd), 8)
+    world.start()
+    watcher.join(60)
+    assert proxy.holds == 1
+    time.sleep(8.5)  # the hold ends: what it held reaches the server now
+    world.finish()
+    assert uncertain_sets(world), "the hold did not catch any request in flight: the scenario did not happen"
+
+
+@pytest.mark.parametrize("instant", ["after_fs_close", "after_go_gate"])
+def test_packets_held_at_the_instants_that_matter(
+    relay_dir: Path, sshd: SshServer, client_keys: dict[str, Path], instant: str
+) -> None:
+    """The fault suite's holding path: right after a set's FS is closed on the server, and right after its GO
+    gate (go_sending) commits, every byte is held 5 s (remote.timeout 3 s), then delivered."""
+    world = make_world(relay_dir, sshd, client_keys["rsa"], timeout="3s", quiet="7s", sets=20)
+    proxy = world.proxy
+    assert isinstance(proxy, HoldProxy)
+    when = fs_closed(sshd) if instant == "after_fs_close" else go_gate_committed(world)
+    watcher = hold_when(proxy, when, 5)
+    world.start()
+    watcher.join(60)
+    assert proxy.holds == 1
+    time.sleep(5.5)
+    world.finish()
+
+
+def test_uncertainty_survives_a_sigkill_and_the_restart_waits_the_rest_of_the_quiet_period(
+    relay_dir: Path, sshd: SshServer, client_keys: dict[str, Path]
+) -> None:
+    """The daemon is killed while sets are uncertain and the path still holds their requests; the restarted one
+    must neither forget them nor start their quiet period over shorter: it puts nothing of them before the
+    held requests have landed, and the invariants hold."""
+    world = make_world(relay_dir, sshd, client_keys["rsa"], timeout="2s", quiet="12s", sets=12)
+    proxy = world.proxy
+    assert isinstance(proxy, HoldProxy)
+    watcher = hold_when(proxy, fs_closed(sshd), 8)
+    world.start()
+    watcher.join(60)
+    assert wait_log(world.log, "set_uncertain", timeout=20), world.log.read_text()[-3000:]
+    world.kill()
+    status = run_cli("status", "--json", "--config", str(world.config))
+    assert status.returncode == 0, status.stderr
+    shown = [s for s in json.loads(status.stdout)["sets"] if s["uncertain"]]
+    assert shown and all(s["result"].startswith("uncertain:") for s in shown), shown
+    world.start()  # during the hold: the held requests have not reached the server yet
+    time.sleep(8)
+    world.finish()
+
+
+def test_send_once_says_what_waits_and_until_when_then_finishes_it(
+    relay_dir: Path, sshd: SshServer, client_keys: dict[str, Path]
+) -> None:
+    """`send --once` does not wait the quiet period silently: it sends the others, names each uncertain set
+    and when it will be decided, and exits 5; a `send --once` after that time finishes them, GO once."""
+    world = make_world(relay_dir, sshd, client_keys["rsa"], timeout="2s", quiet="6s", sets=8)
+    proxy = world.proxy
+    assert isinstance(proxy, HoldProxy)
+    watcher = hold_when(proxy, fs_closed(sshd), 4)  # shorter than send --once's retries: it reconnects
+    first = run_cli("send", "--once", "--config", str(world.config))
+    watcher.join(1)
+    assert first.returncode == 5, (first.returncode, first.stdout, first.stderr)
+    assert "uncertain (waiting for the quiet period)" in first.stdout
+    assert "uncertain, its" in first.stderr and "nothing more of it is sent until" in first.stderr, first.stderr
+    time.sleep(6)
+    second = run_cli("send", "--once", "--config", str(world.config))
+    assert second.returncode == 0, (second.stdout, second.stderr)
+    assert world.finished_sets()
+    world.proxy.close()
+    world.check_invariants()
