@@ -389,6 +389,10 @@ class _Worker:
         if done is not None:
             return folder, done
         self.go_put = row.go_name  # in flight: uncertain if the connection is given up before it is answered
-        t.put_bytes(b"", folder, row.go_name)
+        try:
+            t.put_bytes(b"", folder, row.go_name)
+        except RemoteError as e:
+            self.go_put = None if e.answered else self.go_put
+            raise
         self.go_put = None
         return folder, "GO uploaded"

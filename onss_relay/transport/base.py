@@ -319,16 +319,28 @@ def run_uploads_sequentially(t: Transport, uploads: Iterator[Upload | None]) -> 
                 break
             up.commit()
             for f in up.files(i):
-                up.request_sent()  # until the size check answers, the put may still be on its way
-                if f.local is not None:
-                    with f.open() as src:
-                        t.put(src, f.folder, f.name)
-                else:
-                    t.put_bytes(f.data, f.folder, f.name)
+                put_counted(t, up, f)
                 check_size(f, t.size(f.folder, f.name))
-                up.reply_read()
         else:
             up.finish()
+
+
+def put_counted(t: Transport, up: Upload, f: PutFile) -> None:
+    """Given a connection, an upload and one of its files, put the file, counted as in flight for the upload
+    until the server answers (its reply, or an error that is its reply); an error without a reply leaves it
+    counted: the put may still reach the server."""
+    up.request_sent()
+    try:
+        if f.local is not None:
+            with f.open() as src:
+                t.put(src, f.folder, f.name)
+        else:
+            t.put_bytes(f.data, f.folder, f.name)
+    except RemoteError as e:
+        if e.answered:
+            up.reply_read()
+        raise
+    up.reply_read()
 
 
 def abort_socket(sock: socket.socket | None) -> None:

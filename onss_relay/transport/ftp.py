@@ -49,9 +49,12 @@ def _classify(e: BaseException, what: str) -> RemoteError:
     if isinstance(e, ftplib.error_perm):
         code = str(e)[:3]
         if code == "530":
-            return PermanentRemoteError(f"{what}: login refused ({e}); check remote.username and remote.password_file")
-        return PermanentRemoteError(f"{what}: the server refused: {e}")
-    return TransientRemoteError(f"{what}: {e or type(e).__name__}")
+            return PermanentRemoteError(
+                f"{what}: login refused ({e}); check remote.username and remote.password_file"
+            ).as_answer()
+        return PermanentRemoteError(f"{what}: the server refused: {e}").as_answer()
+    error = TransientRemoteError(f"{what}: {e or type(e).__name__}")
+    return error.as_answer() if isinstance(e, ftplib.Error) else error  # a reply (421 …), or no reply at all
 
 
 class FtpTransport:

@@ -340,7 +340,7 @@ def _kind(mode: int | None) -> str:
 
 def _classify(e: BaseException, what: str) -> PermanentRemoteError | TransientRemoteError:
     if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.ENOENT, errno.EROFS):
-        return classify_os_error(e, what)  # type: ignore[return-value]
+        return classify_os_error(e, what).as_answer()  # type: ignore[return-value]  # a STATUS reply said so
     if isinstance(e, PermanentRemoteError | TransientRemoteError):
         return e
     return TransientRemoteError(f"{what}: {e or type(e).__name__}")

@@ -11,6 +11,7 @@ more requests in flight and more server processes working, without threads conte
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from typing import Any
 
 import paramiko
 
+from onss_relay.errors import RelayError
 from onss_relay.transport.base import IDLE_WAIT, PutFile, Upload, check_size
 from onss_relay.transport.paramiko_async import (
     CMD_ATTRS,
@@ -61,6 +63,8 @@ class _FileWrite:
             self.up.reply_read()
             callback(t, msg)
 
+        if self.engine.draining:
+            return  # the run is ending: only the replies to what was sent are read
         self.up.request_sent()
         self.engine.request(answered, command, *args)
 
@@ -168,6 +172,7 @@ class SftpPipeline:
         self.window = window
         self.active: set[_UploadRun] = set()
         self.gated: list[_UploadRun] = []  # past their gate, waiting for the commit
+        self.draining = False  # ending after an error: no new request, replies still read
 
     def path(self, f: PutFile) -> str:
         return self._path(f)
@@ -291,6 +296,20 @@ class _Driver:
             raise TimeoutError(f"no reply from the SFTP server in {self.timeout} s")
         return ready or [p for p in waiting if p.reply_ready() or p.session.ended()]
 
+    def drain(self) -> None:
+        """After an error the server answered (a refusal, a size that differs, a local problem), read the replies
+        to every request still in flight, sending none, so that the connection is given up with nothing on its
+        way; a connection that stops answering meanwhile is left as it is (those requests stay in doubt)."""
+        for p in self.pipelines:
+            p.draining = True
+        try:
+            while waiting := [p for p in self.pipelines if p.outstanding]:
+                for p in self.ready(waiting):
+                    with contextlib.suppress(RelayError):  # a reply that is an error: answered all the same
+                        p.read_reply()
+        except (OSError, EOFError, paramiko.SSHException):
+            return
+
 
 def run_pipelines(
     new_pipelines: Callable[[], list[SftpPipeline]], uploads: Iterator[Upload | None], timeout: float | None
@@ -305,7 +324,9 @@ def run_pipelines(
     try:
         while driver.turn():
             pass
-    except BaseException:
+    except BaseException as e:
+        if isinstance(e, RelayError):  # raised by us on a reply or a local problem: the connection still works
+            driver.drain()
         for p in driver.pipelines:
             p.abort()
         raise
