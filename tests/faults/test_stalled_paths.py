@@ -105,6 +105,7 @@ def test_packets_held_at_the_instants_that_matter(
     assert proxy.holds == 1
     time.sleep(5.5)
     world.finish()
+    assert uncertain_sets(world), "the hold did not catch any request in flight"
 
 
 def test_uncertainty_survives_a_sigkill_and_the_restart_waits_the_rest_of_the_quiet_period(
