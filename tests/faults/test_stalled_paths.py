@@ -19,7 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from onss_relay import signature
+from onss_relay.config import load_config
+from tests.conftest import fi_name
 from tests.faults.harness import FaultWorld
+from tests.fixtures.ftpd import FtpServer
 from tests.fixtures.holdproxy import HoldProxy
 from tests.fixtures.sshd import SshServer
 from tests.helpers import run_cli, wait_log, wait_until
@@ -42,18 +46,7 @@ def fs_closed(sshd: SshServer) -> Callable[[], bool]:
 
 def go_gate_committed(world: FaultWorld) -> Callable[[], bool]:
     """The instant a set's go_sending (its GO gate) is committed in the journal."""
-
-    def committed() -> bool:
-        path = world.cfg.paths.journal_path
-        if not path.exists():
-            return False
-        try:
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.2) as db:
-                return db.execute("SELECT 1 FROM history WHERE state = 'go_sending' LIMIT 1").fetchone() is not None
-        except sqlite3.Error:
-            return False
-
-    return committed
+    return lambda: _go_sending_in(world.cfg.paths.journal_path)
 
 
 def hold_when(proxy: HoldProxy, instant: Callable[[], bool], seconds: float) -> threading.Thread:
@@ -151,3 +144,58 @@ def test_send_once_says_what_waits_and_until_when_then_finishes_it(
     assert world.finished_sets()
     world.proxy.close()
     world.check_invariants()
+
+
+def test_ftp_stor_of_a_go_held_by_the_path(relay_dir: Path, ftpd: FtpServer) -> None:
+    """The same over FTP: the path holds a GO's STOR command (and the rest of the open control connections)
+    for 4 s, remote.timeout 2 s. The GO is uncertain: `send --once` names it and exits 5; the next one, after
+    the quiet period, finds no GO and writes it once, every FI and FS before it. (pyftpdlib refuses a STOR that
+    lands after its data connection closed, 425, so here the late STOR itself does no harm; a data connection
+    held by the path, which this proxy does not carry, would complete a file late.)"""
+    proxy = HoldProxy(ftpd.port)
+    config = relay_dir / "config.toml"
+    config.write_text(
+        config.read_text()
+        .replace(f"port = {ftpd.port}", f"port = {proxy.port}")
+        .replace('timeout = "10s"', 'timeout = "2s"')
+        .replace('quiet_period = "1s"', 'quiet_period = "6s"')
+    )
+    cfg = load_config(config, environ={})
+    outbox = cfg.paths.outbox_dir
+    outbox.mkdir(parents=True, exist_ok=True)
+    gos = []
+    for seq in range(1, 7):
+        (outbox / fi_name(seq)).write_bytes(b"<d>%s</d>" % (b"<x i='%d'/>\r\n" % seq * 2000))
+        gos.append("GO" + fi_name(seq)[2:-2])
+    proxy.hold_on_request(b"/GO.", 4)
+    try:
+        first = run_cli("send", "--once", "--config", str(config))
+        assert proxy.holds == 1
+        assert first.returncode in (0, 5), (first.stdout, first.stderr)
+        time.sleep(6.5)
+        last = run_cli("send", "--once", "--config", str(config))
+        assert last.returncode == 0, (last.stdout, last.stderr)
+    finally:
+        proxy.close()
+    # the GO whose STOR the path held is uncertain: send --once says so (exit 5) and leaves it for the next one
+    assert first.returncode == 5 and "uncertain, its GO was in flight" in first.stderr, (first.stdout, first.stderr)
+    events = ftpd.events()
+    for seq, go in enumerate(gos, 1):
+        go_opens = [i for i, (ev, p) in enumerate(events) if ev == "open-write" and p.endswith("/" + go)]
+        assert len(go_opens) == 1, f"{go} written {len(go_opens)} times"
+        fi, fs = fi_name(seq), "FS" + fi_name(seq)[2:]
+        for name in (fi, fs):
+            closes = [i for i, (ev, p) in enumerate(events) if ev == "close" and p.endswith("/" + name)]
+            writes = [i for i, (ev, p) in enumerate(events) if ev == "open-write" and p.endswith("/" + name)]
+            assert closes and max(closes) < go_opens[0] and max(writes) < go_opens[0], f"{name} after {go}"
+        signature.verify(ftpd.home / "INTEST" / fi, (ftpd.home / "INTEST" / fs).read_bytes())
+
+
+def _go_sending_in(journal: Path) -> bool:
+    if not journal.exists():
+        return False
+    try:
+        with sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=0.2) as db:
+            return db.execute("SELECT 1 FROM history WHERE state = 'go_sending' LIMIT 1").fetchone() is not None
+    except sqlite3.Error:
+        return False
