@@ -40,7 +40,7 @@ from onss_relay.stages.uncertain import (
     restart_after_reboot,
     waiting,
 )
-from onss_relay.stages.upload_queue import Channel, ConnectionPool, Gates, SentBatch, WorkQueue
+from onss_relay.stages.upload_queue import PENDING, Channel, ConnectionPool, Gates, SentBatch, WorkQueue
 from onss_relay.transport.base import ChangedWhileSending, PutFile, Step, Transport, Upload, UploadAbandoned
 
 log = structlog.get_logger(__name__)
@@ -335,13 +335,14 @@ class _Worker:
             if row.data.uncertain is not None and quiet_left(row.data.uncertain, self.u.cfg.remote.quiet_period):
                 self.round.work.forget(go_name)  # given up meanwhile by another thread: not before its time
                 continue
+            if row.state not in PENDING:
+                continue
+            self.inflight.add(go_name)  # from here on, put back in the queue if this connection fails
             if row.state == State.UPLOADING and row.data.uncertain is not None:
                 row = decide_uploading(t, self.u.journal, row)
             if row.state == State.GO_SENDING:  # interrupted after go_sending: never re-send FI or FS
-                self.inflight.add(go_name)
                 sent.add(row, *self._finish_go(t, row))
-            elif row.state in (State.SIGNED, State.UPLOADING):
-                self.inflight.add(go_name)
+            else:
                 up = self.uploads[go_name] = self._upload_for(row, sent, gates)
                 yield up
 
