@@ -112,6 +112,10 @@ class Uploader:
         # inside a round, which never return while the remote is down)
         self.on_retry: Callable[[str], None] | None = None
         self.on_progress: Callable[[], None] | None = None
+        # sets in flight per connection: halved after each attempt without progress, kept across rounds (sets
+        # left uncertain by a failed attempt come back in a later round: at once, they would all fail again)
+        self.full_window = WINDOW * cfg.remote.connections
+        self.window = self.full_window
 
     def warm_up(self) -> None:
         """Start connecting in the background, so that the first upload finds its connection ready."""
@@ -199,7 +203,6 @@ class _Worker:
         self.round = round_
         self.channel = Channel(uploader.pool.take)
         self.failures = 0  # consecutive attempts without progress
-        self.window = WINDOW * uploader.cfg.remote.connections  # sets in flight; halved after each such attempt
         self.inflight: set[str] = set()
         self.uploads: dict[str, Upload] = {}  # of the sets in flight: which have requests unanswered
         self.go_put: str | None = None  # a set whose GO recovery is putting its GO now
@@ -259,8 +262,10 @@ class _Worker:
         sent_before = len(self.round.report.sent)
         try:
             t = self.channel.get()
-            t.run_uploads(self._feed(t, sent, gates), self.window)
+            t.run_uploads(self._feed(t, sent, gates), self.u.window)
             sent.flush()
+            if len(self.round.report.sent) > sent_before:  # sets went through: all in flight again
+                self.u.window = self.u.full_window
         except ChangedWhileSending as e:  # one set's bytes are not what was signed: it goes, the others go on
             self._requeue_after_error(sent, counts=False, except_for=e.key)
             self._quarantine(e.key, e.reason, e.detail)
@@ -275,7 +280,7 @@ class _Worker:
         run made no progress (fewer sets in flight next time)."""
         sent.flush_after_error()
         self.failures = self.failures + 1 if counts else 0
-        self.window = max(1, self.window // 2) if counts else self.window
+        self.u.window = max(1, self.u.window // 2) if counts else self.u.window
         uncertain = self._requests_in_flight()
         self.channel.abort()
         try:
