@@ -17,6 +17,7 @@ from onss_relay.errors import (
     EXIT_LOCAL,
     EXIT_OK,
     EXIT_USAGE,
+    EXIT_WAITING,
     EXIT_WORK_FAILED,
     RelayError,
     SignatureError,
@@ -33,7 +34,8 @@ DESCRIPTION = """Relay Belgian social security declarations (Dimona, DmfA, DRS â
 and bring the answers back, exactly once. Start with `onss-relay demo`."""
 EPILOG = (
     "exit codes: 0 success, 1 something refused or quarantined, 2 usage or configuration error, "
-    "3 remote unreachable or authentication failed, 4 local problem (disk full, permission denied, I/O error)"
+    "3 remote unreachable or authentication failed, 4 local problem (disk full, permission denied, I/O error), "
+    "5 (send) sets wait for the quiet period after a stalled connection: run send again after the time printed"
 )
 
 
@@ -208,11 +210,17 @@ def _once(args: argparse.Namespace, what: str, action: Callable[[Relay], T]) -> 
 
 def cmd_send(args: argparse.Namespace) -> int:
     report = _once(args, "send --once", lambda relay: relay.send_once())
-    print(f"sent {len(report.upload.sent)} set(s), quarantined {report.quarantined}")
+    waiting = report.upload.waiting
+    uncertain = f", {len(waiting)} uncertain (waiting for the quiet period)" if waiting else ""
+    print(f"sent {len(report.upload.sent)} set(s), quarantined {report.quarantined}{uncertain}")
+    for line in waiting:
+        print(f"onss-relay: {line}", file=sys.stderr)
     if report.upload.error:
         print(f"onss-relay: {report.upload.error}", file=sys.stderr)
         return report.upload.error.exit_code
-    return EXIT_WORK_FAILED if report.failed else EXIT_OK
+    if report.failed:
+        return EXIT_WORK_FAILED
+    return EXIT_WAITING if waiting else EXIT_OK
 
 
 def cmd_poll(args: argparse.Namespace) -> int:

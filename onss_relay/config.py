@@ -128,6 +128,10 @@ class RemoteConfig:
     connections: int = _field(4, "parallel uploads: SFTP sessions on one SSH connection; FTP and local: connections")
     timeout: Duration = _field(Duration(30), "connect and read timeout")
     keepalive: Duration = _field(Duration(30), "SSH keepalive interval")
+    quiet_period: Duration = _field(
+        Duration(120),
+        "after giving up a connection with requests in flight, wait this long before touching those sets again",
+    )
     permanent_retry: Duration = _field(
         Duration(300), "after a permanent error (login, host key, permission) try again this much later"
     )

@@ -4,12 +4,14 @@ Retry-or-stop decisions are made on these types, never on library exceptions.
 """
 
 import errno
+from typing import Self
 
 EXIT_OK = 0
 EXIT_WORK_FAILED = 1
 EXIT_USAGE = 2
 EXIT_REMOTE = 3
 EXIT_LOCAL = 4
+EXIT_WAITING = 5  # send --once: sets wait for their quiet period after a stalled connection (uncertain)
 
 
 class RelayError(Exception):
@@ -58,6 +60,14 @@ class RemoteError(RelayError):
     """Something went wrong talking to the transfer point."""
 
     exit_code = EXIT_REMOTE
+    # the server's reply to the request said so (a refusal, a 421): that request is over, nothing of it is
+    # still on its way; False when no reply came (a timeout, a connection lost), which leaves it in doubt
+    answered = False
+
+    def as_answer(self) -> Self:
+        """Mark this error as the server's own reply to the request, and return it."""
+        self.answered = True
+        return self
 
 
 class TransientRemoteError(RemoteError):

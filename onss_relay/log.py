@@ -39,5 +39,8 @@ def setup_logging(level: str = "info", json_output: bool | None = None, stream: 
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("paramiko").setLevel(max(numeric, logging.WARNING))
+    # paramiko's transport thread logs a traceback when a connection given up during its banner (a connect
+    # timeout on a stalled path) is closed under it; the relay reports every connection failure in one sentence
+    logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
     # watchdog logs an ERROR when its inotify thread is stopped while events arrive: shutdown noise
     logging.getLogger("watchdog.observers.inotify").setLevel(logging.CRITICAL)

@@ -122,6 +122,7 @@ class Relay:
                 upload.sent += round_.sent
                 upload.quarantined += round_.quarantined
                 upload.error = upload.error or round_.error
+                upload.waiting = round_.waiting  # uncertain sets, as the last round left them
                 if done_signing or upload.error or self.stop.is_set():
                     break
                 self.stop.wait(0.05)

@@ -16,6 +16,7 @@ from onss_relay.errors import InvalidName
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.names import circuit_test, parse_name
 from onss_relay.spool import Spool
+from onss_relay.stages.uncertain import UNCERTAIN_STATES, decide_at
 
 
 def overdue(row: SetRow, poll: PollConfig, now: float) -> str | None:
@@ -63,6 +64,7 @@ def result_document(
         "sent_dir": row.data.sent_dir,
         "since": _iso(row.updated_at),  # in this state since
         "overdue": overdue(row, poll or PollConfig(), time.time()),
+        "uncertain": uncertain_document(row),
         "history": [
             {
                 "at": dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="seconds"),
@@ -71,6 +73,19 @@ def result_document(
             }
             for at, state, detail in history
         ],
+    }
+
+
+def uncertain_document(row: SetRow) -> dict[str, Any] | None:
+    """Given a set, return what makes it uncertain and when it will be decided, or None when it is not."""
+    u = row.data.uncertain
+    if u is None or row.state not in UNCERTAIN_STATES:
+        return None
+    return {
+        "step": u.step,  # FI, FS or GO: what was in flight on the connection given up
+        "given_up_at": _iso(u.since),
+        "quiet_period_s": u.quiet,
+        "decided_after": _iso(decide_at(u, 0.0)),
     }
 
 

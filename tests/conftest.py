@@ -106,6 +106,8 @@ def sshd(tmp_path: Path, client_keys: dict[str, Path]):  # type: ignore[no-untyp
     server.stop()
 
 
+# quiet_period: tests that cut connections (nothing arrives later) need not wait the 2 minutes a real path
+# may hold a packet; tests whose proxy holds packets (tests/faults/test_stalled_paths.py) set a longer one.
 def sftp_config_text(server: SshServer, key: Path, known_hosts: Path, extra_remote: str = "") -> str:
     return remote_config_text(f"""transport = "sftp"
 host = "127.0.0.1"
@@ -116,6 +118,7 @@ known_hosts = "{known_hosts}"
 base_dir = "."
 connections = 4
 timeout = "10s"
+quiet_period = "1s"
 {extra_remote}""")
 
 
@@ -195,6 +198,7 @@ password_file = "{password_file}"
 {ca}base_dir = "."
 connections = 2
 timeout = "10s"
+quiet_period = "1s"
 {extra_remote}""")
 
 

@@ -20,6 +20,8 @@ from onss_relay.transport.base import (
 class FakeTransport:
     """Given a shared dict for the remote home, behave like one connection to it."""
 
+    delivers_late = False  # an injected failure is over: nothing arrives later
+
     def __init__(
         self,
         files: dict[tuple[str, str], bytes],
@@ -76,6 +78,9 @@ class FakeTransport:
 
     def alive(self) -> bool:
         return not self.closed
+
+    def abort(self) -> None:
+        self.closed = True
 
     def prepare_uploads(self) -> None:
         pass

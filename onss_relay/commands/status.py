@@ -13,7 +13,7 @@ from onss_relay.config import PollConfig
 from onss_relay.errors import InvalidName
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.names import parse_name, set_key
-from onss_relay.results import overdue, result_document
+from onss_relay.results import overdue, result_document, uncertain_document
 from onss_relay.spool import Spool
 
 
@@ -21,6 +21,12 @@ def result_summary(row: SetRow) -> str:
     """Given a set, return its outcome in a few words: ACRF verdict, notification verdict or failure reason."""
     if row.state == State.FAILED:
         return f"quarantined: {row.reason}"
+    uncertain = uncertain_document(row)
+    if uncertain is not None:
+        return (
+            f"uncertain: its {uncertain['step']} was in flight on a connection given up at "
+            f"{uncertain['given_up_at']}; decided after {uncertain['decided_after']} (nothing more sent until then)"
+        )
     acrf = row.data.acrf
     if acrf is None:
         return "waiting for the ACRF" if row.state == State.SENT else "not sent yet"

@@ -26,6 +26,7 @@ from onss_relay.journal.model import (
     SetData,
     SetRow,
     State,
+    Uncertain,
     WorkerResult,
     check_transition,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "SetRow",
     "State",
     "check_transition",
+    "Uncertain",
     "WorkerResult",
     "open_journal",
     "open_journal_at",

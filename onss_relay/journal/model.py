@@ -34,7 +34,8 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     S.SIGNED: frozenset({S.UPLOADING, S.FAILED}),
     # UPLOADING -> UPLOADING: a set interrupted before go_sending is re-sent from its first file.
     S.UPLOADING: frozenset({S.UPLOADING, S.GO_SENDING, S.SIGNED, S.FAILED}),
-    S.GO_SENDING: frozenset({S.SENT}),
+    # GO_SENDING -> GO_SENDING: recorded uncertain (its GO was in flight on a connection given up)
+    S.GO_SENDING: frozenset({S.GO_SENDING, S.SENT}),
     S.SENT: frozenset({S.ACKNOWLEDGED, S.REFUSED}),
     # a final ACRF overrides a provisional one, both ways; the history keeps both
     S.ACKNOWLEDGED: frozenset({S.NOTIFIED, S.REFUSED}),
@@ -118,6 +119,23 @@ class NotificationRecord:
 
 
 @dataclasses.dataclass(frozen=True)
+class Uncertain:
+    """A set that had a request in flight on a connection the relay gave up: that request may still reach the
+    server (a stalled path delivers what it held), so nothing more of the set is put until ``quiet`` seconds
+    have passed since ``since``; then the server is read and the set finished (stages/uncertain.py).
+
+    The quiet period is measured on CLOCK_BOOTTIME (``boottime``, valid within ``boot_id``), which neither a
+    restart of the relay nor a wall-clock step can shorten; ``since`` (wall clock) is for people.
+    """
+
+    since: float  # time.time() when the connection was given up
+    boottime: float  # CLOCK_BOOTTIME then
+    boot_id: str  # the kernel's boot id then: after a reboot the quiet period starts again
+    quiet: float  # seconds of quiet required (remote.quiet_period then)
+    step: str  # FI, FS or GO: the step whose request was in flight
+
+
+@dataclasses.dataclass(frozen=True)
 class SetData:
     """Everything a set carries besides its state, ticket and reason."""
 
@@ -135,6 +153,7 @@ class SetData:
     # what the ONSS documents say against how it was sent, found at its claim (never a refusal): an environment
     # they do not list for the application, bytes that do not match the declared encoding …
     warnings: tuple[str, ...] = ()
+    uncertain: Uncertain | None = None  # a request of the set was in flight on a connection given up
 
     def unchanged(self, name: str, st: os.stat_result) -> bool:
         """Given an FI and its stat now, whether it still has the size, mtime, inode and ctime recorded at its
@@ -174,6 +193,7 @@ class SetData:
             notifications=tuple(_notification_from(n) for n in raw.get("notifications", ())),
             other_responses=tuple(raw.get("other_responses", ())),
             warnings=tuple(raw.get("warnings", ())),
+            uncertain=Uncertain(**raw["uncertain"]) if raw.get("uncertain") else None,
         )
 
 

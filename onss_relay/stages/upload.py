@@ -10,7 +10,6 @@ The queue, gate commits, sent batches and connection pool it runs on are in uplo
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -30,11 +29,18 @@ from onss_relay.errors import (
     describe_os_error,
 )
 from onss_relay.journal import Change, Journal, SetRow, State
-from onss_relay.names import Env, Prefix, response_folder, upload_folder
-from onss_relay.responses.acrf import names_answered
+from onss_relay.names import Env, upload_folder
 from onss_relay.spool import Spool
-from onss_relay.stages.poll import validate_remote_entry
-from onss_relay.stages.upload_queue import Channel, ConnectionPool, Gates, SentBatch, WorkQueue
+from onss_relay.stages.recovery import decide_uploading, go_not_needed
+from onss_relay.stages.uncertain import (
+    UNCERTAIN_STATES,
+    describe,
+    mark_uncertain,
+    quiet_left,
+    restart_after_reboot,
+    waiting,
+)
+from onss_relay.stages.upload_queue import PENDING, Channel, ConnectionPool, Gates, SentBatch, WorkQueue
 from onss_relay.transport.base import ChangedWhileSending, PutFile, Step, Transport, Upload, UploadAbandoned
 
 log = structlog.get_logger(__name__)
@@ -52,6 +58,7 @@ class UploadReport:
     sent: list[str] = dataclasses.field(default_factory=list)
     quarantined: list[str] = dataclasses.field(default_factory=list)
     error: RelayError | None = None
+    waiting: list[str] = dataclasses.field(default_factory=list)  # uncertain sets: why they wait and until when
 
 
 @dataclasses.dataclass
@@ -105,6 +112,10 @@ class Uploader:
         # inside a round, which never return while the remote is down)
         self.on_retry: Callable[[str], None] | None = None
         self.on_progress: Callable[[], None] | None = None
+        # sets in flight per connection: halved after each attempt without progress, kept across rounds (sets
+        # left uncertain by a failed attempt come back in a later round: at once, they would all fail again)
+        self.full_window = WINDOW * cfg.remote.connections
+        self.window = self.full_window
 
     def warm_up(self) -> None:
         """Start connecting in the background, so that the first upload finds its connection ready."""
@@ -122,8 +133,11 @@ class Uploader:
         waits for them instead of returning.
         """
         self.archive_finished()
-        round_ = _Round(WorkQueue(self.journal), UploadReport(), more)
+        quiet = self.cfg.remote.quiet_period
+        restart_after_reboot(self.journal, self.journal.sets_in(*UNCERTAIN_STATES))
+        round_ = _Round(WorkQueue(self.journal, quiet), UploadReport(), more)
         if not round_.work.refill() and not (more and more()):
+            round_.report.waiting = self.waiting()
             return round_.report
         # SFTP runs its remote.connections sessions over one SSH connection from one thread (sftp_pipeline.py):
         # threads would only contend for the interpreter. FTP and local folders use a connection per thread.
@@ -136,7 +150,13 @@ class Uploader:
             t.start()
         for t in threads:
             t.join()
+        round_.report.waiting = self.waiting()
         return round_.report
+
+    def waiting(self) -> list[str]:
+        """One sentence per uncertain set still in its quiet period: why it waits and until when."""
+        quiet = self.cfg.remote.quiet_period
+        return [describe(r, quiet) for r in waiting(self.journal.sets_in(*UNCERTAIN_STATES), quiet)]
 
     def sleep(self, seconds: float) -> None:
         self.stop.wait(seconds)  # a stop request ends the backoff at once
@@ -183,8 +203,9 @@ class _Worker:
         self.round = round_
         self.channel = Channel(uploader.pool.take)
         self.failures = 0  # consecutive attempts without progress
-        self.window = WINDOW * uploader.cfg.remote.connections  # sets in flight; halved after each such attempt
         self.inflight: set[str] = set()
+        self.uploads: dict[str, Upload] = {}  # of the sets in flight: which have requests unanswered
+        self.go_put: str | None = None  # a set whose GO recovery is putting its GO now
 
     def run(self) -> None:
         u = self.u
@@ -241,8 +262,10 @@ class _Worker:
         sent_before = len(self.round.report.sent)
         try:
             t = self.channel.get()
-            t.run_uploads(self._feed(t, sent, gates), self.window)
+            t.run_uploads(self._feed(t, sent, gates), self.u.window)
             sent.flush()
+            if len(self.round.report.sent) > sent_before:  # sets went through: all in flight again
+                self.u.window = self.u.full_window
         except ChangedWhileSending as e:  # one set's bytes are not what was signed: it goes, the others go on
             self._requeue_after_error(sent, counts=False, except_for=e.key)
             self._quarantine(e.key, e.reason, e.detail)
@@ -252,15 +275,35 @@ class _Worker:
             raise
 
     def _requeue_after_error(self, sent: SentBatch, counts: bool, except_for: str | None = None) -> None:
-        """After a failed run: record what was sent, put the sets in flight back in the queue, drop the
-        connection; ``counts`` when the run made no progress (fewer sets in flight next time)."""
+        """After a failed run: record what was sent, record uncertain the sets with a request in flight on the
+        connection, drop it abortively, and put the other sets in flight back in the queue; ``counts`` when the
+        run made no progress (fewer sets in flight next time)."""
         sent.flush_after_error()
         self.failures = self.failures + 1 if counts else 0
-        self.window = max(1, self.window // 2) if counts else self.window
-        for go_name in self.inflight - {except_for}:
-            self.round.work.put_back(go_name)
-        self.inflight.clear()
-        self.channel.reset()
+        self.u.window = max(1, self.u.window // 2) if counts else self.u.window
+        uncertain = self._requests_in_flight()
+        self.channel.abort()
+        try:
+            mark_uncertain(self.u.journal, uncertain, self.u.cfg.remote.quiet_period)
+        finally:  # even when the journal cannot record it, nothing more of them is put in this round
+            for go_name in self.inflight - {except_for} - uncertain.keys():
+                self.round.work.put_back(go_name)
+            for go_name in uncertain:
+                self.round.work.forget(go_name)  # taken again once its quiet period has passed
+            self.inflight.clear()
+            self.uploads.clear()
+            self.go_put = None
+
+    def _requests_in_flight(self) -> dict[str, str]:
+        """The sets with a request sent on the connection and not answered (GO name → its step), when the
+        connection is one whose requests can still arrive after it is given up."""
+        t = self.channel.current()
+        if t is None or not t.delivers_late:
+            return {}
+        steps = {k: step for k, up in self.uploads.items() if k in self.inflight and (step := up.step_in_flight())}
+        if self.go_put is not None:
+            steps[self.go_put] = "GO"
+        return steps
 
     def _quarantine(self, go_name: str, reason: str, detail: str) -> None:
         row = self.u.journal.get_set(go_name)
@@ -275,6 +318,8 @@ class _Worker:
 
     def _sent(self, go_names: list[str]) -> None:
         self.inflight.difference_update(go_names)
+        for go_name in go_names:
+            self.uploads.pop(go_name, None)
         self.round.add("sent", go_names)
         if self.u.on_progress is not None:
             self.u.on_progress()
@@ -292,12 +337,19 @@ class _Worker:
                 return
             row = self.u.journal.get_set(go_name)
             assert row is not None
+            if row.data.uncertain is not None and quiet_left(row.data.uncertain, self.u.cfg.remote.quiet_period):
+                self.round.work.forget(go_name)  # given up meanwhile by another thread: not before its time
+                continue
+            if row.state not in PENDING:
+                continue
+            self.inflight.add(go_name)  # from here on, put back in the queue if this connection fails
+            if row.state == State.UPLOADING and row.data.uncertain is not None:
+                row = decide_uploading(t, self.u.journal, row)
             if row.state == State.GO_SENDING:  # interrupted after go_sending: never re-send FI or FS
-                self.inflight.add(go_name)
                 sent.add(row, *self._finish_go(t, row))
-            elif row.state in (State.SIGNED, State.UPLOADING):
-                self.inflight.add(go_name)
-                yield self._upload_for(row, sent, gates)
+            else:
+                up = self.uploads[go_name] = self._upload_for(row, sent, gates)
+                yield up
 
     def _upload_for(self, row: SetRow, sent: SentBatch, gates: Gates) -> Upload:
         """Given a signed set, the Upload of its three steps: FI parts, FS parts, GO."""
@@ -317,7 +369,7 @@ class _Worker:
         def gate(step: Step) -> None:
             if step.name == "FI":
                 self._check_or_quarantine(row)
-                gates.add(Change(row.go_name, State.UPLOADING))
+                gates.add(Change(row.go_name, State.UPLOADING, data={"uncertain": None}))  # sent again whole
             elif step.name == "GO":
                 self._check_or_quarantine(row)  # an original changed since its claim stops the set before its GO
                 gates.add(Change(row.go_name, State.GO_SENDING))  # durable before the GO is opened (Upload)
@@ -340,29 +392,14 @@ class _Worker:
         """Given a set in go_sending, put its GO unless the server has it already or has consumed the set;
         return the folder and what was done."""
         folder = upload_folder(Env(row.env))
-        if t.exists(folder, row.go_name):
-            return folder, "GO already on the server"
-        if not all(t.exists(folder, fi) for fi in row.parts):
-            return folder, "set already consumed by the transfer point"
-        answer = self._answer_waiting(t, row)
-        if answer is not None:
-            return folder, f"GO consumed: {answer} answers the set"
-        t.put_bytes(b"", folder, row.go_name)
+        done = go_not_needed(t, row, self.u.cfg.poll.max_size)
+        if done is not None:
+            return folder, done
+        self.go_put = row.go_name  # in flight: uncertain if the connection is given up before it is answered
+        try:
+            t.put_bytes(b"", folder, row.go_name)
+        except RemoteError as e:
+            self.go_put = None if e.answered else self.go_put
+            raise
+        self.go_put = None
         return folder, "GO uploaded"
-
-    def _answer_waiting(self, t: Transport, row: SetRow) -> str | None:
-        """Given a set in go_sending, return the name of an ACRF waiting in its environment's OUT folder that
-        answers it (the GO was consumed, whatever is left in IN), else None."""
-        out = response_folder(Env(row.env))
-        ours = {row.go_name, *row.parts}
-        for entry in t.list(out):
-            name = validate_remote_entry(entry)  # hostile names and kinds: the poller reports them
-            if isinstance(name, str) or name.app != "ACRF" or name.prefix not in (Prefix.FO, Prefix.CO):
-                continue
-            if entry.size > self.u.cfg.poll.max_size:
-                continue
-            data = io.BytesIO()
-            t.get(out, entry.name, data, self.u.cfg.poll.max_size)
-            if names_answered(data.getvalue(), compressed=name.prefix == Prefix.CO) & ours:
-                return f"{out}/{entry.name}"
-        return None

@@ -19,6 +19,7 @@ import structlog
 
 from onss_relay.journal import Change, Journal, SetRow, State
 from onss_relay.spool import Spool
+from onss_relay.stages.uncertain import waiting
 from onss_relay.transport.base import Transport
 
 log = structlog.get_logger(__name__)
@@ -31,17 +32,23 @@ IDLE_KEEP = 60.0  # seconds a connection stays open with nothing to send, for th
 
 
 class WorkQueue:
-    """Names of sets to send, shared by the upload threads; refilled from the journal when it runs dry."""
+    """Names of sets to send, shared by the upload threads; refilled from the journal when it runs dry.
 
-    def __init__(self, journal: Journal) -> None:
+    An uncertain set (stages/uncertain.py) enters it only once its quiet period has passed.
+    """
+
+    def __init__(self, journal: Journal, quiet: float = 0.0) -> None:
         self.journal = journal
+        self.quiet = quiet
         self._queue: collections.deque[str] = collections.deque()
         self._seen: set[str] = set()
         self._lock = threading.Lock()
 
     def refill(self) -> int:
         """Add pending sets not seen yet (the signer may have added some); return how many were added."""
-        fresh = [r.go_name for r in self.journal.sets_in(*PENDING) if r.go_name not in self._seen]
+        rows = self.journal.sets_in(*PENDING)
+        quiet = {r.go_name for r in waiting(rows, self.quiet)}
+        fresh = [r.go_name for r in rows if r.go_name not in self._seen and r.go_name not in quiet]
         self._seen.update(fresh)
         self._queue.extend(fresh)
         return len(fresh)
@@ -58,6 +65,11 @@ class WorkQueue:
     def put_back(self, go_name: str) -> None:
         with self._lock:
             self._queue.append(go_name)
+
+    def forget(self, go_name: str) -> None:
+        """Given a set taken from the queue and left uncertain, let a later refill take it again once due."""
+        with self._lock:
+            self._seen.discard(go_name)
 
 
 class Gates:
@@ -105,7 +117,14 @@ class SentBatch:
         dest = str(self.spool.archive_sets([row for row, _, _ in rows]))
         self.journal.transition_many(
             [  # only from go_sending: an answer linked meanwhile has moved the set on (it says the GO was consumed)
-                Change(row.go_name, State.SENT, detail, archived=True, data={"sent_dir": dest}, only_from=GO_SENDING)
+                Change(
+                    row.go_name,
+                    State.SENT,
+                    detail,
+                    archived=True,
+                    data={"sent_dir": dest, "uncertain": None},
+                    only_from=GO_SENDING,
+                )
                 for row, _, detail in rows
             ]
         )
@@ -224,7 +243,18 @@ class Channel:
         t, self._transport = self._transport, None
         return t
 
+    def current(self) -> Transport | None:
+        """The connection, if one is open."""
+        return self._transport
+
     def reset(self) -> None:
         if self._transport is not None:
             close_quietly(self._transport)
+        self._transport = None
+
+    def abort(self) -> None:
+        """Give the connection up abortively (a reset: nothing still queued on it is sent)."""
+        if self._transport is not None:
+            with contextlib.suppress(Exception):
+                self._transport.abort()
         self._transport = None

@@ -5,10 +5,13 @@ Implementations raise TransientRemoteError (retry) or PermanentRemoteError (stop
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import hashlib
 import io
+import socket
+import struct
 import time
 import typing
 from collections.abc import Callable, Iterator
@@ -36,7 +39,14 @@ class RemoteEntry:
 
 
 class Transport(Protocol):
-    """One connection to the remote home. Not thread-safe: use one per thread."""
+    """One connection to the remote home. Not thread-safe: use one per thread.
+
+    ``delivers_late``: whether a request sent on this connection can still reach the server after the
+    connection was given up (a network path that held it: SFTP, FTP), so that the sets whose requests were
+    in flight must wait for a quiet period before anything more of them is put (stages/uncertain.py).
+    """
+
+    delivers_late: bool
 
     def list(self, folder: str) -> list[RemoteEntry]:
         """Given a folder name (IN, OUTTEST, …), return its entries, hostile names included."""
@@ -78,6 +88,11 @@ class Transport(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    def abort(self) -> None:
+        """Give the connection up at once: a reset that discards what is still queued to send, not a goodbye
+        that waits for it (a transport with nothing to discard closes)."""
+        ...
 
 
 def check_folder(folder: str) -> str:
@@ -242,6 +257,20 @@ class Upload:
         self._commit = commit
         self._entered = -1  # the last step whose gate ran
         self._committed = -1  # the last step whose gate is durable
+        self.in_flight = 0  # requests of this upload sent on the connection and not answered yet
+
+    def request_sent(self) -> None:
+        """Count a request of this upload sent on the connection (transports call it for every write)."""
+        self.in_flight += 1
+
+    def reply_read(self) -> None:
+        """Count the answer to one of this upload's requests."""
+        self.in_flight -= 1
+
+    def step_in_flight(self) -> str | None:
+        """The name of the step (FI, FS, GO) with requests in flight, or None when every request was answered:
+        if the connection is given up now, that step's requests may still reach the server."""
+        return self.steps[self._entered].name if self.in_flight > 0 and self._entered >= 0 else None
 
     def enter(self, i: int) -> bool:
         """Run step i's gate; return False when the caller abandoned the upload (nothing more to do)."""
@@ -290,14 +319,37 @@ def run_uploads_sequentially(t: Transport, uploads: Iterator[Upload | None]) -> 
                 break
             up.commit()
             for f in up.files(i):
-                if f.local is not None:
-                    with f.open() as src:
-                        t.put(src, f.folder, f.name)
-                else:
-                    t.put_bytes(f.data, f.folder, f.name)
+                put_counted(t, up, f)
                 check_size(f, t.size(f.folder, f.name))
         else:
             up.finish()
+
+
+def put_counted(t: Transport, up: Upload, f: PutFile) -> None:
+    """Given a connection, an upload and one of its files, put the file, counted as in flight for the upload
+    until the server answers (its reply, or an error that is its reply); an error without a reply leaves it
+    counted: the put may still reach the server."""
+    up.request_sent()
+    try:
+        if f.local is not None:
+            with f.open() as src:
+                t.put(src, f.folder, f.name)
+        else:
+            t.put_bytes(f.data, f.folder, f.name)
+    except RemoteError as e:
+        if e.answered:
+            up.reply_read()
+        raise
+    up.reply_read()
+
+
+def abort_socket(sock: socket.socket | None) -> None:
+    """Given a connected socket, make its close a reset (SO_LINGER 0): what is still queued to send is
+    discarded, and the peer learns at once that the connection is gone."""
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 def check_size(f: PutFile, remote: int | None) -> None:

@@ -25,6 +25,7 @@ from onss_relay.transport.base import (
     RemoteEntry,
     SizeLimitExceeded,
     Upload,
+    abort_socket,
     check_folder,
     check_remote_name,
     run_uploads_sequentially,
@@ -48,13 +49,18 @@ def _classify(e: BaseException, what: str) -> RemoteError:
     if isinstance(e, ftplib.error_perm):
         code = str(e)[:3]
         if code == "530":
-            return PermanentRemoteError(f"{what}: login refused ({e}); check remote.username and remote.password_file")
-        return PermanentRemoteError(f"{what}: the server refused: {e}")
-    return TransientRemoteError(f"{what}: {e or type(e).__name__}")
+            return PermanentRemoteError(
+                f"{what}: login refused ({e}); check remote.username and remote.password_file"
+            ).as_answer()
+        return PermanentRemoteError(f"{what}: the server refused: {e}").as_answer()
+    error = TransientRemoteError(f"{what}: {e or type(e).__name__}")
+    return error.as_answer() if isinstance(e, ftplib.Error) else error  # a reply (421 …), or no reply at all
 
 
 class FtpTransport:
     """One FTP(S) control connection, rooted at remote.base_dir."""
+
+    delivers_late = True  # a STOR held by a stalled path still opens (truncates) its file when it arrives
 
     def __init__(self, ftp: ftplib.FTP, base_dir: str, has_mlsd: bool) -> None:
         self._ftp = ftp
@@ -192,6 +198,12 @@ class FtpTransport:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._ftp.quit()
+        with contextlib.suppress(Exception):
+            self._ftp.close()
+
+    def abort(self) -> None:
+        """Reset the control connection (SO_LINGER 0), without a QUIT: nothing still queued is sent."""
+        abort_socket(self._ftp.sock)
         with contextlib.suppress(Exception):
             self._ftp.close()
 

@@ -31,6 +31,8 @@ from onss_relay.transport.base import (
 class LocalTransport:
     """Given a directory holding IN, INTEST, INTEST-S, OUT, OUTTEST, OUTTEST-S, act as the remote home."""
 
+    delivers_late = False  # a file operation that failed is over: nothing arrives later
+
     def __init__(self, home: Path) -> None:
         self.home = home
         if not home.is_dir():
@@ -125,6 +127,9 @@ class LocalTransport:
         run_uploads_sequentially(self, uploads)
 
     def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
         pass
 
 

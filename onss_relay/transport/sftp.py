@@ -27,6 +27,7 @@ from onss_relay.errors import ConfigError, PermanentRemoteError, TransientRemote
 from onss_relay.transport.base import (
     RemoteEntry,
     Upload,
+    abort_socket,
     check_folder,
     check_remote_name,
     classify_os_error,
@@ -135,6 +136,8 @@ def _prefer_aead_ciphers(t: paramiko.Transport) -> None:
 class SftpTransport:
     """One SSH connection with an SFTP session on it, rooted at remote.base_dir; uploads use up to
     ``sessions`` SFTP sessions (channels) on the same connection, driven from the calling thread."""
+
+    delivers_late = True  # a stalled network path can deliver a request after the connection was given up
 
     def __init__(
         self,
@@ -322,6 +325,12 @@ class SftpTransport:
         with contextlib.suppress(Exception):
             self._transport.close()
 
+    def abort(self) -> None:
+        """Reset the connection (SO_LINGER 0) without closing the sessions first: nothing still queued is sent."""
+        abort_socket(self._transport.sock)
+        with contextlib.suppress(Exception):
+            self._transport.close()
+
 
 def _kind(mode: int | None) -> str:
     if mode is None:
@@ -331,7 +340,7 @@ def _kind(mode: int | None) -> str:
 
 def _classify(e: BaseException, what: str) -> PermanentRemoteError | TransientRemoteError:
     if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.ENOENT, errno.EROFS):
-        return classify_os_error(e, what)  # type: ignore[return-value]
+        return classify_os_error(e, what).as_answer()  # type: ignore[return-value]  # a STATUS reply said so
     if isinstance(e, PermanentRemoteError | TransientRemoteError):
         return e
     return TransientRemoteError(f"{what}: {e or type(e).__name__}")

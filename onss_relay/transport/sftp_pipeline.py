@@ -11,6 +11,7 @@ more requests in flight and more server processes working, without threads conte
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from typing import Any
 
 import paramiko
 
+from onss_relay.errors import RelayError
 from onss_relay.transport.base import IDLE_WAIT, PutFile, Upload, check_size
 from onss_relay.transport.paramiko_async import (
     CMD_ATTRS,
@@ -42,8 +44,9 @@ GATE_BATCH = 32  # uploads waiting at a gate are committed together once this ma
 class _FileWrite:
     """OPEN, streamed WRITEs (bounded), FSTAT (size check), CLOSE — then tell the upload it is done."""
 
-    def __init__(self, engine: SftpPipeline, f: PutFile, path: str, on_closed: Callable[[], None]) -> None:
+    def __init__(self, engine: SftpPipeline, up: Upload, f: PutFile, path: str, on_closed: Callable[[], None]) -> None:
         self.engine = engine
+        self.up = up
         self.f = f
         self.path = path
         self.on_closed = on_closed
@@ -53,8 +56,20 @@ class _FileWrite:
         self.eof = False
         self.src = f.open() if f.local is not None else None
 
+    def request(self, callback: Reply, command: int, *args: Any) -> None:
+        """Send one request of this file, counted as in flight for its upload until its reply is read."""
+
+        def answered(t: int, msg: paramiko.Message) -> None:
+            self.up.reply_read()
+            callback(t, msg)
+
+        if self.engine.draining:
+            return  # the run is ending: only the replies to what was sent are read
+        self.up.request_sent()
+        self.engine.request(answered, command, *args)
+
     def start(self) -> None:
-        self.engine.request(self._opened, CMD_OPEN, *open_args(self.path))
+        self.request(self._opened, CMD_OPEN, *open_args(self.path))
 
     def _opened(self, t: int, msg: paramiko.Message) -> None:
         self.engine.expect(t, msg, CMD_HANDLE, f"opening {self.f.folder}/{self.f.name}")
@@ -73,13 +88,13 @@ class _FileWrite:
             if not chunk:
                 self.eof = True
                 break
-            self.engine.request(self._written, CMD_WRITE, self.handle, int64(self.offset), chunk)
+            self.request(self._written, CMD_WRITE, self.handle, int64(self.offset), chunk)
             self.offset += len(chunk)
             self.outstanding += 1
         if self.eof and self.outstanding == 0:
             if self.src is not None:
                 self.src.close()
-            self.engine.request(self._stat, CMD_FSTAT, self.handle)
+            self.request(self._stat, CMD_FSTAT, self.handle)
 
     def _written(self, t: int, msg: paramiko.Message) -> None:
         self.engine.expect(t, msg, CMD_STATUS, f"writing {self.f.folder}/{self.f.name}")
@@ -89,7 +104,7 @@ class _FileWrite:
     def _stat(self, t: int, msg: paramiko.Message) -> None:
         self.engine.expect(t, msg, CMD_ATTRS, f"checking {self.f.folder}/{self.f.name}")
         check_size(self.f, attrs_size(msg))
-        self.engine.request(self._closed, CMD_CLOSE, self.handle)
+        self.request(self._closed, CMD_CLOSE, self.handle)
 
     def _closed(self, t: int, msg: paramiko.Message) -> None:
         self.engine.expect(t, msg, CMD_STATUS, f"closing {self.f.folder}/{self.f.name}")
@@ -124,7 +139,7 @@ class _UploadRun:
     def start_step(self) -> None:
         files = self.up.files(self.step)
         self.pending = len(files)
-        self.files = [_FileWrite(self.engine, f, self.engine.path(f), self._file_closed) for f in files]
+        self.files = [_FileWrite(self.engine, self.up, f, self.engine.path(f), self._file_closed) for f in files]
         if not files:
             self.advance()
             return
@@ -157,6 +172,7 @@ class SftpPipeline:
         self.window = window
         self.active: set[_UploadRun] = set()
         self.gated: list[_UploadRun] = []  # past their gate, waiting for the commit
+        self.draining = False  # ending after an error: no new request, replies still read
 
     def path(self, f: PutFile) -> str:
         return self._path(f)
@@ -280,6 +296,20 @@ class _Driver:
             raise TimeoutError(f"no reply from the SFTP server in {self.timeout} s")
         return ready or [p for p in waiting if p.reply_ready() or p.session.ended()]
 
+    def drain(self) -> None:
+        """After an error the server answered (a refusal, a size that differs, a local problem), read the replies
+        to every request still in flight, sending none, so that the connection is given up with nothing on its
+        way; a connection that stops answering meanwhile is left as it is (those requests stay in doubt)."""
+        for p in self.pipelines:
+            p.draining = True
+        try:
+            while waiting := [p for p in self.pipelines if p.outstanding]:
+                for p in self.ready(waiting):
+                    with contextlib.suppress(RelayError):  # a reply that is an error: answered all the same
+                        p.read_reply()
+        except (OSError, EOFError, paramiko.SSHException):
+            return
+
 
 def run_pipelines(
     new_pipelines: Callable[[], list[SftpPipeline]], uploads: Iterator[Upload | None], timeout: float | None
@@ -294,7 +324,9 @@ def run_pipelines(
     try:
         while driver.turn():
             pass
-    except BaseException:
+    except BaseException as e:
+        if isinstance(e, RelayError):  # raised by us on a reply or a local problem: the connection still works
+            driver.drain()
         for p in driver.pipelines:
             p.abort()
         raise

@@ -32,10 +32,18 @@ FULL = os.environ.get("ONSS_RELAY_FAULTS") == "full"
 class FaultWorld:
     """Given a relay folder (keys made), an sshd and a client key, set up a relay that talks through a proxy."""
 
-    def __init__(self, relay_dir: Path, sshd: SshServer, key: Path, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        relay_dir: Path,
+        sshd: SshServer,
+        key: Path,
+        seed: int | None = None,
+        proxy: type[TcpProxy] = TcpProxy,
+        quiet_period: str = "6s",  # longer than the 5 s stalls of test_connections_stalled
+    ) -> None:
         self.dir = relay_dir
         self.sshd = sshd
-        self.proxy = TcpProxy(sshd.port)
+        self.proxy = proxy(sshd.port)
         self.seed = (
             seed if seed is not None else int(os.environ.get("ONSS_RELAY_FAULT_SEED", random.randrange(1 << 30)))
         )
@@ -46,7 +54,9 @@ class FaultWorld:
         text = sftp_config_text(sshd, key, known, 'timeout = "3s"\npermanent_retry = "1s"\n')
         self.config = relay_dir / "config.toml"
         self.config.write_text(
-            text.replace(f"port = {sshd.port}", f"port = {self.proxy.port}").replace('timeout = "10s"\n', "")
+            text.replace(f"port = {sshd.port}", f"port = {self.proxy.port}")
+            .replace('timeout = "10s"\n', "")
+            .replace('quiet_period = "1s"', f'quiet_period = "{quiet_period}"')
         )
         self.log = relay_dir / "daemon.log"
         self.daemon: Daemon | None = None

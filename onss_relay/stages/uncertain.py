@@ -1,0 +1,110 @@
+"""Sets left *uncertain* by a connection given up with their requests in flight, and how they are decided.
+
+A request sent on a connection can still reach the server after the relay gave that connection up: a stalled
+path delivers what it held. So such a set is recorded uncertain (journal data, with the time it was given up
+on a clock that a restart cannot reset), nothing more of it is put on any connection during the quiet period
+(``remote.quiet_period``), and then the server is read: a set caught while its FI or FS were being put is
+sent again whole (only when no GO of it exists), one caught while its GO was being put gets it at most once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import structlog
+
+from onss_relay.journal import Change, Journal, SetRow, State, Uncertain
+
+log = structlog.get_logger(__name__)
+
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+UNCERTAIN_STATES = frozenset({State.UPLOADING, State.GO_SENDING})  # the states a set can be uncertain in
+
+
+def boot_id() -> str:
+    """The kernel's id of this boot ("" where there is none): CLOCK_BOOTTIME values compare within one boot."""
+    try:
+        return BOOT_ID.read_text().strip()
+    except OSError:
+        return ""
+
+
+def boottime() -> float:
+    """Seconds on CLOCK_BOOTTIME: steady across restarts of the relay, never stepped by NTP, counts suspend."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def new_uncertainty(step: str, quiet: float) -> Uncertain:
+    """Given the step whose request was in flight and the quiet period, return the record of a give-up now."""
+    return Uncertain(since=time.time(), boottime=boottime(), boot_id=boot_id(), quiet=quiet, step=step)
+
+
+def quiet_left(u: Uncertain, quiet: float) -> float:
+    """Given an uncertainty and the quiet period configured now, return the seconds still to wait (0: decide).
+
+    The longer of the recorded and the configured period applies; after a reboot (another boot id) the time
+    elapsed is unknown, and the whole period is counted again from now (see ``restart_after_reboot``).
+    """
+    period = max(u.quiet, quiet)
+    if u.boot_id != boot_id():
+        return period
+    return max(0.0, period - (boottime() - u.boottime))
+
+
+def decide_at(u: Uncertain, quiet: float) -> float:
+    """Given an uncertainty, return the wall-clock time (time.time()) at which its set will be decided."""
+    return time.time() + quiet_left(u, quiet)
+
+
+def describe(row: SetRow, quiet: float) -> str:
+    """Given an uncertain set, one sentence saying why it waits and until when (UTC)."""
+    u = row.data.uncertain
+    assert u is not None
+    when = dt.datetime.fromtimestamp(decide_at(u, quiet), dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    since = dt.datetime.fromtimestamp(u.since, dt.UTC).strftime("%H:%M:%S UTC")
+    return (
+        f"{row.go_name}: uncertain, its {u.step} was in flight on a connection given up at {since}; "
+        f"nothing more of it is sent until {when}, then the server is read and the set finished"
+    )
+
+
+def mark_uncertain(journal: Journal, steps: dict[str, str], quiet: float) -> None:
+    """Given the sets with a request in flight on a connection being given up (GO name → step), record each
+    uncertain in one journal commit (sets already moved on, by an answer for instance, are left alone)."""
+    if not steps:
+        return
+    changes = []
+    for go_name, step in steps.items():
+        row = journal.get_set(go_name)
+        if row is None or row.state not in UNCERTAIN_STATES:
+            continue
+        u = new_uncertainty(step, quiet)
+        changes.append(Change(go_name, row.state, "uncertain", data={"uncertain": u}, only_from=frozenset({row.state})))
+        log.warning(
+            "set_uncertain",
+            set=go_name,
+            state=str(row.state),
+            step=step,
+            quiet_s=quiet,
+            detail=f"a request of its {step} was in flight on a connection given up; it waits for the quiet period",
+        )
+    if changes:
+        journal.transition_many(changes)
+
+
+def waiting(rows: Iterable[SetRow], quiet: float) -> list[SetRow]:
+    """Given sets, return those uncertain whose quiet period has not passed yet."""
+    return [r for r in rows if r.data.uncertain is not None and quiet_left(r.data.uncertain, quiet) > 0]
+
+
+def restart_after_reboot(journal: Journal, rows: Iterable[SetRow]) -> None:
+    """Given uncertain sets, start the quiet period again for those given up in another boot (the time elapsed
+    since is unknown: a wall clock can be wrong after a reboot), so that it is counted on this boot's clock."""
+    this_boot = boot_id()
+    for row in rows:
+        u = row.data.uncertain
+        if u is not None and u.boot_id != this_boot:
+            journal.update_data(row.go_name, uncertain=new_uncertainty(u.step, u.quiet))

@@ -1,0 +1,139 @@
+"""Uncertain sets (stages/uncertain.py): a connection given up with a set's request unanswered leaves the set
+untouched for remote.quiet_period, whatever the transport, and then it is finished from what the server holds.
+
+The sequential path (FTP, and the GO recovery on SFTP) over the in-memory transport made to deliver late; the
+abortive close against a real sshd; the quiet period's clock. The whole daemon against a proxy that holds
+packets is in tests/faults/test_stalled_paths.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import pytest
+
+from onss_relay.config import Config, Duration
+from onss_relay.journal import State
+from onss_relay.pipeline import Relay
+from onss_relay.stages import uncertain
+from onss_relay.transport.sftp import SftpTransport
+from tests.conftest import fi_name
+from tests.fake_transport import FakeTransport
+from tests.fixtures.holdproxy import HoldProxy
+from tests.fixtures.sshd import SshServer
+from tests.helpers import wait_until
+from tests.test_stages_fake import Remote, drop, writes
+
+QUIET = 0.6
+
+
+class LateRemote(Remote):
+    """The remote home over connections whose failed requests may still arrive (as over a network)."""
+
+    def connect(self) -> FakeTransport:
+        t = super().connect()
+        t.delivers_late = True
+        return t
+
+
+@pytest.fixture
+def late(cfg: Config):  # type: ignore[no-untyped-def]
+    r = LateRemote()
+    short = dataclasses.replace(cfg, remote=dataclasses.replace(cfg.remote, quiet_period=Duration(QUIET)))
+    r.relay = Relay(short, connect=r.connect, max_attempts=5)
+    r.relay.uploader.max_wait = 0.01
+    yield r
+    r.relay.close()
+
+
+def test_a_put_without_answer_leaves_its_set_alone_for_the_quiet_period_then_sends_it_whole(late: LateRemote) -> None:
+    relay = late.relay
+    assert relay is not None
+    gos = drop(relay, 3)
+    fs = "FS" + fi_name(1, "T", 2, 1)[2:]
+    late.faults.add(("put", fs))  # no answer: the connection is given up with this FS in flight
+    report = relay.send_once(wait_for_settle=False)
+    assert sorted(report.upload.sent) == sorted(gos[1:])  # the others went on
+    assert len(report.upload.waiting) == 1 and gos[0] in report.upload.waiting[0]
+    row = relay.journal.get_set(gos[0])
+    assert row is not None and row.state == State.UPLOADING and row.data.uncertain is not None
+    assert row.data.uncertain.step == "FS"
+    assert writes(late, gos[0]) == [] and len(writes(late, row.parts[0])) == 1  # nothing more of it was put
+    late.files[("INTEST", fs)] = b"half"  # the held request lands during the quiet period
+    time.sleep(QUIET)
+    report = relay.send_once(wait_for_settle=False)
+    assert report.upload.sent == [gos[0]] and report.upload.waiting == []
+    row = relay.journal.get_set(gos[0])
+    assert row is not None and row.state == State.SENT and row.data.uncertain is None
+    assert late.files[("INTEST", fs)] == next(relay.spool.sent.rglob(fs)).read_bytes()  # whole again
+    assert len(writes(late, fs)) == 1 and len(writes(late, gos[0])) == 1
+    assert max(writes(late, fs)) < writes(late, gos[0])[0]
+
+
+def test_a_go_without_answer_is_put_at_most_once(late: LateRemote) -> None:
+    relay = late.relay
+    assert relay is not None
+    [go] = drop(relay, 1)
+    late.faults.add(("put", go))
+    report = relay.send_once(wait_for_settle=False)
+    assert report.upload.sent == [] and len(report.upload.waiting) == 1
+    row = relay.journal.get_set(go)
+    assert row is not None and row.state == State.GO_SENDING and row.data.uncertain is not None
+    assert row.data.uncertain.step == "GO"
+    late.files[("INTEST", go)] = b""  # the GO held by the path lands after all
+    time.sleep(QUIET)
+    report = relay.send_once(wait_for_settle=False)
+    assert report.upload.sent == [go]
+    assert [op for op, n in late.events if n == go] == ["failed-put"]  # never put a second time
+    assert "GO already on the server" in str(relay.journal.history(go))
+
+
+def test_an_error_the_server_answered_leaves_nothing_uncertain(late: LateRemote) -> None:
+    """A refusal or a 421 is the request's answer: nothing of it is on its way, the set is retried at once."""
+    relay = late.relay
+    assert relay is not None
+    [go] = drop(relay, 1)
+    original = FakeTransport.put_bytes
+
+    def refused_once(self: FakeTransport, data: bytes, folder: str, name: str) -> None:
+        if name == go and not any(n == go for _, n in late.events):
+            late.events.append(("refused-put", name))
+            from onss_relay.errors import TransientRemoteError
+
+            raise TransientRemoteError("421 service not available").as_answer()
+        original(self, data, folder, name)
+
+    FakeTransport.put_bytes = refused_once  # type: ignore[method-assign]
+    try:
+        report = relay.send_once(wait_for_settle=False)
+    finally:
+        FakeTransport.put_bytes = original  # type: ignore[method-assign]
+    assert report.upload.sent == [go] and report.upload.waiting == []
+
+
+def test_the_quiet_period_is_counted_on_the_boot_clock_and_never_shortened() -> None:
+    u = uncertain.new_uncertainty("GO", 100.0)
+    assert 99 < uncertain.quiet_left(u, 100.0) <= 100
+    assert 199 < uncertain.quiet_left(u, 200.0) <= 200  # a longer period configured since applies
+    earlier = dataclasses.replace(u, boottime=u.boottime - 60, since=u.since - 60)
+    assert 39 < uncertain.quiet_left(earlier, 100.0) <= 40
+    stepped = dataclasses.replace(u, since=u.since - 3600)  # the wall clock jumped: the boot clock did not
+    assert uncertain.quiet_left(stepped, 100.0) > 99
+    rebooted = dataclasses.replace(earlier, boot_id="another boot")  # time since unknown: all of it again
+    assert uncertain.quiet_left(rebooted, 100.0) == 100
+
+
+def test_a_connection_given_up_is_reset(sftp_cfg: Config, sshd: SshServer) -> None:
+    """abort() resets (SO_LINGER 0): what is still queued is discarded, and the path sees a reset."""
+    proxy = HoldProxy(sshd.port)
+    try:
+        remote = dataclasses.replace(sftp_cfg.remote, port=proxy.port)
+        known = Path(str(sftp_cfg.remote.known_hosts))
+        known.write_text(sshd.known_hosts_line().replace(f":{sshd.port}", f":{proxy.port}"))
+        t = SftpTransport.connect(remote)
+        t.abort()
+        assert wait_until(lambda: proxy.resets == 1, 5)
+    finally:
+        proxy.close()
