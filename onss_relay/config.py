@@ -201,7 +201,18 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"{path}: cannot read configuration file: {e.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    return config_from_dict(apply_env_overrides(raw, environ, path), path)
+    return config_from_dict(apply_env_overrides(raw, environ, path), path, env_sources(environ))
+
+
+def env_sources(environ: Mapping[str, str]) -> dict[tuple[str, str], str]:
+    """Given an environment, return which (section, key) each ONSS_RELAY__SECTION__KEY variable sets, so that
+    an error about such a key names the variable rather than a file that never mentions it."""
+    found: dict[tuple[str, str], str] = {}
+    for var in environ:
+        parts = var[len(ENV_PREFIX) :].lower().split("__") if var.startswith(ENV_PREFIX) else []
+        if len(parts) == 2:
+            found[(parts[0], parts[1])] = var
+    return found
 
 
 def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str], path: Path) -> dict[str, Any]:
@@ -237,8 +248,9 @@ def _env_value(text: str, hint: Any = None) -> Any:
         return text
 
 
-def config_from_dict(raw: dict[str, Any], path: Path) -> Config:
-    """Given a dict shaped like the TOML file, return the validated Config or raise ConfigError."""
+def config_from_dict(raw: dict[str, Any], path: Path, from_env: Mapping[tuple[str, str], str] | None = None) -> Config:
+    """Given a dict shaped like the TOML file (and which keys environment variables set), return the validated
+    Config or raise ConfigError."""
     for section in raw:
         if section not in SECTIONS:
             raise ConfigError(f"{path}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
@@ -249,6 +261,7 @@ def config_from_dict(raw: dict[str, Any], path: Path) -> Config:
             raise ConfigError(f"{path}: [{section}] must be a table")
         if section == "remote":
             table = transport_defaults(table, path)
+        table = renamed_keys(section, table, path, from_env or {})
         built[section] = _build_section(cls, section, table, path)
     cfg = Config(**built, source=path)
     _check_semantics(cfg, path)
@@ -256,7 +269,6 @@ def config_from_dict(raw: dict[str, Any], path: Path) -> Config:
 
 
 def _build_section(cls: type, section: str, table: dict[str, Any], path: Path) -> Any:
-    table = renamed_keys(section, table, path)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in table:

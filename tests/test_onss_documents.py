@@ -173,3 +173,36 @@ def test_demo_with_a_relative_folder(tmp_path: Path) -> None:
     assert r.returncode == 0 and "demo succeeded" in r.stdout, r.stdout + r.stderr
     assert f"onss-relay demo in {tmp_path / 'relative' / 'demo'}" in r.stdout and "spool/sent/" in r.stdout
     assert (tmp_path / "relative" / "demo" / "config.toml").is_file()
+
+
+# -- what a hostile review of issue 28 reproduced ------------------------------------------------------------
+
+
+def test_a_config_that_still_leaves_s_unsigned_is_warned_by_check_and_at_start(relay_dir: Path) -> None:
+    from tests.helpers import run_cli
+
+    config = relay_dir / "config.toml"
+    text = config.read_text()
+    assert run_cli("check", "--local", "--config", str(config)).stdout.count("! signing.sign_in_s") == 0
+    config.write_text(text.replace("[signing]\n", "[signing]\nsign_simulation = false\n", 1))  # as init wrote
+    r = run_cli("check", "--local", "--config", str(config))
+    assert r.returncode == 0, r.stdout + r.stderr
+    [line] = [line for line in r.stdout.splitlines() if "sign_in_s" in line]
+    assert line.startswith("! signing.sign_in_s = false") and "ACRF-122" in line and "every environment" in line
+    dmfa_in_s = fi_name(1, app="DMFA", env="S")
+    (relay_dir / "spool" / "outbox" / dmfa_in_s).write_bytes(b"<DmfA/>\r\n")
+    sent = run_cli("send", "--once", "--config", str(config))
+    assert sent.returncode == 0 and "environment_s_unsigned" in sent.stderr, sent.stdout + sent.stderr
+    assert not (relay_dir / "remote" / "INTEST-S" / f"FS{dmfa_in_s[2:]}").exists()  # the setting still works
+
+
+def test_old_and_new_signing_key_both_set_names_the_environment_variable_that_sets_one(relay_dir: Path) -> None:
+    from tests.helpers import run_cli
+
+    config = relay_dir / "config.toml"
+    config.write_text(config.read_text().replace("[signing]\n", "[signing]\nsign_in_s = true\n", 1))
+    env = {"ONSS_RELAY__SIGNING__SIGN_SIMULATION": "false"}
+    r = run_cli("check", "--local", "--config", str(config), env=env)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "environment variable ONSS_RELAY__SIGNING__SIGN_SIMULATION sets signing.sign_simulation" in r.stderr
+    assert f"{config} sets signing.sign_in_s" in r.stderr and "keep only signing.sign_in_s" in r.stderr
