@@ -206,3 +206,25 @@ def test_old_and_new_signing_key_both_set_names_the_environment_variable_that_se
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "environment variable ONSS_RELAY__SIGNING__SIGN_SIMULATION sets signing.sign_simulation" in r.stderr
     assert f"{config} sets signing.sign_in_s" in r.stderr and "keep only signing.sign_in_s" in r.stderr
+
+
+def test_status_shows_a_dmfa_circuit_test_as_answered_by_its_acrf_and_nothing_waiting(relay_dir: Path) -> None:
+    from tests.helpers import run_cli
+
+    config = str(relay_dir / "config.toml")
+    circuit = fi_name(1, app="DMFA")  # DmfA in T: a circuit test
+    (relay_dir / "spool" / "outbox").mkdir(parents=True)
+    (relay_dir / "spool" / "outbox" / circuit).write_bytes(b"<DmfA/>\r\n")
+    assert run_cli("send", "--once", "--config", config).returncode == 0
+    Simulator(relay_dir / "remote", SENDER).process()  # an ACRF, no notification
+    assert run_cli("poll", "--once", "--config", config).returncode == 0
+    table = run_cli("status", "--config", config).stdout
+    [row] = [line for line in table.splitlines() if line.startswith(go_of(circuit))]
+    assert "circuit test answered by its ACRF: accepted, done" in row and "waiting" not in row
+    story = run_cli("status", go_of(circuit), "--config", config).stdout
+    assert "circuit test: done, nothing waits" in story and "waiting for the notification" not in story
+    listed = json.loads(run_cli("status", "--json", "--config", config).stdout)
+    [doc] = [s for s in listed["sets"] if s["set"] == go_of(circuit)]
+    assert doc["circuit_test"] and "waiting" not in doc["result"] and doc["overdue"] is None
+    one = json.loads(run_cli("status", "--json", go_of(circuit), "--config", config).stdout)["set"]
+    assert one["circuit_test"] and one["result"].startswith("circuit test answered by its ACRF")
