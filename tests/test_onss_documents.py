@@ -228,3 +228,63 @@ def test_status_shows_a_dmfa_circuit_test_as_answered_by_its_acrf_and_nothing_wa
     assert doc["circuit_test"] and "waiting" not in doc["result"] and doc["overdue"] is None
     one = json.loads(run_cli("status", "--json", go_of(circuit), "--config", config).stdout)["set"]
     assert one["circuit_test"] and one["result"].startswith("circuit test answered by its ACRF")
+
+
+def _send_and_warnings(relay_dir: Path, files: dict[str, bytes]) -> tuple[str, dict[str, list[str]]]:
+    """Given outbox files, run `send --once`; return its output and each set's warnings, by GO name."""
+    from tests.helpers import run_cli
+
+    outbox = relay_dir / "spool" / "outbox"
+    outbox.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        (outbox / name).write_bytes(content)
+    r = run_cli("send", "--once", "--config", str(relay_dir / "config.toml"))
+    results = relay_dir / "spool" / "results"
+    gos = {go_of(n) for n in files}
+    warnings = {go: json.loads((results / f"{go}.json").read_text())["warnings"] for go in gos}
+    return r.stdout + r.stderr, warnings
+
+
+def test_the_parts_of_one_document_are_checked_as_one_byte_stream(relay_dir: Path) -> None:
+    document = '<?xml version="1.0" encoding="UTF-8"?>\r\n<Dimona>café crème</Dimona>\r\n'.encode()
+    cut = document.index("é".encode()) + 1  # inside the two bytes of é
+    one, two = fi_name(1, part=1, total=2), fi_name(1, part=2, total=2)
+    out, warnings = _send_and_warnings(relay_dir, {one: document[:cut], two: document[cut:]})
+    assert "sent 1 set(s)" in out, out
+    assert warnings[go_of(one)] == []  # part 2 has no prolog, and the cut fell inside é: both as they should be
+    broken = fi_name(2, part=1, total=2), fi_name(2, part=2, total=2)
+    out, warnings = _send_and_warnings(relay_dir, {broken[0]: document[:cut], broken[1]: b"\xff" + document[cut:]})
+    assert warnings[go_of(broken[0])] == [
+        f"{broken[1]}: byte 0 is not valid UTF-8, but its XML prolog declares UTF-8"
+    ], out
+
+
+def test_utf_16_declared_as_such_is_no_warning_and_utf_16_declared_utf_8_is(relay_dir: Path) -> None:
+    text = '<?xml version="1.0" encoding="UTF-16"?>\r\n<Dimona>café</Dimona>\r\n'
+    with_bom, without_bom = fi_name(1), fi_name(2)
+    mislabelled = fi_name(3)
+    files = {
+        with_bom: text.encode("utf-16"),  # byte-order mark, then UTF-16 in this machine's order
+        without_bom: text.encode("utf-16-be"),  # appendix F: 00 3C 00 3F
+        mislabelled: text.replace("UTF-16", "UTF-8").encode("utf-16-le"),
+    }
+    out, warnings = _send_and_warnings(relay_dir, files)
+    assert "sent 3 set(s)" in out, out
+    assert warnings[go_of(with_bom)] == [] and warnings[go_of(without_bom)] == []
+    assert warnings[go_of(mislabelled)] == [
+        f"{mislabelled}: its first bytes are UTF-16-LE, but its XML prolog declares UTF-8"
+    ]
+
+
+def test_a_prolog_naming_a_codec_that_is_no_character_encoding_is_a_warning_and_others_are_sent(
+    relay_dir: Path,
+) -> None:
+    hexed, plain = fi_name(1), fi_name(2)
+    files = {hexed: b'<?xml version="1.0" encoding="hex"?>\r\n<Dimona/>\r\n', plain: b"<Dimona/>\r\n"}
+    out, warnings = _send_and_warnings(relay_dir, files)
+    assert "sent 2 set(s)" in out and "unexpected error" not in out, out
+    assert warnings[go_of(hexed)] == [
+        f"{hexed}: its XML prolog declares encoding 'hex', which is not a character encoding"
+    ]
+    assert warnings[go_of(plain)] == []
+    assert (relay_dir / "remote" / "INTEST" / hexed).read_bytes() == files[hexed]  # sent as it is
