@@ -116,7 +116,7 @@ class SigningConfig:
 class RemoteConfig:
     transport: str = _field("sftp", "sftp, ftp, ftps (while the ONSS still supports FTP) or local")
     host: str = _field("sftp.socialsecurity.be", "transfer point host (SFTP's; ftp and ftps need their own)")
-    port: int = _field(8022, "transfer point port (21 by default for ftp and ftps)")
+    port: int = _field(8022, "transfer point port (ftp and ftps: 21 by default; 8022, SFTP's, is refused for them)")
     username: str = _field("", "technical user: 8 to 20 characters, a-z and 0-9 only (the portal's rule)")
     private_key: Path | None = _field(None, "SSH private key file (sftp)")
     passphrase_file: Path | None = _field(None, "file holding the SSH key passphrase")

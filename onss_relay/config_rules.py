@@ -77,8 +77,8 @@ def unsigned_s_problem(sign_in_s: bool, environments: list[str]) -> str | None:
 
 def transport_defaults(remote: dict[str, Any], path: Path) -> dict[str, Any]:
     """Given the [remote] table as written, return it completed for its transport: FTP and FTPS need their
-    own host (the default host and port, sftp.socialsecurity.be:8022, are the SFTP channel's) and default to
-    port 21."""
+    own host (the default host and port, sftp.socialsecurity.be:8022, are the SFTP channel's), refuse the SFTP
+    port 8022 (left in a config `init` wrote) and default to port 21."""
     if remote.get("transport") not in ("ftp", "ftps"):
         return remote
     host = remote.get("host")
@@ -87,6 +87,12 @@ def transport_defaults(remote: dict[str, Any], path: Path) -> dict[str, Any]:
             f"{path}: remote.host: is required when remote.transport = {remote['transport']!r}: the FTP server of"
             f" the social security extranet, as the ONSS gave it to you ({SFTP_HOST}:{SFTP_PORT} is the SFTP"
             f" channel's); note that {FTP_WITHDRAWN}"
+        )
+    if remote.get("port") == SFTP_PORT:  # `init` writes port = 8022: left there, FTP would knock on SFTP's port
+        raise ConfigError(
+            f"{path}: remote.port: {SFTP_PORT} is the SFTP channel's port, and remote.transport ="
+            f" {remote['transport']!r} uses FTP's, 21: remove remote.port (21 is the default) or set the port"
+            " the ONSS gave for its FTP server"
         )
     return {"port": FTP_PORT} | remote
 

@@ -288,3 +288,17 @@ def test_a_prolog_naming_a_codec_that_is_no_character_encoding_is_a_warning_and_
     ]
     assert warnings[go_of(plain)] == []
     assert (relay_dir / "remote" / "INTEST" / hexed).read_bytes() == files[hexed]  # sent as it is
+
+
+def test_ftp_with_the_sftp_port_init_wrote_is_a_configuration_error_naming_remote_port(relay_dir: Path) -> None:
+    from tests.conftest import remote_config_text
+    from tests.helpers import run_cli
+
+    config = relay_dir / "ftp.toml"
+    remote = 'transport = "ftp"\nhost = "ftp.example"\nusername = "techuser01"\npassword_file = "keys/ftp.pass"\n'
+    config.write_text(remote_config_text(remote + "port = 8022\n"))  # as `init` writes it
+    r = run_cli("check", "--local", "--config", str(config))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stdout + r.stderr
+    assert "ftp.toml: remote.port: 8022 is the SFTP channel's port" in r.stderr and "uses FTP's, 21" in r.stderr
+    config.write_text(remote_config_text(remote + "port = 2121\n"))  # a port the ONSS gave: kept
+    assert load_config(config, environ={}).remote.port == 2121
