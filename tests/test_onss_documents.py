@@ -302,3 +302,58 @@ def test_ftp_with_the_sftp_port_init_wrote_is_a_configuration_error_naming_remot
     assert "ftp.toml: remote.port: 8022 is the SFTP channel's port" in r.stderr and "uses FTP's, 21" in r.stderr
     config.write_text(remote_config_text(remote + "port = 2121\n"))  # a port the ONSS gave: kept
     assert load_config(config, environ={}).remote.port == 2121
+
+
+def _eid_like_identity(keys: Path) -> tuple[Path, Path]:
+    """Given a folder, write a key and a certificate issued by "SERIALNUMBER=200803, CN=Citizen CA, C=BE" to a
+    subject shaped like a Belgian eID's (surname, given name, serial number); return their paths."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    oid = x509.NameOID
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    issuer = x509.Name(
+        [x509.NameAttribute(oid.COUNTRY_NAME, "BE"), x509.NameAttribute(oid.COMMON_NAME, "Citizen CA")]
+        + [x509.NameAttribute(oid.SERIAL_NUMBER, "200803")]
+    )
+    subject = x509.Name(
+        [x509.NameAttribute(oid.COUNTRY_NAME, "BE"), x509.NameAttribute(oid.COMMON_NAME, "Jan Peeters (Signature)")]
+        + [x509.NameAttribute(oid.SURNAME, "Peeters"), x509.NameAttribute(oid.GIVEN_NAME, "Jan")]
+        + [x509.NameAttribute(oid.SERIAL_NUMBER, "71715100070")]
+    )
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder(issuer_name=issuer, subject_name=subject, public_key=key.public_key())
+        .serial_number(0x10000000000031138B31BA)
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=400))
+        .sign(ca_key, hashes.SHA256())
+    )
+    key_path, cert_path = keys / "eid.key", keys / "eid.crt"
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+def test_certificate_and_check_print_names_with_the_portal_s_attribute_names(relay_dir: Path) -> None:
+    from tests.helpers import run_cli
+
+    key, cert = _eid_like_identity(relay_dir / "keys")
+    config = relay_dir / "config.toml"
+    signing = 'key = "keys/signer.p12"\npassword_file = "keys/signer.pass"\n'
+    assert signing in config.read_text()
+    config.write_text(config.read_text().replace(signing, f'key = "{key}"\ncertificate = "{cert}"\n'))
+    r = run_cli("certificate", "-o", str(relay_dir / "eid.cer"), "--config", str(config))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Issuer (certificate provider)  : SERIALNUMBER=200803, CN=Citizen CA, C=BE" in r.stdout  # seed 002
+    subject = "SERIALNUMBER=71715100070, GIVENNAME=Jan, SURNAME=Peeters, CN=Jan Peeters (Signature), C=BE"
+    assert f"Subject (certificate owner)    : {subject}" in r.stdout
+    assert "Serial number (hexadecimal)    : 10 00 00 00 00 00 31 13 8b 31 ba" in r.stdout
+    checked = run_cli("check", "--local", "--config", str(config))
+    assert f"✓ signing certificate: {subject}, " in checked.stdout, checked.stdout + checked.stderr
+    assert "2.5.4." not in r.stdout + checked.stdout  # no OIDs

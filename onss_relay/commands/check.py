@@ -11,7 +11,7 @@ from onss_relay.commands.status import daemon_health
 from onss_relay.config import Config
 from onss_relay.config_rules import FTP_WITHDRAWN, unsigned_s_problem
 from onss_relay.errors import EXIT_OK, EXIT_REMOTE, EXIT_USAGE, ConfigError, RelayError, RemoteError
-from onss_relay.identity import check_certificate, days_left, is_self_signed, load_signing_identity
+from onss_relay.identity import check_certificate, days_left, is_self_signed, load_signing_identity, portal_dn
 from onss_relay.names import Env, response_folder, upload_folder
 from onss_relay.transport import open_transport
 
@@ -65,7 +65,7 @@ def _certificate(cfg: Config) -> str:
     ident = load_signing_identity(cfg)
     left = days_left(ident)
     note = check_certificate(ident, warning_days=cfg.signing.expiry_warning_days)
-    subject = ident.certificate.subject.rfc4514_string()
+    subject = portal_dn(ident.certificate.subject)
     return f"{subject}, {left} days left" + (
         " — renew it soon with your certificate authority and register the new .cer on the portal" if note else ""
     )
