@@ -133,7 +133,8 @@ class PortalView:
     subject: str
     issuer: str
     serial_decimal: str
-    serial_hex: str  # two lower-case hex digits per byte, separated by spaces: "10 00 00 00 00 00 31 13 8b 31 ba" (seed 002)
+    # two lower-case hex digits per byte, separated by spaces: "10 00 00 00 00 00 31 13 8b 31 ba" (seed 002)
+    serial_hex: str
     expires: str  # DD/MM/YYYY
     self_signed: bool
 

@@ -357,3 +357,18 @@ def test_certificate_and_check_print_names_with_the_portal_s_attribute_names(rel
     checked = run_cli("check", "--local", "--config", str(config))
     assert f"✓ signing certificate: {subject}, " in checked.stdout, checked.stdout + checked.stderr
     assert "2.5.4." not in r.stdout + checked.stdout  # no OIDs
+
+
+def test_certificate_to_a_path_it_cannot_write_names_the_path_given(relay_dir: Path) -> None:
+    from tests.helpers import run_cli
+
+    config = str(relay_dir / "config.toml")
+    missing = run_cli("certificate", "-o", "/nonexistent/x.cer", "--config", config)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1, missing.stderr
+    assert "/nonexistent/x.cer: cannot write the certificate there: the folder /nonexistent does not exist" in (
+        missing.stderr
+    )
+    folder = run_cli("certificate", "-o", str(relay_dir), "--config", config)
+    assert folder.returncode == 2 and folder.stderr.count("\n") == 1, folder.stderr
+    assert f"{relay_dir}: is a folder; give the .cer file to write" in folder.stderr
+    assert ".tmp" not in missing.stderr + folder.stderr and not list(relay_dir.glob(".*.tmp"))
