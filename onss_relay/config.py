@@ -118,6 +118,9 @@ class RemoteConfig:
     host: str = _field("sftp.socialsecurity.be", "transfer point host (SFTP's; ftp and ftps need their own)")
     port: int = _field(8022, "transfer point port (ftp and ftps: 21 by default; 8022, SFTP's, is refused for them)")
     username: str = _field("", "technical user: 8 to 20 characters, a-z and 0-9 only (the portal's rule)")
+    check_username: bool = _field(
+        True, "refuse a username outside the technical user rule; false only when the portal shows another name"
+    )
     private_key: Path | None = _field(None, "SSH private key file (sftp)")
     passphrase_file: Path | None = _field(None, "file holding the SSH key passphrase")
     known_hosts: Path | None = _field(None, "OpenSSH known_hosts; unknown or changed host key = refuse")
@@ -359,7 +362,8 @@ def _semantic_problems(cfg: Config) -> Iterator[tuple[str, str | None]]:
     yield "signing.digest", _one_of(cfg.signing.digest, ("sha256", "sha384", "sha512"))
     yield "signing.layout", _one_of(cfg.signing.layout, ("single-line", "76-cr", "64-crlf"))
     yield "remote.transport", _one_of(cfg.remote.transport, ("sftp", "ftp", "ftps", "local"))
-    yield "remote.username", technical_user_problem(cfg.remote.username, cfg.remote.host)
+    if cfg.remote.check_username:
+        yield "remote.username", technical_user_problem(cfg.remote.username, cfg.remote.host)
     yield "remote.connections", None if 1 <= cfg.remote.connections <= 32 else "must be between 1 and 32"
     yield "remote.port", None if 0 < cfg.remote.port < 65536 else f"{cfg.remote.port} is not a TCP port"
     yield "watch.polling", _one_of(cfg.watch.polling, ("auto", "true", "false"))

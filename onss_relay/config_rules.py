@@ -105,4 +105,7 @@ def technical_user_problem(username: str, host: str) -> str | None:
         return None
     if TECHNICAL_USER.fullmatch(username):
         return None
-    return f"{username!r} is not a technical user name: {TECHNICAL_USER_RULE}"
+    return (
+        f"{username!r} is not a technical user name: {TECHNICAL_USER_RULE}; if the portal really shows this name"
+        " for your technical user (an account older than the rule), set remote.check_username = false"
+    )

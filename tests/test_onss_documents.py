@@ -372,3 +372,19 @@ def test_certificate_to_a_path_it_cannot_write_names_the_path_given(relay_dir: P
     assert folder.returncode == 2 and folder.stderr.count("\n") == 1, folder.stderr
     assert f"{relay_dir}: is a folder; give the .cer file to write" in folder.stderr
     assert ".tmp" not in missing.stderr + folder.stderr and not list(relay_dir.glob(".*.tmp"))
+
+
+def test_a_technical_user_older_than_the_rule_has_a_documented_escape(tmp_path: Path) -> None:
+    from tests.helpers import run_cli
+
+    example = Path(__file__).resolve().parents[1] / "config" / "example.toml"  # remote.host sftp.socialsecurity.be
+    refused = run_cli("check", "--local", "--config", str(example), env={"ONSS_RELAY__REMOTE__USERNAME": "EXP"})
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "if the portal really shows this name" in refused.stderr
+    assert "set remote.check_username = false" in refused.stderr
+    config = tmp_path / "config.toml"
+    config.write_text(example.read_text().replace("check_username = true", "check_username = false"))
+    env = {"ONSS_RELAY__REMOTE__USERNAME": "EXP", "ONSS_RELAY__PATHS__ROOT": str(tmp_path / "spool")}
+    assert load_config(config, environ=env).remote.username == "EXP"  # the seed 002 screenshot's user
+    kept = run_cli("check", "--local", "--config", str(config), env=env)
+    assert f"✓ configuration: {config}" in kept.stdout and "remote.username" not in kept.stderr, kept.stderr
