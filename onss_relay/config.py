@@ -116,8 +116,11 @@ class SigningConfig:
 class RemoteConfig:
     transport: str = _field("sftp", "sftp, ftp, ftps (while the ONSS still supports FTP) or local")
     host: str = _field("sftp.socialsecurity.be", "transfer point host (SFTP's; ftp and ftps need their own)")
-    port: int = _field(8022, "transfer point port (21 by default for ftp and ftps)")
+    port: int = _field(8022, "transfer point port (ftp and ftps: 21 by default; 8022, SFTP's, is refused for them)")
     username: str = _field("", "technical user: 8 to 20 characters, a-z and 0-9 only (the portal's rule)")
+    check_username: bool = _field(
+        True, "refuse a username outside the technical user rule; false only when the portal shows another name"
+    )
     private_key: Path | None = _field(None, "SSH private key file (sftp)")
     passphrase_file: Path | None = _field(None, "file holding the SSH key passphrase")
     known_hosts: Path | None = _field(None, "OpenSSH known_hosts; unknown or changed host key = refuse")
@@ -205,7 +208,18 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"{path}: cannot read configuration file: {e.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    return config_from_dict(apply_env_overrides(raw, environ, path), path)
+    return config_from_dict(apply_env_overrides(raw, environ, path), path, env_sources(environ))
+
+
+def env_sources(environ: Mapping[str, str]) -> dict[tuple[str, str], str]:
+    """Given an environment, return which (section, key) each ONSS_RELAY__SECTION__KEY variable sets, so that
+    an error about such a key names the variable rather than a file that never mentions it."""
+    found: dict[tuple[str, str], str] = {}
+    for var in environ:
+        parts = var[len(ENV_PREFIX) :].lower().split("__") if var.startswith(ENV_PREFIX) else []
+        if len(parts) == 2:
+            found[(parts[0], parts[1])] = var
+    return found
 
 
 def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str], path: Path) -> dict[str, Any]:
@@ -241,8 +255,9 @@ def _env_value(text: str, hint: Any = None) -> Any:
         return text
 
 
-def config_from_dict(raw: dict[str, Any], path: Path) -> Config:
-    """Given a dict shaped like the TOML file, return the validated Config or raise ConfigError."""
+def config_from_dict(raw: dict[str, Any], path: Path, from_env: Mapping[tuple[str, str], str] | None = None) -> Config:
+    """Given a dict shaped like the TOML file (and which keys environment variables set), return the validated
+    Config or raise ConfigError."""
     for section in raw:
         if section not in SECTIONS:
             raise ConfigError(f"{path}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
@@ -253,6 +268,7 @@ def config_from_dict(raw: dict[str, Any], path: Path) -> Config:
             raise ConfigError(f"{path}: [{section}] must be a table")
         if section == "remote":
             table = transport_defaults(table, path)
+        table = renamed_keys(section, table, path, from_env or {})
         built[section] = _build_section(cls, section, table, path)
     cfg = Config(**built, source=path)
     _check_semantics(cfg, path)
@@ -260,7 +276,6 @@ def config_from_dict(raw: dict[str, Any], path: Path) -> Config:
 
 
 def _build_section(cls: type, section: str, table: dict[str, Any], path: Path) -> Any:
-    table = renamed_keys(section, table, path)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in table:
@@ -351,7 +366,8 @@ def _semantic_problems(cfg: Config) -> Iterator[tuple[str, str | None]]:
     yield "signing.digest", _one_of(cfg.signing.digest, ("sha256", "sha384", "sha512"))
     yield "signing.layout", _one_of(cfg.signing.layout, ("single-line", "76-cr", "64-crlf"))
     yield "remote.transport", _one_of(cfg.remote.transport, ("sftp", "ftp", "ftps", "local"))
-    yield "remote.username", technical_user_problem(cfg.remote.username, cfg.remote.host)
+    if cfg.remote.check_username:
+        yield "remote.username", technical_user_problem(cfg.remote.username, cfg.remote.host)
     yield "remote.connections", None if 1 <= cfg.remote.connections <= 32 else "must be between 1 and 32"
     yield "remote.port", None if 0 < cfg.remote.port < 65536 else f"{cfg.remote.port} is not a TCP port"
     yield "watch.polling", _one_of(cfg.watch.polling, ("auto", "true", "false"))

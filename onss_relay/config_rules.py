@@ -7,6 +7,7 @@ Plain functions over the parsed TOML tables and values; ``config.py`` applies th
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,30 +32,53 @@ TECHNICAL_USER = re.compile(r"[a-z0-9]{8,20}")
 TECHNICAL_USER_RULE = "a technical user is 8 to 20 characters, a-z and 0-9 only (social security portal)"
 
 
-def renamed_keys(section: str, table: dict[str, Any], path: Path) -> dict[str, Any]:
-    """Given a section's table, return it with every renamed key under its new name; warn once per old key,
-    and refuse a table that gives both names."""
+def renamed_keys(
+    section: str, table: dict[str, Any], path: Path, from_env: Mapping[tuple[str, str], str]
+) -> dict[str, Any]:
+    """Given a section's table (and which keys environment variables set), return it with every renamed key
+    under its new name; warn once per old key, and refuse a table that gives both names, naming where each
+    comes from (the file or the variable)."""
     table = dict(table)
+
+    def origin(key: str) -> str:
+        var = from_env.get((section, key))
+        return f"environment variable {var}" if var else str(path)
+
     for (where, old), new in RENAMED.items():
         if where != section or old not in table:
             continue
         if new in table:
-            raise ConfigError(f"{path}: {section}.{old} and {section}.{new} are both set; keep only {section}.{new}")
+            raise ConfigError(
+                f"{origin(old)} sets {section}.{old} and {origin(new)} sets {section}.{new}: the same setting under"
+                f" its old and new name; keep only {section}.{new}"
+            )
         log.warning(
             "config_key_deprecated",
-            file=str(path),
+            file=origin(old),
             key=f"{section}.{old}",
             use=f"{section}.{new}",
-            detail=f"{path}: {section}.{old} is deprecated; write {section}.{new} instead (same meaning)",
+            detail=f"{origin(old)}: {section}.{old} is deprecated; write {section}.{new} instead (same meaning)",
         )
         table[new] = table.pop(old)
     return table
 
 
+def unsigned_s_problem(sign_in_s: bool, environments: list[str]) -> str | None:
+    """Given signing.sign_in_s and watch.environments, return why sets for S will be refused (the documents ask
+    for an FS in every environment; ACRF-122 without one), or None when S is signed or never sent to."""
+    if sign_in_s or "S" not in environments:
+        return None
+    return (
+        "signing.sign_in_s = false (or the old signing.sign_simulation = false, which `init` used to write):"
+        " sets for S (INTEST-S) go without their FS, and the ONSS documents ask for one in every environment"
+        " (refused ACRF-122); remove the key, unless your transfer point refuses an FS there"
+    )
+
+
 def transport_defaults(remote: dict[str, Any], path: Path) -> dict[str, Any]:
     """Given the [remote] table as written, return it completed for its transport: FTP and FTPS need their
-    own host (the default host and port, sftp.socialsecurity.be:8022, are the SFTP channel's) and default to
-    port 21."""
+    own host (the default host and port, sftp.socialsecurity.be:8022, are the SFTP channel's), refuse the SFTP
+    port 8022 (left in a config `init` wrote) and default to port 21."""
     if remote.get("transport") not in ("ftp", "ftps"):
         return remote
     host = remote.get("host")
@@ -63,6 +87,12 @@ def transport_defaults(remote: dict[str, Any], path: Path) -> dict[str, Any]:
             f"{path}: remote.host: is required when remote.transport = {remote['transport']!r}: the FTP server of"
             f" the social security extranet, as the ONSS gave it to you ({SFTP_HOST}:{SFTP_PORT} is the SFTP"
             f" channel's); note that {FTP_WITHDRAWN}"
+        )
+    if remote.get("port") == SFTP_PORT:  # `init` writes port = 8022: left there, FTP would knock on SFTP's port
+        raise ConfigError(
+            f"{path}: remote.port: {SFTP_PORT} is the SFTP channel's port, and remote.transport ="
+            f" {remote['transport']!r} uses FTP's, 21: remove remote.port (21 is the default) or set the port"
+            " the ONSS gave for its FTP server"
         )
     return {"port": FTP_PORT} | remote
 
@@ -75,4 +105,7 @@ def technical_user_problem(username: str, host: str) -> str | None:
         return None
     if TECHNICAL_USER.fullmatch(username):
         return None
-    return f"{username!r} is not a technical user name: {TECHNICAL_USER_RULE}"
+    return (
+        f"{username!r} is not a technical user name: {TECHNICAL_USER_RULE}; if the portal really shows this name"
+        " for your technical user (an account older than the rule), set remote.check_username = false"
+    )

@@ -10,14 +10,12 @@ rename (README). The XML check streams the file through expat: constant memory w
 
 from __future__ import annotations
 
-import codecs
 import os
-import re
 import xml.parsers.expat
 from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO
 
+from onss_relay.declaration_encoding import encoding_problem
 from onss_relay.names import Name, environment_note
 
 CHUNK = 1 << 16
@@ -109,7 +107,7 @@ def _only_mis_encoded(paths: list[Path]) -> bool:
     """Given parts expat refused as declared, return True when some part's bytes depart from its declared
     encoding and the parts are well-formed read byte for byte (ISO-8859-1 takes every byte): the fault is the
     encoding, which the relay reports, not the structure."""
-    if not any(encoding_problem(p) for p in paths):
+    if not encoding_problem(paths):
         return False
     every_part = all(_problem_in([p], ANY_BYTE) is None for p in paths)
     return every_part or (len(paths) > 1 and _problem_in(paths, ANY_BYTE) is None)
@@ -135,68 +133,13 @@ def _problem_in(paths: list[Path], encoding: str | None = None) -> str | None:
         return f"not well-formed XML at line {e.lineno}, column {e.offset}: {xml.parsers.expat.ErrorString(e.code)}"
     except _EntityDeclared:
         return "XML declares entities (refused: a declaration never needs them)"
-    return None
-
-
-_PROLOG = re.compile(rb"""^<\?xml\s[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
-_PROLOG_START = re.compile(rb"^<\?xml\s")
-
-
-def declared_encoding(head: bytes) -> tuple[bool, str | None]:
-    """Given a file's first bytes, return (has an XML prolog, the encoding it declares or None)."""
-    head = head.removeprefix(b"\xef\xbb\xbf")
-    if not _PROLOG_START.match(head):
-        return False, None
-    m = _PROLOG.match(head)
-    return True, m.group(1).decode("ascii") if m else None
-
-
-def encoding_problem(path: Path) -> str | None:
-    """Given a declaration file, return how its bytes depart from the encoding it declares (its XML prolog's,
-    UTF-8 for a prolog without one) or, without a prolog, from ASCII, which the ONSS documents ask for; None
-    when they match. Streams the file: constant memory."""
-    with path.open("rb") as f:
-        head = f.read(CHUNK)
-        has_prolog, declared = declared_encoding(head)
-        encoding = declared or "utf-8"
-        if not has_prolog:
-            return _first_non_ascii(path.name, head, f)
-        try:
-            decoder = codecs.getincrementaldecoder(encoding)("strict")
-        except LookupError:
-            return f"{path.name}: its XML prolog declares encoding {declared!r}, which is unknown"
-        offset = 0
-        chunk = head
-        try:
-            while chunk:
-                decoder.decode(chunk)
-                offset += len(chunk)
-                chunk = f.read(CHUNK)
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError as e:
-            said = f"its XML prolog declares {declared}" if declared else "its XML prolog declares no encoding (UTF-8)"
-            return f"{path.name}: byte {offset + e.start} is not valid {encoding}, but {said}"
-    return None
-
-
-def _first_non_ascii(name: str, head: bytes, rest: BinaryIO) -> str | None:
-    """Given a file without an XML prolog (its first chunk read, the rest to read), say where its first
-    non-ASCII byte is, or return None."""
-    offset, chunk = 0, head
-    while chunk:
-        if not chunk.isascii():
-            at = offset + next(i for i, b in enumerate(chunk) if b > 0x7F)
-            return (
-                f"{name}: byte {at} is not ASCII and no XML prolog declares an encoding"
-                " (the ONSS documents say the structured message is ASCII)"
-            )
-        offset += len(chunk)
-        chunk = rest.read(CHUNK)
+    except (LookupError, UnicodeError, ValueError) as e:  # expat asked Python for an encoding it lacks (hex …)
+        return f"its XML prolog declares an encoding that cannot be read: {e}"
     return None
 
 
 def declaration_warnings(go: Name, parts: list[Path]) -> tuple[str, ...]:
     """Given a set's GO name and its FI files, return what the ONSS documents say against them, to report
     (never to refuse): an environment they do not list for the application, an encoding mismatch."""
-    found = [environment_note(go)] + [encoding_problem(p) for p in parts]
+    found = [environment_note(go), encoding_problem(parts)]
     return tuple(w for w in found if w)

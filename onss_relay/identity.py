@@ -133,15 +133,29 @@ class PortalView:
     subject: str
     issuer: str
     serial_decimal: str
-    serial_hex: str  # two lower-case hex digits per byte, separated by spaces: "10 00 00 00 31 13 8b 31 ba"
+    # two lower-case hex digits per byte, separated by spaces: "10 00 00 00 00 00 31 13 8b 31 ba" (seed 002)
+    serial_hex: str
     expires: str  # DD/MM/YYYY
     self_signed: bool
 
 
-def _dn(name: x509.Name) -> str:
-    """Given a distinguished name, return it most specific first, as the portal writes it
-    ("SERIALNUMBER=200803, CN=Citizen CA, C=BE")."""
-    return ", ".join(rdn.rfc4514_string() for rdn in reversed(name.rdns))
+# the attribute names the portal (Java's X.500 names) writes where RFC 4514 knows none and would print OIDs
+PORTAL_NAMES = {
+    x509.NameOID.SERIAL_NUMBER: "SERIALNUMBER",
+    x509.NameOID.GIVEN_NAME: "GIVENNAME",
+    x509.NameOID.SURNAME: "SURNAME",
+    x509.NameOID.TITLE: "T",
+    x509.NameOID.INITIALS: "INITIALS",
+    x509.NameOID.GENERATION_QUALIFIER: "GENERATION",
+    x509.NameOID.DN_QUALIFIER: "DNQUALIFIER",
+    x509.NameOID.EMAIL_ADDRESS: "EMAILADDRESS",
+}
+
+
+def portal_dn(name: x509.Name) -> str:
+    """Given a distinguished name, return it as the portal writes it: most specific first, attributes by name
+    ("SERIALNUMBER=200803, CN=Citizen CA, C=BE"; a Belgian eID's "SURNAME=…, GIVENNAME=…"), never as OIDs."""
+    return ", ".join(rdn.rfc4514_string(PORTAL_NAMES) for rdn in reversed(name.rdns))
 
 
 def is_self_signed(cert: x509.Certificate) -> bool:
@@ -160,8 +174,8 @@ def portal_view(cert: x509.Certificate) -> PortalView:
     serial = cert.serial_number
     raw = serial.to_bytes(max(1, (serial.bit_length() + 7) // 8), "big")
     return PortalView(
-        _dn(cert.subject),
-        _dn(cert.issuer),
+        portal_dn(cert.subject),
+        portal_dn(cert.issuer),
         str(serial),
         raw.hex(" "),
         f"{cert.not_valid_after_utc:%d/%m/%Y}",

@@ -24,17 +24,23 @@ def overdue(row: SetRow, poll: PollConfig, now: float) -> str | None:
     waited = now - row.updated_at
     if row.state == State.SENT and waited > poll.acrf_overdue:
         return f"no ACRF {_span(waited)} after the GO was sent"
-    if row.state == State.ACKNOWLEDGED and waited > poll.notification_overdue and not _circuit_test(row.go_name):
+    if row.state == State.ACKNOWLEDGED and waited > poll.notification_overdue and not answered_circuit_test(row):
         return f"no notification {_span(waited)} after the ACRF"
     return None
 
 
-def _circuit_test(go_name: str) -> bool:
-    """A circuit test (DmfA in T) gets an ACRF and no notification: waiting for one is not overdue."""
+def is_circuit_test(go_name: str) -> bool:
+    """Given a GO name, return True when it is a circuit test (DmfA in T): an ACRF answers it, no notification."""
     try:
         return circuit_test(parse_name(go_name))
     except InvalidName:
         return False
+
+
+def answered_circuit_test(row: SetRow) -> bool:
+    """Given a set, return True when it is a circuit test its ACRF accepted: done, nothing waits (waiting for a
+    notification is not overdue, and nothing shows it as waiting)."""
+    return row.state == State.ACKNOWLEDGED and not row.data.notifications and is_circuit_test(row.go_name)
 
 
 def _span(seconds: float) -> str:
@@ -61,6 +67,7 @@ def result_document(
         "notifications": [dataclasses.asdict(n) for n in row.data.notifications],
         "other_responses": list(row.data.other_responses),
         "warnings": list(row.data.warnings),
+        "circuit_test": is_circuit_test(row.go_name),  # DmfA in T: answered by its ACRF alone
         "sent_dir": row.data.sent_dir,
         "since": _iso(row.updated_at),  # in this state since
         "overdue": overdue(row, poll or PollConfig(), time.time()),

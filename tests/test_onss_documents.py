@@ -173,3 +173,218 @@ def test_demo_with_a_relative_folder(tmp_path: Path) -> None:
     assert r.returncode == 0 and "demo succeeded" in r.stdout, r.stdout + r.stderr
     assert f"onss-relay demo in {tmp_path / 'relative' / 'demo'}" in r.stdout and "spool/sent/" in r.stdout
     assert (tmp_path / "relative" / "demo" / "config.toml").is_file()
+
+
+# -- what a hostile review of issue 28 reproduced ------------------------------------------------------------
+
+
+def test_a_config_that_still_leaves_s_unsigned_is_warned_by_check_and_at_start(relay_dir: Path) -> None:
+    from tests.helpers import run_cli
+
+    config = relay_dir / "config.toml"
+    text = config.read_text()
+    assert run_cli("check", "--local", "--config", str(config)).stdout.count("! signing.sign_in_s") == 0
+    config.write_text(text.replace("[signing]\n", "[signing]\nsign_simulation = false\n", 1))  # as init wrote
+    r = run_cli("check", "--local", "--config", str(config))
+    assert r.returncode == 0, r.stdout + r.stderr
+    [line] = [line for line in r.stdout.splitlines() if "sign_in_s" in line]
+    assert line.startswith("! signing.sign_in_s = false") and "ACRF-122" in line and "every environment" in line
+    dmfa_in_s = fi_name(1, app="DMFA", env="S")
+    (relay_dir / "spool" / "outbox" / dmfa_in_s).write_bytes(b"<DmfA/>\r\n")
+    sent = run_cli("send", "--once", "--config", str(config))
+    assert sent.returncode == 0 and "environment_s_unsigned" in sent.stderr, sent.stdout + sent.stderr
+    assert not (relay_dir / "remote" / "INTEST-S" / f"FS{dmfa_in_s[2:]}").exists()  # the setting still works
+
+
+def test_old_and_new_signing_key_both_set_names_the_environment_variable_that_sets_one(relay_dir: Path) -> None:
+    from tests.helpers import run_cli
+
+    config = relay_dir / "config.toml"
+    config.write_text(config.read_text().replace("[signing]\n", "[signing]\nsign_in_s = true\n", 1))
+    env = {"ONSS_RELAY__SIGNING__SIGN_SIMULATION": "false"}
+    r = run_cli("check", "--local", "--config", str(config), env=env)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "environment variable ONSS_RELAY__SIGNING__SIGN_SIMULATION sets signing.sign_simulation" in r.stderr
+    assert f"{config} sets signing.sign_in_s" in r.stderr and "keep only signing.sign_in_s" in r.stderr
+
+
+def test_status_shows_a_dmfa_circuit_test_as_answered_by_its_acrf_and_nothing_waiting(relay_dir: Path) -> None:
+    from tests.helpers import run_cli
+
+    config = str(relay_dir / "config.toml")
+    circuit = fi_name(1, app="DMFA")  # DmfA in T: a circuit test
+    (relay_dir / "spool" / "outbox").mkdir(parents=True)
+    (relay_dir / "spool" / "outbox" / circuit).write_bytes(b"<DmfA/>\r\n")
+    assert run_cli("send", "--once", "--config", config).returncode == 0
+    Simulator(relay_dir / "remote", SENDER).process()  # an ACRF, no notification
+    assert run_cli("poll", "--once", "--config", config).returncode == 0
+    table = run_cli("status", "--config", config).stdout
+    [row] = [line for line in table.splitlines() if line.startswith(go_of(circuit))]
+    assert "circuit test answered by its ACRF: accepted, done" in row and "waiting" not in row
+    story = run_cli("status", go_of(circuit), "--config", config).stdout
+    assert "circuit test: done, nothing waits" in story and "waiting for the notification" not in story
+    listed = json.loads(run_cli("status", "--json", "--config", config).stdout)
+    [doc] = [s for s in listed["sets"] if s["set"] == go_of(circuit)]
+    assert doc["circuit_test"] and "waiting" not in doc["result"] and doc["overdue"] is None
+    one = json.loads(run_cli("status", "--json", go_of(circuit), "--config", config).stdout)["set"]
+    assert one["circuit_test"] and one["result"].startswith("circuit test answered by its ACRF")
+
+
+def _send_and_warnings(relay_dir: Path, files: dict[str, bytes]) -> tuple[str, dict[str, list[str]]]:
+    """Given outbox files, run `send --once`; return its output and each set's warnings, by GO name."""
+    from tests.helpers import run_cli
+
+    outbox = relay_dir / "spool" / "outbox"
+    outbox.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        (outbox / name).write_bytes(content)
+    r = run_cli("send", "--once", "--config", str(relay_dir / "config.toml"))
+    results = relay_dir / "spool" / "results"
+    gos = {go_of(n) for n in files}
+    warnings = {go: json.loads((results / f"{go}.json").read_text())["warnings"] for go in gos}
+    return r.stdout + r.stderr, warnings
+
+
+def test_the_parts_of_one_document_are_checked_as_one_byte_stream(relay_dir: Path) -> None:
+    document = '<?xml version="1.0" encoding="UTF-8"?>\r\n<Dimona>café crème</Dimona>\r\n'.encode()
+    cut = document.index("é".encode()) + 1  # inside the two bytes of é
+    one, two = fi_name(1, part=1, total=2), fi_name(1, part=2, total=2)
+    out, warnings = _send_and_warnings(relay_dir, {one: document[:cut], two: document[cut:]})
+    assert "sent 1 set(s)" in out, out
+    assert warnings[go_of(one)] == []  # part 2 has no prolog, and the cut fell inside é: both as they should be
+    broken = fi_name(2, part=1, total=2), fi_name(2, part=2, total=2)
+    out, warnings = _send_and_warnings(relay_dir, {broken[0]: document[:cut], broken[1]: b"\xff" + document[cut:]})
+    assert warnings[go_of(broken[0])] == [
+        f"{broken[1]}: byte 0 is not valid UTF-8, but its XML prolog declares UTF-8"
+    ], out
+
+
+def test_utf_16_declared_as_such_is_no_warning_and_utf_16_declared_utf_8_is(relay_dir: Path) -> None:
+    text = '<?xml version="1.0" encoding="UTF-16"?>\r\n<Dimona>café</Dimona>\r\n'
+    with_bom, without_bom = fi_name(1), fi_name(2)
+    mislabelled = fi_name(3)
+    files = {
+        with_bom: text.encode("utf-16"),  # byte-order mark, then UTF-16 in this machine's order
+        without_bom: text.encode("utf-16-be"),  # appendix F: 00 3C 00 3F
+        mislabelled: text.replace("UTF-16", "UTF-8").encode("utf-16-le"),
+    }
+    out, warnings = _send_and_warnings(relay_dir, files)
+    assert "sent 3 set(s)" in out, out
+    assert warnings[go_of(with_bom)] == [] and warnings[go_of(without_bom)] == []
+    assert warnings[go_of(mislabelled)] == [
+        f"{mislabelled}: its first bytes are UTF-16-LE, but its XML prolog declares UTF-8"
+    ]
+
+
+def test_a_prolog_naming_a_codec_that_is_no_character_encoding_is_a_warning_and_others_are_sent(
+    relay_dir: Path,
+) -> None:
+    hexed, plain = fi_name(1), fi_name(2)
+    files = {hexed: b'<?xml version="1.0" encoding="hex"?>\r\n<Dimona/>\r\n', plain: b"<Dimona/>\r\n"}
+    out, warnings = _send_and_warnings(relay_dir, files)
+    assert "sent 2 set(s)" in out and "unexpected error" not in out, out
+    assert warnings[go_of(hexed)] == [
+        f"{hexed}: its XML prolog declares encoding 'hex', which is not a character encoding"
+    ]
+    assert warnings[go_of(plain)] == []
+    assert (relay_dir / "remote" / "INTEST" / hexed).read_bytes() == files[hexed]  # sent as it is
+
+
+def test_ftp_with_the_sftp_port_init_wrote_is_a_configuration_error_naming_remote_port(relay_dir: Path) -> None:
+    from tests.conftest import remote_config_text
+    from tests.helpers import run_cli
+
+    config = relay_dir / "ftp.toml"
+    remote = 'transport = "ftp"\nhost = "ftp.example"\nusername = "techuser01"\npassword_file = "keys/ftp.pass"\n'
+    config.write_text(remote_config_text(remote + "port = 8022\n"))  # as `init` writes it
+    r = run_cli("check", "--local", "--config", str(config))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stdout + r.stderr
+    assert "ftp.toml: remote.port: 8022 is the SFTP channel's port" in r.stderr and "uses FTP's, 21" in r.stderr
+    config.write_text(remote_config_text(remote + "port = 2121\n"))  # a port the ONSS gave: kept
+    assert load_config(config, environ={}).remote.port == 2121
+
+
+def _eid_like_identity(keys: Path) -> tuple[Path, Path]:
+    """Given a folder, write a key and a certificate issued by "SERIALNUMBER=200803, CN=Citizen CA, C=BE" to a
+    subject shaped like a Belgian eID's (surname, given name, serial number); return their paths."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    oid = x509.NameOID
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    issuer = x509.Name(
+        [x509.NameAttribute(oid.COUNTRY_NAME, "BE"), x509.NameAttribute(oid.COMMON_NAME, "Citizen CA")]
+        + [x509.NameAttribute(oid.SERIAL_NUMBER, "200803")]
+    )
+    subject = x509.Name(
+        [x509.NameAttribute(oid.COUNTRY_NAME, "BE"), x509.NameAttribute(oid.COMMON_NAME, "Jan Peeters (Signature)")]
+        + [x509.NameAttribute(oid.SURNAME, "Peeters"), x509.NameAttribute(oid.GIVEN_NAME, "Jan")]
+        + [x509.NameAttribute(oid.SERIAL_NUMBER, "71715100070")]
+    )
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder(issuer_name=issuer, subject_name=subject, public_key=key.public_key())
+        .serial_number(0x10000000000031138B31BA)
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=400))
+        .sign(ca_key, hashes.SHA256())
+    )
+    key_path, cert_path = keys / "eid.key", keys / "eid.crt"
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+def test_certificate_and_check_print_names_with_the_portal_s_attribute_names(relay_dir: Path) -> None:
+    from tests.helpers import run_cli
+
+    key, cert = _eid_like_identity(relay_dir / "keys")
+    config = relay_dir / "config.toml"
+    signing = 'key = "keys/signer.p12"\npassword_file = "keys/signer.pass"\n'
+    assert signing in config.read_text()
+    config.write_text(config.read_text().replace(signing, f'key = "{key}"\ncertificate = "{cert}"\n'))
+    r = run_cli("certificate", "-o", str(relay_dir / "eid.cer"), "--config", str(config))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Issuer (certificate provider)  : SERIALNUMBER=200803, CN=Citizen CA, C=BE" in r.stdout  # seed 002
+    subject = "SERIALNUMBER=71715100070, GIVENNAME=Jan, SURNAME=Peeters, CN=Jan Peeters (Signature), C=BE"
+    assert f"Subject (certificate owner)    : {subject}" in r.stdout
+    assert "Serial number (hexadecimal)    : 10 00 00 00 00 00 31 13 8b 31 ba" in r.stdout
+    checked = run_cli("check", "--local", "--config", str(config))
+    assert f"✓ signing certificate: {subject}, " in checked.stdout, checked.stdout + checked.stderr
+    assert "2.5.4." not in r.stdout + checked.stdout  # no OIDs
+
+
+def test_certificate_to_a_path_it_cannot_write_names_the_path_given(relay_dir: Path) -> None:
+    from tests.helpers import run_cli
+
+    config = str(relay_dir / "config.toml")
+    missing = run_cli("certificate", "-o", "/nonexistent/x.cer", "--config", config)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1, missing.stderr
+    assert "/nonexistent/x.cer: cannot write the certificate there: the folder /nonexistent does not exist" in (
+        missing.stderr
+    )
+    folder = run_cli("certificate", "-o", str(relay_dir), "--config", config)
+    assert folder.returncode == 2 and folder.stderr.count("\n") == 1, folder.stderr
+    assert f"{relay_dir}: is a folder; give the .cer file to write" in folder.stderr
+    assert ".tmp" not in missing.stderr + folder.stderr and not list(relay_dir.glob(".*.tmp"))
+
+
+def test_a_technical_user_older_than_the_rule_has_a_documented_escape(tmp_path: Path) -> None:
+    from tests.helpers import run_cli
+
+    example = Path(__file__).resolve().parents[1] / "config" / "example.toml"  # remote.host sftp.socialsecurity.be
+    refused = run_cli("check", "--local", "--config", str(example), env={"ONSS_RELAY__REMOTE__USERNAME": "EXP"})
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "if the portal really shows this name" in refused.stderr
+    assert "set remote.check_username = false" in refused.stderr
+    config = tmp_path / "config.toml"
+    config.write_text(example.read_text().replace("check_username = true", "check_username = false"))
+    env = {"ONSS_RELAY__REMOTE__USERNAME": "EXP", "ONSS_RELAY__PATHS__ROOT": str(tmp_path / "spool")}
+    assert load_config(config, environ=env).remote.username == "EXP"  # the seed 002 screenshot's user
+    kept = run_cli("check", "--local", "--config", str(config), env=env)
+    assert f"✓ configuration: {config}" in kept.stdout and "remote.username" not in kept.stderr, kept.stderr

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from onss_relay.config import Config, read_secret
 from onss_relay.durable import atomic_write
+from onss_relay.errors import UsageError
 from onss_relay.identity import load_identity, portal_view
 
 SELF_SIGNED = "self-signed: fine for the demo and the simulator, refused by the ONSS (use a qualified certificate)"
@@ -23,13 +24,26 @@ def default_output(cfg: Config) -> Path:
     return Path(cfg.signing.key.stem + ".cer")
 
 
+def _write(path: Path, der: bytes) -> None:
+    """Given the output path the user gave and the DER bytes, write them there atomically; raise UsageError in
+    one sentence naming that path (never the temporary file beside it) when it cannot be written."""
+    if path.is_dir():
+        raise UsageError(f"{path}: is a folder; give the .cer file to write, like -o {path / 'signer.cer'}")
+    if not path.parent.is_dir():
+        raise UsageError(f"{path}: cannot write the certificate there: the folder {path.parent} does not exist")
+    try:
+        atomic_write(path, der)
+    except OSError as e:
+        raise UsageError(f"{path}: cannot write the certificate there: {e.strerror or e}") from None
+
+
 def write_certificate(cfg: Config, output: Path | None, out: TextIO) -> int:
     """Given the configuration and an output path (or None), write the signing certificate's DER .cer there,
     print what the portal will show of it, and return the exit code."""
     s = cfg.signing
     identity = load_identity(s.key, s.certificate, read_secret(s.password_file, "signing.password_file"))
     path = output or default_output(cfg)
-    atomic_write(path, identity.certificate.public_bytes(Encoding.DER))
+    _write(path, identity.certificate.public_bytes(Encoding.DER))
     view = portal_view(identity.certificate)
     print(
         f"""Wrote {path}: the public certificate only (DER), to upload on the social security portal

@@ -9,9 +9,9 @@ from typing import TextIO
 from onss_relay.commands.certificate import SELF_SIGNED
 from onss_relay.commands.status import daemon_health
 from onss_relay.config import Config
-from onss_relay.config_rules import FTP_WITHDRAWN
+from onss_relay.config_rules import FTP_WITHDRAWN, unsigned_s_problem
 from onss_relay.errors import EXIT_OK, EXIT_REMOTE, EXIT_USAGE, ConfigError, RelayError, RemoteError
-from onss_relay.identity import check_certificate, days_left, is_self_signed, load_signing_identity
+from onss_relay.identity import check_certificate, days_left, is_self_signed, load_signing_identity, portal_dn
 from onss_relay.names import Env, response_folder, upload_folder
 from onss_relay.transport import open_transport
 
@@ -35,6 +35,8 @@ def run_checks(cfg: Config, out: TextIO, local_only: bool = False) -> int:
     check("configuration", lambda: str(cfg.source))
     if check("signing certificate", lambda: _certificate(cfg)):
         _self_signed_warning(cfg, out)
+    if unsigned := unsigned_s_problem(cfg.signing.sign_in_s, cfg.watch.environments):
+        print(f"! {unsigned}", file=out)
     for label, path in (("outbox", cfg.paths.outbox_dir), ("inbox", cfg.paths.inbox_dir), ("spool", cfg.paths.root)):
         check(f"{label} writable", lambda p=path: _writable(p))  # type: ignore[misc]
     if cfg.remote.transport in ("ftp", "ftps"):
@@ -63,7 +65,7 @@ def _certificate(cfg: Config) -> str:
     ident = load_signing_identity(cfg)
     left = days_left(ident)
     note = check_certificate(ident, warning_days=cfg.signing.expiry_warning_days)
-    subject = ident.certificate.subject.rfc4514_string()
+    subject = portal_dn(ident.certificate.subject)
     return f"{subject}, {left} days left" + (
         " — renew it soon with your certificate authority and register the new .cer on the portal" if note else ""
     )

@@ -13,7 +13,7 @@ from onss_relay.config import PollConfig
 from onss_relay.errors import InvalidName
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.names import parse_name, set_key
-from onss_relay.results import overdue, result_document, uncertain_document
+from onss_relay.results import answered_circuit_test, overdue, result_document, uncertain_document
 from onss_relay.spool import Spool
 
 
@@ -37,6 +37,9 @@ def result_summary(row: SetRow) -> str:
         )
         return f"{provisional}refused: {why}"
     notes = row.data.notifications
+    if answered_circuit_test(row):
+        app = parse_name(row.go_name).app
+        return f"circuit test answered by its ACRF: {provisional}accepted, done (no notification follows a {app} in T)"
     if not notes:
         return f"{provisional}accepted, waiting for the notification"
     return notes[-1].summary or ("accepted" if notes[-1].accepted else f"result {notes[-1].result_code}")
@@ -118,7 +121,7 @@ def set_detail(journal: Journal, name: str) -> str | None:
     lines = [
         f"set:         {row.go_name}",
         f"environment: {row.env}",
-        f"state:       {row.state}",
+        f"state:       {row.state}" + (" (circuit test: done, nothing waits)" if answered_circuit_test(row) else ""),
         f"ticket:      {row.ticket or '-'}",
         f"result:      {result_summary(row)}",
         f"parts:       {', '.join(row.parts)}",
@@ -185,7 +188,10 @@ def status_json(
     """Given the journal, return sets and counts as a JSON-ready dict (one set with its history when named)."""
     if name:
         row = journal.get_set(_as_go(name))
-        return {"set": result_document(row, journal.history(row.go_name), poll) if row else None}
+        doc = (
+            result_document(row, journal.history(row.go_name), poll) | {"result": result_summary(row)} if row else None
+        )
+        return {"set": doc}
     return {
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "counts": journal.counts(),

@@ -272,6 +272,9 @@ def with_warnings(new: NewSet, parts: list[Path]) -> NewSet:
         warnings = declaration_warnings(parse_name(new.go_name), parts)
     except OSError:
         return new
+    except Exception as e:  # a report must never stop the claim: say it could not be made, send the set
+        log.exception("declaration_check_failed", set=new.go_name)
+        warnings = (f"{new.go_name}: its encoding could not be checked ({type(e).__name__}: {e})",)
     for warning in warnings:
         log.warning("declaration_warning", set=new.go_name, warning=warning)
     return dataclasses.replace(new, data=new.data.updated({"warnings": warnings})) if warnings else new

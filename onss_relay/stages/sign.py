@@ -15,6 +15,7 @@ import structlog
 
 from onss_relay import signature
 from onss_relay.config import Config
+from onss_relay.config_rules import unsigned_s_problem
 from onss_relay.durable import BatchWriter
 from onss_relay.errors import CertificateError, LocalError, SignatureError, describe_os_error
 from onss_relay.identity import Identity, check_certificate, load_signing_identity
@@ -49,6 +50,8 @@ class Signer:
         self.spool = spool
         self._identity = identity
         self.stop = stop
+        if unsigned := unsigned_s_problem(cfg.signing.sign_in_s, cfg.watch.environments):
+            log.warning("environment_s_unsigned", detail=unsigned)
 
     def identity(self) -> Identity:
         if self._identity is None:
