@@ -26,6 +26,7 @@ from onss_relay.errors import (
     LocalError,
     RelayError,
     RemoteError,
+    RemoteFileGone,
     TransientRemoteError,
     describe_os_error,
 )
@@ -361,7 +362,10 @@ class _Worker:
             if entry.size > self.u.cfg.poll.max_size:
                 continue
             data = io.BytesIO()
-            t.get(out, entry.name, data, self.u.cfg.poll.max_size)
+            try:
+                t.get(out, entry.name, data, self.u.cfg.poll.max_size)
+            except RemoteFileGone:  # the poller took it meanwhile: it will link it; this look goes on
+                continue
             if names_answered(data.getvalue(), compressed=name.prefix == Prefix.CO) & ours:
                 return f"{out}/{entry.name}"
         return None
