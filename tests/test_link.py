@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from onss_relay.config import load_config
-from onss_relay.journal import WAITING, State, open_journal_at
+from onss_relay.journal import State, open_journal_at
 from onss_relay.simulator import Simulator
 from tests.conftest import SENDER, TODAY, fi_name
 from tests.helpers import run_cli
