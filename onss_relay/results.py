@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,9 @@ class ResultsWriter:
         self.journal = journal
         self.cursor_path = spool.paths.root / "results.cursor"
         self.done = self._read_cursor()
+        # the daemon's results tick and a stage's end both catch up: one at a time, or an older read of a set
+        # written after a newer one would stay (the newer change is behind the cursor by then)
+        self._lock = threading.Lock()
 
     def _read_cursor(self) -> int:
         """Return the change counter value written last; 0 (write every set) when there is none, or when the
@@ -96,10 +100,11 @@ class ResultsWriter:
 
     def catch_up(self) -> int:
         """Write the result of every set changed since the last call; return how many were written."""
-        rows = self.journal.sets_changed_after(self.done)
-        for row in rows:
-            write_result(self.spool, self.journal, row)
-            self.done = max(self.done, row.change)
-        if rows:
-            atomic_write(self.cursor_path, f"{self.done}\n".encode())
-        return len(rows)
+        with self._lock:
+            rows = self.journal.sets_changed_after(self.done)
+            for row in rows:
+                write_result(self.spool, self.journal, row)
+                self.done = max(self.done, row.change)
+            if rows:
+                atomic_write(self.cursor_path, f"{self.done}\n".encode())
+            return len(rows)

@@ -127,7 +127,7 @@ def _column(r: sqlite3.Row, name: str, default: T) -> T:
     """Given a row, return its column ``name``, or ``default`` when the journal predates that column (a
     read-only reader cannot add it). ``in`` on a Row looks at values, not names: hence keys()."""
     names = r.keys()
-    return r[name] if name in names else default  # type: ignore[no-any-return]
+    return r[name] if name in names else default
 
 
 def set_row(r: sqlite3.Row) -> SetRow:

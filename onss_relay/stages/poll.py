@@ -15,6 +15,7 @@ from pathlib import Path
 
 import structlog
 
+from onss_relay import crash_point
 from onss_relay.config import Config
 from onss_relay.durable import atomic_write, free_name, fsync_dir
 from onss_relay.errors import InvalidName, PermanentRemoteError
@@ -230,6 +231,7 @@ class Poller:
                 detail="a local file of this name has other bytes; the new one is kept beside it",
             )
         os.replace(temp, final)  # the caller fsyncs the folder once for the whole set
+        crash_point.renamed()
         return final
 
 

@@ -1,12 +1,13 @@
 """A power cut at every journal commit boundary: the real daemon against a real sshd SIGKILLs itself right
 after its Nth commit (ONSS_RELAY_CRASH_AT_COMMIT=N, crash_point.py), or at the first durable rename after it
-(ONSS_RELAY_CRASH_AT_COMMIT_AFTER=rename: between a commit and the file-system effect that follows), for
+(ONSS_RELAY_CRASH_AT_COMMIT_AFTER=rename or rename:2: between a commit and the file-system effects that
+follow it: a reason file and its move, the archive's moves, an inbox copy), for
 N = 1, 2, … until a run finishes without reaching N. After each kill a restart must reach the end state of an
 uninterrupted run: the same sets in the same final states, one GO per set in the sftp-server log, every FS
 verifying, every answer mirrored once and linked, the bad input quarantined with its reason.
 
 Quick by default (a seeded stride over N, within a time budget); ONSS_RELAY_FAULTS=full runs every N, both
-ways. Replay one: ONSS_RELAY_COMMIT_CRASH=N or N:rename python3 -m pytest tests/faults/test_commit_crashes.py
+ways. Replay one: ONSS_RELAY_COMMIT_CRASH=N, N:rename or N:rename:2 python3 -m pytest tests/faults/test_commit_crashes.py
 (threads make the Nth commit nearly, not exactly, the same one from run to run).
 """
 
@@ -95,6 +96,8 @@ def check_end_state(world: FaultWorld) -> None:
     assert inbox == sorted(world.responses), inbox  # each answer mirrored once (a second copy would be NAME.1)
     reason = json.loads((cfg.paths.failed_dir / f"{BAD}.reason.json").read_text())
     assert "sender" in reason["reason"], reason
+    refused = json.loads((cfg.paths.results_dir / f"GO{BAD[2:-2]}.json").read_text())
+    assert refused["state"] == "failed" and "sender" in refused["reason"], refused
     assert not list(cfg.paths.outbox_dir.iterdir()), "left in the outbox"
     results = {p.name for p in cfg.paths.results_dir.glob("*.json")}
     assert {f"{go}.json" for go in world.gos} <= results, results
@@ -120,7 +123,7 @@ def test_a_crash_at_every_journal_commit_reaches_the_end_state_of_an_uninterrupt
     replay, rng = plan()
     stride = 1 if FULL else 3
     n = rng.randrange(1, stride + 1)
-    variants = ["", "rename"]
+    variants = ["", "rename", "rename:2"]
     started = time.monotonic()
     tried: list[str] = []
     while True:
@@ -144,7 +147,7 @@ def test_a_crash_at_every_journal_commit_reaches_the_end_state_of_an_uninterrupt
                         check_end_state(world)
                     except AssertionError as e:
                         raise AssertionError(
-                            f"killed at commit {n}{' (at the rename after it)' if after else ''}: {e}\n"
+                            f"killed at commit {n}{f' (at {after} after it)' if after else ''}: {e}\n"
                             f"replay: ONSS_RELAY_COMMIT_CRASH={label} python3 -m pytest {__file__}"
                         ) from e
                     tried.append(label)
