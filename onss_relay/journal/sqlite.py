@@ -21,15 +21,14 @@ from onss_relay import crash_point
 from onss_relay.errors import IllegalTransition, JournalError
 from onss_relay.journal.model import (
     DONE,
-    WAITING,
     Change,
     NewSet,
-    ResponseRow,
     SetData,
     SetRow,
     State,
     check_transition,
 )
+from onss_relay.journal.sqlite_responses import ResponseTable
 from onss_relay.journal.sqlite_schema import (
     BUSY_TIMEOUT_MS,
     SCHEMA,
@@ -37,7 +36,6 @@ from onss_relay.journal.sqlite_schema import (
     add_missing_columns,
     neutral_errors,
     open_readonly,
-    response_row,
     set_row,
 )
 from onss_relay.names import parse_name
@@ -49,7 +47,7 @@ S = State
 NEXT_CHANGE = "(SELECT COALESCE(MAX(change_seq), 0) + 1 FROM sets)"
 
 
-class SqliteJournal:
+class SqliteJournal(ResponseTable):
     """Given a database path, keep the state of every set and response; safe to share between threads."""
 
     def __init__(self, path: Path, readonly: bool = False) -> None:
@@ -338,56 +336,6 @@ class SqliteJournal:
         with self._lock:
             rows = self._db.execute("SELECT at, state, detail FROM history WHERE go_name = ? ORDER BY id", (go_name,))
             return [(r["at"], r["state"], r["detail"]) for r in rows]
-
-    # -- responses ----------------------------------------------------------------------------
-
-    def add_responses(self, folder: str, files: list[tuple[str, int, str]]) -> None:
-        """Given responses (name, size, local path) durably copied, record them in one commit (before any delete)."""
-        now = time.time()
-        with self._tx() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO responses (folder, name, size, local_path, at) VALUES (?,?,?,?,?)",
-                [(folder, name, size, path, now) for name, size, path in files],
-            )
-
-    def mark_responses_deleted(self, folder: str, names: list[str]) -> None:
-        with self._tx() as db:
-            db.executemany(
-                "UPDATE responses SET deleted_remote = 1 WHERE folder = ? AND name = ?", [(folder, n) for n in names]
-            )
-
-    def link_response(
-        self, folder: str, name: str, kind: str, linked_set: str | None, detail: str | None = None
-    ) -> None:
-        """Given a response, record what it is, the set it answers and (for a malformed one) why it is."""
-        with self._tx() as db:
-            db.execute(
-                "UPDATE responses SET kind = ?, linked_set = ?, detail = ? WHERE folder = ? AND name = ?",
-                (kind, linked_set, detail, folder, name),
-            )
-
-    def get_response(self, folder: str, name: str) -> ResponseRow | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM responses WHERE folder = ? AND name = ?", (folder, name)).fetchone()
-        return response_row(row) if row else None
-
-    def unlinked_responses(self) -> list[ResponseRow]:
-        """Return the responses to link: never read yet, or waiting for their set (a notification before its ACRF)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM responses WHERE kind IS NULL OR kind = ? ORDER BY at, name", (WAITING,)
-            ).fetchall()
-        return [response_row(r) for r in rows]
-
-    def unmatched_responses(self) -> list[ResponseRow]:
-        """Return the answers kept without a set: other applications, sets sent by another tool, malformed ones."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM responses WHERE linked_set IS NULL AND kind IS NOT NULL AND kind NOT IN (?, ?)"
-                " ORDER BY at, name",
-                ("signature", "marker"),
-            ).fetchall()
-        return [response_row(r) for r in rows]
 
     # -- sequence numbers ---------------------------------------------------------------------
 
