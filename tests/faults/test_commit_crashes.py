@@ -117,6 +117,7 @@ def plan() -> tuple[list[tuple[int, str]] | None, random.Random]:
     return [(int(n), after)], random.Random(seed)
 
 
+@pytest.mark.timeout(2400 if FULL else 300)  # full: about 30 commits × 3 ways × a daemon run and a restart
 def test_a_crash_at_every_journal_commit_reaches_the_end_state_of_an_uninterrupted_run(
     tmp_path: Path, identity_dir: Path, client_keys: dict[str, Path]
 ) -> None:
