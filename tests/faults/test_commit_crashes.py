@@ -71,8 +71,9 @@ def crash_run(world: FaultWorld, n: int, after: str) -> bool:
     finished = wait_until(lambda: proc.poll() is not None or world.done(), 90, 0.2)
     assert finished, world.log.read_text()[-3000:]
     if proc.poll() is None:
-        world.stop()
-        return False
+        assert world.daemon is not None
+        if world.daemon.stop(20) == 0:
+            return False  # its Nth commit did not come before its clean stop (or came at its last one)
     assert proc.returncode == -9, f"the daemon exited {proc.returncode}, not killed: " + world.log.read_text()[-3000:]
     return True
 
