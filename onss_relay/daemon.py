@@ -192,6 +192,7 @@ class Daemon:
         watcher.stop()
         if web is not None:
             web.shutdown()
+        self._write_results()  # the stages' last changes (an archive after the last tick) are in results/ too
         self._write_health(stopped=True)
         busy = [stage.health.name for stage in self.stages if stage.is_alive()]
         if busy:  # closing the journal under them would turn their last commit into an error; exit closes it

@@ -13,6 +13,8 @@ import shutil
 from pathlib import Path
 from typing import BinaryIO
 
+from onss_relay import crash_point
+
 COPY_CHUNK = 1 << 20
 
 
@@ -38,6 +40,8 @@ def atomic_write(path: Path, data: bytes, sync: bool = True) -> None:
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
+        if sync:  # derived files (results) are not the effects the crash test aims at
+            crash_point.renamed()
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()  # a full disk must not leave half-written temp files behind
@@ -89,6 +93,7 @@ class BatchWriter:
                 f.close()
             for tmp, target, _ in self._pending:
                 os.replace(tmp, target)
+                crash_point.renamed()
         except BaseException:
             self.abort()
             raise
@@ -149,6 +154,7 @@ def move_durably(src: Path, dest_dir: Path, name: str | None = None, sync: bool 
     while True:
         try:
             place_new(src, dest)
+            crash_point.renamed()
             break
         except FileExistsError:
             if _same_file(src, dest):

@@ -78,6 +78,11 @@ class PermanentRemoteError(RemoteError):
     """Authentication refused, host key unknown or changed, permission denied: stop and explain."""
 
 
+class RemoteFileGone(PermanentRemoteError):
+    """A remote file listed a moment ago is gone (the poller took an answer recovery was reading): no such
+    file, permanent for that file, and no reason to stop the stage that wanted it."""
+
+
 class LocalError(RelayError):
     """A problem on this machine, not at the transfer point: a full disk, a permission denied on the spool,
     an I/O error reading a file. The message names the file."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -106,19 +106,38 @@ def write_result(spool: Spool, journal: Journal, row: SetRow) -> Path:
 
 class ResultsWriter:
     """Keeps results/<GO name>.json in step with the journal, from a set's first state on (queued, sent,
-    failed here, refused by the transfer point …): a folder-reading HR system sees every set as it goes."""
+    failed here, refused by the transfer point …): a folder-reading HR system sees every set as it goes.
+
+    It follows the journal's change counter, not clocks: a wall clock stepping back or a write waiting for
+    the lock cannot hide a change. How far it got is kept in <root>/results.cursor, so that a restart writes
+    only what changed meanwhile, not the results the HR side already consumed (deleted).
+    """
 
     def __init__(self, spool: Spool, journal: Journal) -> None:
         self.spool = spool
         self.journal = journal
-        # from the newest result written, so that a restart writes only what changed meanwhile
-        with os.scandir(spool.results) as entries:
-            self.since = max((e.stat().st_mtime for e in entries if e.name.endswith(".json")), default=0.0)
+        self.cursor_path = spool.paths.root / "results.cursor"
+        self.done = self._read_cursor()
+        # the daemon's results tick and a stage's end both catch up: one at a time, or an older read of a set
+        # written after a newer one would stay (the newer change is behind the cursor by then)
+        self._lock = threading.Lock()
+
+    def _read_cursor(self) -> int:
+        """Return the change counter value written last; 0 (write every set) when there is none, or when the
+        journal is behind it (restored from a backup: its sets are written again as it now has them)."""
+        try:
+            done = int(self.cursor_path.read_text().strip() or 0)
+        except (OSError, ValueError):
+            return 0
+        return done if done <= self.journal.last_change() else 0
 
     def catch_up(self) -> int:
         """Write the result of every set changed since the last call; return how many were written."""
-        rows = self.journal.sets_updated_since(self.since)
-        for row in rows:
-            write_result(self.spool, self.journal, row)
-            self.since = max(self.since, row.updated_at)
-        return len(rows)
+        with self._lock:
+            rows = self.journal.sets_changed_after(self.done)
+            for row in rows:
+                write_result(self.spool, self.journal, row)
+                self.done = max(self.done, row.change)
+            if rows:
+                atomic_write(self.cursor_path, f"{self.done}\n".encode())
+            return len(rows)

@@ -90,7 +90,10 @@ def status_table(
     unmatched = journal.unmatched_responses()
     if unmatched:
         out += ["", f"answers that match no set we sent ({len(unmatched)}), kept in the inbox:"]
-        out += [f"  {r.folder}/{r.name}  {r.kind}  {r.local_path}" for r in unmatched[-limit:]]
+        out += [
+            f"  {r.folder}/{r.name}  {r.kind}  {r.local_path}" + (f"  ({r.detail})" if r.detail else "")
+            for r in unmatched[-limit:]
+        ]
     view = view or SpoolView()
     if view.unclaimed:
         out += [
@@ -200,7 +203,7 @@ def status_json(
             for r in journal.recent_sets(limit)
         ],
         "unlinked_responses": [
-            {"folder": r.folder, "name": r.name, "kind": r.kind, "path": r.local_path}
+            {"folder": r.folder, "name": r.name, "kind": r.kind, "path": r.local_path, "reason": r.detail}
             for r in journal.unmatched_responses()
         ],
         "unclaimed": [{"file": n, "age_s": round(a)} for n, a in (view or SpoolView()).unclaimed],

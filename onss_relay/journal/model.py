@@ -291,6 +291,7 @@ class SetRow:
     ticket: str | None
     data: SetData
     archived: bool
+    change: int = 0  # the change counter's value at the set's last write (results/ follow it)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -302,3 +303,4 @@ class ResponseRow:
     deleted_remote: bool
     kind: str | None
     linked_set: str | None
+    detail: str | None = None  # why a response is malformed (kept in the inbox all the same)

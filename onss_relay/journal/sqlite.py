@@ -17,25 +17,25 @@ from typing import Any
 
 import structlog
 
+from onss_relay import crash_point
 from onss_relay.errors import IllegalTransition, JournalError
 from onss_relay.journal.model import (
     DONE,
-    WAITING,
     Change,
     NewSet,
-    ResponseRow,
     SetData,
     SetRow,
     State,
     check_transition,
 )
+from onss_relay.journal.sqlite_responses import ResponseTable
 from onss_relay.journal.sqlite_schema import (
     BUSY_TIMEOUT_MS,
     SCHEMA,
     SCHEMA_VERSION,
+    add_missing_columns,
     neutral_errors,
     open_readonly,
-    response_row,
     set_row,
 )
 from onss_relay.names import parse_name
@@ -43,14 +43,17 @@ from onss_relay.names import parse_name
 log = structlog.get_logger(__name__)
 
 S = State
+# every write to a set takes the next value of the change counter, in the same transaction (results follow it)
+NEXT_CHANGE = "(SELECT COALESCE(MAX(change_seq), 0) + 1 FROM sets)"
 
 
-class SqliteJournal:
+class SqliteJournal(ResponseTable):
     """Given a database path, keep the state of every set and response; safe to share between threads."""
 
     def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = path
         self._lock = threading.RLock()
+        self._depth = 0  # transactions open on this connection: inner ones join the outer one (atomic())
         if readonly:  # `status` for whoever can read the spool: no write, no schema change, no WAL switch
             self._db = open_readonly(path)
             return
@@ -70,6 +73,7 @@ class SqliteJournal:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         with self._tx() as db:
+            add_missing_columns(db)  # before SCHEMA: its indexes name the columns journals of 0.2 lack
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
@@ -87,17 +91,36 @@ class SqliteJournal:
             self._db.close()
 
     @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Run every write made inside (by this thread) in one transaction: all are recorded or none is.
+        Other threads' writes wait until it ends; reads inside see the writes made before them."""
+        with self._tx():
+            yield
+
+    @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction: the write lock is taken at its start, so concurrent processes queue."""
+        """One IMMEDIATE transaction: the write lock is taken at its start, so concurrent processes queue.
+        Inside atomic(), the outer transaction: nothing is committed before it ends."""
         with self._lock, neutral_errors(self.path):
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self._db
+                finally:
+                    self._depth -= 1
+                return
             self._begin_immediate()
+            self._depth = 1
             try:
                 yield self._db
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
                 raise
+            finally:
+                self._depth = 0
             self._db.execute("COMMIT")
+        crash_point.committed()
 
     def _begin_immediate(self) -> None:
         """Take the write lock, trying again every half millisecond for up to the busy timeout.
@@ -134,13 +157,14 @@ class SqliteJournal:
                 if row is not None:
                     check_transition(State(row["state"]), S.QUEUED)
                     db.execute(
-                        "UPDATE sets SET state = ?, parts = ?, data = ?, updated_at = ?, reason = NULL, archived = 0"
-                        " WHERE go_name = ?",
+                        "UPDATE sets SET state = ?, parts = ?, data = ?, updated_at = ?, reason = NULL, archived = 0,"
+                        f" change_seq = {NEXT_CHANGE} WHERE go_name = ?",
                         (S.QUEUED, json.dumps(n.parts), n.data.to_json(), now, n.go_name),
                     )
                 else:
                     db.execute(
-                        "INSERT INTO sets (go_name, env, state, parts, created_at, updated_at, data) VALUES (?,?,?,?,?,?,?)",
+                        "INSERT INTO sets (go_name, env, state, parts, created_at, updated_at, data, change_seq)"
+                        f" VALUES (?,?,?,?,?,?,?,{NEXT_CHANGE})",
                         (n.go_name, n.env, S.QUEUED, json.dumps(n.parts), now, now, n.data.to_json()),
                     )
                 db.execute("INSERT INTO history (go_name, state, at) VALUES (?,?,?)", (n.go_name, S.QUEUED, now))
@@ -153,8 +177,8 @@ class SqliteJournal:
         now = time.time()
         with self._tx() as db:
             cur = db.execute(
-                "INSERT OR IGNORE INTO sets (go_name, env, state, parts, created_at, updated_at, reason, archived)"
-                " VALUES (?,?,?,?,?,?,?,1)",
+                "INSERT OR IGNORE INTO sets (go_name, env, state, parts, created_at, updated_at, reason, archived,"
+                f" change_seq) VALUES (?,?,?,?,?,?,?,1,{NEXT_CHANGE})",
                 (go_name, env, S.FAILED, json.dumps(parts), now, now, reason),
             )
             added = cur.rowcount > 0
@@ -212,7 +236,8 @@ class SqliteJournal:
                 merged = SetData.from_json(row["data"]).updated(c.data)
                 db.execute(
                     "UPDATE sets SET state = ?, updated_at = ?, data = ?, ticket = COALESCE(?, ticket),"
-                    " reason = COALESCE(?, reason), archived = MAX(archived, ?) WHERE go_name = ?",
+                    " reason = COALESCE(?, reason), archived = MAX(archived, ?),"
+                    f" change_seq = {NEXT_CHANGE} WHERE go_name = ?",
                     (c.state, now, merged.to_json(), c.ticket, c.reason, int(c.archived), c.go_name),
                 )
                 db.execute(
@@ -239,7 +264,8 @@ class SqliteJournal:
                 raise IllegalTransition(f"unknown set {go_name}")
             merged = SetData.from_json(row["data"]).updated(data)
             db.execute(
-                "UPDATE sets SET data = ?, updated_at = ? WHERE go_name = ?", (merged.to_json(), time.time(), go_name)
+                f"UPDATE sets SET data = ?, updated_at = ?, change_seq = {NEXT_CHANGE} WHERE go_name = ?",
+                (merged.to_json(), time.time(), go_name),
             )
 
     def mark_archived(self, archived: dict[str, str]) -> None:
@@ -248,7 +274,10 @@ class SqliteJournal:
             for go_name, sent_dir in archived.items():
                 row = db.execute("SELECT data FROM sets WHERE go_name = ?", (go_name,)).fetchone()
                 data = SetData.from_json(row["data"]).updated({"sent_dir": sent_dir})
-                db.execute("UPDATE sets SET archived = 1, data = ? WHERE go_name = ?", (data.to_json(), go_name))
+                db.execute(
+                    f"UPDATE sets SET archived = 1, data = ?, change_seq = {NEXT_CHANGE} WHERE go_name = ?",
+                    (data.to_json(), go_name),
+                )
 
     def sets_with_sequence(self, sender: str, date: str, seq: str, env: str) -> list[SetRow]:
         with self._lock:
@@ -282,10 +311,16 @@ class SqliteJournal:
             rows = self._db.execute("SELECT * FROM sets ORDER BY updated_at DESC LIMIT ?", (limit,)).fetchall()
         return [set_row(r) for r in rows]
 
-    def sets_updated_since(self, since: float) -> list[SetRow]:
+    def sets_changed_after(self, change: int) -> list[SetRow]:
+        """Given a value of the change counter, return the sets written after it, in the order of their change."""
         with self._lock:
-            rows = self._db.execute("SELECT * FROM sets WHERE updated_at > ? ORDER BY updated_at", (since,)).fetchall()
+            rows = self._db.execute("SELECT * FROM sets WHERE change_seq > ? ORDER BY change_seq", (change,)).fetchall()
         return [set_row(r) for r in rows]
+
+    def last_change(self) -> int:
+        """Return the change counter's value now (0 for an empty journal)."""
+        with self._lock:
+            return int(self._db.execute("SELECT COALESCE(MAX(change_seq), 0) FROM sets").fetchone()[0])
 
     def set_by_ticket(self, ticket: str) -> SetRow | None:
         with self._lock:
@@ -309,53 +344,6 @@ class SqliteJournal:
         with self._lock:
             rows = self._db.execute("SELECT at, state, detail FROM history WHERE go_name = ? ORDER BY id", (go_name,))
             return [(r["at"], r["state"], r["detail"]) for r in rows]
-
-    # -- responses ----------------------------------------------------------------------------
-
-    def add_responses(self, folder: str, files: list[tuple[str, int, str]]) -> None:
-        """Given responses (name, size, local path) durably copied, record them in one commit (before any delete)."""
-        now = time.time()
-        with self._tx() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO responses (folder, name, size, local_path, at) VALUES (?,?,?,?,?)",
-                [(folder, name, size, path, now) for name, size, path in files],
-            )
-
-    def mark_responses_deleted(self, folder: str, names: list[str]) -> None:
-        with self._tx() as db:
-            db.executemany(
-                "UPDATE responses SET deleted_remote = 1 WHERE folder = ? AND name = ?", [(folder, n) for n in names]
-            )
-
-    def link_response(self, folder: str, name: str, kind: str, linked_set: str | None) -> None:
-        with self._tx() as db:
-            db.execute(
-                "UPDATE responses SET kind = ?, linked_set = ? WHERE folder = ? AND name = ?",
-                (kind, linked_set, folder, name),
-            )
-
-    def get_response(self, folder: str, name: str) -> ResponseRow | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM responses WHERE folder = ? AND name = ?", (folder, name)).fetchone()
-        return response_row(row) if row else None
-
-    def unlinked_responses(self) -> list[ResponseRow]:
-        """Return the responses to link: never read yet, or waiting for their set (a notification before its ACRF)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM responses WHERE kind IS NULL OR kind = ? ORDER BY at, name", (WAITING,)
-            ).fetchall()
-        return [response_row(r) for r in rows]
-
-    def unmatched_responses(self) -> list[ResponseRow]:
-        """Return the answers kept without a set: other applications, sets sent by another tool, malformed ones."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM responses WHERE linked_set IS NULL AND kind IS NOT NULL AND kind NOT IN (?, ?)"
-                " ORDER BY at, name",
-                ("signature", "marker"),
-            ).fetchall()
-        return [response_row(r) for r in rows]
 
     # -- sequence numbers ---------------------------------------------------------------------
 

@@ -9,10 +9,12 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from onss_relay.errors import JournalBusy, JournalError, JournalFull
 from onss_relay.journal.model import ResponseRow, SetData, SetRow, State
 
+T = TypeVar("T")
 BUSY_TIMEOUT_MS = 30_000  # how long a statement waits for another process's lock on the journal
 SCHEMA_VERSION = 2  # PRAGMA user_version; 0/1: onss-relay 0.1 (untyped set data, read as version 1)
 
@@ -27,9 +29,11 @@ CREATE TABLE IF NOT EXISTS sets (
     reason TEXT,
     ticket TEXT,
     data TEXT NOT NULL DEFAULT '{}',
-    archived INTEGER NOT NULL DEFAULT 0
+    archived INTEGER NOT NULL DEFAULT 0,
+    change_seq INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS sets_state ON sets(state);
+CREATE INDEX IF NOT EXISTS sets_change ON sets(change_seq);
 CREATE INDEX IF NOT EXISTS sets_ticket ON sets(ticket);
 CREATE TABLE IF NOT EXISTS history (
     id INTEGER PRIMARY KEY,
@@ -48,6 +52,7 @@ CREATE TABLE IF NOT EXISTS responses (
     kind TEXT,
     linked_set TEXT,
     at REAL NOT NULL,
+    detail TEXT,
     PRIMARY KEY (folder, name)
 );
 CREATE TABLE IF NOT EXISTS sequences (
@@ -58,6 +63,22 @@ CREATE TABLE IF NOT EXISTS sequences (
     PRIMARY KEY (sender, date, env, seq)
 );
 """
+
+
+# columns added after a table was first shipped: (table, column, definition); added to older journals at open
+ADDED_COLUMNS = (
+    ("sets", "change_seq", "INTEGER NOT NULL DEFAULT 0"),  # the change counter results/ follow
+    ("responses", "detail", "TEXT"),  # why a response is malformed
+)
+
+
+def add_missing_columns(db: sqlite3.Connection) -> None:
+    """Given a journal open for writing, add the columns of ADDED_COLUMNS its tables lack (a journal of an older
+    onss-relay keeps its rows; readers of that version ignore the new columns)."""
+    for table, column, definition in ADDED_COLUMNS:
+        have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+        if have and column not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:
@@ -112,6 +133,13 @@ def _no_room(path: Path) -> bool:
         return False
 
 
+def _column(r: sqlite3.Row, name: str, default: T) -> T:
+    """Given a row, return its column ``name``, or ``default`` when the journal predates that column (a
+    read-only reader cannot add it). ``in`` on a Row looks at values, not names: hence keys()."""
+    names = r.keys()
+    return r[name] if name in names else default
+
+
 def set_row(r: sqlite3.Row) -> SetRow:
     return SetRow(
         go_name=r["go_name"],
@@ -124,6 +152,7 @@ def set_row(r: sqlite3.Row) -> SetRow:
         ticket=r["ticket"],
         data=SetData.from_json(r["data"]),
         archived=bool(r["archived"]),
+        change=_column(r, "change_seq", 0),
     )
 
 
@@ -136,4 +165,5 @@ def response_row(r: sqlite3.Row) -> ResponseRow:
         deleted_remote=bool(r["deleted_remote"]),
         kind=r["kind"],
         linked_set=r["linked_set"],
+        detail=_column(r, "detail", None),
     )

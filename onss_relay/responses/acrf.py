@@ -91,15 +91,19 @@ def record_for(acrf: Acrf, local_path: str) -> AcrfRecord:
 def link(journal: Journal, resp: ResponseRow, source: IO[bytes]) -> list[str]:
     """Given a mirrored ACRF, record each Form on the set it names; return the GO names of the sets changed."""
     changed = []
-    for acrf in parse_acrfs(source):
-        row = _set_named(journal, acrf.file_name)
-        if row is None:
-            journal.link_response(resp.folder, resp.name, "acrf-unmatched", None)
-            log.warning("acrf_unmatched", file=resp.name, detail=f"FileName {acrf.file_name!r} is not a set we sent")
-            continue
-        journal.link_response(resp.folder, resp.name, "acrf", row.go_name)
-        if apply(journal, row, acrf, resp.local_path):
-            changed.append(row.go_name)
+    forms = parse_acrfs(source)  # read whole before anything is recorded
+    with journal.atomic():  # the link and its effect on the set: one transaction (a crash between lost it)
+        for acrf in forms:
+            row = _set_named(journal, acrf.file_name)
+            if row is None:
+                journal.link_response(resp.folder, resp.name, "acrf-unmatched", None)
+                log.warning(
+                    "acrf_unmatched", file=resp.name, detail=f"FileName {acrf.file_name!r} is not a set we sent"
+                )
+                continue
+            journal.link_response(resp.folder, resp.name, "acrf", row.go_name)
+            if apply(journal, row, acrf, resp.local_path):
+                changed.append(row.go_name)
     return changed
 
 

@@ -207,7 +207,13 @@ def find_set(journal: Journal, n: Notification) -> SetRow | None:
 
 def link(journal: Journal, resp: ResponseRow, source: IO[bytes]) -> list[str]:
     """Given a mirrored notification, record it on its set (notified), or leave it waiting for its ACRF."""
-    n = parse_notification(source)
+    n = parse_notification(source)  # read whole before anything is recorded
+    with journal.atomic():  # the link and its effect on the set: one transaction (a crash between lost it)
+        return _record(journal, resp, n)
+
+
+def _record(journal: Journal, resp: ResponseRow, n: Notification) -> list[str]:
+    """Given a parsed notification, record it on its set (notified), or leave it waiting for its ACRF."""
     row = find_set(journal, n)
     if row is not None:
         row = consumed(journal, row, "a notification")

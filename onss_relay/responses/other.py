@@ -37,13 +37,15 @@ def link(journal: Journal, resp: ResponseRow, source: IO[bytes]) -> list[str]:
         tickets = reference_numbers(source)
     except ResponseParseError:  # not XML (a flat file, one part of a multi-part answer): kept all the same
         tickets = []
-    for ticket in dict.fromkeys(tickets):
-        row = journal.set_by_ticket(ticket)
+    with journal.atomic():  # the link and its effect on the set: one transaction (a crash between lost it)
+        for ticket in dict.fromkeys(tickets):
+            row = journal.set_by_ticket(ticket)
+            if row is not None:
+                break
+        journal.link_response(resp.folder, resp.name, "other", row.go_name if row else None)
         if row is not None:
-            break
-    journal.link_response(resp.folder, resp.name, "other", row.go_name if row else None)
+            journal.update_data(row.go_name, other_responses=(*row.data.other_responses, resp.local_path))
     if row is None:
         log.info("response_kept", file=resp.name, detail="no declaration we sent matches it; kept in the inbox")
         return []
-    journal.update_data(row.go_name, other_responses=(*row.data.other_responses, resp.local_path))
     return [row.go_name]

@@ -38,6 +38,8 @@ def safe_iterparse(source: IO[bytes], events: tuple[str, ...]) -> Iterator[tuple
         raise ResponseParseError(f"refused unsafe XML ({type(e).__name__})") from None
     except SafeET.ParseError as e:
         raise ResponseParseError(f"not well-formed XML ({e})") from None
+    except (LookupError, ValueError) as e:  # an encoding expat does not know, undecodable bytes
+        raise ResponseParseError(f"unreadable XML ({e})") from None
 
 
 def iter_forms(source: IO[bytes], root_name: str, form_name: str = "Form") -> Iterator[Element]:
@@ -140,14 +142,31 @@ def _decompressing(raw: IO[bytes], limit: int) -> Iterator[IO[bytes]]:
     if magic[:2] == b"\x1f\x8b":
         yield io.BufferedReader(_Capped(gzip.GzipFile(fileobj=raw), limit))
     elif magic == b"PK\x03\x04":
-        with zipfile.ZipFile(raw) as z:
-            members = [i for i in z.infolist() if not i.is_dir()]
-            if len(members) != 1:
-                raise ResponseParseError(f"compressed response holds {len(members)} files; expected 1")
-            with z.open(members[0]) as f:
-                yield io.BufferedReader(_Capped(f, limit))
+        with _zip_member(raw) as f:
+            yield io.BufferedReader(_Capped(f, limit))
     else:
         yield io.BufferedReader(_Capped(_ZlibStream(raw), limit))
+
+
+@contextlib.contextmanager
+def _zip_member(raw: IO[bytes]) -> Iterator[IO[bytes]]:
+    """Given a seekable zip stream, yield its one member's content; a damaged or unusual zip (no central
+    directory, truncated, encrypted, an unknown method, several files) is a ResponseParseError."""
+    damaged = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, ValueError, OSError)
+    try:
+        z = zipfile.ZipFile(raw)
+    except damaged as e:
+        raise ResponseParseError(f"CO file is a damaged zip ({e or type(e).__name__})") from None
+    with z:
+        members = [i for i in z.infolist() if not i.is_dir()]
+        if len(members) != 1:
+            raise ResponseParseError(f"compressed response holds {len(members)} files; expected 1")
+        try:
+            member = z.open(members[0])
+        except damaged as e:
+            raise ResponseParseError(f"CO file is a damaged zip ({e or type(e).__name__})") from None
+        with member:
+            yield member
 
 
 class _Capped(io.RawIOBase):
@@ -163,7 +182,7 @@ class _Capped(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         try:
             chunk = self.inner.read(len(buffer))
-        except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
+        except (OSError, EOFError, zlib.error, zipfile.BadZipFile, NotImplementedError, RuntimeError) as e:
             raise ResponseParseError(f"CO file is damaged ({e})") from None
         if chunk is None:
             return 0

@@ -261,8 +261,10 @@ class Claimer:
             self._refuse(group, parse_name(group.key), "incomplete set", "missing parts: " + ", ".join(missing))
 
     def _refuse(self, group: _SetFiles, go: Name, reason: str, detail: str) -> None:
-        self.spool.quarantine(group.paths(), reason, detail, set=group.key)
+        # journal first: a crash before the move leaves the files in the outbox, refused again at the next scan
+        # (files first left them in failed/ with no journal row, so no result and no status line for the set)
         self.journal.add_failed(group.key, go.env.value, sorted(group.fis), f"{reason}: {detail}")
+        self.spool.quarantine(group.paths(), reason, detail, set=group.key)
 
 
 def with_warnings(new: NewSet, parts: list[Path]) -> NewSet:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import structlog
 
-from onss_relay.errors import InvalidName
+from onss_relay.errors import InvalidName, JournalError
 from onss_relay.journal import WAITING, Journal, ResponseRow
 from onss_relay.names import Prefix, parse_name
 from onss_relay.responses import answer_type, link_order
@@ -46,24 +46,40 @@ def _order(resp: ResponseRow) -> tuple[int, str]:
 
 
 def _process_one(journal: Journal, resp: ResponseRow) -> list[str]:
+    """Given a mirrored response, link it; whatever its bytes, it never stops the others: a damaged one is
+    kept in the inbox and recorded as malformed with the reason (status lists it). Only a journal that
+    cannot be written stops the pass (a local problem, tried again at the next one)."""
+    try:
+        return _link_one(journal, resp)
+    except JournalError:
+        raise
+    except (ResponseParseError, OSError) as e:
+        why = str(e)
+    except Exception as e:  # a damage no parser foresaw: say it loudly, keep the file, go on with the others
+        log.exception("response_link_crashed", file=resp.name, error=repr(e))
+        why = f"cannot be read ({type(e).__name__}: {e})"
+    journal.link_response(resp.folder, resp.name, "malformed", None, detail=why)
+    log.error("response_unreadable", file=resp.name, path=resp.local_path, detail=why)
+    return []
+
+
+def _link_one(journal: Journal, resp: ResponseRow) -> list[str]:
+    """Given a mirrored response, route it to its answer type and link it; raise what stops reading it."""
     try:
         name = parse_name(resp.name)  # the poller only takes names that parse; this guards old journals
-    except InvalidName:
-        journal.link_response(resp.folder, resp.name, "malformed", None)
+    except InvalidName as e:
+        journal.link_response(resp.folder, resp.name, "malformed", None, detail=str(e))
         return []
     if name.prefix in (Prefix.FS, Prefix.GO):
         journal.link_response(resp.folder, resp.name, "signature" if name.prefix == Prefix.FS else "marker", None)
         return []
     path = Path(resp.local_path)
     compressed = name.prefix == Prefix.CO
-    try:
-        kind = answer_type(name.app, lambda: _root(path, compressed))
-        with open_response(path, compressed) as source:
-            return kind.link(journal, resp, source)
-    except (ResponseParseError, OSError) as e:
-        journal.link_response(resp.folder, resp.name, "malformed", None)
-        log.error("response_unreadable", file=resp.name, path=resp.local_path, detail=str(e))
-        return []
+    if path.exists() and path.stat().st_size == 0:
+        raise ResponseParseError("empty file")
+    kind = answer_type(name.app, lambda: _root(path, compressed))
+    with open_response(path, compressed) as source:
+        return kind.link(journal, resp, source)
 
 
 def _root(path: Path, compressed: bool) -> str | None:

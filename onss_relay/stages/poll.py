@@ -15,9 +15,10 @@ from pathlib import Path
 
 import structlog
 
+from onss_relay import crash_point
 from onss_relay.config import Config
 from onss_relay.durable import atomic_write, free_name, fsync_dir
-from onss_relay.errors import InvalidName, PermanentRemoteError
+from onss_relay.errors import InvalidName, PermanentRemoteError, RemoteFileGone
 from onss_relay.journal import Journal
 from onss_relay.names import Env, Name, Prefix, parse_name, response_folder, set_key
 from onss_relay.signature import digest_file
@@ -184,6 +185,8 @@ class Poller:
             return self._download(t, folder, name)
         except SizeLimitExceeded:  # the listing said less than the server sent
             self._too_large_left(folder, name, self.cfg.poll.max_size + 1, report)
+        except RemoteFileGone:  # gone since the listing (another reader took it): nothing to report
+            log.info("response_gone", folder=folder, file=name, detail="gone from the server since it was listed")
         except PermanentRemoteError as e:  # this one file cannot be read (a link out, no permission)
             self._suspicious(folder, name, f"cannot be read: {e}", report)
         return None
@@ -230,6 +233,7 @@ class Poller:
                 detail="a local file of this name has other bytes; the new one is kept beside it",
             )
         os.replace(temp, final)  # the caller fsyncs the folder once for the whole set
+        crash_point.renamed()
         return final
 
 

@@ -10,6 +10,7 @@ import io
 
 import structlog
 
+from onss_relay.errors import RemoteFileGone
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.names import Env, Prefix, response_folder, upload_folder
 from onss_relay.responses.acrf import names_answered
@@ -45,7 +46,10 @@ def answer_waiting(t: Transport, row: SetRow, max_size: int) -> str | None:
         if entry.size > max_size:
             continue
         data = io.BytesIO()
-        t.get(out, entry.name, data, max_size)
+        try:
+            t.get(out, entry.name, data, max_size)
+        except RemoteFileGone:  # the poller took it meanwhile: it will link it; this look goes on
+            continue
         if names_answered(data.getvalue(), compressed=name.prefix == Prefix.CO) & ours:
             return f"{out}/{entry.name}"
     return None

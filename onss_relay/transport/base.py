@@ -23,6 +23,7 @@ from onss_relay.errors import (
     LocalError,
     PermanentRemoteError,
     RemoteError,
+    RemoteFileGone,
     TransientRemoteError,
     describe_os_error,
 )
@@ -129,7 +130,7 @@ def classify_os_error(e: OSError, what: str) -> RemoteError:
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return PermanentRemoteError(f"{what}: permission denied on the remote side ({e.strerror})")
     if e.errno == errno.ENOENT:
-        return PermanentRemoteError(f"{what}: no such remote file or folder")
+        return RemoteFileGone(f"{what}: no such remote file or folder")
     if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENOTDIR):
         return PermanentRemoteError(f"{what}: not a regular file")
     return TransientRemoteError(f"{what}: {e.strerror or e}")

@@ -19,7 +19,7 @@ from typing import BinaryIO, TypeVar
 import structlog
 
 from onss_relay.config import RemoteConfig, read_secret
-from onss_relay.errors import PermanentRemoteError, RemoteError, TransientRemoteError
+from onss_relay.errors import PermanentRemoteError, RemoteError, RemoteFileGone, TransientRemoteError
 from onss_relay.transport.base import (
     COPY_CHUNK,
     RemoteEntry,
@@ -139,8 +139,8 @@ class FtpTransport:
     def get(self, folder: str, name: str, dest: BinaryIO, max_size: int) -> int:
         path = self._path(folder, name)
         announced = self._size_of(path)
-        if announced is None:
-            raise PermanentRemoteError(f"{folder}/{name} is not a regular file")
+        if announced is None:  # 550: gone since it was listed (or never a file: listings keep only files)
+            raise RemoteFileGone(f"{folder}/{name}: no such remote file (gone since it was listed?)")
         if announced > max_size:
             raise SizeLimitExceeded(
                 f"{folder}/{name} is larger than poll.max_size ({max_size} bytes); left on the server"
