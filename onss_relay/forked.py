@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sys
+import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Generic, TypeVar, cast
@@ -31,13 +32,21 @@ class Forked(Generic[T]):
         self._process.start()
         sender.close()
         self._outcome: tuple[str, object] | None = None
+        self._reading = threading.Lock()  # uploader threads ask at once: only one may read the pipe
 
     def done(self) -> bool:
         """Whether the work is over: its result (or error) has arrived, or the child is gone.
 
         The result is read as soon as it is there: a child blocked writing a large one into the pipe
-        would otherwise never exit.
+        would otherwise never exit. Safe to call from several threads: one reads, the others see its outcome
+        (two readers once split one message, one got the result and the other an end of file).
         """
+        with self._reading:
+            self._look()
+        return self._outcome is not None
+
+    def _look(self) -> None:
+        """Read the child's outcome if it has arrived, or note that the child is gone without one."""
         if self._outcome is None:
             alive = self._process.is_alive()  # looked at first: a child that exited has written everything
             if self._results.poll():
@@ -47,7 +56,6 @@ class Forked(Generic[T]):
                     self._outcome = ("error", None)
             elif not alive:
                 self._outcome = ("error", None)
-        return self._outcome is not None
 
     def stop(self) -> None:
         """End the child now; what it did not commit is done again next time."""
@@ -58,7 +66,8 @@ class Forked(Generic[T]):
     def result(self) -> T:
         """Wait for the child; return its work's value, or raise what stopped it."""
         while not self.done():
-            self._results.poll(0.1)
+            with self._reading:
+                self._results.poll(0.1)
         self._process.join()
         self._results.close()
         assert self._outcome is not None

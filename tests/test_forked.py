@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -53,3 +54,22 @@ def test_a_child_that_dies_is_reported_with_its_exit_code(tmp_path: Path) -> Non
 
     with pytest.raises(RuntimeError, match="test-child ended with exit code 7"):
         Forked(work, lambda: open_journal_at(tmp_path / "journal.sqlite"), "test-child").result()
+
+
+def test_threads_asking_at_once_all_see_the_one_result(tmp_path: Path) -> None:
+    """send --once's uploader threads each ask done(): two readers of one pipe once split its message, one got
+    the result and the other an end of file, and the run ended with 'ended with exit code 0 (no reason given)'."""
+    for _ in range(40):
+        child = Forked(lambda journal: ["x"] * 2000, lambda: open_journal_at(tmp_path / "journal.sqlite"), "test-child")
+        deadline = time.monotonic() + 30
+
+        def ask(child: Forked[list[str]] = child, deadline: float = deadline) -> None:
+            while not child.done() and time.monotonic() < deadline:
+                pass
+
+        threads = [threading.Thread(target=ask) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert child.result() == ["x"] * 2000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from onss_relay.config import load_config
-from onss_relay.errors import PermanentRemoteError
+from onss_relay.errors import PermanentRemoteError, RemoteFileGone
 from onss_relay.journal import State
 from onss_relay.pipeline import Relay
 from onss_relay.transport.ftp import FtpTransport
@@ -113,3 +114,18 @@ def test_ftps_refuses_an_unknown_certificate(relay_dir: Path, ftpsd: FtpServer, 
     )
     assert r.returncode == 0, r.stdout
     assert "✓ remote: ftps" in r.stdout
+
+
+def test_a_file_taken_between_size_and_retr_is_gone_not_refused(relay_dir: Path, ftpd: FtpServer) -> None:
+    """go_sending recovery reads OUT while the poller may take an answer: a 550 at RETR for a file that is no
+    longer there is RemoteFileGone (skipped), not a refusal that stops the upload round (send --once exited 3)."""
+    cfg = load_config(relay_dir / "config.toml", environ={})
+    (ftpd.home / "OUTTEST" / "FO.ACRF.999999.20261130.001AZ.T").write_bytes(b"<ACRF/>")
+    ftpd.take_before_next_retr = True
+    t = FtpTransport.connect(cfg.remote)
+    try:
+        with pytest.raises(RemoteFileGone):
+            t.get("OUTTEST", "FO.ACRF.999999.20261130.001AZ.T", io.BytesIO(), 1 << 20)
+        assert not (ftpd.home / "OUTTEST" / "FO.ACRF.999999.20261130.001AZ.T").exists()  # the race did happen
+    finally:
+        t.close()

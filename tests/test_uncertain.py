@@ -137,3 +137,22 @@ def test_a_connection_given_up_is_reset(sftp_cfg: Config, sshd: SshServer) -> No
         assert wait_until(lambda: proxy.resets == 1, 5)
     finally:
         proxy.close()
+
+
+def test_check_warns_of_a_quiet_period_too_short_to_protect(relay_dir: Path) -> None:
+    """A quiet period of 0 turns the stalled-path protection off without a word: check says so (! line, exit
+    unchanged), and not for the default 2m nor for the local transport, which delivers nothing late."""
+    from tests.helpers import run_cli
+
+    config = str(relay_dir / "config.toml")
+    (relay_dir / "ftp.pass").write_text("secret\n")
+    ftp = {"ONSS_RELAY__REMOTE__PASSWORD_FILE": str(relay_dir / "ftp.pass"), "ONSS_RELAY__REMOTE__USERNAME": "relay"}
+    ftp |= {"ONSS_RELAY__REMOTE__TRANSPORT": "ftp", "ONSS_RELAY__REMOTE__HOST": "127.0.0.1"}
+    ftp |= {"ONSS_RELAY__REMOTE__PORT": "2121", "ONSS_RELAY__REMOTE__QUIET_PERIOD": '"0s"'}
+    short = run_cli("check", "--local", "--config", config, env=ftp)
+    [line] = [line for line in short.stdout.splitlines() if "quiet_period" in line]
+    assert line.startswith("! remote.quiet_period = 0s") and "GO twice" in line, short.stdout + short.stderr
+    default = run_cli("check", "--local", "--config", config, env=ftp | {"ONSS_RELAY__REMOTE__QUIET_PERIOD": '"2m"'})
+    assert "quiet_period" not in default.stdout, default.stdout
+    local = run_cli("check", "--local", "--config", config, env={"ONSS_RELAY__REMOTE__QUIET_PERIOD": '"0s"'})
+    assert "quiet_period" not in local.stdout, local.stdout

@@ -35,12 +35,10 @@ def run_checks(cfg: Config, out: TextIO, local_only: bool = False) -> int:
     check("configuration", lambda: str(cfg.source))
     if check("signing certificate", lambda: _certificate(cfg)):
         _self_signed_warning(cfg, out)
-    if unsigned := unsigned_s_problem(cfg.signing.sign_in_s, cfg.watch.environments):
-        print(f"! {unsigned}", file=out)
+    for warning in setting_warnings(cfg):
+        print(f"! {warning}", file=out)
     for label, path in (("outbox", cfg.paths.outbox_dir), ("inbox", cfg.paths.inbox_dir), ("spool", cfg.paths.root)):
         check(f"{label} writable", lambda p=path: _writable(p))  # type: ignore[misc]
-    if cfg.remote.transport in ("ftp", "ftps"):
-        print(f"! remote.transport = {cfg.remote.transport!r}: {FTP_WITHDRAWN}", file=out)
     if cfg.remote.transport == "sftp":
         check("SSH key readable", lambda: _ssh_key(cfg))
         check("known_hosts", lambda: _known_hosts(cfg))
@@ -119,3 +117,30 @@ def _remote(cfg: Config) -> str:
     where = cfg.remote.base_dir if cfg.remote.transport == "local" else f"{cfg.remote.host}:{cfg.remote.port}"
     tls = ", TLS certificate verified" if cfg.remote.transport == "ftps" else ""
     return f"{cfg.remote.transport} {where}{tls}, folders {', '.join(folders)} listed"
+
+
+def setting_warnings(cfg: Config) -> list[str]:
+    """Given the configuration, return what its settings risk without being wrong: S sent unsigned, a channel the
+    ONSS may withdraw, a quiet period too short to protect against a stalled path."""
+    warnings = [w for w in (unsigned_s_problem(cfg.signing.sign_in_s, cfg.watch.environments),) if w]
+    if cfg.remote.transport in ("ftp", "ftps"):
+        warnings.append(f"remote.transport = {cfg.remote.transport!r}: {FTP_WITHDRAWN}")
+    if short := short_quiet_period(cfg):
+        warnings.append(short)
+    return warnings
+
+
+SAFE_QUIET_PERIOD = 120.0  # seconds: longer than a congested or flapping path holds a packet (TCP's own limits)
+
+
+def short_quiet_period(cfg: Config) -> str | None:
+    """Given the configuration, return a warning when remote.quiet_period is too short to protect against a
+    stalled path (a request it held reaching the server after the relay sent it again), else None."""
+    quiet = cfg.remote.quiet_period
+    if cfg.remote.transport == "local" or quiet >= SAFE_QUIET_PERIOD:
+        return None
+    return (
+        f"remote.quiet_period = {quiet:g}s is shorter than {SAFE_QUIET_PERIOD:g}s: a stalled path may deliver a "
+        "request the relay gave up after the relay has sent it again (a GO twice, an FS after its GO); keep the "
+        "default 2m unless this path is known never to hold packets"
+    )

@@ -158,6 +158,10 @@ class FtpTransport:
         except SizeLimitExceeded:
             self.close()  # the transfer was cut mid-way: this control connection is not reusable
             raise
+        except PermanentRemoteError as e:
+            if received[0] == 0 and self._size_of(path) is None:  # taken between SIZE and RETR (the poller)
+                raise RemoteFileGone(f"{folder}/{name}: no such remote file (gone since it was listed?)") from e
+            raise
         return received[0]
 
     def delete(self, folder: str, name: str) -> None:
