@@ -16,7 +16,7 @@ from onss_relay.errors import InvalidName
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.names import circuit_test, parse_name
 from onss_relay.spool import Spool
-from onss_relay.stages.uncertain import UNCERTAIN_STATES, decide_at
+from onss_relay.stages.uncertain import UNCERTAIN_STATES, quiet_left
 
 
 def overdue(row: SetRow, poll: PollConfig, now: float) -> str | None:
@@ -88,11 +88,14 @@ def uncertain_document(row: SetRow) -> dict[str, Any] | None:
     u = row.data.uncertain
     if u is None or row.state not in UNCERTAIN_STATES:
         return None
+    left = quiet_left(u, 0.0)
     return {
         "step": u.step,  # FI, FS or GO: what was in flight on the connection given up
         "given_up_at": _iso(u.since),
         "quiet_period_s": u.quiet,
-        "decided_after": _iso(decide_at(u, 0.0)),
+        # a fixed moment: once it has passed, the set is decided at the next upload round ("due")
+        "decided_after": _iso(time.time() + left if left > 0 else u.since + u.quiet),
+        "due": left == 0,
     }
 
 

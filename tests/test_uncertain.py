@@ -9,6 +9,7 @@ packets is in tests/faults/test_stalled_paths.py.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import time
 from pathlib import Path
 
@@ -70,6 +71,34 @@ def test_a_put_without_answer_leaves_its_set_alone_for_the_quiet_period_then_sen
     assert late.files[("INTEST", fs)] == next(relay.spool.sent.rglob(fs)).read_bytes()  # whole again
     assert len(writes(late, fs)) == 1 and len(writes(late, gos[0])) == 1
     assert max(writes(late, fs)) < writes(late, gos[0])[0]
+
+
+def test_status_shows_one_fixed_moment_even_past_it_and_after_a_longer_period_is_set(late: LateRemote) -> None:
+    """status once showed a moment that moved with every call after the quiet period ended, and the recorded
+    period when a longer one had been configured (send --once and status then named two moments)."""
+    from onss_relay.results import uncertain_document
+
+    relay = late.relay
+    assert relay is not None
+    gos = drop(relay, 1)
+    late.faults.add(("put", gos[0]))
+    relay.send_once(wait_for_settle=False)
+    row = relay.journal.get_set(gos[0])
+    assert row is not None and row.data.uncertain is not None
+    first = uncertain_document(row)
+    assert first is not None and not first["due"]
+    time.sleep(QUIET + 0.2)
+    past = [uncertain_document(row) for _ in range(2)]
+    assert past[0] == past[1] and past[0] is not None and past[0]["due"]  # fixed, and due at the next round
+    longer = dataclasses.replace(relay.cfg.remote, quiet_period=Duration(3600))
+    relay.uploader.cfg = dataclasses.replace(relay.uploader.cfg, remote=longer)
+    relay.uploader.upload_pending()
+    row = relay.journal.get_set(gos[0])
+    assert row is not None and row.data.uncertain is not None and row.data.uncertain.quiet == 3600
+    doc = uncertain_document(row)
+    assert doc is not None and not doc["due"]
+    deadline = dt.datetime.fromisoformat(doc["decided_after"]).timestamp()
+    assert abs(deadline - (row.data.uncertain.since + 3600)) < 5  # the moment the uploader keeps
 
 
 def test_a_go_without_answer_is_put_at_most_once(late: LateRemote) -> None:

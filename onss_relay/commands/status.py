@@ -23,9 +23,14 @@ def result_summary(row: SetRow) -> str:
         return f"quarantined: {row.reason}"
     uncertain = uncertain_document(row)
     if uncertain is not None:
+        when = (
+            f"its quiet period ended at {uncertain['decided_after']}: decided at the next upload round"
+            if uncertain["due"]
+            else f"decided after {uncertain['decided_after']} (nothing more sent until then)"
+        )
         return (
             f"uncertain: its {uncertain['step']} was in flight on a connection given up at "
-            f"{uncertain['given_up_at']}; decided after {uncertain['decided_after']} (nothing more sent until then)"
+            f"{uncertain['given_up_at']}; {when}"
         )
     acrf = row.data.acrf
     if acrf is None:

@@ -9,6 +9,7 @@ sent again whole (only when no GO of it exists), one caught while its GO was bei
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from collections.abc import Iterable
@@ -100,11 +101,15 @@ def waiting(rows: Iterable[SetRow], quiet: float) -> list[SetRow]:
     return [r for r in rows if r.data.uncertain is not None and quiet_left(r.data.uncertain, quiet) > 0]
 
 
-def restart_after_reboot(journal: Journal, rows: Iterable[SetRow]) -> None:
-    """Given uncertain sets, start the quiet period again for those given up in another boot (the time elapsed
-    since is unknown: a wall clock can be wrong after a reboot), so that it is counted on this boot's clock."""
+def restart_after_reboot(journal: Journal, rows: Iterable[SetRow], quiet: float = 0.0) -> None:
+    """Given uncertain sets and the quiet period configured now, start the quiet period again for those given up
+    in another boot (the time elapsed since is unknown: a wall clock can be wrong after a reboot), so that it is
+    counted on this boot's clock; and record a longer configured period, so that status shows the moment the
+    uploader keeps."""
     this_boot = boot_id()
     for row in rows:
         u = row.data.uncertain
         if u is not None and u.boot_id != this_boot:
-            journal.update_data(row.go_name, uncertain=new_uncertainty(u.step, u.quiet))
+            journal.update_data(row.go_name, uncertain=new_uncertainty(u.step, max(u.quiet, quiet)))
+        elif u is not None and quiet > u.quiet:
+            journal.update_data(row.go_name, uncertain=dataclasses.replace(u, quiet=quiet))

@@ -134,7 +134,7 @@ class Uploader:
         """
         self.archive_finished()
         quiet = self.cfg.remote.quiet_period
-        restart_after_reboot(self.journal, self.journal.sets_in(*UNCERTAIN_STATES))
+        restart_after_reboot(self.journal, self.journal.sets_in(*UNCERTAIN_STATES), quiet)
         round_ = _Round(WorkQueue(self.journal, quiet), UploadReport(), more)
         if not round_.work.refill() and not (more and more()):
             round_.report.waiting = self.waiting()
