@@ -82,7 +82,7 @@ def uncertain_document(row: SetRow) -> dict[str, Any] | None:
     if u is None or row.state not in UNCERTAIN_STATES:
         return None
     return {
-        "step": u.step,  # FI, FS or GO: what was in flight on the connection given up
+        "step": u.step,  # FI, FS or GO in flight on a connection given up; uploading or go_sending: an unclean stop
         "given_up_at": _iso(u.since),
         "quiet_period_s": u.quiet,
         "decided_after": _iso(decide_at(u, 0.0)),
