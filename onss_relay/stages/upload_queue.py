@@ -1,5 +1,5 @@
-"""What the upload stage runs on: the queue of sets to send, the gate commits, the batch of sets recorded
-as sent, and the pool of connections kept between rounds.
+"""What the upload stage runs on: a round and its report, the queue of sets to send, the gate commits, the
+batch of sets recorded as sent, and the pool of connections kept between rounds.
 
 None of this knows the order of a set's files (transport/base.py ``Upload`` enforces it) or what a set's
 state means (stages/upload.py decides); it makes many sets cheap: one journal commit for many gates, one
@@ -35,6 +35,8 @@ IDLE_KEEP = 60.0  # seconds a connection stays open with nothing to send, for th
 
 @dataclasses.dataclass
 class UploadReport:
+    """What upload rounds did: sets sent and quarantined, the error that stopped them, the uncertain sets."""
+
     sent: list[str] = dataclasses.field(default_factory=list)
     quarantined: list[str] = dataclasses.field(default_factory=list)
     error: RelayError | None = None
