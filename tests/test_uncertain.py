@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from onss_relay.commands.status import result_summary
 from onss_relay.config import Config, Duration
 from onss_relay.journal import State
 from onss_relay.pipeline import Relay
@@ -144,6 +145,8 @@ def test_after_an_unclean_stop_the_sets_being_uploaded_wait_the_quiet_period(cfg
     assert all("when the relay stopped uncleanly" in w for w in report.upload.waiting), report.upload.waiting
     steps = {go: relay.journal.get_set(go).data.uncertain.step for go in gos}  # type: ignore[union-attr]
     assert steps == {gos[0]: "uploading", gos[1]: "go_sending"}
+    shown = result_summary(relay.journal.get_set(gos[1]))  # type: ignore[arg-type]
+    assert shown.startswith("uncertain: it was go_sending when the relay stopped uncleanly"), shown
     assert late.events == [] or all(op != "put" for op, _ in late.events)
     assert not (cfg.paths.root / MARKER_NAME).exists()  # cleared by the round that followed
     time.sleep(QUIET)

@@ -23,10 +23,12 @@ def result_summary(row: SetRow) -> str:
         return f"quarantined: {row.reason}"
     uncertain = uncertain_document(row)
     if uncertain is not None:
-        return (
-            f"uncertain: its {uncertain['step']} was in flight on a connection given up at "
-            f"{uncertain['given_up_at']}; decided after {uncertain['decided_after']} (nothing more sent until then)"
+        why = (
+            f"it was {uncertain['step']} when the relay stopped uncleanly (found at {uncertain['given_up_at']})"
+            if uncertain["step"] in (State.UPLOADING, State.GO_SENDING)
+            else f"its {uncertain['step']} was in flight on a connection given up at {uncertain['given_up_at']}"
         )
+        return f"uncertain: {why}; decided after {uncertain['decided_after']} (nothing more sent until then)"
     acrf = row.data.acrf
     if acrf is None:
         return "waiting for the ACRF" if row.state == State.SENT else "not sent yet"
