@@ -23,7 +23,8 @@ from onss_relay.stages.claim import Claimer
 from onss_relay.stages.link import process_responses
 from onss_relay.stages.poll import Poller, PollReport
 from onss_relay.stages.sign import Signer
-from onss_relay.stages.upload import Uploader, UploadReport
+from onss_relay.stages.upload import Uploader
+from onss_relay.stages.upload_queue import UploadReport
 from onss_relay.transport import open_transport
 from onss_relay.transport.base import Transport
 

@@ -15,8 +15,8 @@ from onss_relay.journal import State
 from onss_relay.pipeline import Relay
 from onss_relay.simulator import Simulator
 from onss_relay.stages.claim import Claimer
-from onss_relay.stages.upload import UploadReport, _Round, _Worker
-from onss_relay.stages.upload_queue import Gates, SentBatch, WorkQueue
+from onss_relay.stages.upload import UploadReport, _Worker
+from onss_relay.stages.upload_queue import Gates, Round, SentBatch, WorkQueue
 from onss_relay.transport.local import LocalTransport
 from tests.conftest import SENDER, SIGNING_PASSWORD, fi_name, write_config
 
@@ -174,7 +174,7 @@ def _to_go_sending(relay: Relay) -> str:
     relay.signer.sign_queued()
     [row] = relay.journal.sets_in(State.SIGNED)
     t = LocalTransport(relay.spool.paths.root.parent / "remote")
-    worker = _Worker(relay.uploader, _Round(WorkQueue(relay.journal), UploadReport(), None))
+    worker = _Worker(relay.uploader, Round(WorkQueue(relay.journal), UploadReport(), None))
     upload = worker._upload_for(row, SentBatch(relay.journal, relay.spool, worker._sent), Gates(relay.journal))
     for step in (0, 1):
         assert upload.enter(step)

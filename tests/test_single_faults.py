@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -141,7 +142,9 @@ def test_an_over_size_answer_is_never_downloaded_and_status_shows_it_left_on_the
 
 def go_sending_over_sftp(cfg: Config, sshd: SshServer, go_landed: bool) -> str:
     """Given a spool with one claimed and signed set, upload its FI and FS over the real sshd and commit
-    go_sending, as the daemon does; with go_landed, the GO reaches the server too. Then the process "dies"."""
+    go_sending, as the daemon does; with go_landed, the GO reaches the server too. Then the process "dies",
+    leaving the spool's in-flight marker as a killed daemon does."""
+    from onss_relay.stages.unclean_stop import InFlightMarker
     from onss_relay.transport.sftp import SftpTransport
 
     [go] = claimed_and_signed(cfg, [(1, "T", 1)])
@@ -149,6 +152,7 @@ def go_sending_over_sftp(cfg: Config, sshd: SshServer, go_landed: bool) -> str:
     row = relay.journal.get_set(go)
     assert row is not None
     t = SftpTransport.connect(cfg.remote)
+    InFlightMarker(cfg.paths.root).set()
     try:
         relay.journal.transition(go, State.UPLOADING)
         for name in [*row.parts, *row.data.fs]:
@@ -198,6 +202,9 @@ def test_go_sending_recovery_finds_the_answer_in_out_and_does_not_put_the_go_aga
     acrf = "FO.ACRF.999999.20261124.00007.T"
     (sshd.home / "OUTTEST" / acrf).write_bytes(acrf_xml(Verdict(go, "INTEST", (), "0380579A83Q1Z")))
     (sshd.home / "OUTTEST" / ("GO" + acrf[2:])).write_bytes(b"")
+    r = run_cli("send", "--once", "--config", config)  # after an unclean stop: uncertain for the quiet period
+    assert r.returncode == 5 and "when the relay stopped uncleanly" in r.stderr, (r.stdout, r.stderr)
+    time.sleep(sftp_cfg.remote.quiet_period + 0.2)
     r = run_cli("send", "--once", "--config", config)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert not any(ev == "open-write" and p.endswith("/" + go) for ev, p in sshd.events()), "GO put again"

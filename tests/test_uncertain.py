@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from onss_relay.commands.status import result_summary
 from onss_relay.config import Config, Duration
 from onss_relay.journal import State
 from onss_relay.pipeline import Relay
 from onss_relay.stages import uncertain
+from onss_relay.stages.unclean_stop import MARKER_NAME, InFlightMarker
 from onss_relay.transport.sftp import SftpTransport
 from tests.conftest import fi_name
 from tests.fake_transport import FakeTransport
@@ -140,6 +142,63 @@ def test_an_error_the_server_answered_leaves_nothing_uncertain(late: LateRemote)
     finally:
         FakeTransport.put_bytes = original  # type: ignore[method-assign]
     assert report.upload.sent == [go] and report.upload.waiting == []
+
+
+def _left_by_a_killed_process(late: LateRemote) -> list[str]:
+    """Two signed sets as a process killed mid-upload leaves them: one in uploading, one in go_sending (its FI on
+    the server), none recorded uncertain, and the spool's in-flight marker there."""
+    relay = late.relay
+    assert relay is not None
+    gos = drop(relay, 2)
+    relay.claim()
+    relay.signer.sign_queued()
+    relay.journal.transition(gos[0], State.UPLOADING)
+    relay.journal.transition(gos[1], State.UPLOADING)
+    relay.journal.transition(gos[1], State.GO_SENDING)
+    row = relay.journal.get_set(gos[1])
+    assert row is not None
+    for name in (*row.parts, *row.data.fs):
+        late.files[("INTEST", name)] = b"as put before the kill"
+    return gos
+
+
+def test_after_an_unclean_stop_the_sets_being_uploaded_wait_the_quiet_period(cfg: Config, late: LateRemote) -> None:
+    """The marker left by a killed process: its sets in uploading and go_sending are uncertain from the start of
+    the next one (step: their state), nothing of them is put before the quiet period, then each is finished."""
+    relay = late.relay
+    assert relay is not None
+    gos = _left_by_a_killed_process(late)
+    InFlightMarker(cfg.paths.root).set()
+    report = relay.send_once(wait_for_settle=False)
+    assert report.upload.sent == [] and len(report.upload.waiting) == 2, report.upload
+    assert all("when the relay stopped uncleanly" in w for w in report.upload.waiting), report.upload.waiting
+    steps = {go: relay.journal.get_set(go).data.uncertain.step for go in gos}  # type: ignore[union-attr]
+    assert steps == {gos[0]: "uploading", gos[1]: "go_sending"}
+    shown = result_summary(relay.journal.get_set(gos[1]))  # type: ignore[arg-type]
+    assert shown.startswith("uncertain: it was go_sending when the relay stopped uncleanly"), shown
+    assert late.events == [] or all(op != "put" for op, _ in late.events)
+    assert not (cfg.paths.root / MARKER_NAME).exists()  # cleared by the round that followed
+    time.sleep(QUIET)
+    report = relay.send_once(wait_for_settle=False)
+    assert sorted(report.upload.sent) == sorted(gos) and report.upload.waiting == []
+    assert len(writes(late, gos[0])) == 1 and len(writes(late, gos[1])) == 1
+
+
+def test_a_clean_stop_leaves_no_marker_and_the_next_start_no_wait(cfg: Config, late: LateRemote) -> None:
+    """A round that ends cleanly removes the marker, even with a set recorded uncertain by a connection given up:
+    the next process does not start that set's quiet period over, and a set left in uploading is sent at once."""
+    relay = late.relay
+    assert relay is not None
+    gos = _left_by_a_killed_process(late)  # no marker: as after a clean stop
+    late.faults.add(("put", gos[1]))
+    report = relay.send_once(wait_for_settle=False)
+    assert report.upload.sent == [gos[0]] and len(report.upload.waiting) == 1  # its GO unanswered: uncertain
+    assert not (cfg.paths.root / MARKER_NAME).exists()
+    relay.close()
+    time.sleep(QUIET)
+    late.relay = relay = Relay(relay.cfg, connect=late.connect, max_attempts=5)  # the next process
+    report = relay.send_once(wait_for_settle=False)
+    assert report.upload.sent == [gos[1]] and report.upload.waiting == []
 
 
 def test_the_quiet_period_is_counted_on_the_boot_clock_and_never_shortened() -> None:

@@ -23,15 +23,17 @@ def result_summary(row: SetRow) -> str:
         return f"quarantined: {row.reason}"
     uncertain = uncertain_document(row)
     if uncertain is not None:
+        why = (
+            f"it was {uncertain['step']} when the relay stopped uncleanly (found at {uncertain['given_up_at']})"
+            if uncertain["step"] in (State.UPLOADING, State.GO_SENDING)
+            else f"its {uncertain['step']} was in flight on a connection given up at {uncertain['given_up_at']}"
+        )
         when = (
             f"its quiet period ended at {uncertain['decided_after']}: decided at the next upload round"
             if uncertain["due"]
             else f"decided after {uncertain['decided_after']} (nothing more sent until then)"
         )
-        return (
-            f"uncertain: its {uncertain['step']} was in flight on a connection given up at "
-            f"{uncertain['given_up_at']}; {when}"
-        )
+        return f"uncertain: {why}; {when}"
     acrf = row.data.acrf
     if acrf is None:
         return "waiting for the ACRF" if row.state == State.SENT else "not sent yet"

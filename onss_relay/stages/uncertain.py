@@ -66,15 +66,18 @@ def describe(row: SetRow, quiet: float) -> str:
     assert u is not None
     when = dt.datetime.fromtimestamp(decide_at(u, quiet), dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     since = dt.datetime.fromtimestamp(u.since, dt.UTC).strftime("%H:%M:%S UTC")
-    return (
-        f"{row.go_name}: uncertain, its {u.step} was in flight on a connection given up at {since}; "
-        f"nothing more of it is sent until {when}, then the server is read and the set finished"
+    why = (
+        f"it was {u.step} when the relay stopped uncleanly (found at {since})"
+        if u.step in {str(s) for s in UNCERTAIN_STATES}
+        else f"its {u.step} was in flight on a connection given up at {since}"
     )
+    return f"{row.go_name}: uncertain, {why}; nothing more of it is sent until {when}, then the server is read and the set finished"
 
 
-def mark_uncertain(journal: Journal, steps: dict[str, str], quiet: float) -> None:
+def mark_uncertain(journal: Journal, steps: dict[str, str], quiet: float, why: str = "") -> None:
     """Given the sets with a request in flight on a connection being given up (GO name → step), record each
-    uncertain in one journal commit (sets already moved on, by an answer for instance, are left alone)."""
+    uncertain in one journal commit (sets already moved on, by an answer for instance, are left alone); ``why``
+    replaces the default reason (a connection given up) in the log."""
     if not steps:
         return
     changes = []
@@ -90,7 +93,8 @@ def mark_uncertain(journal: Journal, steps: dict[str, str], quiet: float) -> Non
             state=str(row.state),
             step=step,
             quiet_s=quiet,
-            detail=f"a request of its {step} was in flight on a connection given up; it waits for the quiet period",
+            detail=(why or f"a request of its {step} was in flight on a connection given up")
+            + "; it waits for the quiet period",
         )
     if changes:
         journal.transition_many(changes)

@@ -4,12 +4,12 @@ The journal records ``go_sending`` before the GO put and ``sent`` after it. A se
 ``go_sending`` is re-sent from its first file; one interrupted in ``go_sending`` only gets its GO again,
 and only when its FI parts are still on the server and the GO is not. Several channels send several sets
 at once; each set keeps its own order (FI, FS, GO), which ``Upload`` enforces whatever the transport.
-The queue, gate commits, sent batches and connection pool it runs on are in upload_queue.py.
+The round, queue, gate commits, sent batches and connection pool it runs on are in upload_queue.py; the marker of
+requests possibly in flight, and what a start does after an unclean stop, in unclean_stop.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -23,7 +23,6 @@ from onss_relay.errors import (
     BadInput,
     ConfigError,
     LocalError,
-    RelayError,
     RemoteError,
     TransientRemoteError,
     describe_os_error,
@@ -40,7 +39,17 @@ from onss_relay.stages.uncertain import (
     restart_after_reboot,
     waiting,
 )
-from onss_relay.stages.upload_queue import PENDING, Channel, ConnectionPool, Gates, SentBatch, WorkQueue
+from onss_relay.stages.unclean_stop import InFlightMarker, after_unclean_stop
+from onss_relay.stages.upload_queue import (
+    PENDING,
+    Channel,
+    ConnectionPool,
+    Gates,
+    Round,
+    SentBatch,
+    UploadReport,
+    WorkQueue,
+)
 from onss_relay.transport.base import ChangedWhileSending, PutFile, Step, Transport, Upload, UploadAbandoned
 
 log = structlog.get_logger(__name__)
@@ -51,34 +60,6 @@ WINDOW = 64  # sets in flight per SFTP session (remote.connections sessions shar
 class CannotSend(BadInput):
     """A claimed set cannot be sent as signed (changed since its claim, signed copy or FS gone); it is
     quarantined, not sent."""
-
-
-@dataclasses.dataclass
-class UploadReport:
-    sent: list[str] = dataclasses.field(default_factory=list)
-    quarantined: list[str] = dataclasses.field(default_factory=list)
-    error: RelayError | None = None
-    waiting: list[str] = dataclasses.field(default_factory=list)  # uncertain sets: why they wait and until when
-
-
-@dataclasses.dataclass
-class _Round:
-    """One call of ``upload_pending``: the queue its threads share, what they report, and the abort switch."""
-
-    work: WorkQueue
-    report: UploadReport
-    more: Callable[[], bool] | None
-    abort: threading.Event = dataclasses.field(default_factory=threading.Event)
-    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
-
-    def add(self, what: str, go_names: list[str]) -> None:
-        with self.lock:  # the report is shared by the upload threads
-            getattr(self.report, what).extend(go_names)
-
-    def fail(self, error: RelayError) -> None:
-        with self.lock:
-            self.report.error = self.report.error or error
-        self.abort.set()
 
 
 class Uploader:
@@ -116,6 +97,11 @@ class Uploader:
         # left uncertain by a failed attempt come back in a later round: at once, they would all fail again)
         self.full_window = WINDOW * cfg.remote.connections
         self.window = self.full_window
+        # requests possibly in flight on connections that can deliver late: a process that finds this marker at
+        # its first round knows the last one stopped uncleanly (unclean_stop.py)
+        self.marker = InFlightMarker(cfg.paths.root)
+        self.unclean_stop_checked = False
+        self.unrecorded = False  # a connection was given up with requests in flight the journal could not record
 
     def warm_up(self) -> None:
         """Start connecting in the background, so that the first upload finds its connection ready."""
@@ -134,8 +120,11 @@ class Uploader:
         """
         self.archive_finished()
         quiet = self.cfg.remote.quiet_period
+        if not self.unclean_stop_checked:  # before this process sets the marker itself
+            after_unclean_stop(self.journal, self.marker, quiet)
+            self.unclean_stop_checked = True
         restart_after_reboot(self.journal, self.journal.sets_in(*UNCERTAIN_STATES), quiet)
-        round_ = _Round(WorkQueue(self.journal, quiet), UploadReport(), more)
+        round_ = Round(WorkQueue(self.journal, quiet), UploadReport(), more)
         if not round_.work.refill() and not (more and more()):
             round_.report.waiting = self.waiting()
             return round_.report
@@ -150,6 +139,8 @@ class Uploader:
             t.start()
         for t in threads:
             t.join()
+        if not self.unrecorded:  # every connection closed, kept with nothing unanswered, or its sets uncertain
+            self.marker.clear()
         round_.report.waiting = self.waiting()
         return round_.report
 
@@ -198,7 +189,7 @@ class Uploader:
 class _Worker:
     """One upload thread: its connection, the sets it has in flight, and its attempts without progress."""
 
-    def __init__(self, uploader: Uploader, round_: _Round) -> None:
+    def __init__(self, uploader: Uploader, round_: Round) -> None:
         self.u = uploader
         self.round = round_
         self.channel = Channel(uploader.pool.take)
@@ -262,6 +253,8 @@ class _Worker:
         sent_before = len(self.round.report.sent)
         try:
             t = self.channel.get()
+            if t.delivers_late:
+                self.u.marker.set()  # durable before the first request of the round
             t.run_uploads(self._feed(t, sent, gates), self.u.window)
             sent.flush()
             if len(self.round.report.sent) > sent_before:  # sets went through: all in flight again
@@ -285,6 +278,9 @@ class _Worker:
         self.channel.abort()
         try:
             mark_uncertain(self.u.journal, uncertain, self.u.cfg.remote.quiet_period)
+        except BaseException:
+            self.u.unrecorded = True  # the marker stays for good: the next start treats its sets as uncertain
+            raise
         finally:  # even when the journal cannot record it, nothing more of them is put in this round
             for go_name in self.inflight - {except_for} - uncertain.keys():
                 self.round.work.put_back(go_name)

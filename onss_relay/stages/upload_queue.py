@@ -1,5 +1,5 @@
-"""What the upload stage runs on: the queue of sets to send, the gate commits, the batch of sets recorded
-as sent, and the pool of connections kept between rounds.
+"""What the upload stage runs on: a round and its report, the queue of sets to send, the gate commits, the
+batch of sets recorded as sent, and the pool of connections kept between rounds.
 
 None of this knows the order of a set's files (transport/base.py ``Upload`` enforces it) or what a set's
 state means (stages/upload.py decides); it makes many sets cheap: one journal commit for many gates, one
@@ -11,12 +11,14 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
 
 import structlog
 
+from onss_relay.errors import RelayError
 from onss_relay.journal import Change, Journal, SetRow, State
 from onss_relay.spool import Spool
 from onss_relay.stages.uncertain import waiting
@@ -29,6 +31,36 @@ GO_SENDING = frozenset({State.GO_SENDING})
 SENT_BATCH = 16  # sets whose GO is on the server, archived and marked sent together…
 SENT_DELAY = 0.25  # …or as soon as the first of them has waited this long (seconds)
 IDLE_KEEP = 60.0  # seconds a connection stays open with nothing to send, for the next sets (the daemon)
+
+
+@dataclasses.dataclass
+class UploadReport:
+    """What upload rounds did: sets sent and quarantined, the error that stopped them, the uncertain sets."""
+
+    sent: list[str] = dataclasses.field(default_factory=list)
+    quarantined: list[str] = dataclasses.field(default_factory=list)
+    error: RelayError | None = None
+    waiting: list[str] = dataclasses.field(default_factory=list)  # uncertain sets: why they wait and until when
+
+
+@dataclasses.dataclass
+class Round:
+    """One call of ``upload_pending``: the queue its threads share, what they report, and the abort switch."""
+
+    work: WorkQueue
+    report: UploadReport
+    more: Callable[[], bool] | None
+    abort: threading.Event = dataclasses.field(default_factory=threading.Event)
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def add(self, what: str, go_names: list[str]) -> None:
+        with self.lock:  # the report is shared by the upload threads
+            getattr(self.report, what).extend(go_names)
+
+    def fail(self, error: RelayError) -> None:
+        with self.lock:
+            self.report.error = self.report.error or error
+        self.abort.set()
 
 
 class WorkQueue:

@@ -67,6 +67,15 @@ class FaultWorld:
         self.consumed: dict[str, bytes] = {}  # what the simulated transfer point took from INTEST, by name
         self.answering = False  # the simulated transfer point consumes and answers every complete set
 
+    def set_quiet_period(self, period: str) -> None:
+        """Given a remote.quiet_period, write it in the config: scenarios whose path holds nothing (SIGKILLs through
+        a forwarding proxy) need not wait the 6 s that outlasts the 5 s stalls; each restart after a kill
+        mid-upload waits it (stages/unclean_stop.py)."""
+        text = self.config.read_text()
+        start = text.index("quiet_period = ")
+        end = text.index("\n", start)
+        self.config.write_text(text[:start] + f'quiet_period = "{period}"' + text[end:])
+
     @property
     def cfg(self) -> Config:
         return load_config(self.config, environ={})

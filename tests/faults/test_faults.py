@@ -35,6 +35,7 @@ def world(relay_dir: Path, sshd: SshServer, client_keys: dict[str, Path]) -> Fau
 
 
 def test_sigkill_at_random_instants(world: FaultWorld) -> None:
+    world.set_quiet_period("500ms")  # a forwarding proxy: nothing of a killed process arrives late
     for _ in range(50 if FULL else 12):
         world.start()
         sleep_random(world, 0.0, 0.6)
@@ -149,6 +150,7 @@ def test_answers_while_down_and_recovery_in_any_order(world: FaultWorld) -> None
     is killed at random instants, sometimes a cron'd `poll --once` runs before the restart, sometimes the
     restart's upload recovery runs first. Every set ends with its answer, each GO written once."""
     world.answering = True
+    world.set_quiet_period("500ms")  # a forwarding proxy: nothing of a killed process arrives late
     for _ in range(8 if FULL else 4):
         world.start()
         sleep_random(world, 0.2, 1.0)

@@ -124,6 +124,33 @@ def test_uncertainty_survives_a_sigkill_and_the_restart_waits_the_rest_of_the_qu
     world.finish()
 
 
+def test_a_sigkill_while_the_path_holds_requests_leaves_every_set_being_uploaded_uncertain(
+    relay_dir: Path, sshd: SshServer, client_keys: dict[str, Path]
+) -> None:
+    """The crash gap: the daemon is SIGKILLed while the path holds its requests, before it gave any connection
+    up (remote.timeout 3 s, killed at once), so nothing is recorded uncertain; the kernel closes its sockets, the
+    path still delivers what it held. Restarted at once, the daemon finds the spool's in-flight marker and treats
+    every set in uploading or go_sending as uncertain: with the old code it re-put them while the held FS writes
+    were still on their way (an FS written after its GO). (Held right after a GO gate instead, the GO opens
+    outrun the hold on loopback: the held requests are then answers and later sets' first writes.)"""
+    world = make_world(relay_dir, sshd, client_keys["rsa"], timeout="3s", quiet="9s", sets=16)
+    proxy = world.proxy
+    assert isinstance(proxy, HoldProxy)
+    watcher = hold_when(proxy, fs_closed(sshd), 6)
+    world.start()
+    watcher.join(60)
+    assert proxy.holds == 1
+    world.kill()  # while held: no connection given up, nothing recorded uncertain
+    assert not uncertain_sets(world), "the old process gave a connection up: not the crash gap"
+    assert (world.cfg.paths.root / "uploads-in-flight").exists(), "killed with no marker left"
+    world.start()  # at once: the path still holds the old process's requests
+    time.sleep(6)  # the hold ends: they land now
+    world.finish()
+    assert "unclean_stop_found" in world.log.read_text()
+    assert uncertain_sets(world), "no set was being uploaded at the kill: the scenario did not happen"
+    assert not (world.cfg.paths.root / "uploads-in-flight").exists(), "a clean stop leaves no marker"
+
+
 def test_send_once_says_what_waits_and_until_when_then_finishes_it(
     relay_dir: Path, sshd: SshServer, client_keys: dict[str, Path]
 ) -> None:
