@@ -90,7 +90,7 @@ def test_two_workers_one_refused_reads_as_such() -> None:
 
 def test_result_code_0_is_refused_with_its_diagnosis() -> None:
     n = parse_notification(notification(form("85073003328", "0", diagnosis="3")).encode())
-    assert not n.accepted and summary(n) == "refused (diagnosis 3)"
+    assert not n.accepted and summary(n) == "refused (diagnosis 3: refused: it holds blocking anomalies)"
 
 
 @pytest.mark.parametrize(

@@ -137,9 +137,9 @@ def set_detail(journal: Journal, name: str) -> str | None:
             who = f"worker {w.inss}: " if w.inss else ""
             lines.append(f"notification: {who}{w.outcome} (result {w.result_code})")
             for a in w.anomalies:
-                cls = f"{a.anomaly_class}, {'blocking' if a.blocking else 'not blocking'}"
+                cls = f"{a.anomaly_class} {a.class_meaning.split(':')[0]}".strip()
                 lines.append(
-                    f"  anomaly:   {a.error_id} ({cls}) at {a.path or '-'}"
+                    f"  anomaly:   {a.error_id} {a.meaning or '-'} ({cls}) at {a.path or '-'}"
                     + (f": {a.label}" if a.label else "")
                     + (f" [{a.tag_name}={a.value}]" if a.tag_name else "")
                 )

@@ -77,6 +77,7 @@ class AnomalyRecord:
     tag_name: str | None = None
     value: str | None = None
     label: str | None = None
+    meaning: str = ""  # the code explained: the zone's name and the kind of error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +117,7 @@ class NotificationRecord:
     workers: tuple[WorkerResult, ...] = ()  # one per Form kept in detail (at most 100, refused ones first)
     summary: str = ""  # e.g. "2 workers: 1 accepted, 1 refused (90373-333, blocking)"
     worker_count: int = 0  # every Form of the file (0 in records written before it was counted)
+    diagnosis_meaning: str = ""  # why it was refused, from the Diagnosis table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,6 +226,7 @@ def _anomaly_from(a: dict[str, Any]) -> AnomalyRecord:
         a.get("tag_name"),
         a.get("value"),
         a.get("label"),
+        a.get("meaning", ""),
     )
 
 
@@ -247,6 +250,7 @@ def _notification_from(d: dict[str, Any]) -> NotificationRecord:
         workers,
         d.get("summary", ""),
         int(d.get("worker_count", 0)),
+        d.get("diagnosis_meaning", ""),
     )
 
 

@@ -15,7 +15,7 @@ import structlog
 
 from onss_relay.journal import AcrfRecord, Change, CodeMeaning, Journal, ResponseRow, SetRow, State
 from onss_relay.names import set_key_of
-from onss_relay.responses.codes import UNKNOWN, acrf_descriptions, describe, result_code
+from onss_relay.responses.codes import acrf_meaning, describe, result_code
 from onss_relay.responses.reading import ResponseParseError, child, decompress, iter_forms, text, texts
 
 log = structlog.get_logger(__name__)
@@ -75,7 +75,7 @@ def parse_acrf(data: bytes) -> Acrf:
 
 
 def record_for(acrf: Acrf, local_path: str) -> AcrfRecord:
-    errors = tuple(CodeMeaning(c, acrf_descriptions().get(c, UNKNOWN)) for c in acrf.errors)
+    errors = tuple(CodeMeaning(c, acrf_meaning(c)) for c in acrf.errors)
     return AcrfRecord(
         acrf.result_code,
         acrf.accepted,

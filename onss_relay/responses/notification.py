@@ -27,7 +27,7 @@ from onss_relay.journal import (
 )
 from onss_relay.names import set_key_of
 from onss_relay.responses.acrf import consumed
-from onss_relay.responses.codes import anomaly_class, result_code
+from onss_relay.responses.codes import anomaly_class, diagnosis, explain_anomaly, result_code
 from onss_relay.responses.reading import ResponseParseError, child, find_all, flatten_path, iter_forms, text
 
 log = structlog.get_logger(__name__)
@@ -144,7 +144,17 @@ def _anomaly(a: Element) -> Anomaly:
 
 def _anomaly_record(a: Anomaly) -> AnomalyRecord:
     cls = anomaly_class(a.anomaly_class)
-    return AnomalyRecord(a.error_id, a.anomaly_class, a.path, cls.blocking, cls.meaning, a.tag_name, a.value, a.label)
+    return AnomalyRecord(
+        a.error_id,
+        a.anomaly_class,
+        a.path,
+        cls.blocking,
+        cls.meaning,
+        a.tag_name,
+        a.value,
+        a.label,
+        explain_anomaly(a.error_id),
+    )
 
 
 def summary(n: Notification) -> str:
@@ -153,7 +163,7 @@ def summary(n: Notification) -> str:
         f = n.first
         words = {"accepted": "accepted", "refused": "refused", "pending": "pending"}[f.outcome]
         if f.outcome != "accepted" and f.diagnosis:
-            words += f" (diagnosis {f.diagnosis})"
+            words += f" (diagnosis {f.diagnosis}: {diagnosis(f.diagnosis)})"
         return words + _anomaly_words(f.anomalies)
     parts = [f"{c} {o}" for o, c in n.outcomes if c]
     refused = [a for f in n.forms if f.outcome != "accepted" for a in f.anomalies]
@@ -169,7 +179,7 @@ def _anomaly_words(anomalies: tuple[Anomaly, ...]) -> str:
     if not anomalies:
         return ""
     n = len(anomalies)
-    listed = ", ".join(f"{a.error_id} {_blocking(a)}" for a in anomalies[:3])
+    listed = ", ".join(f"{a.error_id} {explain_anomaly(a.error_id)}, {_blocking(a)}" for a in anomalies[:3])
     return f", {n} anomal{'y' if n == 1 else 'ies'} ({listed}{', …' if n > 3 else ''})"
 
 
@@ -188,6 +198,7 @@ def record_for(n: Notification, local_path: str) -> NotificationRecord:
         workers=workers,
         summary=summary(n),
         worker_count=n.count,
+        diagnosis_meaning=diagnosis(f.diagnosis),
     )
 
 
