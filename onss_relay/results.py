@@ -52,15 +52,27 @@ def _iso(at: float) -> str:
     return dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="seconds")
 
 
+def document_of(journal: Journal, row: SetRow, poll: PollConfig | None = None) -> dict[str, Any]:
+    """Given the journal and one of its sets, return the JSON document describing it (history and keys read)."""
+    return result_document(row, journal.history(row.go_name), poll, journal.keys_of(row.go_name))
+
+
 def result_document(
-    row: SetRow, history: list[tuple[float, str, str | None]], poll: PollConfig | None = None
+    row: SetRow,
+    history: list[tuple[float, str, str | None]],
+    poll: PollConfig | None = None,
+    keys: list[tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """Given a set's journal row and history, return the JSON document describing it."""
+    """Given a set's journal row, history and keys, return the JSON document describing it."""
+    tickets = [t for t in dict.fromkeys([row.ticket, *(v for k, v in keys or [] if k == "ticket")]) if t]
     return {
         "set": row.go_name,
         "environment": row.env,
         "state": str(row.state),
         "ticket": row.ticket,
+        "tickets": tickets,  # every ticket the ONSS gave it: the ACRF's, a notification's file ticket, its own
+        "original_forms": [v for k, v in keys or [] if k == "original_form"],  # Identification|date|hour
+        "sender_references": [v for k, v in keys or [] if k == "sender_ref"],
         "reason": row.reason,
         "parts": row.parts,
         "acrf": dataclasses.asdict(row.data.acrf) if row.data.acrf else None,
@@ -99,7 +111,7 @@ def uncertain_document(row: SetRow) -> dict[str, Any] | None:
 def write_result(spool: Spool, journal: Journal, row: SetRow) -> Path:
     """Given a set, (re)write results/<GO name>.json atomically and return its path."""
     path = spool.results / f"{row.go_name}.json"
-    doc = result_document(row, journal.history(row.go_name))
+    doc = document_of(journal, row)
     atomic_write(path, json.dumps(doc, indent=2).encode(), sync=False)  # derived from the journal
     return path
 

@@ -13,7 +13,7 @@ from onss_relay.config import PollConfig
 from onss_relay.errors import InvalidName
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.names import parse_name, set_key
-from onss_relay.results import answered_circuit_test, overdue, result_document, uncertain_document
+from onss_relay.results import answered_circuit_test, document_of, overdue, uncertain_document
 from onss_relay.spool import Spool
 
 
@@ -120,18 +120,20 @@ def set_detail(journal: Journal, name: str) -> str | None:
     row = journal.get_set(_as_go(name))
     if row is None:
         return None
-    doc = result_document(row, journal.history(row.go_name))
+    doc = document_of(journal, row)
     lines = [
         f"set:         {row.go_name}",
         f"environment: {row.env}",
         f"state:       {row.state}" + (" (circuit test: done, nothing waits)" if answered_circuit_test(row) else ""),
         f"ticket:      {row.ticket or '-'}",
+        *([f"tickets:     {', '.join(doc['tickets'])}"] if len(doc["tickets"]) > 1 else []),
         f"result:      {result_summary(row)}",
         f"parts:       {', '.join(row.parts)}",
     ]
     if doc["sent_dir"]:
         lines.append(f"sent files:  {doc['sent_dir']}")
     lines += [f"warning:     {w}" for w in row.data.warnings]
+    lines += [f"answer:      {p}" for p in row.data.other_responses]
     for n in row.data.notifications:
         for w in n.workers:
             who = f"worker {w.inss}: " if w.inss else ""
@@ -191,17 +193,12 @@ def status_json(
     """Given the journal, return sets and counts as a JSON-ready dict (one set with its history when named)."""
     if name:
         row = journal.get_set(_as_go(name))
-        doc = (
-            result_document(row, journal.history(row.go_name), poll) | {"result": result_summary(row)} if row else None
-        )
+        doc = document_of(journal, row, poll) | {"result": result_summary(row)} if row else None
         return {"set": doc}
     return {
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "counts": journal.counts(),
-        "sets": [
-            result_document(r, journal.history(r.go_name), poll) | {"result": result_summary(r)}
-            for r in journal.recent_sets(limit)
-        ],
+        "sets": [document_of(journal, r, poll) | {"result": result_summary(r)} for r in journal.recent_sets(limit)],
         "unlinked_responses": [
             {"folder": r.folder, "name": r.name, "kind": r.kind, "path": r.local_path, "reason": r.detail}
             for r in journal.unmatched_responses()

@@ -46,6 +46,9 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 IN_FLIGHT = (S.QUEUED, S.SIGNED, S.UPLOADING, S.GO_SENDING)
 DONE = (S.SENT, S.ACKNOWLEDGED, S.REFUSED, S.NOTIFIED)  # the GO went out
 WAITING = "notification-waiting"  # a response kind: linked again at every pass until its set has its ACRF
+# an other answer whose tickets match no set yet (the notification giving its set that ticket may come later)
+OTHER_WAITING = "other-waiting"
+WAITING_KINDS = (WAITING, OTHER_WAITING)  # linked again when an answer changed a set, and at a first pass
 
 
 def check_transition(old: State, new: State) -> None:
@@ -265,6 +268,7 @@ class NewSet:
     env: str
     parts: list[str]
     data: SetData = SetData()
+    keys: tuple[tuple[str, str], ...] = ()  # (kind, value) it is known by: original_form, sender_ref (its FI's)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,9 +28,11 @@ from onss_relay.journal.model import (
     State,
     check_transition,
 )
+from onss_relay.journal.sqlite_keys import KeyTable
 from onss_relay.journal.sqlite_responses import ResponseTable
 from onss_relay.journal.sqlite_schema import (
     BUSY_TIMEOUT_MS,
+    NEXT_CHANGE,
     SCHEMA,
     SCHEMA_VERSION,
     add_missing_columns,
@@ -44,10 +46,9 @@ log = structlog.get_logger(__name__)
 
 S = State
 # every write to a set takes the next value of the change counter, in the same transaction (results follow it)
-NEXT_CHANGE = "(SELECT COALESCE(MAX(change_seq), 0) + 1 FROM sets)"
 
 
-class SqliteJournal(ResponseTable):
+class SqliteJournal(ResponseTable, KeyTable):
     """Given a database path, keep the state of every set and response; safe to share between threads."""
 
     def __init__(self, path: Path, readonly: bool = False) -> None:
@@ -168,6 +169,10 @@ class SqliteJournal(ResponseTable):
                         (n.go_name, n.env, S.QUEUED, json.dumps(n.parts), now, now, n.data.to_json()),
                     )
                 db.execute("INSERT INTO history (go_name, state, at) VALUES (?,?,?)", (n.go_name, S.QUEUED, now))
+                db.executemany(
+                    "INSERT OR IGNORE INTO set_keys (kind, value, go_name) VALUES (?,?,?)",
+                    [(kind, value, n.go_name) for kind, value in n.keys],
+                )
         for n in sets:
             log.info("set_state", set=n.go_name, state=str(S.QUEUED), parts=len(n.parts))
 
@@ -321,11 +326,6 @@ class SqliteJournal(ResponseTable):
         """Return the change counter's value now (0 for an empty journal)."""
         with self._lock:
             return int(self._db.execute("SELECT COALESCE(MAX(change_seq), 0) FROM sets").fetchone()[0])
-
-    def set_by_ticket(self, ticket: str) -> SetRow | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM sets WHERE ticket = ?", (ticket,)).fetchone()
-        return set_row(row) if row else None
 
     def unarchived_done(self) -> list[SetRow]:
         """Return sets whose GO went out but whose local files were not yet moved to sent/."""

@@ -28,7 +28,15 @@ from onss_relay.journal import (
 from onss_relay.names import set_key_of
 from onss_relay.responses.acrf import consumed
 from onss_relay.responses.codes import anomaly_class, diagnosis, explain_anomaly, result_code
-from onss_relay.responses.reading import ResponseParseError, child, find_all, flatten_path, iter_forms, text
+from onss_relay.responses.reading import (
+    ResponseParseError,
+    child,
+    find_all,
+    flatten_path,
+    iter_forms,
+    original_form_key,
+    text,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -54,7 +62,7 @@ class NotificationForm:
     reference: str | None  # Reference/ReferenceNbr
     reference_origin: str | None  # 2: an ONSS ticket; 1: the employer's own reference
     handled_ticket: str | None  # HandledReference/ReferenceNbr: the declaration's own ticket
-    original_form: str | None
+    original_form: str | None  # HandledOriginalForm's Identification|FormCreationDate|FormCreationHour
     inss: str | None  # the worker, in a Dimona
     result_code: str | None
     diagnosis: str | None
@@ -122,7 +130,9 @@ def _form(form: Element) -> NotificationForm:
         reference=text(reference, "ReferenceNbr"),
         reference_origin=text(reference, "ReferenceOrigin"),
         handled_ticket=text(form, "HandledReference", "ReferenceNbr"),
-        original_form=text(form, "HandledOriginalForm", "Identification"),
+        original_form=original_form_key(
+            *(text(form, "HandledOriginalForm", n) for n in ("Identification", "FormCreationDate", "FormCreationHour"))
+        ),
         inss=inss,
         result_code=text(form, "HandlingResult", "ResultCode"),
         diagnosis=text(form, "HandlingResult", "Diagnosis")
@@ -203,7 +213,9 @@ def record_for(n: Notification, local_path: str) -> NotificationRecord:
 
 
 def find_set(journal: Journal, n: Notification) -> SetRow | None:
-    """Given a notification, return the set it answers, by file name, ticket, or handled reference."""
+    """Given a notification, return the set it answers: by file name, by any ticket the set was given (the
+    ACRF's, a file ticket, the declaration's own), by its HandledOriginalForm, else by the sender's own
+    reference when exactly one set has it."""
     f = n.first
     if f.file_name and (key := set_key_of(f.file_name)):
         row = journal.get_set(key)
@@ -213,7 +225,19 @@ def find_set(journal: Journal, n: Notification) -> SetRow | None:
         row = journal.set_by_ticket(ticket)
         if row is not None:
             return row
+    keys = [("original_form", f.original_form)]
+    if f.reference_origin == "1":
+        keys.append(("sender_ref", f.reference))
+    for kind, value in keys:
+        found = journal.sets_by_key(kind, value) if value else []
+        if len(found) == 1:
+            return found[0]
     return None
+
+
+def tickets_given(n: Notification) -> list[tuple[str, str]]:
+    """Given a notification, return the tickets it gives its set: the file's and the declaration's own."""
+    return [("ticket", t) for t in (n.first.file_ticket, n.first.handled_ticket) if t]
 
 
 def link(journal: Journal, resp: ResponseRow, source: IO[bytes]) -> list[str]:
@@ -240,6 +264,7 @@ def _record(journal: Journal, resp: ResponseRow, n: Notification) -> list[str]:
         return []
     record = record_for(n, resp.local_path)
     journal.link_response(resp.folder, resp.name, "notification", row.go_name)
+    journal.add_keys(row.go_name, tickets_given(n))  # later answers (DmfA updates, DmfAPID) name these
     notifications = (*row.data.notifications, record)
     if row.state in (State.ACKNOWLEDGED, State.NOTIFIED):
         journal.transition(

@@ -65,6 +65,13 @@ def iter_forms(source: IO[bytes], root_name: str, form_name: str = "Form") -> It
             root.remove(el)  # done with it: drop it, so that memory does not grow with the file
 
 
+def original_form_key(identification: str | None, date: str | None, hour: str | None) -> str | None:
+    """Given a Form's Identification, creation date and hour, return the key both sides record, or None."""
+    if not (identification and date and hour):
+        return None
+    return f"{identification}|{date}|{hour}"
+
+
 def root_name(source: IO[bytes]) -> str:
     """Given an XML stream, return the local name of its root element (reading only up to it)."""
     for _, el in safe_iterparse(source, ("start",)):
