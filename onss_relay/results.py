@@ -15,6 +15,7 @@ from onss_relay.durable import atomic_write
 from onss_relay.errors import InvalidName
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.names import circuit_test, parse_name
+from onss_relay.outcome import outcome_of
 from onss_relay.spool import Spool
 from onss_relay.stages.uncertain import UNCERTAIN_STATES, decide_at
 
@@ -69,6 +70,9 @@ def result_document(
         "set": row.go_name,
         "environment": row.env,
         "state": str(row.state),
+        # what the ONSS decided, in one field: accepted, accepted_with_anomalies, partly_refused, refused,
+        # pending or quarantined (a refused notification leaves the state at notified)
+        "outcome": outcome_of(row.go_name, row.state, row.data),
         "ticket": row.ticket,
         "tickets": tickets,  # every ticket the ONSS gave it: the ACRF's, a notification's file ticket, its own
         "original_forms": [v for k, v in keys or [] if k == "original_form"],  # Identification|date|hour

@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from onss_relay.config import PollConfig
 from onss_relay.errors import InvalidName
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.names import parse_name, set_key
+from onss_relay.outcome import OUTCOMES, outcome_of
 from onss_relay.results import answered_circuit_test, document_of, overdue, uncertain_document
 from onss_relay.spool import Spool
 
@@ -77,16 +79,23 @@ def status_table(
     poll = poll or PollConfig()
     rows = journal.recent_sets(limit)
     now = time.time()
-    header = ("SET", "ENV", "STATE", "TICKET", "AGE", "RESULT")
-    lines = [(r.go_name, r.env, str(r.state), r.ticket or "-", _age(r, now), _result(r, poll, now)) for r in rows]
-    widths = [max(len(x[i]) for x in [header, *lines]) for i in range(5)]
+    header = ("SET", "ENV", "STATE", "OUTCOME", "TICKET", "AGE", "RESULT")
+    lines = [
+        (r.go_name, r.env, str(r.state), outcome_of(r.go_name, r.state, r.data), r.ticket or "-", _age(r, now))
+        + (_result(r, poll, now),)
+        for r in rows
+    ]
+    widths = [max(len(x[i]) for x in [header, *lines]) for i in range(6)]
     out = [
-        "  ".join(c.ljust(w) for c, w in zip(line[:5], widths, strict=True)) + "  " + line[5]
+        "  ".join(c.ljust(w) for c, w in zip(line[:6], widths, strict=True)) + "  " + line[6]
         for line in [header, *lines]
     ]
     counts = journal.counts()
     out.append("")
     out.append("counts: " + (", ".join(f"{s}={counts[s]}" for s in State if s in counts) or "no sets yet"))
+    outcomes = Counter(outcome_of(r.go_name, r.state, r.data) for r in rows)
+    if outcomes:
+        out.append("outcomes of these sets: " + ", ".join(f"{o}={outcomes[o]}" for o in OUTCOMES if o in outcomes))
     unmatched = journal.unmatched_responses()
     if unmatched:
         out += ["", f"answers that match no set we sent ({len(unmatched)}), kept in the inbox:"]
@@ -125,6 +134,7 @@ def set_detail(journal: Journal, name: str) -> str | None:
         f"set:         {row.go_name}",
         f"environment: {row.env}",
         f"state:       {row.state}" + (" (circuit test: done, nothing waits)" if answered_circuit_test(row) else ""),
+        f"outcome:     {doc['outcome']}",
         f"ticket:      {row.ticket or '-'}",
         *([f"tickets:     {', '.join(doc['tickets'])}"] if len(doc["tickets"]) > 1 else []),
         f"result:      {result_summary(row)}",

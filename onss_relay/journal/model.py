@@ -121,6 +121,7 @@ class NotificationRecord:
     summary: str = ""  # e.g. "2 workers: 1 accepted, 1 refused (90373-333, blocking)"
     worker_count: int = 0  # every Form of the file (0 in records written before it was counted)
     diagnosis_meaning: str = ""  # why it was refused, from the Diagnosis table
+    outcome: str = ""  # accepted, accepted_with_anomalies, partly_refused, refused, pending ("" in older records)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,6 +255,7 @@ def _notification_from(d: dict[str, Any]) -> NotificationRecord:
         d.get("summary", ""),
         int(d.get("worker_count", 0)),
         d.get("diagnosis_meaning", ""),
+        d.get("outcome", ""),
     )
 
 

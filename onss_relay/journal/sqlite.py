@@ -41,6 +41,7 @@ from onss_relay.journal.sqlite_schema import (
     set_row,
 )
 from onss_relay.names import parse_name
+from onss_relay.outcome import outcome_of
 
 log = structlog.get_logger(__name__)
 
@@ -241,9 +242,18 @@ class SqliteJournal(ResponseTable, KeyTable):
                 merged = SetData.from_json(row["data"]).updated(c.data)
                 db.execute(
                     "UPDATE sets SET state = ?, updated_at = ?, data = ?, ticket = COALESCE(?, ticket),"
-                    " reason = COALESCE(?, reason), archived = MAX(archived, ?),"
+                    " reason = COALESCE(?, reason), archived = MAX(archived, ?), outcome = ?,"
                     f" change_seq = {NEXT_CHANGE} WHERE go_name = ?",
-                    (c.state, now, merged.to_json(), c.ticket, c.reason, int(c.archived), c.go_name),
+                    (
+                        c.state,
+                        now,
+                        merged.to_json(),
+                        c.ticket,
+                        c.reason,
+                        int(c.archived),
+                        outcome_of(c.go_name, c.state, merged),
+                        c.go_name,
+                    ),
                 )
                 db.execute(
                     "INSERT INTO history (go_name, state, at, detail) VALUES (?,?,?,?)",
@@ -264,13 +274,14 @@ class SqliteJournal(ResponseTable, KeyTable):
     def update_data(self, go_name: str, **data: Any) -> None:
         """Given a set, set the SetData fields ``data`` without changing its state."""
         with self._tx() as db:
-            row = db.execute("SELECT data FROM sets WHERE go_name = ?", (go_name,)).fetchone()
+            row = db.execute("SELECT state, data FROM sets WHERE go_name = ?", (go_name,)).fetchone()
             if row is None:
                 raise IllegalTransition(f"unknown set {go_name}")
             merged = SetData.from_json(row["data"]).updated(data)
+            outcome = outcome_of(go_name, State(row["state"]), merged)
             db.execute(
-                f"UPDATE sets SET data = ?, updated_at = ?, change_seq = {NEXT_CHANGE} WHERE go_name = ?",
-                (merged.to_json(), time.time(), go_name),
+                f"UPDATE sets SET data = ?, updated_at = ?, outcome = ?, change_seq = {NEXT_CHANGE} WHERE go_name = ?",
+                (merged.to_json(), time.time(), outcome, go_name),
             )
 
     def mark_archived(self, archived: dict[str, str]) -> None:
@@ -335,6 +346,16 @@ class SqliteJournal(ResponseTable, KeyTable):
                 [str(s) for s in DONE],
             ).fetchall()
         return [set_row(r) for r in rows]
+
+    def outcome_counts(self) -> dict[str, int]:
+        """Return how many sets have each outcome (a set never answered is pending, a quarantined one
+        quarantined; sets of an older journal count as pending until their next write)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT COALESCE(outcome, CASE state WHEN 'failed' THEN 'quarantined' ELSE 'pending' END), COUNT(*)"
+                " FROM sets GROUP BY 1"
+            )
+            return {r[0]: r[1] for r in rows}
 
     def counts(self) -> dict[str, int]:
         with self._lock:

@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS sets (
     ticket TEXT,
     data TEXT NOT NULL DEFAULT '{}',
     archived INTEGER NOT NULL DEFAULT 0,
-    change_seq INTEGER NOT NULL DEFAULT 0
+    change_seq INTEGER NOT NULL DEFAULT 0,
+    outcome TEXT
 );
 CREATE INDEX IF NOT EXISTS sets_state ON sets(state);
 CREATE INDEX IF NOT EXISTS sets_change ON sets(change_seq);
@@ -78,6 +79,7 @@ CREATE TABLE IF NOT EXISTS sequences (
 ADDED_COLUMNS = (
     ("sets", "change_seq", "INTEGER NOT NULL DEFAULT 0"),  # the change counter results/ follow
     ("responses", "detail", "TEXT"),  # why a response is malformed
+    ("sets", "outcome", "TEXT"),  # what the ONSS decided (onss_relay/outcome.py), beside the state
 )
 
 

@@ -26,6 +26,7 @@ from onss_relay.journal import (
     WorkerResult,
 )
 from onss_relay.names import set_key_of
+from onss_relay.outcome import forms_outcome
 from onss_relay.responses.acrf import consumed
 from onss_relay.responses.codes import anomaly_class, diagnosis, explain_anomaly, result_code
 from onss_relay.responses.reading import (
@@ -209,6 +210,11 @@ def record_for(n: Notification, local_path: str) -> NotificationRecord:
         summary=summary(n),
         worker_count=n.count,
         diagnosis_meaning=diagnosis(f.diagnosis),
+        outcome=forms_outcome(
+            dict(n.outcomes),
+            sum(len(w.anomalies) for w in n.forms),
+            sum(a.blocking for w in n.forms for a in w.anomalies),
+        ),
     )
 
 
