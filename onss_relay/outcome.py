@@ -22,7 +22,7 @@ def notification_outcome(n: NotificationRecord) -> str:
     if n.outcome:
         return n.outcome
     if n.accepted:
-        return "accepted_with_anomalies" if n.anomalies else "accepted"
+        return "accepted_with_anomalies" if n.anomalies or n.anomaly_count else "accepted"
     return "refused" if n.result_code in ("0", "4") else "pending"
 
 

@@ -103,4 +103,4 @@ def test_a_refused_notification_shows_what_each_code_means(relay: Relay, sshd: S
     assert "diagnosis 3: refused: it holds blocking anomalies" in story
     [note] = relay.journal.get_set(DMFA_GO).data.notifications  # type: ignore[union-attr]
     assert note.diagnosis_meaning == "refused: it holds blocking anomalies"
-    assert note.anomalies[0].meaning == "AccidentDate: not in the allowed domain"
+    assert note.workers[0].anomalies[0].meaning == "AccidentDate: not in the allowed domain"

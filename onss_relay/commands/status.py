@@ -155,6 +155,12 @@ def set_detail(journal: Journal, name: str) -> str | None:
                     + (f": {a.label}" if a.label else "")
                     + (f" [{a.tag_name}={a.value}]" if a.tag_name else "")
                 )
+            if w.anomaly_count > len(w.anomalies):
+                lines.append(f"  … {w.anomaly_count - len(w.anomalies)} more anomalies, all in {n.file}")
+        if n.anomaly_count:
+            by_class = ", ".join(f"{c}={k}" for c, k in sorted(n.anomalies_by_class.items()))
+            by_code = ", ".join(f"{c}={k}" for c, k in list(n.anomalies_by_code.items())[:10])
+            lines.append(f"  anomalies: {n.anomaly_count} (by class: {by_class}; most frequent: {by_code})")
     lines.append("history:")
     lines += [f"  {h['at']}  {h['state']:<12} {h['detail'] or ''}".rstrip() for h in doc["history"]]
     return "\n".join(lines)

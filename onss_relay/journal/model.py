@@ -90,7 +90,8 @@ class WorkerResult:
     inss: str | None
     result_code: str | None
     outcome: str  # accepted, refused or pending
-    anomalies: tuple[AnomalyRecord, ...] = ()
+    anomalies: tuple[AnomalyRecord, ...] = ()  # the first ones in detail, blocking ones first
+    anomaly_count: int = 0  # every anomaly of this worker's Form (the file in the inbox holds them all)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,12 +117,15 @@ class NotificationRecord:
     handled_ticket: str | None
     diagnosis: str | None
     file: str
-    anomalies: tuple[AnomalyRecord, ...] = ()  # of every form
+    anomalies: tuple[AnomalyRecord, ...] = ()  # older records only: each anomaly is now stored once, in workers
     workers: tuple[WorkerResult, ...] = ()  # one per Form kept in detail (at most 100, refused ones first)
     summary: str = ""  # e.g. "2 workers: 1 accepted, 1 refused (90373-333, blocking)"
     worker_count: int = 0  # every Form of the file (0 in records written before it was counted)
     diagnosis_meaning: str = ""  # why it was refused, from the Diagnosis table
     outcome: str = ""  # accepted, accepted_with_anomalies, partly_refused, refused, pending ("" in older records)
+    anomaly_count: int = 0  # every anomaly of every Form of the file
+    anomalies_by_class: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    anomalies_by_code: Mapping[str, int] = dataclasses.field(default_factory=dict)  # the most frequent; "other"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,6 +245,7 @@ def _notification_from(d: dict[str, Any]) -> NotificationRecord:
             w.get("result_code"),
             w.get("outcome", "pending"),
             tuple(_anomaly_from(a) for a in w.get("anomalies", [])),
+            int(w.get("anomaly_count", len(w.get("anomalies", [])))),
         )
         for w in d.get("workers", [])
     )
@@ -256,6 +261,9 @@ def _notification_from(d: dict[str, Any]) -> NotificationRecord:
         int(d.get("worker_count", 0)),
         d.get("diagnosis_meaning", ""),
         d.get("outcome", ""),
+        int(d.get("anomaly_count", len(d.get("anomalies", [])))),
+        dict(d.get("anomalies_by_class", {})),
+        dict(d.get("anomalies_by_code", {})),
     )
 
 
