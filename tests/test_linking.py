@@ -176,3 +176,21 @@ def test_the_senders_own_reference_links_only_when_one_set_has_it(relay: Relay, 
     states = {seq: relay.journal.get_set(go).state for seq, go in gos.items()}  # type: ignore[union-attr]
     assert states == {31: State.ACKNOWLEDGED, 32: State.ACKNOWLEDGED, 33: State.NOTIFIED}
     assert [r.name for r in relay.journal.unmatched_responses()] == [f"FO.NOTI.999999.{TODAY}.N0031.T"]
+
+
+def test_answers_that_match_no_set_tell_what_they_name(relay: Relay, sshd: SshServer, sftp_cfg: Config) -> None:
+    from tests.helpers import run_cli
+
+    out = sshd.home / "OUTTEST"
+    stranger = f"GO.DMFA.{SENDER}.{TODAY}.09998.T.1"  # sent by another tool
+    put(out, f"FO.ACRF.999999.{TODAY}.U0001.T", acrf(stranger, "0", errors=("ACRF-125",), ticket="0STRANGER0001"))
+    put(out, f"FO.NOTI.999999.{TODAY}.U0002.T", noti("0", file_reference(stranger, "0STRANGER0002"), "0STRANGEROWN1"))
+    put(out, f"FO.DMNO.999999.{TODAY}.U0003.T", dmfa_update("0STRANGEROWN1"))
+    relay.poll_once()
+    table = run_cli("status", "--config", str(sftp_cfg.source)).stdout
+    assert f"names FileName {stranger}; tickets 0STRANGER0001; result 0 (not OK: refused); ACRF-125: invalid" in table
+    assert f"names FileName {stranger}; tickets 0STRANGER0002, 0STRANGEROWN1; result 0 (not OK: refused)" in table
+    assert "names no FileName; tickets 0UPDATETICKET, 0STRANGEROWN1" in table
+    doc = json.loads(run_cli("status", "--json", "--config", str(sftp_cfg.source)).stdout)
+    named = {r["name"]: r["names"] for r in doc["unlinked_responses"]}
+    assert named[f"FO.ACRF.999999.{TODAY}.U0001.T"].startswith(f"names FileName {stranger}; tickets 0STRANGER0001")

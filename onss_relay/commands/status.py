@@ -216,7 +216,14 @@ def status_json(
         "counts": journal.counts(),
         "sets": [document_of(journal, r, poll) | {"result": result_summary(r)} for r in journal.recent_sets(limit)],
         "unlinked_responses": [
-            {"folder": r.folder, "name": r.name, "kind": r.kind, "path": r.local_path, "reason": r.detail}
+            {
+                "folder": r.folder,
+                "name": r.name,
+                "kind": r.kind,
+                "path": r.local_path,
+                "reason": r.detail if r.kind == "malformed" else None,  # why it cannot be read
+                "names": r.detail if r.kind != "malformed" else None,  # the FileName, tickets, result it names
+            }
             for r in journal.unmatched_responses()
         ],
         "unclaimed": [{"file": n, "age_s": round(a)} for n, a in (view or SpoolView()).unclaimed],

@@ -133,3 +133,17 @@ def anomaly_class(code: str | None) -> AnomalyClass:
     if code is None:
         return AnomalyClass("?", False, "no class given")
     return anomaly_classes().get(code, AnomalyClass(code, False, UNKNOWN))
+
+
+def what_it_names(
+    file_name: str | None, tickets: list[str], result: str | None = None, errors: tuple[str, ...] = ()
+) -> str:
+    """Given what an answer that matches no set carries (the FileName, the tickets, the ResultCode and error
+    codes it names), return it in one line, so that a person can find the declaration it is about."""
+    parts = [f"FileName {file_name}"] if file_name else ["no FileName"]
+    shown = list(dict.fromkeys(t for t in tickets if t))
+    parts.append(f"tickets {', '.join(shown[:5])}" + (" …" if len(shown) > 5 else "") if shown else "no ticket")
+    if result is not None:
+        parts.append(f"result {result} ({result_code(result).meaning})")
+    parts += [describe(e) for e in errors[:3]]
+    return "names " + "; ".join(parts)

@@ -29,7 +29,7 @@ from onss_relay.journal import (
 from onss_relay.names import set_key_of
 from onss_relay.outcome import forms_outcome
 from onss_relay.responses.acrf import consumed
-from onss_relay.responses.codes import anomaly_class, diagnosis, explain_anomaly, result_code
+from onss_relay.responses.codes import anomaly_class, diagnosis, explain_anomaly, result_code, what_it_names
 from onss_relay.responses.reading import (
     ResponseParseError,
     child,
@@ -316,7 +316,9 @@ def _record(journal: Journal, resp: ResponseRow, n: Notification) -> list[str]:
         row = consumed(journal, row, "a notification")
     if row is None or row.state == State.SENT:
         if resp.kind != WAITING:
-            journal.link_response(resp.folder, resp.name, WAITING, row.go_name if row else None)
+            f = n.first
+            named = what_it_names(f.file_name, [*f.tickets(), f.handled_ticket or ""], f.result_code)
+            journal.link_response(resp.folder, resp.name, WAITING, row.go_name if row else None, detail=named)
             log.info(
                 "notification_waiting",
                 file=resp.name,

@@ -11,6 +11,7 @@ from typing import IO
 import structlog
 
 from onss_relay.journal import OTHER_WAITING, Journal, ResponseRow, SetRow
+from onss_relay.responses.codes import what_it_names
 from onss_relay.responses.reading import ResponseParseError, local, safe_iterparse
 
 log = structlog.get_logger(__name__)
@@ -46,7 +47,8 @@ def link(journal: Journal, resp: ResponseRow, source: IO[bytes]) -> list[str]:
             if row is not None:
                 break
         if row is None:
-            journal.link_response(resp.folder, resp.name, OTHER_WAITING if tickets else "other", None)
+            named = what_it_names(None, tickets)
+            journal.link_response(resp.folder, resp.name, OTHER_WAITING if tickets else "other", None, detail=named)
         else:
             journal.link_response(resp.folder, resp.name, "other", row.go_name)
             journal.update_data(row.go_name, other_responses=(*row.data.other_responses, resp.local_path))
