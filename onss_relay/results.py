@@ -16,6 +16,7 @@ from onss_relay.errors import InvalidName
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.names import circuit_test, parse_name
 from onss_relay.outcome import outcome_of
+from onss_relay.responses import rendering
 from onss_relay.spool import Spool
 from onss_relay.stages.uncertain import UNCERTAIN_STATES, decide_at
 
@@ -82,6 +83,7 @@ def result_document(
         "acrf": dataclasses.asdict(row.data.acrf) if row.data.acrf else None,
         "notifications": [dataclasses.asdict(n) for n in row.data.notifications],
         "other_responses": list(row.data.other_responses),
+        "answers": [rendering(a.kind).results_entry(a) for a in row.data.answers],  # of registered types
         "warnings": list(row.data.warnings),
         "circuit_test": is_circuit_test(row.go_name),  # DmfA in T: answered by its ACRF alone
         "sent_dir": row.data.sent_dir,

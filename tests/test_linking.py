@@ -6,7 +6,6 @@ reference when unique. Through a full poll on the real sshd; our own fixtures in
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -88,17 +87,23 @@ def test_every_ticket_a_declaration_is_given_finds_it(relay: Relay, sshd: SshSer
     relay.poll_once()
     row = relay.journal.get_set(GO)
     assert row is not None and row.state == State.NOTIFIED
-    assert [Path(p).name for p in row.data.other_responses] == [
+    assert [a.name for a in row.data.answers] == [
         f"FO.DMNO.999999.{TODAY}.L0003.T",
         f"FO.DMPI.999999.{TODAY}.L0004.T",
     ]
     assert relay.journal.unmatched_responses() == []
     story = set_detail(relay.journal, GO) or ""
     assert f"tickets:     {ACRF_TICKET}, {FILE_TICKET}, {OWN_TICKET}" in story
-    assert f"answer FO.DMNO.999999.{TODAY}.L0003.T about this declaration ({OWN_TICKET})" in story  # history
+    dmno = f"DmfA update notification FO.DMNO.999999.{TODAY}.L0003.T about ticket {OWN_TICKET}, quarter 20264"
+    assert f"answer:      {dmno}" in story and "declaration_answer" not in story
+    assert story.count(dmno) == 2  # its line, and its note in the set's history
     relay.results.catch_up()
     doc = json.loads((relay.spool.results / f"{GO}.json").read_text())
-    assert doc["tickets"] == [ACRF_TICKET, FILE_TICKET, OWN_TICKET] and len(doc["other_responses"]) == 2
+    assert doc["tickets"] == [ACRF_TICKET, FILE_TICKET, OWN_TICKET]
+    assert [(a["type"], a["declaration_ticket"]) for a in doc["answers"]] == [
+        ("DmfAUpdateNotification", OWN_TICKET),
+        ("DmfAPID", FILE_TICKET),
+    ]
 
 
 def test_an_answer_before_the_one_that_gives_its_ticket_links_after_a_restart(
@@ -109,14 +114,14 @@ def test_an_answer_before_the_one_that_gives_its_ticket_links_after_a_restart(
     put(out, f"FO.ACRF.999999.{TODAY}.L0001.T", acrf(GO, ticket=ACRF_TICKET))
     put(out, f"FO.DMNO.999999.{TODAY}.L0003.T", dmfa_update(OWN_TICKET))  # before the notification naming it
     relay.poll_once()
-    assert relay.journal.get_set(GO).data.other_responses == ()  # type: ignore[union-attr]
+    assert relay.journal.get_set(GO).data.answers == ()  # type: ignore[union-attr]
     relay.close()
     later = Relay(sftp_cfg)
     try:
         put(out, f"FO.NOTI.999999.{TODAY}.L0002.T", noti("1", file_reference(GO, FILE_TICKET), OWN_TICKET))
         later.poll_once()
         row = later.journal.get_set(GO)
-        assert row is not None and row.state == State.NOTIFIED and len(row.data.other_responses) == 1
+        assert row is not None and row.state == State.NOTIFIED and len(row.data.answers) == 1
         assert later.journal.unmatched_responses() == []
     finally:
         later.close()
@@ -190,7 +195,7 @@ def test_answers_that_match_no_set_tell_what_they_name(relay: Relay, sshd: SshSe
     table = run_cli("status", "--config", str(sftp_cfg.source)).stdout
     assert f"names FileName {stranger}; tickets 0STRANGER0001; result 0 (not OK: refused); ACRF-125: invalid" in table
     assert f"names FileName {stranger}; tickets 0STRANGER0002, 0STRANGEROWN1; result 0 (not OK: refused)" in table
-    assert "names no FileName; tickets 0UPDATETICKET, 0STRANGEROWN1" in table
+    assert "names no FileName; tickets 0STRANGEROWN1, 0UPDATETICKET" in table
     doc = json.loads(run_cli("status", "--json", "--config", str(sftp_cfg.source)).stdout)
     named = {r["name"]: r["names"] for r in doc["unlinked_responses"]}
     assert named[f"FO.ACRF.999999.{TODAY}.U0001.T"].startswith(f"names FileName {stranger}; tickets 0STRANGER0001")

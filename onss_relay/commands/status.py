@@ -15,6 +15,7 @@ from onss_relay.errors import InvalidName
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.names import parse_name, set_key
 from onss_relay.outcome import OUTCOMES, outcome_of
+from onss_relay.responses import rendering
 from onss_relay.results import answered_circuit_test, document_of, overdue, uncertain_document
 from onss_relay.spool import Spool
 
@@ -143,6 +144,7 @@ def set_detail(journal: Journal, name: str) -> str | None:
     if doc["sent_dir"]:
         lines.append(f"sent files:  {doc['sent_dir']}")
     lines += [f"warning:     {w}" for w in row.data.warnings]
+    lines += [f"answer:      {rendering(a.kind).status_line(a)}" for a in row.data.answers]
     lines += [f"answer:      {p}" for p in row.data.other_responses]
     for n in row.data.notifications:
         for w in n.workers:

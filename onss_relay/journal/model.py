@@ -129,6 +129,17 @@ class NotificationRecord:
 
 
 @dataclasses.dataclass(frozen=True)
+class AnswerRecord:
+    """What an answer of a registered type (responses/, beyond the ACRF and notifications) recorded on its set:
+    its type's kind, its local copy, and the fields its module chose; that module renders it."""
+
+    kind: str
+    name: str  # the answer's file name
+    file: str  # the local copy in the inbox
+    fields: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
 class Uncertain:
     """A set that had a request in flight on a connection the relay gave up: that request may still reach the
     server (a stalled path delivers what it held), so nothing more of the set is put until ``quiet`` seconds
@@ -160,6 +171,7 @@ class SetData:
     acrf: AcrfRecord | None = None
     notifications: tuple[NotificationRecord, ...] = ()
     other_responses: tuple[str, ...] = ()  # local paths of other answers linked by ticket
+    answers: tuple[AnswerRecord, ...] = ()  # answers of registered types beyond ACRF and notifications
     # what the ONSS documents say against how it was sent, found at its claim (never a refusal): an environment
     # they do not list for the application, bytes that do not match the declared encoding …
     warnings: tuple[str, ...] = ()
@@ -202,6 +214,10 @@ class SetData:
             acrf=_acrf_from(acrf) if acrf else None,
             notifications=tuple(_notification_from(n) for n in raw.get("notifications", ())),
             other_responses=tuple(raw.get("other_responses", ())),
+            answers=tuple(
+                AnswerRecord(a["kind"], a.get("name", ""), a.get("file", ""), dict(a.get("fields", {})))
+                for a in raw.get("answers", ())
+            ),
             warnings=tuple(raw.get("warnings", ())),
             uncertain=Uncertain(**raw["uncertain"]) if raw.get("uncertain") else None,
         )
