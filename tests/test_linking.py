@@ -199,3 +199,19 @@ def test_answers_that_match_no_set_tell_what_they_name(relay: Relay, sshd: SshSe
     doc = json.loads(run_cli("status", "--json", "--config", str(sftp_cfg.source)).stdout)
     named = {r["name"]: r["names"] for r in doc["unlinked_responses"]}
     assert named[f"FO.ACRF.999999.{TODAY}.U0001.T"].startswith(f"names FileName {stranger}; tickets 0STRANGER0001")
+
+
+def test_an_idflux_naming_the_declarations_own_ticket_is_linked(relay: Relay, sshd: SshServer) -> None:
+    sent_set(relay, GO, FI)
+    out = sshd.home / "OUTTEST"
+    put(out, f"FO.ACRF.999999.{TODAY}.L0001.T", acrf(GO, ticket=ACRF_TICKET))
+    put(out, f"FO.NOTI.999999.{TODAY}.L0002.T", noti("1", file_reference(GO, FILE_TICKET), OWN_TICKET))
+    idflux = f"""<?xml version="1.0" encoding="UTF-8"?><IDFLUX><Form><Identification>IDFL001</Identification>
+ {reference("0IDFLUXTICKET", type_="1")}{reference(OWN_TICKET)}<INSS>85073003328</INSS></Form></IDFLUX>"""
+    put(out, f"FO.IDFL.999999.{TODAY}.L0005.T", idflux.encode())  # an identification change about its worker
+    relay.poll_once()
+    row = relay.journal.get_set(GO)
+    assert row is not None and [p.rsplit("/", 1)[-1] for p in row.data.other_responses] == [
+        f"FO.IDFL.999999.{TODAY}.L0005.T"
+    ]
+    assert relay.journal.unmatched_responses() == []
