@@ -1,9 +1,9 @@
-"""What a declaration's own answers may name it by, read from its first FI part when it is claimed: each Form's
-Identification, creation date and hour (a notification without FileReference names it by these, as its
-HandledOriginalForm) and the sender's own reference (``Reference`` of origin 1).
+"""What a declaration's own answers may name it by, read from its first FI part when it is claimed: its first
+Form's Identification, creation date and hour (a notification without FileReference names the declaration by
+these, as its HandledOriginalForm) and the sender's own reference (``Reference`` of origin 1).
 
-Only the head of each Form is kept (the elements before its body); the body is streamed through and freed, so
-memory stays flat whatever the file's size. A file that is not XML has no keys (flat files, binary parts).
+Only the head of the first Form is read (the elements before its body): reading stops where the body starts,
+so a 500 MB DmfA costs no more than a small one. A file that is not XML has no keys (flat files, binary parts).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from xml.etree.ElementTree import Element
 
 from onss_relay.responses.reading import ResponseParseError, local, original_form_key, safe_iterparse, text
 
-MAX_FORMS = 1000  # keys of the first forms only: a file with more is linked by its FileName and tickets
 HEAD = frozenset({"Identification", "FormCreationDate", "FormCreationHour", "Reference"})
+BEFORE_BODY = HEAD | {"AttestationStatus", "TypeForm"}  # a Form's head; any other child starts its body
 
 
 def declaration_keys(path: Path) -> tuple[tuple[str, str], ...]:
@@ -40,26 +40,21 @@ def declaration_keys(path: Path) -> tuple[tuple[str, str], ...]:
 
 
 def _form_heads(source: IO[bytes]) -> Iterator[dict[str, Element]]:
-    """Given an FI stream, yield for each top-level Form a dict of its head elements (name → element); every
-    other element is dropped from its parent as soon as it ends."""
+    """Given an FI stream, yield the head elements (name → element) of its first Form, read up to where its
+    body starts (or the Form ends), and stop."""
     stack: list[Element] = []
     head: dict[str, Element] = {}
-    forms = 0
     for event, el in safe_iterparse(source, ("start", "end")):
         if event == "start":
             stack.append(el)
+            if len(stack) == 3 and local(el.tag) not in BEFORE_BODY:
+                yield head  # the body of the first Form starts: its head is complete
+                return
             continue
         stack.pop()
         name = local(el.tag)
         if len(stack) == 2 and name in HEAD and name not in head:
-            head[name] = el  # a Form's head element: kept, with its children, until the Form ends
+            head[name] = el
         elif len(stack) == 1 and name == "Form":
             yield head
-            head = {}
-            forms += 1
-            if forms >= MAX_FORMS:
-                return
-        if len(stack) >= 3 and local(stack[2].tag) in HEAD:
-            continue  # inside a head element: its children are read when it ends
-        if stack:
-            stack[-1].remove(el)
+            return
