@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector
 
 from onss_relay.config import PollConfig
 from onss_relay.journal import IN_FLIGHT, Journal, State
+from onss_relay.outcome import OUTCOMES
 from onss_relay.results import overdue
 from onss_relay.spool import Spool
 
@@ -65,6 +66,15 @@ class RelayCollector(Collector):
         for s in State:
             by_state.add_metric([s.value], counts.get(s, 0))
         yield by_state
+        outcomes = self.journal.outcome_counts()
+        by_outcome = GaugeMetricFamily(
+            "onss_relay_sets_by_outcome",
+            "Declaration sets by what the ONSS decided (refused, accepted …)",
+            labels=["outcome"],
+        )
+        for o in OUTCOMES:
+            by_outcome.add_metric([o], outcomes.get(o, 0))
+        yield by_outcome
         unmatched = GaugeMetricFamily("onss_relay_unlinked_responses", "Answers kept that match no set we sent")
         unmatched.add_metric([], len(self.journal.unmatched_responses()))
         yield unmatched

@@ -15,6 +15,8 @@ from onss_relay.durable import atomic_write
 from onss_relay.errors import InvalidName
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.names import circuit_test, parse_name
+from onss_relay.outcome import outcome_of
+from onss_relay.responses import rendering
 from onss_relay.spool import Spool
 from onss_relay.stages.uncertain import UNCERTAIN_STATES, quiet_left
 
@@ -52,20 +54,36 @@ def _iso(at: float) -> str:
     return dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="seconds")
 
 
+def document_of(journal: Journal, row: SetRow, poll: PollConfig | None = None) -> dict[str, Any]:
+    """Given the journal and one of its sets, return the JSON document describing it (history and keys read)."""
+    return result_document(row, journal.history(row.go_name), poll, journal.keys_of(row.go_name))
+
+
 def result_document(
-    row: SetRow, history: list[tuple[float, str, str | None]], poll: PollConfig | None = None
+    row: SetRow,
+    history: list[tuple[float, str, str | None]],
+    poll: PollConfig | None = None,
+    keys: list[tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """Given a set's journal row and history, return the JSON document describing it."""
+    """Given a set's journal row, history and keys, return the JSON document describing it."""
+    tickets = [t for t in dict.fromkeys([row.ticket, *(v for k, v in keys or [] if k == "ticket")]) if t]
     return {
         "set": row.go_name,
         "environment": row.env,
         "state": str(row.state),
+        # what the ONSS decided, in one field: accepted, accepted_with_anomalies, partly_refused, refused,
+        # pending or quarantined (a refused notification leaves the state at notified)
+        "outcome": outcome_of(row.go_name, row.state, row.data),
         "ticket": row.ticket,
+        "tickets": tickets,  # every ticket the ONSS gave it: the ACRF's, a notification's file ticket, its own
+        "original_forms": [v for k, v in keys or [] if k == "original_form"],  # Identification|date|hour
+        "sender_references": [v for k, v in keys or [] if k == "sender_ref"],
         "reason": row.reason,
         "parts": row.parts,
         "acrf": dataclasses.asdict(row.data.acrf) if row.data.acrf else None,
         "notifications": [dataclasses.asdict(n) for n in row.data.notifications],
         "other_responses": list(row.data.other_responses),
+        "answers": [rendering(a.kind).results_entry(a) for a in row.data.answers],  # of registered types
         "warnings": list(row.data.warnings),
         "circuit_test": is_circuit_test(row.go_name),  # DmfA in T: answered by its ACRF alone
         "sent_dir": row.data.sent_dir,
@@ -102,7 +120,7 @@ def uncertain_document(row: SetRow) -> dict[str, Any] | None:
 def write_result(spool: Spool, journal: Journal, row: SetRow) -> Path:
     """Given a set, (re)write results/<GO name>.json atomically and return its path."""
     path = spool.results / f"{row.go_name}.json"
-    doc = result_document(row, journal.history(row.go_name))
+    doc = document_of(journal, row)
     atomic_write(path, json.dumps(doc, indent=2).encode(), sync=False)  # derived from the journal
     return path
 

@@ -47,7 +47,8 @@ def test_demo_prints_the_table_and_exits_0(tmp_path: Path) -> None:
     assert "acknowledged" in r.stdout and "a DmfA in T is only a circuit test" in r.stdout
     assert "wrong sender number" in r.stdout
     assert "2 workers: 1 accepted, 1 refused (90373-333, blocking)" in r.stdout  # a Dimona for two workers
-    assert "refused (diagnosis 3), 1 anomaly (00315-009 blocking)" in r.stdout  # a refused notification
+    # a refused notification, its diagnosis and anomaly explained (zone 00315 is not in our zone table)
+    assert "refused (diagnosis 3: refused: it holds blocking anomalies), 1 anomaly (00315-009 zone 00315:" in r.stdout
     assert (tmp_path / "demo" / "spool" / "failed").is_dir()
     status = run("status", "--json", "--config", str(tmp_path / "demo" / "config.toml"))
     doc = json.loads(status.stdout)

@@ -149,7 +149,11 @@ def test_full_cycle_over_sftp(sftp_dir: Path, sshd: SshServer) -> None:
     accepted = by_set["GO" + names[0][2:-2]]
     refused = by_set["GO" + other[0][2:-2]]
     assert accepted["state"] == "notified" and len(accepted["ticket"]) == 13
-    assert accepted["notifications"][0]["anomalies"][0]["error_id"] == "00024-152"
+    [note] = accepted["notifications"]  # each anomaly stored once: under its worker (Form), counted on the notification
+    assert note["workers"][0]["anomalies"][0]["error_id"] == "00024-152" and note["anomalies_by_code"] == {
+        "00024-152": 1
+    }
+    assert accepted["outcome"] == "accepted_with_anomalies" and refused["outcome"] == "refused"
     assert refused["state"] == "refused"
     assert refused["acrf"]["errors"] == [{"code": "ACRF-125", "description": "invalid signature"}]
     table = run_cli("status", "--config", config).stdout

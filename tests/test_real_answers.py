@@ -90,7 +90,7 @@ def test_two_workers_one_refused_reads_as_such() -> None:
 
 def test_result_code_0_is_refused_with_its_diagnosis() -> None:
     n = parse_notification(notification(form("85073003328", "0", diagnosis="3")).encode())
-    assert not n.accepted and summary(n) == "refused (diagnosis 3)"
+    assert not n.accepted and summary(n) == "refused (diagnosis 3: refused: it holds blocking anomalies)"
 
 
 @pytest.mark.parametrize(
@@ -203,7 +203,7 @@ def test_answers_of_other_applications_are_mirrored_and_shown(relay: Relay, sshd
     relay.poll_once()
     assert (relay.spool.inbox / "OUTTEST" / name).exists() and list((sshd.home / "OUTTEST").iterdir()) == []
     unmatched = {r.name: r.kind for r in relay.journal.unmatched_responses()}
-    assert unmatched == {name: "other", f"FO.ACRF.999999.{TODAY}.7Q2ZY.T": "acrf-unmatched"}
+    assert unmatched == {name: "other-waiting", f"FO.ACRF.999999.{TODAY}.7Q2ZY.T": "acrf-unmatched"}
 
 
 def test_a_large_notification_is_parsed_as_a_stream(tmp_path: Path) -> None:

@@ -72,7 +72,7 @@ def test_refused_acrf_with_descriptions() -> None:
 def test_notification_with_anomalies() -> None:
     n = parse_notification(NOTIFICATION)
     f = n.first
-    assert f.tickets() == ["0380579A83Q1Z"] and f.handled_ticket == "DOS2026112400001" and f.original_form == "DMFA001"
+    assert f.tickets() == ["0380579A83Q1Z"] and f.handled_ticket == "DOS2026112400001" and f.original_form is None
     assert f.result_code == "0" and not n.accepted and f.diagnosis == "3"
     assert [(a.error_id, a.blocking) for a in f.anomalies] == [("00024-152", False), ("00315-009", True)]
 

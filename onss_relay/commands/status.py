@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,9 @@ from onss_relay.config import PollConfig
 from onss_relay.errors import InvalidName
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.names import parse_name, set_key
-from onss_relay.results import answered_circuit_test, overdue, result_document, uncertain_document
+from onss_relay.outcome import OUTCOMES, outcome_of
+from onss_relay.responses import rendering
+from onss_relay.results import answered_circuit_test, document_of, overdue, uncertain_document
 from onss_relay.spool import Spool
 
 
@@ -84,16 +87,23 @@ def status_table(
     poll = poll or PollConfig()
     rows = journal.recent_sets(limit)
     now = time.time()
-    header = ("SET", "ENV", "STATE", "TICKET", "AGE", "RESULT")
-    lines = [(r.go_name, r.env, str(r.state), r.ticket or "-", _age(r, now), _result(r, poll, now)) for r in rows]
-    widths = [max(len(x[i]) for x in [header, *lines]) for i in range(5)]
+    header = ("SET", "ENV", "STATE", "OUTCOME", "TICKET", "AGE", "RESULT")
+    lines = [
+        (r.go_name, r.env, str(r.state), outcome_of(r.go_name, r.state, r.data), r.ticket or "-", _age(r, now))
+        + (_result(r, poll, now),)
+        for r in rows
+    ]
+    widths = [max(len(x[i]) for x in [header, *lines]) for i in range(6)]
     out = [
-        "  ".join(c.ljust(w) for c, w in zip(line[:5], widths, strict=True)) + "  " + line[5]
+        "  ".join(c.ljust(w) for c, w in zip(line[:6], widths, strict=True)) + "  " + line[6]
         for line in [header, *lines]
     ]
     counts = journal.counts()
     out.append("")
     out.append("counts: " + (", ".join(f"{s}={counts[s]}" for s in State if s in counts) or "no sets yet"))
+    outcomes = Counter(outcome_of(r.go_name, r.state, r.data) for r in rows)
+    if outcomes:
+        out.append("outcomes of these sets: " + ", ".join(f"{o}={outcomes[o]}" for o in OUTCOMES if o in outcomes))
     unmatched = journal.unmatched_responses()
     if unmatched:
         out += ["", f"answers that match no set we sent ({len(unmatched)}), kept in the inbox:"]
@@ -127,29 +137,39 @@ def set_detail(journal: Journal, name: str) -> str | None:
     row = journal.get_set(_as_go(name))
     if row is None:
         return None
-    doc = result_document(row, journal.history(row.go_name))
+    doc = document_of(journal, row)
     lines = [
         f"set:         {row.go_name}",
         f"environment: {row.env}",
         f"state:       {row.state}" + (" (circuit test: done, nothing waits)" if answered_circuit_test(row) else ""),
+        f"outcome:     {doc['outcome']}",
         f"ticket:      {row.ticket or '-'}",
+        *([f"tickets:     {', '.join(doc['tickets'])}"] if len(doc["tickets"]) > 1 else []),
         f"result:      {result_summary(row)}",
         f"parts:       {', '.join(row.parts)}",
     ]
     if doc["sent_dir"]:
         lines.append(f"sent files:  {doc['sent_dir']}")
     lines += [f"warning:     {w}" for w in row.data.warnings]
+    lines += [f"answer:      {rendering(a.kind).status_line(a)}" for a in row.data.answers]
+    lines += [f"answer:      {p}" for p in row.data.other_responses]
     for n in row.data.notifications:
         for w in n.workers:
             who = f"worker {w.inss}: " if w.inss else ""
             lines.append(f"notification: {who}{w.outcome} (result {w.result_code})")
             for a in w.anomalies:
-                cls = f"{a.anomaly_class}, {'blocking' if a.blocking else 'not blocking'}"
+                cls = f"{a.anomaly_class} {a.class_meaning.split(':')[0]}".strip()
                 lines.append(
-                    f"  anomaly:   {a.error_id} ({cls}) at {a.path or '-'}"
+                    f"  anomaly:   {a.error_id} {a.meaning or '-'} ({cls}) at {a.path or '-'}"
                     + (f": {a.label}" if a.label else "")
                     + (f" [{a.tag_name}={a.value}]" if a.tag_name else "")
                 )
+            if w.anomaly_count > len(w.anomalies):
+                lines.append(f"  … {w.anomaly_count - len(w.anomalies)} more anomalies, all in {n.file}")
+        if n.anomaly_count:
+            by_class = ", ".join(f"{c}={k}" for c, k in sorted(n.anomalies_by_class.items()))
+            by_code = ", ".join(f"{c}={k}" for c, k in list(n.anomalies_by_code.items())[:10])
+            lines.append(f"  anomalies: {n.anomaly_count} (by class: {by_class}; most frequent: {by_code})")
     lines.append("history:")
     lines += [f"  {h['at']}  {h['state']:<12} {h['detail'] or ''}".rstrip() for h in doc["history"]]
     return "\n".join(lines)
@@ -198,19 +218,21 @@ def status_json(
     """Given the journal, return sets and counts as a JSON-ready dict (one set with its history when named)."""
     if name:
         row = journal.get_set(_as_go(name))
-        doc = (
-            result_document(row, journal.history(row.go_name), poll) | {"result": result_summary(row)} if row else None
-        )
+        doc = document_of(journal, row, poll) | {"result": result_summary(row)} if row else None
         return {"set": doc}
     return {
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "counts": journal.counts(),
-        "sets": [
-            result_document(r, journal.history(r.go_name), poll) | {"result": result_summary(r)}
-            for r in journal.recent_sets(limit)
-        ],
+        "sets": [document_of(journal, r, poll) | {"result": result_summary(r)} for r in journal.recent_sets(limit)],
         "unlinked_responses": [
-            {"folder": r.folder, "name": r.name, "kind": r.kind, "path": r.local_path, "reason": r.detail}
+            {
+                "folder": r.folder,
+                "name": r.name,
+                "kind": r.kind,
+                "path": r.local_path,
+                "reason": r.detail if r.kind == "malformed" else None,  # why it cannot be read
+                "names": r.detail if r.kind != "malformed" else None,  # the FileName, tickets, result it names
+            }
             for r in journal.unmatched_responses()
         ],
         "unclaimed": [{"file": n, "age_s": round(a)} for n, a in (view or SpoolView()).unclaimed],

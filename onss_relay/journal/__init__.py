@@ -8,6 +8,7 @@ contract test (tests/test_journal_contract.py).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,10 +16,13 @@ from onss_relay.config import Config
 from onss_relay.journal.model import (
     DONE,
     IN_FLIGHT,
+    OTHER_WAITING,
     TRANSITIONS,
     WAITING,
+    WAITING_KINDS,
     AcrfRecord,
     AnomalyRecord,
+    AnswerRecord,
     Change,
     CodeMeaning,
     NewSet,
@@ -37,7 +41,10 @@ __all__ = [
     "IN_FLIGHT",
     "TRANSITIONS",
     "WAITING",
+    "OTHER_WAITING",
+    "WAITING_KINDS",
     "AcrfRecord",
+    "AnswerRecord",
     "AnomalyRecord",
     "Change",
     "CodeMeaning",
@@ -102,9 +109,28 @@ class Journal(Protocol):
 
     def last_change(self) -> int: ...
 
-    def set_by_ticket(self, ticket: str) -> SetRow | None: ...
+    def set_by_ticket(self, ticket: str) -> SetRow | None:
+        """The set given this ONSS ticket, of any family: the ACRF's, a notification's file ticket, the
+        declaration's own (HandledReference)."""
+        ...
+
+    def add_keys(self, go_name: str, keys: Iterable[tuple[str, str]]) -> None:
+        """Record (kind, value) keys a set is known by: ``ticket``, ``original_form`` (Identification|date|hour
+        of a Form of its FI), ``sender_ref`` (the sender's own reference)."""
+        ...
+
+    def keys_of(self, go_name: str) -> list[tuple[str, str]]: ...
+    def sets_by_key(self, kind: str, value: str) -> list[SetRow]: ...
+    def add_note(self, go_name: str, detail: str) -> None:
+        """Add a line to a set's history in its current state (an answer that changes no state)."""
+        ...
+
     def unarchived_done(self) -> list[SetRow]: ...
     def counts(self) -> dict[str, int]: ...
+    def outcome_counts(self) -> dict[str, int]:
+        """How many sets have each outcome (onss_relay/outcome.py): accepted, refused, pending …"""
+        ...
+
     def history(self, go_name: str) -> list[tuple[float, str, str | None]]: ...
 
     # responses

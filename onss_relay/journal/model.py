@@ -46,6 +46,9 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 IN_FLIGHT = (S.QUEUED, S.SIGNED, S.UPLOADING, S.GO_SENDING)
 DONE = (S.SENT, S.ACKNOWLEDGED, S.REFUSED, S.NOTIFIED)  # the GO went out
 WAITING = "notification-waiting"  # a response kind: linked again at every pass until its set has its ACRF
+# an other answer whose tickets match no set yet (the notification giving its set that ticket may come later)
+OTHER_WAITING = "other-waiting"
+WAITING_KINDS = (WAITING, OTHER_WAITING)  # linked again when an answer changed a set, and at a first pass
 
 
 def check_transition(old: State, new: State) -> None:
@@ -77,6 +80,7 @@ class AnomalyRecord:
     tag_name: str | None = None
     value: str | None = None
     label: str | None = None
+    meaning: str = ""  # the code explained: the zone's name and the kind of error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +90,8 @@ class WorkerResult:
     inss: str | None
     result_code: str | None
     outcome: str  # accepted, refused or pending
-    anomalies: tuple[AnomalyRecord, ...] = ()
+    anomalies: tuple[AnomalyRecord, ...] = ()  # the first ones in detail, blocking ones first
+    anomaly_count: int = 0  # every anomaly of this worker's Form (the file in the inbox holds them all)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,10 +117,26 @@ class NotificationRecord:
     handled_ticket: str | None
     diagnosis: str | None
     file: str
-    anomalies: tuple[AnomalyRecord, ...] = ()  # of every form
+    anomalies: tuple[AnomalyRecord, ...] = ()  # older records only: each anomaly is now stored once, in workers
     workers: tuple[WorkerResult, ...] = ()  # one per Form kept in detail (at most 100, refused ones first)
     summary: str = ""  # e.g. "2 workers: 1 accepted, 1 refused (90373-333, blocking)"
     worker_count: int = 0  # every Form of the file (0 in records written before it was counted)
+    diagnosis_meaning: str = ""  # why it was refused, from the Diagnosis table
+    outcome: str = ""  # accepted, accepted_with_anomalies, partly_refused, refused, pending ("" in older records)
+    anomaly_count: int = 0  # every anomaly of every Form of the file
+    anomalies_by_class: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    anomalies_by_code: Mapping[str, int] = dataclasses.field(default_factory=dict)  # the most frequent; "other"
+
+
+@dataclasses.dataclass(frozen=True)
+class AnswerRecord:
+    """What an answer of a registered type (responses/, beyond the ACRF and notifications) recorded on its set:
+    its type's kind, its local copy, and the fields its module chose; that module renders it."""
+
+    kind: str
+    name: str  # the answer's file name
+    file: str  # the local copy in the inbox
+    fields: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +171,7 @@ class SetData:
     acrf: AcrfRecord | None = None
     notifications: tuple[NotificationRecord, ...] = ()
     other_responses: tuple[str, ...] = ()  # local paths of other answers linked by ticket
+    answers: tuple[AnswerRecord, ...] = ()  # answers of registered types beyond ACRF and notifications
     # what the ONSS documents say against how it was sent, found at its claim (never a refusal): an environment
     # they do not list for the application, bytes that do not match the declared encoding …
     warnings: tuple[str, ...] = ()
@@ -192,6 +214,10 @@ class SetData:
             acrf=_acrf_from(acrf) if acrf else None,
             notifications=tuple(_notification_from(n) for n in raw.get("notifications", ())),
             other_responses=tuple(raw.get("other_responses", ())),
+            answers=tuple(
+                AnswerRecord(a["kind"], a.get("name", ""), a.get("file", ""), dict(a.get("fields", {})))
+                for a in raw.get("answers", ())
+            ),
             warnings=tuple(raw.get("warnings", ())),
             uncertain=Uncertain(**raw["uncertain"]) if raw.get("uncertain") else None,
         )
@@ -224,6 +250,7 @@ def _anomaly_from(a: dict[str, Any]) -> AnomalyRecord:
         a.get("tag_name"),
         a.get("value"),
         a.get("label"),
+        a.get("meaning", ""),
     )
 
 
@@ -234,6 +261,7 @@ def _notification_from(d: dict[str, Any]) -> NotificationRecord:
             w.get("result_code"),
             w.get("outcome", "pending"),
             tuple(_anomaly_from(a) for a in w.get("anomalies", [])),
+            int(w.get("anomaly_count", len(w.get("anomalies", [])))),
         )
         for w in d.get("workers", [])
     )
@@ -247,6 +275,11 @@ def _notification_from(d: dict[str, Any]) -> NotificationRecord:
         workers,
         d.get("summary", ""),
         int(d.get("worker_count", 0)),
+        d.get("diagnosis_meaning", ""),
+        d.get("outcome", ""),
+        int(d.get("anomaly_count", len(d.get("anomalies", [])))),
+        dict(d.get("anomalies_by_class", {})),
+        dict(d.get("anomalies_by_code", {})),
     )
 
 
@@ -261,6 +294,7 @@ class NewSet:
     env: str
     parts: list[str]
     data: SetData = SetData()
+    keys: tuple[tuple[str, str], ...] = ()  # (kind, value) it is known by: original_form, sender_ref (its FI's)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,9 +28,11 @@ from onss_relay.journal.model import (
     State,
     check_transition,
 )
+from onss_relay.journal.sqlite_keys import KeyTable
 from onss_relay.journal.sqlite_responses import ResponseTable
 from onss_relay.journal.sqlite_schema import (
     BUSY_TIMEOUT_MS,
+    NEXT_CHANGE,
     SCHEMA,
     SCHEMA_VERSION,
     add_missing_columns,
@@ -39,15 +41,15 @@ from onss_relay.journal.sqlite_schema import (
     set_row,
 )
 from onss_relay.names import parse_name
+from onss_relay.outcome import outcome_of
 
 log = structlog.get_logger(__name__)
 
 S = State
 # every write to a set takes the next value of the change counter, in the same transaction (results follow it)
-NEXT_CHANGE = "(SELECT COALESCE(MAX(change_seq), 0) + 1 FROM sets)"
 
 
-class SqliteJournal(ResponseTable):
+class SqliteJournal(ResponseTable, KeyTable):
     """Given a database path, keep the state of every set and response; safe to share between threads."""
 
     def __init__(self, path: Path, readonly: bool = False) -> None:
@@ -168,6 +170,10 @@ class SqliteJournal(ResponseTable):
                         (n.go_name, n.env, S.QUEUED, json.dumps(n.parts), now, now, n.data.to_json()),
                     )
                 db.execute("INSERT INTO history (go_name, state, at) VALUES (?,?,?)", (n.go_name, S.QUEUED, now))
+                db.executemany(
+                    "INSERT OR IGNORE INTO set_keys (kind, value, go_name) VALUES (?,?,?)",
+                    [(kind, value, n.go_name) for kind, value in n.keys],
+                )
         for n in sets:
             log.info("set_state", set=n.go_name, state=str(S.QUEUED), parts=len(n.parts))
 
@@ -236,9 +242,18 @@ class SqliteJournal(ResponseTable):
                 merged = SetData.from_json(row["data"]).updated(c.data)
                 db.execute(
                     "UPDATE sets SET state = ?, updated_at = ?, data = ?, ticket = COALESCE(?, ticket),"
-                    " reason = COALESCE(?, reason), archived = MAX(archived, ?),"
+                    " reason = COALESCE(?, reason), archived = MAX(archived, ?), outcome = ?,"
                     f" change_seq = {NEXT_CHANGE} WHERE go_name = ?",
-                    (c.state, now, merged.to_json(), c.ticket, c.reason, int(c.archived), c.go_name),
+                    (
+                        c.state,
+                        now,
+                        merged.to_json(),
+                        c.ticket,
+                        c.reason,
+                        int(c.archived),
+                        outcome_of(c.go_name, c.state, merged),
+                        c.go_name,
+                    ),
                 )
                 db.execute(
                     "INSERT INTO history (go_name, state, at, detail) VALUES (?,?,?,?)",
@@ -259,13 +274,14 @@ class SqliteJournal(ResponseTable):
     def update_data(self, go_name: str, **data: Any) -> None:
         """Given a set, set the SetData fields ``data`` without changing its state."""
         with self._tx() as db:
-            row = db.execute("SELECT data FROM sets WHERE go_name = ?", (go_name,)).fetchone()
+            row = db.execute("SELECT state, data FROM sets WHERE go_name = ?", (go_name,)).fetchone()
             if row is None:
                 raise IllegalTransition(f"unknown set {go_name}")
             merged = SetData.from_json(row["data"]).updated(data)
+            outcome = outcome_of(go_name, State(row["state"]), merged)
             db.execute(
-                f"UPDATE sets SET data = ?, updated_at = ?, change_seq = {NEXT_CHANGE} WHERE go_name = ?",
-                (merged.to_json(), time.time(), go_name),
+                f"UPDATE sets SET data = ?, updated_at = ?, outcome = ?, change_seq = {NEXT_CHANGE} WHERE go_name = ?",
+                (merged.to_json(), time.time(), outcome, go_name),
             )
 
     def mark_archived(self, archived: dict[str, str]) -> None:
@@ -322,11 +338,6 @@ class SqliteJournal(ResponseTable):
         with self._lock:
             return int(self._db.execute("SELECT COALESCE(MAX(change_seq), 0) FROM sets").fetchone()[0])
 
-    def set_by_ticket(self, ticket: str) -> SetRow | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM sets WHERE ticket = ?", (ticket,)).fetchone()
-        return set_row(row) if row else None
-
     def unarchived_done(self) -> list[SetRow]:
         """Return sets whose GO went out but whose local files were not yet moved to sent/."""
         with self._lock:
@@ -335,6 +346,16 @@ class SqliteJournal(ResponseTable):
                 [str(s) for s in DONE],
             ).fetchall()
         return [set_row(r) for r in rows]
+
+    def outcome_counts(self) -> dict[str, int]:
+        """Return how many sets have each outcome (a set never answered is pending, a quarantined one
+        quarantined; sets of an older journal count as pending until their next write)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT COALESCE(outcome, CASE state WHEN 'failed' THEN 'quarantined' ELSE 'pending' END), COUNT(*)"
+                " FROM sets GROUP BY 1"
+            )
+            return {r[0]: r[1] for r in rows}
 
     def counts(self) -> dict[str, int]:
         with self._lock:

@@ -9,7 +9,7 @@ import sqlite3
 import threading
 import time
 
-from onss_relay.journal.model import WAITING, ResponseRow
+from onss_relay.journal.model import WAITING_KINDS, ResponseRow
 from onss_relay.journal.sqlite_schema import response_row
 
 
@@ -56,7 +56,7 @@ class ResponseTable:
         """Return the responses to link: never read yet, or waiting for their set (a notification before its ACRF)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT * FROM responses WHERE kind IS NULL OR kind = ? ORDER BY at, name", (WAITING,)
+                "SELECT * FROM responses WHERE kind IS NULL OR kind IN (?, ?) ORDER BY at, name", WAITING_KINDS
             ).fetchall()
         return [response_row(r) for r in rows]
 

@@ -18,6 +18,8 @@ T = TypeVar("T")
 BUSY_TIMEOUT_MS = 30_000  # how long a statement waits for another process's lock on the journal
 SCHEMA_VERSION = 2  # PRAGMA user_version; 0/1: onss-relay 0.1 (untyped set data, read as version 1)
 
+NEXT_CHANGE = "(SELECT COALESCE(MAX(change_seq), 0) + 1 FROM sets)"  # the change counter's next value
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sets (
     go_name TEXT PRIMARY KEY,
@@ -30,7 +32,8 @@ CREATE TABLE IF NOT EXISTS sets (
     ticket TEXT,
     data TEXT NOT NULL DEFAULT '{}',
     archived INTEGER NOT NULL DEFAULT 0,
-    change_seq INTEGER NOT NULL DEFAULT 0
+    change_seq INTEGER NOT NULL DEFAULT 0,
+    outcome TEXT
 );
 CREATE INDEX IF NOT EXISTS sets_state ON sets(state);
 CREATE INDEX IF NOT EXISTS sets_change ON sets(change_seq);
@@ -55,6 +58,13 @@ CREATE TABLE IF NOT EXISTS responses (
     detail TEXT,
     PRIMARY KEY (folder, name)
 );
+CREATE TABLE IF NOT EXISTS set_keys (
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL,
+    go_name TEXT NOT NULL,
+    PRIMARY KEY (kind, value, go_name)
+);
+CREATE INDEX IF NOT EXISTS set_keys_set ON set_keys(go_name);
 CREATE TABLE IF NOT EXISTS sequences (
     sender TEXT NOT NULL,
     date TEXT NOT NULL,
@@ -69,6 +79,7 @@ CREATE TABLE IF NOT EXISTS sequences (
 ADDED_COLUMNS = (
     ("sets", "change_seq", "INTEGER NOT NULL DEFAULT 0"),  # the change counter results/ follow
     ("responses", "detail", "TEXT"),  # why a response is malformed
+    ("sets", "outcome", "TEXT"),  # what the ONSS decided (onss_relay/outcome.py), beside the state
 )
 
 

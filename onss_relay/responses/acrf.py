@@ -15,7 +15,7 @@ import structlog
 
 from onss_relay.journal import AcrfRecord, Change, CodeMeaning, Journal, ResponseRow, SetRow, State
 from onss_relay.names import set_key_of
-from onss_relay.responses.codes import UNKNOWN, acrf_descriptions, describe, result_code
+from onss_relay.responses.codes import acrf_meaning, describe, result_code, what_it_names
 from onss_relay.responses.reading import ResponseParseError, child, decompress, iter_forms, text, texts
 
 log = structlog.get_logger(__name__)
@@ -75,7 +75,7 @@ def parse_acrf(data: bytes) -> Acrf:
 
 
 def record_for(acrf: Acrf, local_path: str) -> AcrfRecord:
-    errors = tuple(CodeMeaning(c, acrf_descriptions().get(c, UNKNOWN)) for c in acrf.errors)
+    errors = tuple(CodeMeaning(c, acrf_meaning(c)) for c in acrf.errors)
     return AcrfRecord(
         acrf.result_code,
         acrf.accepted,
@@ -96,7 +96,8 @@ def link(journal: Journal, resp: ResponseRow, source: IO[bytes]) -> list[str]:
         for acrf in forms:
             row = _set_named(journal, acrf.file_name)
             if row is None:
-                journal.link_response(resp.folder, resp.name, "acrf-unmatched", None)
+                named = what_it_names(acrf.file_name, [acrf.ticket or ""], acrf.result_code, acrf.errors)
+                journal.link_response(resp.folder, resp.name, "acrf-unmatched", None, detail=named)
                 log.warning(
                     "acrf_unmatched", file=resp.name, detail=f"FileName {acrf.file_name!r} is not a set we sent"
                 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from collections import Counter
 from typing import IO
 from xml.etree.ElementTree import Element
 
@@ -26,9 +27,18 @@ from onss_relay.journal import (
     WorkerResult,
 )
 from onss_relay.names import set_key_of
+from onss_relay.outcome import forms_outcome
 from onss_relay.responses.acrf import consumed
-from onss_relay.responses.codes import anomaly_class, result_code
-from onss_relay.responses.reading import ResponseParseError, child, find_all, flatten_path, iter_forms, text
+from onss_relay.responses.codes import anomaly_class, diagnosis, explain_anomaly, result_code, what_it_names
+from onss_relay.responses.reading import (
+    ResponseParseError,
+    child,
+    find_all,
+    flatten_path,
+    iter_forms,
+    original_form_key,
+    text,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -54,11 +64,12 @@ class NotificationForm:
     reference: str | None  # Reference/ReferenceNbr
     reference_origin: str | None  # 2: an ONSS ticket; 1: the employer's own reference
     handled_ticket: str | None  # HandledReference/ReferenceNbr: the declaration's own ticket
-    original_form: str | None
+    original_form: str | None  # HandledOriginalForm's Identification|FormCreationDate|FormCreationHour
     inss: str | None  # the worker, in a Dimona
     result_code: str | None
     diagnosis: str | None
-    anomalies: tuple[Anomaly, ...]
+    anomalies: tuple[Anomaly, ...]  # the first KEPT_PER_FORM, blocking ones first, in file order
+    tally: AnomalyTally = dataclasses.field(default_factory=lambda: AnomalyTally())  # every anomaly, counted
 
     @property
     def outcome(self) -> str:
@@ -73,6 +84,44 @@ class NotificationForm:
 
 
 DETAILED = 100  # forms kept in detail per notification, refused ones first; the rest are counted (constant memory)
+KEPT_PER_FORM = 100  # anomalies kept in detail per form, blocking ones first; the rest are counted
+
+
+class AnomalyTally:
+    """The anomalies of one Form as they stream by: every one counted (by class, by code), the first
+    KEPT_PER_FORM kept in detail, a blocking one taking the place of a non-blocking one when full."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.blocking = 0
+        self.by_class: Counter[str] = Counter()
+        self.by_code: Counter[str] = Counter()
+        self._kept: list[tuple[int, Anomaly]] = []
+
+    def add(self, a: Anomaly) -> None:
+        """Given the next anomaly of the form, count it and keep it if there is room (or it blocks)."""
+        self.count += 1
+        self.blocking += a.blocking
+        self.by_class[a.anomaly_class or "?"] += 1
+        self.by_code[a.error_id] += 1
+        if len(self._kept) < KEPT_PER_FORM:
+            self._kept.append((self.count, a))
+        elif a.blocking:
+            mild = next((i for i, (_, k) in enumerate(self._kept) if not k.blocking), None)
+            if mild is not None:
+                del self._kept[mild]
+                self._kept.append((self.count, a))
+
+    def merge(self, other: AnomalyTally) -> None:
+        """Given another form's tally, add its counts to this one's (a notification's totals)."""
+        self.count += other.count
+        self.blocking += other.blocking
+        self.by_class.update(other.by_class)
+        self.by_code.update(other.by_code)
+
+    def kept(self) -> tuple[Anomaly, ...]:
+        """Return the anomalies kept in detail, in file order."""
+        return tuple(a for _, a in self._kept)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +133,7 @@ class Notification:
     forms: tuple[NotificationForm, ...]  # the detailed forms, in file order
     count: int  # every Form in the file
     outcomes: tuple[tuple[str, int], ...]  # (accepted|refused|pending, how many)
+    tally: AnomalyTally = dataclasses.field(default_factory=lambda: AnomalyTally())  # every Form's anomalies
 
     @property
     def accepted(self) -> bool:
@@ -97,8 +147,16 @@ def parse_notification(data: bytes | IO[bytes]) -> Notification:
     first: NotificationForm | None = None
     counts = {"accepted": 0, "refused": 0, "pending": 0}
     kept: list[tuple[int, NotificationForm]] = []  # (position, form); accepted ones give way to others
-    for i, element in enumerate(iter_forms(source, "NOTIFICATION")):
-        f = _form(element)
+    tally = [AnomalyTally()]  # the current form's: AnomalyReports are handed over as they end
+    total = AnomalyTally()
+
+    def each(a: Element) -> None:
+        tally[0].add(_anomaly(a))
+
+    for i, element in enumerate(iter_forms(source, "NOTIFICATION", item="AnomalyReport", each=each)):
+        f = _form(element, tally[0])
+        tally[0] = AnomalyTally()
+        total.merge(f.tally)
         first = first or f
         counts[f.outcome] += 1
         if len(kept) < DETAILED:
@@ -110,10 +168,10 @@ def parse_notification(data: bytes | IO[bytes]) -> Notification:
                 kept.append((i, f))
     if first is None:
         raise ResponseParseError("NOTIFICATION without a Form")
-    return Notification(first, tuple(f for _, f in kept), sum(counts.values()), tuple(counts.items()))
+    return Notification(first, tuple(f for _, f in kept), sum(counts.values()), tuple(counts.items()), total)
 
 
-def _form(form: Element) -> NotificationForm:
+def _form(form: Element, tally: AnomalyTally) -> NotificationForm:
     reference = child(form, "Reference")
     inss = next((text(e) for e in find_all(form, "INSS")), None)
     return NotificationForm(
@@ -122,12 +180,15 @@ def _form(form: Element) -> NotificationForm:
         reference=text(reference, "ReferenceNbr"),
         reference_origin=text(reference, "ReferenceOrigin"),
         handled_ticket=text(form, "HandledReference", "ReferenceNbr"),
-        original_form=text(form, "HandledOriginalForm", "Identification"),
+        original_form=original_form_key(
+            *(text(form, "HandledOriginalForm", n) for n in ("Identification", "FormCreationDate", "FormCreationHour"))
+        ),
         inss=inss,
         result_code=text(form, "HandlingResult", "ResultCode"),
         diagnosis=text(form, "HandlingResult", "Diagnosis")
         or next((text(e) for e in find_all(form, "Diagnosis")), None),
-        anomalies=tuple(_anomaly(a) for a in find_all(form, "AnomalyReport")),
+        anomalies=tally.kept(),
+        tally=tally,
     )
 
 
@@ -144,7 +205,17 @@ def _anomaly(a: Element) -> Anomaly:
 
 def _anomaly_record(a: Anomaly) -> AnomalyRecord:
     cls = anomaly_class(a.anomaly_class)
-    return AnomalyRecord(a.error_id, a.anomaly_class, a.path, cls.blocking, cls.meaning, a.tag_name, a.value, a.label)
+    return AnomalyRecord(
+        a.error_id,
+        a.anomaly_class,
+        a.path,
+        cls.blocking,
+        cls.meaning,
+        a.tag_name,
+        a.value,
+        a.label,
+        explain_anomaly(a.error_id),
+    )
 
 
 def summary(n: Notification) -> str:
@@ -153,8 +224,8 @@ def summary(n: Notification) -> str:
         f = n.first
         words = {"accepted": "accepted", "refused": "refused", "pending": "pending"}[f.outcome]
         if f.outcome != "accepted" and f.diagnosis:
-            words += f" (diagnosis {f.diagnosis})"
-        return words + _anomaly_words(f.anomalies)
+            words += f" (diagnosis {f.diagnosis}: {diagnosis(f.diagnosis)})"
+        return words + _anomaly_words(f.anomalies, f.tally.count)
     parts = [f"{c} {o}" for o, c in n.outcomes if c]
     refused = [a for f in n.forms if f.outcome != "accepted" for a in f.anomalies]
     why = f" ({', '.join(f'{a.error_id}, {_blocking(a)}' for a in refused[:3])})" if refused else ""
@@ -165,34 +236,48 @@ def _blocking(a: Anomaly) -> str:
     return "blocking" if a.blocking else anomaly_class(a.anomaly_class).meaning.split(":")[0]
 
 
-def _anomaly_words(anomalies: tuple[Anomaly, ...]) -> str:
+def _anomaly_words(anomalies: tuple[Anomaly, ...], n: int) -> str:
     if not anomalies:
         return ""
-    n = len(anomalies)
-    listed = ", ".join(f"{a.error_id} {_blocking(a)}" for a in anomalies[:3])
+    listed = ", ".join(f"{a.error_id} {explain_anomaly(a.error_id)}, {_blocking(a)}" for a in anomalies[:3])
     return f", {n} anomal{'y' if n == 1 else 'ies'} ({listed}{', …' if n > 3 else ''})"
 
 
+TOP_CODES = 50  # anomaly codes counted one by one in a record; the others are summed under "other"
+
+
 def record_for(n: Notification, local_path: str) -> NotificationRecord:
+    """Given a parsed notification and where its file is kept, return its record: each anomaly kept in detail
+    stored once (under its worker), every anomaly counted by class and by code, the file named for the rest."""
     f = n.first
     workers = tuple(
-        WorkerResult(w.inss, w.result_code, w.outcome, tuple(_anomaly_record(a) for a in w.anomalies)) for w in n.forms
+        WorkerResult(w.inss, w.result_code, w.outcome, tuple(_anomaly_record(a) for a in w.anomalies), w.tally.count)
+        for w in n.forms
     )
+    codes = dict(n.tally.by_code.most_common(TOP_CODES))
+    if len(n.tally.by_code) > TOP_CODES:
+        codes["other"] = n.tally.count - sum(codes.values())
     return NotificationRecord(
         result_code=f.result_code if n.count == 1 else ("1" if n.accepted else "0"),
         accepted=n.accepted,
         handled_ticket=f.handled_ticket,
         diagnosis=f.diagnosis,
         file=local_path,
-        anomalies=tuple(a for w in workers for a in w.anomalies),
         workers=workers,
         summary=summary(n),
         worker_count=n.count,
+        diagnosis_meaning=diagnosis(f.diagnosis),
+        outcome=forms_outcome(dict(n.outcomes), n.tally.count, n.tally.blocking),
+        anomaly_count=n.tally.count,
+        anomalies_by_class=dict(n.tally.by_class),
+        anomalies_by_code=codes,
     )
 
 
 def find_set(journal: Journal, n: Notification) -> SetRow | None:
-    """Given a notification, return the set it answers, by file name, ticket, or handled reference."""
+    """Given a notification, return the set it answers: by file name, by any ticket the set was given (the
+    ACRF's, a file ticket, the declaration's own), by its HandledOriginalForm, else by the sender's own
+    reference when exactly one set has it."""
     f = n.first
     if f.file_name and (key := set_key_of(f.file_name)):
         row = journal.get_set(key)
@@ -202,7 +287,19 @@ def find_set(journal: Journal, n: Notification) -> SetRow | None:
         row = journal.set_by_ticket(ticket)
         if row is not None:
             return row
+    keys = [("original_form", f.original_form)]
+    if f.reference_origin == "1":
+        keys.append(("sender_ref", f.reference))
+    for kind, value in keys:
+        found = journal.sets_by_key(kind, value) if value else []
+        if len(found) == 1:
+            return found[0]
     return None
+
+
+def tickets_given(n: Notification) -> list[tuple[str, str]]:
+    """Given a notification, return the tickets it gives its set: the file's and the declaration's own."""
+    return [("ticket", t) for t in (n.first.file_ticket, n.first.handled_ticket) if t]
 
 
 def link(journal: Journal, resp: ResponseRow, source: IO[bytes]) -> list[str]:
@@ -219,7 +316,9 @@ def _record(journal: Journal, resp: ResponseRow, n: Notification) -> list[str]:
         row = consumed(journal, row, "a notification")
     if row is None or row.state == State.SENT:
         if resp.kind != WAITING:
-            journal.link_response(resp.folder, resp.name, WAITING, row.go_name if row else None)
+            f = n.first
+            named = what_it_names(f.file_name, [*f.tickets(), f.handled_ticket or ""], f.result_code)
+            journal.link_response(resp.folder, resp.name, WAITING, row.go_name if row else None, detail=named)
             log.info(
                 "notification_waiting",
                 file=resp.name,
@@ -229,6 +328,7 @@ def _record(journal: Journal, resp: ResponseRow, n: Notification) -> list[str]:
         return []
     record = record_for(n, resp.local_path)
     journal.link_response(resp.folder, resp.name, "notification", row.go_name)
+    journal.add_keys(row.go_name, tickets_given(n))  # later answers (DmfA updates, DmfAPID) name these
     notifications = (*row.data.notifications, record)
     if row.state in (State.ACKNOWLEDGED, State.NOTIFIED):
         journal.transition(

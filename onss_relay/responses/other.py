@@ -10,7 +10,8 @@ from typing import IO
 
 import structlog
 
-from onss_relay.journal import Journal, ResponseRow, SetRow
+from onss_relay.journal import OTHER_WAITING, Journal, ResponseRow, SetRow
+from onss_relay.responses.codes import what_it_names
 from onss_relay.responses.reading import ResponseParseError, local, safe_iterparse
 
 log = structlog.get_logger(__name__)
@@ -31,7 +32,10 @@ def reference_numbers(source: IO[bytes]) -> list[str]:
 
 
 def link(journal: Journal, resp: ResponseRow, source: IO[bytes]) -> list[str]:
-    """Given any other mirrored answer, link it to the set one of its tickets names; keep it either way."""
+    """Given any other mirrored answer, link it to the set one of its tickets names (any ticket the set was
+    given: a DmfA update notification or DmfAPID names the declaration's own) and note it in the set's history;
+    keep it either way. One with tickets that match no set yet waits: the answer that gives its set that
+    ticket (a notification's HandledReference) may come later, across restarts too."""
     row: SetRow | None = None
     try:
         tickets = reference_numbers(source)
@@ -42,10 +46,15 @@ def link(journal: Journal, resp: ResponseRow, source: IO[bytes]) -> list[str]:
             row = journal.set_by_ticket(ticket)
             if row is not None:
                 break
-        journal.link_response(resp.folder, resp.name, "other", row.go_name if row else None)
-        if row is not None:
+        if row is None:
+            named = what_it_names(None, tickets)
+            journal.link_response(resp.folder, resp.name, OTHER_WAITING if tickets else "other", None, detail=named)
+        else:
+            journal.link_response(resp.folder, resp.name, "other", row.go_name)
             journal.update_data(row.go_name, other_responses=(*row.data.other_responses, resp.local_path))
+            journal.add_note(row.go_name, f"answer {resp.name} about this declaration ({ticket}): {resp.local_path}")
     if row is None:
-        log.info("response_kept", file=resp.name, detail="no declaration we sent matches it; kept in the inbox")
+        if resp.kind != OTHER_WAITING:
+            log.info("response_kept", file=resp.name, detail="no declaration we sent matches it; kept in the inbox")
         return []
     return [row.go_name]

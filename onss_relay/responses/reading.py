@@ -10,7 +10,7 @@ import gzip
 import io
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 from xml.etree.ElementTree import Element
@@ -42,27 +42,42 @@ def safe_iterparse(source: IO[bytes], events: tuple[str, ...]) -> Iterator[tuple
         raise ResponseParseError(f"unreadable XML ({e})") from None
 
 
-def iter_forms(source: IO[bytes], root_name: str, form_name: str = "Form") -> Iterator[Element]:
+def iter_forms(
+    source: IO[bytes],
+    root_name: str,
+    form_name: str = "Form",
+    item: str = "",
+    each: Callable[[Element], None] | None = None,
+) -> Iterator[Element]:
     """Given an XML stream whose root is ``root_name``, yield each ``form_name`` child, complete, then free it.
+    When ``item`` is given, every element of that name inside a form is handed to ``each`` as it ends and
+    dropped from the form at once (a DmfA notification's AnomalyReports: tens of thousands in one Form).
 
-    Memory stays bounded by the largest form, whatever the file's size. Encodings (UTF-8 with or without BOM,
-    ISO-8859-1 declared in the prolog) are expat's; CRLF is XML whitespace.
+    Memory stays bounded by the largest form (without its items), whatever the file's size. Encodings (UTF-8
+    with or without BOM, ISO-8859-1 declared in the prolog) are expat's; CRLF is XML whitespace.
     """
-    depth = 0
-    root: Element | None = None
+    stack: list[Element] = []
     for event, el in safe_iterparse(source, ("start", "end")):
         if event == "start":
-            depth += 1
-            if depth == 1:
-                root = el
-                if local(el.tag) != root_name:
-                    raise ResponseParseError(f"root element is {local(el.tag)!r}, not {root_name}")
+            stack.append(el)
+            if len(stack) == 1 and local(el.tag) != root_name:
+                raise ResponseParseError(f"root element is {local(el.tag)!r}, not {root_name}")
             continue
-        depth -= 1
-        if depth == 1 and local(el.tag) == form_name:
-            yield el
-        if depth == 1 and root is not None:
-            root.remove(el)  # done with it: drop it, so that memory does not grow with the file
+        stack.pop()
+        if len(stack) >= 2 and item and each is not None and local(el.tag) == item:
+            each(el)
+            stack[-1].remove(el)  # handed over: drop it, so that memory does not grow with the form
+        elif len(stack) == 1:
+            if local(el.tag) == form_name:
+                yield el
+            stack[0].remove(el)  # done with it: drop it, so that memory does not grow with the file
+
+
+def original_form_key(identification: str | None, date: str | None, hour: str | None) -> str | None:
+    """Given a Form's Identification, creation date and hour, return the key both sides record, or None."""
+    if not (identification and date and hour):
+        return None
+    return f"{identification}|{date}|{hour}"
 
 
 def root_name(source: IO[bytes]) -> str:

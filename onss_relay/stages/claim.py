@@ -18,6 +18,7 @@ import structlog
 
 from onss_relay.config import Config
 from onss_relay.declaration import declaration_warnings, open_for_writing, xml_problem
+from onss_relay.declaration_keys import declaration_keys
 from onss_relay.errors import InvalidName
 from onss_relay.journal import Journal, NewSet, SetData, SetRow, State
 from onss_relay.names import Name, Prefix, format_name, missing_parts, parse_name, sent_application_codes, set_key
@@ -104,7 +105,8 @@ class Claimer:
                 why = f"{group.key}: sequence {go.seq} of {go.date} ({go.env}) is also used by {first}, claimed now"
                 self._refuse(group, go, "sequence already used, would be ACRF-133", why)
                 continue
-            batch.append(with_warnings(new, [group.fis[n] for n in new.parts]))
+            parts = [group.fis[n] for n in new.parts]
+            batch.append(dataclasses.replace(with_warnings(new, parts), keys=declaration_keys(parts[0])))
             claimed.append(new.go_name)
             self.tracker.forget(set(group.fis) | set(group.extras))
             if len(batch) == CLAIM_BATCH:

@@ -14,7 +14,7 @@ from pathlib import Path
 import structlog
 
 from onss_relay.errors import InvalidName, JournalError
-from onss_relay.journal import WAITING, Journal, ResponseRow
+from onss_relay.journal import WAITING_KINDS, Journal, ResponseRow
 from onss_relay.names import Prefix, parse_name
 from onss_relay.responses import answer_type, link_order
 from onss_relay.responses.reading import ResponseParseError, open_response, root_name
@@ -27,8 +27,8 @@ def process_responses(journal: Journal, retry_waiting: bool = False) -> list[str
     (or ``retry_waiting``); return the GO names of the sets that changed."""
     changed: list[str] = []
     pending = journal.unlinked_responses()
-    fresh = sorted((r for r in pending if r.kind != WAITING), key=_order)
-    waiting = sorted((r for r in pending if r.kind == WAITING), key=_order)
+    fresh = sorted((r for r in pending if r.kind not in WAITING_KINDS), key=_order)
+    waiting = sorted((r for r in pending if r.kind in WAITING_KINDS), key=_order)
     for resp in fresh:
         changed += [g for g in _process_one(journal, resp) if g not in changed]
     if changed or retry_waiting:

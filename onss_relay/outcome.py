@@ -1,0 +1,62 @@
+"""One outcome per declaration set, beside its state: what a person (or a script reading one field) must know.
+
+The state says where a set is in the relay's pipeline (``notified``: its notification came); the outcome says
+what the ONSS decided: ``accepted``, ``accepted_with_anomalies``, ``partly_refused`` (some workers of a
+Dimona refused), ``refused`` (by its ACRF or by its notification: ResultCode 0, or blocking anomalies),
+``pending`` (nothing final yet: not sent, waiting, a proposal to validate, a temporary answer) or
+``quarantined`` (never sent: kept in failed/ with its reason). Pure functions over journal values.
+"""
+
+from __future__ import annotations
+
+from onss_relay.errors import InvalidName
+from onss_relay.journal.model import NotificationRecord, SetData, State
+from onss_relay.names import circuit_test, parse_name
+
+OUTCOMES = ("accepted", "accepted_with_anomalies", "partly_refused", "refused", "pending", "quarantined")
+
+
+def notification_outcome(n: NotificationRecord) -> str:
+    """Given a notification's record, return what it decided (records written before outcomes were kept are
+    read from their result code and anomalies)."""
+    if n.outcome:
+        return n.outcome
+    if n.accepted:
+        return "accepted_with_anomalies" if n.anomalies or n.anomaly_count else "accepted"
+    return "refused" if n.result_code in ("0", "4") else "pending"
+
+
+def forms_outcome(counts: dict[str, int], anomalies: int, blocking: int) -> str:
+    """Given a notification's Forms counted by outcome (accepted, refused, pending) and its anomalies (all, and
+    blocking ones), return its outcome: a single Form accepted with a blocking anomaly is a refusal."""
+    accepted, refused, pending = (counts.get(k, 0) for k in ("accepted", "refused", "pending"))
+    if refused and accepted:
+        return "partly_refused"
+    if refused:
+        return "refused"
+    if pending:
+        return "pending"
+    if blocking:
+        return "refused" if accepted == 1 else "partly_refused"
+    return "accepted_with_anomalies" if anomalies else "accepted"
+
+
+def outcome_of(go_name: str, state: State, data: SetData) -> str:
+    """Given a set's name, state and data, return its outcome (one of OUTCOMES)."""
+    if state == State.FAILED:
+        return "quarantined"
+    if state == State.REFUSED:
+        return "refused"
+    if data.notifications:
+        return notification_outcome(data.notifications[-1])
+    acrf = data.acrf
+    if state == State.ACKNOWLEDGED and acrf is not None and acrf.accepted and acrf.final and _circuit_test(go_name):
+        return "accepted"  # a DmfA in T: its ACRF is the whole answer
+    return "pending"
+
+
+def _circuit_test(go_name: str) -> bool:
+    try:
+        return circuit_test(parse_name(go_name))
+    except InvalidName:
+        return False

@@ -1,0 +1,77 @@
+"""A refusal reads as a refusal wherever one field is read (issue 23 item 3): results/<GO>.json, status --json,
+status and /metrics give one outcome beside the state. Answers in the ONSS's published shapes, through a full
+poll on the real sshd; status as a separate process."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from prometheus_client import generate_latest
+
+from onss_relay.config import Config
+from onss_relay.metrics import HealthSnapshot, RelayCollector, registry_for
+from onss_relay.pipeline import Relay
+from tests.conftest import SENDER, TODAY
+from tests.fixtures.sshd import SshServer
+from tests.helpers import run_cli
+from tests.test_real_answers import acrf, anomaly, form, notification, put, sent_set
+
+
+def go(seq: int, app: str = "DIMN") -> str:
+    return f"GO.{app}.{SENDER}.{TODAY}.{seq:05d}.T.1"
+
+
+def by_file(seq: int) -> str:
+    return f"<FileReference><FileName>{go(seq)}</FileName><ReferenceNbr>0TICKET{seq:06d}</ReferenceNbr></FileReference>"
+
+
+ANSWERS = {  # sequence → (its notification's Forms, the outcome every reader must show)
+    41: ([form("1", "1")], "accepted"),
+    42: ([form("1", "1", anomaly("00237-008", "W"))], "accepted_with_anomalies"),
+    43: ([form("1", "0", anomaly("00237-008", "B"), "3")], "refused"),
+    44: ([form("1", "1", anomaly("00237-001", "B"))], "refused"),  # ResultCode 1 with a blocking anomaly
+    45: ([form("1", "1"), form("2", "0", anomaly("90373-333", "B"))], "partly_refused"),  # a Dimona, 2 workers
+    46: ([form("1", "2")], "pending"),  # a proposal still to validate is not an acceptance
+}
+
+
+@pytest.fixture
+def relay(sftp_cfg: Config):  # type: ignore[no-untyped-def]
+    r = Relay(sftp_cfg)
+    yield r
+    r.close()
+
+
+def test_every_reader_sees_one_outcome(relay: Relay, sshd: SshServer, sftp_cfg: Config) -> None:
+    out = sshd.home / "OUTTEST"
+    for seq, (forms, _) in ANSWERS.items():
+        sent_set(relay, go(seq), f"FI.DIMN.{SENDER}.{TODAY}.{seq:05d}.T.1.1")
+        put(out, f"FO.ACRF.999999.{TODAY}.A{seq:04d}.T", acrf(go(seq), ticket=f"0TICKET{seq:06d}"))
+        marked = [f.replace("<EmployerId>", by_file(seq) + "<EmployerId>") for f in forms]
+        put(out, f"FO.NOTI.999999.{TODAY}.N{seq:04d}.T", notification(*marked).encode())
+    sent_set(relay, go(47, "DMFA"), f"FI.DMFA.{SENDER}.{TODAY}.00047.T.1.1")  # refused by its ACRF
+    put(out, f"FO.ACRF.999999.{TODAY}.A0047.T", acrf(go(47, "DMFA"), "0", errors=("ACRF-125",), ticket="0TICKET47"))
+    relay.poll_once()
+    relay.results.catch_up()
+    expected = {go(seq): o for seq, (_, o) in ANSWERS.items()} | {go(47, "DMFA"): "refused"}
+
+    results = {g: json.loads((relay.spool.results / f"{g}.json").read_text()) for g in expected}
+    assert {g: d["outcome"] for g, d in results.items()} == expected
+    assert results[go(43)]["state"] == "notified"  # the state alone says only that the notification came
+
+    args = ["--config", str(sftp_cfg.source)]
+    doc = json.loads(run_cli("status", "--json", *args).stdout)
+    assert {s["set"]: s["outcome"] for s in doc["sets"]} == expected
+    table = run_cli("status", *args).stdout
+    for g, o in expected.items():
+        [line] = [x for x in table.splitlines() if x.startswith(g)]
+        assert line.split()[3] == o, line  # SET ENV STATE OUTCOME …
+    story = run_cli("status", go(43), *args).stdout
+    assert "outcome:     refused" in story
+
+    collector = RelayCollector(relay.journal, lambda: HealthSnapshot(True, "ok", ()), lambda: 30)
+    text = generate_latest(registry_for(collector)).decode()
+    assert 'onss_relay_sets_by_outcome{outcome="refused"} 3.0' in text
+    assert 'onss_relay_sets_by_outcome{outcome="partly_refused"} 1.0' in text
+    assert 'onss_relay_sets_by_outcome{outcome="pending"} 1.0' in text
