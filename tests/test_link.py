@@ -137,6 +137,9 @@ def test_damaged_answers_are_kept_with_a_reason_and_never_stop_the_others(relay_
     assert all(reasons[n] for n in unreadable), reasons
     text = run_cli("status", "--config", str(config)).stdout
     assert "damaged zip" in text and "empty file" in text
+    # under their own heading: a damaged answer may be the one a set waits for, not one that matches no set
+    unread = text.split("answers that could not be read")[1].split("\n\n")[0]
+    assert "damaged zip" in unread and "empty file" in unread, text
 
 
 def test_a_damaged_answer_does_not_stop_go_sending_recovery(relay_dir: Path) -> None:
@@ -198,3 +201,32 @@ def test_an_answer_the_poller_takes_while_recovery_reads_it_is_not_an_error(rela
         relay.close()
     assert report.upload.error is None, report.upload.error
     assert (relay_dir / "remote" / "INTEST" / GO_ONE).exists()
+
+
+def test_an_acrf_with_a_form_for_us_and_one_for_another_set_is_linked_to_ours(relay_dir: Path) -> None:
+    """The last Form's 'unmatched' once overwrote the first Form's link: the file was listed as matching no set
+    although it had acknowledged one."""
+    config = relay_dir / "config.toml"
+    outbox = relay_dir / "spool" / "outbox"
+    outbox.mkdir(parents=True, exist_ok=True)
+    (outbox / ONE).write_bytes(b"<Dimona>one</Dimona>\r\n")
+    assert run_cli("send", "--once", "--config", str(config)).returncode == 0
+    form = (
+        "<Form><Identification>ACRF001</Identification><TypeForm>FA</TypeForm><FileReference>"
+        "<FileName>{go}</FileName><ReferenceOrigin>2</ReferenceOrigin><ReferenceNbr>{ticket}</ReferenceNbr>"
+        "</FileReference><ReceptionResult><ResultCode>1</ResultCode></ReceptionResult></Form>"
+    )
+    other = "GO.DIMN.123456.{}.09999.T.1".format(TODAY)
+    acrf = "<ACRF>" + form.format(go=GO_ONE, ticket="0380579A83Q1Z") + form.format(go=other, ticket="0380579A83Q2Z")
+    name = f"FO.ACRF.999999.{TODAY}.00777.T"
+    _put_answers(relay_dir / "remote" / "OUTTEST", {name: (acrf + "</ACRF>").encode()})
+    assert run_cli("poll", "--once", "--config", str(config)).returncode == 0
+    j = journal_of(config)
+    try:
+        row = j.get_set(GO_ONE)
+        assert row is not None and row.state == State.ACKNOWLEDGED and row.ticket == "0380579A83Q1Z"
+        resp = j.get_response("OUTTEST", name)
+        assert resp is not None and (resp.kind, resp.linked_set) == ("acrf", GO_ONE), resp
+        assert name not in [r.name for r in j.unmatched_responses()]
+    finally:
+        j.close()

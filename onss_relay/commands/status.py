@@ -104,7 +104,17 @@ def status_table(
     outcomes = Counter(outcome_of(r.go_name, r.state, r.data) for r in rows)
     if outcomes:
         out.append("outcomes of these sets: " + ", ".join(f"{o}={outcomes[o]}" for o in OUTCOMES if o in outcomes))
-    unmatched = journal.unmatched_responses()
+    kept = journal.unmatched_responses()
+    damaged = [r for r in kept if r.kind == "malformed"]
+    unmatched = [r for r in kept if r.kind != "malformed"]
+    if damaged:
+        out += [
+            "",
+            f"answers that could not be read ({len(damaged)}), kept in the inbox: one may be the answer a set waits for",
+        ]
+        out += [
+            f"  {r.folder}/{r.name}  {r.local_path}" + (f"  ({r.detail})" if r.detail else "") for r in damaged[-limit:]
+        ]
     if unmatched:
         out += ["", f"answers that match no set we sent ({len(unmatched)}), kept in the inbox:"]
         out += [

@@ -89,22 +89,29 @@ def record_for(acrf: Acrf, local_path: str) -> AcrfRecord:
 
 
 def link(journal: Journal, resp: ResponseRow, source: IO[bytes]) -> list[str]:
-    """Given a mirrored ACRF, record each Form on the set it names; return the GO names of the sets changed."""
-    changed = []
+    """Given a mirrored ACRF, record each Form on the set it names; return the GO names of the sets changed.
+    The file is linked to the first set one of its Forms names; it is unmatched only when no Form names one
+    (a Form for a set we did not send, beside one for ours, no longer hides the file from its set)."""
+    changed: list[str] = []
+    unmatched: list[str] = []
+    linked: str | None = None
     forms = parse_acrfs(source)  # read whole before anything is recorded
     with journal.atomic():  # the link and its effect on the set: one transaction (a crash between lost it)
         for acrf in forms:
             row = _set_named(journal, acrf.file_name)
             if row is None:
-                named = what_it_names(acrf.file_name, [acrf.ticket or ""], acrf.result_code, acrf.errors)
-                journal.link_response(resp.folder, resp.name, "acrf-unmatched", None, detail=named)
+                unmatched.append(what_it_names(acrf.file_name, [acrf.ticket or ""], acrf.result_code, acrf.errors))
                 log.warning(
                     "acrf_unmatched", file=resp.name, detail=f"FileName {acrf.file_name!r} is not a set we sent"
                 )
                 continue
-            journal.link_response(resp.folder, resp.name, "acrf", row.go_name)
+            if linked is None:
+                linked = row.go_name
+                journal.link_response(resp.folder, resp.name, "acrf", row.go_name)
             if apply(journal, row, acrf, resp.local_path):
                 changed.append(row.go_name)
+        if linked is None and unmatched:
+            journal.link_response(resp.folder, resp.name, "acrf-unmatched", None, detail="; ".join(unmatched))
     return changed
 
 
