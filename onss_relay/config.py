@@ -149,6 +149,10 @@ class WatchConfig:
         Duration(3600),
         "quarantine a set still missing parts, or XML still not well-formed, this long after the relay first saw it",
     )
+    keep_released: Duration = _field(
+        Duration(3600),
+        "hold a sent declaration's outbox original this long in held/ before deleting it (if still unchanged)",
+    )
     environments: list[str] = _field(["R", "T", "S"], "environments this relay may send to")
     extra_application_codes: list[str] = _field(
         [], 'codes senders send beyond the shipped table (a new declaration type), like ["ABCD"]'

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import structlog
 
+from onss_relay import held
 from onss_relay.config import Config
 from onss_relay.declaration import declaration_warnings, open_for_writing, xml_problem
 from onss_relay.errors import InvalidName
@@ -111,7 +112,17 @@ class Claimer:
                 self._record(batch)
                 batch = []
         self._record(batch)
+        self.sweep_held()
         return claimed
+
+    def sweep_held(self) -> None:
+        """Delete the released originals held watch.keep_released and still unchanged; quarantine changed ones."""
+        spool = self.spool
+
+        def quarantine(files: list[Path], reason: str, detail: str, set_: str) -> None:
+            spool.quarantine(files, reason, detail, set=set_)
+
+        held.sweep(spool.paths.root, spool.outbox, self.cfg.watch.keep_released, quarantine)
 
     def _complete(self, group: _SetFiles, new: NewSet, busy: set[Path]) -> bool:
         """Given a set ready by its names and settle delay, return whether its content is complete too: no FI

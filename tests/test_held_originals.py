@@ -1,0 +1,86 @@
+"""Released originals are held, never unlinked at once (held.py): whatever the watcher missed (a writer that
+opened its file before the relay started watching, events lost to a queue overflow), what a writer adds after
+the copy was sent ends whole in failed/ with a reason, never in an unlinked inode. Black-box: the real daemon,
+blind to other users' /proc entries as the shipped unit is, and a writer running as another user."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from onss_relay.config import load_config
+from onss_relay.journal import State
+from tests.conftest import fi_name
+from tests.helpers import Daemon, state_of, wait_log, wait_until
+from tests.test_outbox_writers import AS_NOBODY, PROC_BLIND, go_of
+
+HOLD = {"ONSS_RELAY__WATCH__SETTLE": "1s", "ONSS_RELAY__WATCH__KEEP_RELEASED": "10s"}
+
+
+def nothing_lost(relay_dir: Path, fi: str, whole: bytes) -> str | None:
+    """Given the spool and a declaration its writer finished, return what is wrong, or None when the whole
+    bytes were sent, or are kept in failed/ with a reason saying the ONSS got an earlier version."""
+    cfg = load_config(relay_dir / "config.toml", environ={})
+    remote = relay_dir / "remote" / "INTEST" / fi
+    if remote.exists() and remote.read_bytes() == whole:
+        return None
+    kept = cfg.paths.failed_dir / fi
+    if not kept.exists():
+        return f"{fi}: neither sent whole nor kept in failed/ ({sorted(os.listdir(cfg.paths.failed_dir))})"
+    reason = json.loads((cfg.paths.failed_dir / f"{fi}.reason.json").read_text())
+    if kept.read_bytes() != whole or "earlier version" not in reason["detail"]:
+        return f"{fi}: kept {kept.read_bytes()!r} with {reason}"
+    return None
+
+
+@pytest.mark.slow
+def test_a_writer_that_opened_its_file_before_the_relay_started_loses_nothing(relay_dir: Path) -> None:
+    cfg = load_config(relay_dir / "config.toml", environ={})
+    fi = cfg.paths.outbox_dir / fi_name(1)
+    cfg.paths.outbox_dir.mkdir(parents=True, exist_ok=True)
+    script = f"exec 3>{fi}; echo head >&3; sleep 6; echo tail >&3"  # opened before the watch began
+    writer = subprocess.Popen([*AS_NOBODY, "sh", "-c", script])
+    try:
+        assert wait_until(lambda: fi.exists() and fi.stat().st_size > 0, 10)
+        d = Daemon(relay_dir / "config.toml", relay_dir / "daemon.log", HOLD, True, PROC_BLIND)
+        d.start()
+        assert wait_until(lambda: state_of(d.config, go_of(fi.name)) == State.SENT, 20), d.log.read_text()
+        assert writer.wait(20) == 0
+        settled = wait_until(lambda: nothing_lost(relay_dir, fi.name, b"head\ntail\n") is None, 15)
+        assert settled, nothing_lost(relay_dir, fi.name, b"head\ntail\n")
+        assert d.stop() == 0
+    finally:
+        writer.kill()
+
+
+@pytest.mark.slow
+def test_a_file_held_open_across_an_event_queue_overflow_loses_nothing(relay_dir: Path) -> None:
+    cfg = load_config(relay_dir / "config.toml", environ={})
+    fi = cfg.paths.outbox_dir / fi_name(1)
+    d = Daemon(relay_dir / "config.toml", relay_dir / "daemon.log", HOLD, True, PROC_BLIND)
+    d.start()
+    assert wait_log(d.log, '"watching"'), d.log.read_text()[-2000:]
+    go = cfg.paths.outbox_dir / ".go"  # a temporary name: never claimed, its events still queued
+    script = f"exec 3>{fi}; echo head >&3; while [ ! -e {go} ]; do sleep 0.1; done; sleep 2; echo tail >&3"
+    writer = subprocess.Popen([*AS_NOBODY, "sh", "-c", script])
+    try:
+        assert wait_until(lambda: fi.exists() and fi.stat().st_size > 0, 10)
+        flood = cfg.paths.outbox_dir / ".flood"
+        for _ in range(10):  # open and close a temporary file until the kernel's event queue overflows
+            for _ in range(20000):
+                os.close(os.open(flood, os.O_WRONLY | os.O_CREAT))
+            if "event_queue_overflow" in d.log.read_text():
+                break
+        assert "event_queue_overflow" in d.log.read_text(), "the flood did not overflow the event queue"
+        go.touch()
+        assert writer.wait(30) == 0
+        settled = wait_until(lambda: nothing_lost(relay_dir, fi.name, b"head\ntail\n") is None, 20)
+        assert settled, nothing_lost(relay_dir, fi.name, b"head\ntail\n")
+        assert state_of(d.config, go_of(fi.name)) in (State.SENT, State.FAILED)
+        assert d.stop() == 0
+    finally:
+        writer.kill()
