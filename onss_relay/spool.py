@@ -29,8 +29,6 @@ from onss_relay.names import ALL_FOLDERS, parse_name, set_key
 
 log = structlog.get_logger(__name__)
 
-DIGEST_RECHECK_MAX = 16 << 20  # an original up to this size is hashed again before it is removed
-
 TEMP_SUFFIXES = (".tmp", ".part", ".swp", ".partial", ".crdownload")
 
 
@@ -109,9 +107,6 @@ class Spool:
                 f"{name} was held open (a writer may still be adding to it) when its copy was sent: the ONSS got "
                 "the bytes written until then, and may lack what follows",
             )
-        digest = row.data.digests[name]
-        if st.st_size <= DIGEST_RECHECK_MAX and file_digest(original, digest.partition(":")[0]) != digest:
-            return changed
         return None
 
     def _still_open(self, name: str) -> bool:
@@ -247,14 +242,17 @@ def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
 def same_as_signed(row: SetRow, path: Path, st: os.stat_result) -> bool:
     """Given a claimed set, one of its outbox FIs and its stat now, return whether it still holds the bytes
     recorded at the claim: size, mtime, inode and ctime unchanged, or (when only the inode or ctime differ: a
-    chmod, a hard link made by a backup tool, an extended attribute) the same digest as the copy signed."""
+    chmod, a hard link made by a backup tool, an extended attribute; or for a set claimed before inodes and
+    ctimes were recorded) the same digest as the copy signed."""
     name = path.name
-    if row.data.unchanged(name, st):
+    if row.data.unchanged(name, st) and name in row.data.identities:
         return True
     if st.st_size != row.data.sizes.get(name) or st.st_mtime_ns != row.data.mtimes.get(name, st.st_mtime_ns):
         return False
     digest = row.data.digests.get(name)
-    return digest is not None and file_digest(path, digest.partition(":")[0]) == digest
+    if digest is None:  # signed before digests were recorded: what the stat says is all there is
+        return row.data.unchanged(name, st)
+    return file_digest(path, digest.partition(":")[0]) == digest
 
 
 def file_digest(path: Path, algorithm: str) -> str:

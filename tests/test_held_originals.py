@@ -5,16 +5,21 @@ blind to other users' /proc entries as the shipped unit is, and a writer running
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from onss_relay.config import load_config
+from onss_relay.config import Config, Duration, load_config
 from onss_relay.journal import State
+from onss_relay.pipeline import Relay
 from tests.conftest import fi_name
+from tests.fake_transport import FakeTransport
 from tests.helpers import Daemon, state_of, wait_log, wait_until
 from tests.test_outbox_writers import AS_NOBODY, PROC_BLIND, go_of
 
@@ -84,3 +89,65 @@ def test_a_file_held_open_across_an_event_queue_overflow_loses_nothing(relay_dir
         assert d.stop() == 0
     finally:
         writer.kill()
+
+
+def send_touching_the_original(cfg: Config, touch: Callable[[str, Path], None]) -> tuple[Relay, dict[Any, bytes]]:
+    """Send one declaration through the real stages over a fake remote that calls ``touch`` with the name of
+    each file written and the outbox original; return the relay and what the remote got."""
+    files: dict[tuple[str, str], bytes] = {}
+    relay = Relay(cfg)
+    fi = relay.spool.outbox / fi_name(1)
+    relay.connect = lambda: FakeTransport(files, [], on_write=lambda name: touch(name, fi))
+    relay.uploader.pool.connect = relay.connect
+    fi.write_bytes(b"<DmfA/>")
+    relay.send_once(wait_for_settle=False)
+    return relay, files
+
+
+def test_a_chmod_or_a_hard_link_alone_changes_nothing_that_was_sent(cfg: Config, tmp_path: Path) -> None:
+    def metadata_only(name: str, fi: Path) -> None:  # a backup tool's link, an admin's chmod: ctime changes
+        if name.startswith("FS"):
+            os.link(fi, tmp_path / "backup")
+        elif name.startswith("GO"):
+            fi.chmod(0o600)
+
+    relay, files = send_touching_the_original(cfg, metadata_only)
+    try:
+        row = relay.journal.get_set(go_of(fi_name(1)))
+        assert row is not None and row.state == State.SENT, row
+        assert ("INTEST", go_of(fi_name(1))) in files
+        assert not (cfg.paths.failed_dir / f"{fi_name(1)}.reason.json").exists()
+        assert (cfg.paths.root / "held" / fi_name(1)).read_bytes() == b"<DmfA/>"  # held, to be deleted later
+    finally:
+        relay.close()
+
+
+def test_a_held_original_rewritten_with_its_size_and_mtime_kept_goes_to_failed(cfg: Config) -> None:
+    relay, _ = send_touching_the_original(cfg, lambda name, fi: None)
+    try:
+        held = cfg.paths.root / "held" / fi_name(1)
+        st = held.stat()
+        held.write_bytes(b"<DmfB/>")  # same size: only the bytes (and the ctime) tell
+        os.utime(held, ns=(st.st_atime_ns, st.st_mtime_ns))
+        relay.claimer.apply(dataclasses.replace(cfg, watch=dataclasses.replace(cfg.watch, keep_released=Duration(0))))
+        relay.claimer.sweep_held()
+        assert not held.exists()
+        assert (cfg.paths.failed_dir / fi_name(1)).read_bytes() == b"<DmfB/>"
+        why = json.loads((cfg.paths.failed_dir / f"{fi_name(1)}.reason.json").read_text())
+        assert why["reason"] == "changed after it was sent" and "earlier version" in why["detail"]
+    finally:
+        relay.close()
+
+
+def test_a_held_original_still_unchanged_is_deleted_after_keep_released(cfg: Config) -> None:
+    relay, _ = send_touching_the_original(cfg, lambda name, fi: None)
+    try:
+        held = cfg.paths.root / "held" / fi_name(1)
+        relay.claimer.sweep_held()
+        assert held.exists()  # watch.keep_released (1h) not over
+        relay.claimer.apply(dataclasses.replace(cfg, watch=dataclasses.replace(cfg.watch, keep_released=Duration(0))))
+        relay.claimer.sweep_held()
+        assert list((cfg.paths.root / "held").iterdir()) == []
+        assert list(cfg.paths.failed_dir.iterdir()) == []
+    finally:
+        relay.close()
