@@ -212,7 +212,8 @@ def cmd_send(args: argparse.Namespace) -> int:
     report = _once(args, "send --once", lambda relay: relay.send_once())
     waiting = report.upload.waiting
     uncertain = f", {len(waiting)} uncertain (waiting for the quiet period)" if waiting else ""
-    print(f"sent {len(report.upload.sent)} set(s), quarantined {report.quarantined}{uncertain}")
+    quarantined = f"quarantined {report.sets_quarantined} set(s) ({report.files_quarantined} file(s) in failed/)"
+    print(f"sent {len(report.upload.sent)} set(s), {quarantined}{uncertain}")
     for line in waiting:
         print(f"onss-relay: {line}", file=sys.stderr)
     if report.upload.error:

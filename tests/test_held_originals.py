@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from onss_relay.journal import State
 from onss_relay.pipeline import Relay
 from tests.conftest import fi_name
 from tests.fake_transport import FakeTransport
-from tests.helpers import Daemon, state_of, wait_log, wait_until
+from tests.helpers import Daemon, run_cli, state_of, wait_log, wait_until
 from tests.test_outbox_writers import AS_NOBODY, PROC_BLIND, go_of
 
 HOLD = {"ONSS_RELAY__WATCH__SETTLE": "1s", "ONSS_RELAY__WATCH__KEEP_RELEASED": "10s"}
@@ -151,3 +152,27 @@ def test_a_held_original_still_unchanged_is_deleted_after_keep_released(cfg: Con
         assert list(cfg.paths.failed_dir.iterdir()) == []
     finally:
         relay.close()
+
+
+# -- a cron'd send --once counts watch.incomplete_after across its runs (first sightings kept in the spool) ---
+
+
+def test_send_once_from_cron_quarantines_an_incomplete_set_and_broken_xml_across_runs(relay_dir: Path) -> None:
+    cfg = load_config(relay_dir / "config.toml", environ={})
+    env = {"ONSS_RELAY__WATCH__INCOMPLETE_AFTER": "2s"}
+    lone = fi_name(1, total=2, part=1)
+    broken = fi_name(2)
+    cfg.paths.outbox_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.paths.outbox_dir / lone).write_bytes(b"<DmfA/>")
+    (cfg.paths.outbox_dir / broken).write_bytes(b"<DmfA><unclosed>")
+    for n in (lone, broken):  # old mtimes (`mv` keeps them) must not count
+        os.utime(cfg.paths.outbox_dir / n, (time.time() - 86400,) * 2)
+    first = run_cli("send", "--once", "--config", str(relay_dir / "config.toml"), env=env)
+    assert not (cfg.paths.failed_dir / f"{lone}.reason.json").exists(), first.stdout + first.stderr
+    time.sleep(2.5)
+    second = run_cli("send", "--once", "--config", str(relay_dir / "config.toml"), env=env)
+    assert json.loads((cfg.paths.failed_dir / f"{lone}.reason.json").read_text())["reason"] == "incomplete set", (
+        second.stdout + second.stderr
+    )
+    assert json.loads((cfg.paths.failed_dir / f"{broken}.reason.json").read_text())["reason"] == "not well-formed XML"
+    assert second.returncode == 1 and "quarantined 2 set(s) (2 file(s) in failed/)" in second.stdout, second.stdout

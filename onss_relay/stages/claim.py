@@ -6,8 +6,10 @@ reason, never dropped. Claimed files stay in the outbox until the uploader archi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import json
 import os
 import stat
 import time
@@ -19,6 +21,7 @@ import structlog
 from onss_relay import held
 from onss_relay.config import Config
 from onss_relay.declaration import declaration_warnings, open_for_writing, xml_problem
+from onss_relay.durable import atomic_write
 from onss_relay.errors import InvalidName
 from onss_relay.journal import Journal, NewSet, SetData, SetRow, State
 from onss_relay.names import Name, Prefix, format_name, missing_parts, parse_name, sent_application_codes, set_key
@@ -29,6 +32,7 @@ from onss_relay.stages.settle import SettleTracker
 log = structlog.get_logger(__name__)
 
 CLAIM_BATCH = 100  # sets queued per journal commit while scanning
+SIGHTINGS_REFRESH = 60.0  # seconds between rewrites of outbox-sightings.json when only the ages changed
 
 
 @dataclasses.dataclass
@@ -54,6 +58,9 @@ class Claimer:
         self.tracker = SettleTracker(cfg.watch.settle, clock)
         self.sent_names = SentNames(spool.sent)
         self._xml_seen: dict[str, tuple[object, str | None]] = {}  # set → ((name, size, mtime) of its FIs, problem)
+        self._saved = b""
+        self._saved_at = 0.0
+        self._load_sightings()
 
     def apply(self, cfg: Config) -> None:
         """Given a reloaded configuration, use its [watch] settings from the next scan on."""
@@ -112,8 +119,38 @@ class Claimer:
                 self._record(batch)
                 batch = []
         self._record(batch)
+        self._save_sightings()
         self.sweep_held()
         return claimed
+
+    @property
+    def _sightings_path(self) -> Path:
+        return self.spool.paths.root / "outbox-sightings.json"
+
+    def _load_sightings(self) -> None:
+        """Count from the first sightings an earlier run kept (a cron'd `send --once`; never from mtimes)."""
+        try:
+            self._saved = self._sightings_path.read_bytes()
+            doc = json.loads(self._saved)
+            self.tracker.restore(doc["files"], time.time() - float(doc["at"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            self._saved = b""
+
+    def _save_sightings(self) -> None:
+        """Keep the first sightings for the next run, rewritten only when the files seen change."""
+        files = self.tracker.sightings()
+        if not files and not self._saved:
+            return
+        if self._saved and set(json.loads(self._saved).get("files", {})) == set(files) and not self._stale():
+            return
+        data = json.dumps({"at": time.time(), "files": files}).encode()
+        with contextlib.suppress(OSError):  # derived: a full disk only loses the count across runs
+            atomic_write(self._sightings_path, data, sync=False)
+            self._saved = data
+            self._saved_at = time.monotonic()
+
+    def _stale(self) -> bool:
+        return time.monotonic() - self._saved_at > SIGHTINGS_REFRESH
 
     def sweep_held(self) -> None:
         """Delete the released originals held watch.keep_released and still unchanged; quarantine changed ones."""

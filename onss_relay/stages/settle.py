@@ -138,6 +138,24 @@ class SettleTracker:
             pending = [s.since + wait for n, s in self._seen.items() if self.settle > 0 or n not in self._trusted]
         return min(pending) if pending else None
 
+    def sightings(self) -> dict[str, list[float]]:
+        """Return what to keep across runs: name → [wall-clock seconds since first seen, since its size and mtime
+        last changed, size, mtime_ns] (ages, so that a clock stepped between runs moves nothing backwards)."""
+        now = self.clock()
+        return {
+            name: [round(now - self._first.get(name, s.since), 3), round(now - s.since, 3), s.size, s.mtime_ns]
+            for name, s in sorted(self._seen.items())
+        }
+
+    def restore(self, saved: dict[str, list[float]], elapsed: float) -> None:
+        """Given sightings kept by an earlier run and the wall-clock seconds since they were kept, count from
+        those first sightings (a cron'd `send --once` reaches watch.incomplete_after across runs)."""
+        now = self.clock()
+        gap = max(elapsed, 0.0)
+        for name, (first_age, since_age, size, mtime_ns) in saved.items():
+            self._first.setdefault(name, now - first_age - gap)
+            self._seen.setdefault(name, _Sighting(int(size), int(mtime_ns), now - since_age - gap))
+
     def forget(self, names: set[str]) -> None:
         with self._lock:
             for name in names:
