@@ -183,9 +183,13 @@ class Spool:
         return sorted(out)
 
     def quarantined(self) -> list[dict[str, Any]]:
-        """The reason records of the files in failed/, newest first."""
+        """The reason records of the files in failed/, newest first (a record whose file is not there is left
+        out: a requeue in progress, or cut short, has taken it back to the outbox)."""
         records = []
         for p in self.failed.glob("*.reason.json"):
+            f = p.with_name(p.name.removesuffix(".reason.json"))
+            if not (f.exists() or f.is_symlink()):
+                continue
             with contextlib.suppress(OSError, ValueError):
                 records.append(json.loads(p.read_text()))
         return sorted(records, key=lambda r: str(r.get("at", "")), reverse=True)

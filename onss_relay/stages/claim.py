@@ -26,7 +26,7 @@ from onss_relay.errors import InvalidName
 from onss_relay.journal import Journal, NewSet, SetData, SetRow, State
 from onss_relay.names import Name, Prefix, format_name, missing_parts, parse_name, sent_application_codes, set_key
 from onss_relay.sent_names import SentNames
-from onss_relay.spool import Spool, is_temp_name
+from onss_relay.spool import Spool, file_digest, is_temp_name
 from onss_relay.stages.settle import SettleTracker
 
 log = structlog.get_logger(__name__)
@@ -337,10 +337,21 @@ def _sent_before(group: _SetFiles, row: SetRow) -> str:
     again = sorted(n for n in group.fis if n in row.data.digests)
     if not again:
         return f"{group.key} was already sent on {when}"
+    differ = [n for n in again if _digest_or_none(group.fis[n], row.data.digests[n]) != row.data.digests[n]]
+    if not differ:
+        return f"{group.key} was already sent on {when}: {', '.join(again)} holds the same bytes as sent on {when}"
     return (
-        f"{group.key} was already sent on {when}: {', '.join(again)} was written again after it was sent, and "
-        f"the ONSS got an earlier version (in {row.data.sent_dir}); this later content was not sent"
+        f"{group.key} was already sent on {when}: {', '.join(differ)} has different content from what was sent, "
+        f"and the ONSS got the earlier version (in {row.data.sent_dir}); this content was not sent"
     )
+
+
+def _digest_or_none(path: Path, recorded: str) -> str | None:
+    """Given a file and a recorded "algorithm:hex", return the file's digest the same way (None if unreadable)."""
+    try:
+        return file_digest(path, recorded.partition(":")[0])
+    except OSError:
+        return None
 
 
 def latest_plausible_today() -> dt.date:
