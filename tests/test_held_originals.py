@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
@@ -176,3 +177,31 @@ def test_send_once_from_cron_quarantines_an_incomplete_set_and_broken_xml_across
     )
     assert json.loads((cfg.paths.failed_dir / f"{broken}.reason.json").read_text())["reason"] == "not well-formed XML"
     assert second.returncode == 1 and "quarantined 2 set(s) (2 file(s) in failed/)" in second.stdout, second.stdout
+
+
+# -- a stage failing on a locked journal is not said recovered while the lock is held ------------------------
+
+
+@pytest.mark.slow
+def test_a_claim_refused_by_a_locked_journal_is_not_said_recovered_until_it_commits(relay_dir: Path) -> None:
+    cfg = load_config(relay_dir / "config.toml", environ={})
+    d = Daemon(relay_dir / "config.toml", relay_dir / "daemon.log", {"ONSS_RELAY__WATCH__SETTLE": "0s"})
+    d.start()
+    assert wait_log(d.log, '"watching"'), d.log.read_text()[-2000:]
+    fi = cfg.paths.outbox_dir / fi_name(1)
+    try:
+        db = sqlite3.connect(cfg.paths.journal_path, timeout=30, isolation_level=None)
+        db.execute("BEGIN EXCLUSIVE")  # another tool holding the journal (a backup, sqlite3 by hand)
+        try:
+            fi.write_bytes(b"<Dimona/>")
+            assert wait_log(d.log, '"stage_retry"', 1, 45), d.log.read_text()[-3000:]
+            time.sleep(3)  # events and rescans go on meanwhile
+            during = d.log.read_text()
+        finally:
+            db.execute("ROLLBACK")
+            db.close()
+        assert '"stage_recovered"' not in during, during[-3000:]
+        assert wait_until(lambda: state_of(d.config, go_of(fi.name)) == State.SENT, 30), d.log.read_text()[-3000:]
+        assert wait_log(d.log, '"stage_recovered"', 1, 10)
+    finally:
+        assert d.stop() == 0

@@ -103,6 +103,7 @@ class Claimer:
         claimed: list[str] = []
         batch: list[NewSet] = []
         sequences: dict[tuple[str, str, str, str], str] = {}  # claimed in this scan, not in the journal yet
+        names: set[str] = set()
         for group, new in ready:
             if not self._complete(group, new, busy):
                 continue
@@ -114,11 +115,14 @@ class Claimer:
                 continue
             batch.append(with_warnings(new, [group.fis[n] for n in new.parts]))
             claimed.append(new.go_name)
-            self.tracker.forget(set(group.fis) | set(group.extras))
+            names |= set(group.fis) | set(group.extras)
             if len(batch) == CLAIM_BATCH:
                 self._record(batch)
                 batch = []
         self._record(batch)
+        # only once recorded: a journal that refused the commit (busy, full) finds them settled at the next scan,
+        # which fails again until it commits, instead of a scan that touches nothing and looks like a recovery
+        self.tracker.forget(names)
         self._save_sightings()
         self.sweep_held()
         return claimed
