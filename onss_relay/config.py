@@ -143,6 +143,11 @@ class RemoteConfig:
 @dataclasses.dataclass(frozen=True)
 class WatchConfig:
     settle: Duration = _field(Duration(2), "a file must keep its size and mtime this long")
+    settle_unknown: Duration = _field(
+        Duration(30),
+        "a file already there when the watch began (or when events were lost) must stay unchanged this long, "
+        "unless its writer is seen closing it",
+    )
     rescan: Duration = _field(Duration(60), "full outbox scan interval")
     polling: AutoBool = _field(AutoBool("auto"), "auto, true or false: polling observer for network shares")
     incomplete_after: Duration = _field(

@@ -56,6 +56,7 @@ class Claimer:
         self.journal = journal
         self.spool = spool
         self.tracker = SettleTracker(cfg.watch.settle, clock)
+        self.tracker.settle_unknown = cfg.watch.settle_unknown
         self.sent_names = SentNames(spool.sent)
         self._xml_seen: dict[str, tuple[object, str | None]] = {}  # set → ((name, size, mtime) of its FIs, problem)
         self._saved = b""
@@ -66,6 +67,7 @@ class Claimer:
         """Given a reloaded configuration, use its [watch] settings from the next scan on."""
         self.cfg = cfg
         self.tracker.settle = cfg.watch.settle
+        self.tracker.settle_unknown = cfg.watch.settle_unknown
 
     def scan(self) -> list[str]:
         """Scan the outbox once: quarantine bad files, claim complete settled sets; return the claimed GO names."""
