@@ -6,6 +6,7 @@ blind to other users' /proc entries as the shipped unit is, and a writer running
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import sqlite3
@@ -217,3 +218,28 @@ def test_a_claim_refused_by_a_locked_journal_is_not_said_recovered_until_it_comm
         assert wait_log(d.log, '"stage_recovered"', 1, 10)
     finally:
         assert d.stop() == 0
+
+
+def test_an_outbox_on_another_filesystem_holds_its_originals_in_its_own_hidden_folder(
+    cfg: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_rename = os.rename
+    spool_held = cfg.paths.root / "held"
+
+    def across_filesystems(src: Any, dst: Any) -> None:  # what rename(2) says from another mount
+        if Path(dst).parent == spool_held:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real_rename(src, dst)
+
+    monkeypatch.setattr("onss_relay.held.os.rename", across_filesystems)
+    relay, _ = send_touching_the_original(cfg, lambda name, fi: None)
+    try:
+        held = cfg.paths.outbox_dir / ".onss-relay-held" / fi_name(1)
+        assert held.read_bytes() == b"<DmfA/>" and not (spool_held / fi_name(1)).exists()
+        relay.claimer.scan()  # the hidden folder is not a declaration: nothing quarantined, nothing claimed
+        assert list(cfg.paths.failed_dir.iterdir()) == []
+        relay.claimer.apply(dataclasses.replace(cfg, watch=dataclasses.replace(cfg.watch, keep_released=Duration(0))))
+        relay.claimer.sweep_held()
+        assert not held.exists() and list(held.parent.iterdir()) == []
+    finally:
+        relay.close()
