@@ -9,7 +9,6 @@ When the outbox is on another filesystem than the spool, the hold folder is ``<o
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -140,10 +139,3 @@ def _held(root: Path, outbox: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
 
 def _record_of(held: Path) -> Path:
     return held.with_name(held.name + RECORD)
-
-
-def held_count(root: Path, outbox: Path) -> int:
-    """Given the spool root and the outbox, return how many released originals are held now."""
-    with contextlib.suppress(OSError):
-        return sum(1 for _ in _held(root, outbox))
-    return 0
