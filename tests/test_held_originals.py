@@ -64,7 +64,7 @@ def test_a_writer_that_opened_its_file_before_the_relay_started_loses_nothing(
         d.start()
         assert wait_until(lambda: state_of(d.config, go_of(fi.name)) == State.SENT, 40), d.log.read_text()
         assert writer.wait(20) == 0
-        settled = wait_until(lambda: nothing_lost(relay_dir, fi.name, b"head\ntail\n") is None, 15)
+        settled = wait_until(lambda: nothing_lost(relay_dir, fi.name, b"head\ntail\n") is None, 30)
         assert settled, nothing_lost(relay_dir, fi.name, b"head\ntail\n")
         if settle_unknown == "20s":
             assert (relay_dir / "remote" / "INTEST" / fi.name).read_bytes() == b"head\ntail\n"

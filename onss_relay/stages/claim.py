@@ -32,6 +32,7 @@ from onss_relay.stages.settle import SettleTracker
 log = structlog.get_logger(__name__)
 
 CLAIM_BATCH = 100  # sets queued per journal commit while scanning
+SWEEP_EVERY = 10.0  # seconds between looks at the held originals (held.py)
 SIGHTINGS_REFRESH = 60.0  # seconds between rewrites of outbox-sightings.json when only the ages changed
 
 
@@ -61,6 +62,7 @@ class Claimer:
         self._xml_seen: dict[str, tuple[object, str | None]] = {}  # set → ((name, size, mtime) of its FIs, problem)
         self._saved = b""
         self._saved_at = 0.0
+        self._next_sweep = 0.0
         self._load_sightings()
 
     def apply(self, cfg: Config) -> None:
@@ -126,8 +128,14 @@ class Claimer:
         # which fails again until it commits, instead of a scan that touches nothing and looks like a recovery
         self.tracker.forget(names)
         self._save_sightings()
-        self.sweep_held()
+        self._sweep_due()
         return claimed
+
+    def _sweep_due(self) -> None:
+        """Sweep the held originals, not at every event-driven scan (held/ may hold thousands)."""
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + min(SWEEP_EVERY, self.cfg.watch.keep_released)
+            self.sweep_held()
 
     @property
     def _sightings_path(self) -> Path:
