@@ -208,11 +208,20 @@ def _once(args: argparse.Namespace, what: str, action: Callable[[Relay], T]) -> 
         lock.release()
 
 
+def _quarantined(sets: int, files: int) -> str:
+    """Given the sets given up and the files moved to failed/ in a run, say both (never '0' when either is not)."""
+    if sets:
+        return f"quarantined {sets} set(s) ({files or 'no'} file(s) in failed/)"
+    return f"quarantined {files} file(s)" if files else "quarantined 0"
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     report = _once(args, "send --once", lambda relay: relay.send_once())
     waiting = report.upload.waiting
     uncertain = f", {len(waiting)} uncertain (waiting for the quiet period)" if waiting else ""
-    print(f"sent {len(report.upload.sent)} set(s), quarantined {report.quarantined}{uncertain}")
+    print(
+        f"sent {len(report.upload.sent)} set(s), {_quarantined(report.sets_quarantined, report.files_quarantined)}{uncertain}"
+    )
     for line in waiting:
         print(f"onss-relay: {line}", file=sys.stderr)
     if report.upload.error:

@@ -143,11 +143,20 @@ class RemoteConfig:
 @dataclasses.dataclass(frozen=True)
 class WatchConfig:
     settle: Duration = _field(Duration(2), "a file must keep its size and mtime this long")
+    settle_unknown: Duration = _field(
+        Duration(30),
+        "a file already there when the watch began (or when events were lost) must stay unchanged this long, "
+        "unless its writer is seen closing it",
+    )
     rescan: Duration = _field(Duration(60), "full outbox scan interval")
     polling: AutoBool = _field(AutoBool("auto"), "auto, true or false: polling observer for network shares")
     incomplete_after: Duration = _field(
         Duration(3600),
         "quarantine a set still missing parts, or XML still not well-formed, this long after the relay first saw it",
+    )
+    keep_released: Duration = _field(
+        Duration(3600),
+        "hold a sent declaration's outbox original this long in held/ before deleting it (if still unchanged)",
     )
     environments: list[str] = _field(["R", "T", "S"], "environments this relay may send to")
     extra_application_codes: list[str] = _field(

@@ -46,6 +46,16 @@ class SendReport:
         return max(self.quarantined_after - self.quarantined_before, self.sets_failed, len(self.upload.quarantined))
 
     @property
+    def sets_quarantined(self) -> int:
+        """Sets given up during the run (refused at the claim, while signing or at the upload)."""
+        return max(self.sets_failed, len(self.upload.quarantined))
+
+    @property
+    def files_quarantined(self) -> int:
+        """Files moved to failed/ during the run (a set's parts, its extras, files that belong to no set)."""
+        return max(self.quarantined_after - self.quarantined_before, 0)
+
+    @property
     def failed(self) -> bool:
         """Whether anything was refused: a file quarantined, or a set given up (its files may be gone)."""
         return self.quarantined > 0

@@ -23,12 +23,11 @@ from onss_relay.config import PathsConfig
 from onss_relay.declaration import open_for_writing
 from onss_relay.durable import atomic_write, free_name, fsync_dir, move_durably
 from onss_relay.errors import InvalidName, RelayError
+from onss_relay.held import hold
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.names import ALL_FOLDERS, parse_name, set_key
 
 log = structlog.get_logger(__name__)
-
-DIGEST_RECHECK_MAX = 16 << 20  # an original up to this size is hashed again before it is removed
 
 TEMP_SUFFIXES = (".tmp", ".part", ".swp", ".partial", ".crdownload")
 
@@ -89,10 +88,10 @@ class Spool:
         held = open_for_writing([p for _, p, _ in present]) if present else set()
         for row, original, st in present:
             why = self._why_keep(row, original, st, original in held)
-            if why is None and not row.data.unchanged(original.name, original.stat()):  # changed while we looked
+            if why is None and _stamp(original.stat()) != _stamp(st):  # changed while we looked
                 why = _changed_after_sent(original.name)
-            if why is None:
-                original.unlink()
+            if why is None:  # never unlinked at once: held, and deleted later if still unchanged (held.py)
+                hold(self.paths.root, row, original, dest)
             else:
                 self.quarantine([original], why[0], f"{why[1]}; what the ONSS got is in {dest}", set=row.go_name)
 
@@ -100,7 +99,7 @@ class Spool:
         """Given a sent set's outbox original, return (reason, detail) when it must not be removed, else None."""
         name = original.name
         changed = _changed_after_sent(name)
-        if not row.data.unchanged(name, st):
+        if not same_as_signed(row, original, st):
             return changed
         if held or self._still_open(name):
             return (
@@ -108,9 +107,6 @@ class Spool:
                 f"{name} was held open (a writer may still be adding to it) when its copy was sent: the ONSS got "
                 "the bytes written until then, and may lack what follows",
             )
-        digest = row.data.digests[name]
-        if st.st_size <= DIGEST_RECHECK_MAX and file_digest(original, digest.partition(":")[0]) != digest:
-            return changed
         return None
 
     def _still_open(self, name: str) -> bool:
@@ -187,9 +183,13 @@ class Spool:
         return sorted(out)
 
     def quarantined(self) -> list[dict[str, Any]]:
-        """The reason records of the files in failed/, newest first."""
+        """The reason records of the files in failed/, newest first (a record whose file is not there is left
+        out: a requeue in progress, or cut short, has taken it back to the outbox)."""
         records = []
         for p in self.failed.glob("*.reason.json"):
+            f = p.with_name(p.name.removesuffix(".reason.json"))
+            if not (f.exists() or f.is_symlink()):
+                continue
             with contextlib.suppress(OSError, ValueError):
                 records.append(json.loads(p.read_text()))
         return sorted(records, key=lambda r: str(r.get("at", "")), reverse=True)
@@ -237,6 +237,26 @@ def _changed_after_sent(name: str) -> tuple[str, str]:
         "changed after it was sent",
         f"{name} changed after its copy was signed and sent: the ONSS got an earlier version, not this one",
     )
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
+def same_as_signed(row: SetRow, path: Path, st: os.stat_result) -> bool:
+    """Given a claimed set, one of its outbox FIs and its stat now, return whether it still holds the bytes
+    recorded at the claim: size, mtime, inode and ctime unchanged, or (when only the inode or ctime differ: a
+    chmod, a hard link made by a backup tool, an extended attribute; or for a set claimed before inodes and
+    ctimes were recorded) the same digest as the copy signed."""
+    name = path.name
+    if row.data.unchanged(name, st) and name in row.data.identities:
+        return True
+    if st.st_size != row.data.sizes.get(name) or st.st_mtime_ns != row.data.mtimes.get(name, st.st_mtime_ns):
+        return False
+    digest = row.data.digests.get(name)
+    if digest is None:  # signed before digests were recorded: what the stat says is all there is
+        return row.data.unchanged(name, st)
+    return file_digest(path, digest.partition(":")[0]) == digest
 
 
 def file_digest(path: Path, algorithm: str) -> str:

@@ -41,6 +41,7 @@ password_file = "keys/signer.pass"
 [watch]
 settle = "0s"
 rescan = "1s"
+settle_unknown = "1s"
 [poll]
 interval = "1s"
 """

@@ -96,9 +96,10 @@ def test_after_a_lost_journal_the_claim_refuses_a_sequence_found_in_sent(relay_d
     config = relay_dir / "config.toml"
     outbox = relay_dir / "spool" / "outbox"
     outbox.mkdir(parents=True, exist_ok=True)
-    (outbox / fi_name(7)).write_bytes(b"<DmfA>first</DmfA>")
+    first = fi_name(7, app="DMFA")  # another code than the one below (fi_name's default became DIMN)
+    (outbox / first).write_bytes(b"<DmfA>first</DmfA>")
     assert run_cli("send", "--once", "--config", str(config)).returncode == 0
-    [earlier] = (relay_dir / "spool" / "sent").rglob("GO" + fi_name(7)[2:-2])
+    [earlier] = (relay_dir / "spool" / "sent").rglob("GO" + first[2:-2])
     for f in (relay_dir / "spool").glob("journal.db*"):
         f.unlink()  # the journal is lost (a disk replaced, a restore without it)
     again = fi_name(7, app="DIMN")  # the same sequence under another application code: ACRF-133 all the same
@@ -108,3 +109,39 @@ def test_after_a_lost_journal_the_claim_refuses_a_sequence_found_in_sent(relay_d
     why = json.loads((relay_dir / "spool" / "failed" / f"{again}.reason.json").read_text())
     assert why["reason"] == "duplicate name, would be ACRF-133" and str(earlier) in why["detail"], why
     assert not (relay_dir / "remote" / "INTEST" / again).exists()
+
+
+# -- review of issue 22 (22b), items 5 and 6 -------------------------------------------------------------------
+
+
+def test_requeue_of_a_name_sent_meanwhile_is_refused_and_a_re_drop_is_compared_by_digest(relay_dir: Path) -> None:
+    config, [part] = quarantined_set(relay_dir, parts=1)
+    outbox, failed = relay_dir / "spool" / "outbox", relay_dir / "spool" / "failed"
+    (outbox / part).write_bytes(b"<DmfA>corrected</DmfA>")  # a corrected declaration under the same name
+    assert run_cli("send", "--once", "--config", str(config)).returncode == 0
+    assert state_of(config, "GO" + part[2:-2]) == State.SENT
+    r = run_cli("requeue", part, "--config", str(config))
+    assert r.returncode == 2 and "ACRF-133" in r.stderr and "new sequence number" in r.stderr, r.stdout + r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert (failed / part).read_bytes() == b"<DmfA>first attempt</DmfA>" and not (outbox / part).exists()
+    for content, said in ((b"<DmfA>corrected</DmfA>", "same bytes as sent"), (b"<DmfA>third</DmfA>", "different")):
+        for f in failed.glob(f"{part}*"):
+            f.unlink()
+        (outbox / part).write_bytes(content)
+        assert run_cli("send", "--once", "--config", str(config)).returncode == 1
+        why = json.loads((failed / f"{part}.reason.json").read_text())
+        assert why["reason"] == "duplicate name, would be ACRF-133" and said in why["detail"], why
+
+
+def test_a_requeue_killed_between_two_parts_leaves_no_stale_reason_and_status_shows_no_hidden_file(
+    relay_dir: Path,
+) -> None:
+    config, parts = quarantined_set(relay_dir)
+    outbox, failed = relay_dir / "spool" / "outbox", relay_dir / "spool" / "failed"
+    os.rename(failed / parts[0], outbox / parts[0])  # killed after the first part was linked in
+    os.rename(failed / parts[1], outbox / f".{parts[1]}.requeue.tmp")  # and the second staged
+    shown = run_cli("status", "--config", str(config), "--json").stdout
+    assert not any(r.get("file") in parts for r in json.loads(shown).get("quarantined", [])), shown
+    r = run_cli("send", "--once", "--config", str(config))
+    assert r.returncode == 0 and "sent 1 set(s)" in r.stdout, r.stdout + r.stderr
+    assert list(failed.iterdir()) == []  # no <part>.reason.json left for a part that was sent

@@ -11,6 +11,7 @@ a kill) is completed, or undone when a file of the same name arrived meanwhile, 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
 import os
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import structlog
 from onss_relay.config import Config
 from onss_relay.durable import fsync_dir, move_durably, place_new
 from onss_relay.errors import InvalidName, UsageError
+from onss_relay.journal import State, open_journal_at
 from onss_relay.names import parse_name, set_key
 from onss_relay.spool import Spool
 
@@ -46,6 +48,7 @@ def requeue(cfg: Config, name: str, out: TextIO) -> int:
         files = _quarantined_files(spool, key)
         if not files:
             raise UsageError(f"{name}: nothing of set {key} is in {spool.failed}")
+        _refuse_sent(cfg, name, key)
         _refuse_overwrite(spool, name, [f.name for f in files])
         for f in files:
             _stage(spool, f)
@@ -89,6 +92,24 @@ def requeue_lock(spool: Spool) -> Iterator[None]:
         os.close(fd)
 
 
+def _refuse_sent(cfg: Config, name: str, key: str) -> None:
+    """Given a set name, raise UsageError when the journal has a set of that name in flight or sent (a corrected
+    declaration of the same name went through after this one was quarantined): the ONSS refuses a second GO."""
+    if not cfg.paths.journal_path.exists():
+        return
+    journal = open_journal_at(cfg.paths.journal_path, readonly=True)
+    try:
+        row = journal.get_set(key)
+    finally:
+        journal.close()
+    if row is not None and row.state != State.FAILED:
+        when = f"{dt.datetime.fromtimestamp(row.updated_at):%Y-%m-%d %H:%M}"
+        raise UsageError(
+            f"{name}: not requeued, a set named {key} went through since it was quarantined (now {row.state}, {when}) "
+            "and the ONSS refuses a second use of that name (ACRF-133); give the declaration a new sequence number"
+        )
+
+
 def _refuse_overwrite(spool: Spool, name: str, names: list[str]) -> None:
     taken = [n for n in names if _taken(spool.outbox / n)]
     if taken:
@@ -125,10 +146,18 @@ def _bring_in(spool: Spool, key: str) -> list[str]:
             temp.unlink()  # linked in before a crash: the outbox file is this very file
         placed.append(final.name)
     fsync_dir(spool.outbox)
-    for name in placed:
-        (spool.failed / f"{name}.reason.json").unlink(missing_ok=True)
-    fsync_dir(spool.failed)
+    _drop_reasons(spool, key)
     return placed
+
+
+def _drop_reasons(spool: Spool, key: str) -> None:
+    """Given a set brought back into the outbox, remove the reason file of each of its files no longer in
+    failed/ (those placed now, and those a requeue cut short placed before it was killed)."""
+    for record in spool.failed.glob("*.reason.json"):
+        name = record.name.removesuffix(".reason.json")
+        if _belongs(name, key) and not _taken(spool.failed / name):
+            record.unlink(missing_ok=True)
+    fsync_dir(spool.failed)
 
 
 def _undo(spool: Spool, temps: list[Path], why: str) -> None:

@@ -6,8 +6,10 @@ reason, never dropped. Claimed files stay in the outbox until the uploader archi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import json
 import os
 import stat
 import time
@@ -16,19 +18,23 @@ from pathlib import Path
 
 import structlog
 
+from onss_relay import held
 from onss_relay.config import Config
 from onss_relay.declaration import declaration_warnings, open_for_writing, xml_problem
 from onss_relay.declaration_keys import declaration_keys
+from onss_relay.durable import atomic_write
 from onss_relay.errors import InvalidName
 from onss_relay.journal import Journal, NewSet, SetData, SetRow, State
 from onss_relay.names import Name, Prefix, format_name, missing_parts, parse_name, sent_application_codes, set_key
 from onss_relay.sent_names import SentNames
-from onss_relay.spool import Spool, is_temp_name
+from onss_relay.spool import Spool, file_digest, is_temp_name
 from onss_relay.stages.settle import SettleTracker
 
 log = structlog.get_logger(__name__)
 
 CLAIM_BATCH = 100  # sets queued per journal commit while scanning
+SWEEP_EVERY = 10.0  # seconds between looks at the held originals (held.py)
+SIGHTINGS_REFRESH = 60.0  # seconds between rewrites of outbox-sightings.json when only the ages changed
 
 
 @dataclasses.dataclass
@@ -52,13 +58,19 @@ class Claimer:
         self.journal = journal
         self.spool = spool
         self.tracker = SettleTracker(cfg.watch.settle, clock)
+        self.tracker.settle_unknown = cfg.watch.settle_unknown
         self.sent_names = SentNames(spool.sent)
         self._xml_seen: dict[str, tuple[object, str | None]] = {}  # set → ((name, size, mtime) of its FIs, problem)
+        self._saved = b""
+        self._saved_at = 0.0
+        self._next_sweep = 0.0
+        self._load_sightings()
 
     def apply(self, cfg: Config) -> None:
         """Given a reloaded configuration, use its [watch] settings from the next scan on."""
         self.cfg = cfg
         self.tracker.settle = cfg.watch.settle
+        self.tracker.settle_unknown = cfg.watch.settle_unknown
 
     def scan(self) -> list[str]:
         """Scan the outbox once: quarantine bad files, claim complete settled sets; return the claimed GO names."""
@@ -96,6 +108,7 @@ class Claimer:
         claimed: list[str] = []
         batch: list[NewSet] = []
         sequences: dict[tuple[str, str, str, str], str] = {}  # claimed in this scan, not in the journal yet
+        names: set[str] = set()
         for group, new in ready:
             if not self._complete(group, new, busy):
                 continue
@@ -108,12 +121,61 @@ class Claimer:
             parts = [group.fis[n] for n in new.parts]
             batch.append(dataclasses.replace(with_warnings(new, parts), keys=declaration_keys(parts[0])))
             claimed.append(new.go_name)
-            self.tracker.forget(set(group.fis) | set(group.extras))
+            names |= set(group.fis) | set(group.extras)
             if len(batch) == CLAIM_BATCH:
                 self._record(batch)
                 batch = []
         self._record(batch)
+        # only once recorded: a journal that refused the commit (busy, full) finds them settled at the next scan,
+        # which fails again until it commits, instead of a scan that touches nothing and looks like a recovery
+        self.tracker.forget(names)
+        self._save_sightings()
+        self._sweep_due()
         return claimed
+
+    def _sweep_due(self) -> None:
+        """Sweep the held originals, not at every event-driven scan (held/ may hold thousands)."""
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + min(SWEEP_EVERY, self.cfg.watch.keep_released)
+            self.sweep_held()
+
+    @property
+    def _sightings_path(self) -> Path:
+        return self.spool.paths.root / "outbox-sightings.json"
+
+    def _load_sightings(self) -> None:
+        """Count from the first sightings an earlier run kept (a cron'd `send --once`; never from mtimes)."""
+        try:
+            self._saved = self._sightings_path.read_bytes()
+            doc = json.loads(self._saved)
+            self.tracker.restore(doc["files"], time.time() - float(doc["at"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            self._saved = b""
+
+    def _save_sightings(self) -> None:
+        """Keep the first sightings for the next run, rewritten only when the files seen change."""
+        files = self.tracker.sightings()
+        if not files and not self._saved:
+            return
+        if self._saved and set(json.loads(self._saved).get("files", {})) == set(files) and not self._stale():
+            return
+        data = json.dumps({"at": time.time(), "files": files}).encode()
+        with contextlib.suppress(OSError):  # derived: a full disk only loses the count across runs
+            atomic_write(self._sightings_path, data, sync=False)
+            self._saved = data
+            self._saved_at = time.monotonic()
+
+    def _stale(self) -> bool:
+        return time.monotonic() - self._saved_at > SIGHTINGS_REFRESH
+
+    def sweep_held(self) -> None:
+        """Delete the released originals held watch.keep_released and still unchanged; quarantine changed ones."""
+        spool = self.spool
+
+        def quarantine(files: list[Path], reason: str, detail: str, set_: str) -> None:
+            spool.quarantine(files, reason, detail, set=set_)
+
+        held.sweep(spool.paths.root, spool.outbox, self.cfg.watch.keep_released, quarantine)
 
     def _complete(self, group: _SetFiles, new: NewSet, busy: set[Path]) -> bool:
         """Given a set ready by its names and settle delay, return whether its content is complete too: no FI
@@ -291,10 +353,21 @@ def _sent_before(group: _SetFiles, row: SetRow) -> str:
     again = sorted(n for n in group.fis if n in row.data.digests)
     if not again:
         return f"{group.key} was already sent on {when}"
+    differ = [n for n in again if _digest_or_none(group.fis[n], row.data.digests[n]) != row.data.digests[n]]
+    if not differ:
+        return f"{group.key} was already sent on {when}: {', '.join(again)} holds the same bytes as sent on {when}"
     return (
-        f"{group.key} was already sent on {when}: {', '.join(again)} was written again after it was sent, and "
-        f"the ONSS got an earlier version (in {row.data.sent_dir}); this later content was not sent"
+        f"{group.key} was already sent on {when}: {', '.join(differ)} has different content from what was sent, "
+        f"and the ONSS got the earlier version (in {row.data.sent_dir}); this content was not sent"
     )
+
+
+def _digest_or_none(path: Path, recorded: str) -> str | None:
+    """Given a file and a recorded "algorithm:hex", return the file's digest the same way (None if unreadable)."""
+    try:
+        return file_digest(path, recorded.partition(":")[0])
+    except OSError:
+        return None
 
 
 def latest_plausible_today() -> dt.date:

@@ -44,6 +44,8 @@ class SettleTracker:
         self._trusted: set[str] = set()
         self._opens: dict[str, int] = {}  # name → opens not closed yet, as inotify told them
         self._dirty: set[str] = set()  # modified and not closed since
+        self._unknown: dict[str, float] = {}  # name → since when its open state is unknown (no open was seen)
+        self.settle_unknown = 0.0  # how long such a file must stay quiet (watch.settle_unknown)
         self._lock = threading.Lock()
 
     def trust(self, name: str) -> None:
@@ -81,6 +83,7 @@ class SettleTracker:
             if wrote:
                 self._dirty.discard(name)
                 self._trusted.add(name)
+                self._unknown.pop(name, None)  # its writer was seen closing it
 
     def gone(self, name: str) -> None:
         """Given a name removed or renamed away, forget what events said of it."""
@@ -88,10 +91,23 @@ class SettleTracker:
             self._opens.pop(name, None)
             self._dirty.discard(name)
             self._trusted.discard(name)
+            self._unknown.pop(name, None)
+
+    def unknown(self, names: set[str]) -> None:
+        """Given names present when the watch began (a writer may have opened them before), count their open
+        state unknown: settled only once seen closed after writing, or quiet for watch.settle_unknown."""
+        now = self.clock()
+        with self._lock:
+            for name in names:
+                self._unknown.setdefault(name, now)
 
     def events_lost(self) -> None:
-        """After an event-queue overflow, opens and closes may be unmatched: start counting afresh."""
+        """After an event-queue overflow, opens and closes may be unmatched: start counting afresh, every file
+        known so far with its open state unknown."""
+        now = self.clock()
         with self._lock:
+            for name in {*self._seen, *self._opens, *self._dirty}:
+                self._unknown.setdefault(name, now)
             self._opens.clear()
             self._dirty.clear()
             self._trusted.clear()
@@ -123,6 +139,9 @@ class SettleTracker:
             prev = self._seen[name] = _Sighting(st.st_size, st.st_mtime_ns, now)
         if self.busy(name):
             return False
+        if self.events and name in self._unknown:  # quiet since the watch began, not since an earlier sighting
+            quiet_since = max(prev.since, self._unknown.get(name, now))
+            return not changed and now - quiet_since >= max(self.settle, self.settle_unknown)
         if self.settle > 0:
             return not changed and now - prev.since >= self.settle
         if not self.events:
@@ -136,7 +155,30 @@ class SettleTracker:
         wait = self.settle if self.settle > 0 else (self.EVENT_FALLBACK if self.events else 0)
         with self._lock:
             pending = [s.since + wait for n, s in self._seen.items() if self.settle > 0 or n not in self._trusted]
+            if self.events:
+                unknown = max(self.settle, self.settle_unknown)
+                pending += [
+                    max(since, self._seen[n].since) + unknown for n, since in self._unknown.items() if n in self._seen
+                ]
         return min(pending) if pending else None
+
+    def sightings(self) -> dict[str, list[float]]:
+        """Return what to keep across runs: name → [wall-clock seconds since first seen, since its size and mtime
+        last changed, size, mtime_ns] (ages, so that a clock stepped between runs moves nothing backwards)."""
+        now = self.clock()
+        return {
+            name: [round(now - self._first.get(name, s.since), 3), round(now - s.since, 3), s.size, s.mtime_ns]
+            for name, s in sorted(self._seen.items())
+        }
+
+    def restore(self, saved: dict[str, list[float]], elapsed: float) -> None:
+        """Given sightings kept by an earlier run and the wall-clock seconds since they were kept, count from
+        those first sightings (a cron'd `send --once` reaches watch.incomplete_after across runs)."""
+        now = self.clock()
+        gap = max(elapsed, 0.0)
+        for name, (first_age, since_age, size, mtime_ns) in saved.items():
+            self._first.setdefault(name, now - first_age - gap)
+            self._seen.setdefault(name, _Sighting(int(size), int(mtime_ns), now - since_age - gap))
 
     def forget(self, names: set[str]) -> None:
         with self._lock:
@@ -144,6 +186,7 @@ class SettleTracker:
                 self._seen.pop(name, None)
                 self._first.pop(name, None)
                 self._trusted.discard(name)
+                self._unknown.pop(name, None)
 
     def forget_missing(self, present: set[str]) -> None:
         self.forget({n for n in self._seen if n not in present} | {n for n in self._first if n not in present})

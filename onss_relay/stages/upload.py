@@ -29,7 +29,7 @@ from onss_relay.errors import (
 )
 from onss_relay.journal import Change, Journal, SetRow, State
 from onss_relay.names import Env, upload_folder
-from onss_relay.spool import Spool
+from onss_relay.spool import Spool, same_as_signed
 from onss_relay.stages.recovery import decide_uploading, go_not_needed
 from onss_relay.stages.uncertain import (
     UNCERTAIN_STATES,
@@ -165,7 +165,7 @@ class Uploader:
                 st = os.fstat(fd)
             finally:
                 os.close(fd)
-            if not row.data.unchanged(fi, st):
+            if not same_as_signed(row, self.spool.outbox / fi, st):  # a chmod or a hard link alone is no change
                 expected = row.data.sizes[fi]
                 detail = (
                     f"{fi}: {expected} bytes when claimed, {st.st_size} bytes now"

@@ -84,6 +84,9 @@ class Watcher:
         self._observer = observer
         logging.getLogger("watchdog.observers.inotify_c").addHandler(_OverflowAlarm(self.wake, self.outbox.tracker))
         self.outbox.tracker.events = not self.polling
+        if not self.polling:  # a writer may have opened these before the watch began: no open event will tell
+            with os.scandir(self.outbox.spool.outbox) as entries:
+                self.outbox.tracker.unknown({e.name for e in entries if e.is_file(follow_symlinks=False)})
         log.info(
             "watching",
             outbox=str(self.outbox.spool.outbox),

@@ -1,0 +1,141 @@
+"""Released originals: an outbox FI whose copy was sent is never unlinked at once. It is renamed (same
+filesystem: a writer's open descriptor follows the inode) into ``held/`` beside a record of what was sent, and
+deleted at a later pass only while still identical (size, mtime, inode, ctime, digest) and held open by no
+process the relay can see; one that changed goes whole to ``failed/`` saying the ONSS got an earlier version.
+
+When the outbox is on another filesystem than the spool, the hold folder is ``<outbox>/.onss-relay-held/``
+(a rename across filesystems would be a copy, and a writer would go on writing into the unlinked original).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from onss_relay.declaration import open_for_writing
+from onss_relay.durable import atomic_write, free_name, fsync_dir
+from onss_relay.journal import SetRow
+
+log = structlog.get_logger(__name__)
+
+OUTBOX_HOLD = ".onss-relay-held"  # under the outbox when it is on another filesystem than the spool
+RECORD = ".held.json"
+
+Quarantine = Callable[[list[Path], str, str, str], object]  # files, reason, detail, set
+
+
+def hold_folders(root: Path, outbox: Path) -> list[Path]:
+    """Given the spool root and the outbox, return the folders where released originals may be held."""
+    return [root / "held", outbox / OUTBOX_HOLD]
+
+
+def hold(root: Path, row: SetRow, original: Path, dest: Path) -> Path:
+    """Given the spool root, a sent set, its unchanged outbox original and where its copy was archived, move
+    the original into the hold folder with a record of what was sent; return where it is now held.
+
+    The record is written first (a crash before the rename leaves a record without its file, dropped at the
+    next pass); the inode and ctime, which the rename changes, are added after it."""
+    name = original.name
+    st = original.stat()
+    record: dict[str, Any] = {
+        "file": name,
+        "set": row.go_name,
+        "digest": row.data.digests[name],
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "held_at": time.time(),
+        "sent_dir": str(dest),
+    }
+    folder = root / "held"
+    for attempt in (0, 1):
+        folder.mkdir(exist_ok=True)
+        target = free_name(folder, name)
+        atomic_write(_record_of(target), json.dumps(record).encode())
+        try:
+            os.rename(original, target)
+            break
+        except OSError as e:
+            _record_of(target).unlink(missing_ok=True)
+            if e.errno != errno.EXDEV or attempt:
+                raise
+            folder = original.parent / OUTBOX_HOLD  # the outbox's own filesystem
+    fsync_dir(folder)
+    fsync_dir(original.parent)
+    now = target.stat()
+    atomic_write(_record_of(target), json.dumps(record | {"ino": now.st_ino, "ctime_ns": now.st_ctime_ns}).encode())
+    log.info("original_held", file=name, set=row.go_name, held=str(target))
+    return target
+
+
+def sweep(root: Path, outbox: Path, keep_for: float, quarantine: Quarantine) -> None:
+    """Given the spool root, the outbox, how long to hold released originals and the spool's quarantine, delete
+    each held original held that long and still identical to what was sent; move each that changed to failed/
+    with why. One held open by a visible process waits for a later pass."""
+    for held, record in _held(root, outbox):
+        if time.time() - float(record.get("held_at", 0)) < keep_for:
+            continue
+        try:
+            why = changed(held, record)
+        except FileNotFoundError:
+            _record_of(held).unlink(missing_ok=True)
+            continue
+        if why is None and open_for_writing([held]):
+            continue
+        if why is None:
+            held.unlink()
+            _record_of(held).unlink(missing_ok=True)
+            log.info("original_released", file=record.get("file"), set=record.get("set"))
+            continue
+        detail = (
+            f"{record['file']} changed after its copy was signed and sent ({why}): the ONSS got an earlier "
+            f"version, not this one; what the ONSS got is in {record.get('sent_dir')}"
+        )
+        quarantine([held], "changed after it was sent", detail, str(record.get("set", "")))
+        _record_of(held).unlink(missing_ok=True)
+
+
+def changed(held: Path, record: dict[str, Any]) -> str | None:
+    """Given a held original and its record, return what changed since it was sent, or None if nothing did
+    (its bytes are hashed whenever its size matches; a change of inode or ctime alone is a chmod or a link)."""
+    from onss_relay.spool import file_digest
+
+    st = held.stat()
+    if st.st_size != record["size"]:
+        return f"{record['size']} bytes when sent, {st.st_size} bytes now"
+    digest = str(record["digest"])
+    if file_digest(held, digest.partition(":")[0]) != digest:
+        return "same size, different bytes"
+    after = held.stat()
+    if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+        return "written to while it was checked"
+    return None
+
+
+def _held(root: Path, outbox: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Given the spool root and the outbox, yield each held original with its record; drop records whose file
+    is gone (a crash before the rename: the original is still in the outbox, and released again)."""
+    for folder in hold_folders(root, outbox):
+        if not folder.is_dir():
+            continue
+        for rec in sorted(folder.glob("*" + RECORD)):
+            held = rec.with_name(rec.name[: -len(RECORD)])
+            try:
+                record = json.loads(rec.read_text())
+            except (OSError, ValueError):
+                continue
+            if not held.exists():
+                rec.unlink(missing_ok=True)
+                continue
+            if isinstance(record, dict):
+                yield held, record
+
+
+def _record_of(held: Path) -> Path:
+    return held.with_name(held.name + RECORD)
