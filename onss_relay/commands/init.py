@@ -33,28 +33,22 @@ def example_config() -> str:
 
 
 def init_directory(directory: Path, out: TextIO, state: Path | None = None) -> int:
-    """Given a folder, write id_rsa(.pub), config.toml and an empty known_hosts there; print the next steps."""
+    """Given a folder, write id_rsa(.pub), config.toml and an empty known_hosts there, keeping any that exist
+    (run twice, same result: init never overwrites); print what it made and the next steps; return 0."""
     directory.mkdir(parents=True, exist_ok=True)
     key_path, config = directory / "id_rsa", directory / "config.toml"
-    for p in (key_path, config):
-        if p.exists():
-            raise UsageError(f"{p} exists already; init never overwrites (move it away first)")
-    key = rsa.generate_private_key(65537, 4096)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-    )
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE)
-    with os.fdopen(fd, "wb") as f:
-        f.write(private)
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    (directory / "id_rsa.pub").write_bytes(public + b" onss-relay\n")
+    kept = [p.name for p in (key_path, directory / "id_rsa.pub", config) if p.exists()]
+    public = _key_pair(key_path)
     (directory / "known_hosts").touch(mode=0o644, exist_ok=True)
-    text = example_config()
-    for old, new in EXAMPLE_KEYS.items():
-        text = text.replace(old, new.format(dir=directory.absolute(), state=state or "/var/lib/onss-relay"))
-    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
+    if not config.exists():
+        text = example_config()
+        for old, new in EXAMPLE_KEYS.items():
+            text = text.replace(old, new.format(dir=directory.absolute(), state=state or "/var/lib/onss-relay"))
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+    if kept:
+        print(f"Kept as they were (init never overwrites): {', '.join(kept)}", file=out)
     print(
         f"""Created in {directory}:
   id_rsa, id_rsa.pub   SSH key pair for the transfer point (the private key never leaves this machine)
@@ -63,7 +57,7 @@ def init_directory(directory: Path, out: TextIO, state: Path | None = None) -> i
 
 Public key to upload for your technical user on the social security portal:
 
-{public.decode()} onss-relay
+{public.decode().strip()}
 
 Next steps:
   1. Your signing certificate comes from a certificate authority (a qualified certificate, as PKCS#12):
@@ -84,3 +78,23 @@ Next steps:
         file=out,
     )
     return 0
+
+
+def _key_pair(key_path: Path) -> bytes:
+    """Given where the SSH private key goes, make an RSA 4096 pair there unless one exists; return the public key
+    line (as id_rsa.pub holds it)."""
+    pub_path = key_path.with_name(key_path.name + ".pub")
+    if key_path.exists():
+        if not pub_path.exists():
+            raise UsageError(f"{key_path} exists without {pub_path.name}; init never overwrites (move it away first)")
+        return pub_path.read_bytes()
+    key = rsa.generate_private_key(65537, 4096)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE)
+    with os.fdopen(fd, "wb") as f:
+        f.write(private)
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    pub_path.write_bytes(public + b" onss-relay\n")
+    return public + b" onss-relay\n"
