@@ -129,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = add("requeue", "put a quarantined set back in the outbox, all its files at once, to be sent again")
     p.add_argument("name", metavar="NAME", help="a GO, FI or FS name of the set (as `status` or failed/ shows it)")
+    p = add("backup", "copy the journal consistently (SQLite online backup), also while the daemon runs")
+    p.add_argument("dest", type=Path, metavar="DEST", help="file to write (a folder: journal.db in it)")
+    p = add("restore", "put a journal copy back in place (refused while a relay runs on the spool)")
+    p.add_argument("src", type=Path, metavar="SRC", help="a journal written by backup")
     p = add("demo", "run the whole cycle locally against the simulator and print the results")
     p.add_argument("dir", nargs="?", type=Path, help="keep everything under DIR (default: a temporary folder)")
     return parser
@@ -277,6 +281,13 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     return requeue(_config(args), args.name, sys.stdout)
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from onss_relay.commands.backup import backup, restore
+
+    cfg = _config(args)
+    return backup(cfg, args.dest, sys.stdout) if args.command == "backup" else restore(cfg, args.src, sys.stdout)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from onss_relay.commands.check import run_checks
 
@@ -363,6 +374,8 @@ COMMANDS = {
     "simulate": cmd_simulate,
     "demo": cmd_demo,
     "init": cmd_init,
+    "backup": cmd_backup,
+    "restore": cmd_backup,
 }
 
 if __name__ == "__main__":  # pragma: no cover
