@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 
 import structlog
@@ -244,7 +245,10 @@ class Daemon:
     # -- health ---------------------------------------------------------------------------------
 
     def health(self) -> tuple[bool, str]:
-        """Return (healthy, reason): every stage alive and the last successful poll recent enough."""
+        """Return (healthy, reason): the journal writable, every stage alive and the last successful poll recent
+        enough."""
+        if why := journal_unwritable(self.cfg.paths.journal_path):
+            return False, why
         for stage in self.stages:
             if not stage.is_alive() and not self.stop.is_set():
                 return False, f"stage {stage.health.name} is not running"
@@ -312,3 +316,23 @@ class Daemon:
             return snap.healthy, snap.reason
 
         return serve(self.cfg.metrics.listen, registry_for(collector), health)
+
+
+def journal_unwritable(path: Path) -> str | None:
+    """Given the journal's path, return why this process cannot write it (a read-only mount, a journal restored
+    by `cp` as root, a folder it cannot create -wal in), or None when it can."""
+    for target, what in ((path, "the journal"), (path.parent, "the journal's folder (its -wal and -shm)")):
+        if target.exists() and not os.access(target, os.W_OK):
+            why = "on a read-only filesystem" if _read_only_mount(target) else "not writable by this user"
+            return (
+                f"{what} {target} is {why}: claims and results cannot be recorded (onss-relay restore sets the owner)"
+            )
+    return None
+
+
+def _read_only_mount(path: Path) -> bool:
+    """Given a path, return whether the filesystem holding it is mounted read-only."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False

@@ -4,7 +4,9 @@ by the service user, refused while a daemon runs on the spool."""
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -55,3 +57,36 @@ def test_restore_refuses_a_file_that_is_not_a_journal_in_one_sentence(relay_dir:
     r = run_cli("restore", str(junk), "--config", str(config))
     assert r.returncode == 2 and f"{junk} is not a readable onss-relay journal" in r.stderr, r.stderr
     assert not (relay_dir / "spool" / "journal.db").exists()
+
+
+def _mount_read_only(path: Path) -> bool:
+    """Given a file, bind-mount it read-only over itself (root only); return whether that worked."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    if subprocess.run(["mount", "--bind", str(path), str(path)], capture_output=True).returncode != 0:
+        return False
+    subprocess.run(["mount", "-o", "remount,ro,bind", str(path)], check=True)
+    return True
+
+
+@pytest.mark.slow
+def test_a_journal_the_relay_cannot_write_makes_it_unhealthy_with_that_reason(relay_dir: Path) -> None:
+    """A journal restored by `cp` as root or on a read-only mount: today claims fail with 'attempt to write a
+    readonly database' while health says ok."""
+    config = relay_dir / "config.toml"
+    assert run_cli("send", "--once", "--config", str(config)).returncode == 0  # the journal exists
+    journal = relay_dir / "spool" / "journal.db"
+    if not _mount_read_only(journal):
+        pytest.skip("needs root and mount to make the journal read-only")
+    try:
+        daemon = Daemon(config, relay_dir / "daemon.log")
+        daemon.start()
+        try:
+            (relay_dir / "spool" / "outbox" / fi_name(3)).write_bytes(b"<Dimona/>")
+            health = lambda: run_cli("status", "--health", "--config", str(config))  # noqa: E731
+            assert wait_until(lambda: health().returncode == 1, 20), health().stdout
+            assert f"the journal {journal} is on a read-only filesystem" in health().stdout, health().stdout
+        finally:
+            assert daemon.stop() == 0
+    finally:
+        subprocess.run(["umount", str(journal)], check=True)
