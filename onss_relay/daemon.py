@@ -19,6 +19,7 @@ from types import FrameType
 import structlog
 
 from onss_relay.config import Config, load_config
+from onss_relay.disk import DiskWatch, disk_full
 from onss_relay.durable import atomic_write
 from onss_relay.errors import (
     ConfigError,
@@ -65,6 +66,7 @@ class Daemon:
         self.started = time.time()
         self._reloaded_at = 0.0  # the poll health window counts from a reload too (a shorter interval)
         self._reload = threading.Event()
+        self._said: set[str] = set()  # per-second warnings said once, until they end
 
     def install_signal_handlers(self) -> None:
         def on_stop(signum: int, frame: FrameType | None) -> None:
@@ -131,14 +133,20 @@ class Daemon:
     def _open_relay(self) -> Relay | None:
         """Open the spool and the journal; a full disk at start is said and retried (the unit stays up and says
         why), not fatal. None when stopped meanwhile."""
+        waiting_since: float | None = None
         while True:
             try:
-                return Relay(self.cfg, stop=self.stop, max_attempts=None)
+                relay = Relay(self.cfg, stop=self.stop, max_attempts=None)
+                if waiting_since is not None:  # one line when the wait ends
+                    log.info("relay_waited", waited_s=round(time.time() - waiting_since))
+                return relay
             except (JournalFull, JournalBusy, OSError) as e:
                 if isinstance(e, OSError) and e.errno not in (errno.ENOSPC, errno.EDQUOT):
                     raise
                 why = describe_os_error(e) if isinstance(e, OSError) else str(e)
-                log.error("relay_waiting", error=why, retry_in_s=START_RETRY)
+                if waiting_since is None:  # one warning when it starts, not one per attempt
+                    waiting_since = time.time()
+                    log.error("relay_waiting", error=why, retry_in_s=START_RETRY)
                 self.notifier.send("READY=1", f"STATUS=waiting: {why}")
             if self.stop.wait(START_RETRY):
                 return None
@@ -175,8 +183,12 @@ class Daemon:
     def _supervise(self) -> None:
         """Until stopped: ping the watchdog, write the health file, apply SIGHUP reloads."""
         tick = 1.0 if self.notifier.watchdog_interval is None else min(1.0, self.notifier.watchdog_interval)
+        disk = DiskWatch(self.cfg.paths.root)
         while not self.stop.wait(tick):
             self._ping_watchdog()
+            was_full = disk.since is not None
+            if (full := disk.check()) or was_full:  # systemd STATUS follows a full disk and its end
+                self.notifier.send(f"STATUS={full}" if full else f"STATUS=relaying {self.cfg.paths.outbox_dir}")
             self._write_health()
             self._write_results()
             if self._reload.is_set():
@@ -247,7 +259,7 @@ class Daemon:
     def health(self) -> tuple[bool, str]:
         """Return (healthy, reason): the journal writable, every stage alive and the last successful poll recent
         enough."""
-        if why := journal_unwritable(self.cfg.paths.journal_path):
+        if why := journal_unwritable(self.cfg.paths.journal_path) or disk_full(self.cfg.paths.root):
             return False, why
         for stage in self.stages:
             if not stage.is_alive() and not self.stop.is_set():
@@ -276,7 +288,9 @@ class Daemon:
         try:
             self.relay.results.catch_up()
         except (OSError, JournalError) as e:
-            log.warning("results_unwritable", error=str(e))
+            self._warn_once("results_unwritable", str(e))
+        else:
+            self._said.discard("results_unwritable")
 
     def _write_health(self, stopped: bool = False) -> None:
         ok, reason = (False, "stopped") if stopped else self.health()
@@ -291,7 +305,15 @@ class Daemon:
         try:
             atomic_write(self.cfg.paths.root / "health.json", json.dumps(doc).encode())
         except OSError as e:
-            log.warning("health_unwritable", error=str(e))
+            self._warn_once("health_unwritable", str(e))
+        else:
+            self._said.discard("health_unwritable")
+
+    def _warn_once(self, event: str, error: str) -> None:
+        """Given a warning repeated every second while it lasts (a full disk), log it once until it ends."""
+        if event not in self._said:
+            self._said.add(event)
+            log.warning(event, error=error)
 
     def snapshot(self) -> HealthSnapshot:
         """Return the health snapshot the web listener and the metrics serve (and health.json holds)."""

@@ -299,3 +299,19 @@ class SpoolLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def spool_in_use(root: Path) -> bool:
+    """Given a spool root, return whether a relay holds its lock now (tried with a shared lock, released at once;
+    never created nor written)."""
+    try:
+        fd = os.open(root / "relay.lock", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock taken here
+    return False

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from onss_relay.config import PollConfig
+from onss_relay.disk import disk_full
 from onss_relay.errors import InvalidName
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.names import parse_name, set_key
 from onss_relay.results import overdue, result_document
-from onss_relay.spool import Spool
+from onss_relay.spool import Spool, spool_in_use
 
 
 def result_summary(row: SetRow) -> str:
@@ -143,6 +144,8 @@ def daemon_health(root: Path) -> tuple[bool | None, str]:
     """Given a spool root, the daemon's health in words: (True, why) running and healthy, (False, why) running
     and unhealthy, (None, why) not running (no report, stopped cleanly, or silent for HEALTH_FRESH s)."""
     report = daemon_report(root)
+    if (full := disk_full(root)) and spool_in_use(root):  # it cannot write its report on a full disk
+        return False, f"running, {full}"
     if report is None:
         return None, f"not running: no health report at {root / 'health.json'} (is `onss-relay run` on this spool?)"
     doc, age = report
