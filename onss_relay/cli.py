@@ -129,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = add("requeue", "put a quarantined set back in the outbox, all its files at once, to be sent again")
     p.add_argument("name", metavar="NAME", help="a GO, FI or FS name of the set (as `status` or failed/ shows it)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="send it even though its content equals a set sent recently (watch.duplicate_content_days)",
+    )
     p = add("backup", "copy the journal consistently (SQLite online backup), also while the daemon runs")
     p.add_argument("dest", type=Path, metavar="DEST", help="file to write (a folder: journal.db in it)")
     p = add("restore", "put a journal copy back in place (refused while a relay runs on the spool)")
@@ -278,7 +283,7 @@ def _health(cfg: Config) -> int:
 def cmd_requeue(args: argparse.Namespace) -> int:
     from onss_relay.commands.requeue import requeue
 
-    return requeue(_config(args), args.name, sys.stdout)
+    return requeue(_config(args), args.name, sys.stdout, force=args.force)
 
 
 def cmd_backup(args: argparse.Namespace) -> int:

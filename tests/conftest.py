@@ -41,6 +41,7 @@ password_file = "keys/signer.pass"
 [watch]
 settle = "0s"
 rescan = "1s"
+duplicate_content_days = 0  # tests send the same bytes in many sets; tests/test_same_content.py turns it on
 [poll]
 interval = "1s"
 """

@@ -101,7 +101,7 @@ def test_after_a_lost_journal_the_claim_refuses_a_sequence_found_in_sent(relay_d
     [earlier] = (relay_dir / "spool" / "sent").rglob("GO" + fi_name(7)[2:-2])
     for f in (relay_dir / "spool").glob("journal.db*"):
         f.unlink()  # the journal is lost (a disk replaced, a restore without it)
-    again = fi_name(7, app="DIMN")  # the same sequence under another application code: ACRF-133 all the same
+    again = fi_name(7, app="DMFA")  # the same sequence under another application code: ACRF-133 all the same
     (outbox / again).write_bytes(b"<Dimona/>")
     r = run_cli("send", "--once", "--config", str(config))
     assert r.returncode == 1 and "sent 0 set(s), quarantined 1" in r.stdout, r.stdout + r.stderr

@@ -135,6 +135,8 @@ class SetData:
     # what the ONSS documents say against how it was sent, found at its claim (never a refusal): an environment
     # they do not list for the application, bytes that do not match the declared encoding …
     warnings: tuple[str, ...] = ()
+    content: str | None = None  # "sha256:hex" of its FI parts' bytes at claim (the same declaration twice)
+    same_content_ok: bool = False  # `requeue --force`: send it although its content was sent recently
 
     def unchanged(self, name: str, st: os.stat_result) -> bool:
         """Given an FI and its stat now, whether it still has the size, mtime, inode and ctime recorded at its
@@ -174,6 +176,8 @@ class SetData:
             notifications=tuple(_notification_from(n) for n in raw.get("notifications", ())),
             other_responses=tuple(raw.get("other_responses", ())),
             warnings=tuple(raw.get("warnings", ())),
+            content=raw.get("content"),
+            same_content_ok=bool(raw.get("same_content_ok", False)),
         )
 
 
