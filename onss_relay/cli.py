@@ -22,7 +22,7 @@ from onss_relay.errors import (
     SignatureError,
     describe_os_error,
 )
-from onss_relay.log import LEVELS, setup_logging
+from onss_relay.log import LEVELS, say_error, setup_logging
 
 if TYPE_CHECKING:
     from onss_relay.pipeline import Relay
@@ -154,24 +154,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RelayError as e:
         if args.debug:
             traceback.print_exc()
-        print(f"onss-relay: {e}", file=sys.stderr)
+        say_error(str(e), e.exit_code, args.command)
         return e.exit_code
     except OSError as e:  # a local problem no stage turned into a sentence: still one sentence, never a traceback
         if args.debug:
             traceback.print_exc()
-        print(f"onss-relay: {describe_os_error(e)}", file=sys.stderr)
+        say_error(describe_os_error(e), EXIT_LOCAL, args.command)
         return EXIT_LOCAL
     except sqlite3.Error as e:
         if args.debug:
             traceback.print_exc()
-        print(f"onss-relay: the journal cannot be used: {e} (run with --debug for details)", file=sys.stderr)
+        say_error(f"the journal cannot be used: {e} (run with --debug for details)", EXIT_LOCAL, args.command)
         return EXIT_LOCAL
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # a bug: one sentence for the person, the traceback with --debug
         if args.debug:
             traceback.print_exc()
-        print(f"onss-relay: unexpected error {e!r}; run again with --debug for details and report it", file=sys.stderr)
+        say_error(
+            f"unexpected error {e!r}; run again with --debug for details and report it", EXIT_WORK_FAILED, args.command
+        )
         return EXIT_WORK_FAILED
 
 
