@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
+import os
 import sqlite3
 import sys
 import traceback
@@ -59,9 +61,17 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     )
 
 
+def installed_version() -> str:
+    """Return the installed package's version (its metadata), or the source's when it is not installed."""
+    try:
+        return importlib.metadata.version("onss-relay")
+    except importlib.metadata.PackageNotFoundError:
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onss-relay", description=DESCRIPTION, epilog=EPILOG)
-    parser.add_argument("--version", action="version", version=f"onss-relay {__version__}")
+    parser.add_argument("--version", action="version", version=f"onss-relay {installed_version()}")
     _global_options(parser, suppress=False)
     common = argparse.ArgumentParser(add_help=False)
     _global_options(common, suppress=True)
@@ -150,31 +160,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         "debug" if args.debug else ("error" if args.command == "demo" and args.log_level == "info" else args.log_level)
     )
     try:
-        return COMMANDS[args.command](args)
-    except RelayError as e:
-        if args.debug:
-            traceback.print_exc()
-        say_error(str(e), e.exit_code, args.command)
-        return e.exit_code
-    except OSError as e:  # a local problem no stage turned into a sentence: still one sentence, never a traceback
-        if args.debug:
-            traceback.print_exc()
-        say_error(describe_os_error(e), EXIT_LOCAL, args.command)
-        return EXIT_LOCAL
-    except sqlite3.Error as e:
-        if args.debug:
-            traceback.print_exc()
-        say_error(f"the journal cannot be used: {e} (run with --debug for details)", EXIT_LOCAL, args.command)
-        return EXIT_LOCAL
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a reader gone (`status | head`) shows here, not at exit
+        return code
+    except BrokenPipeError:  # the reader has what it wanted: quiet, and nothing more written
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except KeyboardInterrupt:
         return 130
-    except Exception as e:  # a bug: one sentence for the person, the traceback with --debug
+    except Exception as e:  # one sentence for the person, the traceback with --debug
         if args.debug:
             traceback.print_exc()
-        say_error(
-            f"unexpected error {e!r}; run again with --debug for details and report it", EXIT_WORK_FAILED, args.command
-        )
-        return EXIT_WORK_FAILED
+        sentence, code = _sentence(e)
+        say_error(sentence, code, args.command)
+        return code
+
+
+def _sentence(e: Exception) -> tuple[str, int]:
+    """Given what stopped a command, return the sentence a person reads and the exit code."""
+    if isinstance(e, RelayError):
+        return str(e), e.exit_code
+    if isinstance(e, OSError):  # a local problem no stage turned into a sentence: still one sentence
+        return describe_os_error(e), EXIT_LOCAL
+    if isinstance(e, sqlite3.Error):
+        return f"the journal cannot be used: {e} (run with --debug for details)", EXIT_LOCAL
+    return f"unexpected error {e!r}; run again with --debug for details and report it", EXIT_WORK_FAILED  # a bug
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -244,7 +254,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from onss_relay.commands.status import set_detail, spool_view, status_json, status_table
+    from onss_relay.commands.status import as_go, set_detail, spool_view, status_json, status_table
+    from onss_relay.commands.status_wait import UNSENT, why_waiting
     from onss_relay.journal import open_journal_at
     from onss_relay.spool import Spool
 
@@ -257,17 +268,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     journal = open_journal_at(cfg.paths.journal_path, readonly=True)
     try:
         view = spool_view(Spool(cfg.paths), journal)
+        waiting = why_waiting(cfg.paths.root)
         if args.json:
-            print(json.dumps(status_json(journal, args.name, args.limit, cfg.poll, view), indent=2))
+            doc = status_json(journal, args.name, args.limit, cfg.poll, view)
+            print(json.dumps(doc | ({"waiting": waiting} if not args.name else {}), indent=2))
             return EXIT_OK
         if args.name:
             detail = set_detail(journal, args.name)
             if detail is None:
                 print(f"onss-relay: no set named {args.name} in {cfg.paths.journal_path}", file=sys.stderr)
                 return EXIT_WORK_FAILED
-            print(detail)
+            row = journal.get_set(as_go(args.name)) if waiting else None
+            print(detail + (f"\nwaiting:     {waiting}" if row is not None and row.state in UNSENT else ""))
             return EXIT_OK
-        print(status_table(journal, args.limit, cfg.poll, view))
+        table = status_table(journal, args.limit, cfg.poll, view)
+        unsent = sum(n for state, n in journal.counts().items() if state in UNSENT)
+        print(table + (f"\n\n{unsent} set(s) not sent yet wait: {waiting}" if waiting and unsent else ""))
         return EXIT_OK
     finally:
         journal.close()

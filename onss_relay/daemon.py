@@ -66,7 +66,8 @@ class Daemon:
         self.started = time.time()
         self._reloaded_at = 0.0  # the poll health window counts from a reload too (a shorter interval)
         self._reload = threading.Event()
-        self._said: set[str] = set()  # per-second warnings said once, until they end
+        self._said: set[str] = set()
+        self._status = ""  # the last systemd STATUS sent while running  # per-second warnings said once, until they end
 
     def install_signal_handlers(self) -> None:
         def on_stop(signum: int, frame: FrameType | None) -> None:
@@ -184,11 +185,11 @@ class Daemon:
         """Until stopped: ping the watchdog, write the health file, apply SIGHUP reloads."""
         tick = 1.0 if self.notifier.watchdog_interval is None else min(1.0, self.notifier.watchdog_interval)
         disk = DiskWatch(self.cfg.paths.root)
+        self._status = f"relaying {self.cfg.paths.outbox_dir}"
         while not self.stop.wait(tick):
             self._ping_watchdog()
-            was_full = disk.since is not None
-            if (full := disk.check()) or was_full:  # systemd STATUS follows a full disk and its end
-                self.notifier.send(f"STATUS={full}" if full else f"STATUS=relaying {self.cfg.paths.outbox_dir}")
+            disk.check()  # logs a full disk once when it fills and once when it ends
+            self._status_follows()
             self._write_health()
             self._write_results()
             if self._reload.is_set():
@@ -308,6 +309,14 @@ class Daemon:
             self._warn_once("health_unwritable", str(e))
         else:
             self._said.discard("health_unwritable")
+
+    def _status_follows(self) -> None:
+        """Send systemd a new STATUS when the health says something else: why the relay waits, or relaying."""
+        ok, reason = self.health()
+        status = f"relaying {self.cfg.paths.outbox_dir}" if ok else f"waiting: {reason}"
+        if status != self._status:
+            self._status = status
+            self.notifier.send(f"STATUS={status}")
 
     def _warn_once(self, event: str, error: str) -> None:
         """Given a warning repeated every second while it lasts (a full disk), log it once until it ends."""

@@ -106,7 +106,7 @@ def _seconds(age: float) -> str:
 
 def set_detail(journal: Journal, name: str) -> str | None:
     """Given a GO (or FI) name, return a readable story of that set, or None when it is unknown."""
-    row = journal.get_set(_as_go(name))
+    row = journal.get_set(as_go(name))
     if row is None:
         return None
     doc = result_document(row, journal.history(row.go_name))
@@ -133,8 +133,16 @@ def set_detail(journal: Journal, name: str) -> str | None:
                     + (f" [{a.tag_name}={a.value}]" if a.tag_name else "")
                 )
     lines.append("history:")
-    lines += [f"  {h['at']}  {h['state']:<12} {h['detail'] or ''}".rstrip() for h in doc["history"]]
+    lines += [f"  {local_time(h['at'])}  {h['state']:<12} {h['detail'] or ''}".rstrip() for h in doc["history"]]
     return "\n".join(lines)
+
+
+def local_time(at: float | str | None) -> str:
+    """Given a POSIX time or an ISO time, return it in this machine's local time with its zone, or "-"."""
+    if at is None or at == "":
+        return "-"
+    when = dt.datetime.fromisoformat(at) if isinstance(at, str) else dt.datetime.fromtimestamp(at, dt.UTC)
+    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 HEALTH_FRESH = 60.0  # seconds: an older report means the daemon is not running
@@ -165,7 +173,7 @@ def daemon_report(root: Path) -> tuple[dict[str, Any], float] | None:
     return doc, time.time() - float(doc.get("at", 0))
 
 
-def _as_go(name: str) -> str:
+def as_go(name: str) -> str:
     try:
         return set_key(parse_name(name))
     except InvalidName:
@@ -181,7 +189,7 @@ def status_json(
 ) -> dict[str, Any]:
     """Given the journal, return sets and counts as a JSON-ready dict (one set with its history when named)."""
     if name:
-        row = journal.get_set(_as_go(name))
+        row = journal.get_set(as_go(name))
         return {"set": result_document(row, journal.history(row.go_name), poll) if row else None}
     return {
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
