@@ -5,6 +5,7 @@ service user, and `check` as root naming a file the service user cannot read (is
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -141,7 +142,12 @@ def test_the_pip_and_systemd_blocks_work_as_written_twice_then_as_the_service_us
     )
     as_root = run(f"onss-relay check --local --config {config}", root, REPO)
     assert f"files readable by the service user {SERVICE}" in as_root.stdout, as_root.stdout
-    (etc / "signer.pass").chmod(0o600)  # a password file copied in by root with a private mode
+    owners = {n: (etc / n).stat() for n in ("id_rsa", "signer.p12", "signer.pass", "config.toml")}
+    service = pwd.getpwnam(SERVICE)
+    for name in ("id_rsa", "signer.p12", "signer.pass"):  # init as root: the secrets the service user's alone
+        assert (owners[name].st_uid, owners[name].st_mode & 0o777) == (service.pw_uid, 0o600), name
+    assert (owners["config.toml"].st_gid, owners["config.toml"].st_mode & 0o777) == (service.pw_gid, 0o640)
+    os.chown(etc / "signer.pass", 0, 0)  # a password file copied in again by root, mode 600
     as_root = run(f"onss-relay check --local --config {config}", root, REPO)
     assert as_root.returncode == 2, as_root.stdout + as_root.stderr
     assert (

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from onss_relay.commands.certificate import SELF_SIGNED
-from onss_relay.commands.check_access import service_user_lines
+from onss_relay.commands.check_access import service_user_lines, too_open
 from onss_relay.commands.status import daemon_health
 from onss_relay.config import Config
 from onss_relay.config_rules import FTP_WITHDRAWN
@@ -35,9 +35,10 @@ def run_checks(cfg: Config, out: TextIO, local_only: bool = False) -> int:
 
     check("configuration", lambda: str(cfg.source))
     lines, readable = service_user_lines(cfg)
-    for line in lines:
+    errors, warnings = too_open(cfg)
+    for line in [*lines, *errors, *warnings]:
         print(line, file=out)
-    worst = worst if readable else EXIT_USAGE
+    worst = worst if readable and not errors else EXIT_USAGE
     if check("signing certificate", lambda: _certificate(cfg)):
         _self_signed_warning(cfg, out)
     for label, path in (("outbox", cfg.paths.outbox_dir), ("inbox", cfg.paths.inbox_dir), ("spool", cfg.paths.root)):

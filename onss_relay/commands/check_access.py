@@ -109,3 +109,34 @@ def service_user_lines(cfg: Config) -> tuple[list[str], bool]:
         f" service's group and mode 640 (chown root:{_group(user.pw_gid)} and chmod 640), and its folders to that group"
         for key, path in bad
     ], False
+
+
+SECRET_KEYS = (
+    "signing.key",
+    "signing.password_file",
+    "remote.private_key",
+    "remote.passphrase_file",
+    "remote.password_file",
+)
+
+
+def too_open(cfg: Config) -> tuple[list[str], list[str]]:
+    """Given the configuration, return (errors, warnings) about its secret files' modes: readable by others is
+    an error (as OpenSSH refuses such a key); readable by the group a warning (whoever may read `status` reads
+    them too)."""
+    errors, warnings = [], []
+    for key, path in needed_files(cfg):
+        if key not in SECRET_KEYS:
+            continue
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o007:
+            errors.append(
+                f"✗ {key} = {str(path)!r}: readable by others ({describe(path)}), as OpenSSH refuses a private"
+                f" key; chmod 600 and give it to the service user"
+            )
+        elif mode & 0o070:
+            warnings.append(
+                f"! {key} = {str(path)!r}: readable by its group ({describe(path)}); whoever may read status"
+                f" through that group reads it too: chmod 600 and give it to the service user (init does as root)"
+            )
+    return errors, warnings
