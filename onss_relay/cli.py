@@ -198,9 +198,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from onss_relay.commands.check_access import refuse_unreadable
     from onss_relay.daemon import Daemon
 
-    daemon = Daemon(_config(args))
+    cfg = _config(args)
+    refuse_unreadable(cfg)  # a secret it cannot read stops it in one sentence, never runs it unhealthy
+    daemon = Daemon(cfg)
     daemon.install_signal_handlers()
     return daemon.run()
 

@@ -9,6 +9,7 @@ import pwd
 from pathlib import Path
 
 from onss_relay.config import Config
+from onss_relay.errors import ConfigError
 
 SERVICE_USER = "onss-relay"  # systemd/onss-relay.sysusers; ONSS_RELAY_SERVICE_USER names another
 
@@ -140,3 +141,15 @@ def too_open(cfg: Config) -> tuple[list[str], list[str]]:
                 f" through that group reads it too: chmod 600 and give it to the service user (init does as root)"
             )
     return errors, warnings
+
+
+def refuse_unreadable(cfg: Config) -> None:
+    """Given the configuration, raise ConfigError naming the first file the daemon needs and this user cannot
+    read (a secret mounted for another uid in a container): one sentence and exit 2, never a daemon that runs
+    unhealthy."""
+    for key, path in needed_files(cfg):
+        if not _can_read(path):
+            raise ConfigError(
+                f"{key} = {str(path)!r}: this user (uid {os.getuid()}) cannot read it ({describe(path)}); give it"
+                " to the user the relay runs as (a container: 10001) with mode 600"
+            )
