@@ -106,8 +106,13 @@ def service_user_lines(cfg: Config) -> tuple[list[str], bool]:
     if not bad:
         return [f"✓ files readable by the service user {user.pw_name}: {len(files)}"], True
     return [
-        f"✗ {key} = {str(path)!r}: the service user {user.pw_name} cannot read it ({describe(path)}); give it the"
-        f" service's group and mode 640 (chown root:{_group(user.pw_gid)} and chmod 640), and its folders to that group"
+        f"✗ {key} = {str(path)!r}: the service user {user.pw_name} cannot read it ({describe(path)}); "
+        + (
+            f"give it to that user alone (chown {user.pw_name} and chmod 600; `onss-relay init` as root does it)"
+            if key in SECRET_KEYS
+            else f"give it the service's group (chown root:{_group(user.pw_gid)} and chmod 640)"
+        )
+        + ", and its folders to that group"
         for key, path in bad
     ], False
 
