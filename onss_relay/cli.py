@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
+import os
 import sqlite3
 import sys
 import traceback
@@ -23,7 +25,7 @@ from onss_relay.errors import (
     SignatureError,
     describe_os_error,
 )
-from onss_relay.log import LEVELS, setup_logging
+from onss_relay.log import LEVELS, say_error, setup_logging
 
 if TYPE_CHECKING:
     from onss_relay.pipeline import Relay
@@ -61,9 +63,17 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     )
 
 
+def installed_version() -> str:
+    """Return the installed package's version (its metadata), or the source's when it is not installed."""
+    try:
+        return importlib.metadata.version("onss-relay")
+    except importlib.metadata.PackageNotFoundError:
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onss-relay", description=DESCRIPTION, epilog=EPILOG)
-    parser.add_argument("--version", action="version", version=f"onss-relay {__version__}")
+    parser.add_argument("--version", action="version", version=f"onss-relay {installed_version()}")
     _global_options(parser, suppress=False)
     common = argparse.ArgumentParser(add_help=False)
     _global_options(common, suppress=True)
@@ -131,6 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = add("requeue", "put a quarantined set back in the outbox, all its files at once, to be sent again")
     p.add_argument("name", metavar="NAME", help="a GO, FI or FS name of the set (as `status` or failed/ shows it)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="send it even though its content equals a set sent recently (watch.duplicate_content_days)",
+    )
+    p = add("backup", "copy the journal consistently (SQLite online backup), also while the daemon runs")
+    p.add_argument("dest", type=Path, metavar="DEST", help="file to write (a folder: journal.db in it)")
+    p = add("restore", "put a journal copy back in place (refused while a relay runs on the spool)")
+    p.add_argument("src", type=Path, metavar="SRC", help="a journal written by backup")
     p = add("demo", "run the whole cycle locally against the simulator and print the results")
     p.add_argument("dir", nargs="?", type=Path, help="keep everything under DIR (default: a temporary folder)")
     return parser
@@ -143,29 +162,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         "debug" if args.debug else ("error" if args.command == "demo" and args.log_level == "info" else args.log_level)
     )
     try:
-        return COMMANDS[args.command](args)
-    except RelayError as e:
-        if args.debug:
-            traceback.print_exc()
-        print(f"onss-relay: {e}", file=sys.stderr)
-        return e.exit_code
-    except OSError as e:  # a local problem no stage turned into a sentence: still one sentence, never a traceback
-        if args.debug:
-            traceback.print_exc()
-        print(f"onss-relay: {describe_os_error(e)}", file=sys.stderr)
-        return EXIT_LOCAL
-    except sqlite3.Error as e:
-        if args.debug:
-            traceback.print_exc()
-        print(f"onss-relay: the journal cannot be used: {e} (run with --debug for details)", file=sys.stderr)
-        return EXIT_LOCAL
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a reader gone (`status | head`) shows here, not at exit
+        return code
+    except BrokenPipeError:  # the reader has what it wanted: quiet, and nothing more written
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except KeyboardInterrupt:
         return 130
-    except Exception as e:  # a bug: one sentence for the person, the traceback with --debug
+    except Exception as e:  # one sentence for the person, the traceback with --debug
         if args.debug:
             traceback.print_exc()
-        print(f"onss-relay: unexpected error {e!r}; run again with --debug for details and report it", file=sys.stderr)
-        return EXIT_WORK_FAILED
+        sentence, code = _sentence(e)
+        say_error(sentence, code, args.command)
+        return code
+
+
+def _sentence(e: Exception) -> tuple[str, int]:
+    """Given what stopped a command, return the sentence a person reads and the exit code."""
+    if isinstance(e, RelayError):
+        return str(e), e.exit_code
+    if isinstance(e, OSError):  # a local problem no stage turned into a sentence: still one sentence
+        return describe_os_error(e), EXIT_LOCAL
+    if isinstance(e, sqlite3.Error):
+        return f"the journal cannot be used: {e} (run with --debug for details)", EXIT_LOCAL
+    return f"unexpected error {e!r}; run again with --debug for details and report it", EXIT_WORK_FAILED  # a bug
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -179,9 +200,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from onss_relay.commands.check_access import refuse_unreadable
     from onss_relay.daemon import Daemon
 
-    daemon = Daemon(_config(args))
+    cfg = _config(args)
+    refuse_unreadable(cfg)  # a secret it cannot read stops it in one sentence, never runs it unhealthy
+    daemon = Daemon(cfg)
     daemon.install_signal_handlers()
     return daemon.run()
 
@@ -250,7 +274,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from onss_relay.commands.status import set_detail, spool_view, status_json, status_table
+    from onss_relay.commands.status import as_go, set_detail, spool_view, status_json, status_table
+    from onss_relay.commands.status_wait import UNSENT, why_waiting
     from onss_relay.journal import open_journal_at
     from onss_relay.spool import Spool
 
@@ -263,17 +288,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     journal = open_journal_at(cfg.paths.journal_path, readonly=True)
     try:
         view = spool_view(Spool(cfg.paths), journal)
+        waiting = why_waiting(cfg.paths.root)
         if args.json:
-            print(json.dumps(status_json(journal, args.name, args.limit, cfg.poll, view), indent=2))
+            doc = status_json(journal, args.name, args.limit, cfg.poll, view)
+            print(json.dumps(doc | ({"waiting": waiting} if not args.name else {}), indent=2))
             return EXIT_OK
         if args.name:
             detail = set_detail(journal, args.name)
             if detail is None:
                 print(f"onss-relay: no set named {args.name} in {cfg.paths.journal_path}", file=sys.stderr)
                 return EXIT_WORK_FAILED
-            print(detail)
+            row = journal.get_set(as_go(args.name)) if waiting else None
+            print(detail + (f"\nwaiting:     {waiting}" if row is not None and row.state in UNSENT else ""))
             return EXIT_OK
-        print(status_table(journal, args.limit, cfg.poll, view))
+        table = status_table(journal, args.limit, cfg.poll, view)
+        unsent = sum(n for state, n in journal.counts().items() if state in UNSENT)
+        print(table + (f"\n\n{unsent} set(s) not sent yet wait: {waiting}" if waiting and unsent else ""))
         return EXIT_OK
     finally:
         journal.close()
@@ -291,7 +321,14 @@ def _health(cfg: Config) -> int:
 def cmd_requeue(args: argparse.Namespace) -> int:
     from onss_relay.commands.requeue import requeue
 
-    return requeue(_config(args), args.name, sys.stdout)
+    return requeue(_config(args), args.name, sys.stdout, force=args.force)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from onss_relay.commands.backup import backup, restore
+
+    cfg = _config(args)
+    return backup(cfg, args.dest, sys.stdout) if args.command == "backup" else restore(cfg, args.src, sys.stdout)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -380,6 +417,8 @@ COMMANDS = {
     "simulate": cmd_simulate,
     "demo": cmd_demo,
     "init": cmd_init,
+    "backup": cmd_backup,
+    "restore": cmd_backup,
 }
 
 if __name__ == "__main__":  # pragma: no cover

@@ -159,6 +159,9 @@ class WatchConfig:
         "hold a sent declaration's outbox original this long in held/ before deleting it (if still unchanged)",
     )
     environments: list[str] = _field(["R", "T", "S"], "environments this relay may send to")
+    duplicate_content_days: int = _field(
+        3, "quarantine a set whose content equals a set claimed this many days back (naming it); 0 = off"
+    )
     extra_application_codes: list[str] = _field(
         [], 'codes senders send beyond the shipped table (a new declaration type), like ["ABCD"]'
     )

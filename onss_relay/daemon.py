@@ -13,11 +13,13 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 
 import structlog
 
 from onss_relay.config import Config, load_config
+from onss_relay.disk import DiskWatch, disk_full
 from onss_relay.durable import atomic_write
 from onss_relay.errors import (
     ConfigError,
@@ -64,6 +66,8 @@ class Daemon:
         self.started = time.time()
         self._reloaded_at = 0.0  # the poll health window counts from a reload too (a shorter interval)
         self._reload = threading.Event()
+        self._said: set[str] = set()
+        self._status = ""  # the last systemd STATUS sent while running  # per-second warnings said once, until they end
 
     def install_signal_handlers(self) -> None:
         def on_stop(signum: int, frame: FrameType | None) -> None:
@@ -130,14 +134,20 @@ class Daemon:
     def _open_relay(self) -> Relay | None:
         """Open the spool and the journal; a full disk at start is said and retried (the unit stays up and says
         why), not fatal. None when stopped meanwhile."""
+        waiting_since: float | None = None
         while True:
             try:
-                return Relay(self.cfg, stop=self.stop, max_attempts=None)
+                relay = Relay(self.cfg, stop=self.stop, max_attempts=None)
+                if waiting_since is not None:  # one line when the wait ends
+                    log.info("relay_waited", waited_s=round(time.time() - waiting_since))
+                return relay
             except (JournalFull, JournalBusy, OSError) as e:
                 if isinstance(e, OSError) and e.errno not in (errno.ENOSPC, errno.EDQUOT):
                     raise
                 why = describe_os_error(e) if isinstance(e, OSError) else str(e)
-                log.error("relay_waiting", error=why, retry_in_s=START_RETRY)
+                if waiting_since is None:  # one warning when it starts, not one per attempt
+                    waiting_since = time.time()
+                    log.error("relay_waiting", error=why, retry_in_s=START_RETRY)
                 self.notifier.send("READY=1", f"STATUS=waiting: {why}")
             if self.stop.wait(START_RETRY):
                 return None
@@ -174,8 +184,12 @@ class Daemon:
     def _supervise(self) -> None:
         """Until stopped: ping the watchdog, write the health file, apply SIGHUP reloads."""
         tick = 1.0 if self.notifier.watchdog_interval is None else min(1.0, self.notifier.watchdog_interval)
+        disk = DiskWatch(self.cfg.paths.root)
+        self._status = f"relaying {self.cfg.paths.outbox_dir}"
         while not self.stop.wait(tick):
             self._ping_watchdog()
+            disk.check()  # logs a full disk once when it fills and once when it ends
+            self._status_follows()
             self._write_health()
             self._write_results()
             if self._reload.is_set():
@@ -245,7 +259,10 @@ class Daemon:
     # -- health ---------------------------------------------------------------------------------
 
     def health(self) -> tuple[bool, str]:
-        """Return (healthy, reason): every stage alive and the last successful poll recent enough."""
+        """Return (healthy, reason): the journal writable, every stage alive and the last successful poll recent
+        enough."""
+        if why := journal_unwritable(self.cfg.paths.journal_path) or disk_full(self.cfg.paths.root):
+            return False, why
         for stage in self.stages:
             if not stage.is_alive() and not self.stop.is_set():
                 return False, f"stage {stage.health.name} is not running"
@@ -273,7 +290,9 @@ class Daemon:
         try:
             self.relay.results.catch_up()
         except (OSError, JournalError) as e:
-            log.warning("results_unwritable", error=str(e))
+            self._warn_once("results_unwritable", str(e))
+        else:
+            self._said.discard("results_unwritable")
 
     def _write_health(self, stopped: bool = False) -> None:
         ok, reason = (False, "stopped") if stopped else self.health()
@@ -288,7 +307,23 @@ class Daemon:
         try:
             atomic_write(self.cfg.paths.root / "health.json", json.dumps(doc).encode())
         except OSError as e:
-            log.warning("health_unwritable", error=str(e))
+            self._warn_once("health_unwritable", str(e))
+        else:
+            self._said.discard("health_unwritable")
+
+    def _status_follows(self) -> None:
+        """Send systemd a new STATUS when the health says something else: why the relay waits, or relaying."""
+        ok, reason = self.health()
+        status = f"relaying {self.cfg.paths.outbox_dir}" if ok else f"waiting: {reason}"
+        if status != self._status:
+            self._status = status
+            self.notifier.send(f"STATUS={status}")
+
+    def _warn_once(self, event: str, error: str) -> None:
+        """Given a warning repeated every second while it lasts (a full disk), log it once until it ends."""
+        if event not in self._said:
+            self._said.add(event)
+            log.warning(event, error=error)
 
     def snapshot(self) -> HealthSnapshot:
         """Return the health snapshot the web listener and the metrics serve (and health.json holds)."""
@@ -313,3 +348,23 @@ class Daemon:
             return snap.healthy, snap.reason
 
         return serve(self.cfg.metrics.listen, registry_for(collector), health)
+
+
+def journal_unwritable(path: Path) -> str | None:
+    """Given the journal's path, return why this process cannot write it (a read-only mount, a journal restored
+    by `cp` as root, a folder it cannot create -wal in), or None when it can."""
+    for target, what in ((path, "the journal"), (path.parent, "the journal's folder (its -wal and -shm)")):
+        if target.exists() and not os.access(target, os.W_OK):
+            why = "on a read-only filesystem" if _read_only_mount(target) else "not writable by this user"
+            return (
+                f"{what} {target} is {why}: claims and results cannot be recorded (onss-relay restore sets the owner)"
+            )
+    return None
+
+
+def _read_only_mount(path: Path) -> bool:
+    """Given a path, return whether the filesystem holding it is mounted read-only."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False

@@ -213,6 +213,7 @@ def self_signed_identity(
     directory.mkdir(parents=True, exist_ok=True)
     enc = serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
     p12 = directory / "signer.p12"
+    p12.touch(mode=0o600)  # a private key: its owner's alone, as `check` asks
     p12.write_bytes(pkcs12.serialize_key_and_certificates(b"signer", key, cert, None, enc))
     (directory / "signer.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return Identity(key, cert, (), p12)

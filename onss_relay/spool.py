@@ -167,7 +167,17 @@ class Spool:
             dest = move_durably(f, self.failed, target.name)
             moved.append(dest)
             log.warning("file_quarantined", file=f.name, reason=reason, detail=detail, to=str(dest))
+            self._tell_results(f.name, record | {"state": "quarantined", "failed_path": str(dest)})
         return moved
+
+    def _tell_results(self, name: str, record: dict[str, Any]) -> None:
+        """Given a quarantined file and its record, write results/<file name>.json, so that a system that
+        reads only the results folder (an HR side in another container) learns of it and why."""
+        try:
+            self.results.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.results / f"{name}.json", json.dumps(record, indent=2).encode())
+        except OSError as e:  # the file is in failed/ with its reason all the same
+            log.warning("result_unwritable", file=name, error=str(e))
 
     def unclaimed(self, journal: Journal) -> list[tuple[str, float]]:
         """The outbox files no set in flight holds yet, with their age in seconds: settling, a set waiting for
@@ -319,3 +329,19 @@ class SpoolLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def spool_in_use(root: Path) -> bool:
+    """Given a spool root, return whether a relay holds its lock now (tried with a shared lock, released at once;
+    never created nor written)."""
+    try:
+        fd = os.open(root / "relay.lock", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock taken here
+    return False

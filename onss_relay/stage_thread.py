@@ -36,6 +36,7 @@ class StageHealth:
     failures: int = 0  # every failed attempt since start (the metrics' counter)
     consecutive: int = 0  # failed attempts since the last success
     failing_since: float | None = None
+    next_try_at: float | None = None  # time.time() of the next attempt while failing (for `status`)
 
 
 class Stage(threading.Thread):
@@ -65,7 +66,9 @@ class Stage(threading.Thread):
     def run(self) -> None:
         while not self.stop.is_set():
             self.run_once()
-            self.wake.wait(self.next_in())
+            delay = self.next_in()
+            self.health.next_try_at = time.time() + delay if self.health.consecutive else None
+            self.wake.wait(delay)
             self.wake.clear()
 
     def next_in(self) -> float:

@@ -42,6 +42,7 @@ password_file = "keys/signer.pass"
 settle = "0s"
 rescan = "1s"
 settle_unknown = "1s"
+duplicate_content_days = 0  # tests send the same bytes in many sets; tests/test_same_content.py turns it on
 [poll]
 interval = "1s"
 """
@@ -67,6 +68,7 @@ def relay_dir(tmp_path: Path, identity_dir: Path) -> Path:
     (tmp_path / "keys").mkdir()
     for f in identity_dir.iterdir():
         (tmp_path / "keys" / f.name).write_bytes(f.read_bytes())
+        (tmp_path / "keys" / f.name).chmod(0o600)  # secrets are their owner's alone (check refuses others)
     make_remote_home(tmp_path / "remote")
     write_config(tmp_path)
     return tmp_path
@@ -208,6 +210,7 @@ def _ftp_dir(relay_dir: Path, tmp_path: Path, tls: bool):  # type: ignore[no-unt
     server.start()
     password = relay_dir / "keys" / "ftp.pass"
     password.write_text(FTP_PASSWORD + "\n")
+    password.chmod(0o600)
     (relay_dir / "config.toml").write_text(ftp_config_text(server, password))
     return server
 

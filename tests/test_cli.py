@@ -184,3 +184,15 @@ def test_check_warns_of_a_self_signed_certificate_and_init_asks_for_the_cer(cfg_
     init = run("init", str(tmp_path / "etc"))
     assert init.returncode == 0 and "onss-relay certificate" in init.stdout and ".cer" in init.stdout
     assert "(PKCS#12) on the portal" not in init.stdout and "never upload the .p12" in init.stdout
+
+
+def test_check_refuses_a_secret_readable_by_others_and_warns_of_one_its_group_reads(cfg_path: Path) -> None:
+    """Issue 24 item 8: a private key or password file readable by others fails check, as OpenSSH refuses
+    such a key; readable by its group (whoever may read status) is a warning."""
+    password = cfg_path.parent / "keys" / "signer.pass"
+    password.chmod(0o644)
+    r = run("check", "--local", "--config", str(cfg_path))
+    assert r.returncode == 2 and f"✗ signing.password_file = '{password}': readable by others" in r.stdout, r.stdout
+    password.chmod(0o640)
+    r = run("check", "--local", "--config", str(cfg_path))
+    assert r.returncode == 0 and f"! signing.password_file = '{password}': readable by its group" in r.stdout, r.stdout

@@ -202,6 +202,7 @@ def test_the_readmes_install_walk_through_works_as_written(tmp_path: Path, ident
         if command.startswith("onss-relay check"):
             for name in ("signer.p12", "signer.pass"):  # step 1 of init's next steps
                 shutil.copy(identity_dir / name, root / "etc" / "onss-relay" / name)
+                (root / "etc" / "onss-relay" / name).chmod(0o600)  # secrets: their owner's alone (check)
             (root / "etc" / "onss-relay" / "known_hosts").write_text(host_key_line())  # step 3
             command = command.replace("check", "check --local", 1)  # no transfer point here
         if "-m venv" in command:  # no PyPI round trip: the venv sees the libraries the tests already have

@@ -145,3 +145,24 @@ def test_a_requeue_killed_between_two_parts_leaves_no_stale_reason_and_status_sh
     r = run_cli("send", "--once", "--config", str(config))
     assert r.returncode == 0 and "sent 1 set(s)" in r.stdout, r.stdout + r.stderr
     assert list(failed.iterdir()) == []  # no <part>.reason.json left for a part that was sent
+
+
+def test_after_a_lost_journal_the_exact_name_found_in_sent_is_refused(relay_dir: Path) -> None:
+    """Issue 24 item 5: the exact name already in sent/, dropped again after the journal was lost, is
+    quarantined, never sent again."""
+    config = relay_dir / "config.toml"
+    outbox = relay_dir / "spool" / "outbox"
+    outbox.mkdir(parents=True, exist_ok=True)
+    name = fi_name(8)
+    (outbox / name).write_bytes(b"<Dimona>first</Dimona>")
+    assert run_cli("send", "--once", "--config", str(config)).returncode == 0
+    [earlier] = (relay_dir / "spool" / "sent").rglob("GO" + name[2:-2])
+    for f in (relay_dir / "spool").glob("journal.db*"):
+        f.unlink()
+    (relay_dir / "remote" / "INTEST" / name).unlink()  # the transfer point took it away
+    (outbox / name).write_bytes(b"<Dimona>first</Dimona>")  # dropped again, unsure the first left
+    r = run_cli("send", "--once", "--config", str(config))
+    assert r.returncode == 1 and "quarantined 1" in r.stdout, r.stdout + r.stderr
+    why = json.loads((relay_dir / "spool" / "failed" / f"{name}.reason.json").read_text())
+    assert why["reason"] == "duplicate name, would be ACRF-133" and str(earlier) in why["detail"], why
+    assert not (relay_dir / "remote" / "INTEST" / name).exists()

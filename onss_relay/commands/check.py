@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from onss_relay.commands.certificate import SELF_SIGNED
+from onss_relay.commands.check_access import service_user_lines, too_open
 from onss_relay.commands.status import daemon_health
 from onss_relay.config import Config
 from onss_relay.config_rules import FTP_WITHDRAWN, unsigned_s_problem
@@ -33,6 +34,11 @@ def run_checks(cfg: Config, out: TextIO, local_only: bool = False) -> int:
         return True
 
     check("configuration", lambda: str(cfg.source))
+    lines, readable = service_user_lines(cfg)
+    errors, warnings = too_open(cfg)
+    for line in [*lines, *errors, *warnings]:
+        print(line, file=out)
+    worst = worst if readable and not errors else EXIT_USAGE
     if check("signing certificate", lambda: _certificate(cfg)):
         _self_signed_warning(cfg, out)
     for warning in setting_warnings(cfg):

@@ -32,8 +32,9 @@ log = structlog.get_logger(__name__)
 STAGED_SUFFIX = ".requeue.tmp"
 
 
-def requeue(cfg: Config, name: str, out: TextIO) -> int:
-    """Given a GO, FI or FS name of a quarantined set, move its files back into the outbox; return 0.
+def requeue(cfg: Config, name: str, out: TextIO, force: bool = False) -> int:
+    """Given a GO, FI or FS name of a quarantined set, move its files back into the outbox (with ``force``, first
+    record in the journal that it may go although its content was sent recently); return 0.
 
     Refuses (UsageError, nothing moved) when a file of the same name is already in the outbox."""
     try:
@@ -50,6 +51,8 @@ def requeue(cfg: Config, name: str, out: TextIO) -> int:
             raise UsageError(f"{name}: nothing of set {key} is in {spool.failed}")
         _refuse_sent(cfg, name, key)
         _refuse_overwrite(spool, name, [f.name for f in files])
+        if force:
+            _allow_same_content(cfg, key)
         for f in files:
             _stage(spool, f)
         placed = _bring_in(spool, key)
@@ -208,3 +211,16 @@ def _belongs(file_name: str, key: str) -> bool:
         return set_key(parse_name(file_name)) == key
     except InvalidName:
         return False
+
+
+def _allow_same_content(cfg: Config, key: str) -> None:
+    """Given a quarantined set, record in the journal that its content may go again (`requeue --force`)."""
+    from onss_relay.journal import open_journal
+
+    journal = open_journal(cfg)
+    try:
+        if journal.get_set(key) is None:
+            raise UsageError(f"{key}: not in the journal {cfg.paths.journal_path}; --force has nothing to record")
+        journal.update_data(key, same_content_ok=True)
+    finally:
+        journal.close()

@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from onss_relay.config import PollConfig
+from onss_relay.disk import disk_full
 from onss_relay.errors import InvalidName
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.names import parse_name, set_key
 from onss_relay.outcome import OUTCOMES, outcome_of
 from onss_relay.responses import rendering
 from onss_relay.results import answered_circuit_test, document_of, overdue, uncertain_document
-from onss_relay.spool import Spool
+from onss_relay.spool import Spool, spool_in_use
 
 
 def result_summary(row: SetRow) -> str:
@@ -144,7 +145,7 @@ def _seconds(age: float) -> str:
 
 def set_detail(journal: Journal, name: str) -> str | None:
     """Given a GO (or FI) name, return a readable story of that set, or None when it is unknown."""
-    row = journal.get_set(_as_go(name))
+    row = journal.get_set(as_go(name))
     if row is None:
         return None
     doc = document_of(journal, row)
@@ -181,8 +182,16 @@ def set_detail(journal: Journal, name: str) -> str | None:
             by_code = ", ".join(f"{c}={k}" for c, k in list(n.anomalies_by_code.items())[:10])
             lines.append(f"  anomalies: {n.anomaly_count} (by class: {by_class}; most frequent: {by_code})")
     lines.append("history:")
-    lines += [f"  {h['at']}  {h['state']:<12} {h['detail'] or ''}".rstrip() for h in doc["history"]]
+    lines += [f"  {local_time(h['at'])}  {h['state']:<12} {h['detail'] or ''}".rstrip() for h in doc["history"]]
     return "\n".join(lines)
+
+
+def local_time(at: float | str | None) -> str:
+    """Given a POSIX time or an ISO time, return it in this machine's local time with its zone, or "-"."""
+    if at is None or at == "":
+        return "-"
+    when = dt.datetime.fromisoformat(at) if isinstance(at, str) else dt.datetime.fromtimestamp(at, dt.UTC)
+    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 HEALTH_FRESH = 60.0  # seconds: an older report means the daemon is not running
@@ -192,6 +201,8 @@ def daemon_health(root: Path) -> tuple[bool | None, str]:
     """Given a spool root, the daemon's health in words: (True, why) running and healthy, (False, why) running
     and unhealthy, (None, why) not running (no report, stopped cleanly, or silent for HEALTH_FRESH s)."""
     report = daemon_report(root)
+    if (full := disk_full(root)) and spool_in_use(root):  # it cannot write its report on a full disk
+        return False, f"running, {full}"
     if report is None:
         return None, f"not running: no health report at {root / 'health.json'} (is `onss-relay run` on this spool?)"
     doc, age = report
@@ -211,7 +222,7 @@ def daemon_report(root: Path) -> tuple[dict[str, Any], float] | None:
     return doc, time.time() - float(doc.get("at", 0))
 
 
-def _as_go(name: str) -> str:
+def as_go(name: str) -> str:
     try:
         return set_key(parse_name(name))
     except InvalidName:
@@ -227,7 +238,7 @@ def status_json(
 ) -> dict[str, Any]:
     """Given the journal, return sets and counts as a JSON-ready dict (one set with its history when named)."""
     if name:
-        row = journal.get_set(_as_go(name))
+        row = journal.get_set(as_go(name))
         doc = document_of(journal, row, poll) | {"result": result_summary(row)} if row else None
         return {"set": doc}
     return {

@@ -176,6 +176,8 @@ class SetData:
     # they do not list for the application, bytes that do not match the declared encoding …
     warnings: tuple[str, ...] = ()
     uncertain: Uncertain | None = None  # a request of the set was in flight on a connection given up
+    content: str | None = None  # "sha256:hex" of its FI parts' bytes at claim (the same declaration twice)
+    same_content_ok: bool = False  # `requeue --force`: send it although its content was sent recently
 
     def unchanged(self, name: str, st: os.stat_result) -> bool:
         """Given an FI and its stat now, whether it still has the size, mtime, inode and ctime recorded at its
@@ -220,6 +222,8 @@ class SetData:
             ),
             warnings=tuple(raw.get("warnings", ())),
             uncertain=Uncertain(**raw["uncertain"]) if raw.get("uncertain") else None,
+            content=raw.get("content"),
+            same_content_ok=bool(raw.get("same_content_ok", False)),
         )
 
 

@@ -28,6 +28,7 @@ from onss_relay.journal import Journal, NewSet, SetData, SetRow, State
 from onss_relay.names import Name, Prefix, format_name, missing_parts, parse_name, sent_application_codes, set_key
 from onss_relay.sent_names import SentNames
 from onss_relay.spool import Spool, file_digest, is_temp_name
+from onss_relay.stages.same_content import CONTENT_KEY, content_digest, earlier_with, same_content_detail
 from onss_relay.stages.settle import SettleTracker
 
 log = structlog.get_logger(__name__)
@@ -112,14 +113,11 @@ class Claimer:
         for group, new in ready:
             if not self._complete(group, new, busy):
                 continue
-            go = parse_name(group.key)
-            first = sequences.setdefault((go.sender, go.date, go.seq, go.env.value), group.key)
-            if first != group.key:
-                why = f"{group.key}: sequence {go.seq} of {go.date} ({go.env}) is also used by {first}, claimed now"
-                self._refuse(group, go, "sequence already used, would be ACRF-133", why)
+            checked = self._admit(group, new, batch, sequences)
+            if checked is None:
                 continue
             parts = [group.fis[n] for n in new.parts]
-            batch.append(dataclasses.replace(with_warnings(new, parts), keys=declaration_keys(parts[0])))
+            batch.append(with_keys(with_warnings(checked, parts), parts))
             claimed.append(new.go_name)
             names |= set(group.fis) | set(group.extras)
             if len(batch) == CLAIM_BATCH:
@@ -201,6 +199,42 @@ class Claimer:
         if min(self.tracker.unchanged_for(p.name) for p in fis) > self.cfg.watch.incomplete_after:
             self._refuse(group, parse_name(group.key), "not well-formed XML", problem)
         return False
+
+    def _admit(
+        self, group: _SetFiles, new: NewSet, batch: list[NewSet], sequences: dict[tuple[str, str, str, str], str]
+    ) -> NewSet | None:
+        """Given a complete set about to be claimed, the sets claimed before it in this scan and their sequences,
+        return it carrying its content digest, or None when it was quarantined: its sequence taken in this scan,
+        or its content that of a set claimed in the last watch.duplicate_content_days days."""
+        go = parse_name(group.key)
+        first = sequences.setdefault((go.sender, go.date, go.seq, go.env.value), group.key)
+        if first != group.key:
+            why = f"{group.key}: sequence {go.seq} of {go.date} ({go.env}) is also used by {first}, claimed now"
+            self._refuse(group, go, "sequence already used, would be ACRF-133", why)
+            return None
+        if self.cfg.watch.duplicate_content_days <= 0:
+            return new
+        try:
+            content = content_digest([group.fis[n] for n in new.parts])
+        except OSError:  # unreadable: claimed all the same, the sign stage sets it aside with the reason
+            return new
+        twin = self._same_content(group.key, content, batch)
+        if twin is not None:
+            self._refuse(group, go, "same content as an earlier set", same_content_detail(group.key, *twin))
+            return None
+        return dataclasses.replace(new, data=new.data.updated({"content": content}))
+
+    def _same_content(self, key: str, content: str, batch: list[NewSet]) -> tuple[str, str, float | None] | None:
+        """Given a set's name and content digest, return (name, state, claimed at) of a set claimed in this scan
+        or in the last watch.duplicate_content_days days with that content, unless `requeue --force` let it go."""
+        row = self.journal.get_set(key)
+        if row is not None and row.data.same_content_ok:
+            return None
+        twin = next((n.go_name for n in batch if n.data.content == content), None)
+        if twin is not None:
+            return twin, "claimed now", None
+        earlier = earlier_with(self.journal, content, self.cfg.watch.duplicate_content_days, key)
+        return (earlier.go_name, earlier.state.value, earlier.created_at) if earlier else None
 
     def _record(self, claimed: list[NewSet]) -> None:
         """Given claimed sets, queue them in the journal (one commit) and say so."""
@@ -329,6 +363,16 @@ class Claimer:
         # (files first left them in failed/ with no journal row, so no result and no status line for the set)
         self.journal.add_failed(group.key, go.env.value, sorted(group.fis), f"{reason}: {detail}")
         self.spool.quarantine(group.paths(), reason, detail, set=group.key)
+
+
+def with_keys(new: NewSet, parts: list[Path]) -> NewSet:
+    """Given a set about to be claimed and its FI files, return it with the keys answers and later drops find it
+    by: its first Form's identification and the sender's reference (answers without a FileReference), and its
+    content digest (the same declaration dropped twice)."""
+    keys = declaration_keys(parts[0])
+    if new.data.content:
+        keys = (*keys, (CONTENT_KEY, new.data.content))
+    return dataclasses.replace(new, keys=keys)
 
 
 def with_warnings(new: NewSet, parts: list[Path]) -> NewSet:

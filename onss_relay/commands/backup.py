@@ -1,0 +1,91 @@
+"""`onss-relay backup DEST` and `onss-relay restore SRC`: the journal copied with SQLite's online backup API (a
+consistent copy while the daemon writes, no sqlite3 program needed), and put back only while no relay runs,
+owned like the spool it goes into."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import TextIO
+
+from onss_relay.config import Config
+from onss_relay.errors import UsageError
+from onss_relay.spool import SpoolLock
+
+
+def backup(cfg: Config, dest: Path, out: TextIO) -> int:
+    """Given the configuration and a destination file (or folder: journal.db in it), write a consistent copy of
+    the journal there under a temporary name, then rename it; print where; return 0."""
+    source = cfg.paths.journal_path
+    if not source.exists():
+        raise UsageError(f"no journal at {source} (paths.root): nothing to back up")
+    if dest.is_dir():
+        dest = dest / "journal.db"
+    sets = _copy(source, dest)
+    print(f"backed up {source} to {dest} ({sets} set(s))", file=out)
+    return 0
+
+
+def restore(cfg: Config, src: Path, out: TextIO) -> int:
+    """Given the configuration and a journal copy, put it in place of the spool's journal while holding the spool
+    lock (refused while a relay runs), owned and moded like the spool root for the service user; return 0."""
+    target = cfg.paths.journal_path
+    lock = SpoolLock(cfg.paths.root)
+    lock.acquire_or_refuse("restore")
+    try:
+        sets = _copy(src, target, owner_of=cfg.paths.root)
+    finally:
+        lock.release()
+    print(f"restored {target} from {src} ({sets} set(s)); the previous journal was replaced", file=out)
+    return 0
+
+
+def _copy(source: Path, dest: Path, owner_of: Path | None = None) -> int:
+    """Given a journal and a destination, copy it with the backup API to a temporary file, check it, give it
+    the owner of ``owner_of`` (when given and running as root), rename it into place (removing a stale -wal and
+    -shm beside it); return the number of sets in the copy."""
+    if not source.is_file():
+        raise UsageError(f"{source}: no such journal file")
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    try:
+        dst = sqlite3.connect(tmp)
+        try:
+            src.backup(dst)
+            sets = _check(dst, source)
+        finally:
+            dst.close()
+    except sqlite3.DatabaseError as e:
+        tmp.unlink(missing_ok=True)
+        raise UsageError(f"{source} is not a readable onss-relay journal: {e}") from e
+    finally:
+        src.close()
+    os.chmod(tmp, 0o640)
+    if owner_of is not None and os.geteuid() == 0:
+        st = owner_of.stat()
+        os.chown(tmp, st.st_uid, st.st_gid)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    for stale in (dest.with_name(dest.name + "-wal"), dest.with_name(dest.name + "-shm")):
+        stale.unlink(missing_ok=True)
+    os.replace(tmp, dest)
+    fd = os.open(dest.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return sets
+
+
+def _check(db: sqlite3.Connection, source: Path) -> int:
+    """Given a fresh copy, check it is whole and a journal; return its number of sets."""
+    (result,) = db.execute("PRAGMA quick_check").fetchone()
+    if result != "ok":
+        raise UsageError(f"{source} is damaged ({result}); keep the original and try an older backup")
+    try:
+        (count,) = db.execute("SELECT count(*) FROM sets").fetchone()
+    except sqlite3.OperationalError as e:
+        raise UsageError(f"{source} is not an onss-relay journal ({e})") from e
+    return int(count)

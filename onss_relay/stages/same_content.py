@@ -1,0 +1,46 @@
+"""The same declaration twice: a set whose FI bytes equal those of a set claimed in the last
+`watch.duplicate_content_days` days (people drop or submit a file again when unsure the first left) is
+quarantined naming the earlier set, unless `requeue --force` said it is meant to go again."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+from pathlib import Path
+
+from onss_relay.journal import Journal, SetRow, State
+
+CHUNK = 1 << 20
+CONTENT_KEY = "content"  # the set_keys kind holding a set's content digest
+
+
+def content_digest(parts: list[Path]) -> str:
+    """Given a set's FI files in part order, return "sha256:<hex>" over each part's size and bytes."""
+    h = hashlib.sha256()
+    for path in parts:
+        with path.open("rb") as f:
+            h.update(f"{path.stat().st_size}:".encode())
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+    return f"sha256:{h.hexdigest()}"
+
+
+def earlier_with(journal: Journal, content: str, days: int, go_name: str) -> SetRow | None:
+    """Given a content digest, return a set other than ``go_name``, claimed in the last ``days`` days and not
+    quarantined, with that content, or None. Sets are found by their ``content`` key (recorded at claim)."""
+    since = time.time() - days * 86400
+    for row in journal.sets_by_key(CONTENT_KEY, content):
+        fresh = row.created_at >= since and row.state != State.FAILED
+        if fresh and row.go_name != go_name:
+            return row
+    return None
+
+
+def same_content_detail(go_name: str, earlier: str, state: str, claimed_at: float | None) -> str:
+    """Given a set and the earlier one with its content, return the quarantine detail."""
+    when = f", claimed {dt.datetime.fromtimestamp(claimed_at):%Y-%m-%d %H:%M}" if claimed_at else ""
+    return (
+        f"{go_name} has the same content, byte for byte, as {earlier} ({state}{when}); if it is meant to be sent"
+        f" again: onss-relay requeue --force {go_name}"
+    )

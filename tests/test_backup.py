@@ -1,0 +1,92 @@
+"""`onss-relay backup` and `restore` (issue 24 item 3): a consistent copy while the daemon runs, put back owned
+by the service user, refused while a daemon runs on the spool."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from onss_relay.journal import State
+from tests.conftest import fi_name
+from tests.helpers import Daemon, run_cli, state_of, wait_until
+
+
+@pytest.mark.slow
+def test_backup_while_running_then_restore_refused_while_running_and_owned_by_the_service_user(
+    relay_dir: Path,
+) -> None:
+    config = relay_dir / "config.toml"
+    spool = relay_dir / "spool"
+    outbox = spool / "outbox"
+    outbox.mkdir(parents=True, exist_ok=True)
+    (outbox / fi_name(1)).write_bytes(b"<Dimona/>")
+    go = "GO" + fi_name(1)[2:-2]
+    daemon = Daemon(config, relay_dir / "daemon.log")
+    daemon.start()
+    try:
+        assert wait_until(lambda: state_of(config, go) == State.SENT, 30)
+        copy = relay_dir / "backup" / "journal.db"
+        copy.parent.mkdir()
+        r = run_cli("backup", str(copy.parent), "--config", str(config))
+        assert r.returncode == 0 and "1 set(s)" in r.stdout, r.stdout + r.stderr
+        with sqlite3.connect(copy) as db:  # a whole journal on its own, no -wal needed
+            assert db.execute("SELECT count(*) FROM sets WHERE go_name = ?", (go,)).fetchone() == (1,)
+        r = run_cli("restore", str(copy), "--config", str(config))
+        assert r.returncode != 0 and "restore refused" in r.stderr and "running" in r.stderr, r.stdout + r.stderr
+    finally:
+        assert daemon.stop() == 0
+    for f in spool.glob("journal.db*"):
+        f.unlink()  # the journal is lost
+    os.chown(spool, 65534, 65534)  # the service user owns its StateDirectory
+    r = run_cli("restore", str(copy), "--config", str(config))
+    assert r.returncode == 0, r.stdout + r.stderr
+    st = (spool / "journal.db").stat()
+    assert (st.st_uid, st.st_gid) == (65534, 65534) and st.st_mode & 0o777 == 0o640
+    assert state_of(config, go) == State.SENT
+
+
+def test_restore_refuses_a_file_that_is_not_a_journal_in_one_sentence(relay_dir: Path) -> None:
+    config = relay_dir / "config.toml"
+    junk = relay_dir / "junk.db"
+    junk.write_bytes(b"not a database at all" * 100)
+    r = run_cli("restore", str(junk), "--config", str(config))
+    assert r.returncode == 2 and f"{junk} is not a readable onss-relay journal" in r.stderr, r.stderr
+    assert not (relay_dir / "spool" / "journal.db").exists()
+
+
+def _mount_read_only(path: Path) -> bool:
+    """Given a file, bind-mount it read-only over itself (root only); return whether that worked."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    if subprocess.run(["mount", "--bind", str(path), str(path)], capture_output=True).returncode != 0:
+        return False
+    subprocess.run(["mount", "-o", "remount,ro,bind", str(path)], check=True)
+    return True
+
+
+@pytest.mark.slow
+def test_a_journal_the_relay_cannot_write_makes_it_unhealthy_with_that_reason(relay_dir: Path) -> None:
+    """A journal restored by `cp` as root or on a read-only mount: today claims fail with 'attempt to write a
+    readonly database' while health says ok."""
+    config = relay_dir / "config.toml"
+    assert run_cli("send", "--once", "--config", str(config)).returncode == 0  # the journal exists
+    journal = relay_dir / "spool" / "journal.db"
+    if not _mount_read_only(journal):
+        pytest.skip("needs root and mount to make the journal read-only")
+    try:
+        daemon = Daemon(config, relay_dir / "daemon.log")
+        daemon.start()
+        try:
+            (relay_dir / "spool" / "outbox" / fi_name(3)).write_bytes(b"<Dimona/>")
+            health = lambda: run_cli("status", "--health", "--config", str(config))  # noqa: E731
+            assert wait_until(lambda: health().returncode == 1, 20), health().stdout
+            assert f"the journal {journal} is on a read-only filesystem" in health().stdout, health().stdout
+        finally:
+            assert daemon.stop() == 0
+    finally:
+        subprocess.run(["umount", str(journal)], check=True)

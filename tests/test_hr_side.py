@@ -1,0 +1,74 @@
+"""Docker beside an HR system (issue 24 item 9): a quarantined file and its reason reach the results folder the
+HR side reads; a secret the relay's user cannot read stops `run` in one sentence instead of running unhealthy."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import fi_name
+from tests.helpers import WITHOUT_ROOT_FILE_ACCESS, run_cli
+
+
+def test_a_quarantined_file_gets_a_result_in_the_results_folder(relay_dir: Path) -> None:
+    config = relay_dir / "config.toml"
+    exchange = relay_dir / "exchange" / "results"  # paths.results on the HR side's volume
+    outbox = relay_dir / "spool" / "outbox"
+    outbox.mkdir(parents=True, exist_ok=True)
+    (outbox / "payroll-export.xml").write_bytes(b"<DmfA/>")  # not a declaration name: quarantined
+    (outbox / fi_name(2, sender="654321")).write_bytes(b"<DmfA/>")  # not our sender number
+    env = {"ONSS_RELAY__PATHS__RESULTS": str(exchange)}
+    assert run_cli("send", "--once", "--config", str(config), env=env).returncode == 1
+    result = json.loads((exchange / "payroll-export.xml.json").read_text())
+    assert result["state"] == "quarantined" and result["reason"] == "not a valid declaration file name", result
+    assert Path(result["failed_path"]).exists()
+    wrong = json.loads((exchange / f"{fi_name(2, sender='654321')}.json").read_text())
+    assert "sender" in wrong["reason"] and wrong["state"] == "quarantined", wrong
+
+
+def test_a_secret_the_relays_user_cannot_read_stops_run_in_one_sentence(relay_dir: Path) -> None:
+    config = relay_dir / "config.toml"
+    password = relay_dir / "keys" / "signer.pass"
+    os.chown(password, 65534, 65534)  # a secret mounted for another uid, mode 600
+    proc = subprocess.Popen(
+        [*WITHOUT_ROOT_FILE_ACCESS, sys.executable, "-m", "onss_relay.cli", "run", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError("run kept running with a secret it cannot read") from None
+    assert proc.returncode == 2, err
+    [line] = err.strip().splitlines()
+    assert f"signing.password_file = '{password}': this user (uid 0) cannot read it" in json.loads(line)["error"]
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_compose_example_names_an_image_and_builds_nothing() -> None:
+    """Copied out of the source tree, `build: .` has nothing to build: the example names the image."""
+    services = (REPO / "docker-compose.example.yml").read_text().split("\nvolumes:")[0]
+    relay = services.split("  onss-relay:\n", 1)[1].split("\n  hr-system:", 1)[0]
+    assert relay.startswith("    image: onss-relay")
+    assert not [ln for ln in services.splitlines() if ln.strip().startswith("build:")]
+
+
+def test_uninstall_removes_every_file_the_install_blocks_put_in_system_folders() -> None:
+    readme = (REPO / "README.md").read_text()
+    installs = readme.split("### As a systemd service", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    made = [
+        line.split()[-1]
+        for line in installs.replace("\\\n", " ").replace("&&", "\n").splitlines()
+        if line.strip().startswith(("install ", "ln "))
+    ]
+    uninstall = readme.split("- **Uninstall.**", 1)[1].split("\n- ", 1)[0]
+    for dest in made:
+        dest = dest.rstrip("/") + ("/onss-relay.service" if dest.endswith("system/") else "")
+        assert f"`{dest}`" in uninstall or dest in uninstall, dest

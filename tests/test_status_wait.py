@@ -1,0 +1,94 @@
+"""Status explains a wait (issue 24 item 7): why sets not sent yet wait (daemon not running, the transfer point
+down since when and the next try) and systemd STATUS follows; `status | head` ends quietly with exit 0; local
+times with their zone for people, ISO UTC in JSON; `--version` from the installed package's metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from onss_relay.config import load_config
+from onss_relay.journal import NewSet, open_journal_at
+from tests.conftest import fi_name
+from tests.fixtures.sshd import SshServer
+from tests.helpers import run_cli, start_daemon, wait_log, wait_until
+
+
+def queue_sets(config: Path, count: int) -> list[str]:
+    """Given a config, record ``count`` claimed sets in its journal (as if claimed, nothing sent); return GOs."""
+    paths = load_config(config, environ={}).paths
+    paths.outbox_dir.mkdir(parents=True, exist_ok=True)
+    path = paths.journal_path
+    journal = open_journal_at(path)
+    gos = ["GO" + fi_name(seq)[2:-2] for seq in range(1, count + 1)]
+    try:
+        journal.add_sets([NewSet(go, "T", ["FI" + go[2:] + ".1"]) for go in gos])
+    finally:
+        journal.close()
+    return gos
+
+
+def test_status_piped_into_head_ends_quietly_with_exit_0(relay_dir: Path) -> None:
+    config = relay_dir / "config.toml"
+    queue_sets(config, 3000)  # far more than a pipe holds
+    command = f"set -o pipefail; {sys.executable} -m onss_relay.cli status --limit 5000 --config {config} | head -2"
+    r = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env={**os.environ})
+    assert r.returncode == 0 and r.stderr == "" and r.stdout.startswith("SET"), (r.returncode, r.stderr)
+
+
+def test_a_waiting_set_says_the_daemon_is_not_running_and_times_are_local_with_their_zone(relay_dir: Path) -> None:
+    config = relay_dir / "config.toml"
+    [go] = queue_sets(config, 1)
+    r = run_cli("status", "--config", str(config))
+    assert "1 set(s) not sent yet wait: the daemon is not running" in r.stdout, r.stdout
+    brussels = {"TZ": "Europe/Brussels"}
+    detail = run_cli("status", go, "--config", str(config), env=brussels).stdout
+    assert "waiting:     the daemon is not running" in detail, detail
+    history = detail.split("history:")[1]
+    assert (" CET " in history or " CEST " in history) and "+00:00" not in history, history
+    doc = json.loads(run_cli("status", "--json", "--config", str(config), env=brussels).stdout)
+    assert doc["generated_at"].endswith("+00:00") and doc["waiting"].startswith("the daemon is not running")
+
+
+def test_version_is_the_installed_packages(tmp_path: Path) -> None:
+    dist = tmp_path / "onss_relay-9.9.9.dist-info"  # a package installed at another version than the source's
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: onss-relay\nVersion: 9.9.9\n")
+    env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    r = run_cli("--version", env=env, cwd=tmp_path)  # never a source tree's *.egg-info first on the path
+    assert r.stdout.strip() == "onss-relay 9.9.9", r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_the_transfer_point_down_is_why_sets_wait_and_systemd_status_says_so(sftp_dir: Path, sshd: SshServer) -> None:
+    config, log = sftp_dir / "config.toml", sftp_dir / "daemon.log"
+    sock_path = sftp_dir / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(60)
+    sshd.stop()
+    outbox = sftp_dir / "spool" / "outbox"
+    outbox.mkdir(parents=True, exist_ok=True)
+    (outbox / fi_name(1)).write_bytes(b"<Dimona/>")
+    proc = start_daemon(config, log, {"NOTIFY_SOCKET": str(sock_path)})
+    try:
+        assert wait_log(log, "relay_started")
+
+        def waiting_status() -> bool:
+            message = sock.recv(4096).decode()
+            return "STATUS=waiting:" in message and "unreachable" in message or "failing" in message
+
+        assert wait_until(waiting_status, 60)
+        status = lambda: run_cli("status", "--config", str(config)).stdout  # noqa: E731
+        assert wait_until(lambda: "the transfer point is unreachable since" in status(), 30), status()
+        assert "next try at" in status() and "Connection refused" in status()
+    finally:
+        sock.close()
+        proc.terminate()
+        assert proc.wait(20) == 0
