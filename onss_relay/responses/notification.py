@@ -26,7 +26,7 @@ from onss_relay.journal import (
     State,
     WorkerResult,
 )
-from onss_relay.names import set_key_of
+from onss_relay.names import RESPONSE_FOLDER, Env, set_key_of
 from onss_relay.outcome import forms_outcome
 from onss_relay.responses.acrf import consumed
 from onss_relay.responses.codes import anomaly_class, diagnosis, explain_anomaly, result_code, what_it_names
@@ -274,27 +274,55 @@ def record_for(n: Notification, local_path: str) -> NotificationRecord:
     )
 
 
-def find_set(journal: Journal, n: Notification) -> SetRow | None:
-    """Given a notification, return the set it answers: by file name, by any ticket the set was given (the
-    ACRF's, a file ticket, the declaration's own), by its HandledOriginalForm, else by the sender's own
-    reference when exactly one set has it."""
+@dataclasses.dataclass(frozen=True)
+class SetMatch:
+    """What a notification's names found: its set, or none; when a key named several sets, their names."""
+
+    row: SetRow | None
+    ambiguous: tuple[str, ...] = ()
+
+
+def find_set(journal: Journal, n: Notification, folder: str | None = None) -> SetMatch:
+    """Given a notification and the folder it came from, return the set it answers: by file name, by any
+    ticket the set was given (the ACRF's, a file ticket, the declaration's own), else by its
+    HandledOriginalForm or the sender's own reference, among the sets of that folder's environment not
+    refused by their ACRF nor failed, when exactly one has it (else the candidates, named)."""
     f = n.first
     if f.file_name and (key := set_key_of(f.file_name)):
         row = journal.get_set(key)
         if row is not None:
-            return row
+            return SetMatch(row)
     for ticket in [*f.tickets(), *([f.handled_ticket] if f.handled_ticket else [])]:
         row = journal.set_by_ticket(ticket)
         if row is not None:
-            return row
+            return SetMatch(row)
     keys = [("original_form", f.original_form)]
     if f.reference_origin == "1":
         keys.append(("sender_ref", f.reference))
+    ambiguous: tuple[str, ...] = ()
     for kind, value in keys:
-        found = journal.sets_by_key(kind, value) if value else []
+        found = [r for r in journal.sets_by_key(kind, value) if _may_answer(r, folder)] if value else []
         if len(found) == 1:
-            return found[0]
-    return None
+            return SetMatch(found[0])
+        ambiguous = ambiguous or tuple(r.go_name for r in found)
+    return SetMatch(None, ambiguous)
+
+
+def _may_answer(row: SetRow, folder: str | None) -> bool:
+    """Given a set and the folder an answer came from, return whether the answer may be about it: the set is
+    of that folder's environment (OUT ↔ R, OUTTEST ↔ T, OUTTEST-S ↔ S), not refused by its ACRF nor failed."""
+    if row.state in (State.REFUSED, State.FAILED):
+        return False
+    return folder is None or RESPONSE_FOLDER.get(Env(row.env)) == folder
+
+
+def _why_waiting(row: SetRow | None, ambiguous: tuple[str, ...]) -> str:
+    """Given the set found (or none) and the sets a key named, return why a notification waits, in words."""
+    if row is not None:
+        return "its set has no ACRF yet"
+    if ambiguous:
+        return f"it may answer any of {', '.join(ambiguous)}: several sets have its HandledOriginalForm or reference"
+    return "no set we know matches it yet"
 
 
 def tickets_given(n: Notification) -> list[tuple[str, str]]:
@@ -311,19 +339,27 @@ def link(journal: Journal, resp: ResponseRow, source: IO[bytes]) -> list[str]:
 
 def _record(journal: Journal, resp: ResponseRow, n: Notification) -> list[str]:
     """Given a parsed notification, record it on its set (notified), or leave it waiting for its ACRF."""
-    row = find_set(journal, n)
+    match = find_set(journal, n, resp.folder)
+    row = match.row
     if row is not None:
         row = consumed(journal, row, "a notification")
     if row is None or row.state == State.SENT:
         if resp.kind != WAITING:
             f = n.first
-            named = what_it_names(f.file_name, [*f.tickets(), f.handled_ticket or ""], f.result_code)
+            named = what_it_names(
+                f.file_name,
+                [*f.tickets(), f.handled_ticket or ""],
+                f.result_code,
+                handled_form=f.original_form,
+                sender_ref=f.reference if f.reference_origin == "1" else None,
+                candidates=match.ambiguous,
+            )
             journal.link_response(resp.folder, resp.name, WAITING, row.go_name if row else None, detail=named)
             log.info(
                 "notification_waiting",
                 file=resp.name,
                 set=row.go_name if row else None,
-                detail="its set has no ACRF yet" if row else "no set we know matches it yet",
+                detail=_why_waiting(row, match.ambiguous),
             )
         return []
     record = record_for(n, resp.local_path)
