@@ -33,6 +33,9 @@ ANSWERS = {  # sequence → (its notification's Forms, the outcome every reader 
     44: ([form("1", "1", anomaly("00237-001", "B"))], "refused"),  # ResultCode 1 with a blocking anomaly
     45: ([form("1", "1"), form("2", "0", anomaly("90373-333", "B"))], "partly_refused"),  # a Dimona, 2 workers
     46: ([form("1", "2")], "pending"),  # a proposal still to validate is not an acceptance
+    # a worker with a blocking anomaly is refused, whatever its ResultCode: both → refused; one → partly refused
+    48: ([form("1", "1", anomaly("00237-001", "B")), form("2", "1", anomaly("00237-008", "B"))], "refused"),
+    49: ([form("1", "1", anomaly("00237-001", "B")), form("2", "1")], "partly_refused"),
 }
 
 
@@ -69,9 +72,10 @@ def test_every_reader_sees_one_outcome(relay: Relay, sshd: SshServer, sftp_cfg: 
         assert line.split()[3] == o, line  # SET ENV STATE OUTCOME …
     story = run_cli("status", go(43), *args).stdout
     assert "outcome:     refused" in story
+    assert "2 workers: 2 refused" in run_cli("status", go(48), *args).stdout
 
     collector = RelayCollector(relay.journal, lambda: HealthSnapshot(True, "ok", ()), lambda: 30)
     text = generate_latest(registry_for(collector)).decode()
-    assert 'onss_relay_sets_by_outcome{outcome="refused"} 3.0' in text
-    assert 'onss_relay_sets_by_outcome{outcome="partly_refused"} 1.0' in text
+    assert 'onss_relay_sets_by_outcome{outcome="refused"} 4.0' in text
+    assert 'onss_relay_sets_by_outcome{outcome="partly_refused"} 2.0' in text
     assert 'onss_relay_sets_by_outcome{outcome="pending"} 1.0' in text

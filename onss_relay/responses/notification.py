@@ -73,7 +73,9 @@ class NotificationForm:
 
     @property
     def outcome(self) -> str:
-        return result_code(self.result_code).outcome
+        """The worker's outcome: its ResultCode's, but refused when it has a blocking anomaly."""
+        said = result_code(self.result_code).outcome
+        return "refused" if said == "accepted" and self.tally.blocking else said
 
     def tickets(self) -> list[str]:
         """The references that may be an ACRF ticket, most specific first."""
