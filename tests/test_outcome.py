@@ -79,3 +79,26 @@ def test_every_reader_sees_one_outcome(relay: Relay, sshd: SshServer, sftp_cfg: 
     assert 'onss_relay_sets_by_outcome{outcome="refused"} 4.0' in text
     assert 'onss_relay_sets_by_outcome{outcome="partly_refused"} 2.0' in text
     assert 'onss_relay_sets_by_outcome{outcome="pending"} 1.0' in text
+
+
+def test_blocking_anomalies_are_kept_and_given_first(relay: Relay, sshd: SshServer, sftp_cfg: Config) -> None:
+    """A Form whose blocking anomaly comes after mild ones: it is kept first and is the reason given."""
+    out = sshd.home / "OUTTEST"
+    mild = "".join(anomaly(f"00237-00{i}", "W") for i in (1, 2, 3))
+    forms = {
+        50: [form("1", "1", mild + anomaly("00237-008", "B"))],
+        51: [form("1", "0", mild + anomaly("00237-008", "B")), form("2", "1")],
+    }
+    for seq, fs in forms.items():
+        sent_set(relay, go(seq), f"FI.DIMN.{SENDER}.{TODAY}.{seq:05d}.T.1.1")
+        put(out, f"FO.ACRF.999999.{TODAY}.A{seq:04d}.T", acrf(go(seq), ticket=f"0TICKET{seq:06d}"))
+        marked = [f.replace("<EmployerId>", by_file(seq) + "<EmployerId>") for f in fs]
+        put(out, f"FO.NOTI.999999.{TODAY}.N{seq:04d}.T", notification(*marked).encode())
+    relay.poll_once()
+    relay.results.catch_up()
+    for seq in forms:
+        doc = json.loads((relay.spool.results / f"{go(seq)}.json").read_text())
+        [noti] = doc["notifications"]
+        worker = noti["workers"][0]
+        assert [a["error_id"] for a in worker["anomalies"]][0] == "00237-008", worker
+        assert "(00237-008" in noti["summary"], noti["summary"]  # the blocking one is the reason given

@@ -68,7 +68,7 @@ class NotificationForm:
     inss: str | None  # the worker, in a Dimona
     result_code: str | None
     diagnosis: str | None
-    anomalies: tuple[Anomaly, ...]  # the first KEPT_PER_FORM, blocking ones first, in file order
+    anomalies: tuple[Anomaly, ...]  # the first KEPT_PER_FORM, blocking ones first, each kind in file order
     tally: AnomalyTally = dataclasses.field(default_factory=lambda: AnomalyTally())  # every anomaly, counted
 
     @property
@@ -122,8 +122,8 @@ class AnomalyTally:
         self.by_code.update(other.by_code)
 
     def kept(self) -> tuple[Anomaly, ...]:
-        """Return the anomalies kept in detail, in file order."""
-        return tuple(a for _, a in self._kept)
+        """Return the anomalies kept in detail, blocking ones first, each kind in file order."""
+        return tuple(a for _, a in sorted(self._kept, key=lambda kept: not kept[1].blocking))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,7 +229,7 @@ def summary(n: Notification) -> str:
             words += f" (diagnosis {f.diagnosis}: {diagnosis(f.diagnosis)})"
         return words + _anomaly_words(f.anomalies, f.tally.count)
     parts = [f"{c} {o}" for o, c in n.outcomes if c]
-    refused = [a for f in n.forms if f.outcome != "accepted" for a in f.anomalies]
+    refused = sorted((a for f in n.forms if f.outcome != "accepted" for a in f.anomalies), key=lambda a: not a.blocking)
     why = f" ({', '.join(f'{a.error_id}, {_blocking(a)}' for a in refused[:3])})" if refused else ""
     return f"{n.count} workers: " + ", ".join(parts) + why
 
