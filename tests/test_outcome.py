@@ -102,3 +102,43 @@ def test_blocking_anomalies_are_kept_and_given_first(relay: Relay, sshd: SshServ
         worker = noti["workers"][0]
         assert [a["error_id"] for a in worker["anomalies"]][0] == "00237-008", worker
         assert "(00237-008" in noti["summary"], noti["summary"]  # the blocking one is the reason given
+
+
+def test_sets_of_a_journal_from_before_outcomes_get_theirs_at_the_upgrade(relay: Relay, sshd: SshServer) -> None:
+    """A journal of the version before outcomes (no outcome column, records without one): opening it computes
+    each set's outcome from its stored data and writes its result again (the cursor had passed it)."""
+    import sqlite3
+
+    out = sshd.home / "OUTTEST"
+    two = [form("1", "1"), form("2", "0", anomaly("90373-333", "B"))]
+    sent_set(relay, go(60), f"FI.DIMN.{SENDER}.{TODAY}.00060.T.1.1")
+    put(out, f"FO.ACRF.999999.{TODAY}.A0060.T", acrf(go(60), ticket="0TICKET000060"))
+    put(
+        out,
+        f"FO.NOTI.999999.{TODAY}.N0060.T",
+        notification(*[f.replace("<EmployerId>", by_file(60) + "<EmployerId>") for f in two]).encode(),
+    )
+    relay.poll_once()
+    relay.results.catch_up()
+    relay.close()
+    db = sqlite3.connect(relay.spool.paths.root / "journal.db")  # as the version before outcomes left it
+    data = json.loads(db.execute("SELECT data FROM sets WHERE go_name = ?", (go(60),)).fetchone()[0])
+    for n in data["notifications"]:
+        for k in ("outcome", "anomaly_count", "anomalies_by_class", "anomalies_by_code", "diagnosis_meaning"):
+            n.pop(k, None)
+    db.execute("UPDATE sets SET data = ? WHERE go_name = ?", (json.dumps(data), go(60)))
+    db.execute("ALTER TABLE sets DROP COLUMN outcome")
+    db.commit()
+    db.close()
+    result = relay.spool.results / f"{go(60)}.json"
+    old = json.loads(result.read_text())
+    del old["outcome"]
+    result.write_text(json.dumps(old))
+
+    upgraded = Relay(relay.cfg)
+    try:
+        upgraded.results.catch_up()
+        assert json.loads(result.read_text())["outcome"] == "partly_refused"
+        assert upgraded.journal.outcome_counts() == {"partly_refused": 1}
+    finally:
+        upgraded.close()
