@@ -85,7 +85,7 @@ def status_table(
     """Given the journal, return a readable table of recent sets, overdue ones marked, counts by state, the
     answers that match no set, and what waits outside the journal (outbox, failed/, left on the server)."""
     poll = poll or PollConfig()
-    rows = journal.recent_sets(limit)
+    rows = journal.recent_sets(limit, light=True)  # no anomaly is read: the table shows summaries
     now = time.time()
     header = ("SET", "ENV", "STATE", "OUTCOME", "TICKET", "AGE", "RESULT")
     lines = [
@@ -174,8 +174,10 @@ def set_detail(journal: Journal, name: str) -> str | None:
                     + (f": {a.label}" if a.label else "")
                     + (f" [{a.tag_name}={a.value}]" if a.tag_name else "")
                 )
-            if w.anomaly_count > len(w.anomalies):
-                lines.append(f"  … {w.anomaly_count - len(w.anomalies)} more anomalies, all in {n.file}")
+        shown = sum(len(w.anomalies) for w in n.workers)
+        every = max(n.anomaly_count, sum(w.anomaly_count for w in n.workers))
+        if every > shown:
+            lines.append(f"  … {every - shown} more anomalies, all in {n.file}")
         if n.anomaly_count:
             by_class = ", ".join(f"{c}={k}" for c, k in sorted(n.anomalies_by_class.items()))
             by_code = ", ".join(f"{c}={k}" for c, k in list(n.anomalies_by_code.items())[:10])

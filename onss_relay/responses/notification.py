@@ -163,14 +163,24 @@ def parse_notification(data: bytes | IO[bytes]) -> Notification:
         counts[f.outcome] += 1
         if len(kept) < DETAILED:
             kept.append((i, f))
-        elif f.outcome != "accepted":
-            accepted_at = next((k for k, (_, g) in enumerate(kept) if g.outcome == "accepted"), None)
-            if accepted_at is not None:
-                del kept[accepted_at]
-                kept.append((i, f))
+        else:
+            _give_way(kept, i, f)
     if first is None:
         raise ResponseParseError("NOTIFICATION without a Form")
     return Notification(first, tuple(f for _, f in kept), sum(counts.values()), tuple(counts.items()), total)
+
+
+def _give_way(kept: list[tuple[int, NotificationForm]], i: int, f: NotificationForm) -> None:
+    """Given the forms kept in detail (full) and the next one, keep it in place of an accepted one when it is
+    not accepted, or of one without a blocking anomaly when it has one."""
+    if f.outcome == "accepted":
+        return
+    at = next((k for k, (_, g) in enumerate(kept) if g.outcome == "accepted"), None)
+    if at is None and f.tally.blocking:
+        at = next((k for k, (_, g) in enumerate(kept) if not g.tally.blocking), None)
+    if at is not None:
+        del kept[at]
+        kept.append((i, f))
 
 
 def _form(form: Element, tally: AnomalyTally) -> NotificationForm:
@@ -245,6 +255,19 @@ def _anomaly_words(anomalies: tuple[Anomaly, ...], n: int) -> str:
     return f", {n} anomal{'y' if n == 1 else 'ies'} ({listed}{', …' if n > 3 else ''})"
 
 
+KEPT_IN_ALL = 100  # anomalies kept in detail per notification, across all its Forms; the rest are counted
+
+
+def _kept_in_all(forms: tuple[NotificationForm, ...]) -> list[tuple[Anomaly, ...]]:
+    """Given a notification's detailed Forms, return for each the anomalies kept in its record: KEPT_IN_ALL in
+    all, blocking ones first (then by Form, in the order each Form keeps them)."""
+    ranked = sorted(
+        ((not a.blocking, i, j) for i, f in enumerate(forms) for j, a in enumerate(f.anomalies)),
+    )[:KEPT_IN_ALL]
+    chosen = {(i, j) for _, i, j in ranked}
+    return [tuple(a for j, a in enumerate(f.anomalies) if (i, j) in chosen) for i, f in enumerate(forms)]
+
+
 TOP_CODES = 50  # anomaly codes counted one by one in a record; the others are summed under "other"
 
 
@@ -252,9 +275,10 @@ def record_for(n: Notification, local_path: str) -> NotificationRecord:
     """Given a parsed notification and where its file is kept, return its record: each anomaly kept in detail
     stored once (under its worker), every anomaly counted by class and by code, the file named for the rest."""
     f = n.first
+    kept = _kept_in_all(n.forms)
     workers = tuple(
-        WorkerResult(w.inss, w.result_code, w.outcome, tuple(_anomaly_record(a) for a in w.anomalies), w.tally.count)
-        for w in n.forms
+        WorkerResult(w.inss, w.result_code, w.outcome, tuple(_anomaly_record(a) for a in k), w.tally.count)
+        for w, k in zip(n.forms, kept, strict=True)
     )
     codes = dict(n.tally.by_code.most_common(TOP_CODES))
     if len(n.tally.by_code) > TOP_CODES:
