@@ -12,10 +12,11 @@ from typing import Any
 
 from onss_relay.config import PollConfig
 from onss_relay.errors import InvalidName
-from onss_relay.journal import Journal, SetRow, State
+from onss_relay.journal import AcrfRecord, Journal, SetRow, State
 from onss_relay.names import parse_name, set_key
 from onss_relay.outcome import OUTCOMES, outcome_of
 from onss_relay.responses import rendering
+from onss_relay.responses.codes import result_code, type_form
 from onss_relay.results import answered_circuit_test, document_of, overdue, uncertain_document
 from onss_relay.spool import Spool
 
@@ -142,6 +143,12 @@ def _seconds(age: float) -> str:
     return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
 
 
+def _acrf_line(acrf: AcrfRecord) -> str:
+    """Given a set's ACRF record, return what kind of answer it is (its TypeForm's meaning) and its result."""
+    kind = f"{acrf.type_form} {type_form(acrf.type_form)}" if acrf.type_form else "no TypeForm"
+    return f"{kind}; result {acrf.result_code}: {acrf.meaning or result_code(acrf.result_code).meaning}"
+
+
 def set_detail(journal: Journal, name: str) -> str | None:
     """Given a GO (or FI) name, return a readable story of that set, or None when it is unknown."""
     row = journal.get_set(_as_go(name))
@@ -158,6 +165,8 @@ def set_detail(journal: Journal, name: str) -> str | None:
         f"result:      {result_summary(row)}",
         f"parts:       {', '.join(row.parts)}",
     ]
+    if row.data.acrf is not None:
+        lines.append(f"acrf:        {_acrf_line(row.data.acrf)}")
     if doc["sent_dir"]:
         lines.append(f"sent files:  {doc['sent_dir']}")
     lines += [f"warning:     {w}" for w in row.data.warnings]
@@ -166,7 +175,9 @@ def set_detail(journal: Journal, name: str) -> str | None:
     for n in row.data.notifications:
         for w in n.workers:
             who = f"worker {w.inss}: " if w.inss else ""
-            lines.append(f"notification: {who}{w.outcome} (result {w.result_code})")
+            lines.append(
+                f"notification: {who}{w.outcome} (result {w.result_code}: {result_code(w.result_code).meaning})"
+            )
             for a in w.anomalies:
                 cls = f"{a.anomaly_class} {a.class_meaning.split(':')[0]}".strip()
                 lines.append(

@@ -235,6 +235,8 @@ def summary(n: Notification) -> str:
     if n.count == 1:
         f = n.first
         words = {"accepted": "accepted", "refused": "refused", "pending": "pending"}[f.outcome]
+        if f.outcome == "pending":
+            words += f" (result {f.result_code}: {result_code(f.result_code).meaning})"
         if f.outcome != "accepted" and f.diagnosis:
             words += f" (diagnosis {f.diagnosis}: {diagnosis(f.diagnosis)})"
         return words + _anomaly_words(f.anomalies, f.tally.count)
