@@ -6,6 +6,7 @@ reference when unique. Through a full poll on the real sshd; our own fixtures in
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -104,6 +105,8 @@ def test_every_ticket_a_declaration_is_given_finds_it(relay: Relay, sshd: SshSer
         ("DmfAUpdateNotification", OWN_TICKET),
         ("DmfAPID", FILE_TICKET),
     ]
+    readme = " ".join((Path(__file__).parent.parent / "README.md").read_text().split())
+    assert "later answers about the declaration (DmfA update notifications, DmfAPID …: `answers`" in readme
 
 
 def test_an_answer_before_the_one_that_gives_its_ticket_links_after_a_restart(
