@@ -250,3 +250,23 @@ def test_a_resubmitted_fi_links_to_the_set_not_refused_and_an_ambiguous_answer_n
     table = run_cli("status", "--config", str(sftp_cfg.source)).stdout
     assert "HandledOriginalForm DIMONA|2026-11-30|09:20:00.000; sender reference REF-D" in table
     assert f"ambiguous: it may answer any of {gos[43]}, {gos[44]}" in table
+
+
+def test_the_same_fi_sent_to_t_and_to_r_is_answered_in_its_own_environment(relay: Relay, sshd: SshServer) -> None:
+    """The same FI sent to T and to R: a notification without FileReference in OUT answers the R set."""
+    content = fi_with("DIMONA", "09:30:00.000", "REF-TR")
+    (relay.spool.outbox / fi_name(48)).write_bytes(content)
+    (relay.spool.outbox / fi_name(49, env="R")).write_bytes(content)
+    relay.send_once(wait_for_settle=False)
+    test_go, prod_go = f"GO.DIMN.{SENDER}.{TODAY}.00048.T.1", f"GO.DIMN.{SENDER}.{TODAY}.00049.R.1"
+    put(sshd.home / "OUTTEST", f"FO.ACRF.999999.{TODAY}.A0048.T", acrf(test_go))
+    put(sshd.home / "OUT", f"FO.ACRF.999999.{TODAY}.A0049.R", acrf(prod_go))
+    relay.poll_once()
+    put(
+        sshd.home / "OUT",
+        f"FO.NOTI.999999.{TODAY}.N0049.R",
+        noti("1", original=("DIMONA", "2026-11-30", "09:30:00.000")),
+    )
+    relay.poll_once()
+    assert relay.journal.get_set(prod_go).state == State.NOTIFIED  # type: ignore[union-attr]
+    assert relay.journal.get_set(test_go).state == State.ACKNOWLEDGED  # type: ignore[union-attr]
