@@ -41,7 +41,7 @@ def declaration_keys(path: Path) -> tuple[tuple[str, str], ...]:
 
 def _form_heads(source: IO[bytes]) -> Iterator[dict[str, Element]]:
     """Given an FI stream, yield the head elements (name → element) of its first Form, read up to where its
-    body starts (or the Form ends), and stop."""
+    body starts (or the root's first child ends, whatever its name), and stop: constant memory."""
     stack: list[Element] = []
     head: dict[str, Element] = {}
     for event, el in safe_iterparse(source, ("start", "end")):
@@ -55,6 +55,8 @@ def _form_heads(source: IO[bytes]) -> Iterator[dict[str, Element]]:
         name = local(el.tag)
         if len(stack) == 2 and name in HEAD and name not in head:
             head[name] = el
-        elif len(stack) == 1 and name == "Form":
+        elif len(stack) == 1:  # the root's first child ended (a Form, or whatever a flat file holds): done
             yield head
             return
+        elif len(stack) == 2:
+            el.clear()  # a head element we do not keep: nothing of it stays in memory

@@ -9,8 +9,10 @@ Dimona refused), ``refused`` (by its ACRF or by its notification: ResultCode 0, 
 
 from __future__ import annotations
 
+from collections import Counter
+
 from onss_relay.errors import InvalidName
-from onss_relay.journal.model import NotificationRecord, SetData, State
+from onss_relay.journal.model import NotificationRecord, SetData, State, WorkerResult
 from onss_relay.names import circuit_test, parse_name
 
 OUTCOMES = ("accepted", "accepted_with_anomalies", "partly_refused", "refused", "pending", "quarantined")
@@ -21,9 +23,19 @@ def notification_outcome(n: NotificationRecord) -> str:
     read from their result code and anomalies)."""
     if n.outcome:
         return n.outcome
+    if n.workers:  # its Forms' outcomes were stored (the detailed ones; the others were accepted)
+        counts = Counter(_worker_outcome(w) for w in n.workers)
+        counts["accepted"] += max(0, n.worker_count - len(n.workers))
+        anomalies = sum(w.anomaly_count or len(w.anomalies) for w in n.workers) or len(n.anomalies)
+        return forms_outcome(dict(counts), anomalies, 0)
     if n.accepted:
         return "accepted_with_anomalies" if n.anomalies or n.anomaly_count else "accepted"
     return "refused" if n.result_code in ("0", "4") else "pending"
+
+
+def _worker_outcome(w: WorkerResult) -> str:
+    """Given a worker's stored result, return its outcome: refused when it has a blocking anomaly."""
+    return "refused" if w.outcome == "accepted" and any(a.blocking for a in w.anomalies) else w.outcome
 
 
 def forms_outcome(counts: dict[str, int], anomalies: int, blocking: int) -> str:

@@ -13,10 +13,11 @@ from typing import Any
 from onss_relay.config import PollConfig
 from onss_relay.durable import atomic_write
 from onss_relay.errors import InvalidName
-from onss_relay.journal import Journal, SetRow, State
+from onss_relay.journal import AcrfRecord, Journal, SetRow, State
 from onss_relay.names import circuit_test, parse_name
 from onss_relay.outcome import outcome_of
 from onss_relay.responses import rendering
+from onss_relay.responses.codes import type_form
 from onss_relay.spool import Spool
 from onss_relay.stages.uncertain import UNCERTAIN_STATES, quiet_left
 
@@ -80,7 +81,7 @@ def result_document(
         "sender_references": [v for k, v in keys or [] if k == "sender_ref"],
         "reason": row.reason,
         "parts": row.parts,
-        "acrf": dataclasses.asdict(row.data.acrf) if row.data.acrf else None,
+        "acrf": _acrf_entry(row.data.acrf),
         "notifications": [dataclasses.asdict(n) for n in row.data.notifications],
         "other_responses": list(row.data.other_responses),
         "answers": [rendering(a.kind).results_entry(a) for a in row.data.answers],  # of registered types
@@ -99,6 +100,13 @@ def result_document(
             for at, state, detail in history
         ],
     }
+
+
+def _acrf_entry(acrf: AcrfRecord | None) -> dict[str, Any] | None:
+    """Given a set's ACRF record (or None), return its results entry, with what its TypeForm means."""
+    if acrf is None:
+        return None
+    return dataclasses.asdict(acrf) | {"type_form_meaning": type_form(acrf.type_form)}
 
 
 def uncertain_document(row: SetRow) -> dict[str, Any] | None:

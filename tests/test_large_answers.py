@@ -14,7 +14,7 @@ import pytest
 from onss_relay.commands.status import set_detail
 from onss_relay.config import Config
 from onss_relay.pipeline import Relay
-from onss_relay.responses.notification import KEPT_PER_FORM, parse_notification
+from onss_relay.responses.notification import KEPT_IN_ALL, KEPT_PER_FORM, parse_notification
 from tests.conftest import SENDER, TODAY
 from tests.fixtures.sshd import SshServer
 from tests.test_real_answers import acrf, put, sent_set
@@ -84,3 +84,47 @@ def test_a_form_with_thousands_of_anomalies_is_counted_and_kept_small(relay: Rel
     assert len(story.splitlines()) < KEPT_PER_FORM + 30
     assert f"… {20_003 - KEPT_PER_FORM} more anomalies, all in {relay.spool.inbox / 'OUT'}" in story
     assert "anomalies: 20003 (by class: B=3, P=20000; most frequent: 00237-008=20000, 00237-001=3)" in story
+
+
+def many_forms(forms: int, each: int) -> bytes:
+    """A notification of ``forms`` refused Forms with ``each`` non-blocking anomalies, the last one blocking."""
+    body = io.StringIO()
+    body.write('<?xml version="1.0" encoding="UTF-8"?>\n<NOTIFICATION>')
+    for w in range(forms):
+        body.write(
+            f"<Form><Identification>NOTI001</Identification><FileReference><FileName>{GO2}</FileName></FileReference>"
+            f"<NaturalPerson><INSS>{w:011d}</INSS></NaturalPerson><HandlingResult><ResultCode>0</ResultCode>"
+        )
+        for i in range(each):
+            cls = "B" if w == forms - 1 and i == each - 1 else "P"
+            body.write(
+                f"<AnomalyReport><ErrorID>00237-008</ErrorID><AnomalyClass>{cls}</AnomalyClass>"
+                f"<Path><NaturalPerson>{i}</NaturalPerson></Path></AnomalyReport>"
+            )
+        body.write("</HandlingResult></Form>\n")
+    body.write("</NOTIFICATION>\n")
+    return body.getvalue().encode()
+
+
+GO2 = f"GO.DIMN.{SENDER}.{TODAY}.00052.R.1"
+
+
+def test_the_detail_of_a_notification_is_bounded_in_all_its_forms(relay: Relay, sshd: SshServer) -> None:
+    """150 Forms of 20 anomalies: at most KEPT_IN_ALL kept in detail in all (the blocking one first), the rest
+    counted; `status NAME` stays short; the rows a plain `status` reads carry no anomaly at all."""
+    sent_set(relay, GO2, f"FI.DIMN.{SENDER}.{TODAY}.00052.R.1.1")
+    out: Path = sshd.home / "OUT"
+    put(out, f"FO.ACRF.999999.{TODAY}.C0001.R", acrf(GO2, ticket="0MANYFORMS001"))
+    put(out, f"FO.NOTI.999999.{TODAY}.C0002.R", many_forms(150, 20))
+    relay.poll_once()
+    relay.results.catch_up()
+    doc = json.loads((relay.spool.results / f"{GO2}.json").read_text())
+    [note] = doc["notifications"]
+    kept = [a for w in note["workers"] for a in w["anomalies"]]
+    assert len(kept) == KEPT_IN_ALL and note["anomaly_count"] == 3000
+    assert sum(a["blocking"] for a in kept) == 1  # the blocking one, in the 150th Form, is kept
+    story = set_detail(relay.journal, GO2) or ""
+    assert len(story.splitlines()) < 100 + KEPT_IN_ALL + 30, len(story.splitlines())
+    assert f"… {3000 - KEPT_IN_ALL} more anomalies, all in" in story
+    [light] = [r for r in relay.journal.recent_sets(10, light=True) if r.go_name == GO2]
+    assert [n.workers for n in light.data.notifications] == [()] and light.data.notifications[0].outcome == "refused"

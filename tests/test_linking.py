@@ -6,6 +6,7 @@ reference when unique. Through a full poll on the real sshd; our own fixtures in
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -104,6 +105,8 @@ def test_every_ticket_a_declaration_is_given_finds_it(relay: Relay, sshd: SshSer
         ("DmfAUpdateNotification", OWN_TICKET),
         ("DmfAPID", FILE_TICKET),
     ]
+    readme = " ".join((Path(__file__).parent.parent / "README.md").read_text().split())
+    assert "later answers about the declaration (DmfA update notifications, DmfAPID …: `answers`" in readme
 
 
 def test_an_answer_before_the_one_that_gives_its_ticket_links_after_a_restart(
@@ -215,3 +218,55 @@ def test_an_idflux_naming_the_declarations_own_ticket_is_linked(relay: Relay, ss
         f"FO.IDFL.999999.{TODAY}.L0005.T"
     ]
     assert relay.journal.unmatched_responses() == []
+
+
+def test_a_resubmitted_fi_links_to_the_set_not_refused_and_an_ambiguous_answer_names_its_candidates(
+    relay: Relay, sshd: SshServer, sftp_cfg: Config
+) -> None:
+    """The same FI sent again after its ACRF refused it: the answer without FileReference is for the one the
+    ACRF took. Two sets still sharing it: the answer waits, its line naming both and what it carries."""
+    from tests.helpers import run_cli
+
+    first, again = fi_with("DIMONA", "09:10:00.000", "REF-R"), fi_with("DIMONA", "09:20:00.000", "REF-D")
+    for seq, content in {41: first, 42: first, 43: again, 44: again}.items():
+        (relay.spool.outbox / fi_name(seq)).write_bytes(content)
+    relay.send_once(wait_for_settle=False)
+    gos = {seq: f"GO.DIMN.{SENDER}.{TODAY}.{seq:05d}.T.1" for seq in (41, 42, 43, 44)}
+    out = sshd.home / "OUTTEST"
+    for seq, go in gos.items():
+        code = "0" if seq == 41 else "1"
+        put(out, f"FO.ACRF.999999.{TODAY}.A{seq:04d}.T", acrf(go, code, errors=("ACRF-125",) * (seq == 41)))
+    relay.poll_once()
+    assert relay.journal.get_set(gos[41]).state == State.REFUSED  # type: ignore[union-attr]
+    put(out, f"FO.NOTI.999999.{TODAY}.N0041.T", noti("1", original=("DIMONA", "2026-11-30", "09:10:00.000")))
+    put(
+        out,
+        f"FO.NOTI.999999.{TODAY}.N0043.T",
+        noti("1", original=("DIMONA", "2026-11-30", "09:20:00.000"), references=reference("REF-D", "1", "1")),
+    )
+    relay.poll_once()
+    assert relay.journal.get_set(gos[42]).state == State.NOTIFIED  # type: ignore[union-attr]
+    assert [r.name for r in relay.journal.unmatched_responses()] == [f"FO.NOTI.999999.{TODAY}.N0043.T"]
+    table = run_cli("status", "--config", str(sftp_cfg.source)).stdout
+    assert "HandledOriginalForm DIMONA|2026-11-30|09:20:00.000; sender reference REF-D" in table
+    assert f"ambiguous: it may answer any of {gos[43]}, {gos[44]}" in table
+
+
+def test_the_same_fi_sent_to_t_and_to_r_is_answered_in_its_own_environment(relay: Relay, sshd: SshServer) -> None:
+    """The same FI sent to T and to R: a notification without FileReference in OUT answers the R set."""
+    content = fi_with("DIMONA", "09:30:00.000", "REF-TR")
+    (relay.spool.outbox / fi_name(48)).write_bytes(content)
+    (relay.spool.outbox / fi_name(49, env="R")).write_bytes(content)
+    relay.send_once(wait_for_settle=False)
+    test_go, prod_go = f"GO.DIMN.{SENDER}.{TODAY}.00048.T.1", f"GO.DIMN.{SENDER}.{TODAY}.00049.R.1"
+    put(sshd.home / "OUTTEST", f"FO.ACRF.999999.{TODAY}.A0048.T", acrf(test_go))
+    put(sshd.home / "OUT", f"FO.ACRF.999999.{TODAY}.A0049.R", acrf(prod_go))
+    relay.poll_once()
+    put(
+        sshd.home / "OUT",
+        f"FO.NOTI.999999.{TODAY}.N0049.R",
+        noti("1", original=("DIMONA", "2026-11-30", "09:30:00.000")),
+    )
+    relay.poll_once()
+    assert relay.journal.get_set(prod_go).state == State.NOTIFIED  # type: ignore[union-attr]
+    assert relay.journal.get_set(test_go).state == State.ACKNOWLEDGED  # type: ignore[union-attr]

@@ -33,6 +33,9 @@ ANSWERS = {  # sequence → (its notification's Forms, the outcome every reader 
     44: ([form("1", "1", anomaly("00237-001", "B"))], "refused"),  # ResultCode 1 with a blocking anomaly
     45: ([form("1", "1"), form("2", "0", anomaly("90373-333", "B"))], "partly_refused"),  # a Dimona, 2 workers
     46: ([form("1", "2")], "pending"),  # a proposal still to validate is not an acceptance
+    # a worker with a blocking anomaly is refused, whatever its ResultCode: both → refused; one → partly refused
+    48: ([form("1", "1", anomaly("00237-001", "B")), form("2", "1", anomaly("00237-008", "B"))], "refused"),
+    49: ([form("1", "1", anomaly("00237-001", "B")), form("2", "1")], "partly_refused"),
 }
 
 
@@ -69,9 +72,73 @@ def test_every_reader_sees_one_outcome(relay: Relay, sshd: SshServer, sftp_cfg: 
         assert line.split()[3] == o, line  # SET ENV STATE OUTCOME …
     story = run_cli("status", go(43), *args).stdout
     assert "outcome:     refused" in story
+    assert "2 workers: 2 refused" in run_cli("status", go(48), *args).stdout
 
     collector = RelayCollector(relay.journal, lambda: HealthSnapshot(True, "ok", ()), lambda: 30)
     text = generate_latest(registry_for(collector)).decode()
-    assert 'onss_relay_sets_by_outcome{outcome="refused"} 3.0' in text
-    assert 'onss_relay_sets_by_outcome{outcome="partly_refused"} 1.0' in text
+    assert 'onss_relay_sets_by_outcome{outcome="refused"} 4.0' in text
+    assert 'onss_relay_sets_by_outcome{outcome="partly_refused"} 2.0' in text
     assert 'onss_relay_sets_by_outcome{outcome="pending"} 1.0' in text
+
+
+def test_blocking_anomalies_are_kept_and_given_first(relay: Relay, sshd: SshServer, sftp_cfg: Config) -> None:
+    """A Form whose blocking anomaly comes after mild ones: it is kept first and is the reason given."""
+    out = sshd.home / "OUTTEST"
+    mild = "".join(anomaly(f"00237-00{i}", "W") for i in (1, 2, 3))
+    forms = {
+        50: [form("1", "1", mild + anomaly("00237-008", "B"))],
+        51: [form("1", "0", mild + anomaly("00237-008", "B")), form("2", "1")],
+    }
+    for seq, fs in forms.items():
+        sent_set(relay, go(seq), f"FI.DIMN.{SENDER}.{TODAY}.{seq:05d}.T.1.1")
+        put(out, f"FO.ACRF.999999.{TODAY}.A{seq:04d}.T", acrf(go(seq), ticket=f"0TICKET{seq:06d}"))
+        marked = [f.replace("<EmployerId>", by_file(seq) + "<EmployerId>") for f in fs]
+        put(out, f"FO.NOTI.999999.{TODAY}.N{seq:04d}.T", notification(*marked).encode())
+    relay.poll_once()
+    relay.results.catch_up()
+    for seq in forms:
+        doc = json.loads((relay.spool.results / f"{go(seq)}.json").read_text())
+        [noti] = doc["notifications"]
+        worker = noti["workers"][0]
+        assert [a["error_id"] for a in worker["anomalies"]][0] == "00237-008", worker
+        assert "(00237-008" in noti["summary"], noti["summary"]  # the blocking one is the reason given
+
+
+def test_sets_of_a_journal_from_before_outcomes_get_theirs_at_the_upgrade(relay: Relay, sshd: SshServer) -> None:
+    """A journal of the version before outcomes (no outcome column, records without one): opening it computes
+    each set's outcome from its stored data and writes its result again (the cursor had passed it)."""
+    import sqlite3
+
+    out = sshd.home / "OUTTEST"
+    two = [form("1", "1"), form("2", "0", anomaly("90373-333", "B"))]
+    sent_set(relay, go(60), f"FI.DIMN.{SENDER}.{TODAY}.00060.T.1.1")
+    put(out, f"FO.ACRF.999999.{TODAY}.A0060.T", acrf(go(60), ticket="0TICKET000060"))
+    put(
+        out,
+        f"FO.NOTI.999999.{TODAY}.N0060.T",
+        notification(*[f.replace("<EmployerId>", by_file(60) + "<EmployerId>") for f in two]).encode(),
+    )
+    relay.poll_once()
+    relay.results.catch_up()
+    relay.close()
+    db = sqlite3.connect(relay.spool.paths.root / "journal.db")  # as the version before outcomes left it
+    data = json.loads(db.execute("SELECT data FROM sets WHERE go_name = ?", (go(60),)).fetchone()[0])
+    for n in data["notifications"]:
+        for k in ("outcome", "anomaly_count", "anomalies_by_class", "anomalies_by_code", "diagnosis_meaning"):
+            n.pop(k, None)
+    db.execute("UPDATE sets SET data = ? WHERE go_name = ?", (json.dumps(data), go(60)))
+    db.execute("ALTER TABLE sets DROP COLUMN outcome")
+    db.commit()
+    db.close()
+    result = relay.spool.results / f"{go(60)}.json"
+    old = json.loads(result.read_text())
+    del old["outcome"]
+    result.write_text(json.dumps(old))
+
+    upgraded = Relay(relay.cfg)
+    try:
+        upgraded.results.catch_up()
+        assert json.loads(result.read_text())["outcome"] == "partly_refused"
+        assert upgraded.journal.outcome_counts() == {"partly_refused": 1}
+    finally:
+        upgraded.close()

@@ -13,10 +13,11 @@ from typing import Any
 from onss_relay.config import PollConfig
 from onss_relay.disk import disk_full
 from onss_relay.errors import InvalidName
-from onss_relay.journal import Journal, SetRow, State
+from onss_relay.journal import AcrfRecord, Journal, SetRow, State
 from onss_relay.names import parse_name, set_key
 from onss_relay.outcome import OUTCOMES, outcome_of
 from onss_relay.responses import rendering
+from onss_relay.responses.codes import result_code, type_form
 from onss_relay.results import answered_circuit_test, document_of, overdue, uncertain_document
 from onss_relay.spool import Spool, spool_in_use
 
@@ -86,7 +87,7 @@ def status_table(
     """Given the journal, return a readable table of recent sets, overdue ones marked, counts by state, the
     answers that match no set, and what waits outside the journal (outbox, failed/, left on the server)."""
     poll = poll or PollConfig()
-    rows = journal.recent_sets(limit)
+    rows = journal.recent_sets(limit, light=True)  # no anomaly is read: the table shows summaries
     now = time.time()
     header = ("SET", "ENV", "STATE", "OUTCOME", "TICKET", "AGE", "RESULT")
     lines = [
@@ -143,6 +144,12 @@ def _seconds(age: float) -> str:
     return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
 
 
+def _acrf_line(acrf: AcrfRecord) -> str:
+    """Given a set's ACRF record, return what kind of answer it is (its TypeForm's meaning) and its result."""
+    kind = f"{acrf.type_form} {type_form(acrf.type_form)}" if acrf.type_form else "no TypeForm"
+    return f"{kind}; result {acrf.result_code}: {acrf.meaning or result_code(acrf.result_code).meaning}"
+
+
 def set_detail(journal: Journal, name: str) -> str | None:
     """Given a GO (or FI) name, return a readable story of that set, or None when it is unknown."""
     row = journal.get_set(as_go(name))
@@ -159,6 +166,8 @@ def set_detail(journal: Journal, name: str) -> str | None:
         f"result:      {result_summary(row)}",
         f"parts:       {', '.join(row.parts)}",
     ]
+    if row.data.acrf is not None:
+        lines.append(f"acrf:        {_acrf_line(row.data.acrf)}")
     if doc["sent_dir"]:
         lines.append(f"sent files:  {doc['sent_dir']}")
     lines += [f"warning:     {w}" for w in row.data.warnings]
@@ -167,7 +176,9 @@ def set_detail(journal: Journal, name: str) -> str | None:
     for n in row.data.notifications:
         for w in n.workers:
             who = f"worker {w.inss}: " if w.inss else ""
-            lines.append(f"notification: {who}{w.outcome} (result {w.result_code})")
+            lines.append(
+                f"notification: {who}{w.outcome} (result {w.result_code}: {result_code(w.result_code).meaning})"
+            )
             for a in w.anomalies:
                 cls = f"{a.anomaly_class} {a.class_meaning.split(':')[0]}".strip()
                 lines.append(
@@ -175,8 +186,10 @@ def set_detail(journal: Journal, name: str) -> str | None:
                     + (f": {a.label}" if a.label else "")
                     + (f" [{a.tag_name}={a.value}]" if a.tag_name else "")
                 )
-            if w.anomaly_count > len(w.anomalies):
-                lines.append(f"  … {w.anomaly_count - len(w.anomalies)} more anomalies, all in {n.file}")
+        shown = sum(len(w.anomalies) for w in n.workers)
+        every = max(n.anomaly_count, sum(w.anomaly_count for w in n.workers))
+        if every > shown:
+            lines.append(f"  … {every - shown} more anomalies, all in {n.file}")
         if n.anomaly_count:
             by_class = ", ".join(f"{c}={k}" for c, k in sorted(n.anomalies_by_class.items()))
             by_code = ", ".join(f"{c}={k}" for c, k in list(n.anomalies_by_code.items())[:10])

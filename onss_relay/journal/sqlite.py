@@ -32,6 +32,7 @@ from onss_relay.journal.sqlite_keys import KeyTable
 from onss_relay.journal.sqlite_responses import ResponseTable
 from onss_relay.journal.sqlite_schema import (
     BUSY_TIMEOUT_MS,
+    LIGHT_SETS,
     NEXT_CHANGE,
     SCHEMA,
     SCHEMA_VERSION,
@@ -322,8 +323,14 @@ class SqliteJournal(ResponseTable, KeyTable):
         with self._lock:
             return [set_row(r) for r in self._db.execute(sql, [str(s) for s in states])]
 
-    def recent_sets(self, limit: int = 50) -> list[SetRow]:
+    def recent_sets(self, limit: int = 50, light: bool = False) -> list[SetRow]:
+        """Return the sets written last, newest first; ``light``: each with only its last notification, without
+        its workers and anomalies (what a table shows: its summary and outcome), read by SQLite, not by us."""
         with self._lock:
+            if light:
+                with contextlib.suppress(sqlite3.OperationalError):  # a journal from before outcomes, read-only
+                    rows = self._db.execute(LIGHT_SETS, (limit,)).fetchall()
+                    return [set_row(r) for r in rows]
             rows = self._db.execute("SELECT * FROM sets ORDER BY updated_at DESC LIMIT ?", (limit,)).fetchall()
         return [set_row(r) for r in rows]
 

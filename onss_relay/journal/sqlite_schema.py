@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from onss_relay.errors import JournalBusy, JournalError, JournalFull
 from onss_relay.journal.model import ResponseRow, SetData, SetRow, State
+from onss_relay.outcome import outcome_of
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 30_000  # how long a statement waits for another process's lock on the journal
@@ -75,6 +76,19 @@ CREATE TABLE IF NOT EXISTS sequences (
 """
 
 
+# the sets written last, each with only its last notification, stripped of its workers and anomalies (with the
+# set's outcome when that record has none): what a status table shows, without reading any anomaly in Python
+LAST_NOTE = "json_extract(data, '$.notifications[#-1]')"
+LIGHT_SETS = f"""
+SELECT go_name, env, state, parts, created_at, updated_at, reason, ticket, archived, change_seq,
+    CASE WHEN json_valid(data) AND json_array_length(data, '$.notifications') > 0 THEN
+        json_set(data, '$.notifications', json_array(json_set(
+            json_remove({LAST_NOTE}, '$.workers', '$.anomalies'),
+            '$.outcome', COALESCE(NULLIF(json_extract({LAST_NOTE}, '$.outcome'), ''), outcome, ''))))
+    ELSE data END AS data
+FROM sets ORDER BY updated_at DESC LIMIT ?
+"""
+
 # columns added after a table was first shipped: (table, column, definition); added to older journals at open
 ADDED_COLUMNS = (
     ("sets", "change_seq", "INTEGER NOT NULL DEFAULT 0"),  # the change counter results/ follow
@@ -83,13 +97,30 @@ ADDED_COLUMNS = (
 )
 
 
-def add_missing_columns(db: sqlite3.Connection) -> None:
+def add_missing_columns(db: sqlite3.Connection) -> list[tuple[str, str]]:
     """Given a journal open for writing, add the columns of ADDED_COLUMNS its tables lack (a journal of an older
-    onss-relay keeps its rows; readers of that version ignore the new columns)."""
+    onss-relay keeps its rows; readers of that version ignore the new columns); return the (table, column)
+    added, and fill those computed from the rows (a set's outcome)."""
+    added = []
     for table, column, definition in ADDED_COLUMNS:
         have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
         if have and column not in have:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+            added.append((table, column))
+    if ("sets", "outcome") in added:
+        fill_outcomes(db)
+    return added
+
+
+def fill_outcomes(db: sqlite3.Connection) -> None:
+    """Given a journal whose sets predate their outcome column, compute each set's outcome from its stored data
+    and mark it changed, so that results/ is written again with its outcome and /metrics counts it."""
+    rows = db.execute("SELECT go_name, state, data FROM sets ORDER BY change_seq, go_name").fetchall()
+    for r in rows:
+        outcome = outcome_of(r["go_name"], State(r["state"]), SetData.from_json(r["data"]))
+        db.execute(
+            f"UPDATE sets SET outcome = ?, change_seq = {NEXT_CHANGE} WHERE go_name = ?", (outcome, r["go_name"])
+        )
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:

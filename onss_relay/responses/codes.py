@@ -136,14 +136,28 @@ def anomaly_class(code: str | None) -> AnomalyClass:
 
 
 def what_it_names(
-    file_name: str | None, tickets: list[str], result: str | None = None, errors: tuple[str, ...] = ()
+    file_name: str | None,
+    tickets: list[str],
+    result: str | None = None,
+    errors: tuple[str, ...] = (),
+    handled_form: str | None = None,
+    sender_ref: str | None = None,
+    candidates: tuple[str, ...] = (),
 ) -> str:
     """Given what an answer that matches no set carries (the FileName, the tickets, the ResultCode and error
-    codes it names), return it in one line, so that a person can find the declaration it is about."""
+    codes, the HandledOriginalForm and sender's reference it names, the sets it may be about), return it in one
+    line, so that a person can find the declaration it is about."""
     parts = [f"FileName {file_name}"] if file_name else ["no FileName"]
     shown = list(dict.fromkeys(t for t in tickets if t))
     parts.append(f"tickets {', '.join(shown[:5])}" + (" …" if len(shown) > 5 else "") if shown else "no ticket")
+    if handled_form:
+        parts.append(f"HandledOriginalForm {handled_form}")
+    if sender_ref:
+        parts.append(f"sender reference {sender_ref}")
     if result is not None:
         parts.append(f"result {result} ({result_code(result).meaning})")
     parts += [describe(e) for e in errors[:3]]
+    if candidates:
+        shown_sets = ", ".join(candidates[:5]) + (" …" if len(candidates) > 5 else "")
+        parts.append(f"ambiguous: it may answer any of {shown_sets}")
     return "names " + "; ".join(parts)

@@ -26,7 +26,7 @@ from onss_relay.journal import (
     State,
     WorkerResult,
 )
-from onss_relay.names import set_key_of
+from onss_relay.names import RESPONSE_FOLDER, Env, set_key_of
 from onss_relay.outcome import forms_outcome
 from onss_relay.responses.acrf import consumed
 from onss_relay.responses.codes import anomaly_class, diagnosis, explain_anomaly, result_code, what_it_names
@@ -68,12 +68,14 @@ class NotificationForm:
     inss: str | None  # the worker, in a Dimona
     result_code: str | None
     diagnosis: str | None
-    anomalies: tuple[Anomaly, ...]  # the first KEPT_PER_FORM, blocking ones first, in file order
+    anomalies: tuple[Anomaly, ...]  # the first KEPT_PER_FORM, blocking ones first, each kind in file order
     tally: AnomalyTally = dataclasses.field(default_factory=lambda: AnomalyTally())  # every anomaly, counted
 
     @property
     def outcome(self) -> str:
-        return result_code(self.result_code).outcome
+        """The worker's outcome: its ResultCode's, but refused when it has a blocking anomaly."""
+        said = result_code(self.result_code).outcome
+        return "refused" if said == "accepted" and self.tally.blocking else said
 
     def tickets(self) -> list[str]:
         """The references that may be an ACRF ticket, most specific first."""
@@ -120,8 +122,8 @@ class AnomalyTally:
         self.by_code.update(other.by_code)
 
     def kept(self) -> tuple[Anomaly, ...]:
-        """Return the anomalies kept in detail, in file order."""
-        return tuple(a for _, a in self._kept)
+        """Return the anomalies kept in detail, blocking ones first, each kind in file order."""
+        return tuple(a for _, a in sorted(self._kept, key=lambda kept: not kept[1].blocking))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,14 +163,24 @@ def parse_notification(data: bytes | IO[bytes]) -> Notification:
         counts[f.outcome] += 1
         if len(kept) < DETAILED:
             kept.append((i, f))
-        elif f.outcome != "accepted":
-            accepted_at = next((k for k, (_, g) in enumerate(kept) if g.outcome == "accepted"), None)
-            if accepted_at is not None:
-                del kept[accepted_at]
-                kept.append((i, f))
+        else:
+            _give_way(kept, i, f)
     if first is None:
         raise ResponseParseError("NOTIFICATION without a Form")
     return Notification(first, tuple(f for _, f in kept), sum(counts.values()), tuple(counts.items()), total)
+
+
+def _give_way(kept: list[tuple[int, NotificationForm]], i: int, f: NotificationForm) -> None:
+    """Given the forms kept in detail (full) and the next one, keep it in place of an accepted one when it is
+    not accepted, or of one without a blocking anomaly when it has one."""
+    if f.outcome == "accepted":
+        return
+    at = next((k for k, (_, g) in enumerate(kept) if g.outcome == "accepted"), None)
+    if at is None and f.tally.blocking:
+        at = next((k for k, (_, g) in enumerate(kept) if not g.tally.blocking), None)
+    if at is not None:
+        del kept[at]
+        kept.append((i, f))
 
 
 def _form(form: Element, tally: AnomalyTally) -> NotificationForm:
@@ -223,11 +235,13 @@ def summary(n: Notification) -> str:
     if n.count == 1:
         f = n.first
         words = {"accepted": "accepted", "refused": "refused", "pending": "pending"}[f.outcome]
+        if f.outcome == "pending":
+            words += f" (result {f.result_code}: {result_code(f.result_code).meaning})"
         if f.outcome != "accepted" and f.diagnosis:
             words += f" (diagnosis {f.diagnosis}: {diagnosis(f.diagnosis)})"
         return words + _anomaly_words(f.anomalies, f.tally.count)
     parts = [f"{c} {o}" for o, c in n.outcomes if c]
-    refused = [a for f in n.forms if f.outcome != "accepted" for a in f.anomalies]
+    refused = sorted((a for f in n.forms if f.outcome != "accepted" for a in f.anomalies), key=lambda a: not a.blocking)
     why = f" ({', '.join(f'{a.error_id}, {_blocking(a)}' for a in refused[:3])})" if refused else ""
     return f"{n.count} workers: " + ", ".join(parts) + why
 
@@ -243,6 +257,19 @@ def _anomaly_words(anomalies: tuple[Anomaly, ...], n: int) -> str:
     return f", {n} anomal{'y' if n == 1 else 'ies'} ({listed}{', …' if n > 3 else ''})"
 
 
+KEPT_IN_ALL = 100  # anomalies kept in detail per notification, across all its Forms; the rest are counted
+
+
+def _kept_in_all(forms: tuple[NotificationForm, ...]) -> list[tuple[Anomaly, ...]]:
+    """Given a notification's detailed Forms, return for each the anomalies kept in its record: KEPT_IN_ALL in
+    all, blocking ones first (then by Form, in the order each Form keeps them)."""
+    ranked = sorted(
+        ((not a.blocking, i, j) for i, f in enumerate(forms) for j, a in enumerate(f.anomalies)),
+    )[:KEPT_IN_ALL]
+    chosen = {(i, j) for _, i, j in ranked}
+    return [tuple(a for j, a in enumerate(f.anomalies) if (i, j) in chosen) for i, f in enumerate(forms)]
+
+
 TOP_CODES = 50  # anomaly codes counted one by one in a record; the others are summed under "other"
 
 
@@ -250,9 +277,10 @@ def record_for(n: Notification, local_path: str) -> NotificationRecord:
     """Given a parsed notification and where its file is kept, return its record: each anomaly kept in detail
     stored once (under its worker), every anomaly counted by class and by code, the file named for the rest."""
     f = n.first
+    kept = _kept_in_all(n.forms)
     workers = tuple(
-        WorkerResult(w.inss, w.result_code, w.outcome, tuple(_anomaly_record(a) for a in w.anomalies), w.tally.count)
-        for w in n.forms
+        WorkerResult(w.inss, w.result_code, w.outcome, tuple(_anomaly_record(a) for a in k), w.tally.count)
+        for w, k in zip(n.forms, kept, strict=True)
     )
     codes = dict(n.tally.by_code.most_common(TOP_CODES))
     if len(n.tally.by_code) > TOP_CODES:
@@ -274,27 +302,55 @@ def record_for(n: Notification, local_path: str) -> NotificationRecord:
     )
 
 
-def find_set(journal: Journal, n: Notification) -> SetRow | None:
-    """Given a notification, return the set it answers: by file name, by any ticket the set was given (the
-    ACRF's, a file ticket, the declaration's own), by its HandledOriginalForm, else by the sender's own
-    reference when exactly one set has it."""
+@dataclasses.dataclass(frozen=True)
+class SetMatch:
+    """What a notification's names found: its set, or none; when a key named several sets, their names."""
+
+    row: SetRow | None
+    ambiguous: tuple[str, ...] = ()
+
+
+def find_set(journal: Journal, n: Notification, folder: str | None = None) -> SetMatch:
+    """Given a notification and the folder it came from, return the set it answers: by file name, by any
+    ticket the set was given (the ACRF's, a file ticket, the declaration's own), else by its
+    HandledOriginalForm or the sender's own reference, among the sets of that folder's environment not
+    refused by their ACRF nor failed, when exactly one has it (else the candidates, named)."""
     f = n.first
     if f.file_name and (key := set_key_of(f.file_name)):
         row = journal.get_set(key)
         if row is not None:
-            return row
+            return SetMatch(row)
     for ticket in [*f.tickets(), *([f.handled_ticket] if f.handled_ticket else [])]:
         row = journal.set_by_ticket(ticket)
         if row is not None:
-            return row
+            return SetMatch(row)
     keys = [("original_form", f.original_form)]
     if f.reference_origin == "1":
         keys.append(("sender_ref", f.reference))
+    ambiguous: tuple[str, ...] = ()
     for kind, value in keys:
-        found = journal.sets_by_key(kind, value) if value else []
+        found = [r for r in journal.sets_by_key(kind, value) if _may_answer(r, folder)] if value else []
         if len(found) == 1:
-            return found[0]
-    return None
+            return SetMatch(found[0])
+        ambiguous = ambiguous or tuple(r.go_name for r in found)
+    return SetMatch(None, ambiguous)
+
+
+def _may_answer(row: SetRow, folder: str | None) -> bool:
+    """Given a set and the folder an answer came from, return whether the answer may be about it: the set is
+    of that folder's environment (OUT ↔ R, OUTTEST ↔ T, OUTTEST-S ↔ S), not refused by its ACRF nor failed."""
+    if row.state in (State.REFUSED, State.FAILED):
+        return False
+    return folder is None or RESPONSE_FOLDER.get(Env(row.env)) == folder
+
+
+def _why_waiting(row: SetRow | None, ambiguous: tuple[str, ...]) -> str:
+    """Given the set found (or none) and the sets a key named, return why a notification waits, in words."""
+    if row is not None:
+        return "its set has no ACRF yet"
+    if ambiguous:
+        return f"it may answer any of {', '.join(ambiguous)}: several sets have its HandledOriginalForm or reference"
+    return "no set we know matches it yet"
 
 
 def tickets_given(n: Notification) -> list[tuple[str, str]]:
@@ -311,19 +367,27 @@ def link(journal: Journal, resp: ResponseRow, source: IO[bytes]) -> list[str]:
 
 def _record(journal: Journal, resp: ResponseRow, n: Notification) -> list[str]:
     """Given a parsed notification, record it on its set (notified), or leave it waiting for its ACRF."""
-    row = find_set(journal, n)
+    match = find_set(journal, n, resp.folder)
+    row = match.row
     if row is not None:
         row = consumed(journal, row, "a notification")
     if row is None or row.state == State.SENT:
         if resp.kind != WAITING:
             f = n.first
-            named = what_it_names(f.file_name, [*f.tickets(), f.handled_ticket or ""], f.result_code)
+            named = what_it_names(
+                f.file_name,
+                [*f.tickets(), f.handled_ticket or ""],
+                f.result_code,
+                handled_form=f.original_form,
+                sender_ref=f.reference if f.reference_origin == "1" else None,
+                candidates=match.ambiguous,
+            )
             journal.link_response(resp.folder, resp.name, WAITING, row.go_name if row else None, detail=named)
             log.info(
                 "notification_waiting",
                 file=resp.name,
                 set=row.go_name if row else None,
-                detail="its set has no ACRF yet" if row else "no set we know matches it yet",
+                detail=_why_waiting(row, match.ambiguous),
             )
         return []
     record = record_for(n, resp.local_path)

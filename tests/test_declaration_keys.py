@@ -1,0 +1,47 @@
+"""The keys a declaration's answers may name it by are read from its FI at claim in constant memory, whatever
+the shape of the file (review of issue 23, item 6)."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+from onss_relay.declaration_keys import declaration_keys
+
+
+def flat_fi(path: Path, elements: int) -> Path:
+    """An XML FI whose root holds ``elements`` leaf children and nothing deeper (no Form, no body)."""
+    with path.open("w") as f:
+        f.write('<?xml version="1.0" encoding="UTF-8"?>\n<DIMONA>')
+        f.writelines(f"<Line>{i:020d}</Line>\n" for i in range(elements))
+        f.write("</DIMONA>\n")
+    return path
+
+
+def keys_peak(path: Path) -> int:
+    tracemalloc.start()
+    try:
+        assert declaration_keys(path) == ()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_flat_fi_is_read_in_constant_memory(tmp_path: Path) -> None:
+    small, large = flat_fi(tmp_path / "small.xml", 5_000), flat_fi(tmp_path / "large.xml", 80_000)
+    peaks = keys_peak(small), keys_peak(large)
+    assert peaks[1] < 2 * peaks[0] + 1_000_000, peaks  # sixteen times the file, not sixteen times the memory
+
+
+def test_the_first_forms_head_is_still_read(tmp_path: Path) -> None:
+    fi = tmp_path / "fi.xml"
+    fi.write_text(
+        '<?xml version="1.0" encoding="UTF-8"?><DIMONA><Form><Identification>DIMONA</Identification>'
+        "<FormCreationDate>2026-11-30</FormCreationDate><FormCreationHour>09:00:00.000</FormCreationHour>"
+        "<Reference><ReferenceType>1</ReferenceType><ReferenceOrigin>1</ReferenceOrigin>"
+        "<ReferenceNbr>REF-1</ReferenceNbr></Reference><DimonaIn><INSS>1</INSS></DimonaIn></Form></DIMONA>"
+    )
+    assert declaration_keys(fi) == (
+        ("original_form", "DIMONA|2026-11-30|09:00:00.000"),
+        ("sender_ref", "REF-1"),
+    )
