@@ -87,17 +87,20 @@ def mark_uncertain(journal: Journal, steps: dict[str, str], quiet: float, why: s
             continue
         u = new_uncertainty(step, quiet)
         changes.append(Change(go_name, row.state, "uncertain", data={"uncertain": u}, only_from=frozenset({row.state})))
+    if not changes:
+        return
+    journal.transition_many(changes)
+    for change in changes:  # said once it is recorded: a crash right after the line must not lose what it says
+        step = change.data["uncertain"].step
         log.warning(
             "set_uncertain",
-            set=go_name,
-            state=str(row.state),
+            set=change.go_name,
+            state=str(change.state),
             step=step,
             quiet_s=quiet,
             detail=(why or f"a request of its {step} was in flight on a connection given up")
             + "; it waits for the quiet period",
         )
-    if changes:
-        journal.transition_many(changes)
 
 
 def waiting(rows: Iterable[SetRow], quiet: float) -> list[SetRow]:
