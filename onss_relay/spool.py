@@ -171,11 +171,12 @@ class Spool:
         return moved
 
     def _tell_results(self, name: str, record: dict[str, Any]) -> None:
-        """Given a quarantined file and its record, write results/<file name>.json, so that a system that
-        reads only the results folder (an HR side in another container) learns of it and why."""
+        """Given a quarantined file and its record, write results/<file name>.quarantined.json, so that a system
+        that reads only the results folder (an HR side in another container) learns of it and why. The suffix
+        keeps it apart from a set's own results/<GO name>.json (a GO file dropped again once overwrote it)."""
         try:
             self.results.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.results / f"{name}.json", json.dumps(record, indent=2).encode())
+            atomic_write(self.results / quarantine_result_name(name), json.dumps(record, indent=2).encode())
         except OSError as e:  # the file is in failed/ with its reason all the same
             log.warning("result_unwritable", file=name, error=str(e))
 
@@ -345,3 +346,8 @@ def spool_in_use(root: Path) -> bool:
     finally:
         os.close(fd)  # closing releases a lock taken here
     return False
+
+
+def quarantine_result_name(file_name: str) -> str:
+    """Given a quarantined outbox file's name, return the name of its result in the results folder."""
+    return f"{file_name}.quarantined.json"

@@ -90,3 +90,24 @@ def test_a_journal_the_relay_cannot_write_makes_it_unhealthy_with_that_reason(re
             assert daemon.stop() == 0
     finally:
         subprocess.run(["umount", str(journal)], check=True)
+
+
+def test_backup_into_the_spool_is_refused_and_the_live_journal_kept(relay_dir: Path) -> None:
+    """`backup spool` once replaced the live journal (and removed its -wal) under a running daemon: a set sent
+    afterwards was never recorded."""
+    config = relay_dir / "config.toml"
+    outbox = relay_dir / "spool" / "outbox"
+    outbox.mkdir(parents=True, exist_ok=True)
+    (outbox / fi_name(1)).write_bytes(b"<Dimona>one</Dimona>")
+    assert run_cli("send", "--once", "--config", str(config)).returncode == 0
+    journal = relay_dir / "spool" / "journal.db"
+    before = journal.stat().st_ino
+    for dest in (relay_dir / "spool", journal, relay_dir / "spool" / "sent" / "copy.db"):
+        r = run_cli("backup", str(dest), "--config", str(config))
+        assert r.returncode == 2 and "inside the spool" in r.stderr, (dest, r.stdout, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert journal.stat().st_ino == before
+    r = run_cli("backup", str(relay_dir / "nowhere" / "x.db"), "--config", str(config))
+    assert r.returncode == 2 and "nowhere: no such folder" in r.stderr, r.stderr
+    r = run_cli("backup", str(relay_dir / "copy.db"), "--config", str(config))
+    assert r.returncode == 0 and (relay_dir / "copy.db").is_file(), r.stderr

@@ -22,10 +22,10 @@ def test_a_quarantined_file_gets_a_result_in_the_results_folder(relay_dir: Path)
     (outbox / fi_name(2, sender="654321")).write_bytes(b"<DmfA/>")  # not our sender number
     env = {"ONSS_RELAY__PATHS__RESULTS": str(exchange)}
     assert run_cli("send", "--once", "--config", str(config), env=env).returncode == 1
-    result = json.loads((exchange / "payroll-export.xml.json").read_text())
+    result = json.loads((exchange / "payroll-export.xml.quarantined.json").read_text())
     assert result["state"] == "quarantined" and result["reason"] == "not a valid declaration file name", result
     assert Path(result["failed_path"]).exists()
-    wrong = json.loads((exchange / f"{fi_name(2, sender='654321')}.json").read_text())
+    wrong = json.loads((exchange / f"{fi_name(2, sender='654321')}.quarantined.json").read_text())
     assert "sender" in wrong["reason"] and wrong["state"] == "quarantined", wrong
 
 
@@ -72,3 +72,21 @@ def test_uninstall_removes_every_file_the_install_blocks_put_in_system_folders()
     for dest in made:
         dest = dest.rstrip("/") + ("/onss-relay.service" if dest.endswith("system/") else "")
         assert f"`{dest}`" in uninstall or dest in uninstall, dest
+
+
+def test_a_quarantined_file_never_overwrites_a_sets_result(relay_dir: Path) -> None:
+    """A sent set's FI and GO dropped again: the GO file's own quarantine result once replaced the set's
+    results/<GO>.json (notified, accepted) with 'quarantined'."""
+    config = relay_dir / "config.toml"
+    results = relay_dir / "spool" / "results"
+    outbox = relay_dir / "spool" / "outbox"
+    outbox.mkdir(parents=True, exist_ok=True)
+    name = fi_name(1)
+    go = "GO" + name[2:-2]
+    (outbox / name).write_bytes(b"<Dimona>one</Dimona>")
+    assert run_cli("send", "--once", "--config", str(config)).returncode == 0
+    (outbox / name).write_bytes(b"<Dimona>one</Dimona>")
+    (outbox / go).write_bytes(b"")
+    assert run_cli("send", "--once", "--config", str(config)).returncode == 1
+    assert json.loads((results / f"{go}.json").read_text())["state"] == "sent"  # the set's own result kept
+    assert json.loads((results / f"{go}.quarantined.json").read_text())["state"] == "quarantined"

@@ -39,6 +39,8 @@ def test_the_same_content_twice_is_quarantined_naming_the_first_and_requeue_forc
     r = run_cli("send", "--once", "--config", str(config), env=ON)
     assert r.returncode == 0 and "sent 1 set(s)" in r.stdout, r.stdout + r.stderr
     assert (remote / fi_name(2)).read_bytes() == body
+    # its quarantine result went with its quarantine (it once stayed, saying quarantined, pointing at nothing)
+    assert not (relay_dir / "spool" / "results" / f"{fi_name(2)}.quarantined.json").exists()
 
 
 def test_two_copies_in_one_scan_send_one_and_zero_days_turns_it_off(relay_dir: Path) -> None:
@@ -53,3 +55,19 @@ def test_two_copies_in_one_scan_send_one_and_zero_days_turns_it_off(relay_dir: P
     off = {"ONSS_RELAY__WATCH__DUPLICATE_CONTENT_DAYS": "0"}
     r = run_cli("send", "--once", "--config", str(config), env=off)
     assert r.returncode == 0 and (remote / fi_name(3)).exists(), r.stdout + r.stderr
+
+
+def test_the_same_file_tested_in_t_and_then_sent_in_r_is_not_a_duplicate(relay_dir: Path) -> None:
+    """Testing a declaration in T (or S) and then sending the same bytes in R is the ONSS's own workflow: the
+    review found the R set quarantined as 'same content as an earlier set'."""
+    config = relay_dir / "config.toml"
+    outbox = relay_dir / "spool" / "outbox"
+    outbox.mkdir(parents=True, exist_ok=True)
+    body = b"<Dimona><Worker>85010112345</Worker></Dimona>"
+    (outbox / fi_name(1, env="T")).write_bytes(body)
+    assert run_cli("send", "--once", "--config", str(config), env=ON).returncode == 0
+    env = ON | {"ONSS_RELAY__WATCH__ENVIRONMENTS": '["R", "T", "S"]'}
+    (outbox / fi_name(1, env="R")).write_bytes(body)
+    r = run_cli("send", "--once", "--config", str(config), env=env)
+    assert r.returncode == 0 and "sent 1 set(s)" in r.stdout, r.stdout + r.stderr
+    assert (relay_dir / "remote" / "IN" / fi_name(1, env="R")).read_bytes() == body

@@ -22,9 +22,23 @@ def backup(cfg: Config, dest: Path, out: TextIO) -> int:
         raise UsageError(f"no journal at {source} (paths.root): nothing to back up")
     if dest.is_dir():
         dest = dest / "journal.db"
+    _refuse_inside_spool(cfg, dest)
+    if not dest.parent.is_dir():
+        raise UsageError(f"{dest.parent}: no such folder for the backup")
     sets = _copy(source, dest)
     print(f"backed up {source} to {dest} ({sets} set(s))", file=out)
     return 0
+
+
+def _refuse_inside_spool(cfg: Config, dest: Path) -> None:
+    """Given a backup destination, refuse the journal itself and anything inside the spool: a backup there
+    replaced the live journal (and its -wal) under a running daemon, and a spool is no place for a backup."""
+    root = cfg.paths.root.resolve()
+    where = dest.resolve()
+    if where == root or root in where.parents:
+        raise UsageError(
+            f"{dest}: inside the spool ({cfg.paths.root}); a backup goes outside it (never onto the live journal)"
+        )
 
 
 def restore(cfg: Config, src: Path, out: TextIO) -> int:

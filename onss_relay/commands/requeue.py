@@ -25,7 +25,7 @@ from onss_relay.durable import fsync_dir, move_durably, place_new
 from onss_relay.errors import InvalidName, UsageError
 from onss_relay.journal import State, open_journal_at
 from onss_relay.names import parse_name, set_key
-from onss_relay.spool import Spool
+from onss_relay.spool import Spool, quarantine_result_name
 
 log = structlog.get_logger(__name__)
 
@@ -160,6 +160,7 @@ def _drop_reasons(spool: Spool, key: str) -> None:
         name = record.name.removesuffix(".reason.json")
         if _belongs(name, key) and not _taken(spool.failed / name):
             record.unlink(missing_ok=True)
+            (spool.results / quarantine_result_name(name)).unlink(missing_ok=True)  # no longer quarantined
     fsync_dir(spool.failed)
 
 

@@ -230,7 +230,8 @@ class Claimer:
         row = self.journal.get_set(key)
         if row is not None and row.data.same_content_ok:
             return None
-        twin = next((n.go_name for n in batch if n.data.content == content), None)
+        env = parse_name(key).env.value  # within one environment: tested in T or S, then sent in R, is normal
+        twin = next((n.go_name for n in batch if n.data.content == content and n.env == env), None)
         if twin is not None:
             return twin, "claimed now", None
         earlier = earlier_with(self.journal, content, self.cfg.watch.duplicate_content_days, key)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from onss_relay.journal import Journal, SetRow, State
+from onss_relay.names import parse_name
 
 CHUNK = 1 << 20
 CONTENT_KEY = "content"  # the set_keys kind holding a set's content digest
@@ -30,9 +31,11 @@ def earlier_with(journal: Journal, content: str, days: int, go_name: str) -> Set
     """Given a content digest, return a set other than ``go_name``, claimed in the last ``days`` days and not
     quarantined, with that content, or None. Sets are found by their ``content`` key (recorded at claim)."""
     since = time.time() - days * 86400
+    env = parse_name(go_name).env.value
     for row in journal.sets_by_key(CONTENT_KEY, content):
         fresh = row.created_at >= since and row.state != State.FAILED
-        if fresh and row.go_name != go_name:
+        # the same file tested in T or S and then sent in R is the ONSS's own workflow, not a duplicate
+        if fresh and row.go_name != go_name and row.env == env:
             return row
     return None
 
