@@ -273,7 +273,7 @@ os.execvp("podman", ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupf
 
 # the HR side: writes two declarations under temporary names and renames them, then waits for both results
 HR_SCRIPT = (
-    "set -e; mkdir -p /exchange/outbox; for f in {names}; do printf '<DmfA/>' > /exchange/outbox/.$f.tmp;"
+    "set -e; mkdir -p /exchange/outbox; for f in {names}; do printf '<Dimona>%s</Dimona>' $f > /exchange/outbox/.$f.tmp;"
     " mv /exchange/outbox/.$f.tmp /exchange/outbox/$f; done;"
     " until [ $(grep -l notified /exchange/results/GO.* 2>/dev/null | wc -l) -ge 2 ]; do sleep 1; done;"
     " touch /exchange/hr-read-the-results; sleep 600"

@@ -74,7 +74,8 @@ def test_notification_with_anomalies() -> None:
     f = n.first
     assert f.tickets() == ["0380579A83Q1Z"] and f.handled_ticket == "DOS2026112400001" and f.original_form is None
     assert f.result_code == "0" and not n.accepted and f.diagnosis == "3"
-    assert [(a.error_id, a.blocking) for a in f.anomalies] == [("00024-152", False), ("00315-009", True)]
+    # blocking anomalies are kept and shown first (issue 23), whatever their order in the file
+    assert [(a.error_id, a.blocking) for a in f.anomalies] == [("00315-009", True), ("00024-152", False)]
 
 
 @pytest.mark.parametrize(
