@@ -150,25 +150,9 @@ def main() -> None:
     size = (40 if args.quick else 200) << 20
     one_form = one_form_figures(60_000)
     root = Path(tempfile.mkdtemp(prefix="onss-bench-noti-"))
-    (root / "keys").mkdir()
-    identity.self_signed_identity(root / "keys", "bench", password=SIGNING_PASSWORD.encode())
-    (root / "keys" / "signer.pass").write_text(SIGNING_PASSWORD)
-    make_remote_home(root / "remote")
-    config = write_config(root)
+    config, go, out = sent_set(root)
     cli = [sys.executable, "-m", "onss_relay.cli"]
-    content = root / "dmfa.xml"
-    content.write_bytes(b"<DmfA/>")
-    [fi] = subprocess.run(
-        [*cli, "submit", str(content), "--app", "DMFA", "--env", "T", "--config", str(config)],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    ).stdout.split()
-    subprocess.run([*cli, "send", "--once", "--config", str(config)], check=True, capture_output=True, cwd=REPO)
-    go = "GO" + fi[2:-2]
     ticket = "0380579A83Q1Z"
-    out = root / "remote" / "OUTTEST"
     acrf = "FO.ACRF.999999.20261124.00001.T"
     (out / acrf).write_bytes(acrf_xml(Verdict(go, "INTEST", (), ticket)))
     (out / ("GO" + acrf[2:])).write_bytes(b"")
