@@ -63,6 +63,7 @@ class Daemon:
         self.lock = SpoolLock(cfg.paths.root)
         self.relay: Relay | None = None
         self.stages: list[Stage] = []
+        self.watcher: Watcher | None = None
         self.started = time.time()
         self._reloaded_at = 0.0  # the poll health window counts from a reload too (a shorter interval)
         self._reload = threading.Event()
@@ -99,6 +100,7 @@ class Daemon:
         return False
 
     def run(self) -> int:
+        threading.excepthook = _thread_died
         if not self.wait_for_lock():
             return 0
         try:
@@ -112,7 +114,7 @@ class Daemon:
             return 0  # stopped while waiting for room
         outbox_wake = threading.Event()
         self.stages = self._stages(relay, outbox_wake)
-        watcher = Watcher(relay.claimer, self.cfg.watch.polling, outbox_wake)
+        watcher = self.watcher = Watcher(relay.claimer, self.cfg.watch.polling, outbox_wake)
         watcher.start()
         web = self._start_web(relay)
         for stage in self.stages:
@@ -189,6 +191,8 @@ class Daemon:
         while not self.stop.wait(tick):
             self._ping_watchdog()
             disk.check()  # logs a full disk once when it fills and once when it ends
+            if self.watcher is not None:
+                self.watcher.keep_alive()
             self._status_follows()
             self._write_health()
             self._write_results()
@@ -348,6 +352,24 @@ class Daemon:
             return snap.healthy, snap.reason
 
         return serve(self.cfg.metrics.listen, registry_for(collector), health)
+
+
+def _thread_died(args: threading.ExceptHookArgs) -> None:
+    """A library thread (watchdog's, paramiko's) that dies says so in one line, with where, not a raw traceback."""
+    if args.exc_type is SystemExit:
+        return
+    where = ""
+    tb = args.exc_traceback
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None:
+        where = f"{Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}"
+    log.error(
+        "thread_died",
+        thread=args.thread.name if args.thread is not None else "?",
+        error=f"{args.exc_type.__name__}: {args.exc_value}",
+        where=where,
+    )
 
 
 def journal_unwritable(path: Path) -> str | None:

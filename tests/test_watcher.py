@@ -268,3 +268,26 @@ def test_an_event_queue_overflow_triggers_a_full_scan(relay_dir: Path) -> None:
         assert wake.is_set()
     finally:
         watcher.stop()
+
+
+def test_a_dead_watchdog_thread_is_said_and_started_again(relay_dir: Path) -> None:
+    """An exception inside watchdog ends its thread and events stop without a word (seen in CI: a stepped clock
+    made its delayed queue's sleep fail). The daemon says so in one line, starts a new watch, and what is dropped
+    afterwards goes out on events again."""
+    cfg = configured(relay_dir)
+    with running(cfg) as daemon:
+        assert wait_until(lambda: daemon.watcher is not None and daemon.watcher._observer is not None, 10)
+        assert daemon.watcher is not None
+        first = daemon.watcher._observer
+        assert first is not None
+        (emitter,) = first.emitters
+
+        def fail(timeout: float) -> None:
+            raise OSError(22, "Invalid argument")
+
+        emitter.queue_events = fail  # type: ignore[method-assign]
+        (cfg.paths.outbox_dir / fi_name(1)).write_bytes(b"<before/>")
+        assert wait_until(lambda: daemon.watcher is not None and daemon.watcher._observer not in (None, first), 10)
+        (cfg.paths.outbox_dir / fi_name(2)).write_bytes(b"<after/>")
+        assert wait_until(lambda: sent_count(cfg) == 2, 20)
+        assert not first.is_alive()

@@ -71,6 +71,7 @@ class Watcher:
         self.wake = wake
         self.polling = wants_polling(polling, outbox.spool.outbox)
         self._observer: BaseObserver | None = None
+        self._alarm: _OverflowAlarm | None = None
 
     def start(self) -> None:
         from watchdog.observers import Observer
@@ -82,7 +83,9 @@ class Watcher:
         observer.daemon = True
         observer.start()
         self._observer = observer
-        logging.getLogger("watchdog.observers.inotify_c").addHandler(_OverflowAlarm(self.wake, self.outbox.tracker))
+        if self._alarm is None:
+            self._alarm = _OverflowAlarm(self.wake, self.outbox.tracker)
+            logging.getLogger("watchdog.observers.inotify_c").addHandler(self._alarm)
         self.outbox.tracker.events = not self.polling
         if not self.polling:  # a writer may have opened these before the watch began: no open event will tell
             with os.scandir(self.outbox.spool.outbox) as entries:
@@ -94,14 +97,34 @@ class Watcher:
             filesystem=filesystem_type(self.outbox.spool.outbox),
         )
 
+    def keep_alive(self) -> bool:
+        """Given a running watch, start it again if one of watchdog's threads died (an exception inside watchdog
+        ends its thread and events stop without a word: seen with a stepped clock). The tracker stops trusting
+        events until the new watch runs, and the scan looks at every file. True when it was started again."""
+        observer = self._observer
+        if observer is None or (observer.is_alive() and all(e.is_alive() for e in observer.emitters)):
+            return False
+        log.warning(
+            "watch_restarted", detail="the outbox's event thread stopped; scanning the whole outbox and watching it again"
+        )
+        self.outbox.tracker.events_lost()
+        self._stop_observer()
+        self.start()
+        self.wake.set()
+        return True
+
     def stop(self) -> None:
-        inotify_log = logging.getLogger("watchdog.observers.inotify_c")
-        for h in [h for h in inotify_log.handlers if isinstance(h, _OverflowAlarm) and h.wake is self.wake]:
-            inotify_log.removeHandler(h)
+        if self._alarm is not None:
+            logging.getLogger("watchdog.observers.inotify_c").removeHandler(self._alarm)
+            self._alarm = None
+        self._stop_observer()
+        self.outbox.tracker.events = False
+
+    def _stop_observer(self) -> None:
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)
-        self.outbox.tracker.events = False
+            self._observer = None
 
 
 class _OverflowAlarm(logging.Handler):
