@@ -263,8 +263,7 @@ class Simulator:
         assert isinstance(seqs, dict)
         key = f"{today}.{env}"
         seqs[key] = seqs.get(key, 0) + 1
-        # alphanumeric like the real ones (the ONSS help pages show FO.NOTI.999999.20140628.24AZG.R)
-        fo = Name(Prefix.FO, app, ONSS_SENDER, today, f"{seqs[key]:03d}AZ", env)
+        fo = Name(Prefix.FO, app, ONSS_SENDER, today, response_sequence(seqs[key]), env)
         folder = response_folder(env)
         self.remote.put_bytes(content, folder, format_name(fo))
         fs = signature.encode_fs(signature.sign_file(self._identity, self.home / folder / format_name(fo)))
@@ -273,10 +272,25 @@ class Simulator:
         return fo
 
 
+SEQUENCE_ALPHABET = string.digits + string.ascii_uppercase
+
+
+def response_sequence(n: int) -> str:
+    """Given the n-th answer of a day (from 1), return its 5-character sequence: n in base 36 over 0-9A-Z, the
+    alphabet the transfer point uses (the ONSS help pages show FO.NOTI.999999.20140628.24AZG.R), so a day holds
+    60,466,175 answers and every name keeps the grammar."""
+    if not 0 < n < len(SEQUENCE_ALPHABET) ** 5:
+        raise ValueError(f"answer number {n} of one day does not fit 5 characters of 0-9A-Z")
+    digits = ""
+    while n:
+        n, d = divmod(n, len(SEQUENCE_ALPHABET))
+        digits = SEQUENCE_ALPHABET[d] + digits
+    return digits.rjust(5, "0")
+
+
 def new_ticket() -> str:
     """Return a 13-character ticket like the ONSS's ReferenceNbr (e.g. 0380579A83Q1Z)."""
-    alphabet = string.digits + string.ascii_uppercase
-    return "0" + "".join(secrets.choice(alphabet) for _ in range(12))
+    return "0" + "".join(secrets.choice(SEQUENCE_ALPHABET) for _ in range(12))
 
 
 def _original_form(go_name: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from onss_relay import identity, signature
 from onss_relay.names import parse_name
 from onss_relay.responses.acrf import parse_acrf
 from onss_relay.responses.notification import parse_notification
-from onss_relay.simulator import Simulator
+from onss_relay.simulator import Simulator, response_sequence
 from onss_relay.transport.local import make_remote_home
 from tests.conftest import SENDER, SIGNING_PASSWORD, TODAY
 
@@ -163,3 +164,31 @@ def test_a_dmfa_in_t_is_only_a_circuit_test(home: Path, ident: identity.Identity
     assert [v.accepted for v in verdicts] == [True, True]
     assert len(acrf_of(home, "OUTTEST")) == 1 and not list((home / "OUTTEST").glob("FO.NOTI.*"))
     assert len(acrf_of(home, "OUTTEST-S")) == 1 and len(list((home / "OUTTEST-S").glob("FO.NOTI.*"))) == 1
+
+
+def test_answer_sequences_keep_the_grammar_past_any_volume() -> None:
+    """Issue 29: after its first thousand answers of a day the simulator wrote 6- and 7-character sequences
+    (FO.ACRF.999999.20261130.10001AZ.R) that the poller rightly left on the server. Every answer number of a day
+    up to 200,000 (a secretariat's busiest day, twice) gives a name the grammar accepts, each one different."""
+    seen = set()
+    for n in range(1, 200_001):
+        name = f"FO.ACRF.999999.{TODAY}.{response_sequence(n)}.R"
+        seen.add(parse_name(name).seq)
+    assert len(seen) == 200_000
+    with pytest.raises(ValueError, match="does not fit"):
+        response_sequence(36**5)
+
+
+@pytest.mark.parametrize("answered_before", [999, 99_999])
+def test_the_simulator_answers_past_a_thousand_and_a_hundred_thousand(
+    home: Path, ident: identity.Identity, answered_before: int
+) -> None:
+    """The real simulator, its day's counter where a busy day leaves it: its next answers keep the grammar."""
+    sim = Simulator(home, SENDER, today=dt.date(2026, 11, 30))
+    (home / ".simulator.json").write_text(json.dumps({"seen": [], "seq": {"20261130.T": answered_before}}))
+    drop(home, "INTEST", fi(1), ident)
+    drop(home, "INTEST", fi(2), ident)
+    assert all(v.accepted for v in sim.process())
+    names = sorted(p.name for p in (home / "OUTTEST").iterdir() if p.name.startswith("FO."))
+    assert len(names) == 4  # an ACRF and a notification per declaration
+    assert {parse_name(n).seq for n in names} == {response_sequence(answered_before + i) for i in (1, 2, 3, 4)}
