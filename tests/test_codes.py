@@ -15,7 +15,7 @@ from onss_relay.commands.status import set_detail
 from onss_relay.config import Config
 from onss_relay.pipeline import Relay
 from onss_relay.responses import codes
-from onss_relay.responses.notification import KEPT_IN_ALL
+from onss_relay.responses.anomalies import KEPT_IN_ALL
 from tests.conftest import SENDER, TODAY
 from tests.fixtures.sshd import SshServer
 from tests.test_real_answers import acrf, anomaly, form, notification, put, sent_set
