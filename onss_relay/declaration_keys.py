@@ -3,27 +3,36 @@ Identification, creation date and hour (a notification without FileReference nam
 as its HandledOriginalForm; a multi-Form Dimona is answered Form by Form) and the sender's own reference
 (``Reference`` of origin 1).
 
-Only the head of each Form is kept (the elements before its body); the body is skipped, every element of it
-dropped as it ends, so a 500 MB DmfA costs no more memory than a small one. A file that is not XML has no keys
-(flat files, binary parts); one that stops being well-formed keeps the keys read before the fault.
+Only the head of each Form is parsed (the elements before its body). The file is scanned as bytes for the
+start tag of each Form (``<Form`` or ``<prefix:Form``), and a window of the file from there is parsed until
+the Form's body starts: a 500 MB DmfA is read at disk speed, in constant memory. A file that is not XML has no
+keys (flat files, binary parts); a DTD is refused (no keys); a Form whose head cannot be parsed gives none.
+UTF-16 files are not scanned (their tags are not these bytes): they have no keys.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
-from xml.etree.ElementTree import Element
+from xml.parsers import expat
 
 import structlog
 
-from onss_relay.responses.reading import ResponseParseError, local, original_form_key, safe_iterparse, text
+from onss_relay.responses.reading import original_form_key
 
 log = structlog.get_logger(__name__)
 
 HEAD = frozenset({"Identification", "FormCreationDate", "FormCreationHour", "Reference"})
 BEFORE_BODY = HEAD | {"AttestationStatus", "TypeForm"}  # a Form's head; any other child starts its body
 MAX_KEYS = 20_000  # keys kept per set (about 2 MB): a file with more Forms is answered by file name or ticket
+OPENS_FORM = re.compile(rb"<(?:[A-Za-z_][\w.\-]*:)?\Z")  # what comes before "Form" in its start tag
+AFTER_NAME = frozenset(b" \t\r\n>/")  # what follows the name "Form" in its start tag (not FormCreationDate)
+CHUNK = 4 << 20  # bytes scanned at a time
+TAG_ROOM = 256  # bytes a Form start tag may take (a long namespace prefix)
+WINDOW = 16 << 10  # bytes of a Form parsed for its head (a head is a few hundred)
+PROLOG = re.compile(rb"""^(?:\xef\xbb\xbf)?<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._\-]+)["']""")
 
 
 def declaration_keys(*paths: Path) -> tuple[tuple[str, str], ...]:
@@ -33,50 +42,102 @@ def declaration_keys(*paths: Path) -> tuple[tuple[str, str], ...]:
     for path in paths:
         try:
             with path.open("rb") as f:
-                _add_keys(keys, _form_heads(f))
-        except (ResponseParseError, OSError):
+                for head in _form_heads(f):
+                    _add_keys(keys, head)
+                    if len(keys) >= MAX_KEYS:
+                        log.warning("declaration_keys_capped", file=path.name, kept=MAX_KEYS)
+                        return tuple(keys)
+        except OSError:
             continue
-        if len(keys) >= MAX_KEYS:
-            log.warning("declaration_keys_capped", file=path.name, kept=MAX_KEYS)
-            break
     return tuple(keys)
 
 
-def _add_keys(keys: dict[tuple[str, str], None], heads: Iterable[dict[str, Element]]) -> None:
-    """Given the keys found so far and Form heads as they are read, add each head's keys, up to MAX_KEYS."""
-    for head in heads:
-        key = original_form_key(
-            *(text(head.get(n)) for n in ("Identification", "FormCreationDate", "FormCreationHour"))
-        )
-        if key:
-            keys[("original_form", key)] = None
-        ref = head.get("Reference")
-        if ref is not None and text(ref, "ReferenceOrigin") == "1" and (nbr := text(ref, "ReferenceNbr")):
-            keys[("sender_ref", nbr)] = None
-        if len(keys) >= MAX_KEYS:
+def _add_keys(keys: dict[tuple[str, str], None], head: dict[str, str]) -> None:
+    """Given the keys found so far and one Form's head (name → text), add its keys."""
+    key = original_form_key(head.get("Identification"), head.get("FormCreationDate"), head.get("FormCreationHour"))
+    if key:
+        keys[("original_form", key)] = None
+    if head.get("Reference/ReferenceOrigin") == "1" and (nbr := head.get("Reference/ReferenceNbr")):
+        keys[("sender_ref", nbr)] = None
+
+
+def _form_heads(f: IO[bytes]) -> Iterator[dict[str, str]]:
+    """Given an FI stream, yield the head (name → text) of each Form it holds, in file order, scanning CHUNK
+    bytes at a time through one buffer (constant memory)."""
+    start = f.read(WINDOW)
+    if start[:2] in (b"\xff\xfe", b"\xfe\xff") or b"<!DOCTYPE" in start:
+        return  # UTF-16 (not scanned), or a DTD (refused, as every XML the relay reads)
+    found = PROLOG.match(start)
+    encoding = found.group(1).decode("ascii") if found else "UTF-8"
+    buffer = bytearray(TAG_ROOM + CHUNK)  # the end of the last chunk (scanned again), then the next chunk
+    offset, kept = 0, 0  # the next chunk's offset in the file; how many bytes of the last one are kept
+    while True:
+        f.seek(offset)
+        got = f.readinto(memoryview(buffer)[kept : kept + CHUNK])  # type: ignore[attr-defined]
+        end, base, last = kept + got, offset - kept, got < CHUNK
+        limit = end if last else end - TAG_ROOM  # a tag cut at the chunk's end is found with the next one
+        for at in _tags_in(buffer, end, limit):
+            if at + WINDOW > end and not last:  # its head may run past the chunk: read it from the file
+                f.seek(base + at)
+                window = f.read(WINDOW)
+            else:
+                window = bytes(buffer[at : min(end, at + WINDOW)])
+            if head := _parse_head(window, encoding):
+                yield head
+        if last:
             return
+        buffer[: end - limit] = buffer[limit:end]
+        offset, kept = offset + got, end - limit
 
 
-def _form_heads(source: IO[bytes]) -> Iterator[dict[str, Element]]:
-    """Given an FI stream, yield the head elements (name → element) of each child of its root (its Forms, or
-    whatever a flat file holds) as that child ends. Every element outside a kept head is dropped from its parent
-    as it ends: memory is bounded by one Form's head and one path down the tree, whatever the file's size."""
-    stack: list[Element] = []
-    head: dict[str, Element] = {}
-    in_body = False
-    for event, el in safe_iterparse(source, ("start", "end")):
-        if event == "start":
-            stack.append(el)
-            in_body = in_body or (len(stack) == 3 and local(el.tag) not in BEFORE_BODY)
-            continue
-        stack.pop()
-        if len(stack) == 1:  # a child of the root ended: its head is complete
-            yield head
-            head, in_body = {}, False
-        elif len(stack) == 2 and not in_body and local(el.tag) in HEAD and local(el.tag) not in head:
-            head[local(el.tag)] = el
-            continue
-        elif len(stack) > 2 and not in_body and local(stack[2].tag) in HEAD:
-            continue  # inside a head element being read (a Reference's children)
-        if stack:
-            stack[-1].remove(el)  # done with it: nothing of it stays in memory
+def _tags_in(data: bytearray, end: int, limit: int) -> Iterator[int]:
+    """Given a buffer, where its bytes end and where to stop, yield where each Form start tag (``<Form``,
+    ``<prefix:Form``) begins: "Form" is looked for at C speed (it is rare in a body), then what surrounds it
+    checked."""
+    at = data.find(b"Form", 0, min(end, limit + TAG_ROOM))
+    while at != -1:
+        name_ends = at + 4 < end and data[at + 4] in AFTER_NAME
+        opened = OPENS_FORM.search(data, max(0, at - TAG_ROOM), at) if name_ends else None
+        if opened is not None and opened.start() < limit:
+            yield opened.start()
+        at = data.find(b"Form", at + 4, min(end, limit + TAG_ROOM))
+
+
+class _HeadDone(Exception):
+    """The Form's body started or the Form ended: its head is read."""
+
+
+def _parse_head(window: bytes, encoding: str) -> dict[str, str]:
+    """Given the bytes of a Form from its start tag, return the texts of its head elements (Reference's
+    children as Reference/ReferenceOrigin …); {} when the head cannot be parsed."""
+    head: dict[str, str] = {}
+    path: list[str] = []
+    text: list[str] = []
+    parser = expat.ParserCreate(encoding)
+
+    def start(name: str, _attrs: dict[str, str]) -> None:
+        local = name.rsplit(":", 1)[-1]
+        path.append(local)
+        if len(path) == 2 and local not in BEFORE_BODY:
+            raise _HeadDone
+        text.clear()
+
+    def end(_name: str) -> None:
+        name = "/".join(path[1:])
+        path.pop()
+        if not path:
+            raise _HeadDone
+        if name.split("/", 1)[0] in HEAD and name not in head and "".join(text).strip():
+            head[name] = "".join(text).strip()
+        text.clear()
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = text.append
+    try:
+        parser.Parse(window, False)
+    except _HeadDone:
+        return head
+    except (expat.ExpatError, LookupError, ValueError):
+        return {}
+    return head  # the window ended inside the head (a truncated file): what was read
