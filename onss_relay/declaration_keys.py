@@ -4,8 +4,10 @@ as its HandledOriginalForm; a multi-Form Dimona is answered Form by Form) and th
 (``Reference`` of origin 1).
 
 Only the head of each Form is parsed (the elements before its body). The file is scanned as bytes for the
-start tag of each Form (``<Form`` or ``<prefix:Form``), and a window of the file from there is parsed until
-the Form's body starts: a 500 MB DmfA is read at disk speed, in constant memory. A file that is not XML has no
+start tag of each Form (``<Form`` or ``<prefix:Form``), and a window of the file from there is parsed (with
+defusedxml, under the root's start tag and its namespace declarations) until the Form's body starts: a 500 MB
+DmfA is read at disk speed, in constant memory. A Form start tag inside a comment or CDATA would be read as
+one (its head then gives no key, or a key no answer names). A file that is not XML has no
 keys (flat files, binary parts); a DTD is refused (no keys); a Form whose head cannot be parsed gives none.
 UTF-16 files are not scanned (their tags are not these bytes): they have no keys.
 """
@@ -16,11 +18,13 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
-from xml.parsers import expat
+from xml.etree.ElementTree import ParseError
 
 import structlog
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import DefusedXMLParser
 
-from onss_relay.responses.reading import original_form_key
+from onss_relay.responses.reading import local, original_form_key
 
 log = structlog.get_logger(__name__)
 
@@ -32,6 +36,8 @@ AFTER_NAME = frozenset(b" \t\r\n>/")  # what follows the name "Form" in its star
 CHUNK = 4 << 20  # bytes scanned at a time
 TAG_ROOM = 256  # bytes a Form start tag may take (a long namespace prefix)
 WINDOW = 16 << 10  # bytes of a Form parsed for its head (a head is a few hundred)
+COMMENT = re.compile(rb"<!--.*?-->", re.DOTALL)
+ROOT_START = re.compile(rb"<(?![?!/])[^>]*>")  # the root's start tag (after the prolog, comments removed)
 PROLOG = re.compile(rb"""^(?:\xef\xbb\xbf)?<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._\-]+)["']""")
 
 
@@ -69,6 +75,9 @@ def _form_heads(f: IO[bytes]) -> Iterator[dict[str, str]]:
         return  # UTF-16 (not scanned), or a DTD (refused, as every XML the relay reads)
     found = PROLOG.match(start)
     encoding = found.group(1).decode("ascii") if found else "UTF-8"
+    root = ROOT_START.search(COMMENT.sub(b"", start))
+    if root is None or root.group(0).endswith(b"/>"):
+        return  # not XML, or an empty root: no Form
     buffer = bytearray(TAG_ROOM + CHUNK)  # the end of the last chunk (scanned again), then the next chunk
     offset, kept = 0, 0  # the next chunk's offset in the file; how many bytes of the last one are kept
     while True:
@@ -82,7 +91,7 @@ def _form_heads(f: IO[bytes]) -> Iterator[dict[str, str]]:
                 window = f.read(WINDOW)
             else:
                 window = bytes(buffer[at : min(end, at + WINDOW)])
-            if head := _parse_head(window, encoding):
+            if head := _parse_head(root.group(0), window, encoding):
                 yield head
         if last:
             return
@@ -107,37 +116,48 @@ class _HeadDone(Exception):
     """The Form's body started or the Form ended: its head is read."""
 
 
-def _parse_head(window: bytes, encoding: str) -> dict[str, str]:
-    """Given the bytes of a Form from its start tag, return the texts of its head elements (Reference's
-    children as Reference/ReferenceOrigin …); {} when the head cannot be parsed."""
-    head: dict[str, str] = {}
-    path: list[str] = []
-    text: list[str] = []
-    parser = expat.ParserCreate(encoding)
+class _Head:
+    """A parser target that keeps the texts of a Form's head elements (Reference's children as
+    Reference/ReferenceNbr …) and stops the parse where the Form's body starts or the Form ends."""
 
-    def start(name: str, _attrs: dict[str, str]) -> None:
-        local = name.rsplit(":", 1)[-1]
-        path.append(local)
-        if len(path) == 2 and local not in BEFORE_BODY:
+    def __init__(self) -> None:
+        self.head: dict[str, str] = {}
+        self._path: list[str] = []  # the root, the Form, …
+        self._text: list[str] = []
+
+    def start(self, tag: str, _attrib: dict[str, str]) -> None:
+        self._path.append(local(tag).rsplit(":", 1)[-1])
+        if len(self._path) == 3 and self._path[2] not in BEFORE_BODY:
             raise _HeadDone
-        text.clear()
+        self._text.clear()
 
-    def end(_name: str) -> None:
-        name = "/".join(path[1:])
-        path.pop()
-        if not path:
+    def end(self, _tag: str) -> None:
+        name = "/".join(self._path[2:])
+        self._path.pop()
+        if len(self._path) < 2:
             raise _HeadDone
-        if name.split("/", 1)[0] in HEAD and name not in head and "".join(text).strip():
-            head[name] = "".join(text).strip()
-        text.clear()
+        said = "".join(self._text).strip()
+        if name.split("/", 1)[0] in HEAD and name not in self.head and said:
+            self.head[name] = said
+        self._text.clear()
 
-    parser.StartElementHandler = start
-    parser.EndElementHandler = end
-    parser.CharacterDataHandler = text.append
+    def data(self, text: str) -> None:
+        self._text.append(text)
+
+    def close(self) -> None:
+        return None
+
+
+def _parse_head(root: bytes, window: bytes, encoding: str) -> dict[str, str]:
+    """Given the file's root start tag (its namespace declarations) and the bytes of a Form from its start tag,
+    return the texts of the Form's head elements; {} when the head cannot be parsed (defusedxml, DTD refused)."""
+    target = _Head()
+    parser = DefusedXMLParser(target=target, encoding=encoding, forbid_dtd=True)
     try:
-        parser.Parse(window, False)
+        parser.feed(root)
+        parser.feed(window)
     except _HeadDone:
-        return head
-    except (expat.ExpatError, LookupError, ValueError):
+        return target.head
+    except (ParseError, DefusedXmlException, LookupError, ValueError):
         return {}
-    return head  # the window ended inside the head (a truncated file): what was read
+    return target.head  # the window ended inside the head (a truncated file): what was read
