@@ -194,6 +194,9 @@ def test_a_notification_naming_the_second_form_of_a_multi_form_dimona_links(rela
     assert relay.journal.get_set(gos[41]).state == State.NOTIFIED  # type: ignore[union-attr]
     assert relay.journal.get_set(gos[42]).state == State.ACKNOWLEDGED  # type: ignore[union-attr]
     assert relay.journal.unmatched_responses() == []
+    relay.results.catch_up()
+    result = json.loads((relay.spool.results / f"{gos[41]}.json").read_text())
+    assert result["original_form_count"] == 3 and result["original_forms"][1] == "DIMONA|2026-11-30|10:00:00.001"
 
 
 def test_the_senders_own_reference_links_only_when_one_set_has_it(relay: Relay, sshd: SshServer) -> None:
