@@ -1,62 +1,163 @@
-"""What a declaration's own answers may name it by, read from its first FI part when it is claimed: its first
-Form's Identification, creation date and hour (a notification without FileReference names the declaration by
-these, as its HandledOriginalForm) and the sender's own reference (``Reference`` of origin 1).
+"""What a declaration's own answers may name it by, read from its FI parts when it is claimed: each Form's
+Identification, creation date and hour (a notification without FileReference names the declaration by these,
+as its HandledOriginalForm; a multi-Form Dimona is answered Form by Form) and the sender's own reference
+(``Reference`` of origin 1).
 
-Only the head of the first Form is read (the elements before its body): reading stops where the body starts,
-so a 500 MB DmfA costs no more than a small one. A file that is not XML has no keys (flat files, binary parts).
+Only the head of each Form is parsed (the elements before its body). The file is scanned as bytes for the
+start tag of each Form (``<Form`` or ``<prefix:Form``), and a window of the file from there is parsed (with
+defusedxml, under the root's start tag and its namespace declarations) until the Form's body starts: a 500 MB
+DmfA is read at disk speed, in constant memory. A Form start tag inside a comment or CDATA would be read as
+one (its head then gives no key, or a key no answer names). A file that is not XML has no
+keys (flat files, binary parts); a DTD is refused (no keys); a Form whose head cannot be parsed gives none.
+UTF-16 files are not scanned (their tags are not these bytes): they have no keys.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
-from xml.etree.ElementTree import Element
+from xml.etree.ElementTree import ParseError
 
-from onss_relay.responses.reading import ResponseParseError, local, original_form_key, safe_iterparse, text
+import structlog
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import DefusedXMLParser
+
+from onss_relay.responses.reading import local, original_form_key
+
+log = structlog.get_logger(__name__)
 
 HEAD = frozenset({"Identification", "FormCreationDate", "FormCreationHour", "Reference"})
 BEFORE_BODY = HEAD | {"AttestationStatus", "TypeForm"}  # a Form's head; any other child starts its body
+MAX_KEYS = 20_000  # keys kept per set (about 2 MB): a file with more Forms is answered by file name or ticket
+OPENS_FORM = re.compile(rb"<(?:[A-Za-z_][\w.\-]*:)?\Z")  # what comes before "Form" in its start tag
+AFTER_NAME = frozenset(b" \t\r\n>/")  # what follows the name "Form" in its start tag (not FormCreationDate)
+CHUNK = 4 << 20  # bytes scanned at a time
+TAG_ROOM = 256  # bytes a Form start tag may take (a long namespace prefix)
+WINDOW = 16 << 10  # bytes of a Form parsed for its head (a head is a few hundred)
+COMMENT = re.compile(rb"<!--.*?-->", re.DOTALL)
+ROOT_START = re.compile(rb"<(?![?!/])[^>]*>")  # the root's start tag (after the prolog, comments removed)
+PROLOG = re.compile(rb"""^(?:\xef\xbb\xbf)?<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._\-]+)["']""")
 
 
-def declaration_keys(path: Path) -> tuple[tuple[str, str], ...]:
-    """Given an FI file, return its (kind, value) keys: ``original_form`` per Form, ``sender_ref`` for each
-    sender's reference (origin 1); none when the file is not XML or cannot be read."""
+def declaration_keys(*paths: Path) -> tuple[tuple[str, str], ...]:
+    """Given a set's FI files, return their (kind, value) keys: ``original_form`` per Form of every part,
+    ``sender_ref`` for each sender's reference (origin 1), at most MAX_KEYS; none for a file that is not XML."""
     keys: dict[tuple[str, str], None] = {}
-    try:
-        with path.open("rb") as f:
-            for head in _form_heads(f):
-                key = original_form_key(
-                    *(text(head.get(n)) for n in ("Identification", "FormCreationDate", "FormCreationHour"))
-                )
-                if key:
-                    keys[("original_form", key)] = None
-                ref = head.get("Reference")
-                if ref is not None and text(ref, "ReferenceOrigin") == "1" and (nbr := text(ref, "ReferenceNbr")):
-                    keys[("sender_ref", nbr)] = None
-    except (ResponseParseError, OSError):
-        return tuple(keys)
+    for path in paths:
+        try:
+            with path.open("rb") as f:
+                for head in _form_heads(f):
+                    _add_keys(keys, head)
+                    if len(keys) >= MAX_KEYS:
+                        log.warning("declaration_keys_capped", file=path.name, kept=MAX_KEYS)
+                        return tuple(keys)
+        except OSError:
+            continue
     return tuple(keys)
 
 
-def _form_heads(source: IO[bytes]) -> Iterator[dict[str, Element]]:
-    """Given an FI stream, yield the head elements (name → element) of its first Form, read up to where its
-    body starts (or the root's first child ends, whatever its name), and stop: constant memory."""
-    stack: list[Element] = []
-    head: dict[str, Element] = {}
-    for event, el in safe_iterparse(source, ("start", "end")):
-        if event == "start":
-            stack.append(el)
-            if len(stack) == 3 and local(el.tag) not in BEFORE_BODY:
-                yield head  # the body of the first Form starts: its head is complete
-                return
-            continue
-        stack.pop()
-        name = local(el.tag)
-        if len(stack) == 2 and name in HEAD and name not in head:
-            head[name] = el
-        elif len(stack) == 1:  # the root's first child ended (a Form, or whatever a flat file holds): done
-            yield head
+def _add_keys(keys: dict[tuple[str, str], None], head: dict[str, str]) -> None:
+    """Given the keys found so far and one Form's head (name → text), add its keys."""
+    key = original_form_key(head.get("Identification"), head.get("FormCreationDate"), head.get("FormCreationHour"))
+    if key:
+        keys[("original_form", key)] = None
+    if head.get("Reference/ReferenceOrigin") == "1" and (nbr := head.get("Reference/ReferenceNbr")):
+        keys[("sender_ref", nbr)] = None
+
+
+def _form_heads(f: IO[bytes]) -> Iterator[dict[str, str]]:
+    """Given an FI stream, yield the head (name → text) of each Form it holds, in file order, scanning CHUNK
+    bytes at a time through one buffer (constant memory)."""
+    start = f.read(WINDOW)
+    if start[:2] in (b"\xff\xfe", b"\xfe\xff") or b"<!DOCTYPE" in start:
+        return  # UTF-16 (not scanned), or a DTD (refused, as every XML the relay reads)
+    found = PROLOG.match(start)
+    encoding = found.group(1).decode("ascii") if found else "UTF-8"
+    root = ROOT_START.search(COMMENT.sub(b"", start))
+    if root is None or root.group(0).endswith(b"/>"):
+        return  # not XML, or an empty root: no Form
+    buffer = bytearray(TAG_ROOM + CHUNK)  # the end of the last chunk (scanned again), then the next chunk
+    offset, kept = 0, 0  # the next chunk's offset in the file; how many bytes of the last one are kept
+    while True:
+        f.seek(offset)
+        got = f.readinto(memoryview(buffer)[kept : kept + CHUNK])  # type: ignore[attr-defined]
+        end, base, last = kept + got, offset - kept, got < CHUNK
+        limit = end if last else end - TAG_ROOM  # a tag cut at the chunk's end is found with the next one
+        for at in _tags_in(buffer, end, limit):
+            if at + WINDOW > end and not last:  # its head may run past the chunk: read it from the file
+                f.seek(base + at)
+                window = f.read(WINDOW)
+            else:
+                window = bytes(buffer[at : min(end, at + WINDOW)])
+            if head := _parse_head(root.group(0), window, encoding):
+                yield head
+        if last:
             return
-        elif len(stack) == 2:
-            el.clear()  # a head element we do not keep: nothing of it stays in memory
+        buffer[: end - limit] = buffer[limit:end]
+        offset, kept = offset + got, end - limit
+
+
+def _tags_in(data: bytearray, end: int, limit: int) -> Iterator[int]:
+    """Given a buffer, where its bytes end and where to stop, yield where each Form start tag (``<Form``,
+    ``<prefix:Form``) begins: "Form" is looked for at C speed (it is rare in a body), then what surrounds it
+    checked."""
+    at = data.find(b"Form", 0, min(end, limit + TAG_ROOM))
+    while at != -1:
+        name_ends = at + 4 < end and data[at + 4] in AFTER_NAME
+        opened = OPENS_FORM.search(data, max(0, at - TAG_ROOM), at) if name_ends else None
+        if opened is not None and opened.start() < limit:
+            yield opened.start()
+        at = data.find(b"Form", at + 4, min(end, limit + TAG_ROOM))
+
+
+class _HeadDone(Exception):
+    """The Form's body started or the Form ended: its head is read."""
+
+
+class _Head:
+    """A parser target that keeps the texts of a Form's head elements (Reference's children as
+    Reference/ReferenceNbr …) and stops the parse where the Form's body starts or the Form ends."""
+
+    def __init__(self) -> None:
+        self.head: dict[str, str] = {}
+        self._path: list[str] = []  # the root, the Form, …
+        self._text: list[str] = []
+
+    def start(self, tag: str, _attrib: dict[str, str]) -> None:
+        self._path.append(local(tag).rsplit(":", 1)[-1])
+        if len(self._path) == 3 and self._path[2] not in BEFORE_BODY:
+            raise _HeadDone
+        self._text.clear()
+
+    def end(self, _tag: str) -> None:
+        name = "/".join(self._path[2:])
+        self._path.pop()
+        if len(self._path) < 2:
+            raise _HeadDone
+        said = "".join(self._text).strip()
+        if name.split("/", 1)[0] in HEAD and name not in self.head and said:
+            self.head[name] = said
+        self._text.clear()
+
+    def data(self, text: str) -> None:
+        self._text.append(text)
+
+    def close(self) -> None:
+        return None
+
+
+def _parse_head(root: bytes, window: bytes, encoding: str) -> dict[str, str]:
+    """Given the file's root start tag (its namespace declarations) and the bytes of a Form from its start tag,
+    return the texts of the Form's head elements; {} when the head cannot be parsed (defusedxml, DTD refused)."""
+    target = _Head()
+    parser = DefusedXMLParser(target=target, encoding=encoding, forbid_dtd=True)
+    try:
+        parser.feed(root)
+        parser.feed(window)
+    except _HeadDone:
+        return target.head
+    except (ParseError, DefusedXmlException, LookupError, ValueError):
+        return {}
+    return target.head  # the window ended inside the head (a truncated file): what was read

@@ -21,6 +21,8 @@ from onss_relay.responses.codes import type_form
 from onss_relay.spool import Spool
 from onss_relay.stages.uncertain import UNCERTAIN_STATES, quiet_left
 
+FORMS_LISTED = 100  # a set's Form keys listed in its result (a Dimona of thousands of Forms: the count says all)
+
 
 def overdue(row: SetRow, poll: PollConfig, now: float) -> str | None:
     """Given a set, return why it is overdue (waiting longer than poll.acrf_overdue / notification_overdue), or None."""
@@ -77,7 +79,9 @@ def result_document(
         "outcome": outcome_of(row.go_name, row.state, row.data),
         "ticket": row.ticket,
         "tickets": tickets,  # every ticket the ONSS gave it: the ACRF's, a notification's file ticket, its own
-        "original_forms": [v for k, v in keys or [] if k == "original_form"],  # Identification|date|hour
+        # Identification|date|hour of its Forms (the first FORMS_LISTED; every one is a key answers find it by)
+        "original_forms": [v for k, v in keys or [] if k == "original_form"][:FORMS_LISTED],
+        "original_form_count": sum(k == "original_form" for k, _ in keys or []),
         "sender_references": [v for k, v in keys or [] if k == "sender_ref"],
         "reason": row.reason,
         "parts": row.parts,

@@ -15,6 +15,7 @@ from onss_relay.commands.status import set_detail
 from onss_relay.config import Config
 from onss_relay.pipeline import Relay
 from onss_relay.responses import codes
+from onss_relay.responses.anomalies import KEPT_IN_ALL
 from tests.conftest import SENDER, TODAY
 from tests.fixtures.sshd import SshServer
 from tests.test_real_answers import acrf, anomaly, form, notification, put, sent_set
@@ -62,27 +63,29 @@ def dimona(seq: int) -> str:
 
 def test_every_row_is_shown_by_a_reader(sftp_cfg: Config, sshd: SshServer) -> None:
     """Answers carrying every code of every table, polled from the real sshd: each row's meaning is in what
-    `status NAME` prints or results/ holds for them (not in what the readers return when called)."""
+    `status NAME` prints or results/ holds for them (not in what the readers return when called). The anomaly
+    codes go in notifications of at most KEPT_IN_ALL anomalies each, so that every one is kept in detail."""
     relay = Relay(sftp_cfg)
     try:
         out: Path = sshd.home / "OUTTEST"
         diagnoses, type_forms = rows("diagnosis-codes.tsv"), [r["code"] for r in rows("type-forms.tsv")]
-        sets = {90 + i: dimona(90 + i) for i in range(len(diagnoses) + 2)}
+        located = [anomaly("00237-008", r["class"]) for r in rows("anomaly-classes.tsv")]
+        located += [anomaly(f"00237-{r['kind']}", "P") for r in rows("anomaly-kinds.tsv")]
+        located += [anomaly(f"{r['zone']}-001", "P") for r in rows("anomaly-zones.tsv")]
+        chunks = ["".join(located[i : i + KEPT_IN_ALL]) for i in range(0, len(located), KEPT_IN_ALL)]
+        sets = {90 + i: dimona(90 + i) for i in range(len(diagnoses) + 2 + len(chunks))}
         for seq, go in sets.items():
             sent_set(relay, go, f"FI.DIMN.{SENDER}.{TODAY}.{seq:05d}.T.1.1")
-        refused, every_result, *each_diagnosis = sets.values()
+        refused, every_result, *rest = sets.values()
+        each_diagnosis, each_chunk = rest[: len(diagnoses)], rest[len(diagnoses) :]
         put(
             out,
             f"FO.ACRF.999999.{TODAY}.R0001.T",
             acrf(refused, "0", errors=tuple(r["code"] for r in rows("acrf-codes.tsv"))),
         )
-        located = "".join(anomaly("00237-008", r["class"]) for r in rows("anomaly-classes.tsv"))
-        located += "".join(anomaly(f"00237-{r['kind']}", "P") for r in rows("anomaly-kinds.tsv"))
-        located += "".join(anomaly(f"{r['zone']}-001", "P") for r in rows("anomaly-zones.tsv"))
-        answers = {
-            every_result: [form(str(i), r["code"], located * (i == 0)) for i, r in enumerate(rows("result-codes.tsv"))]
-        }
+        answers = {every_result: [form(str(i), r["code"]) for i, r in enumerate(rows("result-codes.tsv"))]}
         answers |= {go: [form("1", "0", diagnosis=r["code"])] for go, r in zip(each_diagnosis, diagnoses, strict=True)}
+        answers |= {go: [form("1", "1", chunk)] for go, chunk in zip(each_chunk, chunks, strict=True)}
         for i, (go, forms) in enumerate(answers.items()):
             ticket = f"0CODES{i:07d}"
             put(
@@ -117,9 +120,22 @@ def test_the_meanings_are_the_glossarys() -> None:
 def test_an_anomaly_code_reads_as_its_zone_and_kind() -> None:
     assert codes.explain_anomaly("00237-008") == "AccidentDate: not in the allowed domain"
     assert codes.explain_anomaly("99999-093") == "zone 99999: wrong length"  # a zone not in our table
-    assert codes.explain_anomaly("00011-155") == "zone 00011: no (longer a) mandate"  # kinds shared with the ACRF
+    assert (
+        codes.explain_anomaly("00011-155") == "NOSSRegistrationNbr: no (longer a) mandate"
+    )  # kinds shared with the ACRF
     assert codes.explain_anomaly("00237-999") == "AccidentDate: kind 999 is not in our table"
-    assert "kind 088" in codes.describe("ACRF-088")
+    assert codes.explain_anomaly("00913-333") == "DimonaPeriodId: Dimona period given twice"  # a Dimona zone and kind
+
+
+def test_every_code_the_onss_uses_in_its_own_examples_is_in_our_tables() -> None:
+    """The ACRF refused in the ONSS's own example (ACRF-088, ACRF-172) and a DmfA zone's anomalies read as words,
+    not as "not in our table"."""
+    assert codes.describe("ACRF-088") == "ACRF-088: schema unknown"
+    assert codes.describe("ACRF-172") == "ACRF-172: too many declarations for a file of this size"
+    assert codes.explain_anomaly("00047-245") == "WorkingDaysSystem: to be checked"
+    assert codes.explain_anomaly("00063-192") == "ServiceNbrDays: total number of days too high"
+    kinds, zones = codes.anomaly_kinds(), codes.anomaly_zones()
+    assert len(kinds) > 490 and len(zones) > 750  # the glossary's error kinds and zones, not a sample
 
 
 # -- through a full poll on the real sshd -------------------------------------------------------

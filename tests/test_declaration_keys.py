@@ -6,7 +6,7 @@ from __future__ import annotations
 import tracemalloc
 from pathlib import Path
 
-from onss_relay.declaration_keys import declaration_keys
+from onss_relay.declaration_keys import CHUNK, declaration_keys
 
 
 def flat_fi(path: Path, elements: int) -> Path:
@@ -45,3 +45,38 @@ def test_the_first_forms_head_is_still_read(tmp_path: Path) -> None:
         ("original_form", "DIMONA|2026-11-30|09:00:00.000"),
         ("sender_ref", "REF-1"),
     )
+
+
+def dmfa_like(path: Path, forms: int, lines: int) -> Path:
+    """An XML FI of ``forms`` Forms, each a head and a body of ``lines`` nested worker lines."""
+    with path.open("w") as f:
+        f.write('<?xml version="1.0" encoding="UTF-8"?>\n<DmfAOriginal>')
+        for n in range(forms):
+            f.write(
+                f"<Form><Identification>DMFA</Identification><FormCreationDate>2026-11-30</FormCreationDate>"
+                f"<FormCreationHour>10:00:{n // 1000:02d}.{n % 1000:03d}</FormCreationHour><EmployerDeclaration>"
+            )
+            f.writelines(f"<NaturalPerson><INSS>{i:011d}</INSS><Line>x</Line></NaturalPerson>\n" for i in range(lines))
+            f.write("</EmployerDeclaration></Form>\n")
+        f.write("</DmfAOriginal>\n")
+    return path
+
+
+def test_every_form_is_read_and_the_bodies_cost_no_memory(tmp_path: Path) -> None:
+    """Every Form's HandledOriginalForm key is read, not only the first's; a Form's body as large as the whole
+    file (several times the bytes scanned at a time) costs no more memory than a small one."""
+    fi = dmfa_like(tmp_path / "three.xml", 3, 2)
+    assert declaration_keys(fi) == tuple(("original_form", f"DMFA|2026-11-30|10:00:00.00{n}") for n in range(3))
+
+    def peak(path: Path) -> int:
+        tracemalloc.start()
+        try:
+            assert len(declaration_keys(path)) == 1
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    small, large = dmfa_like(tmp_path / "s.xml", 1, 5_000), dmfa_like(tmp_path / "l.xml", 1, 300_000)
+    assert large.stat().st_size > 4 * CHUNK
+    peaks = peak(small), peak(large)
+    assert peaks[1] < 2 * peaks[0] + 1_000_000 and peaks[1] < large.stat().st_size / 4, peaks

@@ -14,7 +14,8 @@ import pytest
 from onss_relay.commands.status import set_detail
 from onss_relay.config import Config
 from onss_relay.pipeline import Relay
-from onss_relay.responses.notification import KEPT_IN_ALL, KEPT_PER_FORM, parse_notification
+from onss_relay.responses.anomalies import KEPT_IN_ALL, KEPT_PER_FORM
+from onss_relay.responses.notification import parse_notification
 from tests.conftest import SENDER, TODAY
 from tests.fixtures.sshd import SshServer
 from tests.test_real_answers import acrf, put, sent_set

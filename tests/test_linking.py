@@ -167,6 +167,38 @@ def test_a_notification_without_file_reference_links_by_its_handled_original_for
     assert relay.journal.get_set(gos[21]).state == State.ACKNOWLEDGED  # type: ignore[union-attr]
 
 
+def dimona_of_forms(*hours: str) -> bytes:
+    """A Dimona FI of several Forms (one per worker), each with its own creation hour and a body."""
+    forms = "".join(
+        f"""<Form><Identification>DIMONA</Identification><FormCreationDate>2026-11-30</FormCreationDate>
+ <FormCreationHour>{hour}</FormCreationHour><AttestationStatus>0</AttestationStatus><TypeForm>SU</TypeForm>
+ <DimonaIn><StartingDate>2026-12-01</StartingDate><NaturalPerson><INSS>8507300{i:04d}</INSS></NaturalPerson>
+ </DimonaIn></Form>"""
+        for i, hour in enumerate(hours)
+    )
+    return f'<?xml version="1.0" encoding="UTF-8"?>\n<DIMONA>{forms}</DIMONA>'.encode()
+
+
+def test_a_notification_naming_the_second_form_of_a_multi_form_dimona_links(relay: Relay, sshd: SshServer) -> None:
+    """A Dimona of three Forms is answered Form by Form: the notification of its second worker, without a
+    FileReference, names that Form as its HandledOriginalForm and reaches the set (another set's first Form
+    has the same identification and date, another hour)."""
+    gos = claimed_and_acknowledged(
+        relay,
+        sshd,
+        {41: dimona_of_forms("10:00:00.000", "10:00:00.001", "10:00:00.002"), 42: dimona_of_forms("10:00:01.000")},
+    )
+    answer = noti("1", original=("DIMONA", "2026-11-30", "10:00:00.001"))
+    put(sshd.home / "OUTTEST", f"FO.NOTI.999999.{TODAY}.N0041.T", answer)
+    relay.poll_once()
+    assert relay.journal.get_set(gos[41]).state == State.NOTIFIED  # type: ignore[union-attr]
+    assert relay.journal.get_set(gos[42]).state == State.ACKNOWLEDGED  # type: ignore[union-attr]
+    assert relay.journal.unmatched_responses() == []
+    relay.results.catch_up()
+    result = json.loads((relay.spool.results / f"{gos[41]}.json").read_text())
+    assert result["original_form_count"] == 3 and result["original_forms"][1] == "DIMONA|2026-11-30|10:00:00.001"
+
+
 def test_the_senders_own_reference_links_only_when_one_set_has_it(relay: Relay, sshd: SshServer) -> None:
     gos = claimed_and_acknowledged(
         relay,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections import Counter
 from typing import IO
 from xml.etree.ElementTree import Element
 
@@ -18,7 +17,6 @@ import structlog
 
 from onss_relay.journal import (
     WAITING,
-    AnomalyRecord,
     Journal,
     NotificationRecord,
     ResponseRow,
@@ -29,32 +27,19 @@ from onss_relay.journal import (
 from onss_relay.names import RESPONSE_FOLDER, Env, set_key_of
 from onss_relay.outcome import forms_outcome
 from onss_relay.responses.acrf import consumed
-from onss_relay.responses.codes import anomaly_class, diagnosis, explain_anomaly, result_code, what_it_names
-from onss_relay.responses.reading import (
-    ResponseParseError,
-    child,
-    find_all,
-    flatten_path,
-    iter_forms,
-    original_form_key,
-    text,
+from onss_relay.responses.anomalies import (
+    Anomaly,
+    AnomalyTally,
+    anomaly_record,
+    anomaly_words,
+    blocking_word,
+    kept_in_all,
+    read_anomaly,
 )
+from onss_relay.responses.codes import diagnosis, result_code, what_it_names
+from onss_relay.responses.reading import ResponseParseError, child, find_all, iter_forms, original_form_key, text
 
 log = structlog.get_logger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class Anomaly:
-    error_id: str
-    anomaly_class: str | None
-    path: str | None
-    tag_name: str | None = None
-    value: str | None = None
-    label: str | None = None
-
-    @property
-    def blocking(self) -> bool:
-        return anomaly_class(self.anomaly_class).blocking
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,44 +71,6 @@ class NotificationForm:
 
 
 DETAILED = 100  # forms kept in detail per notification, refused ones first; the rest are counted (constant memory)
-KEPT_PER_FORM = 100  # anomalies kept in detail per form, blocking ones first; the rest are counted
-
-
-class AnomalyTally:
-    """The anomalies of one Form as they stream by: every one counted (by class, by code), the first
-    KEPT_PER_FORM kept in detail, a blocking one taking the place of a non-blocking one when full."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.blocking = 0
-        self.by_class: Counter[str] = Counter()
-        self.by_code: Counter[str] = Counter()
-        self._kept: list[tuple[int, Anomaly]] = []
-
-    def add(self, a: Anomaly) -> None:
-        """Given the next anomaly of the form, count it and keep it if there is room (or it blocks)."""
-        self.count += 1
-        self.blocking += a.blocking
-        self.by_class[a.anomaly_class or "?"] += 1
-        self.by_code[a.error_id] += 1
-        if len(self._kept) < KEPT_PER_FORM:
-            self._kept.append((self.count, a))
-        elif a.blocking:
-            mild = next((i for i, (_, k) in enumerate(self._kept) if not k.blocking), None)
-            if mild is not None:
-                del self._kept[mild]
-                self._kept.append((self.count, a))
-
-    def merge(self, other: AnomalyTally) -> None:
-        """Given another form's tally, add its counts to this one's (a notification's totals)."""
-        self.count += other.count
-        self.blocking += other.blocking
-        self.by_class.update(other.by_class)
-        self.by_code.update(other.by_code)
-
-    def kept(self) -> tuple[Anomaly, ...]:
-        """Return the anomalies kept in detail, blocking ones first, each kind in file order."""
-        return tuple(a for _, a in sorted(self._kept, key=lambda kept: not kept[1].blocking))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +100,7 @@ def parse_notification(data: bytes | IO[bytes]) -> Notification:
     total = AnomalyTally()
 
     def each(a: Element) -> None:
-        tally[0].add(_anomaly(a))
+        tally[0].add(read_anomaly(a))
 
     for i, element in enumerate(iter_forms(source, "NOTIFICATION", item="AnomalyReport", each=each)):
         f = _form(element, tally[0])
@@ -204,32 +151,6 @@ def _form(form: Element, tally: AnomalyTally) -> NotificationForm:
     )
 
 
-def _anomaly(a: Element) -> Anomaly:
-    return Anomaly(
-        text(a, "ErrorID") or "?",
-        text(a, "AnomalyClass"),
-        flatten_path(child(a, "Path")),
-        text(a, "TagName"),
-        text(a, "Value"),
-        text(a, "AnomalyLabel"),
-    )
-
-
-def _anomaly_record(a: Anomaly) -> AnomalyRecord:
-    cls = anomaly_class(a.anomaly_class)
-    return AnomalyRecord(
-        a.error_id,
-        a.anomaly_class,
-        a.path,
-        cls.blocking,
-        cls.meaning,
-        a.tag_name,
-        a.value,
-        a.label,
-        explain_anomaly(a.error_id),
-    )
-
-
 def summary(n: Notification) -> str:
     """Given a notification, return its outcome in a few words (per worker when there are several forms)."""
     if n.count == 1:
@@ -239,52 +160,22 @@ def summary(n: Notification) -> str:
             words += f" (result {f.result_code}: {result_code(f.result_code).meaning})"
         if f.outcome != "accepted" and f.diagnosis:
             words += f" (diagnosis {f.diagnosis}: {diagnosis(f.diagnosis)})"
-        return words + _anomaly_words(f.anomalies, f.tally.count)
+        return words + anomaly_words(f.anomalies, f.tally.count)
     parts = [f"{c} {o}" for o, c in n.outcomes if c]
     refused = sorted((a for f in n.forms if f.outcome != "accepted" for a in f.anomalies), key=lambda a: not a.blocking)
-    why = f" ({', '.join(f'{a.error_id}, {_blocking(a)}' for a in refused[:3])})" if refused else ""
+    why = f" ({', '.join(f'{a.error_id}, {blocking_word(a)}' for a in refused[:3])})" if refused else ""
     return f"{n.count} workers: " + ", ".join(parts) + why
-
-
-def _blocking(a: Anomaly) -> str:
-    return "blocking" if a.blocking else anomaly_class(a.anomaly_class).meaning.split(":")[0]
-
-
-def _anomaly_words(anomalies: tuple[Anomaly, ...], n: int) -> str:
-    if not anomalies:
-        return ""
-    listed = ", ".join(f"{a.error_id} {explain_anomaly(a.error_id)}, {_blocking(a)}" for a in anomalies[:3])
-    return f", {n} anomal{'y' if n == 1 else 'ies'} ({listed}{', …' if n > 3 else ''})"
-
-
-KEPT_IN_ALL = 100  # anomalies kept in detail per notification, across all its Forms; the rest are counted
-
-
-def _kept_in_all(forms: tuple[NotificationForm, ...]) -> list[tuple[Anomaly, ...]]:
-    """Given a notification's detailed Forms, return for each the anomalies kept in its record: KEPT_IN_ALL in
-    all, blocking ones first (then by Form, in the order each Form keeps them)."""
-    ranked = sorted(
-        ((not a.blocking, i, j) for i, f in enumerate(forms) for j, a in enumerate(f.anomalies)),
-    )[:KEPT_IN_ALL]
-    chosen = {(i, j) for _, i, j in ranked}
-    return [tuple(a for j, a in enumerate(f.anomalies) if (i, j) in chosen) for i, f in enumerate(forms)]
-
-
-TOP_CODES = 50  # anomaly codes counted one by one in a record; the others are summed under "other"
 
 
 def record_for(n: Notification, local_path: str) -> NotificationRecord:
     """Given a parsed notification and where its file is kept, return its record: each anomaly kept in detail
     stored once (under its worker), every anomaly counted by class and by code, the file named for the rest."""
     f = n.first
-    kept = _kept_in_all(n.forms)
+    kept = kept_in_all([w.anomalies for w in n.forms])
     workers = tuple(
-        WorkerResult(w.inss, w.result_code, w.outcome, tuple(_anomaly_record(a) for a in k), w.tally.count)
+        WorkerResult(w.inss, w.result_code, w.outcome, tuple(anomaly_record(a) for a in k), w.tally.count)
         for w, k in zip(n.forms, kept, strict=True)
     )
-    codes = dict(n.tally.by_code.most_common(TOP_CODES))
-    if len(n.tally.by_code) > TOP_CODES:
-        codes["other"] = n.tally.count - sum(codes.values())
     return NotificationRecord(
         result_code=f.result_code if n.count == 1 else ("1" if n.accepted else "0"),
         accepted=n.accepted,
@@ -298,7 +189,7 @@ def record_for(n: Notification, local_path: str) -> NotificationRecord:
         outcome=forms_outcome(dict(n.outcomes), n.tally.count, n.tally.blocking),
         anomaly_count=n.tally.count,
         anomalies_by_class=dict(n.tally.by_class),
-        anomalies_by_code=codes,
+        anomalies_by_code=n.tally.top_codes(),
     )
 
 

@@ -368,9 +368,9 @@ class Claimer:
 
 def with_keys(new: NewSet, parts: list[Path]) -> NewSet:
     """Given a set about to be claimed and its FI files, return it with the keys answers and later drops find it
-    by: its first Form's identification and the sender's reference (answers without a FileReference), and its
+    by: each Form's identification in every part and the sender's reference (answers without a FileReference), and its
     content digest (the same declaration dropped twice)."""
-    keys = declaration_keys(parts[0])
+    keys = declaration_keys(*parts)
     if new.data.content:
         keys = (*keys, (CONTENT_KEY, new.data.content))
     return dataclasses.replace(new, keys=keys)
