@@ -23,13 +23,14 @@ from onss_relay.config import Config
 from onss_relay.declaration import declaration_warnings, open_for_writing, xml_problem
 from onss_relay.declaration_keys import declaration_keys
 from onss_relay.durable import atomic_write
-from onss_relay.errors import InvalidName
+from onss_relay.errors import InvalidName, JournalError
 from onss_relay.journal import Journal, NewSet, SetData, SetRow, State
 from onss_relay.names import Name, Prefix, format_name, missing_parts, parse_name, sent_application_codes, set_key
 from onss_relay.sent_names import SentNames
 from onss_relay.spool import Spool, file_digest, is_temp_name
 from onss_relay.stages.same_content import CONTENT_KEY, content_digest, earlier_with, same_content_detail
 from onss_relay.stages.settle import SettleTracker
+from onss_relay.stages.unrecorded import UnrecordedClaims
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +66,7 @@ class Claimer:
         self._saved = b""
         self._saved_at = 0.0
         self._next_sweep = 0.0
+        self._unrecorded = UnrecordedClaims()
         self._load_sightings()
 
     def apply(self, cfg: Config) -> None:
@@ -121,9 +123,10 @@ class Claimer:
             claimed.append(new.go_name)
             names |= set(group.fis) | set(group.extras)
             if len(batch) == CLAIM_BATCH:
-                self._record(batch)
+                self._record(batch, names)
                 batch = []
-        self._record(batch)
+        self._record(batch, names)
+        self._unrecorded.after_scan(present, recorded=bool(claimed))
         # only once recorded: a journal that refused the commit (busy, full) finds them settled at the next scan,
         # which fails again until it commits, instead of a scan that touches nothing and looks like a recovery
         self.tracker.forget(names)
@@ -237,10 +240,15 @@ class Claimer:
         earlier = earlier_with(self.journal, content, self.cfg.watch.duplicate_content_days, key)
         return (earlier.go_name, earlier.state.value, earlier.created_at) if earlier else None
 
-    def _record(self, claimed: list[NewSet]) -> None:
-        """Given claimed sets, queue them in the journal (one commit) and say so."""
+    def _record(self, claimed: list[NewSet], names: set[str]) -> None:
+        """Given claimed sets and their outbox names, queue them in the journal (one commit) and say so; a
+        refused commit is remembered (see unrecorded.py) and raised."""
         if claimed:
-            self.journal.add_sets(claimed)
+            try:
+                self.journal.add_sets(claimed)
+            except (JournalError, OSError) as e:
+                self._unrecorded.refused(names, e)
+                raise
             for n in claimed:
                 log.info("set_claimed", set=n.go_name, parts=len(n.parts), state="queued")
 
