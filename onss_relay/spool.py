@@ -348,6 +348,16 @@ def spool_in_use(root: Path) -> bool:
     return False
 
 
+def spool_holder(root: Path) -> str | None:
+    """Given a spool root, return the pid written in its lock file when a relay holds that lock now, else None."""
+    if not spool_in_use(root):
+        return None
+    try:
+        return (root / "relay.lock").read_text().strip() or "?"
+    except OSError:
+        return "?"
+
+
 def quarantine_result_name(file_name: str) -> str:
     """Given a quarantined outbox file's name, return the name of its result in the results folder."""
     return f"{file_name}.quarantined.json"

@@ -54,6 +54,8 @@ def test_a_disk_that_fills_under_the_running_daemon_is_one_warning_and_one_recov
         (outbox / ".second").rename(outbox / fi_name(2))  # dropped on the full disk (a rename needs no room)
         assert wait_until(lambda: ("stage_retry", "watch") in events(log), 30), log.read_text()[-2000:]
         time.sleep(6)  # full a while: the scan is tried again and again, woken by its own reads (no timing asserted)
+        r = run_cli("check", "--config", str(config))  # the daemon's trouble is this machine's: exit 4, not 3
+        assert r.returncode == 4 and "✗ running daemon: running, disk full" in r.stdout, (r.returncode, r.stdout)
         filler.unlink()
         assert wait_until(lambda: (relay_dir / "remote" / "INTEST" / fi_name(2)).exists(), 30), log.read_text()[-2000:]
     finally:

@@ -19,7 +19,7 @@ from onss_relay.outcome import OUTCOMES, outcome_of
 from onss_relay.responses import rendering
 from onss_relay.responses.codes import result_code, type_form
 from onss_relay.results import answered_circuit_test, document_of, overdue, uncertain_document
-from onss_relay.spool import Spool, spool_in_use
+from onss_relay.spool import Spool, spool_holder
 
 
 def result_summary(row: SetRow) -> str:
@@ -214,13 +214,19 @@ def daemon_health(root: Path) -> tuple[bool | None, str]:
     """Given a spool root, the daemon's health in words: (True, why) running and healthy, (False, why) running
     and unhealthy, (None, why) not running (no report, stopped cleanly, or silent for HEALTH_FRESH s)."""
     report = daemon_report(root)
-    if (full := disk_full(root)) and spool_in_use(root):  # it cannot write its report on a full disk
+    holder = spool_holder(root)
+    if (full := disk_full(root)) and holder:  # it cannot write its report on a full disk
         return False, f"running, {full}"
     if report is None:
         return None, f"not running: no health report at {root / 'health.json'} (is `onss-relay run` on this spool?)"
     doc, age = report
     if doc.get("stopped"):
-        return None, f"not running: pid {doc.get('pid')} stopped {int(age)} s ago"
+        return None, f"not running: the last daemon stopped {int(age)} s ago"
+    # its writer is gone (killed, a reboot) or a new one has not reported yet; "?": a holder that could not write its
+    # pid in the lock (a full disk at start) is believed
+    if holder != "?" and str(doc.get("pid")) != holder:
+        who = f"pid {holder} holds the spool and has not reported yet" if holder else "no relay holds the spool"
+        return None, f"not running: {who}; the last report, {int(age)} s old, is from a process that has ended"
     if age > HEALTH_FRESH:
         return None, f"not running: pid {doc.get('pid')} last reported {int(age)} s ago"
     return bool(doc.get("healthy")), f"pid {doc.get('pid')} reports: {doc.get('reason')}"
