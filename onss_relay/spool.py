@@ -318,11 +318,11 @@ class SpoolLock:
         except OSError:
             return "?"
 
-    def acquire_or_refuse(self, what: str) -> None:
+    def acquire_or_refuse(self, what: str, advice: str = "it does this itself; stop it first or let it work") -> None:
+        """Given what wants the spool and what to do instead, take the lock or raise SpoolBusy saying who holds it."""
         if not self.try_acquire():
             raise SpoolBusy(
-                f"{what} refused: a relay (pid {self.holder()}) is running on this spool "
-                f"({self.path.parent}) and does this itself; stop it first or let it work"
+                f"{what} refused: a relay (pid {self.holder()}) is running on this spool ({self.path.parent}); {advice}"
             )
 
     def release(self) -> None:
