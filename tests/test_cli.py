@@ -123,7 +123,7 @@ def test_submit_allocates_sequences_and_places_parts(cfg_path: Path, relay_dir: 
 def test_check_reports_each_item(cfg_path: Path) -> None:
     r = run("check", "--config", str(cfg_path))
     assert r.returncode == 0, r.stdout
-    assert r.stdout.count("✓") == 6
+    assert r.stdout.count("✓") == 7 and "✓ journal writable" in r.stdout, r.stdout
 
 
 def test_send_with_an_expired_certificate_exits_2_and_keeps_the_set(cfg_path: Path, relay_dir: Path) -> None:

@@ -55,6 +55,33 @@ def test_a_start_up_error_is_a_json_line_with_an_error_priority(relay_dir: Path)
     assert priority == 3 and record["event"] == "command_failed" and "listen_on" in record["error"], record
 
 
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (["status", "--nope"], 2, "unrecognized arguments: --nope"),  # argparse's own errors
+        (["submit", "x.xml"], 2, "the following arguments are required: --app, --env"),
+        (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
+        (["status", "NOPE"], 1, "no set named NOPE"),  # a command's own "not found"
+    ],
+)
+def test_usage_errors_and_a_set_not_found_are_json_lines_with_an_error_priority(
+    relay_dir: Path, args: list[str], code: int, says: str
+) -> None:
+    config, log = relay_dir / "config.toml", relay_dir / "journal.log"
+    assert subprocess.run([sys.executable, "-m", "onss_relay.cli", "send", "--config", str(config)]).returncode == 0
+    log.touch()
+    with log.open("a") as stream:
+        done = subprocess.run(
+            [sys.executable, "-m", "onss_relay.cli", *args, "--config", str(config)],
+            stderr=stream,
+            stdout=subprocess.DEVNULL,
+            env=journal_env(log),
+        )
+    assert done.returncode == code
+    [(priority, record)] = journal_lines(log)  # one line, `<3>{...}`: no plain usage text
+    assert priority == 3 and record["event"] == "command_failed" and says in record["error"], record
+
+
 @pytest.mark.slow
 def test_a_retry_storm_is_one_warning_then_one_line_with_a_summary(sftp_dir: Path, sshd: SshServer) -> None:
     config, log = sftp_dir / "config.toml", sftp_dir / "journal.log"
