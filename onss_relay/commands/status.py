@@ -14,6 +14,7 @@ from onss_relay.config import PollConfig
 from onss_relay.disk import disk_full
 from onss_relay.errors import InvalidName
 from onss_relay.journal import AcrfRecord, Journal, SetRow, State
+from onss_relay.local_time import local_time
 from onss_relay.names import parse_name, set_key
 from onss_relay.outcome import OUTCOMES, outcome_of
 from onss_relay.responses import rendering
@@ -197,14 +198,6 @@ def set_detail(journal: Journal, name: str) -> str | None:
     lines.append("history:")
     lines += [f"  {local_time(h['at'])}  {h['state']:<12} {h['detail'] or ''}".rstrip() for h in doc["history"]]
     return "\n".join(lines)
-
-
-def local_time(at: float | str | None) -> str:
-    """Given a POSIX time or an ISO time, return it in this machine's local time with its zone, or "-"."""
-    if at is None or at == "":
-        return "-"
-    when = dt.datetime.fromisoformat(at) if isinstance(at, str) else dt.datetime.fromtimestamp(at, dt.UTC)
-    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 HEALTH_FRESH = 60.0  # seconds: an older report means the daemon is not running

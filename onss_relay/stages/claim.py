@@ -25,6 +25,7 @@ from onss_relay.declaration_keys import declaration_keys
 from onss_relay.durable import atomic_write
 from onss_relay.errors import InvalidName, JournalError
 from onss_relay.journal import Journal, NewSet, SetData, SetRow, State
+from onss_relay.local_time import local_time
 from onss_relay.names import Name, Prefix, format_name, missing_parts, parse_name, sent_application_codes, set_key
 from onss_relay.sent_names import SentNames
 from onss_relay.spool import Spool, file_digest, is_temp_name
@@ -402,7 +403,7 @@ def with_warnings(new: NewSet, parts: list[Path]) -> NewSet:
 def _sent_before(group: _SetFiles, row: SetRow) -> str:
     """Given files named like a set already sent, say so, and what the ONSS got if they are a later version of
     that set's files (a writer that appended after the relay sent and released the original)."""
-    when = f"{dt.datetime.fromtimestamp(row.created_at):%Y-%m-%d}"
+    when = local_time(row.created_at)
     again = sorted(n for n in group.fis if n in row.data.digests)
     if not again:
         return f"{group.key} was already sent on {when}"
