@@ -155,6 +155,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from onss_relay.commands.status_wait import UNSENT, why_waiting
     from onss_relay.journal import open_journal_at
     from onss_relay.spool import Spool
+    from onss_relay.stages.uncertain import uncertain_wait
 
     cfg = _config(args)
     if args.health:
@@ -165,7 +166,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     journal = open_journal_at(cfg.paths.journal_path, readonly=True)
     try:
         view = spool_view(Spool(cfg.paths), journal)
-        waiting = why_waiting(cfg.paths.root)
+        reason, uncertain = why_waiting(cfg.paths.root), uncertain_wait(journal)
+        waiting = reason or uncertain
         if args.json:
             doc = status_json(journal, args.name, args.limit, cfg.poll, view)
             print(json.dumps(doc | ({"waiting": waiting} if not args.name else {}), indent=2))
@@ -178,9 +180,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             row = journal.get_set(as_go(args.name)) if waiting else None
             print(detail + (f"\nwaiting:     {waiting}" if row is not None and row.state in UNSENT else ""))
             return EXIT_OK
-        table = status_table(journal, args.limit, cfg.poll, view)
         unsent = sum(n for state, n in journal.counts().items() if state in UNSENT)
-        print(table + (f"\n\n{unsent} set(s) not sent yet wait: {waiting}" if waiting and unsent else ""))
+        notes = [f"{unsent} set(s) not sent yet wait: {reason}"] if reason and unsent else []
+        print("\n\n".join([status_table(journal, args.limit, cfg.poll, view), *notes, *filter(None, [uncertain])]))
         return EXIT_OK
     finally:
         journal.close()

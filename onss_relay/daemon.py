@@ -6,6 +6,7 @@ a health file for `status --health`, and optional Prometheus /metrics and /healt
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import json
@@ -34,6 +35,7 @@ from onss_relay.pipeline import Relay
 from onss_relay.sd_notify import Notifier
 from onss_relay.spool import SpoolLock
 from onss_relay.stage_thread import UNHEALTHY_AFTER, Stage
+from onss_relay.stages.uncertain import uncertain_wait
 from onss_relay.stages.upload_queue import IDLE_KEEP
 from onss_relay.stages.watch import Watcher
 from onss_relay.web import WebServer, serve
@@ -323,7 +325,10 @@ class Daemon:
     def _status_follows(self) -> None:
         """Send systemd a new STATUS when the health says something else: why the relay waits, or relaying."""
         ok, reason = self.health()
-        status = f"relaying {self.cfg.paths.outbox_dir}" if ok else f"waiting: {reason}"
+        if ok and self.relay is not None:  # healthy, yet sets may wait out a quiet period (uncertain)
+            with contextlib.suppress(JournalError):
+                reason = uncertain_wait(self.relay.journal) or reason
+        status = f"waiting: {reason}" if not ok or reason != "ok" else f"relaying {self.cfg.paths.outbox_dir}"
         if status != self._status:
             self._status = status
             self.notifier.send(f"STATUS={status}")

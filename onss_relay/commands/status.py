@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from onss_relay.commands.outbox_waits import unclaimed_reasons
 from onss_relay.config import PollConfig
 from onss_relay.disk import disk_full
 from onss_relay.errors import InvalidName
@@ -29,15 +30,16 @@ def result_summary(row: SetRow) -> str:
         return f"quarantined: {row.reason}"
     uncertain = uncertain_document(row)
     if uncertain is not None:
+        given_up, after = local_time(uncertain["given_up_at"]), local_time(uncertain["decided_after"])
         why = (
-            f"it was {uncertain['step']} when the relay stopped uncleanly (found at {uncertain['given_up_at']})"
+            f"it was {uncertain['step']} when the relay stopped uncleanly (found at {given_up})"
             if uncertain["step"] in (State.UPLOADING, State.GO_SENDING)
-            else f"its {uncertain['step']} was in flight on a connection given up at {uncertain['given_up_at']}"
+            else f"its {uncertain['step']} was in flight on a connection given up at {given_up}"
         )
         when = (
-            f"its quiet period ended at {uncertain['decided_after']}: decided at the next upload round"
+            f"its quiet period ended at {after}: decided at the next upload round"
             if uncertain["due"]
-            else f"decided after {uncertain['decided_after']} (nothing more sent until then)"
+            else f"decided after {after} (nothing more sent until then)"
         )
         return f"uncertain: {why}; {when}"
     acrf = row.data.acrf
@@ -126,11 +128,9 @@ def status_table(
         ]
     view = view or SpoolView()
     if view.unclaimed:
-        out += [
-            "",
-            f"outbox files not claimed yet ({len(view.unclaimed)}): settling, waiting for parts or still written",
-        ]
-        out += [f"  {name}  {_seconds(age)}" for name, age in view.unclaimed[:limit]]
+        reasons = unclaimed_reasons([name for name, _ in view.unclaimed])
+        out += ["", f"outbox files not claimed yet ({len(view.unclaimed)}):"]
+        out += [f"  {name}  {_seconds(age)}  {reasons[name]}" for name, age in view.unclaimed[:limit]]
     if view.quarantined:
         out += ["", f"quarantined in failed/ ({len(view.quarantined)} file(s)), newest first:"]
         out += [f"  {r.get('file')}  {r.get('reason')}: {r.get('detail')}" for r in view.quarantined[:limit]]
@@ -253,6 +253,8 @@ def status_json(
         row = journal.get_set(as_go(name))
         doc = document_of(journal, row, poll) | {"result": result_summary(row)} if row else None
         return {"set": doc}
+    unclaimed = (view or SpoolView()).unclaimed
+    reasons = unclaimed_reasons([n for n, _ in unclaimed])
     return {
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "counts": journal.counts(),
@@ -268,7 +270,7 @@ def status_json(
             }
             for r in journal.unmatched_responses()
         ],
-        "unclaimed": [{"file": n, "age_s": round(a)} for n, a in (view or SpoolView()).unclaimed],
+        "unclaimed": [{"file": n, "age_s": round(a), "waiting": reasons[n]} for n, a in unclaimed],
         "quarantined": (view or SpoolView()).quarantined,
         "left_on_server": (view or SpoolView()).left_on_server,
     }
