@@ -212,8 +212,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from onss_relay.commands.check import run_checks
+    from onss_relay.commands.check_lines import check_output
 
-    return run_checks(_config(args), sys.stdout, local_only=args.local)
+    return run_checks(_config(args), check_output(sys.stdout), local_only=args.local)
 
 
 def cmd_sign(args: argparse.Namespace) -> int:

@@ -127,3 +127,29 @@ def _every_storm_recovered(log: Path) -> bool:
     stages = {r.get("stage", "upload") for r in lines if r["event"] in ("upload_retry", "stage_retry")}
     recovered = {r.get("stage") for r in lines if r["event"] == "stage_recovered"}
     return bool(stages) and stages <= recovered
+
+
+def test_checks_lines_into_the_journal_are_json_lines_with_their_priority(relay_dir: Path) -> None:
+    """`check --local` as the unit's ExecStartPre: its ✓/✗ lines were plain text among the JSON lines."""
+    config, log = relay_dir / "config.toml", relay_dir / "journal.log"
+    (relay_dir / "keys" / "signer.pass").chmod(0o644)  # a password readable by others: a ✗ line
+    log.touch()
+    with log.open("a") as stream:
+        code = subprocess.run(
+            [sys.executable, "-m", "onss_relay.cli", "check", "--local", "--config", str(config)],
+            stdout=stream,
+            stderr=stream,
+            env=journal_env(log),
+        ).returncode
+    assert code == 2
+    lines = journal_lines(log)  # every line `<N>{...}`
+    events = {record["event"] for _, record in lines}
+    assert {"check_passed", "check_failed"} <= events, lines
+    assert all(p == 3 for p, r in lines if r["event"] == "check_failed"), lines
+    assert any("signer.pass" in r["line"] for p, r in lines if r["event"] == "check_failed"), lines
+    plain = subprocess.run(  # into a pipe (a script): the lines a person reads, as before
+        [sys.executable, "-m", "onss_relay.cli", "check", "--local", "--config", str(config)],
+        capture_output=True,
+        text=True,
+    )
+    assert plain.stdout.startswith("✓ configuration"), plain.stdout
