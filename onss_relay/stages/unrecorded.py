@@ -24,4 +24,4 @@ class UnrecordedClaims:
             self.names, self.error = set(), None
             return
         if self.error is not None:
-            raise self.error
+            raise self.error.with_traceback(None)  # the same error again, not a traceback growing at each scan
