@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
 import sqlite3
@@ -13,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from onss_relay import __version__
+from onss_relay.cli_parser import build_parser
 from onss_relay.config import Config, default_config_path, load_config
 from onss_relay.errors import (
     EXIT_LOCAL,
@@ -25,134 +24,12 @@ from onss_relay.errors import (
     SignatureError,
     describe_os_error,
 )
-from onss_relay.log import LEVELS, say_error, setup_logging
+from onss_relay.log import say_error, say_warning, setup_logging
 
 if TYPE_CHECKING:
     from onss_relay.pipeline import Relay
 
 T = TypeVar("T")
-
-DESCRIPTION = """Relay Belgian social security declarations (Dimona, DmfA, DRS …) to the ONSS transfer point
-and bring the answers back, exactly once. Start with `onss-relay demo`."""
-EPILOG = (
-    "exit codes: 0 success, 1 something refused or quarantined, 2 usage or configuration error, "
-    "3 remote unreachable or authentication failed, 4 local problem (disk full, permission denied, I/O error), "
-    "5 (send) sets wait for the quiet period after a stalled connection: run send again after the time printed"
-)
-
-
-def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
-    default = argparse.SUPPRESS if suppress else None
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        default=default,
-        help="configuration file (default: $ONSS_RELAY_CONFIG, else /etc/onss-relay/config.toml)",
-    )
-    parser.add_argument(
-        "--log-level",
-        choices=LEVELS,
-        default=argparse.SUPPRESS if suppress else "info",
-        help="log level (default: info)",
-    )
-    parser.add_argument(
-        "--debug",
-        action="store_true",
-        default=argparse.SUPPRESS if suppress else False,
-        help="debug logging and tracebacks on errors",
-    )
-
-
-def installed_version() -> str:
-    """Return the installed package's version (its metadata), or the source's when it is not installed."""
-    try:
-        return importlib.metadata.version("onss-relay")
-    except importlib.metadata.PackageNotFoundError:
-        return __version__
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="onss-relay", description=DESCRIPTION, epilog=EPILOG)
-    parser.add_argument("--version", action="version", version=f"onss-relay {installed_version()}")
-    _global_options(parser, suppress=False)
-    common = argparse.ArgumentParser(add_help=False)
-    _global_options(common, suppress=True)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common], help=help_text, description=help_text, epilog=EPILOG)
-
-    add("run", "the daemon: watch the outbox, sign, upload, poll responses until SIGTERM")
-    p = add("send", "claim, sign and upload everything in the outbox now, then exit")
-    p.add_argument("--once", action="store_true", help="process the outbox once and exit (the default)")
-    p = add("poll", "fetch responses from OUT folders once, link them to what was sent, then exit")
-    p.add_argument("--once", action="store_true", help="poll once and exit (the default)")
-    p = add("submit", "give file(s) the next free sequence number for today and place them in the outbox")
-    p.add_argument("files", nargs="+", type=Path, metavar="FILE", help="declaration content (one per part)")
-    p.add_argument("--app", required=True, help="application code, e.g. DMFA, DIMN")
-    p.add_argument(
-        "--env",
-        required=True,
-        choices=["R", "T", "S"],
-        help="R production; T test (for DmfA only a circuit test); S declaration test (DmfA, DRS AMI)",
-    )
-    p.add_argument("--date", help="creation date YYYYMMDD (default: today)")
-    p.add_argument("--parts", action="store_true", help="the files are the parts of one multi-part set")
-    p = add("status", "show declaration sets, their states and ONSS results")
-    p.add_argument("name", nargs="?", help="one set (GO or FI name): its whole history")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--limit", type=int, default=50, help="how many recent sets (default: 50)")
-    p.add_argument(
-        "--health",
-        action="store_true",
-        help="exit 0 if the running daemon reports itself healthy (for Docker HEALTHCHECK)",
-    )
-    p = add("check", "check configuration, key, certificate, folders and the remote; exit non-zero on any problem")
-    p.add_argument(
-        "--local",
-        action="store_true",
-        help="only what is on this machine (configuration, certificate, folders): for systemd's ExecStartPre, "
-        "so that the service starts while the transfer point or the network is down",
-    )
-    p = add("sign", "write the detached CMS signature (FS) of a declaration file")
-    p.add_argument("fi", type=Path, metavar="FI")
-    p.add_argument("-o", "--output", type=Path, metavar="FS", help="output file (default: the FS name beside FI)")
-    p = add(
-        "certificate",
-        "write the signing certificate's public part (.cer, DER) to register on the portal, and print its issuer,"
-        " serial number (decimal and hexadecimal) and expiry as the portal shows them",
-    )
-    p.add_argument(
-        "-o", "--output", type=Path, metavar="FILE.cer", help="output file (default: <signing key name>.cer here)"
-    )
-    p = add("verify", "verify an FS signature file against its FI (exit 0 valid, 1 invalid)")
-    p.add_argument("fi", type=Path, metavar="FI")
-    p.add_argument("fs", type=Path, metavar="FS")
-    p = add("simulate", "run the transfer-point simulator on the folder of a `local` transport")
-    p.add_argument("--once", action="store_true", help="answer what is waiting, then exit")
-    p.add_argument("--interval", type=float, default=1.0, help="seconds between passes (default: 1)")
-    p = add("init", "create an SSH key pair and a configuration to start from, and say what to do next")
-    p.add_argument(
-        "dir",
-        nargs="?",
-        type=Path,
-        default=Path("/etc/onss-relay"),
-        help="where to write them (default: /etc/onss-relay)",
-    )
-    p = add("requeue", "put a quarantined set back in the outbox, all its files at once, to be sent again")
-    p.add_argument("name", metavar="NAME", help="a GO, FI or FS name of the set (as `status` or failed/ shows it)")
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="send it even though its content equals a set sent recently (watch.duplicate_content_days)",
-    )
-    p = add("backup", "copy the journal consistently (SQLite online backup), also while the daemon runs")
-    p.add_argument("dest", type=Path, metavar="DEST", help="file to write (a folder: journal.db in it)")
-    p = add("restore", "put a journal copy back in place (refused while a relay runs on the spool)")
-    p.add_argument("src", type=Path, metavar="SRC", help="a journal written by backup")
-    p = add("demo", "run the whole cycle locally against the simulator and print the results")
-    p.add_argument("dir", nargs="?", type=Path, help="keep everything under DIR (default: a temporary folder)")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -247,9 +124,9 @@ def cmd_send(args: argparse.Namespace) -> int:
         f"sent {len(report.upload.sent)} set(s), {_quarantined(report.sets_quarantined, report.files_quarantined)}{uncertain}"
     )
     for line in waiting:
-        print(f"onss-relay: {line}", file=sys.stderr)
+        say_warning(line, "send")
     if report.upload.error:
-        print(f"onss-relay: {report.upload.error}", file=sys.stderr)
+        say_error(str(report.upload.error), report.upload.error.exit_code, "send")
         return report.upload.error.exit_code
     if report.failed:
         return EXIT_WORK_FAILED
@@ -278,6 +155,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from onss_relay.commands.status_wait import UNSENT, why_waiting
     from onss_relay.journal import open_journal_at
     from onss_relay.spool import Spool
+    from onss_relay.stages.uncertain import uncertain_wait
 
     cfg = _config(args)
     if args.health:
@@ -288,7 +166,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     journal = open_journal_at(cfg.paths.journal_path, readonly=True)
     try:
         view = spool_view(Spool(cfg.paths), journal)
-        waiting = why_waiting(cfg.paths.root)
+        reason, uncertain = why_waiting(cfg.paths.root), uncertain_wait(journal)
+        waiting = reason or uncertain
         if args.json:
             doc = status_json(journal, args.name, args.limit, cfg.poll, view)
             print(json.dumps(doc | ({"waiting": waiting} if not args.name else {}), indent=2))
@@ -296,14 +175,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         if args.name:
             detail = set_detail(journal, args.name)
             if detail is None:
-                print(f"onss-relay: no set named {args.name} in {cfg.paths.journal_path}", file=sys.stderr)
+                say_error(f"no set named {args.name} in {cfg.paths.journal_path}", EXIT_WORK_FAILED, "status")
                 return EXIT_WORK_FAILED
             row = journal.get_set(as_go(args.name)) if waiting else None
             print(detail + (f"\nwaiting:     {waiting}" if row is not None and row.state in UNSENT else ""))
             return EXIT_OK
-        table = status_table(journal, args.limit, cfg.poll, view)
         unsent = sum(n for state, n in journal.counts().items() if state in UNSENT)
-        print(table + (f"\n\n{unsent} set(s) not sent yet wait: {waiting}" if waiting and unsent else ""))
+        notes = [f"{unsent} set(s) not sent yet wait: {reason}"] if reason and unsent else []
+        print("\n\n".join([status_table(journal, args.limit, cfg.poll, view), *notes, *filter(None, [uncertain])]))
         return EXIT_OK
     finally:
         journal.close()
@@ -333,8 +212,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from onss_relay.commands.check import run_checks
+    from onss_relay.commands.check_lines import check_output
 
-    return run_checks(_config(args), sys.stdout, local_only=args.local)
+    return run_checks(_config(args), check_output(sys.stdout), local_only=args.local)
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
@@ -370,7 +250,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"invalid: {args.fs}: {e}")
         return EXIT_WORK_FAILED
     except OSError as e:
-        print(f"onss-relay: {e.filename}: {e.strerror}", file=sys.stderr)
+        say_error(f"{e.filename}: {e.strerror}", EXIT_USAGE, "verify")
         return EXIT_USAGE
     when = f" at {v.signing_time:%Y-%m-%d %H:%M:%S} UTC" if v.signing_time else ""
     print(f"valid: {args.fs.name} signs {args.fi.name} ({v.digest}), signed by {v.subject}{when}")
@@ -384,9 +264,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     if cfg.remote.transport != "local":
-        print(
-            'onss-relay: simulate needs remote.transport = "local" (the simulator answers in that folder)',
-            file=sys.stderr,
+        say_error(
+            'simulate needs remote.transport = "local" (the simulator answers in that folder)', EXIT_USAGE, "simulate"
         )
         return EXIT_USAGE
     base = Path(cfg.remote.base_dir)

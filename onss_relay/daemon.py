@@ -6,6 +6,7 @@ a health file for `status --health`, and optional Prometheus /metrics and /healt
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import json
@@ -19,7 +20,7 @@ from types import FrameType
 import structlog
 
 from onss_relay.config import Config, load_config
-from onss_relay.disk import DiskWatch, disk_full
+from onss_relay.disk import DiskWatch, disk_full, journal_unwritable
 from onss_relay.durable import atomic_write
 from onss_relay.errors import (
     ConfigError,
@@ -34,6 +35,7 @@ from onss_relay.pipeline import Relay
 from onss_relay.sd_notify import Notifier
 from onss_relay.spool import SpoolLock
 from onss_relay.stage_thread import UNHEALTHY_AFTER, Stage
+from onss_relay.stages.uncertain import uncertain_wait
 from onss_relay.stages.upload_queue import IDLE_KEEP
 from onss_relay.stages.watch import Watcher
 from onss_relay.web import WebServer, serve
@@ -265,7 +267,7 @@ class Daemon:
     def health(self) -> tuple[bool, str]:
         """Return (healthy, reason): the journal writable, every stage alive and the last successful poll recent
         enough."""
-        if why := journal_unwritable(self.cfg.paths.journal_path) or disk_full(self.cfg.paths.root):
+        if why := self._local_trouble():
             return False, why
         for stage in self.stages:
             if not stage.is_alive() and not self.stop.is_set():
@@ -287,6 +289,10 @@ class Daemon:
                 return False, f"stage {stage.health.name} paused: {stage.health.last_error}"
         return True, "ok"
 
+    def _local_trouble(self) -> str | None:
+        """Return why this machine keeps the relay from working (a journal it cannot write, a full disk), or None."""
+        return journal_unwritable(self.cfg.paths.journal_path) or disk_full(self.cfg.paths.root)
+
     def _write_results(self) -> None:
         """results/<GO name>.json follow the journal every second (a set's first state included)."""
         if self.relay is None:
@@ -304,6 +310,7 @@ class Daemon:
             "at": time.time(),
             "healthy": ok,
             "reason": reason,
+            "local": not ok and not stopped and self._local_trouble() is not None,  # `check`: exit 4, not 3
             "stopped": stopped,
             "pid": os.getpid(),
             "stages": {s.health.name: dataclasses.asdict(s.health) for s in self.stages},
@@ -318,7 +325,10 @@ class Daemon:
     def _status_follows(self) -> None:
         """Send systemd a new STATUS when the health says something else: why the relay waits, or relaying."""
         ok, reason = self.health()
-        status = f"relaying {self.cfg.paths.outbox_dir}" if ok else f"waiting: {reason}"
+        if ok and self.relay is not None:  # healthy, yet sets may wait out a quiet period (uncertain)
+            with contextlib.suppress(JournalError):
+                reason = uncertain_wait(self.relay.journal) or reason
+        status = f"waiting: {reason}" if not ok or reason != "ok" else f"relaying {self.cfg.paths.outbox_dir}"
         if status != self._status:
             self._status = status
             self.notifier.send(f"STATUS={status}")
@@ -370,23 +380,3 @@ def _thread_died(args: threading.ExceptHookArgs) -> None:
         error=f"{args.exc_type.__name__}: {args.exc_value}",
         where=where,
     )
-
-
-def journal_unwritable(path: Path) -> str | None:
-    """Given the journal's path, return why this process cannot write it (a read-only mount, a journal restored
-    by `cp` as root, a folder it cannot create -wal in), or None when it can."""
-    for target, what in ((path, "the journal"), (path.parent, "the journal's folder (its -wal and -shm)")):
-        if target.exists() and not os.access(target, os.W_OK):
-            why = "on a read-only filesystem" if _read_only_mount(target) else "not writable by this user"
-            return (
-                f"{what} {target} is {why}: claims and results cannot be recorded (onss-relay restore sets the owner)"
-            )
-    return None
-
-
-def _read_only_mount(path: Path) -> bool:
-    """Given a path, return whether the filesystem holding it is mounted read-only."""
-    try:
-        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False

@@ -135,3 +135,12 @@ def say_error(sentence: str, exit_code: int, command: str | None) -> None:
         log.error("command_failed", error=sentence, exit_code=exit_code, command=command)
     else:
         print(f"onss-relay: {sentence}", file=sys.stderr)
+
+
+def say_warning(sentence: str, command: str | None) -> None:
+    """Given a command's warning sentence (its work goes on), print it on stderr: plain on a terminal, else a JSON
+    log line with a warning priority."""
+    if _json_output:
+        log.warning("command_warning", warning=sentence, command=command)
+    else:
+        print(f"onss-relay: {sentence}", file=sys.stderr)

@@ -318,11 +318,11 @@ class SpoolLock:
         except OSError:
             return "?"
 
-    def acquire_or_refuse(self, what: str) -> None:
+    def acquire_or_refuse(self, what: str, advice: str = "it does this itself; stop it first or let it work") -> None:
+        """Given what wants the spool and what to do instead, take the lock or raise SpoolBusy saying who holds it."""
         if not self.try_acquire():
             raise SpoolBusy(
-                f"{what} refused: a relay (pid {self.holder()}) is running on this spool "
-                f"({self.path.parent}) and does this itself; stop it first or let it work"
+                f"{what} refused: a relay (pid {self.holder()}) is running on this spool ({self.path.parent}); {advice}"
             )
 
     def release(self) -> None:
@@ -346,6 +346,16 @@ def spool_in_use(root: Path) -> bool:
     finally:
         os.close(fd)  # closing releases a lock taken here
     return False
+
+
+def spool_holder(root: Path) -> str | None:
+    """Given a spool root, return the pid written in its lock file when a relay holds that lock now, else None."""
+    if not spool_in_use(root):
+        return None
+    try:
+        return (root / "relay.lock").read_text().strip() or "?"
+    except OSError:
+        return "?"
 
 
 def quarantine_result_name(file_name: str) -> str:

@@ -101,9 +101,12 @@ class Stage(threading.Thread):
             self.note_progress()
             h.last_ok = time.time()
 
-    def note_failure(self, error: str) -> None:
-        """Count a failed attempt made inside the step (the uploader retries within its round)."""
+    def note_failure(self, error: str, retry_in: float | None = None) -> None:
+        """Given a failed attempt made inside the step (the uploader retries within its round) and the seconds to
+        its next try, count it and keep that next try for `status`."""
         self._failed(error, 0.0)
+        if retry_in is not None:
+            self.health.next_try_at = time.time() + retry_in
 
     def note_progress(self) -> None:
         """A success, in the step or inside it: the failures in a row end, and the recovery is said."""

@@ -4,6 +4,7 @@ by the service user, refused while a daemon runs on the spool."""
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import sqlite3
 import subprocess
@@ -38,6 +39,7 @@ def test_backup_while_running_then_restore_refused_while_running_and_owned_by_th
             assert db.execute("SELECT count(*) FROM sets WHERE go_name = ?", (go,)).fetchone() == (1,)
         r = run_cli("restore", str(copy), "--config", str(config))
         assert r.returncode != 0 and "restore refused" in r.stderr and "running" in r.stderr, r.stdout + r.stderr
+        assert "stop it first" in r.stderr and "does this itself" not in r.stderr, r.stderr  # it never restores
     finally:
         assert daemon.stop() == 0
     for f in spool.glob("journal.db*"):
@@ -112,3 +114,22 @@ def test_backup_into_the_spool_is_refused_and_the_live_journal_kept(relay_dir: P
     assert r.returncode == 2 and "nowhere: no such folder" in r.stderr, r.stderr
     r = run_cli("backup", str(relay_dir / "copy.db"), "--config", str(config))
     assert r.returncode == 0 and (relay_dir / "copy.db").is_file(), r.stderr
+
+
+def test_restore_into_a_spool_not_made_yet_makes_it_for_the_service_user(relay_dir: Path) -> None:
+    """Into an empty spool, restore once said "the previous journal was replaced" and left a root-owned spool
+    root and lock without outbox/: the service's daemon could not start on it."""
+    config = relay_dir / "config.toml"
+    assert run_cli("send", "--once", "--config", str(config)).returncode == 0
+    copy = relay_dir / "journal-copy.db"
+    assert run_cli("backup", str(copy), "--config", str(config)).returncode == 0
+    shutil.rmtree(relay_dir / "spool")  # a new machine: the spool is not made yet
+    r = run_cli("restore", str(copy), "--config", str(config), env={"ONSS_RELAY_SERVICE_USER": "nobody"})
+    assert r.returncode == 0 and "replaced" not in r.stdout and "no journal" in r.stdout, r.stdout + r.stderr
+    spool = relay_dir / "spool"
+    made = [spool, spool / "outbox", spool / "inbox" / "OUTTEST", spool / "relay.lock", spool / "journal.db"]
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        owners = {str(p.relative_to(relay_dir)): (p.stat().st_uid, p.stat().st_gid) for p in made}
+        assert set(owners.values()) == {(nobody.pw_uid, nobody.pw_gid)}, owners
+    assert all(p.exists() for p in made)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -123,7 +124,7 @@ def test_submit_allocates_sequences_and_places_parts(cfg_path: Path, relay_dir: 
 def test_check_reports_each_item(cfg_path: Path) -> None:
     r = run("check", "--config", str(cfg_path))
     assert r.returncode == 0, r.stdout
-    assert r.stdout.count("✓") == 6
+    assert r.stdout.count("✓") == 7 and "✓ journal writable" in r.stdout, r.stdout
 
 
 def test_send_with_an_expired_certificate_exits_2_and_keeps_the_set(cfg_path: Path, relay_dir: Path) -> None:
@@ -196,3 +197,16 @@ def test_check_refuses_a_secret_readable_by_others_and_warns_of_one_its_group_re
     password.chmod(0o640)
     r = run("check", "--local", "--config", str(cfg_path))
     assert r.returncode == 0 and f"! signing.password_file = '{password}': readable by its group" in r.stdout, r.stdout
+
+
+def test_init_and_check_as_root_say_when_the_service_user_does_not_exist_yet(cfg_path: Path, tmp_path: Path) -> None:
+    """The README's pip block runs init and check before the systemd block makes the user: they said nothing, and
+    the keys stayed root's."""
+    if os.geteuid() != 0:
+        pytest.skip("init and check look at the service user only as root")
+    env = {"ONSS_RELAY_SERVICE_USER": "onss-relay-not-made"}
+    says = "the service user onss-relay-not-made does not exist yet"
+    r = run("init", str(tmp_path / "etc"), env=env)
+    assert r.returncode == 0 and f"! {says}" in r.stdout and "systemd-sysusers" in r.stdout, r.stdout + r.stderr
+    r = run("check", "--local", "--config", str(cfg_path), env=env)
+    assert r.returncode == 0 and f"! {says}" in r.stdout, r.stdout + r.stderr

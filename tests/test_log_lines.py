@@ -55,6 +55,33 @@ def test_a_start_up_error_is_a_json_line_with_an_error_priority(relay_dir: Path)
     assert priority == 3 and record["event"] == "command_failed" and "listen_on" in record["error"], record
 
 
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (["status", "--nope"], 2, "unrecognized arguments: --nope"),  # argparse's own errors
+        (["submit", "x.xml"], 2, "the following arguments are required: --app, --env"),
+        (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
+        (["status", "NOPE"], 1, "no set named NOPE"),  # a command's own "not found"
+    ],
+)
+def test_usage_errors_and_a_set_not_found_are_json_lines_with_an_error_priority(
+    relay_dir: Path, args: list[str], code: int, says: str
+) -> None:
+    config, log = relay_dir / "config.toml", relay_dir / "journal.log"
+    assert subprocess.run([sys.executable, "-m", "onss_relay.cli", "send", "--config", str(config)]).returncode == 0
+    log.touch()
+    with log.open("a") as stream:
+        done = subprocess.run(
+            [sys.executable, "-m", "onss_relay.cli", *args, "--config", str(config)],
+            stderr=stream,
+            stdout=subprocess.DEVNULL,
+            env=journal_env(log),
+        )
+    assert done.returncode == code
+    [(priority, record)] = journal_lines(log)  # one line, `<3>{...}`: no plain usage text
+    assert priority == 3 and record["event"] == "command_failed" and says in record["error"], record
+
+
 @pytest.mark.slow
 def test_a_retry_storm_is_one_warning_then_one_line_with_a_summary(sftp_dir: Path, sshd: SshServer) -> None:
     config, log = sftp_dir / "config.toml", sftp_dir / "journal.log"
@@ -100,3 +127,29 @@ def _every_storm_recovered(log: Path) -> bool:
     stages = {r.get("stage", "upload") for r in lines if r["event"] in ("upload_retry", "stage_retry")}
     recovered = {r.get("stage") for r in lines if r["event"] == "stage_recovered"}
     return bool(stages) and stages <= recovered
+
+
+def test_checks_lines_into_the_journal_are_json_lines_with_their_priority(relay_dir: Path) -> None:
+    """`check --local` as the unit's ExecStartPre: its ✓/✗ lines were plain text among the JSON lines."""
+    config, log = relay_dir / "config.toml", relay_dir / "journal.log"
+    (relay_dir / "keys" / "signer.pass").chmod(0o644)  # a password readable by others: a ✗ line
+    log.touch()
+    with log.open("a") as stream:
+        code = subprocess.run(
+            [sys.executable, "-m", "onss_relay.cli", "check", "--local", "--config", str(config)],
+            stdout=stream,
+            stderr=stream,
+            env=journal_env(log),
+        ).returncode
+    assert code == 2
+    lines = journal_lines(log)  # every line `<N>{...}`
+    events = {record["event"] for _, record in lines}
+    assert {"check_passed", "check_failed"} <= events, lines
+    assert all(p == 3 for p, r in lines if r["event"] == "check_failed"), lines
+    assert any("signer.pass" in r["line"] for p, r in lines if r["event"] == "check_failed"), lines
+    plain = subprocess.run(  # into a pipe (a script): the lines a person reads, as before
+        [sys.executable, "-m", "onss_relay.cli", "check", "--local", "--config", str(config)],
+        capture_output=True,
+        text=True,
+    )
+    assert plain.stdout.startswith("✓ configuration"), plain.stdout

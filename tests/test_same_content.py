@@ -4,6 +4,7 @@ are quarantined naming the earlier set, by default; `requeue --force` sends them
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from tests.conftest import fi_name
@@ -71,3 +72,20 @@ def test_the_same_file_tested_in_t_and_then_sent_in_r_is_not_a_duplicate(relay_d
     r = run_cli("send", "--once", "--config", str(config), env=env)
     assert r.returncode == 0 and "sent 1 set(s)" in r.stdout, r.stdout + r.stderr
     assert (relay_dir / "remote" / "IN" / fi_name(1, env="R")).read_bytes() == body
+
+
+def test_the_times_in_a_duplicates_reason_are_local_with_their_zone(relay_dir: Path) -> None:
+    """The same content, and the same name dropped again: their reasons once gave times without a zone."""
+    config = relay_dir / "config.toml"
+    outbox = relay_dir / "spool" / "outbox"
+    outbox.mkdir(parents=True, exist_ok=True)
+    env = ON | {"TZ": "Europe/Brussels"}  # November: CET
+    (outbox / fi_name(1)).write_bytes(b"<Dimona>zone</Dimona>")
+    assert run_cli("send", "--once", "--config", str(config), env=env).returncode == 0
+    (outbox / fi_name(2)).write_bytes(b"<Dimona>zone</Dimona>")  # the same content
+    (outbox / fi_name(1)).write_bytes(b"<Dimona>zone, the same name</Dimona>")  # the same name, dropped again
+    assert run_cli("send", "--once", "--config", str(config), env=env).returncode == 1
+    failed = relay_dir / "spool" / "failed"
+    for name in (fi_name(2), fi_name(1)):
+        detail = json.loads((failed / f"{name}.reason.json").read_text())["detail"]
+        assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d CES?T", detail), (name, detail)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -14,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from onss_relay.config import load_config
-from onss_relay.journal import NewSet, open_journal_at
+from onss_relay.journal import NewSet, State, open_journal_at
+from onss_relay.stages.unclean_stop import InFlightMarker
 from tests.conftest import fi_name
 from tests.fixtures.sshd import SshServer
 from tests.helpers import run_cli, start_daemon, wait_log, wait_until
@@ -87,7 +89,47 @@ def test_the_transfer_point_down_is_why_sets_wait_and_systemd_status_says_so(sft
         assert wait_until(waiting_status, 60)
         status = lambda: run_cli("status", "--config", str(config)).stdout  # noqa: E731
         assert wait_until(lambda: "the transfer point is unreachable since" in status(), 30), status()
-        assert "next try at" in status() and "Connection refused" in status()
+        assert "Connection refused" in status()
+        # the next try is a time, never "-" (the upload stage retries within its round; it once never said when)
+        assert wait_until(lambda: re.search(r"next try at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", status()), 30), status()
+    finally:
+        sock.close()
+        proc.terminate()
+        assert proc.wait(20) == 0
+
+
+@pytest.mark.slow
+def test_an_uncertain_set_and_a_set_waiting_for_parts_say_why_in_status_and_systemd_status(relay_dir: Path) -> None:
+    """The two waits `status` did not explain: a set uncertain after a connection given up (its quiet period, until
+    when), and an outbox file whose set lacks parts (which)."""
+    config, log = relay_dir / "config.toml", relay_dir / "daemon.log"
+    env = {"ONSS_RELAY__REMOTE__QUIET_PERIOD": "10m", "TZ": "Europe/Brussels"}
+    [go] = queue_sets(config, 1)
+    journal = open_journal_at(relay_dir / "spool" / "journal.db")
+    try:  # as a process killed mid-upload leaves it
+        journal.transition(go, State.SIGNED)
+        journal.transition(go, State.UPLOADING)
+    finally:
+        journal.close()
+    InFlightMarker(relay_dir / "spool").set()
+    assert run_cli("send", "--once", "--config", str(config), env=env).returncode == 5
+    outbox = relay_dir / "spool" / "outbox"
+    (outbox / fi_name(7, total=2, part=1)).write_bytes(b"<Dimona>part one</Dimona>")
+    text = run_cli("status", "--config", str(config), env=env).stdout
+    [line] = [line for line in text.splitlines() if "uncertain, a request possibly still in flight" in line]
+    assert line.startswith("1 set(s) uncertain") and f"{go}: uploading when the relay stopped uncleanly" in line
+    assert re.search(r"is sent until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d CES?T", line), line
+    [line] = [line for line in text.splitlines() if line.strip().startswith(fi_name(7, total=2, part=1))]
+    assert f"waiting for part(s) {fi_name(7, total=2, part=2)}" in line, text
+    doc = json.loads(run_cli("status", "--json", "--config", str(config), env=env).stdout)
+    assert doc["unclaimed"][0]["waiting"].startswith("waiting for part(s)"), doc["unclaimed"]
+    sock_path = relay_dir / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(30)
+    proc = start_daemon(config, log, {**env, "NOTIFY_SOCKET": str(sock_path)})
+    try:
+        assert wait_until(lambda: "STATUS=waiting: 1 set(s) uncertain" in sock.recv(4096).decode(), 30)
     finally:
         sock.close()
         proc.terminate()

@@ -4,14 +4,16 @@ owned like the spool it goes into."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from pathlib import Path
 from typing import TextIO
 
+from onss_relay.commands.check_access import service_user
 from onss_relay.config import Config
 from onss_relay.errors import UsageError
-from onss_relay.spool import SpoolLock
+from onss_relay.spool import Spool, SpoolLock
 
 
 def backup(cfg: Config, dest: Path, out: TextIO) -> int:
@@ -45,14 +47,43 @@ def restore(cfg: Config, src: Path, out: TextIO) -> int:
     """Given the configuration and a journal copy, put it in place of the spool's journal while holding the spool
     lock (refused while a relay runs), owned and moded like the spool root for the service user; return 0."""
     target = cfg.paths.journal_path
+    owner = _spool_owner(cfg.paths.root)
     lock = SpoolLock(cfg.paths.root)
-    lock.acquire_or_refuse("restore")
+    lock.acquire_or_refuse("restore", "stop it first (systemctl stop onss-relay), then restore")
     try:
+        had = target.exists()
+        spool = Spool(cfg.paths)
+        folders = (spool.outbox, spool.sent, spool.failed, spool.results, spool.work, spool.inbox)
+        missing = [d for d in folders if not d.exists()]
+        spool.create()  # the daemon would make them; made here as root, they would be root's
+        _give(owner, cfg.paths.root, lock.path, *missing, *(p for d in missing for p in d.rglob("*")))
         sets = _copy(src, target, owner_of=cfg.paths.root)
     finally:
         lock.release()
-    print(f"restored {target} from {src} ({sets} set(s)); the previous journal was replaced", file=out)
+    before = "the previous journal was replaced" if had else f"there was no journal in {cfg.paths.root} before"
+    print(f"restored {target} from {src} ({sets} set(s)); {before}", file=out)
     return 0
+
+
+def _spool_owner(root: Path) -> tuple[int, int] | None:
+    """Given the spool root, return (uid, gid) that what restore creates must have when running as root: the
+    root's owner, or the service user's for a spool not made yet; None when not root (this user's own)."""
+    if os.geteuid() != 0:
+        return None
+    if root.exists():
+        st = root.stat()
+        return st.st_uid, st.st_gid
+    user = service_user()
+    return (user.pw_uid, user.pw_gid) if user is not None else None
+
+
+def _give(owner: tuple[int, int] | None, *paths: Path) -> None:
+    """Given an owner (or None: leave them) and paths restore created, give them to that owner."""
+    if owner is None:
+        return
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.chown(path, *owner)
 
 
 def _copy(source: Path, dest: Path, owner_of: Path | None = None) -> int:

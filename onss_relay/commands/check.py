@@ -1,4 +1,5 @@
-"""`onss-relay check`: one line per check (✓, ✗ with a hint, or ! a warning); exit 0 all good, 2 local problem, 3 remote problem."""
+"""`onss-relay check`: one line per check (✓, ✗ with a hint, or ! a warning); exit 0 all good, 2 configuration
+problem, 3 remote problem, 4 the relay cannot work here (a journal it cannot write, a full disk)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,19 @@ from typing import TextIO
 
 from onss_relay.commands.certificate import SELF_SIGNED
 from onss_relay.commands.check_access import service_user_lines, too_open
-from onss_relay.commands.status import daemon_health
+from onss_relay.commands.status import daemon_health, daemon_report
 from onss_relay.config import Config
 from onss_relay.config_rules import FTP_WITHDRAWN, unsigned_s_problem
-from onss_relay.errors import EXIT_OK, EXIT_REMOTE, EXIT_USAGE, ConfigError, RelayError, RemoteError
+from onss_relay.disk import disk_full, journal_unwritable
+from onss_relay.errors import (
+    EXIT_OK,
+    EXIT_REMOTE,
+    EXIT_USAGE,
+    ConfigError,
+    LocalError,
+    RelayError,
+    RemoteError,
+)
 from onss_relay.identity import check_certificate, days_left, is_self_signed, load_signing_identity, portal_dn
 from onss_relay.names import Env, response_folder, upload_folder
 from onss_relay.transport import open_transport
@@ -28,7 +38,7 @@ def run_checks(cfg: Config, out: TextIO, local_only: bool = False) -> int:
             detail = fn()
         except (RelayError, OSError) as e:
             print(f"✗ {label}: {e}", file=out)
-            worst = max(worst, e.exit_code if isinstance(e, (RemoteError, ConfigError)) else code_on_fail)
+            worst = max(worst, e.exit_code if isinstance(e, (RemoteError, ConfigError, LocalError)) else code_on_fail)
             return False
         print(f"✓ {label}" + (f": {detail}" if detail else ""), file=out)
         return True
@@ -45,6 +55,7 @@ def run_checks(cfg: Config, out: TextIO, local_only: bool = False) -> int:
         print(f"! {warning}", file=out)
     for label, path in (("outbox", cfg.paths.outbox_dir), ("inbox", cfg.paths.inbox_dir), ("spool", cfg.paths.root)):
         check(f"{label} writable", lambda p=path: _writable(p))  # type: ignore[misc]
+    check("journal writable", lambda: _journal(cfg))
     if cfg.remote.transport == "sftp":
         check("SSH key readable", lambda: _ssh_key(cfg))
         check("known_hosts", lambda: _known_hosts(cfg))
@@ -58,11 +69,24 @@ def run_checks(cfg: Config, out: TextIO, local_only: bool = False) -> int:
 
 
 def _daemon(cfg: Config) -> str:
-    """What the running daemon last reported (a stage paused by a permission error shows up here)."""
+    """What the running daemon last reported (a stage paused by a permission error shows up here): a local cause
+    (its journal, its disk) is a local problem (exit 4), any other a remote one (exit 3)."""
     healthy, why = daemon_health(cfg.paths.root)
-    if healthy is False:
-        raise RemoteError(why)
-    return why
+    if healthy is not False:
+        return why
+    report = daemon_report(cfg.paths.root)
+    if (report is not None and report[0].get("local")) or disk_full(cfg.paths.root):  # it cannot write on a full disk
+        raise LocalError(why)
+    raise RemoteError(why)
+
+
+def _journal(cfg: Config) -> str:
+    """Given the configuration, return the journal's path when this user can write it (or it is not made yet);
+    raise LocalError saying why not (a read-only mount, a journal restored by `cp` as root)."""
+    path = cfg.paths.journal_path
+    if why := journal_unwritable(path):
+        raise LocalError(why)
+    return str(path) if path.exists() else f"{path} (not made yet; its folder is writable)"
 
 
 def _certificate(cfg: Config) -> str:

@@ -41,6 +41,18 @@ def service_user() -> pwd.struct_passwd | None:
         return None
 
 
+def missing_service_user() -> str | None:
+    """Given the environment, return a warning when this process runs as root and the service user's account does
+    not exist yet (the README's pip block runs before systemd-sysusers makes it), else None."""
+    if os.geteuid() != 0 or service_user() is not None:
+        return None
+    name = os.environ.get("ONSS_RELAY_SERVICE_USER", SERVICE_USER)
+    return (
+        f"the service user {name} does not exist yet, so who may read the keys was not checked nor set: create it"
+        " (systemd-sysusers, the README's systemd block), then run `onss-relay init` and `check` again as root"
+    )
+
+
 def unreadable_by(user: pwd.struct_passwd, files: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
     """Given an account and (setting, path) pairs, return those the account cannot read, found by a forked
     child that takes the account's uid, gid and groups and opens each file."""
@@ -100,7 +112,8 @@ def service_user_lines(cfg: Config) -> tuple[list[str], bool]:
     root or no such account) and whether every needed file is readable by it."""
     user = service_user()
     if user is None:
-        return [], True
+        missing = missing_service_user()
+        return ([f"! {missing}"] if missing else []), True
     files = needed_files(cfg)
     bad = unreadable_by(user, files)
     if not bad:

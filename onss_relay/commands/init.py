@@ -11,7 +11,7 @@ from typing import TextIO
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from onss_relay.commands.check_access import service_user
+from onss_relay.commands.check_access import missing_service_user, service_user
 from onss_relay.errors import UsageError
 
 # Files beside config.toml are named relative to it (the loader resolves them against the config's folder), so
@@ -57,6 +57,8 @@ def init_directory(directory: Path, out: TextIO, state: Path | None = None) -> i
         print(f"Kept as they were (init never overwrites): {', '.join(kept)}", file=out)
     if (user := service_user()) is not None:
         print(set_owners(directory, user), file=out)
+    elif missing := missing_service_user():
+        print(f"! {missing}", file=out)
     print(
         f"""Created in {directory}:
   id_rsa, id_rsa.pub   SSH key pair for the transfer point (the private key never leaves this machine)

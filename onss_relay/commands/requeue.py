@@ -11,7 +11,6 @@ a kill) is completed, or undone when a file of the same name arrived meanwhile, 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import fcntl
 import os
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from onss_relay.config import Config
 from onss_relay.durable import fsync_dir, move_durably, place_new
 from onss_relay.errors import InvalidName, UsageError
 from onss_relay.journal import State, open_journal_at
+from onss_relay.local_time import local_time
 from onss_relay.names import parse_name, set_key
 from onss_relay.spool import Spool, quarantine_result_name
 
@@ -106,7 +106,7 @@ def _refuse_sent(cfg: Config, name: str, key: str) -> None:
     finally:
         journal.close()
     if row is not None and row.state != State.FAILED:
-        when = f"{dt.datetime.fromtimestamp(row.updated_at):%Y-%m-%d %H:%M}"
+        when = local_time(row.updated_at)
         raise UsageError(
             f"{name}: not requeued, a set named {key} went through since it was quarantined (now {row.state}, {when}) "
             "and the ONSS refuses a second use of that name (ACRF-133); give the declaration a new sequence number"

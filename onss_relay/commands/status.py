@@ -10,16 +10,18 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from onss_relay.commands.outbox_waits import unclaimed_reasons
 from onss_relay.config import PollConfig
 from onss_relay.disk import disk_full
 from onss_relay.errors import InvalidName
 from onss_relay.journal import AcrfRecord, Journal, SetRow, State
+from onss_relay.local_time import local_time
 from onss_relay.names import parse_name, set_key
 from onss_relay.outcome import OUTCOMES, outcome_of
 from onss_relay.responses import rendering
 from onss_relay.responses.codes import result_code, type_form
 from onss_relay.results import answered_circuit_test, document_of, overdue, uncertain_document
-from onss_relay.spool import Spool, spool_in_use
+from onss_relay.spool import Spool, spool_holder
 
 
 def result_summary(row: SetRow) -> str:
@@ -28,15 +30,16 @@ def result_summary(row: SetRow) -> str:
         return f"quarantined: {row.reason}"
     uncertain = uncertain_document(row)
     if uncertain is not None:
+        given_up, after = local_time(uncertain["given_up_at"]), local_time(uncertain["decided_after"])
         why = (
-            f"it was {uncertain['step']} when the relay stopped uncleanly (found at {uncertain['given_up_at']})"
+            f"it was {uncertain['step']} when the relay stopped uncleanly (found at {given_up})"
             if uncertain["step"] in (State.UPLOADING, State.GO_SENDING)
-            else f"its {uncertain['step']} was in flight on a connection given up at {uncertain['given_up_at']}"
+            else f"its {uncertain['step']} was in flight on a connection given up at {given_up}"
         )
         when = (
-            f"its quiet period ended at {uncertain['decided_after']}: decided at the next upload round"
+            f"its quiet period ended at {after}: decided at the next upload round"
             if uncertain["due"]
-            else f"decided after {uncertain['decided_after']} (nothing more sent until then)"
+            else f"decided after {after} (nothing more sent until then)"
         )
         return f"uncertain: {why}; {when}"
     acrf = row.data.acrf
@@ -125,11 +128,9 @@ def status_table(
         ]
     view = view or SpoolView()
     if view.unclaimed:
-        out += [
-            "",
-            f"outbox files not claimed yet ({len(view.unclaimed)}): settling, waiting for parts or still written",
-        ]
-        out += [f"  {name}  {_seconds(age)}" for name, age in view.unclaimed[:limit]]
+        reasons = unclaimed_reasons([name for name, _ in view.unclaimed])
+        out += ["", f"outbox files not claimed yet ({len(view.unclaimed)}):"]
+        out += [f"  {name}  {_seconds(age)}  {reasons[name]}" for name, age in view.unclaimed[:limit]]
     if view.quarantined:
         out += ["", f"quarantined in failed/ ({len(view.quarantined)} file(s)), newest first:"]
         out += [f"  {r.get('file')}  {r.get('reason')}: {r.get('detail')}" for r in view.quarantined[:limit]]
@@ -199,14 +200,6 @@ def set_detail(journal: Journal, name: str) -> str | None:
     return "\n".join(lines)
 
 
-def local_time(at: float | str | None) -> str:
-    """Given a POSIX time or an ISO time, return it in this machine's local time with its zone, or "-"."""
-    if at is None or at == "":
-        return "-"
-    when = dt.datetime.fromisoformat(at) if isinstance(at, str) else dt.datetime.fromtimestamp(at, dt.UTC)
-    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
-
-
 HEALTH_FRESH = 60.0  # seconds: an older report means the daemon is not running
 
 
@@ -214,13 +207,19 @@ def daemon_health(root: Path) -> tuple[bool | None, str]:
     """Given a spool root, the daemon's health in words: (True, why) running and healthy, (False, why) running
     and unhealthy, (None, why) not running (no report, stopped cleanly, or silent for HEALTH_FRESH s)."""
     report = daemon_report(root)
-    if (full := disk_full(root)) and spool_in_use(root):  # it cannot write its report on a full disk
+    holder = spool_holder(root)
+    if (full := disk_full(root)) and holder:  # it cannot write its report on a full disk
         return False, f"running, {full}"
     if report is None:
         return None, f"not running: no health report at {root / 'health.json'} (is `onss-relay run` on this spool?)"
     doc, age = report
     if doc.get("stopped"):
-        return None, f"not running: pid {doc.get('pid')} stopped {int(age)} s ago"
+        return None, f"not running: the last daemon stopped {int(age)} s ago"
+    # its writer is gone (killed, a reboot) or a new one has not reported yet; "?": a holder that could not write its
+    # pid in the lock (a full disk at start) is believed
+    if holder != "?" and str(doc.get("pid")) != holder:
+        who = f"pid {holder} holds the spool and has not reported yet" if holder else "no relay holds the spool"
+        return None, f"not running: {who}; the last report, {int(age)} s old, is from a process that has ended"
     if age > HEALTH_FRESH:
         return None, f"not running: pid {doc.get('pid')} last reported {int(age)} s ago"
     return bool(doc.get("healthy")), f"pid {doc.get('pid')} reports: {doc.get('reason')}"
@@ -254,6 +253,8 @@ def status_json(
         row = journal.get_set(as_go(name))
         doc = document_of(journal, row, poll) | {"result": result_summary(row)} if row else None
         return {"set": doc}
+    unclaimed = (view or SpoolView()).unclaimed
+    reasons = unclaimed_reasons([n for n, _ in unclaimed])
     return {
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "counts": journal.counts(),
@@ -269,7 +270,7 @@ def status_json(
             }
             for r in journal.unmatched_responses()
         ],
-        "unclaimed": [{"file": n, "age_s": round(a)} for n, a in (view or SpoolView()).unclaimed],
+        "unclaimed": [{"file": n, "age_s": round(a), "waiting": reasons[n]} for n, a in unclaimed],
         "quarantined": (view or SpoolView()).quarantined,
         "left_on_server": (view or SpoolView()).left_on_server,
     }

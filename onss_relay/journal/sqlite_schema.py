@@ -127,7 +127,8 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     """Open the journal for reading only (`status` by a user who can read the spool and nothing more).
 
     With the daemon running, its -wal and -shm files exist and a read-only connection uses them. With no
-    daemon they are gone, and a reader that may not create them opens the file as immutable (nobody writes).
+    daemon they are gone, and a reader that may not create them opens the file as immutable (nobody writes);
+    so does a reader beside a daemon waiting for room on a full disk (an empty -wal, a torn -shm).
     """
     if not path.exists():
         raise JournalError(f"{path}: no journal here")
@@ -147,9 +148,18 @@ def open_readonly(path: Path) -> sqlite3.Connection:
             return db
         except sqlite3.OperationalError as e:
             last = e
-            if (path.parent / f"{path.name}-wal").exists():
+            if _wal_holds_frames(path):
                 break  # a writer is active: reading it as immutable could show a half-written state
     raise JournalError(f"{path}: cannot read the journal ({last})")
+
+
+def _wal_holds_frames(path: Path) -> bool:
+    """Given the journal, return whether its -wal file holds anything. An empty one (a daemon that opened the
+    journal on a full disk and could write neither it nor its -shm) holds nothing the main file lacks."""
+    try:
+        return (path.parent / f"{path.name}-wal").stat().st_size > 0
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager

@@ -23,13 +23,15 @@ from onss_relay.config import Config
 from onss_relay.declaration import declaration_warnings, open_for_writing, xml_problem
 from onss_relay.declaration_keys import declaration_keys
 from onss_relay.durable import atomic_write
-from onss_relay.errors import InvalidName
+from onss_relay.errors import InvalidName, JournalError
 from onss_relay.journal import Journal, NewSet, SetData, SetRow, State
+from onss_relay.local_time import local_time
 from onss_relay.names import Name, Prefix, format_name, missing_parts, parse_name, sent_application_codes, set_key
 from onss_relay.sent_names import SentNames
 from onss_relay.spool import Spool, file_digest, is_temp_name
 from onss_relay.stages.same_content import CONTENT_KEY, content_digest, earlier_with, same_content_detail
 from onss_relay.stages.settle import SettleTracker
+from onss_relay.stages.unrecorded import UnrecordedClaims
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +67,7 @@ class Claimer:
         self._saved = b""
         self._saved_at = 0.0
         self._next_sweep = 0.0
+        self._unrecorded = UnrecordedClaims()
         self._load_sightings()
 
     def apply(self, cfg: Config) -> None:
@@ -121,9 +124,10 @@ class Claimer:
             claimed.append(new.go_name)
             names |= set(group.fis) | set(group.extras)
             if len(batch) == CLAIM_BATCH:
-                self._record(batch)
+                self._record(batch, names)
                 batch = []
-        self._record(batch)
+        self._record(batch, names)
+        self._unrecorded.after_scan(present, recorded=bool(claimed))
         # only once recorded: a journal that refused the commit (busy, full) finds them settled at the next scan,
         # which fails again until it commits, instead of a scan that touches nothing and looks like a recovery
         self.tracker.forget(names)
@@ -237,10 +241,15 @@ class Claimer:
         earlier = earlier_with(self.journal, content, self.cfg.watch.duplicate_content_days, key)
         return (earlier.go_name, earlier.state.value, earlier.created_at) if earlier else None
 
-    def _record(self, claimed: list[NewSet]) -> None:
-        """Given claimed sets, queue them in the journal (one commit) and say so."""
+    def _record(self, claimed: list[NewSet], names: set[str]) -> None:
+        """Given claimed sets and their outbox names, queue them in the journal (one commit) and say so; a
+        refused commit is remembered (see unrecorded.py) and raised."""
         if claimed:
-            self.journal.add_sets(claimed)
+            try:
+                self.journal.add_sets(claimed)
+            except (JournalError, OSError) as e:
+                self._unrecorded.refused(names, e)
+                raise
             for n in claimed:
                 log.info("set_claimed", set=n.go_name, parts=len(n.parts), state="queued")
 
@@ -394,7 +403,7 @@ def with_warnings(new: NewSet, parts: list[Path]) -> NewSet:
 def _sent_before(group: _SetFiles, row: SetRow) -> str:
     """Given files named like a set already sent, say so, and what the ONSS got if they are a later version of
     that set's files (a writer that appended after the relay sent and released the original)."""
-    when = f"{dt.datetime.fromtimestamp(row.created_at):%Y-%m-%d}"
+    when = local_time(row.created_at)
     again = sorted(n for n in group.fis if n in row.data.digests)
     if not again:
         return f"{group.key} was already sent on {when}"

@@ -4,12 +4,12 @@ quarantined naming the earlier set, unless `requeue --force` said it is meant to
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import time
 from pathlib import Path
 
 from onss_relay.journal import Journal, SetRow, State
+from onss_relay.local_time import local_time
 from onss_relay.names import parse_name
 
 CHUNK = 1 << 20
@@ -42,7 +42,7 @@ def earlier_with(journal: Journal, content: str, days: int, go_name: str) -> Set
 
 def same_content_detail(go_name: str, earlier: str, state: str, claimed_at: float | None) -> str:
     """Given a set and the earlier one with its content, return the quarantine detail."""
-    when = f", claimed {dt.datetime.fromtimestamp(claimed_at):%Y-%m-%d %H:%M}" if claimed_at else ""
+    when = f", claimed {local_time(claimed_at)}" if claimed_at else ""
     return (
         f"{go_name} has the same content, byte for byte, as {earlier} ({state}{when}); if it is meant to be sent"
         f" again: onss-relay requeue --force {go_name}"

@@ -18,6 +18,7 @@ from pathlib import Path
 import structlog
 
 from onss_relay.journal import Change, Journal, SetRow, State, Uncertain
+from onss_relay.local_time import local_time
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +73,26 @@ def describe(row: SetRow, quiet: float) -> str:
         else f"its {u.step} was in flight on a connection given up at {since}"
     )
     return f"{row.go_name}: uncertain, {why}; nothing more of it is sent until {when}, then the server is read and the set finished"
+
+
+def uncertain_wait(journal: Journal) -> str | None:
+    """Given the journal, return why sets wait out a quiet period (how many, the first, until when in local time
+    with the zone), for `status` and systemd's STATUS; None when no set is uncertain."""
+    waits = [
+        (decide_at(u, 0.0), r.go_name, u.step) for r in journal.sets_in(*UNCERTAIN_STATES) if (u := r.data.uncertain)
+    ]
+    if not waits:
+        return None
+    until, go_name, step = min(waits)
+    how = (
+        f"{step} when the relay stopped uncleanly"
+        if step in {str(s) for s in UNCERTAIN_STATES}
+        else f"its {step} on a connection given up"
+    )
+    return (
+        f"{len(waits)} set(s) uncertain, a request possibly still in flight ({go_name}: {how}); nothing more of"
+        f" them is sent until {local_time(until)}, then the server is read"
+    )
 
 
 def mark_uncertain(journal: Journal, steps: dict[str, str], quiet: float, why: str = "") -> None:

@@ -91,7 +91,7 @@ class Uploader:
         self.max_wait = max_wait
         # told of each failed attempt and of each set sent (the daemon's health counts the retries made
         # inside a round, which never return while the remote is down)
-        self.on_retry: Callable[[str], None] | None = None
+        self.on_retry: Callable[[str, float | None], None] | None = None  # (error, seconds to the next try)
         self.on_progress: Callable[[], None] | None = None
         # sets in flight per connection: halved after each attempt without progress, kept across rounds (sets
         # left uncertain by a failed attempt come back in a later round: at once, they would all fail again)
@@ -233,7 +233,7 @@ class _Worker:
         queued = self.round.work.size()
         log.warning("upload_retry", attempt=self.failures, retry_in_s=delay, sets_waiting=queued, error=error)
         if self.u.on_retry is not None:
-            self.u.on_retry(error)
+            self.u.on_retry(error, delay)
 
     def _give_up(self, rs: tenacity.RetryCallState) -> bool:
         return (
