@@ -124,6 +124,19 @@ class Journal(Protocol):
 
     def keys_of(self, go_name: str) -> list[tuple[str, str]]: ...
     def sets_by_key(self, kind: str, value: str) -> list[SetRow]: ...
+    def add_workers(self, go_name: str, file: str, workers: Iterable[tuple[str, str]]) -> None:
+        """Index the (INSS, outcome) of every Form of a notification (file) linked to a set: every worker, not
+        only those its record keeps in detail."""
+        ...
+
+    def sets_by_worker(self, inss: str, limit: int = 200) -> list[tuple[SetRow, str]]:
+        """The sets whose notifications name this worker (INSS), each with the worker's outcome, newest first."""
+        ...
+
+    def daily_outcomes(self, days: int, now: float) -> list[tuple[str, str, int]]:
+        """(UTC day, outcome, sets created that day) over the last ``days`` days, for the status page's chart."""
+        ...
+
     def add_note(self, go_name: str, detail: str) -> None:
         """Add a line to a set's history in its current state (an answer that changes no state)."""
         ...

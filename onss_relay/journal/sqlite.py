@@ -30,6 +30,7 @@ from onss_relay.journal.model import (
 )
 from onss_relay.journal.sqlite_keys import KeyTable
 from onss_relay.journal.sqlite_responses import ResponseTable
+from onss_relay.journal.sqlite_workers import WorkerTable
 from onss_relay.journal.sqlite_schema import (
     BUSY_TIMEOUT_MS,
     LIGHT_SETS,
@@ -50,7 +51,7 @@ S = State
 # every write to a set takes the next value of the change counter, in the same transaction (results follow it)
 
 
-class SqliteJournal(ResponseTable, KeyTable):
+class SqliteJournal(ResponseTable, KeyTable, WorkerTable):
     """Given a database path, keep the state of every set and response; safe to share between threads."""
 
     def __init__(self, path: Path, readonly: bool = False) -> None:

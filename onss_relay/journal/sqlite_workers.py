@@ -1,0 +1,60 @@
+"""The SQLite journal's set_workers table: every worker (INSS) of every notification Form and its outcome, so
+that "this worker's Dimona" is one look-up, also for the workers a notification record does not keep in detail.
+Part of SqliteJournal (sqlite.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import sqlite3
+import threading
+from collections.abc import Iterable
+
+from onss_relay.journal.model import SetRow
+from onss_relay.journal.sqlite_schema import set_row
+
+
+class WorkerTable:
+    """The worker-index and per-day methods of SqliteJournal; its connection, lock and transactions are its."""
+
+    _db: sqlite3.Connection
+    _lock: threading.RLock
+
+    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        raise NotImplementedError  # SqliteJournal._tx
+
+    def add_workers(self, go_name: str, file: str, workers: Iterable[tuple[str, str]]) -> None:
+        """Given a set, the notification file naming them and its (INSS, outcome) pairs, index them (a pair
+        already indexed for that file keeps its first outcome)."""
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO set_workers (inss, go_name, file, outcome) VALUES (?,?,?,?)",
+                [(inss, go_name, file, outcome) for inss, outcome in workers if inss],
+            )
+
+    def sets_by_worker(self, inss: str, limit: int = 200) -> list[tuple[SetRow, str]]:
+        """Given a worker's INSS, return the sets whose notifications name that worker, each with the worker's
+        outcome there, newest first (none when the journal predates the index: a read-only reader of it)."""
+        with self._lock, contextlib.suppress(sqlite3.OperationalError):
+            rows = self._db.execute(
+                "SELECT sets.*, set_workers.outcome AS worker_outcome FROM set_workers JOIN sets USING (go_name)"
+                " WHERE inss = ? ORDER BY sets.updated_at DESC LIMIT ?",
+                (inss, limit),
+            ).fetchall()
+            return [(set_row(r), r["worker_outcome"]) for r in rows]
+        return []
+
+    def daily_outcomes(self, days: int, now: float) -> list[tuple[str, str, int]]:
+        """Given a number of days and the time now, return (UTC day YYYY-MM-DD, outcome, sets created that day)
+        for the last ``days`` days, a set without an outcome counted as pending (quarantined when failed)."""
+        today = dt.datetime.fromtimestamp(now, dt.UTC).date()
+        first = today - dt.timedelta(days=days - 1)
+        since = dt.datetime.combine(first, dt.time(), dt.UTC).timestamp()
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT date(created_at, 'unixepoch') AS day,"
+                " COALESCE(outcome, CASE state WHEN 'failed' THEN 'quarantined' ELSE 'pending' END), COUNT(*)"
+                " FROM sets WHERE created_at >= ? GROUP BY 1, 2 ORDER BY 1",
+                (since,),
+            ).fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
