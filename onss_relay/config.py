@@ -387,6 +387,22 @@ def _one_of(value: str, choices: tuple[str, ...]) -> str | None:
     return f"{value!r} is not {', '.join(choices[:-1])} or {choices[-1]}"
 
 
+def _listener_problems(cfg: Config) -> Iterator[tuple[str, str | None]]:
+    """Yield (key, why) for the listener and the hook: the status page shows personal data, so off loopback
+    it needs a secret; the hook must be a command line."""
+    listen = cfg.metrics.listen
+    if listen and not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[^:\s]*):[0-9]{1,5}", listen):
+        yield "metrics.listen", f'{listen!r} is not host:port, like "127.0.0.1:9464"'
+    elif listen and not cfg.metrics.password_file and not cfg.metrics.token_file and not loopback(listen):
+        yield (
+            "metrics.listen",
+            f"{listen!r} is not a loopback address and the status page shows personal data:"
+            " set metrics.password_file or metrics.token_file (or listen on 127.0.0.1)",
+        )
+    if cfg.hooks.on_result and not shlex_ok(cfg.hooks.on_result):
+        yield "hooks.on_result", f"{cfg.hooks.on_result!r} is not a command line (unbalanced quotes)"
+
+
 def _semantic_problems(cfg: Config) -> Iterator[tuple[str, str | None]]:
     """Yield (key, why it is wrong or None) for every check that a value's type cannot express."""
     yield (
@@ -407,17 +423,7 @@ def _semantic_problems(cfg: Config) -> Iterator[tuple[str, str | None]]:
     for key, envs in (("watch.environments", cfg.watch.environments), ("poll.environments", cfg.poll.environments)):
         for e in envs:
             yield key, _one_of(e, ("R", "T", "S"))
-    listen = cfg.metrics.listen
-    if listen and not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[^:\s]*):[0-9]{1,5}", listen):
-        yield "metrics.listen", f'{listen!r} is not host:port, like "127.0.0.1:9464"'
-    elif listen and not cfg.metrics.password_file and not cfg.metrics.token_file and not loopback(listen):
-        yield (
-            "metrics.listen",
-            f"{listen!r} is not a loopback address and the status page shows personal data:"
-            " set metrics.password_file or metrics.token_file (or listen on 127.0.0.1)",
-        )
-    if cfg.hooks.on_result and not shlex_ok(cfg.hooks.on_result):
-        yield "hooks.on_result", f"{cfg.hooks.on_result!r} is not a command line (unbalanced quotes)"
+    yield from _listener_problems(cfg)
     required = {
         "sftp": ("username", "private_key", "known_hosts"),
         "ftp": ("username", "password_file"),

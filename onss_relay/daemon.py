@@ -36,6 +36,9 @@ from onss_relay.spool import SpoolLock
 from onss_relay.stage_thread import UNHEALTHY_AFTER, Stage
 from onss_relay.stages.upload_queue import IDLE_KEEP
 from onss_relay.stages.watch import Watcher
+from onss_relay.status_page.auth import guard_for
+from onss_relay.status_page.routes import routes as page_routes
+from onss_relay.views.sources import Sources
 from onss_relay.web import WebServer, serve
 
 log = structlog.get_logger(__name__)
@@ -351,7 +354,9 @@ class Daemon:
             snap = snapshot()
             return snap.healthy, snap.reason
 
-        return serve(self.cfg.metrics.listen, registry_for(collector), health)
+        sources = Sources(relay.journal, relay.spool, lambda: self.cfg.poll, snapshot, collector.days_left)
+        pages = page_routes(sources)  # the status page, behind the guard off loopback
+        return serve(self.cfg.metrics.listen, registry_for(collector), health, pages, guard_for(self.cfg.metrics))
 
 
 def _thread_died(args: threading.ExceptHookArgs) -> None:

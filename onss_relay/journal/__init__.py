@@ -137,6 +137,14 @@ class Journal(Protocol):
         """(UTC day, outcome, sets created that day) over the last ``days`` days, for the status page's chart."""
         ...
 
+    def sets_with_outcome(self, outcomes: Iterable[str], limit: int = 100) -> list[SetRow]:
+        """The sets with one of these outcomes (refused, partly_refused …), newest first."""
+        ...
+
+    def sets_named_like(self, fragment: str, limit: int = 100) -> list[SetRow]:
+        """The sets whose GO name holds this fragment, newest first."""
+        ...
+
     def add_note(self, go_name: str, detail: str) -> None:
         """Add a line to a set's history in its current state (an answer that changes no state)."""
         ...

@@ -30,7 +30,6 @@ from onss_relay.journal.model import (
 )
 from onss_relay.journal.sqlite_keys import KeyTable
 from onss_relay.journal.sqlite_responses import ResponseTable
-from onss_relay.journal.sqlite_workers import WorkerTable
 from onss_relay.journal.sqlite_schema import (
     BUSY_TIMEOUT_MS,
     LIGHT_SETS,
@@ -42,6 +41,7 @@ from onss_relay.journal.sqlite_schema import (
     open_readonly,
     set_row,
 )
+from onss_relay.journal.sqlite_workers import WorkerTable
 from onss_relay.names import parse_name
 from onss_relay.outcome import outcome_of
 

@@ -40,6 +40,7 @@ CREATE INDEX IF NOT EXISTS sets_state ON sets(state);
 CREATE INDEX IF NOT EXISTS sets_change ON sets(change_seq);
 CREATE INDEX IF NOT EXISTS sets_ticket ON sets(ticket);
 CREATE INDEX IF NOT EXISTS sets_created ON sets(created_at);
+CREATE INDEX IF NOT EXISTS sets_outcome ON sets(outcome);
 CREATE TABLE IF NOT EXISTS history (
     id INTEGER PRIMARY KEY,
     go_name TEXT NOT NULL,

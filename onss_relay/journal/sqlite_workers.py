@@ -58,3 +58,23 @@ class WorkerTable:
                 (since,),
             ).fetchall()
         return [(r[0], r[1], r[2]) for r in rows]
+
+    def sets_with_outcome(self, outcomes: Iterable[str], limit: int = 100) -> list[SetRow]:
+        """Given outcomes (refused, partly_refused …), return the sets that have one, newest first."""
+        wanted = list(outcomes)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT * FROM sets WHERE outcome IN ({','.join('?' * len(wanted))}) ORDER BY updated_at DESC LIMIT ?",
+                (*wanted, limit),
+            ).fetchall()
+        return [set_row(r) for r in rows]
+
+    def sets_named_like(self, fragment: str, limit: int = 100) -> list[SetRow]:
+        """Given part of a GO name (DIMN.123456.20261130 …), return the sets whose name holds it, newest first."""
+        pattern = "%" + fragment.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM sets WHERE go_name LIKE ? ESCAPE '\\' ORDER BY updated_at DESC LIMIT ?",
+                (pattern, limit),
+            ).fetchall()
+        return [set_row(r) for r in rows]

@@ -1,0 +1,121 @@
+"""The status page (issue 26): hostile values shown as text, every worker of a notification found by INSS,
+the route table and its guard (tests/test_status_page_browser.py runs it in a real browser)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+from onss_relay.config import Config, MetricsConfig, PollConfig
+from onss_relay.journal import (
+    AcrfRecord,
+    AnomalyRecord,
+    CodeMeaning,
+    Journal,
+    NotificationRecord,
+    State,
+    WorkerResult,
+    open_journal_at,
+)
+from onss_relay.metrics import HealthSnapshot, StageFigures
+from onss_relay.responses.notification import DETAILED, parse_notification
+from onss_relay.spool import Spool
+from onss_relay.status_page.auth import Guard, guard_for
+from onss_relay.status_page.routes import routes
+from onss_relay.views.sources import Sources
+from onss_relay.web import Request, Response, find_route
+from tests.conftest import SENDER, TODAY
+
+HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+GO = f"GO.DIMN.{SENDER}.{TODAY}.00007.R.1"
+
+
+def sources(journal: Journal, spool: Spool) -> Sources:
+    snap = HealthSnapshot(False, f"stage poll failing: {HOSTILE}", (StageFigures("poll", 2, None),))
+    return Sources(journal, spool, PollConfig, lambda: snap, lambda: 12)
+
+
+def get(src: Sources, path: str, query: dict[str, str] | None = None) -> Response:
+    found = find_route(routes(src), path)
+    assert found is not None, path
+    route, rest = found
+    return route.answer(Request(path, rest, query or {}))
+
+
+def notified_set(journal: Journal, go: str, notification: NotificationRecord, ticket: str = "0TICKET1") -> None:
+    journal.add_set(go, "R", [go.replace("GO.", "FI.", 1) + ".1"])
+    for state in (State.SIGNED, State.UPLOADING, State.GO_SENDING, State.SENT):
+        journal.transition(go, state)
+    acrf = AcrfRecord("1", True, ticket, "inbox/OUT/ACRF", (CodeMeaning("ACRF-000", HOSTILE),))
+    journal.transition(go, State.ACKNOWLEDGED, ticket=ticket, acrf=acrf)
+    journal.transition(go, State.NOTIFIED, detail=HOSTILE, notifications=(notification,))
+
+
+def test_hostile_names_anomalies_and_reasons_are_shown_as_text(cfg: Config) -> None:
+    """A hostile value in an anomaly, an ACRF code's meaning, a history line, a quarantine reason and a file
+    name reaches the page as text: no element of it is markup."""
+    spool = Spool(cfg.paths)
+    journal = open_journal_at(cfg.paths.journal_path)
+    anomaly = AnomalyRecord("90373-333", "B", HOSTILE, True, HOSTILE, HOSTILE, HOSTILE, HOSTILE, HOSTILE)
+    worker = WorkerResult("90042125519", "0", "refused", (anomaly,), 1)
+    notification = NotificationRecord("0", False, "0HANDLED", "3", HOSTILE, workers=(worker,), summary=HOSTILE)
+    notified_set(journal, GO, notification)
+    spool.failed.mkdir(parents=True, exist_ok=True)
+    bad = spool.outbox / f"FI{HOSTILE}.xml"
+    bad.parent.mkdir(parents=True, exist_ok=True)
+    bad.write_bytes(b"x")
+    spool.quarantine([bad], HOSTILE, HOSTILE)
+    src = sources(journal, spool)
+    pages = {
+        "overview": get(src, "/"),
+        "set": get(src, f"/set/{GO}"),
+        "search": get(src, "/search", {"q": HOSTILE}),
+    }
+    for name, page in pages.items():
+        html = page.body.decode()
+        assert page.status == 200, (name, html[:500])
+        assert "<script" not in html and "<img" not in html, name
+        assert "&lt;script&gt;" in html, name  # shown, as text
+    assert GO in pages["overview"].body.decode() and "90042125519" in pages["set"].body.decode()
+
+
+def test_every_worker_of_a_notification_is_found_by_inss(cfg: Config) -> None:
+    """A Dimona notification of more Forms than a record keeps in detail: the last worker, not kept in detail,
+    is still found by its INSS, with its outcome."""
+    from onss_relay.pipeline import Relay
+
+    forms = DETAILED + 20
+    body = io.StringIO('<?xml version="1.0" encoding="UTF-8"?>\n<NOTIFICATION>')
+    body.seek(0, io.SEEK_END)
+    for w in range(forms):
+        body.write(
+            f"<Form><Identification>NOTI001</Identification><FileReference><FileName>{GO}</FileName></FileReference>"
+            f"<NaturalPerson><INSS>{w:011d}</INSS></NaturalPerson><HandlingResult><ResultCode>1</ResultCode>"
+            "</HandlingResult></Form>\n"
+        )
+    body.write("</NOTIFICATION>\n")
+    parsed = parse_notification(body.getvalue().encode())
+    assert len(parsed.forms) == DETAILED and len(parsed.workers) == forms
+    relay = Relay(cfg)
+    try:
+        notified_set(relay.journal, GO, NotificationRecord("1", True, None, None, "f"))
+        relay.journal.add_workers(GO, "f", parsed.workers)
+        src = sources(relay.journal, relay.spool)
+        last = f"{forms - 1:011d}"
+        html = get(src, "/search", {"q": last}).body.decode()
+        assert GO in html and "accepted" in html
+    finally:
+        relay.journal.close()
+
+
+def test_a_guarded_route_refuses_without_the_secret_and_opens_with_it(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("s3cret-page\n")
+    (tmp_path / "tok").write_text("tok-123\n")
+    guard = guard_for(MetricsConfig("0.0.0.0:9464", tmp_path / "pw", "hr", tmp_path / "tok"))
+    basic = "Basic " + base64.b64encode(b"hr:s3cret-page").decode()
+    assert guard.allows(basic) and guard.allows("Bearer tok-123")
+    wrong = "Basic " + base64.b64encode(b"hr:nope").decode()
+    for header in (None, "", wrong, "Bearer tok-12", "Basic !!", "Bearer "):
+        assert not guard.allows(header), header
+    assert Guard("onss-relay", None, None).allows(None)  # loopback, nothing configured
