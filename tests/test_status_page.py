@@ -19,7 +19,7 @@ from onss_relay.journal import (
     open_journal_at,
 )
 from onss_relay.metrics import HealthSnapshot, StageFigures
-from onss_relay.responses.notification import DETAILED, parse_notification
+from onss_relay.responses.notification import DETAILED
 from onss_relay.spool import Spool
 from onss_relay.status_page.auth import Guard, guard_for
 from onss_relay.status_page.routes import routes
@@ -80,33 +80,39 @@ def test_hostile_names_anomalies_and_reasons_are_shown_as_text(cfg: Config) -> N
     assert GO in pages["overview"].body.decode() and "90042125519" in pages["set"].body.decode()
 
 
-def test_every_worker_of_a_notification_is_found_by_inss(cfg: Config) -> None:
-    """A Dimona notification of more Forms than a record keeps in detail: the last worker, not kept in detail,
-    is still found by its INSS, with its outcome."""
+def test_every_worker_of_a_notification_is_found_by_inss(cfg: Config, relay_dir: Path) -> None:
+    """A Dimona notification of more Forms than a record keeps in detail, mirrored and linked by the poller:
+    the last worker, not kept in detail, is still found by its INSS, with its outcome."""
     from onss_relay.pipeline import Relay
+    from tests.test_real_answers import acrf, put, sent_set
 
+    go, fi = f"GO.DIMN.{SENDER}.{TODAY}.00008.T.1", f"FI.DIMN.{SENDER}.{TODAY}.00008.T.1.1"
     forms = DETAILED + 20
-    body = io.StringIO('<?xml version="1.0" encoding="UTF-8"?>\n<NOTIFICATION>')
-    body.seek(0, io.SEEK_END)
+    body = io.StringIO()
+    body.write('<?xml version="1.0" encoding="UTF-8"?>\n<NOTIFICATION>')
     for w in range(forms):
         body.write(
-            f"<Form><Identification>NOTI001</Identification><FileReference><FileName>{GO}</FileName></FileReference>"
+            f"<Form><Identification>NOTI001</Identification><FileReference><FileName>{go}</FileName></FileReference>"
             f"<NaturalPerson><INSS>{w:011d}</INSS></NaturalPerson><HandlingResult><ResultCode>1</ResultCode>"
             "</HandlingResult></Form>\n"
         )
     body.write("</NOTIFICATION>\n")
-    parsed = parse_notification(body.getvalue().encode())
-    assert len(parsed.forms) == DETAILED and len(parsed.workers) == forms
     relay = Relay(cfg)
     try:
-        notified_set(relay.journal, GO, NotificationRecord("1", True, None, None, "f"))
-        relay.journal.add_workers(GO, "f", parsed.workers)
+        sent_set(relay, go, fi)
+        out = relay_dir / "remote" / "OUTTEST"
+        put(out, f"FO.ACRF.999999.{TODAY}.W0001.T", acrf(go, ticket="0WORKERS0001"))
+        put(out, f"FO.NOTI.999999.{TODAY}.W0002.T", body.getvalue().encode())
+        relay.poll_once()
+        row = relay.journal.get_set(go)
+        assert row is not None and row.state == State.NOTIFIED
+        assert len(row.data.notifications[0].workers) == DETAILED  # the last Forms are not kept in detail
         src = sources(relay.journal, relay.spool)
         last = f"{forms - 1:011d}"
         html = get(src, "/search", {"q": last}).body.decode()
-        assert GO in html and "accepted" in html
+        assert go in html and "accepted" in html
     finally:
-        relay.journal.close()
+        relay.close()
 
 
 def test_a_guarded_route_refuses_without_the_secret_and_opens_with_it(tmp_path: Path) -> None:
