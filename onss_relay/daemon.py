@@ -28,9 +28,11 @@ from onss_relay.errors import (
     JournalFull,
     describe_os_error,
 )
+from onss_relay.hooks import ResultHook
 from onss_relay.identity import days_left
 from onss_relay.metrics import HealthSnapshot, RelayCollector, StageFigures, registry_for
 from onss_relay.pipeline import Relay
+from onss_relay.results import write_result
 from onss_relay.sd_notify import Notifier
 from onss_relay.spool import SpoolLock
 from onss_relay.stage_thread import UNHEALTHY_AFTER, Stage
@@ -71,6 +73,7 @@ class Daemon:
         self._reloaded_at = 0.0  # the poll health window counts from a reload too (a shorter interval)
         self._reload = threading.Event()
         self._said: set[str] = set()
+        self.hook: ResultHook | None = None  # [hooks] on_result, when set
         self._status = ""  # the last systemd STATUS sent while running  # per-second warnings said once, until they end
 
     def install_signal_handlers(self) -> None:
@@ -120,6 +123,9 @@ class Daemon:
         watcher = self.watcher = Watcher(relay.claimer, self.cfg.watch.polling, outbox_wake)
         watcher.start()
         web = self._start_web(relay)
+        if self.cfg.hooks.on_result:
+            self.hook = ResultHook(self.cfg.hooks)
+            relay.results.on_write = self.hook.result_written
         for stage in self.stages:
             stage.start()
         log.info(
@@ -199,6 +205,7 @@ class Daemon:
             self._status_follows()
             self._write_health()
             self._write_results()
+            self._overdue_to_hook()
             if self._reload.is_set():
                 self._reload.clear()
                 self._handle_reload()
@@ -214,6 +221,8 @@ class Daemon:
         if web is not None:
             web.shutdown()
         self._write_results()  # the stages' last changes (an archive after the last tick) are in results/ too
+        if self.hook is not None:
+            self.hook.stop()  # the hooks already due run (each within its timeout)
         self._write_health(stopped=True)
         busy = [stage.health.name for stage in self.stages if stage.is_alive()]
         if busy:  # closing the journal under them would turn their last commit into an error; exit closes it
@@ -300,6 +309,18 @@ class Daemon:
             self._warn_once("results_unwritable", str(e))
         else:
             self._said.discard("results_unwritable")
+
+    def _overdue_to_hook(self) -> None:
+        """Tell the on_result hook of sets newly overdue (their results rewritten first, saying so)."""
+        relay = self.relay
+        if self.hook is None or relay is None:
+            return
+        try:
+            self.hook.look_for_overdue(
+                relay.journal, self.cfg.poll, lambda row: write_result(relay.spool, relay.journal, row, self.cfg.poll)
+            )
+        except (OSError, JournalError) as e:
+            self._warn_once("results_unwritable", str(e))
 
     def _write_health(self, stopped: bool = False) -> None:
         ok, reason = (False, "stopped") if stopped else self.health()
