@@ -145,6 +145,11 @@ class Journal(Protocol):
         """The sets whose GO name holds this fragment, newest first."""
         ...
 
+    def waiting_since_before(self, acrf_before: float, notification_before: float, limit: int = 100) -> list[SetRow]:
+        """The sets sent and unchanged since before ``acrf_before``, and acknowledged and unchanged since before
+        ``notification_before``, oldest first (the candidates to be overdue)."""
+        ...
+
     def add_note(self, go_name: str, detail: str) -> None:
         """Add a line to a set's history in its current state (an answer that changes no state)."""
         ...

@@ -78,3 +78,15 @@ class WorkerTable:
                 (pattern, limit),
             ).fetchall()
         return [set_row(r) for r in rows]
+
+    def waiting_since_before(self, acrf_before: float, notification_before: float, limit: int = 100) -> list[SetRow]:
+        """Given two times, return the sets sent (no ACRF) and last written before the first, and those
+        acknowledged (no notification) before the second, oldest first: the candidates to be overdue, read
+        without loading every set that waits."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM sets WHERE (state = 'sent' AND updated_at < ?)"
+                " OR (state = 'acknowledged' AND updated_at < ?) ORDER BY updated_at LIMIT ?",
+                (acrf_before, notification_before, limit),
+            ).fetchall()
+        return [set_row(r) for r in rows]
