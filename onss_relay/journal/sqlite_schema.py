@@ -40,8 +40,9 @@ CREATE INDEX IF NOT EXISTS sets_state ON sets(state);
 CREATE INDEX IF NOT EXISTS sets_change ON sets(change_seq);
 CREATE INDEX IF NOT EXISTS sets_ticket ON sets(ticket);
 CREATE INDEX IF NOT EXISTS sets_created ON sets(created_at, outcome, state);  -- the chart reads only the index
+CREATE INDEX IF NOT EXISTS sets_updated ON sets(updated_at);  -- the sets written last (status, the page)
 CREATE INDEX IF NOT EXISTS sets_waiting ON sets(state, updated_at);
-CREATE INDEX IF NOT EXISTS sets_outcome ON sets(outcome);
+CREATE INDEX IF NOT EXISTS sets_outcome ON sets(outcome, updated_at);
 CREATE TABLE IF NOT EXISTS history (
     id INTEGER PRIMARY KEY,
     go_name TEXT NOT NULL,

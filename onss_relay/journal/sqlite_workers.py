@@ -50,14 +50,15 @@ class WorkerTable:
         today = dt.datetime.fromtimestamp(now, dt.UTC).date()
         first = today - dt.timedelta(days=days - 1)
         since = dt.datetime.combine(first, dt.time(), dt.UTC).timestamp()
-        with self._lock:
+        with self._lock:  # whole UTC days since the epoch: integer arithmetic on the index, no date() per row
             rows = self._db.execute(
-                "SELECT date(created_at, 'unixepoch') AS day,"
+                "SELECT CAST(created_at / 86400 AS INTEGER) AS day,"
                 " COALESCE(outcome, CASE state WHEN 'failed' THEN 'quarantined' ELSE 'pending' END), COUNT(*)"
                 " FROM sets WHERE created_at >= ? GROUP BY 1, 2 ORDER BY 1",
                 (since,),
             ).fetchall()
-        return [(r[0], r[1], r[2]) for r in rows]
+        epoch = dt.date(1970, 1, 1)
+        return [((epoch + dt.timedelta(days=r[0])).isoformat(), r[1], r[2]) for r in rows]
 
     def sets_with_outcome(self, outcomes: Iterable[str], limit: int = 100) -> list[SetRow]:
         """Given outcomes (refused, partly_refused …), return the sets that have one, newest first."""
@@ -83,10 +84,13 @@ class WorkerTable:
         """Given two times, return the sets sent (no ACRF) and last written before the first, and those
         acknowledged (no notification) before the second, oldest first: the candidates to be overdue, read
         without loading every set that waits."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM sets WHERE (state = 'sent' AND updated_at < ?)"
-                " OR (state = 'acknowledged' AND updated_at < ?) ORDER BY updated_at LIMIT ?",
-                (acrf_before, notification_before, limit),
-            ).fetchall()
-        return [set_row(r) for r in rows]
+        with self._lock:  # one query per state: each walks the (state, updated_at) index
+            rows = [
+                r
+                for state, before in (("sent", acrf_before), ("acknowledged", notification_before))
+                for r in self._db.execute(
+                    "SELECT * FROM sets WHERE state = ? AND updated_at < ? ORDER BY updated_at LIMIT ?",
+                    (state, before, limit),
+                ).fetchall()
+            ]
+        return sorted((set_row(r) for r in rows), key=lambda row: row.updated_at)[:limit]

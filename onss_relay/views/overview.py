@@ -68,8 +68,23 @@ def overview(src: Sources, now: float | None = None) -> Overview:
         recent=tuple(set_line(r, poll, now) for r in src.journal.recent_sets(SHOWN, light=True)),
         quarantined=tuple(src.spool.quarantined()[:SHOWN]),
         unlinked=tuple(src.journal.unmatched_responses()[-SHOWN:]),
-        chart=daily_chart(src.journal.daily_outcomes(CHART_DAYS, now), CHART_DAYS, now),
+        chart=_chart(src, now),
     )
+
+
+CHART_FRESH = 60.0  # seconds a chart is reused: a page refreshed often does not recount 30 days each time
+_charts: dict[int, tuple[float, Chart]] = {}  # id(journal) → (when counted, chart)
+
+
+def _chart(src: Sources, now: float) -> Chart:
+    """Given the sources and the time now, return the 30-day chart, counted again when older than CHART_FRESH
+    seconds (or from another UTC day)."""
+    cached = _charts.get(id(src.journal))
+    if cached and 0 <= now - cached[0] < CHART_FRESH and int(now // 86400) == int(cached[0] // 86400):
+        return cached[1]
+    chart = daily_chart(src.journal.daily_outcomes(CHART_DAYS, now), CHART_DAYS, now)
+    _charts[id(src.journal)] = (now, chart)
+    return chart
 
 
 def _days_left(src: Sources) -> int | None:
