@@ -12,11 +12,13 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from onss_relay.errors import ConfigError
 from onss_relay.status_page.auth import Guard
 
+log = structlog.get_logger(__name__)
 TEXT = "text/plain; charset=utf-8"
 # every answer: no script, no frame, nothing loaded from elsewhere; the page's stylesheet is its own route
 SECURITY_HEADERS = (
@@ -76,10 +78,18 @@ class _Handler(BaseHTTPRequestHandler):
     server: WebServer
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        self._send(self._answer())
+        self._send(self._safe_answer())
 
     def do_HEAD(self) -> None:  # noqa: N802
-        self._send(dataclasses.replace(self._answer(), body=b""), head=True)
+        self._send(dataclasses.replace(self._safe_answer(), body=b""), head=True)
+
+    def _safe_answer(self) -> Response:
+        """Answer the request; a page that fails (a journal locked too long) is a 500 with one line, logged."""
+        try:
+            return self._answer()
+        except Exception as e:
+            log.warning("page_failed", path=urllib.parse.urlsplit(self.path).path, error=f"{type(e).__name__}: {e}")
+            return Response(500, b"this page failed; the relay's log says why\n")
 
     def _answer(self) -> Response:
         url = urllib.parse.urlsplit(self.path)
