@@ -115,6 +115,25 @@ def test_every_worker_of_a_notification_is_found_by_inss(cfg: Config, relay_dir:
         relay.close()
 
 
+def test_a_journal_of_schema_2_gets_its_recorded_workers_indexed(cfg: Config) -> None:
+    """Upgrading: the workers an older journal's notification records kept are found by INSS."""
+    import sqlite3
+
+    journal = open_journal_at(cfg.paths.journal_path)
+    worker = WorkerResult("85073003328", "1", "accepted")
+    notified_set(journal, GO, NotificationRecord("1", True, None, None, "f", workers=(worker,)))
+    journal.close()
+    with sqlite3.connect(cfg.paths.journal_path) as db:  # as onss-relay with schema 2 left it
+        db.execute("DELETE FROM set_workers")
+        db.execute("PRAGMA user_version=2")
+    db.close()
+    journal = open_journal_at(cfg.paths.journal_path)
+    try:
+        assert [(r.go_name, outcome) for r, outcome in journal.sets_by_worker("85073003328")] == [(GO, "accepted")]
+    finally:
+        journal.close()
+
+
 def test_a_guarded_route_refuses_without_the_secret_and_opens_with_it(tmp_path: Path) -> None:
     (tmp_path / "pw").write_text("s3cret-page\n")
     (tmp_path / "tok").write_text("tok-123\n")

@@ -41,7 +41,7 @@ from onss_relay.journal.sqlite_schema import (
     open_readonly,
     set_row,
 )
-from onss_relay.journal.sqlite_workers import WorkerTable
+from onss_relay.journal.sqlite_workers import WorkerTable, backfill_workers
 from onss_relay.names import parse_name
 from onss_relay.outcome import outcome_of
 
@@ -87,6 +87,8 @@ class SqliteJournal(ResponseTable, KeyTable, WorkerTable):
                     f"{path}: journal schema {version} is newer than this onss-relay ({SCHEMA_VERSION});"
                     " upgrade onss-relay or restore a backup"
                 )
+            if version < 3:  # the worker index is new: fill it from the notifications already recorded
+                backfill_workers(db)
             if version < SCHEMA_VERSION:  # 0.1 journals: same tables; set data is read as version 1 when loaded
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import sqlite3
 import threading
 from collections.abc import Iterable
@@ -94,3 +95,21 @@ class WorkerTable:
                 ).fetchall()
             ]
         return sorted((set_row(r) for r in rows), key=lambda row: row.updated_at)[:limit]
+
+
+def backfill_workers(db: sqlite3.Connection) -> int:
+    """Given a journal of schema 2 or older being opened for writing, index the workers its notification records
+    kept in detail (those records are all an older journal has: the Forms past them were only counted);
+    return how many (INSS, set) pairs were indexed."""
+    rows = db.execute(
+        "SELECT go_name, data FROM sets WHERE json_valid(data) AND json_array_length(data, '$.notifications') > 0"
+    ).fetchall()
+    pairs = [
+        (w["inss"], r[0], n.get("file", ""), w.get("outcome", "pending"))
+        for r in rows
+        for n in json.loads(r[1]).get("notifications", [])
+        for w in n.get("workers", [])
+        if w.get("inss")
+    ]
+    db.executemany("INSERT OR IGNORE INTO set_workers (inss, go_name, file, outcome) VALUES (?,?,?,?)", pairs)
+    return len(pairs)
