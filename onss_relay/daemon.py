@@ -29,19 +29,17 @@ from onss_relay.errors import (
     describe_os_error,
 )
 from onss_relay.hooks import ResultHook
-from onss_relay.identity import days_left
-from onss_relay.metrics import HealthSnapshot, RelayCollector, StageFigures, registry_for
+from onss_relay.listener import start_listener
+from onss_relay.metrics import HealthSnapshot, StageFigures
 from onss_relay.pipeline import Relay
 from onss_relay.results import write_result
 from onss_relay.sd_notify import Notifier
+from onss_relay.services import Running, Service
 from onss_relay.spool import SpoolLock
 from onss_relay.stage_thread import UNHEALTHY_AFTER, Stage
 from onss_relay.stages.upload_queue import IDLE_KEEP
 from onss_relay.stages.watch import Watcher
-from onss_relay.status_page.auth import guard_for
-from onss_relay.status_page.routes import routes as page_routes
-from onss_relay.views.sources import Sources
-from onss_relay.web import WebServer, serve
+from onss_relay.web import WebServer
 
 log = structlog.get_logger(__name__)
 
@@ -73,6 +71,7 @@ class Daemon:
         self._reloaded_at = 0.0  # the poll health window counts from a reload too (a shorter interval)
         self._reload = threading.Event()
         self._said: set[str] = set()
+        self.web: WebServer | None = None  # the listener on [metrics] listen, when set
         self.hook: ResultHook | None = None  # [hooks] on_result, when set
         self._status = ""  # the last systemd STATUS sent while running  # per-second warnings said once, until they end
 
@@ -121,13 +120,8 @@ class Daemon:
         outbox_wake = threading.Event()
         self.stages = self._stages(relay, outbox_wake)
         watcher = self.watcher = Watcher(relay.claimer, self.cfg.watch.polling, outbox_wake)
-        watcher.start()
-        web = self._start_web(relay)
-        if self.cfg.hooks.on_result:
-            self.hook = ResultHook(self.cfg.hooks)
-            relay.results.on_write = self.hook.result_written
-        for stage in self.stages:
-            stage.start()
+        parts = Running(self._parts(relay, watcher))
+        parts.start()
         log.info(
             "relay_started",
             outbox=str(relay.spool.outbox),
@@ -138,9 +132,45 @@ class Daemon:
         try:
             self._supervise()
         finally:
-            self._shut_down(relay, watcher, web)
+            self._shut_down(relay, parts)
         log.info("relay_stopped")
         return 0
+
+    def _parts(self, relay: Relay, watcher: Watcher) -> list[Service]:
+        """Given the relay and the outbox watcher, return the daemon's parts: started in this order (each after
+        what it requires), stopped in reverse: the stages first, the final results and the hook last."""
+        return [
+            Service("hook", lambda: self._start_hook(relay), self._stop_hook),
+            Service("results", lambda: None, self._write_results, requires=("hook",)),  # stop: the last changes
+            Service("watcher", watcher.start, watcher.stop),
+            Service("web", lambda: self._start_web(relay), self._stop_web),
+            Service("stages", self._start_stages, self._stop_stages, requires=("watcher", "results")),
+        ]
+
+    def _stop_web(self) -> None:
+        if self.web is not None:
+            self.web.shutdown()
+
+    def _start_hook(self, relay: Relay) -> None:
+        if self.cfg.hooks.on_result:
+            self.hook = ResultHook(self.cfg.hooks)
+            relay.results.on_write = self.hook.result_written
+
+    def _stop_hook(self) -> None:
+        if self.hook is not None:
+            self.hook.stop()  # the hooks already due run (each within its timeout)
+
+    def _start_stages(self) -> None:
+        for stage in self.stages:
+            stage.start()
+
+    def _stop_stages(self) -> None:
+        """Wake every stage and give them STOP_GRACE seconds in all to finish the file in flight."""
+        for stage in self.stages:
+            stage.wake.set()
+        deadline = time.monotonic() + STOP_GRACE
+        for stage in self.stages:
+            stage.join(max(0.0, deadline - time.monotonic()))
 
     def _open_relay(self) -> Relay | None:
         """Open the spool and the journal; a full disk at start is said and retried (the unit stays up and says
@@ -210,19 +240,10 @@ class Daemon:
                 self._reload.clear()
                 self._handle_reload()
 
-    def _shut_down(self, relay: Relay, watcher: Watcher, web: WebServer | None) -> None:
-        """Stop the stages, then close what they use: the journal only once no stage thread can touch it."""
-        for stage in self.stages:
-            stage.wake.set()
-        deadline = time.monotonic() + STOP_GRACE
-        for stage in self.stages:
-            stage.join(max(0.0, deadline - time.monotonic()))
-        watcher.stop()
-        if web is not None:
-            web.shutdown()
-        self._write_results()  # the stages' last changes (an archive after the last tick) are in results/ too
-        if self.hook is not None:
-            self.hook.stop()  # the hooks already due run (each within its timeout)
+    def _shut_down(self, relay: Relay, parts: Running) -> None:
+        """Stop the parts (stages first), then close what they use: the journal only once no stage thread can
+        touch it."""
+        parts.stop()
         self._write_health(stopped=True)
         busy = [stage.health.name for stage in self.stages if stage.is_alive()]
         if busy:  # closing the journal under them would turn their last commit into an error; exit closes it
@@ -359,25 +380,9 @@ class Daemon:
         figures = tuple(StageFigures(s.health.name, s.health.failures, s.health.last_ok) for s in self.stages)
         return HealthSnapshot(ok, reason, figures)
 
-    def _start_web(self, relay: Relay) -> WebServer | None:
-        if not self.cfg.metrics.listen:
-            return None
-        collector = RelayCollector(
-            relay.journal,
-            self.snapshot,
-            lambda: days_left(relay.signer.identity()),
-            lambda: self.cfg.poll,
-            relay.spool,
-        )
-        snapshot = self.snapshot
-
-        def health() -> tuple[bool, str]:
-            snap = snapshot()
-            return snap.healthy, snap.reason
-
-        sources = Sources(relay.journal, relay.spool, lambda: self.cfg.poll, snapshot, collector.days_left)
-        pages = page_routes(sources)  # the status page, behind the guard off loopback
-        return serve(self.cfg.metrics.listen, registry_for(collector), health, pages, guard_for(self.cfg.metrics))
+    def _start_web(self, relay: Relay) -> None:
+        """Serve /metrics, /healthz and the status page on [metrics] listen, when it is set."""
+        self.web = start_listener(lambda: self.cfg, relay, self.snapshot)
 
 
 def _thread_died(args: threading.ExceptHookArgs) -> None:
