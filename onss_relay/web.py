@@ -7,6 +7,7 @@ deciding who may read the routes that are not open, and serves them from a threa
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -62,6 +63,14 @@ class WebServer(ThreadingHTTPServer):
     daemon_threads = True
     routes: Mapping[str, Route]
     guard: Guard
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that went away mid-answer (a browser closing the page) is nothing to say; anything else
+        is one log line, never a traceback on stderr."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            return
+        log.warning("web_request_failed", client=str(client_address), error=f"{type(error).__name__}: {error}")
 
 
 def find_route(routes: Mapping[str, Route], path: str) -> tuple[Route, str] | None:

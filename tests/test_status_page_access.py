@@ -5,6 +5,8 @@ declaration, while /metrics and /healthz stay open for Prometheus and probes."""
 from __future__ import annotations
 
 import base64
+import socket
+import struct
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -28,6 +30,14 @@ def fetch(url: str, authorization: str | None = None) -> tuple[int, str, dict[st
         return e.code, e.read().decode(), dict(e.headers)
     except (urllib.error.URLError, OSError):
         return 0, "not listening yet", {}
+
+
+def hang_up_mid_answer(port: int, authorization: str) -> None:
+    """Ask for the overview and reset the connection at once, before reading the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.sendall(f"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\n\r\n".encode())
+        s.recv(1)  # the answer has begun: the rest is being written when the reset comes
 
 
 def test_off_loopback_without_a_secret_the_relay_refuses_to_start(relay_dir: Path) -> None:
@@ -69,5 +79,9 @@ def test_off_loopback_a_request_without_the_secret_gets_401_and_nothing_of_a_dec
         assert "default-src 'none'" in headers["Content-Security-Policy"]
         assert fetch(base + "/", "Bearer token-for-the-page")[0] == 200
         assert fetch(base + "/metrics")[0] == 200  # open: Prometheus scrapes it without the page's secret
+        for _ in range(5):  # a browser that goes away mid-page: nothing to say, above all no traceback
+            hang_up_mid_answer(port, "Bearer token-for-the-page")
+        assert fetch(base + "/", "Bearer token-for-the-page")[0] == 200
+        assert "Traceback" not in log.read_text()
     finally:
         assert daemon.stop() == 0
