@@ -144,3 +144,35 @@ def test_a_guarded_route_refuses_without_the_secret_and_opens_with_it(tmp_path: 
     for header in (None, "", wrong, "Bearer tok-12", "Basic !!", "Bearer "):
         assert not guard.allows(header), header
     assert Guard("onss-relay", None, None).allows(None)  # loopback, nothing configured
+
+
+def test_the_chart_counts_sets_per_utc_day_by_outcome(cfg: Config) -> None:
+    """Sets created today and three days ago, one failed: one bar a day over 30, stacked by outcome."""
+    import sqlite3
+    import time
+
+    from onss_relay.views.chart import daily_chart
+
+    journal = open_journal_at(cfg.paths.journal_path)
+    now = time.time()
+    names = [f"GO.DIMN.{SENDER}.{TODAY}.{i:05d}.R.1" for i in range(1, 5)]
+    for go in names:
+        journal.add_set(go, "R", [go.replace("GO.", "FI.", 1) + ".1"])
+    journal.close()
+    with sqlite3.connect(cfg.paths.journal_path) as db:
+        db.execute("UPDATE sets SET created_at = ? WHERE go_name IN (?, ?)", (now - 3 * 86400, *names[:2]))
+        db.execute("UPDATE sets SET state = 'failed', outcome = NULL WHERE go_name = ?", (names[3],))
+        db.execute("UPDATE sets SET outcome = 'refused' WHERE go_name = ?", (names[0],))
+    db.close()
+    journal = open_journal_at(cfg.paths.journal_path)
+    try:
+        chart = daily_chart(journal.daily_outcomes(30, now), 30, now)
+    finally:
+        journal.close()
+    assert len(chart.bars) == 30 and chart.peak == 2
+    by_day = {b.day: {s.outcome: s.count for s in b.segments} for b in chart.bars if b.total}
+    three_days_ago = chart.bars[-4].day
+    assert by_day == {
+        three_days_ago: {"refused": 1, "pending": 1},
+        chart.bars[-1].day: {"pending": 1, "quarantined": 1},
+    }
