@@ -7,8 +7,10 @@ holding them; ``read_secret`` reads such a file when a stage needs it.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
+import shlex
 import tomllib
 import types
 import typing
@@ -181,7 +183,22 @@ class PollConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MetricsConfig:
-    listen: str = _field("", "host:port for Prometheus /metrics and /healthz; empty = off")
+    listen: str = _field("", "host:port for Prometheus /metrics, /healthz and the status page; empty = off")
+    password_file: Path | None = _field(
+        None, "file holding the status page's HTTP basic password (user: metrics.user); required off loopback"
+    )
+    user: str = _field("onss-relay", "the HTTP basic user name that goes with metrics.password_file")
+    token_file: Path | None = _field(
+        None, "file holding a bearer token for the status page (Authorization: Bearer); or password_file"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class HooksConfig:
+    on_result: str = _field(
+        "", "command run with the path of results/<GO name>.json when a set is refused, notified or overdue"
+    )
+    timeout: Duration = _field(Duration(30), "how long on_result may run before it is stopped")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,6 +210,7 @@ class Config:
     watch: WatchConfig = dataclasses.field(default_factory=WatchConfig)
     poll: PollConfig = dataclasses.field(default_factory=PollConfig)
     metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
+    hooks: HooksConfig = dataclasses.field(default_factory=HooksConfig)
     source: Path | None = None  # the file this was loaded from
 
 
@@ -369,6 +387,22 @@ def _one_of(value: str, choices: tuple[str, ...]) -> str | None:
     return f"{value!r} is not {', '.join(choices[:-1])} or {choices[-1]}"
 
 
+def _listener_problems(cfg: Config) -> Iterator[tuple[str, str | None]]:
+    """Yield (key, why) for the listener and the hook: the status page shows personal data, so off loopback
+    it needs a secret; the hook must be a command line."""
+    listen = cfg.metrics.listen
+    if listen and not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[^:\s]*):[0-9]{1,5}", listen):
+        yield "metrics.listen", f'{listen!r} is not host:port, like "127.0.0.1:9464"'
+    elif listen and not cfg.metrics.password_file and not cfg.metrics.token_file and not loopback(listen):
+        yield (
+            "metrics.listen",
+            f"{listen!r} is not a loopback address and the status page shows personal data:"
+            " set metrics.password_file or metrics.token_file (or listen on 127.0.0.1)",
+        )
+    if cfg.hooks.on_result and not shlex_ok(cfg.hooks.on_result):
+        yield "hooks.on_result", f"{cfg.hooks.on_result!r} is not a command line (unbalanced quotes)"
+
+
 def _semantic_problems(cfg: Config) -> Iterator[tuple[str, str | None]]:
     """Yield (key, why it is wrong or None) for every check that a value's type cannot express."""
     yield (
@@ -389,9 +423,7 @@ def _semantic_problems(cfg: Config) -> Iterator[tuple[str, str | None]]:
     for key, envs in (("watch.environments", cfg.watch.environments), ("poll.environments", cfg.poll.environments)):
         for e in envs:
             yield key, _one_of(e, ("R", "T", "S"))
-    listen = cfg.metrics.listen
-    if listen and not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[^:\s]*):[0-9]{1,5}", listen):
-        yield "metrics.listen", f'{listen!r} is not host:port, like "127.0.0.1:9464"'
+    yield from _listener_problems(cfg)
     required = {
         "sftp": ("username", "private_key", "known_hosts"),
         "ftp": ("username", "password_file"),
@@ -400,6 +432,25 @@ def _semantic_problems(cfg: Config) -> Iterator[tuple[str, str | None]]:
     for key in required.get(cfg.remote.transport, ()):
         if not getattr(cfg.remote, key):
             yield f"remote.{key}", f'is required when remote.transport = "{cfg.remote.transport}"'
+
+
+def loopback(listen: str) -> bool:
+    """Given metrics.listen ("host:port", "[v6]:port", ":port"), return whether only this machine can reach it."""
+    host = listen.rpartition(":")[0].strip("[]")
+    if host in ("", "localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: whatever it resolves to, treat it as reachable from elsewhere
+
+
+def shlex_ok(command: str) -> bool:
+    """Given a command line, return whether shlex can split it."""
+    try:
+        return bool(shlex.split(command))
+    except ValueError:
+        return False
 
 
 def _check_semantics(cfg: Config, path: Path) -> None:

@@ -29,16 +29,19 @@ from onss_relay.errors import (
     JournalFull,
     describe_os_error,
 )
-from onss_relay.identity import days_left
-from onss_relay.metrics import HealthSnapshot, RelayCollector, StageFigures, registry_for
+from onss_relay.hooks import ResultHook
+from onss_relay.listener import start_listener
+from onss_relay.metrics import HealthSnapshot, StageFigures
 from onss_relay.pipeline import Relay
+from onss_relay.results import write_result
 from onss_relay.sd_notify import Notifier
+from onss_relay.services import Running, Service
 from onss_relay.spool import SpoolLock
 from onss_relay.stage_thread import UNHEALTHY_AFTER, Stage
 from onss_relay.stages.uncertain import uncertain_wait
 from onss_relay.stages.upload_queue import IDLE_KEEP
 from onss_relay.stages.watch import Watcher
-from onss_relay.web import WebServer, serve
+from onss_relay.web import WebServer
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +73,8 @@ class Daemon:
         self._reloaded_at = 0.0  # the poll health window counts from a reload too (a shorter interval)
         self._reload = threading.Event()
         self._said: set[str] = set()
+        self.web: WebServer | None = None  # the listener on [metrics] listen, when set
+        self.hook: ResultHook | None = None  # [hooks] on_result, when set
         self._status = ""  # the last systemd STATUS sent while running  # per-second warnings said once, until they end
 
     def install_signal_handlers(self) -> None:
@@ -117,10 +122,8 @@ class Daemon:
         outbox_wake = threading.Event()
         self.stages = self._stages(relay, outbox_wake)
         watcher = self.watcher = Watcher(relay.claimer, self.cfg.watch.polling, outbox_wake)
-        watcher.start()
-        web = self._start_web(relay)
-        for stage in self.stages:
-            stage.start()
+        parts = Running(self._parts(relay, watcher))
+        parts.start()
         log.info(
             "relay_started",
             outbox=str(relay.spool.outbox),
@@ -131,9 +134,45 @@ class Daemon:
         try:
             self._supervise()
         finally:
-            self._shut_down(relay, watcher, web)
+            self._shut_down(relay, parts)
         log.info("relay_stopped")
         return 0
+
+    def _parts(self, relay: Relay, watcher: Watcher) -> list[Service]:
+        """Given the relay and the outbox watcher, return the daemon's parts: started in this order (each after
+        what it requires), stopped in reverse: the stages first, the final results and the hook last."""
+        return [
+            Service("hook", lambda: self._start_hook(relay), self._stop_hook),
+            Service("results", lambda: None, self._write_results, requires=("hook",)),  # stop: the last changes
+            Service("watcher", watcher.start, watcher.stop),
+            Service("web", lambda: self._start_web(relay), self._stop_web),
+            Service("stages", self._start_stages, self._stop_stages, requires=("watcher", "results")),
+        ]
+
+    def _stop_web(self) -> None:
+        if self.web is not None:
+            self.web.shutdown()
+
+    def _start_hook(self, relay: Relay) -> None:
+        if self.cfg.hooks.on_result:
+            self.hook = ResultHook(self.cfg.hooks)
+            relay.results.on_write = self.hook.result_written
+
+    def _stop_hook(self) -> None:
+        if self.hook is not None:
+            self.hook.stop()  # the hooks already due run (each within its timeout)
+
+    def _start_stages(self) -> None:
+        for stage in self.stages:
+            stage.start()
+
+    def _stop_stages(self) -> None:
+        """Wake every stage and give them STOP_GRACE seconds in all to finish the file in flight."""
+        for stage in self.stages:
+            stage.wake.set()
+        deadline = time.monotonic() + STOP_GRACE
+        for stage in self.stages:
+            stage.join(max(0.0, deadline - time.monotonic()))
 
     def _open_relay(self) -> Relay | None:
         """Open the spool and the journal; a full disk at start is said and retried (the unit stays up and says
@@ -198,21 +237,15 @@ class Daemon:
             self._status_follows()
             self._write_health()
             self._write_results()
+            self._overdue_to_hook()
             if self._reload.is_set():
                 self._reload.clear()
                 self._handle_reload()
 
-    def _shut_down(self, relay: Relay, watcher: Watcher, web: WebServer | None) -> None:
-        """Stop the stages, then close what they use: the journal only once no stage thread can touch it."""
-        for stage in self.stages:
-            stage.wake.set()
-        deadline = time.monotonic() + STOP_GRACE
-        for stage in self.stages:
-            stage.join(max(0.0, deadline - time.monotonic()))
-        watcher.stop()
-        if web is not None:
-            web.shutdown()
-        self._write_results()  # the stages' last changes (an archive after the last tick) are in results/ too
+    def _shut_down(self, relay: Relay, parts: Running) -> None:
+        """Stop the parts (stages first), then close what they use: the journal only once no stage thread can
+        touch it."""
+        parts.stop()
         self._write_health(stopped=True)
         busy = [stage.health.name for stage in self.stages if stage.is_alive()]
         if busy:  # closing the journal under them would turn their last commit into an error; exit closes it
@@ -304,6 +337,18 @@ class Daemon:
         else:
             self._said.discard("results_unwritable")
 
+    def _overdue_to_hook(self) -> None:
+        """Tell the on_result hook of sets newly overdue (their results rewritten first, saying so)."""
+        relay = self.relay
+        if self.hook is None or relay is None:
+            return
+        try:
+            self.hook.look_for_overdue(
+                relay.journal, self.cfg.poll, lambda row: write_result(relay.spool, relay.journal, row, self.cfg.poll)
+            )
+        except (OSError, JournalError) as e:
+            self._warn_once("results_unwritable", str(e))
+
     def _write_health(self, stopped: bool = False) -> None:
         ok, reason = (False, "stopped") if stopped else self.health()
         doc = {
@@ -345,23 +390,9 @@ class Daemon:
         figures = tuple(StageFigures(s.health.name, s.health.failures, s.health.last_ok) for s in self.stages)
         return HealthSnapshot(ok, reason, figures)
 
-    def _start_web(self, relay: Relay) -> WebServer | None:
-        if not self.cfg.metrics.listen:
-            return None
-        collector = RelayCollector(
-            relay.journal,
-            self.snapshot,
-            lambda: days_left(relay.signer.identity()),
-            lambda: self.cfg.poll,
-            relay.spool,
-        )
-        snapshot = self.snapshot
-
-        def health() -> tuple[bool, str]:
-            snap = snapshot()
-            return snap.healthy, snap.reason
-
-        return serve(self.cfg.metrics.listen, registry_for(collector), health)
+    def _start_web(self, relay: Relay) -> None:
+        """Serve /metrics, /healthz and the status page on [metrics] listen, when it is set."""
+        self.web = start_listener(lambda: self.cfg, relay, self.snapshot)
 
 
 def _thread_died(args: threading.ExceptHookArgs) -> None:

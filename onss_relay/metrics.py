@@ -82,10 +82,19 @@ class RelayCollector(Collector):
             "onss_relay_overdue_sets", "Sets waiting past poll.acrf_overdue or notification_overdue"
         )
         now, poll_cfg = time.time(), self.poll()
-        late.add_metric(
-            [], sum(1 for r in self.journal.sets_in(State.SENT, State.ACKNOWLEDGED) if overdue(r, poll_cfg, now))
-        )
+        late_states = [
+            r.state for r in self.journal.sets_in(State.SENT, State.ACKNOWLEDGED) if overdue(r, poll_cfg, now)
+        ]
+        late.add_metric([], len(late_states))
         yield late
+        by_wait = GaugeMetricFamily(
+            "onss_relay_overdue_waiting",
+            "Overdue sets by what they wait for (the alert rules' split)",
+            labels=["waiting"],
+        )
+        by_wait.add_metric(["acrf"], late_states.count(State.SENT))
+        by_wait.add_metric(["notification"], late_states.count(State.ACKNOWLEDGED))
+        yield by_wait
         if self.spool is not None:
             waiting = GaugeMetricFamily(
                 "onss_relay_outbox_unclaimed_files", "Outbox files not claimed yet (settling, waiting for parts)"

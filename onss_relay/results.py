@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,10 +130,11 @@ def uncertain_document(row: SetRow) -> dict[str, Any] | None:
     }
 
 
-def write_result(spool: Spool, journal: Journal, row: SetRow) -> Path:
-    """Given a set, (re)write results/<GO name>.json atomically and return its path."""
+def write_result(spool: Spool, journal: Journal, row: SetRow, poll: PollConfig | None = None) -> Path:
+    """Given a set (and the poll settings that say when it is overdue), (re)write results/<GO name>.json
+    atomically and return its path."""
     path = spool.results / f"{row.go_name}.json"
-    doc = document_of(journal, row)
+    doc = document_of(journal, row, poll)
     atomic_write(path, json.dumps(doc, indent=2).encode(), sync=False)  # derived from the journal
     return path
 
@@ -151,6 +153,8 @@ class ResultsWriter:
         self.journal = journal
         self.cursor_path = spool.paths.root / "results.cursor"
         self.done = self._read_cursor()
+        # told of each result written (the on_result hook); called outside no lock of the journal's
+        self.on_write: Callable[[SetRow, Path], None] | None = None
         # the daemon's results tick and a stage's end both catch up: one at a time, or an older read of a set
         # written after a newer one would stay (the newer change is behind the cursor by then)
         self._lock = threading.Lock()
@@ -169,8 +173,10 @@ class ResultsWriter:
         with self._lock:
             rows = self.journal.sets_changed_after(self.done)
             for row in rows:
-                write_result(self.spool, self.journal, row)
+                path = write_result(self.spool, self.journal, row)
                 self.done = max(self.done, row.change)
+                if self.on_write is not None:
+                    self.on_write(row, path)
             if rows:
                 atomic_write(self.cursor_path, f"{self.done}\n".encode())
             return len(rows)

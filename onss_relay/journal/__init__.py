@@ -124,6 +124,32 @@ class Journal(Protocol):
 
     def keys_of(self, go_name: str) -> list[tuple[str, str]]: ...
     def sets_by_key(self, kind: str, value: str) -> list[SetRow]: ...
+    def add_workers(self, go_name: str, file: str, workers: Iterable[tuple[str, str]]) -> None:
+        """Index the (INSS, outcome) of every Form of a notification (file) linked to a set: every worker, not
+        only those its record keeps in detail."""
+        ...
+
+    def sets_by_worker(self, inss: str, limit: int = 200) -> list[tuple[SetRow, str]]:
+        """The sets whose notifications name this worker (INSS), each with the worker's outcome, newest first."""
+        ...
+
+    def daily_outcomes(self, days: int, now: float) -> list[tuple[str, str, int]]:
+        """(UTC day, outcome, sets created that day) over the last ``days`` days, for the status page's chart."""
+        ...
+
+    def sets_with_outcome(self, outcomes: Iterable[str], limit: int = 100) -> list[SetRow]:
+        """The sets with one of these outcomes (refused, partly_refused …), newest first."""
+        ...
+
+    def sets_named_like(self, fragment: str, limit: int = 100) -> list[SetRow]:
+        """The sets whose GO name holds this fragment, newest first."""
+        ...
+
+    def waiting_since_before(self, acrf_before: float, notification_before: float, limit: int = 100) -> list[SetRow]:
+        """The sets sent and unchanged since before ``acrf_before``, and acknowledged and unchanged since before
+        ``notification_before``, oldest first (the candidates to be overdue)."""
+        ...
+
     def add_note(self, go_name: str, detail: str) -> None:
         """Add a line to a set's history in its current state (an answer that changes no state)."""
         ...

@@ -41,6 +41,7 @@ from onss_relay.journal.sqlite_schema import (
     open_readonly,
     set_row,
 )
+from onss_relay.journal.sqlite_workers import WorkerTable, backfill_workers
 from onss_relay.names import parse_name
 from onss_relay.outcome import outcome_of
 
@@ -50,7 +51,7 @@ S = State
 # every write to a set takes the next value of the change counter, in the same transaction (results follow it)
 
 
-class SqliteJournal(ResponseTable, KeyTable):
+class SqliteJournal(ResponseTable, KeyTable, WorkerTable):
     """Given a database path, keep the state of every set and response; safe to share between threads."""
 
     def __init__(self, path: Path, readonly: bool = False) -> None:
@@ -86,6 +87,8 @@ class SqliteJournal(ResponseTable, KeyTable):
                     f"{path}: journal schema {version} is newer than this onss-relay ({SCHEMA_VERSION});"
                     " upgrade onss-relay or restore a backup"
                 )
+            if version < 3:  # the worker index is new: fill it from the notifications already recorded
+                backfill_workers(db)
             if version < SCHEMA_VERSION:  # 0.1 journals: same tables; set data is read as version 1 when loaded
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 

@@ -17,7 +17,7 @@ from onss_relay.outcome import outcome_of
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 30_000  # how long a statement waits for another process's lock on the journal
-SCHEMA_VERSION = 2  # PRAGMA user_version; 0/1: onss-relay 0.1 (untyped set data, read as version 1)
+SCHEMA_VERSION = 3  # PRAGMA user_version; 0/1: onss-relay 0.1 (untyped set data, read as version 1); 3: set_workers
 
 NEXT_CHANGE = "(SELECT COALESCE(MAX(change_seq), 0) + 1 FROM sets)"  # the change counter's next value
 
@@ -39,6 +39,11 @@ CREATE TABLE IF NOT EXISTS sets (
 CREATE INDEX IF NOT EXISTS sets_state ON sets(state);
 CREATE INDEX IF NOT EXISTS sets_change ON sets(change_seq);
 CREATE INDEX IF NOT EXISTS sets_ticket ON sets(ticket);
+-- the chart walks this index in order: sets per UTC day (whole days since the epoch), outcome and state
+CREATE INDEX IF NOT EXISTS sets_day ON sets(CAST(created_at / 86400 AS INTEGER), outcome, state);
+CREATE INDEX IF NOT EXISTS sets_updated ON sets(updated_at);  -- the sets written last (status, the page)
+CREATE INDEX IF NOT EXISTS sets_waiting ON sets(state, updated_at);
+CREATE INDEX IF NOT EXISTS sets_outcome ON sets(outcome, updated_at);
 CREATE TABLE IF NOT EXISTS history (
     id INTEGER PRIMARY KEY,
     go_name TEXT NOT NULL,
@@ -66,6 +71,14 @@ CREATE TABLE IF NOT EXISTS set_keys (
     PRIMARY KEY (kind, value, go_name)
 );
 CREATE INDEX IF NOT EXISTS set_keys_set ON set_keys(go_name);
+CREATE TABLE IF NOT EXISTS set_workers (
+    inss TEXT NOT NULL,
+    go_name TEXT NOT NULL,
+    file TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    PRIMARY KEY (inss, go_name, file)
+);
+CREATE INDEX IF NOT EXISTS set_workers_set ON set_workers(go_name);
 CREATE TABLE IF NOT EXISTS sequences (
     sender TEXT NOT NULL,
     date TEXT NOT NULL,

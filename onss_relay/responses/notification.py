@@ -83,6 +83,7 @@ class Notification:
     count: int  # every Form in the file
     outcomes: tuple[tuple[str, int], ...]  # (accepted|refused|pending, how many)
     tally: AnomalyTally = dataclasses.field(default_factory=lambda: AnomalyTally())  # every Form's anomalies
+    workers: tuple[tuple[str, str], ...] = ()  # (INSS, outcome) of every Form naming a worker, in file order
 
     @property
     def accepted(self) -> bool:
@@ -98,6 +99,7 @@ def parse_notification(data: bytes | IO[bytes]) -> Notification:
     kept: list[tuple[int, NotificationForm]] = []  # (position, form); accepted ones give way to others
     tally = [AnomalyTally()]  # the current form's: AnomalyReports are handed over as they end
     total = AnomalyTally()
+    workers: list[tuple[str, str]] = []  # small: two short strings a Form, for the INSS index
 
     def each(a: Element) -> None:
         tally[0].add(read_anomaly(a))
@@ -108,13 +110,17 @@ def parse_notification(data: bytes | IO[bytes]) -> Notification:
         total.merge(f.tally)
         first = first or f
         counts[f.outcome] += 1
+        if f.inss:
+            workers.append((f.inss, f.outcome))
         if len(kept) < DETAILED:
             kept.append((i, f))
         else:
             _give_way(kept, i, f)
     if first is None:
         raise ResponseParseError("NOTIFICATION without a Form")
-    return Notification(first, tuple(f for _, f in kept), sum(counts.values()), tuple(counts.items()), total)
+    return Notification(
+        first, tuple(f for _, f in kept), sum(counts.values()), tuple(counts.items()), total, tuple(workers)
+    )
 
 
 def _give_way(kept: list[tuple[int, NotificationForm]], i: int, f: NotificationForm) -> None:
@@ -284,6 +290,7 @@ def _record(journal: Journal, resp: ResponseRow, n: Notification) -> list[str]:
     record = record_for(n, resp.local_path)
     journal.link_response(resp.folder, resp.name, "notification", row.go_name)
     journal.add_keys(row.go_name, tickets_given(n))  # later answers (DmfA updates, DmfAPID) name these
+    journal.add_workers(row.go_name, resp.local_path, n.workers)  # a search by INSS finds every worker
     notifications = (*row.data.notifications, record)
     if row.state in (State.ACKNOWLEDGED, State.NOTIFIED):
         journal.transition(

@@ -1,0 +1,122 @@
+"""The on_result hook ([hooks] on_result): the HR side's own command, run with the path of results/<GO>.json
+when a set is refused, notified or becomes overdue. It runs in a thread of its own, one at a time, with a
+timeout and a bare environment (no secret of the relay's); a failure is logged, never retried, never blocking.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from onss_relay.config import HooksConfig, PollConfig
+from onss_relay.journal import Journal, SetRow, State
+from onss_relay.results import overdue
+
+log = structlog.get_logger(__name__)
+
+FINAL = (State.REFUSED, State.NOTIFIED)
+OVERDUE_EVERY = 5.0  # seconds between two looks for sets newly overdue (an indexed query of the late ones)
+BARE_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def hook_environment(result: Path, row: SetRow, why: str) -> dict[str, str]:
+    """Given a result file, its set and why the hook runs, return the hook's whole environment: a plain PATH
+    and what it is about, nothing inherited (the relay's may hold overrides and paths to secrets)."""
+    return {
+        "PATH": BARE_PATH,
+        "LANG": "C.UTF-8",
+        "ONSS_RELAY_RESULT": str(result),
+        "ONSS_RELAY_SET": row.go_name,
+        "ONSS_RELAY_STATE": str(row.state),
+        "ONSS_RELAY_EVENT": why,  # refused, notified or overdue
+    }
+
+
+class ResultHook:
+    """Given [hooks] and the results folder, run on_result for each set that reaches a final state (refused,
+    notified: again for each further notification) or becomes overdue, once per such change while running."""
+
+    def __init__(self, hooks: HooksConfig) -> None:
+        self.argv = shlex.split(hooks.on_result)
+        self.timeout = float(hooks.timeout)
+        self._told: dict[str, tuple[str, int, bool]] = {}  # set → (state, notifications, overdue) last told
+        self._queue: queue.Queue[tuple[Path, dict[str, str]] | None] = queue.Queue()
+        self._next_overdue_look = 0.0
+        self._thread = threading.Thread(target=self._run_all, name="hook", daemon=True)
+        self._thread.start()
+
+    def result_written(self, row: SetRow, path: Path, late: str | None = None) -> None:
+        """Given a set whose result file was just written (and why it is late, if it is), queue the hook when
+        the set reached something the HR side waits for that it was not told yet."""
+        key = (str(row.state), len(row.data.notifications), late is not None)
+        if self._told.get(row.go_name) == key or (row.state not in FINAL and late is None):
+            return
+        self._told[row.go_name] = key
+        why = "overdue" if late and row.state not in FINAL else str(row.state)
+        self._queue.put((path, hook_environment(path, row, why)))
+
+    def look_for_overdue(
+        self, journal: Journal, poll: PollConfig, write: Callable[[SetRow], Path], now: float | None = None
+    ) -> None:
+        """Given the journal, the poll settings and the function writing a set's result, every OVERDUE_EVERY s
+        rewrite the result of each set newly overdue (so that it says so) and queue the hook for it."""
+        now = time.time() if now is None else now
+        if now < self._next_overdue_look:
+            return
+        self._next_overdue_look = now + OVERDUE_EVERY
+        candidates = journal.waiting_since_before(now - poll.acrf_overdue, now - poll.notification_overdue, 1000)
+        for row in candidates:
+            late = overdue(row, poll, now)
+            if late and self._told.get(row.go_name) != (str(row.state), len(row.data.notifications), True):
+                self.result_written(row, write(row), late)
+
+    def stop(self) -> None:
+        """Let the hook run already queued finish (each within its timeout), then end the thread."""
+        self._queue.put(None)
+        self._thread.join(self.timeout + 5)
+
+    def _run_all(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                self._run(*item)
+            except Exception as e:  # a hook's trouble is logged; the next set's hook still runs
+                log.warning("hook_failed", set=item[1]["ONSS_RELAY_SET"], error=f"{type(e).__name__}: {e}")
+
+    def _run(self, result: Path, env: dict[str, str]) -> None:
+        """Given a result file and the hook's environment, run on_result with the file's path; log how it went."""
+        started = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                [*self.argv, str(result)],
+                env=env,
+                cwd=result.parent,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a timeout ends the hook and whatever it started
+            )
+        except OSError as e:
+            log.warning("hook_failed", set=env["ONSS_RELAY_SET"], command=self.argv[0], error=str(e))
+            return
+        try:
+            output, _ = proc.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            log.warning("hook_timed_out", set=env["ONSS_RELAY_SET"], command=self.argv[0], timeout_s=self.timeout)
+            return
+        said = output.decode(errors="replace").strip()[-500:]
+        ms = int((time.monotonic() - started) * 1000)
+        if proc.returncode != 0:
+            log.warning("hook_failed", set=env["ONSS_RELAY_SET"], exit=proc.returncode, output=said, duration_ms=ms)
+        else:
+            log.info("hook_ran", set=env["ONSS_RELAY_SET"], why=env["ONSS_RELAY_EVENT"], duration_ms=ms)

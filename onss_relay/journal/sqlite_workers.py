@@ -1,0 +1,117 @@
+"""The SQLite journal's set_workers table: every worker (INSS) of every notification Form and its outcome, so
+that "this worker's Dimona" is one look-up, also for the workers a notification record does not keep in detail.
+Part of SqliteJournal (sqlite.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable
+
+from onss_relay.journal.model import SetRow
+from onss_relay.journal.sqlite_schema import set_row
+
+
+class WorkerTable:
+    """The worker-index and per-day methods of SqliteJournal; its connection, lock and transactions are its."""
+
+    _db: sqlite3.Connection
+    _lock: threading.RLock
+
+    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        raise NotImplementedError  # SqliteJournal._tx
+
+    def add_workers(self, go_name: str, file: str, workers: Iterable[tuple[str, str]]) -> None:
+        """Given a set, the notification file naming them and its (INSS, outcome) pairs, index them (a pair
+        already indexed for that file keeps its first outcome)."""
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO set_workers (inss, go_name, file, outcome) VALUES (?,?,?,?)",
+                [(inss, go_name, file, outcome) for inss, outcome in workers if inss],
+            )
+
+    def sets_by_worker(self, inss: str, limit: int = 200) -> list[tuple[SetRow, str]]:
+        """Given a worker's INSS, return the sets whose notifications name that worker, each with the worker's
+        outcome there, newest first (none when the journal predates the index: a read-only reader of it)."""
+        with self._lock, contextlib.suppress(sqlite3.OperationalError):
+            rows = self._db.execute(
+                "SELECT sets.*, set_workers.outcome AS worker_outcome FROM set_workers JOIN sets USING (go_name)"
+                " WHERE inss = ? ORDER BY sets.updated_at DESC LIMIT ?",
+                (inss, limit),
+            ).fetchall()
+            return [(set_row(r), r["worker_outcome"]) for r in rows]
+        return []
+
+    def daily_outcomes(self, days: int, now: float) -> list[tuple[str, str, int]]:
+        """Given a number of days and the time now, return (UTC day YYYY-MM-DD, outcome, sets created that day)
+        for the last ``days`` days, a set without an outcome counted as pending (quarantined when failed)."""
+        first = int(now // 86400) - (days - 1)  # whole UTC days since the epoch, as the sets_day index holds them
+        with self._lock:  # the same expression as the index: walked in order, no sort, no table read
+            rows = self._db.execute(
+                "SELECT CAST(created_at / 86400 AS INTEGER), outcome, state, COUNT(*) FROM sets"
+                " WHERE CAST(created_at / 86400 AS INTEGER) >= ? GROUP BY 1, 2, 3",
+                (first,),
+            ).fetchall()
+        counts: dict[tuple[str, str], int] = {}
+        epoch = dt.date(1970, 1, 1)
+        for day, outcome, state, n in rows:
+            name = outcome or ("quarantined" if state == "failed" else "pending")
+            key = ((epoch + dt.timedelta(days=day)).isoformat(), name)
+            counts[key] = counts.get(key, 0) + n
+        return [(day, outcome, n) for (day, outcome), n in sorted(counts.items())]
+
+    def sets_with_outcome(self, outcomes: Iterable[str], limit: int = 100) -> list[SetRow]:
+        """Given outcomes (refused, partly_refused …), return the sets that have one, newest first."""
+        wanted = list(outcomes)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT * FROM sets WHERE outcome IN ({','.join('?' * len(wanted))}) ORDER BY updated_at DESC LIMIT ?",
+                (*wanted, limit),
+            ).fetchall()
+        return [set_row(r) for r in rows]
+
+    def sets_named_like(self, fragment: str, limit: int = 100) -> list[SetRow]:
+        """Given part of a GO name (DIMN.123456.20261130 …), return the sets whose name holds it, newest first."""
+        pattern = "%" + fragment.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM sets WHERE go_name LIKE ? ESCAPE '\\' ORDER BY updated_at DESC LIMIT ?",
+                (pattern, limit),
+            ).fetchall()
+        return [set_row(r) for r in rows]
+
+    def waiting_since_before(self, acrf_before: float, notification_before: float, limit: int = 100) -> list[SetRow]:
+        """Given two times, return the sets sent (no ACRF) and last written before the first, and those
+        acknowledged (no notification) before the second, oldest first: the candidates to be overdue, read
+        without loading every set that waits."""
+        with self._lock:  # one query per state: each walks the (state, updated_at) index
+            rows = [
+                r
+                for state, before in (("sent", acrf_before), ("acknowledged", notification_before))
+                for r in self._db.execute(
+                    "SELECT * FROM sets WHERE state = ? AND updated_at < ? ORDER BY updated_at LIMIT ?",
+                    (state, before, limit),
+                ).fetchall()
+            ]
+        return sorted((set_row(r) for r in rows), key=lambda row: row.updated_at)[:limit]
+
+
+def backfill_workers(db: sqlite3.Connection) -> int:
+    """Given a journal of schema 2 or older being opened for writing, index the workers its notification records
+    kept in detail (those records are all an older journal has: the Forms past them were only counted);
+    return how many (INSS, set) pairs were indexed."""
+    rows = db.execute(
+        "SELECT go_name, data FROM sets WHERE json_valid(data) AND json_array_length(data, '$.notifications') > 0"
+    ).fetchall()
+    pairs = [
+        (w["inss"], r[0], n.get("file", ""), w.get("outcome", "pending"))
+        for r in rows
+        for n in json.loads(r[1]).get("notifications", [])
+        for w in n.get("workers", [])
+        if w.get("inss")
+    ]
+    db.executemany("INSERT OR IGNORE INTO set_workers (inss, go_name, file, outcome) VALUES (?,?,?,?)", pairs)
+    return len(pairs)

@@ -1,0 +1,39 @@
+"""Search by declaration name (or part of it), ONSS ticket or worker (INSS): "this worker's Dimona" is one
+search."""
+
+from __future__ import annotations
+
+import re
+
+from onss_relay.commands.status import as_go
+from onss_relay.journal import SetRow
+from onss_relay.views.set_view import SetLine, set_line
+from onss_relay.views.sources import Sources
+
+LIMIT = 200
+INSS = re.compile(r"[0-9]{11}")
+
+
+def search(src: Sources, query: str) -> list[SetLine]:
+    """Given the sources and what a person typed, return the sets it names: a worker's sets (an INSS, with
+    dots, dashes or spaces or not) each with that worker's outcome, or the sets of a ticket, or of a name."""
+    q = query.strip()
+    if not q:
+        return []
+    poll = src.poll()
+    digits = re.sub(r"[.\- ]", "", q)
+    if INSS.fullmatch(digits):
+        found = src.journal.sets_by_worker(digits, LIMIT)
+        if found:
+            return [set_line(row, poll, worker_outcome=outcome) for row, outcome in found]
+    rows: dict[str, SetRow] = {}
+    exact = src.journal.get_set(as_go(q))
+    if exact is not None:
+        rows[exact.go_name] = exact
+    by_ticket = src.journal.set_by_ticket(q)
+    if by_ticket is not None:
+        rows[by_ticket.go_name] = by_ticket
+    rows |= {r.go_name: r for r in src.journal.sets_by_key("ticket", q)}
+    if len(q) >= 3:
+        rows |= {r.go_name: r for r in src.journal.sets_named_like(q, LIMIT)}
+    return [set_line(r, poll) for r in list(rows.values())[:LIMIT]]
