@@ -76,7 +76,8 @@ def test_a_writer_that_appends_after_its_file_was_sent_loses_nothing_and_is_told
     assert wait_until(lambda: state_of(daemon.config, go_of(fi.name)) == State.SENT, 20), daemon.log.read_text()
     assert wait_until(lambda: not fi.exists(), 10)  # released: the writer's next `>>` makes a new file
     subprocess.run([*AS_NOBODY, "sh", "-c", f"echo tail >> {fi}"], check=True, timeout=30)
-    assert wait_until(lambda: (cfg.paths.failed_dir / f"{fi.name}.reason.json").exists(), 10)
+    kept = [cfg.paths.failed_dir / f"{fi.name}.reason.json", cfg.paths.failed_dir / fi.name]
+    assert wait_until(lambda: all(p.exists() for p in kept), 10)  # the reason and the rest, whichever comes first
     [archived] = cfg.paths.sent_dir.rglob(fi.name)
     assert archived.read_bytes() == (relay_dir / "remote" / "INTEST" / fi.name).read_bytes() == b"head\n"
     assert (cfg.paths.failed_dir / fi.name).read_bytes() == b"tail\n"
