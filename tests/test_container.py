@@ -23,7 +23,9 @@ from tests.fixtures.sshd import SshServer
 from tests.helpers import run_cli, wait_until
 from tests.test_uploader_sftp import assert_order_and_once
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+# one xdist worker runs them all, one after the other: they share one image, a base made once per machine, and
+# fixed podman names (volumes, containers, the compose project)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900), pytest.mark.xdist_group("containers")]
 
 REPO = Path(__file__).resolve().parents[1]
 PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs"]

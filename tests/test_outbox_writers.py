@@ -76,7 +76,8 @@ def test_a_writer_that_appends_after_its_file_was_sent_loses_nothing_and_is_told
     assert wait_until(lambda: state_of(daemon.config, go_of(fi.name)) == State.SENT, 20), daemon.log.read_text()
     assert wait_until(lambda: not fi.exists(), 10)  # released: the writer's next `>>` makes a new file
     subprocess.run([*AS_NOBODY, "sh", "-c", f"echo tail >> {fi}"], check=True, timeout=30)
-    assert wait_until(lambda: (cfg.paths.failed_dir / f"{fi.name}.reason.json").exists(), 10)
+    kept = [cfg.paths.failed_dir / f"{fi.name}.reason.json", cfg.paths.failed_dir / fi.name]
+    assert wait_until(lambda: all(p.exists() for p in kept), 10)  # the reason and the rest, whichever comes first
     [archived] = cfg.paths.sent_dir.rglob(fi.name)
     assert archived.read_bytes() == (relay_dir / "remote" / "INTEST" / fi.name).read_bytes() == b"head\n"
     assert (cfg.paths.failed_dir / fi.name).read_bytes() == b"tail\n"
@@ -251,13 +252,17 @@ def test_send_once_leaves_a_file_its_writer_holds_open(relay_dir: Path) -> None:
     cfg = load_config(relay_dir / "config.toml", environ={})
     cfg.paths.outbox_dir.mkdir(parents=True, exist_ok=True)
     fi = cfg.paths.outbox_dir / fi_name(1)
-    script = f"exec 3>{fi}; echo head >&3; echo ready; sleep 4; echo tail >&3"  # not XML: no well-formedness wait
-    writer = subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, text=True)
-    assert writer.stdout is not None and writer.stdout.readline() == "ready\n"
+    # the writer holds the file open until the test tells it to finish (a line on its stdin), however long the
+    # send --once takes on a loaded machine; not XML: no well-formedness wait
+    script = f"exec 3>{fi}; echo head >&3; echo ready; read go; echo tail >&3"
+    writer = subprocess.Popen(["sh", "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert writer.stdin is not None and writer.stdout is not None and writer.stdout.readline() == "ready\n"
     settle = {"ONSS_RELAY__WATCH__SETTLE": "1s"}  # longer than the writer's last change: only /proc tells
     r = run_cli("send", "--once", "--config", str(relay_dir / "config.toml"), env=settle)
     assert writer.poll() is None, "the writer finished before the claim looked: the test proves nothing"
     assert r.returncode == 0 and "sent 0 set(s)" in r.stdout, r.stdout + r.stderr
+    writer.stdin.write("go\n")
+    writer.stdin.close()
     assert writer.wait(10) == 0
     r = run_cli("send", "--once", "--config", str(relay_dir / "config.toml"), env=settle)
     assert r.returncode == 0 and "sent 1 set(s)" in r.stdout, r.stdout + r.stderr

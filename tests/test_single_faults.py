@@ -311,6 +311,8 @@ def test_a_malformed_known_hosts_line_is_a_configuration_error_naming_the_line(
     good = sftp_cfg.remote.known_hosts.read_text()
     sftp_cfg.remote.known_hosts.write_text("# ours\n" + good + "transfer.example ssh-ed25519 AAAA-not-base64!\n")
     config = str(sftp_dir / "config.toml")
+    # a set to send: send --once connects for it (an empty outbox connects only while signing still runs)
+    drop_sets(sftp_cfg.paths.outbox_dir, [(1, "T", 1)])
     for command in (["check"], ["send", "--once"], ["poll", "--once"]):
         r = run_cli(*command, "--config", config)
         out = r.stdout + r.stderr
@@ -386,6 +388,8 @@ def test_an_ssh_key_the_relay_cannot_read_is_a_local_error_that_check_local_repo
     os.chown(key, 65534, 65534)  # another user's key, mode 0600: what `init` + a wrong chown used to give
     config = sftp_dir / "config.toml"
     config.write_text(config.read_text().replace(str(sftp_cfg.remote.private_key), str(key)))
+    # a set to send: send --once connects for it (an empty outbox connects only while signing still runs)
+    drop_sets(sftp_cfg.paths.outbox_dir, [(1, "T", 1)])
     for command in (["check", "--local"], ["send", "--once"]):
         r = run_cli(*command, "--config", str(config), wrapper=WITHOUT_ROOT_FILE_ACCESS)
         out = r.stdout + r.stderr
