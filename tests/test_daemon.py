@@ -42,8 +42,10 @@ def test_sigterm_during_a_large_upload_exits_0_and_the_set_completes(sftp_dir: P
     assert wait_until(lambda: (sshd.home / "INTEST" / name).exists(), 60)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(15) == 0
-    assert time.monotonic() - t0 < 10
+    assert proc.wait(45) == 0
+    # a liveness bound, not a speed figure: well inside systemd's 90 s stop timeout, far below the time to send
+    # the 150 MB, so the stop did not wait for the upload (CI under 4 xdist workers took 12 s)
+    assert time.monotonic() - t0 < 30
     assert "relay_stopped" in log.read_text()
     proc = start(config, log)
     try:
