@@ -276,16 +276,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from onss_relay.commands.status import as_go, set_detail, spool_view, status_json, status_table
     from onss_relay.commands.status_wait import UNSENT, why_waiting
-    from onss_relay.journal import open_journal_at
+    from onss_relay.journal import journal_exists, journal_location, open_journal
     from onss_relay.spool import Spool
 
     cfg = _config(args)
     if args.health:
         return _health(cfg)
-    if not cfg.paths.journal_path.exists():
-        print(f"no journal yet at {cfg.paths.journal_path}: nothing was sent from this spool")
+    if not journal_exists(cfg):
+        print(f"no journal yet at {journal_location(cfg)}: nothing was sent from this spool")
         return EXIT_OK
-    journal = open_journal_at(cfg.paths.journal_path, readonly=True)
+    journal = open_journal(cfg, readonly=True)
     try:
         view = spool_view(Spool(cfg.paths), journal)
         waiting = why_waiting(cfg.paths.root)
@@ -296,7 +296,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         if args.name:
             detail = set_detail(journal, args.name)
             if detail is None:
-                print(f"onss-relay: no set named {args.name} in {cfg.paths.journal_path}", file=sys.stderr)
+                print(f"onss-relay: no set named {args.name} in {journal_location(cfg)}", file=sys.stderr)
                 return EXIT_WORK_FAILED
             row = journal.get_set(as_go(args.name)) if waiting else None
             print(detail + (f"\nwaiting:     {waiting}" if row is not None and row.state in UNSENT else ""))

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from onss_relay.config_rules import renamed_keys, technical_user_problem, transport_defaults
+from onss_relay.config_rules import journal_url_problem, renamed_keys, technical_user_problem, transport_defaults
 from onss_relay.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/onss-relay/config.toml")
@@ -185,6 +185,19 @@ class MetricsConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class JournalConfig:
+    url: str = _field(
+        "",
+        "empty = SQLite in the spool (one machine); postgresql://user@host:port/db = PostgreSQL (two machines,"
+        " one active relay); TLS as libpq has it, in the query: ?sslmode=verify-full&sslrootcert=/etc/…/ca.pem",
+    )
+    password_file: Path | None = _field(None, "file holding the PostgreSQL password (never in the url)")
+    lease: Duration = _field(
+        Duration(10), "PostgreSQL: how long the active relay's leadership lasts unrenewed; a standby takes over after"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     sender: SenderConfig
     paths: PathsConfig
@@ -193,6 +206,7 @@ class Config:
     watch: WatchConfig = dataclasses.field(default_factory=WatchConfig)
     poll: PollConfig = dataclasses.field(default_factory=PollConfig)
     metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
+    journal: JournalConfig = dataclasses.field(default_factory=JournalConfig)
     source: Path | None = None  # the file this was loaded from
 
 
@@ -392,6 +406,8 @@ def _semantic_problems(cfg: Config) -> Iterator[tuple[str, str | None]]:
     listen = cfg.metrics.listen
     if listen and not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[^:\s]*):[0-9]{1,5}", listen):
         yield "metrics.listen", f'{listen!r} is not host:port, like "127.0.0.1:9464"'
+    yield "journal.url", journal_url_problem(cfg.journal.url)
+    yield "journal.lease", None if cfg.journal.lease >= 3 else "must be at least 3s (renewed every third of it)"
     required = {
         "sftp": ("username", "private_key", "known_hosts"),
         "ftp": ("username", "password_file"),

@@ -265,7 +265,8 @@ class Daemon:
     def health(self) -> tuple[bool, str]:
         """Return (healthy, reason): the journal writable, every stage alive and the last successful poll recent
         enough."""
-        if why := journal_unwritable(self.cfg.paths.journal_path) or disk_full(self.cfg.paths.root):
+        sqlite = not self.cfg.journal.url
+        if why := (sqlite and journal_unwritable(self.cfg.paths.journal_path)) or disk_full(self.cfg.paths.root):
             return False, why
         for stage in self.stages:
             if not stage.is_alive() and not self.stop.is_set():

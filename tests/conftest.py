@@ -227,3 +227,16 @@ def ftpsd(relay_dir: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
     server = _ftp_dir(relay_dir, tmp_path, tls=True)
     yield server
     server.stop()
+
+
+from tests.fixtures.postgres import PgServer, pg_bin  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def pg_server():  # type: ignore[no-untyped-def]
+    """One PostgreSQL server for the session (a fresh database per test: pg_server.new_database())."""
+    if pg_bin() is None and not os.environ.get("CI"):
+        pytest.skip("PostgreSQL is not installed here (apt-get install postgresql); CI installs it")
+    server = PgServer()
+    yield server
+    server.close()

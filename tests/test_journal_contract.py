@@ -1,5 +1,5 @@
-"""The journal contract: what every backend must do, run over each of them (today SQLite; a PostgreSQL
-backend joins the parameter list and must pass unchanged), as the transport contract test does for transports."""
+"""The journal contract: what every backend must do, run over each of them (SQLite, and PostgreSQL on a real
+server started by the pg_server fixture), as the transport contract test does for transports."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from onss_relay.config import JournalConfig
 from onss_relay.errors import IllegalTransition
 from onss_relay.journal import (
     AcrfRecord,
@@ -20,16 +21,26 @@ from onss_relay.journal import (
     State,
     open_journal_at,
 )
+from onss_relay.journal.postgres import PostgresJournal
 
 GO = "GO.DMFA.123456.20260101.00001.T.1"
 FI = "FI.DMFA.123456.20260101.00001.T.1.1"
 
-BACKENDS: dict[str, Callable[[Path], Journal]] = {"sqlite": lambda d: open_journal_at(d / "journal.db")}
+
+def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Journal:
+    server = request.getfixturevalue("pg_server")
+    return PostgresJournal(JournalConfig(url=server.new_database()), "123456")
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Journal]] = {
+    "sqlite": lambda request, d: open_journal_at(d / "journal.db"),
+    "postgres": _postgres,
+}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Journal]:
-    j = BACKENDS[request.param](tmp_path)
+    j = BACKENDS[request.param](request, tmp_path)
     yield j
     j.close()
 
