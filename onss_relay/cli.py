@@ -217,18 +217,27 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def _once(args: argparse.Namespace, what: str, action: Callable[[Relay], T]) -> T:
-    """Given a one-shot command, run it on the spool's relay while holding the spool lock (refused if a daemon has it)."""
+    """Given a one-shot command, run it on the spool's relay while holding the relay lock (refused if a daemon
+    has it); with a PostgreSQL journal its writes carry the lease's epoch and its GOs check the lease."""
+    from onss_relay.leadership import relay_lock_for
     from onss_relay.pipeline import Relay
-    from onss_relay.spool import SpoolLock
+    from onss_relay.spool import SpoolBusy
 
     cfg = _config(args)
-    lock = SpoolLock(cfg.paths.root)
-    lock.acquire_or_refuse(what)
-    relay = Relay(cfg)
+    lock = relay_lock_for(cfg)
+    if not lock.try_acquire():
+        raise SpoolBusy(
+            f"{what} refused: a relay ({'' if cfg.journal.url else 'pid '}{lock.holder()}) is running on this spool"
+            f" ({cfg.paths.root}) and does this itself; stop it first or let it work"
+        )
     try:
-        return action(relay)
+        relay = Relay(cfg, epoch=lock.epoch)
+        relay.uploader.before_go = lock.check
+        try:
+            return action(relay)
+        finally:
+            relay.close()
     finally:
-        relay.close()
         lock.release()
 
 

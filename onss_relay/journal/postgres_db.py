@@ -30,10 +30,10 @@ def safe_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}@{netloc}"))
 
 
-def connect(cfg: JournalConfig, autocommit: bool = True) -> psycopg.Connection[Any]:
-    """Given the journal settings, open and return a new connection (its own session: the leadership lease
-    has one, the journal another); raise ConfigError without psycopg, JournalUnreachable when the server
-    cannot be reached."""
+def connect(cfg: JournalConfig, keepalive_s: float = 10.0) -> psycopg.Connection[Any]:
+    """Given the journal settings, open and return a new autocommit connection (its own session: the leadership
+    lease has one, the journal another) that notices a dead peer within about ``keepalive_s`` (TCP keepalives,
+    tcp_user_timeout); raise ConfigError without psycopg, JournalUnreachable when the server cannot be reached."""
     try:
         import psycopg
     except ImportError:
@@ -42,11 +42,19 @@ def connect(cfg: JournalConfig, autocommit: bool = True) -> psycopg.Connection[A
             " pip install 'onss-relay[postgres]'"
         ) from None
     password = read_secret(cfg.password_file, "journal.password_file")
-    extra: dict[str, Any] = {"application_name": "onss-relay", "connect_timeout": CONNECT_TIMEOUT_S}
+    extra: dict[str, Any] = {
+        "application_name": "onss-relay",
+        "connect_timeout": CONNECT_TIMEOUT_S,
+        "keepalives": 1,
+        "keepalives_idle": max(1, int(keepalive_s)),
+        "keepalives_interval": 1,
+        "keepalives_count": 3,
+        "tcp_user_timeout": int(keepalive_s * 1000),
+    }
     if password is not None:
         extra["password"] = password.decode()
     try:
-        conn = psycopg.connect(cfg.url, autocommit=autocommit, row_factory=_row_factory, **extra)
+        conn = psycopg.connect(cfg.url, autocommit=True, row_factory=_row_factory, **extra)
     except psycopg.OperationalError as e:
         raise JournalUnreachable(f"{safe_url(cfg.url)}: cannot reach the journal database: {_first_line(e)}") from e
     return conn
