@@ -16,7 +16,7 @@ from onss_relay.transport.local import make_remote_home
 SENDER = "123456"
 SIGNING_PASSWORD = "Tr0ub4dor&3-signing"  # distinctive test secrets: no log of the whole run may contain them
 SSH_PASSPHRASE = "correct horse battery"
-SECRETS = (SIGNING_PASSWORD, SSH_PASSPHRASE, "PRIVATE KEY-----", "ftp-Pa55word-for-tests")
+SECRETS = (SIGNING_PASSWORD, SSH_PASSPHRASE, "PRIVATE KEY-----", "ftp-Pa55word-for-tests", "pg-Pa55word-for-tests")
 TODAY = dt.date.today().strftime("%Y%m%d")
 
 

@@ -147,3 +147,22 @@ def test_sets_changed_after_a_counter_value_and_one_sequence_per_sender_date_env
         [GO, other]
     )
     assert journal.sets_with_sequence("123456", "20260101", "00001", "S") == []
+
+
+def test_atomic_is_all_or_nothing_and_uncertain_sets_keep_their_record(journal: Journal) -> None:
+    from onss_relay.journal import Uncertain
+
+    journal.add_set(GO, "T", [FI])
+    for s in (State.SIGNED, State.UPLOADING, State.GO_SENDING):
+        journal.transition(GO, s)
+    mark = journal.last_change()
+    with pytest.raises(RuntimeError), journal.atomic():
+        journal.add_note(GO, "seen")
+        journal.update_data(GO, extras=("x",))
+        raise RuntimeError("a crash between the two writes")
+    assert journal.last_change() == mark and journal.get_set(GO).data.extras == ()  # type: ignore[union-attr]
+    uncertain = Uncertain(since=1.5, boottime=2.5, boot_id="b", quiet=30.0, step="GO")
+    journal.transition(GO, State.GO_SENDING, "GO in flight on a connection given up", uncertain=uncertain)
+    row = journal.get_set(GO)
+    assert row is not None and row.state == State.GO_SENDING and row.data.uncertain == uncertain
+    assert [r.go_name for r in journal.sets_in(State.GO_SENDING)] == [GO]

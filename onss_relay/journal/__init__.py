@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from onss_relay.config import Config
+from onss_relay.errors import JournalError
 from onss_relay.journal.model import (
     DONE,
     IN_FLIGHT,
@@ -62,6 +63,7 @@ __all__ = [
     "journal_location",
     "open_journal",
     "open_journal_at",
+    "sqlite_place_problem",
 ]
 
 
@@ -235,7 +237,28 @@ def open_journal(cfg: Config, readonly: bool = False, epoch: int | None = None) 
         from onss_relay.journal.postgres import PostgresJournal
 
         return PostgresJournal(cfg.journal, cfg.sender.number, readonly=readonly, epoch=epoch)
+    if why := sqlite_place_problem(cfg.paths.journal_path):
+        raise JournalError(why)
     return open_journal_at(cfg.paths.journal_path, readonly)
+
+
+# filesystems shared between machines, where SQLite's WAL (shared memory on one host) and its locks do not hold;
+# overlay, fuse and virtiofs are not listed: a container's or a VM's own disk
+SHARED_FILESYSTEMS = ("nfs", "cifs", "smb", "afs", "ceph", "glusterfs", "fuse.sshfs", "lustre", "gpfs", "beegfs")
+
+
+def sqlite_place_problem(path: Path, mounts: str | None = None) -> str | None:
+    """Given where a SQLite journal would be (and /proc/mounts' text, for tests), return the sentence refusing
+    a network filesystem, or None for a local one."""
+    from onss_relay.stages.watch import filesystem_type
+
+    kind = filesystem_type(path.parent, mounts)
+    if not kind.startswith(SHARED_FILESYSTEMS):
+        return None
+    return (
+        f"{path}: the SQLite journal cannot live on a network filesystem ({kind}): its WAL and locks hold on one"
+        " host only; keep paths.root local, or for two machines set journal.url to a PostgreSQL database"
+    )
 
 
 def journal_exists(cfg: Config) -> bool:

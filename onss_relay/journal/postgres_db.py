@@ -56,6 +56,11 @@ def connect(cfg: JournalConfig, keepalive_s: float = 10.0) -> psycopg.Connection
     try:
         conn = psycopg.connect(cfg.url, autocommit=True, row_factory=_row_factory, **extra)
     except psycopg.OperationalError as e:
+        if "password" in str(e):  # refused or missing: a setting to fix, not a server to wait for
+            raise ConfigError(
+                f"journal.password_file = {str(cfg.password_file or '')!r}: {safe_url(cfg.url)} refused the"
+                f" login: {_first_line(e)}"
+            ) from e
         raise JournalUnreachable(f"{safe_url(cfg.url)}: cannot reach the journal database: {_first_line(e)}") from e
     return conn
 
