@@ -318,6 +318,7 @@ class Daemon:
             "reason": reason,
             "stopped": stopped,
             "pid": os.getpid(),
+            "leadership": self.lock.describe(),
             "stages": {s.health.name: dataclasses.asdict(s.health) for s in self.stages},
         }
         try:
@@ -345,7 +346,7 @@ class Daemon:
         """Return the health snapshot the web listener and the metrics serve (and health.json holds)."""
         ok, reason = self.health()
         figures = tuple(StageFigures(s.health.name, s.health.failures, s.health.last_ok) for s in self.stages)
-        return HealthSnapshot(ok, reason, figures)
+        return HealthSnapshot(ok, reason, figures, self.lock.describe())
 
     def _start_web(self, relay: Relay) -> WebServer | None:
         if not self.cfg.metrics.listen:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -123,7 +124,28 @@ def test_submit_allocates_sequences_and_places_parts(cfg_path: Path, relay_dir: 
 def test_check_reports_each_item(cfg_path: Path) -> None:
     r = run("check", "--config", str(cfg_path))
     assert r.returncode == 0, r.stdout
-    assert r.stdout.count("✓") == 6
+    assert r.stdout.count("✓") == 7
+    assert "✓ journal: sqlite " in r.stdout and "no relay running" in r.stdout
+
+
+def test_check_and_health_name_the_postgresql_journal_and_its_leader(cfg_path: Path, pg_server: Any) -> None:
+    """The journal line of `check` on PostgreSQL: reachable, schema, the leader and its epoch."""
+    from onss_relay.config import JournalConfig
+    from onss_relay.journal.postgres_lease import PostgresLease
+
+    url = pg_server.new_database()
+    env = {"ONSS_RELAY__JOURNAL__URL": url}
+    r = run_cli("check", "--config", str(cfg_path), env=env)
+    assert r.returncode == 0 and f"✓ journal: postgresql {url}: reachable, no journal yet" in r.stdout, r.stdout
+    lease = PostgresLease(JournalConfig(url=url), "123456")
+    try:
+        assert lease.try_acquire()
+        r = run_cli("check", "--config", str(cfg_path), env=env)
+        assert f"schema 1; leader {lease.me}, epoch 1" in r.stdout, r.stdout
+    finally:
+        lease.release()
+    r = run_cli("check", "--config", str(cfg_path), env={"ONSS_RELAY__JOURNAL__URL": url.rsplit("/", 1)[0] + ":1/x"})
+    assert r.returncode == 2 and "✗ journal: " in r.stdout and "cannot reach" in r.stdout, r.stdout
 
 
 def test_send_with_an_expired_certificate_exits_2_and_keeps_the_set(cfg_path: Path, relay_dir: Path) -> None:

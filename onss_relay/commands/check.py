@@ -11,9 +11,11 @@ from onss_relay.commands.check_access import service_user_lines, too_open
 from onss_relay.commands.status import daemon_health
 from onss_relay.config import Config
 from onss_relay.config_rules import FTP_WITHDRAWN, unsigned_s_problem
-from onss_relay.errors import EXIT_OK, EXIT_REMOTE, EXIT_USAGE, ConfigError, RelayError, RemoteError
+from onss_relay.errors import EXIT_OK, EXIT_REMOTE, EXIT_USAGE, ConfigError, JournalError, RelayError, RemoteError
 from onss_relay.identity import check_certificate, days_left, is_self_signed, load_signing_identity, portal_dn
+from onss_relay.journal import sqlite_place_problem
 from onss_relay.names import Env, response_folder, upload_folder
+from onss_relay.spool import spool_in_use
 from onss_relay.transport import open_transport
 
 
@@ -48,6 +50,7 @@ def run_checks(cfg: Config, out: TextIO, local_only: bool = False) -> int:
     if cfg.remote.transport == "sftp":
         check("SSH key readable", lambda: _ssh_key(cfg))
         check("known_hosts", lambda: _known_hosts(cfg))
+    check("journal", lambda: _journal(cfg))
     if local_only:
         print("- remote: not checked (--local); the daemon retries it until it answers", file=out)
         return worst
@@ -55,6 +58,20 @@ def run_checks(cfg: Config, out: TextIO, local_only: bool = False) -> int:
     if (cfg.paths.root / "health.json").exists():
         check("running daemon", lambda: _daemon(cfg), EXIT_REMOTE)
     return worst
+
+
+def _journal(cfg: Config) -> str:
+    """The journal's backend, whether it is reachable, and which relay leads (with its epoch on PostgreSQL)."""
+    if cfg.journal.url:
+        from onss_relay.journal.postgres_lease import leadership_line
+
+        return leadership_line(cfg.journal, cfg.sender.number)
+    if why := sqlite_place_problem(cfg.paths.journal_path):
+        raise JournalError(why)
+    where = cfg.paths.journal_path
+    state = "present" if where.exists() else "not created yet"
+    leader = "leader: the relay holding the spool lock" if spool_in_use(cfg.paths.root) else "no relay running"
+    return f"sqlite {where} ({state}); {leader}"
 
 
 def _daemon(cfg: Config) -> str:

@@ -22,7 +22,7 @@ import structlog
 from onss_relay.config import JournalConfig
 from onss_relay.errors import Fenced, RelayError
 from onss_relay.journal.postgres_db import PgDb, connect, neutral_errors, safe_url
-from onss_relay.journal.postgres_schema import WRITER_LOCK, migrate
+from onss_relay.journal.postgres_schema import WRITER_LOCK, migrate, schema_version
 
 log = structlog.get_logger(__name__)
 
@@ -183,3 +183,29 @@ class PostgresLease:
             "since": self._since,
             "standby_since": self.standby_since,
         }
+
+
+def leadership_line(cfg: JournalConfig, sender: str) -> str:
+    """Given the journal settings and the sender number, return `check`'s journal line: the database reached,
+    its schema version, and the active relay with its epoch (or none); raise JournalUnreachable or ConfigError
+    when it cannot be reached."""
+    where = safe_url(cfg.url)
+    conn = connect(cfg)
+    try:
+        db = PgDb(conn)
+        with neutral_errors(where):
+            version = schema_version(db)
+            if version == 0:
+                return f"postgresql {where}: reachable, no journal yet (the relay creates it)"
+            row = db.execute(
+                "SELECT epoch, holder, expires_at > now() AS live FROM leadership WHERE sender = ?", (sender,)
+            ).fetchone()
+    finally:
+        conn.close()
+    if row is None:
+        leader = "no relay has led yet"
+    elif row["live"]:
+        leader = f"leader {row['holder']}, epoch {row['epoch']}"
+    else:
+        leader = f"no leader now (last: {row['holder']}, epoch {row['epoch']}, lease ended)"
+    return f"postgresql {where}: reachable, schema {version}; {leader}"
