@@ -232,7 +232,7 @@ def _once(args: argparse.Namespace, what: str, action: Callable[[Relay], T]) -> 
         )
     try:
         relay = Relay(cfg, epoch=lock.epoch)
-        relay.uploader.before_go = lock.check
+        relay.uploader.before_put = lock.check
         try:
             return action(relay)
         finally:

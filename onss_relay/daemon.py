@@ -113,7 +113,7 @@ class Daemon:
         relay = self.relay = self._open_relay()
         if relay is None:
             return 0  # stopped while waiting for room
-        relay.uploader.before_go = self.lock.check  # a relay whose lease lapsed sends no GO
+        relay.uploader.before_put = self.lock.check  # a relay whose lease lapsed puts nothing, no GO
         if not wait_before_recovery(self.lock, relay.journal, self.cfg.journal.lease, self.stop):
             self.lost = self.lock.lost()
             relay.close()
