@@ -22,6 +22,8 @@ from onss_relay.journal.sql_journal import SqlJournal
 
 log = structlog.get_logger(__name__)
 
+BEGIN_AND_LOCK = f"BEGIN; SELECT pg_advisory_xact_lock({WRITER_LOCK})"  # writers queue, as BEGIN IMMEDIATE does
+
 
 class PostgresJournal(SqlJournal):
     """Given the journal settings and the sender number, keep the state of every set and response in
@@ -95,11 +97,10 @@ class PostgresJournal(SqlJournal):
             if self.readonly:
                 raise JournalError(f"{self.path}: the journal is open read-only here")
             db = self._connection()
-            db.execute("BEGIN")
+            db.conn.execute(BEGIN_AND_LOCK)  # one round trip: no parameters, so both go as one simple query
             self._depth = 1
             try:
-                db.execute("SELECT pg_advisory_xact_lock(?)", (WRITER_LOCK,))
-                self._check_fence(db)
+                self._check_fence(db)  # its own statement: its snapshot is taken after the lock was granted
                 yield db
             except BaseException:
                 with contextlib.suppress(Exception):
