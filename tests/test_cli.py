@@ -218,3 +218,18 @@ def test_check_refuses_a_secret_readable_by_others_and_warns_of_one_its_group_re
     password.chmod(0o640)
     r = run("check", "--local", "--config", str(cfg_path))
     assert r.returncode == 0 and f"! signing.password_file = '{password}': readable by its group" in r.stdout, r.stdout
+
+
+def test_submit_and_status_open_the_postgresql_journal(cfg_path: Path, relay_dir: Path, pg_server: Any) -> None:
+    """Commands open the journal through open_journal: with journal.url set, submit allocates its sequences
+    in PostgreSQL (a SQLite file is never created) and status reads it."""
+    env = {"ONSS_RELAY__JOURNAL__URL": pg_server.new_database()}
+    a = relay_dir / "a.xml"
+    a.write_bytes(b"<a/>")
+    first = run("submit", str(a), "--app", "DMFA", "--env", "T", "--config", str(cfg_path), env=env)
+    second = run("submit", str(a), "--app", "DMFA", "--env", "T", "--config", str(cfg_path), env=env)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert first.stdout.split()[0].endswith(".00001.T.1.1") and second.stdout.split()[0].endswith(".00002.T.1.1")
+    assert not (relay_dir / "spool" / "journal.db").exists()
+    status = run("status", "--json", "--config", str(cfg_path), env=env)
+    assert status.returncode == 0, status.stderr
