@@ -20,7 +20,7 @@ from types import FrameType
 import structlog
 
 from onss_relay.config import Config, load_config
-from onss_relay.disk import DiskWatch, disk_full
+from onss_relay.disk import DiskWatch, disk_full, journal_unwritable
 from onss_relay.durable import atomic_write
 from onss_relay.errors import (
     ConfigError,
@@ -383,23 +383,3 @@ def _thread_died(args: threading.ExceptHookArgs) -> None:
         error=f"{args.exc_type.__name__}: {args.exc_value}",
         where=where,
     )
-
-
-def journal_unwritable(path: Path) -> str | None:
-    """Given the journal's path, return why this process cannot write it (a read-only mount, a journal restored
-    by `cp` as root, a folder it cannot create -wal in), or None when it can."""
-    for target, what in ((path, "the journal"), (path.parent, "the journal's folder (its -wal and -shm)")):
-        if target.exists() and not os.access(target, os.W_OK):
-            why = "on a read-only filesystem" if _read_only_mount(target) else "not writable by this user"
-            return (
-                f"{what} {target} is {why}: claims and results cannot be recorded (onss-relay restore sets the owner)"
-            )
-    return None
-
-
-def _read_only_mount(path: Path) -> bool:
-    """Given a path, return whether the filesystem holding it is mounted read-only."""
-    try:
-        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False

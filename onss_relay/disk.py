@@ -1,5 +1,5 @@
 """A full disk under the spool, seen from the outside: how full (statvfs), and one warning when it fills, one
-line when there is room again, never one per second."""
+line when there is room again, never one per second; and a SQLite journal this process cannot write."""
 
 from __future__ import annotations
 
@@ -45,3 +45,23 @@ class DiskWatch:
             log.info("disk_space_back", path=str(self.path), full_for_s=round(time.time() - self.since))
             self.since = None
         return why
+
+
+def journal_unwritable(path: Path) -> str | None:
+    """Given the journal's path, return why this process cannot write it (a read-only mount, a journal restored
+    by `cp` as root, a folder it cannot create -wal in), or None when it can."""
+    for target, what in ((path, "the journal"), (path.parent, "the journal's folder (its -wal and -shm)")):
+        if target.exists() and not os.access(target, os.W_OK):
+            why = "on a read-only filesystem" if _read_only_mount(target) else "not writable by this user"
+            return (
+                f"{what} {target} is {why}: claims and results cannot be recorded (onss-relay restore sets the owner)"
+            )
+    return None
+
+
+def _read_only_mount(path: Path) -> bool:
+    """Given a path, return whether the filesystem holding it is mounted read-only."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
