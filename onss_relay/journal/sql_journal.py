@@ -51,31 +51,51 @@ class SqlJournal(ResponseTable, KeyTable):
         self.add_sets([NewSet(go_name, env, parts, data or SetData())])
 
     def add_sets(self, sets: list[NewSet]) -> None:
-        """Given new sets (or ones quarantined before), record them as queued in one transaction."""
+        """Given new sets (or ones quarantined before), record them as queued in one transaction: one read of
+        those already known, then each kind of write as one batch (few round trips on PostgreSQL)."""
         now = time.time()
         with self._tx() as db:
+            known = {name: row[0] for name, row in self._rows_of(db, [n.go_name for n in sets]).items()}
+            again, new = [], []
             for n in sets:
-                row = db.execute("SELECT state FROM sets WHERE go_name = ?", (n.go_name,)).fetchone()
-                if row is not None:
-                    check_transition(State(row["state"]), S.QUEUED)
-                    db.execute(
-                        "UPDATE sets SET state = ?, parts = ?, data = ?, updated_at = ?, reason = NULL, archived = 0,"
-                        f" change_seq = {NEXT_CHANGE} WHERE go_name = ?",
-                        (S.QUEUED, json.dumps(n.parts), n.data.to_json(), now, n.go_name),
-                    )
+                if n.go_name in known:
+                    check_transition(known[n.go_name], S.QUEUED)
+                    again.append((S.QUEUED, json.dumps(n.parts), n.data.to_json(), now, n.go_name))
                 else:
-                    db.execute(
-                        "INSERT INTO sets (go_name, env, state, parts, created_at, updated_at, data, change_seq)"
-                        f" VALUES (?,?,?,?,?,?,?,{NEXT_CHANGE})",
-                        (n.go_name, n.env, S.QUEUED, json.dumps(n.parts), now, now, n.data.to_json()),
-                    )
-                db.execute("INSERT INTO history (go_name, state, at) VALUES (?,?,?)", (n.go_name, S.QUEUED, now))
-                db.executemany(
-                    "INSERT OR IGNORE INTO set_keys (kind, value, go_name) VALUES (?,?,?)",
-                    [(kind, value, n.go_name) for kind, value in n.keys],
-                )
+                    new.append((n.go_name, n.env, S.QUEUED, json.dumps(n.parts), now, now, n.data.to_json()))
+                known[n.go_name] = S.QUEUED  # the same name twice in one batch is refused, as one by one
+            db.executemany(
+                "UPDATE sets SET state = ?, parts = ?, data = ?, updated_at = ?, reason = NULL, archived = 0,"
+                f" change_seq = {NEXT_CHANGE} WHERE go_name = ?",
+                again,
+            )
+            db.executemany(
+                "INSERT INTO sets (go_name, env, state, parts, created_at, updated_at, data, change_seq)"
+                f" VALUES (?,?,?,?,?,?,?,{NEXT_CHANGE})",
+                new,
+            )
+            db.executemany(
+                "INSERT INTO history (go_name, state, at) VALUES (?,?,?)", [(n.go_name, S.QUEUED, now) for n in sets]
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO set_keys (kind, value, go_name) VALUES (?,?,?)",
+                [(kind, value, n.go_name) for n in sets for kind, value in n.keys],
+            )
         for n in sets:
             log.info("set_state", set=n.go_name, state=str(S.QUEUED), parts=len(n.parts))
+
+    @staticmethod
+    def _rows_of(db: Db, names: list[str]) -> dict[str, tuple[State, float, str]]:
+        """Given a transaction and GO names, return (state, updated_at, data JSON) of those the journal knows,
+        read in a few statements (IN lists of at most 500 names)."""
+        unique = list(dict.fromkeys(names))
+        out: dict[str, tuple[State, float, str]] = {}
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in db.execute(f"SELECT go_name, state, updated_at, data FROM sets WHERE go_name IN ({marks})", chunk):
+                out[r["go_name"]] = (State(r["state"]), float(r["updated_at"]), r["data"])
+        return out
 
     def add_failed(self, go_name: str, env: str, parts: list[str], reason: str) -> None:
         """Given a set refused before it was queued, record it as failed (for status) unless its name is known
@@ -124,42 +144,41 @@ class SqlJournal(ResponseTable, KeyTable):
         """Given state changes of several sets, check and record them all in one transaction (one fsync).
 
         Either every change is recorded or none is (an illegal one raises and rolls the others back). A change
-        with ``only_from`` is skipped when the set is no longer in one of those states.
+        with ``only_from`` is skipped when the set is no longer in one of those states. The sets are read once
+        and written as one batch, a later change of the same set seeing the earlier one.
         """
         if not changes:
             return
         now = time.time()
-        logged = []
         with self._tx() as db:
+            current = {
+                name: (state, at, SetData.from_json(data))
+                for name, (state, at, data) in self._rows_of(db, [c.go_name for c in changes]).items()
+            }
+            updates, history, logged = [], [], []
             for c in changes:
-                row = db.execute("SELECT state, updated_at, data FROM sets WHERE go_name = ?", (c.go_name,)).fetchone()
-                if row is None:
+                if c.go_name not in current:
                     raise IllegalTransition(f"unknown set {c.go_name}")
-                if c.only_from is not None and State(row["state"]) not in c.only_from:
-                    log.debug("set_state_skipped", set=c.go_name, state=row["state"], wanted=str(c.state))
+                state, updated_at, data = current[c.go_name]
+                if c.only_from is not None and state not in c.only_from:
+                    log.debug("set_state_skipped", set=c.go_name, state=str(state), wanted=str(c.state))
                     continue
-                check_transition(State(row["state"]), c.state)
-                merged = SetData.from_json(row["data"]).updated(c.data)
-                db.execute(
-                    "UPDATE sets SET state = ?, updated_at = ?, data = ?, ticket = COALESCE(?, ticket),"
-                    " reason = COALESCE(?, reason), archived = CASE WHEN ? = 1 THEN 1 ELSE archived END, outcome = ?,"
-                    f" change_seq = {NEXT_CHANGE} WHERE go_name = ?",
-                    (
-                        c.state,
-                        now,
-                        merged.to_json(),
-                        c.ticket,
-                        c.reason,
-                        int(c.archived),
-                        outcome_of(c.go_name, c.state, merged),
-                        c.go_name,
-                    ),
+                check_transition(state, c.state)
+                merged = data.updated(c.data)
+                current[c.go_name] = (c.state, now, merged)
+                outcome = outcome_of(c.go_name, c.state, merged)
+                updates.append(
+                    (c.state, now, merged.to_json(), c.ticket, c.reason, int(c.archived), outcome, c.go_name)
                 )
-                db.execute(
-                    "INSERT INTO history (go_name, state, at, detail) VALUES (?,?,?,?)",
-                    (c.go_name, c.state, now, c.detail),
-                )
-                logged.append((c, row["state"], row["updated_at"]))
+                history.append((c.go_name, c.state, now, c.detail))
+                logged.append((c, str(state), updated_at))
+            db.executemany(
+                "UPDATE sets SET state = ?, updated_at = ?, data = ?, ticket = COALESCE(?, ticket),"
+                " reason = COALESCE(?, reason), archived = CASE WHEN ? = 1 THEN 1 ELSE archived END, outcome = ?,"
+                f" change_seq = {NEXT_CHANGE} WHERE go_name = ?",
+                updates,
+            )
+            db.executemany("INSERT INTO history (go_name, state, at, detail) VALUES (?,?,?,?)", history)
         # the one event per state change, whoever asked for it, with the time spent in the previous state
         for c, previous, updated_at in logged:
             log.info(
