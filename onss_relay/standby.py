@@ -23,9 +23,9 @@ def wait_for_leadership(lock: RelayLock, stop: threading.Event, notifier: Notifi
     and STATUS=standby) while another relay holds it; return True once held, False if stopped first."""
     if lock.try_acquire():
         return True
-    log.warning("standby", detail=f"{lock.holder()} is the active relay; taking over when it stops", **_where(lock))
+    log.warning("standby", detail=f"active relay: {lock.holder()}; taking over when it stops", **_where(lock))
     # READY: under Type=notify a standby that never says so is timed out and restarted in a loop
-    notifier.send("READY=1", f"STATUS=standby: {lock.holder()} is active")
+    notifier.send("READY=1", f"STATUS=standby: active relay: {lock.holder()}")
     while not stop.wait(1.0):
         if lock.try_acquire():
             log.info("taking_over", epoch=lock.epoch, **_where(lock))

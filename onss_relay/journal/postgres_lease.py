@@ -82,7 +82,7 @@ class PostgresLease:
             with self._io, neutral_errors(self.where):
                 epoch = self._take()
         except RelayError as e:
-            self._holder = f"unknown: {e}"
+            self._holder = f"unknown ({e})"
             self.standby_since = self.standby_since or time.time()
             return False
         if epoch is None:
