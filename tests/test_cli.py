@@ -224,6 +224,8 @@ def test_submit_and_status_open_the_postgresql_journal(cfg_path: Path, relay_dir
     """Commands open the journal through open_journal: with journal.url set, submit allocates its sequences
     in PostgreSQL (a SQLite file is never created) and status reads it."""
     env = {"ONSS_RELAY__JOURNAL__URL": pg_server.new_database()}
+    empty = run("status", "--config", str(cfg_path), env=env)
+    assert empty.returncode == 0 and "no journal yet at postgresql://" in empty.stdout, empty.stdout + empty.stderr
     a = relay_dir / "a.xml"
     a.write_bytes(b"<a/>")
     first = run("submit", str(a), "--app", "DMFA", "--env", "T", "--config", str(cfg_path), env=env)

@@ -262,9 +262,18 @@ def sqlite_place_problem(path: Path, mounts: str | None = None) -> str | None:
 
 
 def journal_exists(cfg: Config) -> bool:
-    """Given the configuration, return whether its journal may hold anything yet (a SQLite file not yet created
-    holds nothing; a PostgreSQL journal is asked when opened)."""
-    return bool(cfg.journal.url) or cfg.paths.journal_path.exists()
+    """Given the configuration, return whether its journal holds anything yet: a SQLite file created, a
+    PostgreSQL database with the journal's tables (asked; JournalUnreachable when it cannot be reached)."""
+    if not cfg.journal.url:
+        return cfg.paths.journal_path.exists()
+    from onss_relay.journal.postgres_db import connect
+    from onss_relay.journal.postgres_schema import has_journal
+
+    conn = connect(cfg.journal)
+    try:
+        return has_journal(conn)
+    finally:
+        conn.close()
 
 
 def journal_location(cfg: Config) -> str:

@@ -5,6 +5,8 @@ number naming the active relay, its epoch and how long its lease lasts."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from onss_relay.errors import JournalError
 from onss_relay.journal.sql_rows import Db
 
@@ -110,3 +112,10 @@ def schema_version(db: Db) -> int:
         return 0
     row = db.execute("SELECT value FROM journal_meta WHERE key = 'schema_version'").fetchone()
     return int(row[0]) if row else 0
+
+
+def has_journal(conn: Any) -> bool:
+    """Given a psycopg connection, return whether its database holds a journal (its schema version recorded)."""
+    from onss_relay.journal.postgres_db import PgDb
+
+    return schema_version(PgDb(conn)) > 0
