@@ -1,5 +1,5 @@
-"""The journal contract: what every backend must do, run over each of them (today SQLite; a PostgreSQL
-backend joins the parameter list and must pass unchanged), as the transport contract test does for transports."""
+"""The journal contract: what every backend must do, run over each of them (SQLite, and PostgreSQL on a real
+server started by the pg_server fixture), as the transport contract test does for transports."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from onss_relay.config import JournalConfig
 from onss_relay.errors import IllegalTransition
 from onss_relay.journal import (
     AcrfRecord,
@@ -20,16 +21,26 @@ from onss_relay.journal import (
     State,
     open_journal_at,
 )
+from onss_relay.journal.postgres import PostgresJournal
 
 GO = "GO.DMFA.123456.20260101.00001.T.1"
 FI = "FI.DMFA.123456.20260101.00001.T.1.1"
 
-BACKENDS: dict[str, Callable[[Path], Journal]] = {"sqlite": lambda d: open_journal_at(d / "journal.db")}
+
+def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Journal:
+    server = request.getfixturevalue("pg_server")
+    return PostgresJournal(JournalConfig(url=server.new_database()), "123456")
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Journal]] = {
+    "sqlite": lambda request, d: open_journal_at(d / "journal.db"),
+    "postgres": _postgres,
+}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Journal]:
-    j = BACKENDS[request.param](tmp_path)
+    j = BACKENDS[request.param](request, tmp_path)
     yield j
     j.close()
 
@@ -136,3 +147,22 @@ def test_sets_changed_after_a_counter_value_and_one_sequence_per_sender_date_env
         [GO, other]
     )
     assert journal.sets_with_sequence("123456", "20260101", "00001", "S") == []
+
+
+def test_atomic_is_all_or_nothing_and_uncertain_sets_keep_their_record(journal: Journal) -> None:
+    from onss_relay.journal import Uncertain
+
+    journal.add_set(GO, "T", [FI])
+    for s in (State.SIGNED, State.UPLOADING, State.GO_SENDING):
+        journal.transition(GO, s)
+    mark = journal.last_change()
+    with pytest.raises(RuntimeError), journal.atomic():
+        journal.add_note(GO, "seen")
+        journal.update_data(GO, extras=("x",))
+        raise RuntimeError("a crash between the two writes")
+    assert journal.last_change() == mark and journal.get_set(GO).data.extras == ()  # type: ignore[union-attr]
+    uncertain = Uncertain(since=1.5, boottime=2.5, boot_id="b", quiet=30.0, step="GO")
+    journal.transition(GO, State.GO_SENDING, "GO in flight on a connection given up", uncertain=uncertain)
+    row = journal.get_set(GO)
+    assert row is not None and row.state == State.GO_SENDING and row.data.uncertain == uncertain
+    assert [r.go_name for r in journal.sets_in(State.GO_SENDING)] == [GO]
