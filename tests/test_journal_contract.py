@@ -166,3 +166,65 @@ def test_atomic_is_all_or_nothing_and_uncertain_sets_keep_their_record(journal: 
     row = journal.get_set(GO)
     assert row is not None and row.state == State.GO_SENDING and row.data.uncertain == uncertain
     assert [r.go_name for r in journal.sets_in(State.GO_SENDING)] == [GO]
+
+
+def _name(i: int) -> str:
+    return GO.replace("00001", f"{i:05d}")
+
+
+def _walk(journal: Journal, go: str, states: tuple[State, ...]) -> None:
+    journal.add_set(go, "T", [go.replace("GO.", "FI.", 1) + ".1"])
+    for state in states:
+        journal.transition(go, state)
+
+
+SENT = (State.SIGNED, State.UPLOADING, State.GO_SENDING, State.SENT)
+
+
+def test_workers_are_indexed_and_found_by_inss(journal: Journal) -> None:
+    """The status page's worker index (schema: set_workers): every INSS of a notification, its outcome there,
+    a pair indexed again for the same file keeps its first outcome, an empty INSS is not indexed."""
+    _walk(journal, GO, SENT)
+    journal.add_set(_name(2), "T", [FI.replace("00001", "00002")])
+    journal.add_workers(GO, "FO.NOTI.1", [("85073003328", "accepted"), ("", "refused"), ("90042125519", "refused")])
+    journal.add_workers(GO, "FO.NOTI.1", [("85073003328", "refused")])
+    journal.add_workers(_name(2), "FO.NOTI.2", [("85073003328", "refused")])
+    journal.transition(GO, State.ACKNOWLEDGED)  # GO written last: newest first
+    found = [(row.go_name, outcome) for row, outcome in journal.sets_by_worker("85073003328")]
+    assert found == [(GO, "accepted"), (_name(2), "refused")]
+    assert [(r.go_name, o) for r, o in journal.sets_by_worker("90042125519")] == [(GO, "refused")]
+    assert journal.sets_by_worker("") == [] and journal.sets_by_worker("85073003328", limit=1)[0][0].go_name == GO
+
+
+def test_daily_outcomes_count_by_utc_day_truncated_not_rounded(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sets created late in a UTC day count for that day on both backends (PostgreSQL's CAST rounds: FLOOR),
+    a failed set as quarantined, one without an outcome as pending; days before the window are left out."""
+    day = 20_000  # 2024-10-04
+    created = {1: day + 0.75, 2: day + 0.1, 3: day - 0.25, 4: day - 5}
+    for i, at in created.items():
+        monkeypatch.setattr("time.time", lambda at=at: at * 86400)
+        journal.add_set(_name(i), "T", [FI.replace("00001", f"{i:05d}")])
+    monkeypatch.undo()
+    journal.transition(_name(2), State.FAILED, reason="bad")
+    rows = journal.daily_outcomes(2, (day + 0.9) * 86400)
+    assert rows == [("2024-10-03", "pending", 1), ("2024-10-04", "pending", 1), ("2024-10-04", "quarantined", 1)]
+
+
+def test_sets_by_outcome_by_name_and_overdue_candidates(journal: Journal, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sets_with_outcome, sets_named_like (a LIKE wildcard in the fragment is a plain character) and
+    waiting_since_before (sent before one time, acknowledged before another, oldest first) on both backends."""
+    steps = {1: (*SENT, State.ACKNOWLEDGED, State.REFUSED), 2: SENT, 3: (*SENT, State.ACKNOWLEDGED), 4: SENT}
+    for i, states in steps.items():
+        monkeypatch.setattr("time.time", lambda i=i: 1_000_000.0 + i * 100)
+        _walk(journal, _name(i), states)
+    monkeypatch.undo()
+    assert [r.go_name for r in journal.sets_with_outcome(["refused", "partly_refused"])] == [_name(1)]
+    assert journal.sets_with_outcome([]) == []
+    assert [r.go_name for r in journal.sets_named_like(".00003.")] == [_name(3)]
+    assert [r.go_name for r in journal.sets_named_like("DMFA.123456")][:2] == [_name(4), _name(3)]
+    assert journal.sets_named_like("00_03") == [] and journal.sets_named_like("%") == []
+    waiting = journal.waiting_since_before(1_000_000.0 + 450, 1_000_000.0 + 350)
+    assert [r.go_name for r in waiting] == [_name(2), _name(3), _name(4)]
+    assert [r.go_name for r in journal.waiting_since_before(1_000_000.0 + 250, 0.0)] == [_name(2)]
