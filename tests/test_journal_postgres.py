@@ -41,6 +41,35 @@ def test_the_schema_carries_its_version_and_a_newer_one_is_refused(settings: Jou
         PostgresJournal(settings, SENDER)
 
 
+def test_a_schema_1_journal_gets_the_worker_index_filled_when_opened(settings: JournalConfig) -> None:
+    """A PostgreSQL journal of issue 25 (schema 1: no set_workers) opened by this relay gets the table and the
+    status page's indexes, filled from the notifications it recorded, so a search by INSS finds history too."""
+    import psycopg
+
+    from onss_relay.journal import AcrfRecord, NotificationRecord, WorkerResult
+
+    journal = PostgresJournal(settings, SENDER)
+    journal.add_set(GO, "T", [FI])
+    for state in (State.SIGNED, State.UPLOADING, State.GO_SENDING, State.SENT):
+        journal.transition(GO, state)
+    journal.transition(GO, State.ACKNOWLEDGED, ticket="0T1", acrf=AcrfRecord("1", True, "0T1", "in/ACRF", ()))
+    worker = WorkerResult("85073003328", "1", "accepted")
+    notification = NotificationRecord("1", True, None, None, "FO.NOTI.1", workers=(worker,))
+    journal.transition(GO, State.NOTIFIED, notifications=(notification,))
+    journal.close()
+    _sql(settings, "DROP TABLE set_workers; DROP INDEX sets_day, sets_waiting, sets_outcome")
+    _sql(settings, "UPDATE journal_meta SET value = '1' WHERE key = 'schema_version'")
+    journal = PostgresJournal(settings, SENDER)
+    try:
+        assert [(r.go_name, o) for r, o in journal.sets_by_worker("85073003328")] == [(GO, "accepted")]
+    finally:
+        journal.close()
+    with psycopg.connect(settings.url, autocommit=True) as conn:
+        indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'sets'")}
+        version = conn.execute("SELECT value FROM journal_meta WHERE key = 'schema_version'").fetchone()
+    assert {"sets_day", "sets_waiting", "sets_outcome"} <= indexes and version == (str(SCHEMA_VERSION),)
+
+
 def test_one_leader_at_a_time_and_a_standby_takes_over_when_it_lets_go(settings: JournalConfig) -> None:
     a, b = PostgresLease(settings, SENDER), PostgresLease(settings, SENDER)
     b.me = "other-host pid 1"
