@@ -146,7 +146,8 @@ def test_check_and_health_name_the_postgresql_journal_and_its_leader(cfg_path: P
     finally:
         lease.release()
     r = run_cli("check", "--config", str(cfg_path), env={"ONSS_RELAY__JOURNAL__URL": url.rsplit("/", 1)[0] + ":1/x"})
-    assert r.returncode == 2 and "✗ journal: " in r.stdout and "cannot reach" in r.stdout, r.stdout
+    # a journal the relay cannot reach is a local problem (JournalUnreachable), as a SQLite one it cannot write
+    assert r.returncode == 4 and "✗ journal: " in r.stdout and "cannot reach" in r.stdout, r.stdout
 
 
 def test_send_with_an_expired_certificate_exits_2_and_keeps_the_set(cfg_path: Path, relay_dir: Path) -> None:
