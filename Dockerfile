@@ -15,12 +15,14 @@ FROM ${BASE} AS build
 # PIP_OPTIONS: e.g. "--no-index --find-links /src/wheels" to install from wheels put in the build context
 # (wheels/) instead of PyPI: what CI does, and what a machine without PyPI access can do
 ARG PIP_OPTIONS=""
+# EXTRAS: e.g. "postgres-binary" for the PostgreSQL journal in an image without libpq (High availability)
+ARG EXTRAS=""
 WORKDIR /src
 COPY . .
 # a venv, not `pip install --prefix`: Debian's Python puts a prefix install in another folder than
 # /usr/local, and the venv keeps the relay and its libraries apart from the system's
 RUN python3 -m venv /opt/onss-relay \
- && /opt/onss-relay/bin/pip install --no-cache-dir --disable-pip-version-check -q $PIP_OPTIONS . \
+ && /opt/onss-relay/bin/pip install --no-cache-dir --disable-pip-version-check -q $PIP_OPTIONS ".${EXTRAS:+[$EXTRAS]}" \
  && /opt/onss-relay/bin/onss-relay --version
 
 FROM ${BASE}

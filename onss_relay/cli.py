@@ -94,18 +94,27 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def _once(args: argparse.Namespace, what: str, action: Callable[[Relay], T]) -> T:
-    """Given a one-shot command, run it on the spool's relay while holding the spool lock (refused if a daemon has it)."""
+    """Given a one-shot command, run it on the spool's relay while holding the relay lock (refused if a daemon
+    has it); with a PostgreSQL journal its writes carry the lease's epoch and its GOs check the lease."""
+    from onss_relay.leadership import relay_lock_for
     from onss_relay.pipeline import Relay
-    from onss_relay.spool import SpoolLock
+    from onss_relay.spool import SpoolBusy
 
     cfg = _config(args)
-    lock = SpoolLock(cfg.paths.root)
-    lock.acquire_or_refuse(what)
-    relay = Relay(cfg)
+    lock = relay_lock_for(cfg)
+    if not lock.try_acquire():
+        raise SpoolBusy(
+            f"{what} refused: a relay ({'' if cfg.journal.url else 'pid '}{lock.holder()}) is running on this spool"
+            f" ({cfg.paths.root}) and does this itself; stop it first or let it work"
+        )
     try:
-        return action(relay)
+        relay = Relay(cfg, epoch=lock.epoch)
+        relay.uploader.before_put = lock.check
+        try:
+            return action(relay)
+        finally:
+            relay.close()
     finally:
-        relay.close()
         lock.release()
 
 
@@ -153,17 +162,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from onss_relay.commands.status import as_go, set_detail, spool_view, status_json, status_table
     from onss_relay.commands.status_wait import UNSENT, why_waiting
-    from onss_relay.journal import open_journal_at
+    from onss_relay.journal import journal_exists, journal_location, open_journal
     from onss_relay.spool import Spool
     from onss_relay.stages.uncertain import uncertain_wait
 
     cfg = _config(args)
     if args.health:
         return _health(cfg)
-    if not cfg.paths.journal_path.exists():
-        print(f"no journal yet at {cfg.paths.journal_path}: nothing was sent from this spool")
+    if not journal_exists(cfg):
+        print(f"no journal yet at {journal_location(cfg)}: nothing was sent from this spool")
         return EXIT_OK
-    journal = open_journal_at(cfg.paths.journal_path, readonly=True)
+    journal = open_journal(cfg, readonly=True)
     try:
         view = spool_view(Spool(cfg.paths), journal)
         reason, uncertain = why_waiting(cfg.paths.root), uncertain_wait(journal)
@@ -175,7 +184,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         if args.name:
             detail = set_detail(journal, args.name)
             if detail is None:
-                say_error(f"no set named {args.name} in {cfg.paths.journal_path}", EXIT_WORK_FAILED, "status")
+                say_error(f"no set named {args.name} in {journal_location(cfg)}", EXIT_WORK_FAILED, "status")
                 return EXIT_WORK_FAILED
             row = journal.get_set(as_go(args.name)) if waiting else None
             print(detail + (f"\nwaiting:     {waiting}" if row is not None and row.state in UNSENT else ""))

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from onss_relay.config_rules import renamed_keys, technical_user_problem, transport_defaults
+from onss_relay.config_rules import journal_url_problem, renamed_keys, technical_user_problem, transport_defaults
 from onss_relay.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/onss-relay/config.toml")
@@ -202,6 +202,19 @@ class HooksConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class JournalConfig:
+    url: str = _field(
+        "",
+        "empty = SQLite in the spool (one machine); postgresql://user@host:port/db = PostgreSQL (two machines,"
+        " one active relay); TLS as libpq has it, in the query: ?sslmode=verify-full&sslrootcert=/etc/…/ca.pem",
+    )
+    password_file: Path | None = _field(None, "file holding the PostgreSQL password (never in the url)")
+    lease: Duration = _field(
+        Duration(10), "PostgreSQL: how long the active relay's leadership lasts unrenewed; a standby takes over after"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     sender: SenderConfig
     paths: PathsConfig
@@ -211,6 +224,7 @@ class Config:
     poll: PollConfig = dataclasses.field(default_factory=PollConfig)
     metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
     hooks: HooksConfig = dataclasses.field(default_factory=HooksConfig)
+    journal: JournalConfig = dataclasses.field(default_factory=JournalConfig)
     source: Path | None = None  # the file this was loaded from
 
 
@@ -424,6 +438,8 @@ def _semantic_problems(cfg: Config) -> Iterator[tuple[str, str | None]]:
         for e in envs:
             yield key, _one_of(e, ("R", "T", "S"))
     yield from _listener_problems(cfg)
+    yield "journal.url", journal_url_problem(cfg.journal.url)
+    yield "journal.lease", None if cfg.journal.lease >= 3 else "must be at least 3s (renewed every third of it)"
     required = {
         "sftp": ("username", "private_key", "known_hosts"),
         "ftp": ("username", "password_file"),

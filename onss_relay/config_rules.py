@@ -7,6 +7,7 @@ Plain functions over the parsed TOML tables and values; ``config.py`` applies th
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -109,3 +110,18 @@ def technical_user_problem(username: str, host: str) -> str | None:
         f"{username!r} is not a technical user name: {TECHNICAL_USER_RULE}; if the portal really shows this name"
         " for your technical user (an account older than the rule), set remote.check_username = false"
     )
+
+
+def journal_url_problem(url: str) -> str | None:
+    """Given journal.url, return why it is not usable (None when empty, for SQLite, or a PostgreSQL URL without a
+    password in it: the password comes from journal.password_file and never appears in a URL that is logged)."""
+    if not url:
+        return None
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        return f"{url.split(':', 1)[0]!r}: only postgresql://user@host:port/database is known (empty = SQLite)"
+    if parts.password is not None or "password=" in parts.query:
+        return "holds a password: put it in journal.password_file, never in the URL (URLs are logged)"
+    if not parts.path.strip("/"):
+        return "names no database: postgresql://user@host:port/database"
+    return None

@@ -1,6 +1,7 @@
 """`onss-relay run`: watcher, signer, uploader and poller as threads sharing one journal, until SIGTERM.
 
-One relay per spool (an fcntl lock; a second one waits as standby). sd_notify READY/WATCHDOG/STOPPING,
+One active relay per spool (the relay lock: a flock, or a lease in the PostgreSQL journal; others wait as
+standbys, standby.py); a relay that loses its lease stops every stage at once and waits as a standby again. sd_notify READY/WATCHDOG/STOPPING,
 a health file for `status --health`, and optional Prometheus /metrics and /healthz.
 """
 
@@ -30,17 +31,18 @@ from onss_relay.errors import (
     describe_os_error,
 )
 from onss_relay.hooks import ResultHook
+from onss_relay.leadership import relay_lock_for
 from onss_relay.listener import start_listener
 from onss_relay.metrics import HealthSnapshot, StageFigures
 from onss_relay.pipeline import Relay
 from onss_relay.results import write_result
 from onss_relay.sd_notify import Notifier
 from onss_relay.services import Running, Service
-from onss_relay.spool import SpoolLock
 from onss_relay.stage_thread import UNHEALTHY_AFTER, Stage
 from onss_relay.stages.uncertain import uncertain_wait
 from onss_relay.stages.upload_queue import IDLE_KEEP
 from onss_relay.stages.watch import Watcher
+from onss_relay.standby import wait_before_recovery, wait_for_leadership
 from onss_relay.web import WebServer
 
 log = structlog.get_logger(__name__)
@@ -63,9 +65,11 @@ class Daemon:
 
     def __init__(self, cfg: Config, notifier: Notifier | None = None) -> None:
         self.cfg = cfg
-        self.stop = threading.Event()
+        self.stop = threading.Event()  # this term's: a term ends when stopped or when the leadership is lost
+        self.stopping = threading.Event()  # the process's: SIGTERM/SIGINT
+        self.lost: str | None = None  # why the last term lost the leadership
         self.notifier = notifier or Notifier()
-        self.lock = SpoolLock(cfg.paths.root)
+        self.lock = relay_lock_for(cfg)
         self.relay: Relay | None = None
         self.stages: list[Stage] = []
         self.watcher: Watcher | None = None
@@ -81,6 +85,7 @@ class Daemon:
         def on_stop(signum: int, frame: FrameType | None) -> None:
             log.info("stopping", signal=signal.Signals(signum).name)
             self.notifier.send("STOPPING=1")
+            self.stopping.set()
             self.stop.set()
 
         def on_hup(signum: int, frame: FrameType | None) -> None:
@@ -91,34 +96,35 @@ class Daemon:
         signal.signal(signal.SIGHUP, on_hup)
 
     def wait_for_lock(self) -> bool:
-        """Take the spool lock, waiting as a standby while another relay holds it; False if stopped first."""
-        if self.lock.try_acquire():
-            return True
-        log.warning(
-            "standby", detail=f"relay pid {self.lock.holder()} holds {self.lock.path}; taking over when it stops"
-        )
-        # READY: under Type=notify a standby that never says so is timed out and restarted in a loop
-        self.notifier.send("READY=1", f"STATUS=standby: pid {self.lock.holder()} is active on this spool")
-        while not self.stop.wait(1.0):
-            if self.lock.try_acquire():
-                log.info("taking_over", lock=str(self.lock.path))
-                return True
-            self._ping_watchdog()
-        return False
+        """Take the relay lock, waiting as a standby while another relay holds it; False if stopped first."""
+        return wait_for_leadership(self.lock, self.stop, self.notifier, self._ping_watchdog)
 
     def run(self) -> int:
+        """Run terms of leadership until stopped: wait for the lock, run the stages, and after a lost lease
+        (PostgreSQL) stop them all and wait as a standby again."""
         threading.excepthook = _thread_died
-        if not self.wait_for_lock():
-            return 0
-        try:
-            return self._run_locked()
-        finally:
-            self.lock.release()
+        while True:
+            if not self.wait_for_lock():
+                return 0
+            try:
+                code = self._run_locked()
+            finally:
+                self.lock.release()
+            if self.stopping.is_set() or self.lost is None:
+                return code
+            log.warning("standby_again", reason=self.lost)
+            self.lost, self.stop = None, threading.Event()
+            self.relay, self.stages, self.watcher, self.web, self.hook = None, [], None, None, None
 
     def _run_locked(self) -> int:
         relay = self.relay = self._open_relay()
         if relay is None:
             return 0  # stopped while waiting for room
+        relay.uploader.before_put = self.lock.check  # a relay whose lease lapsed puts nothing, no GO
+        if not wait_before_recovery(self.lock, relay.journal, self.cfg.journal.lease, self.stop):
+            self.lost = self.lock.lost()
+            relay.close()
+            return 0
         outbox_wake = threading.Event()
         self.stages = self._stages(relay, outbox_wake)
         watcher = self.watcher = Watcher(relay.claimer, self.cfg.watch.polling, outbox_wake)
@@ -180,7 +186,7 @@ class Daemon:
         waiting_since: float | None = None
         while True:
             try:
-                relay = Relay(self.cfg, stop=self.stop, max_attempts=None)
+                relay = Relay(self.cfg, stop=self.stop, max_attempts=None, epoch=self.lock.epoch)
                 if waiting_since is not None:  # one line when the wait ends
                     log.info("relay_waited", waited_s=round(time.time() - waiting_since))
                 return relay
@@ -230,6 +236,11 @@ class Daemon:
         disk = DiskWatch(self.cfg.paths.root)
         self._status = f"relaying {self.cfg.paths.outbox_dir}"
         while not self.stop.wait(tick):
+            if (lost := self.lock.lost()) is not None:  # another relay may be active now: stop every stage at once
+                log.error("stages_stopping", reason=lost)
+                self.lost = lost
+                self.stop.set()
+                break
             self._ping_watchdog()
             disk.check()  # logs a full disk once when it fills and once when it ends
             if self.watcher is not None:
@@ -323,8 +334,10 @@ class Daemon:
         return True, "ok"
 
     def _local_trouble(self) -> str | None:
-        """Return why this machine keeps the relay from working (a journal it cannot write, a full disk), or None."""
-        return journal_unwritable(self.cfg.paths.journal_path) or disk_full(self.cfg.paths.root)
+        """Return why this machine keeps the relay from working (a SQLite journal it cannot write, a full disk),
+        or None."""
+        unwritable = None if self.cfg.journal.url else journal_unwritable(self.cfg.paths.journal_path)
+        return unwritable or disk_full(self.cfg.paths.root)
 
     def _write_results(self) -> None:
         """results/<GO name>.json follow the journal every second (a set's first state included)."""
@@ -358,6 +371,7 @@ class Daemon:
             "local": not ok and not stopped and self._local_trouble() is not None,  # `check`: exit 4, not 3
             "stopped": stopped,
             "pid": os.getpid(),
+            "leadership": self.lock.describe(),
             "stages": {s.health.name: dataclasses.asdict(s.health) for s in self.stages},
         }
         try:
@@ -388,7 +402,7 @@ class Daemon:
         """Return the health snapshot the web listener and the metrics serve (and health.json holds)."""
         ok, reason = self.health()
         figures = tuple(StageFigures(s.health.name, s.health.failures, s.health.last_ok) for s in self.stages)
-        return HealthSnapshot(ok, reason, figures)
+        return HealthSnapshot(ok, reason, figures, self.lock.describe())
 
     def _start_web(self, relay: Relay) -> None:
         """Serve /metrics, /healthz and the status page on [metrics] listen, when it is set."""

@@ -1,5 +1,6 @@
 """The spool's storage seen from the outside: a full disk (statvfs), one warning when it fills and one line when
-there is room again, never one per second; a journal this process cannot write (read-only mount, wrong owner)."""
+there is room again, never one per second; a SQLite journal this process cannot write (read-only mount, wrong
+owner)."""
 
 from __future__ import annotations
 

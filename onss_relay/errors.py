@@ -121,6 +121,16 @@ class JournalBusy(JournalError, LocalError):
     exit_code = EXIT_LOCAL
 
 
+class JournalUnreachable(JournalBusy):
+    """The journal's database server cannot be reached (restarting, network): retry; nothing was written."""
+
+
+class Fenced(JournalError, LocalError):
+    """A newer active relay took over (PostgreSQL leadership): this relay's write was refused; it must stop."""
+
+    exit_code = EXIT_LOCAL
+
+
 class IllegalTransition(RelayError):
     """The journal was asked for a state change the state machine forbids (a bug, never input)."""
 

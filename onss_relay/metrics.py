@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -31,6 +31,7 @@ class HealthSnapshot:
     healthy: bool
     reason: str
     stages: tuple[StageFigures, ...]
+    leadership: Mapping[str, object] = dataclasses.field(default_factory=dict)  # RelayLock.describe()
 
     def stage(self, name: str) -> StageFigures | None:
         return next((s for s in self.stages if s.name == name), None)
@@ -122,6 +123,21 @@ class RelayCollector(Collector):
         healthy = GaugeMetricFamily("onss_relay_healthy", "1 when every stage runs and polls succeed")
         healthy.add_metric([], 1.0 if snap.healthy else 0.0)
         yield healthy
+        yield from leadership_metrics(snap.leadership)
+
+
+def leadership_metrics(doc: Mapping[str, object]) -> Iterator[GaugeMetricFamily]:
+    """Given the relay lock's description, yield whether this relay leads, its epoch and since when it was a
+    standby (0 when it is not one)."""
+    leader = GaugeMetricFamily("onss_relay_is_leader", "1 when this relay is the active one (holds the relay lock)")
+    leader.add_metric([], 1.0 if doc.get("leader") else 0.0)
+    yield leader
+    epoch = GaugeMetricFamily("onss_relay_leader_epoch", "Leadership epoch held (PostgreSQL journal; 0 with SQLite)")
+    epoch.add_metric([], float(doc.get("epoch") or 0))  # type: ignore[arg-type]
+    yield epoch
+    standby = GaugeMetricFamily("onss_relay_standby_since_timestamp_seconds", "Unix time it became a standby, or 0")
+    standby.add_metric([], float(doc.get("standby_since") or 0))  # type: ignore[arg-type]
+    yield standby
 
 
 def registry_for(collector: RelayCollector) -> CollectorRegistry:

@@ -70,13 +70,15 @@ class Relay:
         connect: Callable[[], Transport] | None = None,
         stop: threading.Event | None = None,
         max_attempts: int | None = 5,
+        epoch: int | None = None,
     ) -> None:
         self.cfg = cfg
+        self.epoch = epoch  # the leadership epoch every journal write must still hold (PostgreSQL), or None
         self.stop = stop or threading.Event()
         self.spool = Spool(cfg.paths)
         self.spool.create()
         finish_interrupted_requeues(self.spool)
-        self.journal = open_journal(cfg)
+        self.journal = open_journal(cfg, epoch=epoch)
         self.connect = connect or (lambda: open_transport(cfg))
         self.claimer = Claimer(cfg, self.journal, self.spool)
         self.spool.still_open = self.claimer.tracker.busy  # what the watcher's events say, once it runs
@@ -117,7 +119,9 @@ class Relay:
             Signer(self.cfg, journal, spool).sign_queued()
             return claimed
 
-        child = Forked(claim_and_sign, lambda: open_journal(self.cfg), "onss-relay-sign")  # before any thread
+        child = Forked(
+            claim_and_sign, lambda: open_journal(self.cfg, epoch=self.epoch), "onss-relay-sign"
+        )  # before any thread
         if self._anything_to_send():
             self.uploader.warm_up()  # connect while the first sets are claimed and signed
         upload = UploadReport()

@@ -290,14 +290,29 @@ class SpoolBusy(RelayError):
 
 
 class SpoolLock:
-    """Given a spool root, take or wait for its lock; the kernel releases it when the holder dies."""
+    """Given a spool root, take or wait for its lock; the kernel releases it when the holder dies. The RelayLock
+    of one machine (leadership.py): no epoch, never lost while the process lives."""
+
+    epoch: int | None = None
 
     def __init__(self, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.path = root / "relay.lock"
         self._fd: int | None = None
 
+    def lost(self) -> str | None:
+        """Return None: a flock is held until this process gives it back or dies."""
+        return None
+
+    def check(self) -> None:
+        """Return: a flock held cannot have been taken over."""
+
+    def describe(self) -> dict[str, object]:
+        """Return the lock's line for status and check: the SQLite journal, this spool's flock."""
+        return {"backend": "sqlite", "lock": str(self.path), "leader": self._fd is not None, "epoch": None}
+
     def try_acquire(self) -> bool:
+        """Take the flock without waiting; return whether this process holds it now."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -313,6 +328,7 @@ class SpoolLock:
         return True
 
     def holder(self) -> str:
+        """Return the pid written by the holder, "?" when unreadable."""
         try:
             return self.path.read_text().strip() or "?"
         except OSError:
@@ -326,6 +342,7 @@ class SpoolLock:
             )
 
     def release(self) -> None:
+        """Give the flock back and close its file."""
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)

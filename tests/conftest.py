@@ -16,7 +16,7 @@ from onss_relay.transport.local import make_remote_home
 SENDER = "123456"
 SIGNING_PASSWORD = "Tr0ub4dor&3-signing"  # distinctive test secrets: no log of the whole run may contain them
 SSH_PASSPHRASE = "correct horse battery"
-SECRETS = (SIGNING_PASSWORD, SSH_PASSPHRASE, "PRIVATE KEY-----", "ftp-Pa55word-for-tests")
+SECRETS = (SIGNING_PASSWORD, SSH_PASSPHRASE, "PRIVATE KEY-----", "ftp-Pa55word-for-tests", "pg-Pa55word-for-tests")
 TODAY = dt.date.today().strftime("%Y%m%d")
 
 
@@ -234,3 +234,16 @@ def ftpsd(relay_dir: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
     server = _ftp_dir(relay_dir, tmp_path, tls=True)
     yield server
     server.stop()
+
+
+from tests.fixtures.postgres import PgServer, pg_bin  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def pg_server():  # type: ignore[no-untyped-def]
+    """One PostgreSQL server for the session (a fresh database per test: pg_server.new_database())."""
+    if pg_bin() is None and not os.environ.get("CI"):
+        pytest.skip("PostgreSQL is not installed here (apt-get install postgresql); CI installs it")
+    server = PgServer()
+    yield server
+    server.close()

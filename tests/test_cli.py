@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -124,7 +125,29 @@ def test_submit_allocates_sequences_and_places_parts(cfg_path: Path, relay_dir: 
 def test_check_reports_each_item(cfg_path: Path) -> None:
     r = run("check", "--config", str(cfg_path))
     assert r.returncode == 0, r.stdout
-    assert r.stdout.count("✓") == 7 and "✓ journal writable" in r.stdout, r.stdout
+    assert r.stdout.count("✓") == 8 and "✓ journal writable" in r.stdout, r.stdout
+    assert "✓ journal: sqlite " in r.stdout and "no relay running" in r.stdout
+
+
+def test_check_and_health_name_the_postgresql_journal_and_its_leader(cfg_path: Path, pg_server: Any) -> None:
+    """The journal line of `check` on PostgreSQL: reachable, schema, the leader and its epoch."""
+    from onss_relay.config import JournalConfig
+    from onss_relay.journal.postgres_lease import PostgresLease
+
+    url = pg_server.new_database()
+    env = {"ONSS_RELAY__JOURNAL__URL": url}
+    r = run_cli("check", "--config", str(cfg_path), env=env)
+    assert r.returncode == 0 and f"✓ journal: postgresql {url}: reachable, no journal yet" in r.stdout, r.stdout
+    lease = PostgresLease(JournalConfig(url=url), "123456")
+    try:
+        assert lease.try_acquire()
+        r = run_cli("check", "--config", str(cfg_path), env=env)
+        assert f"schema 2; leader {lease.me}, epoch 1" in r.stdout, r.stdout
+    finally:
+        lease.release()
+    r = run_cli("check", "--config", str(cfg_path), env={"ONSS_RELAY__JOURNAL__URL": url.rsplit("/", 1)[0] + ":1/x"})
+    # a journal the relay cannot reach is a local problem (JournalUnreachable), as a SQLite one it cannot write
+    assert r.returncode == 4 and "✗ journal: " in r.stdout and "cannot reach" in r.stdout, r.stdout
 
 
 def test_send_with_an_expired_certificate_exits_2_and_keeps_the_set(cfg_path: Path, relay_dir: Path) -> None:
@@ -210,3 +233,20 @@ def test_init_and_check_as_root_say_when_the_service_user_does_not_exist_yet(cfg
     assert r.returncode == 0 and f"! {says}" in r.stdout and "systemd-sysusers" in r.stdout, r.stdout + r.stderr
     r = run("check", "--local", "--config", str(cfg_path), env=env)
     assert r.returncode == 0 and f"! {says}" in r.stdout, r.stdout + r.stderr
+
+
+def test_submit_and_status_open_the_postgresql_journal(cfg_path: Path, relay_dir: Path, pg_server: Any) -> None:
+    """Commands open the journal through open_journal: with journal.url set, submit allocates its sequences
+    in PostgreSQL (a SQLite file is never created) and status reads it."""
+    env = {"ONSS_RELAY__JOURNAL__URL": pg_server.new_database()}
+    empty = run("status", "--config", str(cfg_path), env=env)
+    assert empty.returncode == 0 and "no journal yet at postgresql://" in empty.stdout, empty.stdout + empty.stderr
+    a = relay_dir / "a.xml"
+    a.write_bytes(b"<a/>")
+    first = run("submit", str(a), "--app", "DMFA", "--env", "T", "--config", str(cfg_path), env=env)
+    second = run("submit", str(a), "--app", "DMFA", "--env", "T", "--config", str(cfg_path), env=env)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert first.stdout.split()[0].endswith(".00001.T.1.1") and second.stdout.split()[0].endswith(".00002.T.1.1")
+    assert not (relay_dir / "spool" / "journal.db").exists()
+    status = run("status", "--json", "--config", str(cfg_path), env=env)
+    assert status.returncode == 0, status.stderr

@@ -90,3 +90,18 @@ def test_a_quarantined_file_never_overwrites_a_sets_result(relay_dir: Path) -> N
     assert run_cli("send", "--once", "--config", str(config)).returncode == 1
     assert json.loads((results / f"{go}.json").read_text())["state"] == "sent"  # the set's own result kept
     assert json.loads((results / f"{go}.quarantined.json").read_text())["state"] == "quarantined"
+
+
+def test_the_postgresql_compose_variant_runs_two_relays_on_one_spool_and_one_database() -> None:
+    """High availability's example: two relay services of one image on one spool volume, the journal in the
+    PostgreSQL service, its password from a secret file and never in the URL; it builds nothing."""
+    text = (REPO / "docker-compose.postgres.example.yml").read_text()
+    relay = text.split("x-relay: &relay\n", 1)[1].split("\nservices:", 1)[0]
+    assert relay.startswith("  image: onss-relay") and not [
+        ln for ln in text.splitlines() if "build:" in ln.split("#")[0]
+    ]
+    assert "relay-a:\n    <<: *relay" in text and "relay-b:\n    <<: *relay" in text
+    assert "- relay-spool:/var/lib/onss-relay" in relay and "image: postgres:" in text
+    url = relay.split("ONSS_RELAY__JOURNAL__URL:", 1)[1].split("\n", 1)[0]
+    assert "postgresql://onss_relay@journal-db:5432/" in url and ":" not in url.split("//", 1)[1].split("@")[0]
+    assert "ONSS_RELAY__JOURNAL__PASSWORD_FILE: /run/secrets/journal_password" in relay

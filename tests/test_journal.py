@@ -154,3 +154,43 @@ def test_a_writer_waits_for_another_process_lock_then_gives_up(tmp_path: Path, m
     other.execute("ROLLBACK")
     assert j.get_set("GO.DMFA.123456.20260101.00002.T.1") is None
     j.close()
+
+
+SHARED_MOUNTS = """/dev/vda1 / ext4 rw 0 0
+fileserver:/payroll /srv/relay nfs4 rw 0 0
+//nas/hr /mnt/hr cifs rw 0 0
+overlay /var/lib/docker/overlay2/x/merged overlay rw 0 0
+"""
+
+
+@pytest.mark.parametrize(
+    "spool, refused",
+    [("/srv/relay/spool", True), ("/mnt/hr/spool", True), ("/var/lib/onss-relay", False)]
+    + [("/var/lib/docker/overlay2/x/merged/spool", False)],  # a container's own disk is local
+)
+def test_a_sqlite_journal_is_refused_on_a_network_filesystem(spool: str, refused: bool) -> None:
+    from onss_relay.journal import sqlite_place_problem
+
+    why = sqlite_place_problem(Path(spool) / "journal.db", SHARED_MOUNTS)
+    assert (why is not None) is refused
+    if why is not None:
+        assert "journal.url" in why and f"{spool}/journal.db" in why
+
+
+def test_open_journal_refuses_the_spool_on_a_network_filesystem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from onss_relay import journal as journal_module
+    from onss_relay.config import load_config
+    from onss_relay.errors import JournalError
+    from tests.conftest import write_config
+
+    cfg = load_config(write_config(tmp_path), environ={})
+    real = journal_module.sqlite_place_problem
+    monkeypatch.setattr(
+        journal_module,
+        "sqlite_place_problem",
+        lambda path, mounts=None: real(path, f"{mounts or ''}\nserver:/x {cfg.paths.root} nfs rw 0 0\n"),
+    )
+    with pytest.raises(JournalError, match="network filesystem .nfs.*journal.url"):
+        journal_module.open_journal(cfg)

@@ -1,5 +1,5 @@
-"""The journal contract: what every backend must do, run over each of them (today SQLite; a PostgreSQL
-backend joins the parameter list and must pass unchanged), as the transport contract test does for transports."""
+"""The journal contract: what every backend must do, run over each of them (SQLite, and PostgreSQL on a real
+server started by the pg_server fixture), as the transport contract test does for transports."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from onss_relay.config import JournalConfig
 from onss_relay.errors import IllegalTransition
 from onss_relay.journal import (
     AcrfRecord,
@@ -20,16 +21,26 @@ from onss_relay.journal import (
     State,
     open_journal_at,
 )
+from onss_relay.journal.postgres import PostgresJournal
 
 GO = "GO.DMFA.123456.20260101.00001.T.1"
 FI = "FI.DMFA.123456.20260101.00001.T.1.1"
 
-BACKENDS: dict[str, Callable[[Path], Journal]] = {"sqlite": lambda d: open_journal_at(d / "journal.db")}
+
+def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Journal:
+    server = request.getfixturevalue("pg_server")
+    return PostgresJournal(JournalConfig(url=server.new_database()), "123456")
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Journal]] = {
+    "sqlite": lambda request, d: open_journal_at(d / "journal.db"),
+    "postgres": _postgres,
+}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Journal]:
-    j = BACKENDS[request.param](tmp_path)
+    j = BACKENDS[request.param](request, tmp_path)
     yield j
     j.close()
 
@@ -136,3 +147,84 @@ def test_sets_changed_after_a_counter_value_and_one_sequence_per_sender_date_env
         [GO, other]
     )
     assert journal.sets_with_sequence("123456", "20260101", "00001", "S") == []
+
+
+def test_atomic_is_all_or_nothing_and_uncertain_sets_keep_their_record(journal: Journal) -> None:
+    from onss_relay.journal import Uncertain
+
+    journal.add_set(GO, "T", [FI])
+    for s in (State.SIGNED, State.UPLOADING, State.GO_SENDING):
+        journal.transition(GO, s)
+    mark = journal.last_change()
+    with pytest.raises(RuntimeError), journal.atomic():
+        journal.add_note(GO, "seen")
+        journal.update_data(GO, extras=("x",))
+        raise RuntimeError("a crash between the two writes")
+    assert journal.last_change() == mark and journal.get_set(GO).data.extras == ()  # type: ignore[union-attr]
+    uncertain = Uncertain(since=1.5, boottime=2.5, boot_id="b", quiet=30.0, step="GO")
+    journal.transition(GO, State.GO_SENDING, "GO in flight on a connection given up", uncertain=uncertain)
+    row = journal.get_set(GO)
+    assert row is not None and row.state == State.GO_SENDING and row.data.uncertain == uncertain
+    assert [r.go_name for r in journal.sets_in(State.GO_SENDING)] == [GO]
+
+
+def _name(i: int) -> str:
+    return GO.replace("00001", f"{i:05d}")
+
+
+def _walk(journal: Journal, go: str, states: tuple[State, ...]) -> None:
+    journal.add_set(go, "T", [go.replace("GO.", "FI.", 1) + ".1"])
+    for state in states:
+        journal.transition(go, state)
+
+
+SENT = (State.SIGNED, State.UPLOADING, State.GO_SENDING, State.SENT)
+
+
+def test_workers_are_indexed_and_found_by_inss(journal: Journal) -> None:
+    """The status page's worker index (schema: set_workers): every INSS of a notification, its outcome there,
+    a pair indexed again for the same file keeps its first outcome, an empty INSS is not indexed."""
+    _walk(journal, GO, SENT)
+    journal.add_set(_name(2), "T", [FI.replace("00001", "00002")])
+    journal.add_workers(GO, "FO.NOTI.1", [("85073003328", "accepted"), ("", "refused"), ("90042125519", "refused")])
+    journal.add_workers(GO, "FO.NOTI.1", [("85073003328", "refused")])
+    journal.add_workers(_name(2), "FO.NOTI.2", [("85073003328", "refused")])
+    journal.transition(GO, State.ACKNOWLEDGED)  # GO written last: newest first
+    found = [(row.go_name, outcome) for row, outcome in journal.sets_by_worker("85073003328")]
+    assert found == [(GO, "accepted"), (_name(2), "refused")]
+    assert [(r.go_name, o) for r, o in journal.sets_by_worker("90042125519")] == [(GO, "refused")]
+    assert journal.sets_by_worker("") == [] and journal.sets_by_worker("85073003328", limit=1)[0][0].go_name == GO
+
+
+def test_daily_outcomes_count_by_utc_day_truncated_not_rounded(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sets created late in a UTC day count for that day on both backends (PostgreSQL's CAST rounds: FLOOR),
+    a failed set as quarantined, one without an outcome as pending; days before the window are left out."""
+    day = 20_000  # 2024-10-04
+    created = {1: day + 0.75, 2: day + 0.1, 3: day - 0.25, 4: day - 5}
+    for i, at in created.items():
+        monkeypatch.setattr("time.time", lambda at=at: at * 86400)
+        journal.add_set(_name(i), "T", [FI.replace("00001", f"{i:05d}")])
+    monkeypatch.undo()
+    journal.transition(_name(2), State.FAILED, reason="bad")
+    rows = journal.daily_outcomes(2, (day + 0.9) * 86400)
+    assert rows == [("2024-10-03", "pending", 1), ("2024-10-04", "pending", 1), ("2024-10-04", "quarantined", 1)]
+
+
+def test_sets_by_outcome_by_name_and_overdue_candidates(journal: Journal, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sets_with_outcome, sets_named_like (a LIKE wildcard in the fragment is a plain character) and
+    waiting_since_before (sent before one time, acknowledged before another, oldest first) on both backends."""
+    steps = {1: (*SENT, State.ACKNOWLEDGED, State.REFUSED), 2: SENT, 3: (*SENT, State.ACKNOWLEDGED), 4: SENT}
+    for i, states in steps.items():
+        monkeypatch.setattr("time.time", lambda i=i: 1_000_000.0 + i * 100)
+        _walk(journal, _name(i), states)
+    monkeypatch.undo()
+    assert [r.go_name for r in journal.sets_with_outcome(["refused", "partly_refused"])] == [_name(1)]
+    assert journal.sets_with_outcome([]) == []
+    assert [r.go_name for r in journal.sets_named_like(".00003.")] == [_name(3)]
+    assert [r.go_name for r in journal.sets_named_like("DMFA.123456")][:2] == [_name(4), _name(3)]
+    assert journal.sets_named_like("00_03") == [] and journal.sets_named_like("%") == []
+    waiting = journal.waiting_since_before(1_000_000.0 + 450, 1_000_000.0 + 350)
+    assert [r.go_name for r in waiting] == [_name(2), _name(3), _name(4)]
+    assert [r.go_name for r in journal.waiting_since_before(1_000_000.0 + 250, 0.0)] == [_name(2)]

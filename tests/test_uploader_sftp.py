@@ -251,3 +251,22 @@ def test_disconnects_mid_transfer_still_deliver_exactly_once(
             assert (sshd.home / "INTEST" / fi).read_bytes() == (relay.spool.sent.rglob(fi).__next__()).read_bytes()
         assert_order_and_once(sshd, go, row.parts, list(row.data.fs))
     relay.close()
+
+
+def test_a_relay_that_lost_its_leadership_puts_nothing(sftp_cfg: Config, sshd: SshServer) -> None:
+    """The lease is checked before every step's files are opened: a relay told it is no longer the active one
+    (uploader.before_put raises Fenced) opens no FI, FS or GO on the server, and says so."""
+    from onss_relay.errors import Fenced
+
+    relay = Relay(sftp_cfg)
+    gos = drop_sets(relay.spool.outbox, [(1, "T", 1), (2, "T", 2)])
+
+    def lapsed() -> None:
+        raise Fenced("postgresql://…: no GO sent: its lease was not renewed in time")
+
+    relay.uploader.before_put = lapsed
+    report = relay.send_once(wait_for_settle=False)
+    assert report.upload.sent == [] and "no GO sent" in str(report.upload.error)
+    assert not [p for ev, p in sshd.events() if ev == "open-write"]
+    assert {relay.journal.get_set(go).state for go in gos} <= {State.SIGNED, State.UPLOADING}  # type: ignore[union-attr]
+    relay.close()

@@ -19,6 +19,7 @@ from onss_relay.spool import Spool, SpoolLock
 def backup(cfg: Config, dest: Path, out: TextIO) -> int:
     """Given the configuration and a destination file (or folder: journal.db in it), write a consistent copy of
     the journal there under a temporary name, then rename it; print where; return 0."""
+    _refuse_postgres(cfg, "backup")
     source = cfg.paths.journal_path
     if not source.exists():
         raise UsageError(f"no journal at {source} (paths.root): nothing to back up")
@@ -30,6 +31,15 @@ def backup(cfg: Config, dest: Path, out: TextIO) -> int:
     sets = _copy(source, dest)
     print(f"backed up {source} to {dest} ({sets} set(s))", file=out)
     return 0
+
+
+def _refuse_postgres(cfg: Config, what: str) -> None:
+    """Given the configuration, refuse backup and restore of a PostgreSQL journal: the database's own tools
+    (pg_dump, pg_restore, its replication) copy it consistently; this command knows SQLite files only."""
+    if cfg.journal.url:
+        raise UsageError(
+            f"{what}: journal.url names a PostgreSQL journal; use pg_dump / pg_restore on that database instead"
+        )
 
 
 def _refuse_inside_spool(cfg: Config, dest: Path) -> None:
@@ -46,6 +56,7 @@ def _refuse_inside_spool(cfg: Config, dest: Path) -> None:
 def restore(cfg: Config, src: Path, out: TextIO) -> int:
     """Given the configuration and a journal copy, put it in place of the spool's journal while holding the spool
     lock (refused while a relay runs), owned and moded like the spool root for the service user; return 0."""
+    _refuse_postgres(cfg, "restore")
     target = cfg.paths.journal_path
     owner = _spool_owner(cfg.paths.root)
     lock = SpoolLock(cfg.paths.root)

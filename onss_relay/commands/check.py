@@ -3,6 +3,7 @@ problem, 3 remote problem, 4 the relay cannot work here (a journal it cannot wri
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from typing import TextIO
@@ -18,12 +19,15 @@ from onss_relay.errors import (
     EXIT_REMOTE,
     EXIT_USAGE,
     ConfigError,
+    JournalError,
     LocalError,
     RelayError,
     RemoteError,
 )
 from onss_relay.identity import check_certificate, days_left, is_self_signed, load_signing_identity, portal_dn
+from onss_relay.journal import sqlite_place_problem
 from onss_relay.names import Env, response_folder, upload_folder
+from onss_relay.spool import spool_in_use
 from onss_relay.transport import open_transport
 
 
@@ -53,12 +57,12 @@ def run_checks(cfg: Config, out: TextIO, local_only: bool = False) -> int:
         _self_signed_warning(cfg, out)
     for warning in setting_warnings(cfg):
         print(f"! {warning}", file=out)
-    for label, path in (("outbox", cfg.paths.outbox_dir), ("inbox", cfg.paths.inbox_dir), ("spool", cfg.paths.root)):
-        check(f"{label} writable", lambda p=path: _writable(p))  # type: ignore[misc]
-    check("journal writable", lambda: _journal(cfg))
+    for label, fn in _local_places(cfg):
+        check(label, fn)
     if cfg.remote.transport == "sftp":
         check("SSH key readable", lambda: _ssh_key(cfg))
         check("known_hosts", lambda: _known_hosts(cfg))
+    check("journal", lambda: _journal(cfg))
     if local_only:
         print("- remote: not checked (--local); the daemon retries it until it answers", file=out)
         return worst
@@ -66,6 +70,32 @@ def run_checks(cfg: Config, out: TextIO, local_only: bool = False) -> int:
     if (cfg.paths.root / "health.json").exists():
         check("running daemon", lambda: _daemon(cfg), EXIT_REMOTE)
     return worst
+
+
+def _local_places(cfg: Config) -> list[tuple[str, Callable[[], str]]]:
+    """Given the configuration, return the (label, check) of every local place the relay writes: the outbox,
+    the inbox, the spool and a SQLite journal (a PostgreSQL one: the journal line says whether it is reached)."""
+    places = (("outbox", cfg.paths.outbox_dir), ("inbox", cfg.paths.inbox_dir), ("spool", cfg.paths.root))
+    checks: list[tuple[str, Callable[[], str]]] = [
+        (f"{label} writable", functools.partial(_writable, path)) for label, path in places
+    ]
+    if not cfg.journal.url:
+        checks.append(("journal writable", lambda: _journal_writable(cfg)))
+    return checks
+
+
+def _journal(cfg: Config) -> str:
+    """The journal's backend, whether it is reachable, and which relay leads (with its epoch on PostgreSQL)."""
+    if cfg.journal.url:
+        from onss_relay.journal.postgres_lease import leadership_line
+
+        return leadership_line(cfg.journal, cfg.sender.number)
+    if why := sqlite_place_problem(cfg.paths.journal_path):
+        raise JournalError(why)
+    where = cfg.paths.journal_path
+    state = "present" if where.exists() else "not created yet"
+    leader = "leader: the relay holding the spool lock" if spool_in_use(cfg.paths.root) else "no relay running"
+    return f"sqlite {where} ({state}); {leader}"
 
 
 def _daemon(cfg: Config) -> str:
@@ -80,7 +110,7 @@ def _daemon(cfg: Config) -> str:
     raise RemoteError(why)
 
 
-def _journal(cfg: Config) -> str:
+def _journal_writable(cfg: Config) -> str:
     """Given the configuration, return the journal's path when this user can write it (or it is not made yet);
     raise LocalError saying why not (a read-only mount, a journal restored by `cp` as root)."""
     path = cfg.paths.journal_path

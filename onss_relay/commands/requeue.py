@@ -22,7 +22,7 @@ import structlog
 from onss_relay.config import Config
 from onss_relay.durable import fsync_dir, move_durably, place_new
 from onss_relay.errors import InvalidName, UsageError
-from onss_relay.journal import State, open_journal_at
+from onss_relay.journal import State, journal_exists, journal_location, open_journal
 from onss_relay.local_time import local_time
 from onss_relay.names import parse_name, set_key
 from onss_relay.spool import Spool, quarantine_result_name
@@ -98,9 +98,9 @@ def requeue_lock(spool: Spool) -> Iterator[None]:
 def _refuse_sent(cfg: Config, name: str, key: str) -> None:
     """Given a set name, raise UsageError when the journal has a set of that name in flight or sent (a corrected
     declaration of the same name went through after this one was quarantined): the ONSS refuses a second GO."""
-    if not cfg.paths.journal_path.exists():
+    if not journal_exists(cfg):
         return
-    journal = open_journal_at(cfg.paths.journal_path, readonly=True)
+    journal = open_journal(cfg, readonly=True)
     try:
         row = journal.get_set(key)
     finally:
@@ -216,12 +216,10 @@ def _belongs(file_name: str, key: str) -> bool:
 
 def _allow_same_content(cfg: Config, key: str) -> None:
     """Given a quarantined set, record in the journal that its content may go again (`requeue --force`)."""
-    from onss_relay.journal import open_journal
-
     journal = open_journal(cfg)
     try:
         if journal.get_set(key) is None:
-            raise UsageError(f"{key}: not in the journal {cfg.paths.journal_path}; --force has nothing to record")
+            raise UsageError(f"{key}: not in the journal {journal_location(cfg)}; --force has nothing to record")
         journal.update_data(key, same_content_ok=True)
     finally:
         journal.close()

@@ -222,7 +222,15 @@ def daemon_health(root: Path) -> tuple[bool | None, str]:
         return None, f"not running: {who}; the last report, {int(age)} s old, is from a process that has ended"
     if age > HEALTH_FRESH:
         return None, f"not running: pid {doc.get('pid')} last reported {int(age)} s ago"
-    return bool(doc.get("healthy")), f"pid {doc.get('pid')} reports: {doc.get('reason')}"
+    return bool(doc.get("healthy")), f"pid {doc.get('pid')} reports: {doc.get('reason')}{leader_words(doc)}"
+
+
+def leader_words(doc: dict[str, Any]) -> str:
+    """Given a health report, return how its relay leads (PostgreSQL: "; leader, epoch 3"), "" for a flock."""
+    lead = doc.get("leadership") or {}
+    if lead.get("backend") != "postgresql":
+        return ""
+    return f"; leader, epoch {lead.get('epoch')}" if lead.get("leader") else "; not the leader"
 
 
 def daemon_report(root: Path) -> tuple[dict[str, Any], float] | None:

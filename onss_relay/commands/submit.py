@@ -15,7 +15,7 @@ from pathlib import Path
 from onss_relay.config import Config
 from onss_relay.durable import fsync_dir
 from onss_relay.errors import InvalidName, UsageError
-from onss_relay.journal import open_journal_at
+from onss_relay.journal import open_journal
 from onss_relay.names import (
     MAX_PARTS,
     Env,
@@ -51,7 +51,7 @@ def submit(cfg: Config, files: list[Path], app: str, env: str, date: str | None,
     plain = name_form(app) == "plain"
     spool = Spool(cfg.paths)
     spool.create()
-    journal = open_journal_at(cfg.paths.journal_path)
+    journal = open_journal(cfg)
     try:
         groups = [files] if parts else [[f] for f in files]
         names: list[str] = []

@@ -1,8 +1,8 @@
 """The journal: the one store of state, behind one interface, opened by ``open_journal`` whatever the backend.
 
-``model.py`` holds the states, the state machine and the typed per-set data; ``sqlite.py`` the embedded
-backend. A new backend (PostgreSQL for an active/standby pair) implements ``Journal`` and runs the journal
-contract test (tests/test_journal_contract.py).
+``model.py`` holds the states, the state machine and the typed per-set data; ``sql_journal.py`` the rules both
+backends share; ``sqlite.py`` the embedded backend, ``postgres.py`` the one for an active/standby pair. Every
+backend runs the journal contract test (tests/test_journal_contract.py).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from onss_relay.config import Config
+from onss_relay.errors import JournalError
 from onss_relay.journal.model import (
     DONE,
     IN_FLIGHT,
@@ -58,27 +59,46 @@ __all__ = [
     "check_transition",
     "Uncertain",
     "WorkerResult",
+    "journal_exists",
+    "journal_location",
     "open_journal",
     "open_journal_at",
+    "sqlite_place_problem",
 ]
 
 
 class Journal(Protocol):
     """Every set and response the relay knows, and their states. Safe to share between threads of one process;
     each process opens its own (never across fork()). Writes raise JournalBusy when another process holds
-    the journal too long, JournalError on a local failure (a full disk), IllegalTransition on a bug."""
+    the journal too long or its database cannot be reached, JournalError on a local failure (a full disk),
+    Fenced when a newer leader took over (PostgreSQL), IllegalTransition on a bug.
 
-    def close(self) -> None: ...
+    The rules (allowed state changes, merging of typed set data, the sequence-reuse check of ACRF-133) are
+    written once above the backends (sql_journal.py, model.py); a backend owns only its connection."""
+
+    def close(self) -> None:
+        """Given an open journal, close its connection(s); nothing may use it afterwards."""
+        ...
 
     def atomic(self) -> contextlib.AbstractContextManager[None]:
-        """Every write made inside (by this thread) is one transaction: an answer's link and its effect on its
-        set are recorded together or not at all."""
+        """Given a block, run every write made inside it (by this thread) as one transaction and return when it
+        committed: an answer's link and its effect on its set are recorded together or not at all."""
         ...
 
     # declaration sets
-    def add_set(self, go_name: str, env: str, parts: list[str], data: SetData | None = None) -> None: ...
-    def add_sets(self, sets: list[NewSet]) -> None: ...
-    def add_failed(self, go_name: str, env: str, parts: list[str], reason: str) -> None: ...
+    def add_set(self, go_name: str, env: str, parts: list[str], data: SetData | None = None) -> None:
+        """Given a new set (or one quarantined before), record it as queued; raise IllegalTransition otherwise."""
+        ...
+
+    def add_sets(self, sets: list[NewSet]) -> None:
+        """Given complete sets claimed from the outbox, record them all as queued in one transaction."""
+        ...
+
+    def add_failed(self, go_name: str, env: str, parts: list[str], reason: str) -> None:
+        """Given a set refused before it was queued and why, record it as failed (unless its name is known in
+        another state); a set refused again gets the new reason."""
+        ...
+
     def transition(
         self,
         go_name: str,
@@ -89,41 +109,69 @@ class Journal(Protocol):
         ticket: str | None = None,
         reason: str | None = None,
         **data: Any,
-    ) -> None: ...
-    def transition_many(self, changes: list[Change]) -> None: ...
-    def update_data(self, go_name: str, **data: Any) -> None: ...
-    def mark_archived(self, archived: dict[str, str]) -> None: ...
-    def get_set(self, go_name: str) -> SetRow | None: ...
-
-    def sets_with_sequence(self, sender: str, date: str, seq: str, env: str) -> list[SetRow]:
-        """The sets (any application code, any part count, not failed) that use this sequence: the transfer
-        point refuses a second use of a sender+date+sequence+environment (ACRF-133)."""
+    ) -> None:
+        """Given a set, a new state and SetData fields to set (a name SetData lacks raises TypeError), check the
+        change against the state machine and record it; raise IllegalTransition if it is not allowed."""
         ...
 
-    def sets_in(self, *states: State, limit: int | None = None) -> list[SetRow]: ...
+    def transition_many(self, changes: list[Change]) -> None:
+        """Given typed changes of several sets, record them all in one transaction or none (an illegal one
+        raises and rolls the others back); a change whose ``only_from`` no longer holds is skipped."""
+        ...
+
+    def update_data(self, go_name: str, **data: Any) -> None:
+        """Given a set and SetData fields, set them without changing its state (moves the change counter)."""
+        ...
+
+    def mark_archived(self, archived: dict[str, str]) -> None:
+        """Given sent sets and the sent/ folder each one's files now sit in, record that in one transaction."""
+        ...
+
+    def get_set(self, go_name: str) -> SetRow | None:
+        """Given a GO name, return its set, or None if the journal never heard of it."""
+        ...
+
+    def sets_with_sequence(self, sender: str, date: str, seq: str, env: str) -> list[SetRow]:
+        """Given a sender, date, sequence and environment, return the sets (any application code, any part
+        count, not failed) that use it: the transfer point refuses a second use (ACRF-133)."""
+        ...
+
+    def sets_in(self, *states: State, limit: int | None = None) -> list[SetRow]:
+        """Given states (and at most how many), return the sets in them, oldest first."""
+        ...
+
     def recent_sets(self, limit: int = 50, light: bool = False) -> list[SetRow]:
-        """The sets written last, newest first; ``light``: with only their last notification, no anomaly."""
+        """Given a count, return the sets written last, newest first; ``light``: a backend may trim each to its
+        last notification, without workers or anomalies (what a table shows)."""
         ...
 
     def sets_changed_after(self, change: int) -> list[SetRow]:
-        """The sets written after ``change`` (a value of the journal's change counter, a monotonically
-        increasing number set in the same transaction as each write to a set), oldest change first."""
+        """Given a value of the change counter (a monotonically increasing number set in the same transaction as
+        each write to a set), return the sets written after it, oldest change first."""
         ...
 
-    def last_change(self) -> int: ...
+    def last_change(self) -> int:
+        """Return the change counter's value now (0 for an empty journal)."""
+        ...
 
     def set_by_ticket(self, ticket: str) -> SetRow | None:
-        """The set given this ONSS ticket, of any family: the ACRF's, a notification's file ticket, the
-        declaration's own (HandledReference)."""
+        """Given an ONSS ticket of any family (the ACRF's, a notification's file ticket, the declaration's own
+        HandledReference), return its set, or None."""
         ...
 
     def add_keys(self, go_name: str, keys: Iterable[tuple[str, str]]) -> None:
-        """Record (kind, value) keys a set is known by: ``ticket``, ``original_form`` (Identification|date|hour
-        of a Form of its FI), ``sender_ref`` (the sender's own reference)."""
+        """Given a set and (kind, value) keys it is known by (``ticket``, ``original_form``: Identification|date|
+        hour of a Form of its FI, ``sender_ref``: the sender's own reference), record those it lacked."""
         ...
 
-    def keys_of(self, go_name: str) -> list[tuple[str, str]]: ...
-    def sets_by_key(self, kind: str, value: str) -> list[SetRow]: ...
+    def keys_of(self, go_name: str) -> list[tuple[str, str]]:
+        """Given a set, return its (kind, value) keys in the order they were recorded."""
+        ...
+
+    def sets_by_key(self, kind: str, value: str) -> list[SetRow]:
+        """Given a key, return every set known by it (a sender's reference may name several)."""
+        ...
+
     def add_workers(self, go_name: str, file: str, workers: Iterable[tuple[str, str]]) -> None:
         """Index the (INSS, outcome) of every Form of a notification (file) linked to a set: every worker, not
         only those its record keeps in detail."""
@@ -151,39 +199,117 @@ class Journal(Protocol):
         ...
 
     def add_note(self, go_name: str, detail: str) -> None:
-        """Add a line to a set's history in its current state (an answer that changes no state)."""
+        """Given a set and a line, add it to the set's history in its current state (an answer that changes no
+        state); a set unknown is left alone."""
         ...
 
-    def unarchived_done(self) -> list[SetRow]: ...
-    def counts(self) -> dict[str, int]: ...
+    def unarchived_done(self) -> list[SetRow]:
+        """Return the sets whose GO went out but whose local files are not yet in sent/."""
+        ...
+
+    def counts(self) -> dict[str, int]:
+        """Return how many sets are in each state."""
+        ...
+
     def outcome_counts(self) -> dict[str, int]:
-        """How many sets have each outcome (onss_relay/outcome.py): accepted, refused, pending …"""
+        """Return how many sets have each outcome (onss_relay/outcome.py): accepted, refused, pending …"""
         ...
 
-    def history(self, go_name: str) -> list[tuple[float, str, str | None]]: ...
+    def history(self, go_name: str) -> list[tuple[float, str, str | None]]:
+        """Given a set, return its history as (when, state, detail), oldest first."""
+        ...
 
     # responses
-    def add_responses(self, folder: str, files: list[tuple[str, int, str]]) -> None: ...
-    def mark_responses_deleted(self, folder: str, names: list[str]) -> None: ...
+    def add_responses(self, folder: str, files: list[tuple[str, int, str]]) -> None:
+        """Given responses of a remote folder as (name, size, local path), durably copied, record them in one
+        transaction (before any remote delete); one recorded before is replaced."""
+        ...
+
+    def mark_responses_deleted(self, folder: str, names: list[str]) -> None:
+        """Given responses of a remote folder, record that they were deleted there."""
+        ...
+
     def link_response(
         self, folder: str, name: str, kind: str, linked_set: str | None, detail: str | None = None
-    ) -> None: ...
-    def get_response(self, folder: str, name: str) -> ResponseRow | None: ...
-    def unlinked_responses(self) -> list[ResponseRow]: ...
-    def unmatched_responses(self) -> list[ResponseRow]: ...
+    ) -> None:
+        """Given a response, record its kind, the set it answers (or None) and, for a malformed one, why."""
+        ...
+
+    def get_response(self, folder: str, name: str) -> ResponseRow | None:
+        """Given a remote folder and a response name, return its row, or None."""
+        ...
+
+    def unlinked_responses(self) -> list[ResponseRow]:
+        """Return the responses to link: never read, or waiting for their set (a notification before its ACRF)."""
+        ...
+
+    def unmatched_responses(self) -> list[ResponseRow]:
+        """Return the answers kept without a set: other applications, other tools' sets, malformed ones."""
+        ...
 
     # sequence numbers
-    def allocate_sequence(self, sender: str, date: str, env: str, taken: set[int] = ...) -> int: ...
+    def allocate_sequence(self, sender: str, date: str, env: str, taken: set[int] = ...) -> int:
+        """Given a sender, date, environment and sequences known taken elsewhere (sent/), reserve and return the
+        next free sequence number, atomically against every other writer."""
+        ...
 
 
-def open_journal(cfg: Config) -> Journal:
-    """Given the configuration, open the journal it names (today: SQLite in the spool)."""
-    return open_journal_at(cfg.paths.journal_path)
+def open_journal(cfg: Config, readonly: bool = False, epoch: int | None = None) -> Journal:
+    """Given the configuration, open the journal it names and return it: SQLite in the spool when
+    ``journal.url`` is empty (refused on a network filesystem), else PostgreSQL. ``readonly`` for readers that
+    must never write (`status` run by a user who can only read the spool); ``epoch``: the leadership epoch
+    every write must still hold (PostgreSQL; a write after a newer leader took over raises Fenced)."""
+    if cfg.journal.url:
+        from onss_relay.journal.postgres import PostgresJournal
+
+        return PostgresJournal(cfg.journal, cfg.sender.number, readonly=readonly, epoch=epoch)
+    if why := sqlite_place_problem(cfg.paths.journal_path):
+        raise JournalError(why)
+    return open_journal_at(cfg.paths.journal_path, readonly)
+
+
+# filesystems shared between machines, where SQLite's WAL (shared memory on one host) and its locks do not hold;
+# overlay, fuse and virtiofs are not listed: a container's or a VM's own disk
+SHARED_FILESYSTEMS = ("nfs", "cifs", "smb", "afs", "ceph", "glusterfs", "fuse.sshfs", "lustre", "gpfs", "beegfs")
+
+
+def sqlite_place_problem(path: Path, mounts: str | None = None) -> str | None:
+    """Given where a SQLite journal would be (and /proc/mounts' text, for tests), return the sentence refusing
+    a network filesystem, or None for a local one."""
+    from onss_relay.stages.watch import filesystem_type
+
+    kind = filesystem_type(path.parent, mounts)
+    if not kind.startswith(SHARED_FILESYSTEMS):
+        return None
+    return (
+        f"{path}: the SQLite journal cannot live on a network filesystem ({kind}): its WAL and locks hold on one"
+        " host only; keep paths.root local, or for two machines set journal.url to a PostgreSQL database"
+    )
+
+
+def journal_exists(cfg: Config) -> bool:
+    """Given the configuration, return whether its journal holds anything yet: a SQLite file created, a
+    PostgreSQL database with the journal's tables (asked; JournalUnreachable when it cannot be reached)."""
+    if not cfg.journal.url:
+        return cfg.paths.journal_path.exists()
+    from onss_relay.journal.postgres_db import connect
+    from onss_relay.journal.postgres_schema import has_journal
+
+    conn = connect(cfg.journal)
+    try:
+        return has_journal(conn)
+    finally:
+        conn.close()
+
+
+def journal_location(cfg: Config) -> str:
+    """Given the configuration, return where its journal is, for messages (a URL never carries a password)."""
+    return cfg.journal.url or str(cfg.paths.journal_path)
 
 
 def open_journal_at(path: Path, readonly: bool = False) -> Journal:
-    """Given a journal database path, open it (tests and tools that have a path, not a configuration);
-    ``readonly`` for readers that must never write (`status` run by a user who can only read the spool)."""
+    """Given a SQLite journal path, open it (tests and tools that have a path, not a configuration);
+    ``readonly`` for readers that must never write."""
     from onss_relay.journal.sqlite import SqliteJournal
 
     return SqliteJournal(path, readonly)

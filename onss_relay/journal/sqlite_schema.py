@@ -1,25 +1,21 @@
-"""The SQLite journal's tables, row conversion, error mapping and read-only opening (sqlite.py holds the
-journal itself)."""
+"""The SQLite journal's tables, error mapping and read-only opening (sqlite.py holds the backend, sql_journal.py
+the journal's rules both backends share)."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 from onss_relay.errors import JournalBusy, JournalError, JournalFull
-from onss_relay.journal.model import ResponseRow, SetData, SetRow, State
+from onss_relay.journal.model import SetData, State
+from onss_relay.journal.sql_rows import NEXT_CHANGE
 from onss_relay.outcome import outcome_of
 
-T = TypeVar("T")
 BUSY_TIMEOUT_MS = 30_000  # how long a statement waits for another process's lock on the journal
 SCHEMA_VERSION = 3  # PRAGMA user_version; 0/1: onss-relay 0.1 (untyped set data, read as version 1); 3: set_workers
-
-NEXT_CHANGE = "(SELECT COALESCE(MAX(change_seq), 0) + 1 FROM sets)"  # the change counter's next value
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sets (
@@ -196,39 +192,3 @@ def _no_room(path: Path) -> bool:
         return os.statvfs(path.parent).f_bavail == 0
     except OSError:
         return False
-
-
-def _column(r: sqlite3.Row, name: str, default: T) -> T:
-    """Given a row, return its column ``name``, or ``default`` when the journal predates that column (a
-    read-only reader cannot add it). ``in`` on a Row looks at values, not names: hence keys()."""
-    names = r.keys()
-    return r[name] if name in names else default
-
-
-def set_row(r: sqlite3.Row) -> SetRow:
-    return SetRow(
-        go_name=r["go_name"],
-        env=r["env"],
-        state=State(r["state"]),
-        parts=json.loads(r["parts"]),
-        created_at=r["created_at"],
-        updated_at=r["updated_at"],
-        reason=r["reason"],
-        ticket=r["ticket"],
-        data=SetData.from_json(r["data"]),
-        archived=bool(r["archived"]),
-        change=_column(r, "change_seq", 0),
-    )
-
-
-def response_row(r: sqlite3.Row) -> ResponseRow:
-    return ResponseRow(
-        folder=r["folder"],
-        name=r["name"],
-        size=r["size"],
-        local_path=r["local_path"],
-        deleted_remote=bool(r["deleted_remote"]),
-        kind=r["kind"],
-        linked_set=r["linked_set"],
-        detail=_column(r, "detail", None),
-    )

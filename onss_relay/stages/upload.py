@@ -93,6 +93,8 @@ class Uploader:
         # inside a round, which never return while the remote is down)
         self.on_retry: Callable[[str, float | None], None] | None = None  # (error, seconds to the next try)
         self.on_progress: Callable[[], None] | None = None
+        # raises (Fenced) when this relay may put nothing more, a GO above all: its leadership lapsed (PostgreSQL)
+        self.before_put: Callable[[], None] = lambda: None
         # sets in flight per connection: halved after each attempt without progress, kept across rounds (sets
         # left uncertain by a failed attempt come back in a later round: at once, they would all fail again)
         self.full_window = WINDOW * cfg.remote.connections
@@ -367,10 +369,11 @@ class _Worker:
                 self._check_or_quarantine(row)
                 gates.add(Change(row.go_name, State.UPLOADING, data={"uncertain": None}))  # sent again whole
             elif step.name == "GO":
+                self.u.before_put()
                 self._check_or_quarantine(row)  # an original changed since its claim stops the set before its GO
                 gates.add(Change(row.go_name, State.GO_SENDING))  # durable before the GO is opened (Upload)
 
-        return Upload(row.go_name, steps, gate, lambda: sent.add(row, folder), gates.commit)
+        return Upload(row.go_name, steps, gate, lambda: sent.add(row, folder), gates.commit, self.u.before_put)
 
     def _check_or_quarantine(self, row: SetRow) -> None:
         """Given a set at its first gate, quarantine it (and go on with the others) if it cannot be sent."""
@@ -391,6 +394,7 @@ class _Worker:
         done = go_not_needed(t, row, self.u.cfg.poll.max_size)
         if done is not None:
             return folder, done
+        self.u.before_put()
         self.go_put = row.go_name  # in flight: uncertain if the connection is given up before it is answered
         try:
             t.put_bytes(b"", folder, row.go_name)

@@ -250,8 +250,10 @@ class Upload:
         gate: Callable[[Step], None],
         done: Callable[[], None],
         commit: Callable[[], None] = lambda: None,
+        before_put: Callable[[], None] = lambda: None,
     ) -> None:
         self.key = key
+        self._before_put = before_put  # raises when nothing more may be put (the relay's leadership lapsed)
         self.steps = steps
         self._gate = gate
         self._done = done
@@ -297,6 +299,7 @@ class Upload:
             raise GateOrderError(
                 f"{self.key}: files of step {self.steps[i].name} asked for before its gate was committed"
             )
+        self._before_put()  # the last check before a step's files are opened (a GO above all)
         return self.steps[i].files
 
     def finish(self) -> None:

@@ -1,28 +1,28 @@
-"""The SQLite journal's set_keys table: every name a declaration set is known by besides its GO name, so that
+"""The journal's set_keys table (both backends): every name a declaration set is known by besides its GO name, so that
 any answer naming it finds it. Kinds: ``ticket`` (an ONSS ticket: the ACRF's, a notification's file ticket,
 the declaration's own ticket), ``original_form`` (Identification|date|hour of a Form the set's FI holds) and
-``sender_ref`` (the sender's own reference, origin 1). Part of SqliteJournal (sqlite.py)."""
+``sender_ref`` (the sender's own reference, origin 1). Part of SqlJournal (sql_journal.py)."""
 
 from __future__ import annotations
 
 import contextlib
-import sqlite3
-import threading
 import time
 from collections.abc import Iterable
 
 from onss_relay.journal.model import SetRow
-from onss_relay.journal.sqlite_schema import NEXT_CHANGE, set_row
+from onss_relay.journal.sql_rows import NEXT_CHANGE, Db, set_row
 
 
 class KeyTable:
-    """The key methods of SqliteJournal; its connection, lock and transactions are SqliteJournal's."""
+    """The key methods of SqlJournal; its connection, lock and transactions are the backend's."""
 
-    _db: sqlite3.Connection
-    _lock: threading.RLock
+    _old_journal_errors: tuple[type[Exception], ...]  # a table missing from a journal read-only and old
 
-    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError  # SqliteJournal._tx
+    def _tx(self) -> contextlib.AbstractContextManager[Db]:
+        raise NotImplementedError  # the backend's
+
+    def _read(self) -> contextlib.AbstractContextManager[Db]:
+        raise NotImplementedError  # the backend's
 
     def add_keys(self, go_name: str, keys: Iterable[tuple[str, str]]) -> None:
         """Given a set and (kind, value) keys it is known by, record those it did not have."""
@@ -33,20 +33,21 @@ class KeyTable:
             )
 
     def keys_of(self, go_name: str) -> list[tuple[str, str]]:
-        """Given a set, return its (kind, value) keys in the order they were recorded."""
-        with self._lock:
+        """Given a set, return its (kind, value) keys in the order they were recorded (the backends number them
+        in a ``rowid`` column)."""
+        with self._read() as db:
             try:
-                rows = self._db.execute(
+                rows = db.execute(
                     "SELECT kind, value FROM set_keys WHERE go_name = ? ORDER BY rowid", (go_name,)
                 ).fetchall()
-            except sqlite3.OperationalError:  # a journal of an older version, opened read-only: no such table
+            except self._old_journal_errors:  # a journal of an older version, opened read-only: no such table
                 return []
             return [(r["kind"], r["value"]) for r in rows]
 
     def sets_by_key(self, kind: str, value: str) -> list[SetRow]:
         """Given a key, return every set known by it (a sender's reference may name several)."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._read() as db:
+            rows = db.execute(
                 "SELECT sets.* FROM set_keys JOIN sets USING (go_name) WHERE kind = ? AND value = ? ORDER BY go_name",
                 (kind, value),
             ).fetchall()
@@ -54,8 +55,8 @@ class KeyTable:
 
     def set_by_ticket(self, ticket: str) -> SetRow | None:
         """Given an ONSS ticket of any family (ACRF, notification file, the declaration's own), return its set."""
-        with self._lock:
-            row = self._db.execute("SELECT * FROM sets WHERE ticket = ?", (ticket,)).fetchone()
+        with self._read() as db:
+            row = db.execute("SELECT * FROM sets WHERE ticket = ?", (ticket,)).fetchone()
         if row is not None:
             return set_row(row)
         found = self.sets_by_key("ticket", ticket)

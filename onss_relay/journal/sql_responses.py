@@ -1,37 +1,37 @@
-"""The SQLite journal's responses table: what the poller mirrored, whether it was deleted remotely, and what
-each response was linked to (or why it is malformed). Part of SqliteJournal (sqlite.py), which owns the
-connection and its transactions."""
+"""The journal's responses table (both backends): what the poller mirrored, whether it was deleted remotely, and what
+each response was linked to (or why it is malformed). Part of SqlJournal (sql_journal.py); the backend
+owns the connection and its transactions."""
 
 from __future__ import annotations
 
 import contextlib
-import sqlite3
-import threading
 import time
 
 from onss_relay.journal.model import WAITING_KINDS, ResponseRow
-from onss_relay.journal.sqlite_schema import response_row
+from onss_relay.journal.sql_rows import Db, response_row
 
 
 class ResponseTable:
-    """The response methods of SqliteJournal; its connection, lock and transactions are SqliteJournal's."""
+    """The response methods of SqlJournal; its connection, lock and transactions are the backend's."""
 
-    _db: sqlite3.Connection
-    _lock: threading.RLock
+    def _tx(self) -> contextlib.AbstractContextManager[Db]:
+        raise NotImplementedError  # the backend's
 
-    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError  # SqliteJournal._tx
+    def _read(self) -> contextlib.AbstractContextManager[Db]:
+        raise NotImplementedError  # the backend's
 
     def add_responses(self, folder: str, files: list[tuple[str, int, str]]) -> None:
         """Given responses (name, size, local path) durably copied, record them in one commit (before any delete)."""
         now = time.time()
-        with self._tx() as db:
+        with self._tx() as db:  # a response mirrored again replaces its row: delete, then insert (both dialects)
+            db.executemany("DELETE FROM responses WHERE folder = ? AND name = ?", [(folder, n) for n, _, _ in files])
             db.executemany(
-                "INSERT OR REPLACE INTO responses (folder, name, size, local_path, at) VALUES (?,?,?,?,?)",
+                "INSERT INTO responses (folder, name, size, local_path, at) VALUES (?,?,?,?,?)",
                 [(folder, name, size, path, now) for name, size, path in files],
             )
 
     def mark_responses_deleted(self, folder: str, names: list[str]) -> None:
+        """Given responses of a remote folder, record that they were deleted there (after their local copy)."""
         with self._tx() as db:
             db.executemany(
                 "UPDATE responses SET deleted_remote = 1 WHERE folder = ? AND name = ?", [(folder, n) for n in names]
@@ -48,22 +48,23 @@ class ResponseTable:
             )
 
     def get_response(self, folder: str, name: str) -> ResponseRow | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM responses WHERE folder = ? AND name = ?", (folder, name)).fetchone()
+        """Given a remote folder and a response name, return its row, or None if it was never mirrored."""
+        with self._read() as db:
+            row = db.execute("SELECT * FROM responses WHERE folder = ? AND name = ?", (folder, name)).fetchone()
         return response_row(row) if row else None
 
     def unlinked_responses(self) -> list[ResponseRow]:
         """Return the responses to link: never read yet, or waiting for their set (a notification before its ACRF)."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._read() as db:
+            rows = db.execute(
                 "SELECT * FROM responses WHERE kind IS NULL OR kind IN (?, ?) ORDER BY at, name", WAITING_KINDS
             ).fetchall()
         return [response_row(r) for r in rows]
 
     def unmatched_responses(self) -> list[ResponseRow]:
         """Return the answers kept without a set: other applications, sets sent by another tool, malformed ones."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._read() as db:
+            rows = db.execute(
                 "SELECT * FROM responses WHERE linked_set IS NULL AND kind IS NOT NULL AND kind NOT IN (?, ?)"
                 " ORDER BY at, name",
                 ("signature", "marker"),

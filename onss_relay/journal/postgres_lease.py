@@ -1,0 +1,211 @@
+"""Leadership in the PostgreSQL journal: one active relay per sender number, on its own connection.
+
+The ``leadership`` row names the active relay, its epoch and when its lease ends (the database's clock). The
+active relay renews it every quarter lease; a standby takes it once it has ended, raising the epoch under the
+writers' lock, so that every journal write of the old leader is refused from then on (postgres.py fences).
+The old leader counts its lease on its own monotonic clock from *before* each renewal was sent and gives up at
+two thirds of it: a relay paused (SIGSTOP, a frozen VM) finds, when it runs again, that its lease lapsed, and
+sends no GO (``check()`` runs right before each one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+import structlog
+
+from onss_relay.config import JournalConfig
+from onss_relay.errors import Fenced, RelayError
+from onss_relay.journal.postgres_db import PgDb, connect, neutral_errors, safe_url
+from onss_relay.journal.postgres_schema import WRITER_LOCK, migrate, schema_version
+
+log = structlog.get_logger(__name__)
+
+TRUSTED_PART = 2 / 3  # of the lease, counted from before the renewal was sent: the leader's own deadline
+RENEWALS_PER_LEASE = 4
+
+TAKE = """
+INSERT INTO leadership (sender, epoch, holder, since, expires_at)
+VALUES (?, ?, ?, now(), now() + make_interval(secs => ?))
+ON CONFLICT (sender) DO UPDATE SET epoch = EXCLUDED.epoch, holder = EXCLUDED.holder, since = EXCLUDED.since,
+    expires_at = EXCLUDED.expires_at
+"""
+RENEW = (
+    "UPDATE leadership SET expires_at = now() + make_interval(secs => ?) WHERE sender = ? AND epoch = ? AND holder = ?"
+)
+
+
+class PostgresLease:
+    """Given the journal settings and the sender number, take, renew and give back the leadership of that
+    sender's relays (the RelayLock of two machines, leadership.py)."""
+
+    def __init__(self, cfg: JournalConfig, sender: str) -> None:
+        self.cfg = cfg
+        self.sender = sender
+        self.me = f"{socket.gethostname()} pid {os.getpid()}"
+        self.where = safe_url(cfg.url)
+        self._conn: Any = None
+        self._io = threading.Lock()  # the connection: the renewing thread and the caller's thread
+        self._epoch: int | None = None
+        self._valid_until = 0.0  # time.monotonic() past which the lease is no longer trusted
+        self._lost: str | None = None
+        self._holder = "?"
+        self._since: float | None = None
+        self.standby_since: float | None = None
+        self._stop = threading.Event()
+        self._renewing: threading.Thread | None = None
+
+    @property
+    def epoch(self) -> int | None:
+        """The epoch of the leadership held now, None while standby."""
+        return self._epoch
+
+    def _db(self) -> PgDb:
+        """Return this lease's own connection, opened again when it broke (and the schema made, once)."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = connect(self.cfg, keepalive_s=max(1.0, self.cfg.lease / RENEWALS_PER_LEASE))
+            db = PgDb(self._conn)
+            with self._conn.transaction():
+                migrate(db, self.where)
+        return PgDb(self._conn)
+
+    def try_acquire(self) -> bool:
+        """Take the leadership if nobody holds a live lease (or this process held it); return whether it holds
+        it now. An unreachable database is a standby's wait, said in holder()."""
+        started = time.monotonic()
+        try:
+            with self._io, neutral_errors(self.where):
+                epoch = self._take()
+        except RelayError as e:
+            self._holder = f"unknown ({e})"
+            self.standby_since = self.standby_since or time.time()
+            return False
+        if epoch is None:
+            self.standby_since = self.standby_since or time.time()
+            return False
+        self._epoch, self._lost, self._since, self.standby_since = epoch, None, time.time(), None
+        self._valid_until = started + self.cfg.lease * TRUSTED_PART
+        self._holder = self.me
+        self._stop.clear()
+        self._renewing = threading.Thread(target=self._renew_loop, name="lease-renewal", daemon=True)
+        self._renewing.start()
+        log.info("leadership_taken", epoch=epoch, holder=self.me, journal=self.where)
+        return True
+
+    def _take(self) -> int | None:
+        """Given the connection lock, take the leadership row under the writers' lock; return the new epoch,
+        or None when another relay's lease is live."""
+        db = self._db()
+        with self._conn.transaction():
+            db.execute("SELECT pg_advisory_xact_lock(?)", (WRITER_LOCK,))
+            row = db.execute(
+                "SELECT epoch, holder, expires_at > now() AS live FROM leadership WHERE sender = ? FOR UPDATE",
+                (self.sender,),
+            ).fetchone()
+            if row is not None and row["live"] and row["holder"] != self.me:
+                self._holder = str(row["holder"])
+                return None
+            epoch = (int(row["epoch"]) if row is not None else 0) + 1
+            db.execute(TAKE, (self.sender, epoch, self.me, float(self.cfg.lease)))
+        return epoch
+
+    def _renew_loop(self) -> None:
+        """Renew the lease every quarter of it until released; a failed renewal loses the leadership."""
+        period = self.cfg.lease / RENEWALS_PER_LEASE
+        while not self._stop.wait(period):
+            started = time.monotonic()
+            try:
+                with self._io, neutral_errors(self.where):
+                    renewed = self._db().execute(RENEW, (float(self.cfg.lease), self.sender, self._epoch, self.me))
+                    ok = renewed.rowcount == 1
+            except RelayError as e:
+                self._lose(f"its lease could not be renewed: {e}")
+                return
+            if not ok:
+                self._lose("a newer relay took the leadership over")
+                return
+            self._valid_until = started + self.cfg.lease * TRUSTED_PART
+
+    def _lose(self, why: str) -> None:
+        if self._lost is None:
+            self._lost = why
+            log.error("leadership_lost", epoch=self._epoch, error=why)
+
+    def lost(self) -> str | None:
+        """Return why the leadership held is no longer safe (lapsed lease, broken connection), else None."""
+        if self._epoch is None:
+            return None
+        if self._lost is None and time.monotonic() > self._valid_until:
+            self._lose(f"its lease was not renewed in time (paused or cut off for more than {self.cfg.lease:g} s?)")
+        return self._lost
+
+    def check(self) -> None:
+        """Raise Fenced unless the leadership is held and its lease trusted now (right before a GO)."""
+        why = self.lost() if self._epoch is not None else "this relay is not the active one"
+        if why is not None:
+            raise Fenced(f"{self.where}: no GO sent: {why}")
+
+    def holder(self) -> str:
+        """Return the active relay (host and pid) as last read, or why it is unknown."""
+        return self._holder
+
+    def release(self) -> None:
+        """Stop renewing and end the lease now, so that a standby takes over at once; close the connection."""
+        self._stop.set()
+        if self._renewing is not None:
+            self._renewing.join(timeout=5)
+        epoch, self._epoch = self._epoch, None
+        with self._io:
+            if epoch is not None and self._lost is None:
+                with contextlib.suppress(Exception):
+                    self._db().execute(
+                        "UPDATE leadership SET expires_at = now() WHERE sender = ? AND epoch = ? AND holder = ?",
+                        (self.sender, epoch, self.me),
+                    )
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    self._conn.close()
+                self._conn = None
+
+    def describe(self) -> dict[str, object]:
+        """Return what status, check and /metrics show: backend, database, leader, epoch, since, standby."""
+        return {
+            "backend": "postgresql",
+            "journal": self.where,
+            "leader": self._epoch is not None and self._lost is None,
+            "epoch": self._epoch,
+            "holder": self._holder,
+            "since": self._since,
+            "standby_since": self.standby_since,
+        }
+
+
+def leadership_line(cfg: JournalConfig, sender: str) -> str:
+    """Given the journal settings and the sender number, return `check`'s journal line: the database reached,
+    its schema version, and the active relay with its epoch (or none); raise JournalUnreachable or ConfigError
+    when it cannot be reached."""
+    where = safe_url(cfg.url)
+    conn = connect(cfg)
+    try:
+        db = PgDb(conn)
+        with neutral_errors(where):
+            version = schema_version(db)
+            if version == 0:
+                return f"postgresql {where}: reachable, no journal yet (the relay creates it)"
+            row = db.execute(
+                "SELECT epoch, holder, expires_at > now() AS live FROM leadership WHERE sender = ?", (sender,)
+            ).fetchone()
+    finally:
+        conn.close()
+    if row is None:
+        leader = "no relay has led yet"
+    elif row["live"]:
+        leader = f"leader {row['holder']}, epoch {row['epoch']}"
+    else:
+        leader = f"no leader now (last: {row['holder']}, epoch {row['epoch']}, lease ended)"
+    return f"postgresql {where}: reachable, schema {version}; {leader}"

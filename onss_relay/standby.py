@@ -1,0 +1,62 @@
+"""A relay that is not the active one: it waits as a standby, saying so, until the relay lock is free; and a
+relay that takes over from another one waits before touching sets that one left mid-upload.
+
+The lock is the spool's flock on one machine, the lease in the PostgreSQL journal on two (leadership.py).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import structlog
+
+from onss_relay.journal import Journal, State
+from onss_relay.leadership import RelayLock
+from onss_relay.sd_notify import Notifier
+
+log = structlog.get_logger(__name__)
+
+
+def wait_for_leadership(lock: RelayLock, stop: threading.Event, notifier: Notifier, tick: Callable[[], None]) -> bool:
+    """Given the relay lock, take it, waiting as a standby (logged once as "standby", told to systemd as READY
+    and STATUS=standby) while another relay holds it; return True once held, False if stopped first."""
+    if lock.try_acquire():
+        return True
+    log.warning("standby", detail=f"active relay: {lock.holder()}; taking over when it stops", **_where(lock))
+    # READY: under Type=notify a standby that never says so is timed out and restarted in a loop
+    notifier.send("READY=1", f"STATUS=standby: active relay: {lock.holder()}")
+    while not stop.wait(1.0):
+        if lock.try_acquire():
+            log.info("taking_over", epoch=lock.epoch, **_where(lock))
+            return True
+        tick()
+    return False
+
+
+def _where(lock: RelayLock) -> dict[str, object]:
+    doc = lock.describe()
+    return {k: doc[k] for k in ("backend", "lock", "journal") if k in doc}
+
+
+def wait_before_recovery(lock: RelayLock, journal: Journal, lease: float, stop: threading.Event) -> bool:
+    """Given the lock just taken (PostgreSQL), the journal and the lease, wait one lease before any stage runs
+    when sets are left in uploading or go_sending: an old leader paused right after its last check before a
+    GO (SIGSTOP, a frozen VM) has that long to finish or find its lease lapsed; then the usual recovery reads
+    the server (GO present, set consumed, ACRF in OUT). Return False if stopped or the lock lost meanwhile."""
+    if lock.epoch is None:
+        return True
+    left = [r.go_name for r in journal.sets_in(State.UPLOADING, State.GO_SENDING)]
+    if not left:
+        return True
+    log.warning("takeover_wait", sets=len(left), wait_s=lease, detail="sets the previous leader left mid-upload")
+    deadline = threading.Event()
+    timer = threading.Timer(lease, deadline.set)
+    timer.start()
+    try:
+        while not deadline.wait(0.5):
+            if stop.is_set() or lock.lost() is not None:
+                return False
+    finally:
+        timer.cancel()
+    return True

@@ -1,0 +1,126 @@
+"""Two relays, one shared spool, one PostgreSQL journal, the real sshd: the standby finishes what the active
+one started when it dies (SIGKILL), when it is paused past its lease (SIGSTOP, then SIGCONT: it puts nothing
+more and stops its stages), and one relay waits out a restart of PostgreSQL; every set's FI and FS are closed
+before its GO and every GO is written exactly once (the sftp-server log)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from onss_relay.config import JournalConfig
+from onss_relay.journal.postgres import PostgresJournal
+from tests.fixtures.sshd import SshServer
+from tests.helpers import Daemon, wait_log, wait_until
+from tests.test_uploader_sftp import assert_order_and_once, drop_sets
+
+pytestmark = pytest.mark.slow
+
+SETS = 200
+
+
+@pytest.fixture
+def pg_config(sftp_dir: Path, pg_server: Any) -> Path:
+    """The SFTP relay folder's config with its journal in a fresh PostgreSQL database and a 3 s lease."""
+    config = sftp_dir / "config.toml"
+    url = pg_server.new_database()
+    config.write_text(f'{config.read_text()}\n[journal]\nurl = "{url}"\nlease = "3s"\n')
+    return config
+
+
+def _journal(config: Path) -> PostgresJournal:
+    url = config.read_text().split('url = "', 1)[1].split('"', 1)[0]
+    return PostgresJournal(JournalConfig(url=url), "123456", readonly=True)
+
+
+def _sent(config: Path) -> int:
+    journal = _journal(config)
+    try:
+        return journal.counts().get("sent", 0)
+    finally:
+        journal.close()
+
+
+def _assert_all_sent_once(config: Path, sshd: SshServer, gos: list[str]) -> None:
+    journal = _journal(config)
+    try:
+        assert journal.counts() == {"sent": len(gos)}
+        for go in gos:
+            row = journal.get_set(go)
+            assert row is not None and row.archived
+            assert_order_and_once(sshd, go, row.parts, list(row.data.fs))
+    finally:
+        journal.close()
+
+
+def _pair(sftp_dir: Path, config: Path) -> tuple[Daemon, Daemon]:
+    active, standby = Daemon(config, sftp_dir / "a.log"), Daemon(config, sftp_dir / "b.log")
+    active.start()
+    assert wait_log(sftp_dir / "a.log", "leadership_taken")
+    standby.spawn()
+    assert wait_log(sftp_dir / "b.log", '"standby"', timeout=30)
+    return active, standby
+
+
+def test_the_standby_finishes_when_the_active_relay_is_killed(sftp_dir: Path, pg_config: Path, sshd: SshServer) -> None:
+    active, standby = _pair(sftp_dir, pg_config)
+    try:
+        gos = drop_sets(sftp_dir / "spool" / "outbox", [(i, "T", 1 + (i % 5 == 0)) for i in range(1, SETS + 1)])
+        assert wait_until(lambda: _sent(pg_config) >= 20, 60, 0.05)
+        active.kill()
+        assert wait_log(sftp_dir / "b.log", "taking_over", timeout=30)
+        assert wait_until(lambda: _sent(pg_config) == SETS, 120, 0.5)
+    finally:
+        active.stop()
+        assert standby.stop(30) == 0
+    _assert_all_sent_once(pg_config, sshd, gos)
+
+
+def test_a_relay_paused_past_its_lease_puts_nothing_more_when_it_runs_again(
+    sftp_dir: Path, pg_config: Path, sshd: SshServer
+) -> None:
+    active, standby = _pair(sftp_dir, pg_config)
+    assert active.proc is not None
+    try:
+        gos = drop_sets(sftp_dir / "spool" / "outbox", [(i, "T", 1) for i in range(1, SETS + 1)])
+        assert wait_until(lambda: _sent(pg_config) >= 20, 60, 0.05)
+        os.kill(active.proc.pid, signal.SIGSTOP)
+        assert wait_log(sftp_dir / "b.log", "taking_over", timeout=30)
+        resumed_at = len((sftp_dir / "a.log").read_bytes())
+        os.kill(active.proc.pid, signal.SIGCONT)
+        assert wait_log(sftp_dir / "a.log", "stages_stopping", timeout=10)
+        assert wait_until(lambda: _sent(pg_config) == SETS, 120, 0.5)
+        after = (sftp_dir / "a.log").read_bytes()[resumed_at:].decode()
+        assert '"state": "sent"' not in after and '"state": "go_sending"' not in after, after[-3000:]
+        assert active.proc.poll() is None and "standby_again" in after  # it waits as a standby, not active
+    finally:
+        os.kill(active.proc.pid, signal.SIGCONT)
+        assert active.stop(30) == 0
+        assert standby.stop(30) == 0
+    _assert_all_sent_once(pg_config, sshd, gos)
+
+
+def test_a_postgresql_restart_is_waited_out_and_nothing_is_lost_or_doubled(
+    sftp_dir: Path, pg_config: Path, sshd: SshServer, pg_server: Any
+) -> None:
+    relay = Daemon(pg_config, sftp_dir / "a.log")
+    relay.start()
+    try:
+        gos = drop_sets(sftp_dir / "spool" / "outbox", [(i, "T", 1) for i in range(1, 101)])
+        assert wait_until(lambda: _sent(pg_config) >= 10, 60, 0.05)
+        pg_server.stop()
+        assert wait_log(sftp_dir / "a.log", "leadership_lost", timeout=30)
+        time.sleep(1)  # the relay says it waits while the database is away
+        pg_server.start()
+        assert wait_log(sftp_dir / "a.log", "taking_over", timeout=30)
+        assert wait_until(lambda: _sent(pg_config) == 100, 120, 0.5)
+    finally:
+        assert relay.stop(30) == 0
+    log = (sftp_dir / "a.log").read_text()
+    assert '"standby_again"' in log and "cannot be reached" in log
+    _assert_all_sent_once(pg_config, sshd, gos)
