@@ -82,7 +82,7 @@ class Relay:
         self.spool.still_open = self.claimer.tracker.busy  # what the watcher's events say, once it runs
         self.signer = Signer(cfg, self.journal, self.spool, stop=self.stop)
         self.uploader = Uploader(cfg, self.journal, self.spool, self.connect, stop=self.stop, max_attempts=max_attempts)
-        self.poller = Poller(cfg, self.journal, self.spool)
+        self.poller = Poller(cfg, self.journal, self.spool, stop=self.stop)
         self.poller.remove_stale_temps()
         self.results = ResultsWriter(self.spool, self.journal)
         self._warned_overdue: set[str] = set()
@@ -159,7 +159,7 @@ class Relay:
             report = self.poller.poll_once(t)
         finally:
             t.close()
-        process_responses(self.journal, retry_waiting=not self._waiting_retried)
+        process_responses(self.journal, retry_waiting=not self._waiting_retried, stop=self.stop)
         self._waiting_retried = True
         self.warn_overdue()
         self.results.catch_up()

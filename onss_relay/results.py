@@ -21,6 +21,8 @@ from onss_relay.responses.codes import type_form
 from onss_relay.spool import Spool
 from onss_relay.stages.uncertain import UNCERTAIN_STATES, quiet_left
 
+RESULTS_PAGE = 500  # sets read from the journal at a time when catching up
+
 
 def overdue(row: SetRow, poll: PollConfig, now: float) -> str | None:
     """Given a set, return why it is overdue (waiting longer than poll.acrf_overdue / notification_overdue), or None."""
@@ -162,11 +164,12 @@ class ResultsWriter:
 
     def catch_up(self) -> int:
         """Write the result of every set changed since the last call; return how many were written."""
+        written = 0
         with self._lock:
-            rows = self.journal.sets_changed_after(self.done)
-            for row in rows:
-                write_result(self.spool, self.journal, row)
-                self.done = max(self.done, row.change)
-            if rows:
+            while rows := self.journal.sets_changed_after(self.done, RESULTS_PAGE):  # any number, a page held
+                for row in rows:
+                    write_result(self.spool, self.journal, row)
+                    self.done = max(self.done, row.change)
                 atomic_write(self.cursor_path, f"{self.done}\n".encode())
-            return len(rows)
+                written += len(rows)
+            return written

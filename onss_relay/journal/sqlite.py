@@ -32,6 +32,7 @@ from onss_relay.journal.sqlite_keys import KeyTable
 from onss_relay.journal.sqlite_responses import ResponseTable
 from onss_relay.journal.sqlite_schema import (
     BUSY_TIMEOUT_MS,
+    FROM_SENDER,
     LIGHT_SETS,
     NEXT_CHANGE,
     SCHEMA,
@@ -298,8 +299,10 @@ class SqliteJournal(ResponseTable, KeyTable):
 
     def sets_with_sequence(self, sender: str, date: str, seq: str, env: str) -> list[SetRow]:
         with self._lock:
+            start = f"{sender}.{date}.{seq}.{env}"
             rows = self._db.execute(
-                "SELECT * FROM sets WHERE go_name LIKE ? AND state != 'failed'", (f"GO.%.{sender}.{date}.{seq}.{env}%",)
+                f"SELECT * FROM sets WHERE {FROM_SENDER} >= ? AND {FROM_SENDER} < ? AND state != 'failed'",
+                (start, start + "~"),  # "~" sorts after every character of a name: an indexed prefix search
             ).fetchall()
         out = []
         for r in rows:
@@ -334,10 +337,13 @@ class SqliteJournal(ResponseTable, KeyTable):
             rows = self._db.execute("SELECT * FROM sets ORDER BY updated_at DESC LIMIT ?", (limit,)).fetchall()
         return [set_row(r) for r in rows]
 
-    def sets_changed_after(self, change: int) -> list[SetRow]:
-        """Given a value of the change counter, return the sets written after it, in the order of their change."""
+    def sets_changed_after(self, change: int, limit: int | None = None) -> list[SetRow]:
+        """Given a value of the change counter, return the sets written after it (at most ``limit``), in the order
+        of their change."""
         with self._lock:
-            rows = self._db.execute("SELECT * FROM sets WHERE change_seq > ? ORDER BY change_seq", (change,)).fetchall()
+            rows = self._db.execute(
+                "SELECT * FROM sets WHERE change_seq > ? ORDER BY change_seq LIMIT ?", (change, limit or -1)
+            ).fetchall()
         return [set_row(r) for r in rows]
 
     def last_change(self) -> int:
@@ -393,7 +399,10 @@ class SqliteJournal(ResponseTable, KeyTable):
     def _sequences_in_sets(db: sqlite3.Connection, sender: str, date: str, env: str) -> set[int]:
         """Given sender, date and environment, return the numeric sequences of sets the journal knows (any app)."""
         out = set()
-        for (name,) in db.execute("SELECT go_name FROM sets WHERE go_name LIKE ?", (f"GO.%.{sender}.{date}.%",)):
+        start = f"{sender}.{date}."
+        for (name,) in db.execute(
+            f"SELECT go_name FROM sets WHERE {FROM_SENDER} >= ? AND {FROM_SENDER} < ?", (start, start + "~")
+        ):
             with contextlib.suppress(ValueError):
                 n = parse_name(name)
                 if n.env == env and n.seq.isdigit():

@@ -60,6 +60,16 @@ class ResponseTable:
             ).fetchall()
         return [response_row(r) for r in rows]
 
+    def unlinked_page(self, after: int, limit: int) -> list[tuple[int, ResponseRow]]:
+        """Given a position (0: from the start) and a page size, return up to ``limit`` responses never read yet
+        past that position, each with its position, in the order they were mirrored."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT rowid, * FROM responses WHERE kind IS NULL AND rowid > ? ORDER BY rowid LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        return [(int(r["rowid"]), response_row(r)) for r in rows]
+
     def unmatched_responses(self) -> list[ResponseRow]:
         """Return the answers kept without a set: other applications, sets sent by another tool, malformed ones."""
         with self._lock:

@@ -17,8 +17,11 @@ from onss_relay.outcome import outcome_of
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 30_000  # how long a statement waits for another process's lock on the journal
-SCHEMA_VERSION = 2  # PRAGMA user_version; 0/1: onss-relay 0.1 (untyped set data, read as version 1)
+SCHEMA_VERSION = 3  # PRAGMA user_version; 0/1: onss-relay 0.1 (untyped set data, read as version 1); 3: indexes
+# for a year of history (issue 29), created at open on older journals (same tables)
 
+# a GO name from its sender on (GO.CCCC. is 8 characters): SSSSSS.YYYYMMDD.NNNNN.E…, indexed (sets_sequence)
+FROM_SENDER = "substr(go_name, 9)"
 NEXT_CHANGE = "(SELECT COALESCE(MAX(change_seq), 0) + 1 FROM sets)"  # the change counter's next value
 
 SCHEMA = """
@@ -66,6 +69,10 @@ CREATE TABLE IF NOT EXISTS set_keys (
     PRIMARY KEY (kind, value, go_name)
 );
 CREATE INDEX IF NOT EXISTS set_keys_set ON set_keys(go_name);
+CREATE INDEX IF NOT EXISTS responses_kind ON responses(kind);
+CREATE INDEX IF NOT EXISTS sets_updated ON sets(updated_at);
+CREATE INDEX IF NOT EXISTS sets_unarchived ON sets(state) WHERE archived = 0;
+CREATE INDEX IF NOT EXISTS sets_sequence ON sets(substr(go_name, 9));
 CREATE TABLE IF NOT EXISTS sequences (
     sender TEXT NOT NULL,
     date TEXT NOT NULL,

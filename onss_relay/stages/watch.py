@@ -105,7 +105,8 @@ class Watcher:
         if observer is None or (observer.is_alive() and all(e.is_alive() for e in observer.emitters)):
             return False
         log.warning(
-            "watch_restarted", detail="the outbox's event thread stopped; scanning the whole outbox and watching it again"
+            "watch_restarted",
+            detail="the outbox's event thread stopped; scanning the whole outbox and watching it again",
         )
         self.outbox.tracker.events_lost()
         self._stop_observer()
