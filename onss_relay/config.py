@@ -180,6 +180,16 @@ class PollConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RetentionConfig:
+    results_days: int = _field(
+        90, "results/<GO name>.json of a set with its final answer removed this many days after it; 0 = keep"
+    )
+    inbox_days: int = _field(0, "a set's answers in inbox/ removed this many days after its final answer; 0 = keep")
+    sent_days: int = _field(0, "a set's files in sent/ removed this many days after its final answer; 0 = keep")
+    interval: Duration = _field(Duration(3600), "how often the daemon prunes")
+
+
+@dataclasses.dataclass(frozen=True)
 class MetricsConfig:
     listen: str = _field("", "host:port for Prometheus /metrics and /healthz; empty = off")
 
@@ -192,6 +202,7 @@ class Config:
     remote: RemoteConfig = dataclasses.field(default_factory=RemoteConfig)
     watch: WatchConfig = dataclasses.field(default_factory=WatchConfig)
     poll: PollConfig = dataclasses.field(default_factory=PollConfig)
+    retention: RetentionConfig = dataclasses.field(default_factory=RetentionConfig)
     metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
     source: Path | None = None  # the file this was loaded from
 
@@ -389,6 +400,8 @@ def _semantic_problems(cfg: Config) -> Iterator[tuple[str, str | None]]:
     for key, envs in (("watch.environments", cfg.watch.environments), ("poll.environments", cfg.poll.environments)):
         for e in envs:
             yield key, _one_of(e, ("R", "T", "S"))
+    for key in ("results_days", "inbox_days", "sent_days"):
+        yield f"retention.{key}", None if getattr(cfg.retention, key) >= 0 else "must be 0 (keep) or a number of days"
     listen = cfg.metrics.listen
     if listen and not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[^:\s]*):[0-9]{1,5}", listen):
         yield "metrics.listen", f'{listen!r} is not host:port, like "127.0.0.1:9464"'

@@ -111,6 +111,11 @@ class Journal(Protocol):
         ``limit`` of them when given."""
         ...
 
+    def sets_updated_until(self, until: float, after: tuple[float, str], limit: int) -> list[SetRow]:
+        """Up to ``limit`` sets last written at or before ``until`` whose (updated_at, GO name) is past ``after``,
+        in that order: retention walks a year of history a page at a time, from where its last run stopped."""
+        ...
+
     def last_change(self) -> int: ...
 
     def set_by_ticket(self, ticket: str) -> SetRow | None:
@@ -148,6 +153,10 @@ class Journal(Protocol):
     def unlinked_page(self, after: int, limit: int) -> list[tuple[int, ResponseRow]]:
         """Up to ``limit`` responses never read yet (kind unset) past position ``after`` (0 first), in the order
         they were recorded, each with its position: linking any number of them a page at a time."""
+        ...
+
+    def responses_linked_to(self, go_name: str) -> list[ResponseRow]:
+        """The responses linked to a set (what retention removes from the inbox with it)."""
         ...
 
     def unmatched_responses(self) -> list[ResponseRow]: ...

@@ -346,6 +346,17 @@ class SqliteJournal(ResponseTable, KeyTable):
             ).fetchall()
         return [set_row(r) for r in rows]
 
+    def sets_updated_until(self, until: float, after: tuple[float, str], limit: int) -> list[SetRow]:
+        """Given a time, a position (updated_at, GO name) and a page size, return up to ``limit`` sets last
+        written at or before ``until`` and past that position, in (updated_at, GO name) order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM sets WHERE updated_at <= ? AND (updated_at, go_name) > (?, ?)"
+                " ORDER BY updated_at, go_name LIMIT ?",
+                (until, *after, limit),
+            ).fetchall()
+        return [set_row(r) for r in rows]
+
     def last_change(self) -> int:
         """Return the change counter's value now (0 for an empty journal)."""
         with self._lock:

@@ -70,6 +70,12 @@ class ResponseTable:
             ).fetchall()
         return [(int(r["rowid"]), response_row(r)) for r in rows]
 
+    def responses_linked_to(self, go_name: str) -> list[ResponseRow]:
+        """Given a set, return the responses linked to it (its ACRFs, notifications, other answers)."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM responses WHERE linked_set = ?", (go_name,)).fetchall()
+        return [response_row(r) for r in rows]
+
     def unmatched_responses(self) -> list[ResponseRow]:
         """Return the answers kept without a set: other applications, sets sent by another tool, malformed ones."""
         with self._lock:
