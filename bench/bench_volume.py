@@ -90,8 +90,9 @@ def seed_answers(remote: Path, files: int) -> None:
 
 
 def figure(name: str, unit: str, relay: float, baseline: float, baseline_name: str, lower: bool) -> dict[str, object]:
+    """One figure, printed at once (a long run shows its steps as they end)."""
     ratio = baseline / max(relay, 1e-9) if lower else relay / max(baseline, 1e-9)
-    return {
+    f = {
         "name": name,
         "unit": unit,
         "relay": relay,
@@ -99,6 +100,12 @@ def figure(name: str, unit: str, relay: float, baseline: float, baseline_name: s
         "ratio": ratio,
         "baseline_name": baseline_name + (" (ratio: baseline/relay)" if lower else ""),
     }
+    print(
+        f"{f['name']:<56} relay {relay:>10.2f} {unit:<8} baseline {baseline:>10.2f}   ratio {ratio:>6.2f}x"
+        f"  ({f['baseline_name']})",
+        flush=True,
+    )
+    return f
 
 
 def poll_memory(root: Path, files: int, baseline_tree: Path | None) -> list[dict[str, object]]:
@@ -131,7 +138,8 @@ def main() -> None:
     ap.add_argument("--history", type=int)
     ap.add_argument("--poll-files", type=int)
     ap.add_argument("--baseline-tree", type=Path)
-    ap.add_argument("--only-poll", action="store_true")
+    ap.add_argument("--only-poll", action="store_true", help="only the poll memory figure")
+    ap.add_argument("--skip-poll", action="store_true", help="not the poll memory figure")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     n = args.n or (2000 if args.quick else 100_000)
@@ -140,17 +148,12 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="onss-volume-"))
     figures: list[dict[str, object]] = []
     try:
-        figures += poll_memory(root, poll_files, args.baseline_tree)
+        if not args.skip_poll:
+            figures += poll_memory(root, poll_files, args.baseline_tree)
         if not args.only_poll:
             figures += pipeline(root / "relay", n, history)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    for f in figures:
-        print(
-            f"{f['name']:<56} relay {f['relay']:>10.1f} {f['unit']:<8} baseline {f['baseline']:>10.1f}"
-            f"   ratio {f['ratio']:>6.2f}x  ({f['baseline_name']})",
-            flush=True,
-        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2))

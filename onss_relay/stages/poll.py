@@ -131,7 +131,7 @@ class Poller:
     def _poll_folder(self, t: Transport, folder: str, report: PollReport) -> None:
         """List one folder into a spilled listing, then take its ready sets in batches until done or stopped."""
         sightings: dict[tuple[str, str], int] = {}
-        with SpilledListing() as listing:
+        with SpilledListing(self.spool.paths.root / "poll-listing.db") as listing:
             for entry in t.scan(folder):
                 parsed = validate_remote_entry(entry)
                 if isinstance(parsed, str):

@@ -1,10 +1,13 @@
-"""One OUT folder's listing, spilled to a private temporary SQLite file as the server sends it, read back one
-response set at a time: the poller holds a batch, never the folder (100,000 answers list in a few MB)."""
+"""One OUT folder's listing, spilled to a scratch SQLite file in the spool as the server sends it, read back one
+response set at a time: the poller holds a batch, never the folder (100,000 answers list in a few MB). The spool
+is the one place the relay may write (a read-only root or a private /tmp in a container or a hardened unit)."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 
 from onss_relay.transport.base import RemoteEntry
 
@@ -13,11 +16,16 @@ CACHE_KIB = 2048  # SQLite page cache: what the listing may hold in memory
 
 
 class SpilledListing:
-    """Given entries added one by one (with the key of the set each belongs to), give them back grouped by set,
-    in key order, each set's entries in name order. Close it (or use it as a context manager) to remove it."""
+    """Given a scratch file path, keep entries added one by one (with the key of the set each belongs to) there
+    and give them back grouped by set, in key order, each set's entries in name order. Close it (or use it as a
+    context manager) to remove the file; one left by a crash is replaced."""
 
-    def __init__(self) -> None:
-        self._db = sqlite3.connect("")  # an empty name: a private temporary file, removed when closed
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        _remove(path)
+        self._db = sqlite3.connect(path)
+        self._db.execute("PRAGMA journal_mode=OFF")  # scratch: nothing to recover after a crash
+        self._db.execute("PRAGMA synchronous=OFF")
         self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         self._db.execute("CREATE TABLE entries (set_key TEXT NOT NULL, name TEXT NOT NULL, size INTEGER NOT NULL)")
         self._pending: list[tuple[str, str, int]] = []
@@ -55,3 +63,9 @@ class SpilledListing:
 
     def close(self) -> None:
         self._db.close()
+        _remove(self.path)
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
