@@ -82,7 +82,7 @@ def seed_answers(remote: Path, files: int) -> None:
 
     out = remote / "OUTTEST"
     data = acrf_xml(Verdict("GO.DMFA.999998.20261130.00001.T.1", "INTEST", (), "0TICKET000001"))
-    for i in range(files // 3):
+    for i in range(1, files // 3 + 1):  # sequence 00000 is outside the grammar (left as suspicious)
         base = f"ACRF.999999.20261130.{i:05X}.T"
         (out / f"FO.{base}").write_bytes(data)
         (out / f"FS.{base}").write_bytes(b"MIIB" * 20)

@@ -161,7 +161,7 @@ class Daemon:
         """The stage threads: the watcher wakes the claim scan, which wakes signing, which wakes uploading; polling
         and retention run on their intervals."""
         signer_wake, uploader_wake = threading.Event(), threading.Event()
-        pruner = self.pruner = Pruner(self.cfg.retention, relay.journal, relay.spool)
+        pruner = self.pruner = Pruner(self.cfg.retention, relay.journal, relay.spool, self.stop)
 
         def scan() -> None:
             if relay.claimer.scan():

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,10 +44,13 @@ def is_final(row: SetRow) -> bool:
 class Pruner:
     """Given the retention settings, the journal and the spool, remove what is past its days; count it."""
 
-    def __init__(self, cfg: RetentionConfig, journal: Journal, spool: Spool) -> None:
+    def __init__(
+        self, cfg: RetentionConfig, journal: Journal, spool: Spool, stop: threading.Event | None = None
+    ) -> None:
         self.cfg = cfg
         self.journal = journal
         self.spool = spool
+        self.stop = stop or threading.Event()  # a run ends between two pages (its first walks a year of sets)
         self.totals: collections.Counter[str] = collections.Counter()  # files removed since start, by kind
         self._cursor_path = spool.paths.root / "retention.json"
 
@@ -74,7 +78,9 @@ class Pruner:
     def _sets(self, until: float, cursors: dict[str, tuple[float, str]], kind: str) -> Iterator[SetRow]:
         """Yield the sets last written up to ``until`` since the kind's cursor, moving the cursor as they go.
         A set written again later (an answer after its final one) comes again once that write is old enough."""
-        while page := self.journal.sets_updated_until(until, cursors.get(kind, (0.0, "")), PAGE):
+        while not self.stop.is_set() and (
+            page := self.journal.sets_updated_until(until, cursors.get(kind, (0.0, "")), PAGE)
+        ):
             yield from page
             cursors[kind] = (page[-1].updated_at, page[-1].go_name)
 
