@@ -71,7 +71,7 @@ CREATE TABLE IF NOT EXISTS set_keys (
 CREATE INDEX IF NOT EXISTS set_keys_set ON set_keys(go_name);
 CREATE INDEX IF NOT EXISTS responses_kind ON responses(kind);
 CREATE INDEX IF NOT EXISTS responses_linked ON responses(linked_set);
-CREATE INDEX IF NOT EXISTS sets_updated ON sets(updated_at);
+CREATE INDEX IF NOT EXISTS sets_updated ON sets(updated_at, go_name);
 CREATE INDEX IF NOT EXISTS sets_unarchived ON sets(state) WHERE archived = 0;
 CREATE INDEX IF NOT EXISTS sets_sequence ON sets(substr(go_name, 9));
 CREATE TABLE IF NOT EXISTS sequences (
