@@ -143,11 +143,9 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_poll(args: argparse.Namespace) -> int:
-    report = _once(args, "poll --once", lambda relay: relay.poll_once())
-    print(
-        f"mirrored {len(report.mirrored)} response file(s), deleted {len(report.deleted)} remotely"
-        + (f", {len(report.suspicious)} suspicious name(s) left alone" if report.suspicious else "")
-    )
+    from onss_relay.commands.poll import poll_until_stopped, summary
+
+    print(summary(_once(args, "poll --once", poll_until_stopped)))
     return EXIT_OK
 
 

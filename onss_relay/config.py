@@ -182,6 +182,16 @@ class PollConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RetentionConfig:
+    results_days: int = _field(
+        90, "results/<GO name>.json of a set with its final answer removed this many days after it; 0 = keep"
+    )
+    inbox_days: int = _field(0, "a set's answers in inbox/ removed this many days after its final answer; 0 = keep")
+    sent_days: int = _field(0, "a set's files in sent/ removed this many days after its final answer; 0 = keep")
+    interval: Duration = _field(Duration(3600), "how often the daemon prunes")
+
+
+@dataclasses.dataclass(frozen=True)
 class MetricsConfig:
     listen: str = _field("", "host:port for Prometheus /metrics, /healthz and the status page; empty = off")
     password_file: Path | None = _field(
@@ -222,6 +232,7 @@ class Config:
     remote: RemoteConfig = dataclasses.field(default_factory=RemoteConfig)
     watch: WatchConfig = dataclasses.field(default_factory=WatchConfig)
     poll: PollConfig = dataclasses.field(default_factory=PollConfig)
+    retention: RetentionConfig = dataclasses.field(default_factory=RetentionConfig)
     metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
     hooks: HooksConfig = dataclasses.field(default_factory=HooksConfig)
     journal: JournalConfig = dataclasses.field(default_factory=JournalConfig)
@@ -440,6 +451,8 @@ def _semantic_problems(cfg: Config) -> Iterator[tuple[str, str | None]]:
     yield from _listener_problems(cfg)
     yield "journal.url", journal_url_problem(cfg.journal.url)
     yield "journal.lease", None if cfg.journal.lease >= 3 else "must be at least 3s (renewed every third of it)"
+    for key in ("results_days", "inbox_days", "sent_days"):
+        yield f"retention.{key}", None if getattr(cfg.retention, key) >= 0 else "must be 0 (keep) or a number of days"
     required = {
         "sftp": ("username", "private_key", "known_hosts"),
         "ftp": ("username", "password_file"),

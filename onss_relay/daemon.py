@@ -36,6 +36,7 @@ from onss_relay.listener import start_listener
 from onss_relay.metrics import HealthSnapshot, StageFigures
 from onss_relay.pipeline import Relay
 from onss_relay.results import write_result
+from onss_relay.retention import Pruner
 from onss_relay.sd_notify import Notifier
 from onss_relay.services import Running, Service
 from onss_relay.stage_thread import UNHEALTHY_AFTER, Stage
@@ -73,6 +74,7 @@ class Daemon:
         self.relay: Relay | None = None
         self.stages: list[Stage] = []
         self.watcher: Watcher | None = None
+        self.pruner: Pruner | None = None
         self.started = time.time()
         self._reloaded_at = 0.0  # the poll health window counts from a reload too (a shorter interval)
         self._reload = threading.Event()
@@ -203,8 +205,10 @@ class Daemon:
             self._ping_watchdog()
 
     def _stages(self, relay: Relay, outbox_wake: threading.Event) -> list[Stage]:
-        """The four stage threads: the watcher wakes the claim scan, which wakes signing, which wakes uploading."""
+        """The stage threads: the watcher wakes the claim scan, which wakes signing, which wakes uploading; polling
+        and retention run on their intervals."""
         signer_wake, uploader_wake = threading.Event(), threading.Event()
+        pruner = self.pruner = Pruner(self.cfg.retention, relay.journal, relay.spool, self.stop)
 
         def scan() -> None:
             if relay.claimer.scan():
@@ -228,6 +232,7 @@ class Daemon:
             Stage("sign", sign, lambda: 5.0, self.stop, signer_wake, retry),
             uploading,
             Stage("poll", relay.poll_once, lambda: self.cfg.poll.interval, self.stop, None, retry),
+            Stage("retention", pruner.run_once, lambda: self.cfg.retention.interval, self.stop, None, retry),
         ]
 
     def _supervise(self) -> None:
@@ -402,7 +407,8 @@ class Daemon:
         """Return the health snapshot the web listener and the metrics serve (and health.json holds)."""
         ok, reason = self.health()
         figures = tuple(StageFigures(s.health.name, s.health.failures, s.health.last_ok) for s in self.stages)
-        return HealthSnapshot(ok, reason, figures, self.lock.describe())
+        pruned = tuple(sorted(self.pruner.totals.items())) if self.pruner is not None else ()
+        return HealthSnapshot(ok, reason, figures, self.lock.describe(), pruned)
 
     def _start_web(self, relay: Relay) -> None:
         """Serve /metrics, /healthz and the status page on [metrics] listen, when it is set."""

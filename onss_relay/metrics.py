@@ -32,6 +32,7 @@ class HealthSnapshot:
     reason: str
     stages: tuple[StageFigures, ...]
     leadership: Mapping[str, object] = dataclasses.field(default_factory=dict)  # RelayLock.describe()
+    pruned: tuple[tuple[str, int], ...] = ()  # files removed by retention since start, by kind
 
     def stage(self, name: str) -> StageFigures | None:
         return next((s for s in self.stages if s.name == name), None)
@@ -110,6 +111,12 @@ class RelayCollector(Collector):
         for stage in snap.stages:
             failures.add_metric([stage.name], stage.failures)
         yield failures
+        pruned = CounterMetricFamily(
+            "onss_relay_pruned_files", "Files removed by retention since start, by kind", labels=["kind"]
+        )
+        for kind, n in snap.pruned:
+            pruned.add_metric([kind], n)
+        yield pruned
         poll = snap.stage("poll")
         last = GaugeMetricFamily("onss_relay_last_successful_poll_timestamp_seconds", "Unix time of the last good poll")
         last.add_metric([], poll.last_ok if poll and poll.last_ok else 0.0)

@@ -84,7 +84,7 @@ class Relay:
         self.spool.still_open = self.claimer.tracker.busy  # what the watcher's events say, once it runs
         self.signer = Signer(cfg, self.journal, self.spool, stop=self.stop)
         self.uploader = Uploader(cfg, self.journal, self.spool, self.connect, stop=self.stop, max_attempts=max_attempts)
-        self.poller = Poller(cfg, self.journal, self.spool)
+        self.poller = Poller(cfg, self.journal, self.spool, stop=self.stop)
         self.poller.remove_stale_temps()
         self.results = ResultsWriter(self.spool, self.journal)
         self._warned_overdue: set[str] = set()
@@ -111,7 +111,7 @@ class Relay:
         they and uploading each have a core; the uploader takes sets as their signing batches commit.
         """
         before = self._failed_count()
-        failed_sets = self._failed_sets()
+        failed_sets = self._failed_sets()  # a count: a year of quarantined sets is never read
 
         def claim_and_sign(journal: Journal) -> list[str]:
             spool = Spool(self.cfg.paths)
@@ -148,7 +148,7 @@ class Relay:
         finally:
             self.uploader.close_idle()
         self.results.catch_up()
-        return SendReport(claimed, upload, before, self._failed_count(), len(self._failed_sets() - failed_sets))
+        return SendReport(claimed, upload, before, self._failed_count(), max(0, self._failed_sets() - failed_sets))
 
     def _anything_to_send(self) -> bool:
         if self.journal.sets_in(*IN_FLIGHT, limit=1):
@@ -163,7 +163,7 @@ class Relay:
             report = self.poller.poll_once(t)
         finally:
             t.close()
-        process_responses(self.journal, retry_waiting=not self._waiting_retried)
+        process_responses(self.journal, retry_waiting=not self._waiting_retried, stop=self.stop)
         self._waiting_retried = True
         self.warn_overdue()
         self.results.catch_up()
@@ -181,8 +181,9 @@ class Relay:
                 log.warning("set_overdue", set=row.go_name, state=str(row.state), detail=why)
         return late
 
-    def _failed_sets(self) -> set[str]:
-        return {row.go_name for row in self.journal.sets_in(State.FAILED)}
+    def _failed_sets(self) -> int:
+        """How many sets the journal holds quarantined (only a requeue, never during a send, takes one back)."""
+        return self.journal.counts().get(State.FAILED, 0)
 
     def _failed_count(self) -> int:
         return sum(1 for p in self.spool.failed.iterdir() if p.name.endswith(".reason.json"))

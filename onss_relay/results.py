@@ -23,6 +23,7 @@ from onss_relay.spool import Spool
 from onss_relay.stages.uncertain import UNCERTAIN_STATES, quiet_left
 
 FORMS_LISTED = 100  # a set's Form keys listed in its result (a Dimona of thousands of Forms: the count says all)
+RESULTS_PAGE = 500  # sets read from the journal at a time when catching up
 
 
 def overdue(row: SetRow, poll: PollConfig, now: float) -> str | None:
@@ -170,13 +171,14 @@ class ResultsWriter:
 
     def catch_up(self) -> int:
         """Write the result of every set changed since the last call; return how many were written."""
+        written = 0
         with self._lock:
-            rows = self.journal.sets_changed_after(self.done)
-            for row in rows:
-                path = write_result(self.spool, self.journal, row)
-                self.done = max(self.done, row.change)
-                if self.on_write is not None:
-                    self.on_write(row, path)
-            if rows:
+            while rows := self.journal.sets_changed_after(self.done, RESULTS_PAGE):  # any number, a page held
+                for row in rows:
+                    path = write_result(self.spool, self.journal, row)
+                    self.done = max(self.done, row.change)
+                    if self.on_write is not None:
+                        self.on_write(row, path)
                 atomic_write(self.cursor_path, f"{self.done}\n".encode())
-            return len(rows)
+                written += len(rows)
+            return written

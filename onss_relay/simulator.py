@@ -97,13 +97,14 @@ class Simulator:
     def _load_state(self) -> dict[str, object]:
         try:
             state: dict[str, object] = json.loads(self._state_path.read_text())
-            return state
         except FileNotFoundError:
-            return {"seen": [], "seq": {}}
+            state = {"seen": [], "seq": {}}
+        state["seen"] = set(state["seen"])  # type: ignore[call-overload]  # looked up once per GO: a set
+        return state
 
     def _save_state(self, state: dict[str, object]) -> None:
         tmp = self._state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
+        tmp.write_text(json.dumps(state | {"seen": sorted(state["seen"])}))  # type: ignore[call-overload]
         tmp.replace(self._state_path)
 
     # -- processing ---------------------------------------------------------------------------
@@ -135,8 +136,8 @@ class Simulator:
             errors = self._content_errors(go, folder, fis, fss)
         markers = self._markers_in(folder, fis)
         seen = state["seen"]
-        assert isinstance(seen, list)
-        seen.append(go_raw)
+        assert isinstance(seen, set)
+        seen.add(go_raw)
         self._consume(folder, go, fis, fss)
         shape = frozenset(f"{k.decode()}-{v.decode()}".removeprefix("ACRF-") for k, v in markers[2])
         name = format_name(fis[0]) if "FI-NAME" in shape and fis else go_raw

@@ -48,6 +48,9 @@ class FakeTransport:
         check_folder(folder)
         return [RemoteEntry(n, len(b), "file") for (f, n), b in sorted(self.files.items()) if f == folder]
 
+    def scan(self, folder: str) -> Iterator[RemoteEntry]:
+        yield from self.list(folder)
+
     def put(self, src: BinaryIO, folder: str, name: str) -> None:
         self.on_write(name)
         self.files[self._op("put", folder, name)] = src.read() + src.read()  # the second read ends the stream

@@ -228,3 +228,25 @@ def test_sets_by_outcome_by_name_and_overdue_candidates(journal: Journal, monkey
     waiting = journal.waiting_since_before(1_000_000.0 + 450, 1_000_000.0 + 350)
     assert [r.go_name for r in waiting] == [_name(2), _name(3), _name(4)]
     assert [r.go_name for r in journal.waiting_since_before(1_000_000.0 + 250, 0.0)] == [_name(2)]
+
+
+def test_pages_for_a_year_of_history(journal: Journal) -> None:
+    """Issue 29: responses to link a page at a time, a set's linked responses, sets written up to a time from a
+    position, and the change counter read a page at a time."""
+    names = [f"GO.DMFA.123456.20260101.0000{i}.T.1" for i in range(1, 4)]
+    for go in names:
+        journal.add_set(go, "T", [go.replace("GO.", "FI.") + ".1"])
+    journal.add_responses("OUTTEST", [(f"FO.ACRF.999999.20260101.0000{i}.T", 1, f"/in/{i}") for i in range(1, 4)])
+    first = journal.unlinked_page(0, 2)
+    assert [r.name[-7:] for _, r in first] == ["00001.T", "00002.T"]
+    journal.link_response("OUTTEST", first[0][1].name, "acrf", names[0])
+    rest = journal.unlinked_page(first[-1][0], 2)
+    assert [r.name[-7:] for _, r in rest] == ["00003.T"] and journal.unlinked_page(rest[-1][0], 2) == []
+    assert [r.name for r in journal.responses_linked_to(names[0])] == [first[0][1].name]
+    assert journal.responses_linked_to(names[1]) == []
+    rows = journal.sets_updated_until(9e9, (0.0, ""), 2)
+    assert len(rows) == 2
+    more = journal.sets_updated_until(9e9, (rows[-1].updated_at, rows[-1].go_name), 2)
+    assert {r.go_name for r in rows + more} == set(names) and len(more) == 1
+    assert journal.sets_updated_until(0.0, (0.0, ""), 10) == []
+    assert len(journal.sets_changed_after(0, limit=2)) == 2 and len(journal.sets_changed_after(0)) == 3

@@ -105,6 +105,11 @@ def status_table(
     ]
     counts = journal.counts()
     out.append("")
+    if sum(counts.values()) > len(rows):  # a year of history: the newest, and how many more
+        out.append(
+            f"the newest {len(rows)} of {sum(counts.values())} sets; `status --limit N` shows more,"
+            " `status NAME` or `status TICKET` any one"
+        )
     out.append("counts: " + (", ".join(f"{s}={counts[s]}" for s in State if s in counts) or "no sets yet"))
     outcomes = Counter(outcome_of(r.go_name, r.state, r.data) for r in rows)
     if outcomes:
@@ -153,7 +158,7 @@ def _acrf_line(acrf: AcrfRecord) -> str:
 
 def set_detail(journal: Journal, name: str) -> str | None:
     """Given a GO (or FI) name, return a readable story of that set, or None when it is unknown."""
-    row = journal.get_set(as_go(name))
+    row = find_set(journal, name)
     if row is None:
         return None
     doc = document_of(journal, row)
@@ -242,6 +247,12 @@ def daemon_report(root: Path) -> tuple[dict[str, Any], float] | None:
     return doc, time.time() - float(doc.get("at", 0))
 
 
+def find_set(journal: Journal, name: str) -> SetRow | None:
+    """Given a GO, FI or FS name of a set, or an ONSS ticket it was given, return the set (None when unknown);
+    two indexed look-ups, whatever the journal holds."""
+    return journal.get_set(as_go(name)) or journal.set_by_ticket(name)
+
+
 def as_go(name: str) -> str:
     try:
         return set_key(parse_name(name))
@@ -258,7 +269,7 @@ def status_json(
 ) -> dict[str, Any]:
     """Given the journal, return sets and counts as a JSON-ready dict (one set with its history when named)."""
     if name:
-        row = journal.get_set(as_go(name))
+        row = find_set(journal, name)
         doc = document_of(journal, row, poll) | {"result": result_summary(row)} if row else None
         return {"set": doc}
     unclaimed = (view or SpoolView()).unclaimed

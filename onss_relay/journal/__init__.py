@@ -145,9 +145,16 @@ class Journal(Protocol):
         last notification, without workers or anomalies (what a table shows)."""
         ...
 
-    def sets_changed_after(self, change: int) -> list[SetRow]:
+    def sets_changed_after(self, change: int, limit: int | None = None) -> list[SetRow]:
         """Given a value of the change counter (a monotonically increasing number set in the same transaction as
-        each write to a set), return the sets written after it, oldest change first."""
+        each write to a set), return the sets written after it, oldest change first; at most ``limit`` of them
+        when given."""
+        ...
+
+    def sets_updated_until(self, until: float, after: tuple[float, str], limit: int) -> list[SetRow]:
+        """Given a time, a position (updated_at, GO name) and a page size, return up to ``limit`` sets last
+        written at or before ``until`` and past that position, in that order: retention walks a year of history
+        a page at a time, from where its last run stopped."""
         ...
 
     def last_change(self) -> int:
@@ -245,6 +252,16 @@ class Journal(Protocol):
 
     def unmatched_responses(self) -> list[ResponseRow]:
         """Return the answers kept without a set: other applications, other tools' sets, malformed ones."""
+        ...
+
+    def unlinked_page(self, after: int, limit: int) -> list[tuple[int, ResponseRow]]:
+        """Given a position (0: from the start) and a page size, return up to ``limit`` responses never read yet
+        past that position, in the order they were recorded, each with its position: linking any number of them
+        a page at a time."""
+        ...
+
+    def responses_linked_to(self, go_name: str) -> list[ResponseRow]:
+        """Given a set, return the responses linked to it (what retention removes from the inbox with it)."""
         ...
 
     # sequence numbers

@@ -33,6 +33,8 @@ class PostgresJournal(SqlJournal):
 
     path: str
     _day_sql = POSTGRES_DAY
+    _from_sender = 'substr(go_name, 9) COLLATE "C"'  # byte order whatever the database's collation
+    _response_position = "position"
 
     def __init__(self, cfg: JournalConfig, sender: str, readonly: bool = False, epoch: int | None = None) -> None:
         self.cfg = cfg

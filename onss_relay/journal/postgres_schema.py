@@ -92,9 +92,19 @@ CREATE INDEX IF NOT EXISTS sets_waiting ON sets(state, updated_at);
 CREATE INDEX IF NOT EXISTS sets_outcome ON sets(outcome, updated_at)
 """
 
+V3 = """
+ALTER TABLE responses ADD COLUMN IF NOT EXISTS position BIGSERIAL;
+CREATE INDEX IF NOT EXISTS responses_position ON responses(position) WHERE kind IS NULL;
+CREATE INDEX IF NOT EXISTS responses_linked ON responses(linked_set);
+CREATE INDEX IF NOT EXISTS sets_updated_name ON sets(updated_at, go_name);
+CREATE INDEX IF NOT EXISTS sets_unarchived ON sets(state) WHERE archived = 0;
+CREATE INDEX IF NOT EXISTS sets_sequence ON sets((substr(go_name, 9) COLLATE "C"))
+"""  # issue 29: a year of history read a page at a time, the sequence check an indexed range
+
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (1, V1),
     (2, V2),
+    (3, V3),
 )  # (version, statements): a new one is appended, never edited
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -44,6 +44,9 @@ class SqlJournal(ResponseTable, KeyTable, WorkerTable):
     path: Path | str  # where the journal is, for messages: a file, or a PostgreSQL URL without password
     _light_sets_sql: str | None = None  # a query for recent_sets(light=True), in the backend's own dialect
     _old_journal_errors: tuple[type[Exception], ...] = ()
+    # a GO name from its sender on (GO.CCCC. is 8 characters: SSSSSS.YYYYMMDD.NNNNN.E…), in a byte order both
+    # backends index (sets_sequence): a prefix search is a range on it, "~" sorting after every name character
+    _from_sender = "substr(go_name, 9)"
 
     # -- declaration sets ---------------------------------------------------------------------
 
@@ -216,9 +219,11 @@ class SqlJournal(ResponseTable, KeyTable, WorkerTable):
                 )
 
     def sets_with_sequence(self, sender: str, date: str, seq: str, env: str) -> list[SetRow]:
+        start = f"{sender}.{date}.{seq}.{env}"
         with self._read() as db:
             rows = db.execute(
-                "SELECT * FROM sets WHERE go_name LIKE ? AND state != 'failed'", (f"GO.%.{sender}.{date}.{seq}.{env}%",)
+                f"SELECT * FROM sets WHERE {self._from_sender} >= ? AND {self._from_sender} < ? AND state != 'failed'",
+                (start, start + "~"),
             ).fetchall()
         out = []
         for r in rows:
@@ -253,10 +258,25 @@ class SqlJournal(ResponseTable, KeyTable, WorkerTable):
             rows = db.execute("SELECT * FROM sets ORDER BY updated_at DESC LIMIT ?", (limit,)).fetchall()
         return [set_row(r) for r in rows]
 
-    def sets_changed_after(self, change: int) -> list[SetRow]:
-        """Given a value of the change counter, return the sets written after it, in the order of their change."""
+    def sets_changed_after(self, change: int, limit: int | None = None) -> list[SetRow]:
+        """Given a value of the change counter, return the sets written after it (at most ``limit``), in the order
+        of their change."""
+        sql = "SELECT * FROM sets WHERE change_seq > ? ORDER BY change_seq"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
         with self._read() as db:
-            rows = db.execute("SELECT * FROM sets WHERE change_seq > ? ORDER BY change_seq", (change,)).fetchall()
+            rows = db.execute(sql, (change,)).fetchall()
+        return [set_row(r) for r in rows]
+
+    def sets_updated_until(self, until: float, after: tuple[float, str], limit: int) -> list[SetRow]:
+        """Given a time, a position (updated_at, GO name) and a page size, return up to ``limit`` sets last
+        written at or before ``until`` and past that position, in (updated_at, GO name) order."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT * FROM sets WHERE updated_at <= ? AND (updated_at > ? OR (updated_at = ? AND go_name > ?))"
+                " ORDER BY updated_at, go_name LIMIT ?",
+                (until, after[0], after[0], after[1], limit),
+            ).fetchall()
         return [set_row(r) for r in rows]
 
     def last_change(self) -> int:
@@ -308,11 +328,13 @@ class SqlJournal(ResponseTable, KeyTable, WorkerTable):
             db.execute("INSERT INTO sequences (sender, date, env, seq) VALUES (?,?,?,?)", (sender, date, env, seq))
         return seq
 
-    @staticmethod
-    def _sequences_in_sets(db: Db, sender: str, date: str, env: str) -> set[int]:
+    def _sequences_in_sets(self, db: Db, sender: str, date: str, env: str) -> set[int]:
         """Given sender, date and environment, return the numeric sequences of sets the journal knows (any app)."""
         out = set()
-        for (name,) in db.execute("SELECT go_name FROM sets WHERE go_name LIKE ?", (f"GO.%.{sender}.{date}.%",)):
+        start = f"{sender}.{date}."
+        for (name,) in db.execute(
+            f"SELECT go_name FROM sets WHERE {self._from_sender} >= ? AND {self._from_sender} < ?", (start, start + "~")
+        ):
             with contextlib.suppress(ValueError):
                 n = parse_name(name)
                 if n.env == env and n.seq.isdigit():

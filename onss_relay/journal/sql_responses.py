@@ -20,6 +20,8 @@ class ResponseTable:
     def _read(self) -> contextlib.AbstractContextManager[Db]:
         raise NotImplementedError  # the backend's
 
+    _response_position = "rowid"  # a column numbering responses in the order recorded (PostgreSQL: a serial)
+
     def add_responses(self, folder: str, files: list[tuple[str, int, str]]) -> None:
         """Given responses (name, size, local path) durably copied, record them in one commit (before any delete)."""
         now = time.time()
@@ -59,6 +61,23 @@ class ResponseTable:
             rows = db.execute(
                 "SELECT * FROM responses WHERE kind IS NULL OR kind IN (?, ?) ORDER BY at, name", WAITING_KINDS
             ).fetchall()
+        return [response_row(r) for r in rows]
+
+    def unlinked_page(self, after: int, limit: int) -> list[tuple[int, ResponseRow]]:
+        """Given a position (0: from the start) and a page size, return up to ``limit`` responses never read yet
+        past that position, each with its position, in the order they were mirrored."""
+        at = self._response_position
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT {at} AS position, * FROM responses WHERE kind IS NULL AND {at} > ? ORDER BY {at} LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        return [(int(r["position"]), response_row(r)) for r in rows]
+
+    def responses_linked_to(self, go_name: str) -> list[ResponseRow]:
+        """Given a set, return the responses linked to it (its ACRFs, notifications, other answers)."""
+        with self._read() as db:
+            rows = db.execute("SELECT * FROM responses WHERE linked_set = ?", (go_name,)).fetchall()
         return [response_row(r) for r in rows]
 
     def unmatched_responses(self) -> list[ResponseRow]:

@@ -58,6 +58,7 @@ class SqliteJournal(SqlJournal):
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         with self._tx() as db:
+            fresh = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sets'").fetchone() is None
             add_missing_columns(db)  # before SCHEMA: its indexes name the columns journals of 0.2 lack
             for statement in SCHEMA.split(";"):
                 if statement.strip():
@@ -68,7 +69,7 @@ class SqliteJournal(SqlJournal):
                     f"{path}: journal schema {version} is newer than this onss-relay ({SCHEMA_VERSION});"
                     " upgrade onss-relay or restore a backup"
                 )
-            if version < 3:  # the worker index is new: fill it from the notifications already recorded
+            if version < 3 and not fresh:  # the worker index is new: fill it from the notifications recorded
                 backfill_workers(db)
             if version < SCHEMA_VERSION:  # 0.1 journals: same tables; set data is read as version 1 when loaded
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

@@ -9,6 +9,7 @@ every poll for nothing (a large notification whose ACRF never comes would be par
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import structlog
@@ -22,19 +23,27 @@ from onss_relay.responses.reading import ResponseParseError, open_response, root
 log = structlog.get_logger(__name__)
 
 
-def process_responses(journal: Journal, retry_waiting: bool = False) -> list[str]:
-    """Link every response not linked yet (ACRFs first), then the waiting notifications when a set changed
-    (or ``retry_waiting``); return the GO names of the sets that changed."""
-    changed: list[str] = []
-    pending = journal.unlinked_responses()
-    fresh = sorted((r for r in pending if r.kind not in WAITING_KINDS), key=_order)
-    waiting = sorted((r for r in pending if r.kind in WAITING_KINDS), key=_order)
-    for resp in fresh:
-        changed += [g for g in _process_one(journal, resp) if g not in changed]
-    if changed or retry_waiting:
+LINK_PAGE = 500  # responses read from the journal at a time: linking any number holds one page
+
+
+def process_responses(journal: Journal, retry_waiting: bool = False, stop: threading.Event | None = None) -> list[str]:
+    """Link every response not linked yet, a page at a time (ACRFs first within a page), then the waiting
+    notifications when a set changed (or ``retry_waiting``); return the GO names of the sets that changed.
+    With ``stop`` set, end between two pages: the rest are linked by the next pass."""
+    changed: dict[str, None] = {}  # an ordered set
+    after = 0
+    while not (stop and stop.is_set()):
+        page = journal.unlinked_page(after, LINK_PAGE)
+        if not page:
+            break
+        after = page[-1][0]
+        for resp in sorted((r for _, r in page), key=_order):
+            changed |= dict.fromkeys(_process_one(journal, resp))
+    if (changed or retry_waiting) and not (stop and stop.is_set()):
+        waiting = sorted((r for r in journal.unlinked_responses() if r.kind in WAITING_KINDS), key=_order)
         for resp in waiting:
-            changed += [g for g in _process_one(journal, resp) if g not in changed]
-    return changed  # their results/ files follow from the journal (results.ResultsWriter)
+            changed |= dict.fromkeys(_process_one(journal, resp))
+    return list(changed)  # their results/ files follow from the journal (results.ResultsWriter)
 
 
 def _order(resp: ResponseRow) -> tuple[int, str]:

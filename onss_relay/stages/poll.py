@@ -2,6 +2,8 @@
 
 A response set is taken once its GO is there; a file without GO once its size held across two polls.
 Every remote name is hostile until it parses: anything else is never written, never deleted, logged once.
+A folder of any size: its listing is streamed to disk (poll_listing.py) and taken in batches of sets, each
+batch copied, committed, then deleted remotely; a stop (SIGTERM) ends the poll between two batches.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import contextlib
 import dataclasses
 import json
 import os
+import threading
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -23,19 +27,33 @@ from onss_relay.journal import Journal
 from onss_relay.names import Env, Name, Prefix, parse_name, response_folder, set_key
 from onss_relay.signature import digest_file
 from onss_relay.spool import Spool
+from onss_relay.stages.poll_listing import SpilledListing
 from onss_relay.transport.base import RemoteEntry, SizeLimitExceeded, Transport
 
 log = structlog.get_logger(__name__)
 
 RESPONSE_PREFIXES = (Prefix.FO, Prefix.CO, Prefix.FS, Prefix.GO)
+BATCH_FILES = 300  # remote files copied, fsynced and committed together before their remote delete
+REPORT_SAMPLE = 1000  # names a report keeps of each kind (its counts are complete)
 
 
 @dataclasses.dataclass
 class PollReport:
+    """What one poll did: complete counts, and the first REPORT_SAMPLE "FOLDER/name" of each kind."""
+
     mirrored: list[str] = dataclasses.field(default_factory=list)
     deleted: list[str] = dataclasses.field(default_factory=list)
     suspicious: list[str] = dataclasses.field(default_factory=list)
     too_large: list[str] = dataclasses.field(default_factory=list)
+    counts: Counter[str] = dataclasses.field(default_factory=Counter)
+    stopped: bool = False  # ended by a stop between two batches; the next poll takes the rest
+
+    def add(self, what: str, name: str) -> None:
+        """Given a kind (mirrored, deleted, suspicious, too_large) and a "FOLDER/name", count it and keep a sample."""
+        self.counts[what] += 1
+        names: list[str] = getattr(self, what)
+        if len(names) < REPORT_SAMPLE:
+            names.append(name)
 
 
 def validate_remote_entry(entry: RemoteEntry) -> Name | str:
@@ -54,10 +72,11 @@ def validate_remote_entry(entry: RemoteEntry) -> Name | str:
 class Poller:
     """Given the configuration, journal and spool, mirror remote responses into the inbox."""
 
-    def __init__(self, cfg: Config, journal: Journal, spool: Spool) -> None:
+    def __init__(self, cfg: Config, journal: Journal, spool: Spool, stop: threading.Event | None = None) -> None:
         self.cfg = cfg
         self.journal = journal
         self.spool = spool
+        self.stop = stop or threading.Event()
         self._last_sizes = self._load_sightings()  # sizes at the last poll, kept across runs (cron'd poll --once)
         self._reported: set[tuple[str, str]] = set()
         self._too_large: dict[str, int] = {}  # "FOLDER/name" → size, left on the server
@@ -82,6 +101,8 @@ class Poller:
         self._too_large = {}
         for folder in self.folders():
             self._poll_folder(t, folder, report)
+            if report.stopped:
+                break
         self.spool.note_left_on_server(self._too_large)
         self._save_sightings()
         return report
@@ -108,18 +129,33 @@ class Poller:
                 self._sightings_saved = data
 
     def _poll_folder(self, t: Transport, folder: str, report: PollReport) -> None:
-        entries = t.list(folder)
-        groups: dict[str, list[tuple[RemoteEntry, Name]]] = {}
-        for entry in entries:
-            parsed = validate_remote_entry(entry)
-            if isinstance(parsed, str):
-                self._suspicious(folder, entry.name, parsed, report)
-                continue
-            groups.setdefault(set_key(parsed), []).append((entry, parsed))
-        sizes = {(folder, e.name): e.size for e in entries}
-        for key, members in sorted(groups.items()):
-            self._take_set(t, folder, list(self._ready(folder, key, members)), report)
-        self._last_sizes = {k: v for k, v in self._last_sizes.items() if k[0] != folder} | sizes
+        """List one folder into a spilled listing, then take its ready sets in batches until done or stopped."""
+        sightings: dict[tuple[str, str], int] = {}
+        with SpilledListing(self.spool.paths.root / "poll-listing.db") as listing:
+            for entry in t.scan(folder):
+                parsed = validate_remote_entry(entry)
+                if isinstance(parsed, str):
+                    self._suspicious(folder, entry.name, parsed, report)
+                else:
+                    listing.add(set_key(parsed), entry)
+            batch: list[RemoteEntry] = []
+            for key, entries in listing.sets():
+                members = [(e, parse_name(e.name)) for e in entries]
+                if not any(n.prefix == Prefix.GO for _, n in members):  # a GO-less set: taken once its sizes hold
+                    sightings |= {(folder, e.name): e.size for e in entries}
+                batch += self._ready(folder, key, members)
+                if len(batch) >= BATCH_FILES:
+                    self._take_batch(t, folder, batch, report)
+                    batch = []
+                    if self.stop.is_set():
+                        report.stopped = True
+                        break
+            if batch and not report.stopped:
+                self._take_batch(t, folder, batch, report)
+        if report.stopped:  # the sets not reached keep what the last poll saw of them
+            log.info("poll_stopped", folder=folder, mirrored=report.counts["mirrored"], detail="the next poll resumes")
+            sightings = {k: v for k, v in self._last_sizes.items() if k[0] == folder} | sightings
+        self._last_sizes = {k: v for k, v in self._last_sizes.items() if k[0] != folder} | sightings
 
     def _ready(self, folder: str, key: str, members: list[tuple[RemoteEntry, Name]]) -> Iterable[RemoteEntry]:
         """Given one response set's remote files, return those to take now, the GO last."""
@@ -130,15 +166,14 @@ class Poller:
                 yield entry
 
     def _suspicious(self, folder: str, name: str, why: str, report: PollReport) -> None:
-        report.suspicious.append(f"{folder}/{name!r}")
+        report.add("suspicious", f"{folder}/{name!r}")
         if (folder, name) not in self._reported:
             self._reported.add((folder, name))
             log.warning("remote_name_suspicious", folder=folder, file=repr(name)[:300], detail=why)
 
-    def _take_set(self, t: Transport, folder: str, entries: list[RemoteEntry], report: PollReport) -> None:
-        """Copy a set's files durably (one folder fsync, one journal commit for all), then delete them remotely."""
-        if not entries:
-            return
+    def _take_batch(self, t: Transport, folder: str, entries: list[RemoteEntry], report: PollReport) -> None:
+        """Copy a batch of sets' files durably (one folder fsync, one journal commit for all), then delete them
+        remotely (one more commit): a stop or a crash between two batches loses nothing and repeats nothing."""
         fresh: list[tuple[str, int, str]] = []
         to_delete = []
         for entry in entries:
@@ -155,7 +190,7 @@ class Poller:
             return
         for name in to_delete:
             t.delete(folder, name)
-            report.deleted.append(f"{folder}/{name}")
+            report.add("deleted", f"{folder}/{name}")
         self.journal.mark_responses_deleted(folder, to_delete)
 
     def _take(
@@ -176,7 +211,7 @@ class Poller:
         local = self._fetch(t, folder, entry.name, report)
         if local is None:
             return None
-        report.mirrored.append(f"{folder}/{entry.name}")
+        report.add("mirrored", f"{folder}/{entry.name}")
         log.info("response_mirrored", folder=folder, file=entry.name, path=str(local))
         return entry.name, local.stat().st_size, str(local)
 
@@ -192,7 +227,7 @@ class Poller:
         return None
 
     def _too_large_left(self, folder: str, name: str, size: int, report: PollReport) -> None:
-        report.too_large.append(f"{folder}/{name}")
+        report.add("too_large", f"{folder}/{name}")
         self._too_large[f"{folder}/{name}"] = size
         if (folder, name) not in self._reported:
             self._reported.add((folder, name))

@@ -53,6 +53,12 @@ class Transport(Protocol):
         """Given a folder name (IN, OUTTEST, …), return its entries, hostile names included."""
         ...
 
+    def scan(self, folder: str) -> Iterator[RemoteEntry]:
+        """Given a folder name, yield its entries as the server sends them (any order, hostile names included),
+        without holding the whole listing: what the poller reads an OUT folder of any size with. Consume it
+        to the end before any other call on this connection."""
+        ...
+
     def put(self, src: BinaryIO, folder: str, name: str) -> None:
         """Given an open local file, stream it to folder/name (atomically where the protocol allows)."""
         ...

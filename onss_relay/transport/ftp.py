@@ -109,6 +109,38 @@ class FtpTransport:
         finally:
             self._call(f"listing {folder}", lambda: self._ftp.voidcmd("TYPE I"))  # listings switch to ASCII
 
+    def scan(self, folder: str) -> Iterator[RemoteEntry]:
+        """MLSD read line by line from its data connection (ftplib's mlsd holds it whole); a server without
+        MLSD is listed by NLST + SIZE, which holds the names (the SIZE commands need the control connection)."""
+        if not self.has_mlsd:
+            yield from self.list(folder)
+            return
+        what = f"listing {folder}"
+        try:
+            for line in self._mlsd_lines(self._path(folder)):
+                facts, _, name = line.partition(" ")
+                f = dict(fact.partition("=")[::2] for fact in facts.lower().rstrip(";").split(";"))
+                if f.get("type") not in ("cdir", "pdir"):
+                    yield RemoteEntry(name, int(f.get("size", 0) or 0), MLSD_KINDS.get(f.get("type", ""), "other"))
+        except (ftplib.error_perm, ssl.SSLError, ValueError, *NETWORK_ERRORS) as e:
+            raise _classify(e, what) from None
+        finally:
+            self._call(what, lambda: self._ftp.voidcmd("TYPE I"))  # listings switch to ASCII
+
+    def _mlsd_lines(self, path: str) -> Iterator[str]:
+        """Given a folder path, send MLSD and yield the lines of its answer as they arrive (ftplib.retrlines, one
+        line at a time), then read the closing reply."""
+        self._ftp.sendcmd("OPTS MLST type;size;")
+        self._ftp.sendcmd("TYPE A")
+        with self._ftp.transfercmd(f"MLSD {path}") as conn, conn.makefile("r", encoding=self._ftp.encoding) as fp:
+            while line := fp.readline(self._ftp.maxline + 1):
+                if len(line) > self._ftp.maxline:
+                    raise ftplib.error_proto(f"a listing line longer than {self._ftp.maxline} bytes")
+                yield line.rstrip("\r\n")
+            if isinstance(conn, ssl.SSLSocket):
+                conn.unwrap()
+        self._ftp.voidresp()
+
     def _list(self, folder: str, path: str) -> builtins.list[RemoteEntry]:
         if self.has_mlsd:
             facts = self._call(f"listing {folder}", lambda: list(self._ftp.mlsd(path, ["type", "size"])))

@@ -43,24 +43,15 @@ class LocalTransport:
         return base if name is None else base / check_remote_name(name)
 
     def list(self, folder: str) -> list[RemoteEntry]:
-        out = []
+        return sorted(self.scan(folder), key=lambda e: e.name)
+
+    def scan(self, folder: str) -> Iterator[RemoteEntry]:
         try:
             with os.scandir(self._path(folder)) as it:
                 for entry in it:
-                    st = entry.stat(follow_symlinks=False)
-                    kind = (
-                        "link"
-                        if stat.S_ISLNK(st.st_mode)
-                        else "dir"
-                        if stat.S_ISDIR(st.st_mode)
-                        else "file"
-                        if stat.S_ISREG(st.st_mode)
-                        else "other"
-                    )
-                    out.append(RemoteEntry(entry.name, st.st_size, kind))
+                    yield RemoteEntry(entry.name, *_size_and_kind(entry))
         except OSError as e:
             raise classify_os_error(e, f"listing {folder}") from None
-        return sorted(out, key=lambda e: e.name)
 
     def put(self, src: BinaryIO, folder: str, name: str) -> None:
         self._place(src, folder, name)
@@ -138,3 +129,13 @@ def make_remote_home(home: Path) -> Path:
     for folder in ALL_FOLDERS:
         (home / folder).mkdir(parents=True, exist_ok=True)
     return home
+
+
+def _size_and_kind(entry: os.DirEntry[str]) -> tuple[int, str]:
+    """Given a directory entry, return its size and kind ("file", "dir", "link" or "other"), links not followed."""
+    st = entry.stat(follow_symlinks=False)
+    if stat.S_ISLNK(st.st_mode):
+        return st.st_size, "link"
+    if stat.S_ISDIR(st.st_mode):
+        return st.st_size, "dir"
+    return st.st_size, "file" if stat.S_ISREG(st.st_mode) else "other"

@@ -208,6 +208,13 @@ class SftpTransport:
             raise _classify(e, f"listing {folder}") from None
         return sorted((RemoteEntry(a.filename, a.st_size or 0, _kind(a.st_mode)) for a in attrs), key=lambda e: e.name)
 
+    def scan(self, folder: str) -> Iterator[RemoteEntry]:
+        try:
+            for a in self._sftp.listdir_iter(self._path(folder)):  # READDIR by READDIR, never the whole folder
+                yield RemoteEntry(a.filename, a.st_size or 0, _kind(a.st_mode))
+        except NETWORK_ERRORS as e:
+            raise _classify(e, f"listing {folder}") from None
+
     def put(self, src: BinaryIO, folder: str, name: str) -> None:
         path = self._path(folder, name)
         try:

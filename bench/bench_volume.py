@@ -1,0 +1,221 @@
+"""Volume (issue 29): N declarations through the local transport with their answers, then a year of history.
+
+Steps, each the real CLI in its own process (wall time and peak RSS from wait4): drop N 2 KB declarations,
+`send --once`, `simulate --once`, `poll --once`; the journal's size; then the journal grown to HISTORY sets
+(bench/volume_journal.py) and the latency of `status`, `status NAME`, `status --json`, `status TICKET`,
+`send --once` with nothing to send, and the start of `run` (to READY). Baselines: the same commands on the
+journal before it grew (N sets), and for the poll step `poll --once` of the code on /work/main when given
+(--baseline-tree DIR: that tree's onss_relay, before this change).
+
+Run: python3 bench/bench_volume.py [--quick] [--n N] [--history H] [--json FILE] [--baseline-tree DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from volume_journal import grow  # noqa: E402
+
+from onss_relay import identity  # noqa: E402
+from onss_relay.transport.local import make_remote_home  # noqa: E402
+from tests.conftest import SIGNING_PASSWORD, fi_name, write_config  # noqa: E402
+
+
+def run(cmd: list[str], tree: Path = REPO, until: str | None = None) -> tuple[float, float, str]:
+    """Given CLI arguments, run `onss-relay ARGS` with ``tree`` first on the path; return (seconds, peak RSS MB,
+    stdout). With ``until``, SIGTERM it once that text is in its stderr (the time is then until that text)."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    t0 = time.perf_counter()
+    err = tempfile.TemporaryFile()  # noqa: SIM115  # read while it runs, closed with the process
+    p = subprocess.Popen([sys.executable, "-m", "onss_relay.cli", *cmd], stdout=subprocess.PIPE, stderr=err, env=env)
+    took = None
+    if until:
+        while p.poll() is None:
+            err.seek(0)
+            if until.encode() in err.read():
+                took = time.perf_counter() - t0
+                p.terminate()
+                break
+            time.sleep(0.01)
+    out = p.stdout.read().decode() if p.stdout else ""
+    _, status, usage = os.wait4(p.pid, 0)
+    took = took or time.perf_counter() - t0
+    if status and not until:
+        err.seek(0)
+        raise SystemExit(f"{cmd} failed ({status}): {err.read().decode()[-2000:]}")
+    return took, usage.ru_maxrss / 1024, out
+
+
+def world(root: Path) -> Path:
+    """Make a relay folder with a local transport, keys and config; return the config path."""
+    (root / "keys").mkdir(parents=True)
+    identity.self_signed_identity(root / "keys", "Bench Payroll", password=SIGNING_PASSWORD.encode())
+    (root / "keys" / "signer.pass").write_text(SIGNING_PASSWORD)
+    for f in (root / "keys").iterdir():
+        f.chmod(0o600)
+    make_remote_home(root / "remote")
+    return write_config(root, '\n[metrics]\nlisten = ""\n')
+
+
+def drop(outbox: Path, n: int) -> None:
+    outbox.mkdir(parents=True, exist_ok=True)
+    body = (b"<DmfA>" + b"x" * 2048)[: 2048 - 9] + b"</DmfA>\r\n"
+    for i in range(1, n + 1):
+        (outbox / fi_name(i, "T")).write_bytes(body)
+
+
+def seed_answers(remote: Path, files: int) -> None:
+    """Write files/3 answer triples (ACRF of sets this relay never sent) in OUTTEST."""
+    from onss_relay.simulator import Verdict, acrf_xml
+
+    out = remote / "OUTTEST"
+    data = acrf_xml(Verdict("GO.DMFA.999998.20261130.00001.T.1", "INTEST", (), "0TICKET000001"))
+    for i in range(1, files // 3 + 1):  # sequence 00000 is outside the grammar (left as suspicious)
+        base = f"ACRF.999999.20261130.{i:05X}.T"
+        (out / f"FO.{base}").write_bytes(data)
+        (out / f"FS.{base}").write_bytes(b"MIIB" * 20)
+        (out / f"GO.{base}").write_bytes(b"")
+
+
+def figure(name: str, unit: str, relay: float, baseline: float, baseline_name: str, lower: bool) -> dict[str, object]:
+    """One figure, printed at once (a long run shows its steps as they end)."""
+    ratio = baseline / max(relay, 1e-9) if lower else relay / max(baseline, 1e-9)
+    f = {
+        "name": name,
+        "unit": unit,
+        "relay": relay,
+        "baseline": baseline,
+        "ratio": ratio,
+        "baseline_name": baseline_name + (" (ratio: baseline/relay)" if lower else ""),
+    }
+    print(
+        f"{f['name']:<56} relay {relay:>10.2f} {unit:<8} baseline {baseline:>10.2f}   ratio {ratio:>6.2f}x"
+        f"  ({f['baseline_name']})",
+        flush=True,
+    )
+    return f
+
+
+def poll_memory(root: Path, files: int, baseline_tree: Path | None) -> list[dict[str, object]]:
+    """Peak RSS of `poll --once` over ``files`` answer files, this tree and (when given) the baseline tree."""
+    out = []
+    results = {}
+    for label, tree in (("relay", REPO), ("baseline", baseline_tree)):
+        if tree is None:
+            continue
+        d = root / f"poll-{label}"
+        cfg = world(d)
+        seed_answers(d / "remote", files)
+        took, rss, _ = run(["poll", "--once", "--config", str(cfg)], tree)
+        results[label] = (took, rss)
+    relay, base = results["relay"], results.get("baseline", results["relay"])
+    name = "the code before issue 29 (--baseline-tree)" if baseline_tree else "same (no baseline tree given)"
+    out.append(figure(f"peak RSS, poll --once of {files} answer files", "MB", relay[1], base[1], name, True))
+    out.append(
+        figure(
+            f"poll --once of {files} answer files, files/s", "files/s", files / relay[0], files / base[0], name, False
+        )
+    )
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--n", type=int)
+    ap.add_argument("--history", type=int)
+    ap.add_argument("--poll-files", type=int)
+    ap.add_argument("--baseline-tree", type=Path)
+    ap.add_argument("--only-poll", action="store_true", help="only the poll memory figure")
+    ap.add_argument("--skip-poll", action="store_true", help="not the poll memory figure")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    n = args.n or (2000 if args.quick else 100_000)
+    history = args.history or (50_000 if args.quick else 500_000)
+    poll_files = args.poll_files or (9_000 if args.quick else 100_000)
+    root = Path(tempfile.mkdtemp(prefix="onss-volume-"))
+    figures: list[dict[str, object]] = []
+    try:
+        if not args.skip_poll:
+            figures += poll_memory(root, poll_files, args.baseline_tree)
+        if not args.only_poll:
+            figures += pipeline(root / "relay", n, history)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+def pipeline(d: Path, n: int, history: int) -> list[dict[str, object]]:
+    cfg = world(d)
+    c = ["--config", str(cfg)]
+    drop(d / "spool" / "outbox", n)
+    figs = []
+    t, rss, _ = run(["send", "--once", *c])
+    figs.append(figure(f"send --once, {n} declarations, decl/s", "decl/s", n / t, n / t, "-", False))
+    figs.append(figure(f"peak RSS, send --once of {n}", "MB", rss, rss, "-", True))
+    t, rss, _ = run(["simulate", "--once", *c])
+    figs.append(figure(f"simulate --once, {n} declarations, decl/s", "decl/s", n / t, n / t, "-", False))
+    figs.append(figure(f"peak RSS, simulate --once of {n}", "MB", rss, rss, "-", True))
+    files = sum(1 for _ in (d / "remote" / "OUTTEST").iterdir())
+    t, rss, _ = run(["poll", "--once", *c])
+    figs.append(figure(f"poll --once, {files} answer files, files/s", "files/s", files / t, files / t, "-", False))
+    figs.append(figure(f"peak RSS, poll --once of {files} files", "MB", rss, rss, "-", True))
+    journal = d / "spool" / "journal.db"
+    figs.append(figure(f"journal size, {n} sets answered", "MB", journal.stat().st_size / 1e6, 0, "-", True))
+    some = next(p.name for p in (d / "spool" / "results").iterdir() if p.name.startswith("GO."))
+    ticket = json.loads((d / "spool" / "results" / some).read_text())["ticket"]
+    before = commands(c, some[:-5], ticket)
+    grow(journal, history)
+    (d / "spool" / "results.cursor").write_text(
+        f"{_last_change(journal)}\n"
+    )  # a year's results were written as it went
+    figs.append(figure(f"journal size, {history} sets", "MB", journal.stat().st_size / 1e6, 0, "-", True))
+    after = commands(c, some[:-5], ticket)
+    for what, t in after.items():
+        figs.append(figure(f"{what}, {history} sets in the journal", "s", t, before[what], f"same with {n} sets", True))
+    return figs
+
+
+def _last_change(journal: Path) -> int:
+    import sqlite3
+
+    db = sqlite3.connect(journal)
+    try:
+        return int(db.execute("SELECT MAX(change_seq) FROM sets").fetchone()[0])
+    finally:
+        db.close()
+
+
+def commands(c: list[str], name: str, ticket: str) -> dict[str, float]:
+    """Wall time of each command a person runs (median of 3), start-ups included."""
+    runs = {
+        "status": (["status", *c], None),
+        "status NAME": (["status", name, *c], None),
+        "status --json": (["status", "--json", *c], None),
+        "status TICKET": (["status", ticket, *c], None),
+        "send --once, nothing to send": (["send", "--once", *c], None),
+        "run, start until relay_started": (["run", *c], "relay_started"),
+    }
+    out = {}
+    for what, (cmd, until) in runs.items():
+        times = sorted(run(cmd, until=until)[0] for _ in range(3))
+        out[what] = times[1]
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Retention: what the daemon removes from results/, inbox/ and sent/ some days after a set's final answer.
+
+Only sets with their final answer are touched (notified, refused, a circuit test its ACRF accepted,
+quarantined); a set still waiting keeps everything. The journal keeps every set's row, history and outcome.
+Each kind walks the journal from where its last run stopped (``retention.json`` in the spool), a page at a
+time: a run looks at the sets that reached the cut-off since, never at the whole history again.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import structlog
+
+from onss_relay.config import RetentionConfig
+from onss_relay.durable import atomic_write
+from onss_relay.errors import InvalidName
+from onss_relay.journal import Journal, SetRow, State
+from onss_relay.names import Prefix, format_name, parse_name, set_key
+from onss_relay.results import answered_circuit_test
+from onss_relay.spool import Spool
+
+log = structlog.get_logger(__name__)
+
+DAY = 86400.0
+PAGE = 500
+KINDS = ("results", "inbox", "sent")
+FINAL = (State.NOTIFIED, State.REFUSED, State.FAILED)
+
+
+def is_final(row: SetRow) -> bool:
+    """Given a set, return whether its final answer is in (or it was quarantined): nothing more comes for it."""
+    return row.state in FINAL or answered_circuit_test(row)
+
+
+class Pruner:
+    """Given the retention settings, the journal and the spool, remove what is past its days; count it."""
+
+    def __init__(
+        self, cfg: RetentionConfig, journal: Journal, spool: Spool, stop: threading.Event | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.journal = journal
+        self.spool = spool
+        self.stop = stop or threading.Event()  # a run ends between two pages (its first walks a year of sets)
+        self.totals: collections.Counter[str] = collections.Counter()  # files removed since start, by kind
+        self._cursor_path = spool.paths.root / "retention.json"
+
+    def run_once(self, now: float | None = None) -> dict[str, int]:
+        """Prune every kind whose days are set, as of ``now``; log one line with the counts; return them."""
+        now = time.time() if now is None else now
+        cursors = self._load()
+        counts = {kind: 0 for kind in KINDS}
+        for kind in KINDS:
+            days = getattr(self.cfg, f"{kind}_days")
+            if days:
+                counts[kind] = self._prune(kind, now - days * DAY, cursors)
+        self._save(cursors)
+        self.totals.update(counts)
+        log.info("retention_pruned", **{f"{k}_files": v for k, v in counts.items()})
+        return counts
+
+    def _prune(self, kind: str, until: float, cursors: dict[str, tuple[float, str]]) -> int:
+        removed = 0
+        for row in self._sets(until, cursors, kind):
+            if is_final(row):
+                removed += sum(_remove(p, self.spool.sent) for p in self._files(kind, row))
+        return removed
+
+    def _sets(self, until: float, cursors: dict[str, tuple[float, str]], kind: str) -> Iterator[SetRow]:
+        """Yield the sets last written up to ``until`` since the kind's cursor, moving the cursor as they go.
+        A set written again later (an answer after its final one) comes again once that write is old enough."""
+        while not self.stop.is_set() and (
+            page := self.journal.sets_updated_until(until, cursors.get(kind, (0.0, "")), PAGE)
+        ):
+            yield from page
+            cursors[kind] = (page[-1].updated_at, page[-1].go_name)
+
+    def _files(self, kind: str, row: SetRow) -> list[Path]:
+        if kind == "results":
+            return [self.spool.results / f"{row.go_name}.json"]
+        if kind == "inbox":
+            return [p for r in self.journal.responses_linked_to(row.go_name) for p in _with_marks(Path(r.local_path))]
+        if not row.data.sent_dir:
+            return []
+        names = [*row.parts, *row.data.extras, *row.data.fs, row.go_name]
+        return [Path(row.data.sent_dir) / n for n in names]
+
+    def _load(self) -> dict[str, tuple[float, str]]:
+        try:
+            raw = json.loads(self._cursor_path.read_text())
+            return {k: (float(v[0]), str(v[1])) for k, v in raw.items() if k in KINDS}
+        except (OSError, ValueError, TypeError, IndexError, AttributeError):
+            return {}
+
+    def _save(self, cursors: dict[str, tuple[float, str]]) -> None:
+        atomic_write(self._cursor_path, json.dumps(cursors).encode(), sync=False)  # at worst a page looked at again
+
+
+def _with_marks(answer: Path) -> list[Path]:
+    """Given an answer file in the inbox (FO or CO), return it with the FS and GO that came with it."""
+    try:
+        name = parse_name(answer.name)
+    except InvalidName:
+        return [answer]
+    if name.prefix not in (Prefix.FO, Prefix.CO):
+        return [answer]
+    fs = format_name(dataclasses.replace(name, prefix=Prefix.FS))
+    return [answer, answer.with_name(fs), answer.with_name(set_key(name))]
+
+
+def _remove(path: Path, sent: Path) -> int:
+    """Given a file and the sent/ folder, remove the file (and its day folder in sent/ once empty); return 1
+    when it was there."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return 0
+    with contextlib.suppress(OSError):
+        if path.parent.parent == sent:
+            os.rmdir(path.parent)  # refused while the day's folder still holds files
+    return 1
