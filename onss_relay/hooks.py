@@ -19,12 +19,13 @@ import structlog
 
 from onss_relay.config import HooksConfig, PollConfig
 from onss_relay.journal import Journal, SetRow, State
-from onss_relay.results import overdue
+from onss_relay.results import overdue_sets
 
 log = structlog.get_logger(__name__)
 
 FINAL = (State.REFUSED, State.NOTIFIED)
 OVERDUE_EVERY = 5.0  # seconds between two looks for sets newly overdue (an indexed query of the late ones)
+OVERDUE_LOOKED = 1000  # overdue sets looked at each time (the oldest: they were told first)
 BARE_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
@@ -73,10 +74,8 @@ class ResultHook:
         if now < self._next_overdue_look:
             return
         self._next_overdue_look = now + OVERDUE_EVERY
-        candidates = journal.waiting_since_before(now - poll.acrf_overdue, now - poll.notification_overdue, 1000)
-        for row in candidates:
-            late = overdue(row, poll, now)
-            if late and self._told.get(row.go_name) != (str(row.state), len(row.data.notifications), True):
+        for row, late in overdue_sets(journal, poll, now, OVERDUE_LOOKED):
+            if self._told.get(row.go_name) != (str(row.state), len(row.data.notifications), True):
                 self.result_written(row, write(row), late)
 
     def stop(self) -> None:

@@ -1,0 +1,61 @@
+"""What a hostile review of issue 26 reproduced (status page, hooks): each test fails on the code before its fix."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from onss_relay.config import Config, HooksConfig, PollConfig
+from onss_relay.hooks import ResultHook
+from onss_relay.journal import AcrfRecord, Journal, State, open_journal_at
+from onss_relay.metrics import HealthSnapshot
+from onss_relay.spool import Spool
+from onss_relay.views.overview import overview
+from onss_relay.views.sources import Sources
+from tests.conftest import SENDER, TODAY
+
+CIRCUIT_TESTS = 1120  # more than the hook (1000) and the overview (100) looked at
+
+
+def acknowledged(journal: Journal, go: str, env: str) -> None:
+    journal.add_set(go, env, [go.replace("GO.", "FI.", 1) + ".1"])
+    for state in (State.SIGNED, State.UPLOADING, State.GO_SENDING, State.SENT):
+        journal.transition(go, state)
+    acrf = AcrfRecord("1", True, "0TICKET", "inbox/OUT/ACRF", ())
+    journal.transition(go, State.ACKNOWLEDGED, ticket="0TICKET", acrf=acrf)
+
+
+def test_an_overdue_set_behind_many_old_circuit_tests_is_shown_and_told(cfg: Config, tmp_path: Path) -> None:
+    """1,120 DmfA circuit tests acknowledged a month ago (never late) and one Dimona acknowledged 5 days ago
+    without a notification: the overview lists the Dimona as overdue and the hook runs for it."""
+    journal = open_journal_at(cfg.paths.journal_path)
+    late = f"GO.DIMN.{SENDER}.{TODAY}.00001.R.1"
+    circuit = f"GO.DMFA.{SENDER}.{TODAY}.00002.T.1"
+    acknowledged(journal, late, "R")
+    acknowledged(journal, circuit, "T")
+    journal.close()
+    now = time.time()
+    with sqlite3.connect(cfg.paths.journal_path) as db:
+        db.execute("CREATE TEMP TABLE one AS SELECT * FROM sets WHERE go_name = ?", (circuit,))
+        for i in range(3, 3 + CIRCUIT_TESTS):
+            db.execute("UPDATE one SET go_name = ?", (f"GO.DMFA.{SENDER}.{TODAY}.{i:05d}.T.1",))
+            db.execute("INSERT INTO sets SELECT * FROM one")
+        db.execute("UPDATE sets SET updated_at = ? WHERE go_name LIKE 'GO.DMFA.%'", (now - 30 * 86400,))
+        db.execute("UPDATE sets SET updated_at = ? WHERE go_name = ?", (now - 5 * 86400, late))
+    db.close()
+    journal = open_journal_at(cfg.paths.journal_path)
+    told = tmp_path / "told.txt"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f'#!/bin/sh\necho "$ONSS_RELAY_SET $ONSS_RELAY_EVENT" >> {told}\n')
+    hook.chmod(0o755)
+    try:
+        snap = HealthSnapshot(True, "ok", ())
+        page = overview(Sources(journal, Spool(cfg.paths), PollConfig, lambda: snap, lambda: 100), now)
+        assert [line.go_name for line in page.overdue] == [late]
+        result_hook = ResultHook(HooksConfig(str(hook)))
+        result_hook.look_for_overdue(journal, PollConfig(), lambda row: tmp_path / f"{row.go_name}.json", now)
+        result_hook.stop()
+    finally:
+        journal.close()
+    assert told.read_text().splitlines() == [f"{late} overdue"]
