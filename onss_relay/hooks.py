@@ -10,10 +10,12 @@ import queue
 import shlex
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import structlog
 
@@ -91,31 +93,41 @@ class ResultHook:
                 log.warning("hook_failed", set=item[1]["ONSS_RELAY_SET"], error=f"{type(e).__name__}: {e}")
 
     def _run(self, result: Path, env: dict[str, str]) -> None:
-        """Given a result file and the hook's environment, run on_result with the file's path; log how it went."""
+        """Given a result file and the hook's environment, run on_result with the file's path and wait for that
+        process to exit (not for what it left running in the background: its output goes to a file, not a pipe
+        they would hold open); log its own exit code, or stop its process group at the timeout."""
         started = time.monotonic()
-        try:
-            proc = subprocess.Popen(
-                [*self.argv, str(result)],
-                env=env,
-                cwd=result.parent,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a timeout ends the hook and whatever it started
-            )
-        except OSError as e:
-            log.warning("hook_failed", set=env["ONSS_RELAY_SET"], command=self.argv[0], error=str(e))
-            return
-        try:
-            output, _ = proc.communicate(timeout=self.timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            log.warning("hook_timed_out", set=env["ONSS_RELAY_SET"], command=self.argv[0], timeout_s=self.timeout)
-            return
-        said = output.decode(errors="replace").strip()[-500:]
+        with tempfile.TemporaryFile() as output:
+            try:
+                proc = subprocess.Popen(
+                    [*self.argv, str(result)],
+                    env=env,
+                    cwd=result.parent,
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # a timeout ends the hook and whatever it started
+                )
+            except OSError as e:
+                log.warning("hook_failed", set=env["ONSS_RELAY_SET"], command=self.argv[0], error=str(e))
+                return
+            try:
+                code = proc.wait(timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                log.warning("hook_timed_out", set=env["ONSS_RELAY_SET"], command=self.argv[0], timeout_s=self.timeout)
+                return
+            said = _tail(output)
         ms = int((time.monotonic() - started) * 1000)
-        if proc.returncode != 0:
-            log.warning("hook_failed", set=env["ONSS_RELAY_SET"], exit=proc.returncode, output=said, duration_ms=ms)
+        if code != 0:
+            log.warning("hook_failed", set=env["ONSS_RELAY_SET"], exit=code, output=said, duration_ms=ms)
         else:
             log.info("hook_ran", set=env["ONSS_RELAY_SET"], why=env["ONSS_RELAY_EVENT"], duration_ms=ms)
+
+
+def _tail(output: IO[bytes]) -> str:
+    """Given the file a hook wrote its output to, return its last 500 characters (what it said so far)."""
+    output.seek(0, os.SEEK_END)
+    output.seek(max(0, output.tell() - 2000))
+    return output.read().decode(errors="replace").strip()[-500:]

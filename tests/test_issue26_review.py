@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sqlite3
 import time
 from pathlib import Path
 
-from onss_relay.config import Config, HooksConfig, PollConfig
+import structlog.testing
+
+from onss_relay.config import Config, Duration, HooksConfig, PollConfig
 from onss_relay.hooks import ResultHook
-from onss_relay.journal import AcrfRecord, Journal, State, open_journal_at
+from onss_relay.journal import AcrfRecord, Journal, SetData, SetRow, State, open_journal_at
 from onss_relay.metrics import HealthSnapshot
 from onss_relay.spool import Spool
 from onss_relay.views.overview import overview
@@ -59,3 +64,26 @@ def test_an_overdue_set_behind_many_old_circuit_tests_is_shown_and_told(cfg: Con
     finally:
         journal.close()
     assert told.read_text().splitlines() == [f"{late} overdue"]
+
+
+def test_a_hook_leaving_a_background_child_is_judged_by_its_own_exit(tmp_path: Path) -> None:
+    """A hook that starts a background job and exits 3 at once: the relay reports exit 3 (not a timeout) and
+    leaves the job running (its process group is stopped only at a real timeout)."""
+    pid_file = tmp_path / "child.pid"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f"#!/bin/sh\nsleep 100 &\necho $! > {pid_file}\necho told\nexit 3\n")
+    hook.chmod(0o755)
+    go = f"GO.DIMN.{SENDER}.{TODAY}.00001.R.1"
+    with structlog.testing.capture_logs() as logs:
+        result_hook = ResultHook(HooksConfig(str(hook), Duration(3)))
+        refused = SetRow(go, "R", State.REFUSED, [], 0.0, 0.0, "refused", None, SetData(), False)
+        result_hook.result_written(refused, tmp_path / f"{go}.json")
+        result_hook.stop()
+    child = int(pid_file.read_text())
+    try:
+        events = [(e["event"], e.get("exit"), e.get("output")) for e in logs if e["event"].startswith("hook_")]
+        assert events == [("hook_failed", 3, "told")]
+        os.kill(child, 0)  # still running: not killed with the hook
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
