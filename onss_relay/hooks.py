@@ -49,8 +49,7 @@ class ResultHook:
     notified: again for each further notification) or becomes overdue, once per such change while running."""
 
     def __init__(self, hooks: HooksConfig) -> None:
-        self.argv = shlex.split(hooks.on_result)
-        self.timeout = float(hooks.timeout)
+        self.command = (shlex.split(hooks.on_result), float(hooks.timeout))  # replaced whole by a reload
         self._told: dict[str, tuple[str, int, bool]] = {}  # set → (state, notifications, overdue) last told
         self._queue: queue.Queue[tuple[Path, dict[str, str]] | None] = queue.Queue()
         self._next_overdue_look = 0.0
@@ -80,10 +79,18 @@ class ResultHook:
             if self._told.get(row.go_name) != (str(row.state), len(row.data.notifications), True):
                 self.result_written(row, write(row), late)
 
+    def apply(self, hooks: HooksConfig) -> None:
+        """Given [hooks] as reloaded, run the new command with the new timeout from the next run on."""
+        self.command = (shlex.split(hooks.on_result), float(hooks.timeout))
+
+    def retire(self) -> None:
+        """Let the hook runs already queued happen, then end the thread, without waiting for them."""
+        self._queue.put(None)
+
     def stop(self) -> None:
         """Let the hook run already queued finish (each within its timeout), then end the thread."""
         self._queue.put(None)
-        self._thread.join(self.timeout + 5)
+        self._thread.join(self.command[1] + 5)
 
     def _run_all(self) -> None:
         while (item := self._queue.get()) is not None:
@@ -96,11 +103,11 @@ class ResultHook:
         """Given a result file and the hook's environment, run on_result with the file's path and wait for that
         process to exit (not for what it left running in the background: its output goes to a file, not a pipe
         they would hold open); log its own exit code, or stop its process group at the timeout."""
-        started = time.monotonic()
+        started, (argv, timeout) = time.monotonic(), self.command
         with tempfile.TemporaryFile() as output:
             try:
                 proc = subprocess.Popen(
-                    [*self.argv, str(result)],
+                    [*argv, str(result)],
                     env=env,
                     cwd=result.parent,
                     stdin=subprocess.DEVNULL,
@@ -109,14 +116,14 @@ class ResultHook:
                     start_new_session=True,  # a timeout ends the hook and whatever it started
                 )
             except OSError as e:
-                log.warning("hook_failed", set=env["ONSS_RELAY_SET"], command=self.argv[0], error=str(e))
+                log.warning("hook_failed", set=env["ONSS_RELAY_SET"], command=argv[0], error=str(e))
                 return
             try:
-                code = proc.wait(timeout=self.timeout)
+                code = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-                log.warning("hook_timed_out", set=env["ONSS_RELAY_SET"], command=self.argv[0], timeout_s=self.timeout)
+                log.warning("hook_timed_out", set=env["ONSS_RELAY_SET"], command=argv[0], timeout_s=timeout)
                 return
             said = _tail(output)
         ms = int((time.monotonic() - started) * 1000)

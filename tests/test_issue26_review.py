@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sqlite3
 import time
 from pathlib import Path
 
+import pytest
 import structlog.testing
 
 from onss_relay.config import Config, Duration, HooksConfig, PollConfig
 from onss_relay.hooks import ResultHook
 from onss_relay.journal import AcrfRecord, Journal, SetData, SetRow, State, open_journal_at
 from onss_relay.metrics import HealthSnapshot
+from onss_relay.simulator import Simulator
 from onss_relay.spool import Spool
 from onss_relay.views.overview import overview
 from onss_relay.views.sources import Sources
-from tests.conftest import SENDER, TODAY
+from tests.conftest import SENDER, TODAY, fi_name
+from tests.helpers import Daemon, state_of, wait_log, wait_until
 
 CIRCUIT_TESTS = 1120  # more than the hook (1000) and the overview (100) looked at
 
@@ -87,3 +91,39 @@ def test_a_hook_leaving_a_background_child_is_judged_by_its_own_exit(tmp_path: P
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_reload_applies_a_changed_hook(relay_dir: Path) -> None:
+    """The daemon runs with one on_result; [hooks] is changed and SIGHUP sent: the reload says it applied
+    hooks.on_result, and the next refused set runs the new command, not the old one."""
+    config, log, calls = relay_dir / "config.toml", relay_dir / "daemon.log", relay_dir / "calls.txt"
+    for name in ("old", "new"):
+        hook = relay_dir / f"{name}.sh"
+        hook.write_text(f'#!/bin/sh\necho "{name} $ONSS_RELAY_SET" >> {calls}\n')
+        hook.chmod(0o755)
+    text = config.read_text() + f'[hooks]\non_result = "{relay_dir / "old.sh"}"\n'
+    config.write_text(text)
+    daemon = Daemon(config, log)
+    proc = daemon.start()
+    try:
+        config.write_text(text.replace("old.sh", "new.sh"))
+        proc.send_signal(signal.SIGHUP)
+        assert wait_log(log, '"reloaded"')
+        line = next(json.loads(ln) for ln in log.read_text().splitlines() if '"reloaded"' in ln)
+        assert line["applied"] == ["hooks.on_result"]
+        fi = fi_name(41)
+        (relay_dir / "spool" / "outbox" / fi).write_bytes(
+            b"<Dimona>\r\n<!-- SIMULATE-ACRF:REFUSE-FINAL -->\r\n</Dimona>\r\n"
+        )
+        go = "GO" + fi[2:-2]
+
+        def told() -> bool:
+            Simulator(relay_dir / "remote", SENDER).process()
+            return calls.exists() and bool(calls.read_text())
+
+        assert wait_until(told, 60, 0.5), log.read_text()[-3000:]
+        assert wait_until(lambda: state_of(config, go) == State.REFUSED, 10)
+        assert calls.read_text().splitlines() == [f"new {go}"]
+    finally:
+        assert daemon.stop() == 0
