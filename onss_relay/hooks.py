@@ -20,6 +20,7 @@ from typing import IO
 import structlog
 
 from onss_relay.config import HooksConfig, PollConfig
+from onss_relay.config_rules import HOOK_PATH
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.results import overdue_sets
 
@@ -28,7 +29,7 @@ log = structlog.get_logger(__name__)
 FINAL = (State.REFUSED, State.NOTIFIED)
 OVERDUE_EVERY = 5.0  # seconds between two looks for sets newly overdue (an indexed query of the late ones)
 OVERDUE_LOOKED = 1000  # overdue sets looked at each time (the oldest: they were told first)
-BARE_PATH = "/usr/local/bin:/usr/bin:/bin"
+BARE_PATH = HOOK_PATH
 
 
 def hook_environment(result: Path, row: SetRow, why: str) -> dict[str, str]:

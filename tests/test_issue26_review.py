@@ -22,7 +22,7 @@ from onss_relay.spool import Spool
 from onss_relay.views.overview import overview
 from onss_relay.views.sources import Sources
 from tests.conftest import SENDER, TODAY, fi_name
-from tests.helpers import Daemon, state_of, wait_log, wait_until
+from tests.helpers import Daemon, run_cli, state_of, wait_log, wait_until
 
 CIRCUIT_TESTS = 1120  # more than the hook (1000) and the overview (100) looked at
 
@@ -127,3 +127,26 @@ def test_a_reload_applies_a_changed_hook(relay_dir: Path) -> None:
         assert calls.read_text().splitlines() == [f"new {go}"]
     finally:
         assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("hooks", "said"),
+    [
+        ('on_result = "/bin/true"\ntimeout = "0s"', "hooks.timeout: 0 s is too short: give the hook at least 1 s"),
+        ('on_result = "/nonexistent/tell-hr --now"', "hooks.on_result: '/nonexistent/tell-hr' does not exist"),
+        ('on_result = "tell-hr-nowhere"', "hooks.on_result: 'tell-hr-nowhere' is not an executable program"),
+        ('on_result = "{plain} x"', "is not executable (chmod +x it)"),
+        ('on_result = "   "', "hooks.on_result: is blank"),
+    ],
+)
+def test_check_refuses_hook_settings_that_cannot_work(relay_dir: Path, hooks: str, said: str) -> None:
+    """A hook timeout under 1 s, a program missing, not found on the hook's PATH or not executable, a blank
+    command: `check` exits 2 with one sentence naming the key."""
+    plain = relay_dir / "plain.sh"
+    plain.write_text("#!/bin/sh\n")
+    config = relay_dir / "config.toml"
+    config.write_text(config.read_text() + "[hooks]\n" + hooks.replace("{plain}", str(plain)) + "\n")
+    done = run_cli("check", "--config", str(config))
+    out = done.stdout + done.stderr
+    assert done.returncode == 2 and said in out, out
+    assert "unbalanced" not in out
