@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 import structlog.testing
@@ -19,8 +20,10 @@ from onss_relay.journal import AcrfRecord, Journal, SetData, SetRow, State, open
 from onss_relay.metrics import HealthSnapshot
 from onss_relay.simulator import Simulator
 from onss_relay.spool import Spool
+from onss_relay.status_page.routes import routes
 from onss_relay.views.overview import overview
 from onss_relay.views.sources import Sources
+from onss_relay.web import Request, find_route
 from tests.conftest import SENDER, TODAY, fi_name
 from tests.helpers import Daemon, run_cli, state_of, wait_log, wait_until
 
@@ -150,3 +153,24 @@ def test_check_refuses_hook_settings_that_cannot_work(relay_dir: Path, hooks: st
     out = done.stdout + done.stderr
     assert done.returncode == 2 and said in out, out
     assert "unbalanced" not in out
+
+
+def test_every_day_label_of_the_chart_fits_in_the_drawing(cfg: Config) -> None:
+    """The overview's chart: each day label under a bar ("11-30", centred, 10 units high) lies wholly inside the
+    SVG's viewBox, the last one too (a digit or dash is taken as 0.6 of the font size wide, more than it is)."""
+    journal = open_journal_at(cfg.paths.journal_path)
+    try:
+        snap = HealthSnapshot(True, "ok", ())
+        src = Sources(journal, Spool(cfg.paths), PollConfig, lambda: snap, lambda: 100)
+        found = find_route(routes(src), "/")
+        assert found is not None
+        page = found[0].answer(Request("/", found[1], {})).body.decode()
+    finally:
+        journal.close()
+    svg = ElementTree.fromstring(page[page.index("<svg") : page.index("</svg>") + 6])
+    width = float(svg.get("viewBox", "").split()[2])
+    labels = [t for t in svg.iter("{http://www.w3.org/2000/svg}text") if t.get("text-anchor") == "middle"]
+    assert len(labels) == 7 and labels[-1].text == time.strftime("%m-%d", time.gmtime())
+    for label in labels:
+        half = len(label.text or "") * 0.6 * float(label.get("font-size", "0")) / 2
+        assert float(label.get("x", "0")) - half >= 0 and float(label.get("x", "0")) + half <= width, label.text
