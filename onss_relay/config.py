@@ -10,7 +10,6 @@ import dataclasses
 import ipaddress
 import os
 import re
-import shlex
 import tomllib
 import types
 import typing
@@ -18,7 +17,13 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from onss_relay.config_rules import journal_url_problem, renamed_keys, technical_user_problem, transport_defaults
+from onss_relay.config_rules import (
+    hook_problems,
+    journal_url_problem,
+    renamed_keys,
+    technical_user_problem,
+    transport_defaults,
+)
 from onss_relay.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/onss-relay/config.toml")
@@ -414,7 +419,7 @@ def _one_of(value: str, choices: tuple[str, ...]) -> str | None:
 
 def _listener_problems(cfg: Config) -> Iterator[tuple[str, str | None]]:
     """Yield (key, why) for the listener and the hook: the status page shows personal data, so off loopback
-    it needs a secret; the hook must be a command line."""
+    it needs a secret; the hook must be a program it can run (config_rules.hook_problems)."""
     listen = cfg.metrics.listen
     if listen and not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[^:\s]*):[0-9]{1,5}", listen):
         yield "metrics.listen", f'{listen!r} is not host:port, like "127.0.0.1:9464"'
@@ -424,8 +429,7 @@ def _listener_problems(cfg: Config) -> Iterator[tuple[str, str | None]]:
             f"{listen!r} is not a loopback address and the status page shows personal data:"
             " set metrics.password_file or metrics.token_file (or listen on 127.0.0.1)",
         )
-    if cfg.hooks.on_result and not shlex_ok(cfg.hooks.on_result):
-        yield "hooks.on_result", f"{cfg.hooks.on_result!r} is not a command line (unbalanced quotes)"
+    yield from hook_problems(cfg.hooks.on_result, cfg.hooks.timeout, cfg.paths.results_dir)
 
 
 def _semantic_problems(cfg: Config) -> Iterator[tuple[str, str | None]]:
@@ -472,14 +476,6 @@ def loopback(listen: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a host name: whatever it resolves to, treat it as reachable from elsewhere
-
-
-def shlex_ok(command: str) -> bool:
-    """Given a command line, return whether shlex can split it."""
-    try:
-        return bool(shlex.split(command))
-    except ValueError:
-        return False
 
 
 def _check_semantics(cfg: Config, path: Path) -> None:

@@ -6,9 +6,12 @@ Plain functions over the parsed TOML tables and values; ``config.py`` applies th
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import shutil
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +128,33 @@ def journal_url_problem(url: str) -> str | None:
     if not parts.path.strip("/"):
         return "names no database: postgresql://user@host:port/database"
     return None
+
+
+HOOK_PATH = "/usr/local/bin:/usr/bin:/bin"  # the only PATH the on_result hook runs with (hooks.py)
+
+
+def hook_problems(on_result: str, timeout: float, results_dir: Path) -> Iterator[tuple[str, str]]:
+    """Given [hooks] on_result and timeout and the results folder (the hook's working folder), yield (key, why)
+    for each thing that keeps the hook from running: a blank command, unbalanced quotes, a program that is not
+    there or not executable (looked up on HOOK_PATH as the hook's own run would), a timeout under 1 s."""
+    if timeout < 1:
+        yield "hooks.timeout", f"{timeout:g} s is too short: give the hook at least 1 s"
+    if not on_result:
+        return  # no hook
+    if not on_result.strip():
+        yield "hooks.on_result", 'is blank: give a command, or "" (the default) for no hook'
+        return
+    try:
+        program = shlex.split(on_result)[0]
+    except ValueError:
+        yield "hooks.on_result", f"{on_result!r} is not a command line (unbalanced quotes)"
+        return
+    if "/" not in program:
+        if shutil.which(program, path=HOOK_PATH) is None:
+            yield "hooks.on_result", f"{program!r} is not an executable program in the hook's PATH ({HOOK_PATH})"
+        return
+    path = results_dir / program  # a relative path is from the results folder, where the hook runs
+    if not path.is_file():
+        yield "hooks.on_result", f"{str(path)!r} does not exist (or is not a file)"
+    elif not os.access(path, os.X_OK):
+        yield "hooks.on_result", f"{str(path)!r} is not executable (chmod +x it)"

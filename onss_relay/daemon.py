@@ -166,6 +166,18 @@ class Daemon:
             self.hook = ResultHook(self.cfg.hooks)
             relay.results.on_write = self.hook.result_written
 
+    def _apply_hooks(self, relay: Relay) -> None:
+        """Given the relay, after a reload changed [hooks]: the running hook takes the new command and timeout
+        for its next run, or starts when it was off, or is told no more when on_result is now empty."""
+        if self.hook is None:
+            self._start_hook(relay)
+        elif self.cfg.hooks.on_result:
+            self.hook.apply(self.cfg.hooks)
+        else:
+            relay.results.on_write = None
+            self.hook.retire()  # the runs already queued still happen, with the command they were queued for
+            self.hook = None
+
     def _stop_hook(self) -> None:
         if self.hook is not None:
             self.hook.stop()  # the hooks already due run (each within its timeout)
@@ -293,12 +305,15 @@ class Daemon:
         except ConfigError as e:
             log.error("reload_refused", error=str(e), detail="the running configuration stays in force")
             return
-        applied = _changed_keys(self.cfg, new, ("watch", "poll"))
+        applied = _changed_keys(self.cfg, new, ("watch", "poll", "hooks"))
         changed = _changed_keys(self.cfg, new, ("sender", "paths", "signing", "remote", "metrics"))
-        self.cfg = dataclasses.replace(self.cfg, watch=new.watch, poll=new.poll)
+        hooks_changed = new.hooks != self.cfg.hooks
+        self.cfg = dataclasses.replace(self.cfg, watch=new.watch, poll=new.poll, hooks=new.hooks)
         self._reloaded_at = time.time()
         if self.relay is not None:
             self.relay.apply(self.cfg)
+            if hooks_changed:
+                self._apply_hooks(self.relay)
         for stage in self.stages:
             stage.wake.set()  # a new interval applies now, not after the current wait
         if changed:

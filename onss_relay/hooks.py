@@ -10,22 +10,26 @@ import queue
 import shlex
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import structlog
 
 from onss_relay.config import HooksConfig, PollConfig
+from onss_relay.config_rules import HOOK_PATH
 from onss_relay.journal import Journal, SetRow, State
-from onss_relay.results import overdue
+from onss_relay.results import overdue_sets
 
 log = structlog.get_logger(__name__)
 
 FINAL = (State.REFUSED, State.NOTIFIED)
 OVERDUE_EVERY = 5.0  # seconds between two looks for sets newly overdue (an indexed query of the late ones)
-BARE_PATH = "/usr/local/bin:/usr/bin:/bin"
+OVERDUE_LOOKED = 1000  # overdue sets looked at each time (the oldest: they were told first)
+BARE_PATH = HOOK_PATH
 
 
 def hook_environment(result: Path, row: SetRow, why: str) -> dict[str, str]:
@@ -46,8 +50,7 @@ class ResultHook:
     notified: again for each further notification) or becomes overdue, once per such change while running."""
 
     def __init__(self, hooks: HooksConfig) -> None:
-        self.argv = shlex.split(hooks.on_result)
-        self.timeout = float(hooks.timeout)
+        self.command = (shlex.split(hooks.on_result), float(hooks.timeout))  # replaced whole by a reload
         self._told: dict[str, tuple[str, int, bool]] = {}  # set → (state, notifications, overdue) last told
         self._queue: queue.Queue[tuple[Path, dict[str, str]] | None] = queue.Queue()
         self._next_overdue_look = 0.0
@@ -73,16 +76,22 @@ class ResultHook:
         if now < self._next_overdue_look:
             return
         self._next_overdue_look = now + OVERDUE_EVERY
-        candidates = journal.waiting_since_before(now - poll.acrf_overdue, now - poll.notification_overdue, 1000)
-        for row in candidates:
-            late = overdue(row, poll, now)
-            if late and self._told.get(row.go_name) != (str(row.state), len(row.data.notifications), True):
+        for row, late in overdue_sets(journal, poll, now, OVERDUE_LOOKED):
+            if self._told.get(row.go_name) != (str(row.state), len(row.data.notifications), True):
                 self.result_written(row, write(row), late)
+
+    def apply(self, hooks: HooksConfig) -> None:
+        """Given [hooks] as reloaded, run the new command with the new timeout from the next run on."""
+        self.command = (shlex.split(hooks.on_result), float(hooks.timeout))
+
+    def retire(self) -> None:
+        """Let the hook runs already queued happen, then end the thread, without waiting for them."""
+        self._queue.put(None)
 
     def stop(self) -> None:
         """Let the hook run already queued finish (each within its timeout), then end the thread."""
         self._queue.put(None)
-        self._thread.join(self.timeout + 5)
+        self._thread.join(self.command[1] + 5)
 
     def _run_all(self) -> None:
         while (item := self._queue.get()) is not None:
@@ -92,31 +101,41 @@ class ResultHook:
                 log.warning("hook_failed", set=item[1]["ONSS_RELAY_SET"], error=f"{type(e).__name__}: {e}")
 
     def _run(self, result: Path, env: dict[str, str]) -> None:
-        """Given a result file and the hook's environment, run on_result with the file's path; log how it went."""
-        started = time.monotonic()
-        try:
-            proc = subprocess.Popen(
-                [*self.argv, str(result)],
-                env=env,
-                cwd=result.parent,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a timeout ends the hook and whatever it started
-            )
-        except OSError as e:
-            log.warning("hook_failed", set=env["ONSS_RELAY_SET"], command=self.argv[0], error=str(e))
-            return
-        try:
-            output, _ = proc.communicate(timeout=self.timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            log.warning("hook_timed_out", set=env["ONSS_RELAY_SET"], command=self.argv[0], timeout_s=self.timeout)
-            return
-        said = output.decode(errors="replace").strip()[-500:]
+        """Given a result file and the hook's environment, run on_result with the file's path and wait for that
+        process to exit (not for what it left running in the background: its output goes to a file, not a pipe
+        they would hold open); log its own exit code, or stop its process group at the timeout."""
+        started, (argv, timeout) = time.monotonic(), self.command
+        with tempfile.TemporaryFile() as output:
+            try:
+                proc = subprocess.Popen(
+                    [*argv, str(result)],
+                    env=env,
+                    cwd=result.parent,
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # a timeout ends the hook and whatever it started
+                )
+            except OSError as e:
+                log.warning("hook_failed", set=env["ONSS_RELAY_SET"], command=argv[0], error=str(e))
+                return
+            try:
+                code = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                log.warning("hook_timed_out", set=env["ONSS_RELAY_SET"], command=argv[0], timeout_s=timeout)
+                return
+            said = _tail(output)
         ms = int((time.monotonic() - started) * 1000)
-        if proc.returncode != 0:
-            log.warning("hook_failed", set=env["ONSS_RELAY_SET"], exit=proc.returncode, output=said, duration_ms=ms)
+        if code != 0:
+            log.warning("hook_failed", set=env["ONSS_RELAY_SET"], exit=code, output=said, duration_ms=ms)
         else:
             log.info("hook_ran", set=env["ONSS_RELAY_SET"], why=env["ONSS_RELAY_EVENT"], duration_ms=ms)
+
+
+def _tail(output: IO[bytes]) -> str:
+    """Given the file a hook wrote its output to, return its last 500 characters (what it said so far)."""
+    output.seek(0, os.SEEK_END)
+    output.seek(max(0, output.tell() - 2000))
+    return output.read().decode(errors="replace").strip()[-500:]

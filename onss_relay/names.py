@@ -109,6 +109,17 @@ def circuit_test(n: Name) -> bool:
     return app is not None and app.environments.get(n.env.value) == "circuit"
 
 
+def circuit_tests() -> tuple[tuple[str, str], ...]:
+    """Return (application code, environment) of every circuit test (DmfA in T): the pairs circuit_test is
+    True for, so that a journal query can leave those sets out by name and env column."""
+    return tuple(
+        (code, env)
+        for code, app in sorted(application_codes().items())
+        for env, how in app.environments.items()
+        if how == "circuit"
+    )
+
+
 def sent_application_codes(extra: Iterable[str] = ()) -> frozenset[str]:
     """Return the codes senders send: the shipped table's, plus ``extra`` (watch.extra_application_codes)."""
     return frozenset(c for c, a in application_codes().items() if a.direction == "sent") | frozenset(extra)

@@ -15,7 +15,7 @@ from onss_relay.config import PollConfig
 from onss_relay.durable import atomic_write
 from onss_relay.errors import InvalidName
 from onss_relay.journal import AcrfRecord, Journal, SetRow, State
-from onss_relay.names import circuit_test, parse_name
+from onss_relay.names import circuit_test, circuit_tests, parse_name
 from onss_relay.outcome import outcome_of
 from onss_relay.responses import rendering
 from onss_relay.responses.codes import type_form
@@ -34,6 +34,16 @@ def overdue(row: SetRow, poll: PollConfig, now: float) -> str | None:
     if row.state == State.ACKNOWLEDGED and waited > poll.notification_overdue and not answered_circuit_test(row):
         return f"no notification {_span(waited)} after the ACRF"
     return None
+
+
+def overdue_sets(journal: Journal, poll: PollConfig, now: float, limit: int) -> list[tuple[SetRow, str]]:
+    """Given the journal, the poll settings, the time now and a limit, return up to ``limit`` sets overdue,
+    oldest first, each with why: the journal leaves out what is never late (circuit tests answered by their
+    ACRF, the rule of ``overdue``) before its limit, so that they cannot hide the late sets behind them."""
+    waiting = journal.waiting_since_before(
+        now - poll.acrf_overdue, now - poll.notification_overdue, limit, never_late=circuit_tests()
+    )
+    return [(row, why) for row in waiting if (why := overdue(row, poll, now))]
 
 
 def is_circuit_test(go_name: str) -> bool:

@@ -8,7 +8,7 @@ backend runs the journal contract test (tests/test_journal_contract.py).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -200,9 +200,16 @@ class Journal(Protocol):
         """The sets whose GO name holds this fragment, newest first."""
         ...
 
-    def waiting_since_before(self, acrf_before: float, notification_before: float, limit: int = 100) -> list[SetRow]:
+    def waiting_since_before(
+        self,
+        acrf_before: float,
+        notification_before: float,
+        limit: int = 100,
+        never_late: Sequence[tuple[str, str]] = (),
+    ) -> list[SetRow]:
         """The sets sent and unchanged since before ``acrf_before``, and acknowledged and unchanged since before
-        ``notification_before``, oldest first (the candidates to be overdue)."""
+        ``notification_before`` (except those whose GO name is GO.<app>.… with env <env> for a pair of
+        ``never_late``: circuit tests, left out before the limit), oldest first (the candidates to be overdue)."""
         ...
 
     def add_note(self, go_name: str, detail: str) -> None:

@@ -8,6 +8,7 @@ import datetime as dt
 from onss_relay.outcome import OUTCOMES
 
 WIDTH, HEIGHT, BOTTOM, LEFT = 720, 200, 24, 36  # the drawing, in SVG units; BOTTOM: room for day labels
+RIGHT = 24  # room right of the last bar for the rest of its day label ("11-30", centred under the bar)
 COLOURS = {
     "accepted": "#2e7d32",
     "accepted_with_anomalies": "#9e9d24",
@@ -58,7 +59,7 @@ def daily_chart(counts: list[tuple[str, str, int]], days: int, now: float) -> Ch
         if day in per_day:
             per_day[day][outcome] = per_day[day].get(outcome, 0) + n
     peak = max((sum(v.values()) for v in per_day.values()), default=0) or 1
-    slot = (WIDTH - LEFT) / days
+    slot = (WIDTH - LEFT - RIGHT) / days
     plot = HEIGHT - BOTTOM
     bars = []
     for i, day in enumerate(names):

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from onss_relay.journal import IN_FLIGHT, ResponseRow, State
+from onss_relay.results import overdue_sets
 from onss_relay.views.chart import Chart, daily_chart
 from onss_relay.views.set_view import SetLine, set_line
 from onss_relay.views.sources import Sources
@@ -50,8 +51,7 @@ def overview(src: Sources, now: float | None = None) -> Overview:
     counts = src.journal.counts()
     refused_rows = {r.go_name: r for r in src.journal.sets_with_outcome(REFUSED_OUTCOMES, SHOWN)}
     refused_rows |= {r.go_name: r for r in src.journal.sets_in(State.REFUSED, limit=SHOWN)}
-    waiting = src.journal.waiting_since_before(now - poll.acrf_overdue, now - poll.notification_overdue, 2 * SHOWN)
-    late = [set_line(r, poll, now) for r in waiting]  # circuit tests answered by their ACRF are not late
+    late = [set_line(r, poll, now) for r, _ in overdue_sets(src.journal, poll, now, SHOWN)]
     snap = src.snapshot()
     poll_stage = snap.stage("poll")
     return Overview(
@@ -64,7 +64,7 @@ def overview(src: Sources, now: float | None = None) -> Overview:
         certificate_days_left=_days_left(src),
         stages=tuple(StageLine(s.name, s.failures, s.last_ok) for s in snap.stages),
         refused=tuple(set_line(r, poll, now) for r in refused_rows.values())[:SHOWN],
-        overdue=tuple(line for line in late if line.overdue)[:SHOWN],
+        overdue=tuple(late),
         recent=tuple(set_line(r, poll, now) for r in src.journal.recent_sets(SHOWN, light=True)),
         quarantined=tuple(src.spool.quarantined()[:SHOWN]),
         unlinked=tuple(src.journal.unmatched_responses()[-SHOWN:]),

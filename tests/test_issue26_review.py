@@ -1,0 +1,176 @@
+"""What a hostile review of issue 26 reproduced (status page, hooks): each test fails on the code before its fix."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+import structlog.testing
+
+from onss_relay.config import Config, Duration, HooksConfig, PollConfig
+from onss_relay.hooks import ResultHook
+from onss_relay.journal import AcrfRecord, Journal, SetData, SetRow, State, open_journal_at
+from onss_relay.metrics import HealthSnapshot
+from onss_relay.simulator import Simulator
+from onss_relay.spool import Spool
+from onss_relay.status_page.routes import routes
+from onss_relay.views.overview import overview
+from onss_relay.views.sources import Sources
+from onss_relay.web import Request, find_route
+from tests.conftest import SENDER, TODAY, fi_name
+from tests.helpers import Daemon, run_cli, state_of, wait_log, wait_until
+
+CIRCUIT_TESTS = 1120  # more than the hook (1000) and the overview (100) looked at
+
+
+def acknowledged(journal: Journal, go: str, env: str) -> None:
+    journal.add_set(go, env, [go.replace("GO.", "FI.", 1) + ".1"])
+    for state in (State.SIGNED, State.UPLOADING, State.GO_SENDING, State.SENT):
+        journal.transition(go, state)
+    acrf = AcrfRecord("1", True, "0TICKET", "inbox/OUT/ACRF", ())
+    journal.transition(go, State.ACKNOWLEDGED, ticket="0TICKET", acrf=acrf)
+
+
+def test_an_overdue_set_behind_many_old_circuit_tests_is_shown_and_told(cfg: Config, tmp_path: Path) -> None:
+    """1,120 DmfA circuit tests acknowledged a month ago (never late) and one Dimona acknowledged 5 days ago
+    without a notification: the overview lists the Dimona as overdue and the hook runs for it."""
+    journal = open_journal_at(cfg.paths.journal_path)
+    late = f"GO.DIMN.{SENDER}.{TODAY}.00001.R.1"
+    circuit = f"GO.DMFA.{SENDER}.{TODAY}.00002.T.1"
+    acknowledged(journal, late, "R")
+    acknowledged(journal, circuit, "T")
+    journal.close()
+    now = time.time()
+    with sqlite3.connect(cfg.paths.journal_path) as db:
+        db.execute("CREATE TEMP TABLE one AS SELECT * FROM sets WHERE go_name = ?", (circuit,))
+        for i in range(3, 3 + CIRCUIT_TESTS):
+            db.execute("UPDATE one SET go_name = ?", (f"GO.DMFA.{SENDER}.{TODAY}.{i:05d}.T.1",))
+            db.execute("INSERT INTO sets SELECT * FROM one")
+        db.execute("UPDATE sets SET updated_at = ? WHERE go_name LIKE 'GO.DMFA.%'", (now - 30 * 86400,))
+        db.execute("UPDATE sets SET updated_at = ? WHERE go_name = ?", (now - 5 * 86400, late))
+    db.close()
+    journal = open_journal_at(cfg.paths.journal_path)
+    told = tmp_path / "told.txt"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f'#!/bin/sh\necho "$ONSS_RELAY_SET $ONSS_RELAY_EVENT" >> {told}\n')
+    hook.chmod(0o755)
+    try:
+        snap = HealthSnapshot(True, "ok", ())
+        page = overview(Sources(journal, Spool(cfg.paths), PollConfig, lambda: snap, lambda: 100), now)
+        assert [line.go_name for line in page.overdue] == [late]
+        result_hook = ResultHook(HooksConfig(str(hook)))
+        result_hook.look_for_overdue(journal, PollConfig(), lambda row: tmp_path / f"{row.go_name}.json", now)
+        result_hook.stop()
+    finally:
+        journal.close()
+    assert told.read_text().splitlines() == [f"{late} overdue"]
+
+
+def test_a_hook_leaving_a_background_child_is_judged_by_its_own_exit(tmp_path: Path) -> None:
+    """A hook that starts a background job and exits 3 at once: the relay reports exit 3 (not a timeout) and
+    leaves the job running (its process group is stopped only at a real timeout)."""
+    pid_file = tmp_path / "child.pid"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f"#!/bin/sh\nsleep 100 &\necho $! > {pid_file}\necho told\nexit 3\n")
+    hook.chmod(0o755)
+    go = f"GO.DIMN.{SENDER}.{TODAY}.00001.R.1"
+    with structlog.testing.capture_logs() as logs:
+        result_hook = ResultHook(HooksConfig(str(hook), Duration(3)))
+        refused = SetRow(go, "R", State.REFUSED, [], 0.0, 0.0, "refused", None, SetData(), False)
+        result_hook.result_written(refused, tmp_path / f"{go}.json")
+        result_hook.stop()
+    child = int(pid_file.read_text())
+    try:
+        events = [(e["event"], e.get("exit"), e.get("output")) for e in logs if e["event"].startswith("hook_")]
+        assert events == [("hook_failed", 3, "told")]
+        os.kill(child, 0)  # still running: not killed with the hook
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_reload_applies_a_changed_hook(relay_dir: Path) -> None:
+    """The daemon runs with one on_result; [hooks] is changed and SIGHUP sent: the reload says it applied
+    hooks.on_result, and the next refused set runs the new command, not the old one."""
+    config, log, calls = relay_dir / "config.toml", relay_dir / "daemon.log", relay_dir / "calls.txt"
+    for name in ("old", "new"):
+        hook = relay_dir / f"{name}.sh"
+        hook.write_text(f'#!/bin/sh\necho "{name} $ONSS_RELAY_SET" >> {calls}\n')
+        hook.chmod(0o755)
+    text = config.read_text() + f'[hooks]\non_result = "{relay_dir / "old.sh"}"\n'
+    config.write_text(text)
+    daemon = Daemon(config, log)
+    proc = daemon.start()
+    try:
+        config.write_text(text.replace("old.sh", "new.sh"))
+        proc.send_signal(signal.SIGHUP)
+        assert wait_log(log, '"reloaded"')
+        line = next(json.loads(ln) for ln in log.read_text().splitlines() if '"reloaded"' in ln)
+        assert line["applied"] == ["hooks.on_result"]
+        fi = fi_name(41)
+        (relay_dir / "spool" / "outbox" / fi).write_bytes(
+            b"<Dimona>\r\n<!-- SIMULATE-ACRF:REFUSE-FINAL -->\r\n</Dimona>\r\n"
+        )
+        go = "GO" + fi[2:-2]
+
+        def told() -> bool:
+            Simulator(relay_dir / "remote", SENDER).process()
+            return calls.exists() and bool(calls.read_text())
+
+        assert wait_until(told, 60, 0.5), log.read_text()[-3000:]
+        assert wait_until(lambda: state_of(config, go) == State.REFUSED, 10)
+        assert calls.read_text().splitlines() == [f"new {go}"]
+    finally:
+        assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("hooks", "said"),
+    [
+        ('on_result = "/bin/true"\ntimeout = "0s"', "hooks.timeout: 0 s is too short: give the hook at least 1 s"),
+        ('on_result = "/nonexistent/tell-hr --now"', "hooks.on_result: '/nonexistent/tell-hr' does not exist"),
+        ('on_result = "tell-hr-nowhere"', "hooks.on_result: 'tell-hr-nowhere' is not an executable program"),
+        ('on_result = "{plain} x"', "is not executable (chmod +x it)"),
+        ('on_result = "   "', "hooks.on_result: is blank"),
+    ],
+)
+def test_check_refuses_hook_settings_that_cannot_work(relay_dir: Path, hooks: str, said: str) -> None:
+    """A hook timeout under 1 s, a program missing, not found on the hook's PATH or not executable, a blank
+    command: `check` exits 2 with one sentence naming the key."""
+    plain = relay_dir / "plain.sh"
+    plain.write_text("#!/bin/sh\n")
+    config = relay_dir / "config.toml"
+    config.write_text(config.read_text() + "[hooks]\n" + hooks.replace("{plain}", str(plain)) + "\n")
+    done = run_cli("check", "--config", str(config))
+    out = done.stdout + done.stderr
+    assert done.returncode == 2 and said in out, out
+    assert "unbalanced" not in out
+
+
+def test_every_day_label_of_the_chart_fits_in_the_drawing(cfg: Config) -> None:
+    """The overview's chart: each day label under a bar ("11-30", centred, 10 units high) lies wholly inside the
+    SVG's viewBox, the last one too (a digit or dash is taken as 0.6 of the font size wide, more than it is)."""
+    journal = open_journal_at(cfg.paths.journal_path)
+    try:
+        snap = HealthSnapshot(True, "ok", ())
+        src = Sources(journal, Spool(cfg.paths), PollConfig, lambda: snap, lambda: 100)
+        found = find_route(routes(src), "/")
+        assert found is not None
+        page = found[0].answer(Request("/", found[1], {})).body.decode()
+    finally:
+        journal.close()
+    svg = ElementTree.fromstring(page[page.index("<svg") : page.index("</svg>") + 6])
+    width = float(svg.get("viewBox", "").split()[2])
+    labels = [t for t in svg.iter("{http://www.w3.org/2000/svg}text") if t.get("text-anchor") == "middle"]
+    assert len(labels) == 7 and labels[-1].text == time.strftime("%m-%d", time.gmtime())
+    for label in labels:
+        half = len(label.text or "") * 0.6 * float(label.get("font-size", "0")) / 2
+        assert float(label.get("x", "0")) - half >= 0 and float(label.get("x", "0")) + half <= width, label.text
