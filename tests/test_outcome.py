@@ -152,7 +152,7 @@ def test_a_dimona_answered_form_by_form_reads_all_its_answers(relay: Relay, sshd
         60: ([form("1", "1"), form("2", "0", anomaly("90373-333", "B"), "3"), form("3", "1")], "partly_refused"),
         61: ([form("1", "0", anomaly("90373-333", "B"), "3"), form("1", "1")], "accepted"),
     }
-    for seq, (forms, _) in answers.items():
+    for seq in answers:
         sent_set(relay, go(seq), f"FI.DIMN.{SENDER}.{TODAY}.{seq:05d}.T.1.1")
         put(out, f"FO.ACRF.999999.{TODAY}.A{seq:04d}.T", acrf(go(seq), ticket=f"0TICKET{seq:06d}"))
     relay.poll_once()
