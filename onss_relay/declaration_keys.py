@@ -63,8 +63,9 @@ def _add_keys(keys: dict[tuple[str, str], None], head: dict[str, str]) -> None:
     key = original_form_key(head.get("Identification"), head.get("FormCreationDate"), head.get("FormCreationHour"))
     if key:
         keys[("original_form", key)] = None
-    if head.get("Reference/ReferenceOrigin") == "1" and (nbr := head.get("Reference/ReferenceNbr")):
-        keys[("sender_ref", nbr)] = None
+    for n in range(int(head.get("Reference#", "0"))):  # every Reference of the head, not only the first
+        if head.get(f"Reference{n}/ReferenceOrigin") == "1" and (nbr := head.get(f"Reference{n}/ReferenceNbr")):
+            keys[("sender_ref", nbr)] = None
 
 
 def _form_heads(f: IO[bytes]) -> Iterator[dict[str, str]]:
@@ -117,8 +118,9 @@ class _HeadDone(Exception):
 
 
 class _Head:
-    """A parser target that keeps the texts of a Form's head elements (Reference's children as
-    Reference/ReferenceNbr …) and stops the parse where the Form's body starts or the Form ends."""
+    """A parser target that keeps the texts of a Form's head elements (the children of its n-th Reference, from
+    0, as Reference<n>/ReferenceNbr …, their number as Reference#) and stops the parse where the Form's body
+    starts or the Form ends."""
 
     def __init__(self) -> None:
         self.head: dict[str, str] = {}
@@ -137,8 +139,13 @@ class _Head:
         if len(self._path) < 2:
             raise _HeadDone
         said = "".join(self._text).strip()
-        if name.split("/", 1)[0] in HEAD and name not in self.head and said:
-            self.head[name] = said
+        if name.split("/", 1)[0] not in HEAD:
+            pass
+        elif name == "Reference":  # one more Reference read: its children were kept under its number
+            self.head["Reference#"] = str(int(self.head.get("Reference#", "0")) + 1)
+        elif said:
+            name = name.replace("Reference/", f"Reference{self.head.get('Reference#', '0')}/", 1)
+            self.head.setdefault(name, said)
         self._text.clear()
 
     def data(self, text: str) -> None:

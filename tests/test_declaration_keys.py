@@ -80,3 +80,21 @@ def test_every_form_is_read_and_the_bodies_cost_no_memory(tmp_path: Path) -> Non
     assert large.stat().st_size > 4 * CHUNK
     peaks = peak(small), peak(large)
     assert peaks[1] < 2 * peaks[0] + 1_000_000 and peaks[1] < large.stat().st_size / 4, peaks
+
+
+def test_a_sender_reference_in_a_second_reference_is_recorded(tmp_path: Path) -> None:
+    """Issue 23, review 2: a Form head with another Reference first; the sender's own (type 1, origin 1)
+    comes second and is recorded too."""
+    fi = tmp_path / "fi.xml"
+    fi.write_text(
+        '<?xml version="1.0" encoding="UTF-8"?><DIMONA><Form><Identification>DIMONA</Identification>'
+        "<FormCreationDate>2026-11-30</FormCreationDate><FormCreationHour>09:00:00.000</FormCreationHour>"
+        "<Reference><ReferenceType>3</ReferenceType><ReferenceOrigin>2</ReferenceOrigin>"
+        "<ReferenceNbr>ONSS-9</ReferenceNbr></Reference>"
+        "<Reference><ReferenceType>1</ReferenceType><ReferenceOrigin>1</ReferenceOrigin>"
+        "<ReferenceNbr>REF-2</ReferenceNbr></Reference><DimonaIn><INSS>1</INSS></DimonaIn></Form></DIMONA>"
+    )
+    assert declaration_keys(fi) == (
+        ("original_form", "DIMONA|2026-11-30|09:00:00.000"),
+        ("sender_ref", "REF-2"),
+    )
