@@ -9,12 +9,16 @@ defusedxml, under the root's start tag and its namespace declarations) until the
 DmfA is read at disk speed, in constant memory. A Form start tag inside a comment or CDATA would be read as
 one (its head then gives no key, or a key no answer names). A file that is not XML has no
 keys (flat files, binary parts); a DTD is refused (no keys); a Form whose head cannot be parsed gives none.
-UTF-16 files are not scanned (their tags are not these bytes): they have no keys.
+A UTF-16 file (with its byte-order mark) is transcoded to UTF-8 first, a chunk at a time through an
+incremental decoder into a temporary file, and that is scanned the same way (bounded memory).
 """
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -47,8 +51,8 @@ def declaration_keys(*paths: Path) -> tuple[tuple[str, str], ...]:
     keys: dict[tuple[str, str], None] = {}
     for path in paths:
         try:
-            with path.open("rb") as f:
-                for head in _form_heads(f):
+            with path.open("rb") as raw, _as_utf8(raw) as (f, encoding):
+                for head in _form_heads(f, encoding):
                     _add_keys(keys, head)
                     if len(keys) >= MAX_KEYS:
                         log.warning("declaration_keys_capped", file=path.name, kept=MAX_KEYS)
@@ -68,14 +72,32 @@ def _add_keys(keys: dict[tuple[str, str], None], head: dict[str, str]) -> None:
             keys[("sender_ref", nbr)] = None
 
 
-def _form_heads(f: IO[bytes]) -> Iterator[dict[str, str]]:
-    """Given an FI stream, yield the head (name → text) of each Form it holds, in file order, scanning CHUNK
-    bytes at a time through one buffer (constant memory)."""
+@contextlib.contextmanager
+def _as_utf8(raw: IO[bytes]) -> Iterator[tuple[IO[bytes], str | None]]:
+    """Given an FI stream, yield it with no encoding forced; or, when it is UTF-16 (a byte-order mark), yield a
+    temporary UTF-8 copy, transcoded CHUNK bytes at a time, with "UTF-8" forced over its prolog's encoding."""
+    if raw.read(2) not in (b"\xff\xfe", b"\xfe\xff"):
+        raw.seek(0)
+        yield raw, None
+        return
+    raw.seek(0)
+    decoder = codecs.getincrementaldecoder("utf-16")(errors="replace")
+    with tempfile.TemporaryFile() as copy:
+        while chunk := raw.read(CHUNK):
+            copy.write(decoder.decode(chunk).encode("utf-8"))
+        copy.write(decoder.decode(b"", final=True).encode("utf-8"))
+        copy.seek(0)
+        yield copy, "UTF-8"
+
+
+def _form_heads(f: IO[bytes], forced: str | None = None) -> Iterator[dict[str, str]]:
+    """Given an FI stream (and the encoding to read it in, over its prolog's), yield the head (name → text) of
+    each Form it holds, in file order, scanning CHUNK bytes at a time through one buffer (constant memory)."""
     start = f.read(WINDOW)
-    if start[:2] in (b"\xff\xfe", b"\xfe\xff") or b"<!DOCTYPE" in start:
-        return  # UTF-16 (not scanned), or a DTD (refused, as every XML the relay reads)
+    if b"<!DOCTYPE" in start:
+        return  # a DTD: refused, as every XML the relay reads
     found = PROLOG.match(start)
-    encoding = found.group(1).decode("ascii") if found else "UTF-8"
+    encoding = forced or (found.group(1).decode("ascii") if found else "UTF-8")
     root = ROOT_START.search(COMMENT.sub(b"", start))
     if root is None or root.group(0).endswith(b"/>"):
         return  # not XML, or an empty root: no Form

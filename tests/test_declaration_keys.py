@@ -98,3 +98,19 @@ def test_a_sender_reference_in_a_second_reference_is_recorded(tmp_path: Path) ->
         ("original_form", "DIMONA|2026-11-30|09:00:00.000"),
         ("sender_ref", "REF-2"),
     )
+
+
+def test_a_utf16_fi_gets_its_keys(tmp_path: Path) -> None:
+    """Issue 23, review 2: a UTF-16 declaration (with its byte-order mark) is transcoded and scanned."""
+    fi = tmp_path / "fi.xml"
+    fi.write_text(
+        '<?xml version="1.0" encoding="UTF-16"?><DIMONA><Form><Identification>DIMONA</Identification>'
+        "<FormCreationDate>2026-11-30</FormCreationDate><FormCreationHour>09:00:00.000</FormCreationHour>"
+        "<Reference><ReferenceType>1</ReferenceType><ReferenceOrigin>1</ReferenceOrigin>"
+        "<ReferenceNbr>RÉF-16</ReferenceNbr></Reference><DimonaIn><INSS>1</INSS></DimonaIn></Form></DIMONA>",
+        encoding="utf-16",
+    )
+    assert declaration_keys(fi) == (
+        ("original_form", "DIMONA|2026-11-30|09:00:00.000"),
+        ("sender_ref", "RÉF-16"),
+    )
