@@ -15,13 +15,15 @@ incremental decoder into a temporary file, and that is scanned the same way (bou
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import contextlib
+import io
 import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, cast
 from xml.etree.ElementTree import ParseError
 
 import structlog
@@ -34,7 +36,7 @@ log = structlog.get_logger(__name__)
 
 HEAD = frozenset({"Identification", "FormCreationDate", "FormCreationHour", "Reference"})
 BEFORE_BODY = HEAD | {"AttestationStatus", "TypeForm"}  # a Form's head; any other child starts its body
-MAX_KEYS = 20_000  # keys kept per set (about 2 MB): a file with more Forms is answered by file name or ticket
+MAX_FORMS = 20_000  # Forms read per set (their keys about 2 MB): further Forms are answered by file name or ticket
 OPENS_FORM = re.compile(rb"<(?:[A-Za-z_][\w.\-]*:)?\Z")  # what comes before "Form" in its start tag
 AFTER_NAME = frozenset(b" \t\r\n>/")  # what follows the name "Form" in its start tag (not FormCreationDate)
 CHUNK = 4 << 20  # bytes scanned at a time
@@ -46,20 +48,75 @@ PROLOG = re.compile(rb"""^(?:\xef\xbb\xbf)?<\?xml[^>]*?encoding\s*=\s*["']([A-Za
 
 
 def declaration_keys(*paths: Path) -> tuple[tuple[str, str], ...]:
-    """Given a set's FI files, return their (kind, value) keys: ``original_form`` per Form of every part,
-    ``sender_ref`` for each sender's reference (origin 1), at most MAX_KEYS; none for a file that is not XML."""
+    """Given a set's FI files (the parts of one declaration), return their (kind, value) keys: ``original_form``
+    per Form, ``sender_ref`` for each sender's reference (origin 1), for at most MAX_FORMS Forms; none for a
+    file that is not XML. The parts are read as one stream, in part order: their concatenation is the
+    declaration (a Form may span a cut; a namespace prefix is declared once, in part 1's root)."""
     keys: dict[tuple[str, str], None] = {}
-    for path in paths:
-        try:
-            with path.open("rb") as raw, _as_utf8(raw) as (f, encoding):
-                for head in _form_heads(f, encoding):
-                    _add_keys(keys, head)
-                    if len(keys) >= MAX_KEYS:
-                        log.warning("declaration_keys_capped", file=path.name, kept=MAX_KEYS)
-                        return tuple(keys)
-        except OSError:
-            continue
+    try:
+        with contextlib.ExitStack() as stack:
+            files: list[IO[bytes]] = [stack.enter_context(p.open("rb")) for p in sorted(paths, key=_part_number)]
+            f, encoding = stack.enter_context(_as_utf8(cast(IO[bytes], _Joined(files))))
+            for forms, head in enumerate(_form_heads(f, encoding), 1):
+                _add_keys(keys, head)
+                if forms >= MAX_FORMS:
+                    log.warning("declaration_keys_capped", file=paths[0].name, forms=MAX_FORMS)
+                    break
+    except OSError as e:
+        log.warning("declaration_keys_unreadable", error=str(e))
     return tuple(keys)
+
+
+def _part_number(path: Path) -> int:
+    """Given an FI part's path, return its part number (the name's last field; 0 when it has none)."""
+    last = path.name.rsplit(".", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+class _Joined(io.RawIOBase):
+    """The parts of a declaration read as one seekable stream (their concatenation)."""
+
+    def __init__(self, files: list[IO[bytes]]) -> None:
+        super().__init__()
+        self._files = files
+        self._starts = [0]
+        for f in files:
+            self._starts.append(self._starts[-1] + f.seek(0, io.SEEK_END))
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Given an offset from the start (or the current place), move there and return the new place."""
+        self._pos = (
+            offset
+            if whence == io.SEEK_SET
+            else self._pos + offset
+            if whence == io.SEEK_CUR
+            else offset + self._starts[-1]
+        )
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        """Given a buffer, fill it from the current place across parts, return how many bytes (short only at
+        the end)."""
+        view, got = memoryview(buffer).cast("B"), 0
+        while got < len(view) and self._pos < self._starts[-1]:
+            part = bisect.bisect_right(self._starts, self._pos) - 1
+            f = self._files[part]
+            f.seek(self._pos - self._starts[part])
+            n = f.readinto(view[got : got + min(len(view) - got, self._starts[part + 1] - self._pos)])  # type: ignore[attr-defined]
+            if not n:
+                break
+            got, self._pos = got + n, self._pos + n
+        return got
 
 
 def _add_keys(keys: dict[tuple[str, str], None], head: dict[str, str]) -> None:

@@ -114,3 +114,24 @@ def test_a_utf16_fi_gets_its_keys(tmp_path: Path) -> None:
         ("original_form", "DIMONA|2026-11-30|09:00:00.000"),
         ("sender_ref", "RÉF-16"),
     )
+
+
+def test_the_parts_of_a_set_are_read_as_one_declaration(tmp_path: Path) -> None:
+    """Issue 23, review 2: a Form head cut between part 1 and part 2, and a prefix declared only in part 1's
+    root, still give their keys (the parts' concatenation is the declaration); parts given out of order."""
+    head = (
+        "<d:Form><d:Identification>DIMONA</d:Identification><d:FormCreationDate>2026-11-30</d:FormCreationDate>"
+        "<d:FormCreationHour>09:00:0{n}.000</d:FormCreationHour><d:DimonaIn><d:INSS>{n}</d:INSS></d:DimonaIn></d:Form>"
+    )
+    whole = (
+        '<?xml version="1.0" encoding="UTF-8"?><d:DIMONA xmlns:d="urn:dimona">'
+        + "".join(head.format(n=n) for n in (1, 2, 3))
+        + "</d:DIMONA>"
+    ).encode()
+    cut = whole.index(b"2026-11-30", whole.index(b"09:00:01")) + 4  # inside the second Form's head
+    one, two = tmp_path / "FI.DIMN.123456.20261130.00001.T.2.1", tmp_path / "FI.DIMN.123456.20261130.00001.T.2.2"
+    one.write_bytes(whole[:cut])
+    two.write_bytes(whole[cut:])
+    assert declaration_keys(two, one) == tuple(
+        ("original_form", f"DIMONA|2026-11-30|09:00:0{n}.000") for n in (1, 2, 3)
+    )
