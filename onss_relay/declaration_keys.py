@@ -60,7 +60,11 @@ def declaration_keys(*paths: Path) -> tuple[tuple[str, str], ...]:
             for forms, head in enumerate(_form_heads(f, encoding), 1):
                 _add_keys(keys, head)
                 if forms >= MAX_FORMS:
-                    log.warning("declaration_keys_capped", file=paths[0].name, forms=MAX_FORMS)
+                    log.warning(
+                        "declaration_keys_capped",
+                        file=paths[0].name,
+                        detail=f"only its first {MAX_FORMS} Forms are recorded",
+                    )
                     break
     except OSError as e:
         log.warning("declaration_keys_unreadable", error=str(e))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import tracemalloc
 from pathlib import Path
 
-from onss_relay.declaration_keys import CHUNK, declaration_keys
+from onss_relay.declaration_keys import CHUNK, MAX_FORMS, declaration_keys
 
 
 def flat_fi(path: Path, elements: int) -> Path:
@@ -135,3 +135,21 @@ def test_the_parts_of_a_set_are_read_as_one_declaration(tmp_path: Path) -> None:
     assert declaration_keys(two, one) == tuple(
         ("original_form", f"DIMONA|2026-11-30|09:00:0{n}.000") for n in (1, 2, 3)
     )
+
+
+def test_the_cap_counts_forms_not_keys(tmp_path: Path) -> None:
+    """Issue 23, review 2: 20,001 Forms, each with its sender's reference: the first 20,000 Forms are recorded
+    (both their keys), as the README says, not 10,000 Forms' worth of keys."""
+    form = (
+        "<Form><Identification>DIMONA</Identification><FormCreationDate>2026-11-30</FormCreationDate>"
+        "<FormCreationHour>{n}</FormCreationHour><Reference><ReferenceType>1</ReferenceType>"
+        "<ReferenceOrigin>1</ReferenceOrigin><ReferenceNbr>R{n}</ReferenceNbr></Reference><DimonaIn/></Form>"
+    )
+    fi = tmp_path / "fi.xml"
+    with fi.open("w") as f:
+        f.write('<?xml version="1.0" encoding="UTF-8"?><DIMONA>')
+        f.writelines(form.format(n=n) for n in range(MAX_FORMS + 1))
+        f.write("</DIMONA>")
+    keys = declaration_keys(fi)
+    assert MAX_FORMS == 20_000
+    assert sum(k == "original_form" for k, _ in keys) == sum(k == "sender_ref" for k, _ in keys) == MAX_FORMS
