@@ -142,5 +142,13 @@ def anomaly_words(anomalies: tuple[Anomaly, ...], n: int) -> str:
     """Given a Form's kept anomalies and how many it has, return them in words for a summary ("" when none)."""
     if not anomalies:
         return ""
-    listed = ", ".join(f"{a.error_id} {explain_anomaly(a.error_id)}, {blocking_word(a)}" for a in anomalies[:3])
-    return f", {n} anomal{'y' if n == 1 else 'ies'} ({listed}{', …' if n > 3 else ''})"
+    codes = distinct_codes(anomalies)
+    listed = ", ".join(f"{c} {explain_anomaly(c.split(' ', 1)[0])}, {w}" for c, w in codes[:3])
+    return f", {n} anomal{'y' if n == 1 else 'ies'} ({listed}{', …' if len(codes) > 3 else ''})"
+
+
+def distinct_codes(anomalies: Sequence[Anomaly]) -> list[tuple[str, str]]:
+    """Given anomalies (blocking ones first), return each distinct code once, in that order, with how many
+    times it came when more than once ("00237-008 ×15000") and its blocking word."""
+    counts = Counter((a.error_id, blocking_word(a)) for a in anomalies)
+    return [(f"{code} ×{n}" if n > 1 else code, word) for (code, word), n in counts.items()]
