@@ -9,15 +9,21 @@ defusedxml, under the root's start tag and its namespace declarations) until the
 DmfA is read at disk speed, in constant memory. A Form start tag inside a comment or CDATA would be read as
 one (its head then gives no key, or a key no answer names). A file that is not XML has no
 keys (flat files, binary parts); a DTD is refused (no keys); a Form whose head cannot be parsed gives none.
-UTF-16 files are not scanned (their tags are not these bytes): they have no keys.
+A UTF-16 file (with its byte-order mark) is transcoded to UTF-8 first, a chunk at a time through an
+incremental decoder into a temporary file, and that is scanned the same way (bounded memory).
 """
 
 from __future__ import annotations
 
+import bisect
+import codecs
+import contextlib
+import io
 import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, cast
 from xml.etree.ElementTree import ParseError
 
 import structlog
@@ -30,7 +36,7 @@ log = structlog.get_logger(__name__)
 
 HEAD = frozenset({"Identification", "FormCreationDate", "FormCreationHour", "Reference"})
 BEFORE_BODY = HEAD | {"AttestationStatus", "TypeForm"}  # a Form's head; any other child starts its body
-MAX_KEYS = 20_000  # keys kept per set (about 2 MB): a file with more Forms is answered by file name or ticket
+MAX_FORMS = 20_000  # Forms read per set (their keys about 2 MB): further Forms are answered by file name or ticket
 OPENS_FORM = re.compile(rb"<(?:[A-Za-z_][\w.\-]*:)?\Z")  # what comes before "Form" in its start tag
 AFTER_NAME = frozenset(b" \t\r\n>/")  # what follows the name "Form" in its start tag (not FormCreationDate)
 CHUNK = 4 << 20  # bytes scanned at a time
@@ -42,20 +48,79 @@ PROLOG = re.compile(rb"""^(?:\xef\xbb\xbf)?<\?xml[^>]*?encoding\s*=\s*["']([A-Za
 
 
 def declaration_keys(*paths: Path) -> tuple[tuple[str, str], ...]:
-    """Given a set's FI files, return their (kind, value) keys: ``original_form`` per Form of every part,
-    ``sender_ref`` for each sender's reference (origin 1), at most MAX_KEYS; none for a file that is not XML."""
+    """Given a set's FI files (the parts of one declaration), return their (kind, value) keys: ``original_form``
+    per Form, ``sender_ref`` for each sender's reference (origin 1), for at most MAX_FORMS Forms; none for a
+    file that is not XML. The parts are read as one stream, in part order: their concatenation is the
+    declaration (a Form may span a cut; a namespace prefix is declared once, in part 1's root)."""
     keys: dict[tuple[str, str], None] = {}
-    for path in paths:
-        try:
-            with path.open("rb") as f:
-                for head in _form_heads(f):
-                    _add_keys(keys, head)
-                    if len(keys) >= MAX_KEYS:
-                        log.warning("declaration_keys_capped", file=path.name, kept=MAX_KEYS)
-                        return tuple(keys)
-        except OSError:
-            continue
+    try:
+        with contextlib.ExitStack() as stack:
+            files: list[IO[bytes]] = [stack.enter_context(p.open("rb")) for p in sorted(paths, key=_part_number)]
+            f, encoding = stack.enter_context(_as_utf8(cast(IO[bytes], _Joined(files))))
+            for forms, head in enumerate(_form_heads(f, encoding), 1):
+                _add_keys(keys, head)
+                if forms >= MAX_FORMS:
+                    log.warning(
+                        "declaration_keys_capped",
+                        file=paths[0].name,
+                        detail=f"only its first {MAX_FORMS} Forms are recorded",
+                    )
+                    break
+    except OSError as e:
+        log.warning("declaration_keys_unreadable", error=str(e))
     return tuple(keys)
+
+
+def _part_number(path: Path) -> int:
+    """Given an FI part's path, return its part number (the name's last field; 0 when it has none)."""
+    last = path.name.rsplit(".", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+class _Joined(io.RawIOBase):
+    """The parts of a declaration read as one seekable stream (their concatenation)."""
+
+    def __init__(self, files: list[IO[bytes]]) -> None:
+        super().__init__()
+        self._files = files
+        self._starts = [0]
+        for f in files:
+            self._starts.append(self._starts[-1] + f.seek(0, io.SEEK_END))
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Given an offset from the start (or the current place), move there and return the new place."""
+        self._pos = (
+            offset
+            if whence == io.SEEK_SET
+            else self._pos + offset
+            if whence == io.SEEK_CUR
+            else offset + self._starts[-1]
+        )
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        """Given a buffer, fill it from the current place across parts, return how many bytes (short only at
+        the end)."""
+        view, got = memoryview(buffer).cast("B"), 0
+        while got < len(view) and self._pos < self._starts[-1]:
+            part = bisect.bisect_right(self._starts, self._pos) - 1
+            f = self._files[part]
+            f.seek(self._pos - self._starts[part])
+            n = f.readinto(view[got : got + min(len(view) - got, self._starts[part + 1] - self._pos)])  # type: ignore[attr-defined]
+            if not n:
+                break
+            got, self._pos = got + n, self._pos + n
+        return got
 
 
 def _add_keys(keys: dict[tuple[str, str], None], head: dict[str, str]) -> None:
@@ -63,18 +128,37 @@ def _add_keys(keys: dict[tuple[str, str], None], head: dict[str, str]) -> None:
     key = original_form_key(head.get("Identification"), head.get("FormCreationDate"), head.get("FormCreationHour"))
     if key:
         keys[("original_form", key)] = None
-    if head.get("Reference/ReferenceOrigin") == "1" and (nbr := head.get("Reference/ReferenceNbr")):
-        keys[("sender_ref", nbr)] = None
+    for n in range(int(head.get("Reference#", "0"))):  # every Reference of the head, not only the first
+        if head.get(f"Reference{n}/ReferenceOrigin") == "1" and (nbr := head.get(f"Reference{n}/ReferenceNbr")):
+            keys[("sender_ref", nbr)] = None
 
 
-def _form_heads(f: IO[bytes]) -> Iterator[dict[str, str]]:
-    """Given an FI stream, yield the head (name → text) of each Form it holds, in file order, scanning CHUNK
-    bytes at a time through one buffer (constant memory)."""
+@contextlib.contextmanager
+def _as_utf8(raw: IO[bytes]) -> Iterator[tuple[IO[bytes], str | None]]:
+    """Given an FI stream, yield it with no encoding forced; or, when it is UTF-16 (a byte-order mark), yield a
+    temporary UTF-8 copy, transcoded CHUNK bytes at a time, with "UTF-8" forced over its prolog's encoding."""
+    if raw.read(2) not in (b"\xff\xfe", b"\xfe\xff"):
+        raw.seek(0)
+        yield raw, None
+        return
+    raw.seek(0)
+    decoder = codecs.getincrementaldecoder("utf-16")(errors="replace")
+    with tempfile.TemporaryFile() as copy:
+        while chunk := raw.read(CHUNK):
+            copy.write(decoder.decode(chunk).encode("utf-8"))
+        copy.write(decoder.decode(b"", final=True).encode("utf-8"))
+        copy.seek(0)
+        yield copy, "UTF-8"
+
+
+def _form_heads(f: IO[bytes], forced: str | None = None) -> Iterator[dict[str, str]]:
+    """Given an FI stream (and the encoding to read it in, over its prolog's), yield the head (name → text) of
+    each Form it holds, in file order, scanning CHUNK bytes at a time through one buffer (constant memory)."""
     start = f.read(WINDOW)
-    if start[:2] in (b"\xff\xfe", b"\xfe\xff") or b"<!DOCTYPE" in start:
-        return  # UTF-16 (not scanned), or a DTD (refused, as every XML the relay reads)
+    if b"<!DOCTYPE" in start:
+        return  # a DTD: refused, as every XML the relay reads
     found = PROLOG.match(start)
-    encoding = found.group(1).decode("ascii") if found else "UTF-8"
+    encoding = forced or (found.group(1).decode("ascii") if found else "UTF-8")
     root = ROOT_START.search(COMMENT.sub(b"", start))
     if root is None or root.group(0).endswith(b"/>"):
         return  # not XML, or an empty root: no Form
@@ -117,8 +201,9 @@ class _HeadDone(Exception):
 
 
 class _Head:
-    """A parser target that keeps the texts of a Form's head elements (Reference's children as
-    Reference/ReferenceNbr …) and stops the parse where the Form's body starts or the Form ends."""
+    """A parser target that keeps the texts of a Form's head elements (the children of its n-th Reference, from
+    0, as Reference<n>/ReferenceNbr …, their number as Reference#) and stops the parse where the Form's body
+    starts or the Form ends."""
 
     def __init__(self) -> None:
         self.head: dict[str, str] = {}
@@ -137,8 +222,13 @@ class _Head:
         if len(self._path) < 2:
             raise _HeadDone
         said = "".join(self._text).strip()
-        if name.split("/", 1)[0] in HEAD and name not in self.head and said:
-            self.head[name] = said
+        if name.split("/", 1)[0] not in HEAD:
+            pass
+        elif name == "Reference":  # one more Reference read: its children were kept under its number
+            self.head["Reference#"] = str(int(self.head.get("Reference#", "0")) + 1)
+        elif said:
+            name = name.replace("Reference/", f"Reference{self.head.get('Reference#', '0')}/", 1)
+            self.head.setdefault(name, said)
         self._text.clear()
 
     def data(self, text: str) -> None:

@@ -60,11 +60,45 @@ def outcome_of(go_name: str, state: State, data: SetData) -> str:
     if state == State.REFUSED:
         return "refused"
     if data.notifications:
-        return notification_outcome(data.notifications[-1])
+        return notifications_outcome(data.notifications)
     acrf = data.acrf
     if state == State.ACKNOWLEDGED and acrf is not None and acrf.accepted and acrf.final and _circuit_test(go_name):
         return "accepted"  # a DmfA in T: its ACRF is the whole answer
     return "pending"
+
+
+def notifications_outcome(notifications: tuple[NotificationRecord, ...]) -> str:
+    """Given a set's notifications in the order they came, return the outcome of them all: the latest answer
+    per worker (INSS) replaces an earlier one for the same worker, and one without workers named replaces
+    the earlier whole-declaration answer; a Dimona answered Form by Form is refused in part if any is."""
+    if len(notifications) == 1:
+        return notification_outcome(notifications[0])
+    latest: dict[str | None, str] = {}
+    for n in notifications:
+        named = [w for w in n.workers if w.inss]
+        if named and len(named) >= n.worker_count:  # every Form of it is kept, each naming its worker
+            latest.update((w.inss, _worker_outcome(w) if not w.anomaly_count else _anomalous(w)) for w in named)
+        else:
+            latest[None] = notification_outcome(n)
+    return _combined(list(latest.values()))
+
+
+def _anomalous(w: WorkerResult) -> str:
+    """Given a worker with anomalies, return its outcome, accepted ones marked as having anomalies."""
+    outcome = _worker_outcome(w)
+    return "accepted_with_anomalies" if outcome == "accepted" else outcome
+
+
+def _combined(outcomes: list[str]) -> str:
+    """Given the latest outcome per worker (or of the whole declaration), return the set's one outcome."""
+    kinds = set(outcomes)
+    refused = kinds & {"refused", "partly_refused"}
+    accepted = kinds & {"accepted", "accepted_with_anomalies", "partly_refused"}
+    if refused:
+        return "partly_refused" if accepted else "refused"
+    if "pending" in kinds:
+        return "pending"
+    return "accepted_with_anomalies" if "accepted_with_anomalies" in kinds else "accepted"
 
 
 def _circuit_test(go_name: str) -> bool:

@@ -94,7 +94,8 @@ def result_document(
         # Identification|date|hour of its Forms (the first FORMS_LISTED; every one is a key answers find it by)
         "original_forms": [v for k, v in keys or [] if k == "original_form"][:FORMS_LISTED],
         "original_form_count": sum(k == "original_form" for k, _ in keys or []),
-        "sender_references": [v for k, v in keys or [] if k == "sender_ref"],
+        "sender_references": [v for k, v in keys or [] if k == "sender_ref"][:FORMS_LISTED],  # the first ones
+        "sender_reference_count": sum(k == "sender_ref" for k, _ in keys or []),
         "reason": row.reason,
         "parts": row.parts,
         "acrf": _acrf_entry(row.data.acrf),

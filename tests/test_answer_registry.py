@@ -67,3 +67,15 @@ def test_a_new_answer_type_is_one_module_and_one_registration_line(
     assert row is not None
     assert "answer:      Beware notice B-17: check worker 3" in (set_detail(journal, GO) or "")
     assert document_of(journal, row)["answers"] == [{"type": "beware", "notice": "B-17"}]
+
+
+def test_sender_references_in_results_are_capped_like_forms(journal: Journal) -> None:
+    """Issue 23, review 2: a set of 150 Forms, each with its sender's reference: results list the first 100
+    (as original_forms) and count them all."""
+    journal.add_set(GO, "T", [f"FI.DMFA.{SENDER}.{TODAY}.00061.T.1.1"])
+    journal.add_keys(GO, [("sender_ref", f"R{n}") for n in range(150)])
+    row = journal.get_set(GO)
+    assert row is not None
+    doc = document_of(journal, row)
+    assert doc["sender_references"][:2] == ["R0", "R1"] and len(doc["sender_references"]) == 100
+    assert doc["sender_reference_count"] == 150

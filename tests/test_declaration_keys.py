@@ -6,7 +6,7 @@ from __future__ import annotations
 import tracemalloc
 from pathlib import Path
 
-from onss_relay.declaration_keys import CHUNK, declaration_keys
+from onss_relay.declaration_keys import CHUNK, MAX_FORMS, declaration_keys
 
 
 def flat_fi(path: Path, elements: int) -> Path:
@@ -80,3 +80,76 @@ def test_every_form_is_read_and_the_bodies_cost_no_memory(tmp_path: Path) -> Non
     assert large.stat().st_size > 4 * CHUNK
     peaks = peak(small), peak(large)
     assert peaks[1] < 2 * peaks[0] + 1_000_000 and peaks[1] < large.stat().st_size / 4, peaks
+
+
+def test_a_sender_reference_in_a_second_reference_is_recorded(tmp_path: Path) -> None:
+    """Issue 23, review 2: a Form head with another Reference first; the sender's own (type 1, origin 1)
+    comes second and is recorded too."""
+    fi = tmp_path / "fi.xml"
+    fi.write_text(
+        '<?xml version="1.0" encoding="UTF-8"?><DIMONA><Form><Identification>DIMONA</Identification>'
+        "<FormCreationDate>2026-11-30</FormCreationDate><FormCreationHour>09:00:00.000</FormCreationHour>"
+        "<Reference><ReferenceType>3</ReferenceType><ReferenceOrigin>2</ReferenceOrigin>"
+        "<ReferenceNbr>ONSS-9</ReferenceNbr></Reference>"
+        "<Reference><ReferenceType>1</ReferenceType><ReferenceOrigin>1</ReferenceOrigin>"
+        "<ReferenceNbr>REF-2</ReferenceNbr></Reference><DimonaIn><INSS>1</INSS></DimonaIn></Form></DIMONA>"
+    )
+    assert declaration_keys(fi) == (
+        ("original_form", "DIMONA|2026-11-30|09:00:00.000"),
+        ("sender_ref", "REF-2"),
+    )
+
+
+def test_a_utf16_fi_gets_its_keys(tmp_path: Path) -> None:
+    """Issue 23, review 2: a UTF-16 declaration (with its byte-order mark) is transcoded and scanned."""
+    fi = tmp_path / "fi.xml"
+    fi.write_text(
+        '<?xml version="1.0" encoding="UTF-16"?><DIMONA><Form><Identification>DIMONA</Identification>'
+        "<FormCreationDate>2026-11-30</FormCreationDate><FormCreationHour>09:00:00.000</FormCreationHour>"
+        "<Reference><ReferenceType>1</ReferenceType><ReferenceOrigin>1</ReferenceOrigin>"
+        "<ReferenceNbr>RÉF-16</ReferenceNbr></Reference><DimonaIn><INSS>1</INSS></DimonaIn></Form></DIMONA>",
+        encoding="utf-16",
+    )
+    assert declaration_keys(fi) == (
+        ("original_form", "DIMONA|2026-11-30|09:00:00.000"),
+        ("sender_ref", "RÉF-16"),
+    )
+
+
+def test_the_parts_of_a_set_are_read_as_one_declaration(tmp_path: Path) -> None:
+    """Issue 23, review 2: a Form head cut between part 1 and part 2, and a prefix declared only in part 1's
+    root, still give their keys (the parts' concatenation is the declaration); parts given out of order."""
+    head = (
+        "<d:Form><d:Identification>DIMONA</d:Identification><d:FormCreationDate>2026-11-30</d:FormCreationDate>"
+        "<d:FormCreationHour>09:00:0{n}.000</d:FormCreationHour><d:DimonaIn><d:INSS>{n}</d:INSS></d:DimonaIn></d:Form>"
+    )
+    whole = (
+        '<?xml version="1.0" encoding="UTF-8"?><d:DIMONA xmlns:d="urn:dimona">'
+        + "".join(head.format(n=n) for n in (1, 2, 3))
+        + "</d:DIMONA>"
+    ).encode()
+    cut = whole.index(b"2026-11-30", whole.index(b"09:00:01")) + 4  # inside the second Form's head
+    one, two = tmp_path / "FI.DIMN.123456.20261130.00001.T.2.1", tmp_path / "FI.DIMN.123456.20261130.00001.T.2.2"
+    one.write_bytes(whole[:cut])
+    two.write_bytes(whole[cut:])
+    assert declaration_keys(two, one) == tuple(
+        ("original_form", f"DIMONA|2026-11-30|09:00:0{n}.000") for n in (1, 2, 3)
+    )
+
+
+def test_the_cap_counts_forms_not_keys(tmp_path: Path) -> None:
+    """Issue 23, review 2: 20,001 Forms, each with its sender's reference: the first 20,000 Forms are recorded
+    (both their keys), as the README says, not 10,000 Forms' worth of keys."""
+    form = (
+        "<Form><Identification>DIMONA</Identification><FormCreationDate>2026-11-30</FormCreationDate>"
+        "<FormCreationHour>{n}</FormCreationHour><Reference><ReferenceType>1</ReferenceType>"
+        "<ReferenceOrigin>1</ReferenceOrigin><ReferenceNbr>R{n}</ReferenceNbr></Reference><DimonaIn/></Form>"
+    )
+    fi = tmp_path / "fi.xml"
+    with fi.open("w") as f:
+        f.write('<?xml version="1.0" encoding="UTF-8"?><DIMONA>')
+        f.writelines(form.format(n=n) for n in range(MAX_FORMS + 1))
+        f.write("</DIMONA>")
+    keys = declaration_keys(fi)
+    assert MAX_FORMS == 20_000
+    assert sum(k == "original_form" for k, _ in keys) == sum(k == "sender_ref" for k, _ in keys) == MAX_FORMS

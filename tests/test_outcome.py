@@ -142,3 +142,30 @@ def test_sets_of_a_journal_from_before_outcomes_get_theirs_at_the_upgrade(relay:
         assert upgraded.journal.outcome_counts() == {"partly_refused": 1}
     finally:
         upgraded.close()
+
+
+def test_a_dimona_answered_form_by_form_reads_all_its_answers(relay: Relay, sshd: SshServer, sftp_cfg: Config) -> None:
+    """Issue 23, review 2: one notification per worker; the set's outcome comes from all of them, the latest
+    answer for a worker replacing an earlier one."""
+    out = sshd.home / "OUTTEST"
+    answers = {  # sequence → its notifications, one Form each, in the order they come → the set's outcome
+        60: ([form("1", "1"), form("2", "0", anomaly("90373-333", "B"), "3"), form("3", "1")], "partly_refused"),
+        61: ([form("1", "0", anomaly("90373-333", "B"), "3"), form("1", "1")], "accepted"),
+    }
+    for seq in answers:
+        sent_set(relay, go(seq), f"FI.DIMN.{SENDER}.{TODAY}.{seq:05d}.T.1.1")
+        put(out, f"FO.ACRF.999999.{TODAY}.A{seq:04d}.T", acrf(go(seq), ticket=f"0TICKET{seq:06d}"))
+    relay.poll_once()
+    for i in range(3):  # each notification in its own poll: they come one after the other
+        for seq, (forms, _) in answers.items():
+            if i < len(forms):
+                marked = forms[i].replace("<EmployerId>", by_file(seq) + "<EmployerId>")
+                put(out, f"FO.NOTI.999999.{TODAY}.N{seq:02d}{i:02d}.T", notification(marked).encode())
+        relay.poll_once()
+    relay.results.catch_up()
+    expected = {go(seq): o for seq, (_, o) in answers.items()}
+    results = {g: json.loads((relay.spool.results / f"{g}.json").read_text()) for g in expected}
+    assert {g: d["outcome"] for g, d in results.items()} == expected
+    assert len(results[go(60)]["notifications"]) == 3
+    doc = json.loads(run_cli("status", "--json", "--config", str(sftp_cfg.source)).stdout)
+    assert {s["set"]: s["outcome"] for s in doc["sets"] if s["set"] in expected} == expected

@@ -9,12 +9,13 @@ answer's file, which stays in the inbox.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import Counter
 from collections.abc import Sequence
 from xml.etree.ElementTree import Element
 
 from onss_relay.journal import AnomalyRecord
-from onss_relay.responses.codes import anomaly_class, explain_anomaly
+from onss_relay.responses.codes import anomaly_class, anomaly_classes, explain_anomaly
 from onss_relay.responses.reading import child, flatten_path, text
 
 KEPT_PER_FORM = 100  # anomalies kept in detail per form, blocking ones first; the rest are counted
@@ -51,7 +52,7 @@ class AnomalyTally:
         """Given the next anomaly of the form, count it and keep it if there is room (or it blocks)."""
         self.count += 1
         self.blocking += a.blocking
-        self.by_class[a.anomaly_class or "?"] += 1
+        self.by_class[_class_counted(a.anomaly_class)] += 1
         self.by_code[a.error_id] += 1
         if len(self._kept) < KEPT_PER_FORM:
             self._kept.append((self.count, a))
@@ -78,6 +79,20 @@ class AnomalyTally:
         if len(self.by_code) > TOP_CODES:
             codes["other"] = self.count - sum(codes.values())
         return codes
+
+
+@functools.cache
+def _known_classes() -> frozenset[str]:
+    """Return the anomaly classes of our table (zone 00497)."""
+    return frozenset(anomaly_classes())
+
+
+def _class_counted(value: str | None) -> str:
+    """Given an anomaly's class, return the name it is counted under: a known class as itself, "?" when none
+    is given, any other value under "other" (so that counts by class stay as few as the table's rows)."""
+    if value is None:
+        return "?"
+    return value if value in _known_classes() else "other"
 
 
 def read_anomaly(a: Element) -> Anomaly:
@@ -127,5 +142,13 @@ def anomaly_words(anomalies: tuple[Anomaly, ...], n: int) -> str:
     """Given a Form's kept anomalies and how many it has, return them in words for a summary ("" when none)."""
     if not anomalies:
         return ""
-    listed = ", ".join(f"{a.error_id} {explain_anomaly(a.error_id)}, {blocking_word(a)}" for a in anomalies[:3])
-    return f", {n} anomal{'y' if n == 1 else 'ies'} ({listed}{', …' if n > 3 else ''})"
+    codes = distinct_codes(anomalies)
+    listed = ", ".join(f"{c} {explain_anomaly(c.split(' ', 1)[0])}, {w}" for c, w in codes[:3])
+    return f", {n} anomal{'y' if n == 1 else 'ies'} ({listed}{', …' if len(codes) > 3 else ''})"
+
+
+def distinct_codes(anomalies: Sequence[Anomaly]) -> list[tuple[str, str]]:
+    """Given anomalies (blocking ones first), return each distinct code once, in that order, with how many
+    times it came when more than once ("00237-008 ×15000") and its blocking word."""
+    counts = Counter((a.error_id, blocking_word(a)) for a in anomalies)
+    return [(f"{code} ×{n}" if n > 1 else code, word) for (code, word), n in counts.items()]

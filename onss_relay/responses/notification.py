@@ -32,7 +32,7 @@ from onss_relay.responses.anomalies import (
     AnomalyTally,
     anomaly_record,
     anomaly_words,
-    blocking_word,
+    distinct_codes,
     kept_in_all,
     read_anomaly,
 )
@@ -169,7 +169,9 @@ def summary(n: Notification) -> str:
         return words + anomaly_words(f.anomalies, f.tally.count)
     parts = [f"{c} {o}" for o, c in n.outcomes if c]
     refused = sorted((a for f in n.forms if f.outcome != "accepted" for a in f.anomalies), key=lambda a: not a.blocking)
-    why = f" ({', '.join(f'{a.error_id}, {blocking_word(a)}' for a in refused[:3])})" if refused else ""
+    codes = distinct_codes(refused)
+    listed = ", ".join(f"{code}, {word}" for code, word in codes[:3]) + (", …" if len(codes) > 3 else "")
+    why = f" ({listed})" if refused else ""
     return f"{n.count} workers: " + ", ".join(parts) + why
 
 
