@@ -127,6 +127,10 @@ def test_sets_of_a_journal_from_before_outcomes_get_theirs_at_the_upgrade(relay:
         for k in ("outcome", "anomaly_count", "anomalies_by_class", "anomalies_by_code", "diagnosis_meaning"):
             n.pop(k, None)
     db.execute("UPDATE sets SET data = ? WHERE go_name = ?", (json.dumps(data), go(60)))
+    for (index,) in db.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND sql LIKE '%outcome%'"
+    ).fetchall():
+        db.execute(f"DROP INDEX {index}")  # the version before outcomes had no index on them either
     db.execute("ALTER TABLE sets DROP COLUMN outcome")
     db.commit()
     db.close()
