@@ -48,9 +48,14 @@ def test_demo_prints_the_table_and_exits_0(tmp_path: Path) -> None:
     assert r.stdout.count("notified") == 4 and "accepted 0" in r.stdout
     assert "acknowledged" in r.stdout and "a DmfA in T is only a circuit test" in r.stdout
     assert "wrong sender number" in r.stdout
-    assert "2 workers: 1 accepted, 1 refused (90373-333, blocking)" in r.stdout  # a Dimona for two workers
-    # a refused notification, its diagnosis and anomaly explained (zone 00315 is not in our zone table)
-    assert "refused (diagnosis 3: refused: it holds blocking anomalies), 1 anomaly (00315-009 zone 00315:" in r.stdout
+    assert "2 workers: 1 accepted, 1 refused (00913-333, blocking)" in r.stdout  # a Dimona for two workers
+    # a refused notification, its diagnosis and anomaly explained by our zone and kind tables (issue 23)
+    assert (
+        "refused (diagnosis 3: refused: it holds blocking anomalies), 1 anomaly (00044-008 OccupationStartingDate:"
+        " not in the allowed domain" in r.stdout
+    )
+    # the outcome beside the state: refused sets do not read as done (issue 23, review 2)
+    assert " OUTCOME " in r.stdout and r.stdout.count(" refused ") >= 1 and " partly_refused " in r.stdout
     assert (tmp_path / "demo" / "spool" / "failed").is_dir()
     status = run("status", "--json", "--config", str(tmp_path / "demo" / "config.toml"))
     doc = json.loads(status.stdout)

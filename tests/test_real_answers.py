@@ -169,6 +169,20 @@ def test_provisional_accepted_then_final_refused(relay: Relay, sshd: SshServer) 
     row = relay.journal.get_set(GO)
     assert row is not None and row.state == State.REFUSED and row.data.acrf is not None and row.data.acrf.final
     assert [h[1] for h in relay.journal.history(GO)][-2:] == ["acknowledged", "refused"]
+    assert relay.journal.history(GO)[-1][2] == "final ACRF: refused: ACRF-125: invalid signature"
+
+
+def test_provisional_accepted_then_final_accepted_says_so(relay: Relay, sshd: SshServer) -> None:
+    """Issue 23, review 2: a final ACRF agreeing with the provisional one changes no state; the history says
+    it came (it said only "provisional ACRF: accepted")."""
+    sent_set(relay, GO, FI)
+    out = sshd.home / "OUTTEST"
+    put(out, f"FO.ACRF.999999.{TODAY}.0000A.T", acrf(GO, "1", "PA"))
+    relay.poll_once()
+    put(out, f"FO.ACRF.999999.{TODAY}.0000B.T", acrf(GO, "1", "FA"))
+    relay.poll_once()
+    details = [h[2] for h in relay.journal.history(GO)]
+    assert details[-2:] == ["provisional ACRF: accepted", "final ACRF: accepted"]
 
 
 def test_notification_before_its_acrf_waits_then_links(relay: Relay, sshd: SshServer, sftp_cfg: Config) -> None:

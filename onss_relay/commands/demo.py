@@ -18,6 +18,7 @@ from onss_relay.config import load_config
 from onss_relay.durable import atomic_write
 from onss_relay.journal import State
 from onss_relay.names import Env, Name, Prefix, circuit_test, format_name, parse_name
+from onss_relay.outcome import outcome_of
 from onss_relay.pipeline import Relay
 from onss_relay.simulator import Simulator
 from onss_relay.transport.local import make_remote_home
@@ -43,7 +44,7 @@ def demo_declarations() -> list[tuple[Name, bytes]]:
     workers (T, one refused, after a provisional ACRF), a 3-part DmfA declaration test (S, one non-blocking
     anomaly), a DmfA circuit test (T: an ACRF, no notification), a DmfA (R), a DmfA declaration test with a
     blocking anomaly (S, refused by its notification), and one invalid."""
-    dimona = "\r\n  <!-- SIMULATE-ACRF:PROVISIONAL -->\r\n  <!-- SIMULATE-ANOMALY:90373-333:B:2 -->"
+    dimona = "\r\n  <!-- SIMULATE-ACRF:PROVISIONAL -->\r\n  <!-- SIMULATE-ANOMALY:00913-333:B:2 -->"
     files = [(_declaration("DIMN", 1, "T", 1, 1), _xml("Dimona", 1, 1, dimona, ("85073003328", "90042125519")))]
     for part in (1, 2, 3):
         extra = "\r\n  <!-- SIMULATE-ANOMALY:00024-152:NB -->" if part == 2 else ""
@@ -52,7 +53,7 @@ def demo_declarations() -> list[tuple[Name, bytes]]:
     files.append((_declaration("DMFA", 4, "R", 1, 1), _xml("DmfA", 4, 1)))
     files.append((_declaration("DMFA", 5, "T", 1, 1, sender="654321"), _xml("DmfA", 5, 1)))  # wrong sender
     files.append(
-        (_declaration("DMFA", 6, "S", 1, 1), _xml("DmfA", 6, 1, "\r\n  <!-- SIMULATE-ANOMALY:00315-009:B -->"))
+        (_declaration("DMFA", 6, "S", 1, 1), _xml("DmfA", 6, 1, "\r\n  <!-- SIMULATE-ANOMALY:00044-008:B -->"))
     )
     return files
 
@@ -89,7 +90,8 @@ def run_demo(directory: Path | None, out: TextIO) -> int:
 def _report(relay: Relay, root: Path, out: TextIO) -> int:
     rows = sorted(relay.journal.recent_sets(100), key=lambda r: r.go_name.split(".")[4])
     print(f"onss-relay demo in {root}\n", file=out)
-    print(f"{'DECLARATION SET':<38} {'ENV':<4} {'STATE':<12} {'ACRF':<28} {'NOTIFICATION':<56} FILES", file=out)
+    head = f"{'DECLARATION SET':<38} {'ENV':<4} {'STATE':<12} {'OUTCOME':<23} {'ACRF':<28} {'NOTIFICATION':<56} FILES"
+    print(head, file=out)
     ok = True
     for r in rows:
         acrf = r.data.acrf
@@ -105,7 +107,11 @@ def _report(relay: Relay, root: Path, out: TextIO) -> int:
             ok = ok and r.go_name.split(".")[2] != SENDER  # only the deliberately invalid one may fail
         else:
             ok = ok and (r.state == State.NOTIFIED or (circuit and r.state == State.ACKNOWLEDGED))
-        print(f"{r.go_name:<38} {r.env:<4} {str(r.state):<12} {acrf_text:<28} {noti_text:<56} {where}", file=out)
+        outcome = outcome_of(r.go_name, r.state, r.data)
+        print(
+            f"{r.go_name:<38} {r.env:<4} {str(r.state):<12} {outcome:<23} {acrf_text:<28} {noti_text:<56} {where}",
+            file=out,
+        )
     ok = ok and any(r.state == State.FAILED for r in rows)
     print(f"\nresponses mirrored in {relay.spool.inbox}; per-set results in {relay.spool.results}", file=out)
     print(

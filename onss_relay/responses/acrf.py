@@ -131,7 +131,10 @@ def apply(journal: Journal, row: SetRow, acrf: Acrf, local_path: str) -> bool:
         and (previous is None or not previous.final)
     )  # a final answer overriding a provisional one
     if result_code(acrf.result_code).outcome == "pending" or not decides:
-        journal.update_data(row.go_name, acrf=record)  # temporary, repeated, or after the notification
+        with journal.atomic():  # temporary, repeated, or after the notification: no state change
+            journal.update_data(row.go_name, acrf=record)
+            if acrf.final and previous is not None and not previous.final:  # the history says the final came
+                journal.add_note(row.go_name, _detail(acrf))
     else:
         journal.transition(row.go_name, target, detail=_detail(acrf), acrf=record, ticket=acrf.ticket)
     return True
@@ -149,7 +152,7 @@ def consumed(journal: Journal, row: SetRow, what: str) -> SetRow:
 
 
 def _detail(acrf: Acrf) -> str:
-    kind = "provisional " if acrf.type_form == "PA" else ""
+    kind = {"PA": "provisional ", "FA": "final "}.get(acrf.type_form or "", "")
     if acrf.accepted:
         return f"{kind}ACRF: accepted"
     why = "; ".join(describe(c) for c in acrf.errors) or result_code(acrf.result_code).meaning
