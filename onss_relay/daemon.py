@@ -218,7 +218,15 @@ class Daemon:
         uploading = Stage("upload", upload, lambda: 5.0, self.stop, uploader_wake, retry)
         relay.uploader.on_retry, relay.uploader.on_progress = uploading.note_failure, uploading.note_progress
         return [
-            Stage("watch", scan, lambda: self._next_scan_in(relay), self.stop, outbox_wake, retry),
+            Stage(
+                "watch",
+                scan,
+                lambda: self._next_scan_in(relay),
+                self.stop,
+                outbox_wake,
+                retry,
+                backoff_cap=lambda: float(self.cfg.watch.rescan),  # a past settle deadline is no reason to spin
+            ),
             Stage("sign", sign, lambda: 5.0, self.stop, signer_wake, retry),
             uploading,
             Stage("poll", relay.poll_once, lambda: self.cfg.poll.interval, self.stop, None, retry),
@@ -231,7 +239,10 @@ class Daemon:
         self._status = f"relaying {self.cfg.paths.outbox_dir}"
         while not self.stop.wait(tick):
             self._ping_watchdog()
-            disk.check()  # logs a full disk once when it fills and once when it ends
+            was_full = disk.since is not None
+            if disk.check() is None and was_full:  # logged once when it fills and once when it ends
+                for stage in self.stages:
+                    stage.retry_now()  # room again: the stages backing off try now
             if self.watcher is not None:
                 self.watcher.keep_alive()
             self._status_follows()
