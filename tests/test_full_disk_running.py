@@ -112,6 +112,9 @@ def test_a_full_disk_under_a_settling_file_backs_the_scan_off(relay_dir: Path, s
         (outbox / ".second").rename(outbox / fi_name(2))  # its settle deadline passes while the disk is full
         assert wait_until(lambda: ("stage_retry", "watch") in events(log), 30), log.read_text()[-2000:]
         time.sleep(10)  # full ten seconds: at 0.05 s a try that is hundreds of attempts, backed off a handful
+        text = run_cli("status", "--config", str(config)).stdout  # the reason that applies is the full disk
+        [line] = [line for line in text.splitlines() if line.strip().startswith(fi_name(2))]
+        assert "disk full" in line and "settling" not in line, text
         filler.unlink()
         assert wait_until(lambda: recovered_after(log, "watch"), 60), log.read_text()[-2000:]
     finally:

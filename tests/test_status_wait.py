@@ -134,3 +134,20 @@ def test_an_uncertain_set_and_a_set_waiting_for_parts_say_why_in_status_and_syst
         sock.close()
         proc.terminate()
         assert proc.wait(20) == 0
+
+
+def test_outbox_files_with_no_relay_running_say_so(relay_dir: Path) -> None:
+    """Issue 24 review 2, item 2: with the daemon stopped an outbox file does not read "settling", and a bad name
+    is quarantined when the relay runs, not "at the next scan"."""
+    config = relay_dir / "config.toml"
+    queue_sets(config, 1)
+    outbox = relay_dir / "spool" / "outbox"
+    (outbox / fi_name(11, app="DMFA")).write_bytes(b"<DmfA>one</DmfA>")
+    (outbox / "payroll.xml").write_bytes(b"<DmfA>two</DmfA>")
+    text = run_cli("status", "--config", str(config)).stdout
+    [line] = [line for line in text.splitlines() if line.strip().startswith(fi_name(11, app="DMFA"))]
+    assert "complete: claimed when the relay runs; no relay is running (not running" in line, text
+    [line] = [line for line in text.splitlines() if line.strip().startswith("payroll.xml")]
+    assert "quarantined when the relay runs; no relay is running" in line, text
+    doc = json.loads(run_cli("status", "--json", "--config", str(config)).stdout)
+    assert all("no relay is running" in u["waiting"] for u in doc["unclaimed"]), doc["unclaimed"]
