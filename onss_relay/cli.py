@@ -166,7 +166,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     journal = open_journal_at(cfg.paths.journal_path, readonly=True)
     try:
         view = spool_view(Spool(cfg.paths), journal)
-        reason, uncertain = why_waiting(cfg.paths.root), uncertain_wait(journal)
+        reason, uncertain = why_waiting(cfg.paths.root), uncertain_wait(journal, float(cfg.remote.quiet_period))
         waiting = reason or uncertain
         if args.json:
             doc = status_json(journal, args.name, args.limit, cfg.poll, view)

@@ -383,7 +383,7 @@ class Daemon:
         ok, reason = self.health()
         if ok and self.relay is not None:  # healthy, yet sets may wait out a quiet period (uncertain)
             with contextlib.suppress(JournalError):
-                reason = uncertain_wait(self.relay.journal) or reason
+                reason = uncertain_wait(self.relay.journal, float(self.cfg.remote.quiet_period)) or reason
         status = f"waiting: {reason}" if not ok or reason != "ok" else f"relaying {self.cfg.paths.outbox_dir}"
         if status != self._status:
             self._status = status

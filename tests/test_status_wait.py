@@ -4,6 +4,7 @@ times with their zone for people, ISO UTC in JSON; `--version` from the installe
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -151,3 +152,25 @@ def test_outbox_files_with_no_relay_running_say_so(relay_dir: Path) -> None:
     assert "quarantined when the relay runs; no relay is running" in line, text
     doc = json.loads(run_cli("status", "--json", "--config", str(config)).stdout)
     assert all("no relay is running" in u["waiting"] for u in doc["unclaimed"]), doc["unclaimed"]
+
+
+def test_an_uncertain_set_waits_the_configured_quiet_period_when_it_was_raised_since(relay_dir: Path) -> None:
+    """Issue 24 review 2, item 5: a set became uncertain with a 10 min quiet period, then remote.quiet_period was
+    raised to 60 min; the uploader waits the longer, and status says that, not the recorded 10 min."""
+    config = relay_dir / "config.toml"
+    [go] = queue_sets(config, 1)
+    journal = open_journal_at(relay_dir / "spool" / "journal.db")
+    try:  # as a process killed mid-upload leaves it
+        journal.transition(go, State.SIGNED)
+        journal.transition(go, State.UPLOADING)
+    finally:
+        journal.close()
+    InFlightMarker(relay_dir / "spool").set()
+    env = {"ONSS_RELAY__REMOTE__QUIET_PERIOD": "10m", "TZ": "UTC"}
+    assert run_cli("send", "--once", "--config", str(config), env=env).returncode == 5
+    raised = {**env, "ONSS_RELAY__REMOTE__QUIET_PERIOD": "60m"}
+    text = run_cli("status", "--config", str(config), env=raised).stdout
+    found = re.search(r"is sent until (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", text)
+    assert found, text
+    until = dt.datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.UTC)
+    assert until - dt.datetime.now(dt.UTC) > dt.timedelta(minutes=30), text
