@@ -56,16 +56,16 @@ def test_a_start_up_error_is_a_json_line_with_an_error_priority(relay_dir: Path)
 
 
 @pytest.mark.parametrize(
-    ("args", "code", "says"),
-    [
-        (["status", "--nope"], 2, "unrecognized arguments: --nope"),  # argparse's own errors
-        (["submit", "x.xml"], 2, "the following arguments are required: --app, --env"),
-        (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
-        (["status", "NOPE"], 1, "no set named NOPE"),  # a command's own "not found"
+    ("args", "code", "says", "command"),
+    [  # the command is named when known (review 2: an unrecognized option reported "command": null)
+        (["status", "--nope"], 2, "unrecognized arguments: --nope", "status"),  # argparse's own errors
+        (["submit", "x.xml"], 2, "the following arguments are required: --app, --env", "submit"),
+        (["frobnicate"], 2, "invalid choice: 'frobnicate'", None),
+        (["status", "NOPE"], 1, "no set named NOPE", "status"),  # a command's own "not found"
     ],
 )
 def test_usage_errors_and_a_set_not_found_are_json_lines_with_an_error_priority(
-    relay_dir: Path, args: list[str], code: int, says: str
+    relay_dir: Path, args: list[str], code: int, says: str, command: str | None
 ) -> None:
     config, log = relay_dir / "config.toml", relay_dir / "journal.log"
     assert subprocess.run([sys.executable, "-m", "onss_relay.cli", "send", "--config", str(config)]).returncode == 0
@@ -80,6 +80,7 @@ def test_usage_errors_and_a_set_not_found_are_json_lines_with_an_error_priority(
     assert done.returncode == code
     [(priority, record)] = journal_lines(log)  # one line, `<3>{...}`: no plain usage text
     assert priority == 3 and record["event"] == "command_failed" and says in record["error"], record
+    assert record["command"] == command, record
 
 
 @pytest.mark.slow
