@@ -147,7 +147,10 @@ def test_checks_lines_into_the_journal_are_json_lines_with_their_priority(relay_
     events = {record["event"] for _, record in lines}
     assert {"check_passed", "check_failed"} <= events, lines
     assert all(p == 3 for p, r in lines if r["event"] == "check_failed"), lines
-    assert any("signer.pass" in r["line"] for p, r in lines if r["event"] == "check_failed"), lines
+    assert any("signer.pass" in r["error"] for p, r in lines if r["event"] == "check_failed"), lines  # jq's .error
+    warned = [(p, r) for p, r in lines if r["event"] == "check_warning"]
+    assert warned and all(p == 4 and r["error"] for p, r in warned), lines
+    assert any(r["line"].startswith("remote: not checked") for _, r in lines if r["event"] == "check_note"), lines
     plain = subprocess.run(  # into a pipe (a script): the lines a person reads, as before
         [sys.executable, "-m", "onss_relay.cli", "check", "--local", "--config", str(config)],
         capture_output=True,
