@@ -165,7 +165,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     journal = open_journal_at(cfg.paths.journal_path, readonly=True)
     try:
-        view = spool_view(Spool(cfg.paths), journal)
+        view = spool_view(Spool(cfg.paths), journal, cfg.watch)
         reason, uncertain = why_waiting(cfg.paths.root), uncertain_wait(journal, float(cfg.remote.quiet_period))
         waiting = reason or uncertain
         if args.json:

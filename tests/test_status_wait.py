@@ -20,7 +20,7 @@ from onss_relay.journal import NewSet, State, open_journal_at
 from onss_relay.stages.unclean_stop import InFlightMarker
 from tests.conftest import fi_name
 from tests.fixtures.sshd import SshServer
-from tests.helpers import run_cli, start_daemon, wait_log, wait_until
+from tests.helpers import Daemon, run_cli, start_daemon, wait_log, wait_until
 
 
 def queue_sets(config: Path, count: int) -> list[str]:
@@ -174,3 +174,23 @@ def test_an_uncertain_set_waits_the_configured_quiet_period_when_it_was_raised_s
     assert found, text
     until = dt.datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.UTC)
     assert until - dt.datetime.now(dt.UTC) > dt.timedelta(minutes=30), text
+
+
+@pytest.mark.slow
+def test_a_file_there_before_the_watch_says_it_waits_settle_unknown(relay_dir: Path) -> None:
+    """Issue 24 review 2, item 2: with settle = "0s" a file already in the outbox when the daemon started waited
+    30 s reading only "settling, or still being written"; it names watch.settle_unknown, the setting that holds it."""
+    config, log = relay_dir / "config.toml", relay_dir / "daemon.log"
+    config.write_text(config.read_text().replace('settle_unknown = "1s"', 'settle_unknown = "10m"'))
+    name = fi_name(11, app="DMFA")
+    (relay_dir / "spool" / "outbox").mkdir(parents=True, exist_ok=True)
+    (relay_dir / "spool" / "outbox" / name).write_bytes(b"<DmfA>one</DmfA>")
+    daemon = Daemon(config, log)
+    daemon.start()
+    try:
+        assert wait_until(lambda: (relay_dir / "spool" / "health.json").exists(), 30)  # its first health report
+        text = run_cli("status", "--config", str(config)).stdout
+    finally:
+        assert daemon.stop() == 0
+    [line] = [line for line in text.splitlines() if line.strip().startswith(name)]
+    assert "watch.settle_unknown (600 s) when the relay did not see it written" in line, text

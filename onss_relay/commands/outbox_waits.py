@@ -15,6 +15,8 @@ class ClaimBlock:
 
     not_running: str | None = None
     disk_full: str | None = None
+    settle: float | None = None  # watch.settle and watch.settle_unknown, seconds, to say how long settling lasts
+    settle_unknown: float | None = None
 
 
 def unclaimed_reasons(names: list[str], block: ClaimBlock | None = None) -> dict[str, str]:
@@ -54,4 +56,10 @@ def _set_reason(n: Name, fis: list[Name], block: ClaimBlock) -> str:
         return block.disk_full
     if block.not_running:
         return "complete: claimed when the relay runs"
-    return "settling, or still being written"
+    if block.settle is None or block.settle_unknown is None:
+        return "settling, or still being written"
+    return (
+        f"settling: claimed once unchanged for watch.settle ({block.settle:g} s) after its writer closed it, or for"
+        f" watch.settle_unknown ({block.settle_unknown:g} s) when the relay did not see it written (there before"
+        " the watch began); or still being written"
+    )

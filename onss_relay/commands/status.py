@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from onss_relay.commands.outbox_waits import ClaimBlock, unclaimed_reasons
-from onss_relay.config import PollConfig
+from onss_relay.config import PollConfig, WatchConfig
 from onss_relay.disk import disk_full
 from onss_relay.errors import InvalidName
 from onss_relay.journal import AcrfRecord, Journal, SetRow, State
@@ -81,12 +81,13 @@ class SpoolView:
     block: ClaimBlock = dataclasses.field(default_factory=ClaimBlock)  # why nothing is claimed now, if so
 
 
-def spool_view(spool: Spool, journal: Journal) -> SpoolView:
+def spool_view(spool: Spool, journal: Journal, watch: WatchConfig | None = None) -> SpoolView:
     """Given the spool and its journal, return what waits outside the journal and what keeps the relay from
     claiming outbox files now (no relay running, a full disk)."""
     root = spool.paths.root
     healthy, why = daemon_health(root)
-    block = ClaimBlock(why if healthy is None else None, disk_full(root))
+    settle = (float(watch.settle), float(watch.settle_unknown)) if watch else (None, None)
+    block = ClaimBlock(why if healthy is None else None, disk_full(root), *settle)
     return SpoolView(spool.unclaimed(journal), spool.quarantined(), spool.left_on_server(), block)
 
 
