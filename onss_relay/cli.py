@@ -172,8 +172,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     journal = open_journal(cfg, readonly=True)
     try:
-        view = spool_view(Spool(cfg.paths), journal)
-        reason, uncertain = why_waiting(cfg.paths.root), uncertain_wait(journal)
+        view = spool_view(Spool(cfg.paths), journal, cfg.watch)
+        reason, uncertain = why_waiting(cfg.paths.root), uncertain_wait(journal, float(cfg.remote.quiet_period))
         waiting = reason or uncertain
         if args.json:
             doc = status_json(journal, args.name, args.limit, cfg.poll, view)

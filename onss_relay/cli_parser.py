@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -18,14 +19,32 @@ class UsageParser(argparse.ArgumentParser):
     """An argparse parser whose usage errors, off a terminal, are a JSON line with a priority (journald, Docker,
     `jq`) instead of argparse's plain usage text."""
 
+    _argv: list[str] = []  # the arguments being parsed (set by parse_known_args)
+
     def error(self, message: str) -> NoReturn:
         """Given argparse's message, say it (usage text on a terminal, else one JSON line) and exit 2."""
         if sys.stderr.isatty():
             super().error(message)
         setup_logging()
-        command = self.prog.split(" ", 1)[1] if " " in self.prog else None
-        say_error(f"{message} (see {self.prog} --help)", EXIT_USAGE, command)
+        command = self.prog.split(" ", 1)[1] if " " in self.prog else self._command_in(self._argv)
+        prog = f"{self.prog} {command}" if command and " " not in self.prog else self.prog
+        say_error(f"{message} (see {prog} --help)", EXIT_USAGE, command)
         self.exit(EXIT_USAGE)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """Given the arguments, parse them, keeping them so that an error found here names the sub-command."""
+        self._argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def _command_in(self, argv: list[str]) -> str | None:
+        """Given the arguments, return the first that names one of this parser's sub-commands, or None: an
+        unrecognized option is reported by the top parser, after the sub-command parsed what it knew."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return next((a for a in argv if a in action.choices), None)
+        return None
 
 
 DESCRIPTION = """Relay Belgian social security declarations (Dimona, DmfA, DRS …) to the ONSS transfer point

@@ -240,7 +240,15 @@ class Daemon:
         uploading = Stage("upload", upload, lambda: 5.0, self.stop, uploader_wake, retry)
         relay.uploader.on_retry, relay.uploader.on_progress = uploading.note_failure, uploading.note_progress
         return [
-            Stage("watch", scan, lambda: self._next_scan_in(relay), self.stop, outbox_wake, retry),
+            Stage(
+                "watch",
+                scan,
+                lambda: self._next_scan_in(relay),
+                self.stop,
+                outbox_wake,
+                retry,
+                backoff_cap=lambda: float(self.cfg.watch.rescan),  # a past settle deadline is no reason to spin
+            ),
             Stage("sign", sign, lambda: 5.0, self.stop, signer_wake, retry),
             uploading,
             Stage("poll", relay.poll_once, lambda: self.cfg.poll.interval, self.stop, None, retry),
@@ -259,7 +267,10 @@ class Daemon:
                 self.stop.set()
                 break
             self._ping_watchdog()
-            disk.check()  # logs a full disk once when it fills and once when it ends
+            was_full = disk.since is not None
+            if disk.check() is None and was_full:  # logged once when it fills and once when it ends
+                for stage in self.stages:
+                    stage.retry_now()  # room again: the stages backing off try now
             if self.watcher is not None:
                 self.watcher.keep_alive()
             self._status_follows()
@@ -406,7 +417,7 @@ class Daemon:
         ok, reason = self.health()
         if ok and self.relay is not None:  # healthy, yet sets may wait out a quiet period (uncertain)
             with contextlib.suppress(JournalError):
-                reason = uncertain_wait(self.relay.journal) or reason
+                reason = uncertain_wait(self.relay.journal, float(self.cfg.remote.quiet_period)) or reason
         status = f"waiting: {reason}" if not ok or reason != "ok" else f"relaying {self.cfg.paths.outbox_dir}"
         if status != self._status:
             self._status = status

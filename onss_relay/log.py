@@ -141,6 +141,6 @@ def say_warning(sentence: str, command: str | None) -> None:
     """Given a command's warning sentence (its work goes on), print it on stderr: plain on a terminal, else a JSON
     log line with a warning priority."""
     if _json_output:
-        log.warning("command_warning", warning=sentence, command=command)
+        log.warning("command_warning", error=sentence, command=command)  # `error`: the README's jq recipe reads it
     else:
         print(f"onss-relay: {sentence}", file=sys.stderr)

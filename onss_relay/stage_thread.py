@@ -54,13 +54,16 @@ class Stage(threading.Thread):
         stop: threading.Event,
         wake: threading.Event | None = None,
         permanent_retry: float = 300.0,
+        backoff_cap: Callable[[], float] | None = None,
     ) -> None:
         super().__init__(name=f"stage-{name}", daemon=True)
         self.permanent_retry = permanent_retry
         self.step = step
         self.interval = interval
+        self.backoff_cap = backoff_cap or interval  # the longest wait between failed attempts
         self.stop = stop
         self.wake = wake or threading.Event()
+        self._retry = threading.Event()
         self.health = StageHealth(name)
 
     def run(self) -> None:
@@ -68,18 +71,36 @@ class Stage(threading.Thread):
             self.run_once()
             delay = self.next_in()
             self.health.next_try_at = time.time() + delay if self.health.consecutive else None
-            self.wake.wait(delay)
+            self._wait(delay)
+
+    def _wait(self, delay: float) -> None:
+        """Given the seconds to the next attempt, wait them out or until woken. A failing stage is woken only by
+        the stop or retry_now (room on the disk again), not by the hints that wake a healthy one: the watch
+        stage's own reads of a refused file would otherwise have it try again many times a second."""
+        end = time.monotonic() + delay
+        while True:
+            woken = self.wake.wait(max(0.0, end - time.monotonic()))
             self.wake.clear()
+            if not woken or not self.health.consecutive or self.stop.is_set() or self._retry.is_set():
+                self._retry.clear()
+                return
+
+    def retry_now(self) -> None:
+        """What a failing stage waited for came back (room on the disk): try again now, not after the backoff."""
+        self._retry.set()
+        self.wake.set()
 
     def next_in(self) -> float:
         """Seconds to the next attempt: the interval; the end of a pause (a permanent error); or sooner after a
-        transient failure (2, 4, 8 … s), so that an outage shows within a minute and its end as soon."""
+        transient failure (2, 4, 8 … s, up to the backoff cap), so that an outage shows within a minute and its end
+        as soon. A failing stage never tries sooner than its backoff: the watch stage's interval is short when a
+        file's settle time has passed, and a full disk would otherwise have it retry many times a second."""
         h = self.health
         now = time.monotonic()
         if h.paused_until > now + RETRY_AFTER_TRANSIENT:
             return h.paused_until - now
         if h.consecutive:
-            return min(self.interval(), RETRY_AFTER_TRANSIENT * 2.0 ** min(h.consecutive - 1, 10))
+            return min(self.backoff_cap(), RETRY_AFTER_TRANSIENT * 2.0 ** min(h.consecutive - 1, 10))
         return self.interval()
 
     def run_once(self) -> None:

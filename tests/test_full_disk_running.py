@@ -83,3 +83,41 @@ def test_plain_status_answers_on_a_disk_with_no_byte_free(relay_dir: Path, small
         filler.unlink()
         if daemon.proc is not None and daemon.proc.poll() is None:
             daemon.stop()
+
+
+def recovered_after(log: Path, stage: str) -> list[int]:
+    """Given a daemon's log, return the after_attempts of each stage_recovered line of ``stage``."""
+    found = []
+    for line in log.read_text().splitlines():
+        try:
+            doc = json.loads(line[line.index("{") :])
+        except ValueError:
+            continue
+        if doc.get("event") == "stage_recovered" and doc.get("stage") == stage:
+            found.append(int(doc["after_attempts"]))
+    return found
+
+
+def test_a_full_disk_under_a_settling_file_backs_the_scan_off(relay_dir: Path, small: Path) -> None:  # noqa: F811
+    """Issue 24 review 2, item 1: a file refused on the full disk after its settle time is not tried again at
+    once and again (the scan backs off as every stage does): the attempts are counted, not timed."""
+    config, log = on_small_disk(relay_dir, small), relay_dir / "daemon.log"
+    config.write_text(config.read_text().replace('settle = "0s"', 'settle = "4s"'))
+    outbox = small / "spool" / "outbox"
+    daemon = Daemon(config, log)
+    daemon.start()
+    try:
+        (outbox / ".second").write_bytes(b"<Dimona>second</Dimona>")
+        filler = fill(small)
+        (outbox / ".second").rename(outbox / fi_name(2))  # its settle deadline passes while the disk is full
+        assert wait_until(lambda: ("stage_retry", "watch") in events(log), 30), log.read_text()[-2000:]
+        time.sleep(10)  # full ten seconds: at 0.05 s a try that is hundreds of attempts, backed off a handful
+        text = run_cli("status", "--config", str(config)).stdout  # the reason that applies is the full disk
+        [line] = [line for line in text.splitlines() if line.strip().startswith(fi_name(2))]
+        assert "disk full" in line and "settling" not in line, text
+        filler.unlink()
+        assert wait_until(lambda: recovered_after(log, "watch"), 60), log.read_text()[-2000:]
+    finally:
+        assert daemon.stop() == 0
+    attempts = recovered_after(log, "watch")
+    assert len(attempts) == 1 and attempts[0] < 100, log.read_text()[-3000:]

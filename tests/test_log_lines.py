@@ -56,16 +56,16 @@ def test_a_start_up_error_is_a_json_line_with_an_error_priority(relay_dir: Path)
 
 
 @pytest.mark.parametrize(
-    ("args", "code", "says"),
-    [
-        (["status", "--nope"], 2, "unrecognized arguments: --nope"),  # argparse's own errors
-        (["submit", "x.xml"], 2, "the following arguments are required: --app, --env"),
-        (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
-        (["status", "NOPE"], 1, "no set named NOPE"),  # a command's own "not found"
+    ("args", "code", "says", "command"),
+    [  # the command is named when known (review 2: an unrecognized option reported "command": null)
+        (["status", "--nope"], 2, "unrecognized arguments: --nope", "status"),  # argparse's own errors
+        (["submit", "x.xml"], 2, "the following arguments are required: --app, --env", "submit"),
+        (["frobnicate"], 2, "invalid choice: 'frobnicate'", None),
+        (["status", "NOPE"], 1, "no set named NOPE", "status"),  # a command's own "not found"
     ],
 )
 def test_usage_errors_and_a_set_not_found_are_json_lines_with_an_error_priority(
-    relay_dir: Path, args: list[str], code: int, says: str
+    relay_dir: Path, args: list[str], code: int, says: str, command: str | None
 ) -> None:
     config, log = relay_dir / "config.toml", relay_dir / "journal.log"
     assert subprocess.run([sys.executable, "-m", "onss_relay.cli", "send", "--config", str(config)]).returncode == 0
@@ -80,6 +80,7 @@ def test_usage_errors_and_a_set_not_found_are_json_lines_with_an_error_priority(
     assert done.returncode == code
     [(priority, record)] = journal_lines(log)  # one line, `<3>{...}`: no plain usage text
     assert priority == 3 and record["event"] == "command_failed" and says in record["error"], record
+    assert record["command"] == command, record
 
 
 @pytest.mark.slow
@@ -146,7 +147,10 @@ def test_checks_lines_into_the_journal_are_json_lines_with_their_priority(relay_
     events = {record["event"] for _, record in lines}
     assert {"check_passed", "check_failed"} <= events, lines
     assert all(p == 3 for p, r in lines if r["event"] == "check_failed"), lines
-    assert any("signer.pass" in r["line"] for p, r in lines if r["event"] == "check_failed"), lines
+    assert any("signer.pass" in r["error"] for p, r in lines if r["event"] == "check_failed"), lines  # jq's .error
+    warned = [(p, r) for p, r in lines if r["event"] == "check_warning"]
+    assert warned and all(p == 4 and r["error"] for p, r in warned), lines
+    assert any(r["line"].startswith("remote: not checked") for _, r in lines if r["event"] == "check_note"), lines
     plain = subprocess.run(  # into a pipe (a script): the lines a person reads, as before
         [sys.executable, "-m", "onss_relay.cli", "check", "--local", "--config", str(config)],
         capture_output=True,

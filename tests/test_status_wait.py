@@ -4,6 +4,7 @@ times with their zone for people, ISO UTC in JSON; `--version` from the installe
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -19,7 +20,7 @@ from onss_relay.journal import NewSet, State, open_journal_at
 from onss_relay.stages.unclean_stop import InFlightMarker
 from tests.conftest import fi_name
 from tests.fixtures.sshd import SshServer
-from tests.helpers import run_cli, start_daemon, wait_log, wait_until
+from tests.helpers import Daemon, run_cli, start_daemon, wait_log, wait_until
 
 
 def queue_sets(config: Path, count: int) -> list[str]:
@@ -134,3 +135,62 @@ def test_an_uncertain_set_and_a_set_waiting_for_parts_say_why_in_status_and_syst
         sock.close()
         proc.terminate()
         assert proc.wait(20) == 0
+
+
+def test_outbox_files_with_no_relay_running_say_so(relay_dir: Path) -> None:
+    """Issue 24 review 2, item 2: with the daemon stopped an outbox file does not read "settling", and a bad name
+    is quarantined when the relay runs, not "at the next scan"."""
+    config = relay_dir / "config.toml"
+    queue_sets(config, 1)
+    outbox = relay_dir / "spool" / "outbox"
+    (outbox / fi_name(11, app="DMFA")).write_bytes(b"<DmfA>one</DmfA>")
+    (outbox / "payroll.xml").write_bytes(b"<DmfA>two</DmfA>")
+    text = run_cli("status", "--config", str(config)).stdout
+    [line] = [line for line in text.splitlines() if line.strip().startswith(fi_name(11, app="DMFA"))]
+    assert "complete: claimed when the relay runs; no relay is running (not running" in line, text
+    [line] = [line for line in text.splitlines() if line.strip().startswith("payroll.xml")]
+    assert "quarantined when the relay runs; no relay is running" in line, text
+    doc = json.loads(run_cli("status", "--json", "--config", str(config)).stdout)
+    assert all("no relay is running" in u["waiting"] for u in doc["unclaimed"]), doc["unclaimed"]
+
+
+def test_an_uncertain_set_waits_the_configured_quiet_period_when_it_was_raised_since(relay_dir: Path) -> None:
+    """Issue 24 review 2, item 5: a set became uncertain with a 10 min quiet period, then remote.quiet_period was
+    raised to 60 min; the uploader waits the longer, and status says that, not the recorded 10 min."""
+    config = relay_dir / "config.toml"
+    [go] = queue_sets(config, 1)
+    journal = open_journal_at(relay_dir / "spool" / "journal.db")
+    try:  # as a process killed mid-upload leaves it
+        journal.transition(go, State.SIGNED)
+        journal.transition(go, State.UPLOADING)
+    finally:
+        journal.close()
+    InFlightMarker(relay_dir / "spool").set()
+    env = {"ONSS_RELAY__REMOTE__QUIET_PERIOD": "10m", "TZ": "UTC"}
+    assert run_cli("send", "--once", "--config", str(config), env=env).returncode == 5
+    raised = {**env, "ONSS_RELAY__REMOTE__QUIET_PERIOD": "60m"}
+    text = run_cli("status", "--config", str(config), env=raised).stdout
+    found = re.search(r"is sent until (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", text)
+    assert found, text
+    until = dt.datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.UTC)
+    assert until - dt.datetime.now(dt.UTC) > dt.timedelta(minutes=30), text
+
+
+@pytest.mark.slow
+def test_a_file_there_before_the_watch_says_it_waits_settle_unknown(relay_dir: Path) -> None:
+    """Issue 24 review 2, item 2: with settle = "0s" a file already in the outbox when the daemon started waited
+    30 s reading only "settling, or still being written"; it names watch.settle_unknown, the setting that holds it."""
+    config, log = relay_dir / "config.toml", relay_dir / "daemon.log"
+    config.write_text(config.read_text().replace('settle_unknown = "1s"', 'settle_unknown = "10m"'))
+    name = fi_name(11, app="DMFA")
+    (relay_dir / "spool" / "outbox").mkdir(parents=True, exist_ok=True)
+    (relay_dir / "spool" / "outbox" / name).write_bytes(b"<DmfA>one</DmfA>")
+    daemon = Daemon(config, log)
+    daemon.start()
+    try:
+        assert wait_until(lambda: (relay_dir / "spool" / "health.json").exists(), 30)  # its first health report
+        text = run_cli("status", "--config", str(config)).stdout
+    finally:
+        assert daemon.stop() == 0
+    [line] = [line for line in text.splitlines() if line.strip().startswith(name)]
+    assert "watch.settle_unknown (600 s) when the relay did not see it written" in line, text

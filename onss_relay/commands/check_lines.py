@@ -18,7 +18,8 @@ MARKS = {"✓": ("check_passed", "info"), "✗": ("check_failed", "error"), "!":
 
 class CheckLinesAsLog(io.StringIO):
     """A text stream that turns each whole line written to it into a log event: ✓ `check_passed` (info), ✗
-    `check_failed` (error), ! `check_warning` (warning), any other `check_note` (info), with the line's text."""
+    `check_failed` (error), ! `check_warning` (warning), any other `check_note` (info), with the line's text
+    (in `error` for a failed or warned check)."""
 
     def write(self, text: str) -> int:
         """Given text, log each whole line in it (a partial line waits for its end); return its length."""
@@ -28,9 +29,20 @@ class CheckLinesAsLog(io.StringIO):
         self.truncate()
         super().write(rest)
         for line in filter(None, lines):
-            event, level = MARKS.get(line[:1], ("check_note", "info"))
-            getattr(log, level)(event, line=line[1:].strip() if line[:1] in MARKS else line)
+            _log_line(line)
         return len(text)
+
+
+def _log_line(line: str) -> None:
+    """Given one of check's lines, log it: a failed or warned check's text as its `error` (what the README's `jq`
+    recipe reads, as for every command error), a passed check's or a note's as `line` (a note without its "- ")."""
+    event, level = MARKS.get(line[:1], ("check_note", "info"))
+    if line[:1] in MARKS:
+        text = line[1:].strip()
+        field = "error" if level in ("error", "warning") else "line"
+    else:
+        text, field = line.strip().removeprefix("- "), "line"
+    getattr(log, level)(event, **{field: text})
 
 
 def check_output(stdout: TextIO) -> TextIO:

@@ -10,8 +10,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from onss_relay.commands.outbox_waits import unclaimed_reasons
-from onss_relay.config import PollConfig
+from onss_relay.commands.outbox_waits import ClaimBlock, unclaimed_reasons
+from onss_relay.config import PollConfig, WatchConfig
 from onss_relay.disk import disk_full
 from onss_relay.errors import InvalidName
 from onss_relay.journal import AcrfRecord, Journal, SetRow, State
@@ -78,10 +78,17 @@ class SpoolView:
     unclaimed: list[tuple[str, float]] = dataclasses.field(default_factory=list)
     quarantined: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     left_on_server: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    block: ClaimBlock = dataclasses.field(default_factory=ClaimBlock)  # why nothing is claimed now, if so
 
 
-def spool_view(spool: Spool, journal: Journal) -> SpoolView:
-    return SpoolView(spool.unclaimed(journal), spool.quarantined(), spool.left_on_server())
+def spool_view(spool: Spool, journal: Journal, watch: WatchConfig | None = None) -> SpoolView:
+    """Given the spool and its journal, return what waits outside the journal and what keeps the relay from
+    claiming outbox files now (no relay running, a full disk)."""
+    root = spool.paths.root
+    healthy, why = daemon_health(root)
+    settle = (float(watch.settle), float(watch.settle_unknown)) if watch else (None, None)
+    block = ClaimBlock(why if healthy is None else None, disk_full(root), *settle)
+    return SpoolView(spool.unclaimed(journal), spool.quarantined(), spool.left_on_server(), block)
 
 
 def status_table(
@@ -133,7 +140,7 @@ def status_table(
         ]
     view = view or SpoolView()
     if view.unclaimed:
-        reasons = unclaimed_reasons([name for name, _ in view.unclaimed])
+        reasons = unclaimed_reasons([name for name, _ in view.unclaimed], view.block)
         out += ["", f"outbox files not claimed yet ({len(view.unclaimed)}):"]
         out += [f"  {name}  {_seconds(age)}  {reasons[name]}" for name, age in view.unclaimed[:limit]]
     if view.quarantined:
@@ -272,8 +279,9 @@ def status_json(
         row = find_set(journal, name)
         doc = document_of(journal, row, poll) | {"result": result_summary(row)} if row else None
         return {"set": doc}
-    unclaimed = (view or SpoolView()).unclaimed
-    reasons = unclaimed_reasons([n for n, _ in unclaimed])
+    view = view or SpoolView()
+    unclaimed = view.unclaimed
+    reasons = unclaimed_reasons([n for n, _ in unclaimed], view.block)
     return {
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "counts": journal.counts(),

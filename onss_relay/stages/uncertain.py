@@ -75,11 +75,12 @@ def describe(row: SetRow, quiet: float) -> str:
     return f"{row.go_name}: uncertain, {why}; nothing more of it is sent until {when}, then the server is read and the set finished"
 
 
-def uncertain_wait(journal: Journal) -> str | None:
-    """Given the journal, return why sets wait out a quiet period (how many, the first, until when in local time
-    with the zone), for `status` and systemd's STATUS; None when no set is uncertain."""
+def uncertain_wait(journal: Journal, quiet: float) -> str | None:
+    """Given the journal and the configured quiet period (remote.quiet_period, what the uploader waits: the
+    longer of it and the recorded one), return why sets wait out a quiet period (how many, the first, until when
+    in local time with the zone), for `status` and systemd's STATUS; None when no set is uncertain."""
     waits = [
-        (decide_at(u, 0.0), r.go_name, u.step) for r in journal.sets_in(*UNCERTAIN_STATES) if (u := r.data.uncertain)
+        (decide_at(u, quiet), r.go_name, u.step) for r in journal.sets_in(*UNCERTAIN_STATES) if (u := r.data.uncertain)
     ]
     if not waits:
         return None
