@@ -138,6 +138,7 @@ def test_check_and_health_name_the_postgresql_journal_and_its_leader(cfg_path: P
     """The journal line of `check` on PostgreSQL: reachable, schema, the leader and its epoch."""
     from onss_relay.config import JournalConfig
     from onss_relay.journal.postgres_lease import PostgresLease
+    from onss_relay.journal.postgres_schema import SCHEMA_VERSION
 
     url = pg_server.new_database()
     env = {"ONSS_RELAY__JOURNAL__URL": url}
@@ -147,7 +148,7 @@ def test_check_and_health_name_the_postgresql_journal_and_its_leader(cfg_path: P
     try:
         assert lease.try_acquire()
         r = run_cli("check", "--config", str(cfg_path), env=env)
-        assert f"schema 2; leader {lease.me}, epoch 1" in r.stdout, r.stdout
+        assert f"schema {SCHEMA_VERSION}; leader {lease.me}, epoch 1" in r.stdout, r.stdout
     finally:
         lease.release()
     r = run_cli("check", "--config", str(cfg_path), env={"ONSS_RELAY__JOURNAL__URL": url.rsplit("/", 1)[0] + ":1/x"})
