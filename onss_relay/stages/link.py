@@ -31,6 +31,7 @@ def process_responses(journal: Journal, retry_waiting: bool = False, stop: threa
     notifications when a set changed (or ``retry_waiting``); return the GO names of the sets that changed.
     With ``stop`` set, end between two pages: the rest are linked by the next pass."""
     changed: dict[str, None] = {}  # an ordered set
+    read_now: set[tuple[str, str]] = set()  # read in this pass: a notification that just began to wait is not re-read
     after = 0
     while not (stop and stop.is_set()):
         page = journal.unlinked_page(after, LINK_PAGE)
@@ -38,9 +39,13 @@ def process_responses(journal: Journal, retry_waiting: bool = False, stop: threa
             break
         after = page[-1][0]
         for resp in sorted((r for _, r in page), key=_order):
+            read_now.add((resp.folder, resp.name))
             changed |= dict.fromkeys(_process_one(journal, resp))
     if (changed or retry_waiting) and not (stop and stop.is_set()):
-        waiting = sorted((r for r in journal.unlinked_responses() if r.kind in WAITING_KINDS), key=_order)
+        waiting = sorted(
+            (r for r in journal.unlinked_responses() if r.kind in WAITING_KINDS and (r.folder, r.name) not in read_now),
+            key=_order,
+        )
         for resp in waiting:
             changed |= dict.fromkeys(_process_one(journal, resp))
     return list(changed)  # their results/ files follow from the journal (results.ResultsWriter)
