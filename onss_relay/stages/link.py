@@ -33,14 +33,13 @@ def process_responses(journal: Journal, retry_waiting: bool = False, stop: threa
     changed: dict[str, None] = {}  # an ordered set
     read_now: set[tuple[str, str]] = set()  # read in this pass: a notification that just began to wait is not re-read
     after = 0
-    while not (stop and stop.is_set()):
-        page = journal.unlinked_page(after, LINK_PAGE)
-        if not page:
-            break
+    while page := journal.unlinked_page(after, LINK_PAGE):
         after = page[-1][0]
         for resp in sorted((r for _, r in page), key=_order):
             read_now.add((resp.folder, resp.name))
             changed |= dict.fromkeys(_process_one(journal, resp))
+        if stop and stop.is_set():  # a stop ends the pass between pages, never before the first one: an answer
+            break  # and its signature and marker, mirrored together, are linked together
     if (changed or retry_waiting) and not (stop and stop.is_set()):
         waiting = sorted(
             (r for r in journal.unlinked_responses() if r.kind in WAITING_KINDS and (r.folder, r.name) not in read_now),
