@@ -5,6 +5,7 @@ is the one place the relay may write (a read-only root or a private /tmp in a co
 from __future__ import annotations
 
 import contextlib
+import errno
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,11 +24,18 @@ class SpilledListing:
     def __init__(self, path: Path) -> None:
         self.path = path
         _remove(path)
-        self._db = sqlite3.connect(path)
-        self._db.execute("PRAGMA journal_mode=OFF")  # scratch: nothing to recover after a crash
-        self._db.execute("PRAGMA synchronous=OFF")
-        self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        self._db.execute("CREATE TABLE entries (set_key TEXT NOT NULL, name TEXT NOT NULL, size INTEGER NOT NULL)")
+        with _as_os_error(path):
+            self._db = sqlite3.connect(path)
+            try:
+                self._db.execute("PRAGMA journal_mode=OFF")  # scratch: nothing to recover after a crash
+                self._db.execute("PRAGMA synchronous=OFF")
+                self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+                self._db.execute(
+                    "CREATE TABLE entries (set_key TEXT NOT NULL, name TEXT NOT NULL, size INTEGER NOT NULL)"
+                )
+            except sqlite3.Error:
+                self.close()
+                raise
         self._pending: list[tuple[str, str, int]] = []
 
     def __enter__(self) -> SpilledListing:
@@ -43,13 +51,15 @@ class SpilledListing:
             self._flush()
 
     def _flush(self) -> None:
-        self._db.executemany("INSERT INTO entries VALUES (?, ?, ?)", self._pending)
+        with _as_os_error(self.path):
+            self._db.executemany("INSERT INTO entries VALUES (?, ?, ?)", self._pending)
         self._pending.clear()
 
     def sets(self) -> Iterator[tuple[str, list[RemoteEntry]]]:
         """Yield (set key, its entries) for every set added, in key order."""
         self._flush()
-        self._db.execute("CREATE INDEX entries_set ON entries(set_key, name)")
+        with _as_os_error(self.path):
+            self._db.execute("CREATE INDEX entries_set ON entries(set_key, name)")
         key: str | None = None
         members: list[RemoteEntry] = []
         for k, name, size in self._db.execute("SELECT set_key, name, size FROM entries ORDER BY set_key, name"):
@@ -64,6 +74,17 @@ class SpilledListing:
     def close(self) -> None:
         self._db.close()
         _remove(self.path)
+
+
+@contextlib.contextmanager
+def _as_os_error(path: Path) -> Iterator[None]:
+    """SQLite's errors on the scratch file become the OSError they are (a full disk: ENOSPC), so a poll stopped
+    by them is a local problem said in one sentence and tried again, like any other write to the spool."""
+    try:
+        yield
+    except sqlite3.Error as e:
+        code = errno.ENOSPC if "full" in str(e) else errno.EIO
+        raise OSError(code, f"{e} (the poll's scratch listing)", str(path)) from e
 
 
 def _remove(path: Path) -> None:
