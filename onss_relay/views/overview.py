@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from onss_relay.journal import IN_FLIGHT, ResponseRow, State
+from onss_relay.metrics import StageFigures
 from onss_relay.results import overdue_sets
 from onss_relay.views.chart import Chart, daily_chart
 from onss_relay.views.set_view import SetLine, set_line
@@ -19,13 +20,6 @@ REFUSED_OUTCOMES = ("refused", "partly_refused")
 
 
 @dataclasses.dataclass(frozen=True)
-class StageLine:
-    name: str
-    failures: int
-    last_ok: float | None
-
-
-@dataclasses.dataclass(frozen=True)
 class Overview:
     generated_at: float
     healthy: bool
@@ -34,7 +28,7 @@ class Overview:
     queue_depth: int
     last_good_poll: float | None
     certificate_days_left: int | None  # None: the certificate cannot be read
-    stages: tuple[StageLine, ...]
+    stages: tuple[StageFigures, ...]
     refused: tuple[SetLine, ...]
     overdue: tuple[SetLine, ...]
     recent: tuple[SetLine, ...]
@@ -62,7 +56,7 @@ def overview(src: Sources, now: float | None = None) -> Overview:
         queue_depth=sum(counts.get(s, 0) for s in IN_FLIGHT),
         last_good_poll=poll_stage.last_ok if poll_stage else None,
         certificate_days_left=_days_left(src),
-        stages=tuple(StageLine(s.name, s.failures, s.last_ok) for s in snap.stages),
+        stages=tuple(snap.stages),
         refused=tuple(set_line(r, poll, now) for r in refused_rows.values())[:SHOWN],
         overdue=tuple(late),
         recent=tuple(set_line(r, poll, now) for r in src.journal.recent_sets(SHOWN, light=True)),
