@@ -182,7 +182,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         if args.name:
             detail = set_detail(journal, args.name)
             if detail is None:
-                say_error(f"no set named {args.name} in {journal_location(cfg)}", EXIT_WORK_FAILED, "status")
+                say_error(f"no set or ticket {args.name} in {journal_location(cfg)}", EXIT_WORK_FAILED, "status")
                 return EXIT_WORK_FAILED
             row = journal.get_set(as_go(args.name)) if waiting else None
             print(detail + (f"\nwaiting:     {waiting}" if row is not None and row.state in UNSENT else ""))

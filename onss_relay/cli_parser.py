@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("status", "show declaration sets, their states and ONSS results")
     p.add_argument("name", nargs="?", help="one set (GO or FI name): its whole history")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--limit", type=int, default=50, help="how many recent sets (default: 50)")
+    p.add_argument("--limit", type=_at_least_one, default=50, help="how many recent sets (default: 50)")
     p.add_argument(
         "--health",
         action="store_true",
@@ -168,3 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("demo", "run the whole cycle locally against the simulator and print the results")
     p.add_argument("dir", nargs="?", type=Path, help="keep everything under DIR (default: a temporary folder)")
     return parser
+
+
+def _at_least_one(text: str) -> int:
+    """Given --limit's value, return it as a count of at least 1 (argparse says the error in one sentence)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} shows nothing: give 1 or more")
+    return n

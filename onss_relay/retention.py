@@ -85,14 +85,22 @@ class Pruner:
             cursors[kind] = (page[-1].updated_at, page[-1].go_name)
 
     def _files(self, kind: str, row: SetRow) -> list[Path]:
+        """Given a kind and a set, return its files of that kind in THIS spool: the journal's paths are re-rooted
+        (a spool moved, copied or restored elsewhere keeps the old absolute paths in its journal: pruning must
+        never reach the other copy)."""
         if kind == "results":
             return [self.spool.results / f"{row.go_name}.json"]
         if kind == "inbox":
-            return [p for r in self.journal.responses_linked_to(row.go_name) for p in _with_marks(Path(r.local_path))]
+            return [
+                p
+                for r in self.journal.responses_linked_to(row.go_name)
+                for p in _with_marks(self.spool.inbox / r.folder / Path(r.local_path).name)
+            ]
         if not row.data.sent_dir:
             return []
         names = [*row.parts, *row.data.extras, *row.data.fs, row.go_name]
-        return [Path(row.data.sent_dir) / n for n in names]
+        day = self.spool.sent / Path(row.data.sent_dir).name
+        return [day / Path(n).name for n in names]
 
     def _load(self) -> dict[str, tuple[float, str]]:
         try:

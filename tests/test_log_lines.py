@@ -61,7 +61,8 @@ def test_a_start_up_error_is_a_json_line_with_an_error_priority(relay_dir: Path)
         (["status", "--nope"], 2, "unrecognized arguments: --nope", "status"),  # argparse's own errors
         (["submit", "x.xml"], 2, "the following arguments are required: --app, --env", "submit"),
         (["frobnicate"], 2, "invalid choice: 'frobnicate'", None),
-        (["status", "NOPE"], 1, "no set named NOPE", "status"),  # a command's own "not found"
+        (["status", "NOPE"], 1, "no set or ticket NOPE", "status"),  # a command's own "not found"
+        (["status", "--limit", "0"], 2, "0 shows nothing", "status"),  # review of issue 29
     ],
 )
 def test_usage_errors_and_a_set_not_found_are_json_lines_with_an_error_priority(

@@ -94,3 +94,94 @@ def test_the_daemon_prunes_answered_sets_days_later_and_never_a_set_still_waitin
         assert row is not None and row.state == State.NOTIFIED and len(journal.history(go_answered)) >= 4
     finally:
         journal.close()
+
+
+def _answered_set(relay_dir: Path) -> str:
+    """Given a relay folder, send one declaration, let the simulator answer it, poll: return its GO name."""
+    config = relay_dir / "config.toml"
+    outbox = relay_dir / "spool" / "outbox"
+    outbox.mkdir(parents=True, exist_ok=True)
+    (outbox / fi_name(1)).write_bytes(b"<Dimona>1</Dimona>")
+    assert run_cli("send", "--once", "--config", str(config)).returncode == 0
+    Simulator(relay_dir / "remote", SENDER).process()
+    assert run_cli("poll", "--once", "--config", str(config)).returncode == 0
+    return "GO." + fi_name(1)[3:-2]
+
+
+def _spool_files(root: Path) -> list[str]:
+    spool = root / "spool"
+    return sorted(str(p.relative_to(spool)) for d in ("results", "inbox", "sent") for p in (spool / d).rglob("*"))
+
+
+def test_a_copied_spool_prunes_its_own_files_never_the_original(
+    relay_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Review of issue 29: a spool copied (or restored) elsewhere keeps the original's absolute paths in its
+    journal; retention followed them and pruned the ORIGINAL's sent files and answers. It prunes its own."""
+    import shutil
+    import time
+
+    from onss_relay.config import RetentionConfig
+    from onss_relay.retention import Pruner
+    from onss_relay.spool import Spool
+
+    go = _answered_set(relay_dir)
+    copy = tmp_path_factory.mktemp("copy") / "relay"
+    shutil.copytree(relay_dir, copy, symlinks=True)
+    original = _spool_files(relay_dir)
+    assert any(f.startswith("sent/") for f in original) and any(f.startswith("inbox/") for f in original)
+    cfg = load_config(copy / "config.toml", environ={})
+    journal = open_journal_at(cfg.paths.journal_path)
+    try:
+        counts = Pruner(RetentionConfig(1, 1, 1), journal, Spool(cfg.paths)).run_once(time.time() + 3 * 86400)
+    finally:
+        journal.close()
+    assert _spool_files(relay_dir) == original  # nothing of the original
+    left = [f for f in _spool_files(copy) if go[3:] in f or go in f]
+    assert left == [] and counts["sent"] > 0 and counts["inbox"] > 0 and counts["results"] == 1, (left, counts)
+
+
+def test_results_written_again_become_prunable_again(relay_dir: Path) -> None:
+    """Review of issue 29: deleting results.cursor writes every result again (README); retention had walked past
+    those sets and never pruned them again. A results writer starting from the first set resets retention's
+    results walk."""
+    import time
+
+    from onss_relay.config import RetentionConfig
+    from onss_relay.results import ResultsWriter
+    from onss_relay.retention import Pruner
+    from onss_relay.spool import Spool
+
+    go = _answered_set(relay_dir)
+    cfg = load_config(relay_dir / "config.toml", environ={})
+    spool = Spool(cfg.paths)
+    journal = open_journal_at(cfg.paths.journal_path)
+    try:
+        later = time.time() + 3 * 86400
+        assert Pruner(RetentionConfig(1, 0, 0), journal, spool).run_once(later)["results"] == 1
+        (cfg.paths.root / "results.cursor").unlink()
+        ResultsWriter(spool, journal).catch_up()
+        assert (cfg.paths.results_dir / f"{go}.json").exists()
+        assert Pruner(RetentionConfig(1, 0, 0), journal, spool).run_once(later)["results"] == 1
+    finally:
+        journal.close()
+
+
+def test_status_says_when_a_sets_sent_files_were_pruned(relay_dir: Path) -> None:
+    """Review of issue 29: `status NAME` named the sent folder of files retention had removed."""
+    import time
+
+    from onss_relay.config import RetentionConfig
+    from onss_relay.retention import Pruner
+    from onss_relay.spool import Spool
+
+    go = _answered_set(relay_dir)
+    config = relay_dir / "config.toml"
+    assert "pruned" not in run_cli("status", go, "--config", str(config)).stdout
+    cfg = load_config(config, environ={})
+    journal = open_journal_at(cfg.paths.journal_path)
+    try:
+        Pruner(RetentionConfig(0, 0, 1), journal, Spool(cfg.paths)).run_once(time.time() + 3 * 86400)
+    finally:
+        journal.close()
+    assert "(no longer there: pruned by retention.sent_days)" in run_cli("status", go, "--config", str(config)).stdout

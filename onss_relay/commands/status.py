@@ -182,7 +182,8 @@ def set_detail(journal: Journal, name: str) -> str | None:
     if row.data.acrf is not None:
         lines.append(f"acrf:        {_acrf_line(row.data.acrf)}")
     if doc["sent_dir"]:
-        lines.append(f"sent files:  {doc['sent_dir']}")
+        gone = not (Path(doc["sent_dir"]) / row.go_name).exists()
+        lines.append(f"sent files:  {doc['sent_dir']}" + (" (no longer there: pruned by retention.sent_days)" * gone))
     lines += [f"warning:     {w}" for w in row.data.warnings]
     lines += [f"answer:      {rendering(a.kind).status_line(a)}" for a in row.data.answers]
     lines += [f"answer:      {p}" for p in row.data.other_responses]
