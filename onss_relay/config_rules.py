@@ -122,7 +122,9 @@ def journal_url_problem(url: str) -> str | None:
         return None
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres"):
-        return f"{url.split(':', 1)[0]!r}: only postgresql://user@host:port/database is known (empty = SQLite)"
+        # never quote the value: a keyword connection string ("host=… password=…") may hold the password
+        said = f"the scheme {parts.scheme!r}" if "://" in url and parts.scheme.isalnum() else "a connection string"
+        return f"{said} is not known: give postgresql://user@host:port/database (empty = SQLite)"
     if parts.password is not None or "password=" in parts.query:
         return "holds a password: put it in journal.password_file, never in the URL (URLs are logged)"
     if not parts.path.strip("/"):

@@ -23,9 +23,13 @@ def wait_for_leadership(lock: RelayLock, stop: threading.Event, notifier: Notifi
     and STATUS=standby) while another relay holds it; return True once held, False if stopped first."""
     if lock.try_acquire():
         return True
-    log.warning("standby", detail=f"active relay: {lock.holder()}; taking over when it stops", **_where(lock))
+    if unreachable := getattr(lock, "unreachable", None):  # the database, not another relay, is what it waits for
+        detail = f"waiting for the journal's database ({unreachable}); taking the leadership when it answers"
+    else:
+        detail = f"active relay: {lock.holder()}; taking over when it stops"
+    log.warning("standby", detail=detail, **_where(lock))
     # READY: under Type=notify a standby that never says so is timed out and restarted in a loop
-    notifier.send("READY=1", f"STATUS=standby: active relay: {lock.holder()}")
+    notifier.send("READY=1", f"STATUS=standby: {detail}")
     while not stop.wait(1.0):
         if lock.try_acquire():
             log.info("taking_over", epoch=lock.epoch, **_where(lock))

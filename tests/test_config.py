@@ -146,3 +146,20 @@ def test_environment_s_is_signed_by_default_and_the_old_key_still_reads_with_a_w
     both = old.replace("sign_simulation = false", "sign_simulation = false\nsign_in_s = true")
     with pytest.raises(ConfigError, match="keep only signing.sign_in_s"):
         load_config(write(tmp_path, both), environ={})
+
+
+@pytest.mark.parametrize(
+    "url, says",
+    [
+        ("host=127.0.0.1 port=5432 dbname=ha user=relay password=S3cret-pw", "a connection string is not known"),
+        ("mysql://relay:S3cret-pw@db/ha", "the scheme 'mysql' is not known"),
+        ("postgresql://relay:S3cret-pw@db:5432/ha", "holds a password"),
+        ("postgresql://relay@db:5432/ha?password=S3cret-pw", "holds a password"),
+    ],
+)
+def test_a_journal_url_problem_never_quotes_the_password(tmp_path: Path, url: str, says: str) -> None:
+    """Review of issue 25: a keyword connection string was refused with its whole value quoted, password and all."""
+    from onss_relay.config_rules import journal_url_problem
+
+    problem = journal_url_problem(url)
+    assert problem is not None and says in problem and "S3cret" not in problem, problem

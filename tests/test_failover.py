@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 from onss_relay.config import JournalConfig
 from onss_relay.journal.postgres import PostgresJournal
 from tests.fixtures.sshd import SshServer
-from tests.helpers import Daemon, wait_log, wait_until
+from tests.helpers import Daemon, run_cli, wait_log, wait_until
 from tests.test_uploader_sftp import assert_order_and_once, drop_sets
 
 pytestmark = pytest.mark.slow
@@ -115,7 +114,8 @@ def test_a_postgresql_restart_is_waited_out_and_nothing_is_lost_or_doubled(
         assert wait_until(lambda: _sent(pg_config) >= 10, 60, 0.05)
         pg_server.stop()
         assert wait_log(sftp_dir / "a.log", "leadership_lost", timeout=30)
-        time.sleep(1)  # the relay says it waits while the database is away
+        # the relay says it waits for the database, not for another relay (review of issue 25)
+        assert wait_log(sftp_dir / "a.log", "waiting for the journal's database", timeout=30)
         pg_server.start()
         assert wait_log(sftp_dir / "a.log", "taking_over", timeout=30)
         assert wait_until(lambda: _sent(pg_config) == 100, 120, 0.5)
@@ -124,3 +124,19 @@ def test_a_postgresql_restart_is_waited_out_and_nothing_is_lost_or_doubled(
     log = (sftp_dir / "a.log").read_text()
     assert '"standby_again"' in log and "cannot be reached" in log
     _assert_all_sent_once(pg_config, sshd, gos)
+
+
+def test_status_health_and_check_see_the_leader_on_postgresql(sftp_dir: Path, pg_config: Path, sshd: SshServer) -> None:
+    """Review of issue 25: with the journal in PostgreSQL no relay.lock is held, and `status --health` (the
+    container's HEALTHCHECK) called the running leader "not running"."""
+    relay = Daemon(pg_config, sftp_dir / "a.log")
+    relay.start()
+    try:
+        assert wait_log(sftp_dir / "a.log", "leadership_taken")
+        assert wait_until(lambda: (sftp_dir / "spool" / "health.json").exists(), 30)
+        health = run_cli("status", "--health", "--config", str(pg_config))
+        assert health.returncode == 0 and "leader, epoch 1" in health.stdout, health.stdout + health.stderr
+        check = run_cli("check", "--config", str(pg_config))
+        assert "not running" not in check.stdout, check.stdout
+    finally:
+        assert relay.stop() == 0

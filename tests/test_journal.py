@@ -160,13 +160,18 @@ SHARED_MOUNTS = """/dev/vda1 / ext4 rw 0 0
 fileserver:/payroll /srv/relay nfs4 rw 0 0
 //nas/hr /mnt/hr cifs rw 0 0
 overlay /var/lib/docker/overlay2/x/merged overlay rw 0 0
+gluster:/vol /mnt/gluster fuse.glusterfs rw 0 0
+ceph /mnt/ceph fuse.ceph-fuse rw 0 0
+/dev/sdb /mnt/cluster ocfs2 rw 0 0
 """
 
 
 @pytest.mark.parametrize(
     "spool, refused",
     [("/srv/relay/spool", True), ("/mnt/hr/spool", True), ("/var/lib/onss-relay", False)]
-    + [("/var/lib/docker/overlay2/x/merged/spool", False)],  # a container's own disk is local
+    + [("/var/lib/docker/overlay2/x/merged/spool", False)]  # a container's own disk is local
+    # review of issue 25: FUSE forms of cluster filesystems and shared-disk cluster filesystems were accepted
+    + [("/mnt/gluster/spool", True), ("/mnt/ceph/spool", True), ("/mnt/cluster/spool", True)],
 )
 def test_a_sqlite_journal_is_refused_on_a_network_filesystem(spool: str, refused: bool) -> None:
     from onss_relay.journal import sqlite_place_problem

@@ -229,8 +229,10 @@ def daemon_health(root: Path) -> tuple[bool | None, str]:
     if doc.get("stopped"):
         return None, f"not running: the last daemon stopped {int(age)} s ago"
     # its writer is gone (killed, a reboot) or a new one has not reported yet; "?": a holder that could not write its
-    # pid in the lock (a full disk at start) is believed
-    if holder != "?" and str(doc.get("pid")) != holder:
+    # pid in the lock (a full disk at start) is believed. With PostgreSQL the leadership is in the database, not in
+    # the spool's lock file, and the leader may run on the other machine: its report's freshness decides.
+    in_database = (doc.get("leadership") or {}).get("backend") == "postgresql"
+    if not in_database and holder != "?" and str(doc.get("pid")) != holder:
         who = f"pid {holder} holds the spool and has not reported yet" if holder else "no relay holds the spool"
         return None, f"not running: {who}; the last report, {int(age)} s old, is from a process that has ended"
     if age > HEALTH_FRESH:

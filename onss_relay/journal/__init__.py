@@ -294,7 +294,11 @@ def open_journal(cfg: Config, readonly: bool = False, epoch: int | None = None) 
 
 # filesystems shared between machines, where SQLite's WAL (shared memory on one host) and its locks do not hold;
 # overlay, fuse and virtiofs are not listed: a container's or a VM's own disk
-SHARED_FILESYSTEMS = ("nfs", "cifs", "smb", "afs", "ceph", "glusterfs", "fuse.sshfs", "lustre", "gpfs", "beegfs")
+# network and cluster filesystems (a FUSE one is named fuse.<kind>): a SQLite WAL needs one host's shared memory
+SHARED_FILESYSTEMS = (
+    "nfs", "cifs", "smb", "afs", "ceph", "glusterfs", "sshfs", "lustre", "gpfs", "beegfs", "9p", "davfs",
+    "ocfs2", "gfs2", "virtiofs", "vboxsf", "moosefs", "mfs", "juicefs", "s3fs", "rclone",
+)  # fmt: skip
 
 
 def sqlite_place_problem(path: Path, mounts: str | None = None) -> str | None:
@@ -303,7 +307,7 @@ def sqlite_place_problem(path: Path, mounts: str | None = None) -> str | None:
     from onss_relay.stages.watch import filesystem_type
 
     kind = filesystem_type(path.parent, mounts)
-    if not kind.startswith(SHARED_FILESYSTEMS):
+    if not kind.removeprefix("fuse.").startswith(SHARED_FILESYSTEMS):
         return None
     return (
         f"{path}: the SQLite journal cannot live on a network filesystem ({kind}): its WAL and locks hold on one"

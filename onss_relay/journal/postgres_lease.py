@@ -55,6 +55,7 @@ class PostgresLease:
         self._valid_until = 0.0  # time.monotonic() past which the lease is no longer trusted
         self._lost: str | None = None
         self._holder = "?"
+        self.unreachable: str | None = None  # why the database cannot be reached, while it cannot
         self._since: float | None = None
         self.standby_since: float | None = None
         self._stop = threading.Event()
@@ -82,9 +83,10 @@ class PostgresLease:
             with self._io, neutral_errors(self.where):
                 epoch = self._take()
         except RelayError as e:
-            self._holder = f"unknown ({e})"
+            self._holder, self.unreachable = f"unknown ({e})", str(e)
             self.standby_since = self.standby_since or time.time()
             return False
+        self.unreachable = None
         if epoch is None:
             self.standby_since = self.standby_since or time.time()
             return False
