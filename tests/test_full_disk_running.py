@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,16 +19,20 @@ from tests.test_single_faults import fill
 pytestmark = pytest.mark.slow
 
 
-def events(log: Path) -> list[tuple[str, str]]:
-    """Given a daemon's log, return (event, stage) of every JSON line."""
+def records(log: Path) -> list[dict[str, Any]]:
+    """Given a daemon's log, return every JSON line (after its priority prefix, if any) as a dict."""
     found = []
     for line in log.read_text().splitlines():
         try:
-            doc = json.loads(line[line.index("{") :])
+            found.append(json.loads(line[line.index("{") :]))
         except ValueError:
             continue
-        found.append((str(doc.get("event")), str(doc.get("stage"))))
     return found
+
+
+def events(log: Path) -> list[tuple[str, str]]:
+    """Given a daemon's log, return (event, stage) of every JSON line."""
+    return [(str(doc.get("event")), str(doc.get("stage"))) for doc in records(log)]
 
 
 def on_small_disk(relay_dir: Path, small: Path) -> Path:  # noqa: F811
@@ -87,15 +92,11 @@ def test_plain_status_answers_on_a_disk_with_no_byte_free(relay_dir: Path, small
 
 def recovered_after(log: Path, stage: str) -> list[int]:
     """Given a daemon's log, return the after_attempts of each stage_recovered line of ``stage``."""
-    found = []
-    for line in log.read_text().splitlines():
-        try:
-            doc = json.loads(line[line.index("{") :])
-        except ValueError:
-            continue
-        if doc.get("event") == "stage_recovered" and doc.get("stage") == stage:
-            found.append(int(doc["after_attempts"]))
-    return found
+    return [
+        int(doc["after_attempts"])
+        for doc in records(log)
+        if doc.get("event") == "stage_recovered" and doc.get("stage") == stage
+    ]
 
 
 def test_a_full_disk_under_a_settling_file_backs_the_scan_off(relay_dir: Path, small: Path) -> None:  # noqa: F811

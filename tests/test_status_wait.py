@@ -99,20 +99,27 @@ def test_the_transfer_point_down_is_why_sets_wait_and_systemd_status_says_so(sft
         assert proc.wait(20) == 0
 
 
+def killed_mid_upload(relay_dir: Path, config: Path) -> str:
+    """Given a relay folder, queue one set and leave it as a process killed mid-upload does (uploading, the
+    in-flight marker set); return its GO name."""
+    [go] = queue_sets(config, 1)
+    journal = open_journal_at(relay_dir / "spool" / "journal.db")
+    try:
+        journal.transition(go, State.SIGNED)
+        journal.transition(go, State.UPLOADING)
+    finally:
+        journal.close()
+    InFlightMarker(relay_dir / "spool").set()
+    return go
+
+
 @pytest.mark.slow
 def test_an_uncertain_set_and_a_set_waiting_for_parts_say_why_in_status_and_systemd_status(relay_dir: Path) -> None:
     """The two waits `status` did not explain: a set uncertain after a connection given up (its quiet period, until
     when), and an outbox file whose set lacks parts (which)."""
     config, log = relay_dir / "config.toml", relay_dir / "daemon.log"
     env = {"ONSS_RELAY__REMOTE__QUIET_PERIOD": "10m", "TZ": "Europe/Brussels"}
-    [go] = queue_sets(config, 1)
-    journal = open_journal_at(relay_dir / "spool" / "journal.db")
-    try:  # as a process killed mid-upload leaves it
-        journal.transition(go, State.SIGNED)
-        journal.transition(go, State.UPLOADING)
-    finally:
-        journal.close()
-    InFlightMarker(relay_dir / "spool").set()
+    go = killed_mid_upload(relay_dir, config)
     assert run_cli("send", "--once", "--config", str(config), env=env).returncode == 5
     outbox = relay_dir / "spool" / "outbox"
     (outbox / fi_name(7, total=2, part=1)).write_bytes(b"<Dimona>part one</Dimona>")
@@ -158,14 +165,7 @@ def test_an_uncertain_set_waits_the_configured_quiet_period_when_it_was_raised_s
     """Issue 24 review 2, item 5: a set became uncertain with a 10 min quiet period, then remote.quiet_period was
     raised to 60 min; the uploader waits the longer, and status says that, not the recorded 10 min."""
     config = relay_dir / "config.toml"
-    [go] = queue_sets(config, 1)
-    journal = open_journal_at(relay_dir / "spool" / "journal.db")
-    try:  # as a process killed mid-upload leaves it
-        journal.transition(go, State.SIGNED)
-        journal.transition(go, State.UPLOADING)
-    finally:
-        journal.close()
-    InFlightMarker(relay_dir / "spool").set()
+    killed_mid_upload(relay_dir, config)
     env = {"ONSS_RELAY__REMOTE__QUIET_PERIOD": "10m", "TZ": "UTC"}
     assert run_cli("send", "--once", "--config", str(config), env=env).returncode == 5
     raised = {**env, "ONSS_RELAY__REMOTE__QUIET_PERIOD": "60m"}
