@@ -166,7 +166,9 @@ class ResultsWriter:
         self.cursor_path = spool.paths.root / "results.cursor"
         self.done = self._read_cursor()
         if self.done == 0:  # every result is written again: retention must look at all of them again too
-            forget_retention_of(spool, "results")
+            from onss_relay.retention import forget_walk  # retention reads this module: imported when needed
+
+            forget_walk(spool, "results")
         # told of each result written (the on_result hook); called outside no lock of the journal's
         self.on_write: Callable[[SetRow, Path], None] | None = None
         # the daemon's results tick and a stage's end both catch up: one at a time, or an older read of a set
@@ -195,15 +197,3 @@ class ResultsWriter:
                 atomic_write(self.cursor_path, f"{self.done}\n".encode())
                 written += len(rows)
             return written
-
-
-def forget_retention_of(spool: Spool, kind: str) -> None:
-    """Given the spool and a kind of file retention prunes, make its next run start from the first set (files of
-    that kind written again for old sets would otherwise stay for ever: its walk is past them)."""
-    path = spool.paths.root / "retention.json"
-    try:
-        cursors = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return
-    if isinstance(cursors, dict) and cursors.pop(kind, None) is not None:
-        atomic_write(path, json.dumps(cursors).encode(), sync=False)

@@ -103,14 +103,33 @@ class Pruner:
         return [day / Path(n).name for n in names]
 
     def _load(self) -> dict[str, tuple[float, str]]:
-        try:
-            raw = json.loads(self._cursor_path.read_text())
-            return {k: (float(v[0]), str(v[1])) for k, v in raw.items() if k in KINDS}
-        except (OSError, ValueError, TypeError, IndexError, AttributeError):
-            return {}
+        return _load_walks(self._cursor_path)
 
     def _save(self, cursors: dict[str, tuple[float, str]]) -> None:
-        atomic_write(self._cursor_path, json.dumps(cursors).encode(), sync=False)  # at worst a page looked at again
+        _save_walks(self._cursor_path, cursors)
+
+
+def forget_walk(spool: Spool, kind: str) -> None:
+    """Given the spool and a kind of file retention prunes, make its next run of that kind start from the first
+    set (files written again for old sets, e.g. every result after results.cursor was deleted, would otherwise
+    stay for ever: the walk is past them)."""
+    path = spool.paths.root / "retention.json"
+    walks = _load_walks(path)
+    if walks.pop(kind, None) is not None:
+        _save_walks(path, walks)
+
+
+def _load_walks(path: Path) -> dict[str, tuple[float, str]]:
+    """Given retention.json, return where each kind's walk stopped ({} when there is none or it is damaged)."""
+    try:
+        raw = json.loads(path.read_text())
+        return {k: (float(v[0]), str(v[1])) for k, v in raw.items() if k in KINDS}
+    except (OSError, ValueError, TypeError, IndexError, AttributeError):
+        return {}
+
+
+def _save_walks(path: Path, walks: dict[str, tuple[float, str]]) -> None:
+    atomic_write(path, json.dumps(walks).encode(), sync=False)  # at worst a page looked at again
 
 
 def _with_marks(answer: Path) -> list[Path]:
