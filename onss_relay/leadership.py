@@ -26,6 +26,12 @@ class RelayLock(Protocol):
         """Return who holds the lock, for the messages of a standby ("?" when unknown)."""
         ...
 
+    @property
+    def unreachable(self) -> str | None:
+        """Why the lock's keeper cannot be asked while it cannot (PostgreSQL: its database is down; a standby
+        then waits for it, not for another relay), None otherwise (always for a flock)."""
+        ...
+
     def lost(self) -> str | None:
         """Return why a lock this process held is no longer safely held (its lease lapsed or its connection
         broke), None while it still is: the stages must stop at once."""

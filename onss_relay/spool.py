@@ -327,6 +327,11 @@ class SpoolLock:
             pass
         return True
 
+    @property
+    def unreachable(self) -> str | None:
+        """A file lock is always there to be asked: None."""
+        return None
+
     def holder(self) -> str:
         """Return the pid written by the holder, "?" when unreadable."""
         try:

@@ -23,7 +23,7 @@ def wait_for_leadership(lock: RelayLock, stop: threading.Event, notifier: Notifi
     and STATUS=standby) while another relay holds it; return True once held, False if stopped first."""
     if lock.try_acquire():
         return True
-    if unreachable := getattr(lock, "unreachable", None):  # the database, not another relay, is what it waits for
+    if unreachable := lock.unreachable:  # the database, not another relay, is what it waits for
         detail = f"waiting for the journal's database ({unreachable}); taking the leadership when it answers"
     else:
         detail = f"active relay: {lock.holder()}; taking over when it stops"
