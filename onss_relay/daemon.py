@@ -99,7 +99,7 @@ class Daemon:
 
     def wait_for_lock(self) -> bool:
         """Take the relay lock, waiting as a standby while another relay holds it; False if stopped first."""
-        return wait_for_leadership(self.lock, self.stop, self.notifier, self._ping_watchdog)
+        return wait_for_leadership(self.lock, self.stop, self.notifier, self._ping_watchdog, self.cfg.metrics)
 
     def run(self) -> int:
         """Run terms of leadership until stopped: wait for the lock, run the stages, and after a lost lease
@@ -160,6 +160,7 @@ class Daemon:
     def _stop_web(self) -> None:
         if self.web is not None:
             self.web.shutdown()
+            self.web.server_close()  # its address is free for the standby's listener after a lost lease
 
     def _start_hook(self, relay: Relay) -> None:
         if self.cfg.hooks.on_result:

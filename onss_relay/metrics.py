@@ -135,12 +135,15 @@ class RelayCollector(Collector):
 
 def leadership_metrics(doc: Mapping[str, object]) -> Iterator[GaugeMetricFamily]:
     """Given the relay lock's description, yield whether this relay leads, its epoch and since when it was a
-    standby (0 when it is not one)."""
+    standby (0 when it is not one): on a standby, the active relay's epoch as last read."""
     leader = GaugeMetricFamily("onss_relay_is_leader", "1 when this relay is the active one (holds the relay lock)")
     leader.add_metric([], 1.0 if doc.get("leader") else 0.0)
     yield leader
-    epoch = GaugeMetricFamily("onss_relay_leader_epoch", "Leadership epoch held (PostgreSQL journal; 0 with SQLite)")
-    epoch.add_metric([], float(doc.get("epoch") or 0))  # type: ignore[arg-type]
+    epoch = GaugeMetricFamily(
+        "onss_relay_leader_epoch",
+        "Leadership epoch held, or on a standby the active relay's (PostgreSQL journal; 0 with SQLite or unknown)",
+    )
+    epoch.add_metric([], float(doc.get("epoch") or doc.get("leader_epoch") or 0))  # type: ignore[arg-type]
     yield epoch
     standby = GaugeMetricFamily("onss_relay_standby_since_timestamp_seconds", "Unix time it became a standby, or 0")
     standby.add_metric([], float(doc.get("standby_since") or 0))  # type: ignore[arg-type]

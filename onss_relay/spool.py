@@ -299,6 +299,7 @@ class SpoolLock:
         root.mkdir(parents=True, exist_ok=True)
         self.path = root / "relay.lock"
         self._fd: int | None = None
+        self.standby_since: float | None = None  # time.time() of the first try that found it held
 
     def lost(self) -> str | None:
         """Return None: a flock is held until this process gives it back or dies."""
@@ -309,7 +310,14 @@ class SpoolLock:
 
     def describe(self) -> dict[str, object]:
         """Return the lock's line for status and check: the SQLite journal, this spool's flock."""
-        return {"backend": "sqlite", "lock": str(self.path), "leader": self._fd is not None, "epoch": None}
+        leader = self._fd is not None
+        return {
+            "backend": "sqlite",
+            "lock": str(self.path),
+            "leader": leader,
+            "epoch": None,
+            "standby_since": None if leader else self.standby_since,
+        }
 
     def try_acquire(self) -> bool:
         """Take the flock without waiting; return whether this process holds it now."""
@@ -318,8 +326,9 @@ class SpoolLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
+            self.standby_since = self.standby_since or time.time()
             return False
-        self._fd = fd
+        self._fd, self.standby_since = fd, None
         try:  # who holds it, for the messages of others; the lock itself is the flock
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())

@@ -11,18 +11,37 @@ from collections.abc import Callable
 
 import structlog
 
+from onss_relay.config import MetricsConfig
 from onss_relay.journal import Journal, State
 from onss_relay.leadership import RelayLock
 from onss_relay.sd_notify import Notifier
+from onss_relay.standby_web import serve_standby, stop_serving
 
 log = structlog.get_logger(__name__)
 
 
-def wait_for_leadership(lock: RelayLock, stop: threading.Event, notifier: Notifier, tick: Callable[[], None]) -> bool:
+def wait_for_leadership(
+    lock: RelayLock,
+    stop: threading.Event,
+    notifier: Notifier,
+    tick: Callable[[], None],
+    metrics: MetricsConfig | None = None,
+) -> bool:
     """Given the relay lock, take it, waiting as a standby (logged once as "standby", told to systemd as READY
-    and STATUS=standby) while another relay holds it; return True once held, False if stopped first."""
+    and STATUS=standby, serving /metrics and /healthz on metrics.listen meanwhile) while another relay holds it;
+    return True once held, False if stopped first."""
     if lock.try_acquire():
         return True
+    web = serve_standby(metrics, lock) if metrics is not None else None
+    try:
+        return _wait_as_standby(lock, stop, notifier, tick)
+    finally:
+        stop_serving(web)  # the active relay's listener takes the address next
+
+
+def _wait_as_standby(lock: RelayLock, stop: threading.Event, notifier: Notifier, tick: Callable[[], None]) -> bool:
+    """Given the relay lock another relay holds, say "standby" and try it every second; return True once held,
+    False if stopped first."""
     if unreachable := lock.unreachable:  # the database, not another relay, is what it waits for
         detail = f"waiting for the journal's database ({unreachable}); taking the leadership when it answers"
     else:

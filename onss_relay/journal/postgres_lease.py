@@ -55,6 +55,7 @@ class PostgresLease:
         self._valid_until = 0.0  # time.monotonic() past which the lease is no longer trusted
         self._lost: str | None = None
         self._holder = "?"
+        self._leader_epoch: int | None = None  # the active relay's epoch as last read by this standby
         self.unreachable: str | None = None  # why the database cannot be reached, while it cannot
         self._since: float | None = None
         self.standby_since: float | None = None
@@ -110,7 +111,7 @@ class PostgresLease:
                 (self.sender,),
             ).fetchone()
             if row is not None and row["live"] and row["holder"] != self.me:
-                self._holder = str(row["holder"])
+                self._holder, self._leader_epoch = str(row["holder"]), int(row["epoch"])
                 return None
             epoch = (int(row["epoch"]) if row is not None else 0) + 1
             db.execute(TAKE, (self.sender, epoch, self.me, float(self.cfg.lease)))
@@ -175,12 +176,14 @@ class PostgresLease:
                 self._conn = None
 
     def describe(self) -> dict[str, object]:
-        """Return what status, check and /metrics show: backend, database, leader, epoch, since, standby."""
+        """Return what status, check and /metrics show: backend, database, leader, epoch (held), leader_epoch
+        (held, or the active relay's as a standby last read it), since, standby_since."""
         return {
             "backend": "postgresql",
             "journal": self.where,
             "leader": self._epoch is not None and self._lost is None,
             "epoch": self._epoch,
+            "leader_epoch": self._epoch if self._epoch is not None else self._leader_epoch,
             "holder": self._holder,
             "since": self._since,
             "standby_since": self.standby_since,
