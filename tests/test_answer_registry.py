@@ -10,7 +10,7 @@ import pytest
 
 from onss_relay import responses
 from onss_relay.commands.status import set_detail
-from onss_relay.journal import AnswerRecord, Journal, ResponseRow, State, open_journal_at
+from onss_relay.journal import AnswerRecord, DataChange, Journal, ResponseRow, State, open_journal_at
 from onss_relay.responses.reading import local, safe_iterparse
 from onss_relay.results import document_of
 from onss_relay.stages.link import process_responses
@@ -27,7 +27,9 @@ def beware_link(journal: Journal, resp: ResponseRow, source: IO[bytes]) -> list[
     journal.link_response(resp.folder, resp.name, "beware", GO)
     row = journal.get_set(GO)
     assert row is not None
-    journal.update_data(GO, answers=(*row.data.answers, AnswerRecord("beware", resp.name, resp.local_path, fields)))
+    journal.update_data(
+        GO, DataChange(answers=(*row.data.answers, AnswerRecord("beware", resp.name, resp.local_path, fields)))
+    )
     return [GO]
 
 

@@ -16,7 +16,7 @@ import structlog.testing
 
 from onss_relay.config import Config, Duration, HooksConfig, PollConfig
 from onss_relay.hooks import ResultHook
-from onss_relay.journal import AcrfRecord, Journal, SetData, SetRow, State, open_journal_at
+from onss_relay.journal import AcrfRecord, DataChange, Journal, SetData, SetRow, State, open_journal_at
 from onss_relay.metrics import HealthSnapshot
 from onss_relay.simulator import Simulator
 from onss_relay.spool import Spool
@@ -35,7 +35,7 @@ def acknowledged(journal: Journal, go: str, env: str) -> None:
     for state in (State.SIGNED, State.UPLOADING, State.GO_SENDING, State.SENT):
         journal.transition(go, state)
     acrf = AcrfRecord("1", True, "0TICKET", "inbox/OUT/ACRF", ())
-    journal.transition(go, State.ACKNOWLEDGED, ticket="0TICKET", acrf=acrf)
+    journal.transition(go, State.ACKNOWLEDGED, ticket="0TICKET", data=DataChange(acrf=acrf))
 
 
 def test_an_overdue_set_behind_many_old_circuit_tests_is_shown_and_told(cfg: Config, tmp_path: Path) -> None:

@@ -80,7 +80,7 @@ WRITER = textwrap.dedent("""
         go = f"GO.DMFA.123456.20260101.{i % 99999 + 1:05d}.T.1"
         j.add_set(go, "T", ["FI"] * 50, SetData(extras=("x" * 20000,)))
         for s in (State.SIGNED, State.UPLOADING, State.GO_SENDING, State.SENT):
-            j.transition(go, s, fs=("y" * 20000,))
+            j.transition(go, s, data=DataChange(fs=("y" * 20000,)))
         i += 1
 """)
 

@@ -15,6 +15,7 @@ from onss_relay.journal import (
     AcrfRecord,
     Change,
     CodeMeaning,
+    DataChange,
     Journal,
     NewSet,
     SetData,
@@ -49,8 +50,8 @@ def test_typed_data_round_trips(journal: Journal) -> None:
     data = SetData(sizes={FI: 10}, mtimes={FI: 123}, extras=("FS.x",), fs=("FS.y",))
     journal.add_sets([NewSet(GO, "T", [FI], data)])
     acrf = AcrfRecord("1", True, "0ABC", "/inbox/x", (CodeMeaning("ACRF-125", "invalid signature"),), "PA", False)
-    journal.transition(GO, State.SIGNED, fs=("FS.z",))
-    journal.update_data(GO, acrf=acrf)
+    journal.transition(GO, State.SIGNED, data=DataChange(fs=("FS.z",)))
+    journal.update_data(GO, DataChange(acrf=acrf))
     row = journal.get_set(GO)
     assert row is not None and row.data == SetData(
         sizes={FI: 10}, mtimes={FI: 123}, extras=("FS.x",), fs=("FS.z",), acrf=acrf
@@ -59,8 +60,10 @@ def test_typed_data_round_trips(journal: Journal) -> None:
 
 def test_an_unknown_data_field_is_a_bug_not_data(journal: Journal) -> None:
     journal.add_set(GO, "T", [FI])
-    with pytest.raises(TypeError):
-        journal.update_data(GO, blob="x")
+    with pytest.raises(TypeError):  # mypy refuses it first (tests/test_journal_changes.py)
+        journal.update_data(GO, DataChange(blob="x"))  # type: ignore[call-arg]
+    row = journal.get_set(GO)
+    assert row is not None and row.data == SetData()
 
 
 def test_transition_many_is_all_or_nothing(journal: Journal) -> None:
@@ -139,8 +142,8 @@ def test_sets_changed_after_a_counter_value_and_one_sequence_per_sender_date_env
     assert [r.go_name for r in journal.sets_changed_after(mark)] == [other, GO]
     assert journal.sets_changed_after(mark)[-1].change == journal.last_change()
     with journal.atomic():  # one transaction: both or neither
-        journal.update_data(GO, extras=("x",))
-        journal.update_data(other, extras=("y",))
+        journal.update_data(GO, DataChange(extras=("x",)))
+        journal.update_data(other, DataChange(extras=("y",)))
     assert {r.go_name for r in journal.sets_changed_after(mark + 3)} == {GO, other}
     # the same sequence under two application codes: both use it
     assert sorted(r.go_name for r in journal.sets_with_sequence("123456", "20260101", "00001", "T")) == sorted(
@@ -158,11 +161,13 @@ def test_atomic_is_all_or_nothing_and_uncertain_sets_keep_their_record(journal: 
     mark = journal.last_change()
     with pytest.raises(RuntimeError), journal.atomic():
         journal.add_note(GO, "seen")
-        journal.update_data(GO, extras=("x",))
+        journal.update_data(GO, DataChange(extras=("x",)))
         raise RuntimeError("a crash between the two writes")
     assert journal.last_change() == mark and journal.get_set(GO).data.extras == ()  # type: ignore[union-attr]
     uncertain = Uncertain(since=1.5, boottime=2.5, boot_id="b", quiet=30.0, step="GO")
-    journal.transition(GO, State.GO_SENDING, "GO in flight on a connection given up", uncertain=uncertain)
+    journal.transition(
+        GO, State.GO_SENDING, "GO in flight on a connection given up", data=DataChange(uncertain=uncertain)
+    )
     row = journal.get_set(GO)
     assert row is not None and row.state == State.GO_SENDING and row.data.uncertain == uncertain
     assert [r.go_name for r in journal.sets_in(State.GO_SENDING)] == [GO]

@@ -11,7 +11,7 @@ import pytest
 
 from onss_relay.config import Duration, JournalConfig
 from onss_relay.errors import ConfigError, Fenced, JournalError, JournalUnreachable
-from onss_relay.journal import State
+from onss_relay.journal import DataChange, State
 from onss_relay.journal.postgres import PostgresJournal
 from onss_relay.journal.postgres_lease import PostgresLease
 from onss_relay.journal.postgres_schema import SCHEMA_VERSION
@@ -52,10 +52,12 @@ def test_a_schema_1_journal_gets_the_worker_index_filled_when_opened(settings: J
     journal.add_set(GO, "T", [FI])
     for state in (State.SIGNED, State.UPLOADING, State.GO_SENDING, State.SENT):
         journal.transition(GO, state)
-    journal.transition(GO, State.ACKNOWLEDGED, ticket="0T1", acrf=AcrfRecord("1", True, "0T1", "in/ACRF", ()))
+    journal.transition(
+        GO, State.ACKNOWLEDGED, ticket="0T1", data=DataChange(acrf=AcrfRecord("1", True, "0T1", "in/ACRF", ()))
+    )
     worker = WorkerResult("85073003328", "1", "accepted")
     notification = NotificationRecord("1", True, None, None, "FO.NOTI.1", workers=(worker,))
-    journal.transition(GO, State.NOTIFIED, notifications=(notification,))
+    journal.transition(GO, State.NOTIFIED, data=DataChange(notifications=(notification,)))
     journal.close()
     _sql(settings, "DROP TABLE set_workers; DROP INDEX sets_day, sets_waiting, sets_outcome")
     _sql(settings, "UPDATE journal_meta SET value = '1' WHERE key = 'schema_version'")

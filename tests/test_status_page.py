@@ -12,6 +12,7 @@ from onss_relay.journal import (
     AcrfRecord,
     AnomalyRecord,
     CodeMeaning,
+    DataChange,
     Journal,
     NotificationRecord,
     State,
@@ -48,8 +49,8 @@ def notified_set(journal: Journal, go: str, notification: NotificationRecord, ti
     for state in (State.SIGNED, State.UPLOADING, State.GO_SENDING, State.SENT):
         journal.transition(go, state)
     acrf = AcrfRecord("1", True, ticket, "inbox/OUT/ACRF", (CodeMeaning("ACRF-000", HOSTILE),))
-    journal.transition(go, State.ACKNOWLEDGED, ticket=ticket, acrf=acrf)
-    journal.transition(go, State.NOTIFIED, detail=HOSTILE, notifications=(notification,))
+    journal.transition(go, State.ACKNOWLEDGED, ticket=ticket, data=DataChange(acrf=acrf))
+    journal.transition(go, State.NOTIFIED, detail=HOSTILE, data=DataChange(notifications=(notification,)))
 
 
 def test_hostile_names_anomalies_and_reasons_are_shown_as_text(cfg: Config) -> None:

@@ -22,7 +22,7 @@ import structlog
 from onss_relay.config import Config
 from onss_relay.durable import fsync_dir, move_durably, place_new
 from onss_relay.errors import InvalidName, UsageError
-from onss_relay.journal import State, journal_exists, journal_location, open_journal
+from onss_relay.journal import DataChange, State, journal_exists, journal_location, open_journal
 from onss_relay.local_time import local_time
 from onss_relay.names import parse_name, set_key
 from onss_relay.spool import Spool, quarantine_result_name
@@ -220,6 +220,6 @@ def _allow_same_content(cfg: Config, key: str) -> None:
     try:
         if journal.get_set(key) is None:
             raise UsageError(f"{key}: not in the journal {journal_location(cfg)}; --force has nothing to record")
-        journal.update_data(key, same_content_ok=True)
+        journal.update_data(key, DataChange(same_content_ok=True))
     finally:
         journal.close()

@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from onss_relay.config import Config
 from onss_relay.errors import JournalError
+from onss_relay.journal.data_change import KEEP, DataChange, Keep
 from onss_relay.journal.model import (
     DONE,
     IN_FLIGHT,
@@ -48,6 +49,9 @@ __all__ = [
     "AnswerRecord",
     "AnomalyRecord",
     "Change",
+    "DataChange",
+    "KEEP",
+    "Keep",
     "CodeMeaning",
     "Journal",
     "NewSet",
@@ -108,10 +112,11 @@ class Journal(Protocol):
         *,
         ticket: str | None = None,
         reason: str | None = None,
-        **data: Any,
+        data: DataChange = ...,
     ) -> None:
-        """Given a set, a new state and SetData fields to set (a name SetData lacks raises TypeError), check the
-        change against the state machine and record it; raise IllegalTransition if it is not allowed."""
+        """Given a set, a new state and a typed change of its data (DataChange: the SetData fields to set, checked
+        by mypy), check the change against the state machine and record it; raise IllegalTransition if it is not
+        allowed."""
         ...
 
     def transition_many(self, changes: list[Change]) -> None:
@@ -119,8 +124,9 @@ class Journal(Protocol):
         raises and rolls the others back); a change whose ``only_from`` no longer holds is skipped."""
         ...
 
-    def update_data(self, go_name: str, **data: Any) -> None:
-        """Given a set and SetData fields, set them without changing its state (moves the change counter)."""
+    def update_data(self, go_name: str, change: DataChange) -> None:
+        """Given a set and a typed change of its data, set the SetData fields it sets without changing its state
+        (moves the change counter)."""
         ...
 
     def mark_archived(self, archived: dict[str, str]) -> None:

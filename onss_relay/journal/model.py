@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from onss_relay.errors import IllegalTransition
+from onss_relay.journal.data_change import DataChange
 
 
 class State(enum.StrEnum):
@@ -190,10 +191,6 @@ class SetData:
             and same_identity
         )
 
-    def updated(self, fields: Mapping[str, Any]) -> SetData:
-        """Given field values (names of this class; a wrong name is a bug and raises TypeError), return a copy."""
-        return dataclasses.replace(self, **fields)
-
     def to_json(self) -> str:
         return json.dumps({"version": DATA_VERSION} | dataclasses.asdict(self))
 
@@ -303,13 +300,13 @@ class NewSet:
 
 @dataclasses.dataclass(frozen=True)
 class Change:
-    """One state change for Journal.transition_many: the set, its new state, a detail, fields of SetData to set."""
+    """One state change for Journal.transition_many: the set, its new state, a detail, the SetData fields to set."""
 
     go_name: str
     state: State
     detail: str | None = None
     archived: bool = False  # the set's local files are already in sent/
-    data: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    data: DataChange = DataChange()
     ticket: str | None = None
     reason: str | None = None
     # record the change only while the set is in one of these states, skip it otherwise (another stage moved it

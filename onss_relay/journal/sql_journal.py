@@ -10,11 +10,11 @@ import contextlib
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import structlog
 
 from onss_relay.errors import IllegalTransition
+from onss_relay.journal.data_change import DataChange
 from onss_relay.journal.model import (
     DONE,
     Change,
@@ -34,6 +34,7 @@ from onss_relay.outcome import outcome_of
 log = structlog.get_logger(__name__)
 
 S = State
+NO_CHANGE = DataChange()
 # every write to a set takes the next value of the change counter, in the same transaction (results follow it)
 
 
@@ -136,9 +137,9 @@ class SqlJournal(ResponseTable, KeyTable, WorkerTable):
         *,
         ticket: str | None = None,
         reason: str | None = None,
-        **data: Any,
+        data: DataChange = NO_CHANGE,
     ) -> None:
-        """Given a set and a new state, check and record the change (setting the SetData fields ``data``).
+        """Given a set and a new state, check and record the change (setting the SetData fields ``data`` sets).
 
         ``archived`` records in the same transaction that the set's local files are already in sent/.
         """
@@ -168,7 +169,7 @@ class SqlJournal(ResponseTable, KeyTable, WorkerTable):
                     log.debug("set_state_skipped", set=c.go_name, state=str(state), wanted=str(c.state))
                     continue
                 check_transition(state, c.state)
-                merged = data.updated(c.data)
+                merged = c.data.applied_to(data)
                 current[c.go_name] = (c.state, now, merged)
                 outcome = outcome_of(c.go_name, c.state, merged)
                 updates.append(
@@ -194,13 +195,13 @@ class SqlJournal(ResponseTable, KeyTable, WorkerTable):
                 detail=c.detail,
             )
 
-    def update_data(self, go_name: str, **data: Any) -> None:
-        """Given a set, set the SetData fields ``data`` without changing its state."""
+    def update_data(self, go_name: str, change: DataChange) -> None:
+        """Given a set and a change of its data, set the SetData fields it sets without changing its state."""
         with self._tx() as db:
             row = db.execute("SELECT state, data FROM sets WHERE go_name = ?", (go_name,)).fetchone()
             if row is None:
                 raise IllegalTransition(f"unknown set {go_name}")
-            merged = SetData.from_json(row["data"]).updated(data)
+            merged = change.applied_to(SetData.from_json(row["data"]))
             outcome = outcome_of(go_name, State(row["state"]), merged)
             db.execute(
                 f"UPDATE sets SET data = ?, updated_at = ?, outcome = ?, change_seq = {NEXT_CHANGE} WHERE go_name = ?",
@@ -212,7 +213,7 @@ class SqlJournal(ResponseTable, KeyTable, WorkerTable):
         with self._tx() as db:
             for go_name, sent_dir in archived.items():
                 row = db.execute("SELECT data FROM sets WHERE go_name = ?", (go_name,)).fetchone()
-                data = SetData.from_json(row["data"]).updated({"sent_dir": sent_dir})
+                data = DataChange(sent_dir=sent_dir).applied_to(SetData.from_json(row["data"]))
                 db.execute(
                     f"UPDATE sets SET archived = 1, data = ?, change_seq = {NEXT_CHANGE} WHERE go_name = ?",
                     (data.to_json(), go_name),

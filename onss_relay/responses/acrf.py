@@ -13,7 +13,7 @@ from typing import IO
 
 import structlog
 
-from onss_relay.journal import AcrfRecord, Change, CodeMeaning, Journal, ResponseRow, SetRow, State
+from onss_relay.journal import AcrfRecord, Change, CodeMeaning, DataChange, Journal, ResponseRow, SetRow, State
 from onss_relay.names import set_key_of
 from onss_relay.responses.codes import acrf_meaning, describe, result_code, what_it_names
 from onss_relay.responses.reading import ResponseParseError, child, decompress, iter_forms, text, texts
@@ -132,11 +132,11 @@ def apply(journal: Journal, row: SetRow, acrf: Acrf, local_path: str) -> bool:
     )  # a final answer overriding a provisional one
     if result_code(acrf.result_code).outcome == "pending" or not decides:
         with journal.atomic():  # temporary, repeated, or after the notification: no state change
-            journal.update_data(row.go_name, acrf=record)
+            journal.update_data(row.go_name, DataChange(acrf=record))
             if acrf.final and previous is not None and not previous.final:  # the history says the final came
                 journal.add_note(row.go_name, _detail(acrf))
     else:
-        journal.transition(row.go_name, target, detail=_detail(acrf), acrf=record, ticket=acrf.ticket)
+        journal.transition(row.go_name, target, detail=_detail(acrf), data=DataChange(acrf=record), ticket=acrf.ticket)
     return True
 
 

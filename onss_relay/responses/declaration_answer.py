@@ -10,7 +10,7 @@ from typing import IO
 
 import structlog
 
-from onss_relay.journal import OTHER_WAITING, AnswerRecord, Journal, ResponseRow, SetRow
+from onss_relay.journal import OTHER_WAITING, AnswerRecord, DataChange, Journal, ResponseRow, SetRow
 from onss_relay.responses.codes import what_it_names
 from onss_relay.responses.reading import local, safe_iterparse
 
@@ -63,7 +63,7 @@ def link(journal: Journal, resp: ResponseRow, source: IO[bytes]) -> list[str]:
             return []
         record = AnswerRecord("declaration_answer", resp.name, resp.local_path, head)
         journal.link_response(resp.folder, resp.name, "declaration_answer", row.go_name)
-        journal.update_data(row.go_name, answers=(*row.data.answers, record))
+        journal.update_data(row.go_name, DataChange(answers=(*row.data.answers, record)))
         journal.add_note(row.go_name, status_line(record))
     log.info("declaration_answer_linked", file=resp.name, set=row.go_name)
     return [row.go_name]

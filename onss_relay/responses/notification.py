@@ -17,6 +17,7 @@ import structlog
 
 from onss_relay.journal import (
     WAITING,
+    DataChange,
     Journal,
     NotificationRecord,
     ResponseRow,
@@ -296,8 +297,11 @@ def _record(journal: Journal, resp: ResponseRow, n: Notification) -> list[str]:
     notifications = (*row.data.notifications, record)
     if row.state in (State.ACKNOWLEDGED, State.NOTIFIED):
         journal.transition(
-            row.go_name, State.NOTIFIED, detail=f"notification: {record.summary}", notifications=notifications
+            row.go_name,
+            State.NOTIFIED,
+            detail=f"notification: {record.summary}",
+            data=DataChange(notifications=notifications),
         )
     else:  # a notification for a refused or quarantined set: keep it, the state says what happened
-        journal.update_data(row.go_name, notifications=notifications)
+        journal.update_data(row.go_name, DataChange(notifications=notifications))
     return [row.go_name]

@@ -10,7 +10,7 @@ from typing import IO
 
 import structlog
 
-from onss_relay.journal import OTHER_WAITING, Journal, ResponseRow, SetRow
+from onss_relay.journal import OTHER_WAITING, DataChange, Journal, ResponseRow, SetRow
 from onss_relay.responses.codes import what_it_names
 from onss_relay.responses.reading import ResponseParseError, local, safe_iterparse
 
@@ -51,7 +51,7 @@ def link(journal: Journal, resp: ResponseRow, source: IO[bytes]) -> list[str]:
             journal.link_response(resp.folder, resp.name, OTHER_WAITING if tickets else "other", None, detail=named)
         else:
             journal.link_response(resp.folder, resp.name, "other", row.go_name)
-            journal.update_data(row.go_name, other_responses=(*row.data.other_responses, resp.local_path))
+            journal.update_data(row.go_name, DataChange(other_responses=(*row.data.other_responses, resp.local_path)))
             journal.add_note(row.go_name, f"answer {resp.name} about this declaration ({ticket}): {resp.local_path}")
     if row is None:
         if resp.kind != OTHER_WAITING:

@@ -226,7 +226,7 @@ class Claimer:
         if twin is not None:
             self._refuse(group, go, "same content as an earlier set", same_content_detail(group.key, *twin))
             return None
-        return dataclasses.replace(new, data=new.data.updated({"content": content}))
+        return dataclasses.replace(new, data=dataclasses.replace(new.data, content=content))
 
     def _same_content(self, key: str, content: str, batch: list[NewSet]) -> tuple[str, str, float | None] | None:
         """Given a set's name and content digest, return (name, state, claimed at) of a set claimed in this scan
@@ -397,7 +397,7 @@ def with_warnings(new: NewSet, parts: list[Path]) -> NewSet:
         warnings = (f"{new.go_name}: its encoding could not be checked ({type(e).__name__}: {e})",)
     for warning in warnings:
         log.warning("declaration_warning", set=new.go_name, warning=warning)
-    return dataclasses.replace(new, data=new.data.updated({"warnings": warnings})) if warnings else new
+    return dataclasses.replace(new, data=dataclasses.replace(new.data, warnings=warnings)) if warnings else new
 
 
 def _sent_before(group: _SetFiles, row: SetRow) -> str:

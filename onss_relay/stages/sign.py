@@ -19,7 +19,7 @@ from onss_relay.config_rules import unsigned_s_problem
 from onss_relay.durable import BatchWriter
 from onss_relay.errors import CertificateError, LocalError, SignatureError, describe_os_error
 from onss_relay.identity import Identity, check_certificate, load_signing_identity
-from onss_relay.journal import Change, Journal, SetRow, State
+from onss_relay.journal import Change, DataChange, Journal, SetRow, State
 from onss_relay.names import Env, format_name, fs_name_for, parse_name
 from onss_relay.spool import Spool
 
@@ -116,7 +116,7 @@ class Signer:
             writer.discard([*row.parts, *fs_all])  # this set's copies and FS written so far go nowhere
             self._set_aside(row, fi_name, e)
             return None
-        return Change(row.go_name, State.SIGNED, data={"fs": tuple(fs_names), "digests": digests})
+        return Change(row.go_name, State.SIGNED, data=DataChange(fs=tuple(fs_names), digests=digests))
 
     def _set_aside(self, row: SetRow, fi_name: str, error: SignatureError | OSError) -> None:
         """Given a set that could not be signed and why, quarantine it, or leave it queued for another try

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import structlog
 
-from onss_relay.journal import Change, Journal, SetRow, State, Uncertain
+from onss_relay.journal import Change, DataChange, Journal, SetRow, State, Uncertain
 from onss_relay.local_time import local_time
 
 log = structlog.get_logger(__name__)
@@ -108,12 +108,14 @@ def mark_uncertain(journal: Journal, steps: dict[str, str], quiet: float, why: s
         if row is None or row.state not in UNCERTAIN_STATES:
             continue
         u = new_uncertainty(step, quiet)
-        changes.append(Change(go_name, row.state, "uncertain", data={"uncertain": u}, only_from=frozenset({row.state})))
+        changes.append(
+            Change(go_name, row.state, "uncertain", data=DataChange(uncertain=u), only_from=frozenset({row.state}))
+        )
     if not changes:
         return
     journal.transition_many(changes)
     for change in changes:  # said once it is recorded: a crash right after the line must not lose what it says
-        step = change.data["uncertain"].step
+        step = steps[change.go_name]
         log.warning(
             "set_uncertain",
             set=change.go_name,
@@ -139,6 +141,6 @@ def restart_after_reboot(journal: Journal, rows: Iterable[SetRow], quiet: float 
     for row in rows:
         u = row.data.uncertain
         if u is not None and u.boot_id != this_boot:
-            journal.update_data(row.go_name, uncertain=new_uncertainty(u.step, max(u.quiet, quiet)))
+            journal.update_data(row.go_name, DataChange(uncertain=new_uncertainty(u.step, max(u.quiet, quiet))))
         elif u is not None and quiet > u.quiet:
-            journal.update_data(row.go_name, uncertain=dataclasses.replace(u, quiet=quiet))
+            journal.update_data(row.go_name, DataChange(uncertain=dataclasses.replace(u, quiet=quiet)))

@@ -27,7 +27,7 @@ from onss_relay.errors import (
     TransientRemoteError,
     describe_os_error,
 )
-from onss_relay.journal import Change, Journal, SetRow, State
+from onss_relay.journal import Change, DataChange, Journal, SetRow, State
 from onss_relay.names import Env, upload_folder
 from onss_relay.spool import Spool, same_as_signed
 from onss_relay.stages.recovery import decide_uploading, go_not_needed
@@ -367,7 +367,7 @@ class _Worker:
         def gate(step: Step) -> None:
             if step.name == "FI":
                 self._check_or_quarantine(row)
-                gates.add(Change(row.go_name, State.UPLOADING, data={"uncertain": None}))  # sent again whole
+                gates.add(Change(row.go_name, State.UPLOADING, data=DataChange(uncertain=None)))  # sent again whole
             elif step.name == "GO":
                 self.u.before_put()
                 self._check_or_quarantine(row)  # an original changed since its claim stops the set before its GO

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import structlog
 
 from onss_relay.errors import RelayError
-from onss_relay.journal import Change, Journal, SetRow, State
+from onss_relay.journal import Change, DataChange, Journal, SetRow, State
 from onss_relay.spool import Spool
 from onss_relay.stages.uncertain import waiting
 from onss_relay.transport.base import Transport
@@ -154,7 +154,7 @@ class SentBatch:
                     State.SENT,
                     detail,
                     archived=True,
-                    data={"sent_dir": dest, "uncertain": None},
+                    data=DataChange(sent_dir=dest, uncertain=None),
                     only_from=GO_SENDING,
                 )
                 for row, _, detail in rows

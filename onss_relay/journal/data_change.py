@@ -1,0 +1,49 @@
+"""A typed change of a set's data: which SetData fields to set, each checked by mypy (a wrong name or type is
+an error before the code runs, not a TypeError in the middle of a transaction). What the journal's
+transition, transition_many and update_data take; the fields mirror SetData's (a test holds them equal)."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # model.py imports this module: its types are only needed by the checker
+    from onss_relay.journal.model import AcrfRecord, AnswerRecord, NotificationRecord, SetData, Uncertain
+
+
+class Keep(enum.Enum):
+    """The value of a DataChange field that leaves the set's value as it is."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+
+
+@dataclasses.dataclass(frozen=True)
+class DataChange:
+    """The SetData fields to set (see SetData for their meaning); a field left KEEP keeps the set's value, None
+    is a value (``uncertain=None`` clears it)."""
+
+    sizes: Mapping[str, int] | Keep = KEEP
+    mtimes: Mapping[str, int] | Keep = KEEP
+    extras: tuple[str, ...] | Keep = KEEP
+    identities: Mapping[str, tuple[int, int]] | Keep = KEEP
+    fs: tuple[str, ...] | Keep = KEEP
+    digests: Mapping[str, str] | Keep = KEEP
+    sent_dir: str | None | Keep = KEEP
+    acrf: AcrfRecord | None | Keep = KEEP
+    notifications: tuple[NotificationRecord, ...] | Keep = KEEP
+    other_responses: tuple[str, ...] | Keep = KEEP
+    answers: tuple[AnswerRecord, ...] | Keep = KEEP
+    warnings: tuple[str, ...] | Keep = KEEP
+    uncertain: Uncertain | None | Keep = KEEP
+    content: str | None | Keep = KEEP
+    same_content_ok: bool | Keep = KEEP
+
+    def applied_to(self, data: SetData) -> SetData:
+        """Given a set's data, return a copy with the fields this change sets."""
+        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return dataclasses.replace(data, **{name: value for name, value in given.items() if value is not KEEP})
