@@ -22,7 +22,7 @@ import structlog
 from onss_relay.config import HooksConfig, PollConfig
 from onss_relay.config_rules import HOOK_PATH
 from onss_relay.journal import Journal, SetRow, State
-from onss_relay.results import overdue_sets
+from onss_relay.waiting import overdue_sets
 
 log = structlog.get_logger(__name__)
 

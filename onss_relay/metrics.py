@@ -13,8 +13,8 @@ from prometheus_client.registry import Collector
 from onss_relay.config import PollConfig
 from onss_relay.journal import IN_FLIGHT, Journal, State
 from onss_relay.outcome import OUTCOMES
-from onss_relay.results import overdue
 from onss_relay.spool import Spool
+from onss_relay.waiting import overdue
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,51 +13,15 @@ from typing import Any
 from onss_relay.commands.outbox_waits import ClaimBlock, unclaimed_reasons
 from onss_relay.config import PollConfig, WatchConfig
 from onss_relay.disk import disk_full
-from onss_relay.errors import InvalidName
-from onss_relay.journal import AcrfRecord, Journal, SetRow, State
-from onss_relay.local_time import local_time
-from onss_relay.names import parse_name, set_key
+from onss_relay.journal import Journal, SetRow, State
 from onss_relay.outcome import OUTCOMES, outcome_of
-from onss_relay.responses import rendering
-from onss_relay.responses.codes import result_code, type_form
-from onss_relay.results import answered_circuit_test, document_of, overdue, uncertain_document
 from onss_relay.spool import Spool, spool_holder
-
-
-def result_summary(row: SetRow) -> str:
-    """Given a set, return its outcome in a few words: ACRF verdict, notification verdict or failure reason."""
-    if row.state == State.FAILED:
-        return f"quarantined: {row.reason}"
-    uncertain = uncertain_document(row)
-    if uncertain is not None:
-        given_up, after = local_time(uncertain["given_up_at"]), local_time(uncertain["decided_after"])
-        why = (
-            f"it was {uncertain['step']} when the relay stopped uncleanly (found at {given_up})"
-            if uncertain["step"] in (State.UPLOADING, State.GO_SENDING)
-            else f"its {uncertain['step']} was in flight on a connection given up at {given_up}"
-        )
-        when = (
-            f"its quiet period ended at {after}: decided at the next upload round"
-            if uncertain["due"]
-            else f"decided after {after} (nothing more sent until then)"
-        )
-        return f"uncertain: {why}; {when}"
-    acrf = row.data.acrf
-    if acrf is None:
-        return "waiting for the ACRF" if row.state == State.SENT else "not sent yet"
-    provisional = "" if acrf.final else "provisionally "
-    if not acrf.accepted:
-        why = (
-            "; ".join(f"{e.code} {e.description}" for e in acrf.errors) or f"result {acrf.result_code}: {acrf.meaning}"
-        )
-        return f"{provisional}refused: {why}"
-    notes = row.data.notifications
-    if answered_circuit_test(row):
-        app = parse_name(row.go_name).app
-        return f"circuit test answered by its ACRF: {provisional}accepted, done (no notification follows a {app} in T)"
-    if not notes:
-        return f"{provisional}accepted, waiting for the notification"
-    return notes[-1].summary or ("accepted" if notes[-1].accepted else f"result {notes[-1].result_code}")
+from onss_relay.views.set_text import set_text
+from onss_relay.views.set_view import as_go as as_go  # the set views own them; older importers find them here
+from onss_relay.views.set_view import find_set as find_set
+from onss_relay.views.set_view import result_summary as result_summary
+from onss_relay.views.set_view import set_view
+from onss_relay.waiting import overdue
 
 
 def _age(row: SetRow, now: float) -> str:
@@ -157,60 +121,10 @@ def _seconds(age: float) -> str:
     return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
 
 
-def _acrf_line(acrf: AcrfRecord) -> str:
-    """Given a set's ACRF record, return what kind of answer it is (its TypeForm's meaning) and its result."""
-    kind = f"{acrf.type_form} {type_form(acrf.type_form)}" if acrf.type_form else "no TypeForm"
-    return f"{kind}; result {acrf.result_code}: {acrf.meaning or result_code(acrf.result_code).meaning}"
-
-
 def set_detail(journal: Journal, name: str) -> str | None:
-    """Given a GO (or FI) name, return a readable story of that set, or None when it is unknown."""
+    """Given a GO (or FI) name, or a ticket, return a readable story of that set, or None when it is unknown."""
     row = find_set(journal, name)
-    if row is None:
-        return None
-    doc = document_of(journal, row)
-    lines = [
-        f"set:         {row.go_name}",
-        f"environment: {row.env}",
-        f"state:       {row.state}" + (" (circuit test: done, nothing waits)" if answered_circuit_test(row) else ""),
-        f"outcome:     {doc['outcome']}",
-        f"ticket:      {row.ticket or '-'}",
-        *([f"tickets:     {', '.join(doc['tickets'])}"] if len(doc["tickets"]) > 1 else []),
-        f"result:      {result_summary(row)}",
-        f"parts:       {', '.join(row.parts)}",
-    ]
-    if row.data.acrf is not None:
-        lines.append(f"acrf:        {_acrf_line(row.data.acrf)}")
-    if doc["sent_dir"]:
-        gone = not (Path(doc["sent_dir"]) / row.go_name).exists()
-        lines.append(f"sent files:  {doc['sent_dir']}" + (" (no longer there: pruned by retention.sent_days)" * gone))
-    lines += [f"warning:     {w}" for w in row.data.warnings]
-    lines += [f"answer:      {rendering(a.kind).status_line(a)}" for a in row.data.answers]
-    lines += [f"answer:      {p}" for p in row.data.other_responses]
-    for n in row.data.notifications:
-        for w in n.workers:
-            who = f"worker {w.inss}: " if w.inss else ""
-            lines.append(
-                f"notification: {who}{w.outcome} (result {w.result_code}: {result_code(w.result_code).meaning})"
-            )
-            for a in w.anomalies:
-                cls = f"{a.anomaly_class} {a.class_meaning.split(':')[0]}".strip()
-                lines.append(
-                    f"  anomaly:   {a.error_id} {a.meaning or '-'} ({cls}) at {a.path or '-'}"
-                    + (f": {a.label}" if a.label else "")
-                    + (f" [{a.tag_name}={a.value}]" if a.tag_name else "")
-                )
-        shown = sum(len(w.anomalies) for w in n.workers)
-        every = max(n.anomaly_count, sum(w.anomaly_count for w in n.workers))
-        if every > shown:
-            lines.append(f"  … {every - shown} more anomalies, all in {n.file}")
-        if n.anomaly_count:
-            by_class = ", ".join(f"{c}={k}" for c, k in sorted(n.anomalies_by_class.items()))
-            by_code = ", ".join(f"{c}={k}" for c, k in list(n.anomalies_by_code.items())[:10])
-            lines.append(f"  anomalies: {n.anomaly_count} (by class: {by_class}; most frequent: {by_code})")
-    lines.append("history:")
-    lines += [f"  {local_time(h['at'])}  {h['state']:<12} {h['detail'] or ''}".rstrip() for h in doc["history"]]
-    return "\n".join(lines)
+    return None if row is None else set_text(set_view(journal, row))
 
 
 HEALTH_FRESH = 60.0  # seconds: an older report means the daemon is not running
@@ -257,19 +171,6 @@ def daemon_report(root: Path) -> tuple[dict[str, Any], float] | None:
     return doc, time.time() - float(doc.get("at", 0))
 
 
-def find_set(journal: Journal, name: str) -> SetRow | None:
-    """Given a GO, FI or FS name of a set, or an ONSS ticket it was given, return the set (None when unknown);
-    two indexed look-ups, whatever the journal holds."""
-    return journal.get_set(as_go(name)) or journal.set_by_ticket(name)
-
-
-def as_go(name: str) -> str:
-    try:
-        return set_key(parse_name(name))
-    except InvalidName:
-        return name
-
-
 def status_json(
     journal: Journal,
     name: str | None = None,
@@ -280,7 +181,7 @@ def status_json(
     """Given the journal, return sets and counts as a JSON-ready dict (one set with its history when named)."""
     if name:
         row = find_set(journal, name)
-        doc = document_of(journal, row, poll) | {"result": result_summary(row)} if row else None
+        doc = set_view(journal, row, poll).document() if row else None
         return {"set": doc}
     view = view or SpoolView()
     unclaimed = view.unclaimed
@@ -288,7 +189,7 @@ def status_json(
     return {
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "counts": journal.counts(),
-        "sets": [document_of(journal, r, poll) | {"result": result_summary(r)} for r in journal.recent_sets(limit)],
+        "sets": [set_view(journal, r, poll).document() for r in journal.recent_sets(limit)],
         "unlinked_responses": [
             {
                 "folder": r.folder,

@@ -9,10 +9,10 @@ from typing import Any
 
 from onss_relay.journal import IN_FLIGHT, ResponseRow, State
 from onss_relay.metrics import StageFigures
-from onss_relay.results import overdue_sets
 from onss_relay.views.chart import Chart, daily_chart
 from onss_relay.views.set_view import SetLine, set_line
 from onss_relay.views.sources import Sources
+from onss_relay.waiting import overdue_sets
 
 SHOWN = 50  # sets per list; the search finds the others
 CHART_DAYS = 30
