@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from onss_relay.commands.outbox_waits import ClaimBlock, unclaimed_reasons
 from onss_relay.config import PollConfig, WatchConfig
 from onss_relay.disk import disk_full
+from onss_relay.health import daemon_health as daemon_health  # health.py decides; older importers find it here
+from onss_relay.health import daemon_report as daemon_report
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.outcome import OUTCOMES, outcome_of
-from onss_relay.spool import Spool, spool_holder
+from onss_relay.spool import Spool
 from onss_relay.views.set_text import set_text
 from onss_relay.views.set_view import as_go as as_go  # the set views own them; older importers find them here
 from onss_relay.views.set_view import find_set as find_set
@@ -125,50 +125,6 @@ def set_detail(journal: Journal, name: str) -> str | None:
     """Given a GO (or FI) name, or a ticket, return a readable story of that set, or None when it is unknown."""
     row = find_set(journal, name)
     return None if row is None else set_text(set_view(journal, row))
-
-
-HEALTH_FRESH = 60.0  # seconds: an older report means the daemon is not running
-
-
-def daemon_health(root: Path) -> tuple[bool | None, str]:
-    """Given a spool root, the daemon's health in words: (True, why) running and healthy, (False, why) running
-    and unhealthy, (None, why) not running (no report, stopped cleanly, or silent for HEALTH_FRESH s)."""
-    report = daemon_report(root)
-    holder = spool_holder(root)
-    if (full := disk_full(root)) and holder:  # it cannot write its report on a full disk
-        return False, f"running, {full}"
-    if report is None:
-        return None, f"not running: no health report at {root / 'health.json'} (is `onss-relay run` on this spool?)"
-    doc, age = report
-    if doc.get("stopped"):
-        return None, f"not running: the last daemon stopped {int(age)} s ago"
-    # its writer is gone (killed, a reboot) or a new one has not reported yet; "?": a holder that could not write its
-    # pid in the lock (a full disk at start) is believed. With PostgreSQL the leadership is in the database, not in
-    # the spool's lock file, and the leader may run on the other machine: its report's freshness decides.
-    in_database = (doc.get("leadership") or {}).get("backend") == "postgresql"
-    if not in_database and holder != "?" and str(doc.get("pid")) != holder:
-        who = f"pid {holder} holds the spool and has not reported yet" if holder else "no relay holds the spool"
-        return None, f"not running: {who}; the last report, {int(age)} s old, is from a process that has ended"
-    if age > HEALTH_FRESH:
-        return None, f"not running: pid {doc.get('pid')} last reported {int(age)} s ago"
-    return bool(doc.get("healthy")), f"pid {doc.get('pid')} reports: {doc.get('reason')}{leader_words(doc)}"
-
-
-def leader_words(doc: dict[str, Any]) -> str:
-    """Given a health report, return how its relay leads (PostgreSQL: "; leader, epoch 3"), "" for a flock."""
-    lead = doc.get("leadership") or {}
-    if lead.get("backend") != "postgresql":
-        return ""
-    return f"; leader, epoch {lead.get('epoch')}" if lead.get("leader") else "; not the leader"
-
-
-def daemon_report(root: Path) -> tuple[dict[str, Any], float] | None:
-    """Given a spool root, return the running daemon's last health report and its age in seconds, if any."""
-    try:
-        doc: dict[str, Any] = json.loads((root / "health.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return doc, time.time() - float(doc.get("at", 0))
 
 
 def status_json(

@@ -7,8 +7,8 @@ import dataclasses
 import time
 from typing import Any
 
+from onss_relay.health import StageFigures
 from onss_relay.journal import IN_FLIGHT, ResponseRow, State
-from onss_relay.metrics import StageFigures
 from onss_relay.views.chart import Chart, daily_chart
 from onss_relay.views.set_view import SetLine, set_line
 from onss_relay.views.sources import Sources
