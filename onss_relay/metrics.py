@@ -58,7 +58,7 @@ class RelayCollector(Collector):
             by_outcome.add_metric([o], outcomes.get(o, 0))
         yield by_outcome
         unmatched = GaugeMetricFamily("onss_relay_unlinked_responses", "Answers kept that match no set we sent")
-        unmatched.add_metric([], len(self.journal.unmatched_responses()))
+        unmatched.add_metric([], sum(self.journal.unmatched_counts().values()))
         yield unmatched
         late = GaugeMetricFamily(
             "onss_relay_overdue_sets", "Sets waiting past poll.acrf_overdue or notification_overdue"

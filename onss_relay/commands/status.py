@@ -85,23 +85,7 @@ def status_table(
     outcomes = Counter(outcome_of(r.go_name, r.state, r.data) for r in rows)
     if outcomes:
         out.append("outcomes of these sets: " + ", ".join(f"{o}={outcomes[o]}" for o in OUTCOMES if o in outcomes))
-    kept = journal.unmatched_responses()
-    damaged = [r for r in kept if r.kind == "malformed"]
-    unmatched = [r for r in kept if r.kind != "malformed"]
-    if damaged:
-        out += [
-            "",
-            f"answers that could not be read ({len(damaged)}), kept in the inbox: one may be the answer a set waits for",
-        ]
-        out += [
-            f"  {r.folder}/{r.name}  {r.local_path}" + (f"  ({r.detail})" if r.detail else "") for r in damaged[-limit:]
-        ]
-    if unmatched:
-        out += ["", f"answers that match no set we sent ({len(unmatched)}), kept in the inbox:"]
-        out += [
-            f"  {r.folder}/{r.name}  {r.kind}  {r.local_path}" + (f"  ({r.detail})" if r.detail else "")
-            for r in unmatched[-limit:]
-        ]
+    out += unlinked_lines(journal, limit)
     view = view or SpoolView()
     if view.unclaimed:
         reasons = unclaimed_reasons([name for name, _ in view.unclaimed], view.block)
@@ -114,6 +98,31 @@ def status_table(
         out += ["", f"answers left on the server ({len(view.left_on_server)}):"]
         out += [f"  {e['file']}  {e['size']} bytes  {e['why']}" for e in view.left_on_server]
     return "\n".join(out)
+
+
+def unlinked_lines(journal: Journal, limit: int) -> list[str]:
+    """Given the journal and a limit, return the lines about answers kept without a set: how many could not be
+    read and how many match no set we sent (counted by the journal), the newest ``limit`` of each, and how many
+    more there are."""
+    counts = journal.unmatched_counts()
+    damaged, unmatched = counts.get("malformed", 0), sum(counts.values()) - counts.get("malformed", 0)
+    out = []
+    if damaged:
+        out += [
+            "",
+            f"answers that could not be read ({damaged}), kept in the inbox: one may be the answer a set waits for",
+        ]
+        shown = journal.unmatched_responses(limit, malformed=True)
+        out += [f"  {r.folder}/{r.name}  {r.local_path}" + (f"  ({r.detail})" if r.detail else "") for r in shown]
+        out += [f"  … and {damaged - len(shown)} more"] if damaged > len(shown) else []
+    if unmatched:
+        out += ["", f"answers that match no set we sent ({unmatched}), kept in the inbox:"]
+        shown = journal.unmatched_responses(limit, malformed=False)
+        out += [
+            f"  {r.folder}/{r.name}  {r.kind}  {r.local_path}" + (f"  ({r.detail})" if r.detail else "") for r in shown
+        ]
+        out += [f"  … and {unmatched - len(shown)} more"] if unmatched > len(shown) else []
+    return out
 
 
 def _seconds(age: float) -> str:
@@ -155,8 +164,9 @@ def status_json(
                 "reason": r.detail if r.kind == "malformed" else None,  # why it cannot be read
                 "names": r.detail if r.kind != "malformed" else None,  # the FileName, tickets, result it names
             }
-            for r in journal.unmatched_responses()
+            for r in journal.unmatched_responses(limit)  # the newest; the count says how many in all
         ],
+        "unlinked_response_count": sum(journal.unmatched_counts().values()),
         "unclaimed": [{"file": n, "age_s": round(a), "waiting": reasons[n]} for n, a in unclaimed],
         "quarantined": (view or SpoolView()).quarantined,
         "left_on_server": (view or SpoolView()).left_on_server,

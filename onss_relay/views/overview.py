@@ -33,7 +33,8 @@ class Overview:
     overdue: tuple[SetLine, ...]
     recent: tuple[SetLine, ...]
     quarantined: tuple[dict[str, Any], ...]
-    unlinked: tuple[ResponseRow, ...]
+    unlinked: tuple[ResponseRow, ...]  # the newest SHOWN
+    unlinked_count: int  # all of them
     chart: Chart
 
 
@@ -61,7 +62,8 @@ def overview(src: Sources, now: float | None = None) -> Overview:
         overdue=tuple(late),
         recent=tuple(set_line(r, poll, now) for r in src.journal.recent_sets(SHOWN, light=True)),
         quarantined=tuple(src.spool.quarantined()[:SHOWN]),
-        unlinked=tuple(src.journal.unmatched_responses()[-SHOWN:]),
+        unlinked=tuple(src.journal.unmatched_responses(SHOWN)),
+        unlinked_count=sum(src.journal.unmatched_counts().values()),
         chart=_chart(src, now),
     )
 
