@@ -5,10 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import structlog
+
 from onss_relay.config import Config
+from onss_relay.errors import JournalError
+from onss_relay.hook_record import HookRecord
 from onss_relay.hooks import ResultHook
 from onss_relay.pipeline import Relay
 from onss_relay.results import write_result
+
+log = structlog.get_logger(__name__)
 
 
 class HookPart:
@@ -23,8 +29,13 @@ class HookPart:
     def start(self) -> None:
         """Start the hook when [hooks] on_result is set, told of every result the relay writes."""
         if self.cfg().hooks.on_result:
-            self.hook = ResultHook(self.cfg().hooks)
-            self.relay.results.on_write = self.hook.result_written
+            relay, poll = self.relay, self.cfg().poll
+            self.hook = ResultHook(self.cfg().hooks, HookRecord(relay.spool.paths.root))
+            try:  # the runs due when the relay stopped; a spool it cannot read now: they run at their next change
+                self.hook.resume(relay.journal, poll, lambda row: write_result(relay.spool, relay.journal, row, poll))
+            except (OSError, JournalError) as e:
+                log.warning("hook_resume_failed", error=str(e))
+            relay.results.on_write = self.hook.result_written
 
     def apply(self) -> None:
         """After a reload changed [hooks]: the running hook takes the new command and timeout for its next run,
