@@ -197,7 +197,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _health(cfg: Config) -> int:
     """Exit 0 when the running daemon wrote a healthy health.json in the last minute (Docker HEALTHCHECK)."""
-    from onss_relay.commands.status import daemon_health
+    from onss_relay.health import daemon_health
 
     healthy, why = daemon_health(cfg.paths.root)
     print(("healthy: " if healthy else "unhealthy: ") + why)

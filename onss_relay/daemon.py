@@ -8,40 +8,35 @@ a health file for `status --health`, and optional Prometheus /metrics and /healt
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
-import json
-import os
 import signal
 import threading
 import time
-from pathlib import Path
 from types import FrameType
 
 import structlog
 
-from onss_relay.config import Config, load_config
-from onss_relay.disk import DiskWatch, disk_full, journal_unwritable
-from onss_relay.durable import atomic_write
+from onss_relay.config import Config
+from onss_relay.disk import DiskWatch
 from onss_relay.errors import (
-    ConfigError,
     JournalBusy,
     JournalError,
     JournalFull,
     describe_os_error,
 )
-from onss_relay.hooks import ResultHook
+from onss_relay.health import Health, HealthSnapshot, relay_health, snapshot_of, write_report
+from onss_relay.hook_part import HookPart
 from onss_relay.leadership import relay_lock_for
 from onss_relay.listener import start_listener
-from onss_relay.metrics import HealthSnapshot, StageFigures
+from onss_relay.log import log_thread_death
 from onss_relay.pipeline import Relay
-from onss_relay.results import write_result
+from onss_relay.reload import reloaded
 from onss_relay.retention import Pruner
 from onss_relay.sd_notify import Notifier
 from onss_relay.services import Running, Service
-from onss_relay.stage_thread import UNHEALTHY_AFTER, Stage
+from onss_relay.stage_set import relay_stages
+from onss_relay.stage_thread import Stage
 from onss_relay.stages.uncertain import uncertain_wait
-from onss_relay.stages.upload_queue import IDLE_KEEP
 from onss_relay.stages.watch import Watcher
 from onss_relay.standby import wait_before_recovery, wait_for_leadership
 from onss_relay.web import WebServer
@@ -50,15 +45,6 @@ log = structlog.get_logger(__name__)
 
 STOP_GRACE = 9.0
 START_RETRY = 5.0  # seconds between attempts to open the spool when the disk is full
-
-
-def _changed_keys(old: Config, new: Config, sections: tuple[str, ...]) -> list[str]:
-    """Given two configurations, return the section.key names whose value differs, in those sections."""
-    out = []
-    for section in sections:
-        a, b = getattr(old, section), getattr(new, section)
-        out += [f"{section}.{f.name}" for f in dataclasses.fields(a) if getattr(a, f.name) != getattr(b, f.name)]
-    return out
 
 
 class Daemon:
@@ -80,7 +66,7 @@ class Daemon:
         self._reload = threading.Event()
         self._said: set[str] = set()
         self.web: WebServer | None = None  # the listener on [metrics] listen, when set
-        self.hook: ResultHook | None = None  # [hooks] on_result, when set
+        self.hook: HookPart | None = None  # [hooks] on_result
         self._status = ""  # the last systemd STATUS sent while running  # per-second warnings said once, until they end
 
     def install_signal_handlers(self) -> None:
@@ -104,7 +90,7 @@ class Daemon:
     def run(self) -> int:
         """Run terms of leadership until stopped: wait for the lock, run the stages, and after a lost lease
         (PostgreSQL) stop them all and wait as a standby again."""
-        threading.excepthook = _thread_died
+        threading.excepthook = log_thread_death
         while True:
             if not self.wait_for_lock():
                 return 0
@@ -128,7 +114,7 @@ class Daemon:
             relay.close()
             return 0
         outbox_wake = threading.Event()
-        self.stages = self._stages(relay, outbox_wake)
+        self.stages, self.pruner = relay_stages(lambda: self.cfg, relay, self.stop, outbox_wake)
         watcher = self.watcher = Watcher(relay.claimer, self.cfg.watch.polling, outbox_wake)
         parts = Running(self._parts(relay, watcher))
         parts.start()
@@ -149,8 +135,9 @@ class Daemon:
     def _parts(self, relay: Relay, watcher: Watcher) -> list[Service]:
         """Given the relay and the outbox watcher, return the daemon's parts: started in this order (each after
         what it requires), stopped in reverse: the stages first, the final results and the hook last."""
+        hook = self.hook = HookPart(lambda: self.cfg, relay)
         return [
-            Service("hook", lambda: self._start_hook(relay), self._stop_hook),
+            Service("hook", hook.start, hook.stop),
             Service("results", lambda: None, self._write_results, requires=("hook",)),  # stop: the last changes
             Service("watcher", watcher.start, watcher.stop),
             Service("web", lambda: self._start_web(relay), self._stop_web),
@@ -161,27 +148,6 @@ class Daemon:
         if self.web is not None:
             self.web.shutdown()
             self.web.server_close()  # its address is free for the standby's listener after a lost lease
-
-    def _start_hook(self, relay: Relay) -> None:
-        if self.cfg.hooks.on_result:
-            self.hook = ResultHook(self.cfg.hooks)
-            relay.results.on_write = self.hook.result_written
-
-    def _apply_hooks(self, relay: Relay) -> None:
-        """Given the relay, after a reload changed [hooks]: the running hook takes the new command and timeout
-        for its next run, or starts when it was off, or is told no more when on_result is now empty."""
-        if self.hook is None:
-            self._start_hook(relay)
-        elif self.cfg.hooks.on_result:
-            self.hook.apply(self.cfg.hooks)
-        else:
-            relay.results.on_write = None
-            self.hook.retire()  # the runs already queued still happen, with the command they were queued for
-            self.hook = None
-
-    def _stop_hook(self) -> None:
-        if self.hook is not None:
-            self.hook.stop()  # the hooks already due run (each within its timeout)
 
     def _start_stages(self) -> None:
         for stage in self.stages:
@@ -216,45 +182,6 @@ class Daemon:
             if self.stop.wait(START_RETRY):
                 return None
             self._ping_watchdog()
-
-    def _stages(self, relay: Relay, outbox_wake: threading.Event) -> list[Stage]:
-        """The stage threads: the watcher wakes the claim scan, which wakes signing, which wakes uploading; polling
-        and retention run on their intervals."""
-        signer_wake, uploader_wake = threading.Event(), threading.Event()
-        pruner = self.pruner = Pruner(self.cfg.retention, relay.journal, relay.spool, self.stop)
-
-        def scan() -> None:
-            if relay.claimer.scan():
-                signer_wake.set()
-
-        def sign() -> None:
-            if relay.signer.sign_queued(progress=uploader_wake.set):
-                uploader_wake.set()
-
-        def upload() -> None:
-            report = relay.uploader.upload_pending()
-            relay.uploader.close_idle(older_than=IDLE_KEEP)  # the connection stays for sets coming soon
-            if report.error:
-                raise report.error
-
-        retry = self.cfg.remote.permanent_retry
-        uploading = Stage("upload", upload, lambda: 5.0, self.stop, uploader_wake, retry)
-        relay.uploader.on_retry, relay.uploader.on_progress = uploading.note_failure, uploading.note_progress
-        return [
-            Stage(
-                "watch",
-                scan,
-                lambda: self._next_scan_in(relay),
-                self.stop,
-                outbox_wake,
-                retry,
-                backoff_cap=lambda: float(self.cfg.watch.rescan),  # a past settle deadline is no reason to spin
-            ),
-            Stage("sign", sign, lambda: 5.0, self.stop, signer_wake, retry),
-            uploading,
-            Stage("poll", relay.poll_once, lambda: self.cfg.poll.interval, self.stop, None, retry),
-            Stage("retention", pruner.run_once, lambda: self.cfg.retention.interval, self.stop, None, retry),
-        ]
 
     def _supervise(self) -> None:
         """Until stopped: ping the watchdog, write the health file, apply SIGHUP reloads."""
@@ -298,78 +225,29 @@ class Daemon:
             return
         relay.close()
 
-    def _next_scan_in(self, relay: Relay) -> float:
-        deadline = relay.claimer.tracker.next_deadline()
-        rescan = float(self.cfg.watch.rescan)
-        if deadline is None:
-            return rescan
-        return max(0.05, min(rescan, deadline - time.monotonic() + 0.01))
-
     def _ping_watchdog(self) -> None:
         if self.notifier.watchdog_interval is not None:
             self.notifier.send("WATCHDOG=1")
 
     def _handle_reload(self) -> None:
-        """Re-read the configuration: keys that only tune timing apply now; anything else needs a restart."""
-        assert self.cfg.source is not None
-        try:
-            new = load_config(self.cfg.source)
-        except ConfigError as e:
-            log.error("reload_refused", error=str(e), detail="the running configuration stays in force")
+        """Re-read the configuration (reload.py): what tunes timing and the hook applies now."""
+        new = reloaded(self.cfg)
+        if new is None:
             return
-        applied = _changed_keys(self.cfg, new, ("watch", "poll", "hooks"))
-        changed = _changed_keys(self.cfg, new, ("sender", "paths", "signing", "remote", "metrics"))
-        hooks_changed = new.hooks != self.cfg.hooks
-        self.cfg = dataclasses.replace(self.cfg, watch=new.watch, poll=new.poll, hooks=new.hooks)
+        hooks_changed, self.cfg = new.hooks != self.cfg.hooks, new
         self._reloaded_at = time.time()
         if self.relay is not None:
             self.relay.apply(self.cfg)
-            if hooks_changed:
-                self._apply_hooks(self.relay)
+        if hooks_changed and self.hook is not None:
+            self.hook.apply()
         for stage in self.stages:
             stage.wake.set()  # a new interval applies now, not after the current wait
-        if changed:
-            log.warning(
-                "reload_partial",
-                applied=applied,
-                needs_restart=changed,
-                detail="restart the service to apply changes to " + ", ".join(changed),
-            )
-        else:
-            log.info("reloaded", applied=applied or "nothing changed")
 
-    # -- health ---------------------------------------------------------------------------------
+    # -- health: decided in health.py ------------------------------------------------------------
 
-    def health(self) -> tuple[bool, str]:
-        """Return (healthy, reason): the journal writable, every stage alive and the last successful poll recent
-        enough."""
-        if why := self._local_trouble():
-            return False, why
-        for stage in self.stages:
-            if not stage.is_alive() and not self.stop.is_set():
-                return False, f"stage {stage.health.name} is not running"
-        for stage in self.stages:
-            h = stage.health
-            if h.consecutive >= UNHEALTHY_AFTER:
-                failing = int(time.time() - (h.failing_since or time.time()))
-                return False, f"stage {h.name} failing for {failing} s ({h.consecutive} attempts): {h.last_error}"
-        poll = next((s.health for s in self.stages if s.health.name == "poll"), None)
-        window = 3 * self.cfg.poll.interval + 30
-        if poll is not None:
-            last = max(poll.last_ok or self.started, self._reloaded_at)
-            if time.time() - last > window:
-                why = f": {poll.last_error}" if poll.last_error else ""
-                return False, f"no successful poll for {int(time.time() - last)} s{why}"
-        for stage in self.stages:
-            if stage.health.paused_until > time.monotonic():
-                return False, f"stage {stage.health.name} paused: {stage.health.last_error}"
-        return True, "ok"
-
-    def _local_trouble(self) -> str | None:
-        """Return why this machine keeps the relay from working (a SQLite journal it cannot write, a full disk),
-        or None."""
-        unwritable = None if self.cfg.journal.url else journal_unwritable(self.cfg.paths.journal_path)
-        return unwritable or disk_full(self.cfg.paths.root)
+    def health(self) -> Health:
+        """Return the relay's health now (health.py decides)."""
+        return relay_health(self.cfg, self.stages, self.started, self._reloaded_at, self.stop.is_set())
 
     def _write_results(self) -> None:
         """results/<GO name>.json follow the journal every second (a set's first state included)."""
@@ -384,30 +262,15 @@ class Daemon:
 
     def _overdue_to_hook(self) -> None:
         """Tell the on_result hook of sets newly overdue (their results rewritten first, saying so)."""
-        relay = self.relay
-        if self.hook is None or relay is None:
-            return
         try:
-            self.hook.look_for_overdue(
-                relay.journal, self.cfg.poll, lambda row: write_result(relay.spool, relay.journal, row, self.cfg.poll)
-            )
+            if self.hook is not None:
+                self.hook.tell_overdue()
         except (OSError, JournalError) as e:
             self._warn_once("results_unwritable", str(e))
 
     def _write_health(self, stopped: bool = False) -> None:
-        ok, reason = (False, "stopped") if stopped else self.health()
-        doc = {
-            "at": time.time(),
-            "healthy": ok,
-            "reason": reason,
-            "local": not ok and not stopped and self._local_trouble() is not None,  # `check`: exit 4, not 3
-            "stopped": stopped,
-            "pid": os.getpid(),
-            "leadership": self.lock.describe(),
-            "stages": {s.health.name: dataclasses.asdict(s.health) for s in self.stages},
-        }
         try:
-            atomic_write(self.cfg.paths.root / "health.json", json.dumps(doc).encode())
+            write_report(self.cfg.paths.root, None if stopped else self.health(), self.stages, self.lock.describe())
         except OSError as e:
             self._warn_once("health_unwritable", str(e))
         else:
@@ -415,7 +278,8 @@ class Daemon:
 
     def _status_follows(self) -> None:
         """Send systemd a new STATUS when the health says something else: why the relay waits, or relaying."""
-        ok, reason = self.health()
+        health = self.health()
+        ok, reason = health.healthy, health.reason
         if ok and self.relay is not None:  # healthy, yet sets may wait out a quiet period (uncertain)
             with contextlib.suppress(JournalError):
                 reason = uncertain_wait(self.relay.journal, float(self.cfg.remote.quiet_period)) or reason
@@ -432,29 +296,9 @@ class Daemon:
 
     def snapshot(self) -> HealthSnapshot:
         """Return the health snapshot the web listener and the metrics serve (and health.json holds)."""
-        ok, reason = self.health()
-        figures = tuple(StageFigures(s.health.name, s.health.failures, s.health.last_ok) for s in self.stages)
-        pruned = tuple(sorted(self.pruner.totals.items())) if self.pruner is not None else ()
-        return HealthSnapshot(ok, reason, figures, self.lock.describe(), pruned)
+        pruned = self.pruner.totals if self.pruner is not None else {}
+        return snapshot_of(self.health(), self.stages, self.lock.describe(), pruned)
 
     def _start_web(self, relay: Relay) -> None:
         """Serve /metrics, /healthz and the status page on [metrics] listen, when it is set."""
         self.web = start_listener(lambda: self.cfg, relay, self.snapshot)
-
-
-def _thread_died(args: threading.ExceptHookArgs) -> None:
-    """A library thread (watchdog's, paramiko's) that dies says so in one line, with where, not a raw traceback."""
-    if args.exc_type is SystemExit:
-        return
-    where = ""
-    tb = args.exc_traceback
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    if tb is not None:
-        where = f"{Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}"
-    log.error(
-        "thread_died",
-        thread=args.thread.name if args.thread is not None else "?",
-        error=f"{args.exc_type.__name__}: {args.exc_value}",
-        where=where,
-    )

@@ -1,6 +1,7 @@
 """The on_result hook ([hooks] on_result): the HR side's own command, run with the path of results/<GO>.json
 when a set is refused, notified or becomes overdue. It runs in a thread of its own, one at a time, with a
 timeout and a bare environment (no secret of the relay's); a failure is logged, never retried, never blocking.
+What it ran for is recorded durably (hook_record.py): at least once per final state of a set, never twice.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import structlog
 
 from onss_relay.config import HooksConfig, PollConfig
 from onss_relay.config_rules import HOOK_PATH
+from onss_relay.hook_record import HookRecord, Told
 from onss_relay.journal import Journal, SetRow, State
-from onss_relay.results import overdue_sets
+from onss_relay.waiting import overdue, overdue_sets
 
 log = structlog.get_logger(__name__)
 
@@ -30,6 +32,12 @@ FINAL = (State.REFUSED, State.NOTIFIED)
 OVERDUE_EVERY = 5.0  # seconds between two looks for sets newly overdue (an indexed query of the late ones)
 OVERDUE_LOOKED = 1000  # overdue sets looked at each time (the oldest: they were told first)
 BARE_PATH = HOOK_PATH
+
+
+def told_key(row: SetRow, late: str | None) -> Told:
+    """Given a set and why it is late (or None), return the state of it the hook tells: its state, how many
+    notifications it has, overdue or not."""
+    return str(row.state), len(row.data.notifications), late is not None
 
 
 def hook_environment(result: Path, row: SetRow, why: str) -> dict[str, str]:
@@ -49,10 +57,11 @@ class ResultHook:
     """Given [hooks] and the results folder, run on_result for each set that reaches a final state (refused,
     notified: again for each further notification) or becomes overdue, once per such change while running."""
 
-    def __init__(self, hooks: HooksConfig) -> None:
+    def __init__(self, hooks: HooksConfig, record: HookRecord | None = None) -> None:
         self.command = (shlex.split(hooks.on_result), float(hooks.timeout))  # replaced whole by a reload
-        self._told: dict[str, tuple[str, int, bool]] = {}  # set → (state, notifications, overdue) last told
-        self._queue: queue.Queue[tuple[Path, dict[str, str]] | None] = queue.Queue()
+        self.record = record  # what it ran for, across restarts (None: this process only)
+        self._told: dict[str, Told] = {}  # set → (state, notifications, overdue) last told (or queued)
+        self._queue: queue.Queue[tuple[Path, dict[str, str], Told] | None] = queue.Queue()
         self._next_overdue_look = 0.0
         self._thread = threading.Thread(target=self._run_all, name="hook", daemon=True)
         self._thread.start()
@@ -60,12 +69,35 @@ class ResultHook:
     def result_written(self, row: SetRow, path: Path, late: str | None = None) -> None:
         """Given a set whose result file was just written (and why it is late, if it is), queue the hook when
         the set reached something the HR side waits for that it was not told yet."""
-        key = (str(row.state), len(row.data.notifications), late is not None)
-        if self._told.get(row.go_name) == key or (row.state not in FINAL and late is None):
+        key = told_key(row, late)
+        if self.told(row.go_name, key) or (row.state not in FINAL and late is None):
             return
         self._told[row.go_name] = key
+        if self.record is not None:
+            self.record.due(row.go_name, key)  # durable before queued: a crash before the run runs it again
         why = "overdue" if late and row.state not in FINAL else str(row.state)
-        self._queue.put((path, hook_environment(path, row, why)))
+        self._queue.put((path, hook_environment(path, row, why), key))
+
+    def told(self, go_name: str, key: Told) -> bool:
+        """Given a set and a state of it, return True when the hook was told (or is about to be) of that state,
+        in this process or, by its record, before a restart."""
+        if go_name not in self._told and self.record is not None and (known := self.record.told(go_name)):
+            self._told[go_name] = known
+        return self._told.get(go_name) == key
+
+    def resume(self, journal: Journal, poll: PollConfig, write: Callable[[SetRow], Path]) -> None:
+        """Given the journal, the poll settings and the function writing a set's result, queue again the runs
+        that were due when the relay stopped (their results rewritten first); drop those whose set is gone or
+        no longer calls for the hook."""
+        if self.record is None:
+            return
+        for go_name in self.record.pending():
+            row = journal.get_set(go_name)
+            late = overdue(row, poll, time.time()) if row is not None else None
+            if row is None or (row.state not in FINAL and late is None):
+                self.record.forget_due(go_name)
+                continue
+            self.result_written(row, write(row), late)
 
     def look_for_overdue(
         self, journal: Journal, poll: PollConfig, write: Callable[[SetRow], Path], now: float | None = None
@@ -77,7 +109,7 @@ class ResultHook:
             return
         self._next_overdue_look = now + OVERDUE_EVERY
         for row, late in overdue_sets(journal, poll, now, OVERDUE_LOOKED):
-            if self._told.get(row.go_name) != (str(row.state), len(row.data.notifications), True):
+            if not self.told(row.go_name, told_key(row, late)):
                 self.result_written(row, write(row), late)
 
     def apply(self, hooks: HooksConfig) -> None:
@@ -95,10 +127,13 @@ class ResultHook:
 
     def _run_all(self) -> None:
         while (item := self._queue.get()) is not None:
+            path, env, key = item
             try:
-                self._run(*item)
+                self._run(path, env)
+                if self.record is not None:  # after its end: a crash before this line runs it again
+                    self.record.ran(env["ONSS_RELAY_SET"], key)
             except Exception as e:  # a hook's trouble is logged; the next set's hook still runs
-                log.warning("hook_failed", set=item[1]["ONSS_RELAY_SET"], error=f"{type(e).__name__}: {e}")
+                log.warning("hook_failed", set=env["ONSS_RELAY_SET"], error=f"{type(e).__name__}: {e}")
 
     def _run(self, result: Path, env: dict[str, str]) -> None:
         """Given a result file and the hook's environment, run on_result with the file's path and wait for that

@@ -9,8 +9,10 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import MutableMapping
+from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
@@ -144,3 +146,21 @@ def say_warning(sentence: str, command: str | None) -> None:
         log.warning("command_warning", error=sentence, command=command)  # `error`: the README's jq recipe reads it
     else:
         print(f"onss-relay: {sentence}", file=sys.stderr)
+
+
+def log_thread_death(args: threading.ExceptHookArgs) -> None:
+    """A library thread (watchdog's, paramiko's) that dies says so in one line, with where, not a raw traceback."""
+    if args.exc_type is SystemExit:
+        return
+    where = ""
+    tb = args.exc_traceback
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None:
+        where = f"{Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}"
+    structlog.get_logger(__name__).error(
+        "thread_died",
+        thread=args.thread.name if args.thread is not None else "?",
+        error=f"{args.exc_type.__name__}: {args.exc_value}",
+        where=where,
+    )

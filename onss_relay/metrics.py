@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Iterator, Mapping
 
@@ -11,31 +10,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from onss_relay.config import PollConfig
+from onss_relay.health import HealthSnapshot as HealthSnapshot  # health.py owns them; older importers
+from onss_relay.health import StageFigures as StageFigures
 from onss_relay.journal import IN_FLIGHT, Journal, State
 from onss_relay.outcome import OUTCOMES
-from onss_relay.results import overdue
 from onss_relay.spool import Spool
-
-
-@dataclasses.dataclass(frozen=True)
-class StageFigures:
-    name: str
-    failures: int
-    last_ok: float | None
-
-
-@dataclasses.dataclass(frozen=True)
-class HealthSnapshot:
-    """What the daemon tells the outside: healthy or not and why, and each stage's figures."""
-
-    healthy: bool
-    reason: str
-    stages: tuple[StageFigures, ...]
-    leadership: Mapping[str, object] = dataclasses.field(default_factory=dict)  # RelayLock.describe()
-    pruned: tuple[tuple[str, int], ...] = ()  # files removed by retention since start, by kind
-
-    def stage(self, name: str) -> StageFigures | None:
-        return next((s for s in self.stages if s.name == name), None)
+from onss_relay.waiting import overdue
 
 
 class RelayCollector(Collector):
@@ -78,7 +58,7 @@ class RelayCollector(Collector):
             by_outcome.add_metric([o], outcomes.get(o, 0))
         yield by_outcome
         unmatched = GaugeMetricFamily("onss_relay_unlinked_responses", "Answers kept that match no set we sent")
-        unmatched.add_metric([], len(self.journal.unmatched_responses()))
+        unmatched.add_metric([], sum(self.journal.unmatched_counts().values()))
         yield unmatched
         late = GaugeMetricFamily(
             "onss_relay_overdue_sets", "Sets waiting past poll.acrf_overdue or notification_overdue"

@@ -25,8 +25,8 @@ from onss_relay.durable import atomic_write
 from onss_relay.errors import InvalidName
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.names import Prefix, format_name, parse_name, set_key
-from onss_relay.results import answered_circuit_test
 from onss_relay.spool import Spool
+from onss_relay.waiting import answered_circuit_test
 
 log = structlog.get_logger(__name__)
 

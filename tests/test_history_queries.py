@@ -11,13 +11,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 
 from onss_relay.commands.requeue import requeue
 from onss_relay.commands.status import set_detail, status_json, status_table
-from onss_relay.config import Config
+from onss_relay.config import Config, PollConfig
+from onss_relay.health import HealthSnapshot
 from onss_relay.journal import State, open_journal, open_journal_at
+from onss_relay.metrics import RelayCollector, registry_for
 from onss_relay.pipeline import Relay
 from onss_relay.spool import Spool
+from onss_relay.views.overview import overview
+from onss_relay.views.sources import Sources
 from tests.conftest import fi_name
 from tests.helpers import run_cli
 
@@ -103,3 +108,53 @@ def test_status_finds_a_set_by_its_ticket(cfg: Config) -> None:
     Spool(cfg.paths).create()
     r = run_cli("status", "0TICKET000002", "--config", str(cfg.source))
     assert r.returncode == 0 and "GO." + fi_name(2, date="20250101")[3:-2] in r.stdout, r.stderr
+
+
+UNLINKED, DAMAGED = 5_000, 10
+
+
+def unlinked_answers(cfg: Config) -> None:
+    """Given a configuration, record UNLINKED answers linked to no set, DAMAGED of them malformed, the newest
+    last (a year of another application's notifications mirrored from the shared folders)."""
+    journal = open_journal(cfg)
+    try:
+        journal.add_responses("OUT", [(f"ANSWER.{i:05d}", 100, f"inbox/OUT/ANSWER.{i:05d}") for i in range(UNLINKED)])
+    finally:
+        journal.close()
+    db = sqlite3.connect(cfg.paths.journal_path)
+    with db:
+        db.execute("UPDATE responses SET kind = 'notification', at = CAST(substr(name, 8) AS REAL)")
+        db.execute(f"UPDATE responses SET kind = 'malformed', detail = 'not XML' WHERE at < {DAMAGED}")
+    db.close()
+
+
+def test_status_counts_answers_linked_to_no_set_and_lists_the_newest(
+    cfg: Config, statements: list[tuple[Path, str]]
+) -> None:
+    """5,000 answers linked to no set: `status`, `status --json`, /metrics and the page count them in SQL (no
+    full scan) and list only the newest, saying how many more."""
+    unlinked_answers(cfg)
+    Spool(cfg.paths).create()
+    statements.clear()
+    journal = open_journal_at(cfg.paths.journal_path, readonly=True)
+    try:
+        table = status_table(journal, limit=10)
+        doc = status_json(journal, limit=10)
+        metrics = generate_latest(
+            registry_for(RelayCollector(journal, lambda: HealthSnapshot(True, "ok", ()), lambda: 30))
+        )
+        page = overview(
+            Sources(journal, Spool(cfg.paths), PollConfig, lambda: HealthSnapshot(True, "ok", ()), lambda: 30)
+        )
+    finally:
+        journal.close()
+    others = UNLINKED - DAMAGED
+    assert f"answers that match no set we sent ({others})" in table and f"… and {others - 10} more" in table
+    assert f"answers that could not be read ({DAMAGED}), kept" in table
+    assert len(table.splitlines()) < 40 and f"OUT/ANSWER.{UNLINKED - 1:05d}" in table  # the newest shown
+    assert doc["unlinked_response_count"] == UNLINKED and len(doc["unlinked_responses"]) == 10
+    assert doc["unlinked_responses"][-1]["name"] == f"ANSWER.{UNLINKED - 1:05d}"
+    assert f"onss_relay_unlinked_responses {UNLINKED}.0" in metrics.decode()
+    assert page.unlinked_count == UNLINKED and len(page.unlinked) == 50
+    assert any("GROUP BY kind" in sql for _, sql in statements)  # counted by the database
+    assert full_scans(statements) == []

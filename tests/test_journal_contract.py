@@ -255,3 +255,18 @@ def test_pages_for_a_year_of_history(journal: Journal) -> None:
     assert {r.go_name for r in rows + more} == set(names) and len(more) == 1
     assert journal.sets_updated_until(0.0, (0.0, ""), 10) == []
     assert len(journal.sets_changed_after(0, limit=2)) == 2 and len(journal.sets_changed_after(0)) == 3
+
+
+def test_answers_linked_to_no_set_are_counted_and_the_newest_listed(journal: Journal) -> None:
+    """Answers without a set are counted by kind in the database and listed newest last, only the newest
+    ``limit`` of them, malformed ones apart when asked."""
+    journal.add_responses("OUT", [(f"A.{i}", 1, f"/inbox/A.{i}") for i in range(6)])
+    for i in range(6):
+        journal.link_response("OUT", f"A.{i}", "malformed" if i < 2 else "notification", None, "why")
+    journal.add_responses("OUT", [("SIG", 1, "/inbox/SIG")])
+    journal.link_response("OUT", "SIG", "signature", None)  # answers nothing by itself: not counted
+    assert journal.unmatched_counts() == {"malformed": 2, "notification": 4}
+    assert len(journal.unmatched_responses()) == 6
+    newest = journal.unmatched_responses(2, malformed=False)
+    assert [r.kind for r in newest] == ["notification"] * 2 and len(journal.unmatched_responses(5)) == 5
+    assert [r.kind for r in journal.unmatched_responses(10, malformed=True)] == ["malformed"] * 2

@@ -10,7 +10,6 @@ from typing import TextIO
 
 from onss_relay.commands.certificate import SELF_SIGNED
 from onss_relay.commands.check_access import service_user_lines, too_open
-from onss_relay.commands.status import daemon_health, daemon_report
 from onss_relay.config import Config
 from onss_relay.config_rules import FTP_WITHDRAWN, unsigned_s_problem
 from onss_relay.disk import disk_full, journal_unwritable
@@ -24,6 +23,7 @@ from onss_relay.errors import (
     RelayError,
     RemoteError,
 )
+from onss_relay.health import daemon_health, daemon_report, reported
 from onss_relay.identity import check_certificate, days_left, is_self_signed, load_signing_identity, portal_dn
 from onss_relay.journal import sqlite_place_problem
 from onss_relay.names import Env, response_folder, upload_folder
@@ -67,7 +67,7 @@ def run_checks(cfg: Config, out: TextIO, local_only: bool = False) -> int:
         print("- remote: not checked (--local); the daemon retries it until it answers", file=out)
         return worst
     check("remote", lambda: _remote(cfg), EXIT_REMOTE)
-    if (cfg.paths.root / "health.json").exists():
+    if reported(cfg.paths.root):
         check("running daemon", lambda: _daemon(cfg), EXIT_REMOTE)
     return worst
 

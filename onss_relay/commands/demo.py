@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TextIO
 
 from onss_relay import identity
-from onss_relay.commands.status import result_summary
 from onss_relay.config import load_config
 from onss_relay.durable import atomic_write
 from onss_relay.journal import State
@@ -22,6 +21,7 @@ from onss_relay.outcome import outcome_of
 from onss_relay.pipeline import Relay
 from onss_relay.simulator import Simulator
 from onss_relay.transport.local import make_remote_home
+from onss_relay.views.set_view import result_summary
 
 SENDER = "123456"
 

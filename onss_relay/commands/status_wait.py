@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from onss_relay.commands.status import daemon_health, daemon_report
 from onss_relay.disk import disk_full
+from onss_relay.health import daemon_health, daemon_report
 from onss_relay.local_time import local_time
 from onss_relay.spool import spool_in_use
 

@@ -263,8 +263,13 @@ class Journal(Protocol):
         """Return the responses to link: never read, or waiting for their set (a notification before its ACRF)."""
         ...
 
-    def unmatched_responses(self) -> list[ResponseRow]:
-        """Return the answers kept without a set: other applications, other tools' sets, malformed ones."""
+    def unmatched_responses(self, limit: int | None = None, malformed: bool | None = None) -> list[ResponseRow]:
+        """Given a limit (None: all) and which (malformed True, False: the others, None: both), return the newest
+        answers kept without a set (other applications, other tools' sets, malformed ones), oldest first."""
+        ...
+
+    def unmatched_counts(self) -> dict[str, int]:
+        """Return how many answers are kept without a set, by kind, counted by the database."""
         ...
 
     def unlinked_page(self, after: int, limit: int) -> list[tuple[int, ResponseRow]]:

@@ -10,6 +10,9 @@ import time
 from onss_relay.journal.model import WAITING_KINDS, ResponseRow
 from onss_relay.journal.sql_rows import Db, response_row
 
+UNMATCHED = "linked_set IS NULL AND kind IS NOT NULL AND kind NOT IN (?, ?)"  # answers kept without a set
+NOT_ANSWERS = ("signature", "marker")  # mirrored files that answer nothing by themselves
+
 
 class ResponseTable:
     """The response methods of SqlJournal; its connection, lock and transactions are the backend's."""
@@ -80,12 +83,26 @@ class ResponseTable:
             rows = db.execute("SELECT * FROM responses WHERE linked_set = ?", (go_name,)).fetchall()
         return [response_row(r) for r in rows]
 
-    def unmatched_responses(self) -> list[ResponseRow]:
-        """Return the answers kept without a set: other applications, sets sent by another tool, malformed ones."""
+    def unmatched_responses(self, limit: int | None = None, malformed: bool | None = None) -> list[ResponseRow]:
+        """Given a limit (None: every one) and which (malformed True: those that could not be read, False: the
+        others, None: both), return the answers kept without a set (other applications, sets sent by another
+        tool, malformed ones): the newest ``limit`` of them, oldest first."""
+        where, args = UNMATCHED, list[object](NOT_ANSWERS)
+        if malformed is not None:
+            where += " AND kind = ?" if malformed else " AND kind <> ?"
+            args.append("malformed")
+        sql = f"SELECT * FROM responses WHERE {where} ORDER BY at DESC, name DESC"
+        if limit is not None:
+            sql, args = sql + " LIMIT ?", [*args, limit]
+        with self._read() as db:
+            rows = db.execute(sql, args).fetchall()
+        return [response_row(r) for r in reversed(rows)]
+
+    def unmatched_counts(self) -> dict[str, int]:
+        """Return how many answers are kept without a set, by kind (``malformed``, ``notification`` …), counted
+        by the database: a year of them is never read to be counted."""
         with self._read() as db:
             rows = db.execute(
-                "SELECT * FROM responses WHERE linked_set IS NULL AND kind IS NOT NULL AND kind NOT IN (?, ?)"
-                " ORDER BY at, name",
-                ("signature", "marker"),
+                f"SELECT kind, COUNT(*) AS n FROM responses WHERE {UNMATCHED} GROUP BY kind", NOT_ANSWERS
             ).fetchall()
-        return [response_row(r) for r in rows]
+        return {str(r["kind"]): int(r["n"]) for r in rows}

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from importlib import resources
 
-from onss_relay.commands.status import as_go
 from onss_relay.status_page.render import page
 from onss_relay.views.overview import overview
 from onss_relay.views.search import search
-from onss_relay.views.set_view import set_document
+from onss_relay.views.set_view import as_go, set_view
 from onss_relay.views.sources import Sources
 from onss_relay.web import Request, Response, Route
 
@@ -26,8 +25,8 @@ def routes(src: Sources) -> dict[str, Route]:
         row = src.journal.get_set(as_go(request.rest))
         if row is None:
             return Response(404, page("missing.html", name=request.rest), HTML)
-        doc = set_document(src.journal, row, src.poll())
-        return Response(200, page("set.html", d=doc, fs=row.data.fs, extras=row.data.extras), HTML)
+        view = set_view(src.journal, row, src.poll())  # the same document as results/ and `status --json`
+        return Response(200, page("set.html", d=view.document(), fs=row.data.fs, extras=row.data.extras), HTML)
 
     def search_page(request: Request) -> Response:
         query = request.query.get("q", "")

@@ -7,12 +7,12 @@ import dataclasses
 import time
 from typing import Any
 
+from onss_relay.health import StageFigures
 from onss_relay.journal import IN_FLIGHT, ResponseRow, State
-from onss_relay.metrics import StageFigures
-from onss_relay.results import overdue_sets
 from onss_relay.views.chart import Chart, daily_chart
 from onss_relay.views.set_view import SetLine, set_line
 from onss_relay.views.sources import Sources
+from onss_relay.waiting import overdue_sets
 
 SHOWN = 50  # sets per list; the search finds the others
 CHART_DAYS = 30
@@ -33,7 +33,8 @@ class Overview:
     overdue: tuple[SetLine, ...]
     recent: tuple[SetLine, ...]
     quarantined: tuple[dict[str, Any], ...]
-    unlinked: tuple[ResponseRow, ...]
+    unlinked: tuple[ResponseRow, ...]  # the newest SHOWN
+    unlinked_count: int  # all of them
     chart: Chart
 
 
@@ -61,7 +62,8 @@ def overview(src: Sources, now: float | None = None) -> Overview:
         overdue=tuple(late),
         recent=tuple(set_line(r, poll, now) for r in src.journal.recent_sets(SHOWN, light=True)),
         quarantined=tuple(src.spool.quarantined()[:SHOWN]),
-        unlinked=tuple(src.journal.unmatched_responses()[-SHOWN:]),
+        unlinked=tuple(src.journal.unmatched_responses(SHOWN)),
+        unlinked_count=sum(src.journal.unmatched_counts().values()),
         chart=_chart(src, now),
     )
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import re
 
-from onss_relay.commands.status import as_go
 from onss_relay.journal import SetRow
-from onss_relay.views.set_view import SetLine, set_line
+from onss_relay.views.set_view import SetLine, as_go, set_line
 from onss_relay.views.sources import Sources
 
 LIMIT = 200

@@ -6,8 +6,8 @@ import dataclasses
 from collections.abc import Callable
 
 from onss_relay.config import PollConfig
+from onss_relay.health import HealthSnapshot
 from onss_relay.journal import Journal
-from onss_relay.metrics import HealthSnapshot
 from onss_relay.spool import Spool
 
 

@@ -1,0 +1,67 @@
+"""The daemon's stage threads over one relay: the watcher wakes the claim scan, which wakes signing, which wakes
+uploading; polling and retention run on their intervals. Intervals are read from the configuration in force at
+each wait (a SIGHUP may change them)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from onss_relay.config import Config
+from onss_relay.pipeline import Relay
+from onss_relay.retention import Pruner
+from onss_relay.stage_thread import Stage
+from onss_relay.stages.upload_queue import IDLE_KEEP
+
+
+def relay_stages(
+    cfg: Callable[[], Config], relay: Relay, stop: threading.Event, outbox_wake: threading.Event
+) -> tuple[list[Stage], Pruner]:
+    """Given the configuration in force (a function), the relay, the term's stop event and the event the outbox
+    watcher sets, return the stage threads (not started) and the retention pruner they run."""
+    signer_wake, uploader_wake = threading.Event(), threading.Event()
+    pruner = Pruner(cfg().retention, relay.journal, relay.spool, stop)
+
+    def scan() -> None:
+        if relay.claimer.scan():
+            signer_wake.set()
+
+    def sign() -> None:
+        if relay.signer.sign_queued(progress=uploader_wake.set):
+            uploader_wake.set()
+
+    def upload() -> None:
+        report = relay.uploader.upload_pending()
+        relay.uploader.close_idle(older_than=IDLE_KEEP)  # the connection stays for sets coming soon
+        if report.error:
+            raise report.error
+
+    retry = cfg().remote.permanent_retry
+    uploading = Stage("upload", upload, lambda: 5.0, stop, uploader_wake, retry)
+    relay.uploader.on_retry, relay.uploader.on_progress = uploading.note_failure, uploading.note_progress
+    watching = Stage(
+        "watch",
+        scan,
+        lambda: next_scan_in(relay, float(cfg().watch.rescan)),
+        stop,
+        outbox_wake,
+        retry,
+        backoff_cap=lambda: float(cfg().watch.rescan),  # a past settle deadline is no reason to spin
+    )
+    return [
+        watching,
+        Stage("sign", sign, lambda: 5.0, stop, signer_wake, retry),
+        uploading,
+        Stage("poll", relay.poll_once, lambda: cfg().poll.interval, stop, None, retry),
+        Stage("retention", pruner.run_once, lambda: cfg().retention.interval, stop, None, retry),
+    ], pruner
+
+
+def next_scan_in(relay: Relay, rescan: float) -> float:
+    """Given the relay and watch.rescan, return the seconds until the next claim scan: the next settle deadline
+    of a file seen, or the rescan interval."""
+    deadline = relay.claimer.tracker.next_deadline()
+    if deadline is None:
+        return rescan
+    return max(0.05, min(rescan, deadline - time.monotonic() + 0.01))
