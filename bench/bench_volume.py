@@ -1,13 +1,18 @@
 """Volume (issue 29): N declarations through the local transport with their answers, then a year of history.
 
-Steps, each the real CLI in its own process (wall time and peak RSS from wait4): drop N 2 KB declarations,
-`send --once`, `simulate --once`, `poll --once`; the journal's size; then the journal grown to HISTORY sets
+Steps, each the real CLI in its own process (wall time, peak RSS of the largest process and PSS of the process tree:
+bench/volume_steps.py), each stopped after --limit minutes when given: drop N 2 KB declarations, `send --once`,
+`simulate --once`, `poll --once` (progress and rate every 30 s: a rate falling with the count is a step slower than
+linear); the journal's size, files and MB in results/, inbox/ and sent/; then the journal grown to HISTORY sets
 (bench/volume_journal.py) and the latency of `status`, `status NAME`, `status --json`, `status TICKET`,
 `send --once` with nothing to send, and the start of `run` (to READY). Baselines: the same commands on the
 journal before it grew (N sets), and for the poll step `poll --once` of the code on /work/main when given
 (--baseline-tree DIR: that tree's onss_relay, before this change).
 
-Run: python3 bench/bench_volume.py [--quick] [--n N] [--history H] [--json FILE] [--baseline-tree DIR]
+Run: python3 bench/bench_volume.py [--quick] [--n N] [--history H] [--poll-files F] [--limit MINUTES] [--json FILE]
+     [--baseline-tree DIR] [--only-poll | --skip-poll]
+Sizes: the issue's (100,000 declarations, 500,000 sets, 100,000 answer files: hours on 2 CPUs); --quick 300
+declarations, 50,000 sets, 1,500 answer files (bench/run --quick).
 """
 
 from __future__ import annotations
@@ -104,7 +109,7 @@ def poll_memory(root: Path, files: int, baseline_tree: Path | None) -> list[dict
     return out
 
 
-QUICK = {"n": 1000, "history": 50_000, "poll_files": 3_000}  # bench/run --quick: about 2 minutes
+QUICK = {"n": 300, "history": 50_000, "poll_files": 1_500}  # bench/run --quick: about 2 minutes
 FULL = {"n": 100_000, "history": 500_000, "poll_files": 100_000}  # the issue's volume: hours on 2 CPUs
 
 
@@ -219,8 +224,8 @@ def _last_change(journal: Path) -> int:
         db.close()
 
 
-def commands(c: list[str], name: str, ticket: str) -> dict[str, float]:
-    """Wall time of each command a person runs (median of 3), start-ups included."""
+def commands(c: list[str], name: str, ticket: str, repeat: int = 3) -> dict[str, float]:
+    """Wall time of each command a person runs (median of ``repeat``), start-ups included."""
     runs = {
         "status": (["status", *c], None),
         "status NAME": (["status", name, *c], None),
@@ -231,8 +236,8 @@ def commands(c: list[str], name: str, ticket: str) -> dict[str, float]:
     }
     out = {}
     for what, (cmd, until) in runs.items():
-        times = sorted(run_step(cmd, REPO, until=until).seconds for _ in range(3))
-        out[what] = times[1]
+        times = sorted(run_step(cmd, REPO, until=until).seconds for _ in range(repeat))
+        out[what] = times[len(times) // 2]
     return out
 
 
