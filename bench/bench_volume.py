@@ -1,25 +1,27 @@
 """Volume (issue 29): N declarations through the local transport with their answers, then a year of history.
 
-Steps, each the real CLI in its own process (wall time and peak RSS from wait4): drop N 2 KB declarations,
-`send --once`, `simulate --once`, `poll --once`; the journal's size; then the journal grown to HISTORY sets
+Steps, each the real CLI in its own process (wall time, peak RSS of the largest process and PSS of the process tree:
+bench/volume_steps.py), each stopped after --limit minutes when given: drop N 2 KB declarations, `send --once`,
+`simulate --once`, `poll --once` (progress and rate every 30 s: a rate falling with the count is a step slower than
+linear); the journal's size, files and MB in results/, inbox/ and sent/; then the journal grown to HISTORY sets
 (bench/volume_journal.py) and the latency of `status`, `status NAME`, `status --json`, `status TICKET`,
 `send --once` with nothing to send, and the start of `run` (to READY). Baselines: the same commands on the
 journal before it grew (N sets), and for the poll step `poll --once` of the code on /work/main when given
 (--baseline-tree DIR: that tree's onss_relay, before this change).
 
-Run: python3 bench/bench_volume.py [--quick] [--n N] [--history H] [--json FILE] [--baseline-tree DIR]
+Run: python3 bench/bench_volume.py [--quick] [--n N] [--history H] [--poll-files F] [--limit MINUTES] [--json FILE]
+     [--baseline-tree DIR] [--only-poll | --skip-poll]
+Sizes: the issue's (100,000 declarations, 500,000 sets, 100,000 answer files: hours on 2 CPUs); --quick 300
+declarations, 50,000 sets, 1,500 answer files (bench/run --quick).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,35 +29,11 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from volume_journal import grow  # noqa: E402
+from volume_steps import Step, count, rates, run_step, usage  # noqa: E402
 
 from onss_relay import identity  # noqa: E402
 from onss_relay.transport.local import make_remote_home  # noqa: E402
 from tests.conftest import SIGNING_PASSWORD, fi_name, write_config  # noqa: E402
-
-
-def run(cmd: list[str], tree: Path = REPO, until: str | None = None) -> tuple[float, float, str]:
-    """Given CLI arguments, run `onss-relay ARGS` with ``tree`` first on the path; return (seconds, peak RSS MB,
-    stdout). With ``until``, SIGTERM it once that text is in its stderr (the time is then until that text)."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    t0 = time.perf_counter()
-    err = tempfile.TemporaryFile()  # noqa: SIM115  # read while it runs, closed with the process
-    p = subprocess.Popen([sys.executable, "-m", "onss_relay.cli", *cmd], stdout=subprocess.PIPE, stderr=err, env=env)
-    took = None
-    if until:
-        while p.poll() is None:
-            err.seek(0)
-            if until.encode() in err.read():
-                took = time.perf_counter() - t0
-                p.terminate()
-                break
-            time.sleep(0.01)
-    out = p.stdout.read().decode() if p.stdout else ""
-    _, status, usage = os.wait4(p.pid, 0)
-    took = took or time.perf_counter() - t0
-    if status and not until:
-        err.seek(0)
-        raise SystemExit(f"{cmd} failed ({status}): {err.read().decode()[-2000:]}")
-    return took, usage.ru_maxrss / 1024, out
 
 
 def world(root: Path) -> Path:
@@ -118,8 +96,8 @@ def poll_memory(root: Path, files: int, baseline_tree: Path | None) -> list[dict
         d = root / f"poll-{label}"
         cfg = world(d)
         seed_answers(d / "remote", files)
-        took, rss, _ = run(["poll", "--once", "--config", str(cfg)], tree)
-        results[label] = (took, rss)
+        step = run_step(["poll", "--once", "--config", str(cfg)], tree)
+        results[label] = (step.seconds, step.rss_mb)
     relay, base = results["relay"], results.get("baseline", results["relay"])
     name = "the code before issue 29 (--baseline-tree)" if baseline_tree else "same (no baseline tree given)"
     out.append(figure(f"peak RSS, poll --once of {files} answer files", "MB", relay[1], base[1], name, True))
@@ -131,6 +109,10 @@ def poll_memory(root: Path, files: int, baseline_tree: Path | None) -> list[dict
     return out
 
 
+QUICK = {"n": 300, "history": 50_000, "poll_files": 1_500}  # bench/run --quick: about 2 minutes
+FULL = {"n": 100_000, "history": 500_000, "poll_files": 100_000}  # the issue's volume: hours on 2 CPUs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
@@ -140,18 +122,20 @@ def main() -> None:
     ap.add_argument("--baseline-tree", type=Path)
     ap.add_argument("--only-poll", action="store_true", help="only the poll memory figure")
     ap.add_argument("--skip-poll", action="store_true", help="not the poll memory figure")
+    ap.add_argument("--limit", type=float, help="minutes after which a step gets SIGTERM (its figures say so)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    n = args.n or (2000 if args.quick else 100_000)
-    history = args.history or (50_000 if args.quick else 500_000)
-    poll_files = args.poll_files or (9_000 if args.quick else 100_000)
+    n = args.n or (QUICK if args.quick else FULL)["n"]
+    history = (QUICK if args.quick else FULL)["history"] if args.history is None else args.history
+    poll_files = args.poll_files or (QUICK if args.quick else FULL)["poll_files"]
+    limit = args.limit * 60 if args.limit else None
     root = Path(tempfile.mkdtemp(prefix="onss-volume-"))
     figures: list[dict[str, object]] = []
     try:
         if not args.skip_poll:
             figures += poll_memory(root, poll_files, args.baseline_tree)
         if not args.only_poll:
-            figures += pipeline(root / "relay", n, history)
+            figures += pipeline(root / "relay", n, history, limit)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     if args.json:
@@ -159,31 +143,71 @@ def main() -> None:
         args.json.write_text(json.dumps(figures, indent=2))
 
 
-def pipeline(d: Path, n: int, history: int) -> list[dict[str, object]]:
+STEP_FIGURES = {
+    "send": ("declarations", "decl/s"),
+    "simulate": ("declarations answered", "decl/s"),
+    "poll": ("answer files", "files/s"),
+}
+
+
+def step_figures(what: str, cmd: str, done: int, step: Step) -> list[dict[str, object]]:
+    """Given a step and how many items it did, return its throughput and peak RSS figures (and print its rates)."""
+    unit, per_s = STEP_FIGURES[what]
+    stopped = f" (stopped at its limit after {step.seconds:.0f} s)" if step.stopped else ""
+    if step.samples:
+        print(f"    {what}: rate per interval {rates(step.samples)} /s", flush=True)
+    rate = done / step.seconds
+    return [
+        figure(f"{cmd}, {done} {unit}{stopped}, per s", per_s, rate, rate, "-", False),
+        figure(f"peak RSS, {cmd} of {done} {unit}, largest process", "MB", step.rss_mb, step.rss_mb, "-", True),
+        figure(f"peak RSS, {cmd} of {done} {unit}, process tree (PSS)", "MB", step.tree_mb, step.tree_mb, "-", True),
+    ]
+
+
+def footprint(d: Path, n: int) -> list[dict[str, object]]:
+    """The spool after the pipeline: journal size, and files and MB in results/, inbox/ and sent/."""
+    journal = d / "spool" / "journal.db"
+    mb = journal.stat().st_size / 1e6
+    figs = [figure(f"journal size, {n} sets answered", "MB", mb, mb, "-", True)]
+    for folder in ("results", "inbox", "sent"):
+        files, size = usage(d / "spool" / folder)
+        figs.append(figure(f"{folder}/ after {n} sets: {files} files", "MB", size, size, "-", True))
+    return figs
+
+
+def pipeline(d: Path, n: int, history: int, limit: float | None) -> list[dict[str, object]]:
+    """Send ``n`` declarations, answer them with the simulator, poll the answers (each step stopped after ``limit``
+    seconds when given), measure the spool, then grow the journal to ``history`` sets and time the commands a
+    person runs on it. Return the figures."""
     cfg = world(d)
     c = ["--config", str(cfg)]
     drop(d / "spool" / "outbox", n)
+    remote = d / "remote"
     figs = []
-    t, rss, _ = run(["send", "--once", *c])
-    figs.append(figure(f"send --once, {n} declarations, decl/s", "decl/s", n / t, n / t, "-", False))
-    figs.append(figure(f"peak RSS, send --once of {n}", "MB", rss, rss, "-", True))
-    t, rss, _ = run(["simulate", "--once", *c])
-    figs.append(figure(f"simulate --once, {n} declarations, decl/s", "decl/s", n / t, n / t, "-", False))
-    figs.append(figure(f"peak RSS, simulate --once of {n}", "MB", rss, rss, "-", True))
-    files = sum(1 for _ in (d / "remote" / "OUTTEST").iterdir())
-    t, rss, _ = run(["poll", "--once", *c])
-    figs.append(figure(f"poll --once, {files} answer files, files/s", "files/s", files / t, files / t, "-", False))
-    figs.append(figure(f"peak RSS, poll --once of {files} files", "MB", rss, rss, "-", True))
+    step = run_step(["send", "--once", *c], REPO, limit, lambda: count(remote / "INTEST", "GO."))
+    sent = count(remote / "INTEST", "GO.")
+    figs += step_figures("send", "send --once", sent, step)
+    step = run_step(["simulate", "--once", *c], REPO, limit, lambda: count(remote / "OUTTEST", "GO."))
+    figs += step_figures("simulate", "simulate --once", sent - count(remote / "INTEST", "GO."), step)
+    files = count(remote / "OUTTEST")
+    step = run_step(["poll", "--once", *c], REPO, limit, lambda: files - count(remote / "OUTTEST"))
+    figs += step_figures("poll", "poll --once", files - count(remote / "OUTTEST"), step)
+    figs += footprint(d, sent)
+    if history:
+        figs += year(d, c, n, history)
+    return figs
+
+
+def year(d: Path, c: list[str], n: int, history: int) -> list[dict[str, object]]:
+    """Grow the journal of the pipeline to ``history`` sets; time the commands before and after."""
     journal = d / "spool" / "journal.db"
-    figs.append(figure(f"journal size, {n} sets answered", "MB", journal.stat().st_size / 1e6, 0, "-", True))
     some = next(p.name for p in (d / "spool" / "results").iterdir() if p.name.startswith("GO."))
     ticket = json.loads((d / "spool" / "results" / some).read_text())["ticket"]
     before = commands(c, some[:-5], ticket)
     grow(journal, history)
-    (d / "spool" / "results.cursor").write_text(
-        f"{_last_change(journal)}\n"
-    )  # a year's results were written as it went
-    figs.append(figure(f"journal size, {history} sets", "MB", journal.stat().st_size / 1e6, 0, "-", True))
+    (d / "spool" / "results.cursor").write_text(f"{_last_change(journal)}\n")  # a year's results were written
+    mb = journal.stat().st_size / 1e6
+    figs = [figure(f"journal size, {history} sets", "MB", mb, mb, "-", True)]
     after = commands(c, some[:-5], ticket)
     for what, t in after.items():
         figs.append(figure(f"{what}, {history} sets in the journal", "s", t, before[what], f"same with {n} sets", True))
@@ -200,8 +224,8 @@ def _last_change(journal: Path) -> int:
         db.close()
 
 
-def commands(c: list[str], name: str, ticket: str) -> dict[str, float]:
-    """Wall time of each command a person runs (median of 3), start-ups included."""
+def commands(c: list[str], name: str, ticket: str, repeat: int = 3) -> dict[str, float]:
+    """Wall time of each command a person runs (median of ``repeat``), start-ups included."""
     runs = {
         "status": (["status", *c], None),
         "status NAME": (["status", name, *c], None),
@@ -212,8 +236,8 @@ def commands(c: list[str], name: str, ticket: str) -> dict[str, float]:
     }
     out = {}
     for what, (cmd, until) in runs.items():
-        times = sorted(run(cmd, until=until)[0] for _ in range(3))
-        out[what] = times[1]
+        times = sorted(run_step(cmd, REPO, until=until).seconds for _ in range(repeat))
+        out[what] = times[len(times) // 2]
     return out
 
 

@@ -3,11 +3,19 @@
 A one-shot send claims and signs in a child while the parent uploads: each gets a core, instead of both
 competing for one interpreter. The child is forked, so it must be started before the parent starts any
 thread (a fork copies locks other threads may hold).
+
+The child dies with its parent (Linux's parent-death signal): a `send --once` ended by SIGTERM or SIGKILL (a cron
+job's `timeout`, the OOM killer) took its claim-and-sign child with it, which went on alone holding the spool's
+relay lock (every other command refused, "a relay is running") until its whole outbox scan was done. What the child
+did not commit is done again next time, as after any crash.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
+import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -28,7 +36,8 @@ class Forked(Generic[T]):
         self._results, sender = ctx.Pipe(duplex=False)
         sys.stdout.flush()
         sys.stderr.flush()
-        self._process = ctx.Process(target=_run, args=(work, open_journal, sender), name=name, daemon=True)
+        args = (work, open_journal, sender, os.getpid())
+        self._process = ctx.Process(target=_run, args=args, name=name, daemon=True)
         self._process.start()
         sender.close()
         self._outcome: tuple[str, object] | None = None
@@ -81,7 +90,25 @@ class Forked(Generic[T]):
         )
 
 
-def _run(work: Callable[[Journal], object], open_journal: Callable[[], Journal], results: Connection) -> None:
+def die_with_parent(parent: int) -> None:
+    """Given the pid of the process that forked this one, ask Linux to SIGKILL this process when its parent dies;
+    exit at once when it is already gone (it died before the request was made)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the child ends with its work
+        return
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _run(
+    work: Callable[[Journal], object], open_journal: Callable[[], Journal], results: Connection, parent: int
+) -> None:
+    die_with_parent(parent)
     journal = open_journal()
     try:
         results.send(("ok", work(journal)))

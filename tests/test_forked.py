@@ -73,3 +73,38 @@ def test_threads_asking_at_once_all_see_the_one_result(tmp_path: Path) -> None:
         for t in threads:
             t.join()
         assert child.result() == ["x"] * 2000
+
+
+def test_send_once_killed_by_sigterm_takes_its_claim_child_with_it(relay_dir: Path) -> None:
+    """`send --once` ended by SIGTERM (a cron job's `timeout`) while its child claims: the child dies too and the
+    spool's relay lock is free at once for the next command (issue 29's volume run: the orphan child held it
+    through a whole 100,000-file scan, and the next `poll --once` was refused, "a relay is running")."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import fi_name
+    from tests.helpers import run_cli, wait_until
+
+    (relay_dir / "spool" / "outbox").mkdir(parents=True, exist_ok=True)
+    (relay_dir / "spool" / "outbox" / fi_name(1, "T")).write_bytes(b"<DmfA>x</DmfA>\r\n")
+    env = {**os.environ, "ONSS_RELAY__WATCH__SETTLE": '"60s"'}  # the child waits 60 s to look again
+    cfg = str(relay_dir / "config.toml")
+    send = subprocess.Popen([sys.executable, "-m", "onss_relay.cli", "send", "--once", "--config", cfg], env=env)
+    children = Path(f"/proc/{send.pid}/task/{send.pid}/children")
+    assert wait_until(lambda: bool(children.read_text().split()), 30), "send --once never forked its child"
+    child = int(children.read_text().split()[0])
+    send.send_signal(signal.SIGTERM)
+    send.wait(30)
+    assert wait_until(lambda: not Path(f"/proc/{child}").exists() or _zombie(child), 20), "the child lives on"
+    again = run_cli("send", "--once", "--config", cfg, env={"ONSS_RELAY__WATCH__SETTLE": '"0s"'})
+    assert "running on this spool" not in again.stderr, again.stderr
+    assert again.returncode == 0, again.stderr
+
+
+def _zombie(pid: int) -> bool:
+    """Given a pid, return whether it is a zombie (dead, not yet reaped by its new parent)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
