@@ -161,3 +161,26 @@ def test_full_cycle_over_sftp(sftp_dir: Path, sshd: SshServer) -> None:
     result = json.loads((sftp_dir / "spool" / "results" / f"{accepted['set']}.json").read_text())
     assert result["state"] == "notified" and result["sent_dir"]
     assert State.NOTIFIED == "notified"
+
+
+def test_poll_keeps_many_gets_in_flight_and_deletes_only_durable_copies(sftp_dir: Path, sshd: SshServer) -> None:
+    """Issue 27: `poll --once` downloads a batch's files together (the server sees the next files opened before
+    the first is closed), yet every remote file is removed only after it was read whole and is in the inbox."""
+    out = sshd.home / "OUTTEST"
+    names = []
+    for i in range(1, 21):
+        name = f"FO.NOTI.999999.20261124.{i:05d}.T"
+        put_response(out, name, notification_xml(f"0TICKET{i:06d}", SENDER, "DMFA001") * 20)
+        names += [name, "GO" + name[2:]]
+    r = run_cli("poll", "--once", "--config", str(sftp_dir / "config.toml"))
+    assert r.returncode == 0, r.stderr
+    assert list(out.iterdir()) == []
+    inbox = sftp_dir / "spool" / "inbox" / "OUTTEST"
+    assert sorted(p.name for p in inbox.iterdir() if not p.name.startswith(".")) == sorted(names)
+    events = [(ev, p.rsplit("/", 1)[-1]) for ev, p in sshd.events() if "/OUTTEST/" in p]
+    opens = [i for i, (ev, _) in enumerate(events) if ev == "open-read"]
+    first_close = next(i for i, (ev, _) in enumerate(events) if ev == "close")
+    assert sum(1 for i in opens if i < first_close) >= 10  # ten files open at once at least
+    for name in names:  # each removed after it was read whole
+        close = max(i for i, e in enumerate(events) if e == ("close", name))
+        assert close < events.index(("remove", name))
