@@ -250,3 +250,18 @@ def test_pages_for_a_year_of_history(journal: Journal) -> None:
     assert {r.go_name for r in rows + more} == set(names) and len(more) == 1
     assert journal.sets_updated_until(0.0, (0.0, ""), 10) == []
     assert len(journal.sets_changed_after(0, limit=2)) == 2 and len(journal.sets_changed_after(0)) == 3
+
+
+def test_a_savepoint_undoes_only_its_own_block(journal: Journal) -> None:
+    """Issue 27 (linking in groups): inside one transaction, a block that raises in a savepoint leaves the
+    writes before and after it to the commit and its own undone."""
+    journal.add_responses("OUTTEST", [(f"GO.NOTI.999999.20261124.0000{i}.T", 0, f"/x/{i}") for i in (1, 2, 3)])
+    with journal.atomic():
+        journal.link_response("OUTTEST", "GO.NOTI.999999.20261124.00001.T", "marker", None)
+        with pytest.raises(ValueError), journal.savepoint():
+            journal.link_response("OUTTEST", "GO.NOTI.999999.20261124.00002.T", "marker", None)
+            raise ValueError("damaged")
+        with journal.savepoint():
+            journal.link_response("OUTTEST", "GO.NOTI.999999.20261124.00003.T", "marker", None)
+    kinds = [journal.get_response("OUTTEST", f"GO.NOTI.999999.20261124.0000{i}.T") for i in (1, 2, 3)]
+    assert [r.kind if r else "?" for r in kinds] == ["marker", None, "marker"]

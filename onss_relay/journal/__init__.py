@@ -85,6 +85,12 @@ class Journal(Protocol):
         committed: an answer's link and its effect on its set are recorded together or not at all."""
         ...
 
+    def savepoint(self) -> contextlib.AbstractContextManager[None]:
+        """Given a block inside atomic(), undo its own writes (and only those) if it raises, then re-raise; one
+        that returns keeps them for the outer commit. Outside atomic(), the same as atomic(): linking commits a
+        page of answers at once, and one damaged answer is set aside without undoing the others."""
+        ...
+
     # declaration sets
     def add_set(self, go_name: str, env: str, parts: list[str], data: SetData | None = None) -> None:
         """Given a new set (or one quarantined before), record it as queued; raise IllegalTransition otherwise."""

@@ -10,6 +10,7 @@ every poll for nothing (a large notification whose ACRF never comes would be par
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import structlog
@@ -24,6 +25,7 @@ log = structlog.get_logger(__name__)
 
 
 LINK_PAGE = 500  # responses read from the journal at a time: linking any number holds one page
+GROUP_SECONDS = 0.5  # answers linked in one transaction for at most this long, then committed
 
 
 def process_responses(journal: Journal, retry_waiting: bool = False, stop: threading.Event | None = None) -> list[str]:
@@ -35,9 +37,9 @@ def process_responses(journal: Journal, retry_waiting: bool = False, stop: threa
     after = 0
     while page := journal.unlinked_page(after, LINK_PAGE):
         after = page[-1][0]
-        for resp in sorted((r for _, r in page), key=_order):
-            read_now.add((resp.folder, resp.name))
-            changed |= dict.fromkeys(_process_one(journal, resp))
+        ordered = sorted((r for _, r in page), key=_order)
+        read_now |= {(r.folder, r.name) for r in ordered}
+        changed |= _link_group(journal, ordered)
         if stop and stop.is_set():  # a stop ends the pass between pages, never before the first one: an answer
             break  # and its signature and marker, mirrored together, are linked together
     if (changed or retry_waiting) and not (stop and stop.is_set()):
@@ -45,9 +47,24 @@ def process_responses(journal: Journal, retry_waiting: bool = False, stop: threa
             (r for r in journal.unlinked_responses() if r.kind in WAITING_KINDS and (r.folder, r.name) not in read_now),
             key=_order,
         )
-        for resp in waiting:
-            changed |= dict.fromkeys(_process_one(journal, resp))
+        for i in range(0, len(waiting), LINK_PAGE):
+            changed |= _link_group(journal, waiting[i : i + LINK_PAGE])
     return list(changed)  # their results/ files follow from the journal (results.ResultsWriter)
+
+
+def _link_group(journal: Journal, responses: list[ResponseRow]) -> dict[str, None]:
+    """Given responses in link order, link them in few transactions (one commit per GROUP_SECONDS, not one per answer), each
+    in its own savepoint: its link and its effect on its set stay together, and a damaged one is set aside
+    with its reason without undoing the others. Return the GO names of the sets that changed, in order."""
+    changed: dict[str, None] = {}
+    left = iter(responses)
+    while resp := next(left, None):
+        with journal.atomic():  # a group ends after GROUP_SECONDS: other writers never wait long for the lock
+            until = time.monotonic() + GROUP_SECONDS
+            changed |= dict.fromkeys(_process_one(journal, resp))
+            while time.monotonic() < until and (resp := next(left, None)):
+                changed |= dict.fromkeys(_process_one(journal, resp))
+    return changed
 
 
 def _order(resp: ResponseRow) -> tuple[int, str]:
@@ -63,7 +80,8 @@ def _process_one(journal: Journal, resp: ResponseRow) -> list[str]:
     kept in the inbox and recorded as malformed with the reason (status lists it). Only a journal that
     cannot be written stops the pass (a local problem, tried again at the next one)."""
     try:
-        return _link_one(journal, resp)
+        with journal.savepoint():  # a failure undoes this answer's writes only
+            return _link_one(journal, resp)
     except JournalError:
         raise
     except (ResponseParseError, OSError) as e:
