@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from onss_relay.config import PollConfig
 from onss_relay.durable import atomic_write
 from onss_relay.errors import InvalidName
@@ -24,6 +26,9 @@ from onss_relay.stages.uncertain import UNCERTAIN_STATES, quiet_left
 
 FORMS_LISTED = 100  # a set's Form keys listed in its result (a Dimona of thousands of Forms: the count says all)
 RESULTS_PAGE = 500  # sets read from the journal at a time when catching up
+PROGRESS_EVERY = 2000  # results written between two progress lines of a long catch-up
+
+log = structlog.get_logger(__name__)
 
 
 def overdue(row: SetRow, poll: PollConfig, now: float) -> str | None:
@@ -187,6 +192,7 @@ class ResultsWriter:
     def catch_up(self) -> int:
         """Write the result of every set changed since the last call; return how many were written."""
         written = 0
+        said = 0  # written when the last progress line was said
         with self._lock:
             while rows := self.journal.sets_changed_after(self.done, RESULTS_PAGE):  # any number, a page held
                 for row in rows:
@@ -196,4 +202,7 @@ class ResultsWriter:
                         self.on_write(row, path)
                 atomic_write(self.cursor_path, f"{self.done}\n".encode())
                 written += len(rows)
+                if written - said >= PROGRESS_EVERY:  # a long catch-up (a lost results.cursor) says how far it is
+                    said = written
+                    log.info("results_catching_up", written=written, change=self.done, last=self.journal.last_change())
             return written
