@@ -35,6 +35,7 @@ log = structlog.get_logger(__name__)
 
 RESPONSE_PREFIXES = (Prefix.FO, Prefix.CO, Prefix.FS, Prefix.GO)
 BATCH_FILES = 300  # remote files copied, fsynced and committed together before their remote delete
+DOWNLOADING = ".downloading"  # inbox/.downloading/<folder>/<name>: a file while it downloads
 FETCH_GROUP = 100  # files of a batch downloading at once (each holds an open temp file)
 REPORT_SAMPLE = 1000  # names a report keeps of each kind (its counts are complete)
 
@@ -83,13 +84,20 @@ class Poller:
         self._reported: set[tuple[str, str]] = set()
         self._too_large: dict[str, int] = {}  # "FOLDER/name" → size, left on the server
 
+    @property
+    def downloading(self) -> Path:
+        """The small folder of downloads in progress (inbox/.downloading/<OUT folder>/): the only place a temp
+        file can be, so a start looks there and never lists the inbox, which holds every answer kept."""
+        return self.spool.inbox / DOWNLOADING
+
     def remove_stale_temps(self) -> list[Path]:
         """Remove our own half-downloaded temp files left by a crash (their remote copies were never deleted)."""
         removed = []
         for folder in self.folders():
-            for temp in (self.spool.inbox / folder).glob(".*.part"):
-                temp.unlink(missing_ok=True)
-                removed.append(temp)
+            with contextlib.suppress(FileNotFoundError):
+                for temp in (self.downloading / folder).iterdir():
+                    temp.unlink(missing_ok=True)
+                    removed.append(temp)
         if removed:
             log.info("stale_downloads_removed", count=len(removed))
         return removed
@@ -222,6 +230,7 @@ class Poller:
         return (name, final path) of those copied (the caller fsyncs the folder once for the group)."""
         dest_dir = self.spool.inbox / folder
         dest_dir.mkdir(parents=True, exist_ok=True)
+        (self.downloading / folder).mkdir(parents=True, exist_ok=True)
         temps = {e.name: self._temp_path(folder, e.name) for e in entries}
         fetches: list[Fetch] = []
         try:
@@ -275,8 +284,8 @@ class Poller:
             )
 
     def _temp_path(self, folder: str, name: str) -> Path:
-        """Where folder/name is written while it downloads."""
-        return self.spool.inbox / folder / f".{name}.part"
+        """Where folder/name is written while it downloads (renamed into inbox/<folder>/ once durable)."""
+        return self.downloading / folder / name
 
     def _place(self, folder: str, name: str, temp: Path) -> Path:
         """Given a durable temp copy of folder/name, rename it into inbox/folder/ (beside a local file of that
