@@ -250,3 +250,31 @@ def test_linking_commits_answers_in_groups_and_sets_damaged_ones_aside(relay_dir
         j.close()
     assert len(kinds) == 8 and all(kind in ("malformed", "other") for kind, _ in kinds.values()), kinds
     assert sum(kind == "malformed" and detail is not None for kind, detail in kinds.values()) >= 7, kinds
+
+
+def _linking_peak(tmp_path: Path, n: int) -> int:
+    """Given a number of answers never read, link them in one pass; return the pass's peak of Python memory."""
+    import tracemalloc
+
+    from onss_relay.stages.link import process_responses
+
+    j = open_journal_at(tmp_path / f"journal-{n}.db")
+    try:
+        names = [f"GO.NOTI.999999.{TODAY}.{i:05d}.T" for i in range(n)]
+        j.add_responses("OUTTEST", [(name, 0, f"/nowhere/{name}") for name in names])
+        tracemalloc.start()
+        process_responses(j, retry_waiting=True)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert j.unlinked_responses() == []
+    finally:
+        j.close()
+    return peak
+
+
+@pytest.mark.slow
+def test_one_linking_pass_holds_a_page_whatever_the_number_of_answers(tmp_path: Path) -> None:
+    """Issue 29: a pass over 15,000 answers holds no more than one over 5,000 (what it remembers of the answers
+    it read, to spare the waiting ones, is a position, not a set of every name; both fill the name cache)."""
+    small, large = _linking_peak(tmp_path, 5000), _linking_peak(tmp_path, 15000)
+    assert large < small + 500_000, (small, large)

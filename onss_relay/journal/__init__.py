@@ -259,6 +259,11 @@ class Journal(Protocol):
         """Given a remote folder and a response name, return its row, or None."""
         ...
 
+    def waiting_page(self, after: int, limit: int, before: int | None = None) -> list[tuple[int, ResponseRow]]:
+        """Given a position (0: from the start), a page size and optionally a position to stop before, return
+        up to ``limit`` responses waiting for their set past ``after`` and before ``before``, with positions."""
+        ...
+
     def unlinked_responses(self) -> list[ResponseRow]:
         """Return the responses to link: never read, or waiting for their set (a notification before its ACRF)."""
         ...

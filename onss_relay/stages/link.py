@@ -16,7 +16,7 @@ from pathlib import Path
 import structlog
 
 from onss_relay.errors import InvalidName, JournalError
-from onss_relay.journal import WAITING_KINDS, Journal, ResponseRow
+from onss_relay.journal import Journal, ResponseRow
 from onss_relay.names import Prefix, parse_name
 from onss_relay.responses import answer_type, link_order
 from onss_relay.responses.reading import ResponseParseError, open_response, root_name
@@ -33,22 +33,21 @@ def process_responses(journal: Journal, retry_waiting: bool = False, stop: threa
     notifications when a set changed (or ``retry_waiting``); return the GO names of the sets that changed.
     With ``stop`` set, end between two pages: the rest are linked by the next pass."""
     changed: dict[str, None] = {}  # an ordered set
-    read_now: set[tuple[str, str]] = set()  # read in this pass: a notification that just began to wait is not re-read
+    first: int | None = None  # the first position read in this pass: answers past it began waiting in it
     after = 0
     while page := journal.unlinked_page(after, LINK_PAGE):
+        first = page[0][0] if first is None else first
         after = page[-1][0]
-        ordered = sorted((r for _, r in page), key=_order)
-        read_now |= {(r.folder, r.name) for r in ordered}
-        changed |= _link_group(journal, ordered)
+        changed |= _link_group(journal, sorted((r for _, r in page), key=_order))
         if stop and stop.is_set():  # a stop ends the pass between pages, never before the first one: an answer
             break  # and its signature and marker, mirrored together, are linked together
     if (changed or retry_waiting) and not (stop and stop.is_set()):
-        waiting = sorted(
-            (r for r in journal.unlinked_responses() if r.kind in WAITING_KINDS and (r.folder, r.name) not in read_now),
-            key=_order,
-        )
-        for i in range(0, len(waiting), LINK_PAGE):
-            changed |= _link_group(journal, waiting[i : i + LINK_PAGE])
+        # those that began to wait in this pass were just read: not again (a large notification parsed twice);
+        # positions only grow, so they are the ones at or past ``first``, and the pass holds one number, not a set
+        after = 0
+        while page := journal.waiting_page(after, LINK_PAGE, before=first):
+            after = page[-1][0]
+            changed |= _link_group(journal, sorted((r for _, r in page), key=_order))
     return list(changed)  # their results/ files follow from the journal (results.ResultsWriter)
 
 
