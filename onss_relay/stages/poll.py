@@ -21,7 +21,7 @@ import structlog
 
 from onss_relay import crash_point
 from onss_relay.config import Config
-from onss_relay.durable import atomic_write, free_name, fsync_dir
+from onss_relay.durable import atomic_write, free_name, fsync_dir, sync_written
 from onss_relay.errors import InvalidName, RemoteError, RemoteFileGone
 from onss_relay.journal import Journal
 from onss_relay.names import Env, Name, Prefix, parse_name, response_folder, set_key
@@ -237,10 +237,7 @@ class Poller:
             for entry in entries:
                 fetches.append(Fetch(entry.name, temps[entry.name].open("wb")))
             t.get_many(folder, fetches, self.cfg.poll.max_size)
-            for f in fetches:  # written together, then made durable one by one
-                if f.error is None:
-                    f.dest.flush()
-                    os.fsync(f.dest.fileno())
+            sync_written([f.dest for f in fetches if f.error is None])  # written together, made durable together
         except BaseException:
             for f in fetches:
                 with contextlib.suppress(OSError):
