@@ -6,10 +6,14 @@ Shared by the spool, the stages and the local transport; nothing here knows abou
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import hashlib
 import os
 import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,6 +29,32 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sync_written(files: list[BinaryIO]) -> None:
+    """Given files just written, all in one filesystem, make their bytes durable: on Linux one syncfs(2) of that
+    filesystem (which reports a write-back error as fsync does, kernel 5.8 on), elsewhere an fsync each."""
+    if not files:
+        return
+    for f in files:
+        f.flush()
+    if _syncfs is not None and _syncfs(files[0].fileno()) == 0:
+        return
+    for f in files:
+        os.fsync(f.fileno())
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    """Return libc's syncfs, or None where there is none (not Linux, no libc found)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn: Callable[[int], int] = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    return fn
+
+
+_syncfs = _load_syncfs() if sys.platform.startswith("linux") else None
 
 
 def atomic_write(path: Path, data: bytes, sync: bool = True) -> None:

@@ -8,6 +8,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import structlog
+
 from onss_relay.config import PollConfig
 from onss_relay.durable import atomic_write
 from onss_relay.journal import Journal, SetRow
@@ -19,6 +21,9 @@ from onss_relay.waiting import overdue_sets as overdue_sets
 from onss_relay.waiting import uncertain_document as uncertain_document
 
 RESULTS_PAGE = 500  # sets read from the journal at a time when catching up
+PROGRESS_EVERY = 2000  # results written between two progress lines of a long catch-up
+
+log = structlog.get_logger(__name__)
 
 
 def write_result(spool: Spool, journal: Journal, row: SetRow, poll: PollConfig | None = None) -> Path:
@@ -66,6 +71,7 @@ class ResultsWriter:
     def catch_up(self) -> int:
         """Write the result of every set changed since the last call; return how many were written."""
         written = 0
+        said = 0  # written when the last progress line was said
         with self._lock:
             while rows := self.journal.sets_changed_after(self.done, RESULTS_PAGE):  # any number, a page held
                 for row in rows:
@@ -75,4 +81,7 @@ class ResultsWriter:
                         self.on_write(row, path)
                 atomic_write(self.cursor_path, f"{self.done}\n".encode())
                 written += len(rows)
+                if written - said >= PROGRESS_EVERY:  # a long catch-up (a lost results.cursor) says how far it is
+                    said = written
+                    log.info("results_catching_up", written=written, change=self.done, last=self.journal.last_change())
             return written

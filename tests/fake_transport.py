@@ -3,7 +3,7 @@ asks a callback what the journal says at each write (to check the gate order fro
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import BinaryIO
 
 from onss_relay.errors import TransientRemoteError
@@ -15,6 +15,7 @@ from onss_relay.transport.base import (
     check_remote_name,
     run_uploads_sequentially,
 )
+from onss_relay.transport.batch import Fetch, delete_each, get_each
 
 
 class FakeTransport:
@@ -68,6 +69,12 @@ class FakeTransport:
 
     def delete(self, folder: str, name: str) -> None:
         self.files.pop(self._op("delete", folder, name), None)
+
+    def get_many(self, folder: str, fetches: Sequence[Fetch], max_size: int) -> None:
+        get_each(self, folder, fetches, max_size)
+
+    def delete_many(self, folder: str, names: Sequence[str]) -> None:
+        delete_each(self, folder, names)
 
     def size(self, folder: str, name: str) -> int | None:
         data = self.files.get((folder, name))

@@ -270,3 +270,18 @@ def test_answers_linked_to_no_set_are_counted_and_the_newest_listed(journal: Jou
     newest = journal.unmatched_responses(2, malformed=False)
     assert [r.kind for r in newest] == ["notification"] * 2 and len(journal.unmatched_responses(5)) == 5
     assert [r.kind for r in journal.unmatched_responses(10, malformed=True)] == ["malformed"] * 2
+
+
+def test_a_savepoint_undoes_only_its_own_block(journal: Journal) -> None:
+    """Issue 27 (linking in groups): inside one transaction, a block that raises in a savepoint leaves the
+    writes before and after it to the commit and its own undone."""
+    journal.add_responses("OUTTEST", [(f"GO.NOTI.999999.20261124.0000{i}.T", 0, f"/x/{i}") for i in (1, 2, 3)])
+    with journal.atomic():
+        journal.link_response("OUTTEST", "GO.NOTI.999999.20261124.00001.T", "marker", None)
+        with pytest.raises(ValueError), journal.savepoint():
+            journal.link_response("OUTTEST", "GO.NOTI.999999.20261124.00002.T", "marker", None)
+            raise ValueError("damaged")
+        with journal.savepoint():
+            journal.link_response("OUTTEST", "GO.NOTI.999999.20261124.00003.T", "marker", None)
+    kinds = [journal.get_response("OUTTEST", f"GO.NOTI.999999.20261124.0000{i}.T") for i in (1, 2, 3)]
+    assert [r.kind if r else "?" for r in kinds] == ["marker", None, "marker"]

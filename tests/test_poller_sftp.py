@@ -101,7 +101,8 @@ def test_sigkill_during_download_loses_and_deletes_nothing(sftp_dir: Path, sftp_
     )
     inbox = sftp_cfg.paths.inbox_dir / "OUT"
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (inbox / f".{big}.part").exists():
+    temp = sftp_cfg.paths.inbox_dir / ".downloading" / "OUT" / big
+    while time.monotonic() < deadline and not temp.exists():
         time.sleep(0.01)
     time.sleep(0.2)
     os.kill(proc.pid, signal.SIGKILL)
@@ -109,7 +110,7 @@ def test_sigkill_during_download_loses_and_deletes_nothing(sftp_dir: Path, sftp_
     assert (out / big).stat().st_size == 300 << 20  # still on the server
     assert not (inbox / big).exists()  # no partial file under the real name
     relay = Relay(sftp_cfg)  # a restart removes our own stale temp file and mirrors it whole
-    assert not list(inbox.glob(".*.part"))
+    assert not temp.exists()
     relay.poll_once()
     assert (inbox / big).stat().st_size == 300 << 20 and not (out / big).exists()
     relay.close()
@@ -161,3 +162,50 @@ def test_full_cycle_over_sftp(sftp_dir: Path, sshd: SshServer) -> None:
     result = json.loads((sftp_dir / "spool" / "results" / f"{accepted['set']}.json").read_text())
     assert result["state"] == "notified" and result["sent_dir"]
     assert State.NOTIFIED == "notified"
+
+
+def test_poll_keeps_many_gets_in_flight_and_deletes_only_durable_copies(sftp_dir: Path, sshd: SshServer) -> None:
+    """Issue 27: `poll --once` downloads a batch's files together (the server sees the next files opened before
+    the first is closed), yet every remote file is removed only after it was read whole and is in the inbox."""
+    out = sshd.home / "OUTTEST"
+    names = []
+    for i in range(1, 21):
+        name = f"FO.NOTI.999999.20261124.{i:05d}.T"
+        put_response(out, name, notification_xml(f"0TICKET{i:06d}", SENDER, "DMFA001") * 20)
+        names += [name, "GO" + name[2:]]
+    r = run_cli("poll", "--once", "--config", str(sftp_dir / "config.toml"))
+    assert r.returncode == 0, r.stderr
+    assert list(out.iterdir()) == []
+    inbox = sftp_dir / "spool" / "inbox" / "OUTTEST"
+    assert sorted(p.name for p in inbox.iterdir() if not p.name.startswith(".")) == sorted(names)
+    events = [(ev, p.rsplit("/", 1)[-1]) for ev, p in sshd.events() if "/OUTTEST/" in p]
+    opens = [i for i, (ev, _) in enumerate(events) if ev == "open-read"]
+    first_close = next(i for i, (ev, _) in enumerate(events) if ev == "close")
+    assert sum(1 for i in opens if i < first_close) >= 10  # ten files open at once at least
+    for name in names:  # each removed after it was read whole
+        close = max(i for i, e in enumerate(events) if e == ("close", name))
+        assert close < events.index(("remove", name))
+
+
+def test_a_start_looks_for_stale_downloads_only_where_they_can_be(
+    sftp_cfg: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 29: a start removes the temp files a killed poll left (inbox/.downloading/) without listing the
+    inbox folders, which hold every answer kept; a person's own hidden file there is not touched."""
+    inbox = sftp_cfg.paths.inbox_dir
+    for folder in ("OUT", "OUTTEST"):
+        (inbox / folder).mkdir(parents=True, exist_ok=True)
+    (inbox / "OUT" / ".FO.DMNO.999999.20261124.00001.R.part").write_bytes(b"a person's file")
+    stale = inbox / ".downloading" / "OUTTEST" / "FO.ACRF.999999.20261124.00002.T"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half")
+    listed: list[str] = []
+    real_scandir, real_listdir = os.scandir, os.listdir
+    monkeypatch.setattr(os, "scandir", lambda p=".": listed.append(os.fspath(p)) or real_scandir(p))
+    monkeypatch.setattr(os, "listdir", lambda p=".": listed.append(os.fspath(p)) or real_listdir(p))
+    relay = Relay(sftp_cfg)
+    monkeypatch.undo()
+    relay.close()
+    assert not stale.exists()
+    assert (inbox / "OUT" / ".FO.DMNO.999999.20261124.00001.R.part").exists()
+    assert not {str(inbox / f) for f in ("OUT", "OUTTEST", "OUTTEST-S")} & {p.rstrip("/") for p in listed}, listed

@@ -8,6 +8,8 @@ import shutil
 import signal
 from pathlib import Path
 
+import pytest
+
 from onss_relay.config import load_config
 from onss_relay.journal import State, open_journal_at
 from onss_relay.simulator import Simulator
@@ -76,3 +78,25 @@ def test_a_set_answered_in_go_sending_gets_its_sent_folder_in_its_result(relay_d
     doc = result(run)
     assert doc["state"] == "notified" and doc["sent_dir"], doc
     assert (Path(str(doc["sent_dir"])) / ONE).exists()
+
+
+@pytest.mark.slow
+def test_a_long_results_catch_up_says_how_far_it_is(relay_dir: Path) -> None:
+    """Issue 29: results written again after a lost results.cursor on a large journal say their progress (one
+    structured line every PROGRESS_EVERY results), instead of nothing until the end."""
+    from onss_relay.journal import NewSet
+    from onss_relay.results import PROGRESS_EVERY
+
+    config = relay_dir / "config.toml"
+    j = open_journal_at(load_config(config, environ={}).paths.journal_path)
+    try:
+        names = [fi_name(i) for i in range(1, PROGRESS_EVERY * 2 + 10)]
+        j.add_sets([NewSet("GO" + n[2:-2], "T", [n]) for n in names])
+    finally:
+        j.close()
+    r = run_cli("--log-level", "info", "poll", "--once", "--config", str(config))
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in r.stderr.splitlines() if x.startswith("{")]
+    progress = [x for x in lines if x.get("event") == "results_catching_up"]
+    assert [x["written"] for x in progress] == [PROGRESS_EVERY, PROGRESS_EVERY * 2], progress
+    assert len(list((relay_dir / "spool" / "results").glob("*.json"))) == len(names)

@@ -89,6 +89,12 @@ class Journal(Protocol):
         committed: an answer's link and its effect on its set are recorded together or not at all."""
         ...
 
+    def savepoint(self) -> contextlib.AbstractContextManager[None]:
+        """Given a block inside atomic(), undo its own writes (and only those) if it raises, then re-raise; one
+        that returns keeps them for the outer commit. Outside atomic(), the same as atomic(): linking commits a
+        page of answers at once, and one damaged answer is set aside without undoing the others."""
+        ...
+
     # declaration sets
     def add_set(self, go_name: str, env: str, parts: list[str], data: SetData | None = None) -> None:
         """Given a new set (or one quarantined before), record it as queued; raise IllegalTransition otherwise."""
@@ -257,6 +263,11 @@ class Journal(Protocol):
 
     def get_response(self, folder: str, name: str) -> ResponseRow | None:
         """Given a remote folder and a response name, return its row, or None."""
+        ...
+
+    def waiting_page(self, after: int, limit: int, before: int | None = None) -> list[tuple[int, ResponseRow]]:
+        """Given a position (0: from the start), a page size and optionally a position to stop before, return
+        up to ``limit`` responses waiting for their set past ``after`` and before ``before``, with positions."""
         ...
 
     def unlinked_responses(self) -> list[ResponseRow]:

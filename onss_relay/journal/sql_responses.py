@@ -77,6 +77,19 @@ class ResponseTable:
             ).fetchall()
         return [(int(r["position"]), response_row(r)) for r in rows]
 
+    def waiting_page(self, after: int, limit: int, before: int | None = None) -> list[tuple[int, ResponseRow]]:
+        """Given a position (0: from the start), a page size and optionally a position to stop before, return
+        up to ``limit`` responses waiting for their set (WAITING_KINDS) between them, with their positions, in
+        the order they were mirrored."""
+        at = self._response_position
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT {at} AS position, * FROM responses WHERE kind IN (?, ?) AND {at} > ? AND {at} < ?"
+                f" ORDER BY {at} LIMIT ?",
+                (*WAITING_KINDS, after, 2**62 if before is None else before, limit),
+            ).fetchall()
+        return [(int(r["position"]), response_row(r)) for r in rows]
+
     def responses_linked_to(self, go_name: str) -> list[ResponseRow]:
         """Given a set, return the responses linked to it (its ACRFs, notifications, other answers)."""
         with self._read() as db:

@@ -10,12 +10,13 @@ every poll for nothing (a large notification whose ACRF never comes would be par
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import structlog
 
 from onss_relay.errors import InvalidName, JournalError
-from onss_relay.journal import WAITING_KINDS, Journal, ResponseRow
+from onss_relay.journal import Journal, ResponseRow
 from onss_relay.names import Prefix, parse_name
 from onss_relay.responses import answer_type, link_order
 from onss_relay.responses.reading import ResponseParseError, open_response, root_name
@@ -24,6 +25,7 @@ log = structlog.get_logger(__name__)
 
 
 LINK_PAGE = 500  # responses read from the journal at a time: linking any number holds one page
+GROUP_SECONDS = 0.5  # answers linked in one transaction for at most this long, then committed
 
 
 def process_responses(journal: Journal, retry_waiting: bool = False, stop: threading.Event | None = None) -> list[str]:
@@ -31,23 +33,37 @@ def process_responses(journal: Journal, retry_waiting: bool = False, stop: threa
     notifications when a set changed (or ``retry_waiting``); return the GO names of the sets that changed.
     With ``stop`` set, end between two pages: the rest are linked by the next pass."""
     changed: dict[str, None] = {}  # an ordered set
-    read_now: set[tuple[str, str]] = set()  # read in this pass: a notification that just began to wait is not re-read
+    first: int | None = None  # the first position read in this pass: answers past it began waiting in it
     after = 0
     while page := journal.unlinked_page(after, LINK_PAGE):
+        first = page[0][0] if first is None else first
         after = page[-1][0]
-        for resp in sorted((r for _, r in page), key=_order):
-            read_now.add((resp.folder, resp.name))
-            changed |= dict.fromkeys(_process_one(journal, resp))
+        changed |= _link_group(journal, sorted((r for _, r in page), key=_order))
         if stop and stop.is_set():  # a stop ends the pass between pages, never before the first one: an answer
             break  # and its signature and marker, mirrored together, are linked together
     if (changed or retry_waiting) and not (stop and stop.is_set()):
-        waiting = sorted(
-            (r for r in journal.unlinked_responses() if r.kind in WAITING_KINDS and (r.folder, r.name) not in read_now),
-            key=_order,
-        )
-        for resp in waiting:
-            changed |= dict.fromkeys(_process_one(journal, resp))
+        # those that began to wait in this pass were just read: not again (a large notification parsed twice);
+        # positions only grow, so they are the ones at or past ``first``, and the pass holds one number, not a set
+        after = 0
+        while page := journal.waiting_page(after, LINK_PAGE, before=first):
+            after = page[-1][0]
+            changed |= _link_group(journal, sorted((r for _, r in page), key=_order))
     return list(changed)  # their results/ files follow from the journal (results.ResultsWriter)
+
+
+def _link_group(journal: Journal, responses: list[ResponseRow]) -> dict[str, None]:
+    """Given responses in link order, link them in few transactions (one commit per GROUP_SECONDS, not one per answer), each
+    in its own savepoint: its link and its effect on its set stay together, and a damaged one is set aside
+    with its reason without undoing the others. Return the GO names of the sets that changed, in order."""
+    changed: dict[str, None] = {}
+    left = iter(responses)
+    while resp := next(left, None):
+        with journal.atomic():  # a group ends after GROUP_SECONDS: other writers never wait long for the lock
+            until = time.monotonic() + GROUP_SECONDS
+            changed |= dict.fromkeys(_process_one(journal, resp))
+            while time.monotonic() < until and (resp := next(left, None)):
+                changed |= dict.fromkeys(_process_one(journal, resp))
+    return changed
 
 
 def _order(resp: ResponseRow) -> tuple[int, str]:
@@ -63,7 +79,8 @@ def _process_one(journal: Journal, resp: ResponseRow) -> list[str]:
     kept in the inbox and recorded as malformed with the reason (status lists it). Only a journal that
     cannot be written stops the pass (a local problem, tried again at the next one)."""
     try:
-        return _link_one(journal, resp)
+        with journal.savepoint():  # a failure undoes this answer's writes only
+            return _link_one(journal, resp)
     except JournalError:
         raise
     except (ResponseParseError, OSError) as e:

@@ -21,19 +21,22 @@ import structlog
 
 from onss_relay import crash_point
 from onss_relay.config import Config
-from onss_relay.durable import atomic_write, free_name, fsync_dir
-from onss_relay.errors import InvalidName, PermanentRemoteError, RemoteFileGone
+from onss_relay.durable import atomic_write, free_name, fsync_dir, sync_written
+from onss_relay.errors import InvalidName, RemoteError, RemoteFileGone
 from onss_relay.journal import Journal
 from onss_relay.names import Env, Name, Prefix, parse_name, response_folder, set_key
 from onss_relay.signature import digest_file
 from onss_relay.spool import Spool
 from onss_relay.stages.poll_listing import SpilledListing
 from onss_relay.transport.base import RemoteEntry, SizeLimitExceeded, Transport
+from onss_relay.transport.batch import Fetch
 
 log = structlog.get_logger(__name__)
 
 RESPONSE_PREFIXES = (Prefix.FO, Prefix.CO, Prefix.FS, Prefix.GO)
 BATCH_FILES = 300  # remote files copied, fsynced and committed together before their remote delete
+DOWNLOADING = ".downloading"  # inbox/.downloading/<folder>/<name>: a file while it downloads
+FETCH_GROUP = 100  # files of a batch downloading at once (each holds an open temp file)
 REPORT_SAMPLE = 1000  # names a report keeps of each kind (its counts are complete)
 
 
@@ -81,13 +84,20 @@ class Poller:
         self._reported: set[tuple[str, str]] = set()
         self._too_large: dict[str, int] = {}  # "FOLDER/name" → size, left on the server
 
+    @property
+    def downloading(self) -> Path:
+        """The small folder of downloads in progress (inbox/.downloading/<OUT folder>/): the only place a temp
+        file can be, so a start looks there and never lists the inbox, which holds every answer kept."""
+        return self.spool.inbox / DOWNLOADING
+
     def remove_stale_temps(self) -> list[Path]:
         """Remove our own half-downloaded temp files left by a crash (their remote copies were never deleted)."""
         removed = []
         for folder in self.folders():
-            for temp in (self.spool.inbox / folder).glob(".*.part"):
-                temp.unlink(missing_ok=True)
-                removed.append(temp)
+            with contextlib.suppress(FileNotFoundError):
+                for temp in (self.downloading / folder).iterdir():
+                    temp.unlink(missing_ok=True)
+                    removed.append(temp)
         if removed:
             log.info("stale_downloads_removed", count=len(removed))
         return removed
@@ -172,59 +182,89 @@ class Poller:
             log.warning("remote_name_suspicious", folder=folder, file=repr(name)[:300], detail=why)
 
     def _take_batch(self, t: Transport, folder: str, entries: list[RemoteEntry], report: PollReport) -> None:
-        """Copy a batch of sets' files durably (one folder fsync, one journal commit for all), then delete them
-        remotely (one more commit): a stop or a crash between two batches loses nothing and repeats nothing."""
-        fresh: list[tuple[str, int, str]] = []
+        """Copy a batch of sets' files durably (many in flight, each file fsynced, one folder fsync, one journal
+        commit for all), then delete them remotely (many in flight, one more commit): a stop or a crash between
+        two batches loses nothing and repeats nothing; nothing is deleted before its copy and record are durable."""
+        wanted: list[RemoteEntry] = []
         to_delete = []
         for entry in entries:
-            taken = self._take(t, folder, entry, report)
-            if taken is None:
-                continue
-            if isinstance(taken, tuple):
-                fresh.append(taken)
-            to_delete.append(entry.name)
+            state = self._wanted(folder, entry, report)
+            if state == "held":
+                to_delete.append(entry.name)
+            elif state == "fetch":
+                wanted.append(entry)
+        fresh: list[tuple[str, int, str]] = []
+        for i in range(0, len(wanted), FETCH_GROUP):
+            for name, local in self._fetch_group(t, folder, wanted[i : i + FETCH_GROUP], report):
+                fresh.append((name, local.stat().st_size, str(local)))
+                to_delete.append(name)
         if fresh:
             fsync_dir(self.spool.inbox / folder)
             self.journal.add_responses(folder, fresh)  # committed before any remote delete
         if not self.cfg.poll.delete_remote or not to_delete:
             return
+        t.delete_many(folder, to_delete)
         for name in to_delete:
-            t.delete(folder, name)
             report.add("deleted", f"{folder}/{name}")
         self.journal.mark_responses_deleted(folder, to_delete)
 
-    def _take(
-        self, t: Transport, folder: str, entry: RemoteEntry, report: PollReport
-    ) -> tuple[str, int, str] | bool | None:
-        """Given one remote file of a ready set, return (name, size, local path) once copied, True when we hold a
-        copy already (deleting it remotely is safe), None when it stays on the server."""
+    def _wanted(self, folder: str, entry: RemoteEntry, report: PollReport) -> str:
+        """Given one remote file of a ready set, return "held" when we hold a copy already (deleting it remotely
+        is safe), "fetch" when it is to be copied, "left" when it stays on the server."""
         known = self.journal.get_response(folder, entry.name)
         if known is not None and not known.deleted_remote:
-            return True
+            return "held"
         if known is not None:
             # we copied and deleted this name before and it is back: fetch it again (identical bytes are not
             # stored twice, other bytes are kept beside the first copy), never delete it unseen
             log.warning("response_name_reused", folder=folder, file=entry.name, detail="downloading it again")
         if entry.size > self.cfg.poll.max_size:  # seen in the listing: never downloaded, on any transport
             self._too_large_left(folder, entry.name, entry.size, report)
-            return None
-        local = self._fetch(t, folder, entry.name, report)
-        if local is None:
-            return None
-        report.add("mirrored", f"{folder}/{entry.name}")
-        log.info("response_mirrored", folder=folder, file=entry.name, path=str(local))
-        return entry.name, local.stat().st_size, str(local)
+            return "left"
+        return "fetch"
 
-    def _fetch(self, t: Transport, folder: str, name: str, report: PollReport) -> Path | None:
+    def _fetch_group(
+        self, t: Transport, folder: str, entries: list[RemoteEntry], report: PollReport
+    ) -> list[tuple[str, Path]]:
+        """Given remote files to copy, download them together into temp files, fsync each, rename each in;
+        return (name, final path) of those copied (the caller fsyncs the folder once for the group)."""
+        dest_dir = self.spool.inbox / folder
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        (self.downloading / folder).mkdir(parents=True, exist_ok=True)
+        temps = {e.name: self._temp_path(folder, e.name) for e in entries}
+        fetches: list[Fetch] = []
         try:
-            return self._download(t, folder, name)
-        except SizeLimitExceeded:  # the listing said less than the server sent
+            for entry in entries:
+                fetches.append(Fetch(entry.name, temps[entry.name].open("wb")))
+            t.get_many(folder, fetches, self.cfg.poll.max_size)
+            sync_written([f.dest for f in fetches if f.error is None])  # written together, made durable together
+        except BaseException:
+            for f in fetches:
+                with contextlib.suppress(OSError):
+                    f.dest.close()
+                    temps[f.name].unlink()
+            raise
+        copied = []
+        for f in fetches:
+            f.dest.close()
+            if f.error is not None:
+                temps[f.name].unlink(missing_ok=True)
+                self._file_trouble(folder, f.name, f.error, report)
+                continue
+            local = self._place(folder, f.name, temps[f.name])
+            report.add("mirrored", f"{folder}/{f.name}")
+            log.info("response_mirrored", folder=folder, file=f.name, path=str(local))
+            copied.append((f.name, local))
+        return copied
+
+    def _file_trouble(self, folder: str, name: str, error: RemoteError, report: PollReport) -> None:
+        """Given one file's own error while copying it, say it where it belongs; the file stays on the server."""
+        if isinstance(error, SizeLimitExceeded):  # the listing said less than the server sent
             self._too_large_left(folder, name, self.cfg.poll.max_size + 1, report)
-        except RemoteFileGone:  # gone since the listing (another reader took it): nothing to report
+        elif isinstance(error, RemoteFileGone):  # gone since the listing (another reader took it): nothing to report
             log.info("response_gone", folder=folder, file=name, detail="gone from the server since it was listed")
-        except PermanentRemoteError as e:  # this one file cannot be read (a link out, no permission)
-            self._suspicious(folder, name, f"cannot be read: {e}", report)
-        return None
+        else:  # this one file cannot be read (a link out, no permission)
+            self._suspicious(folder, name, f"cannot be read: {error}", report)
 
     def _too_large_left(self, folder: str, name: str, size: int, report: PollReport) -> None:
         report.add("too_large", f"{folder}/{name}")
@@ -240,20 +280,14 @@ class Poller:
                 "not downloaded; raise poll.max_size to fetch it",
             )
 
-    def _download(self, t: Transport, folder: str, name: str) -> Path:
-        """Copy folder/name to inbox/folder/ under a temp name, fsync it, rename it in; return the final path."""
+    def _temp_path(self, folder: str, name: str) -> Path:
+        """Where folder/name is written while it downloads (renamed into inbox/<folder>/ once durable)."""
+        return self.downloading / folder / name
+
+    def _place(self, folder: str, name: str, temp: Path) -> Path:
+        """Given a durable temp copy of folder/name, rename it into inbox/folder/ (beside a local file of that
+        name with other bytes, never over it); return the final path. The caller fsyncs the folder."""
         dest_dir = self.spool.inbox / folder
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        temp = dest_dir / f".{name}.part"
-        try:
-            with temp.open("wb") as f:
-                t.get(folder, name, f, self.cfg.poll.max_size)
-                f.flush()
-                os.fsync(f.fileno())
-        except BaseException:
-            with contextlib.suppress(OSError):
-                temp.unlink()
-            raise
         final = dest_dir / name
         if final.exists():
             if _same_bytes(final, temp):
@@ -267,7 +301,7 @@ class Poller:
                 kept_as=final.name,
                 detail="a local file of this name has other bytes; the new one is kept beside it",
             )
-        os.replace(temp, final)  # the caller fsyncs the folder once for the whole set
+        os.replace(temp, final)
         crash_point.renamed()
         return final
 

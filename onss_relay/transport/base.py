@@ -14,7 +14,7 @@ import socket
 import struct
 import time
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -28,6 +28,9 @@ from onss_relay.errors import (
     describe_os_error,
 )
 from onss_relay.names import ALL_FOLDERS
+
+if typing.TYPE_CHECKING:
+    from onss_relay.transport.batch import Fetch
 
 COPY_CHUNK = 1 << 20
 
@@ -72,6 +75,16 @@ class Transport(Protocol):
         ...
 
     def delete(self, folder: str, name: str) -> None: ...
+
+    def get_many(self, folder: str, fetches: Sequence[Fetch], max_size: int) -> None:
+        """Given files of one folder, copy each into its ``dest`` (several in flight where the protocol allows);
+        a file's own error is kept on its Fetch (batch.py), a connection's is raised."""
+        ...
+
+    def delete_many(self, folder: str, names: Sequence[str]) -> None:
+        """Given names in one folder, remove them all (several in flight where the protocol allows); raise the
+        first error once every reply is in. A name already gone is fine."""
+        ...
 
     def size(self, folder: str, name: str) -> int | None:
         """Return the remote file's size, or None when it does not exist."""

@@ -13,7 +13,7 @@ import ftplib
 import io
 import posixpath
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import BinaryIO, TypeVar
 
 import structlog
@@ -30,6 +30,7 @@ from onss_relay.transport.base import (
     check_remote_name,
     run_uploads_sequentially,
 )
+from onss_relay.transport.batch import Fetch, delete_each, get_each
 
 log = structlog.get_logger(__name__)
 
@@ -215,6 +216,12 @@ class FtpTransport:
         except (ssl.SSLError, *NETWORK_ERRORS) as e:
             raise _classify(e, f"checking {path}") from None
         return int(size) if size is not None else None
+
+    def get_many(self, folder: str, fetches: Sequence[Fetch], max_size: int) -> None:
+        get_each(self, folder, fetches, max_size)
+
+    def delete_many(self, folder: str, names: Sequence[str]) -> None:
+        delete_each(self, folder, names)
 
     def size(self, folder: str, name: str) -> int | None:
         return self._size_of(self._path(folder, name))

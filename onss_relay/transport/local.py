@@ -9,7 +9,7 @@ import contextlib
 import io
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,6 +26,7 @@ from onss_relay.transport.base import (
     copy_capped,
     run_uploads_sequentially,
 )
+from onss_relay.transport.batch import Fetch, delete_each, get_each
 
 
 class LocalTransport:
@@ -95,6 +96,12 @@ class LocalTransport:
             return
         except OSError as e:
             raise classify_os_error(e, f"deleting {folder}/{name}") from None
+
+    def get_many(self, folder: str, fetches: Sequence[Fetch], max_size: int) -> None:
+        get_each(self, folder, fetches, max_size)
+
+    def delete_many(self, folder: str, names: Sequence[str]) -> None:
+        delete_each(self, folder, names)
 
     def size(self, folder: str, name: str) -> int | None:
         try:

@@ -116,3 +116,14 @@ def attrs_size(msg: paramiko.Message) -> int | None:
 def open_args(path: str) -> tuple[str, int, SFTPAttributes]:
     """The arguments of an OPEN request that creates or truncates ``path`` for writing."""
     return path, OPEN_FOR_WRITE, SFTPAttributes()
+
+
+def attrs_mode_size(msg: paramiko.Message) -> tuple[int | None, int]:
+    """Given an ATTRS reply, return the file's mode and size (0 when the server leaves it out)."""
+    attrs = SFTPAttributes._from_msg(msg)
+    return attrs.st_mode, attrs.st_size or 0
+
+
+def read_args(path: str) -> tuple[str, int, SFTPAttributes]:
+    """The arguments of an OPEN request that opens ``path`` for reading only."""
+    return path, paramiko.sftp.SFTP_FLAG_READ, SFTPAttributes()

@@ -13,7 +13,7 @@ import posixpath
 import socket
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -33,6 +33,9 @@ from onss_relay.transport.base import (
     classify_os_error,
     copy_capped,
 )
+from onss_relay.transport.batch import Fetch
+from onss_relay.transport.paramiko_async import AsyncSftp
+from onss_relay.transport.sftp_fetch import fetch_many, remove_many
 from onss_relay.transport.sftp_pipeline import SftpPipeline, run_pipelines
 
 log = structlog.get_logger(__name__)
@@ -252,6 +255,22 @@ class SftpTransport:
             return
         except NETWORK_ERRORS as e:
             raise _classify(e, f"deleting {folder}/{name}") from None
+
+    def get_many(self, folder: str, fetches: Sequence[Fetch], max_size: int) -> None:
+        """Given files of one folder, copy them with many in flight on the poll's session (sftp_fetch.py)."""
+        items = [(f, self._path(folder, f.name), f"{folder}/{f.name}") for f in fetches]
+        try:
+            fetch_many(AsyncSftp(self._sftp), _classify, items, max_size)
+        except NETWORK_ERRORS as e:
+            raise _classify(e, f"downloading from {folder}") from None
+
+    def delete_many(self, folder: str, names: Sequence[str]) -> None:
+        """Given names in one folder, remove them with many in flight on the poll's session (sftp_fetch.py)."""
+        items = [(self._path(folder, name), f"{folder}/{name}") for name in names]
+        try:
+            remove_many(AsyncSftp(self._sftp), _classify, items)
+        except NETWORK_ERRORS as e:
+            raise _classify(e, f"deleting from {folder}") from None
 
     def size(self, folder: str, name: str) -> int | None:
         try:

@@ -238,7 +238,8 @@ class FaultWorld:
         }
         missing = set(self.originals) - kept - set(self.removed)
         assert not missing, f"lost: {sorted(missing)[:5]}"
-        assert not list(cfg.paths.inbox_dir.rglob(".*.part")), "half-downloaded files left in the inbox"
+        downloading = cfg.paths.inbox_dir / ".downloading"
+        assert not [p for p in downloading.rglob("*") if p.is_file()], "half-downloaded files left in the inbox"
 
 
 def sleep_random(world: FaultWorld, low: float, high: float) -> None:
