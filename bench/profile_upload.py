@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from common import Bench
 
@@ -22,16 +22,30 @@ from tests.fixtures.tcpproxy import TcpProxy
 # (stage, frames that put a sample in it): the first stage whose frame is on the stack wins, so the more
 # specific come first
 STAGES: list[tuple[str, tuple[str, ...]]] = [
-    ("results file", ("catch_up (onss_relay/results.py", "write_result (")),
-    ("archive", ("archive_sets (", "release_originals (", "archive_finished (")),
-    ("sign + self check", ("sign_digest (", "fs_content_for (", "_sign_files (", "check (onss_relay/signature.py")),
-    ("private copy + hash", ("digest_file (", "file_digest (", "snapshot", "_digest_or_none (", "PutFile.open")),
-    ("well-formedness check", ("xml_problem (", "looks_like_xml (", "declaration_warnings (")),
-    ("open-for-write look", ("open_for_writing (", "_written_by (")),
-    ("change check at the gates", ("check_unchanged (",)),
-    ("journal (reads, commits)", ("onss_relay/journal/", "sqlite3", "psycopg")),
-    ("claim (scan, names, sequence)", ("onss_relay/stages/claim.py", "onss_relay/names.py")),
-    ("upload: SFTP requests and replies", ("sftp_pipeline.py", "paramiko_async.py", "paramiko/")),
+    ("results file (rewritten per change)", ("catch_up (onss_relay/results.py", "write_result (")),
+    (
+        "archive to sent/ + hold originals (moves, fsyncs)",
+        ("archive_sets (", "release_originals (", "archive_finished ("),
+    ),
+    (
+        "private copy of the FI + its hash (claim side)",
+        ("BatchWriter.copy (", "digest_file (", "file_digest (", "_digest_or_none ("),
+    ),
+    ("FS and copies made durable (fsync per signing batch)", ("BatchWriter.commit (", "BatchWriter.write (")),
+    ("sign + self check", ("sign_digest (", "fs_content_for (", "SignedDataTemplate", "_sign_files (")),
+    ("well-formedness check (XML)", ("xml_problem (", "looks_like_xml (", "declaration_warnings (")),
+    ("declaration keys (Forms, references)", ("declaration_keys (", "with_keys (")),
+    ("open-for-write look (/proc)", ("open_for_writing (", "_written_by (")),
+    ("hash of every byte sent (upload side)", ("_LocalSource.read (",)),
+    ("change check at the gates (fstat)", ("check_unchanged (",)),
+    ("journal: gate commits (uploading, go_sending)", ("Gates.commit (",)),
+    ("journal: claim commits", ("add_sets (",)),
+    ("journal: reads, other commits", ("onss_relay/journal/", "sqlite3", "psycopg")),
+    ("claim (scan, names, sequence check)", ("onss_relay/stages/claim.py", "onss_relay/names.py")),
+    (
+        "upload: SFTP requests, replies, encryption",
+        ("sftp_pipeline.py", "paramiko_async.py", "paramiko/", "cryptography/"),
+    ),
     ("start: imports, config, connect, fork", ("<module>", "load_config", "_find_and_load", "connect (")),
 ]
 
@@ -47,7 +61,7 @@ def stage_of(stack: str) -> str:
     return "other (interpreter, threads, waiting)"
 
 
-def profile(b: Bench, n: int, delay: float) -> tuple[dict[str, float], float, int]:
+def profile(b: Bench, n: int, delay: float, tree: str | None) -> tuple[dict[str, float], float, int]:
     """Given the bench, a set count and a delay each way, run send --once under py-spy; return the samples per
     stage (as seconds of CPU), the wall time and the sampling rate."""
     proxy = TcpProxy(b.sshd.port, delay=delay) if delay else None
@@ -58,7 +72,8 @@ def profile(b: Bench, n: int, delay: float) -> tuple[dict[str, float], float, in
     cmd = ["py-spy", "record", "--subprocesses", "--format", "raw", "--rate", str(rate), "--nonblocking", "-o", str(raw), "--",
            sys.executable, "-m", "onss_relay.cli", "send", "--once", "--config", str(config), "--log-level", "error"]  # fmt: skip
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(os.environ, PYTHONPATH=tree) if tree else None  # another tree: the code before a change
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     wall = time.perf_counter() - t0
     if proxy:
         proxy.close()
@@ -78,6 +93,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sets", type=int, default=1000)
     ap.add_argument("--delay", type=float, default=0.0, help="seconds added each way (a TCP proxy)")
+    ap.add_argument("--tree", help="PYTHONPATH of the relay profiled (default: this one)")
     ap.add_argument("--verbose", action="store_true", help="also the 40 busiest stack ends")
     args = ap.parse_args()
     global VERBOSE
@@ -86,7 +102,7 @@ def main() -> None:
         sys.exit("py-spy not found: pip install py-spy")
     b = Bench()
     try:
-        seconds, wall, _ = profile(b, args.sets, args.delay)
+        seconds, wall, _ = profile(b, args.sets, args.delay, args.tree)
     finally:
         b.close()
     total = sum(seconds.values())
