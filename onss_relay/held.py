@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 
 from onss_relay.declaration import open_for_writing
-from onss_relay.durable import atomic_write, free_name, fsync_dir
+from onss_relay.durable import BatchWriter, atomic_write, free_name, fsync_dir
 from onss_relay.journal import SetRow
 
 log = structlog.get_logger(__name__)
@@ -43,16 +43,7 @@ def hold(root: Path, row: SetRow, original: Path, dest: Path) -> Path:
     The record is written first (a crash before the rename leaves a record without its file, dropped at the
     next pass); the inode and ctime, which the rename changes, are added after it."""
     name = original.name
-    st = original.stat()
-    record: dict[str, Any] = {
-        "file": name,
-        "set": row.go_name,
-        "digest": row.data.digests[name],
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
-        "held_at": time.time(),
-        "sent_dir": str(dest),
-    }
+    record = _record_for(row, original, dest)
     folder = root / "held"
     for attempt in (0, 1):
         folder.mkdir(exist_ok=True)
@@ -72,6 +63,68 @@ def hold(root: Path, row: SetRow, original: Path, dest: Path) -> Path:
     atomic_write(_record_of(target), json.dumps(record | {"ino": now.st_ino, "ctime_ns": now.st_ctime_ns}).encode())
     log.info("original_held", file=name, set=row.go_name, held=str(target))
     return target
+
+
+def hold_many(root: Path, originals: list[tuple[SetRow, Path]], dest: Path) -> list[Path]:
+    """Given the spool root, sent sets' unchanged outbox originals and where their copies were archived, hold
+    them all as ``hold`` does one, with the folder fsyncs shared: every record durable first (one fsync of
+    held/), then the renames (one fsync of held/ and of each outbox folder), then the records completed with
+    the inode and ctime. Return where each is held. An original on another filesystem goes through ``hold``.
+    """
+    folder = root / "held"
+    folder.mkdir(exist_ok=True)
+    records = BatchWriter(folder)
+    planned: list[tuple[SetRow, Path, Path, dict[str, Any]]] = []
+    taken: set[str] = set()
+    for row, original in originals:
+        target = free_name(folder, original.name)
+        n = 0
+        while target.name in taken:  # never two of one batch under one name (free_name sees only the disk)
+            n += 1
+            target = free_name(folder, f"{original.name}.{n}")
+        taken.add(target.name)
+        record = _record_for(row, original, dest)
+        records.write(_record_of(target).name, json.dumps(record).encode())
+        planned.append((row, original, target, record))
+    records.commit()  # each record durable before its original moves: a crash leaves a record without its file
+    held: list[Path] = []
+    elsewhere: list[tuple[SetRow, Path]] = []
+    for row, original, target, _ in planned:
+        try:
+            os.rename(original, target)
+            held.append(target)
+        except OSError as e:
+            _record_of(target).unlink(missing_ok=True)
+            if e.errno != errno.EXDEV:
+                raise
+            elsewhere.append((row, original))
+    fsync_dir(folder)
+    for parent in {original.parent for _, original, _, _ in planned}:
+        fsync_dir(parent)
+    completed = BatchWriter(folder)
+    for row, original, target, record in planned:
+        if target in held:
+            now = target.stat()
+            completed.write(
+                _record_of(target).name, json.dumps(record | {"ino": now.st_ino, "ctime_ns": now.st_ctime_ns}).encode()
+            )
+            log.info("original_held", file=original.name, set=row.go_name, held=str(target))
+    completed.commit()
+    return held + [hold(root, row, original, dest) for row, original in elsewhere]
+
+
+def _record_for(row: SetRow, original: Path, dest: Path) -> dict[str, Any]:
+    """Given a sent set, its outbox original and where its copy was archived, return the hold record of it."""
+    st = original.stat()
+    return {
+        "file": original.name,
+        "set": row.go_name,
+        "digest": row.data.digests[original.name],
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "held_at": time.time(),
+        "sent_dir": str(dest),
+    }
 
 
 def sweep(root: Path, outbox: Path, keep_for: float, quarantine: Quarantine) -> None:

@@ -29,8 +29,12 @@ log = structlog.get_logger(__name__)
 def write_result(spool: Spool, journal: Journal, row: SetRow, poll: PollConfig | None = None) -> Path:
     """Given a set (and the poll settings that say when it is overdue), (re)write results/<GO name>.json
     atomically and return its path."""
+    return _write_document(spool, row, document_of(journal, row, poll))
+
+
+def _write_document(spool: Spool, row: SetRow, doc: dict[str, Any]) -> Path:
+    """Given a set and its JSON document, (re)write results/<GO name>.json atomically and return its path."""
     path = spool.results / f"{row.go_name}.json"
-    doc = document_of(journal, row, poll)
     atomic_write(path, json.dumps(doc, indent=2).encode(), sync=False)  # derived from the journal
     return path
 
@@ -74,8 +78,11 @@ class ResultsWriter:
         said = 0  # written when the last progress line was said
         with self._lock:
             while rows := self.journal.sets_changed_after(self.done, RESULTS_PAGE):  # any number, a page held
+                names = [row.go_name for row in rows]
+                histories, keys = self.journal.histories(names), self.journal.keys_of_sets(names)  # a read each
                 for row in rows:
-                    path = write_result(self.spool, self.journal, row)
+                    doc = result_document(row, histories[row.go_name], None, keys[row.go_name])
+                    path = _write_document(self.spool, row, doc)
                     self.done = max(self.done, row.change)
                     if self.on_write is not None:
                         self.on_write(row, path)

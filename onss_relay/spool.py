@@ -23,7 +23,7 @@ from onss_relay.config import PathsConfig
 from onss_relay.declaration import open_for_writing
 from onss_relay.durable import atomic_write, free_name, fsync_dir, move_durably
 from onss_relay.errors import InvalidName, RelayError
-from onss_relay.held import hold
+from onss_relay.held import hold_many
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.names import ALL_FOLDERS, parse_name, set_key
 
@@ -86,14 +86,17 @@ class Spool:
                 with contextlib.suppress(FileNotFoundError):  # released before a crash
                     present.append((row, self.outbox / name, (self.outbox / name).stat()))
         held = open_for_writing([p for _, p, _ in present]) if present else set()
+        unchanged = []
         for row, original, st in present:
             why = self._why_keep(row, original, st, original in held)
             if why is None and _stamp(original.stat()) != _stamp(st):  # changed while we looked
                 why = _changed_after_sent(original.name)
             if why is None:  # never unlinked at once: held, and deleted later if still unchanged (held.py)
-                hold(self.paths.root, row, original, dest)
+                unchanged.append((row, original))
             else:
                 self.quarantine([original], why[0], f"{why[1]}; what the ONSS got is in {dest}", set=row.go_name)
+        if unchanged:
+            hold_many(self.paths.root, unchanged, dest)
 
     def _why_keep(self, row: SetRow, original: Path, st: os.stat_result, held: bool) -> tuple[str, str] | None:
         """Given a sent set's outbox original, return (reason, detail) when it must not be removed, else None."""

@@ -243,3 +243,41 @@ def test_an_outbox_on_another_filesystem_holds_its_originals_in_its_own_hidden_f
         assert not held.exists() and list(held.parent.iterdir()) == []
     finally:
         relay.close()
+
+
+# -- issue 27: the originals of a batch of sent sets are held with shared folder fsyncs ---------------------------
+
+
+def test_releasing_a_batch_of_originals_fsyncs_the_hold_folder_per_batch_not_per_set(
+    cfg: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twenty sent sets released together: every original held with its record (size, digest, inode), each
+    record durable before its rename, and held/ fsynced three times for the batch (records, renames, completed
+    records), not three times per set (the cost that made the archive the largest stage of a declaration)."""
+    relay = Relay(cfg)
+    try:
+        for i in range(1, 21):
+            (relay.spool.outbox / fi_name(i)).write_bytes(b"<DmfA/>")
+        relay.claim()
+        relay.signer.sign_queued()
+        rows = relay.journal.sets_in(State.SIGNED)
+        assert len(rows) == 20
+        held_dir = cfg.paths.root / "held"
+        fsynced: list[str] = []
+        real_fsync = os.fsync
+
+        def counting_fsync(fd: int) -> None:
+            fsynced.append(os.readlink(f"/proc/self/fd/{fd}"))
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", counting_fsync)
+        relay.spool.archive_sets(rows)
+        monkeypatch.undo()
+        assert fsynced.count(str(held_dir)) == 3, fsynced
+        for i in range(1, 21):
+            held = held_dir / fi_name(i)
+            record = json.loads((held_dir / f"{fi_name(i)}.held.json").read_text())
+            assert held.read_bytes() == b"<DmfA/>" and not (relay.spool.outbox / fi_name(i)).exists()
+            assert record["ino"] == held.stat().st_ino and record["size"] == 7 and record["digest"]
+    finally:
+        relay.close()

@@ -285,3 +285,28 @@ def test_a_savepoint_undoes_only_its_own_block(journal: Journal) -> None:
             journal.link_response("OUTTEST", "GO.NOTI.999999.20261124.00003.T", "marker", None)
     kinds = [journal.get_response("OUTTEST", f"GO.NOTI.999999.20261124.0000{i}.T") for i in (1, 2, 3)]
     assert [r.kind if r else "?" for r in kinds] == ["marker", None, "marker"]
+
+
+def test_batched_reads_give_what_the_per_set_reads_give(journal: Journal) -> None:
+    """Issue 27: the reads of a batch of sets (sets_by_names, histories, keys_of_sets, sets_with_sequences, and
+    sets_in written after a counter value) answer in one read what the per-set reads answer one set at a time."""
+    names = [f"GO.DMFA.123456.20260101.{i:05d}.T.1" for i in range(1, 8)]
+    journal.add_sets([NewSet(n, "T", [f"FI{n[2:]}.1"]) for n in names])
+    mark = journal.last_change()
+    journal.transition(names[0], State.SIGNED)
+    journal.transition(names[1], State.FAILED, reason="bad")
+    journal.add_keys(names[0], [("ticket", "T1"), ("sender_ref", "R1")])
+    other = "GO.DIMN.123456.20260101.00001.T.1"  # the sequence of names[0] under another application code
+    journal.add_set(other, "T", ["FI.DIMN.123456.20260101.00001.T.1.1"])
+    wanted = [*names, "GO.DMFA.123456.20260101.09999.T.1"]  # one the journal never heard of
+    rows = journal.sets_by_names(wanted)
+    assert sorted(rows) == sorted(names) and all(rows[n] == journal.get_set(n) for n in names)
+    assert journal.histories(wanted) == {n: journal.history(n) for n in wanted}
+    assert journal.keys_of_sets(wanted) == {n: journal.keys_of(n) for n in wanted}
+    assert journal.keys_of_sets(names)[names[0]] == [("ticket", "T1"), ("sender_ref", "R1")]
+    keys = [("123456", "20260101", f"{i:05d}", "T") for i in (1, 2, 3)] + [("123456", "20260101", "00001", "S")]
+    used = journal.sets_with_sequences(keys)
+    assert used == {k: journal.sets_with_sequence(*k) for k in keys}
+    assert sorted(r.go_name for r in used[keys[0]]) == sorted([names[0], other]) and used[keys[1]] == []  # failed
+    assert [r.go_name for r in journal.sets_in(State.SIGNED, State.QUEUED, changed_after=mark)] == [names[0], other]
+    assert len(journal.sets_in(State.SIGNED, State.QUEUED)) == 7

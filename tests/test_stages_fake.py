@@ -180,3 +180,41 @@ def test_a_transport_that_skips_the_commit_never_writes_a_go(cfg: Config, tmp_pa
         assert relay.journal.get_set(go).state == State.SIGNED  # type: ignore[union-attr]
     finally:
         relay.close()
+
+
+def test_claim_upload_and_results_read_the_journal_per_batch_not_per_set(
+    cfg: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 27: claiming, uploading and writing the results of 40 sets read the journal a few times per batch
+    (each read a round trip to a PostgreSQL journal), not once or more per set: the claim's rows and ACRF-133
+    sequence check, the uploader's rows and the results' histories and keys are each read for many sets at once."""
+    from onss_relay.journal.sqlite import SqliteJournal
+
+    files: dict[tuple[str, str], bytes] = {}
+    relay = Relay(cfg, connect=lambda: FakeTransport(files, []))
+    reads = {"n": 0}
+    real_read = SqliteJournal._read
+
+    def counted(self: SqliteJournal):  # type: ignore[no-untyped-def]
+        reads["n"] += 1
+        return real_read(self)
+
+    try:
+        gos = drop(relay, 40, parts=1)
+        monkeypatch.setattr(SqliteJournal, "_read", counted)
+        relay.claim()
+        claim_reads, reads["n"] = reads["n"], 0
+        relay.signer.sign_queued()
+        reads["n"] = 0
+        report = relay.uploader.upload_pending()
+        upload_reads, reads["n"] = reads["n"], 0
+        written = relay.results.catch_up()
+        results_reads = reads["n"]
+        monkeypatch.undo()
+        assert sorted(report.sent) == sorted(gos) and written >= 40
+        assert all(("INTEST", go) in files for go in gos)
+        # a few reads per batch (the uploader's: its refills, 16 rows at a time, the uncertain sets, the archive
+        # catch-up), never one per set: before issue 27, 40 sets cost at least 80, 40 and 80 reads
+        assert claim_reads <= 5 and upload_reads < 20 and results_reads <= 4, (claim_reads, upload_reads, results_reads)
+    finally:
+        relay.close()

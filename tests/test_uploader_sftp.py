@@ -270,3 +270,47 @@ def test_a_relay_that_lost_its_leadership_puts_nothing(sftp_cfg: Config, sshd: S
     assert not [p for ev, p in sshd.events() if ev == "open-write"]
     assert {relay.journal.get_set(go).state for go in gos} <= {State.SIGNED, State.UPLOADING}  # type: ignore[union-attr]
     relay.close()
+
+
+def test_a_set_costs_six_round_trips_two_per_file(
+    sftp_cfg: Config, sshd: SshServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 27: a file's WRITEs, its FSTAT (the size check) and its CLOSE go in one flight after its OPEN, so a
+    one-part set costs six round trips (FI, FS, GO: two each), not eleven (four for the FI and the FS, three for
+    the GO); FI and FS are still closed and size-checked before the GO is opened, and the GO put once."""
+    from paramiko.sftp import CMD_NAMES
+
+    from onss_relay.transport import paramiko_async
+
+    events: list[tuple[str, str]] = []
+    real_request, real_read = paramiko_async.AsyncSftp.request, paramiko_async.AsyncSftp.read_reply
+
+    def request(self: paramiko_async.AsyncSftp, callback: object, command: int, *args: object) -> None:
+        events.append(("sent", CMD_NAMES[command]))
+        real_request(self, callback, command, *args)  # type: ignore[arg-type]
+
+    def read_reply(self: paramiko_async.AsyncSftp) -> None:
+        events.append(("read", ""))
+        real_read(self)
+
+    monkeypatch.setattr(paramiko_async.AsyncSftp, "request", request)
+    monkeypatch.setattr(paramiko_async.AsyncSftp, "read_reply", read_reply)
+    relay = Relay(sftp_cfg)
+    try:
+        [go] = drop_sets(relay.spool.outbox, [(1, "T", 1)])
+        report = relay.send_once(wait_for_settle=False)
+        assert report.upload.sent == [go], report
+        flights = [[]]  # requests sent together, before the next reply is read
+        for kind, name in events:
+            if kind == "read" and flights[-1]:
+                flights.append([])
+            elif kind == "sent":
+                flights[-1].append(name)
+        flights = [f for f in flights if f]
+        assert [f[0] for f in flights] == ["open", "write", "open", "write", "open", "fstat"], flights
+        assert flights[1] == ["write", "fstat", "close"] and flights[5] == ["fstat", "close"], flights
+        row = relay.journal.get_set(go)
+        assert row is not None and row.state == State.SENT
+        assert_order_and_once(sshd, go, row.parts, list(row.data.fs))
+    finally:
+        relay.close()

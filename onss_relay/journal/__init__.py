@@ -30,6 +30,7 @@ from onss_relay.journal.model import (
     NewSet,
     NotificationRecord,
     ResponseRow,
+    SequenceKey,
     SetData,
     SetRow,
     State,
@@ -40,6 +41,7 @@ from onss_relay.journal.model import (
 
 __all__ = [
     "DONE",
+    "SequenceKey",
     "IN_FLIGHT",
     "TRANSITIONS",
     "WAITING",
@@ -148,8 +150,20 @@ class Journal(Protocol):
         count, not failed) that use it: the transfer point refuses a second use (ACRF-133)."""
         ...
 
-    def sets_in(self, *states: State, limit: int | None = None) -> list[SetRow]:
-        """Given states (and at most how many), return the sets in them, oldest first."""
+    def sets_with_sequences(self, sequences: list[SequenceKey]) -> dict[SequenceKey, list[SetRow]]:
+        """Given (sender, date, sequence, environment) tuples, return for each the sets that use it as
+        ``sets_with_sequence`` does, in one read (a scan's sets checked together)."""
+        ...
+
+    def sets_in(self, *states: State, limit: int | None = None, changed_after: int = 0) -> list[SetRow]:
+        """Given states (and at most how many), return the sets in them, oldest first; with ``changed_after`` (a
+        value of the change counter), only those written after it (a queue refilled without reading again
+        the sets it holds)."""
+        ...
+
+    def sets_by_names(self, go_names: list[str]) -> dict[str, SetRow]:
+        """Given GO names, return the sets the journal knows among them by name, in one read (a batch of sets
+        taken for upload)."""
         ...
 
     def recent_sets(self, limit: int = 50, light: bool = False) -> list[SetRow]:
@@ -185,6 +199,10 @@ class Journal(Protocol):
 
     def keys_of(self, go_name: str) -> list[tuple[str, str]]:
         """Given a set, return its (kind, value) keys in the order they were recorded."""
+        ...
+
+    def keys_of_sets(self, go_names: list[str]) -> dict[str, list[tuple[str, str]]]:
+        """Given sets, return each one's (kind, value) keys as ``keys_of`` does, in one read (a page of results)."""
         ...
 
     def sets_by_key(self, kind: str, value: str) -> list[SetRow]:
@@ -243,6 +261,10 @@ class Journal(Protocol):
 
     def history(self, go_name: str) -> list[tuple[float, str, str | None]]:
         """Given a set, return its history as (when, state, detail), oldest first."""
+        ...
+
+    def histories(self, go_names: list[str]) -> dict[str, list[tuple[float, str, str | None]]]:
+        """Given sets, return each one's history as ``history`` does, in one read (a page of results)."""
         ...
 
     # responses

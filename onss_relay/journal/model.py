@@ -44,6 +44,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     S.REFUSED: frozenset({S.ACKNOWLEDGED}),
     S.FAILED: frozenset({S.QUEUED}),  # the same name dropped again, fixed, after a quarantine
 }
+SequenceKey = tuple[str, str, str, str]  # (sender, date, sequence, environment): used once only (ACRF-133)
 IN_FLIGHT = (S.QUEUED, S.SIGNED, S.UPLOADING, S.GO_SENDING)
 DONE = (S.SENT, S.ACKNOWLEDGED, S.REFUSED, S.NOTIFIED)  # the GO went out
 WAITING = "notification-waiting"  # a response kind: linked again at every pass until its set has its ACRF

@@ -19,6 +19,7 @@ from onss_relay.journal.model import (
     DONE,
     Change,
     NewSet,
+    SequenceKey,
     SetData,
     SetRow,
     State,
@@ -26,7 +27,7 @@ from onss_relay.journal.model import (
 )
 from onss_relay.journal.sql_keys import KeyTable
 from onss_relay.journal.sql_responses import ResponseTable
-from onss_relay.journal.sql_rows import NEXT_CHANGE, Db, set_row
+from onss_relay.journal.sql_rows import NEXT_CHANGE, Db, batches, marks, set_row
 from onss_relay.journal.sql_workers import WorkerTable
 from onss_relay.names import parse_name
 from onss_relay.outcome import outcome_of
@@ -93,12 +94,10 @@ class SqlJournal(ResponseTable, KeyTable, WorkerTable):
     def _rows_of(db: Db, names: list[str]) -> dict[str, tuple[State, float, str]]:
         """Given a transaction and GO names, return (state, updated_at, data JSON) of those the journal knows,
         read in a few statements (IN lists of at most 500 names)."""
-        unique = list(dict.fromkeys(names))
         out: dict[str, tuple[State, float, str]] = {}
-        for start in range(0, len(unique), 500):
-            chunk = unique[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for r in db.execute(f"SELECT go_name, state, updated_at, data FROM sets WHERE go_name IN ({marks})", chunk):
+        for chunk in batches(list(dict.fromkeys(names))):
+            sql = f"SELECT go_name, state, updated_at, data FROM sets WHERE go_name IN ({marks(chunk)})"
+            for r in db.execute(sql, chunk):
                 out[r["go_name"]] = (State(r["state"]), float(r["updated_at"]), r["data"])
         return out
 
@@ -220,18 +219,24 @@ class SqlJournal(ResponseTable, KeyTable, WorkerTable):
                 )
 
     def sets_with_sequence(self, sender: str, date: str, seq: str, env: str) -> list[SetRow]:
-        start = f"{sender}.{date}.{seq}.{env}"
+        return self.sets_with_sequences([(sender, date, seq, env)])[(sender, date, seq, env)]
+
+    def sets_with_sequences(self, sequences: list[SequenceKey]) -> dict[SequenceKey, list[SetRow]]:
+        """Given (sender, date, sequence, environment) tuples, return the sets not failed using each, read with
+        one statement per READ_BATCH of them (a range of the sets_sequence index each)."""
+        out: dict[SequenceKey, list[SetRow]] = {s: [] for s in sequences}
+        wanted = list(dict.fromkeys(".".join(s) for s in sequences))
         with self._read() as db:
-            rows = db.execute(
-                f"SELECT * FROM sets WHERE {self._from_sender} >= ? AND {self._from_sender} < ? AND state != 'failed'",
-                (start, start + "~"),
-            ).fetchall()
-        out = []
-        for r in rows:
-            with contextlib.suppress(ValueError):
-                n = parse_name(r["go_name"])
-                if (n.sender, n.date, n.seq, n.env.value) == (sender, date, seq, env):
-                    out.append(set_row(r))
+            for chunk in batches(wanted):
+                ranges = " OR ".join([f"({self._from_sender} >= ? AND {self._from_sender} < ?)"] * len(chunk))
+                args = [bound for start in chunk for bound in (start, start + "~")]
+                rows = db.execute(f"SELECT * FROM sets WHERE ({ranges}) AND state != 'failed'", args).fetchall()
+                for r in rows:
+                    with contextlib.suppress(ValueError):
+                        n = parse_name(r["go_name"])
+                        key = (n.sender, n.date, n.seq, n.env.value)
+                        if key in out:
+                            out[key].append(set_row(r))
         return out
 
     def get_set(self, go_name: str) -> SetRow | None:
@@ -239,14 +244,23 @@ class SqlJournal(ResponseTable, KeyTable, WorkerTable):
             row = db.execute("SELECT * FROM sets WHERE go_name = ?", (go_name,)).fetchone()
         return set_row(row) if row else None
 
-    def sets_in(self, *states: State, limit: int | None = None) -> list[SetRow]:
-        """Given states, return the sets in them, oldest first."""
-        marks = ",".join("?" * len(states))
-        sql = f"SELECT * FROM sets WHERE state IN ({marks}) ORDER BY created_at, go_name"
+    def sets_in(self, *states: State, limit: int | None = None, changed_after: int = 0) -> list[SetRow]:
+        """Given states, return the sets in them (written after ``changed_after`` when given), oldest first."""
+        since = f" AND change_seq > {int(changed_after)}" if changed_after else ""
+        sql = f"SELECT * FROM sets WHERE state IN ({marks(list(states))}){since} ORDER BY created_at, go_name"
         if limit:
             sql += f" LIMIT {int(limit)}"
         with self._read() as db:
             return [set_row(r) for r in db.execute(sql, [str(s) for s in states])]
+
+    def sets_by_names(self, go_names: list[str]) -> dict[str, SetRow]:
+        """Given GO names, return the known sets among them by name, in one read per READ_BATCH names."""
+        out: dict[str, SetRow] = {}
+        with self._read() as db:
+            for batch in batches(go_names):
+                rows = db.execute(f"SELECT * FROM sets WHERE go_name IN ({marks(batch)})", batch).fetchall()
+                out.update((r["go_name"], set_row(r)) for r in rows)
+        return out
 
     def recent_sets(self, limit: int = 50, light: bool = False) -> list[SetRow]:
         """Return the sets written last, newest first; ``light``: each with only its last notification, without
@@ -312,6 +326,19 @@ class SqlJournal(ResponseTable, KeyTable, WorkerTable):
         with self._read() as db:
             rows = db.execute("SELECT at, state, detail FROM history WHERE go_name = ? ORDER BY id", (go_name,))
             return [(r["at"], r["state"], r["detail"]) for r in rows]
+
+    def histories(self, go_names: list[str]) -> dict[str, list[tuple[float, str, str | None]]]:
+        """Given sets, return each one's history, oldest first, in one read per READ_BATCH sets."""
+        out: dict[str, list[tuple[float, str, str | None]]] = {name: [] for name in go_names}
+        with self._read() as db:
+            for batch in batches(go_names):
+                rows = db.execute(
+                    f"SELECT go_name, at, state, detail FROM history WHERE go_name IN ({marks(batch)}) ORDER BY id",
+                    batch,
+                ).fetchall()
+                for r in rows:
+                    out[r["go_name"]].append((r["at"], r["state"], r["detail"]))
+        return out
 
     # -- sequence numbers ---------------------------------------------------------------------
 

@@ -12,6 +12,17 @@ from onss_relay.journal.model import ResponseRow, SetData, SetRow, State
 T = TypeVar("T")
 
 NEXT_CHANGE = "(SELECT COALESCE(MAX(change_seq), 0) + 1 FROM sets)"  # the change counter's next value
+READ_BATCH = 500  # names in one IN (...) of a batched read (SQLite allows 32,766 parameters, PostgreSQL 65,535)
+
+
+def batches(names: list[str]) -> list[list[str]]:
+    """Given names, return them in lists of at most READ_BATCH (one IN (...) each)."""
+    return [names[i : i + READ_BATCH] for i in range(0, len(names), READ_BATCH)]
+
+
+def marks(names: list[str]) -> str:
+    """Given names, return the placeholders of an IN (...) of them."""
+    return ",".join("?" * len(names))
 
 
 class Row(Protocol):

@@ -24,7 +24,7 @@ from onss_relay.declaration import declaration_warnings, open_for_writing, xml_p
 from onss_relay.declaration_keys import declaration_keys
 from onss_relay.durable import atomic_write
 from onss_relay.errors import InvalidName, JournalError
-from onss_relay.journal import Journal, NewSet, SetData, SetRow, State
+from onss_relay.journal import Journal, NewSet, SequenceKey, SetData, SetRow, State
 from onss_relay.local_time import local_time
 from onss_relay.names import Name, Prefix, format_name, missing_parts, parse_name, sent_application_codes, set_key
 from onss_relay.sent_names import SentNames
@@ -68,6 +68,9 @@ class Claimer:
         self._saved_at = 0.0
         self._next_sweep = 0.0
         self._unrecorded = UnrecordedClaims()
+        # the journal's rows of a scan's sets and the sets using their sequences, read together (scan_reads)
+        self._rows: dict[str, SetRow] = {}
+        self._used: dict[SequenceKey, list[SetRow]] = {}
         self._load_sightings()
 
     def apply(self, cfg: Config) -> None:
@@ -105,6 +108,7 @@ class Claimer:
             all_settled[group.key] = all_settled.get(group.key, True) and settled
         self.tracker.forget_missing(present)
         self._xml_seen = {k: v for k, v in self._xml_seen.items() if k in sets}
+        self._scan_reads(list(sets))
         ready = [(g, new) for key, g in sets.items() if (new := self._consider(g, all_settled[key])) is not None]
         # a file seen closed after writing (or renamed in) needs no look in /proc: the event said so
         unsure = [p for g, _ in ready for p in g.fis.values() if not self.tracker.closed(p.name)]
@@ -134,6 +138,13 @@ class Claimer:
         self._save_sightings()
         self._sweep_due()
         return claimed
+
+    def _scan_reads(self, keys: list[str]) -> None:
+        """Given the GO names of a scan's sets, read their journal rows and the sets using their sequences in a
+        few statements (not two round trips per set to a PostgreSQL journal)."""
+        names = [parse_name(key) for key in keys]
+        self._rows = self.journal.sets_by_names(keys)
+        self._used = self.journal.sets_with_sequences([(n.sender, n.date, n.seq, n.env.value) for n in names])
 
     def _sweep_due(self) -> None:
         """Sweep the held originals, not at every event-driven scan (held/ may hold thousands)."""
@@ -231,7 +242,7 @@ class Claimer:
     def _same_content(self, key: str, content: str, batch: list[NewSet]) -> tuple[str, str, float | None] | None:
         """Given a set's name and content digest, return (name, state, claimed at) of a set claimed in this scan
         or in the last watch.duplicate_content_days days with that content, unless `requeue --force` let it go."""
-        row = self.journal.get_set(key)
+        row = self._rows.get(key)
         if row is not None and row.data.same_content_ok:
             return None
         env = parse_name(key).env.value  # within one environment: tested in T or S, then sent in R, is normal
@@ -302,15 +313,13 @@ class Claimer:
         """Given a group of files and whether all are settled, return the set to queue, or None (refused,
         incomplete, not settled, or claimed before)."""
         go = parse_name(group.key)
-        row = self.journal.get_set(group.key)
+        row = self._rows.get(group.key)
         if row is not None and row.state != State.FAILED:
             if row.archived:
                 self._refuse(group, go, "duplicate name, would be ACRF-133", _sent_before(group, row))
             return None  # claimed already: in flight, or its archive is being completed
         same_sequence = [
-            r
-            for r in self.journal.sets_with_sequence(go.sender, go.date, go.seq, go.env.value)
-            if r.go_name != group.key
+            r for r in self._used.get((go.sender, go.date, go.seq, go.env.value), []) if r.go_name != group.key
         ]
         if same_sequence:
             other = same_sequence[0]

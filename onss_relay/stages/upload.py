@@ -47,6 +47,7 @@ from onss_relay.stages.upload_queue import (
     Gates,
     Round,
     SentBatch,
+    Taken,
     UploadReport,
     WorkQueue,
 )
@@ -199,6 +200,7 @@ class _Worker:
         self.inflight: set[str] = set()
         self.uploads: dict[str, Upload] = {}  # of the sets in flight: which have requests unanswered
         self.go_put: str | None = None  # a set whose GO recovery is putting its GO now
+        self.taken = Taken(round_.work, uploader.journal)  # sets taken from the queue, not started yet
 
     def run(self) -> None:
         u = self.u
@@ -227,6 +229,7 @@ class _Worker:
             if kept is not None:
                 u.pool.keep(kept)
         finally:
+            self.taken.put_back()  # stopped or aborted: what it took and did not start stays queued
             self.channel.reset()
 
     def _retrying(self, rs: tenacity.RetryCallState) -> None:
@@ -286,6 +289,7 @@ class _Worker:
         finally:  # even when the journal cannot record it, nothing more of them is put in this round
             for go_name in self.inflight - {except_for} - uncertain.keys():
                 self.round.work.put_back(go_name)
+            self.taken.put_back()
             for go_name in uncertain:
                 self.round.work.forget(go_name)  # taken again once its quiet period has passed
             self.inflight.clear()
@@ -327,13 +331,13 @@ class _Worker:
         while not self.round.abort.is_set() and not self.u.stop.is_set():
             more = self.round.more
             coming = more is not None and more()  # asked before the refill: nothing signed in between is missed
-            go_name = self.round.work.take()
-            if go_name is None:
+            taken = self.taken.next()
+            if taken is None:
                 if coming:
                     yield None
                     continue
                 return
-            row = self.u.journal.get_set(go_name)
+            go_name, row = taken
             assert row is not None
             if row.data.uncertain is not None and quiet_left(row.data.uncertain, self.u.cfg.remote.quiet_period):
                 self.round.work.forget(go_name)  # given up meanwhile by another thread: not before its time

@@ -30,6 +30,8 @@ PENDING = (State.SIGNED, State.UPLOADING, State.GO_SENDING)
 GO_SENDING = frozenset({State.GO_SENDING})
 SENT_BATCH = 16  # sets whose GO is on the server, archived and marked sent together…
 SENT_DELAY = 0.25  # …or as soon as the first of them has waited this long (seconds)
+FEED_BATCH = 16  # sets an upload thread takes from the queue at a time, their rows read together…
+FEED_FRESH = 1.0  # …and read again when older than this (seconds) by the time they start
 IDLE_KEEP = 60.0  # seconds a connection stays open with nothing to send, for the next sets (the daemon)
 
 
@@ -75,11 +77,19 @@ class WorkQueue:
         self._queue: collections.deque[str] = collections.deque()
         self._seen: set[str] = set()
         self._lock = threading.Lock()
+        # the change counter's value at the last refill: the next reads only the sets written since (those just
+        # signed), not every pending set again; 0 reads them all (at first, and while an uncertain set waits out
+        # its quiet period: it becomes due without being written)
+        self._read_until = 0
 
     def refill(self) -> int:
         """Add pending sets not seen yet (the signer may have added some); return how many were added."""
-        rows = self.journal.sets_in(*PENDING)
+        since = self._read_until
+        self._read_until = self.journal.last_change()  # read first: a set written meanwhile is read again, not missed
+        rows = self.journal.sets_in(*PENDING, changed_after=since)
         quiet = {r.go_name for r in waiting(rows, self.quiet)}
+        if quiet:
+            self._read_until = 0
         fresh = [r.go_name for r in rows if r.go_name not in self._seen and r.go_name not in quiet]
         self._seen.update(fresh)
         self._queue.extend(fresh)
@@ -94,6 +104,13 @@ class WorkQueue:
                 self.refill()
             return self._queue.popleft() if self._queue else None
 
+    def take_many(self, n: int) -> list[str]:
+        """Up to ``n`` names (refilled first when the queue is dry); none when nothing is pending."""
+        with self._lock:
+            if not self._queue:
+                self.refill()
+            return [self._queue.popleft() for _ in range(min(n, len(self._queue)))]
+
     def put_back(self, go_name: str) -> None:
         with self._lock:
             self._queue.append(go_name)
@@ -102,6 +119,43 @@ class WorkQueue:
         """Given a set taken from the queue and left uncertain, let a later refill take it again once due."""
         with self._lock:
             self._seen.discard(go_name)
+            self._read_until = 0  # it becomes due without being written: the next refills read every pending set
+
+
+class Taken:
+    """Sets one upload thread took from the queue a few at a time, their rows read in one journal read (one
+    round trip to a PostgreSQL journal for FEED_BATCH sets, not one each); rows read more than FEED_FRESH
+    seconds ago are read again before use."""
+
+    def __init__(self, work: WorkQueue, journal: Journal) -> None:
+        self.work = work
+        self.journal = journal
+        self.names: collections.deque[str] = collections.deque()
+        self.rows: dict[str, SetRow] = {}
+        self.read_at = 0.0
+
+    def next(self) -> tuple[str, SetRow | None] | None:
+        """The next set taken and its row as the journal has it (None: unknown to it); None when none is left."""
+        if not self.names:
+            self.names.extend(self.work.take_many(FEED_BATCH))
+            if not self.names:
+                return None
+            self._read()
+        elif time.monotonic() - self.read_at > FEED_FRESH:
+            self._read()
+        go_name = self.names.popleft()
+        return go_name, self.rows.pop(go_name, None)
+
+    def _read(self) -> None:
+        self.rows = self.journal.sets_by_names(list(self.names))
+        self.read_at = time.monotonic()
+
+    def put_back(self) -> None:
+        """Return the sets taken and not started to the queue (the thread stops or its connection failed)."""
+        for go_name in self.names:
+            self.work.put_back(go_name)
+        self.names.clear()
+        self.rows.clear()
 
 
 class Gates:

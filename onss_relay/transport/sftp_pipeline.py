@@ -1,9 +1,11 @@
 """Many uploads in flight on SFTP sessions: asynchronous requests (paramiko_async.py), driven from one thread.
 
-Over a WAN the round trip dominates: a file costs OPEN, WRITEs, FSTAT and CLOSE, each a round trip when
-done one after the other. Here up to ``window`` uploads progress at once, each keeping its own step order
-(every file of a step closed and size-checked before the next step's gate runs). Writes are streamed from
-disk with a bounded number outstanding per file, so memory stays flat for files of any size.
+Over a WAN the round trip dominates: a file costs OPEN, WRITEs, FSTAT and CLOSE, four round trips when
+done one after the other. Here a file costs two: the OPEN, then its WRITEs, the FSTAT and the CLOSE sent
+together (a server handles the requests on one handle in order, so the FSTAT sees every write), and up to
+``window`` uploads progress at once, each keeping its own step order (every file of a step closed and
+size-checked before the next step's gate runs). Writes are streamed from disk with a bounded number
+outstanding per file, so memory stays flat for files of any size.
 
 Several sessions (SSH channels of one connection, ``remote.connections``) are driven by the same thread:
 more requests in flight and more server processes working, without threads contending for the interpreter.
@@ -42,7 +44,8 @@ GATE_BATCH = 32  # uploads waiting at a gate are committed together once this ma
 
 
 class _FileWrite:
-    """OPEN, streamed WRITEs (bounded), FSTAT (size check), CLOSE — then tell the upload it is done."""
+    """OPEN; then streamed WRITEs (bounded), FSTAT (size check) and CLOSE without waiting between them; once the
+    size is checked and the close answered, tell the upload the file is done."""
 
     def __init__(self, engine: SftpPipeline, up: Upload, f: PutFile, path: str, on_closed: Callable[[], None]) -> None:
         self.engine = engine
@@ -54,6 +57,9 @@ class _FileWrite:
         self.offset = 0
         self.outstanding = 0
         self.eof = False
+        self.closing = False  # FSTAT and CLOSE sent
+        self.size_checked = False
+        self.closed = False
         self.src = f.open() if f.local is not None else None
 
     def request(self, callback: Reply, command: int, *args: Any) -> None:
@@ -91,24 +97,36 @@ class _FileWrite:
             self.request(self._written, CMD_WRITE, self.handle, int64(self.offset), chunk)
             self.offset += len(chunk)
             self.outstanding += 1
-        if self.eof and self.outstanding == 0:
+        if self.eof and not self.closing:
+            # the last WRITE is sent: FSTAT and CLOSE follow it in the same flight. A write refused, or a size
+            # that differs, still fails the file (its reply raises) before its step can complete.
+            self.closing = True
             if self.src is not None:
                 self.src.close()
             self.request(self._stat, CMD_FSTAT, self.handle)
+            self.request(self._closed, CMD_CLOSE, self.handle)
 
     def _written(self, t: int, msg: paramiko.Message) -> None:
         self.engine.expect(t, msg, CMD_STATUS, f"writing {self.f.folder}/{self.f.name}")
         self.outstanding -= 1
         self._pump()
+        self._done_if_complete()
 
     def _stat(self, t: int, msg: paramiko.Message) -> None:
         self.engine.expect(t, msg, CMD_ATTRS, f"checking {self.f.folder}/{self.f.name}")
         check_size(self.f, attrs_size(msg))
-        self.request(self._closed, CMD_CLOSE, self.handle)
+        self.size_checked = True
+        self._done_if_complete()
 
     def _closed(self, t: int, msg: paramiko.Message) -> None:
         self.engine.expect(t, msg, CMD_STATUS, f"closing {self.f.folder}/{self.f.name}")
-        self.on_closed()
+        self.closed = True
+        self._done_if_complete()
+
+    def _done_if_complete(self) -> None:
+        """Tell the upload the file is done once every write, its size check and its close are answered."""
+        if self.size_checked and self.closed and self.outstanding == 0:
+            self.on_closed()
 
     def abort(self) -> None:
         if self.src is not None:

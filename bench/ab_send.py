@@ -1,0 +1,63 @@
+"""Two checkouts of the relay side by side: `send --once` (a CLI process) of N × 2 KB over the loopback sshd, or
+through the TCP delay proxy, each tree in turn, best of ROUNDS; prints decl/s, CPU ms and wall ms per declaration.
+
+Run: python3 bench/ab_send.py BEFORE_TREE AFTER_TREE [--sets N] [--delay SECONDS] [--rounds R]
+     (a tree: a checkout's root, e.g. `git archive 06b62df | tar -x -C /tmp/before`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import time
+
+from common import Bench
+
+from tests.fixtures.tcpproxy import TcpProxy
+
+
+def send(b: Bench, tree: str, n: int, delay: float, tag: str, start: int) -> float:
+    """Given the bench, a tree, a set count and a delay each way, send N sets with that tree's relay; return
+    declarations/s (and print CPU and wall milliseconds per declaration)."""
+    proxy = TcpProxy(b.sshd.port, delay=delay) if delay else None
+    config = b.relay_config(port=proxy.port if proxy else None, name=f"ab-{tag}")
+    b.declarations(config.parent / "spool" / "outbox", n, start=start)
+    cmd = [sys.executable, "-m", "onss_relay.cli", "send", "--once", "--config", str(config), "--log-level", "error"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=tree), check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    if proxy:
+        proxy.close()
+    b.clear_remote()
+    print(f"{tag}: {n / wall:.1f} decl/s, cpu {cpu / n * 1000:.2f} ms/decl, wall {wall / n * 1000:.2f} ms/decl")
+    return n / wall
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("before")
+    ap.add_argument("after")
+    ap.add_argument("--sets", type=int, default=1000)
+    ap.add_argument("--delay", type=float, default=0.0)
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+    b = Bench()
+    best = {"before": 0.0, "after": 0.0}
+    try:
+        for r in range(args.rounds):
+            for i, (which, tree) in enumerate((("before", args.before), ("after", args.after))):
+                rate = send(b, tree, args.sets, args.delay, f"{which}{r}", 1 + (2 * r + i) * args.sets)
+                best[which] = max(best[which], rate)
+    finally:
+        b.close()
+    print(f"best: before {best['before']:.1f}, after {best['after']:.1f} decl/s: {best['after'] / best['before']:.2f}×")
+
+
+if __name__ == "__main__":
+    main()
