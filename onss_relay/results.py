@@ -7,6 +7,7 @@ import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -78,10 +79,8 @@ class ResultsWriter:
         said = 0  # written when the last progress line was said
         with self._lock:
             while rows := self.journal.sets_changed_after(self.done, RESULTS_PAGE):  # any number, a page held
-                names = [row.go_name for row in rows]
-                histories, keys = self.journal.histories(names), self.journal.keys_of_sets(names)  # a read each
-                for row in rows:
-                    doc = result_document(row, histories[row.go_name], None, keys[row.go_name])
+                for row in rows:  # integration: per-set reads again (up27a's batched reads need a batched view)
+                    doc = document_of(self.journal, row)
                     path = _write_document(self.spool, row, doc)
                     self.done = max(self.done, row.change)
                     if self.on_write is not None:
