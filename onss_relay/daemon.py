@@ -41,7 +41,6 @@ from onss_relay.sd_notify import Notifier
 from onss_relay.services import Running, Service
 from onss_relay.stage_thread import UNHEALTHY_AFTER, Stage
 from onss_relay.stages.uncertain import uncertain_wait
-from onss_relay.stages.upload_queue import IDLE_KEEP
 from onss_relay.stages.watch import Watcher
 from onss_relay.standby import wait_before_recovery, wait_for_leadership
 from onss_relay.web import WebServer
@@ -223,6 +222,7 @@ class Daemon:
         pruner = self.pruner = Pruner(self.cfg.retention, relay.journal, relay.spool, self.stop)
 
         def scan() -> None:
+            relay.uploader.freshen()  # sets may come: prove the idle connection while they are claimed and signed
             if relay.claimer.scan():
                 signer_wake.set()
 
@@ -232,7 +232,7 @@ class Daemon:
 
         def upload() -> None:
             report = relay.uploader.upload_pending()
-            relay.uploader.close_idle(older_than=IDLE_KEEP)  # the connection stays for sets coming soon
+            relay.uploader.keep_warm()  # the connection stays, proven alive, for the sets coming
             if report.error:
                 raise report.error
 

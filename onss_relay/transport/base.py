@@ -87,7 +87,7 @@ class Transport(Protocol):
         ...
 
     def alive(self) -> bool:
-        """Whether the connection still looks usable (checked before one kept idle is used again)."""
+        """Whether the server answers on this connection now (asked before one kept idle carries a set)."""
         ...
 
     def prepare_uploads(self) -> None:

@@ -223,7 +223,14 @@ class FtpTransport:
         return self.size(folder, name) is not None
 
     def alive(self) -> bool:
-        return self._ftp.sock is not None  # a request on a dropped one fails and is retried
+        """Given a connection kept idle, True when the server answers a NOOP."""
+        if self._ftp.sock is None:
+            return False
+        try:
+            self._ftp.voidcmd("NOOP")
+        except (OSError, EOFError, ftplib.Error):
+            return False
+        return True
 
     def prepare_uploads(self) -> None:
         pass

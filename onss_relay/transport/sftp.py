@@ -289,7 +289,15 @@ class SftpTransport:
             raise _classify(e, "uploading") from None
 
     def alive(self) -> bool:
-        return bool(self._transport.is_active())
+        """Given a connection kept idle, ask the server for the base folder's attributes (one round trip, within
+        remote.timeout): True when it answers, so that no set's request goes on a connection dead in silence."""
+        if not self._transport.is_active():
+            return False
+        try:
+            self._sftp.stat(self.base_dir)
+        except NETWORK_ERRORS:
+            return False
+        return True
 
     def prepare_uploads(self) -> None:
         """Open the extra SFTP sessions in the background (each costs round trips and a server process):

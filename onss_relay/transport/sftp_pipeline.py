@@ -19,7 +19,7 @@ from typing import Any
 
 import paramiko
 
-from onss_relay.errors import RelayError
+from onss_relay.errors import RelayError, TransientRemoteError
 from onss_relay.transport.base import IDLE_WAIT, PutFile, Upload, check_size
 from onss_relay.transport.paramiko_async import (
     CMD_ATTRS,
@@ -54,6 +54,8 @@ class _FileWrite:
         self.offset = 0
         self.outstanding = 0
         self.eof = False
+        self.finishing = False  # FSTAT and CLOSE sent
+        self.checked = False  # FSTAT answered with the expected size
         self.src = f.open() if f.local is not None else None
 
     def request(self, callback: Reply, command: int, *args: Any) -> None:
@@ -91,10 +93,15 @@ class _FileWrite:
             self.request(self._written, CMD_WRITE, self.handle, int64(self.offset), chunk)
             self.offset += len(chunk)
             self.outstanding += 1
-        if self.eof and self.outstanding == 0:
+        if self.eof and not self.finishing:
+            # FSTAT and CLOSE follow the last WRITE at once, not a round trip each after its reply: the server
+            # handles the requests on one handle in the order sent (OpenSSH's sftp-server: every request in
+            # turn), so FSTAT sees every byte written; the step ends only once each reply says so
+            self.finishing = True
             if self.src is not None:
                 self.src.close()
             self.request(self._stat, CMD_FSTAT, self.handle)
+            self.request(self._closed, CMD_CLOSE, self.handle)
 
     def _written(self, t: int, msg: paramiko.Message) -> None:
         self.engine.expect(t, msg, CMD_STATUS, f"writing {self.f.folder}/{self.f.name}")
@@ -104,10 +111,12 @@ class _FileWrite:
     def _stat(self, t: int, msg: paramiko.Message) -> None:
         self.engine.expect(t, msg, CMD_ATTRS, f"checking {self.f.folder}/{self.f.name}")
         check_size(self.f, attrs_size(msg))
-        self.request(self._closed, CMD_CLOSE, self.handle)
+        self.checked = True
 
     def _closed(self, t: int, msg: paramiko.Message) -> None:
         self.engine.expect(t, msg, CMD_STATUS, f"closing {self.f.folder}/{self.f.name}")
+        if not self.checked:  # a server answering out of order: the size was not checked, the step not done
+            raise TransientRemoteError(f"{self.f.folder}/{self.f.name}: closed before its size was checked")
         self.on_closed()
 
     def abort(self) -> None:
