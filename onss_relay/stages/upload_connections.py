@@ -73,12 +73,29 @@ class ConnectionPool:
                 self._idle.append(kept)
                 return
             future = self._warm = concurrent.futures.Future()
+        self._ready_in_background(future, kept, kept.since if kept is not None else now)
+
+    def _ready_in_background(
+        self, future: concurrent.futures.Future[Transport], kept: Kept | None, since: float
+    ) -> None:
+        """Given the future standing for a connection being readied, prove ``kept`` (or connect) in a thread. An
+        upload that takes the future meanwhile gets the connection; otherwise it goes back among the kept ones,
+        idle since ``since`` (so keep_open still bounds it), and a failure is left for the next upload to meet."""
 
         def ready() -> None:
             try:
-                future.set_result(self._proven_or_new(kept))
-            except BaseException as e:  # handed to whoever takes the connection
+                t = self._proven_or_new(kept)
+            except BaseException as e:  # an upload waiting for it connects again, with retries and reports
+                with self._lock:
+                    if self._warm is future:
+                        self._warm = None
                 future.set_exception(e)
+                return
+            with self._lock:
+                if self._warm is future:  # nobody took it: kept like any idle connection
+                    self._warm = None
+                    self._idle.append(Kept(t, since, time.monotonic()))
+            future.set_result(t)
 
         threading.Thread(target=ready, name="upload-connect", daemon=True).start()
 
@@ -144,31 +161,11 @@ class ConnectionPool:
                 continue
             log.info("idle_connection_replaced", idle_s=round(now - k.since))
             close_quietly(k.transport)
-            self._replace(k.since)
-
-    def _replace(self, since: float) -> None:
-        """Connect in the background to stand for a kept connection that died, idle since ``since``."""
-        with self._lock:
-            if self._warm is not None:
-                return
-            future = self._warm = concurrent.futures.Future()
-
-        def ready() -> None:
-            try:
-                t = self._proven_or_new(None)
-            except BaseException as e:  # a set taking it connects again, with retries and reports
-                future.set_exception(e)
-                return
-            future.set_result(t)
-            with self._lock:  # kept idle like the one it replaces: close_idle ends it on time
-                if self._warm is future:
-                    self._warm = None
-                    now = time.monotonic()
-                    self._idle.append(Kept(t, since, now))
-                    return
-            # taken meanwhile by an upload: it is that upload's now
-
-        threading.Thread(target=ready, name="upload-reconnect", daemon=True).start()
+            with self._lock:
+                if self._warm is not None:  # one is being readied already
+                    continue
+                future = self._warm = concurrent.futures.Future()
+            self._ready_in_background(future, None, k.since)
 
     def close_idle(self, older_than: float = 0.0) -> None:
         """Close the connections kept with nothing to send for ``older_than`` seconds (all: 0, and the one
