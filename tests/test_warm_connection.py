@@ -81,10 +81,10 @@ def test_a_connection_dead_in_silence_is_proven_dead_before_a_set_goes_on_it(
         assert wait_log(log, "relay_started")
         first = drop(outbox := sftp_dir / "spool" / "outbox", 1)
         assert wait_until(lambda: state_of(config, first) == State.SENT, 20)
-        time.sleep(1.5)  # idle past PROVEN_FRESH: the next set's connection must be asked first
-        proxy.stall(4.0)
+        proxy.stall(6.0)  # the path dies in silence…
+        time.sleep(1.5)  # …for longer than PROVEN_FRESH: the last answer on the kept connection is older
         second = drop(outbox, 2)
-        assert wait_until(lambda: state_of(config, second) == State.SENT, 25)  # well inside the 30 s quiet period
+        assert wait_until(lambda: state_of(config, second) == State.SENT, 28)  # inside the 30 s quiet period
     finally:
         stop(proc)
         proxy.close()
