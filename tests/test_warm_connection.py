@@ -65,9 +65,7 @@ def test_a_connection_killed_while_idle_is_replaced_before_the_next_set(sftp_dir
     assert sshd.writes_of(second) == 1
 
 
-def test_a_connection_dead_in_silence_is_proven_dead_before_a_set_goes_on_it(
-    sftp_dir: Path, sshd: SshServer
-) -> None:
+def test_a_connection_dead_in_silence_is_proven_dead_before_a_set_goes_on_it(sftp_dir: Path, sshd: SshServer) -> None:
     """A path that holds every byte (a NAT entry gone) looks alive to the client: the daemon asks before the
     set's first request, so the set never goes on it and is not left uncertain."""
     config, log = sftp_dir / "config.toml", sftp_dir / "daemon.log"
