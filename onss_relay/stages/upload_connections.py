@@ -69,7 +69,7 @@ class ConnectionPool:
             kept = self._idle.pop() if self._idle else None
             if kept is None and not connect:
                 return
-            if kept is not None and now - kept.proven < self.fresh:
+            if kept is not None and now - kept.proven < self.fresh and kept.transport.alive(ask=False):
                 self._idle.append(kept)
                 return
             future = self._warm = concurrent.futures.Future()
@@ -126,8 +126,8 @@ class ConnectionPool:
             with contextlib.suppress(Exception):  # connect again below, where failures are retried and reported
                 return future.result()
             return self.connect()
-        if kept is not None and now - kept.proven < self.fresh:
-            return kept.transport
+        if kept is not None and now - kept.proven < self.fresh and kept.transport.alive(ask=False):
+            return kept.transport  # answered just now and not closed since: asking again would only cost time
         if kept is not None and kept.transport.alive():
             return kept.transport
         if kept is not None:

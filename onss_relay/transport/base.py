@@ -86,8 +86,9 @@ class Transport(Protocol):
         """
         ...
 
-    def alive(self) -> bool:
-        """Whether the server answers on this connection now (asked before one kept idle carries a set)."""
+    def alive(self, ask: bool = True) -> bool:
+        """Whether this connection is usable: not closed, and (``ask``) the server answers on it now (asked
+        before one kept idle carries a set; without ``ask``, local knowledge only, no round trip)."""
         ...
 
     def prepare_uploads(self) -> None:

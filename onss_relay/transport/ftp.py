@@ -222,10 +222,10 @@ class FtpTransport:
     def exists(self, folder: str, name: str) -> bool:
         return self.size(folder, name) is not None
 
-    def alive(self) -> bool:
-        """Given a connection kept idle, True when the server answers a NOOP."""
-        if self._ftp.sock is None:
-            return False
+    def alive(self, ask: bool = True) -> bool:
+        """Given a connection kept idle, True when the server answers a NOOP (without ``ask``: still open)."""
+        if self._ftp.sock is None or not ask:
+            return self._ftp.sock is not None
         try:
             self._ftp.voidcmd("NOOP")
         except (OSError, EOFError, ftplib.Error):
