@@ -137,7 +137,12 @@ class RemoteConfig:
     ca_file: Path | None = _field(None, "CA bundle to verify the FTPS server certificate")
     connections: int = _field(4, "parallel uploads: SFTP sessions on one SSH connection; FTP and local: connections")
     timeout: Duration = _field(Duration(30), "connect and read timeout")
-    keepalive: Duration = _field(Duration(30), "SSH keepalive interval")
+    keepalive: Duration = _field(
+        Duration(30), "SSH keepalive interval; the daemon also asks an idle connection this often if it is alive"
+    )
+    keep_open: Duration = _field(
+        Duration(3600), "the daemon keeps its connection open this long with nothing to send (0: close at once)"
+    )
     quiet_period: Duration = _field(
         Duration(120),
         "after giving up a connection with requests in flight, wait this long before touching those sets again",

@@ -12,7 +12,6 @@ from onss_relay.config import Config
 from onss_relay.pipeline import Relay
 from onss_relay.retention import Pruner
 from onss_relay.stage_thread import Stage
-from onss_relay.stages.upload_queue import IDLE_KEEP
 
 
 def relay_stages(
@@ -24,6 +23,7 @@ def relay_stages(
     pruner = Pruner(cfg().retention, relay.journal, relay.spool, stop)
 
     def scan() -> None:
+        relay.uploader.freshen()  # sets may come: prove the idle connection while they are claimed and signed
         if relay.claimer.scan():
             signer_wake.set()
 
@@ -33,7 +33,7 @@ def relay_stages(
 
     def upload() -> None:
         report = relay.uploader.upload_pending()
-        relay.uploader.close_idle(older_than=IDLE_KEEP)  # the connection stays for sets coming soon
+        relay.uploader.keep_warm()  # the connection stays, proven alive, for the sets coming
         if report.error:
             raise report.error
 

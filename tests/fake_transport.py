@@ -86,7 +86,7 @@ class FakeTransport:
     def run_uploads(self, uploads: Iterator[Upload | None], window: int) -> None:
         run_uploads_sequentially(self, uploads)
 
-    def alive(self) -> bool:
+    def alive(self, ask: bool = True) -> bool:
         return not self.closed
 
     def abort(self) -> None:

@@ -59,7 +59,7 @@ def test_sigterm_during_a_large_upload_exits_0_and_the_set_completes(sftp_dir: P
 
 
 def test_the_daemon_keeps_its_upload_connection_between_sets(sftp_dir: Path, sshd: SshServer) -> None:
-    """Sets arriving one by one go over the same SSH connection (kept for uploader.IDLE_KEEP seconds)."""
+    """Sets arriving one by one go over the same SSH connection (kept for remote.keep_open)."""
     config, log = sftp_dir / "config.toml", sftp_dir / "daemon.log"
     outbox = sftp_dir / "spool" / "outbox"
     outbox.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,8 @@ The journal records ``go_sending`` before the GO put and ``sent`` after it. A se
 ``go_sending`` is re-sent from its first file; one interrupted in ``go_sending`` only gets its GO again,
 and only when its FI parts are still on the server and the GO is not. Several channels send several sets
 at once; each set keeps its own order (FI, FS, GO), which ``Upload`` enforces whatever the transport.
-The round, queue, gate commits, sent batches and connection pool it runs on are in upload_queue.py; the marker of
-requests possibly in flight, and what a start does after an unclean stop, in unclean_stop.py.
+The round, queue, gate commits and sent batches it runs on are in upload_queue.py, its connections in
+upload_connections.py; the marker of requests possibly in flight, and what a start does after an unclean stop, in unclean_stop.py.
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ from onss_relay.stages.uncertain import (
     waiting,
 )
 from onss_relay.stages.unclean_stop import InFlightMarker, after_unclean_stop
+from onss_relay.stages.upload_connections import ConnectionPool
 from onss_relay.stages.upload_queue import (
     PENDING,
     Channel,
-    ConnectionPool,
     Gates,
     Round,
     SentBatch,
@@ -110,9 +110,19 @@ class Uploader:
         """Start connecting in the background, so that the first upload finds its connection ready."""
         self.pool.warm_up()
 
+    def freshen(self) -> None:
+        """Sets may come soon: prove the connection kept idle in the background (replaced if it died)."""
+        self.pool.freshen()
+
     def close_idle(self, older_than: float = 0.0) -> None:
         """Close the connections kept with nothing to send for ``older_than`` seconds (all: 0)."""
         self.pool.close_idle(older_than)
+
+    def keep_warm(self) -> None:
+        """Between rounds (the daemon): close the connections idle past remote.keep_open, ask the others
+        every remote.keepalive whether they are alive, and replace a dead one ahead of need."""
+        self.pool.close_idle(float(self.cfg.remote.keep_open))
+        self.pool.tend(float(self.cfg.remote.keepalive))
 
     def upload_pending(self, more: Callable[[], bool] | None = None) -> UploadReport:
         """Send every set in signed/uploading/go_sending, over up to remote.connections connections.

@@ -1,15 +1,14 @@
 """What the upload stage runs on: a round and its report, the queue of sets to send, the gate commits, the
-batch of sets recorded as sent, and the pool of connections kept between rounds.
+batch of sets recorded as sent, and each thread's connection (the pool they come from: upload_connections.py).
 
 None of this knows the order of a set's files (transport/base.py ``Upload`` enforces it) or what a set's
 state means (stages/upload.py decides); it makes many sets cheap: one journal commit for many gates, one
-fsync per folder and one commit for many sent sets, connections opened ahead of time and reused.
+fsync per folder and one commit for many sent sets.
 """
 
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import contextlib
 import dataclasses
 import threading
@@ -22,6 +21,7 @@ from onss_relay.errors import RelayError
 from onss_relay.journal import Change, DataChange, Journal, SetRow, State
 from onss_relay.spool import Spool
 from onss_relay.stages.uncertain import waiting
+from onss_relay.stages.upload_connections import close_quietly
 from onss_relay.transport.base import Transport
 
 log = structlog.get_logger(__name__)
@@ -32,7 +32,6 @@ SENT_BATCH = 16  # sets whose GO is on the server, archived and marked sent toge
 SENT_DELAY = 0.25  # …or as soon as the first of them has waited this long (seconds)
 FEED_BATCH = 16  # sets an upload thread takes from the queue at a time, their rows read together…
 FEED_FRESH = 1.0  # …and read again when older than this (seconds) by the time they start
-IDLE_KEEP = 60.0  # seconds a connection stays open with nothing to send, for the next sets (the daemon)
 
 
 @dataclasses.dataclass
@@ -237,79 +236,6 @@ class SentBatch:
                 error=repr(e),
                 detail="left in go_sending: recovery checks the server for each GO",
             )
-
-
-def close_quietly(t: Transport) -> None:
-    with contextlib.suppress(Exception):
-        t.close()
-
-
-class ConnectionPool:
-    """Connections for the upload threads: one opened ahead of time (``warm_up``), and those kept open
-    between rounds with nothing to send (``keep``), until ``close_idle`` ends them."""
-
-    def __init__(self, connect: Callable[[], Transport]) -> None:
-        self.connect = connect
-        self._lock = threading.Lock()
-        self._warm: concurrent.futures.Future[Transport] | None = None
-        self._idle: list[tuple[Transport, float]] = []  # connections kept between rounds, and since when
-
-    def warm_up(self) -> None:
-        """Start connecting in the background, so that the first upload finds its connection ready."""
-        with self._lock:
-            if self._warm is not None:
-                return
-            future = self._warm = concurrent.futures.Future()
-
-        def connect() -> None:
-            try:
-                t = self.connect()
-                try:
-                    t.prepare_uploads()
-                except BaseException:
-                    t.close()
-                    raise
-                future.set_result(t)
-            except BaseException as e:  # handed to whoever takes the connection
-                future.set_exception(e)
-
-        threading.Thread(target=connect, name="upload-connect", daemon=True).start()
-
-    def take(self) -> Transport:
-        """A connection: the one warming up, one kept from the last round if still up, or a new one."""
-        with self._lock:
-            future, self._warm = self._warm, None
-            kept = self._idle.pop()[0] if self._idle and future is None else None
-        if future is not None:
-            with contextlib.suppress(Exception):  # connect again below, where failures are retried and reported
-                return future.result()
-        if kept is not None:
-            if kept.alive():
-                return kept
-            close_quietly(kept)
-        return self.connect()
-
-    def keep(self, t: Transport) -> None:
-        with self._lock:
-            self._idle.append((t, time.monotonic()))
-
-    def idle(self) -> list[Transport]:
-        with self._lock:
-            return [t for t, _ in self._idle]
-
-    def close_idle(self, older_than: float = 0.0) -> None:
-        """Close the connections kept with nothing to send for ``older_than`` seconds (all: 0, and the one
-        warming up)."""
-        now = time.monotonic()
-        with self._lock:
-            stale = [t for t, since in self._idle if now - since >= older_than]
-            self._idle = [(t, since) for t, since in self._idle if now - since < older_than]
-            future, self._warm = (self._warm, None) if older_than <= 0 else (None, self._warm)
-        if future is not None:
-            with contextlib.suppress(Exception):
-                stale.append(future.result())
-        for t in stale:
-            close_quietly(t)
 
 
 class Channel:

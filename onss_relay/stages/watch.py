@@ -29,6 +29,7 @@ from onss_relay.stages.settle import SettleTracker
 
 log = structlog.get_logger(__name__)
 
+MOVE_PAIRING = 0.05  # seconds watchdog holds a rename's first half to pair it with its second (its default: 0.5)
 NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse", "overlay", "virtiofs", "vboxsf", "afs")
 
 
@@ -59,6 +60,24 @@ def wants_polling(setting: str, path: Path, mounts: str | None = None) -> bool:
     return kind.startswith(NETWORK_FILESYSTEMS)
 
 
+def shorten_move_pairing() -> None:
+    """Hold a rename's IN_MOVED_FROM only MOVE_PAIRING seconds waiting for its IN_MOVED_TO, not watchdog's 0.5 s.
+
+    watchdog queues every event behind such a held half: each original the relay moves out of the outbox (to
+    held/, sent/, failed/) has no second half here and held the next declaration's events for half a second. The
+    kernel queues both halves of a rename together, so they still pair; one that did not would only be counted
+    a new file (settled after EVENT_FALLBACK), never trusted wrongly.
+    """
+    try:
+        from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
+    except ImportError:  # watchdog before 6: the same delay on its InotifyBuffer
+        from watchdog.observers.inotify_buffer import InotifyBuffer  # type: ignore[import-not-found,unused-ignore]
+
+        InotifyBuffer.delay = MOVE_PAIRING
+        return
+    InotifyMoveEventGrouper.delay = MOVE_PAIRING
+
+
 class Watcher:
     """Given the outbox and a wake event, run a watchdog observer whose events wake the scanner early.
 
@@ -77,6 +96,8 @@ class Watcher:
         from watchdog.observers import Observer
         from watchdog.observers.polling import PollingObserver
 
+        if not self.polling:
+            shorten_move_pairing()
         handler = _Hints(self.outbox.tracker, self.outbox.spool.outbox, self.wake)
         observer: BaseObserver = PollingObserver(timeout=1) if self.polling else Observer()
         observer.schedule(handler, str(self.outbox.spool.outbox), recursive=False)

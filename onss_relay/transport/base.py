@@ -99,8 +99,9 @@ class Transport(Protocol):
         """
         ...
 
-    def alive(self) -> bool:
-        """Whether the connection still looks usable (checked before one kept idle is used again)."""
+    def alive(self, ask: bool = True) -> bool:
+        """Whether this connection is usable: not closed, and (``ask``) the server answers on it now (asked
+        before one kept idle carries a set; without ``ask``, local knowledge only, no round trip)."""
         ...
 
     def prepare_uploads(self) -> None:

@@ -229,8 +229,15 @@ class FtpTransport:
     def exists(self, folder: str, name: str) -> bool:
         return self.size(folder, name) is not None
 
-    def alive(self) -> bool:
-        return self._ftp.sock is not None  # a request on a dropped one fails and is retried
+    def alive(self, ask: bool = True) -> bool:
+        """Given a connection kept idle, True when the server answers a NOOP (without ``ask``: still open)."""
+        if self._ftp.sock is None or not ask:
+            return self._ftp.sock is not None
+        try:
+            self._ftp.voidcmd("NOOP")
+        except (OSError, EOFError, ftplib.Error):
+            return False
+        return True
 
     def prepare_uploads(self) -> None:
         pass

@@ -115,7 +115,7 @@ class LocalTransport:
     def exists(self, folder: str, name: str) -> bool:
         return self.size(folder, name) is not None
 
-    def alive(self) -> bool:
+    def alive(self, ask: bool = True) -> bool:
         return True
 
     def prepare_uploads(self) -> None:

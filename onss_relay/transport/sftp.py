@@ -307,8 +307,17 @@ class SftpTransport:
         except NETWORK_ERRORS as e:
             raise _classify(e, "uploading") from None
 
-    def alive(self) -> bool:
-        return bool(self._transport.is_active())
+    def alive(self, ask: bool = True) -> bool:
+        """Given a connection kept idle, ask the server for the base folder's attributes (one round trip, within
+        remote.timeout): True when it answers, so that no set's request goes on a connection dead in silence.
+        Without ``ask``: whether the connection is still open, as this side knows."""
+        if not self._transport.is_active() or not ask:
+            return bool(self._transport.is_active())
+        try:
+            self._sftp.stat(self.base_dir)
+        except NETWORK_ERRORS:
+            return False
+        return True
 
     def prepare_uploads(self) -> None:
         """Open the extra SFTP sessions in the background (each costs round trips and a server process):
