@@ -16,6 +16,7 @@ from onss_relay.durable import atomic_write
 from onss_relay.journal import Journal, SetRow
 from onss_relay.spool import Spool
 from onss_relay.views.set_view import document_of as document_of  # the set's one view, as JSON
+from onss_relay.views.set_view import set_views
 from onss_relay.waiting import answered_circuit_test as answered_circuit_test  # moved: older importers
 from onss_relay.waiting import overdue as overdue
 from onss_relay.waiting import overdue_sets as overdue_sets
@@ -79,9 +80,9 @@ class ResultsWriter:
         said = 0  # written when the last progress line was said
         with self._lock:
             while rows := self.journal.sets_changed_after(self.done, RESULTS_PAGE):  # any number, a page held
-                for row in rows:  # integration: per-set reads again (up27a's batched reads need a batched view)
-                    doc = document_of(self.journal, row)
-                    path = _write_document(self.spool, row, doc)
+                for view in set_views(self.journal, rows):  # a page's histories and keys read together
+                    row = view.row
+                    path = _write_document(self.spool, row, view.document())
                     self.done = max(self.done, row.change)
                     if self.on_write is not None:
                         self.on_write(row, path)
