@@ -82,20 +82,6 @@ class PostgresJournal(SqlJournal):
             yield
 
     @contextlib.contextmanager
-    def savepoint(self) -> Iterator[None]:
-        """Run the block in a savepoint of the current transaction: its writes are undone if it raises."""
-        with self._tx() as db:
-            db.execute("SAVEPOINT one_block")
-            try:
-                yield
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    db.execute("ROLLBACK TO SAVEPOINT one_block")
-                    db.execute("RELEASE SAVEPOINT one_block")
-                raise
-            db.execute("RELEASE SAVEPOINT one_block")
-
-    @contextlib.contextmanager
     def _read(self) -> Iterator[PgDb]:
         """The connection for one read (other threads wait), psycopg's errors made neutral."""
         with self._lock, neutral_errors(self.path):

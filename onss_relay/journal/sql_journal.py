@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import structlog
@@ -49,6 +50,20 @@ class SqlJournal(ResponseTable, KeyTable, WorkerTable):
     # a GO name from its sender on (GO.CCCC. is 8 characters: SSSSSS.YYYYMMDD.NNNNN.E…), in a byte order both
     # backends index (sets_sequence): a prefix search is a range on it, "~" sorting after every name character
     _from_sender = "substr(go_name, 9)"
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Run the block in a savepoint of the current transaction (either backend): its writes are undone if it raises."""
+        with self._tx() as db:
+            db.execute("SAVEPOINT one_block")
+            try:
+                yield
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    db.execute("ROLLBACK TO SAVEPOINT one_block")
+                    db.execute("RELEASE SAVEPOINT one_block")
+                raise
+            db.execute("RELEASE SAVEPOINT one_block")
 
     # -- declaration sets ---------------------------------------------------------------------
 

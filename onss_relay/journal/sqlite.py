@@ -131,20 +131,6 @@ class SqliteJournal(SqlJournal):
             self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
     @contextlib.contextmanager
-    def savepoint(self) -> Iterator[None]:
-        """Run the block in a savepoint of the current transaction: its writes are undone if it raises."""
-        with self._tx() as db:
-            db.execute("SAVEPOINT one_block")
-            try:
-                yield
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    db.execute("ROLLBACK TO SAVEPOINT one_block")
-                    db.execute("RELEASE SAVEPOINT one_block")
-                raise
-            db.execute("RELEASE SAVEPOINT one_block")
-
-    @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """The connection for one read (other threads wait), SQLite's errors made neutral."""
         with self._lock, neutral_errors(self.path):
