@@ -24,6 +24,7 @@ from onss_relay.config import HooksConfig, PollConfig
 from onss_relay.config_rules import HOOK_PATH
 from onss_relay.hook_record import HookRecord, Told
 from onss_relay.journal import Journal, SetRow, State
+from onss_relay.outcome import outcome_of
 from onss_relay.waiting import overdue, overdue_sets
 
 log = structlog.get_logger(__name__)
@@ -49,8 +50,25 @@ def hook_environment(result: Path, row: SetRow, why: str) -> dict[str, str]:
         "ONSS_RELAY_RESULT": str(result),
         "ONSS_RELAY_SET": row.go_name,
         "ONSS_RELAY_STATE": str(row.state),
-        "ONSS_RELAY_EVENT": why,  # refused, notified or overdue
+        "ONSS_RELAY_EVENT": why,  # refused, notified or overdue: what happened to the set
+        # what the ONSS decided (a notification refusing every worker: event notified, outcome refused)
+        "ONSS_RELAY_OUTCOME": outcome_of(row.go_name, row.state, row.data),
     }
+
+
+class DueOnly:
+    """Given the hook record, record as due (hook/due) each result the hook must be told of, without running
+    it: a one-shot `send` or `poll` runs no hook, the daemon runs these at its next start (at least once)."""
+
+    def __init__(self, record: HookRecord) -> None:
+        self.record = record
+
+    def result_written(self, row: SetRow, path: Path, late: str | None = None) -> None:
+        """Given a set whose result file was just written, record its run as due when the set reached a final
+        state the hook was not told of yet."""
+        key = told_key(row, late)
+        if row.state in FINAL and self.record.told(row.go_name) != key:
+            self.record.due(row.go_name, key)
 
 
 class ResultHook:

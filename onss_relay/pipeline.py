@@ -16,6 +16,8 @@ import structlog
 from onss_relay.commands.requeue import finish_interrupted_requeues
 from onss_relay.config import Config
 from onss_relay.forked import Forked
+from onss_relay.hook_record import HookRecord
+from onss_relay.hooks import DueOnly
 from onss_relay.journal import IN_FLIGHT, Journal, State, open_journal
 from onss_relay.results import ResultsWriter, overdue
 from onss_relay.spool import Spool
@@ -87,6 +89,8 @@ class Relay:
         self.poller = Poller(cfg, self.journal, self.spool, stop=self.stop)
         self.poller.remove_stale_temps()
         self.results = ResultsWriter(self.spool, self.journal)
+        if cfg.hooks.on_result:  # `send`/`poll` run no hook: what it must be told of is due for the daemon
+            self.results.on_write = DueOnly(HookRecord(self.spool.paths.root)).result_written
         self._warned_overdue: set[str] = set()
         self._waiting_retried = False  # waiting notifications are retried at the first poll of a process
 
