@@ -39,18 +39,18 @@ class HookPart:
 
     def apply(self) -> None:
         """After a reload changed [hooks]: the running hook takes the new command and timeout for its next run,
-        or starts when it was off, or is told no more when on_result is now empty."""
+        or starts when it was off, or is told no more when on_result is now empty. One hook (one thread, one
+        queue) for the daemon's life: set back on, it is told again without queueing its due runs twice."""
         if self.hook is None:
             self.start()
         elif self.cfg().hooks.on_result:
             self.hook.apply(self.cfg().hooks)
+            self.relay.results.on_write = self.hook.result_written
         else:
-            self.relay.results.on_write = None
-            self.hook.retire()  # the runs already queued still happen, with the command they were queued for
-            self.hook = None
+            self.relay.results.on_write = None  # the runs already queued still happen, with the command in force
 
     def stop(self) -> None:
-        """Let the hook runs already due happen (each within its timeout), then end its thread."""
+        """End the hook's thread and the hook running now: what was due stays due for the next start."""
         if self.hook is not None:
             self.hook.stop()
 
@@ -58,7 +58,7 @@ class HookPart:
         """Tell the hook of sets newly overdue (their results rewritten first, saying so); raise OSError or
         JournalError when the journal or results/ cannot be read or written."""
         relay, poll = self.relay, self.cfg().poll
-        if self.hook is not None:
+        if self.hook is not None and self.cfg().hooks.on_result:
             self.hook.look_for_overdue(
                 relay.journal, poll, lambda row: write_result(relay.spool, relay.journal, row, poll)
             )

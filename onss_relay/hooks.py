@@ -33,6 +33,7 @@ FINAL = (State.REFUSED, State.NOTIFIED)
 OVERDUE_EVERY = 5.0  # seconds between two looks for sets newly overdue (an indexed query of the late ones)
 OVERDUE_LOOKED = 1000  # overdue sets looked at each time (the oldest: they were told first)
 BARE_PATH = HOOK_PATH
+STOP_GRACE = 3.0  # seconds a hook has to end after SIGTERM when the relay stops (systemd's stop timeout is 20 s)
 
 
 def told_key(row: SetRow, late: str | None) -> Told:
@@ -81,6 +82,9 @@ class ResultHook:
         self._told: dict[str, Told] = {}  # set → (state, notifications, overdue) last told (or queued)
         self._queue: queue.Queue[tuple[Path, dict[str, str], Told] | None] = queue.Queue()
         self._next_overdue_look = 0.0
+        self._stopping = threading.Event()  # set at stop: nothing more runs, the running hook is ended
+        self._running: subprocess.Popen[bytes] | None = None  # the hook process running now, if any
+        self._lock = threading.Lock()  # between starting a hook process and stop() ending it
         self._thread = threading.Thread(target=self._run_all, name="hook", daemon=True)
         self._thread.start()
 
@@ -134,57 +138,88 @@ class ResultHook:
         """Given [hooks] as reloaded, run the new command with the new timeout from the next run on."""
         self.command = (shlex.split(hooks.on_result), float(hooks.timeout))
 
-    def retire(self) -> None:
-        """Let the hook runs already queued happen, then end the thread, without waiting for them."""
-        self._queue.put(None)
-
     def stop(self) -> None:
-        """Let the hook run already queued finish (each within its timeout), then end the thread."""
+        """Run nothing more and end the hook running now (SIGTERM to its process group, SIGKILL after
+        STOP_GRACE s), then end the thread: what was due stays due (hook/due), told again at the next start."""
+        with self._lock:
+            self._stopping.set()
+            running = self._running
         self._queue.put(None)
-        self._thread.join(self.command[1] + 5)
+        if running is not None:
+            _signal_group(running, signal.SIGTERM)
+            self._thread.join(STOP_GRACE)
+            if self._thread.is_alive():
+                _signal_group(running, signal.SIGKILL)
+        self._thread.join(STOP_GRACE)
 
     def _run_all(self) -> None:
-        while (item := self._queue.get()) is not None:
+        while (item := self._queue.get()) is not None and not self._stopping.is_set():
             path, env, key = item
             try:
-                self._run(path, env)
-                if self.record is not None:  # after its end: a crash before this line runs it again
+                ran = self._run(path, env)
+                if ran and self.record is not None:  # after its end: a crash before this line runs it again
                     self.record.ran(env["ONSS_RELAY_SET"], key)
             except Exception as e:  # a hook's trouble is logged; the next set's hook still runs
                 log.warning("hook_failed", set=env["ONSS_RELAY_SET"], error=f"{type(e).__name__}: {e}")
 
-    def _run(self, result: Path, env: dict[str, str]) -> None:
+    def _start(self, argv: list[str], result: Path, env: dict[str, str], output: IO[bytes]) -> subprocess.Popen[bytes]:
+        """Given the command, a result file, the environment and an output file, start the hook in a session of
+        its own and return its process; raise InterruptedError when the relay is stopping."""
+        with self._lock:
+            if self._stopping.is_set():
+                raise InterruptedError("the relay is stopping")
+            self._running = subprocess.Popen(
+                [*argv, str(result)],
+                env=env,
+                cwd=result.parent,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a timeout or a stop ends the hook and whatever it started
+            )
+            return self._running
+
+    def _run(self, result: Path, env: dict[str, str]) -> bool:
         """Given a result file and the hook's environment, run on_result with the file's path and wait for that
         process to exit (not for what it left running in the background: its output goes to a file, not a pipe
-        they would hold open); log its own exit code, or stop its process group at the timeout."""
+        they would hold open); log its own exit code, or stop its process group at the timeout. Return False
+        when the relay's stop ended it (still due), True otherwise (told, whatever it said)."""
         started, (argv, timeout) = time.monotonic(), self.command
         with tempfile.TemporaryFile() as output:
             try:
-                proc = subprocess.Popen(
-                    [*argv, str(result)],
-                    env=env,
-                    cwd=result.parent,
-                    stdin=subprocess.DEVNULL,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # a timeout ends the hook and whatever it started
-                )
+                proc = self._start(argv, result, env, output)
+            except InterruptedError:
+                return False
             except OSError as e:
                 log.warning("hook_failed", set=env["ONSS_RELAY_SET"], command=argv[0], error=str(e))
-                return
+                return True
             try:
                 code = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                _signal_group(proc, signal.SIGKILL)
                 proc.wait()
                 log.warning("hook_timed_out", set=env["ONSS_RELAY_SET"], command=argv[0], timeout_s=timeout)
-                return
+                return True
+            finally:
+                self._running = None
             said = _tail(output)
+        if self._stopping.is_set():
+            log.warning("hook_stopped", set=env["ONSS_RELAY_SET"], detail="still due: told again at the next start")
+            return False
         ms = int((time.monotonic() - started) * 1000)
         if code != 0:
             log.warning("hook_failed", set=env["ONSS_RELAY_SET"], exit=code, output=said, duration_ms=ms)
         else:
             log.info("hook_ran", set=env["ONSS_RELAY_SET"], why=env["ONSS_RELAY_EVENT"], duration_ms=ms)
+        return True
+
+
+def _signal_group(proc: subprocess.Popen[bytes], signum: signal.Signals) -> None:
+    """Given a hook process (leader of its own session) and a signal, send it to the hook and what it started."""
+    try:
+        os.killpg(proc.pid, signum)
+    except ProcessLookupError:  # it and all it started are gone already
+        pass
 
 
 def _tail(output: IO[bytes]) -> str:

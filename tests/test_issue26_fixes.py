@@ -69,3 +69,73 @@ def test_a_set_notified_by_a_one_shot_poll_is_told_by_the_next_daemon(relay_dir:
         f"{go_of(refused)} notified refused start",
     ]
     assert not list((relay_dir / "spool" / "hook" / "due").iterdir())
+
+
+def answered(relay_dir: Path, config: Path, *fis: str) -> bool:
+    """Let the transfer point answer, then return True when every set of these FI files is notified."""
+    Simulator(relay_dir / "remote", SENDER).process()
+    return all(state_of(config, go_of(f)) == State.NOTIFIED for f in fis)
+
+
+@pytest.mark.slow
+def test_hooks_removed_and_set_again_by_reloads_never_run_a_set_twice_nor_two_at_once(relay_dir: Path) -> None:
+    """A slow hook, three sets notified and queued; SIGHUP with [hooks] removed, SIGHUP with it back while the
+    runs wait: each set is told once, and no run starts before the one before it ended."""
+    config, log, calls = relay_dir / "config.toml", relay_dir / "daemon.log", relay_dir / "calls.txt"
+    hook = counting_hook(relay_dir, calls, "sleep 3\n")
+    base = config.read_text()
+    with_hook = base + f'[hooks]\non_result = "{hook}"\n'
+    config.write_text(with_hook)
+    daemon = Daemon(config, log)
+    proc = daemon.start()
+    fis = [fi_name(n) for n in (71, 72, 73)]
+    try:
+        for n, fi in enumerate(fis):
+            (relay_dir / "spool" / "outbox" / fi).write_bytes(b"<Dimona><INSS>8507300332%d</INSS></Dimona>\r\n" % n)
+        assert wait_until(lambda: answered(relay_dir, config, *fis), 60, 0.5), log.read_text()[-3000:]
+        assert wait_until(lambda: len(lines(calls)) >= 1, 20, 0.1)
+        config.write_text(base)
+        proc.send_signal(signal.SIGHUP)
+        assert wait_log(log, "reload", 1)
+        config.write_text(with_hook)
+        proc.send_signal(signal.SIGHUP)
+        assert wait_log(log, "reload", 2)
+        assert wait_until(lambda: sum(ln.endswith(" end") for ln in lines(calls)) >= 3, 60, 0.2), lines(calls)
+    finally:
+        assert daemon.stop() == 0
+    told = lines(calls)
+    for fi in fis:
+        assert sum(ln.startswith(go_of(fi)) and ln.endswith(" start") for ln in told) == 1, told
+    assert [ln.rsplit(" ", 1)[1] for ln in told] == ["start", "end"] * 3, told  # one at a time
+
+
+@pytest.mark.slow
+def test_a_stop_ends_a_running_hook_and_the_next_start_tells_it_again(relay_dir: Path) -> None:
+    """A hook sleeping 60 s (hooks.timeout 30 s by default) when the daemon gets SIGTERM: the hook is sent
+    SIGTERM (not left to its timeout, past systemd's stop timeout), the daemon exits 0, the run stays due and
+    the next start tells the set again."""
+    config, log, calls = relay_dir / "config.toml", relay_dir / "daemon.log", relay_dir / "calls.txt"
+    once = relay_dir / "slept-once"
+    hook = counting_hook(
+        relay_dir,
+        calls,
+        f"trap 'echo \"$ONSS_RELAY_SET terminated\" >> {calls}; exit 143' TERM\n"
+        f"[ -e {once} ] || {{ touch {once}; sleep 60 & wait; }}\n",
+    )
+    config.write_text(config.read_text() + f'[hooks]\non_result = "{hook}"\n')
+    daemon = Daemon(config, log)
+    daemon.start()
+    fi = fi_name(81)
+    try:
+        (relay_dir / "spool" / "outbox" / fi).write_bytes(b"<Dimona><INSS>85073003328</INSS></Dimona>\r\n")
+        assert wait_until(lambda: answered(relay_dir, config, fi) and once.exists(), 60, 0.5), log.read_text()
+    finally:
+        assert daemon.stop(timeout=60) == 0
+    assert lines(calls)[-1] == f"{go_of(fi)} terminated", lines(calls)
+    assert (relay_dir / "spool" / "hook" / "due" / go_of(fi)).exists()
+    daemon.start()
+    try:
+        assert wait_until(lambda: lines(calls)[-1].endswith(" end"), 30, 0.2), lines(calls)
+    finally:
+        assert daemon.stop() == 0
+    assert [ln.rsplit(" ", 1)[1] for ln in lines(calls)] == ["start", "terminated", "start", "end"]

@@ -67,6 +67,7 @@ def test_an_overdue_set_behind_many_old_circuit_tests_is_shown_and_told(cfg: Con
         assert [line.go_name for line in page.overdue] == [late]
         result_hook = ResultHook(HooksConfig(str(hook)))
         result_hook.look_for_overdue(journal, PollConfig(), lambda row: tmp_path / f"{row.go_name}.json", now)
+        assert wait_until(told.exists, 10)  # a stop ends what runs, runs nothing more (due for the next start)
         result_hook.stop()
     finally:
         journal.close()
@@ -85,6 +86,7 @@ def test_a_hook_leaving_a_background_child_is_judged_by_its_own_exit(tmp_path: P
         result_hook = ResultHook(HooksConfig(str(hook), Duration(3)))
         refused = SetRow(go, "R", State.REFUSED, [], 0.0, 0.0, "refused", None, SetData(), False)
         result_hook.result_written(refused, tmp_path / f"{go}.json")
+        assert wait_until(lambda: any(e["event"].startswith("hook_") for e in logs), 10)  # it ran, then stop
         result_hook.stop()
     child = int(pid_file.read_text())
     try:
