@@ -9,9 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from onss_relay.journal import State
+from onss_relay.config import Config
+from onss_relay.journal import AcrfRecord, DataChange, NotificationRecord, State, WorkerResult, open_journal_at
+from onss_relay.spool import Spool
+from onss_relay.views.overview import overview
+from tests.test_status_page import sources
 from onss_relay.simulator import Simulator
-from tests.conftest import SENDER, fi_name
+from tests.conftest import SENDER, TODAY, fi_name
 from tests.helpers import Daemon, run_cli, state_of, wait_log, wait_until
 
 
@@ -139,3 +143,58 @@ def test_a_stop_ends_a_running_hook_and_the_next_start_tells_it_again(relay_dir:
     finally:
         assert daemon.stop() == 0
     assert [ln.rsplit(" ", 1)[1] for ln in lines(calls)] == ["start", "terminated", "start", "end"]
+
+
+def test_a_set_an_earlier_notification_refused_in_part_shows_one_outcome_everywhere(cfg: Config) -> None:
+    """A Dimona whose first notification refuses one worker and whose second accepts another: the `status`
+    table, `status --json`, the overview's recent and refused lists all say partly_refused, and the result in
+    words says refused, never only "accepted"."""
+    go = f"GO.DIMN.{SENDER}.{TODAY}.00091.R.1"
+    Spool(cfg.paths).create()
+    journal = open_journal_at(cfg.paths.journal_path)
+    journal.add_set(go, "R", [go.replace("GO.", "FI.", 1) + ".1"])
+    for state in (State.SIGNED, State.UPLOADING, State.GO_SENDING, State.SENT):
+        journal.transition(go, state)
+    journal.transition(
+        go, State.ACKNOWLEDGED, ticket="0T91", data=DataChange(acrf=AcrfRecord("1", True, "0T91", "a", ()))
+    )
+    refused = NotificationRecord(
+        "0",
+        False,
+        "0T91",
+        None,
+        "n1",
+        workers=(WorkerResult("85073003328", "0", "refused"),),
+        summary="refused",
+        worker_count=1,
+        outcome="refused",
+    )
+    accepted = NotificationRecord(
+        "1",
+        True,
+        "0T91",
+        None,
+        "n2",
+        workers=(WorkerResult("86010100123", "1", "accepted"),),
+        summary="accepted",
+        worker_count=1,
+        outcome="accepted",
+    )
+    journal.transition(go, State.NOTIFIED, data=DataChange(notifications=(refused, accepted)))
+    try:
+        page = overview(sources(journal, Spool(cfg.paths)))
+    finally:
+        journal.close()
+    lines_shown = [line for line in (*page.recent, *page.refused) if line.go_name == go]
+    assert len(lines_shown) == 2
+    assert {(line.outcome, "refused" in line.result) for line in lines_shown} == {("partly_refused", True)}
+    config = str(cfg.source)
+    done = run_cli("status", "--config", config)
+    table = done.stdout
+    rows = [ln for ln in table.splitlines() if ln.startswith(go)]
+    assert len(rows) == 1, done.stdout + done.stderr
+    row = rows[0]
+    assert "partly_refused" in row and "accepted " not in row.split("partly_refused", 1)[0], table
+    assert "refused" in row.split("partly_refused", 1)[1], row
+    doc = json.loads(run_cli("status", "--json", "--config", config).stdout)
+    assert [s["outcome"] for s in doc["sets"] if s["set"] == go] == ["partly_refused"]

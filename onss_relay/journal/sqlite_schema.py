@@ -91,15 +91,16 @@ CREATE TABLE IF NOT EXISTS sequences (
 """
 
 
-# the sets written last, each with only its last notification, stripped of its workers and anomalies (with the
-# set's outcome when that record has none): what a status table shows, without reading any anomaly in Python
+# the sets written last, each with only its last notification, stripped of its workers and anomalies, carrying
+# the set's outcome (of all its notifications: an earlier one may have refused a worker the last one does not
+# name), that record's own when the set has none: what a status table shows, without reading any anomaly
 LAST_NOTE = "json_extract(data, '$.notifications[#-1]')"
 LIGHT_SETS = f"""
 SELECT go_name, env, state, parts, created_at, updated_at, reason, ticket, archived, change_seq,
     CASE WHEN json_valid(data) AND json_array_length(data, '$.notifications') > 0 THEN
         json_set(data, '$.notifications', json_array(json_set(
             json_remove({LAST_NOTE}, '$.workers', '$.anomalies'),
-            '$.outcome', COALESCE(NULLIF(json_extract({LAST_NOTE}, '$.outcome'), ''), outcome, ''))))
+            '$.outcome', COALESCE(NULLIF(outcome, ''), NULLIF(json_extract({LAST_NOTE}, '$.outcome'), ''), ''))))
     ELSE data END AS data
 FROM sets ORDER BY updated_at DESC LIMIT ?
 """

@@ -136,7 +136,11 @@ def result_summary(row: SetRow) -> str:
         return f"circuit test answered by its ACRF: {provisional}accepted, done (no notification follows a {app} in T)"
     if not notes:
         return f"{provisional}accepted, waiting for the notification"
-    return notes[-1].summary or ("accepted" if notes[-1].accepted else f"result {notes[-1].result_code}")
+    last = notes[-1].summary or ("accepted" if notes[-1].accepted else f"result {notes[-1].result_code}")
+    outcome = outcome_of(row.go_name, row.state, row.data)
+    if outcome in ("refused", "partly_refused") and "refused" not in last:  # an earlier notification refused
+        return f"{outcome.replace('_', ' ')} (outcome of every notification; the last one: {last})"
+    return last
 
 
 def _uncertain_words(uncertain: dict[str, Any]) -> str:
