@@ -230,7 +230,7 @@ class Daemon:
             self.notifier.send("WATCHDOG=1")
 
     def _handle_reload(self) -> None:
-        """Re-read the configuration (reload.py): what tunes timing and the hook applies now."""
+        """Re-read the configuration (reload.py): what tunes timing, retention and the hook applies now."""
         new = reloaded(self.cfg)
         if new is None:
             return
@@ -240,6 +240,8 @@ class Daemon:
             self.relay.apply(self.cfg)
         if hooks_changed and self.hook is not None:
             self.hook.apply()
+        if self.pruner is not None:
+            self.pruner.cfg = self.cfg.retention  # its next run removes by the new days (interval: read each wait)
         for stage in self.stages:
             stage.wake.set()  # a new interval applies now, not after the current wait
 

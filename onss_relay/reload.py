@@ -1,6 +1,7 @@
-"""SIGHUP: the configuration read again. Keys that only tune timing ([watch], [poll], [hooks]) apply to the
-running relay; a change anywhere else is said to need a restart, and a configuration that no longer loads
-leaves the running one in force."""
+"""SIGHUP: the configuration read again. Keys that only tune timing or what is kept ([watch], [poll], [hooks],
+[retention]) apply to the running relay; a change anywhere else is said to need a restart, and a configuration
+that no longer loads leaves the running one in force. Every section is in one of the two lists (a test holds
+them against the Config tree): none can change unsaid."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from onss_relay.errors import ConfigError
 
 log = structlog.get_logger(__name__)
 
-APPLIED = ("watch", "poll", "hooks")  # sections a reload applies now
-NEEDS_RESTART = ("sender", "paths", "signing", "remote", "metrics")
+APPLIED = ("watch", "poll", "hooks", "retention")  # sections a reload applies now
+NEEDS_RESTART = ("sender", "paths", "signing", "remote", "metrics", "journal")
 
 
 def changed_keys(old: Config, new: Config, sections: tuple[str, ...]) -> list[str]:

@@ -100,10 +100,10 @@ def test_hooks_removed_and_set_again_by_reloads_never_run_a_set_twice_nor_two_at
         assert wait_until(lambda: len(lines(calls)) >= 1, 20, 0.1)
         config.write_text(base)
         proc.send_signal(signal.SIGHUP)
-        assert wait_log(log, "reload", 1)
+        assert wait_log(log, '"event": "reload')
         config.write_text(with_hook)
         proc.send_signal(signal.SIGHUP)
-        assert wait_log(log, "reload", 2)
+        assert wait_log(log, '"event": "reload', 2)
         assert wait_until(lambda: sum(ln.endswith(" end") for ln in lines(calls)) >= 3, 60, 0.2), lines(calls)
     finally:
         assert daemon.stop() == 0
@@ -198,3 +198,40 @@ def test_a_set_an_earlier_notification_refused_in_part_shows_one_outcome_everywh
     assert "refused" in row.split("partly_refused", 1)[1], row
     doc = json.loads(run_cli("status", "--json", "--config", config).stdout)
     assert [s["outcome"] for s in doc["sets"] if s["set"] == go] == ["partly_refused"]
+
+
+def test_every_config_section_is_applied_by_a_reload_or_named_as_needing_a_restart() -> None:
+    """Each section of the Config tree is in reload.APPLIED or reload.NEEDS_RESTART, never both: a new section
+    cannot be changed by a reload that says "nothing changed"."""
+    import dataclasses
+
+    from onss_relay.config import Config as ConfigTree
+    from onss_relay.reload import APPLIED, NEEDS_RESTART
+
+    sections = {f.name for f in dataclasses.fields(ConfigTree)} - {"source"}
+    assert sections == set(APPLIED) | set(NEEDS_RESTART)
+    assert not set(APPLIED) & set(NEEDS_RESTART)
+
+
+@pytest.mark.slow
+def test_a_reload_applies_retention_and_names_a_journal_change_as_needing_a_restart(relay_dir: Path) -> None:
+    """[retention] sent_days and interval changed, SIGHUP: the reload applies them; [journal] lease changed,
+    SIGHUP: the reload says it needs a restart; never "nothing changed"."""
+    config, log = relay_dir / "config.toml", relay_dir / "daemon.log"
+    base = config.read_text()
+    daemon = Daemon(config, log)
+    proc = daemon.start()
+    try:
+        config.write_text(base + '[retention]\nsent_days = 1\ninterval = "2s"\n')
+        proc.send_signal(signal.SIGHUP)
+        assert wait_log(log, '"event": "reload')
+        config.write_text(base + '[retention]\nsent_days = 1\ninterval = "2s"\n[journal]\nlease = "20s"\n')
+        proc.send_signal(signal.SIGHUP)
+        assert wait_log(log, '"event": "reload', 2)
+    finally:
+        assert daemon.stop() == 0
+    said = [json.loads(ln) for ln in log.read_text().splitlines() if '"reload' in ln]
+    assert [(s["event"], s["applied"]) for s in said][:1] == [
+        ("reloaded", ["retention.sent_days", "retention.interval"])
+    ], said
+    assert said[1]["event"] == "reload_partial" and said[1]["needs_restart"] == ["journal.lease"], said
