@@ -11,17 +11,20 @@ from typing import Any
 from onss_relay.config import PollConfig
 from onss_relay.errors import InvalidName
 from onss_relay.journal import Journal, SetRow, State
+from onss_relay.local_time import local_time
 from onss_relay.names import circuit_test, circuit_tests, parse_name
 from onss_relay.stages.uncertain import UNCERTAIN_STATES, quiet_left
 
 
 def overdue(row: SetRow, poll: PollConfig, now: float) -> str | None:
-    """Given a set, return why it is overdue (waiting longer than poll.acrf_overdue / notification_overdue), or None."""
+    """Given a set, return why it is overdue (waiting longer than poll.acrf_overdue / notification_overdue), or None:
+    the one wording every view shows (results/, status, the page), the same whenever it is read (the limit passed
+    and since when, never a count of minutes that ages in a file)."""
     waited = now - row.updated_at
     if row.state == State.SENT and waited > poll.acrf_overdue:
-        return f"no ACRF {_span(waited)} after the GO was sent"
+        return f"no ACRF within {_span(poll.acrf_overdue)} of the GO (sent {local_time(row.updated_at)})"
     if row.state == State.ACKNOWLEDGED and waited > poll.notification_overdue and not answered_circuit_test(row):
-        return f"no notification {_span(waited)} after the ACRF"
+        return f"no notification within {_span(poll.notification_overdue)} of the ACRF ({local_time(row.updated_at)})"
     return None
 
 
@@ -71,5 +74,8 @@ def iso(at: float) -> str:
 
 
 def _span(seconds: float) -> str:
+    """Given a duration in seconds, return it in words: seconds under a minute, then minutes, hours, days."""
     s = int(seconds)
+    if s < 60:
+        return f"{s} s"
     return f"{s // 60} min" if s < 7200 else f"{s // 3600} h" if s < 172800 else f"{s // 86400} days"

@@ -235,3 +235,42 @@ def test_a_reload_applies_retention_and_names_a_journal_change_as_needing_a_rest
         ("reloaded", ["retention.sent_days", "retention.interval"])
     ], said
     assert said[1]["event"] == "reload_partial" and said[1]["needs_restart"] == ["journal.lease"], said
+
+
+def test_an_overdue_set_says_the_same_thing_in_its_result_file_status_and_status_name(relay_dir: Path) -> None:
+    """poll.acrf_overdue = "5s", a set sent 20 s ago: results/<GO>.json (written then), `status --json` and
+    `status NAME` (read later) give one overdue sentence, in seconds, that does not age."""
+    import sqlite3
+    import time
+
+    from onss_relay.config import load_config
+    from onss_relay.results import write_result
+    from onss_relay.waiting import overdue
+
+    config = relay_dir / "config.toml"
+    config.write_text(config.read_text().replace('interval = "1s"', 'interval = "1s"\nacrf_overdue = "5s"'))
+    cfg = load_config(config, environ={})
+    spool = Spool(cfg.paths)
+    spool.create()
+    go = f"GO.DIMN.{SENDER}.{TODAY}.00095.R.1"
+    journal = open_journal_at(cfg.paths.journal_path)
+    journal.add_set(go, "R", [go.replace("GO.", "FI.", 1) + ".1"])
+    for state in (State.SIGNED, State.UPLOADING, State.GO_SENDING, State.SENT):
+        journal.transition(go, state)
+    journal.close()
+    with sqlite3.connect(cfg.paths.journal_path) as db:
+        db.execute("UPDATE sets SET updated_at = ? WHERE go_name = ?", (time.time() - 20, go))
+    db.close()
+    journal = open_journal_at(cfg.paths.journal_path)
+    try:
+        row = journal.get_set(go)
+        assert row is not None
+        written = json.loads(write_result(spool, journal, row, cfg.poll).read_text())["overdue"]
+        assert overdue(row, cfg.poll, time.time() + 3600) == written  # the same an hour later
+    finally:
+        journal.close()
+    assert written.startswith("no ACRF within 5 s of the GO"), written
+    shown = json.loads(run_cli("status", "--json", "--config", str(config)).stdout)
+    assert [s["overdue"] for s in shown["sets"] if s["set"] == go] == [written]
+    text = run_cli("status", go, "--config", str(config)).stdout
+    assert f"overdue:     {written}" in text.splitlines(), text

@@ -130,10 +130,11 @@ def _seconds(age: float) -> str:
     return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
 
 
-def set_detail(journal: Journal, name: str) -> str | None:
-    """Given a GO (or FI) name, or a ticket, return a readable story of that set, or None when it is unknown."""
+def set_detail(journal: Journal, name: str, poll: PollConfig | None = None) -> str | None:
+    """Given a GO (or FI) name, or a ticket (and the poll settings that say when a set is overdue), return a
+    readable story of that set, or None when it is unknown."""
     row = find_set(journal, name)
-    return None if row is None else set_text(set_view(journal, row))
+    return None if row is None else set_text(set_view(journal, row, poll))
 
 
 def status_json(

@@ -24,6 +24,7 @@ def set_text(view: SetView) -> str:
         f"ticket:      {row.ticket or '-'}",
         *([f"tickets:     {', '.join(doc['tickets'])}"] if len(doc["tickets"]) > 1 else []),
         f"result:      {doc['result']}",
+        *([f"overdue:     {doc['overdue']}"] if doc["overdue"] else []),
         f"parts:       {', '.join(row.parts)}",
     ]
     if row.data.acrf is not None:
