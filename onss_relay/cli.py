@@ -25,6 +25,7 @@ from onss_relay.errors import (
     describe_os_error,
 )
 from onss_relay.log import say_error, say_warning, setup_logging
+from onss_relay.terminal import for_terminal
 
 if TYPE_CHECKING:
     from onss_relay.pipeline import Relay
@@ -185,11 +186,12 @@ def cmd_status(args: argparse.Namespace) -> int:
                 say_error(f"no set or ticket {args.name} in {journal_location(cfg)}", EXIT_WORK_FAILED, "status")
                 return EXIT_WORK_FAILED
             row = journal.get_set(as_go(args.name)) if waiting else None
-            print(detail + (f"\nwaiting:     {waiting}" if row is not None and row.state in UNSENT else ""))
+            print(for_terminal(detail + (f"\nwaiting:     {waiting}" if row and row.state in UNSENT else "")))
             return EXIT_OK
         unsent = sum(n for state, n in journal.counts().items() if state in UNSENT)
         notes = [f"{unsent} set(s) not sent yet wait: {reason}"] if reason and unsent else []
-        print("\n\n".join([status_table(journal, args.limit, cfg.poll, view), *notes, *filter(None, [uncertain])]))
+        table = status_table(journal, args.limit, cfg.poll, view)
+        print(for_terminal("\n\n".join([table, *notes, *filter(None, [uncertain])])))  # names from files shown
         return EXIT_OK
     finally:
         journal.close()

@@ -6,6 +6,7 @@ What it ran for is recorded durably (hook_record.py): at least once per final st
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shlex
@@ -216,10 +217,8 @@ class ResultHook:
 
 def _signal_group(proc: subprocess.Popen[bytes], signum: signal.Signals) -> None:
     """Given a hook process (leader of its own session) and a signal, send it to the hook and what it started."""
-    try:
+    with contextlib.suppress(ProcessLookupError):  # it and all it started are gone already
         os.killpg(proc.pid, signum)
-    except ProcessLookupError:  # it and all it started are gone already
-        pass
 
 
 def _tail(output: IO[bytes]) -> str:

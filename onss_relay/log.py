@@ -17,6 +17,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from onss_relay.terminal import for_terminal
+
 LEVELS = ("debug", "info", "warning", "error")
 # sd-daemon(3): "<N>" before a line written to the journal's stream sets its syslog priority
 PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2, "exception": 3}
@@ -136,7 +138,7 @@ def say_error(sentence: str, exit_code: int, command: str | None) -> None:
     if _json_output:
         log.error("command_failed", error=sentence, exit_code=exit_code, command=command)
     else:
-        print(f"onss-relay: {sentence}", file=sys.stderr)
+        print(f"onss-relay: {for_terminal(sentence)}", file=sys.stderr)
 
 
 def say_warning(sentence: str, command: str | None) -> None:
@@ -145,7 +147,7 @@ def say_warning(sentence: str, command: str | None) -> None:
     if _json_output:
         log.warning("command_warning", error=sentence, command=command)  # `error`: the README's jq recipe reads it
     else:
-        print(f"onss-relay: {sentence}", file=sys.stderr)
+        print(f"onss-relay: {for_terminal(sentence)}", file=sys.stderr)
 
 
 def log_thread_death(args: threading.ExceptHookArgs) -> None:

@@ -11,12 +11,12 @@ import pytest
 
 from onss_relay.config import Config
 from onss_relay.journal import AcrfRecord, DataChange, NotificationRecord, State, WorkerResult, open_journal_at
+from onss_relay.simulator import Simulator
 from onss_relay.spool import Spool
 from onss_relay.views.overview import overview
-from tests.test_status_page import sources
-from onss_relay.simulator import Simulator
 from tests.conftest import SENDER, TODAY, fi_name
 from tests.helpers import Daemon, run_cli, state_of, wait_log, wait_until
+from tests.test_status_page import sources
 
 
 def go_of(fi: str) -> str:
@@ -274,3 +274,31 @@ def test_an_overdue_set_says_the_same_thing_in_its_result_file_status_and_status
     assert [s["overdue"] for s in shown["sets"] if s["set"] == go] == [written]
     text = run_cli("status", go, "--config", str(config)).stdout
     assert f"overdue:     {written}" in text.splitlines(), text
+
+
+def test_the_set_page_takes_a_ticket_and_status_never_prints_a_control_character(cfg: Config) -> None:
+    """`/set/<ticket>` shows the set `status <ticket>` finds; a file named with an escape sequence, quarantined,
+    is shown by `status` with the sequence written out (\\x1b), never sent raw to the terminal."""
+    from tests.test_status_page import get
+
+    spool = Spool(cfg.paths)
+    spool.create()
+    go = f"GO.DIMN.{SENDER}.{TODAY}.00097.R.1"
+    journal = open_journal_at(cfg.paths.journal_path)
+    journal.add_set(go, "R", [go.replace("GO.", "FI.", 1) + ".1"])
+    for state in (State.SIGNED, State.UPLOADING, State.GO_SENDING, State.SENT):
+        journal.transition(go, state)
+    acrf = AcrfRecord("1", True, "0TICKET97", "a", ())
+    journal.transition(go, State.ACKNOWLEDGED, ticket="0TICKET97", data=DataChange(acrf=acrf))
+    try:
+        page = get(sources(journal, spool), "/set/0TICKET97")
+    finally:
+        journal.close()
+    assert page.status == 200 and go in page.body.decode()
+    bad = spool.outbox / "bad\x1b[31mname"
+    bad.write_bytes(b"x")
+    spool.quarantine([bad], "bad name \x1b]0;owned\x07", "not an FI name\x1b[2J")
+    done = run_cli("status", "--config", str(cfg.source))
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout and "\x07" not in done.stdout, repr(done.stdout)
+    assert "bad\\x1b[31mname" in done.stdout, done.stdout

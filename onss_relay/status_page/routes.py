@@ -8,7 +8,7 @@ from importlib import resources
 from onss_relay.status_page.render import page
 from onss_relay.views.overview import overview
 from onss_relay.views.search import search
-from onss_relay.views.set_view import as_go, set_view
+from onss_relay.views.set_view import find_set, set_view
 from onss_relay.views.sources import Sources
 from onss_relay.web import Request, Response, Route
 
@@ -22,7 +22,7 @@ def routes(src: Sources) -> dict[str, Route]:
         return Response(200, page("overview.html", o=overview(src)), HTML)
 
     def set_page(request: Request) -> Response:
-        row = src.journal.get_set(as_go(request.rest))
+        row = find_set(src.journal, request.rest)  # a GO, FI or FS name, or a ticket: what `status NAME` takes
         if row is None:
             return Response(404, page("missing.html", name=request.rest), HTML)
         view = set_view(src.journal, row, src.poll())  # the same document as results/ and `status --json`
