@@ -35,8 +35,9 @@ def test_a_restart_never_runs_the_hook_twice_and_a_run_cut_short_runs_again(rela
     hook.write_text(
         "#!/bin/sh\n"
         f'echo "$ONSS_RELAY_SET $ONSS_RELAY_EVENT" >> {calls}\n'
-        f'case "$ONSS_RELAY_SET" in *00052*) [ -e {slow_once} ] || {{ touch {slow_once}; echo $$ > {slow_pid};'
-        " sleep 120; };; esac\n"
+        # the pid written whole before the test can see the file (a redirection creates it empty first)
+        f'case "$ONSS_RELAY_SET" in *00052*) [ -e {slow_once} ] || {{ touch {slow_once}; echo $$ > {slow_pid}.tmp;'
+        f" mv {slow_pid}.tmp {slow_pid}; sleep 120; }};; esac\n"
     )
     hook.chmod(0o755)
     text = config.read_text().replace('interval = "1s"', 'interval = "1s"\nacrf_overdue = "3s"')
@@ -66,6 +67,8 @@ def test_a_restart_never_runs_the_hook_twice_and_a_run_cut_short_runs_again(rela
             os.kill(int(slow_pid.read_text()), signal.SIGKILL)
         daemon.start()  # results.cursor is past the slow set: only its due record runs it again
         assert wait_until(lambda: runs(calls, go_of(slow), "notified") == 2, 30, 0.5), calls.read_text()
+        # the run's start is in calls.txt before its end is recorded: a kill in between runs it a third time
+        assert wait_until(lambda: not (root / "hook" / "due" / go_of(slow)).exists(), 30, 0.1)
         daemon.kill()
         (root / "results.cursor").unlink()  # every result written again at start, as after a restore
         daemon.start()

@@ -302,3 +302,19 @@ def test_the_set_page_takes_a_ticket_and_status_never_prints_a_control_character
     assert done.returncode == 0, done.stderr
     assert "\x1b" not in done.stdout and "\x07" not in done.stdout, repr(done.stdout)
     assert "bad\\x1b[31mname" in done.stdout, done.stdout
+
+
+def test_a_file_renamed_away_while_the_local_remote_is_listed_is_left_out(tmp_path: Path) -> None:
+    """The simulator (or any writer) renames a temp file in OUT while the poller lists it: the listing leaves
+    that file out instead of failing as "no such remote folder" (which paused polling for 300 s: the cause of
+    test_hook_record.py's failure under load)."""
+    from onss_relay.transport.local import LocalTransport, make_remote_home
+
+    home = make_remote_home(tmp_path / "remote")
+    for name in ("a", "b", "c"):
+        (home / "OUTTEST" / name).write_bytes(b"x")
+    listing = LocalTransport(home).scan("OUTTEST")
+    first = next(listing)  # the folder's names are read: two of them go before their sizes are
+    for name in {"a", "b", "c"} - {first.name}:
+        (home / "OUTTEST" / name).unlink()
+    assert list(listing) == []

@@ -50,7 +50,11 @@ class LocalTransport:
         try:
             with os.scandir(self._path(folder)) as it:
                 for entry in it:
-                    yield RemoteEntry(entry.name, *_size_and_kind(entry))
+                    try:
+                        size_and_kind = _size_and_kind(entry)
+                    except FileNotFoundError:  # gone since the folder was read (a temp renamed): not there
+                        continue
+                    yield RemoteEntry(entry.name, *size_and_kind)
         except OSError as e:
             raise classify_os_error(e, f"listing {folder}") from None
 
