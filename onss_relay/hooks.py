@@ -1,7 +1,9 @@
 """The on_result hook ([hooks] on_result): the HR side's own command, run with the path of results/<GO>.json
 when a set is refused, notified or becomes overdue. It runs in a thread of its own, one at a time, with a
 timeout and a bare environment (no secret of the relay's); a failure is logged, never retried, never blocking.
-What it ran for is recorded durably (hook_record.py): at least once per final state of a set, never twice.
+What it ran for is recorded durably (hook_record.py): at least once per final state of a set, never twice; a
+stop of the relay ends the hook running (it stays due, told again at the next start). DueOnly records runs as due
+for the one-shot commands, which run no hook.
 """
 
 from __future__ import annotations
