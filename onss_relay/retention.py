@@ -20,6 +20,7 @@ from pathlib import Path
 
 import structlog
 
+from onss_relay.archived import archived_files
 from onss_relay.config import RetentionConfig
 from onss_relay.durable import atomic_write
 from onss_relay.errors import InvalidName
@@ -96,11 +97,7 @@ class Pruner:
                 for r in self.journal.responses_linked_to(row.go_name)
                 for p in _with_marks(self.spool.inbox / r.folder / Path(r.local_path).name)
             ]
-        if not row.data.sent_dir:
-            return []
-        names = [*row.parts, *row.data.extras, *row.data.fs, row.go_name]
-        day = self.spool.sent / Path(row.data.sent_dir).name
-        return [day / Path(n).name for n in names]
+        return archived_files(self.spool.sent, row)
 
     def _load(self) -> dict[str, tuple[float, str]]:
         return _load_walks(self._cursor_path)

@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from onss_relay.commands.outbox_waits import ClaimBlock, unclaimed_reasons
@@ -130,10 +131,11 @@ def _seconds(age: float) -> str:
     return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
 
 
-def set_detail(journal: Journal, name: str) -> str | None:
-    """Given a GO (or FI) name, or a ticket, return a readable story of that set, or None when it is unknown."""
+def set_detail(journal: Journal, name: str, sent: Path | None = None) -> str | None:
+    """Given a GO (or FI) name, or a ticket, and the spool's sent/ folder, return a readable story of that set
+    (its sent files looked for in that folder), or None when it is unknown."""
     row = find_set(journal, name)
-    return None if row is None else set_text(set_view(journal, row))
+    return None if row is None else set_text(set_view(journal, row), sent)
 
 
 def status_json(
