@@ -85,7 +85,7 @@ class Pruner:
 
     def _prune_told(self, until: float, cursors: dict[str, tuple[float, str]]) -> int:
         """Remove the hook's told records of the sets told their final state last written up to ``until``
-        (nothing more is told of them unless they change); return how many. None without a hook record."""
+        (nothing more is told of them unless they change); return how many (0 when the hook never ran here)."""
         if not (self.spool.paths.root / "hook" / "told").is_dir():
             return 0
         record, removed, final = HookRecord(self.spool.paths.root), 0, []
