@@ -181,7 +181,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(json.dumps(doc | ({"waiting": waiting} if not args.name else {}), indent=2))
             return EXIT_OK
         if args.name:
-            detail = set_detail(journal, args.name, cfg.poll)
+            detail = set_detail(journal, args.name, cfg.poll, cfg.paths.sent_dir)
             if detail is None:
                 say_error(f"no set or ticket {args.name} in {journal_location(cfg)}", EXIT_WORK_FAILED, "status")
                 return EXIT_WORK_FAILED

@@ -95,7 +95,7 @@ class ResultHook:
         """Given a set whose result file was just written (and why it is late, if it is), queue the hook when
         the set reached something the HR side waits for that it was not told yet."""
         key = told_key(row, late)
-        if self.told(row.go_name, key) or (row.state not in FINAL and late is None):
+        if self.told(row, key) or (row.state not in FINAL and late is None):
             return
         self._told[row.go_name] = key
         if self.record is not None:
@@ -103,11 +103,16 @@ class ResultHook:
         why = "overdue" if late and row.state not in FINAL else str(row.state)
         self._queue.put((path, hook_environment(path, row, why), key))
 
-    def told(self, go_name: str, key: Told) -> bool:
+    def told(self, row: SetRow, key: Told) -> bool:
         """Given a set and a state of it, return True when the hook was told (or is about to be) of that state,
-        in this process or, by its record, before a restart."""
-        if go_name not in self._told and self.record is not None and (known := self.record.told(go_name)):
-            self._told[go_name] = known
+        in this process or, by its record, before a restart (a final set whose record retention pruned, not
+        changed since: its state now)."""
+        go_name = row.go_name
+        if go_name not in self._told and self.record is not None:
+            if known := self.record.told(go_name):
+                self._told[go_name] = known
+            elif row.state in FINAL and self.record.pruned(go_name, row.change, row.updated_at):
+                self._told[go_name] = told_key(row, None)
         return self._told.get(go_name) == key
 
     def resume(self, journal: Journal, poll: PollConfig, write: Callable[[SetRow], Path]) -> None:
@@ -134,7 +139,7 @@ class ResultHook:
             return
         self._next_overdue_look = now + OVERDUE_EVERY
         for row, late in overdue_sets(journal, poll, now, OVERDUE_LOOKED):
-            if not self.told(row.go_name, told_key(row, late)):
+            if not self.told(row, told_key(row, late)):
                 self.result_written(row, write(row), late)
 
     def apply(self, hooks: HooksConfig) -> None:

@@ -1,4 +1,5 @@
-"""Retention: what the daemon removes from results/, inbox/ and sent/ some days after a set's final answer.
+"""Retention: what the daemon removes from results/, inbox/ and sent/ some days after a set's final answer,
+and the on_result hook's told records with the results (hook_record.py keeps what stands for them).
 
 Only sets with their final answer are touched (notified, refused, a circuit test its ACRF accepted,
 quarantined); a set still waiting keeps everything. The journal keeps every set's row, history and outcome.
@@ -20,9 +21,13 @@ from pathlib import Path
 
 import structlog
 
+from onss_relay.archived import archived_files
 from onss_relay.config import RetentionConfig
 from onss_relay.durable import atomic_write
 from onss_relay.errors import InvalidName
+from onss_relay.hook_record import HookRecord
+from onss_relay.hooks import FINAL as TOLD_FINAL
+from onss_relay.hooks import told_key
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.names import Prefix, format_name, parse_name, set_key
 from onss_relay.spool import Spool
@@ -32,7 +37,8 @@ log = structlog.get_logger(__name__)
 
 DAY = 86400.0
 PAGE = 500
-KINDS = ("results", "inbox", "sent")
+KINDS = ("results", "inbox", "sent", "hook")
+DAYS_OF = {"results": "results_days", "inbox": "inbox_days", "sent": "sent_days", "hook": "results_days"}
 FINAL = (State.NOTIFIED, State.REFUSED, State.FAILED)
 
 
@@ -60,7 +66,7 @@ class Pruner:
         cursors = self._load()
         counts = {kind: 0 for kind in KINDS}
         for kind in KINDS:
-            days = getattr(self.cfg, f"{kind}_days")
+            days = getattr(self.cfg, DAYS_OF[kind])
             if days:
                 counts[kind] = self._prune(kind, now - days * DAY, cursors)
         self._save(cursors)
@@ -69,11 +75,26 @@ class Pruner:
         return counts
 
     def _prune(self, kind: str, until: float, cursors: dict[str, tuple[float, str]]) -> int:
+        if kind == "hook":
+            return self._prune_told(until, cursors)
         removed = 0
         for row in self._sets(until, cursors, kind):
             if is_final(row):
                 removed += sum(_remove(p, self.spool.sent) for p in self._files(kind, row))
         return removed
+
+    def _prune_told(self, until: float, cursors: dict[str, tuple[float, str]]) -> int:
+        """Remove the hook's told records of the sets told their final state last written up to ``until``
+        (nothing more is told of them unless they change); return how many (0 when the hook never ran here)."""
+        if not (self.spool.paths.root / "hook" / "told").is_dir():
+            return 0
+        record, removed, final = HookRecord(self.spool.paths.root), 0, []
+        for row in self._sets(until, cursors, "hook"):
+            if row.state in TOLD_FINAL:
+                final.append((row.go_name, told_key(row, None), row.change, row.updated_at))
+            if len(final) >= PAGE:
+                removed, final = removed + record.prune_told(final), []
+        return removed + record.prune_told(final)
 
     def _sets(self, until: float, cursors: dict[str, tuple[float, str]], kind: str) -> Iterator[SetRow]:
         """Yield the sets last written up to ``until`` since the kind's cursor, moving the cursor as they go.
@@ -96,11 +117,7 @@ class Pruner:
                 for r in self.journal.responses_linked_to(row.go_name)
                 for p in _with_marks(self.spool.inbox / r.folder / Path(r.local_path).name)
             ]
-        if not row.data.sent_dir:
-            return []
-        names = [*row.parts, *row.data.extras, *row.data.fs, row.go_name]
-        day = self.spool.sent / Path(row.data.sent_dir).name
-        return [day / Path(n).name for n in names]
+        return archived_files(self.spool.sent, row)
 
     def _load(self) -> dict[str, tuple[float, str]]:
         return _load_walks(self._cursor_path)

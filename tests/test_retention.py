@@ -185,3 +185,21 @@ def test_status_says_when_a_sets_sent_files_were_pruned(relay_dir: Path) -> None
     finally:
         journal.close()
     assert "(no longer there: pruned by retention.sent_days)" in run_cli("status", go, "--config", str(config)).stdout
+
+
+def test_status_finds_the_sent_files_of_a_spool_moved_to_another_mount_point(
+    relay_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Review of issues 25/26/29: `status NAME` looked at the journal's absolute sent/ path, retention at the same
+    path re-rooted under the spool: a spool moved elsewhere (or the container's /spool seen from the host) said
+    its sent files were gone while they were there."""
+    import shutil
+
+    go = _answered_set(relay_dir)
+    moved = tmp_path_factory.mktemp("other-mount") / "relay"
+    shutil.move(relay_dir, moved)
+    status = run_cli("status", go, "--config", str(moved / "config.toml"))
+    assert status.returncode == 0, status.stdout + status.stderr
+    line = next(ln for ln in status.stdout.splitlines() if ln.startswith("sent files:"))
+    assert "no longer there" not in line and line.split()[2].startswith(str(moved / "spool" / "sent")), line
+    assert (Path(line.split()[2]) / go).exists(), line

@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from onss_relay.commands.outbox_waits import ClaimBlock, unclaimed_reasons
@@ -130,11 +131,14 @@ def _seconds(age: float) -> str:
     return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
 
 
-def set_detail(journal: Journal, name: str, poll: PollConfig | None = None) -> str | None:
-    """Given a GO (or FI) name, or a ticket (and the poll settings that say when a set is overdue), return a
-    readable story of that set, or None when it is unknown."""
+def set_detail(
+    journal: Journal, name: str, poll: PollConfig | None = None, sent: Path | None = None
+) -> str | None:
+    """Given a GO (or FI) name, or a ticket, the poll settings that say when a set is overdue and the spool's
+    sent/ folder, return a readable story of that set (its sent files looked for in that folder), or None when it
+    is unknown."""
     row = find_set(journal, name)
-    return None if row is None else set_text(set_view(journal, row, poll))
+    return None if row is None else set_text(set_view(journal, row, poll), sent)
 
 
 def status_json(

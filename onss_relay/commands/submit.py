@@ -14,7 +14,7 @@ from pathlib import Path
 
 from onss_relay.config import Config
 from onss_relay.durable import fsync_dir
-from onss_relay.errors import InvalidName, UsageError
+from onss_relay.errors import InvalidName, RelayError, UsageError
 from onss_relay.journal import open_journal
 from onss_relay.names import (
     MAX_PARTS,
@@ -105,18 +105,42 @@ def _taken_here(spool: Spool, sender: str, date: str, env: str) -> set[int]:
 
 def _place(spool: Spool, files: list[Path], first: Name) -> list[str]:
     """Given the files of one set and its first part's name (without part fields for a name form that has
-    none), write every part under a temp name first, then rename them in: the watcher never sees half a file."""
+    none), write every part under a temp name first, then link them in under their names, never over a file
+    of that name (one dropped by hand at the same moment): the watcher never sees half a file, and a taken
+    name leaves that file as it is, places none of the set and raises RelayError naming it."""
     staged = []
-    for i, src in enumerate(files, start=1):
-        name = format_name(first if first.total is None else dataclasses.replace(first, total=len(files), part=i))
-        temp = spool.outbox / f".{name}.tmp"
-        with src.open("rb") as fin, temp.open("wb") as fout:
-            while chunk := fin.read(1 << 20):
-                fout.write(chunk)
-            fout.flush()
-            os.fsync(fout.fileno())
-        staged.append((temp, spool.outbox / name))
-    for temp, final in staged:
-        os.replace(temp, final)
+    try:
+        for i, src in enumerate(files, start=1):
+            name = format_name(first if first.total is None else dataclasses.replace(first, total=len(files), part=i))
+            temp = spool.outbox / f".{name}.tmp"
+            staged.append((temp, spool.outbox / name, src))
+            with src.open("rb") as fin, temp.open("wb") as fout:
+                while chunk := fin.read(1 << 20):
+                    fout.write(chunk)
+                fout.flush()
+                os.fsync(fout.fileno())
+        _link_all([(temp, final) for temp, final, _ in staged], files)
+    finally:
+        for temp, _, _ in staged:
+            temp.unlink(missing_ok=True)
     fsync_dir(spool.outbox)
-    return [final.name for _, final in staged]
+    return [final.name for _, final, _ in staged]
+
+
+def _link_all(staged: list[tuple[Path, Path]], files: list[Path]) -> None:
+    """Given (temp, final) pairs and the content files, hard-link each temp to its final name (which fails
+    rather than replace a file); when a name is taken, unlink the parts already linked and raise RelayError."""
+    linked: list[tuple[Path, Path]] = []
+    for (temp, final), src in zip(staged, files, strict=True):
+        try:
+            os.link(temp, final)
+        except FileExistsError:
+            for t, f in linked:
+                if os.path.samefile(t, f):  # ours, not a file put there since
+                    f.unlink()
+            raise RelayError(
+                f"{final}: a file of that name is already in the outbox (put there meanwhile); it was left as it"
+                f" is and {src} was not placed{' (nor the other parts of its set)' * (len(staged) > 1)}:"
+                " submit it again for the next free number"
+            ) from None
+        linked.append((temp, final))

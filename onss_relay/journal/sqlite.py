@@ -54,7 +54,7 @@ class SqliteJournal(SqlJournal):
     def _open_rw(self, path: Path) -> None:
         self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._switch_to_wal()
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         with self._tx() as db:
@@ -73,6 +73,22 @@ class SqliteJournal(SqlJournal):
                 backfill_workers(db)
             if version < SCHEMA_VERSION:  # 0.1 journals: same tables; set data is read as version 1 when loaded
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _switch_to_wal(self) -> None:
+        """Make the journal WAL, trying again while another process holds its lock, for up to the busy timeout.
+
+        Two processes switching a fresh file at once deadlock inside SQLite: each holds a read lock and wants the
+        write lock, and the one that cannot have it is told SQLITE_BUSY at once, without the busy handler (a burst
+        of `submit`s on a new spool: "database is locked", about 1 run in 90)."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if e.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.005)
 
     def close(self) -> None:
         with self._lock:

@@ -27,6 +27,7 @@ from onss_relay.journal import Journal
 from onss_relay.names import Env, Name, Prefix, parse_name, response_folder, set_key
 from onss_relay.signature import digest_file
 from onss_relay.spool import Spool
+from onss_relay.stages.poll_leftovers import remove_old_part_files
 from onss_relay.stages.poll_listing import SpilledListing
 from onss_relay.transport.base import RemoteEntry, SizeLimitExceeded, Transport
 from onss_relay.transport.batch import Fetch
@@ -91,8 +92,9 @@ class Poller:
         return self.spool.inbox / DOWNLOADING
 
     def remove_stale_temps(self) -> list[Path]:
-        """Remove our own half-downloaded temp files left by a crash (their remote copies were never deleted)."""
-        removed = []
+        """Remove our own half-downloaded temp files left by a crash (their remote copies were never deleted),
+        and once those older versions left in the inbox folders (poll_leftovers.py)."""
+        removed: list[Path] = []
         for folder in self.folders():
             with contextlib.suppress(FileNotFoundError):
                 for temp in (self.downloading / folder).iterdir():
@@ -100,7 +102,7 @@ class Poller:
                     removed.append(temp)
         if removed:
             log.info("stale_downloads_removed", count=len(removed))
-        return removed
+        return remove_old_part_files(self.spool.inbox, self.downloading) + removed
 
     def folders(self) -> list[str]:
         return [response_folder(Env(e)) for e in self.cfg.poll.environments]

@@ -78,12 +78,14 @@ class SpilledListing:
 
 @contextlib.contextmanager
 def _as_os_error(path: Path) -> Iterator[None]:
-    """SQLite's errors on the scratch file become the OSError they are (a full disk: ENOSPC), so a poll stopped
-    by them is a local problem said in one sentence and tried again, like any other write to the spool."""
+    """SQLite's errors on the scratch file become the OSError they are (a full disk: ENOSPC, told by SQLite's
+    result code, never by its message), so a poll stopped by them is a local problem said in one sentence and
+    tried again, like any other write to the spool."""
     try:
         yield
     except sqlite3.Error as e:
-        code = errno.ENOSPC if "full" in str(e) else errno.EIO
+        full = getattr(e, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL
+        code = errno.ENOSPC if full else errno.EIO
         raise OSError(code, f"{e} (the poll's scratch listing)", str(path)) from e
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from onss_relay.archived import archived_day
 from onss_relay.journal import AcrfRecord, NotificationRecord
 from onss_relay.local_time import local_time
 from onss_relay.responses import rendering
@@ -12,9 +13,10 @@ from onss_relay.views.set_view import SetView
 from onss_relay.waiting import answered_circuit_test
 
 
-def set_text(view: SetView) -> str:
-    """Given a set's view, return its story for a terminal: facts, ACRF, answers, workers with anomalies and
-    history."""
+def set_text(view: SetView, sent: Path | None = None) -> str:
+    """Given a set's view and the spool's sent/ folder, return its story for a terminal: facts, ACRF, answers,
+    where its sent files are in that spool (or that retention removed them), workers with anomalies and history.
+    Without the sent/ folder, the journal's own path is shown and looked at."""
     row, doc = view.row, view.document()
     lines = [
         f"set:         {row.go_name}",
@@ -30,8 +32,9 @@ def set_text(view: SetView) -> str:
     if row.data.acrf is not None:
         lines.append(f"acrf:        {_acrf_line(row.data.acrf)}")
     if doc["sent_dir"]:
-        gone = not (Path(doc["sent_dir"]) / row.go_name).exists()
-        lines.append(f"sent files:  {doc['sent_dir']}" + (" (no longer there: pruned by retention.sent_days)" * gone))
+        day = Path(doc["sent_dir"]) if sent is None else archived_day(sent, row) or Path(doc["sent_dir"])
+        gone = not (day / row.go_name).exists()
+        lines.append(f"sent files:  {day}" + (" (no longer there: pruned by retention.sent_days)" * gone))
     lines += [f"warning:     {w}" for w in row.data.warnings]
     lines += [f"answer:      {rendering(a.kind).status_line(a)}" for a in row.data.answers]
     lines += [f"answer:      {p}" for p in row.data.other_responses]
