@@ -76,6 +76,7 @@ class Relay:
         self.epoch = epoch  # the leadership epoch every journal write must still hold (PostgreSQL), or None
         self.stop = stop or threading.Event()
         self.spool = Spool(cfg.paths)
+        self.spool.stop = self.stop  # the held originals' sweep ends between two files at a stop
         self.spool.create()
         finish_interrupted_requeues(self.spool)
         self.journal = open_journal(cfg, epoch=epoch)
