@@ -256,7 +256,7 @@ class Daemon:
         if self.relay is None:
             return
         try:
-            self.relay.results.catch_up()
+            self.relay.results.catch_up(self.stop)
         except (OSError, JournalError) as e:
             self._warn_once("results_unwritable", str(e))
         else:

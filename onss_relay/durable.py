@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from onss_relay import crash_point
+from onss_relay.named_writes import naming
 
 COPY_CHUNK = 1 << 20
 
@@ -37,11 +38,13 @@ def sync_written(files: list[BinaryIO]) -> None:
     if not files:
         return
     for f in files:
-        f.flush()
+        with naming(f.name):  # a full disk says which file
+            f.flush()
     if _syncfs is not None and _syncfs(files[0].fileno()) == 0:
         return
     for f in files:
-        os.fsync(f.fileno())
+        with naming(f.name):
+            os.fsync(f.fileno())
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
@@ -64,7 +67,7 @@ def atomic_write(path: Path, data: bytes, sync: bool = True) -> None:
     but a power cut may lose the last version."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with tmp.open("wb") as f:
+        with naming(path), tmp.open("wb") as f:  # a full disk says which file
             f.write(data)
             if sync:
                 f.flush()
@@ -100,27 +103,29 @@ class BatchWriter:
 
     def write(self, name: str, data: bytes) -> None:
         f = self._open(name)
-        f.write(data)
-        f.flush()
+        with naming(self.folder / name):  # a full disk says which file
+            f.write(data)
+            f.flush()
 
     def copy(self, name: str, src: Path, algorithm: str) -> bytes:
         """Given a file, copy it here as ``name`` (streamed, constant memory) and return the digest of exactly the
         bytes copied: a private snapshot that no writer of ``src`` can change afterwards."""
         f = self._open(name)
         h = hashlib.new(algorithm)
-        with src.open("rb") as source:
+        with src.open("rb") as source, naming(self.folder / name):
             while chunk := source.read(COPY_CHUNK):
                 h.update(chunk)
                 f.write(chunk)
-        f.flush()
+            f.flush()
         return h.digest()
 
     def commit(self) -> None:
         """Make every file written so far durable under its name; raise (and remove the temps) on failure."""
         try:
-            for _, _, f in self._pending:
-                os.fsync(f.fileno())
-                f.close()
+            for _, target, f in self._pending:
+                with naming(target):
+                    os.fsync(f.fileno())
+                    f.close()
             for tmp, target, _ in self._pending:
                 os.replace(tmp, target)
                 crash_point.renamed()
@@ -166,7 +171,7 @@ def free_name(directory: Path, name: str) -> Path:
 def copy_durably(src: Path, dest: Path) -> None:
     """Given two paths, stream src to a temp name beside dest, fsync it, and rename it over dest."""
     tmp = dest.with_name(f".{dest.name}.tmp")
-    with src.open("rb") as fin, tmp.open("wb") as fout:
+    with naming(dest), src.open("rb") as fin, tmp.open("wb") as fout:
         shutil.copyfileobj(fin, fout, 1 << 20)
         fout.flush()
         os.fsync(fout.fileno())

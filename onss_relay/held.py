@@ -10,8 +10,10 @@ When the outbox is on another filesystem than the spool, the hold folder is ``<o
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +29,8 @@ log = structlog.get_logger(__name__)
 
 OUTBOX_HOLD = ".onss-relay-held"  # under the outbox when it is on another filesystem than the spool
 RECORD = ".held.json"
+SWEEP_PAGE = 200  # held originals checked per look in /proc (a look reads every process's open files)
+SWEEP_MOST = 1000  # held originals looked at per pass: new outbox claims never wait behind a backlog
 
 Quarantine = Callable[[list[Path], str, str, str], object]  # files, reason, detail, set
 
@@ -127,31 +131,53 @@ def _record_for(row: SetRow, original: Path, dest: Path) -> dict[str, Any]:
     }
 
 
-def sweep(root: Path, outbox: Path, keep_for: float, quarantine: Quarantine) -> None:
-    """Given the spool root, the outbox, how long to hold released originals and the spool's quarantine, delete
-    each held original held that long and still identical to what was sent; move each that changed to failed/
-    with why. One held open by a visible process waits for a later pass."""
-    for held, record in _held(root, outbox):
-        if time.time() - float(record.get("held_at", 0)) < keep_for:
-            continue
-        try:
-            why = changed(held, record)
-        except FileNotFoundError:
-            _record_of(held).unlink(missing_ok=True)
-            continue
-        if why is None and open_for_writing([held]):
-            continue
-        if why is None:
-            held.unlink()
-            _record_of(held).unlink(missing_ok=True)
-            log.info("original_released", file=record.get("file"), set=record.get("set"))
-            continue
-        detail = (
-            f"{record['file']} changed after its copy was signed and sent ({why}): the ONSS got an earlier "
-            f"version, not this one; what the ONSS got is in {record.get('sent_dir')}"
-        )
-        quarantine([held], "changed after it was sent", detail, str(record.get("set", "")))
+def sweep(
+    root: Path, outbox: Path, keep_for: float, quarantine: Quarantine, stop: threading.Event | None = None
+) -> int:
+    """Given the spool root, the outbox, how long to hold released originals, the spool's quarantine and the
+    relay's stop event, delete each held original held that long and still identical to what was sent; move each
+    that changed to failed/ with why. One held open by a visible process waits for a later pass. Return how many
+    were looked at.
+
+    A pass looks at SWEEP_MOST at most (a backlog of thousands is worked off over several passes, so new outbox
+    claims never wait behind it), a page at a time with one look in /proc per page, and ends between two files
+    once ``stop`` is set."""
+    due = itertools.islice(_due(root, outbox, keep_for, stop), SWEEP_MOST)
+    looked = 0
+    while page := list(itertools.islice(due, SWEEP_PAGE)):
+        checked: list[tuple[Path, dict[str, Any], str | None]] = []
+        for held, record in page:
+            if stop is not None and stop.is_set():
+                break
+            try:
+                checked.append((held, record, changed(held, record)))
+            except FileNotFoundError:
+                _record_of(held).unlink(missing_ok=True)
+        busy = open_for_writing([held for held, _, why in checked if why is None])
+        for held, record, why in checked:
+            _settle(held, record, why, held in busy, quarantine)
+        looked += len(checked)
+        if stop is not None and stop.is_set():
+            break
+    return looked
+
+
+def _settle(held: Path, record: dict[str, Any], why: str | None, busy: bool, quarantine: Quarantine) -> None:
+    """Given a held original due for release, its record, what changed in it (or None) and whether a process
+    holds it open for writing, delete it, quarantine it saying why, or leave it for a later pass (busy)."""
+    if why is None and busy:
+        return
+    if why is None:
+        held.unlink()
         _record_of(held).unlink(missing_ok=True)
+        log.info("original_released", file=record.get("file"), set=record.get("set"))
+        return
+    detail = (
+        f"{record['file']} changed after its copy was signed and sent ({why}): the ONSS got an earlier "
+        f"version, not this one; what the ONSS got is in {record.get('sent_dir')}"
+    )
+    quarantine([held], "changed after it was sent", detail, str(record.get("set", "")))
+    _record_of(held).unlink(missing_ok=True)
 
 
 def changed(held: Path, record: dict[str, Any]) -> str | None:
@@ -169,6 +195,18 @@ def changed(held: Path, record: dict[str, Any]) -> str | None:
     if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
         return "written to while it was checked"
     return None
+
+
+def _due(
+    root: Path, outbox: Path, keep_for: float, stop: threading.Event | None
+) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Given the spool root, the outbox, how long to hold released originals and the stop event, yield each held
+    original held that long with its record, until ``stop`` is set."""
+    for held, record in _held(root, outbox):
+        if stop is not None and stop.is_set():
+            return
+        if time.time() - float(record.get("held_at", 0)) >= keep_for:
+            yield held, record
 
 
 def _held(root: Path, outbox: Path) -> Iterator[tuple[Path, dict[str, Any]]]:

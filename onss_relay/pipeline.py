@@ -78,6 +78,7 @@ class Relay:
         self.epoch = epoch  # the leadership epoch every journal write must still hold (PostgreSQL), or None
         self.stop = stop or threading.Event()
         self.spool = Spool(cfg.paths)
+        self.spool.stop = self.stop  # the held originals' sweep ends between two files at a stop
         self.spool.create()
         finish_interrupted_requeues(self.spool)
         self.journal = open_journal(cfg, epoch=epoch)
@@ -151,7 +152,7 @@ class Relay:
                 claimed = child.result()  # raises what stopped signing (an expired certificate: exit 2)
         finally:
             self.uploader.close_idle()
-        self.results.catch_up()
+        self.results.catch_up(self.stop)
         return SendReport(claimed, upload, before, self._failed_count(), max(0, self._failed_sets() - failed_sets))
 
     def _anything_to_send(self) -> bool:
@@ -170,7 +171,8 @@ class Relay:
         process_responses(self.journal, retry_waiting=not self._waiting_retried, stop=self.stop)
         self._waiting_retried = True
         self.warn_overdue()
-        self.results.catch_up()
+        self.results.catch_up(self.stop)
+        report.stopped = report.stopped or self.stop.is_set()  # a stop in the link or the results: the next resumes
         return report
 
     def warn_overdue(self) -> list[str]:

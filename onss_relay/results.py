@@ -74,8 +74,10 @@ class ResultsWriter:
             return 0
         return done if done <= self.journal.last_change() else 0
 
-    def catch_up(self) -> int:
-        """Write the result of every set changed since the last call; return how many were written."""
+    def catch_up(self, stop: threading.Event | None = None) -> int:
+        """Given the relay's stop event, write the result of every set changed since the last call; return how many
+        were written. With ``stop`` set (SIGTERM), end between two pages, never before the first: the cursor is
+        durable per page, so the next catch-up goes on from there."""
         written = 0
         said = 0  # written when the last progress line was said
         with self._lock:
@@ -91,4 +93,7 @@ class ResultsWriter:
                 if written - said >= PROGRESS_EVERY:  # a long catch-up (a lost results.cursor) says how far it is
                     said = written
                     log.info("results_catching_up", written=written, change=self.done, last=self.journal.last_change())
+                if stop is not None and stop.is_set():
+                    log.info("results_catch_up_stopped", written=written, change=self.done)
+                    break
             return written

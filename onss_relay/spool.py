@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +51,8 @@ class Spool:
         self.work = paths.work_dir
         # told by the outbox watcher: whether events say a file is open or being written (never, without it)
         self.still_open: Callable[[str], bool] = lambda name: False
+        # the relay's stop (SIGTERM), set by its owner: long walks over the spool's folders end between two files
+        self.stop = threading.Event()
 
     def create(self) -> None:
         for d in (self.outbox, self.sent, self.failed, self.results, self.work, self.inbox):

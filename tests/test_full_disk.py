@@ -81,3 +81,25 @@ def test_a_full_disk_at_start_waits_and_while_running_health_says_disk_full(rela
     finally:
         sock.close()
         assert daemon.stop() == 0
+
+
+def test_a_full_disk_while_polling_names_the_file_it_was_writing(relay_dir: Path, small: Path) -> None:
+    """Issue 29 review: `poll --once` on a spool whose disk fills while answers download exits 4 with a sentence
+    naming the file it was writing (a write to an open file says no name of itself), never a bare "disk full"."""
+    from onss_relay.simulator import Verdict, acrf_xml
+    from tests.conftest import SENDER, TODAY
+
+    config = relay_dir / "config.toml"
+    config.write_text(config.read_text().replace('root = "spool"', f'root = "{small / "spool"}"'))
+    (small / "spool").mkdir()
+    assert run_cli("poll", "--once", "--config", str(config)).returncode == 0  # the spool and journal made
+    out = relay_dir / "remote" / "OUTTEST"
+    for i in range(1, 41):  # 4 MB of answers for a 2 MB filesystem
+        base = f"ACRF.999999.{TODAY}.{i:05X}.T"
+        verdict = Verdict(f"GO.DIMN.{SENDER}.{TODAY}.{i:05d}.T.1", "INTEST", (), f"0TICKET{i:06d}")
+        fo = acrf_xml(verdict) + b"<!--" + b"x" * 100_000 + b"-->"
+        for prefix, data in (("FO", fo), ("FS", b"MIIB" * 20), ("GO", b"")):
+            (out / f"{prefix}.{base}").write_bytes(data)
+    r = run_cli("poll", "--once", "--config", str(config))
+    assert r.returncode == 4, (r.stdout, r.stderr)
+    assert "disk full" in r.stderr and f"{small}/spool/" in r.stderr, r.stderr

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from onss_relay.config import load_config
 from onss_relay.journal import State, open_journal_at
 from onss_relay.simulator import Simulator
 from tests.conftest import SENDER, fi_name
-from tests.helpers import run_cli
+from tests.helpers import run_cli, wait_until
 
 ONE = fi_name(1)
 GO_ONE = "GO" + ONE[2:-2]
@@ -100,3 +102,35 @@ def test_a_long_results_catch_up_says_how_far_it_is(relay_dir: Path) -> None:
     progress = [x for x in lines if x.get("event") == "results_catching_up"]
     assert [x["written"] for x in progress] == [PROGRESS_EVERY, PROGRESS_EVERY * 2], progress
     assert len(list((relay_dir / "spool" / "results").glob("*.json"))) == len(names)
+
+
+@pytest.mark.slow
+def test_sigterm_to_poll_once_ends_the_results_catch_up_between_pages_and_the_next_poll_resumes(
+    relay_dir: Path,
+) -> None:
+    """Issue 29 review: `poll --once` writing the results of a large journal (a lost results.cursor) obeys SIGTERM
+    between two pages (its cursor is durable per page), says it stopped, and the next poll writes the rest."""
+    from onss_relay.journal import NewSet
+    from onss_relay.results import PROGRESS_EVERY
+
+    config = relay_dir / "config.toml"
+    j = open_journal_at(load_config(config, environ={}).paths.journal_path)
+    try:
+        names = [fi_name(i) for i in range(1, PROGRESS_EVERY * 3 + 10)]
+        j.add_sets([NewSet("GO" + n[2:-2], "T", [n]) for n in names])
+    finally:
+        j.close()
+    log = relay_dir / "poll.log"
+    args = [sys.executable, "-m", "onss_relay.cli", "--log-level", "info", "poll", "--once", "--config", str(config)]
+    with log.open("wb") as f:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=f)
+    assert wait_until(lambda: "results_catching_up" in log.read_text(), 120, 0.01), log.read_text()[-2000:]
+    proc.send_signal(signal.SIGTERM)
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, log.read_text()[-2000:]
+    assert b"stopped before the end (SIGTERM): the next poll resumes" in stdout, stdout
+    results = relay_dir / "spool" / "results"
+    assert PROGRESS_EVERY <= len(list(results.glob("*.json"))) < len(names)  # whole pages, not the whole journal
+    r = run_cli("poll", "--once", "--config", str(config))
+    assert r.returncode == 0, r.stderr
+    assert len(list(results.glob("*.json"))) == len(names)

@@ -188,7 +188,7 @@ class Claimer:
         def quarantine(files: list[Path], reason: str, detail: str, set_: str) -> None:
             spool.quarantine(files, reason, detail, set=set_)
 
-        held.sweep(spool.paths.root, spool.outbox, self.cfg.watch.keep_released, quarantine)
+        held.sweep(spool.paths.root, spool.outbox, self.cfg.watch.keep_released, quarantine, spool.stop)
 
     def _complete(self, group: _SetFiles, new: NewSet, busy: set[Path]) -> bool:
         """Given a set ready by its names and settle delay, return whether its content is complete too: no FI

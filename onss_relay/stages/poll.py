@@ -24,6 +24,7 @@ from onss_relay.config import Config
 from onss_relay.durable import atomic_write, free_name, fsync_dir, sync_written
 from onss_relay.errors import InvalidName, RemoteError, RemoteFileGone
 from onss_relay.journal import Journal
+from onss_relay.named_writes import LocalFile
 from onss_relay.names import Env, Name, Prefix, parse_name, response_folder, set_key
 from onss_relay.signature import digest_file
 from onss_relay.spool import Spool
@@ -237,7 +238,8 @@ class Poller:
         fetches: list[Fetch] = []
         try:
             for entry in entries:
-                fetches.append(Fetch(entry.name, temps[entry.name].open("wb")))
+                # a full disk names the temp file, never passes for the server's error in a transport
+                fetches.append(Fetch(entry.name, LocalFile(temps[entry.name], f"downloading {folder}/{entry.name}")))
             t.get_many(folder, fetches, self.cfg.poll.max_size)
             sync_written([f.dest for f in fetches if f.error is None])  # written together, made durable together
         except BaseException:
