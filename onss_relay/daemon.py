@@ -26,7 +26,7 @@ from onss_relay.errors import (
 )
 from onss_relay.health import Health, HealthSnapshot, relay_health, snapshot_of, write_report
 from onss_relay.hook_part import HookPart
-from onss_relay.leadership import relay_lock_for
+from onss_relay.leadership import TermStop, relay_lock_for
 from onss_relay.listener import start_listener
 from onss_relay.log import log_thread_death
 from onss_relay.pipeline import Relay
@@ -52,11 +52,11 @@ class Daemon:
 
     def __init__(self, cfg: Config, notifier: Notifier | None = None) -> None:
         self.cfg = cfg
-        self.stop = threading.Event()  # this term's: a term ends when stopped or when the leadership is lost
+        self.lock = relay_lock_for(cfg)
+        self.stop = TermStop(self.lock)  # this term's: it ends when stopped or the moment the leadership is lost
         self.stopping = threading.Event()  # the process's: SIGTERM/SIGINT
         self.lost: str | None = None  # why the last term lost the leadership
         self.notifier = notifier or Notifier()
-        self.lock = relay_lock_for(cfg)
         self.relay: Relay | None = None
         self.stages: list[Stage] = []
         self.watcher: Watcher | None = None
@@ -97,11 +97,12 @@ class Daemon:
             try:
                 code = self._run_locked()
             finally:
+                self.lost = self.lost or self.lock.lost()  # a stage may have seen it first (TermStop)
                 self.lock.release()
             if self.stopping.is_set() or self.lost is None:
                 return code
             log.warning("standby_again", reason=self.lost)
-            self.lost, self.stop = None, threading.Event()
+            self.lost, self.stop = None, TermStop(self.lock)
             self.relay, self.stages, self.watcher, self.web, self.hook = None, [], None, None, None
 
     def _run_locked(self) -> int:
@@ -250,8 +251,9 @@ class Daemon:
         return relay_health(self.cfg, self.stages, self.started, self._reloaded_at, self.stop.is_set())
 
     def _write_results(self) -> None:
-        """results/<GO name>.json follow the journal every second (a set's first state included)."""
-        if self.relay is None:
+        """results/<GO name>.json follow the journal every second (a set's first state included); a relay that
+        lost its lease writes none (the new leader does, on the same shared folder)."""
+        if self.relay is None or self.lock.lost() is not None:
             return
         try:
             self.relay.results.catch_up()
