@@ -38,7 +38,7 @@ from onss_relay.stage_set import relay_stages
 from onss_relay.stage_thread import Stage
 from onss_relay.stages.uncertain import uncertain_wait
 from onss_relay.stages.watch import Watcher
-from onss_relay.standby import wait_before_recovery, wait_for_leadership
+from onss_relay.standby import report_waiting, wait_before_recovery, wait_for_leadership
 from onss_relay.web import WebServer
 
 log = structlog.get_logger(__name__)
@@ -85,7 +85,13 @@ class Daemon:
 
     def wait_for_lock(self) -> bool:
         """Take the relay lock, waiting as a standby while another relay holds it; False if stopped first."""
-        return wait_for_leadership(self.lock, self.stop, self.notifier, self._ping_watchdog, self.cfg.metrics)
+        return wait_for_leadership(self.lock, self.stop, self.notifier, self._standby_tick, self.cfg.metrics)
+
+    def _standby_tick(self) -> None:
+        """Every second of a standby's wait: ping the watchdog, and say in health.json that the relays wait for
+        the journal's database while it cannot be reached."""
+        self._ping_watchdog()
+        report_waiting(self.cfg.paths.root, self.lock)
 
     def run(self) -> int:
         """Run terms of leadership until stopped: wait for the lock, run the stages, and after a lost lease
@@ -190,10 +196,7 @@ class Daemon:
         disk = DiskWatch(self.cfg.paths.root)
         self._status = f"relaying {self.cfg.paths.outbox_dir}"
         while not self.stop.wait(tick):
-            if (lost := self.lock.lost()) is not None:  # another relay may be active now: stop every stage at once
-                log.error("stages_stopping", reason=lost)
-                self.lost = lost
-                self.stop.set()
+            if self.lock.lost() is not None:  # the stages saw it too (TermStop): they stop at their next step
                 break
             self._ping_watchdog()
             was_full = disk.since is not None
@@ -209,12 +212,19 @@ class Daemon:
             if self._reload.is_set():
                 self._reload.clear()
                 self._handle_reload()
+        if (lost := self.lock.lost()) is not None:  # another relay may be active now: every stage stops at once
+            log.error("stages_stopping", reason=lost)
+            self.lost = lost
+            self.stop.set()
 
     def _shut_down(self, relay: Relay, parts: Running) -> None:
         """Stop the parts (stages first), then close what they use: the journal only once no stage thread can
         touch it."""
         parts.stop()
-        self._write_health(stopped=True)
+        if (lost := self.lock.lost()) is not None and not self.stopping.is_set():
+            self._write_health(instead=Health(False, f"standby again: {lost}"))  # it still runs, waiting
+        else:
+            self._write_health(stopped=True)
         busy = [stage.health.name for stage in self.stages if stage.is_alive()]
         if busy:  # closing the journal under them would turn their last commit into an error; exit closes it
             log.warning(
@@ -270,9 +280,11 @@ class Daemon:
         except (OSError, JournalError) as e:
             self._warn_once("results_unwritable", str(e))
 
-    def _write_health(self, stopped: bool = False) -> None:
+    def _write_health(self, stopped: bool = False, instead: Health | None = None) -> None:
+        """Write health.json: this relay's health, ``instead`` when given, or that it stopped."""
+        health = None if stopped else (instead or self.health())
         try:
-            write_report(self.cfg.paths.root, None if stopped else self.health(), self.stages, self.lock.describe())
+            write_report(self.cfg.paths.root, health, self.stages, self.lock.describe())
         except OSError as e:
             self._warn_once("health_unwritable", str(e))
         else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,55 @@ def test_a_leader_paused_inside_a_transaction_is_taken_over_within_a_lease(
         paused.wait()
         assert active.stop(30) == 0
         assert standby.stop(30) == 0
+
+
+@pytest.mark.slow
+def test_during_a_postgresql_outage_status_says_the_relays_wait_for_it(
+    sftp_dir: Path,
+    pg_config: Path,  # noqa: F811
+    sshd: SshServer,
+    pg_server: Any,
+) -> None:
+    """Both relays run and wait for the database: `status --health` said "not running: the last daemon stopped"
+    (the leader's report on stepping down), and the standby logged nothing when the database went away."""
+    active, standby = _pair(sftp_dir, pg_config)
+
+    def health() -> str:
+        r = run_cli("status", "--health", "--config", str(pg_config))
+        return r.stdout + r.stderr
+
+    try:
+        pg_server.stop()
+        try:
+            assert wait_log(sftp_dir / "b.log", "journal_database_unreachable", timeout=30)
+            assert wait_log(sftp_dir / "a.log", "standby_again", timeout=30)
+            assert wait_until(lambda: "waiting for the journal's database" in health(), 30, 1.0), health()
+            said = health()
+            assert "not running" not in said and f"{socket.gethostname()} pid" in said, said
+        finally:
+            pg_server.start()
+        log_b = (sftp_dir / "b.log").read_text()
+        assert log_b.count("journal_database_unreachable") == 1, log_b[-3000:]
+    finally:
+        assert active.stop(30) == 0
+        assert standby.stop(30) == 0
+
+
+def test_a_standby_shows_no_old_epoch_once_the_database_is_gone(settings: JournalConfig, pg_server: Any) -> None:
+    """A standby's /metrics showed the epoch it last read after PostgreSQL had stopped: it knows none then."""
+    leader, waiting = PostgresLease(settings, SENDER), PostgresLease(settings, SENDER)
+    try:
+        assert leader.try_acquire() and not waiting.try_acquire()
+        assert waiting.describe()["leader_epoch"] == 1
+        pg_server.stop()
+        try:
+            assert not waiting.try_acquire() and waiting.unreachable
+            assert waiting.describe()["leader_epoch"] is None
+        finally:
+            pg_server.start()
+    finally:
+        leader.release()
+        waiting.release()
 
 
 @pytest.fixture

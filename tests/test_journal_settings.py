@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from onss_relay.config import load_config
+from onss_relay.errors import ConfigError
 from tests.fixtures.postgres import RELAY_PASSWORD
 from tests.helpers import run_cli
 
@@ -66,6 +68,14 @@ def test_run_stops_on_a_refused_password(relay_dir: Path, relay_url: str, tmp_pa
     r = run_cli("run", "--config", str(_with_journal(relay_dir, relay_url, wrong)), timeout=60)
     assert r.returncode == 2 and "journal.password_file" in r.stderr and "refused" in r.stderr, r.stderr
     assert RELAY_PASSWORD not in r.stderr
+
+
+def test_a_short_lease_is_refused_saying_it_is_renewed_every_quarter(relay_dir: Path) -> None:
+    """The code renews the lease every quarter of it (README too): the refusal said "every third"."""
+    config = _with_journal(relay_dir, "postgresql://relay@127.0.0.1:1/onss", None)
+    config.write_text(config.read_text().replace('lease = "3s"', 'lease = "2s"'))
+    with pytest.raises(ConfigError, match="journal.lease.*every quarter of it"):
+        load_config(config, environ={})
 
 
 def test_check_flags_a_journal_password_file_readable_by_others(
