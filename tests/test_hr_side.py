@@ -109,4 +109,6 @@ def test_the_postgresql_compose_variant_runs_two_relays_on_one_spool_and_one_dat
     database = text.split("  journal-db:\n", 1)[1].split("\nvolumes:", 1)[0]
     assert "POSTGRES_PASSWORD_FILE: /run/secrets/journal_db_password" in database
     assert "- journal_db_password" in database and "- journal_password\n" not in database
-    assert "chown 999:999 ./secrets/journal_db_password.txt" in text and "chown 10001:10001 ./secrets/journal_pass" in text
+    assert (
+        "chown 999:999 ./secrets/journal_db_password.txt" in text and "chown 10001:10001 ./secrets/journal_pass" in text
+    )
