@@ -116,6 +116,7 @@ class Daemon:
         if relay is None:
             return 0  # stopped while waiting for room
         relay.uploader.before_put = self.lock.check  # a relay whose lease lapsed puts nothing, no GO
+        relay.spool.fence = self.lock.check  # nor archives, holds or quarantines files of the shared spool
         if not wait_before_recovery(self.lock, relay.journal, self.cfg.journal.lease, self.stop):
             self.lost = self.lock.lost()
             relay.close()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from onss_relay.config import Config
 from onss_relay.durable import BatchWriter, atomic_write, move_durably, temp_name
 
 
@@ -109,3 +110,25 @@ def test_a_symbolic_link_moved_across_filesystems_stays_a_link(tmp_path: Path, m
     monkeypatch.setattr(os, "link", no_link)  # failed/ on another mount than the outbox
     moved = move_durably(link, tmp_path / "failed")
     assert moved.is_symlink() and os.readlink(moved) == str(target) and not link.is_symlink()
+
+
+def test_a_relay_that_lost_its_lease_moves_nothing_in_the_shared_spool(cfg: Config) -> None:
+    """Review of issue 25: the old leader archived, held and quarantined files for 8 s after losing its lease.
+    The daemon gives the spool its lease check: a fenced spool archives and quarantines nothing."""
+    from onss_relay.errors import Fenced
+    from onss_relay.spool import Spool
+
+    spool = Spool(cfg.paths)
+    spool.create()
+    declaration = spool.outbox / "FI.DIMN.123456.20260101.00001.T.1.1"
+    declaration.write_bytes(b"<Dimona/>")
+
+    def lost() -> None:
+        raise Fenced("no GO sent: its lease ended")
+
+    spool.fence = lost
+    with pytest.raises(Fenced):
+        spool.quarantine([declaration], "test")
+    with pytest.raises(Fenced):
+        spool.archive_sets([])
+    assert declaration.read_bytes() == b"<Dimona/>" and not list(spool.failed.iterdir())
