@@ -459,7 +459,7 @@ def _semantic_problems(cfg: Config) -> Iterator[tuple[str, str | None]]:
             yield key, _one_of(e, ("R", "T", "S"))
     yield from _listener_problems(cfg)
     yield "journal.url", journal_url_problem(cfg.journal.url)
-    yield "journal.lease", None if cfg.journal.lease >= 3 else "must be at least 3s (renewed every third of it)"
+    yield "journal.lease", None if cfg.journal.lease >= 3 else "must be at least 3s (renewed every quarter of it)"
     for key in ("results_days", "inbox_days", "sent_days"):
         yield f"retention.{key}", None if getattr(cfg.retention, key) >= 0 else "must be 0 (keep) or a number of days"
     required = {

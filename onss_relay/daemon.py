@@ -26,7 +26,7 @@ from onss_relay.errors import (
 )
 from onss_relay.health import Health, HealthSnapshot, relay_health, snapshot_of, write_report
 from onss_relay.hook_part import HookPart
-from onss_relay.leadership import relay_lock_for
+from onss_relay.leadership import TermStop, relay_lock_for
 from onss_relay.listener import start_listener
 from onss_relay.log import log_thread_death
 from onss_relay.pipeline import Relay
@@ -38,7 +38,7 @@ from onss_relay.stage_set import relay_stages
 from onss_relay.stage_thread import Stage
 from onss_relay.stages.uncertain import uncertain_wait
 from onss_relay.stages.watch import Watcher
-from onss_relay.standby import wait_before_recovery, wait_for_leadership
+from onss_relay.standby import report_waiting, wait_before_recovery, wait_for_leadership
 from onss_relay.web import WebServer
 
 log = structlog.get_logger(__name__)
@@ -52,11 +52,11 @@ class Daemon:
 
     def __init__(self, cfg: Config, notifier: Notifier | None = None) -> None:
         self.cfg = cfg
-        self.stop = threading.Event()  # this term's: a term ends when stopped or when the leadership is lost
+        self.lock = relay_lock_for(cfg)
+        self.stop = TermStop(self.lock)  # this term's: it ends when stopped or the moment the leadership is lost
         self.stopping = threading.Event()  # the process's: SIGTERM/SIGINT
         self.lost: str | None = None  # why the last term lost the leadership
         self.notifier = notifier or Notifier()
-        self.lock = relay_lock_for(cfg)
         self.relay: Relay | None = None
         self.stages: list[Stage] = []
         self.watcher: Watcher | None = None
@@ -85,7 +85,13 @@ class Daemon:
 
     def wait_for_lock(self) -> bool:
         """Take the relay lock, waiting as a standby while another relay holds it; False if stopped first."""
-        return wait_for_leadership(self.lock, self.stop, self.notifier, self._ping_watchdog, self.cfg.metrics)
+        return wait_for_leadership(self.lock, self.stop, self.notifier, self._standby_tick, self.cfg.metrics)
+
+    def _standby_tick(self) -> None:
+        """Every second of a standby's wait: ping the watchdog, and say in health.json that the relays wait for
+        the journal's database while it cannot be reached."""
+        self._ping_watchdog()
+        report_waiting(self.cfg.paths.root, self.lock)
 
     def run(self) -> int:
         """Run terms of leadership until stopped: wait for the lock, run the stages, and after a lost lease
@@ -97,11 +103,12 @@ class Daemon:
             try:
                 code = self._run_locked()
             finally:
+                self.lost = self.lost or self.lock.lost()  # a stage may have seen it first (TermStop)
                 self.lock.release()
             if self.stopping.is_set() or self.lost is None:
                 return code
             log.warning("standby_again", reason=self.lost)
-            self.lost, self.stop = None, threading.Event()
+            self.lost, self.stop = None, TermStop(self.lock)
             self.relay, self.stages, self.watcher, self.web, self.hook = None, [], None, None, None
 
     def _run_locked(self) -> int:
@@ -109,6 +116,7 @@ class Daemon:
         if relay is None:
             return 0  # stopped while waiting for room
         relay.uploader.before_put = self.lock.check  # a relay whose lease lapsed puts nothing, no GO
+        relay.spool.fence = self.lock.check  # nor archives, holds or quarantines files of the shared spool
         if not wait_before_recovery(self.lock, relay.journal, self.cfg.journal.lease, self.stop):
             self.lost = self.lock.lost()
             relay.close()
@@ -189,10 +197,7 @@ class Daemon:
         disk = DiskWatch(self.cfg.paths.root)
         self._status = f"relaying {self.cfg.paths.outbox_dir}"
         while not self.stop.wait(tick):
-            if (lost := self.lock.lost()) is not None:  # another relay may be active now: stop every stage at once
-                log.error("stages_stopping", reason=lost)
-                self.lost = lost
-                self.stop.set()
+            if self.lock.lost() is not None:  # the stages saw it too (TermStop): they stop at their next step
                 break
             self._ping_watchdog()
             was_full = disk.since is not None
@@ -208,12 +213,19 @@ class Daemon:
             if self._reload.is_set():
                 self._reload.clear()
                 self._handle_reload()
+        if (lost := self.lock.lost()) is not None:  # another relay may be active now: every stage stops at once
+            log.error("stages_stopping", reason=lost)
+            self.lost = lost
+            self.stop.set()
 
     def _shut_down(self, relay: Relay, parts: Running) -> None:
         """Stop the parts (stages first), then close what they use: the journal only once no stage thread can
         touch it."""
         parts.stop()
-        self._write_health(stopped=True)
+        if (lost := self.lock.lost()) is not None and not self.stopping.is_set():
+            self._write_health(instead=Health(False, f"standby again: {lost}"))  # it still runs, waiting
+        else:
+            self._write_health(stopped=True)
         busy = [stage.health.name for stage in self.stages if stage.is_alive()]
         if busy:  # closing the journal under them would turn their last commit into an error; exit closes it
             log.warning(
@@ -252,8 +264,9 @@ class Daemon:
         return relay_health(self.cfg, self.stages, self.started, self._reloaded_at, self.stop.is_set())
 
     def _write_results(self) -> None:
-        """results/<GO name>.json follow the journal every second (a set's first state included)."""
-        if self.relay is None:
+        """results/<GO name>.json follow the journal every second (a set's first state included); a relay that
+        lost its lease writes none (the new leader does, on the same shared folder)."""
+        if self.relay is None or self.lock.lost() is not None:
             return
         try:
             self.relay.results.catch_up(self.stop)
@@ -270,9 +283,11 @@ class Daemon:
         except (OSError, JournalError) as e:
             self._warn_once("results_unwritable", str(e))
 
-    def _write_health(self, stopped: bool = False) -> None:
+    def _write_health(self, stopped: bool = False, instead: Health | None = None) -> None:
+        """Write health.json: this relay's health, ``instead`` when given, or that it stopped."""
+        health = None if stopped else (instead or self.health())
         try:
-            write_report(self.cfg.paths.root, None if stopped else self.health(), self.stages, self.lock.describe())
+            write_report(self.cfg.paths.root, health, self.stages, self.lock.describe())
         except OSError as e:
             self._warn_once("health_unwritable", str(e))
         else:

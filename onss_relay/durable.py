@@ -12,6 +12,7 @@ import errno
 import hashlib
 import os
 import shutil
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,14 @@ from onss_relay import crash_point
 from onss_relay.named_writes import naming
 
 COPY_CHUNK = 1 << 20
+_HOST = socket.gethostname().split(".")[0] or "host"
+
+
+def temp_name(name: str) -> str:
+    """Given a file's name, return the hidden name it is written under first: ``.NAME.HOST-PID.tmp``, this
+    process's own, so that two relays (or a relay and a command) writing the same file on a shared folder never
+    share a temp file (one would rename or remove the other's)."""
+    return f".{name}.{_HOST}-{os.getpid()}.tmp"
 
 
 def fsync_dir(directory: Path) -> None:
@@ -65,7 +74,7 @@ def atomic_write(path: Path, data: bytes, sync: bool = True) -> None:
 
     With sync=False (files derived from the journal, rewritten at will) readers still never see half a file,
     but a power cut may lose the last version."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(temp_name(path.name))
     try:
         with naming(path), tmp.open("wb") as f:  # a full disk says which file
             f.write(data)
@@ -94,7 +103,7 @@ class BatchWriter:
 
     def staged(self, name: str) -> Path:
         """Where ``name`` is written until the commit renames it into place (readable meanwhile)."""
-        return self.folder / f".{name}.tmp"
+        return self.folder / temp_name(name)
 
     def _open(self, name: str) -> BinaryIO:
         f = self.staged(name).open("wb")
@@ -170,7 +179,7 @@ def free_name(directory: Path, name: str) -> Path:
 
 def copy_durably(src: Path, dest: Path) -> None:
     """Given two paths, stream src to a temp name beside dest, fsync it, and rename it over dest."""
-    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp = dest.with_name(temp_name(dest.name))
     with naming(dest), src.open("rb") as fin, tmp.open("wb") as fout:
         shutil.copyfileobj(fin, fout, 1 << 20)
         fout.flush()

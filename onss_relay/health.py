@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -110,6 +111,7 @@ def write_report(root: Path, health: Health | None, stages: Sequence[Stage], lea
         "local": bool(health and not health.healthy and health.local),  # `check`: exit 4, not 3
         "stopped": health is None,
         "pid": os.getpid(),
+        "host": socket.gethostname(),  # the spool is shared by two machines with PostgreSQL: name the writer's
         "leadership": dict(leadership),
         "stages": {s.health.name: dataclasses.asdict(s.health) for s in stages},
     }
@@ -151,7 +153,8 @@ def daemon_health(root: Path) -> tuple[bool | None, str]:
         return None, f"not running: {who}; the last report, {int(age)} s old, is from a process that has ended"
     if age > HEALTH_FRESH:
         return None, f"not running: pid {doc.get('pid')} last reported {int(age)} s ago"
-    return bool(doc.get("healthy")), f"pid {doc.get('pid')} reports: {doc.get('reason')}{leader_words(doc)}"
+    who = f"{doc['host']} pid {doc.get('pid')}" if doc.get("host") else f"pid {doc.get('pid')}"
+    return bool(doc.get("healthy")), f"{who} reports: {doc.get('reason')}{leader_words(doc)}"
 
 
 def leader_words(doc: dict[str, Any]) -> str:

@@ -5,6 +5,7 @@ epoch fences every journal write of a relay that lost it."""
 
 from __future__ import annotations
 
+import threading
 from typing import Protocol
 
 from onss_relay.config import Config
@@ -60,3 +61,22 @@ def relay_lock_for(cfg: Config) -> RelayLock:
     from onss_relay.spool import SpoolLock
 
     return SpoolLock(cfg.paths.root)
+
+
+class TermStop(threading.Event):
+    """Given the relay lock, the stop event of one term of leadership: set by a stop request, and set the moment
+    the lock is no longer safely held, so that every stage's ``is_set()`` check (before each file step, batch,
+    and between items of a long loop) is a leadership check: a relay that lost its lease moves no more files."""
+
+    def __init__(self, lock: RelayLock) -> None:
+        super().__init__()
+        self._relay_lock = lock
+
+    def is_set(self) -> bool:
+        """Return whether the term must stop: asked to, or the lock lost (then the event is set for waiters)."""
+        if super().is_set():
+            return True
+        if self._relay_lock.lost() is not None:
+            self.set()
+            return True
+        return False

@@ -53,6 +53,8 @@ class Spool:
         self.still_open: Callable[[str], bool] = lambda name: False
         # the relay's stop (SIGTERM), set by its owner: long walks over the spool's folders end between two files
         self.stop = threading.Event()
+        # told by the daemon: raises Fenced once this relay may no longer change the shared spool (its lease lost)
+        self.fence: Callable[[], None] = lambda: None
 
     def create(self) -> None:
         for d in (self.outbox, self.sent, self.failed, self.results, self.work, self.inbox):
@@ -75,7 +77,9 @@ class Spool:
     def archive_sets(self, rows: list[SetRow]) -> Path:
         """Given sent sets, move what was sent into sent/YYYY-MM-DD/ (``archive``), then release each outbox FI
         whose copy was sent (``release_originals``)."""
+        self.fence()  # a relay that lost its lease moves nothing of sets a new leader now handles
         dest = self.archive({row.go_name: self.sent_files(row) for row in rows})
+        self.fence()
         self.release_originals(rows, dest)
         return dest
 
@@ -161,6 +165,7 @@ class Spool:
 
         The reason is written first: a file is never in failed/ without it (a full disk or a crash stops
         before the move, and the file stays where it was)."""
+        self.fence()
         moved = []
         at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         self.failed.mkdir(parents=True, exist_ok=True)

@@ -6,12 +6,15 @@ The lock is the spool's flock on one machine, the lease in the PostgreSQL journa
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import structlog
 
 from onss_relay.config import MetricsConfig
+from onss_relay.health import Health, daemon_report, write_report
 from onss_relay.journal import Journal, State
 from onss_relay.leadership import RelayLock
 from onss_relay.sd_notify import Notifier
@@ -55,6 +58,23 @@ def _wait_as_standby(lock: RelayLock, stop: threading.Event, notifier: Notifier,
             return True
         tick()
     return False
+
+
+LEADER_FRESH = 5.0  # seconds: a leader's report younger than this is its own word, never written over
+
+
+def report_waiting(root: Path, lock: RelayLock) -> None:
+    """Given the spool root and the relay lock of a relay waiting as a standby, say in health.json that it waits
+    for the journal's database while that cannot be reached (every relay then waits: `status --health` must not
+    say "not running"); nothing while the database answers or a live leader reports there."""
+    if (why := lock.unreachable) is None:
+        return
+    if (report := daemon_report(root)) is not None:
+        doc, age = report
+        if (doc.get("leadership") or {}).get("leader") and not doc.get("stopped") and age < LEADER_FRESH:
+            return
+    with contextlib.suppress(OSError):
+        write_report(root, Health(False, f"waiting for the journal's database ({why})"), [], lock.describe())
 
 
 def _where(lock: RelayLock) -> dict[str, object]:

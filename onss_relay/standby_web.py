@@ -4,6 +4,7 @@ saying so. The journal's figures and the status page stay with the active relay 
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import structlog
@@ -28,10 +29,10 @@ def standby_health(lock: RelayLock) -> tuple[bool, str]:
         return False, f"standby: the journal's database cannot be reached ({unreachable}); no take-over possible"
     doc = lock.describe()
     epoch = doc.get("leader_epoch")
-    return (
-        True,
-        f"standby: active relay {lock.holder()}{f', epoch {epoch}' if epoch else ''}; taking over when it stops",
-    )
+    holder = lock.holder()
+    if holder.isdigit():  # the spool's flock names a pid: the active relay runs on this very host
+        holder = f"{socket.gethostname()} pid {holder}"
+    return True, f"standby: active relay {holder}{f', epoch {epoch}' if epoch else ''}; taking over when it stops"
 
 
 class StandbyCollector(Collector):

@@ -105,3 +105,10 @@ def test_the_postgresql_compose_variant_runs_two_relays_on_one_spool_and_one_dat
     url = relay.split("ONSS_RELAY__JOURNAL__URL:", 1)[1].split("\n", 1)[0]
     assert "postgresql://onss_relay@journal-db:5432/" in url and ":" not in url.split("//", 1)[1].split("@")[0]
     assert "ONSS_RELAY__JOURNAL__PASSWORD_FILE: /run/secrets/journal_password" in relay
+    # review of issue 25: PostgreSQL (uid 999) and the relays (uid 10001) each read their own copy, mode 600
+    database = text.split("  journal-db:\n", 1)[1].split("\nvolumes:", 1)[0]
+    assert "POSTGRES_PASSWORD_FILE: /run/secrets/journal_db_password" in database
+    assert "- journal_db_password" in database and "- journal_password\n" not in database
+    assert (
+        "chown 999:999 ./secrets/journal_db_password.txt" in text and "chown 10001:10001 ./secrets/journal_pass" in text
+    )

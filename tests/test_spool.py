@@ -8,17 +8,32 @@ from pathlib import Path
 
 import pytest
 
-from onss_relay.durable import BatchWriter, move_durably
+from onss_relay.config import Config
+from onss_relay.durable import BatchWriter, atomic_write, move_durably, temp_name
 
 
 def test_files_appear_under_their_names_only_at_commit(tmp_path: Path) -> None:
     w = BatchWriter(tmp_path)
     for i in range(3):
         w.write(f"FS.{i}", f"signature {i}".encode())
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".FS.0.tmp", ".FS.1.tmp", ".FS.2.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [temp_name(f"FS.{i}") for i in range(3)]
     w.commit()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["FS.0", "FS.1", "FS.2"]
     assert (tmp_path / "FS.1").read_bytes() == b"signature 1"
+
+
+def test_two_processes_writing_one_file_on_a_shared_folder_never_share_a_temp(tmp_path: Path) -> None:
+    """Review of issue 25: both relays wrote results/ through `.NAME.tmp`; one renamed the other's temp away (its
+    rename then failed with ENOENT). Another process's temp, under the old shared name, is left alone here."""
+    (tmp_path / ".GO.1.json.tmp").write_bytes(b"the other relay's, being written")
+    atomic_write(tmp_path / "GO.1.json", b"mine")
+    w = BatchWriter(tmp_path)
+    w.write("FS.1", b"signature")
+    (tmp_path / ".FS.1.tmp").write_bytes(b"the other relay's signature")
+    w.commit()
+    assert (tmp_path / "GO.1.json").read_bytes() == b"mine" and (tmp_path / "FS.1").read_bytes() == b"signature"
+    assert (tmp_path / ".GO.1.json.tmp").read_bytes() == b"the other relay's, being written"
+    assert (tmp_path / ".FS.1.tmp").read_bytes() == b"the other relay's signature"
 
 
 def test_a_failed_commit_leaves_no_temp_and_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -95,3 +110,25 @@ def test_a_symbolic_link_moved_across_filesystems_stays_a_link(tmp_path: Path, m
     monkeypatch.setattr(os, "link", no_link)  # failed/ on another mount than the outbox
     moved = move_durably(link, tmp_path / "failed")
     assert moved.is_symlink() and os.readlink(moved) == str(target) and not link.is_symlink()
+
+
+def test_a_relay_that_lost_its_lease_moves_nothing_in_the_shared_spool(cfg: Config) -> None:
+    """Review of issue 25: the old leader archived, held and quarantined files for 8 s after losing its lease.
+    The daemon gives the spool its lease check: a fenced spool archives and quarantines nothing."""
+    from onss_relay.errors import Fenced
+    from onss_relay.spool import Spool
+
+    spool = Spool(cfg.paths)
+    spool.create()
+    declaration = spool.outbox / "FI.DIMN.123456.20260101.00001.T.1.1"
+    declaration.write_bytes(b"<Dimona/>")
+
+    def lost() -> None:
+        raise Fenced("no GO sent: its lease ended")
+
+    spool.fence = lost
+    with pytest.raises(Fenced):
+        spool.quarantine([declaration], "test")
+    with pytest.raises(Fenced):
+        spool.archive_sets([])
+    assert declaration.read_bytes() == b"<Dimona/>" and not list(spool.failed.iterdir())

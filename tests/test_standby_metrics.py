@@ -6,6 +6,7 @@ journal (two machines' configs, each its own listen address) and on one SQLite s
 from __future__ import annotations
 
 import re
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ def _standby_serves_then_leads(sftp_dir: Path, journal: str, leader_event: str, 
         assert _metric(text, "onss_relay_healthy") == 1
         code, body = http_get(f"{url}/healthz")
         assert code == 200 and body.startswith("standby: active relay"), (code, body)
+        assert active.proc is not None and f"active relay {socket.gethostname()} pid {active.proc.pid}" in body, body
         active.kill()
         assert wait_log(sftp_dir / "b.log", '"relay_started"', timeout=30)
 

@@ -26,6 +26,7 @@ def needed_files(cfg: Config) -> list[tuple[str, Path]]:
         ("remote.known_hosts", cfg.remote.known_hosts),
         ("remote.password_file", cfg.remote.password_file),
         ("remote.ca_file", cfg.remote.ca_file),
+        ("journal.password_file", cfg.journal.password_file),
     ]
     return [(key, path) for key, path in candidates if path is not None and path.exists()]
 
@@ -136,6 +137,7 @@ SECRET_KEYS = (
     "remote.private_key",
     "remote.passphrase_file",
     "remote.password_file",
+    "journal.password_file",
 )
 
 

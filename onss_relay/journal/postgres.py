@@ -101,9 +101,9 @@ class PostgresJournal(SqlJournal):
             if self.readonly:
                 raise JournalError(f"{self.path}: the journal is open read-only here")
             db = self._connection()
-            db.conn.execute(BEGIN_AND_LOCK)  # one round trip: no parameters, so both go as one simple query
             self._depth = 1
             try:
+                db.conn.execute(BEGIN_AND_LOCK)  # one round trip: no parameters, so both go as one simple query
                 self._check_fence(db)  # its own statement: its snapshot is taken after the lock was granted
                 yield db
             except BaseException:

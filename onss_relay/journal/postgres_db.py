@@ -18,6 +18,27 @@ if TYPE_CHECKING:
     import psycopg
 
 CONNECT_TIMEOUT_S = 5
+WRITER_WAIT_LEASES = 4  # a journal writer waits this many leases for the writers' lock, then fails in one sentence
+
+
+def session_settings(lease: float, lock_wait_s: float) -> str:
+    """Given the lease and how long a statement may wait for a lock, return libpq's ``options`` for a relay's
+    session: a transaction left open one lease (its process paused: SIGSTOP, a frozen VM) is ended by the
+    server, which frees the writers' lock for the standby taking over; a lock is waited for ``lock_wait_s``."""
+    idle_ms = max(1000, int(lease * 1000))
+    return f"-c idle_in_transaction_session_timeout={idle_ms} -c lock_timeout={max(1, int(lock_wait_s * 1000))}"
+
+
+def require_psycopg(cfg: JournalConfig) -> None:
+    """Given the journal settings with a PostgreSQL url, raise ConfigError (exit 2, one sentence) unless psycopg 3
+    is installed."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            f"journal.url = {safe_url(cfg.url)!r}: the PostgreSQL journal needs psycopg 3:"
+            " pip install 'onss-relay[postgres]'"
+        ) from None
 
 
 def safe_url(url: str) -> str:
@@ -30,17 +51,16 @@ def safe_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}@{netloc}"))
 
 
-def connect(cfg: JournalConfig, keepalive_s: float = 10.0) -> psycopg.Connection[Any]:
+def connect(cfg: JournalConfig, keepalive_s: float = 10.0, lock_wait_s: float | None = None) -> psycopg.Connection[Any]:
     """Given the journal settings, open and return a new autocommit connection (its own session: the leadership
     lease has one, the journal another) that notices a dead peer within about ``keepalive_s`` (TCP keepalives,
-    tcp_user_timeout); raise ConfigError without psycopg, JournalUnreachable when the server cannot be reached."""
-    try:
-        import psycopg
-    except ImportError:
-        raise ConfigError(
-            f"journal.url = {safe_url(cfg.url)!r}: the PostgreSQL journal needs psycopg 3:"
-            " pip install 'onss-relay[postgres]'"
-        ) from None
+    tcp_user_timeout), whose transactions the server ends after one lease idle and whose lock waits end after
+    ``lock_wait_s`` (default: WRITER_WAIT_LEASES leases); raise ConfigError without psycopg, for an unreadable
+    password file or a refused login, JournalUnreachable when the server cannot be reached."""
+    require_psycopg(cfg)
+    import psycopg
+
+    wait = cfg.lease * WRITER_WAIT_LEASES if lock_wait_s is None else lock_wait_s
     password = read_secret(cfg.password_file, "journal.password_file")
     extra: dict[str, Any] = {
         "application_name": "onss-relay",
@@ -50,19 +70,25 @@ def connect(cfg: JournalConfig, keepalive_s: float = 10.0) -> psycopg.Connection
         "keepalives_interval": 1,
         "keepalives_count": 3,
         "tcp_user_timeout": int(keepalive_s * 1000),
+        "options": session_settings(float(cfg.lease), float(wait)),
     }
     if password is not None:
         extra["password"] = password.decode()
     try:
         conn = psycopg.connect(cfg.url, autocommit=True, row_factory=_row_factory, **extra)
     except psycopg.OperationalError as e:
-        if "password" in str(e):  # refused or missing: a setting to fix, not a server to wait for
+        if getattr(e, "sqlstate", None) in LOGIN_REFUSED or "password" in str(
+            e
+        ):  # refused or missing: a setting to fix, not a server to wait for
             raise ConfigError(
                 f"journal.password_file = {str(cfg.password_file or '')!r}: {safe_url(cfg.url)} refused the"
                 f" login: {_first_line(e)}"
             ) from e
         raise JournalUnreachable(f"{safe_url(cfg.url)}: cannot reach the journal database: {_first_line(e)}") from e
     return conn
+
+
+LOGIN_REFUSED = ("28P01", "28000")  # invalid_password, invalid_authorization_specification: settings to fix
 
 
 def _first_line(e: BaseException) -> str:
@@ -123,8 +149,14 @@ class PgDb:
 @contextlib.contextmanager
 def neutral_errors(where: str) -> Iterator[None]:
     """Turn psycopg's errors into the backend-neutral ones the stages handle: a lost or refused connection is
-    JournalUnreachable (retried), a lock or serialization conflict JournalBusy, anything else JournalError."""
-    import psycopg
+    JournalUnreachable (retried), a lock or serialization conflict JournalBusy, anything else JournalError;
+    without psycopg installed, ConfigError."""
+    try:
+        import psycopg
+    except ImportError:
+        raise ConfigError(
+            f"{where}: the PostgreSQL journal needs psycopg 3: pip install 'onss-relay[postgres]'"
+        ) from None
 
     try:
         yield

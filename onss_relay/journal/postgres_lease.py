@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 
 from onss_relay.config import JournalConfig
-from onss_relay.errors import Fenced, RelayError
+from onss_relay.errors import ConfigError, Fenced, JournalUnreachable, RelayError
 from onss_relay.journal.postgres_db import PgDb, connect, neutral_errors, safe_url
 from onss_relay.journal.postgres_schema import WRITER_LOCK, migrate, schema_version
 
@@ -35,8 +35,9 @@ VALUES (?, ?, ?, now(), now() + make_interval(secs => ?))
 ON CONFLICT (sender) DO UPDATE SET epoch = EXCLUDED.epoch, holder = EXCLUDED.holder, since = EXCLUDED.since,
     expires_at = EXCLUDED.expires_at
 """
-RENEW = (
-    "UPDATE leadership SET expires_at = now() + make_interval(secs => ?) WHERE sender = ? AND epoch = ? AND holder = ?"
+RENEW = (  # never a lease that ended: a standby may be taking it over (a relay paused past it steps down)
+    "UPDATE leadership SET expires_at = now() + make_interval(secs => ?)"
+    " WHERE sender = ? AND epoch = ? AND holder = ? AND expires_at > now()"
 )
 
 
@@ -70,7 +71,10 @@ class PostgresLease:
     def _db(self) -> PgDb:
         """Return this lease's own connection, opened again when it broke (and the schema made, once)."""
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = connect(self.cfg, keepalive_s=max(1.0, self.cfg.lease / RENEWALS_PER_LEASE))
+            quarter = max(1.0, self.cfg.lease / RENEWALS_PER_LEASE)
+            # a lock wait ends within a quarter lease: a standby blocked by a paused leader's open transaction
+            # (which the server ends after one lease) tries again, and pings the watchdog meanwhile
+            self._conn = connect(self.cfg, keepalive_s=quarter, lock_wait_s=quarter)
             db = PgDb(self._conn)
             with self._conn.transaction():
                 migrate(db, self.where)
@@ -78,20 +82,29 @@ class PostgresLease:
 
     def try_acquire(self) -> bool:
         """Take the leadership if nobody holds a live lease (or this process held it); return whether it holds
-        it now. An unreachable database is a standby's wait, said in holder()."""
+        it now. An unreachable database is a standby's wait, said in holder() and logged once; the writers' lock
+        still held (a paused leader's transaction, ended by the server after one lease) is waited for. Raise
+        ConfigError for a setting to fix (no psycopg, unreadable password file, refused login)."""
         started = time.monotonic()
         try:
             with self._io, neutral_errors(self.where):
                 epoch = self._take()
-        except RelayError as e:
-            self._holder, self.unreachable = f"unknown ({e})", str(e)
+        except ConfigError:
+            raise
+        except JournalUnreachable as e:
+            self._unreachable(str(e))
+            return False
+        except RelayError:  # JournalBusy: the writers' lock held past a quarter lease; the next try waits again
             self.standby_since = self.standby_since or time.time()
             return False
+        if self.unreachable is not None:
+            log.info("journal_database_reachable", journal=self.where)
         self.unreachable = None
         if epoch is None:
             self.standby_since = self.standby_since or time.time()
             return False
         self._epoch, self._lost, self._since, self.standby_since = epoch, None, time.time(), None
+        self._leader_epoch = None
         self._valid_until = started + self.cfg.lease * TRUSTED_PART
         self._holder = self.me
         self._stop.clear()
@@ -99,6 +112,14 @@ class PostgresLease:
         self._renewing.start()
         log.info("leadership_taken", epoch=epoch, holder=self.me, journal=self.where)
         return True
+
+    def _unreachable(self, why: str) -> None:
+        """Given why the database cannot be reached, wait for it as a standby: said once in the log, and no
+        other relay's epoch shown as if it were current."""
+        if self.unreachable is None:
+            log.warning("journal_database_unreachable", journal=self.where, error=why)
+        self._holder, self.unreachable, self._leader_epoch = f"unknown ({why})", why, None
+        self.standby_since = self.standby_since or time.time()
 
     def _take(self) -> int | None:
         """Given the connection lock, take the leadership row under the writers' lock; return the new epoch,
@@ -122,6 +143,8 @@ class PostgresLease:
         period = self.cfg.lease / RENEWALS_PER_LEASE
         while not self._stop.wait(period):
             started = time.monotonic()
+            if self.lost() is not None:  # paused past its trusted part: a standby may hold it now; never renew
+                return
             try:
                 with self._io, neutral_errors(self.where):
                     renewed = self._db().execute(RENEW, (float(self.cfg.lease), self.sender, self._epoch, self.me))
@@ -130,7 +153,7 @@ class PostgresLease:
                 self._lose(f"its lease could not be renewed: {e}")
                 return
             if not ok:
-                self._lose("a newer relay took the leadership over")
+                self._lose("its lease ended or a newer relay took the leadership over")
                 return
             self._valid_until = started + self.cfg.lease * TRUSTED_PART
 

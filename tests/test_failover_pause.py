@@ -1,0 +1,195 @@
+"""Review of issue 25, on the real PostgreSQL and the real sshd: a relay paused (SIGSTOP) inside a journal
+transaction no longer blocks the standby's take-over, a lease that ended is never renewed, a command waiting for
+the writers' lock gives up in one sentence, and the stages of a relay that lost its lease stop at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from onss_relay.config import Duration, JournalConfig
+from onss_relay.journal.postgres_lease import PostgresLease
+from onss_relay.journal.postgres_schema import WRITER_LOCK
+from onss_relay.leadership import TermStop
+from tests.fixtures.sshd import SshServer
+from tests.helpers import run_cli, wait_log, wait_until
+from tests.test_failover import _pair, pg_config  # noqa: F401  (the fixture)
+
+SENDER = "123456"
+
+PAUSED_IN_TRANSACTION = """
+import os, signal, sys
+from onss_relay.config import Duration, JournalConfig
+from onss_relay.journal.postgres import PostgresJournal
+journal = PostgresJournal(JournalConfig(url=sys.argv[1], lease=Duration(3)), "123456", epoch=int(sys.argv[2]))
+with journal.atomic():  # the writers' lock is taken, the fence passed: a relay's write about to be made
+    print("in transaction", flush=True)
+    os.kill(os.getpid(), signal.SIGSTOP)
+"""
+
+
+def _url(config: Path) -> str:
+    return config.read_text().split('url = "', 1)[1].split('"', 1)[0]
+
+
+def _epoch(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT epoch FROM leadership").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _idle_in_transaction(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND state LIKE 'idle in transaction%'"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+@pytest.mark.slow
+def test_a_leader_paused_inside_a_transaction_is_taken_over_within_a_lease(
+    sftp_dir: Path,
+    pg_config: Path,  # noqa: F811
+    sshd: SshServer,
+) -> None:
+    """The reviewer's stopintx.sh: the active relay paused while its journal connection holds the writers' lock
+    in an open transaction. The server ends that transaction after one lease, the standby takes over, and the
+    old relay, resumed, steps down."""
+    url = _url(pg_config)
+    active, standby = _pair(sftp_dir, pg_config)
+    assert active.proc is not None
+    paused = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_IN_TRANSACTION, url, _epoch(url)], stdout=subprocess.PIPE, env=os.environ.copy()
+    )
+    try:
+        assert paused.stdout is not None and paused.stdout.readline() == b"in transaction\n"
+        assert wait_until(lambda: _idle_in_transaction(url) > 0, 10)
+        os.kill(active.proc.pid, signal.SIGSTOP)
+        assert wait_log(sftp_dir / "b.log", "taking_over", timeout=15), (sftp_dir / "b.log").read_text()[-2000:]
+        os.kill(active.proc.pid, signal.SIGCONT)
+        assert wait_log(sftp_dir / "a.log", "standby_again", timeout=15), (sftp_dir / "a.log").read_text()[-2000:]
+    finally:
+        os.kill(active.proc.pid, signal.SIGCONT)
+        paused.kill()
+        paused.wait()
+        assert active.stop(30) == 0
+        assert standby.stop(30) == 0
+
+
+@pytest.mark.slow
+def test_during_a_postgresql_outage_status_says_the_relays_wait_for_it(
+    sftp_dir: Path,
+    pg_config: Path,  # noqa: F811
+    sshd: SshServer,
+    pg_server: Any,
+) -> None:
+    """Both relays run and wait for the database: `status --health` said "not running: the last daemon stopped"
+    (the leader's report on stepping down), and the standby logged nothing when the database went away."""
+    active, standby = _pair(sftp_dir, pg_config)
+
+    def health() -> str:
+        r = run_cli("status", "--health", "--config", str(pg_config))
+        return r.stdout + r.stderr
+
+    try:
+        pg_server.stop()
+        try:
+            assert wait_log(sftp_dir / "b.log", "journal_database_unreachable", timeout=30)
+            assert wait_log(sftp_dir / "a.log", "standby_again", timeout=30)
+            assert wait_until(lambda: "waiting for the journal's database" in health(), 30, 1.0), health()
+            said = health()
+            assert "not running" not in said and f"{socket.gethostname()} pid" in said, said
+        finally:
+            pg_server.start()
+        log_b = (sftp_dir / "b.log").read_text()
+        assert log_b.count("journal_database_unreachable") == 1, log_b[-3000:]
+    finally:
+        assert active.stop(30) == 0
+        assert standby.stop(30) == 0
+
+
+def test_a_standby_shows_no_old_epoch_once_the_database_is_gone(settings: JournalConfig, pg_server: Any) -> None:
+    """A standby's /metrics showed the epoch it last read after PostgreSQL had stopped: it knows none then."""
+    leader, waiting = PostgresLease(settings, SENDER), PostgresLease(settings, SENDER)
+    waiting.me = "the other machine pid 1"  # one process plays both relays
+    try:
+        assert leader.try_acquire() and not waiting.try_acquire()
+        assert waiting.describe()["leader_epoch"] == 1
+        pg_server.stop()
+        try:
+            assert not waiting.try_acquire() and waiting.unreachable
+            assert waiting.describe()["leader_epoch"] is None
+        finally:
+            pg_server.start()
+    finally:
+        leader.release()
+        waiting.release()
+
+
+@pytest.fixture
+def settings(pg_server: Any) -> JournalConfig:
+    return JournalConfig(url=pg_server.new_database(), lease=Duration(3))
+
+
+def test_a_lease_that_ended_is_not_renewed(settings: JournalConfig) -> None:
+    """A relay paused past its lease must not renew it when it runs again (a standby may be taking it over)."""
+    import psycopg
+
+    lease = PostgresLease(settings, SENDER)
+    try:
+        assert lease.try_acquire()
+        with psycopg.connect(settings.url, autocommit=True) as conn:  # the lease ran out while it was paused
+            conn.execute("UPDATE leadership SET expires_at = now() - interval '1 second'")
+        assert wait_until(lambda: lease.lost() is not None, 5), "the ended lease was renewed"
+    finally:
+        lease.release()
+
+
+def test_the_term_stops_the_moment_the_lease_is_lost(settings: JournalConfig) -> None:
+    """The stages' stop event reads the leadership: nobody needs to set it for every is_set() to say stop."""
+    import psycopg
+
+    lease = PostgresLease(settings, SENDER)
+    stop = TermStop(lease)
+    try:
+        assert lease.try_acquire()
+        assert not stop.is_set()
+        with psycopg.connect(settings.url, autocommit=True) as conn:  # a standby took over
+            conn.execute("UPDATE leadership SET epoch = epoch + 1, holder = 'other pid 1'")
+        assert wait_until(stop.is_set, 5)
+    finally:
+        lease.release()
+
+
+def test_submit_gives_up_in_one_sentence_when_the_journal_stays_locked(
+    relay_dir: Path, settings: JournalConfig, tmp_path: Path
+) -> None:
+    """A session holding the writers' lock in an open transaction (a paused process): `submit` fails after a
+    bound, saying so, instead of hanging."""
+    import psycopg
+
+    config = relay_dir / "config.toml"
+    config.write_text(f'{config.read_text()}\n[journal]\nurl = "{settings.url}"\nlease = "3s"\n')
+    decl = tmp_path / "decl.xml"
+    decl.write_bytes(b"<Dimona/>")
+    assert run_cli("check", "--config", str(config)).returncode in (0, 1)  # the journal's schema is made
+    with psycopg.connect(settings.url, autocommit=True) as holder:
+        holder.execute("BEGIN")
+        holder.execute(f"SELECT pg_advisory_xact_lock({WRITER_LOCK})")
+        r = run_cli("submit", str(decl), "--app", "DIMN", "--env", "T", "--config", str(config), timeout=60)
+        holder.execute("ROLLBACK")
+    assert r.returncode != 0 and "locked by another process" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
