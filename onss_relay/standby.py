@@ -15,7 +15,6 @@ from onss_relay.config import MetricsConfig
 from onss_relay.journal import Journal, State
 from onss_relay.leadership import RelayLock
 from onss_relay.sd_notify import Notifier
-from onss_relay.standby_web import serve_standby, stop_serving
 
 log = structlog.get_logger(__name__)
 
@@ -32,7 +31,11 @@ def wait_for_leadership(
     return True once held, False if stopped first."""
     if lock.try_acquire():
         return True
-    web = serve_standby(metrics, lock) if metrics is not None else None
+    if metrics is None or not metrics.listen:
+        return _wait_as_standby(lock, stop, notifier, tick)
+    from onss_relay.standby_web import serve_standby, stop_serving  # prometheus_client only when it serves
+
+    web = serve_standby(metrics, lock)
     try:
         return _wait_as_standby(lock, stop, notifier, tick)
     finally:

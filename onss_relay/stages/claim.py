@@ -66,7 +66,7 @@ class Claimer:
         self.tracker.settle_unknown = cfg.watch.settle_unknown
         self.sent_names = SentNames(spool.sent)
         self._xml_seen: dict[str, tuple[object, str | None]] = {}  # set → ((name, size, mtime) of its FIs, problem)
-        self._saved = b""
+        self._saved: frozenset[str] | None = None  # the names outbox-sightings.json holds (None: no such file)
         self._saved_at = 0.0
         self._next_sweep = 0.0
         self._unrecorded = UnrecordedClaims()
@@ -150,23 +150,23 @@ class Claimer:
     def _load_sightings(self) -> None:
         """Count from the first sightings an earlier run kept (a cron'd `send --once`; never from mtimes)."""
         try:
-            self._saved = self._sightings_path.read_bytes()
-            doc = json.loads(self._saved)
+            doc = json.loads(self._sightings_path.read_bytes())
             self.tracker.restore(doc["files"], time.time() - float(doc["at"]))
+            self._saved = frozenset(doc["files"])
         except (OSError, ValueError, KeyError, TypeError):
-            self._saved = b""
+            self._saved = None
 
     def _save_sightings(self) -> None:
         """Keep the first sightings for the next run, rewritten only when the files seen change."""
         files = self.tracker.sightings()
-        if not files and not self._saved:
+        if not files and self._saved is None:
             return
-        if self._saved and set(json.loads(self._saved).get("files", {})) == set(files) and not self._stale():
+        if self._saved is not None and self._saved == files.keys() and not self._stale():
             return
         data = json.dumps({"at": time.time(), "files": files}).encode()
         with contextlib.suppress(OSError):  # derived: a full disk only loses the count across runs
             atomic_write(self._sightings_path, data, sync=False)
-            self._saved = data
+            self._saved = frozenset(files)
             self._saved_at = time.monotonic()
 
     def _stale(self) -> bool:
@@ -263,7 +263,9 @@ class Claimer:
         if row is not None and row.state != State.FAILED:
             if row.archived:
                 self._refuse(group, go, "duplicate name, would be ACRF-133", sent_before(group.key, group.fis, row))
-            return None  # claimed already: in flight, or its archive is being completed
+            else:  # claimed already: in flight, or its archive is being completed; nothing to settle or keep
+                self.tracker.forget({p.name for p in group.paths()})
+            return None
         same_sequence = [
             r for r in self._used.get((go.sender, go.date, go.seq, go.env.value), []) if r.go_name != group.key
         ]
