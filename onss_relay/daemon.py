@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -27,7 +28,6 @@ from onss_relay.errors import (
 from onss_relay.health import Health, HealthSnapshot, relay_health, snapshot_of, write_report
 from onss_relay.hook_part import HookPart
 from onss_relay.leadership import TermStop, relay_lock_for
-from onss_relay.listener import start_listener
 from onss_relay.log import log_thread_death
 from onss_relay.pipeline import Relay
 from onss_relay.reload import reloaded
@@ -39,7 +39,9 @@ from onss_relay.stage_thread import Stage
 from onss_relay.stages.uncertain import uncertain_wait
 from onss_relay.stages.watch import Watcher
 from onss_relay.standby import report_waiting, wait_before_recovery, wait_for_leadership
-from onss_relay.web import WebServer
+
+if TYPE_CHECKING:  # the listener (prometheus_client, jinja2) is imported only when metrics.listen is set
+    from onss_relay.web import WebServer
 
 log = structlog.get_logger(__name__)
 
@@ -318,4 +320,8 @@ class Daemon:
 
     def _start_web(self, relay: Relay) -> None:
         """Serve /metrics, /healthz and the status page on [metrics] listen, when it is set."""
+        if not self.cfg.metrics.listen:
+            return
+        from onss_relay.listener import start_listener  # prometheus_client and jinja2: not in memory when unused
+
         self.web = start_listener(lambda: self.cfg, relay, self.snapshot)

@@ -120,8 +120,10 @@ class Relay:
 
         def claim_and_sign(journal: Journal) -> list[str]:
             spool = Spool(self.cfg.paths)
-            claimed = claim(Claimer(self.cfg, journal, spool), self.stop, wait_for_settle)
-            Signer(self.cfg, journal, spool).sign_queued()
+            signer = Signer(self.cfg, journal, spool)
+            # each claimed page is signed before the next is claimed: uploading starts after the first page
+            claimed = claim(Claimer(self.cfg, journal, spool), self.stop, wait_for_settle, signer.sign_queued)
+            signer.sign_queued()
             return claimed
 
         child = Forked(
@@ -195,11 +197,14 @@ class Relay:
         return sum(1 for p in self.spool.failed.iterdir() if p.name.endswith(".reason.json"))
 
 
-def claim(claimer: Claimer, stop: threading.Event, wait_for_settle: bool) -> list[str]:
-    """Given the claim stage, scan the outbox; with wait_for_settle, scan again once the settle delay has passed."""
-    claimed = claimer.scan()
+def claim(
+    claimer: Claimer, stop: threading.Event, wait_for_settle: bool, on_page: Callable[[], object] | None = None
+) -> list[str]:
+    """Given the claim stage, scan the outbox, calling on_page after each page claimed (committed); with
+    wait_for_settle, scan again once the settle delay has passed. Return the claimed GO names."""
+    claimed = claimer.scan(on_page)
     settle = claimer.cfg.watch.settle
     if wait_for_settle and settle > 0:
         stop.wait(settle + 0.05)
-        claimed += claimer.scan()
+        claimed += claimer.scan(on_page)
     return claimed

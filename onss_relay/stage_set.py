@@ -24,8 +24,7 @@ def relay_stages(
 
     def scan() -> None:
         relay.uploader.freshen()  # sets may come: prove the idle connection while they are claimed and signed
-        if relay.claimer.scan():
-            signer_wake.set()
+        relay.claimer.scan(on_page=signer_wake.set)  # signing starts after the first page claimed
 
     def sign() -> None:
         if relay.signer.sign_queued(progress=uploader_wake.set):

@@ -18,7 +18,6 @@ from onss_relay.health import Health, daemon_report, write_report
 from onss_relay.journal import Journal, State
 from onss_relay.leadership import RelayLock
 from onss_relay.sd_notify import Notifier
-from onss_relay.standby_web import serve_standby, stop_serving
 
 log = structlog.get_logger(__name__)
 
@@ -35,7 +34,11 @@ def wait_for_leadership(
     return True once held, False if stopped first."""
     if lock.try_acquire():
         return True
-    web = serve_standby(metrics, lock) if metrics is not None else None
+    if metrics is None or not metrics.listen:
+        return _wait_as_standby(lock, stop, notifier, tick)
+    from onss_relay.standby_web import serve_standby, stop_serving  # prometheus_client only when it serves
+
+    web = serve_standby(metrics, lock)
     try:
         return _wait_as_standby(lock, stop, notifier, tick)
     finally:

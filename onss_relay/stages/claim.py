@@ -1,17 +1,17 @@
 """The claim stage: find settled, complete, valid declaration sets in the outbox and queue them in the journal.
 
-The scan is the truth; filesystem events (``watch.py``) only wake it early. Invalid input is quarantined with a
-reason, never dropped. Claimed files stay in the outbox until the uploader archives them into sent/.
+The scan is the truth; filesystem events (``watch.py``) only wake it early. The outbox is read once, streamed,
+into bare names per set (``outbox_index.py``); sets are then claimed a page at a time (CLAIM_PAGE): checked,
+committed and handed on before the next page is looked at, so memory stays bounded and signing and uploading
+start after the first page. Invalid input is quarantined with a reason, never dropped. Claimed files stay in
+the outbox until the uploader archives them into sent/.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 import json
-import os
-import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,22 +20,24 @@ import structlog
 
 from onss_relay import held
 from onss_relay.config import Config
-from onss_relay.declaration import declaration_warnings, open_for_writing, xml_problem
-from onss_relay.declaration_keys import declaration_keys
+from onss_relay.declaration import open_for_writing, xml_problem
 from onss_relay.durable import atomic_write
-from onss_relay.errors import InvalidName, JournalError
+from onss_relay.errors import JournalError
 from onss_relay.journal import Journal, NewSet, SequenceKey, SetData, SetRow, State
-from onss_relay.local_time import local_time
-from onss_relay.names import Name, Prefix, format_name, missing_parts, parse_name, sent_application_codes, set_key
+from onss_relay.names import Name, Prefix, format_name, missing_parts, parse_name
 from onss_relay.sent_names import SentNames
-from onss_relay.spool import Spool, file_digest, is_temp_name
-from onss_relay.stages.same_content import CONTENT_KEY, content_digest, earlier_with, same_content_detail
+from onss_relay.spool import Spool
+from onss_relay.stages.claim_rules import latest_plausible_today, refusal, sent_before, with_keys, with_warnings
+from onss_relay.stages.outbox_index import OutboxIndex, index_outbox
+from onss_relay.stages.same_content import content_digest, earlier_with, same_content_detail
 from onss_relay.stages.settle import SettleTracker
 from onss_relay.stages.unrecorded import UnrecordedClaims
 
+__all__ = ["CLAIM_PAGE", "Claimer", "SettleTracker", "latest_plausible_today"]
+
 log = structlog.get_logger(__name__)
 
-CLAIM_BATCH = 100  # sets queued per journal commit while scanning
+CLAIM_PAGE = 200  # sets looked at, claimed and committed together; the next page only once this one is handed on
 SWEEP_EVERY = 10.0  # seconds between looks at the held originals (held.py)
 SIGHTINGS_REFRESH = 60.0  # seconds between rewrites of outbox-sightings.json when only the ages changed
 
@@ -64,7 +66,7 @@ class Claimer:
         self.tracker.settle_unknown = cfg.watch.settle_unknown
         self.sent_names = SentNames(spool.sent)
         self._xml_seen: dict[str, tuple[object, str | None]] = {}  # set → ((name, size, mtime) of its FIs, problem)
-        self._saved = b""
+        self._saved: frozenset[str] | None = None  # the names outbox-sightings.json holds (None: no such file)
         self._saved_at = 0.0
         self._next_sweep = 0.0
         self._unrecorded = UnrecordedClaims()
@@ -79,43 +81,36 @@ class Claimer:
         self.tracker.settle = cfg.watch.settle
         self.tracker.settle_unknown = cfg.watch.settle_unknown
 
-    def scan(self) -> list[str]:
-        """Scan the outbox once: quarantine bad files, claim complete settled sets; return the claimed GO names."""
-        sets: dict[str, _SetFiles] = {}
-        present: set[str] = set()
-        all_settled: dict[str, bool] = {}
-        entries, odd = self._entries()
-        self._refuse_odd(odd)
-        for entry in entries:
-            name, path, st = entry
-            present.add(name)
-            settled = self.tracker.settled(name, st)
-            try:
-                parsed = parse_name(name)
-            except InvalidName as e:
-                if settled:
-                    self.spool.quarantine([path], "not a valid declaration file name", str(e))
-                continue
-            if parsed.prefix not in (Prefix.FI, Prefix.FS, Prefix.GO):
-                if settled:
-                    self.spool.quarantine(
-                        [path], "not a declaration file", f"{name}: prefix {parsed.prefix} is not sent by senders"
-                    )
-                continue
-            group = sets.setdefault(set_key(parsed), _SetFiles(set_key(parsed)))
-            (group.fis if parsed.prefix == Prefix.FI else group.extras)[name] = path
-            group.parsed.append(parsed)
-            all_settled[group.key] = all_settled.get(group.key, True) and settled
-        self.tracker.forget_missing(present)
-        self._xml_seen = {k: v for k, v in self._xml_seen.items() if k in sets}
-        self._scan_reads(list(sets))
-        ready = [(g, new) for key, g in sets.items() if (new := self._consider(g, all_settled[key])) is not None]
+    def scan(self, on_page: Callable[[], object] | None = None) -> list[str]:
+        """Scan the outbox once: quarantine bad files, claim complete settled sets a page at a time, calling
+        on_page after each page that claimed something (committed: signing may start); return the claimed GO
+        names."""
+        outbox = index_outbox(self.spool, self.tracker)
+        self.tracker.forget_missing(outbox.present)
+        self._xml_seen = {k: v for k, v in self._xml_seen.items() if k in outbox.sets}
+        claimed: list[str] = []
+        for keys in outbox.pages(CLAIM_PAGE):
+            page = self._claim_page(keys, outbox)
+            claimed += page
+            if page and on_page is not None:
+                on_page()
+        self._unrecorded.after_scan(outbox.present, recorded=bool(claimed))
+        self._save_sightings()
+        self._sweep_due()
+        return claimed
+
+    def _claim_page(self, keys: list[str], outbox: OutboxIndex) -> list[str]:
+        """Given a page of sets' GO names and the scan's index, claim those complete, settled and valid in one
+        journal commit; return their GO names. Sets of earlier pages are in the journal by then: the sequence
+        and content checks find them there."""
+        groups = [_set_files(key, outbox.sets[key], self.spool.outbox) for key in keys]
+        self._scan_reads(keys)
+        ready = [(g, new) for g in groups if (new := self._consider(g, g.key not in outbox.unsettled)) is not None]
         # a file seen closed after writing (or renamed in) needs no look in /proc: the event said so
         unsure = [p for g, _ in ready for p in g.fis.values() if not self.tracker.closed(p.name)]
         busy = open_for_writing(unsure) if unsure else set()
-        claimed: list[str] = []
         batch: list[NewSet] = []
-        sequences: dict[tuple[str, str, str, str], str] = {}  # claimed in this scan, not in the journal yet
+        sequences: dict[tuple[str, str, str, str], str] = {}  # claimed in this page, not in the journal yet
         names: set[str] = set()
         for group, new in ready:
             if not self._complete(group, new, busy):
@@ -125,22 +120,18 @@ class Claimer:
                 continue
             parts = [group.fis[n] for n in new.parts]
             batch.append(with_keys(with_warnings(checked, parts), parts))
-            claimed.append(new.go_name)
             names |= set(group.fis) | set(group.extras)
-            if len(batch) == CLAIM_BATCH:
-                self._record(batch, names)
-                batch = []
         self._record(batch, names)
-        self._unrecorded.after_scan(present, recorded=bool(claimed))
         # only once recorded: a journal that refused the commit (busy, full) finds them settled at the next scan,
         # which fails again until it commits, instead of a scan that touches nothing and looks like a recovery
         self.tracker.forget(names)
-        self._save_sightings()
-        self._sweep_due()
-        return claimed
+        for new in batch:
+            self._xml_seen.pop(new.go_name, None)
+        self._rows, self._used = {}, {}
+        return [new.go_name for new in batch]
 
     def _scan_reads(self, keys: list[str]) -> None:
-        """Given the GO names of a scan's sets, read their journal rows and the sets using their sequences in a
+        """Given the GO names of a page's sets, read their journal rows and the sets using their sequences in a
         few statements (not two round trips per set to a PostgreSQL journal)."""
         names = [parse_name(key) for key in keys]
         self._rows = self.journal.sets_by_names(keys)
@@ -159,23 +150,23 @@ class Claimer:
     def _load_sightings(self) -> None:
         """Count from the first sightings an earlier run kept (a cron'd `send --once`; never from mtimes)."""
         try:
-            self._saved = self._sightings_path.read_bytes()
-            doc = json.loads(self._saved)
+            doc = json.loads(self._sightings_path.read_bytes())
             self.tracker.restore(doc["files"], time.time() - float(doc["at"]))
+            self._saved = frozenset(doc["files"])
         except (OSError, ValueError, KeyError, TypeError):
-            self._saved = b""
+            self._saved = None
 
     def _save_sightings(self) -> None:
         """Keep the first sightings for the next run, rewritten only when the files seen change."""
         files = self.tracker.sightings()
-        if not files and not self._saved:
+        if not files and self._saved is None:
             return
-        if self._saved and set(json.loads(self._saved).get("files", {})) == set(files) and not self._stale():
+        if self._saved is not None and self._saved == files.keys() and not self._stale():
             return
         data = json.dumps({"at": time.time(), "files": files}).encode()
         with contextlib.suppress(OSError):  # derived: a full disk only loses the count across runs
             atomic_write(self._sightings_path, data, sync=False)
-            self._saved = data
+            self._saved = frozenset(files)
             self._saved_at = time.monotonic()
 
     def _stale(self) -> bool:
@@ -264,51 +255,6 @@ class Claimer:
             for n in claimed:
                 log.info("set_claimed", set=n.go_name, parts=len(n.parts), state="queued")
 
-    def _entries(self) -> tuple[list[tuple[str, Path, os.stat_result]], list[tuple[Path, os.stat_result]]]:
-        """Return the outbox's regular files (name, path, stat), sorted, and the entries that are neither a
-        regular file nor a folder (symbolic links, pipes, sockets); temporary names are left alone."""
-        out: list[tuple[str, Path, os.stat_result]] = []
-        odd: list[tuple[Path, os.stat_result]] = []
-        try:
-            it = os.scandir(self.spool.outbox)
-        except FileNotFoundError:
-            return out, odd
-        with it:
-            for e in it:
-                if is_temp_name(e.name):
-                    continue
-                try:
-                    st = e.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if stat.S_ISREG(st.st_mode):
-                    out.append((e.name, Path(e.path), st))
-                elif not stat.S_ISDIR(st.st_mode):
-                    odd.append((Path(e.path), st))
-        return sorted(out), odd
-
-    def _refuse_odd(self, odd: list[tuple[Path, os.stat_result]]) -> None:
-        """Given outbox entries that are not regular files, quarantine each with why (never silently skipped).
-
-        A symbolic link is not followed: it may point at any file the relay can read (its key, another
-        payroll's data) and its target may change after it is signed; the link itself goes to failed/."""
-        for path, st in odd:
-            if stat.S_ISLNK(st.st_mode):
-                try:
-                    target = os.readlink(path)
-                except OSError:
-                    target = "?"
-                reason = "a symbolic link, not a file"
-                detail = (
-                    f"{path.name} is a symbolic link to {target}: the relay sends only regular files put in the "
-                    "outbox (a link may point at any file the relay can read, and its target can change); "
-                    "copy or move the file itself into the outbox"
-                )
-            else:
-                reason = "not a regular file"
-                detail = f"{path.name} is a pipe, socket or device, not a declaration file"
-            self.spool.quarantine([path], reason, detail)
-
     def _consider(self, group: _SetFiles, settled: bool) -> NewSet | None:
         """Given a group of files and whether all are settled, return the set to queue, or None (refused,
         incomplete, not settled, or claimed before)."""
@@ -316,8 +262,10 @@ class Claimer:
         row = self._rows.get(group.key)
         if row is not None and row.state != State.FAILED:
             if row.archived:
-                self._refuse(group, go, "duplicate name, would be ACRF-133", _sent_before(group, row))
-            return None  # claimed already: in flight, or its archive is being completed
+                self._refuse(group, go, "duplicate name, would be ACRF-133", sent_before(group.key, group.fis, row))
+            else:  # claimed already: in flight, or its archive is being completed; nothing to settle or keep
+                self.tracker.forget({p.name for p in group.paths()})
+            return None
         same_sequence = [
             r for r in self._used.get((go.sender, go.date, go.seq, go.env.value), []) if r.go_name != group.key
         ]
@@ -342,7 +290,7 @@ class Claimer:
             why = f"{group.key}: sequence {go.seq} of {go.date} ({go.env}) was already sent, as {earlier}"
             self._refuse(group, go, "duplicate name, would be ACRF-133", why)
             return None
-        problem = self._validate(go)
+        problem = refusal(self.cfg, go)
         if problem:
             self._refuse(group, go, *problem)
             return None
@@ -357,21 +305,6 @@ class Claimer:
         data = SetData(sizes=sizes, mtimes=mtimes, extras=tuple(sorted(group.extras)), identities=identities)
         return NewSet(group.key, go.env.value, fis, data)
 
-    def _validate(self, go: Name) -> tuple[str, str] | None:
-        """Given a complete set's GO name, return (reason, detail) when it must not be sent, else None."""
-        if go.sender != self.cfg.sender.number:
-            return (
-                "wrong sender number, would be ACRF-108",
-                f"{go}: sender {go.sender} is not the configured sender.number {self.cfg.sender.number}",
-            )
-        if go.env.value not in self.cfg.watch.environments:
-            return ("environment not allowed", f"{go}: environment {go.env} is not in watch.environments")
-        if go.creation_date > latest_plausible_today():
-            return ("date in the future, would be ACRF-111", f"{go}: date {go.date} is after today")
-        if go.app not in sent_application_codes(self.cfg.watch.extra_application_codes):
-            return ("not a code senders send", f"{go}: {go.app} is a response-only application code")
-        return None
-
     def _check_incomplete(self, group: _SetFiles, missing: list[str]) -> None:
         waited = max(self.tracker.seen_for(p.name) for p in group.paths())  # since the first part was seen
         if waited > self.cfg.watch.incomplete_after:
@@ -384,60 +317,12 @@ class Claimer:
         self.spool.quarantine(group.paths(), reason, detail, set=group.key)
 
 
-def with_keys(new: NewSet, parts: list[Path]) -> NewSet:
-    """Given a set about to be claimed and its FI files, return it with the keys answers and later drops find it
-    by: each Form's identification in every part and the sender's reference (answers without a FileReference), and its
-    content digest (the same declaration dropped twice)."""
-    keys = declaration_keys(*parts)
-    if new.data.content:
-        keys = (*keys, (CONTENT_KEY, new.data.content))
-    return dataclasses.replace(new, keys=keys)
-
-
-def with_warnings(new: NewSet, parts: list[Path]) -> NewSet:
-    """Given a set about to be claimed and its FI files, return it carrying (and log) what the ONSS documents
-    say against it: reported in its result, never a refusal. An unreadable file is the sign stage's to report."""
-    try:
-        warnings = declaration_warnings(parse_name(new.go_name), parts)
-    except OSError:
-        return new
-    except Exception as e:  # a report must never stop the claim: say it could not be made, send the set
-        log.exception("declaration_check_failed", set=new.go_name)
-        warnings = (f"{new.go_name}: its encoding could not be checked ({type(e).__name__}: {e})",)
-    for warning in warnings:
-        log.warning("declaration_warning", set=new.go_name, warning=warning)
-    return dataclasses.replace(new, data=dataclasses.replace(new.data, warnings=warnings)) if warnings else new
-
-
-def _sent_before(group: _SetFiles, row: SetRow) -> str:
-    """Given files named like a set already sent, say so, and what the ONSS got if they are a later version of
-    that set's files (a writer that appended after the relay sent and released the original)."""
-    when = local_time(row.created_at)
-    again = sorted(n for n in group.fis if n in row.data.digests)
-    if not again:
-        return f"{group.key} was already sent on {when}"
-    differ = [n for n in again if _digest_or_none(group.fis[n], row.data.digests[n]) != row.data.digests[n]]
-    if not differ:
-        return f"{group.key} was already sent on {when}: {', '.join(again)} holds the same bytes as sent on {when}"
-    return (
-        f"{group.key} was already sent on {when}: {', '.join(differ)} has different content from what was sent, "
-        f"and the ONSS got the earlier version (in {row.data.sent_dir}); this content was not sent"
-    )
-
-
-def _digest_or_none(path: Path, recorded: str) -> str | None:
-    """Given a file and a recorded "algorithm:hex", return the file's digest the same way (None if unreadable)."""
-    try:
-        return file_digest(path, recorded.partition(":")[0])
-    except OSError:
-        return None
-
-
-def latest_plausible_today() -> dt.date:
-    """Return the latest date a sender may put in a name today: the machine's, or Belgium's when it is ahead.
-
-    Containers often run on UTC while payroll systems date files in Belgian time (UTC+1/+2): between midnight
-    in Brussels and midnight UTC a correct file would otherwise look dated in the future.
-    """
-    belgium = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)).date()
-    return max(dt.date.today(), belgium)
+def _set_files(key: str, names: list[str], outbox: Path) -> _SetFiles:
+    """Given a set's GO name, its file names in the outbox and the outbox, return its files as the claim looks
+    at them (paths by name, FI parts apart from the rest, every name parsed)."""
+    group = _SetFiles(key)
+    for name in names:
+        parsed = parse_name(name)
+        (group.fis if parsed.prefix == Prefix.FI else group.extras)[name] = outbox / name
+        group.parsed.append(parsed)
+    return group

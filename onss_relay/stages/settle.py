@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class _Sighting:
     size: int
     mtime_ns: int

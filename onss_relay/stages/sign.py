@@ -68,17 +68,24 @@ class Signer:
         ``progress`` is called after each commit, so that uploading starts before the last set is signed.
         """
         done = 0
-        queued = self.journal.sets_in(State.QUEUED)
-        for i in range(0, len(queued), BATCH):
-            if self.stop_requested():
+        passed: set[str] = set()  # sets left queued this round (a read worth another try): not read again
+        while not self.stop_requested():
+            # a batch at a time from the journal, not every queued row at once: a full outbox claimed in pages
+            # keeps queueing while this signs, and memory stays that of one batch
+            queued = [
+                r for r in self.journal.sets_in(State.QUEUED, limit=BATCH + len(passed)) if r.go_name not in passed
+            ]
+            if not queued:
                 break
             writer = BatchWriter(self.spool.work)
             try:
-                signed = [c for row in queued[i : i + BATCH] if (c := self._sign_files(row, writer)) is not None]
+                changes = [(row.go_name, self._sign_files(row, writer)) for row in queued]
                 writer.commit()
             except BaseException:
                 writer.abort()
                 raise
+            passed |= {name for name, change in changes if change is None}
+            signed = [change for _, change in changes if change is not None]
             if not signed:
                 continue
             self.journal.transition_many(signed)
