@@ -103,7 +103,10 @@ class _FileWrite:
             self.closing = True
             if self.src is not None:
                 self.src.close()
-            self.request(self._stat, CMD_FSTAT, self.handle)
+            if self.f.local is None and not self.f.data:
+                self.size_checked = True  # an empty file (the GO) opened with O_TRUNC: its size proves nothing
+            else:
+                self.request(self._stat, CMD_FSTAT, self.handle)
             self.request(self._closed, CMD_CLOSE, self.handle)
 
     def _written(self, t: int, msg: paramiko.Message) -> None:
