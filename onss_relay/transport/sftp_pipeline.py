@@ -311,6 +311,8 @@ class _Driver:
         ready = [p for p in waiting if p.reply_ready()]
         if ready:
             return ready
+        for p in self.pipelines:
+            p.session.flush()  # what the replies read so far asked for goes out before waiting
         self.wake.clear()  # then look again: a reply landing in between sets it, and wait() returns at once
         ready = [p for p in waiting if p.reply_ready() or p.session.ended()]
         if not ready and not self.wake.wait(self.timeout):
