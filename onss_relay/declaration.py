@@ -39,30 +39,33 @@ def open_for_writing(paths: Iterable[Path], proc: Path = Path("/proc")) -> set[P
         pids = [d for d in os.listdir(proc) if d.isdigit() and d != me]
     except OSError:
         return busy
+    root = os.fspath(proc)
     for pid in pids:
-        busy |= _written_by(proc / pid, wanted)
+        busy |= _written_by(f"{root}/{pid}", wanted)
     return busy
 
 
-def _written_by(pid_dir: Path, wanted: dict[str, list[tuple[Path, tuple[int, int]]]]) -> set[Path]:
-    """Given a /proc/PID folder, return the wanted files this process holds open for writing."""
+def _written_by(pid_dir: str, wanted: dict[str, list[tuple[Path, tuple[int, int]]]]) -> set[Path]:
+    """Given a /proc/PID folder, return the wanted files this process holds open for writing (plain strings for
+    the paths looked at: this runs for every descriptor of every process)."""
     found: set[Path] = set()
+    fd_dir = f"{pid_dir}/fd/"
     try:
-        fds = os.listdir(pid_dir / "fd")
+        fds = os.listdir(fd_dir)
     except OSError:  # gone, or not ours to inspect
         return found
     for fd in fds:
-        link = pid_dir / "fd" / fd
+        link = fd_dir + fd
         try:
             target = os.readlink(link)
         except OSError:
             continue
-        candidates = wanted.get(target.removesuffix(" (deleted)").rsplit("/", 1)[-1])
+        candidates = wanted.get(target.removesuffix(" (deleted)").rpartition("/")[2])
         if not candidates:
             continue
         try:
             st = os.stat(link)  # follows the magic link to the open file itself, wherever it was renamed
-            flags = _fd_flags(pid_dir / "fdinfo" / fd)
+            flags = _fd_flags(f"{pid_dir}/fdinfo/{fd}")
         except OSError:
             continue
         if flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR):
@@ -70,10 +73,11 @@ def _written_by(pid_dir: Path, wanted: dict[str, list[tuple[Path, tuple[int, int
     return found
 
 
-def _fd_flags(fdinfo: Path) -> int:
-    for line in fdinfo.read_text().splitlines():
-        if line.startswith("flags:"):
-            return int(line.split()[1], 8)
+def _fd_flags(fdinfo: str) -> int:
+    with open(fdinfo) as f:
+        for line in f:
+            if line.startswith("flags:"):
+                return int(line.split()[1], 8)
     return 0
 
 

@@ -72,13 +72,14 @@ def hold(root: Path, row: SetRow, original: Path, dest: Path) -> Path:
 def hold_many(root: Path, originals: list[tuple[SetRow, Path]], dest: Path) -> list[Path]:
     """Given the spool root, sent sets' unchanged outbox originals and where their copies were archived, hold
     them all as ``hold`` does one, with the folder fsyncs shared: every record durable first (one fsync of
-    held/), then the renames (one fsync of held/ and of each outbox folder), then the records completed with
-    the inode and ctime. Return where each is held. An original on another filesystem goes through ``hold``.
+    held/), then the renames (one fsync of held/ and of each outbox folder). Each record is written once, with
+    the inode the original keeps through a rename on its own filesystem. Return where each is held. An original
+    on another filesystem goes through ``hold``.
     """
     folder = root / "held"
     folder.mkdir(exist_ok=True)
     records = BatchWriter(folder)
-    planned: list[tuple[SetRow, Path, Path, dict[str, Any]]] = []
+    planned: list[tuple[SetRow, Path, Path]] = []
     taken: set[str] = set()
     for row, original in originals:
         target = free_name(folder, original.name)
@@ -87,40 +88,32 @@ def hold_many(root: Path, originals: list[tuple[SetRow, Path]], dest: Path) -> l
             n += 1
             target = free_name(folder, f"{original.name}.{n}")
         taken.add(target.name)
-        record = _record_for(row, original, dest)
-        records.write(_record_of(target).name, json.dumps(record).encode())
-        planned.append((row, original, target, record))
+        records.write(_record_of(target).name, json.dumps(_record_for(row, original, dest, inode=True)).encode())
+        planned.append((row, original, target))
     records.commit()  # each record durable before its original moves: a crash leaves a record without its file
     held: list[Path] = []
     elsewhere: list[tuple[SetRow, Path]] = []
-    for row, original, target, _ in planned:
+    for row, original, target in planned:
         try:
             os.rename(original, target)
             held.append(target)
+            log.info("original_held", file=original.name, set=row.go_name, held=str(target))
         except OSError as e:
             _record_of(target).unlink(missing_ok=True)
             if e.errno != errno.EXDEV:
                 raise
             elsewhere.append((row, original))
     fsync_dir(folder)
-    for parent in {original.parent for _, original, _, _ in planned}:
+    for parent in {original.parent for _, original, _ in planned}:
         fsync_dir(parent)
-    completed = BatchWriter(folder)
-    for row, original, target, record in planned:
-        if target in held:
-            now = target.stat()
-            completed.write(
-                _record_of(target).name, json.dumps(record | {"ino": now.st_ino, "ctime_ns": now.st_ctime_ns}).encode()
-            )
-            log.info("original_held", file=original.name, set=row.go_name, held=str(target))
-    completed.commit()
     return held + [hold(root, row, original, dest) for row, original in elsewhere]
 
 
-def _record_for(row: SetRow, original: Path, dest: Path) -> dict[str, Any]:
-    """Given a sent set, its outbox original and where its copy was archived, return the hold record of it."""
+def _record_for(row: SetRow, original: Path, dest: Path, inode: bool = False) -> dict[str, Any]:
+    """Given a sent set, its outbox original and where its copy was archived, return the hold record of it
+    (with ``inode``, the original's inode number: a rename within its filesystem keeps it)."""
     st = original.stat()
-    return {
+    record: dict[str, Any] = {
         "file": original.name,
         "set": row.go_name,
         "digest": row.data.digests[original.name],
@@ -129,6 +122,7 @@ def _record_for(row: SetRow, original: Path, dest: Path) -> dict[str, Any]:
         "held_at": time.time(),
         "sent_dir": str(dest),
     }
+    return record | {"ino": st.st_ino} if inode else record
 
 
 def sweep(

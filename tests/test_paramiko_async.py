@@ -75,6 +75,7 @@ def test_the_wake_event_is_set_when_a_reply_arrives_and_ended_when_closed(sessio
     assert not s.reply_ready() and not s.ended()
     replies: list[tuple[int, paramiko.Message]] = []
     s.request(lambda t, m: replies.append((t, m)), pa.CMD_FSTAT, b"no-such-handle")
+    s.flush()  # queued until then (sent with the others made before the next read)
     assert wake.wait(10), "paramiko did not set the channel's event when the reply arrived"
     assert s.reply_ready()
     _wait(s, replies, 1)
@@ -93,3 +94,42 @@ def test_the_waiter_protocol_is_what_paramiko_calls() -> None:
     assert list(inspect.signature(paramiko.SFTPClient._async_request).parameters)[:3] == ["self", "fileobj", "t"]
     waiter = pa._Waiter(lambda t, m: None)
     assert weakref.ref(waiter)() is waiter
+
+
+def test_requests_made_between_two_reads_leave_in_one_write_as_paramiko_would_pack_them(
+    session, sshd: SshServer, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Issue 27: the WRITEs, FSTAT and CLOSE of a file queued together go to the channel in one write (one SSH
+    packet to encrypt, not one per request), each packed byte for byte as paramiko's own _async_request packs it."""
+    s, sftp = session
+    path = f"{sshd.home}/INTEST/coalesced.bin"
+    opened: list[tuple[int, paramiko.Message]] = []
+    s.request(lambda t, m: opened.append((t, m)), pa.CMD_OPEN, *pa.open_args(path))
+    _wait(s, opened, 1)
+    handle = opened[0][1].get_binary()
+    writes: list[bytes] = []
+    real_write_all = sftp._write_all
+    monkeypatch.setattr(sftp, "_write_all", lambda out: (writes.append(out), real_write_all(out)))
+    replies: list[tuple[int, paramiko.Message]] = []
+    first = sftp.request_number
+    for i in range(3):
+        s.request(lambda t, m: replies.append((t, m)), pa.CMD_WRITE, handle, pa.int64(i * 4), b"abcd")
+    s.request(lambda t, m: replies.append((t, m)), pa.CMD_FSTAT, handle)
+    s.request(lambda t, m: replies.append((t, m)), pa.CMD_CLOSE, handle)
+    _wait(s, replies, 5)
+    assert len(writes) == 1, writes
+    assert [t for t, _ in replies] == [pa.CMD_STATUS] * 3 + [pa.CMD_ATTRS, pa.CMD_STATUS]
+    assert pa.attrs_size(replies[3][1]) == 12 and (sshd.home / "INTEST" / "coalesced.bin").read_bytes() == b"abcd" * 3
+    # the same requests through paramiko's own packing, numbered alike: the same bytes
+    packed: list[bytes] = []
+    monkeypatch.setattr(sftp, "_write_all", packed.append)
+    number, sftp.request_number = sftp.request_number, first
+    waiter = pa._Waiter(lambda t, m: None)
+    for i in range(3):
+        sftp._async_request(waiter, pa.CMD_WRITE, handle, pa.int64(i * 4), b"abcd")
+    sftp._async_request(waiter, pa.CMD_FSTAT, handle)
+    sftp._async_request(waiter, pa.CMD_CLOSE, handle)
+    for n in range(first, first + 5):
+        sftp._expecting.pop(n, None)
+    sftp.request_number = number
+    assert b"".join(packed) == writes[0]

@@ -218,3 +218,38 @@ def test_claim_upload_and_results_read_the_journal_per_batch_not_per_set(
         assert claim_reads <= 5 and upload_reads < 20 and results_reads <= 4, (claim_reads, upload_reads, results_reads)
     finally:
         relay.close()
+
+
+def test_sets_sent_together_are_archived_with_one_look_for_writers(
+    cfg: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 27: 64 sets whose GOs went out together are archived and recorded sent in one batch per upload
+    thread: one look in /proc for writers still holding their originals (a scan of every descriptor of every
+    process, the largest cost of a sent set on a busy machine) and one journal commit, not one of each per 16."""
+    from onss_relay import spool as spool_module
+    from onss_relay.stages import upload_queue
+
+    files: dict[tuple[str, str], bytes] = {}
+    relay = Relay(cfg, connect=lambda: FakeTransport(files, []))
+    looks: list[int] = []
+    real_look = spool_module.open_for_writing
+
+    def counted(paths):  # type: ignore[no-untyped-def]
+        paths = list(paths)
+        looks.append(len(paths))
+        return real_look(paths)
+
+    try:
+        gos = drop(relay, 64, parts=1)
+        relay.claim()
+        relay.signer.sign_queued()
+        monkeypatch.setattr(spool_module, "open_for_writing", counted)
+        monkeypatch.setattr(upload_queue, "SENT_DELAY", 3600.0)  # batches by count alone, whatever the load
+        report = relay.uploader.upload_pending()
+        assert sorted(report.sent) == sorted(gos)
+        # one batch per upload thread (each sends its share of the 64): before, one per 16 sets, 4 at least
+        assert sum(looks) == 64 and len(looks) <= cfg.remote.connections < 4, (looks, cfg.remote.connections)
+        assert {relay.journal.get_set(go).state for go in gos} == {State.SENT}  # type: ignore[union-attr]
+        assert not [p for p in relay.spool.outbox.iterdir() if p.name.startswith("FI")]  # every original held
+    finally:
+        relay.close()

@@ -9,6 +9,7 @@ one of them fails that test rather than an upload.
 
 from __future__ import annotations
 
+import struct
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -61,7 +62,12 @@ class _Waiter:
 
 
 class AsyncSftp:
-    """Given a paramiko SFTP session, send requests without waiting and read their replies one at a time."""
+    """Given a paramiko SFTP session, send requests without waiting and read their replies one at a time.
+
+    Requests made between two reads are sent together, in one write to the channel (one SSH packet, encrypted
+    once, while they fit in one), as ``flush`` does: at the next ``read_reply`` or ``flush``, before anything
+    waits for a reply. They are numbered and expected in paramiko's table as its own ``_async_request`` does.
+    """
 
     def __init__(self, sftp: paramiko.SFTPClient) -> None:
         self._sftp = sftp
@@ -69,9 +75,11 @@ class AsyncSftp:
         assert channel is not None
         self.channel = channel
         self._waiting: set[_Waiter] = set()  # requests sent, reply not read yet (paramiko may hold them weakly)
+        self._out: list[bytes] = []  # requests packed, not written to the channel yet
 
     def request(self, callback: Reply, command: int, *args: Any) -> None:
-        """Send one request (``command`` with its arguments, as paramiko packs them); ``callback`` gets the reply."""
+        """Queue one request (``command`` with its arguments, as paramiko packs them); ``callback`` gets the
+        reply. It is sent at the next ``flush`` or ``read_reply``."""
 
         def on_reply(t: int, msg: paramiko.Message) -> None:
             self._waiting.discard(waiter)
@@ -79,7 +87,14 @@ class AsyncSftp:
 
         waiter = _Waiter(on_reply)
         self._waiting.add(waiter)
-        self._sftp._async_request(waiter, command, *args)
+        self._out.append(_packed(self._sftp, waiter, command, args))
+
+    def flush(self) -> None:
+        """Send every request queued since the last flush, in one write to the channel."""
+        if self._out:
+            out = b"".join(self._out)
+            self._out = []
+            self._sftp._write_all(out)
 
     @property
     def outstanding(self) -> int:
@@ -87,7 +102,8 @@ class AsyncSftp:
         return len(self._waiting)
 
     def read_reply(self) -> None:
-        """Read one reply (blocking) and hand it to its request's callback."""
+        """Send what is queued, then read one reply (blocking) and hand it to its request's callback."""
+        self.flush()
         self._sftp._read_response()
 
     def reply_ready(self) -> bool:
@@ -105,6 +121,27 @@ class AsyncSftp:
     def raise_status(self, msg: paramiko.Message) -> None:
         """Given a STATUS reply, return if it says OK; raise paramiko's OSError/EOFError for it otherwise."""
         self._sftp._convert_status(msg)
+
+
+def _packed(sftp: paramiko.SFTPClient, waiter: _Waiter, command: int, args: tuple[Any, ...]) -> bytes:
+    """Given a session, a waiter, a command and its arguments, number the request and expect its reply in
+    paramiko's table (as ``SFTPClient._async_request`` does); return its packet (length, type, body) to send."""
+    with sftp._lock:
+        msg = paramiko.Message()
+        msg.add_int(sftp.request_number)
+        for item in args:
+            if isinstance(item, int64):
+                msg.add_int64(item)
+            elif isinstance(item, int):
+                msg.add_int(item)
+            elif isinstance(item, SFTPAttributes):
+                item._pack(msg)
+            else:
+                msg.add_string(item)
+        sftp._expecting[sftp.request_number] = waiter
+        sftp.request_number += 1
+    body: bytes = msg.asbytes()
+    return struct.pack(">IB", len(body) + 1, command) + body
 
 
 def attrs_size(msg: paramiko.Message) -> int | None:

@@ -103,7 +103,10 @@ class _FileWrite:
             self.closing = True
             if self.src is not None:
                 self.src.close()
-            self.request(self._stat, CMD_FSTAT, self.handle)
+            if self.f.local is None and not self.f.data:
+                self.size_checked = True  # an empty file (the GO) opened with O_TRUNC: its size proves nothing
+            else:
+                self.request(self._stat, CMD_FSTAT, self.handle)
             self.request(self._closed, CMD_CLOSE, self.handle)
 
     def _written(self, t: int, msg: paramiko.Message) -> None:
@@ -308,6 +311,8 @@ class _Driver:
         ready = [p for p in waiting if p.reply_ready()]
         if ready:
             return ready
+        for p in self.pipelines:
+            p.session.flush()  # what the replies read so far asked for goes out before waiting
         self.wake.clear()  # then look again: a reply landing in between sets it, and wait() returns at once
         ready = [p for p in waiting if p.reply_ready() or p.session.ended()]
         if not ready and not self.wake.wait(self.timeout):
