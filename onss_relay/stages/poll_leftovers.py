@@ -16,7 +16,9 @@ from onss_relay.names import ALL_FOLDERS, parse_name
 
 log = structlog.get_logger(__name__)
 
-SWEPT = ".old-part-files-swept"  # in inbox/.downloading/: the one sweep was done
+SWEPT = (
+    ".old-part-files-swept"  # an empty folder in inbox/.downloading/: the one sweep was done (no file is left there)
+)
 
 
 def remove_old_part_files(inbox: Path, downloading: Path) -> list[Path]:
@@ -38,8 +40,7 @@ def remove_old_part_files(inbox: Path, downloading: Path) -> list[Path]:
             "server and are downloaded again",
         )
     with contextlib.suppress(OSError):
-        downloading.mkdir(parents=True, exist_ok=True)
-        mark.touch()
+        mark.mkdir(parents=True, exist_ok=True)
     return removed
 
 
