@@ -16,6 +16,7 @@ from onss_relay.journal import open_journal_at
 from onss_relay.results import ResultsWriter, write_result
 from onss_relay.retention import Pruner
 from onss_relay.spool import Spool
+from tests.helpers import wait_until
 from tests.test_retention import _answered_set
 
 
@@ -32,6 +33,8 @@ def tell_every_result(relay_dir: Path, hook: Path) -> None:
         writer = ResultsWriter(spool, journal)
         writer.on_write = result_hook.result_written
         writer.catch_up()
+        due = cfg.paths.root / "hook" / "due"  # a stop ends what runs: wait until every run due has run
+        assert wait_until(lambda: not any(due.iterdir()), 30), sorted(p.name for p in due.iterdir())
         result_hook.stop()
     finally:
         journal.close()

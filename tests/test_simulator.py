@@ -184,8 +184,9 @@ def test_the_simulator_answers_past_a_thousand_and_a_hundred_thousand(
     home: Path, ident: identity.Identity, answered_before: int
 ) -> None:
     """The real simulator, its day's counter where a busy day leaves it: its next answers keep the grammar."""
-    sim = Simulator(home, SENDER, today=dt.date(2026, 11, 30))
-    (home / ".simulator.json").write_text(json.dumps({"seen": [], "seq": {"20261130.T": answered_before}}))
+    today = dt.date.today()  # the declarations' names carry today's date: the simulator's day must be the same
+    sim = Simulator(home, SENDER, today=today)
+    (home / ".simulator.json").write_text(json.dumps({"seen": [], "seq": {f"{today:%Y%m%d}.T": answered_before}}))
     drop(home, "INTEST", fi(1), ident)
     drop(home, "INTEST", fi(2), ident)
     assert all(v.accepted for v in sim.process())

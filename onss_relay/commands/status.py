@@ -131,9 +131,7 @@ def _seconds(age: float) -> str:
     return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
 
 
-def set_detail(
-    journal: Journal, name: str, poll: PollConfig | None = None, sent: Path | None = None
-) -> str | None:
+def set_detail(journal: Journal, name: str, poll: PollConfig | None = None, sent: Path | None = None) -> str | None:
     """Given a GO (or FI) name, or a ticket, the poll settings that say when a set is overdue and the spool's
     sent/ folder, return a readable story of that set (its sent files looked for in that folder), or None when it
     is unknown."""
