@@ -60,6 +60,17 @@ def hook_environment(result: Path, row: SetRow, why: str) -> dict[str, str]:
     }
 
 
+def told_before(record: HookRecord, row: SetRow) -> Told | None:
+    """Given the hook's durable record and a set, return the state of it the hook was told (or is about to be)
+    before this process: its told record, or, for a final set whose record retention pruned and that has not
+    changed since, its state now; None when it was never told."""
+    if known := record.told(row.go_name):
+        return known
+    if row.state in FINAL and record.pruned(row.go_name, row.change, row.updated_at):
+        return told_key(row, None)
+    return None
+
+
 class DueOnly:
     """Given the hook record, record as due (hook/due) each result the hook must be told of, without running
     it: a one-shot `send` or `poll` runs no hook, the daemon runs these at its next start (at least once)."""
@@ -71,7 +82,7 @@ class DueOnly:
         """Given a set whose result file was just written, record its run as due when the set reached a final
         state the hook was not told of yet."""
         key = told_key(row, late)
-        if row.state in FINAL and self.record.told(row.go_name) != key:
+        if row.state in FINAL and told_before(self.record, row) != key:
             self.record.due(row.go_name, key)
 
 
@@ -108,11 +119,8 @@ class ResultHook:
         in this process or, by its record, before a restart (a final set whose record retention pruned, not
         changed since: its state now)."""
         go_name = row.go_name
-        if go_name not in self._told and self.record is not None:
-            if known := self.record.told(go_name):
-                self._told[go_name] = known
-            elif row.state in FINAL and self.record.pruned(go_name, row.change, row.updated_at):
-                self._told[go_name] = told_key(row, None)
+        if go_name not in self._told and self.record is not None and (known := told_before(self.record, row)):
+            self._told[go_name] = known
         return self._told.get(go_name) == key
 
     def resume(self, journal: Journal, poll: PollConfig, write: Callable[[SetRow], Path]) -> None:
