@@ -28,7 +28,7 @@ from onss_relay.errors import (
 from onss_relay.health import Health, HealthSnapshot, relay_health, snapshot_of, write_report
 from onss_relay.hook_part import HookPart
 from onss_relay.leadership import TermStop, relay_lock_for
-from onss_relay.log import log_thread_death
+from onss_relay.log import log_from_signal_handler, log_thread_death
 from onss_relay.pipeline import Relay
 from onss_relay.reload import reloaded
 from onss_relay.retention import Pruner
@@ -73,7 +73,7 @@ class Daemon:
 
     def install_signal_handlers(self) -> None:
         def on_stop(signum: int, frame: FrameType | None) -> None:
-            log.info("stopping", signal=signal.Signals(signum).name)
+            log_from_signal_handler(log, "stopping", signal=signal.Signals(signum).name)
             self.notifier.send("STOPPING=1")
             self.stopping.set()
             self.stop.set()

@@ -9,6 +9,7 @@ from types import FrameType
 
 import structlog
 
+from onss_relay.log import log_from_signal_handler
 from onss_relay.pipeline import Relay
 from onss_relay.stages.poll import PollReport
 
@@ -25,7 +26,7 @@ def stop_on_signals(stop: threading.Event) -> None:
     """Given a stop event, make SIGTERM and SIGINT set it (a one-shot command ends at its next safe point)."""
 
     def on_stop(signum: int, frame: FrameType | None) -> None:
-        log.info("stopping", signal=signal.Signals(signum).name)
+        log_from_signal_handler(log, "stopping", signal=signal.Signals(signum).name)
         stop.set()
 
     signal.signal(signal.SIGTERM, on_stop)

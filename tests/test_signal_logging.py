@@ -1,0 +1,47 @@
+"""A SIGTERM that lands while the main thread writes a log line: structlog's write lock per stream is not
+re-entrant, so a signal handler that logged waited for ever on the lock the interrupted write held (`poll --once`
+stopped during a burst of response_mirrored lines never ended: seen in CI). The handlers log from a thread."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = """
+import os, signal, sys, threading, time
+from structlog._output import _get_lock_for_file  # the lock a log write holds (structlog's own, private)
+from onss_relay.log import setup_logging
+{install}
+stream = open(sys.argv[1], "w")
+setup_logging("info", json_output=True, stream=stream)
+stop = threading.Event()
+install(stop)
+with _get_lock_for_file(stream):  # as a log line being written by the main thread
+    os.kill(os.getpid(), signal.SIGTERM)  # its handler runs here, in this thread, the lock held
+    for _ in range(100):
+        time.sleep(0.01)
+    assert stop.is_set()
+time.sleep(0.5)  # the handler's own line, written once the lock is free
+"""
+
+POLL = "from onss_relay.commands.poll import stop_on_signals as install"
+DAEMON = """
+from onss_relay.daemon import Daemon
+def install(stop):
+    d = Daemon.__new__(Daemon)
+    from onss_relay.sd_notify import Notifier
+    d.notifier, d.stopping, d.stop, d._reload = Notifier(), threading.Event(), stop, threading.Event()
+    d.install_signal_handlers()
+"""
+
+
+@pytest.mark.parametrize("install", [POLL, DAEMON], ids=["poll --once", "run"])
+def test_a_sigterm_during_a_log_write_stops_and_is_logged_without_a_deadlock(tmp_path: Path, install: str) -> None:
+    log = tmp_path / "log.jsonl"
+    script = SCRIPT.format(install=install)
+    r = subprocess.run([sys.executable, "-c", script, str(log)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert '"event": "stopping"' in log.read_text() and '"signal": "SIGTERM"' in log.read_text()
