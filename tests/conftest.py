@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -161,6 +162,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     all), the rest keeping their order: with the README's xdist workers, no long test starts last and keeps the
     run going alone while the other workers idle."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+GROUPED = "tests/test_container.py::"  # xdist_group("containers"): one worker builds the image once for all
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """Given a worker's collected test ids, stop the run if the container tests were not grouped (pytest-xdist's
+    loadgroup names the group in the id; with a pytest it does not support, each worker builds the image)."""
+    lost = [i for i in ids if i.startswith(GROUPED) and "@" not in i]
+    if lost:
+        raise pytest.UsageError(
+            f"pytest {pytest.__version__} with this pytest-xdist did not group {lost[0]} and {len(lost) - 1} more:"
+            " install the versions pyproject.toml's test extra pins"
+        )
 
 
 TRACEBACK = "Traceback (most recent call last)"
