@@ -13,6 +13,9 @@ from onss_relay.pipeline import Relay
 from onss_relay.retention import Pruner
 from onss_relay.stage_thread import Stage
 
+SCAN_SHARE = 0.5  # while events keep coming, claim scans take at most this share of the time (see paced)
+SCAN_REST_MAX = 1.0  # seconds: the longest rest between two scans that pacing imposes
+
 
 def relay_stages(
     cfg: Callable[[], Config], relay: Relay, stop: threading.Event, outbox_wake: threading.Event
@@ -22,6 +25,7 @@ def relay_stages(
     signer_wake, uploader_wake = threading.Event(), threading.Event()
     pruner = Pruner(cfg().retention, relay.journal, relay.spool, stop)
 
+    @paced(stop)
     def scan() -> None:
         relay.uploader.freshen()  # sets may come: prove the idle connection while they are claimed and signed
         relay.claimer.scan(on_page=signer_wake.set)  # signing starts after the first page claimed
@@ -64,3 +68,29 @@ def next_scan_in(relay: Relay, rescan: float) -> float:
     if deadline is None:
         return rescan
     return max(0.05, min(rescan, deadline - time.monotonic() + 0.01))
+
+
+def paced(stop: threading.Event) -> Callable[[Callable[[], None]], Callable[[], None]]:
+    """Given the stop event, return a decorator that makes a scan rest, before it runs, as long as the last
+    scan took (SCAN_SHARE), at most SCAN_REST_MAX: files written one after another each wake the scan, and each
+    scan reads the whole outbox (claimed sets stay there until sent), so unpaced scans took the one core the
+    signer and uploader share with them (300 files 20 ms apart: 389 scans, GO p50 10 s). Paced, a backlog is
+    claimed in pages by fewer scans; an idle outbox's first file is claimed at once."""
+
+    def decorate(scan: Callable[[], None]) -> Callable[[], None]:
+        last = {"ended": 0.0, "took": 0.0}
+
+        def run() -> None:
+            rest = last["took"] * (1 / SCAN_SHARE - 1) - (time.monotonic() - last["ended"])
+            if rest > 0:
+                stop.wait(min(rest, SCAN_REST_MAX))
+            began = time.monotonic()
+            try:
+                scan()
+            finally:
+                last["ended"] = time.monotonic()
+                last["took"] = last["ended"] - began
+
+        return run
+
+    return decorate

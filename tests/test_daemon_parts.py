@@ -5,7 +5,10 @@ new part is one module plus one line in ``Daemon._parts``."""
 from __future__ import annotations
 
 import ast
+import threading
 from pathlib import Path
+
+import pytest
 
 import onss_relay
 
@@ -26,3 +29,33 @@ def test_the_daemon_module_stays_under_400_lines_and_declares_its_parts_in_one_p
         and any(isinstance(c, ast.Call) and getattr(c.func, "id", None) == "Service" for c in ast.walk(f))
     }
     assert declaring == {"_parts"}, declaring
+
+
+def test_claim_scans_woken_by_a_trickle_of_files_rest_as_long_as_the_last_scan_took(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each file written wakes a scan and each scan reads the whole outbox: unpaced, scans took the core the
+    signer and uploader share with them. A scan rests as long as the last one took (at most SCAN_REST_MAX)."""
+    from onss_relay import stage_set
+
+    clock = {"now": 100.0}
+    rests: list[float] = []
+
+    class Stop(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            rests.append(timeout or 0.0)
+            clock["now"] += timeout or 0.0
+            return False
+
+    monkeypatch.setattr(stage_set.time, "monotonic", lambda: clock["now"])
+    took = iter([0.2, 5.0, 0.1])
+
+    @stage_set.paced(Stop())
+    def scan() -> None:
+        clock["now"] += next(took)
+
+    scan()  # the first scan of an idle outbox runs at once
+    clock["now"] += 0.05  # woken 50 ms after the 0.2 s scan ended
+    scan()
+    scan()  # right after a 5 s scan: rests the longest pacing allows
+    assert rests == [pytest.approx(0.15), stage_set.SCAN_REST_MAX]

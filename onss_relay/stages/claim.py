@@ -73,6 +73,10 @@ class Claimer:
         # the journal's rows of a scan's sets and the sets using their sequences, read together (scan_reads)
         self._rows: dict[str, SetRow] = {}
         self._used: dict[SequenceKey, list[SetRow]] = {}
+        # sets claimed and in flight (their files stay in the outbox until sent), as of journal change _as_of:
+        # not read again at each scan while the journal says they did not change (see _forget_changed)
+        self._in_flight: set[str] = set()
+        self._as_of = 0
         self._load_sightings()
 
     def apply(self, cfg: Config) -> None:
@@ -85,8 +89,10 @@ class Claimer:
         """Scan the outbox once: quarantine bad files, claim complete settled sets a page at a time, calling
         on_page after each page that claimed something (committed: signing may start); return the claimed GO
         names."""
+        self._forget_changed()
         outbox = index_outbox(self.spool, self.tracker)
         self.tracker.forget_missing(outbox.present)
+        self._in_flight &= outbox.sets.keys()
         self._xml_seen = {k: v for k, v in self._xml_seen.items() if k in outbox.sets}
         claimed: list[str] = []
         for keys in outbox.pages(CLAIM_PAGE):
@@ -103,6 +109,9 @@ class Claimer:
         """Given a page of sets' GO names and the scan's index, claim those complete, settled and valid in one
         journal commit; return their GO names. Sets of earlier pages are in the journal by then: the sequence
         and content checks find them there."""
+        for key in [k for k in keys if k in self._in_flight]:  # claimed before and unchanged: nothing to look at
+            self.tracker.forget(set(outbox.sets[key]))
+        keys = [k for k in keys if k not in self._in_flight]
         groups = [_set_files(key, outbox.sets[key], self.spool.outbox) for key in keys]
         self._scan_reads(keys)
         ready = [(g, new) for g in groups if (new := self._consider(g, g.key not in outbox.unsettled)) is not None]
@@ -134,8 +143,18 @@ class Claimer:
         """Given the GO names of a page's sets, read their journal rows and the sets using their sequences in a
         few statements (not two round trips per set to a PostgreSQL journal)."""
         names = [parse_name(key) for key in keys]
-        self._rows = self.journal.sets_by_names(keys)
+        self._rows = self.journal.sets_by_names(keys) if keys else {}
         self._used = self.journal.sets_with_sequences([(n.sender, n.date, n.seq, n.env.value) for n in names])
+        self._in_flight |= {k for k, r in self._rows.items() if r.state != State.FAILED and not r.archived}
+
+    def _forget_changed(self) -> None:
+        """Drop from the sets known in flight those the journal changed since they were read (sent, failed,
+        requeued, by this relay or a command): the next page reads their rows again."""
+        now = self.journal.last_change()
+        if now != self._as_of:
+            if self._in_flight:
+                self._in_flight -= {r.go_name for r in self.journal.sets_changed_after(self._as_of)}
+            self._as_of = now
 
     def _sweep_due(self) -> None:
         """Sweep the held originals, not at every event-driven scan (held/ may hold thousands)."""
