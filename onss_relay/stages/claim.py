@@ -151,10 +151,11 @@ class Claimer:
         """Drop from the sets known in flight those the journal changed since they were read (sent, failed,
         requeued, by this relay or a command): the next page reads their rows again."""
         now = self.journal.last_change()
-        if now != self._as_of:
-            if self._in_flight:
-                self._in_flight -= {r.go_name for r in self.journal.sets_changed_after(self._as_of)}
-            self._as_of = now
+        if now < self._as_of:  # a journal put back from a backup: nothing known holds
+            self._in_flight.clear()
+        elif now != self._as_of and self._in_flight:
+            self._in_flight -= {r.go_name for r in self.journal.sets_changed_after(self._as_of)}
+        self._as_of = now
 
     def _sweep_due(self) -> None:
         """Sweep the held originals, not at every event-driven scan (held/ may hold thousands)."""
