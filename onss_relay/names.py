@@ -164,6 +164,7 @@ _SENDER = re.compile(r"[0-9]{6}")
 _DATE = re.compile(r"[0-9]{8}")
 _SEQ = re.compile(r"[0-9A-Z]{5}")  # "all alphanumeric characters can be used" (ONSS help pages)
 _DIGIT = re.compile(r"[1-9]")
+_ALLOWED = re.compile(r"[0-9A-Za-z.]+")  # what _check_characters lets through (ASCII letters, digits, dots)
 
 
 @lru_cache(maxsize=4096)  # a set's names are parsed by each stage; a Name is immutable
@@ -192,6 +193,8 @@ def _check_characters(name: str) -> None:
         raise InvalidName(name, "name", "is empty")
     if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
         raise InvalidName(name[:40] + "…", "name", f"is longer than {MAX_NAME_BYTES} bytes")
+    if _ALLOWED.fullmatch(name):  # the usual case, without a look at each character in Python
+        return
     bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c == "."))})
     if bad:
         shown = ", ".join(repr(c) for c in bad[:5])
@@ -222,7 +225,7 @@ def _parse_date(name: str, field: str) -> str:
     if not _DATE.fullmatch(field):
         raise InvalidName(name, "date", f"{field!r} is not 8 digits (YYYYMMDD)", "ACRF-109")
     try:
-        dt.datetime.strptime(field, "%Y%m%d")
+        dt.date(int(field[:4]), int(field[4:6]), int(field[6:]))  # strptime's check, at a tenth of its cost
     except ValueError:
         raise InvalidName(name, "date", f"{field!r} is not a valid calendar date", "ACRF-110") from None
     return field
