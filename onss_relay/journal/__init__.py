@@ -155,10 +155,10 @@ class Journal(Protocol):
         ``sets_with_sequence`` does, in one read (a scan's sets checked together)."""
         ...
 
-    def sets_in(self, *states: State, limit: int | None = None, changed_after: int = 0) -> list[SetRow]:
+    def sets_in(self, *states: State, limit: int | None = None, changed_after: int | None = None) -> list[SetRow]:
         """Given states (and at most how many), return the sets in them, oldest first; with ``changed_after`` (a
-        value of the change counter), only those written after it (a queue refilled without reading again
-        the sets it holds)."""
+        value of the change counter), only those written after it, in the order of their change (a queue refilled
+        a page at a time, without reading again the sets it holds)."""
         ...
 
     def sets_by_names(self, go_names: list[str]) -> dict[str, SetRow]:

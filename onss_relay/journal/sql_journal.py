@@ -259,14 +259,20 @@ class SqlJournal(ResponseTable, KeyTable, WorkerTable):
             row = db.execute("SELECT * FROM sets WHERE go_name = ?", (go_name,)).fetchone()
         return set_row(row) if row else None
 
-    def sets_in(self, *states: State, limit: int | None = None, changed_after: int = 0) -> list[SetRow]:
-        """Given states, return the sets in them (written after ``changed_after`` when given), oldest first."""
-        since = f" AND change_seq > {int(changed_after)}" if changed_after else ""
-        sql = f"SELECT * FROM sets WHERE state IN ({marks(list(states))}){since} ORDER BY created_at, go_name"
+    def sets_in(self, *states: State, limit: int | None = None, changed_after: int | None = None) -> list[SetRow]:
+        """Given states, return the sets in them, oldest first; with ``changed_after``, those written after it in
+        the order of their change (a queue refilled a page at a time)."""
+        args: list[object] = [str(s) for s in states]
+        order = "created_at, go_name"
+        since = ""
+        if changed_after is not None:
+            since, order = " AND change_seq > ?", "change_seq"
+            args.append(int(changed_after))
+        sql = f"SELECT * FROM sets WHERE state IN ({marks(list(states))}){since} ORDER BY {order}"
         if limit:
             sql += f" LIMIT {int(limit)}"
         with self._read() as db:
-            return [set_row(r) for r in db.execute(sql, [str(s) for s in states])]
+            return [set_row(r) for r in db.execute(sql, args)]
 
     def sets_by_names(self, go_names: list[str]) -> dict[str, SetRow]:
         """Given GO names, return the known sets among them by name, in one read per READ_BATCH names."""

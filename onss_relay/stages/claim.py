@@ -28,7 +28,7 @@ from onss_relay.names import Name, Prefix, format_name, missing_parts, parse_nam
 from onss_relay.sent_names import SentNames
 from onss_relay.spool import Spool
 from onss_relay.stages.claim_rules import latest_plausible_today, refusal, sent_before, with_keys, with_warnings
-from onss_relay.stages.outbox_index import OutboxIndex, index_outbox
+from onss_relay.stages.outbox_index import OutboxIndex, Seen, index_outbox
 from onss_relay.stages.same_content import content_digest, earlier_with, same_content_detail
 from onss_relay.stages.settle import SettleTracker
 from onss_relay.stages.unrecorded import UnrecordedClaims
@@ -38,6 +38,7 @@ __all__ = ["CLAIM_PAGE", "Claimer", "SettleTracker", "latest_plausible_today"]
 log = structlog.get_logger(__name__)
 
 CLAIM_PAGE = 200  # sets looked at, claimed and committed together; the next page only once this one is handed on
+IN_FLIGHT_KEPT = 20_000  # claimed sets remembered as in flight (~100 B each); past it, their rows are read again
 SWEEP_EVERY = 10.0  # seconds between looks at the held originals (held.py)
 SIGHTINGS_REFRESH = 60.0  # seconds between rewrites of outbox-sightings.json when only the ages changed
 
@@ -74,7 +75,8 @@ class Claimer:
         self._rows: dict[str, SetRow] = {}
         self._used: dict[SequenceKey, list[SetRow]] = {}
         # sets claimed and in flight (their files stay in the outbox until sent), as of journal change _as_of:
-        # not read again at each scan while the journal says they did not change (see _forget_changed)
+        # not read again at each scan while the journal says they did not change (see _forget_changed). One whose
+        # files went away without its row changing stays: were they dropped again, its row would say the same.
         self._in_flight: set[str] = set()
         self._as_of = 0
         self._load_sightings()
@@ -90,17 +92,16 @@ class Claimer:
         on_page after each page that claimed something (committed: signing may start); return the claimed GO
         names."""
         self._forget_changed()
-        outbox = index_outbox(self.spool, self.tracker)
-        self.tracker.forget_missing(outbox.present)
-        self._in_flight &= outbox.sets.keys()
-        self._xml_seen = {k: v for k, v in self._xml_seen.items() if k in outbox.sets}
         claimed: list[str] = []
-        for keys in outbox.pages(CLAIM_PAGE):
-            page = self._claim_page(keys, outbox)
-            claimed += page
-            if page and on_page is not None:
-                on_page()
-        self._unrecorded.after_scan(outbox.present, recorded=bool(claimed))
+        with index_outbox(self.spool, self.tracker) as outbox:
+            self.tracker.forget_missing(outbox)
+            self._xml_seen = {k: v for k, v in self._xml_seen.items() if outbox.has_set(k)}
+            for keys in outbox.pages(CLAIM_PAGE):
+                page = self._claim_page(keys, outbox)
+                claimed += page
+                if page and on_page is not None:
+                    on_page()
+            self._unrecorded.after_scan(outbox, recorded=bool(claimed))
         self._save_sightings()
         self._sweep_due()
         return claimed
@@ -109,12 +110,11 @@ class Claimer:
         """Given a page of sets' GO names and the scan's index, claim those complete, settled and valid in one
         journal commit; return their GO names. Sets of earlier pages are in the journal by then: the sequence
         and content checks find them there."""
-        for key in [k for k in keys if k in self._in_flight]:  # claimed before and unchanged: nothing to look at
-            self.tracker.forget(set(outbox.sets[key]))
-        keys = [k for k in keys if k not in self._in_flight]
-        groups = [_set_files(key, outbox.sets[key], self.spool.outbox) for key in keys]
+        keys = [k for k in keys if k not in self._in_flight]  # claimed before and unchanged: nothing to look at
+        files = outbox.files_of(keys)
+        groups = [_set_files(key, [f.name for f in files[key]], self.spool.outbox) for key in keys]
         self._scan_reads(keys)
-        ready = [(g, new) for g in groups if (new := self._consider(g, g.key not in outbox.unsettled)) is not None]
+        ready = [(g, new) for g in groups if (new := self._consider(g, self._settled(g.key, files[g.key]))) is not None]
         # a file seen closed after writing (or renamed in) needs no look in /proc: the event said so
         unsure = [p for g, _ in ready for p in g.fis.values() if not self.tracker.closed(p.name)]
         busy = open_for_writing(unsure) if unsure else set()
@@ -139,13 +139,23 @@ class Claimer:
         self._rows, self._used = {}, {}
         return [new.go_name for new in batch]
 
+    def _settled(self, key: str, files: list[Seen]) -> bool:
+        """Given a set of this page and its files as the scan saw them, feed them to the settle tracker and return
+        whether all are settled; a set claimed already is not fed (it waits for its upload, not to settle: the
+        tracker holds only what may still be claimed)."""
+        row = self._rows.get(key)
+        if row is not None and row.state != State.FAILED:
+            return False
+        return all([self.tracker.settled(f.name, f) for f in files])  # a list: every file fed, not the first few
+
     def _scan_reads(self, keys: list[str]) -> None:
         """Given the GO names of a page's sets, read their journal rows and the sets using their sequences in a
         few statements (not two round trips per set to a PostgreSQL journal)."""
         names = [parse_name(key) for key in keys]
         self._rows = self.journal.sets_by_names(keys) if keys else {}
         self._used = self.journal.sets_with_sequences([(n.sender, n.date, n.seq, n.env.value) for n in names])
-        self._in_flight |= {k for k, r in self._rows.items() if r.state != State.FAILED and not r.archived}
+        if len(self._in_flight) < IN_FLIGHT_KEPT:
+            self._in_flight |= {k for k, r in self._rows.items() if r.state != State.FAILED and not r.archived}
 
     def _forget_changed(self) -> None:
         """Drop from the sets known in flight those the journal changed since they were read (sent, failed,

@@ -4,16 +4,15 @@ is the one place the relay may write (a read-only root or a private /tmp in a co
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+from onss_relay.scratch import as_os_error, open_scratch, remove_scratch
 from onss_relay.transport.base import RemoteEntry
 
 INSERT_EVERY = 1000  # entries buffered before one insert
 CACHE_KIB = 2048  # SQLite page cache: what the listing may hold in memory
+WHAT = "the poll's scratch listing"
 
 
 class SpilledListing:
@@ -23,19 +22,12 @@ class SpilledListing:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        _remove(path)
-        with _as_os_error(path):
-            self._db = sqlite3.connect(path)
-            try:
-                self._db.execute("PRAGMA journal_mode=OFF")  # scratch: nothing to recover after a crash
-                self._db.execute("PRAGMA synchronous=OFF")
-                self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-                self._db.execute(
-                    "CREATE TABLE entries (set_key TEXT NOT NULL, name TEXT NOT NULL, size INTEGER NOT NULL)"
-                )
-            except sqlite3.Error:
-                self.close()
-                raise
+        self._db = open_scratch(
+            path,
+            "CREATE TABLE entries (set_key TEXT NOT NULL, name TEXT NOT NULL, size INTEGER NOT NULL)",
+            WHAT,
+            CACHE_KIB,
+        )
         self._pending: list[tuple[str, str, int]] = []
 
     def __enter__(self) -> SpilledListing:
@@ -51,14 +43,14 @@ class SpilledListing:
             self._flush()
 
     def _flush(self) -> None:
-        with _as_os_error(self.path):
+        with as_os_error(self.path, WHAT):
             self._db.executemany("INSERT INTO entries VALUES (?, ?, ?)", self._pending)
         self._pending.clear()
 
     def sets(self) -> Iterator[tuple[str, list[RemoteEntry]]]:
         """Yield (set key, its entries) for every set added, in key order."""
         self._flush()
-        with _as_os_error(self.path):
+        with as_os_error(self.path, WHAT):
             self._db.execute("CREATE INDEX entries_set ON entries(set_key, name)")
         key: str | None = None
         members: list[RemoteEntry] = []
@@ -73,22 +65,4 @@ class SpilledListing:
 
     def close(self) -> None:
         self._db.close()
-        _remove(self.path)
-
-
-@contextlib.contextmanager
-def _as_os_error(path: Path) -> Iterator[None]:
-    """SQLite's errors on the scratch file become the OSError they are (a full disk: ENOSPC, told by SQLite's
-    result code, never by its message), so a poll stopped by them is a local problem said in one sentence and
-    tried again, like any other write to the spool."""
-    try:
-        yield
-    except sqlite3.Error as e:
-        full = getattr(e, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL
-        code = errno.ENOSPC if full else errno.EIO
-        raise OSError(code, f"{e} (the poll's scratch listing)", str(path)) from e
-
-
-def _remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+        remove_scratch(self.path)

@@ -7,10 +7,20 @@ Fed by the claim scan (stat) and by the watcher's events (``watch.py``); it deci
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
+from typing import Protocol
+
+
+class Stat(Protocol):
+    """What the tracker compares of a file: an os.stat_result, or the outbox index's record of one."""
+
+    @property
+    def st_size(self) -> int: ...
+
+    @property
+    def st_mtime_ns(self) -> int: ...
 
 
 @dataclasses.dataclass(slots=True)
@@ -130,7 +140,7 @@ class SettleTracker:
         prev = self._seen.get(name)
         return 0.0 if prev is None else self.clock() - prev.since
 
-    def settled(self, name: str, st: os.stat_result) -> bool:
+    def settled(self, name: str, st: Stat) -> bool:
         now = self.clock()
         self._first.setdefault(name, now)
         prev = self._seen.get(name)
@@ -188,5 +198,5 @@ class SettleTracker:
                 self._trusted.discard(name)
                 self._unknown.pop(name, None)
 
-    def forget_missing(self, present: set[str]) -> None:
+    def forget_missing(self, present: Container[str]) -> None:
         self.forget({n for n in self._seen if n not in present} | {n for n in self._first if n not in present})

@@ -5,6 +5,8 @@ recovery, and a full disk was a stage_retry/stage_recovered pair many times a se
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 
 class UnrecordedClaims:
     """Given nothing, remember the outbox names of the last claims the journal refused and the error it gave."""
@@ -17,10 +19,10 @@ class UnrecordedClaims:
         """Given the names of a batch the journal refused and its error, keep them until recorded or gone."""
         self.names, self.error = set(names), error
 
-    def after_scan(self, present: set[str], recorded: bool) -> None:
+    def after_scan(self, present: Container[str], recorded: bool) -> None:
         """Given the outbox names a scan saw and whether it recorded claims, forget the refusal when it recorded
         or its files left the outbox; otherwise raise its error again: the failure has not ended."""
-        if recorded or not (self.names & present):
+        if recorded or not any(name in present for name in self.names):
             self.names, self.error = set(), None
             return
         if self.error is not None:

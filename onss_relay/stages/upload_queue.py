@@ -32,6 +32,7 @@ SENT_BATCH = 64  # sets whose GO is on the server, archived and marked sent toge
 SENT_DELAY = 0.25  # …or as soon as the first of them has waited this long (seconds)
 FEED_BATCH = 16  # sets an upload thread takes from the queue at a time, their rows read together…
 FEED_FRESH = 1.0  # …and read again when older than this (seconds) by the time they start
+REFILL_PAGE = 256  # pending rows the queue reads from the journal at a time (names kept, rows dropped)
 
 
 @dataclasses.dataclass
@@ -76,23 +77,31 @@ class WorkQueue:
         self._queue: collections.deque[str] = collections.deque()
         self._seen: set[str] = set()
         self._lock = threading.Lock()
-        # the change counter's value at the last refill: the next reads only the sets written since (those just
-        # signed), not every pending set again; 0 reads them all (at first, and while an uncertain set waits out
-        # its quiet period: it becomes due without being written)
+        # the change counter's value of the last set read: the next refill reads the sets written after it (those
+        # just signed), a page at a time, not every pending set again; 0 reads them all again from the first (at
+        # first, and after an uncertain set waited out its quiet period: it becomes due without being written)
         self._read_until = 0
+        self._rewind = False  # a page held an uncertain set in its quiet period: read from the first again
 
     def refill(self) -> int:
-        """Add pending sets not seen yet (the signer may have added some); return how many were added."""
-        since = self._read_until
-        self._read_until = self.journal.last_change()  # read first: a set written meanwhile is read again, not missed
-        rows = self.journal.sets_in(*PENDING, changed_after=since)
-        quiet = {r.go_name for r in waiting(rows, self.quiet)}
-        if quiet:
-            self._read_until = 0
-        fresh = [r.go_name for r in rows if r.go_name not in self._seen and r.go_name not in quiet]
-        self._seen.update(fresh)
-        self._queue.extend(fresh)
-        return len(fresh)
+        """Add pending sets not seen yet (the signer may have added some), read REFILL_PAGE at a time in the order
+        they were written, from where the last read stopped: memory holds a page of rows however many sets wait.
+        A page that adds nothing (sets taken already, or waiting out a quiet period) is followed by the next;
+        return how many were added."""
+        while True:
+            rows = self.journal.sets_in(*PENDING, changed_after=self._read_until, limit=REFILL_PAGE)
+            if rows:
+                self._read_until = max(r.change for r in rows)
+            quiet = {r.go_name for r in waiting(rows, self.quiet)}
+            self._rewind = self._rewind or bool(quiet)
+            fresh = [r.go_name for r in rows if r.go_name not in self._seen and r.go_name not in quiet]
+            self._seen.update(fresh)
+            self._queue.extend(fresh)
+            last = len(rows) < REFILL_PAGE
+            if last and self._rewind:
+                self._read_until, self._rewind = 0, False
+            if fresh or last:
+                return len(fresh)
 
     def size(self) -> int:
         return len(self._queue)
