@@ -355,3 +355,45 @@ def test_a_dry_queue_is_not_asked_again_at_every_reply_while_sets_are_signed(
             assert sshd.writes_of(go) == 1
     finally:
         relay.close()
+
+
+def test_refills_while_sets_are_signed_read_only_the_sets_new_to_the_round(
+    sftp_cfg: Config, sshd: SshServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 27 (cpu27): while the signer may still add sets, the upload queue is refilled from the journal with
+    the sets written since its last read; those were also every set in flight that passed a gate meanwhile (up
+    to 256, each parsed again at every refill). After the first full read only signed sets are new to a round:
+    40 sets cost 40 rows read, not hundreds."""
+    from onss_relay.journal.sql_journal import SqlJournal
+    from onss_relay.stages import upload_queue
+
+    relay = Relay(sftp_cfg)
+    try:
+        gos = drop_sets(relay.spool.outbox, [(i, "T", 1) for i in range(1, 41)])
+        relay.claim()
+        relay.signer.sign_queued()
+        done: list[str] = []
+        real_add = upload_queue.SentBatch.add
+
+        def add(self: upload_queue.SentBatch, row: object, folder: str, detail: str = "GO uploaded") -> None:
+            done.append(folder)
+            real_add(self, row, folder, detail)  # type: ignore[arg-type]
+
+        rows_read = {"n": 0}
+        real_sets_in = SqlJournal.sets_in
+
+        def sets_in(self: SqlJournal, *states: State, **kw: object) -> list[object]:
+            rows = real_sets_in(self, *states, **kw)  # type: ignore[arg-type]
+            rows_read["n"] += len(rows)
+            return rows  # type: ignore[return-value]
+
+        monkeypatch.setattr(upload_queue.SentBatch, "add", add)
+        monkeypatch.setattr(SqlJournal, "sets_in", sets_in)
+        report = relay.uploader.upload_pending(more=lambda: len(done) < len(gos))  # a signer at work till the end
+        monkeypatch.undo()
+        assert sorted(report.sent) == sorted(gos) and report.error is None
+        assert rows_read["n"] <= len(gos) + 5, rows_read  # before: every in-flight set again at each refill
+        for go in gos:
+            assert sshd.writes_of(go) == 1
+    finally:
+        relay.close()

@@ -85,7 +85,9 @@ class WorkQueue:
         """Add pending sets not seen yet (the signer may have added some); return how many were added."""
         since = self._read_until
         self._read_until = self.journal.last_change()  # read first: a set written meanwhile is read again, not missed
-        rows = self.journal.sets_in(*PENDING, changed_after=since)
+        # after the first full read, a set new to this round is one just signed: the sets this round's threads
+        # moved to uploading or go_sending (up to every set in flight, each at its gates) are not read again
+        rows = self.journal.sets_in(*(PENDING if since == 0 else (State.SIGNED,)), changed_after=since)
         quiet = {r.go_name for r in waiting(rows, self.quiet)}
         if quiet:
             self._read_until = 0
