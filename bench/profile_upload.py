@@ -51,6 +51,8 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
 
 
 VERBOSE = False
+GIL = False
+KEEP = ""
 
 
 def stage_of(stack: str) -> str:
@@ -69,19 +71,24 @@ def profile(b: Bench, n: int, delay: float, tree: str | None) -> tuple[dict[str,
     b.declarations(config.parent / "spool" / "outbox", n, start=30000)
     raw = config.parent / "profile.txt"
     rate = 250
-    cmd = ["py-spy", "record", "--subprocesses", "--format", "raw", "--rate", str(rate), "--nonblocking", "-o", str(raw), "--",
+    gil = ["--gil"] if GIL else []  # only the thread holding the GIL: Python's CPU, not threads waiting on the disk
+    cmd = ["py-spy", "record", "--subprocesses", *gil, "--format", "raw", "--rate", str(rate), "--nonblocking", "-o", str(raw), "--",
            sys.executable, "-m", "onss_relay.cli", "send", "--once", "--config", str(config), "--log-level", "error"]  # fmt: skip
     t0 = time.perf_counter()
     env = dict(os.environ, PYTHONPATH=tree) if tree else None  # another tree: the code before a change
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     wall = time.perf_counter() - t0
+    if KEEP:
+        shutil.copy(raw, KEEP)
     if proxy:
         proxy.close()
     seconds: dict[str, float] = collections.Counter()
     leaves: dict[tuple[str, str], float] = collections.Counter()
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        seconds[stage_of(stack)] += int(count) / rate
+        # the forked child claiming and signing runs under forked._run; everything else is the uploading parent
+        who = "child (claim, sign)" if "_run (onss_relay/forked.py" in stack else "parent (upload, archive)"
+        seconds[f"{who}\t{stage_of(stack)}"] += int(count) / rate
         leaves[(stage_of(stack), ";".join(stack.split(";")[-3:]))] += int(count) / rate
     if VERBOSE:
         for (stage, leaf), s in sorted(leaves.items(), key=lambda kv: -kv[1])[:40]:
@@ -95,9 +102,11 @@ def main() -> None:
     ap.add_argument("--delay", type=float, default=0.0, help="seconds added each way (a TCP proxy)")
     ap.add_argument("--tree", help="PYTHONPATH of the relay profiled (default: this one)")
     ap.add_argument("--verbose", action="store_true", help="also the 40 busiest stack ends")
+    ap.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL (py-spy --gil)")
+    ap.add_argument("--keep", default="", help="copy py-spy's raw stacks to this file")
     args = ap.parse_args()
-    global VERBOSE
-    VERBOSE = args.verbose
+    global VERBOSE, GIL, KEEP
+    VERBOSE, GIL, KEEP = args.verbose, args.gil, args.keep
     if shutil.which("py-spy") is None:
         sys.exit("py-spy not found: pip install py-spy")
     b = Bench()
@@ -108,8 +117,18 @@ def main() -> None:
     total = sum(seconds.values())
     print(f"{args.sets} sets, {args.delay * 1000:.0f} ms each way: {wall:.2f} s wall ({args.sets / wall:.0f} decl/s), "
           f"{total:.2f} s CPU sampled, {total / args.sets * 1000:.3f} ms CPU per declaration")  # fmt: skip
-    for stage, s in sorted(seconds.items(), key=lambda kv: -kv[1]):
+    by_stage: dict[str, float] = collections.Counter()
+    by_process: dict[str, dict[str, float]] = collections.defaultdict(collections.Counter)
+    for key, s in seconds.items():
+        who, _, stage = key.partition("\t")
+        by_stage[stage] += s
+        by_process[who][stage] += s
+    for stage, s in sorted(by_stage.items(), key=lambda kv: -kv[1]):
         print(f"| {stage} | {s / args.sets * 1000:.3f} | {100 * s / total:.0f} % |")
+    for who, stages in sorted(by_process.items(), key=lambda kv: -sum(kv[1].values())):
+        print(f"\n{who}: {sum(stages.values()) / args.sets * 1000:.3f} ms CPU per declaration")
+        for stage, s in sorted(stages.items(), key=lambda kv: -kv[1]):
+            print(f"| {stage} | {s / args.sets * 1000:.3f} |")
 
 
 if __name__ == "__main__":

@@ -316,3 +316,84 @@ def test_a_set_costs_six_round_trips_two_per_file(
         assert_order_and_once(sshd, go, row.parts, list(row.data.fs))
     finally:
         relay.close()
+
+
+def test_a_dry_queue_is_not_asked_again_at_every_reply_while_sets_are_signed(
+    sftp_cfg: Config, sshd: SshServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 27 (cpu27): while the signer may still add sets, a queue found dry is left alone for a moment
+    (upload.DRY_WAIT): before, every turn of the upload loop (every reply read) asked the signing child whether
+    it was done (a pipe poll) and read the journal again, tens of times per set sent, the largest waste of the
+    uploading process. Every set is still sent, and the round ends once the signer says it is done."""
+    from onss_relay.stages import upload, upload_queue
+
+    monkeypatch.setattr(upload, "DRY_WAIT", 1.0)  # wide: the count below cannot depend on the machine's speed
+    relay = Relay(sftp_cfg)
+    try:
+        gos = drop_sets(relay.spool.outbox, [(i, "T", 1) for i in range(1, 21)])
+        relay.claim()
+        relay.signer.sign_queued()
+        done: list[str] = []  # sets whose GO the server closed (recorded sent in a batch later)
+        real_add = upload_queue.SentBatch.add
+
+        def add(self: upload_queue.SentBatch, row: object, folder: str, detail: str = "GO uploaded") -> None:
+            done.append(folder)
+            real_add(self, row, folder, detail)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(upload_queue.SentBatch, "add", add)
+        asks = {"n": 0}
+
+        def more() -> bool:  # a signer still at work until every GO is on the server
+            asks["n"] += 1
+            return len(done) < len(gos)
+
+        report = relay.uploader.upload_pending(more=more)
+        assert sorted(report.sent) == sorted(gos) and report.error is None
+        # 20 sets, ~120 replies: before, at least one ask per reply read; now a few per DRY_WAIT
+        assert asks["n"] < len(gos), asks
+        for go in gos:
+            assert sshd.writes_of(go) == 1
+    finally:
+        relay.close()
+
+
+def test_refills_while_sets_are_signed_read_only_the_sets_new_to_the_round(
+    sftp_cfg: Config, sshd: SshServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 27 (cpu27): while the signer may still add sets, the upload queue is refilled from the journal with
+    the sets written since its last read; those were also every set in flight that passed a gate meanwhile (up
+    to 256, each parsed again at every refill). After the first full read only signed sets are new to a round:
+    40 sets cost 40 rows read, not hundreds."""
+    from onss_relay.journal.sql_journal import SqlJournal
+    from onss_relay.stages import upload_queue
+
+    relay = Relay(sftp_cfg)
+    try:
+        gos = drop_sets(relay.spool.outbox, [(i, "T", 1) for i in range(1, 41)])
+        relay.claim()
+        relay.signer.sign_queued()
+        done: list[str] = []
+        real_add = upload_queue.SentBatch.add
+
+        def add(self: upload_queue.SentBatch, row: object, folder: str, detail: str = "GO uploaded") -> None:
+            done.append(folder)
+            real_add(self, row, folder, detail)  # type: ignore[arg-type]
+
+        rows_read = {"n": 0}
+        real_sets_in = SqlJournal.sets_in
+
+        def sets_in(self: SqlJournal, *states: State, **kw: object) -> list[object]:
+            rows = real_sets_in(self, *states, **kw)  # type: ignore[arg-type]
+            rows_read["n"] += len(rows)
+            return rows  # type: ignore[return-value]
+
+        monkeypatch.setattr(upload_queue.SentBatch, "add", add)
+        monkeypatch.setattr(SqlJournal, "sets_in", sets_in)
+        report = relay.uploader.upload_pending(more=lambda: len(done) < len(gos))  # a signer at work till the end
+        monkeypatch.undo()
+        assert sorted(report.sent) == sorted(gos) and report.error is None
+        assert rows_read["n"] <= len(gos) + 5, rows_read  # before: every in-flight set again at each refill
+        for go in gos:
+            assert sshd.writes_of(go) == 1
+    finally:
+        relay.close()

@@ -193,7 +193,9 @@ class SetData:
         )
 
     def to_json(self) -> str:
-        return json.dumps({"version": DATA_VERSION} | dataclasses.asdict(self))
+        """Return the stored JSON: the fields by name, nested records as objects (what dataclasses.asdict gives,
+        without its deep copy of every value: ~0.2 ms per set and change, three changes per set sent)."""
+        return json.dumps({"version": DATA_VERSION} | _fields_of(self), default=_json_default)
 
     @staticmethod
     def from_json(text: str) -> SetData:
@@ -223,6 +225,21 @@ class SetData:
             content=raw.get("content"),
             same_content_ok=bool(raw.get("same_content_ok", False)),
         )
+
+
+def _fields_of(record: Any) -> dict[str, Any]:
+    """Given a dataclass instance, return its fields by name in declaration order (values not copied)."""
+    return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+
+
+def _json_default(value: Any) -> Any:
+    """Given a value json cannot write (a record nested in SetData, a Mapping that is not a dict), return what it
+    can; anything else is an error, as with dataclasses.asdict."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _fields_of(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} in set data cannot be stored as JSON")
 
 
 def _codes_from(items: list[dict[str, str]]) -> tuple[CodeMeaning, ...]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -56,6 +57,9 @@ from onss_relay.transport.base import ChangedWhileSending, PutFile, Step, Transp
 log = structlog.get_logger(__name__)
 
 WINDOW = 64  # sets in flight per SFTP session (remote.connections sessions share a connection)
+# how long a queue found dry while sets are still being signed is left alone (seconds): every turn of the upload
+# loop (a reply read) asked the signing child and read the journal again, ~40 times per set sent
+DRY_WAIT = 0.01
 
 
 class CannotSend(BadInput):
@@ -211,6 +215,7 @@ class _Worker:
         self.uploads: dict[str, Upload] = {}  # of the sets in flight: which have requests unanswered
         self.go_put: str | None = None  # a set whose GO recovery is putting its GO now
         self.taken = Taken(round_.work, uploader.journal)  # sets taken from the queue, not started yet
+        self.dry_until = 0.0  # the queue was found dry while sets were being signed: not asked again before then
 
     def run(self) -> None:
         u = self.u
@@ -339,11 +344,17 @@ class _Worker:
     def _feed(self, t: Transport, sent: SentBatch, gates: Gates) -> Iterator[Upload | None]:
         """Yield an Upload per pending set; None when the queue is dry but ``more`` says sets are coming."""
         while not self.round.abort.is_set() and not self.u.stop.is_set():
+            dry = not self.taken.names  # taking the next set reads the queue, perhaps the journal
+            if dry and time.monotonic() < self.dry_until:
+                yield None  # found dry a moment ago: neither the signing child nor the journal is asked again yet
+                continue
             more = self.round.more
-            coming = more is not None and more()  # asked before the refill: nothing signed in between is missed
+            # asked before the refill: nothing signed in between is missed (only needed when a refill may come)
+            coming = dry and more is not None and more()
             taken = self.taken.next()
             if taken is None:
                 if coming:
+                    self.dry_until = time.monotonic() + DRY_WAIT
                     yield None
                     continue
                 return

@@ -82,14 +82,18 @@ class WorkQueue:
         # first, and after an uncertain set waited out its quiet period: it becomes due without being written)
         self._read_until = 0
         self._rewind = False  # a page held an uncertain set in its quiet period: read from the first again
+        self._full = True  # reading every pending set (the first pass, or again after a quiet period)
 
     def refill(self) -> int:
         """Add pending sets not seen yet (the signer may have added some), read REFILL_PAGE at a time in the order
         they were written, from where the last read stopped: memory holds a page of rows however many sets wait.
-        A page that adds nothing (sets taken already, or waiting out a quiet period) is followed by the next;
-        return how many were added."""
+        Once a full pass has read every pending set, a set new to the round is one just signed: the sets this
+        round's threads moved to uploading or go_sending (each at its gates) are not read again. A page that adds
+        nothing (sets taken already, or waiting out a quiet period) is followed by the next; return how many were
+        added."""
         while True:
-            rows = self.journal.sets_in(*PENDING, changed_after=self._read_until, limit=REFILL_PAGE)
+            states = PENDING if self._full else (State.SIGNED,)
+            rows = self.journal.sets_in(*states, changed_after=self._read_until, limit=REFILL_PAGE)
             if rows:
                 self._read_until = max(r.change for r in rows)
             quiet = {r.go_name for r in waiting(rows, self.quiet)}
@@ -98,8 +102,10 @@ class WorkQueue:
             self._seen.update(fresh)
             self._queue.extend(fresh)
             last = len(rows) < REFILL_PAGE
-            if last and self._rewind:
-                self._read_until, self._rewind = 0, False
+            if last:  # a full pass read again from the first after a quiet period, else only the sets signed
+                self._full = self._rewind
+                if self._rewind:
+                    self._read_until, self._rewind = 0, False
             if fresh or last:
                 return len(fresh)
 
