@@ -86,6 +86,8 @@ def profile(b: Bench, n: int, delay: float, tree: str | None) -> tuple[dict[str,
     leaves: dict[tuple[str, str], float] = collections.Counter()
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
+        if not count.isdigit():  # a frame py-spy could not name whole ("… (") splits a line: seen at 5,000 sets
+            continue
         # the forked child claiming and signing runs under forked._run; everything else is the uploading parent
         who = "child (claim, sign)" if "_run (onss_relay/forked.py" in stack else "parent (upload, archive)"
         seconds[f"{who}\t{stage_of(stack)}"] += int(count) / rate
