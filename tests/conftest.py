@@ -151,7 +151,7 @@ def log_everything_to_a_file(tmp_path_factory: pytest.TempPathFactory):  # type:
     path = tmp_path_factory.getbasetemp() / "in-process.log"
     # what the CLI runs of tests/helpers.run_cli print on stderr, for the end-of-run checks
     os.environ["ONSS_RELAY_TEST_STDERR_LOG"] = str(tmp_path_factory.getbasetemp() / "cli-stderr.log")
-    with path.open("a") as f:
+    with path.open("a", errors="backslashreplace") as f:  # as sys.stderr, where the CLI logs: a name no UTF-8 is shown
         setup_logging("debug", json_output=True, stream=f)
         yield
     setup_logging("info")

@@ -4,15 +4,18 @@ gives every set back in order, and feeds no declaration file to the settle track
 
 from __future__ import annotations
 
+import os
 import tracemalloc
 from pathlib import Path
 
-from onss_relay.config import load_config
+from onss_relay.config import Config, load_config
 from onss_relay.names import parse_name, set_key
+from onss_relay.pipeline import Relay
 from onss_relay.spool import Spool
 from onss_relay.stages.outbox_index import SCRATCH, SPILL_AT, index_outbox
 from onss_relay.stages.settle import SettleTracker
 from tests.conftest import fi_name
+from tests.fake_transport import FakeTransport
 
 FILES = 20 * SPILL_AT
 
@@ -45,3 +48,23 @@ def test_a_scan_of_thousands_of_waiting_files_holds_a_page_not_the_outbox(relay_
         assert fi_name(FILES) in index and "notes.txt" in index and "other" not in index
         assert (spool.paths.root / SCRATCH).exists()
     assert not (spool.paths.root / SCRATCH).exists()  # removed with the index
+
+
+def test_a_name_that_is_no_utf8_in_a_spilled_outbox_is_quarantined_and_the_rest_claimed(cfg: Config) -> None:
+    """Review rev6: a file named with bytes that are no UTF-8 (a surrogate in Python) among more than SPILL_AT
+    files stopped every claim (the scratch index could not store the name, then could not look it up after the
+    quarantine): the daemon's watch stage crashed at each retry and `send --once` sent nothing."""
+    relay = Relay(cfg, connect=lambda: FakeTransport({}, []))
+    try:
+        bad = os.fsdecode(b"zz\xff.xml")
+        (relay.spool.outbox / bad).write_bytes(b"x")
+        names = [fi_name(i) for i in range(1, SPILL_AT + 11)]
+        for name in names:
+            (relay.spool.outbox / name).write_bytes(b"<waiting/>")
+        claimed = relay.claim(wait_for_settle=True)
+        claimed += relay.claim()  # the tracker still knows the quarantined name: looked up in the next index
+        assert sorted(claimed) == sorted("GO" + n[2:-2] for n in names)
+        assert not (relay.spool.outbox / bad).exists()
+        assert [p for p in relay.spool.failed.rglob("*") if p.name.startswith("zz")]  # kept, with its reason
+    finally:
+        relay.close()

@@ -24,7 +24,8 @@ SPILL_AT = 1000  # files indexed in memory; past this the index is written to it
 CACHE_KIB = 1024  # the scratch file's SQLite page cache
 SCRATCH = "outbox-index.db"  # in the spool's root, removed after each scan (one left by a crash is replaced)
 WHAT = "the claim's scratch index of the outbox"
-SCHEMA = "CREATE TABLE files (set_key TEXT, name TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL)"
+# names are kept as the filesystem's bytes: a name that is no UTF-8 (a surrogate in Python) is a file like another
+SCHEMA = "CREATE TABLE files (set_key TEXT, name BLOB NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL)"
 
 Row = tuple[str | None, str, int, int]  # set key (None: no declaration file), name, size, mtime in ns
 
@@ -66,7 +67,9 @@ class OutboxIndex:
         if self._db is None:
             self._db = open_scratch(self.scratch, SCHEMA, WHAT, CACHE_KIB)
         with as_os_error(self.scratch, WHAT):
-            self._db.executemany("INSERT INTO files VALUES (?, ?, ?, ?)", self._rows)
+            self._db.executemany(
+                "INSERT INTO files VALUES (?, ?, ?, ?)", [(k, os.fsencode(n), s, m) for k, n, s, m in self._rows]
+            )
         self._rows = []
 
     def finish(self) -> None:
@@ -105,7 +108,7 @@ class OutboxIndex:
             marks = ",".join("?" * len(keys))
             query = f"SELECT * FROM files WHERE set_key IN ({marks}) ORDER BY set_key, name"  # noqa: S608
             with as_os_error(self.scratch, WHAT):
-                rows = self._db.execute(query, keys).fetchall()
+                rows = [(k, os.fsdecode(n), s, m) for k, n, s, m in self._db.execute(query, keys)]
         return {
             str(key): [Seen(name, size, mtime) for _, name, size, mtime in group]
             for key, group in itertools.groupby(rows, key=lambda r: r[0])
@@ -124,7 +127,8 @@ class OutboxIndex:
             return value in (self._keys if column == "set_key" else self._names)
         with as_os_error(self.scratch, WHAT):
             query = f"SELECT 1 FROM files WHERE {column} = ? LIMIT 1"  # noqa: S608
-            return self._db.execute(query, (value,)).fetchone() is not None
+            held = os.fsencode(value) if column == "name" else value
+            return self._db.execute(query, (held,)).fetchone() is not None
 
     def close(self) -> None:
         """Drop the index and remove its scratch file."""
