@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import onss_relay
+from onss_relay.config import Config
 
 PACKAGE = Path(onss_relay.__file__).parent
 MOST = 400  # lines: past this a module asks to be split by meaning
@@ -59,3 +60,34 @@ def test_claim_scans_woken_by_a_trickle_of_files_rest_as_long_as_the_last_scan_t
     scan()
     scan()  # right after a 5 s scan: rests the longest pacing allows
     assert rests == [pytest.approx(0.15), stage_set.SCAN_REST_MAX]
+
+
+def test_the_daemons_watch_stage_paces_its_claim_scans(cfg: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's watch stage goes through paced (review rev6: the pacing's own test passed without it)."""
+    from onss_relay import stage_set
+    from onss_relay.pipeline import Relay
+    from tests.fake_transport import FakeTransport
+
+    clock = {"now": 100.0}
+    rests: list[float] = []
+
+    class Stop(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            rests.append(timeout or 0.0)
+            return False
+
+    def scan(on_page: object = None) -> list[str]:
+        clock["now"] += 0.5
+        return []
+
+    relay = Relay(cfg, connect=lambda: FakeTransport({}, []))
+    try:
+        monkeypatch.setattr(relay.claimer, "scan", scan)
+        monkeypatch.setattr(stage_set.time, "monotonic", lambda: clock["now"])
+        stages, _ = stage_set.relay_stages(lambda: cfg, relay, Stop(), threading.Event())
+        watch = next(s for s in stages if s.health.name == "watch")
+        watch.step()
+        watch.step()  # woken at once after a 0.5 s scan
+        assert rests == [pytest.approx(0.5)]
+    finally:
+        relay.close()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from onss_relay.config import load_config
 from onss_relay.journal import Change, DataChange, Journal, NewSet, SetRow, State, open_journal_at
 from onss_relay.stages.upload_queue import REFILL_PAGE, WorkQueue
@@ -52,5 +54,30 @@ def test_a_refill_reads_a_page_of_pending_rows_and_every_set_is_taken_once(relay
         assert sorted(taken) == sorted(gos)  # each once
         # every pending row at once before (SETS rows held as SetRows in one list, ~2 KB each)
         assert counting.largest <= REFILL_PAGE
+    finally:
+        j.close()
+
+
+def test_a_set_waiting_out_its_quiet_period_is_taken_once_the_period_passed_though_its_row_did_not_change(
+    relay_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An uncertain set becomes due without being written: after a page held one in its quiet period, the next
+    full pass reads from the first set again (review rev6: forcing that rewind off failed no test)."""
+    from onss_relay.stages import uncertain
+
+    j = open_journal_at(load_config(relay_dir / "config.toml", environ={}).paths.journal_path)
+    try:
+        names = [fi_name(i) for i in range(1, 4)]
+        gos = ["GO" + n[2:-2] for n in names]
+        j.add_sets([NewSet(go, "T", [n]) for go, n in zip(gos, names, strict=True)])
+        j.transition_many(
+            [Change(go, State.SIGNED, data=DataChange(fs=("FS" + n[2:],))) for go, n in zip(gos, names, strict=True)]
+        )
+        j.transition(gos[1], State.UPLOADING, data=DataChange(uncertain=uncertain.new_uncertainty("uploading", 120.0)))
+        work = WorkQueue(j, quiet=120.0)
+        assert sorted([work.take(), work.take()]) == [gos[0], gos[2]] and work.take() is None  # type: ignore[type-var]
+        now = uncertain.boottime()
+        monkeypatch.setattr(uncertain, "boottime", lambda: now + 121.0)  # the quiet period passed, nothing written
+        assert work.take() == gos[1] and work.take() is None
     finally:
         j.close()
