@@ -133,3 +133,40 @@ def test_restore_into_a_spool_not_made_yet_makes_it_for_the_service_user(relay_d
         owners = {str(p.relative_to(relay_dir)): (p.stat().st_uid, p.stat().st_gid) for p in made}
         assert set(owners.values()) == {(nobody.pw_uid, nobody.pw_gid)}, owners
     assert all(p.exists() for p in made)
+
+
+def test_a_restore_older_than_some_sends_records_those_sets_sent_from_sent_and_sends_nothing_again(
+    relay_dir: Path, tmp_path: Path
+) -> None:
+    """Review rev6: sets the backup saw signed were sent after it; restored, they met their missing work files at
+    the next upload and were set aside as "signature file missing … nothing was sent" though their GO was on the
+    server. restore finds them in sent/ and records them sent; the next send puts nothing and quarantines nothing."""
+    from onss_relay.config import load_config
+    from onss_relay.journal import open_journal_at
+    from onss_relay.pipeline import Relay
+    from tests.fake_transport import FakeTransport
+    from tests.test_uploader_sftp import drop_sets
+
+    config = relay_dir / "config.toml"
+    cfg = load_config(config, environ={})
+    files: dict[tuple[str, str], bytes] = {}
+    relay = Relay(cfg, connect=lambda: FakeTransport(files, []))
+    try:
+        gos = drop_sets(relay.spool.outbox, [(seq, "T", 1) for seq in range(1, 4)])
+        relay.claim()
+        relay.signer.sign_queued()
+        assert run_cli("backup", str(tmp_path / "bk.db"), "--config", str(config)).returncode == 0
+        assert sorted(relay.uploader.upload_pending().sent) == sorted(gos)
+    finally:
+        relay.close()
+    r = run_cli("restore", str(tmp_path / "bk.db"), "--config", str(config))
+    assert r.returncode == 0 and "3 set(s) the backup saw pending are in sent/" in r.stdout, r.stdout + r.stderr
+    j = open_journal_at(cfg.paths.journal_path)
+    try:
+        rows = [j.get_set(go) for go in gos]
+        assert all(row is not None and row.state == State.SENT and row.archived for row in rows), rows
+    finally:
+        j.close()
+    r = run_cli("send", "--once", "--config", str(config))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not [p for p in cfg.paths.failed_dir.rglob("*") if p.is_file()]  # nothing set aside

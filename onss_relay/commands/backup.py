@@ -13,6 +13,8 @@ from typing import TextIO
 from onss_relay.commands.check_access import service_user
 from onss_relay.config import Config
 from onss_relay.errors import UsageError
+from onss_relay.journal import open_journal_at
+from onss_relay.restored_sent import record_sent_found_in_sent
 from onss_relay.spool import Spool, SpoolLock
 
 
@@ -69,10 +71,21 @@ def restore(cfg: Config, src: Path, out: TextIO) -> int:
         spool.create()  # the daemon would make them; made here as root, they would be root's
         _give(owner, cfg.paths.root, lock.path, *missing, *(p for d in missing for p in d.rglob("*")))
         sets = _copy(src, target, owner_of=cfg.paths.root)
+        journal = open_journal_at(target)
+        try:
+            found = record_sent_found_in_sent(journal, spool)
+        finally:
+            journal.close()
+            _give(owner, *(p for p in target.parent.glob(target.name + "-*") if p.exists()))  # -wal, -shm if kept
     finally:
         lock.release()
     before = "the previous journal was replaced" if had else f"there was no journal in {cfg.paths.root} before"
     print(f"restored {target} from {src} ({sets} set(s)); {before}", file=out)
+    if found:
+        print(
+            f"{len(found)} set(s) the backup saw pending are in sent/ (sent after it was taken): recorded sent",
+            file=out,
+        )
     return 0
 
 
