@@ -1,4 +1,4 @@
-"""After `restore`: sets the backup saw pending (signed, uploading, go_sending) whose GO is in sent/ were sent
+"""After `restore`: sets the backup saw pending (queued, signed, uploading, go_sending) whose GO is in sent/ were sent
 after the backup was taken. sent/ holds a set's files only once its GO went out, so the set is recorded sent
 (with a detail that says how it was found) instead of meeting its missing work files at the next upload and being
 set aside as "nothing was sent"."""
@@ -10,8 +10,12 @@ from onss_relay.names import parse_name
 from onss_relay.sent_names import SentNames
 from onss_relay.spool import Spool
 
-RESTORED_PENDING = (State.SIGNED, State.UPLOADING, State.GO_SENDING)
-STEPS = {State.SIGNED: (State.UPLOADING, State.GO_SENDING), State.UPLOADING: (State.GO_SENDING,)}
+RESTORED_PENDING = (State.QUEUED, State.SIGNED, State.UPLOADING, State.GO_SENDING)
+STEPS = {
+    State.QUEUED: (State.SIGNED, State.UPLOADING, State.GO_SENDING),
+    State.SIGNED: (State.UPLOADING, State.GO_SENDING),
+    State.UPLOADING: (State.GO_SENDING,),
+}
 
 
 def record_sent_found_in_sent(journal: Journal, spool: Spool) -> list[str]:
@@ -25,7 +29,11 @@ def record_sent_found_in_sent(journal: Journal, spool: Spool) -> list[str]:
         if go is None or go.name != row.go_name:
             continue
         detail = f"found in {go.parent} after a restore: sent after the backup was taken"
-        changes += [Change(row.go_name, step, detail) for step in STEPS.get(row.state, ())]
+        fs = tuple("FS" + part[2:] for part in row.parts)  # what signing named them (queued: not recorded yet)
+        changes += [
+            Change(row.go_name, step, detail, data=DataChange(fs=fs) if step == State.SIGNED else DataChange())
+            for step in STEPS.get(row.state, ())
+        ]
         changes.append(Change(row.go_name, State.SENT, detail, archived=True, data=DataChange(sent_dir=str(go.parent))))
         found.append(row.go_name)
     if changes:

@@ -155,16 +155,21 @@ def test_a_restore_older_than_some_sends_records_those_sets_sent_from_sent_and_s
         gos = drop_sets(relay.spool.outbox, [(seq, "T", 1) for seq in range(1, 4)])
         relay.claim()
         relay.signer.sign_queued()
+        gos += drop_sets(relay.spool.outbox, [(4, "T", 1)])
+        relay.claim()  # queued, not signed yet, when the backup is taken
         assert run_cli("backup", str(tmp_path / "bk.db"), "--config", str(config)).returncode == 0
+        relay.signer.sign_queued()
         assert sorted(relay.uploader.upload_pending().sent) == sorted(gos)
     finally:
         relay.close()
     r = run_cli("restore", str(tmp_path / "bk.db"), "--config", str(config))
-    assert r.returncode == 0 and "3 set(s) the backup saw pending are in sent/" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "4 set(s) the backup saw pending are in sent/" in r.stdout, r.stdout + r.stderr
     j = open_journal_at(cfg.paths.journal_path)
     try:
         rows = [j.get_set(go) for go in gos]
         assert all(row is not None and row.state == State.SENT and row.archived for row in rows), rows
+        # the one queued at the backup gets the FS name signing gave the others
+        assert [row.data.fs for row in rows if row] == [("FS" + row.parts[0][2:],) for row in rows if row]
     finally:
         j.close()
     r = run_cli("send", "--once", "--config", str(config))
