@@ -194,3 +194,13 @@ def test_a_file_there_before_the_watch_says_it_waits_settle_unknown(relay_dir: P
         assert daemon.stop() == 0
     [line] = [line for line in text.splitlines() if line.strip().startswith(name)]
     assert "watch.settle_unknown (600 s) when the relay did not see it written" in line, text
+
+
+def test_a_complete_settled_file_of_a_large_outbox_may_be_waiting_for_its_claim_page_and_status_says_so() -> None:
+    """Review rev6: the claim takes a large outbox a page of sets at a time; a complete, settled file behind earlier
+    pages read only "settling, or still being written"."""
+    from onss_relay.commands.outbox_waits import ClaimBlock, unclaimed_reasons
+
+    name = fi_name(5)
+    for block in (ClaimBlock(), ClaimBlock(settle=0.0, settle_unknown=30.0)):
+        assert "behind earlier sets (claimed a page at a time)" in unclaimed_reasons([name], block)[name]

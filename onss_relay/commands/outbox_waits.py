@@ -57,9 +57,10 @@ def _set_reason(n: Name, fis: list[Name], block: ClaimBlock) -> str:
     if block.not_running:
         return "complete: claimed when the relay runs"
     if block.settle is None or block.settle_unknown is None:
-        return "settling, or still being written"
+        return "settling, or still being written, or behind earlier sets (claimed a page at a time)"
     return (
         f"settling: claimed once unchanged for watch.settle ({block.settle:g} s) after its writer closed it, or for"
         f" watch.settle_unknown ({block.settle_unknown:g} s) when the relay did not see it written (there before"
-        " the watch began); or still being written"
+        " the watch began); or still being written; or, in a large outbox, behind earlier sets (claimed a page"
+        " at a time)"
     )
