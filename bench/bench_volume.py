@@ -32,6 +32,7 @@ from volume_journal import grow  # noqa: E402
 from volume_steps import Step, count, rates, run_step, usage  # noqa: E402
 
 from onss_relay import identity  # noqa: E402
+from onss_relay.simulator import response_sequence  # noqa: E402
 from onss_relay.transport.local import make_remote_home  # noqa: E402
 from tests.conftest import SIGNING_PASSWORD, fi_name, write_config  # noqa: E402
 
@@ -47,11 +48,19 @@ def world(root: Path) -> Path:
     return write_config(root, '\n[metrics]\nlisten = ""\n')
 
 
+def declaration_name(i: int) -> str:
+    """Given i from 1, return the i-th declaration's name of one sender's day in T: sequences 00001 to 99999, then
+    Z and 4 characters of 0-9A-Z (the grammar's 5 characters; a day of one sender holds more than 99,999 sets
+    only with letters: `seq:05d` wrote a 6-digit name at 100,000, quarantined, and send --once exited 1)."""
+    seq = f"{i:05d}" if i < 100_000 else "Z" + response_sequence(i - 99_999)[1:]
+    return fi_name(1, "T").replace(".00001.", f".{seq}.")
+
+
 def drop(outbox: Path, n: int) -> None:
     outbox.mkdir(parents=True, exist_ok=True)
     body = (b"<DmfA>" + b"x" * 2048)[: 2048 - 9] + b"</DmfA>\r\n"
     for i in range(1, n + 1):
-        (outbox / fi_name(i, "T")).write_bytes(body)
+        (outbox / declaration_name(i)).write_bytes(body)
 
 
 def seed_answers(remote: Path, files: int) -> None:
