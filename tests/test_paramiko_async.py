@@ -103,6 +103,19 @@ def test_what_the_layer_takes_from_paramiko_beyond_its_public_api(session) -> No
     assert sftp.stat(".") is not None  # paramiko's own calls work on the session after the layer's
 
 
+def test_a_reply_is_handed_over_as_paramiko_hands_it(session) -> None:  # type: ignore[no-untyped-def]
+    """Read past its request number, which a rewind finds first (sftp_fetch's end-of-file look rewinds)."""
+    s, sftp = session
+    replies: list[paramiko.Message] = []
+    number = sftp.request_number
+    s.request(lambda t, m: replies.append(m), pa.CMD_FSTAT, b"no-such-handle")
+    s.read_reply()
+    code = replies[0].get_int()
+    assert code != paramiko.sftp.SFTP_OK and replies[0].get_text()
+    replies[0].rewind()
+    assert replies[0].get_int() == number and replies[0].get_int() == code
+
+
 def test_requests_made_between_two_reads_leave_in_one_write_as_paramiko_would_pack_them(
     session, sshd: SshServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]

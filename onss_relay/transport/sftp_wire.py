@@ -79,9 +79,11 @@ def whole_reply(buf: bytes | bytearray) -> tuple[int, int, int] | None:
 
 
 def reply_body(buf: bytes | bytearray, end: int) -> paramiko.Message:
-    """Given bytes received and the end of their first (whole) reply, return its body past the request number,
-    as a paramiko Message (what the callers read handles, attributes and statuses from)."""
-    return paramiko.Message(bytes(buf[9:end]))
+    """Given bytes received and the end of their first (whole) reply, return it as paramiko hands a reply over:
+    a Message of the request number and what follows, read past the number (a rewind finds the number first)."""
+    msg = paramiko.Message(bytes(buf[5:end]))
+    msg.get_int()
+    return msg
 
 
 def attrs_size(msg: paramiko.Message) -> int | None:
