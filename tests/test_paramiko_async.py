@@ -95,9 +95,11 @@ def test_what_the_layer_takes_from_paramiko_beyond_its_public_api(session) -> No
     assert callable(sftp._write_all) and callable(sftp._convert_status)
     assert callable(s.channel.in_buffer.set_event)
     msg = paramiko.Message()
+    msg.add_int(number)  # a STATUS reply as it is handed over: read past its request number
     msg.add_int(paramiko.sftp.SFTP_NO_SUCH_FILE)
     msg.add_string("gone")
     msg.rewind()
+    msg.get_int()
     with pytest.raises(FileNotFoundError):
         s.raise_status(msg)
     assert sftp.stat(".") is not None  # paramiko's own calls work on the session after the layer's

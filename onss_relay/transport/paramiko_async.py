@@ -33,7 +33,14 @@ from paramiko.sftp import (
 )
 from paramiko.sftp_attr import SFTPAttributes
 
-from onss_relay.transport.sftp_wire import NO_ATTRIBUTES, attrs_size, pack_request, reply_body, whole_reply
+from onss_relay.transport.sftp_wire import (
+    NO_ATTRIBUTES,
+    attrs_size,
+    pack_request,
+    reply_body,
+    status_ok,
+    whole_reply,
+)
 
 __all__ = [
     "CMD_ATTRS",
@@ -131,7 +138,8 @@ class AsyncSftp:
 
     def raise_status(self, msg: paramiko.Message) -> None:
         """Given a STATUS reply, return if it says OK; raise paramiko's OSError/EOFError for it otherwise."""
-        self._sftp._convert_status(msg)
+        if not status_ok(msg):  # an OK (most replies) without paramiko's reading of its text
+            self._sftp._convert_status(msg)
 
 
 def open_args(path: str) -> tuple[str, int, object]:

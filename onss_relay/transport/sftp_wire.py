@@ -11,7 +11,7 @@ import struct
 from typing import Any
 
 import paramiko
-from paramiko.sftp import int64
+from paramiko.sftp import SFTP_OK, int64
 from paramiko.sftp_attr import SFTPAttributes
 
 _U32 = struct.Struct(">I")
@@ -84,6 +84,16 @@ def reply_body(buf: bytes | bytearray, end: int) -> paramiko.Message:
     msg = paramiko.Message(bytes(buf[5:end]))
     msg.get_int()
     return msg
+
+
+def status_ok(msg: paramiko.Message) -> bool:
+    """Given a STATUS reply (past its request number), say whether it is OK; otherwise leave it to be read again
+    from its code (paramiko's status conversion reads the code, then the text)."""
+    if msg.get_int() == SFTP_OK:
+        return True
+    msg.rewind()
+    msg.get_int()  # the request number
+    return False
 
 
 def attrs_size(msg: paramiko.Message) -> int | None:
