@@ -44,7 +44,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("claim (scan, names, sequence check)", ("onss_relay/stages/claim.py", "onss_relay/names.py")),
     (
         "upload: SFTP requests, replies, encryption",
-        ("sftp_pipeline.py", "paramiko_async.py", "paramiko/", "cryptography/"),
+        ("sftp_pipeline.py", "paramiko_async.py", "sftp_wire.py", "paramiko/", "cryptography/"),
     ),
     ("start: imports, config, connect, fork", ("<module>", "load_config", "_find_and_load", "connect (")),
 ]

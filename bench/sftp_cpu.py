@@ -39,7 +39,7 @@ def upload(i, fi):
 uploads = [upload(i, fi) for i, fi in enumerate(fis)]
 t.prepare_uploads()
 time.sleep(0.5)  # the extra sessions open: measured is the uploads, not the connection
-prof = cProfile.Profile(time.thread_time) if profile else None  # CPU of this thread, not wall
+prof = cProfile.Profile() if profile else None
 c0, w0, m0 = time.process_time(), time.perf_counter(), time.thread_time()
 r0, t0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_THREAD)
 if prof: prof.enable()
