@@ -38,7 +38,18 @@ def send(b: Bench, tree: str, n: int, delay: float, tag: str, start: int) -> flo
     proxy = TcpProxy(b.sshd.port, delay=delay) if delay else None
     config = b.relay_config(port=proxy.port if proxy else None, name=f"ab-{tag}")
     b.declarations(config.parent / "spool" / "outbox", n, start=start)
-    cmd = [sys.executable, "-P", "-c", RUN_WITH_RUSAGE, "send", "--once", "--config", str(config), "--log-level", "error"]
+    cmd = [
+        sys.executable,
+        "-P",
+        "-c",
+        RUN_WITH_RUSAGE,
+        "send",
+        "--once",
+        "--config",
+        str(config),
+        "--log-level",
+        "error",
+    ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     run = subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=tree), check=True, stdout=subprocess.DEVNULL,

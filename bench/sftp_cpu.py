@@ -9,7 +9,6 @@ Run: python3 bench/sftp_cpu.py TREE [TREE ...] [--sets N] [--delay SECONDS] [--r
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import subprocess
 import sys

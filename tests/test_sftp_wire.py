@@ -210,7 +210,9 @@ def _cut_after(sshd: SshServer, keep: int) -> None:
     from tests.fixtures.sshd import SFTP_SERVER_CANDIDATES, find_binary
 
     script = sshd.root / "cutter.py"
-    script.write_text(CUTTER.format(server=find_binary(SFTP_SERVER_CANDIDATES, "sftp-server"), home=str(sshd.home), keep=keep))
+    script.write_text(
+        CUTTER.format(server=find_binary(SFTP_SERVER_CANDIDATES, "sftp-server"), home=str(sshd.home), keep=keep)
+    )
     (sshd.root / "sftp-wrapper").write_text(f"#!/bin/sh\nexec {sys.executable} {script}\n")
 
 

@@ -28,7 +28,7 @@ class _NoAttributes:
 NO_ATTRIBUTES = _NoAttributes()
 
 
-class GarbledReply(paramiko.SSHException):
+class GarbledReply(paramiko.SSHException):  # type: ignore[misc]  # paramiko is untyped
     """The server's byte stream is not SFTP packets: the session is unusable (a network error, retried)."""
 
 
@@ -60,7 +60,8 @@ def pack_request(command: int, number: int, args: tuple[Any, ...]) -> bytes:
 def _packed_attrs(attrs: SFTPAttributes) -> bytes:
     msg = paramiko.Message()
     attrs._pack(msg)
-    return msg.asbytes()
+    packed: bytes = msg.asbytes()
+    return packed
 
 
 def whole_reply(buf: bytes | bytearray) -> tuple[int, int, int] | None:
