@@ -59,7 +59,7 @@ __all__ = [
 
 OPEN_FOR_WRITE = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC
 
-Reply = Callable[[int, paramiko.Message], None]  # called with the reply's type (CMD_…) and its body, as a Message
+Reply = Callable[[int, paramiko.Message], None]  # gets the reply's type (CMD_…) and the reply read past its number
 RECEIVE = 1 << 16  # bytes asked of the channel at once: many replies (a reply is ~30 bytes, a write's 28)
 
 
