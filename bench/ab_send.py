@@ -22,9 +22,10 @@ from tests.fixtures.tcpproxy import TcpProxy
 # child: claiming and signing), so that the bottleneck process shows
 RUN_WITH_RUSAGE = """
 import atexit, resource, sys
+import onss_relay
 def report():
     s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    sys.stderr.write(f"RUSAGE {s.ru_utime + s.ru_stime} {c.ru_utime + c.ru_stime}\\n")
+    sys.stderr.write(f"RUSAGE {s.ru_utime} {s.ru_stime} {c.ru_utime + c.ru_stime} {onss_relay.__file__}\\n")
 atexit.register(report)
 from onss_relay.cli import main
 sys.exit(main())
@@ -37,19 +38,36 @@ def send(b: Bench, tree: str, n: int, delay: float, tag: str, start: int) -> flo
     proxy = TcpProxy(b.sshd.port, delay=delay) if delay else None
     config = b.relay_config(port=proxy.port if proxy else None, name=f"ab-{tag}")
     b.declarations(config.parent / "spool" / "outbox", n, start=start)
-    cmd = [sys.executable, "-c", RUN_WITH_RUSAGE, "send", "--once", "--config", str(config), "--log-level", "error"]
+    cmd = [
+        sys.executable,
+        "-P",
+        "-c",
+        RUN_WITH_RUSAGE,
+        "send",
+        "--once",
+        "--config",
+        str(config),
+        "--log-level",
+        "error",
+    ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     run = subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=tree), check=True, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True)  # fmt: skip
     wall = time.perf_counter() - t0
-    parent, child = (float(x) for x in run.stderr.rsplit("RUSAGE ", 1)[1].split())
+    user_s, sys_s, child_s, loaded = run.stderr.rsplit("RUSAGE ", 1)[1].split()
+    user, system, child = float(user_s), float(sys_s), float(child_s)
+    parent = user + system
+    # python -c puts the current folder first on sys.path: -P keeps it off, and this checks the tree ran
+    assert os.path.realpath(loaded).startswith(os.path.realpath(tree)), f"{tag} ran {loaded}, not {tree}"
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if proxy:
         proxy.close()
-    b.clear_remote()
-    print(f"{tag}: {n / wall:.1f} decl/s, cpu {cpu / n * 1000:.2f} ms/decl (uploading parent {parent / n * 1000:.2f}, "
+    # the remote files stay (each round has its own names): thousands deleted would make the next round's file
+    # creations pay ext4's scan past recently deleted inodes (kernel CPU in both relay processes, 2-5x this run's)
+    print(f"{tag}: {n / wall:.1f} decl/s, cpu {cpu / n * 1000:.2f} ms/decl (uploading parent {parent / n * 1000:.2f}: "
+          f"user {user / n * 1000:.2f} sys {system / n * 1000:.2f}, "
           f"claiming and signing child {child / n * 1000:.2f}), wall {wall / n * 1000:.2f} ms/decl")  # fmt: skip
     return n / wall
 

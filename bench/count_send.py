@@ -51,7 +51,7 @@ def send(b: Bench, tree: str, n: int, delay: float, start: int) -> dict[str, flo
     proxy = TcpProxy(b.sshd.port, delay=delay) if delay else None
     config = b.relay_config(port=proxy.port if proxy else None, name=f"count-{start}")
     b.declarations(config.parent / "spool" / "outbox", n, start=start)
-    cmd = [sys.executable, "-c", RUN_COUNTED, "send", "--once", "--config", str(config), "--log-level", "error"]
+    cmd = [sys.executable, "-P", "-c", RUN_COUNTED, "send", "--once", "--config", str(config), "--log-level", "error"]
     run = subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=tree), check=True, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True)  # fmt: skip
     if proxy:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from common import Bench
+from common import REPO, Bench
 
 from tests.fixtures.tcpproxy import TcpProxy
 
@@ -44,7 +44,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("claim (scan, names, sequence check)", ("onss_relay/stages/claim.py", "onss_relay/names.py")),
     (
         "upload: SFTP requests, replies, encryption",
-        ("sftp_pipeline.py", "paramiko_async.py", "paramiko/", "cryptography/"),
+        ("sftp_pipeline.py", "paramiko_async.py", "sftp_wire.py", "paramiko/", "cryptography/"),
     ),
     ("start: imports, config, connect, fork", ("<module>", "load_config", "_find_and_load", "connect (")),
 ]
@@ -73,9 +73,10 @@ def profile(b: Bench, n: int, delay: float, tree: str | None) -> tuple[dict[str,
     rate = 250
     gil = ["--gil"] if GIL else []  # only the thread holding the GIL: Python's CPU, not threads waiting on the disk
     cmd = ["py-spy", "record", "--subprocesses", *gil, "--format", "raw", "--rate", str(rate), "--nonblocking", "-o", str(raw), "--",
-           sys.executable, "-m", "onss_relay.cli", "send", "--once", "--config", str(config), "--log-level", "error"]  # fmt: skip
+           sys.executable, "-P", "-m", "onss_relay.cli", "send", "--once", "--config", str(config), "--log-level", "error"]  # fmt: skip
     t0 = time.perf_counter()
-    env = dict(os.environ, PYTHONPATH=tree) if tree else None  # another tree: the code before a change
+    # -P and PYTHONPATH: the relay of `tree` (another tree: the code before a change), never the current folder's
+    env = dict(os.environ, PYTHONPATH=tree or str(REPO))
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     wall = time.perf_counter() - t0
     if KEEP:

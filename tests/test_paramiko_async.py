@@ -1,5 +1,5 @@
-"""Pins what the SFTP pipeline relies on in paramiko beyond its public API (transport/paramiko_async.py),
-against a real sshd: a paramiko upgrade that changes one of these fails here, not in an upload."""
+"""Pins the SFTP request/reply layer (transport/paramiko_async.py) and what it relies on in paramiko beyond its
+public API, against a real sshd: a paramiko upgrade that changes one of these fails here, not in an upload."""
 
 from __future__ import annotations
 
@@ -83,24 +83,47 @@ def test_the_wake_event_is_set_when_a_reply_arrives_and_ended_when_closed(sessio
     assert s.ended()
 
 
-def test_the_waiter_protocol_is_what_paramiko_calls() -> None:
-    # paramiko's SFTPClient._read_response calls fileobj._async_response(t, msg, num) on the object given
-    # to _async_request; older versions held it weakly. Both must hold for our waiter.
-    import inspect
-    import weakref
+def test_what_the_layer_takes_from_paramiko_beyond_its_public_api(session) -> None:  # type: ignore[no-untyped-def]
+    # the session's request numbering, its write loop, its status conversion, the channel's event on data
+    s, sftp = session
+    assert isinstance(sftp.request_number, int)
+    number = sftp.request_number
+    s.request(lambda t, m: None, pa.CMD_FSTAT, b"no-such-handle")
+    assert sftp.request_number == number + 1  # a sync call of paramiko's after this one takes the next number
+    s.flush()
+    s.read_reply()
+    assert callable(sftp._write_all) and callable(sftp._convert_status)
+    assert callable(s.channel.in_buffer.set_event)
+    msg = paramiko.Message()
+    msg.add_int(number)  # a STATUS reply as it is handed over: read past its request number
+    msg.add_int(paramiko.sftp.SFTP_NO_SUCH_FILE)
+    msg.add_string("gone")
+    msg.rewind()
+    msg.get_int()
+    with pytest.raises(FileNotFoundError):
+        s.raise_status(msg)
+    assert sftp.stat(".") is not None  # paramiko's own calls work on the session after the layer's
 
-    source = inspect.getsource(paramiko.SFTPClient._read_response)
-    assert "._async_response(t, msg, num)" in source
-    assert list(inspect.signature(paramiko.SFTPClient._async_request).parameters)[:3] == ["self", "fileobj", "t"]
-    waiter = pa._Waiter(lambda t, m: None)
-    assert weakref.ref(waiter)() is waiter
+
+def test_a_reply_is_handed_over_as_paramiko_hands_it(session) -> None:  # type: ignore[no-untyped-def]
+    """Read past its request number, which a rewind finds first (sftp_fetch's end-of-file look rewinds)."""
+    s, sftp = session
+    replies: list[paramiko.Message] = []
+    number = sftp.request_number
+    s.request(lambda t, m: replies.append(m), pa.CMD_FSTAT, b"no-such-handle")
+    s.read_reply()
+    code = replies[0].get_int()
+    assert code != paramiko.sftp.SFTP_OK and replies[0].get_text()
+    replies[0].rewind()
+    assert replies[0].get_int() == number and replies[0].get_int() == code
 
 
 def test_requests_made_between_two_reads_leave_in_one_write_as_paramiko_would_pack_them(
     session, sshd: SshServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
     """Issue 27: the WRITEs, FSTAT and CLOSE of a file queued together go to the channel in one write (one SSH
-    packet to encrypt, not one per request), each packed byte for byte as paramiko's own _async_request packs it."""
+    packet to encrypt, not one per request), each packed byte for byte as paramiko's own _async_request packs it
+    (sftp_wire.pack_request)."""
     s, sftp = session
     path = f"{sshd.home}/INTEST/coalesced.bin"
     opened: list[tuple[int, paramiko.Message]] = []
@@ -124,7 +147,7 @@ def test_requests_made_between_two_reads_leave_in_one_write_as_paramiko_would_pa
     packed: list[bytes] = []
     monkeypatch.setattr(sftp, "_write_all", packed.append)
     number, sftp.request_number = sftp.request_number, first
-    waiter = pa._Waiter(lambda t, m: None)
+    waiter = _Waiter()
     for i in range(3):
         sftp._async_request(waiter, pa.CMD_WRITE, handle, pa.int64(i * 4), b"abcd")
     sftp._async_request(waiter, pa.CMD_FSTAT, handle)
@@ -133,3 +156,42 @@ def test_requests_made_between_two_reads_leave_in_one_write_as_paramiko_would_pa
         sftp._expecting.pop(n, None)
     sftp.request_number = number
     assert b"".join(packed) == writes[0]
+
+
+class _Waiter:
+    """What paramiko's _async_request takes as the file object its reply goes to (held weakly)."""
+
+    def _async_response(self, t: int, msg: paramiko.Message, num: int) -> None:
+        pass
+
+
+def test_every_request_the_relay_makes_is_packed_as_paramiko_packs_it(session) -> None:  # type: ignore[no-untyped-def]
+    """OPEN for writing and for reading (attributes with no field: NO_ATTRIBUTES, as paramiko packs an empty
+    SFTPAttributes), WRITE, FSTAT, CLOSE, LSTAT, READ, REMOVE: pack_request gives paramiko's bytes."""
+    from paramiko.sftp import CMD_LSTAT, CMD_READ, CMD_REMOVE
+    from paramiko.sftp_attr import SFTPAttributes
+
+    from onss_relay.transport.sftp_wire import pack_request
+
+    _, sftp = session
+    requests = [
+        (pa.CMD_OPEN, pa.open_args("INTEST/é.bin"), ("INTEST/é.bin", pa.OPEN_FOR_WRITE, SFTPAttributes())),
+        (pa.CMD_OPEN, pa.read_args("OUT/x"), ("OUT/x", paramiko.sftp.SFTP_FLAG_READ, SFTPAttributes())),
+        (pa.CMD_WRITE, (b"h1", pa.int64(1 << 40), b"data"), None),
+        (pa.CMD_FSTAT, (b"h1",), None),
+        (pa.CMD_CLOSE, (b"h1",), None),
+        (CMD_LSTAT, ("OUT/x",), None),
+        (CMD_READ, (b"h1", pa.int64(32768), 32768), None),
+        (CMD_REMOVE, ("OUT/x",), None),
+    ]
+    packed: list[bytes] = []
+    real_write_all = sftp._write_all
+    sftp._write_all = packed.append
+    try:
+        waiter = _Waiter()
+        for command, ours, theirs in requests:
+            number = sftp._async_request(waiter, command, *(theirs or ours))
+            sftp._expecting.pop(number, None)
+            assert pack_request(command, number, ours) == packed[-1], command
+    finally:
+        sftp._write_all = real_write_all
