@@ -132,8 +132,11 @@ def test_a_read_wakes_the_claim_scan_only_when_a_scan_waited_for_the_file(tmp_pa
     observer.start()
     f = tmp_path / fi_name(1)
     try:
-        f.write_bytes(b"<x/>")
-        assert wait_until(lambda: tracker.settled(f.name, f.stat()), 5)  # its writer's close trusted it
+        with f.open("wb") as writer:  # a settle check finds it open while it is written…
+            assert wait_until(lambda: tracker.busy(f.name), 5)
+            assert not tracker.settled(f.name, f.stat())
+            writer.write(b"<x/>")
+        assert wait_until(lambda: tracker.settled(f.name, f.stat()), 5)  # …and its writer's close trusts it
         time.sleep(0.5)  # the folder's own events, after the close, are in too
         wake.clear()
         with f.open("rb") as reader:  # a read no scan waited for

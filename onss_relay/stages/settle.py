@@ -97,11 +97,11 @@ class SettleTracker:
                 self._dirty.discard(name)
                 self._trusted.add(name)
                 self._unknown.pop(name, None)  # its writer was seen closing it
-                return True
-            if left > 0 or name not in self._waited:
-                return False
-            self._waited.discard(name)
-            return True
+            if left > 0:
+                return wrote
+            waited = name in self._waited
+            self._waited.discard(name)  # told now: a later read wakes nothing
+            return wrote or waited
 
     def gone(self, name: str) -> None:
         """Given a name removed or renamed away, forget what events said of it."""
