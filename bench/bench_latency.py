@@ -1,11 +1,15 @@
 """Latency of a warm daemon over a 20 ms each-way link: a file renamed into the outbox → its GO on the server.
 
 The real daemon (`onss-relay run`, settle = 0) talks to the real sshd through the delay proxy; files are dropped
-one at a time, each once the previous GO is on the server. Measured warm, and again after the daemon sat idle
-(10 minutes; --quick: 90 s, past the 60 s after which the relay used to close its connection). Baseline: what a
-client without a kept connection pays, a fresh paramiko connect + put FI, FS, GO per file. The floor: a set costs
-about 6 round trips after its file is seen (OPEN+WRITE+FSTAT+CLOSE of the FI, of the FS, then the GO's
-OPEN+CLOSE, each step after the one before), 240 ms at 40 ms a round trip.
+one at a time, each once the previous GO is on the server. Measured warm (one daemon, 50 files), and after an
+idle period (10 minutes; --quick: 90 s, past the 60 s after which the relay used to close its connection) as the
+p50 and max of IDLE_DAEMONS samples from one wait: as many daemons, each its own spool and sequence numbers, all
+through the same delay proxy to the same sshd, each warmed with a set, idle together, then one file dropped
+into each in turn (each measured alone, the others idle). Baseline: what a
+client without a kept connection pays, a fresh paramiko connect + put FI, FS, GO per file. The issue's target is
+6 round trips (240 ms at 40 ms a round trip); the floor of a set's own requests is 4.5 (FI OPEN, FI
+WRITE+FSTAT+CLOSE, the same for the FS, then the GO's OPEN creates it), and after an idle period one more proves
+the kept connection alive, partly hidden behind claiming and signing.
 
 Run: python3 bench/bench_latency.py [--quick] [--json FILE]
 """
@@ -24,6 +28,8 @@ from tests.helpers import Daemon, wait_until
 
 DELAY = 0.020  # seconds each way
 FLOOR_ROUND_TRIPS = 6
+IDLE_DAEMONS = 5  # daemons idle together: the after-idle figure is a p50 of this many sets, from one wait
+SEQUENCES_PER_DAEMON = 1000  # each daemon's declarations are numbered from its own thousand: no name is shared
 
 
 def drop_and_wait(outbox: Path, remote: Path, i: int) -> float:
@@ -42,24 +48,39 @@ def drop_and_wait(outbox: Path, remote: Path, i: int) -> float:
     return took
 
 
-def daemon_latencies(b: Bench, port: int, n: int, idle: float, start: int) -> tuple[list[float], list[float]]:
-    """Given the proxy's port, run the daemon; return (warm latencies of n files, the latency of one file dropped
-    after ``idle`` seconds without a set)."""
-    config = b.relay_config(port=port, name="relay-latency", extra_remote='keepalive = "15s"\n')
+def start_daemon(b: Bench, port: int, name: str) -> tuple[Daemon, Path]:
+    """Given the proxy's port and a name, start a daemon with its own config and spool; return it and its outbox."""
+    config = b.relay_config(port=port, name=name, extra_remote='keepalive = "15s"\n')
     text = config.read_text().replace('interval = "1s"', 'interval = "1h"')  # polling would share the link
+    # the default full scan (the tests' 1 s scan would have an idle daemon prove its connection every second or two,
+    # so that a set after an idle period often found it proven: not what a daemon does overnight)
+    text = text.replace('rescan = "1s"', 'rescan = "60s"')
     config.write_text(text + '[metrics]\nlisten = ""\n')
     outbox = config.parent / "spool" / "outbox"
     outbox.mkdir(parents=True, exist_ok=True)
-    remote = b.sshd.home / "INTEST"
     d = Daemon(config, config.parent / "daemon.log")
     d.start()
+    return d, outbox
+
+
+def daemon_latencies(b: Bench, port: int, n: int, idle: float, start: int) -> tuple[list[float], list[float]]:
+    """Given the proxy's port, run IDLE_DAEMONS daemons; return (warm latencies of n files through the first, the
+    latency of one file dropped into each after ``idle`` seconds without a set, one daemon after the other)."""
+    remote = b.sshd.home / "INTEST"
+    daemons: list[tuple[Daemon, Path, int]] = []
     try:
-        drop_and_wait(outbox, remote, start)  # the first set pays the connection
-        warm = [drop_and_wait(outbox, remote, start + 1 + i) for i in range(n)]
-        time.sleep(idle)  # then one set, as after a quiet night
-        after_idle = [drop_and_wait(outbox, remote, start + n + 10)]
+        for k in range(IDLE_DAEMONS):
+            d, outbox = start_daemon(b, port, f"relay-latency-{k}")
+            daemons.append((d, outbox, start + k * SEQUENCES_PER_DAEMON))
+        for _, outbox, first in reversed(daemons):
+            drop_and_wait(outbox, remote, first)  # the first set pays the connection
+        _, outbox, first = daemons[0]
+        warm = [drop_and_wait(outbox, remote, first + 1 + i) for i in range(n)]
+        time.sleep(idle)  # then one set into each, as after a quiet night
+        after_idle = [drop_and_wait(outbox, remote, first + n + 10) for _, outbox, first in daemons]
     finally:
-        d.stop()
+        for d, _, _ in daemons:
+            d.stop()
     return warm, after_idle
 
 
@@ -97,14 +118,16 @@ def main() -> None:
         b.close()
     floor = FLOOR_ROUND_TRIPS * 2 * DELAY * 1000
     baseline_name = "fresh paramiko connect + put FI, FS, GO per file"
-    idle_name = f"after {idle / 60:g} min idle"
+    idle_name = f"after {idle / 60:g} min idle, {IDLE_DAEMONS} daemons"
     figures = [
         lower_is_better(f"20 ms each way, renamed → GO p50, warm (floor {floor:.0f})", "ms", pct(warm, 0.5),
                         pct(base, 0.5), baseline_name),
         lower_is_better(f"20 ms each way, renamed → GO p99, warm ({n} files)", "ms", pct(warm, 0.99),
                         pct(base, 0.99), baseline_name),
-        lower_is_better(f"20 ms each way, renamed → GO, one set {idle_name}", "ms", after_idle[0],
+        lower_is_better(f"20 ms each way, renamed → GO p50 {idle_name}", "ms", pct(after_idle, 0.5),
                         pct(base, 0.5), baseline_name),
+        lower_is_better(f"20 ms each way, renamed → GO max {idle_name}", "ms", max(after_idle),
+                        pct(base, 0.99), baseline_name),
     ]  # fmt: skip
     emit(figures, args.json)
 

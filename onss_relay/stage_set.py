@@ -8,10 +8,14 @@ import threading
 import time
 from collections.abc import Callable
 
+import structlog
+
 from onss_relay.config import Config
 from onss_relay.pipeline import Relay
 from onss_relay.retention import Pruner
 from onss_relay.stage_thread import Stage
+
+log = structlog.get_logger(__name__)
 
 SCAN_SHARE = 0.5  # while events keep coming, claim scans take at most this share of the time (see paced)
 SCAN_REST_MAX = 1.0  # seconds: the longest rest between two scans that pacing imposes
@@ -28,7 +32,8 @@ def relay_stages(
     @paced(stop)
     def scan() -> None:
         relay.uploader.freshen()  # sets may come: prove the idle connection while they are claimed and signed
-        relay.claimer.scan(on_page=signer_wake.set)  # signing starts after the first page claimed
+        claimed = relay.claimer.scan(on_page=signer_wake.set)  # signing starts after the first page claimed
+        log.debug("outbox_scanned", claimed=len(claimed))
 
     def sign() -> None:
         if relay.signer.sign_queued(progress=uploader_wake.set):

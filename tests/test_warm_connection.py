@@ -3,6 +3,7 @@ a set's first request goes on it, and replaced ahead of need when it died idle, 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -109,3 +110,27 @@ def test_the_connection_outlives_the_old_60_s_idle_close(sftp_dir: Path, sshd: S
         assert sshd.ssh_logins() == logins
     finally:
         stop(proc)
+
+
+def test_the_set_s_own_reads_wake_no_claim_scan_while_it_goes_out(sftp_dir: Path, sshd: SshServer) -> None:
+    """Through the 20 ms each-way proxy. The relay reads a claimed declaration while signing it and at its upload's
+    gates; each read's close woke a claim scan, which took the interpreter from the upload it raced (after an idle
+    period, right as the connection was proven: nothing paced those scans). The scan that claims the set is now
+    the last one until its GO is sent (the full rescan is an hour away)."""
+    config, log = sftp_dir / "config.toml", sftp_dir / "daemon.log"
+    proxy = TcpProxy(sshd.port, delay=0.020)
+    config.write_text(config.read_text().replace(f"port = {sshd.port}", f"port = {proxy.port}"))
+    (sftp_dir / "known_hosts").write_text(sshd.known_hosts_line().replace(f":{sshd.port}", f":{proxy.port}"))
+    proc = start_daemon(config, log, {**QUIET, "ONSS_RELAY__WATCH__RESCAN": '"1h"'})
+    try:
+        assert wait_log(log, "relay_started")
+        go = drop(sftp_dir / "spool" / "outbox", 1)
+        assert wait_until(lambda: state_of(config, go) == State.SENT, 20)
+    finally:
+        stop(proc)
+        proxy.close()
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    events = [e["event"] + (f" {e['state']}" if e["event"] == "set_state" else "") for e in lines]
+    sending = events[events.index("set_state uploading") : events.index("set_sent")]  # the gates' reads in it
+    assert "set_state go_sending" in sending
+    assert "outbox_scanned" not in sending

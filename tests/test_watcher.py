@@ -18,7 +18,7 @@ from onss_relay.config import Config, load_config
 from onss_relay.daemon import Daemon
 from onss_relay.journal import State, open_journal_at
 from onss_relay.stages.claim import SettleTracker
-from onss_relay.stages.watch import filesystem_type, wants_polling
+from onss_relay.stages.watch import _Hints, filesystem_type, wants_polling
 from tests.conftest import fi_name
 from tests.helpers import wait_until
 
@@ -115,6 +115,44 @@ def configured(relay_dir: Path, **overrides: str) -> Config:
 
 def remote_fi(relay_dir: Path, name: str) -> bytes:
     return (relay_dir / "remote" / "INTEST" / name).read_bytes()
+
+
+def test_a_read_wakes_the_claim_scan_only_when_a_scan_waited_for_the_file(tmp_path: Path) -> None:
+    """Real inotify. Each read of a claimed declaration (the claim's checks, the signer's copy, the upload's
+    checks at its gates) ends in a close-nowrite; each woke a claim scan, and those scans competed with the set's
+    upload for the interpreter (5 scans per set, 2 now). A close-nowrite wakes the scan only when it ends the last
+    open of a file a settle check found open."""
+    from watchdog.observers import Observer
+
+    tracker = SettleTracker(0.0)
+    tracker.events = True
+    wake = threading.Event()
+    observer = Observer()
+    observer.schedule(_Hints(tracker, tmp_path, wake), str(tmp_path), recursive=False)
+    observer.start()
+    f = tmp_path / fi_name(1)
+    try:
+        with f.open("wb") as writer:  # a settle check finds it open while it is written…
+            assert wait_until(lambda: tracker.busy(f.name), 5)
+            assert not tracker.settled(f.name, f.stat())
+            writer.write(b"<x/>")
+        assert wait_until(lambda: tracker.settled(f.name, f.stat()), 5)  # …and its writer's close trusts it
+        time.sleep(0.5)  # the folder's own events, after the close, are in too
+        wake.clear()
+        with f.open("rb") as reader:  # a read no scan waited for
+            assert wait_until(lambda: tracker.busy(f.name), 5)
+            reader.read()
+        assert wait_until(lambda: not tracker.busy(f.name), 5)
+        assert not wait_until(wake.is_set, 1.0)
+        with f.open("rb"):  # held open by a reader (a writer, for all inotify says): the scan waits for it
+            assert wait_until(lambda: tracker.busy(f.name), 5)
+            assert not tracker.settled(f.name, f.stat())
+            assert not wait_until(wake.is_set, 1.0)
+        assert wait_until(wake.is_set, 5)  # its close: the scan looks again, and finds it settled
+        assert tracker.settled(f.name, f.stat())
+    finally:
+        observer.stop()
+        observer.join(5)
 
 
 def test_written_in_one_go_renamed_and_copied(relay_dir: Path, tmp_path: Path) -> None:

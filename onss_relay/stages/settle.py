@@ -55,6 +55,7 @@ class SettleTracker:
         self._opens: dict[str, int] = {}  # name → opens not closed yet, as inotify told them
         self._dirty: set[str] = set()  # modified and not closed since
         self._unknown: dict[str, float] = {}  # name → since when its open state is unknown (no open was seen)
+        self._waited: set[str] = set()  # names a settle check found open: their last close may make them settled
         self.settle_unknown = 0.0  # how long such a file must stay quiet (watch.settle_unknown)
         self._lock = threading.Lock()
 
@@ -82,8 +83,10 @@ class SettleTracker:
             self._dirty.add(name)
             self._trusted.discard(name)
 
-    def closed_after(self, name: str, wrote: bool) -> None:
-        """Given a name inotify saw closed (after writing or not), count that open as ended."""
+    def closed_after(self, name: str, wrote: bool) -> bool:
+        """Given a name inotify saw closed (after writing or not), count that open as ended; return whether that
+        may settle a file: a close after writing, or the last close of a file a settle check found open. A read
+        nobody waited for (the relay's own, while claiming, signing and uploading a set) settles nothing."""
         with self._lock:
             left = self._opens.get(name, 0) - 1
             if left > 0:
@@ -94,6 +97,11 @@ class SettleTracker:
                 self._dirty.discard(name)
                 self._trusted.add(name)
                 self._unknown.pop(name, None)  # its writer was seen closing it
+            if left > 0:
+                return wrote
+            waited = name in self._waited
+            self._waited.discard(name)  # told now: a later read wakes nothing
+            return wrote or waited
 
     def gone(self, name: str) -> None:
         """Given a name removed or renamed away, forget what events said of it."""
@@ -102,6 +110,7 @@ class SettleTracker:
             self._dirty.discard(name)
             self._trusted.discard(name)
             self._unknown.pop(name, None)
+            self._waited.discard(name)
 
     def unknown(self, names: set[str]) -> None:
         """Given names present when the watch began (a writer may have opened them before), count their open
@@ -121,13 +130,18 @@ class SettleTracker:
             self._opens.clear()
             self._dirty.clear()
             self._trusted.clear()
+            self._waited.clear()
 
-    def busy(self, name: str) -> bool:
-        """Whether events say a file is open, or modified and not closed since (False without events)."""
+    def busy(self, name: str, wait: bool = False) -> bool:
+        """Whether events say a file is open, or modified and not closed since (False without events); with
+        ``wait``, a file found open is remembered so that its last close tells the scan to look again."""
         if not self.events:
             return False
         with self._lock:
-            return self._opens.get(name, 0) > 0 or name in self._dirty
+            busy = self._opens.get(name, 0) > 0 or name in self._dirty
+            if busy and wait:
+                self._waited.add(name)
+            return busy
 
     def seen_for(self, name: str) -> float:
         """Given a name, return the seconds since this process first saw it (kept across rescans; mtimes are
@@ -147,7 +161,7 @@ class SettleTracker:
         changed = prev is None or (prev.size, prev.mtime_ns) != (st.st_size, st.st_mtime_ns)
         if prev is None or changed:
             prev = self._seen[name] = _Sighting(st.st_size, st.st_mtime_ns, now)
-        if self.busy(name):
+        if self.busy(name, wait=True):
             return False
         if self.events and name in self._unknown:  # quiet since the watch began, not since an earlier sighting
             quiet_since = max(prev.since, self._unknown.get(name, now))
@@ -197,6 +211,7 @@ class SettleTracker:
                 self._first.pop(name, None)
                 self._trusted.discard(name)
                 self._unknown.pop(name, None)
+                self._waited.discard(name)
 
     def forget_missing(self, present: Container[str]) -> None:
         self.forget({n for n in self._seen if n not in present} | {n for n in self._first if n not in present})

@@ -178,10 +178,9 @@ class _Hints(FileSystemEventHandler):
         if isinstance(event, FileOpenedEvent):
             self.tracker.opened(name)  # a reader or a writer: which, inotify does not say; its close will
             return
-        if isinstance(event, FileClosedNoWriteEvent):
-            self.tracker.closed_after(name, wrote=False)
-        elif isinstance(event, FileClosedEvent):
-            self.tracker.closed_after(name, wrote=True)
+        if isinstance(event, FileClosedNoWriteEvent | FileClosedEvent):
+            if not self.tracker.closed_after(name, wrote=not isinstance(event, FileClosedNoWriteEvent)):
+                return  # a read no scan waited for (most often the relay's own): it settles nothing, wakes none
         elif isinstance(event, FileMovedEvent):
             self.tracker.gone(name)
             if os.path.dirname(str(event.dest_path)) == self.outbox:
