@@ -30,6 +30,7 @@ from onss_relay.hooks import FINAL as TOLD_FINAL
 from onss_relay.hooks import told_key
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.names import Prefix, format_name, parse_name, set_key
+from onss_relay.outcome import outcome_of
 from onss_relay.spool import Spool
 from onss_relay.waiting import answered_circuit_test
 
@@ -43,7 +44,14 @@ FINAL = (State.NOTIFIED, State.REFUSED, State.FAILED)
 
 
 def is_final(row: SetRow) -> bool:
-    """Given a set, return whether its final answer is in (or it was quarantined): nothing more comes for it."""
+    """Given a set, return whether its final answer is in (or it was quarantined): nothing more comes for it.
+    A refusal by a provisional ACRF (PA: "a final one may follow and decides") and a notification whose outcome
+    is still pending (a temporary answer, a proposal to validate) are not final, whatever the state says."""
+    acrf = row.data.acrf
+    if row.state == State.REFUSED and not row.data.notifications and acrf is not None and not acrf.final:
+        return False
+    if row.state == State.NOTIFIED and outcome_of(row.go_name, row.state, row.data) == "pending":
+        return False
     return row.state in FINAL or answered_circuit_test(row)
 
 

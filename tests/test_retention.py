@@ -203,3 +203,26 @@ def test_status_finds_the_sent_files_of_a_spool_moved_to_another_mount_point(
     line = next(ln for ln in status.stdout.splitlines() if ln.startswith("sent files:"))
     assert "no longer there" not in line and line.split()[2].startswith(str(moved / "spool" / "sent")), line
     assert (Path(line.split()[2]) / go).exists(), line
+
+
+def test_a_provisional_refusal_or_a_pending_notification_is_not_final() -> None:
+    """Found by review rev29: retention pruned a set refused only by a provisional ACRF (PA: a final one may
+    follow and decides) and a set notified with a pending outcome (ResultCode 2); both keep their files."""
+    from onss_relay.journal.model import AcrfRecord, NotificationRecord, SetData, SetRow
+    from onss_relay.retention import is_final
+
+    go = "GO." + fi_name(1)[3:-2]
+
+    def row(state: State, data: SetData) -> SetRow:
+        return SetRow(go, "T", state, [fi_name(1)], 0.0, 0.0, None, None, data, False)
+
+    refused_pa = AcrfRecord("1", False, None, "FO.x", type_form="PA", final=False)
+    refused_fa = AcrfRecord("1", False, None, "FO.x", type_form="FA", final=True)
+    accepted = AcrfRecord("0", True, "T1", "FO.x")
+    pending = NotificationRecord("2", False, "T1", None, "FO.n")
+    done = NotificationRecord("1", True, "T1", None, "FO.n")
+    assert not is_final(row(State.REFUSED, SetData(acrf=refused_pa)))
+    assert is_final(row(State.REFUSED, SetData(acrf=refused_fa)))
+    assert not is_final(row(State.NOTIFIED, SetData(acrf=accepted, notifications=(pending,))))
+    assert is_final(row(State.NOTIFIED, SetData(acrf=accepted, notifications=(done,))))
+    assert not is_final(row(State.SENT, SetData()))
