@@ -28,7 +28,7 @@ from onss_relay.log import say_error, say_warning, setup_logging
 from onss_relay.terminal import for_terminal
 
 if TYPE_CHECKING:
-    from onss_relay.pipeline import Relay
+    from onss_relay.pipeline import Relay, SendReport
 
 T = TypeVar("T")
 
@@ -131,11 +131,19 @@ def _quarantined(sets: int, files: int) -> str:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    report = _once(args, "send --once", lambda relay: relay.send_once())
+    from onss_relay.commands.poll import stop_on_signals
+
+    def send(relay: Relay) -> SendReport:
+        stop_on_signals(relay.stop)  # SIGTERM (a cron timeout, systemctl stop) ends it at a safe point, cleanly
+        return relay.send_once()
+
+    report = _once(args, "send --once", send)
     waiting = report.upload.waiting
     uncertain = f", {len(waiting)} uncertain (waiting for the quiet period)" if waiting else ""
+    stopped = "; stopped before the end (SIGTERM): the next send --once goes on" if report.stopped else ""
     print(
-        f"sent {len(report.upload.sent)} set(s), {_quarantined(report.sets_quarantined, report.files_quarantined)}{uncertain}"
+        f"sent {len(report.upload.sent)} set(s), {_quarantined(report.sets_quarantined, report.files_quarantined)}"
+        f"{uncertain}{stopped}"
     )
     for line in waiting:
         say_warning(line, "send")

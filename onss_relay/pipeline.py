@@ -44,6 +44,7 @@ class SendReport:
     quarantined_before: int
     quarantined_after: int
     sets_failed: int = 0  # sets recorded failed during the run (some had no file left to move)
+    stopped: bool = False  # ended early by a stop request (SIGTERM): the next run goes on
 
     @property
     def quarantined(self) -> int:
@@ -159,7 +160,14 @@ class Relay:
         finally:
             self.uploader.close_idle()
         self.results.catch_up(self.stop)
-        return SendReport(claimed, upload, before, self._failed_count(), max(0, self._failed_sets() - failed_sets))
+        return SendReport(
+            claimed,
+            upload,
+            before,
+            self._failed_count(),
+            max(0, self._failed_sets() - failed_sets),
+            stopped=self.stop.is_set(),
+        )
 
     def _anything_to_send(self) -> bool:
         if self.journal.sets_in(*IN_FLIGHT, limit=1):
