@@ -163,17 +163,26 @@ def test_a_set_uploads_whole_when_every_reply_comes_in_pieces(
     assert (sshd.home / "INTEST" / "FI.A").read_bytes() == fi.read_bytes()
 
 
-def test_a_refused_open_fails_the_set_before_its_next_step(sftp_cfg: Config, sshd: SshServer, tmp_path: Path) -> None:
-    (sshd.root / "readonly").write_text("")  # the server refuses every write: OPEN answered "permission denied"
+def _one_set_failing(
+    sftp_cfg: Config, tmp_path: Path, suffix: str, error: type[Exception], match: str
+) -> tuple[Upload, list[str]]:
+    """Given the server's settings, upload one set that must fail with ``error`` (its text matching); return the
+    upload and the steps it reached."""
     t = SftpTransport.connect(sftp_cfg.remote)
     fi = tmp_path / "fi"
     fi.write_bytes(b"<DmfA/>")
-    up, seen = _one_set(fi, ".B")
+    up, seen = _one_set(fi, suffix)
     try:
-        with pytest.raises(PermanentRemoteError, match="permission denied"):
+        with pytest.raises(error, match=match):
             t.run_uploads(iter([up]))
     finally:
         t.close()
+    return up, seen
+
+
+def test_a_refused_open_fails_the_set_before_its_next_step(sftp_cfg: Config, sshd: SshServer, tmp_path: Path) -> None:
+    (sshd.root / "readonly").write_text("")  # the server refuses every write: OPEN answered "permission denied"
+    up, seen = _one_set_failing(sftp_cfg, tmp_path, ".B", PermanentRemoteError, "permission denied")
     assert seen == ["FI"] and _remote(sshd) == [] and up.step_in_flight() is None  # answered: nothing in doubt
 
 
@@ -220,14 +229,6 @@ def test_a_session_closed_in_the_middle_of_a_reply_fails_the_set_in_doubt(
     sftp_cfg: Config, sshd: SshServer, tmp_path: Path
 ) -> None:
     _cut_after(sshd, keep=1)  # the FI's OPEN answered; its WRITE's reply cut in half
-    t = SftpTransport.connect(sftp_cfg.remote)
-    fi = tmp_path / "fi"
-    fi.write_bytes(b"<DmfA/>")
-    up, seen = _one_set(fi, ".D")
-    try:
-        with pytest.raises(TransientRemoteError, match="into a reply"):
-            t.run_uploads(iter([up]))
-    finally:
-        t.close()
+    up, seen = _one_set_failing(sftp_cfg, tmp_path, ".D", TransientRemoteError, "into a reply")
     assert seen == ["FI"] and "FS.D" not in _remote(sshd) and "GO.D" not in _remote(sshd)
     assert up.step_in_flight() == "FI"  # its FSTAT and CLOSE unanswered: the set is uncertain, never sent again blind
