@@ -114,9 +114,7 @@ def run_step(
     if p.returncode and not until and not stopped:
         err.seek(0)
         out.seek(0)  # the command's report (what it refused or quarantined) is on stdout, its log on stderr
-        raise SystemExit(
-            f"{cmd} failed ({p.returncode}): {out.read().decode()[-2000:]}\n{err.read().decode()[-2000:]}"
-        )
+        raise SystemExit(f"{cmd} failed ({p.returncode}): {out.read().decode()[-2000:]}\n{err.read().decode()[-2000:]}")
     out.seek(0)
     peak_kb = int(Path(rss.name).read_text().split()[-1])
     return Step(took, peak_kb / 1024, tree_mb, stopped, samples, out.read().decode())
