@@ -156,7 +156,9 @@ def test_send_once_says_what_waits_and_until_when_then_finishes_it(
 ) -> None:
     """`send --once` does not wait the quiet period silently: it sends the others, names each uncertain set
     and when it will be decided, and exits 5; a `send --once` after that time finishes them, GO once."""
-    world = make_world(relay_dir, sshd, client_keys["rsa"], timeout="2s", quiet="6s", sets=8)
+    # 24 sets: enough that uploads are still in flight when the watcher (which reads the sftp-server log) makes
+    # the proxy hold, even on a loaded machine (8 sets were all sent once before the hold at load 14 in CI)
+    world = make_world(relay_dir, sshd, client_keys["rsa"], timeout="2s", quiet="6s", sets=24)
     proxy = world.proxy
     assert isinstance(proxy, HoldProxy)
     watcher = hold_when(proxy, fs_closed(sshd), 4)  # shorter than send --once's retries: it reconnects
