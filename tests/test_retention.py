@@ -226,3 +226,66 @@ def test_a_provisional_refusal_or_a_pending_notification_is_not_final() -> None:
     assert not is_final(row(State.NOTIFIED, SetData(acrf=accepted, notifications=(pending,))))
     assert is_final(row(State.NOTIFIED, SetData(acrf=accepted, notifications=(done,))))
     assert not is_final(row(State.SENT, SetData()))
+
+
+KILLED_WALK = """
+import os, signal, sys, time
+from pathlib import Path
+from onss_relay import retention
+from onss_relay.config import RetentionConfig, load_config
+from onss_relay.journal import open_journal_at
+from onss_relay.spool import Spool
+
+removed = retention._remove
+count = [0]
+
+def remove_then_die(path, sent):  # a SIGKILL at the 1,200th file removed: in the walk's third page
+    count[0] += 1
+    if count[0] == 1200:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return removed(path, sent)
+
+retention._remove = remove_then_die
+cfg = load_config(Path(sys.argv[1]), environ={})
+journal = open_journal_at(cfg.paths.journal_path)
+retention.Pruner(RetentionConfig(1, 0, 0), journal, Spool(cfg.paths)).run_once(time.time() + 3 * 86400)
+"""
+
+
+def test_a_retention_walk_killed_half_way_resumes_from_its_last_page(relay_dir: Path) -> None:
+    """Review of issue 29: retention.json was written at the end of a walk (or on SIGTERM), so a SIGKILL lost a
+    walk's progress and the next one started again from its start (a year of sets). It is saved durably after
+    every page: killed in its third page of 500 sets, the walk has kept the end of its second."""
+    import subprocess
+    import sys
+    import time
+
+    from onss_relay.config import RetentionConfig
+    from onss_relay.journal import Change, NewSet
+    from onss_relay.retention import Pruner
+    from onss_relay.spool import Spool
+
+    cfg = load_config(relay_dir / "config.toml", environ={})
+    spool = Spool(cfg.paths)
+    spool.create()
+    names = [f"GO.DIMN.{SENDER}.20260101.{i:05d}.T.1" for i in range(1, 1601)]
+    journal = open_journal_at(cfg.paths.journal_path)
+    try:
+        journal.add_sets([NewSet(go, "T", ["FI" + go[2:] + ".1"]) for go in names])
+        journal.transition_many([Change(go, State.FAILED, reason="quarantined for the test") for go in names])
+        walk = [(r.updated_at, r.go_name) for r in journal.sets_updated_until(time.time() + 1, (0.0, ""), 2000)]
+    finally:
+        journal.close()
+    for go in names:
+        (cfg.paths.results_dir / f"{go}.json").write_text("{}")
+    killed = subprocess.run([sys.executable, "-c", KILLED_WALK, str(relay_dir / "config.toml")], timeout=120)
+    assert killed.returncode == -9
+    assert len(list(cfg.paths.results_dir.glob("GO.*.json"))) == 1600 - 1199
+    saved = json.loads((cfg.paths.root / "retention.json").read_text())
+    assert tuple(saved["results"]) == walk[999]  # the end of its second page
+    journal = open_journal_at(cfg.paths.journal_path)
+    try:
+        counts = Pruner(RetentionConfig(1, 0, 0), journal, spool).run_once(time.time() + 3 * 86400)
+    finally:
+        journal.close()
+    assert counts["results"] == 1600 - 1199 and not list(cfg.paths.results_dir.glob("GO.*.json"))
