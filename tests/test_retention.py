@@ -289,3 +289,38 @@ def test_a_retention_walk_killed_half_way_resumes_from_its_last_page(relay_dir: 
     finally:
         journal.close()
     assert counts["results"] == 1600 - 1199 and not list(cfg.paths.results_dir.glob("GO.*.json"))
+
+
+def test_status_of_a_copied_spool_tells_its_own_sent_files_not_the_original_s(
+    relay_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Review of issue 29: `status NAME` looked for a set's sent files at the journal's absolute path, retention
+    at that path re-rooted under its spool (archived.py holds the one rule now). In a copy of a spool whose
+    retention pruned them, status says they are gone from the copy, while the original still has them."""
+    import shutil
+    import time
+
+    from onss_relay.config import RetentionConfig
+    from onss_relay.retention import Pruner
+    from onss_relay.spool import Spool
+
+    go = _answered_set(relay_dir)
+    copy = tmp_path_factory.mktemp("copy") / "relay"
+    shutil.copytree(relay_dir, copy, symlinks=True)
+    cfg = load_config(copy / "config.toml", environ={})
+    journal = open_journal_at(cfg.paths.journal_path)
+    try:
+        assert Pruner(RetentionConfig(0, 0, 1), journal, Spool(cfg.paths)).run_once(time.time() + 3 * 86400)["sent"]
+    finally:
+        journal.close()
+
+    def sent_line(root: Path) -> str:
+        status = run_cli("status", go, "--config", str(root / "config.toml"))
+        assert status.returncode == 0, status.stdout + status.stderr
+        return next(ln for ln in status.stdout.splitlines() if ln.startswith("sent files:"))
+
+    in_copy, in_original = sent_line(copy), sent_line(relay_dir)
+    assert in_copy.split()[2].startswith(str(copy / "spool" / "sent")), in_copy
+    assert in_copy.endswith("(no longer there: pruned by retention.sent_days)"), in_copy
+    assert in_original.split()[2].startswith(str(relay_dir / "spool" / "sent")), in_original
+    assert "no longer there" not in in_original and (Path(in_original.split()[2]) / go).exists()
