@@ -324,3 +324,7 @@ def test_status_of_a_copied_spool_tells_its_own_sent_files_not_the_original_s(
     assert in_copy.endswith("(no longer there: pruned by retention.sent_days)"), in_copy
     assert in_original.split()[2].startswith(str(relay_dir / "spool" / "sent")), in_original
     assert "no longer there" not in in_original and (Path(in_original.split()[2]) / go).exists()
+    for args in (["status", "--json", go], ["status", "--json"]):  # the JSON names the same folder as the text
+        doc = json.loads(run_cli(*args, "--config", str(copy / "config.toml")).stdout)
+        documents = [doc["set"]] if "set" in doc else [d for d in doc["sets"] if d["set"] == go]
+        assert [d["sent_dir"] for d in documents] == [in_copy.split()[2]], (args, documents)
