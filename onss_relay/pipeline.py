@@ -86,7 +86,7 @@ class Relay:
         self.spool = Spool(cfg.paths)
         self.spool.stop = self.stop  # the held originals' sweep ends between two files at a stop
         self.spool.create()
-        for folder in (self.spool.work, self.spool.paths.root):  # what a run killed while writing left
+        for folder in (self.spool.work, self.spool.paths.root, self.spool.outbox):  # what a killed run left
             remove_orphan_temps(folder)
         finish_interrupted_requeues(self.spool)
         self.journal = open_journal(cfg, epoch=epoch)

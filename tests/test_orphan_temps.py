@@ -62,3 +62,23 @@ def test_only_this_host_s_temps_of_processes_gone_are_removed(tmp_path: Path) ->
     assert sorted(os.listdir(tmp_path)) == sorted(
         n for w, n in names.items() if w not in ("dead", "alive, older than the temp")
     )
+
+
+def test_a_temp_left_in_the_outbox_by_a_killed_submit_is_removed_at_the_next_start(relay_dir: Path) -> None:
+    """A `submit` SIGKILLed while it copied a declaration left its hidden ``.FI….tmp`` (as large as the file) in the
+    outbox for ever; it writes under its own .NAME.HOST-PID.tmp now, which the next start removes."""
+    config, outbox = relay_dir / "config.toml", relay_dir / "spool" / "outbox"
+    content = relay_dir / "declaration.xml"
+    content.write_bytes(b"<DmfA>" + b"x" * (64 << 20) + b"</DmfA>")
+    command = [sys.executable, "-m", "onss_relay.cli", "submit", str(content), "--app", "DMFA", "--env", "T"]
+    proc = subprocess.Popen([*command, "--config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    temps: list[str] = []
+    deadline = time.monotonic() + 60
+    while not temps and proc.poll() is None and time.monotonic() < deadline:
+        temps = [n for n in os.listdir(outbox) if n.endswith(f".{HOST}-{proc.pid}.tmp")] if outbox.exists() else []
+    proc.kill()
+    proc.wait()
+    assert temps and (outbox / temps[0]).exists(), "submit placed its file before it could be killed: run again"
+    again = run_cli("send", "--once", "--config", str(config))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not [n for n in os.listdir(outbox) if n.endswith(".tmp")]

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from onss_relay.config import Config
-from onss_relay.durable import fsync_dir
+from onss_relay.durable import fsync_dir, temp_name
 from onss_relay.errors import InvalidName, RelayError, UsageError
 from onss_relay.journal import open_journal
 from onss_relay.names import (
@@ -112,7 +112,7 @@ def _place(spool: Spool, files: list[Path], first: Name) -> list[str]:
     try:
         for i, src in enumerate(files, start=1):
             name = format_name(first if first.total is None else dataclasses.replace(first, total=len(files), part=i))
-            temp = spool.outbox / f".{name}.tmp"
+            temp = spool.outbox / temp_name(name)  # this process's own: removed at a start if it is killed
             staged.append((temp, spool.outbox / name, src))
             with src.open("rb") as fin, temp.open("wb") as fout:
                 while chunk := fin.read(1 << 20):
