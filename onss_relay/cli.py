@@ -189,7 +189,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         reason, uncertain = why_waiting(cfg.paths.root), uncertain_wait(journal, float(cfg.remote.quiet_period))
         waiting = reason or uncertain
         if args.json:
-            doc = status_json(journal, args.name, args.limit, cfg.poll, view)
+            doc = status_json(journal, args.name, args.limit, cfg.poll, view, cfg.paths.sent_dir)
             print(json.dumps(doc | ({"waiting": waiting} if not args.name else {}), indent=2))
             return EXIT_OK
         if args.name:

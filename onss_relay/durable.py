@@ -22,14 +22,14 @@ from onss_relay import crash_point
 from onss_relay.named_writes import naming
 
 COPY_CHUNK = 1 << 20
-_HOST = socket.gethostname().split(".")[0] or "host"
+HOST = socket.gethostname().split(".")[0] or "host"  # in temp names: orphan_temps.py removes only its own host's
 
 
 def temp_name(name: str) -> str:
     """Given a file's name, return the hidden name it is written under first: ``.NAME.HOST-PID.tmp``, this
     process's own, so that two relays (or a relay and a command) writing the same file on a shared folder never
     share a temp file (one would rename or remove the other's)."""
-    return f".{name}.{_HOST}-{os.getpid()}.tmp"
+    return f".{name}.{HOST}-{os.getpid()}.tmp"
 
 
 def fsync_dir(directory: Path) -> None:

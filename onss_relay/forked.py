@@ -22,6 +22,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Generic, TypeVar, cast
 
+from onss_relay.errors import LocalError
 from onss_relay.journal import Journal
 
 T = TypeVar("T")
@@ -85,6 +86,12 @@ class Forked(Generic[T]):
             return cast(T, value)  # what work() returned, through the pipe
         if isinstance(value, BaseException):
             raise value
+        code = self._process.exitcode
+        if code is not None and code < 0:  # killed from outside: the OOM killer, a person
+            raise LocalError(
+                f"{self._process.name} was killed by {signal.Signals(-code).name} before it finished (out of memory?"
+                " the kernel's log says); what it did not commit is done again at the next run"
+            )
         raise RuntimeError(
             f"{self._process.name} ended with exit code {self._process.exitcode} ({value or 'no reason given'})"
         )

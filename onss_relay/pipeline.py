@@ -19,6 +19,7 @@ from onss_relay.forked import Forked
 from onss_relay.hook_record import HookRecord
 from onss_relay.hooks import DueOnly
 from onss_relay.journal import IN_FLIGHT, Journal, State, open_journal
+from onss_relay.orphan_temps import remove_orphan_temps
 from onss_relay.results import ResultsWriter
 from onss_relay.spool import Spool
 from onss_relay.stages.claim import Claimer
@@ -85,6 +86,8 @@ class Relay:
         self.spool = Spool(cfg.paths)
         self.spool.stop = self.stop  # the held originals' sweep ends between two files at a stop
         self.spool.create()
+        for folder in (self.spool.work, self.spool.paths.root, self.spool.outbox):  # what a killed run left
+            remove_orphan_temps(folder)
         finish_interrupted_requeues(self.spool)
         self.journal = open_journal(cfg, epoch=epoch)
         self.connect = connect or (lambda: open_transport(cfg))

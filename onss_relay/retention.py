@@ -3,8 +3,8 @@ and the on_result hook's told records with the results (hook_record.py keeps wha
 
 Only sets with their final answer are touched (notified, refused, a circuit test its ACRF accepted,
 quarantined); a set still waiting keeps everything. The journal keeps every set's row, history and outcome.
-Each kind walks the journal from where its last run stopped (``retention.json`` in the spool), a page at a
-time: a run looks at the sets that reached the cut-off since, never at the whole history again.
+Each kind walks the journal from where its last run stopped (``retention.json`` in the spool, saved after every
+page): a run looks at the sets that reached the cut-off since, never at the whole history again.
 """
 
 from __future__ import annotations
@@ -86,9 +86,10 @@ class Pruner:
         if kind == "hook":
             return self._prune_told(until, cursors)
         removed = 0
-        for row in self._sets(until, cursors, kind):
-            if is_final(row):
-                removed += sum(_remove(p, self.spool.sent) for p in self._files(kind, row))
+        for page in self._pages(until, cursors, kind):
+            for row in page:
+                if is_final(row):
+                    removed += sum(_remove(p, self.spool.sent) for p in self._files(kind, row))
         return removed
 
     def _prune_told(self, until: float, cursors: dict[str, tuple[float, str]]) -> int:
@@ -96,22 +97,23 @@ class Pruner:
         (nothing more is told of them unless they change); return how many (0 when the hook never ran here)."""
         if not (self.spool.paths.root / "hook" / "told").is_dir():
             return 0
-        record, removed, final = HookRecord(self.spool.paths.root), 0, []
-        for row in self._sets(until, cursors, "hook"):
-            if row.state in TOLD_FINAL:
-                final.append((row.go_name, told_key(row, None), row.change, row.updated_at))
-            if len(final) >= PAGE:
-                removed, final = removed + record.prune_told(final), []
-        return removed + record.prune_told(final)
+        record, removed = HookRecord(self.spool.paths.root), 0
+        for page in self._pages(until, cursors, "hook"):
+            final = [(r.go_name, told_key(r, None), r.change, r.updated_at) for r in page if r.state in TOLD_FINAL]
+            removed += record.prune_told(final)
+        return removed
 
-    def _sets(self, until: float, cursors: dict[str, tuple[float, str]], kind: str) -> Iterator[SetRow]:
-        """Yield the sets last written up to ``until`` since the kind's cursor, moving the cursor as they go.
-        A set written again later (an answer after its final one) comes again once that write is old enough."""
+    def _pages(self, until: float, cursors: dict[str, tuple[float, str]], kind: str) -> Iterator[list[SetRow]]:
+        """Yield the sets last written up to ``until`` since the kind's cursor, a page at a time; once the caller
+        is done with a page, move the cursor past it and save every cursor durably, so that a walk killed half
+        way (its first one walks a year of sets) resumes from its last page, not from its start. A set written
+        again later (an answer after its final one) comes again once that write is old enough."""
         while not self.stop.is_set() and (
             page := self.journal.sets_updated_until(until, cursors.get(kind, (0.0, "")), PAGE)
         ):
-            yield from page
+            yield page
             cursors[kind] = (page[-1].updated_at, page[-1].go_name)
+            _save_walks(self._cursor_path, cursors, sync=True)
 
     def _files(self, kind: str, row: SetRow) -> list[Path]:
         """Given a kind and a set, return its files of that kind in THIS spool: the journal's paths are re-rooted
@@ -153,8 +155,11 @@ def _load_walks(path: Path) -> dict[str, tuple[float, str]]:
         return {}
 
 
-def _save_walks(path: Path, walks: dict[str, tuple[float, str]]) -> None:
-    atomic_write(path, json.dumps(walks).encode(), sync=False)  # at worst a page looked at again
+def _save_walks(path: Path, walks: dict[str, tuple[float, str]], sync: bool = False) -> None:
+    """Given retention.json and where each kind's walk stopped, replace it atomically; ``sync`` for the saves a
+    walk makes page after page (a killed walk resumes from the last one; without it a page at most is walked
+    again after a power cut)."""
+    atomic_write(path, json.dumps(walks).encode(), sync=sync)
 
 
 def _with_marks(answer: Path) -> list[Path]:

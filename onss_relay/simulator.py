@@ -38,6 +38,7 @@ from onss_relay.names import (
     sent_application_codes,
 )
 from onss_relay.responses.codes import anomaly_class
+from onss_relay.simulator_counters import AnswerCounters
 from onss_relay.transport.local import LocalTransport, make_remote_home
 
 log = structlog.get_logger(__name__)
@@ -90,6 +91,8 @@ class Simulator:
         self.trusted = [p.read_bytes() for p in trusted or []]
         self.remote = LocalTransport(home)
         self._state_path = home / ".simulator.json"
+        self._counters_path = home / ".simulator-counters.json"
+        self._counters = AnswerCounters(self._counters_path, {})
         self._identity = identity.self_signed_identity(home / ".simulator-identity", "ONSS transfer point simulator")
 
     # -- state: names already processed (ACRF-133) and response sequence numbers ---------------
@@ -100,12 +103,15 @@ class Simulator:
         except FileNotFoundError:
             state = {"seen": [], "seq": {}}
         state["seen"] = set(state["seen"])  # type: ignore[call-overload]  # looked up once per GO: a set
+        self._counters = AnswerCounters(self._counters_path, state["seq"])  # type: ignore[arg-type]
         return state
 
     def _save_state(self, state: dict[str, object]) -> None:
+        state["seq"] = dict(self._counters.used)
         tmp = self._state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state | {"seen": sorted(state["seen"])}))  # type: ignore[call-overload]
         tmp.replace(self._state_path)
+        self._counters.settle()
 
     # -- processing ---------------------------------------------------------------------------
 
@@ -260,12 +266,17 @@ class Simulator:
 
     def _write_response(self, app: str, env: Env, content: bytes, state: dict[str, object]) -> Name:
         today = (self.today or dt.date.today()).strftime("%Y%m%d")
-        seqs = state["seq"]
-        assert isinstance(seqs, dict)
-        key = f"{today}.{env}"
-        seqs[key] = seqs.get(key, 0) + 1
-        fo = Name(Prefix.FO, app, ONSS_SENDER, today, response_sequence(seqs[key]), env)
         folder = response_folder(env)
+        while True:  # never over an answer already there (a copy of the state restored from a backup)
+            fo = Name(Prefix.FO, app, ONSS_SENDER, today, response_sequence(self._counters.next(f"{today}.{env}")), env)
+            taken = [
+                p
+                for p in (Prefix.FO, Prefix.FS, Prefix.GO)
+                if self.remote.exists(folder, format_name(fo.with_prefix(p)))
+            ]
+            if not taken:
+                break
+            log.warning("simulator_answer_name_taken", file=format_name(fo))
         self.remote.put_bytes(content, folder, format_name(fo))
         fs = signature.encode_fs(signature.sign_file(self._identity, self.home / folder / format_name(fo)))
         self.remote.put_bytes(fs, folder, format_name(fo.with_prefix(Prefix.FS)))

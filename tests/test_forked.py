@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from onss_relay.errors import CertificateError
+from onss_relay.errors import EXIT_LOCAL, CertificateError
 from onss_relay.forked import Forked
 from onss_relay.journal import Journal, open_journal_at
 
@@ -108,3 +108,21 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_send_once_whose_signing_child_is_killed_says_so_in_one_sentence(relay_dir: Path) -> None:
+    """Found in the review of issue 29: a claim-and-sign child killed from outside (the OOM killer; here the crash
+    hook's SIGKILL at its first rename) made `send --once` say "unexpected error RuntimeError(...) … report it".
+    It says which process was killed by which signal, that nothing is lost, and exits 4 (a local problem)."""
+    from tests.conftest import fi_name
+    from tests.helpers import run_cli
+
+    config = relay_dir / "config.toml"
+    (relay_dir / "spool" / "outbox").mkdir(parents=True)
+    (relay_dir / "spool" / "outbox" / fi_name(1)).write_bytes(b"<Dimona>1</Dimona>")
+    crash = {"ONSS_RELAY_CRASH_AT_COMMIT": "1", "ONSS_RELAY_CRASH_AT_COMMIT_AFTER": "rename"}
+    killed = run_cli("send", "--once", "--config", str(config), env=crash)
+    assert killed.returncode == EXIT_LOCAL, killed.stderr[-3000:]
+    said = [ln for ln in killed.stderr.splitlines() if "command_failed" in ln]
+    assert len(said) == 1 and "onss-relay-sign was killed by SIGKILL before it finished" in said[0], said
+    assert "unexpected error" not in killed.stderr and "Traceback" not in killed.stderr

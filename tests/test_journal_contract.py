@@ -21,8 +21,11 @@ from onss_relay.journal import (
     SetData,
     State,
     open_journal_at,
+    sql_sequences,
 )
 from onss_relay.journal.postgres import PostgresJournal
+from onss_relay.journal.sql_sequences import NoSequenceLeft
+from onss_relay.names import Name, parse_name
 
 GO = "GO.DMFA.123456.20260101.00001.T.1"
 FI = "FI.DMFA.123456.20260101.00001.T.1.1"
@@ -310,3 +313,39 @@ def test_batched_reads_give_what_the_per_set_reads_give(journal: Journal) -> Non
     assert sorted(r.go_name for r in used[keys[0]]) == sorted([names[0], other]) and used[keys[1]] == []  # failed
     assert [r.go_name for r in journal.sets_in(State.SIGNED, State.QUEUED, changed_after=mark)] == [names[0], other]
     assert len(journal.sets_in(State.SIGNED, State.QUEUED)) == 7
+
+
+def test_the_next_sequence_reads_the_day_s_highest_names_only(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A day of a secretariat's volume: the next sequence is the one after the highest used in that environment
+    (letters and the other environments' numbers left aside), read down the index, not a parse of the day."""
+    day = [
+        NewSet(f"GO.DIMN.123456.20260101.{i:05d}.{env}.1", env, [f"FI.x{i}{env}"])
+        for i in range(1, 2001)
+        for env in "TR"
+    ]
+    day += [
+        NewSet("GO.DIMN.123456.20260101.02500.R.1", "R", ["FI.y"]),
+        NewSet("GO.DIMN.123456.20260101.9999A.T.1", "T", ["FI.z"]),
+    ]
+    journal.add_sets(day)
+    parsed: list[str] = []
+
+    def counted(name: str) -> Name:
+        parsed.append(name)
+        return parse_name(name)
+
+    monkeypatch.setattr(sql_sequences, "parse_name", counted)
+    assert journal.allocate_sequence("123456", "20260101", "T") == 2001
+    assert journal.allocate_sequence("123456", "20260101", "R") == 2501
+    assert journal.allocate_sequence("123456", "20260101", "T") == 2002  # the reserved one counts too
+    assert len(parsed) <= 10, f"{len(parsed)} names parsed for three sequences"
+
+
+def test_a_day_with_every_sequence_used_is_refused_in_one_sentence(journal: Journal) -> None:
+    journal.add_set(GO, "T", [FI])
+    assert journal.allocate_sequence("123456", "20260101", "T", {99_999}) == 2  # past 99,999: the lowest free
+    with pytest.raises(NoSequenceLeft, match="^no sequence left for 20260101: sender 123456 has used all 99,999"):
+        journal.allocate_sequence("123456", "20260101", "T", set(range(3, 100_000)))
+    assert journal.allocate_sequence("123456", "20260101", "R") == 1  # another environment's day is its own

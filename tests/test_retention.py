@@ -226,3 +226,105 @@ def test_a_provisional_refusal_or_a_pending_notification_is_not_final() -> None:
     assert not is_final(row(State.NOTIFIED, SetData(acrf=accepted, notifications=(pending,))))
     assert is_final(row(State.NOTIFIED, SetData(acrf=accepted, notifications=(done,))))
     assert not is_final(row(State.SENT, SetData()))
+
+
+KILLED_WALK = """
+import os, signal, sys, time
+from pathlib import Path
+from onss_relay import retention
+from onss_relay.config import RetentionConfig, load_config
+from onss_relay.journal import open_journal_at
+from onss_relay.spool import Spool
+
+removed = retention._remove
+count = [0]
+
+def remove_then_die(path, sent):  # a SIGKILL at the 1,200th file removed: in the walk's third page
+    count[0] += 1
+    if count[0] == 1200:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return removed(path, sent)
+
+retention._remove = remove_then_die
+cfg = load_config(Path(sys.argv[1]), environ={})
+journal = open_journal_at(cfg.paths.journal_path)
+retention.Pruner(RetentionConfig(1, 0, 0), journal, Spool(cfg.paths)).run_once(time.time() + 3 * 86400)
+"""
+
+
+def test_a_retention_walk_killed_half_way_resumes_from_its_last_page(relay_dir: Path) -> None:
+    """Review of issue 29: retention.json was written at the end of a walk (or on SIGTERM), so a SIGKILL lost a
+    walk's progress and the next one started again from its start (a year of sets). It is saved durably after
+    every page: killed in its third page of 500 sets, the walk has kept the end of its second."""
+    import subprocess
+    import sys
+    import time
+
+    from onss_relay.config import RetentionConfig
+    from onss_relay.journal import Change, NewSet
+    from onss_relay.retention import Pruner
+    from onss_relay.spool import Spool
+
+    cfg = load_config(relay_dir / "config.toml", environ={})
+    spool = Spool(cfg.paths)
+    spool.create()
+    names = [f"GO.DIMN.{SENDER}.20260101.{i:05d}.T.1" for i in range(1, 1601)]
+    journal = open_journal_at(cfg.paths.journal_path)
+    try:
+        journal.add_sets([NewSet(go, "T", ["FI" + go[2:] + ".1"]) for go in names])
+        journal.transition_many([Change(go, State.FAILED, reason="quarantined for the test") for go in names])
+        walk = [(r.updated_at, r.go_name) for r in journal.sets_updated_until(time.time() + 1, (0.0, ""), 2000)]
+    finally:
+        journal.close()
+    for go in names:
+        (cfg.paths.results_dir / f"{go}.json").write_text("{}")
+    killed = subprocess.run([sys.executable, "-c", KILLED_WALK, str(relay_dir / "config.toml")], timeout=120)
+    assert killed.returncode == -9
+    assert len(list(cfg.paths.results_dir.glob("GO.*.json"))) == 1600 - 1199
+    saved = json.loads((cfg.paths.root / "retention.json").read_text())
+    assert tuple(saved["results"]) == walk[999]  # the end of its second page
+    journal = open_journal_at(cfg.paths.journal_path)
+    try:
+        counts = Pruner(RetentionConfig(1, 0, 0), journal, spool).run_once(time.time() + 3 * 86400)
+    finally:
+        journal.close()
+    assert counts["results"] == 1600 - 1199 and not list(cfg.paths.results_dir.glob("GO.*.json"))
+
+
+def test_status_of_a_copied_spool_tells_its_own_sent_files_not_the_original_s(
+    relay_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Review of issue 29: `status NAME` looked for a set's sent files at the journal's absolute path, retention
+    at that path re-rooted under its spool (archived.py holds the one rule now). In a copy of a spool whose
+    retention pruned them, status says they are gone from the copy, while the original still has them."""
+    import shutil
+    import time
+
+    from onss_relay.config import RetentionConfig
+    from onss_relay.retention import Pruner
+    from onss_relay.spool import Spool
+
+    go = _answered_set(relay_dir)
+    copy = tmp_path_factory.mktemp("copy") / "relay"
+    shutil.copytree(relay_dir, copy, symlinks=True)
+    cfg = load_config(copy / "config.toml", environ={})
+    journal = open_journal_at(cfg.paths.journal_path)
+    try:
+        assert Pruner(RetentionConfig(0, 0, 1), journal, Spool(cfg.paths)).run_once(time.time() + 3 * 86400)["sent"]
+    finally:
+        journal.close()
+
+    def sent_line(root: Path) -> str:
+        status = run_cli("status", go, "--config", str(root / "config.toml"))
+        assert status.returncode == 0, status.stdout + status.stderr
+        return next(ln for ln in status.stdout.splitlines() if ln.startswith("sent files:"))
+
+    in_copy, in_original = sent_line(copy), sent_line(relay_dir)
+    assert in_copy.split()[2].startswith(str(copy / "spool" / "sent")), in_copy
+    assert in_copy.endswith("(no longer there: pruned by retention.sent_days)"), in_copy
+    assert in_original.split()[2].startswith(str(relay_dir / "spool" / "sent")), in_original
+    assert "no longer there" not in in_original and (Path(in_original.split()[2]) / go).exists()
+    for args in (["status", "--json", go], ["status", "--json"]):  # the JSON names the same folder as the text
+        doc = json.loads(run_cli(*args, "--config", str(copy / "config.toml")).stdout)
+        documents = [doc["set"]] if "set" in doc else [d for d in doc["sets"] if d["set"] == go]
+        assert [d["sent_dir"] for d in documents] == [in_copy.split()[2]], (args, documents)

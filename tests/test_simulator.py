@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,7 @@ from onss_relay.responses.notification import parse_notification
 from onss_relay.simulator import Simulator, response_sequence
 from onss_relay.transport.local import make_remote_home
 from tests.conftest import SENDER, SIGNING_PASSWORD, TODAY
+from tests.helpers import run_cli
 
 
 @pytest.fixture
@@ -193,3 +197,47 @@ def test_the_simulator_answers_past_a_thousand_and_a_hundred_thousand(
     names = sorted(p.name for p in (home / "OUTTEST").iterdir() if p.name.startswith("FO."))
     assert len(names) == 4  # an ACRF and a notification per declaration
     assert {parse_name(n).seq for n in names} == {response_sequence(answered_before + i) for i in (1, 2, 3, 4)}
+
+
+def test_a_simulator_killed_half_way_never_hands_an_answer_name_out_again(
+    relay_dir: Path, ident: identity.Identity
+) -> None:
+    """Review of issue 29: `simulate --once` saved its day's answer counter only at the end, so one SIGKILLed
+    half way gave the next run the same numbers: it wrote over answers nobody had polled, and gave the names of
+    answers already polled (and deleted) to new ones. The numbers are reserved durably before the answers are
+    written: after a kill, a poll taking every answer away, and a second run, no name comes back."""
+    home = relay_dir / "remote"
+    for seq in range(1, 81):
+        drop(home, "INTEST", fi(seq, date=dt.date.today().strftime("%Y%m%d")), ident)
+    command = [sys.executable, "-m", "onss_relay.cli", "simulate", "--once", "--config", str(relay_dir / "config.toml")]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list((home / "OUTTEST").glob("GO.*"))) < 20 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    polled = relay_dir / "polled"
+    polled.mkdir()
+    for p in (home / "OUTTEST").iterdir():  # what a poller does: takes them, deletes them on the server
+        p.rename(polled / p.name)
+    before = {p.name for p in polled.glob("FO.*")}
+    assert 20 <= len(before) < 160, f"{len(before)} answers when killed: kill it earlier"
+    second = run_cli("simulate", "--once", "--config", str(relay_dir / "config.toml"))
+    assert second.returncode == 0, second
+    after = {p.name for p in (home / "OUTTEST").glob("FO.*")}
+    assert not after & before, f"answer names handed out again: {sorted(after & before)[:3]}"
+    assert len(after) == 2 * len(second.stdout.splitlines())  # an ACRF and a notification for each set answered
+
+
+def test_the_simulator_never_writes_over_an_answer_already_there(home: Path, ident: identity.Identity) -> None:
+    """An answer of the name the simulator would give next (a state restored from an old backup) is left as it
+    is: the simulator takes the next number."""
+    today = dt.date.today()
+    sim = Simulator(home, SENDER, today=today)
+    there = home / "OUTTEST" / f"FO.ACRF.999999.{today:%Y%m%d}.00001.T"
+    there.write_bytes(b"polled by nobody yet")
+    drop(home, "INTEST", fi(1, date=f"{today:%Y%m%d}"), ident)
+    assert all(v.accepted for v in sim.process())
+    assert there.read_bytes() == b"polled by nobody yet"
+    names = sorted(p.name for p in (home / "OUTTEST").glob("FO.*"))
+    assert [parse_name(n).seq for n in names] == ["00001", "00002", "00003"]

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from onss_relay.durable import HOST
+
 BY_HAND = b"<DmfA>dropped by hand</DmfA>"
 
 
@@ -23,13 +25,13 @@ def drop_while_copying(proc: subprocess.Popen[str], outbox: Path, last_temp: str
     temp: Path | None = None
     deadline = time.monotonic() + 60
     while temp is None and proc.poll() is None and time.monotonic() < deadline:
-        temps = [n for n in os.listdir(outbox) if n.endswith(last_temp)] if outbox.exists() else []
+        temps = [n for n in os.listdir(outbox) if last_temp in n and n.endswith(".tmp")] if outbox.exists() else []
         temp = outbox / temps[0] if temps else None
     assert temp is not None, "submit placed no temp file"
     os.kill(proc.pid, signal.SIGSTOP)  # between its copy and its rename
     try:
         assert temp.exists(), "submit renamed its file before it could be stopped: run again"
-        final = outbox / temp.name[1:].removesuffix(".tmp")
+        final = outbox / temp.name[1:].split(f".{HOST}-")[0]  # .NAME.HOST-PID.tmp
         fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL)  # a person's file of that very name
         os.write(fd, BY_HAND)
         os.close(fd)
@@ -51,7 +53,7 @@ def test_submit_never_overwrites_a_file_of_its_name_dropped_by_hand_meanwhile(re
         stderr=subprocess.PIPE,
         text=True,
     )
-    final = drop_while_copying(proc, outbox, f".T.{parts}.{parts}.tmp")  # the last part's name is taken
+    final = drop_while_copying(proc, outbox, f".T.{parts}.{parts}.{HOST}-")  # the last part's name is taken
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, out + err
     assert final.read_bytes() == BY_HAND  # left as it is

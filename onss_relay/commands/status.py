@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from onss_relay.archived import archived_day
 from onss_relay.commands.outbox_waits import ClaimBlock, unclaimed_reasons
 from onss_relay.config import PollConfig, WatchConfig
 from onss_relay.disk import disk_full
@@ -126,6 +127,15 @@ def unlinked_lines(journal: Journal, limit: int) -> list[str]:
     return out
 
 
+def _sent_here(doc: dict[str, Any], row: SetRow, sent: Path | None) -> dict[str, Any]:
+    """Given a set's document, its row and the spool's sent/ folder (or None), return the document with its
+    sent_dir re-rooted in that spool (archived.py: the journal keeps the path of the spool that archived it, a
+    spool copied, moved or seen from a container keeps that path)."""
+    if sent is not None and (day := archived_day(sent, row)) is not None:
+        doc["sent_dir"] = str(day)
+    return doc
+
+
 def _seconds(age: float) -> str:
     s = int(age)
     return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
@@ -145,19 +155,20 @@ def status_json(
     limit: int = 200,
     poll: PollConfig | None = None,
     view: SpoolView | None = None,
+    sent: Path | None = None,
 ) -> dict[str, Any]:
-    """Given the journal, return sets and counts as a JSON-ready dict (one set with its history when named)."""
+    """Given the journal, return sets and counts as a JSON-ready dict (one set with its history when named); with
+    the spool's sent/ folder, each set's sent_dir is its folder in that spool, as `status NAME` says it."""
     if name:
         row = find_set(journal, name)
-        doc = set_view(journal, row, poll).document() if row else None
-        return {"set": doc}
+        return {"set": _sent_here(set_view(journal, row, poll).document(), row, sent) if row else None}
     view = view or SpoolView()
     unclaimed = view.unclaimed
     reasons = unclaimed_reasons([n for n, _ in unclaimed], view.block)
     return {
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "counts": journal.counts(),
-        "sets": [set_view(journal, r, poll).document() for r in journal.recent_sets(limit)],
+        "sets": [_sent_here(set_view(journal, r, poll).document(), r, sent) for r in journal.recent_sets(limit)],
         "unlinked_responses": [
             {
                 "folder": r.folder,

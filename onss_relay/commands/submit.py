@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import re
 from pathlib import Path
 
 from onss_relay.config import Config
-from onss_relay.durable import fsync_dir
+from onss_relay.durable import fsync_dir, temp_name
 from onss_relay.errors import InvalidName, RelayError, UsageError
 from onss_relay.journal import open_journal
 from onss_relay.names import (
@@ -88,18 +89,17 @@ def _taken_here(spool: Spool, sender: str, date: str, env: str) -> set[int]:
     """Given the spool, return the numeric sequences of sender+date+env that its files use, whatever their
     application code: in the outbox, and in sent/ (a journal lost or restored from an old backup must not
     hand a sent sequence out again: ACRF-133). Files dated D are archived on day D or later, so only those
-    sent/ folders are read."""
+    sent/ folders are read; their names are matched, not parsed (a day of a secretariat's volume holds tens of
+    thousands), and a name of that day that only looks valid counts as taken."""
     since = (dt.datetime.strptime(date, "%Y%m%d").date() - dt.timedelta(days=1)).isoformat()
     folders = [spool.outbox] + sorted(d for d in spool.sent.glob("????-??-??") if d.is_dir() and d.name >= since)
+    of_the_day = re.compile(rf"\.?[A-Z]{{2}}\.[A-Z0-9]{{4}}\.{sender}\.{date}\.([0-9]{{5}})\.{env}(?:\.|$)")
     taken = set()
     for folder in folders:
-        for p in folder.iterdir():
-            try:
-                n = parse_name(p.name.lstrip(".").removesuffix(".tmp"))
-            except InvalidName:
-                continue
-            if (n.sender, n.date, n.env.value) == (sender, date, env) and n.seq.isdigit():
-                taken.add(int(n.seq))
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if m := of_the_day.match(entry.name):
+                    taken.add(int(m.group(1)))
     return taken
 
 
@@ -112,7 +112,7 @@ def _place(spool: Spool, files: list[Path], first: Name) -> list[str]:
     try:
         for i, src in enumerate(files, start=1):
             name = format_name(first if first.total is None else dataclasses.replace(first, total=len(files), part=i))
-            temp = spool.outbox / f".{name}.tmp"
+            temp = spool.outbox / temp_name(name)  # this process's own: removed at a start if it is killed
             staged.append((temp, spool.outbox / name, src))
             with src.open("rb") as fin, temp.open("wb") as fout:
                 while chunk := fin.read(1 << 20):

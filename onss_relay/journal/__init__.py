@@ -318,7 +318,8 @@ class Journal(Protocol):
     # sequence numbers
     def allocate_sequence(self, sender: str, date: str, env: str, taken: set[int] = ...) -> int:
         """Given a sender, date, environment and sequences known taken elsewhere (sent/), reserve and return the
-        next free sequence number, atomically against every other writer."""
+        number after the highest used (past 99,999 the lowest free; none: NoSequenceLeft), atomically against
+        every other writer."""
         ...
 
 

@@ -29,6 +29,7 @@ from onss_relay.journal.model import (
 from onss_relay.journal.sql_keys import KeyTable
 from onss_relay.journal.sql_responses import ResponseTable
 from onss_relay.journal.sql_rows import NEXT_CHANGE, Db, batches, marks, set_row
+from onss_relay.journal.sql_sequences import SequenceTable
 from onss_relay.journal.sql_workers import WorkerTable
 from onss_relay.names import parse_name
 from onss_relay.outcome import outcome_of
@@ -40,7 +41,7 @@ NO_CHANGE = DataChange()
 # every write to a set takes the next value of the change counter, in the same transaction (results follow it)
 
 
-class SqlJournal(ResponseTable, KeyTable, WorkerTable):
+class SqlJournal(ResponseTable, KeyTable, WorkerTable, SequenceTable):
     """The Journal of both SQL backends; a backend sets ``path`` and provides ``_tx()`` (one transaction, joined
     by inner ones), ``_read()`` (the connection for one read), ``atomic()`` and ``close()``."""
 
@@ -359,33 +360,4 @@ class SqlJournal(ResponseTable, KeyTable, WorkerTable):
                 ).fetchall()
                 for r in rows:
                     out[r["go_name"]].append((r["at"], r["state"], r["detail"]))
-        return out
-
-    # -- sequence numbers ---------------------------------------------------------------------
-
-    def allocate_sequence(self, sender: str, date: str, env: str, taken: set[int] = frozenset()) -> int:  # type: ignore[assignment]
-        """Given sender, date and environment, reserve and return the next free sequence number (atomic)."""
-        with self._tx() as db:
-            used = {
-                r[0]
-                for r in db.execute(
-                    "SELECT seq FROM sequences WHERE sender=? AND date=? AND env=?", (sender, date, env)
-                )
-            }
-            used |= set(taken) | self._sequences_in_sets(db, sender, date, env)
-            seq = next(i for i in range(1, 100000) if i not in used)  # StopIteration at 99999: a day's worth
-            db.execute("INSERT INTO sequences (sender, date, env, seq) VALUES (?,?,?,?)", (sender, date, env, seq))
-        return seq
-
-    def _sequences_in_sets(self, db: Db, sender: str, date: str, env: str) -> set[int]:
-        """Given sender, date and environment, return the numeric sequences of sets the journal knows (any app)."""
-        out = set()
-        start = f"{sender}.{date}."
-        for (name,) in db.execute(
-            f"SELECT go_name FROM sets WHERE {self._from_sender} >= ? AND {self._from_sender} < ?", (start, start + "~")
-        ):
-            with contextlib.suppress(ValueError):
-                n = parse_name(name)
-                if n.env == env and n.seq.isdigit():
-                    out.add(int(n.seq))
         return out

@@ -1,0 +1,84 @@
+"""Temp files of killed runs (review of issue 29): a run SIGKILLed while it wrote left its per-process temp
+``.NAME.HOST-PID.tmp`` in work/ for ever. At start the relay removes those of its own host whose process is gone
+(or whose pid now runs a younger process), never another host's or a live process's."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from onss_relay.durable import HOST, temp_name
+from onss_relay.orphan_temps import process_start, remove_orphan_temps
+from tests.conftest import fi_name
+from tests.helpers import run_cli
+
+
+def test_a_temp_left_by_a_killed_signer_is_removed_at_the_next_start(relay_dir: Path) -> None:
+    config, spool = relay_dir / "config.toml", relay_dir / "spool"
+    (spool / "outbox").mkdir(parents=True)
+    (spool / "outbox" / fi_name(1)).write_bytes(b"<Dimona>1</Dimona>")
+    # the signer SIGKILLs itself at its first durable rename: its FI copy renamed, its FS still a temp
+    crash = {"ONSS_RELAY_CRASH_AT_COMMIT": "1", "ONSS_RELAY_CRASH_AT_COMMIT_AFTER": "rename"}
+    run_cli("send", "--once", "--config", str(config), env=crash)
+    left = [n for n in os.listdir(spool / "work") if n.endswith(".tmp")]
+    assert left and all(f".{HOST}-" in n for n in left), os.listdir(spool / "work")
+    again = run_cli("send", "--once", "--config", str(config))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not [n for n in os.listdir(spool / "work") if n.endswith(".tmp")]
+    assert '"event": "orphan_temps_removed"' in again.stderr and f'"count": {len(left)}' in again.stderr
+    assert (relay_dir / "remote" / "INTEST" / ("GO" + fi_name(1)[2:-2])).exists()  # and the set went out
+
+
+def test_only_this_host_s_temps_of_processes_gone_are_removed(tmp_path: Path) -> None:
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+        dead_pid = int(gone.stdout)
+        hour_ago = time.time() - 3600
+        init_started = process_start(1)
+        assert init_started is not None and init_started < time.time() - 120
+        init_wrote = init_started + 1
+        names = {
+            "dead": f".FI.A.{HOST}-{dead_pid}.tmp",
+            "other host": f".FI.B.{HOST}x-{dead_pid}.tmp",
+            "alive, the one that wrote it": f".FI.C.{HOST}-1.tmp",  # init: started before it wrote
+            "alive, older than the temp": f".FI.D.{HOST}-{sleeper.pid}.tmp",  # the pid was reused
+            "alive, reused, just written": f".FI.E.{HOST}-{sleeper.pid}.tmp",
+            "ours": temp_name("FI.F"),
+            "not a temp": f"FI.G.{HOST}-{dead_pid}",
+        }
+        for what, name in names.items():
+            (tmp_path / name).write_bytes(b"x")
+            written = {"alive, reused, just written": time.time() - 30, "alive, the one that wrote it": init_wrote}
+            os.utime(tmp_path / name, (written.get(what, hour_ago),) * 2)
+        removed = remove_orphan_temps(tmp_path)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert sorted(p.name for p in removed) == sorted([names["dead"], names["alive, older than the temp"]])
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        n for w, n in names.items() if w not in ("dead", "alive, older than the temp")
+    )
+
+
+def test_a_temp_left_in_the_outbox_by_a_killed_submit_is_removed_at_the_next_start(relay_dir: Path) -> None:
+    """A `submit` SIGKILLed while it copied a declaration left its hidden ``.FI….tmp`` (as large as the file) in the
+    outbox for ever; it writes under its own .NAME.HOST-PID.tmp now, which the next start removes."""
+    config, outbox = relay_dir / "config.toml", relay_dir / "spool" / "outbox"
+    content = relay_dir / "declaration.xml"
+    content.write_bytes(b"<DmfA>" + b"x" * (64 << 20) + b"</DmfA>")
+    command = [sys.executable, "-m", "onss_relay.cli", "submit", str(content), "--app", "DMFA", "--env", "T"]
+    proc = subprocess.Popen([*command, "--config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    temps: list[str] = []
+    deadline = time.monotonic() + 60
+    while not temps and proc.poll() is None and time.monotonic() < deadline:
+        temps = [n for n in os.listdir(outbox) if n.endswith(f".{HOST}-{proc.pid}.tmp")] if outbox.exists() else []
+    proc.kill()
+    proc.wait()
+    assert temps and (outbox / temps[0]).exists(), "submit placed its file before it could be killed: run again"
+    again = run_cli("send", "--once", "--config", str(config))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not [n for n in os.listdir(outbox) if n.endswith(".tmp")]
