@@ -175,6 +175,27 @@ def test_a_held_original_still_unchanged_is_deleted_after_keep_released(cfg: Con
         relay.close()
 
 
+def test_a_wall_clock_stepped_forward_never_releases_a_held_original_early(
+    cfg: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NTP stepping the clock 2 h forward (a machine whose hardware clock was behind, a VM resumed) made every
+    held original look held past watch.keep_released (1 h): deleted at the next sweep while a writer the relay
+    could not see may still append to it. The time held is counted on the boot clock."""
+    relay, _ = send_touching_the_original(cfg, lambda name, fi: None)
+    try:
+        held = cfg.paths.root / "held" / fi_name(1)
+        wall = time.time
+        monkeypatch.setattr(time, "time", lambda: wall() + 7200)
+        relay.claimer.sweep_held()
+        assert held.exists(), "deleted after a minute of holding: the wall clock stepped, not the time held"
+        monkeypatch.undo()
+        relay.claimer.apply(dataclasses.replace(cfg, watch=dataclasses.replace(cfg.watch, keep_released=Duration(0))))
+        relay.claimer.sweep_held()
+        assert not held.exists()  # held long enough on the boot clock: released as before
+    finally:
+        relay.close()
+
+
 # -- a cron'd send --once counts watch.incomplete_after across its runs (first sightings kept in the spool) ---
 
 
