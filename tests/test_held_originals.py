@@ -224,6 +224,25 @@ def test_send_once_from_cron_quarantines_an_incomplete_set_and_broken_xml_across
 
 
 @pytest.mark.slow
+def test_send_once_from_cron_counts_incomplete_after_on_the_boot_clock_across_runs(relay_dir: Path) -> None:
+    """The first sightings kept between two cron'd runs were aged by the wall clock: NTP stepping it 2 h forward
+    between them quarantined a set whose first part had been seen seconds before as incomplete (watch.incomplete_after
+    1 h). Within one boot the time between runs is the boot clock's (faketime leaves it alone here)."""
+    cfg = load_config(relay_dir / "config.toml", environ={})
+    env = {"ONSS_RELAY__WATCH__INCOMPLETE_AFTER": "1h"}
+    lone = fi_name(1, total=2, part=1)
+    cfg.paths.outbox_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.paths.outbox_dir / lone).write_bytes(b"<DmfA/>")
+    first = run_cli("send", "--once", "--config", str(relay_dir / "config.toml"), env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    stepped = {**env, "DONT_FAKE_MONOTONIC": "1"}  # the wall clock jumps, the boot clock does not
+    second = run_cli(
+        "send", "--once", "--config", str(relay_dir / "config.toml"), env=stepped, wrapper=["faketime", "-f", "+2h"]
+    )
+    assert second.returncode == 0 and (cfg.paths.outbox_dir / lone).exists(), second.stdout + second.stderr
+    assert not (cfg.paths.failed_dir / f"{lone}.reason.json").exists()
+
+
 def test_a_claim_refused_by_a_locked_journal_is_not_said_recovered_until_it_commits(relay_dir: Path) -> None:
     cfg = load_config(relay_dir / "config.toml", environ={})
     d = Daemon(relay_dir / "config.toml", relay_dir / "daemon.log", {"ONSS_RELAY__WATCH__SETTLE": "0s"})
