@@ -450,6 +450,11 @@ def _semantic_problems(cfg: Config) -> Iterator[tuple[str, str | None]]:
         yield "remote.username", technical_user_problem(cfg.remote.username, cfg.remote.host)
     yield "remote.connections", None if 1 <= cfg.remote.connections <= 32 else "must be between 1 and 32"
     yield "remote.port", None if 0 < cfg.remote.port < 65536 else f"{cfg.remote.port} is not a TCP port"
+    # 0 made every connect non-blocking: each failed at once "Operation now in progress", said remote unreachable
+    yield (
+        "remote.timeout",
+        None if cfg.remote.timeout > 0 else "must be more than 0s (how long a request may go unanswered)",
+    )
     yield "watch.polling", _one_of(cfg.watch.polling, ("auto", "true", "false"))
     for code in cfg.watch.extra_application_codes:
         if not re.fullmatch(r"[A-Z0-9]{4}", code):

@@ -24,6 +24,7 @@ import structlog
 from onss_relay.declaration import open_for_writing
 from onss_relay.durable import BatchWriter, atomic_write, free_name, fsync_dir
 from onss_relay.journal import SetRow
+from onss_relay.stages.uncertain import boot_id, boottime
 
 log = structlog.get_logger(__name__)
 
@@ -120,6 +121,8 @@ def _record_for(row: SetRow, original: Path, dest: Path, inode: bool = False) ->
         "size": st.st_size,
         "mtime_ns": st.st_mtime_ns,
         "held_at": time.time(),
+        "boottime": boottime(),  # the time held is counted on this clock: NTP never steps it
+        "boot_id": boot_id(),
         "sent_dir": str(dest),
     }
     return record | {"ino": st.st_ino} if inode else record
@@ -199,8 +202,17 @@ def _due(
     for held, record in _held(root, outbox):
         if stop is not None and stop.is_set():
             return
-        if time.time() - float(record.get("held_at", 0)) >= keep_for:
+        if held_for(record) >= keep_for:
             yield held, record
+
+
+def held_for(record: dict[str, Any]) -> float:
+    """Given a hold record, return the seconds since it was held: on the boot clock within the boot that held it
+    (a wall clock stepped forward by NTP or a resumed VM released originals early), on the wall clock after a
+    reboot (its writers died with it) or for a record older than the boot clock's fields."""
+    if "boottime" in record and record.get("boot_id") == boot_id():
+        return boottime() - float(record["boottime"])
+    return time.time() - float(record.get("held_at", 0))
 
 
 def _held(root: Path, outbox: Path) -> Iterator[tuple[Path, dict[str, Any]]]:

@@ -69,6 +69,7 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
         (MINIMAL.replace('key = "signer.p12"\n', ""), "missing required key signing.key"),
         (MINIMAL + 'connections = "four"\n', "remote.connections = 'four': expected a whole number"),
         (MINIMAL + '[watch]\nsettle = "soon"\n', "watch.settle = 'soon': 'soon' is not a duration"),
+        (MINIMAL + 'timeout = "0s"\n', "remote.timeout: must be more than 0s"),  # was every connect "unreachable"
         (MINIMAL + '[watch]\nenvironments = ["X"]\n', "watch.environments: 'X' is not R, T or S"),
         (MINIMAL.replace('"local"', '"sftp"'), 'remote.username: is required when remote.transport = "sftp"'),
         ("[sender\n", "not valid TOML"),

@@ -9,6 +9,7 @@ import dataclasses
 import errno
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import time
@@ -89,12 +90,18 @@ def test_a_file_held_open_across_an_event_queue_overflow_is_sent_whole(relay_dir
     try:
         assert wait_until(lambda: fi.exists() and fi.stat().st_size > 0, 10)
         flood = cfg.paths.outbox_dir / ".flood"
-        for _ in range(10):  # open and close a temporary file until the kernel's event queue overflows
-            for _ in range(20000):
+        assert d.proc is not None
+        # the daemon paused (a frozen VM) while a temporary file is opened and closed more times than the kernel
+        # queues events (fs.inotify.max_queued_events, 16,384): the queue overflows whatever the machine's load
+        # (a daemon reading as fast as the flood came kept up with it on a loaded machine: no overflow)
+        limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+        os.kill(d.proc.pid, signal.SIGSTOP)
+        try:
+            for _ in range(limit):
                 os.close(os.open(flood, os.O_WRONLY | os.O_CREAT))
-            if "event_queue_overflow" in d.log.read_text():
-                break
-        assert "event_queue_overflow" in d.log.read_text(), "the flood did not overflow the event queue"
+        finally:
+            os.kill(d.proc.pid, signal.SIGCONT)
+        assert wait_log(d.log, "event_queue_overflow"), "the flood did not overflow the event queue"
         go.touch()
         assert writer.wait(30) == 0
         settled = wait_until(lambda: nothing_lost(relay_dir, fi.name, b"head\ntail\n") is None, 20)
@@ -168,6 +175,27 @@ def test_a_held_original_still_unchanged_is_deleted_after_keep_released(cfg: Con
         relay.close()
 
 
+def test_a_wall_clock_stepped_forward_never_releases_a_held_original_early(
+    cfg: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NTP stepping the clock 2 h forward (a machine whose hardware clock was behind, a VM resumed) made every
+    held original look held past watch.keep_released (1 h): deleted at the next sweep while a writer the relay
+    could not see may still append to it. The time held is counted on the boot clock."""
+    relay, _ = send_touching_the_original(cfg, lambda name, fi: None)
+    try:
+        held = cfg.paths.root / "held" / fi_name(1)
+        wall = time.time
+        monkeypatch.setattr(time, "time", lambda: wall() + 7200)
+        relay.claimer.sweep_held()
+        assert held.exists(), "deleted after a minute of holding: the wall clock stepped, not the time held"
+        monkeypatch.undo()
+        relay.claimer.apply(dataclasses.replace(cfg, watch=dataclasses.replace(cfg.watch, keep_released=Duration(0))))
+        relay.claimer.sweep_held()
+        assert not held.exists()  # held long enough on the boot clock: released as before
+    finally:
+        relay.close()
+
+
 # -- a cron'd send --once counts watch.incomplete_after across its runs (first sightings kept in the spool) ---
 
 
@@ -196,6 +224,25 @@ def test_send_once_from_cron_quarantines_an_incomplete_set_and_broken_xml_across
 
 
 @pytest.mark.slow
+def test_send_once_from_cron_counts_incomplete_after_on_the_boot_clock_across_runs(relay_dir: Path) -> None:
+    """The first sightings kept between two cron'd runs were aged by the wall clock: NTP stepping it 2 h forward
+    between them quarantined a set whose first part had been seen seconds before as incomplete (watch.incomplete_after
+    1 h). Within one boot the time between runs is the boot clock's (faketime leaves it alone here)."""
+    cfg = load_config(relay_dir / "config.toml", environ={})
+    env = {"ONSS_RELAY__WATCH__INCOMPLETE_AFTER": "1h"}
+    lone = fi_name(1, total=2, part=1)
+    cfg.paths.outbox_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.paths.outbox_dir / lone).write_bytes(b"<DmfA/>")
+    first = run_cli("send", "--once", "--config", str(relay_dir / "config.toml"), env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    stepped = {**env, "DONT_FAKE_MONOTONIC": "1"}  # the wall clock jumps, the boot clock does not
+    second = run_cli(
+        "send", "--once", "--config", str(relay_dir / "config.toml"), env=stepped, wrapper=["faketime", "-f", "+2h"]
+    )
+    assert second.returncode == 0 and (cfg.paths.outbox_dir / lone).exists(), second.stdout + second.stderr
+    assert not (cfg.paths.failed_dir / f"{lone}.reason.json").exists()
+
+
 def test_a_claim_refused_by_a_locked_journal_is_not_said_recovered_until_it_commits(relay_dir: Path) -> None:
     cfg = load_config(relay_dir / "config.toml", environ={})
     d = Daemon(relay_dir / "config.toml", relay_dir / "daemon.log", {"ONSS_RELAY__WATCH__SETTLE": "0s"})

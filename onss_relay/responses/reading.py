@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import lzma
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -167,7 +168,15 @@ def _decompressing(raw: IO[bytes], limit: int) -> Iterator[IO[bytes]]:
 def _zip_member(raw: IO[bytes]) -> Iterator[IO[bytes]]:
     """Given a seekable zip stream, yield its one member's content; a damaged or unusual zip (no central
     directory, truncated, encrypted, an unknown method, several files) is a ResponseParseError."""
-    damaged = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, ValueError, OSError)
+    damaged = (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        NotImplementedError,
+        RuntimeError,
+        ValueError,
+        OSError,
+        lzma.LZMAError,
+    )
     try:
         z = zipfile.ZipFile(raw)
     except damaged as e:
@@ -197,8 +206,16 @@ class _Capped(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         try:
             chunk = self.inner.read(len(buffer))
-        except (OSError, EOFError, zlib.error, zipfile.BadZipFile, NotImplementedError, RuntimeError) as e:
-            raise ResponseParseError(f"CO file is damaged ({e})") from None
+        except (
+            OSError,
+            EOFError,
+            zlib.error,
+            lzma.LZMAError,
+            zipfile.BadZipFile,
+            NotImplementedError,
+            RuntimeError,
+        ) as e:
+            raise ResponseParseError(f"CO file is damaged ({e})") from None  # LZMAError: a zip member of method 14
         if chunk is None:
             return 0
         self.left -= len(chunk)

@@ -15,6 +15,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -31,6 +32,7 @@ from onss_relay.stages.claim_rules import latest_plausible_today, refusal, sent_
 from onss_relay.stages.outbox_index import OutboxIndex, Seen, index_outbox
 from onss_relay.stages.same_content import content_digest, earlier_with, same_content_detail
 from onss_relay.stages.settle import SettleTracker
+from onss_relay.stages.uncertain import boot_id, boottime
 from onss_relay.stages.unrecorded import UnrecordedClaims
 
 __all__ = ["CLAIM_PAGE", "Claimer", "SettleTracker", "latest_plausible_today"]
@@ -181,7 +183,7 @@ class Claimer:
         """Count from the first sightings an earlier run kept (a cron'd `send --once`; never from mtimes)."""
         try:
             doc = json.loads(self._sightings_path.read_bytes())
-            self.tracker.restore(doc["files"], time.time() - float(doc["at"]))
+            self.tracker.restore(doc["files"], _since(doc))
             self._saved = frozenset(doc["files"])
         except (OSError, ValueError, KeyError, TypeError):
             self._saved = None
@@ -193,7 +195,7 @@ class Claimer:
             return
         if self._saved is not None and self._saved == files.keys() and not self._stale():
             return
-        data = json.dumps({"at": time.time(), "files": files}).encode()
+        data = json.dumps({"at": time.time(), "boottime": boottime(), "boot_id": boot_id(), "files": files}).encode()
         with contextlib.suppress(OSError):  # derived: a full disk only loses the count across runs
             atomic_write(self._sightings_path, data, sync=False)
             self._saved = frozenset(files)
@@ -356,3 +358,12 @@ def _set_files(key: str, names: list[str], outbox: Path) -> _SetFiles:
         (group.fis if parsed.prefix == Prefix.FI else group.extras)[name] = outbox / name
         group.parsed.append(parsed)
     return group
+
+
+def _since(doc: dict[str, Any]) -> float:
+    """Given the sightings an earlier run kept, return the seconds since it kept them: on the boot clock within
+    one boot (NTP stepping the wall clock forward between two cron'd runs aged every part by the step and
+    quarantined sets whose parts were still coming), on the wall clock after a reboot or for an older file."""
+    if "boottime" in doc and doc.get("boot_id") == boot_id():
+        return boottime() - float(doc["boottime"])
+    return time.time() - float(doc["at"])
