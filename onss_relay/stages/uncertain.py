@@ -24,6 +24,7 @@ log = structlog.get_logger(__name__)
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 UNCERTAIN_STATES = frozenset({State.UPLOADING, State.GO_SENDING})  # the states a set can be uncertain in
+SERVER_LOOK = "server look"  # the step of a set in go_sending whose server could not be read to decide its GO
 
 
 def boot_id() -> str:
@@ -67,12 +68,17 @@ def describe(row: SetRow, quiet: float) -> str:
     assert u is not None
     when = dt.datetime.fromtimestamp(decide_at(u, quiet), dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     since = dt.datetime.fromtimestamp(u.since, dt.UTC).strftime("%H:%M:%S UTC")
-    why = (
-        f"it was {u.step} when the relay stopped uncleanly (found at {since})"
-        if u.step in {str(s) for s in UNCERTAIN_STATES}
-        else f"its {u.step} was in flight on a connection given up at {since}"
-    )
+    why = why_uncertain(u.step, since)
     return f"{row.go_name}: uncertain, {why}; nothing more of it is sent until {when}, then the server is read and the set finished"
+
+
+def why_uncertain(step: str, since: str) -> str:
+    """Why a set is uncertain, from its step and the time it became so."""
+    if step in {str(s) for s in UNCERTAIN_STATES}:
+        return f"it was {step} when the relay stopped uncleanly (found at {since})"
+    if step == SERVER_LOOK:
+        return f"the server could not be read at {since} to decide whether its GO is needed"
+    return f"its {step} was in flight on a connection given up at {since}"
 
 
 def uncertain_wait(journal: Journal, quiet: float) -> str | None:
@@ -88,6 +94,8 @@ def uncertain_wait(journal: Journal, quiet: float) -> str | None:
     how = (
         f"{step} when the relay stopped uncleanly"
         if step in {str(s) for s in UNCERTAIN_STATES}
+        else "the server could not be read to decide its GO"
+        if step == SERVER_LOOK
         else f"its {step} on a connection given up"
     )
     return (

@@ -24,6 +24,7 @@ from onss_relay.errors import (
     BadInput,
     ConfigError,
     LocalError,
+    PermanentRemoteError,
     RemoteError,
     TransientRemoteError,
     describe_os_error,
@@ -33,6 +34,7 @@ from onss_relay.names import Env, upload_folder
 from onss_relay.spool import Spool, same_as_signed
 from onss_relay.stages.recovery import decide_uploading, go_not_needed
 from onss_relay.stages.uncertain import (
+    SERVER_LOOK,
     UNCERTAIN_STATES,
     describe,
     mark_uncertain,
@@ -333,6 +335,29 @@ class _Worker:
         self.round.add("quarantined", [row.go_name])
         self.inflight.discard(row.go_name)
 
+    def _finish_or_wait(self, t: Transport, row: SetRow, sent: SentBatch) -> None:
+        """Given a set in go_sending, finish it (``_finish_go``), or, when the server cannot be read to decide it,
+        let it wait (``_undecided``) while the round goes on."""
+        try:
+            sent.add(row, *self._finish_go(t, row))
+        except PermanentRemoteError as e:
+            if self.go_put == row.go_name:
+                raise  # its GO itself was refused: the stage's error, as for any put
+            self._undecided(row, e)
+
+    def _undecided(self, row: SetRow, e: PermanentRemoteError) -> None:
+        """A set in go_sending whose server could not be read to decide its GO (its OUT folder refused, say):
+        recorded uncertain (status says why and until when), read again after the quiet period; the round and
+        every other set go on."""
+        mark_uncertain(
+            self.u.journal,
+            {row.go_name: SERVER_LOOK},
+            self.u.cfg.remote.quiet_period,
+            why=f"the server could not be read to decide whether its GO is needed: {e}",
+        )
+        self.inflight.discard(row.go_name)
+        self.round.work.forget(row.go_name)  # taken again once its quiet period has passed
+
     def _sent(self, go_names: list[str]) -> None:
         self.inflight.difference_update(go_names)
         for go_name in go_names:
@@ -369,7 +394,7 @@ class _Worker:
             if row.state == State.UPLOADING and row.data.uncertain is not None:
                 row = decide_uploading(t, self.u.journal, row)
             if row.state == State.GO_SENDING:  # interrupted after go_sending: never re-send FI or FS
-                sent.add(row, *self._finish_go(t, row))
+                self._finish_or_wait(t, row, sent)
             else:
                 up = self.uploads[go_name] = self._upload_for(row, sent, gates)
                 yield up

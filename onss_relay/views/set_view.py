@@ -18,6 +18,7 @@ from onss_relay.names import parse_name, set_key
 from onss_relay.outcome import outcome_of
 from onss_relay.responses import rendering
 from onss_relay.responses.codes import type_form
+from onss_relay.stages.uncertain import why_uncertain
 from onss_relay.waiting import answered_circuit_test, is_circuit_test, iso, overdue, uncertain_document
 
 FORMS_LISTED = 100  # a set's Form keys listed in its result (a Dimona of thousands of Forms: the count says all)
@@ -146,11 +147,7 @@ def result_summary(row: SetRow) -> str:
 def _uncertain_words(uncertain: dict[str, Any]) -> str:
     """Given an uncertain set's document, return why it is uncertain and when it is decided, in words."""
     given_up, after = local_time(uncertain["given_up_at"]), local_time(uncertain["decided_after"])
-    why = (
-        f"it was {uncertain['step']} when the relay stopped uncleanly (found at {given_up})"
-        if uncertain["step"] in (State.UPLOADING, State.GO_SENDING)
-        else f"its {uncertain['step']} was in flight on a connection given up at {given_up}"
-    )
+    why = why_uncertain(uncertain["step"], given_up)
     when = (
         f"its quiet period ended at {after}: decided at the next upload round"
         if uncertain["due"]
