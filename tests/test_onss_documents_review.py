@@ -1,0 +1,65 @@
+"""Issue 28, what a second hostile review (audit28) reproduced: texts that still sent the user to the portal to
+renew a certificate, and the ONSS's host written in another case or with a final dot."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from onss_relay.config import load_config
+from onss_relay.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+# "renew it on the portal", "renewed on the ONSS portal", "get a certificate from the portal"
+ON_THE_PORTAL = re.compile(
+    r"(renew\w*|get|obtain|download)\b[^.\n]{0,30}\b(on|from) the (ONSS |social security )?portal", re.I
+)
+
+
+def shipped_texts() -> list[Path]:
+    """Every text a user or an operator reads: code messages, data, config examples, alert rules, README."""
+    files = [ROOT / "README.md", *sorted((ROOT / "monitoring").rglob("*.yml")), *sorted((ROOT / "config").glob("*"))]
+    files += sorted((ROOT / "onss_relay").rglob("*.py")) + sorted((ROOT / "onss_relay" / "data").glob("*"))
+    return [f for f in files if f.is_file()]
+
+
+def test_no_shipped_text_says_a_certificate_is_renewed_on_or_comes_from_the_portal() -> None:
+    # seeds 002 and 003: the portal registers the .cer of a qualified certificate from a certificate authority
+    said = [
+        f"{f.relative_to(ROOT)}:{n}: {line.strip()}"
+        for f in shipped_texts()
+        for n, line in enumerate(f.read_text(errors="replace").splitlines(), start=1)
+        if ON_THE_PORTAL.search(line)
+    ]
+    assert said == []
+    rules = (ROOT / "monitoring" / "onss-relay.rules.yml").read_text()
+    [alert] = [block for block in rules.split("- alert: ") if block.startswith("OnssRelayCertificateExpiring")]
+    assert "certificate authority" in alert and "register" in alert and ".cer" in alert
+
+
+MINIMAL = """
+[sender]
+number = "123456"
+[paths]
+root = "spool"
+[signing]
+key = "signer.p12"
+[remote]
+"""
+
+
+@pytest.mark.parametrize("host", ["SFTP.socialsecurity.be", "sftp.socialsecurity.be.", "Sftp.SocialSecurity.BE."])
+def test_the_onss_host_in_another_case_or_with_a_final_dot_is_still_the_onss_s(tmp_path: Path, host: str) -> None:
+    config = tmp_path / "config.toml"
+    ftp = f'transport = "ftp"\nhost = "{host}"\nusername = "techuser01"\npassword_file = "pw"\n'
+    config.write_text(MINIMAL + ftp)
+    with pytest.raises(ConfigError, match=r"remote\.host: is required when remote\.transport = 'ftp'"):
+        load_config(config, environ={})  # the SFTP host kept for FTP, in capitals or with the root's dot
+    sftp = f'host = "{host}"\nusername = "EXP"\nprivate_key = "id_rsa"\nknown_hosts = "known_hosts"\n'
+    config.write_text(MINIMAL + sftp)
+    with pytest.raises(ConfigError, match="'EXP' is not a technical user name"):
+        load_config(config, environ={})
+    config.write_text(MINIMAL + sftp.replace('"EXP"', '"techuser01"'))
+    assert load_config(config, environ={}).remote.host == host  # kept as written
