@@ -63,3 +63,23 @@ def test_the_onss_host_in_another_case_or_with_a_final_dot_is_still_the_onss_s(t
         load_config(config, environ={})
     config.write_text(MINIMAL + sftp.replace('"EXP"', '"techuser01"'))
     assert load_config(config, environ={}).remote.host == host  # kept as written
+
+
+def test_certificate_never_writes_over_a_file_that_is_not_a_certificate(relay_dir: Path) -> None:
+    from tests.helpers import run_cli
+
+    config = relay_dir / "config.toml"
+    key = relay_dir / "keys" / "signer.p12"
+    before = key.read_bytes()
+    for target in (key, relay_dir / "keys" / "signer.pass", config):  # the private key, its password, the config
+        kept = target.read_bytes()
+        r = run_cli("certificate", "-o", str(target), "--config", str(config))
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stdout + r.stderr
+        assert f"{target}: is there and is not a certificate (.cer): it was left as it is" in r.stderr
+        assert target.read_bytes() == kept
+    assert key.read_bytes() == before
+    cer = relay_dir / "signer.cer"
+    for _ in range(2):  # a .cer written before is written again (a rotation's second run)
+        again = run_cli("certificate", "-o", str(cer), "--config", str(config))
+        assert again.returncode == 0, again.stdout + again.stderr
+    assert cer.read_bytes()[:1] == b"\x30"  # DER SEQUENCE
