@@ -83,3 +83,17 @@ def test_certificate_never_writes_over_a_file_that_is_not_a_certificate(relay_di
         again = run_cli("certificate", "-o", str(cer), "--config", str(config))
         assert again.returncode == 0, again.stdout + again.stderr
     assert cer.read_bytes()[:1] == b"\x30"  # DER SEQUENCE
+
+
+def test_a_setting_an_environment_variable_gives_is_named_by_that_variable_not_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(MINIMAL + 'username = "techuser01"\nprivate_key = "id_rsa"\nknown_hosts = "known_hosts"\n')
+    env = {"ONSS_RELAY__REMOTE__USERNAME": "EXP"}  # Docker: the file says techuser01, the variable EXP
+    with pytest.raises(ConfigError) as refused:
+        load_config(config, environ=env)
+    said = str(refused.value)
+    assert said.startswith("environment variable ONSS_RELAY__REMOTE__USERNAME: remote.username: 'EXP' is not"), said
+    assert str(config) not in said  # the file never mentions EXP
+    config.write_text(MINIMAL + 'username = "EXP"\nprivate_key = "id_rsa"\nknown_hosts = "known_hosts"\n')
+    with pytest.raises(ConfigError, match=f"^{config}: remote.username: 'EXP' is not"):
+        load_config(config, environ={})
