@@ -97,3 +97,17 @@ def test_a_setting_an_environment_variable_gives_is_named_by_that_variable_not_t
     config.write_text(MINIMAL + 'username = "EXP"\nprivate_key = "id_rsa"\nknown_hosts = "known_hosts"\n')
     with pytest.raises(ConfigError, match=f"^{config}: remote.username: 'EXP' is not"):
         load_config(config, environ={})
+
+
+@pytest.mark.parametrize("codec", ["cp500", "IBM037", "UTF-16", "utf-32"])
+def test_an_ascii_file_declaring_an_encoding_that_cannot_read_its_own_prolog_is_a_warning(
+    tmp_path: Path, codec: str
+) -> None:
+    from onss_relay.declaration_encoding import encoding_problem
+
+    fi = tmp_path / "FI.DIMN.123456.20260101.00001.T.1.1"
+    fi.write_bytes(f'<?xml version="1.0" encoding="{codec}"?>\r\n<Dimona>x</Dimona>\r\n'.encode("ascii"))
+    said = encoding_problem([fi])  # an XML parser reads these bytes as EBCDIC (or UTF-16/32): not even the prolog
+    assert said is not None and "its first bytes are ASCII" in said and f"declares {codec}" in said, said
+    fi.write_bytes(b'<?xml version="1.0" encoding="ISO-8859-1"?>\r\n<Dimona>caf\xe9</Dimona>\r\n')
+    assert encoding_problem([fi]) is None  # an ASCII-compatible encoding, as declared
