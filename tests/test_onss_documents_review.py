@@ -8,8 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from onss_relay.config import load_config
+from onss_relay.commands.submit import submit
+from onss_relay.config import Config, load_config
 from onss_relay.errors import ConfigError
+from onss_relay.journal import State
+from onss_relay.names import Env, upload_folder
+from onss_relay.pipeline import Relay
+from onss_relay.simulator import Simulator
+from tests.conftest import SENDER
+from tests.fixtures.sshd import SshServer
+from tests.test_uploader_sftp import assert_order_and_once
 
 ROOT = Path(__file__).resolve().parents[1]
 # "renew it on the portal", "renewed on the ONSS portal", "get a certificate from the portal"
@@ -111,3 +119,35 @@ def test_an_ascii_file_declaring_an_encoding_that_cannot_read_its_own_prolog_is_
     assert said is not None and "its first bytes are ASCII" in said and f"declares {codec}" in said, said
     fi.write_bytes(b'<?xml version="1.0" encoding="ISO-8859-1"?>\r\n<Dimona>caf\xe9</Dimona>\r\n')
     assert encoding_problem([fi]) is None  # an ASCII-compatible encoding, as declared
+
+
+def test_drs_sets_submitted_without_part_fields_go_over_sftp_signed_and_are_answered(
+    sftp_cfg: Config, sshd: SshServer, tmp_path: Path
+) -> None:
+    """WECH, AOAT, ZIMA as `submit` names them (FI.….E, seed 001), in T and, for ZIMA (DRS AMI), S: each part
+    and its FS closed before the GO, the GO written once and named as the FI, answered by the simulator."""
+    content = tmp_path / "drs.xml"
+    sets = [("WECH", "T"), ("AOAT", "T"), ("ZIMA", "S")]
+    names = []
+    for i, (app, env) in enumerate(sets):
+        content.write_bytes(f"<DRS n='{i}'>{app}</DRS>\r\n".encode())  # each its own content
+        [name] = submit(sftp_cfg, [content], app, env, None, parts=False)
+        names.append(name)
+    relay = Relay(sftp_cfg)
+    try:
+        report = relay.send_once(wait_for_settle=False)
+        gos = ["GO" + n[2:] for n in names]  # no part fields: the GO is the FI's name with prefix GO
+        assert sorted(report.upload.sent) == sorted(gos) and report.upload.error is None
+        for fi, go, (_, env) in zip(names, gos, sets, strict=True):
+            assert fi.endswith(f".{env}") and (sshd.home / upload_folder(Env(env)) / fi).is_file()
+            assert (sshd.home / upload_folder(Env(env)) / ("FS" + fi[2:])).is_file()  # S too
+            row = relay.journal.get_set(go)
+            assert row is not None and row.parts == [fi] and row.data.warnings == ()
+            assert_order_and_once(sshd, go, [fi], ["FS" + fi[2:]])
+        Simulator(sshd.home, SENDER).process()
+        relay.poll_once()
+        for go in gos:
+            row = relay.journal.get_set(go)
+            assert row is not None and row.state == State.NOTIFIED, (go, row and row.state)
+    finally:
+        relay.close()
