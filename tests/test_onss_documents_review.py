@@ -151,3 +151,22 @@ def test_drs_sets_submitted_without_part_fields_go_over_sftp_signed_and_are_answ
             assert row is not None and row.state == State.NOTIFIED, (go, row and row.state)
     finally:
         relay.close()
+
+
+def test_submit_says_at_once_when_the_documents_do_not_list_the_environment(relay_dir: Path) -> None:
+    """The README's own example (`submit … --app DMFA --env T`) is only a circuit test: the one who submits is
+    told then, not only in the result hours later; the file is placed all the same (a warning, no refusal)."""
+    from tests.helpers import run_cli
+
+    content = relay_dir / "decl.xml"
+    config = str(relay_dir / "config.toml")
+    said = {}
+    for i, (app, env) in enumerate([("DIMN", "S"), ("DMFA", "T"), ("WECH", "T"), ("DMFA", "S")]):
+        content.write_bytes(f"<D n='{i}'/>\r\n".encode())
+        r = run_cli("submit", str(content), "--app", app, "--env", env, "--config", config)
+        assert r.returncode == 0 and r.stdout.startswith(f"FI.{app}.") and r.stdout.count("\n") == 1, r
+        assert (relay_dir / "spool" / "outbox" / r.stdout.strip()).is_file()
+        said[app, env] = r.stderr
+    assert "declaration_warning" in said["DIMN", "S"] and "which the ONSS documents do not list" in said["DIMN", "S"]
+    assert "only a circuit test" in said["DMFA", "T"]
+    assert "declaration_warning" not in said["WECH", "T"] + said["DMFA", "S"]
