@@ -170,3 +170,30 @@ def test_submit_says_at_once_when_the_documents_do_not_list_the_environment(rela
     assert "declaration_warning" in said["DIMN", "S"] and "which the ONSS documents do not list" in said["DIMN", "S"]
     assert "only a circuit test" in said["DMFA", "T"]
     assert "declaration_warning" not in said["WECH", "T"] + said["DMFA", "S"]
+
+
+def test_certificate_says_when_the_cer_it_writes_is_expired_or_expiring(relay_dir: Path) -> None:
+    """A .cer registered on the portal for a certificate past its date (or in its last days) is work for
+    nothing: the transfer point refuses what it signs (ACRF-125); the command writes it and says so."""
+    import datetime as dt
+
+    from tests.helpers import run_cli
+    from tests.test_signing import make_identity
+
+    config = relay_dir / "config.toml"
+    text = config.read_text()
+    signing = 'key = "keys/signer.p12"\npassword_file = "keys/signer.pass"\n'
+    assert signing in text
+    said = {}
+    for name, days, ago in (("expired", 10, 20), ("expiring", 30, 10), ("fresh", 365, 0)):
+        (relay_dir / name).mkdir()
+        start = dt.datetime.now(dt.UTC) - dt.timedelta(days=ago, minutes=1)
+        p12, _, _ = make_identity(relay_dir / name, "p256", days=days, start=start)
+        config.write_text(text.replace(signing, f'key = "{p12}"\n'))
+        r = run_cli("certificate", "-o", str(relay_dir / f"{name}.cer"), "--config", str(config))
+        assert r.returncode == 0 and (relay_dir / f"{name}.cer").is_file(), r.stdout + r.stderr
+        said[name] = r.stdout
+    assert "Warning: this certificate has expired" in said["expired"] and "ACRF-125" in said["expired"]
+    assert "Warning: this certificate expires in 19 days" in said["expiring"], said["expiring"]
+    assert "certificate authority" in said["expiring"]
+    assert "Warning: this certificate expires" not in said["fresh"] and "expired" not in said["fresh"]
