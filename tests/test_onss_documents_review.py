@@ -197,3 +197,29 @@ def test_certificate_says_when_the_cer_it_writes_is_expired_or_expiring(relay_di
     assert "Warning: this certificate expires in 19 days" in said["expiring"], said["expiring"]
     assert "certificate authority" in said["expiring"]
     assert "Warning: this certificate expires" not in said["fresh"] and "expired" not in said["fresh"]
+
+
+def test_demo_never_writes_over_a_real_relay_s_config_or_key(tmp_path: Path) -> None:
+    """`demo .` run in /etc/onss-relay (easier since a relative folder works) replaced its config.toml and
+    keys/signer.p12 with the demo's; a folder holding another config or key is refused, one sentence, exit 2.
+    A folder the demo made before is run again."""
+    from tests.helpers import run_cli
+
+    real = tmp_path / "etc-onss-relay"
+    (real / "keys").mkdir(parents=True)
+    (real / "config.toml").write_text('[sender]\nnumber = "654321"\n')
+    (real / "keys" / "signer.p12").write_bytes(b"the only copy of the private key")
+    r = run_cli("demo", ".", cwd=real)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stdout + r.stderr
+    assert "config.toml: is not the demo's" in r.stderr and "left as it is" in r.stderr
+    assert (real / "config.toml").read_text() == '[sender]\nnumber = "654321"\n'
+    assert (real / "keys" / "signer.p12").read_bytes() == b"the only copy of the private key"
+    assert not (real / "spool").exists() and not (real / "transfer-point").exists()
+    (real / "config.toml").unlink()  # a key without a config: still not the demo's to replace
+    r = run_cli("demo", str(real))
+    assert r.returncode == 2 and "signer.p12: is not the demo's" in r.stderr, r.stdout + r.stderr
+    assert (real / "keys" / "signer.p12").read_bytes() == b"the only copy of the private key"
+    demo = tmp_path / "demo"
+    for _ in range(2):  # the demo's own folder is run again
+        again = run_cli("demo", str(demo))
+        assert again.returncode == 0, again.stdout + again.stderr
