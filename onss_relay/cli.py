@@ -163,10 +163,15 @@ def cmd_poll(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    import structlog
+
     from onss_relay.commands.submit import submit
+    from onss_relay.names import environment_note, parse_name
 
     names = submit(_config(args), args.files, args.app, args.env, args.date, args.parts)
     print("\n".join(names))
+    if names and (note := environment_note(parse_name(names[0]))):  # said now, and in the set's result later
+        structlog.get_logger(__name__).warning("declaration_warning", file=names[0], warning=note)
     return EXIT_OK
 
 

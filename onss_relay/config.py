@@ -336,7 +336,7 @@ def config_from_dict(raw: dict[str, Any], path: Path, from_env: Mapping[tuple[st
         table = renamed_keys(section, table, path, from_env or {})
         built[section] = _build_section(cls, section, table, path)
     cfg = Config(**built, source=path)
-    _check_semantics(cfg, path)
+    _check_semantics(cfg, path, from_env or {})
     return cfg
 
 
@@ -488,10 +488,14 @@ def loopback(listen: str) -> bool:
         return False  # a host name: whatever it resolves to, treat it as reachable from elsewhere
 
 
-def _check_semantics(cfg: Config, path: Path) -> None:
+def _check_semantics(cfg: Config, path: Path, from_env: Mapping[tuple[str, str], str]) -> None:
+    """Raise ConfigError at the first problem, naming the environment variable that set the key (Docker) rather
+    than a file that never mentions that value."""
     for key, why in _semantic_problems(cfg):
         if why is not None:
-            raise ConfigError(f"{path}: {key}: {why}")
+            section, _, name = key.partition(".")
+            var = from_env.get((section, name))
+            raise ConfigError(f"{f'environment variable {var}' if var else path}: {key}: {why}")
 
 
 def read_secret(path: Path | None, key: str) -> bytes | None:

@@ -86,7 +86,7 @@ def transport_defaults(remote: dict[str, Any], path: Path) -> dict[str, Any]:
     if remote.get("transport") not in ("ftp", "ftps"):
         return remote
     host = remote.get("host")
-    if not host or host == SFTP_HOST:
+    if not host or _host_name(host) == SFTP_HOST:
         raise ConfigError(
             f"{path}: remote.host: is required when remote.transport = {remote['transport']!r}: the FTP server of"
             f" the social security extranet, as the ONSS gave it to you ({SFTP_HOST}:{SFTP_PORT} is the SFTP"
@@ -101,11 +101,18 @@ def transport_defaults(remote: dict[str, Any], path: Path) -> dict[str, Any]:
     return {"port": FTP_PORT} | remote
 
 
+def _host_name(host: object) -> str:
+    """Given remote.host as written, return it as DNS compares names: in lower case, without the root's final dot
+    ("SFTP.SocialSecurity.be." is sftp.socialsecurity.be)."""
+    return str(host).strip().lower().removesuffix(".")
+
+
 def technical_user_problem(username: str, host: str) -> str | None:
     """Given remote.username and remote.host, return why the name breaks the portal's rule for technical
     users, or None. The rule is the ONSS's: a relay pointed at another server (a test server, a gateway of a
     private network) is not held to it."""
-    if not username or not (host == ONSS_DOMAIN or host.endswith("." + ONSS_DOMAIN)):
+    name = _host_name(host)
+    if not username or not (name == ONSS_DOMAIN or name.endswith("." + ONSS_DOMAIN)):
         return None
     if TECHNICAL_USER.fullmatch(username):
         return None

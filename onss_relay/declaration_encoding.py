@@ -105,13 +105,23 @@ def _codec_for(head: Head) -> tuple[str | None, str]:
         return None, f"its XML prolog declares encoding {declared!r}, which is unknown"
     if not info._is_text_encoding:  # hex, base64, rot13, zlib: codecs, not character encodings
         return None, f"its XML prolog declares encoding {declared!r}, which is not a character encoding"
-    if head.family is None and info.name.startswith(("utf-16", "utf-32")):
+    if head.family is None and not _reads_ascii(info.name):  # UTF-16/32, EBCDIC (cp500): not even the prolog
         return None, f"its first bytes are ASCII (no byte-order mark), but its XML prolog declares {declared}"
     if head.family is None:
         return info.name, said
     if not _same_family(info.name, head.family):
         return None, f"its first bytes are {head.family.upper()}, but its XML prolog declares {declared}"
     return head.family, said
+
+
+def _reads_ascii(codec: str) -> bool:
+    """Whether a codec reads the ASCII bytes of a prolog as the same characters (an XML parser told this codec
+    could read the document's first line at all)."""
+    probe = b'<?xml version="1.0" encoding="x"?>'
+    try:
+        return codecs.decode(probe, codec) == probe.decode("ascii")
+    except (UnicodeError, ValueError, TypeError, LookupError):
+        return False
 
 
 def _same_family(declared: str, family: str) -> bool:

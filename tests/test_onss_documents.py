@@ -153,7 +153,8 @@ def test_a_technical_user_outside_the_portal_rule_is_a_configuration_error(tmp_p
         assert "remote.username" not in r.stderr
         return
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
-    assert f"example.toml: remote.username: {username!r} is not a technical user name" in r.stderr
+    said = f"environment variable ONSS_RELAY__REMOTE__USERNAME: remote.username: {username!r} is not a technical"
+    assert said in r.stderr  # the variable gave it: example.toml says techuser01
     assert "8 to 20 characters, a-z and 0-9 only" in r.stderr
 
 

@@ -15,6 +15,7 @@ from typing import TextIO
 from onss_relay import identity
 from onss_relay.config import load_config
 from onss_relay.durable import atomic_write
+from onss_relay.errors import UsageError
 from onss_relay.journal import State
 from onss_relay.names import Env, Name, Prefix, circuit_test, format_name, parse_name
 from onss_relay.outcome import outcome_of
@@ -60,13 +61,33 @@ def demo_declarations() -> list[tuple[Name, bytes]]:
 
 def prepare(root: Path) -> Path:
     """Given a folder, create the demo's key, config, spool and transfer point there; return the config path."""
+    config = root / "config.toml"
+    template = importlib.resources.files("onss_relay.data").joinpath("demo.toml").read_text()
+    _refuse_a_real_relay_s(root, config, template.splitlines()[0])
     root.mkdir(parents=True, exist_ok=True)
     identity.self_signed_identity(root / "keys", "Demo Payroll Office (self-signed)")
     make_remote_home(root / "transfer-point")
-    config = root / "config.toml"
-    template = importlib.resources.files("onss_relay.data").joinpath("demo.toml").read_text()
     config.write_text(template)
     return config
+
+
+DEMO_FILES = ("keys/signer.p12", "keys/signer.crt")  # what prepare writes over, beside config.toml
+
+
+def _refuse_a_real_relay_s(root: Path, config: Path, header: str) -> None:
+    """Given the demo's folder, its config path and the demo config's first line, raise UsageError when the
+    folder holds a config or key the demo did not make (`demo .` in /etc/onss-relay): it would replace them."""
+    try:
+        ours = config.read_text(errors="replace").startswith(header)
+    except FileNotFoundError:
+        ours = False
+    except OSError as e:
+        raise UsageError(f"{config}: cannot read it ({e.strerror}); give demo a new folder") from None
+    if config.exists() and not ours:
+        raise UsageError(f"{config}: is not the demo's: it was left as it is; give demo a new folder")
+    for name in DEMO_FILES:
+        if (root / name).exists() and not ours:
+            raise UsageError(f"{root / name}: is not the demo's: it was left as it is; give demo a new folder")
 
 
 def run_demo(directory: Path | None, out: TextIO) -> int:
