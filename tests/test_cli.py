@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -256,3 +258,10 @@ def test_submit_and_status_open_the_postgresql_journal(cfg_path: Path, relay_dir
     assert not (relay_dir / "spool" / "journal.db").exists()
     status = run("status", "--json", "--config", str(cfg_path), env=env)
     assert status.returncode == 0, status.stderr
+
+
+def test_python_dash_m_onss_relay_is_the_command_line(tmp_path: Path) -> None:
+    """`python3 -m onss_relay` runs the same command line as `onss-relay` (it said "No module named
+    onss_relay.__main__")."""
+    r = subprocess.run([sys.executable, "-m", "onss_relay", "--version"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0 and "onss-relay" in r.stdout + r.stderr, (r.returncode, r.stdout, r.stderr)
