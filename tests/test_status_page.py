@@ -177,3 +177,37 @@ def test_the_chart_counts_sets_per_utc_day_by_outcome(cfg: Config) -> None:
         three_days_ago: {"refused": 1, "pending": 1},
         chart.bars[-1].day: {"pending": 1, "quarantined": 1},
     }
+
+
+def test_a_workers_dimona_refused_by_its_acrf_or_still_waiting_is_found_by_inss(cfg: Config, relay_dir: Path) -> None:
+    """Found by audit26: the INSS index was fed by notifications only, so a worker's Dimona refused by its ACRF
+    (no notification ever follows) or still waiting for its answers was "No set matches": the very Dimona the
+    payroll office searches for. Each worker the FI declares is indexed at claim."""
+    from onss_relay.simulator import Simulator
+    from tests.conftest import fi_name
+    from tests.helpers import run_cli
+
+    outbox = relay_dir / "spool" / "outbox"
+    outbox.mkdir(parents=True, exist_ok=True)
+    refused, waiting = fi_name(41), fi_name(42)
+    person = "<DimonaIn><NaturalPerson><INSS>{}</INSS></NaturalPerson></DimonaIn>"
+    (outbox / refused).write_bytes(
+        f"<Dimona>\r\n{person.format('86010100123')}<!-- SIMULATE-ACRF:REFUSE-FINAL -->\r\n</Dimona>\r\n".encode()
+    )
+    config = str(relay_dir / "config.toml")
+    assert run_cli("send", "--once", "--config", config).returncode == 0
+    Simulator(relay_dir / "remote", SENDER).process()
+    assert run_cli("poll", "--once", "--config", config).returncode == 0
+    (outbox / waiting).write_bytes(f"<Dimona>\r\n{person.format('92030300345')}\r\n</Dimona>\r\n".encode())
+    assert run_cli("send", "--once", "--config", config).returncode == 0
+    journal = open_journal_at(cfg.paths.journal_path)
+    try:
+        go_refused, go_waiting = ("GO" + fi[2:-2] for fi in (refused, waiting))
+        row = journal.get_set(go_refused)
+        assert row is not None and row.state == State.REFUSED
+        src = sources(journal, Spool(cfg.paths))
+        found = get(src, "/search", {"q": "860101-001.23"}).body.decode()
+        assert go_refused in found and go_waiting not in found, found
+        assert go_waiting in get(src, "/search", {"q": "92030300345"}).body.decode()
+    finally:
+        journal.close()

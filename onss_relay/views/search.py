@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from onss_relay.journal import SetRow
+from onss_relay.outcome import outcome_of
 from onss_relay.views.set_view import SetLine, as_go, set_line
 from onss_relay.views.sources import Sources
 
@@ -22,9 +23,13 @@ def search(src: Sources, query: str) -> list[SetLine]:
     poll = src.poll()
     digits = re.sub(r"[.\- ]", "", q)
     if INSS.fullmatch(digits):
-        found = src.journal.sets_by_worker(digits, LIMIT)
-        if found:
-            return [set_line(row, poll, worker_outcome=outcome) for row, outcome in found]
+        named = src.journal.sets_by_worker(digits, LIMIT)  # by their notifications, with the worker's outcome
+        lines = {row.go_name: set_line(row, poll, worker_outcome=outcome) for row, outcome in named}
+        for row in src.journal.sets_by_key("worker", digits):  # declared in their FI: answered or not
+            if row.go_name not in lines:
+                lines[row.go_name] = set_line(row, poll, worker_outcome=declared_outcome(row))
+        if lines:
+            return sorted(lines.values(), key=lambda line: line.updated_at, reverse=True)[:LIMIT]
     rows: dict[str, SetRow] = {}
     exact = src.journal.get_set(as_go(q))
     if exact is not None:
@@ -36,3 +41,12 @@ def search(src: Sources, query: str) -> list[SetLine]:
     if len(q) >= 3:
         rows |= {r.go_name: r for r in src.journal.sets_named_like(q, LIMIT)}
     return [set_line(r, poll) for r in list(rows.values())[:LIMIT]]
+
+
+def declared_outcome(row: SetRow) -> str:
+    """Given a set whose FI declares a worker that no notification of it names, return that worker's outcome:
+    the set's own while no notification came (refused by its ACRF, pending, quarantined), else that its
+    notifications do not name the worker."""
+    if row.data.notifications:
+        return "not named by its notifications"
+    return outcome_of(row.go_name, row.state, row.data)
