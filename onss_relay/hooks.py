@@ -27,14 +27,14 @@ import structlog
 from onss_relay.config import HooksConfig, PollConfig
 from onss_relay.config_rules import HOOK_PATH
 from onss_relay.hook_record import HookRecord, Told
-from onss_relay.journal import Journal, SetRow
+from onss_relay.journal import Journal, SetRow, State
 from onss_relay.outcome import final_answer, outcome_of
 from onss_relay.waiting import overdue, overdue_sets
 
 log = structlog.get_logger(__name__)
 
 OVERDUE_EVERY = 5.0  # seconds between two looks for sets newly overdue (an indexed query of the late ones)
-OVERDUE_LOOKED = 1000  # overdue sets looked at each time (the oldest: they were told first)
+OVERDUE_LOOKED = 1000  # overdue sets looked at each time, from where the last look stopped
 BARE_PATH = HOOK_PATH
 STOP_GRACE = 3.0  # seconds a hook has to end after SIGTERM when the relay stops (systemd's stop timeout is 20 s)
 
@@ -97,6 +97,10 @@ class ResultHook:
         self._told: dict[str, Told] = {}  # set → (state, notifications, overdue) last told (or queued)
         self._queue: queue.Queue[tuple[Path, dict[str, str], Told] | None] = queue.Queue()
         self._next_overdue_look = 0.0
+        # where the look for sets newly overdue stopped, per state ((updated_at, GO name) of the last one told),
+        # and the poll limits it walked by: a set at or before it was looked at (a set changed since is past it)
+        self._overdue_from: dict[str, tuple[float, str]] = {}
+        self._overdue_limits = (0.0, 0.0)
         self._stopping = threading.Event()  # set at stop: nothing more runs, the running hook is ended
         self._running: subprocess.Popen[bytes] | None = None  # the hook process running now, if any
         self._lock = threading.Lock()  # between starting a hook process and stop() ending it
@@ -142,14 +146,21 @@ class ResultHook:
         self, journal: Journal, poll: PollConfig, write: Callable[[SetRow], Path], now: float | None = None
     ) -> None:
         """Given the journal, the poll settings and the function writing a set's result, every OVERDUE_EVERY s
-        rewrite the result of each set newly overdue (so that it says so) and queue the hook for it."""
+        rewrite the result of each set newly overdue (so that it says so) and queue the hook for it: the next
+        OVERDUE_LOOKED overdue sets from where the last look stopped (every one is told, however many are late)."""
         now = time.time() if now is None else now
         if now < self._next_overdue_look:
             return
         self._next_overdue_look = now + OVERDUE_EVERY
-        for row, late in overdue_sets(journal, poll, now, OVERDUE_LOOKED):
+        limits = (float(poll.acrf_overdue), float(poll.notification_overdue))
+        if limits != self._overdue_limits:  # a reload changed them: sets already passed may be late now
+            self._overdue_from, self._overdue_limits = {}, limits
+        start = (-1.0, "")
+        after = (self._overdue_from.get(State.SENT, start), self._overdue_from.get(State.ACKNOWLEDGED, start))
+        for row, late in overdue_sets(journal, poll, now, OVERDUE_LOOKED, after):
             if not self.told(row, told_key(row, late)):
                 self.result_written(row, write(row), late)
+            self._overdue_from[row.state] = (row.updated_at, row.go_name)  # the next look goes on from there
 
     def apply(self, hooks: HooksConfig) -> None:
         """Given [hooks] as reloaded, run the new command with the new timeout from the next run on."""
