@@ -46,6 +46,12 @@ def overdue_sets(
     return [(row, why) for row in waiting if (why := overdue(row, poll, now))]
 
 
+def overdue_counts(journal: Journal, poll: PollConfig, now: float) -> tuple[int, int]:
+    """Given the journal, the poll settings and the time now, return how many sets are overdue waiting for their
+    ACRF and for their notification (the rule of ``overdue``), counted by the journal: no set is read."""
+    return journal.waiting_counts(now - poll.acrf_overdue, now - poll.notification_overdue, circuit_tests())
+
+
 def is_circuit_test(go_name: str) -> bool:
     """Given a GO name, return True when it is a circuit test (DmfA in T): an ACRF answers it, no notification."""
     try:

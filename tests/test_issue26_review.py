@@ -214,3 +214,50 @@ def test_every_overdue_set_is_told_when_more_than_a_look_are_late(cfg: Config, t
         journal.close()
     told = {p.name for d in (record.due_dir, record.told_dir) for p in d.iterdir()}  # a run ends told, then not due
     assert len(told) == late, f"{late - len(told)} overdue sets never told"
+
+
+def test_metrics_and_the_overview_count_every_overdue_set_without_reading_the_waiting_ones(cfg: Config) -> None:
+    """Found by audit26: each /metrics scrape read every set sent or acknowledged (a year of answered DmfA
+    circuit tests is acknowledged for ever: the memory review rev29 measured at 696 MB for the same read after
+    each poll), and the overview's header counted only the 50 it lists ("Overdue (50)" with 61 late). Both now
+    count in the journal: 61 overdue, the circuit tests left out."""
+    from onss_relay.metrics import RelayCollector, registry_for
+
+    journal = open_journal_at(cfg.paths.journal_path)
+    first, circuit = f"GO.DIMN.{SENDER}.{TODAY}.00001.R.1", f"GO.DMFA.{SENDER}.{TODAY}.00999.T.1"
+    journal.add_set(first, "R", [first.replace("GO.", "FI.", 1) + ".1"])
+    for state in (State.SIGNED, State.UPLOADING, State.GO_SENDING, State.SENT):
+        journal.transition(first, state)
+    acknowledged(journal, circuit, "T")
+    journal.close()
+    with sqlite3.connect(cfg.paths.journal_path) as db:
+        db.execute("CREATE TEMP TABLE one AS SELECT * FROM sets WHERE go_name = ?", (first,))
+        for i in range(2, 62):
+            db.execute("UPDATE one SET go_name = ?", (f"GO.DIMN.{SENDER}.{TODAY}.{i:05d}.R.1",))
+            db.execute("INSERT INTO sets SELECT * FROM one")
+        db.execute("UPDATE sets SET updated_at = ?", (time.time() - 10 * 86400,))
+    db.close()
+    journal = open_journal_at(cfg.paths.journal_path)
+    try:
+        every_set_in = journal.sets_in
+
+        def sets_in(*states: State, **kw: int | None) -> list[SetRow]:
+            assert not {State.SENT, State.ACKNOWLEDGED} & set(states), f"read every set {states}"
+            return every_set_in(*states, **kw)
+
+        journal.sets_in = sets_in  # type: ignore[method-assign]
+        snap = HealthSnapshot(True, "ok", ())
+        samples = {
+            (s.name, s.labels.get("waiting")): s.value
+            for family in registry_for(RelayCollector(journal, lambda: snap, lambda: 100, PollConfig)).collect()
+            for s in family.samples
+        }
+        assert samples[("onss_relay_overdue_sets", None)] == 61
+        assert samples[("onss_relay_overdue_waiting", "acrf")] == 61
+        assert samples[("onss_relay_overdue_waiting", "notification")] == 0  # the circuit test is never late
+        src = Sources(journal, Spool(cfg.paths), PollConfig, lambda: snap, lambda: 100)
+        route, rest = find_route(routes(src), "/") or (None, "")
+        assert route is not None
+        assert "Overdue (61; the oldest 50 listed)" in route.answer(Request("/", rest, {})).body.decode()
+    finally:
+        journal.close()

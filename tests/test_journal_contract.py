@@ -219,7 +219,8 @@ def test_daily_outcomes_count_by_utc_day_truncated_not_rounded(
 
 def test_sets_by_outcome_by_name_and_overdue_candidates(journal: Journal, monkeypatch: pytest.MonkeyPatch) -> None:
     """sets_with_outcome, sets_named_like (a LIKE wildcard in the fragment is a plain character) and
-    waiting_since_before (sent before one time, acknowledged before another, oldest first) on both backends."""
+    waiting_since_before (sent before one time, acknowledged before another, oldest first, from where a walk
+    stopped) and waiting_counts on both backends."""
     steps = {1: (*SENT, State.ACKNOWLEDGED, State.REFUSED), 2: SENT, 3: (*SENT, State.ACKNOWLEDGED), 4: SENT}
     for i, states in steps.items():
         monkeypatch.setattr("time.time", lambda i=i: 1_000_000.0 + i * 100)
@@ -233,6 +234,13 @@ def test_sets_by_outcome_by_name_and_overdue_candidates(journal: Journal, monkey
     waiting = journal.waiting_since_before(1_000_000.0 + 450, 1_000_000.0 + 350)
     assert [r.go_name for r in waiting] == [_name(2), _name(3), _name(4)]
     assert [r.go_name for r in journal.waiting_since_before(1_000_000.0 + 250, 0.0)] == [_name(2)]
+    # a walk going on from where it stopped (audit26: the hook's look for overdue sets), and the counts (metrics)
+    go_on = journal.waiting_since_before(
+        1_000_000.0 + 450, 1_000_000.0 + 350, after=((1_000_000.0 + 200, _name(2)), (-1.0, ""))
+    )
+    assert [r.go_name for r in go_on] == [_name(3), _name(4)]
+    assert journal.waiting_counts(1_000_000.0 + 450, 1_000_000.0 + 350) == (2, 1)
+    assert journal.waiting_counts(1_000_000.0 + 450, 1_000_000.0 + 350, never_late=[("DMFA", "T")]) == (2, 0)
 
 
 def test_pages_for_a_year_of_history(journal: Journal) -> None:

@@ -244,6 +244,12 @@ class Journal(Protocol):
         each state's past its place in ``after`` ((updated_at, GO name) of the sent, of the acknowledged)."""
         ...
 
+    def waiting_counts(
+        self, acrf_before: float, notification_before: float, never_late: Sequence[tuple[str, str]] = ()
+    ) -> tuple[int, int]:
+        """How many sets ``waiting_since_before`` would give without a limit: (sent, acknowledged), counted."""
+        ...
+
     def add_note(self, go_name: str, detail: str) -> None:
         """Given a set and a line, add it to the set's history in its current state (an answer that changes no
         state); a set unknown is left alone."""

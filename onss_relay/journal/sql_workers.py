@@ -130,6 +130,22 @@ class WorkerTable:
             ]
         return sorted((set_row(r) for r in rows), key=lambda row: (row.updated_at, row.go_name))[:limit]
 
+    def waiting_counts(
+        self, acrf_before: float, notification_before: float, never_late: NeverLate = ()
+    ) -> tuple[int, int]:
+        """Given the times and pairs of ``waiting_since_before``, return how many sets it would give without a
+        limit: (sent, acknowledged), counted on the (state, updated_at) index, no set read."""
+        skip = "".join(" AND NOT (env = ? AND go_name LIKE ?)" for _ in never_late)
+        skipped = [v for app, env in never_late for v in (env, f"GO.{app}.%")]
+        with self._read() as db:
+            sent = db.execute("SELECT COUNT(*) FROM sets WHERE state = 'sent' AND updated_at < ?", (acrf_before,))
+            sent_count = int(sent.fetchone()[0])
+            acknowledged = db.execute(
+                f"SELECT COUNT(*) FROM sets WHERE state = 'acknowledged' AND updated_at < ?{skip}",
+                (notification_before, *skipped),
+            )
+            return sent_count, int(acknowledged.fetchone()[0])
+
 
 def backfill_workers(db: Db) -> int:
     """Given a journal older than the worker index being opened for writing (either backend, in a
