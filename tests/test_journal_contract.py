@@ -318,3 +318,19 @@ def test_batched_reads_give_what_the_per_set_reads_give(journal: Journal) -> Non
     assert sorted(r.go_name for r in used[keys[0]]) == sorted([names[0], other]) and used[keys[1]] == []  # failed
     assert [r.go_name for r in journal.sets_in(State.SIGNED, State.QUEUED, changed_after=mark)] == [names[0], other]
     assert len(journal.sets_in(State.SIGNED, State.QUEUED)) == 7
+
+
+def test_the_pages_reads_take_any_text_a_person_may_type(journal: Journal) -> None:
+    """Audit26: a NUL in a search or a set's address (/search?q=%00, /set/%00) failed the page on PostgreSQL
+    ("text fields cannot contain NUL"): it finds nothing, on both backends."""
+    from onss_relay.config import PollConfig
+    from onss_relay.metrics import HealthSnapshot
+    from onss_relay.views.search import search
+    from onss_relay.views.set_view import find_set
+    from onss_relay.views.sources import Sources
+
+    _walk(journal, _name(1), SENT)
+    snap = HealthSnapshot(True, "ok", ())
+    src = Sources(journal, None, PollConfig, lambda: snap, lambda: 100)  # type: ignore[arg-type]  # no spool read
+    assert search(src, "\x00") == [] and find_set(journal, _name(1) + "\x00") is None
+    assert [line.go_name for line in search(src, "00001\x00")] == [_name(1)]  # what is left of it is searched

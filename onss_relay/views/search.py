@@ -17,7 +17,7 @@ INSS = re.compile(r"[0-9]{11}")
 def search(src: Sources, query: str) -> list[SetLine]:
     """Given the sources and what a person typed, return the sets it names: a worker's sets (an INSS, with
     dots, dashes or spaces or not) each with that worker's outcome, or the sets of a ticket, or of a name."""
-    q = query.strip()
+    q = query.replace("\x00", "").strip()  # a NUL no name holds (and PostgreSQL refuses in a query)
     if not q:
         return []
     poll = src.poll()
