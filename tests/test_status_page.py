@@ -211,3 +211,22 @@ def test_a_workers_dimona_refused_by_its_acrf_or_still_waiting_is_found_by_inss(
         assert go_waiting in get(src, "/search", {"q": "92030300345"}).body.decode()
     finally:
         journal.close()
+
+
+def test_the_overview_lists_answers_linked_to_no_set_with_hostile_names_as_text(cfg: Config) -> None:
+    """Audit26: the overview's answers linked to no set had no test: one kept without a set is listed, its name and
+    reason (from the server) shown as text, and the count says how many."""
+    journal = open_journal_at(cfg.paths.journal_path)
+    spool = Spool(cfg.paths)
+    try:
+        journal.add_responses(
+            "OUTTEST", [(f"FO.{HOSTILE}", 10, "/inbox/x"), ("FO.NOTI.999999.20261130.A0001.T", 5, "/y")]
+        )
+        journal.link_response("OUTTEST", f"FO.{HOSTILE}", "malformed", None, detail=HOSTILE)
+        journal.link_response("OUTTEST", "FO.NOTI.999999.20261130.A0001.T", "notification", None)
+        html = get(sources(journal, spool), "/").body.decode()
+        unlinked = html.split('<section id="unlinked">', 1)[1].split("</section>", 1)[0]
+        assert "Answers linked to no set (2)" in unlinked and "FO.NOTI.999999.20261130.A0001.T" in unlinked
+        assert "&lt;script&gt;" in unlinked and "<script" not in html
+    finally:
+        journal.close()

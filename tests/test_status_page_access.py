@@ -79,6 +79,12 @@ def test_off_loopback_a_request_without_the_secret_gets_401_and_nothing_of_a_dec
         assert "default-src 'none'" in headers["Content-Security-Policy"]
         assert fetch(base + "/", "Bearer token-for-the-page")[0] == 200
         assert fetch(base + "/metrics")[0] == 200  # open: Prometheus scrapes it without the page's secret
+        for method in ("POST", "PUT", "DELETE"):  # read-only: nothing but GET and HEAD is answered
+            request = urllib.request.Request(f"{base}/set/{GO}", data=b"x", method=method)
+            request.add_header("Authorization", "Bearer token-for-the-page")
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=10)
+            assert refused.value.code == 501 and GO not in refused.value.read().decode(), method
         for _ in range(5):  # a browser that goes away mid-page: nothing to say, above all no traceback
             hang_up_mid_answer(port, "Bearer token-for-the-page")
         assert fetch(base + "/", "Bearer token-for-the-page")[0] == 200
