@@ -230,3 +230,25 @@ def test_the_overview_lists_answers_linked_to_no_set_with_hostile_names_as_text(
         assert "&lt;script&gt;" in unlinked and "<script" not in html
     finally:
         journal.close()
+
+
+def test_a_search_for_a_worker_with_no_declaration_walks_no_name(cfg: Config) -> None:
+    """Audit26: an INSS no set declares fell through to the search by part of a name, a walk of every set (0.75 s
+    with 100,000 sets at load 14, /work/rev/26/search_perf.py): no name can hold 9 digits in a row or a dash."""
+    journal = open_journal_at(cfg.paths.journal_path)
+    try:
+        notified_set(journal, GO, NotificationRecord("1", True, None, None, "f"))
+        src = sources(journal, Spool(cfg.paths))
+        every_name = journal.sets_named_like
+
+        def walk(fragment: str, limit: int = 100) -> list[object]:
+            assert fragment in ("DIMN", TODAY), f"walked every name for {fragment!r}"
+            return every_name(fragment, limit)  # type: ignore[return-value]
+
+        journal.sets_named_like = walk  # type: ignore[method-assign,assignment]
+        for worker in ("85073003328", "85.07.30-033.28", "850730 033 28"):
+            assert "No set matches" in get(src, "/search", {"q": worker}).body.decode()
+        for part in ("DIMN", TODAY):  # part of a name is still searched
+            assert GO in get(src, "/search", {"q": part}).body.decode()
+    finally:
+        journal.close()

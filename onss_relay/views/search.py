@@ -12,6 +12,7 @@ from onss_relay.views.sources import Sources
 
 LIMIT = 200
 INSS = re.compile(r"[0-9]{11}")
+IN_A_NAME = re.compile(r"[0-9A-Za-z.]+")  # what a declaration name holds (names.py), never 9 digits in a row
 
 
 def search(src: Sources, query: str) -> list[SetLine]:
@@ -38,7 +39,7 @@ def search(src: Sources, query: str) -> list[SetLine]:
     if by_ticket is not None:
         rows[by_ticket.go_name] = by_ticket
     rows |= {r.go_name: r for r in src.journal.sets_by_key("ticket", q)}
-    if len(q) >= 3:
+    if len(q) >= 3 and may_be_in_a_name(q):  # a walk of every name: skipped when none can hold it
         rows |= {r.go_name: r for r in src.journal.sets_named_like(q, LIMIT)}
     return [set_line(r, poll) for r in list(rows.values())[:LIMIT]]
 
@@ -50,3 +51,10 @@ def declared_outcome(row: SetRow) -> str:
     if row.data.notifications:
         return "not named by its notifications"
     return outcome_of(row.go_name, row.state, row.data)
+
+
+def may_be_in_a_name(text: str) -> bool:
+    """Given what a person typed, return whether a declaration name may hold it: letters, digits and dots only,
+    at most 8 digits in a row (a name's longest run of digits is its date). An INSS (11 digits, or with dashes)
+    never is: a worker with no declaration is answered without walking every name."""
+    return IN_A_NAME.fullmatch(text) is not None and re.search(r"[0-9]{9}", text) is None
