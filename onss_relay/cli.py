@@ -83,6 +83,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     refuse_unreadable(cfg)  # a secret it cannot read stops it in one sentence, never runs it unhealthy
+    if cfg.metrics.listen:  # the status page's secret, missing or empty: refused before any part starts
+        from onss_relay.commands.check import page_access
+
+        page_access(cfg)
     if cfg.journal.url:  # an image built without the postgres extra: one sentence, exit 2, not a crash loop
         from onss_relay.journal.postgres_db import require_psycopg
 

@@ -216,7 +216,7 @@ class MetricsConfig:
 @dataclasses.dataclass(frozen=True)
 class HooksConfig:
     on_result: str = _field(
-        "", "command run with the path of results/<GO name>.json when a set is refused, notified or overdue"
+        "", "command run with the path of results/<GO name>.json when a set's final answer comes or it is overdue"
     )
     timeout: Duration = _field(Duration(30), "how long on_result may run before it is stopped")
 

@@ -1,7 +1,9 @@
 """What a declaration's own answers may name it by, read from its FI parts when it is claimed: each Form's
 Identification, creation date and hour (a notification without FileReference names the declaration by these,
 as its HandledOriginalForm; a multi-Form Dimona is answered Form by Form) and the sender's own reference
-(``Reference`` of origin 1).
+(``Reference`` of origin 1); and each worker it declares (``worker``: every ``INSS`` element's 11 digits), so
+that a search by INSS finds a worker's declaration before any notification names the worker, and when none
+ever will (refused by its ACRF).
 
 Only the head of each Form is parsed (the elements before its body). The file is scanned as bytes for the
 start tag of each Form (``<Form`` or ``<prefix:Form``), and a window of the file from there is parsed (with
@@ -37,6 +39,8 @@ log = structlog.get_logger(__name__)
 HEAD = frozenset({"Identification", "FormCreationDate", "FormCreationHour", "Reference"})
 BEFORE_BODY = HEAD | {"AttestationStatus", "TypeForm"}  # a Form's head; any other child starts its body
 MAX_FORMS = 20_000  # Forms read per set (their keys about 2 MB): further Forms are answered by file name or ticket
+MAX_WORKERS = 20_000  # workers (INSS) recorded per set: a search finds the others once a notification names them
+WORKER = re.compile(rb"INSS>\s*([0-9]{11})\s*</")  # after "<INSS" or "<prefix:INSS": one worker's number
 OPENS_FORM = re.compile(rb"<(?:[A-Za-z_][\w.\-]*:)?\Z")  # what comes before "Form" in its start tag
 AFTER_NAME = frozenset(b" \t\r\n>/")  # what follows the name "Form" in its start tag (not FormCreationDate)
 CHUNK = 4 << 20  # bytes scanned at a time
@@ -50,8 +54,9 @@ PROLOG = re.compile(rb"""^(?:\xef\xbb\xbf)?<\?xml[^>]*?encoding\s*=\s*["']([A-Za
 def declaration_keys(*paths: Path) -> tuple[tuple[str, str], ...]:
     """Given a set's FI files (the parts of one declaration), return their (kind, value) keys: ``original_form``
     per Form, ``sender_ref`` for each sender's reference (origin 1), for at most MAX_FORMS Forms; none for a
-    file that is not XML. The parts are read as one stream, in part order: their concatenation is the
-    declaration (a Form may span a cut; a namespace prefix is declared once, in part 1's root)."""
+    file that is not XML; then ``worker`` for each INSS it declares (at most MAX_WORKERS). The parts are read as
+    one stream, in part order: their concatenation is the declaration (a Form may span a cut; a namespace
+    prefix is declared once, in part 1's root)."""
     keys: dict[tuple[str, str], None] = {}
     try:
         with contextlib.ExitStack() as stack:
@@ -66,9 +71,33 @@ def declaration_keys(*paths: Path) -> tuple[tuple[str, str], ...]:
                         detail=f"only its first {MAX_FORMS} Forms are recorded",
                     )
                     break
+            keys.update(dict.fromkeys(("worker", inss) for inss in _workers(f)))
     except OSError as e:
         log.warning("declaration_keys_unreadable", error=str(e))
     return tuple(keys)
+
+
+def _workers(f: IO[bytes]) -> list[str]:
+    """Given an FI stream (UTF-8 or ASCII-compatible), return the INSS of each worker it declares, in file order,
+    at most MAX_WORKERS: every ``<INSS>`` or ``<prefix:INSS>`` element holding 11 digits, found by scanning
+    CHUNK bytes at a time (an element in a comment counts too; a search showing one set too many is harmless)."""
+    found: dict[str, None] = {}
+    buffer = bytearray(TAG_ROOM + CHUNK)  # the end of the last chunk (scanned again), then the next chunk
+    f.seek(0)
+    kept = 0
+    while len(found) < MAX_WORKERS:
+        got = f.readinto(memoryview(buffer)[kept : kept + CHUNK])  # type: ignore[attr-defined]
+        end = kept + got
+        at = buffer.find(b"INSS>", 0, end)
+        while at != -1 and len(found) < MAX_WORKERS:
+            if at > 0 and buffer[at - 1] in b"<:" and (m := WORKER.match(buffer, at, end)):
+                found[m.group(1).decode()] = None
+            at = buffer.find(b"INSS>", at + 5, end)
+        if got < CHUNK:
+            break
+        buffer[:TAG_ROOM] = buffer[end - TAG_ROOM : end]  # an element cut at the chunk's end is whole next time
+        kept = TAG_ROOM
+    return list(found)
 
 
 def _part_number(path: Path) -> int:

@@ -1,5 +1,6 @@
 """The on_result hook ([hooks] on_result): the HR side's own command, run with the path of results/<GO>.json
-when a set is refused, notified or becomes overdue. It runs in a thread of its own, one at a time, with a
+when the ONSS's final answer to a set is in (outcome.final_answer: refused by a final ACRF, notified with an
+outcome that is not pending, a circuit test its ACRF accepted) or the set becomes overdue. It runs in a thread of its own, one at a time, with a
 timeout and a bare environment (no secret of the relay's); a failure is logged, never retried, never blocking.
 What it ran for is recorded durably (hook_record.py): at least once per final state of a set, never twice; a
 stop of the relay ends the hook running (it stays due, told again at the next start). DueOnly records runs as due
@@ -27,14 +28,13 @@ from onss_relay.config import HooksConfig, PollConfig
 from onss_relay.config_rules import HOOK_PATH
 from onss_relay.hook_record import HookRecord, Told
 from onss_relay.journal import Journal, SetRow, State
-from onss_relay.outcome import outcome_of
+from onss_relay.outcome import final_answer, outcome_of
 from onss_relay.waiting import overdue, overdue_sets
 
 log = structlog.get_logger(__name__)
 
-FINAL = (State.REFUSED, State.NOTIFIED)
 OVERDUE_EVERY = 5.0  # seconds between two looks for sets newly overdue (an indexed query of the late ones)
-OVERDUE_LOOKED = 1000  # overdue sets looked at each time (the oldest: they were told first)
+OVERDUE_LOOKED = 1000  # overdue sets looked at each time, from where the last look stopped
 BARE_PATH = HOOK_PATH
 STOP_GRACE = 3.0  # seconds a hook has to end after SIGTERM when the relay stops (systemd's stop timeout is 20 s)
 
@@ -54,7 +54,7 @@ def hook_environment(result: Path, row: SetRow, why: str) -> dict[str, str]:
         "ONSS_RELAY_RESULT": str(result),
         "ONSS_RELAY_SET": row.go_name,
         "ONSS_RELAY_STATE": str(row.state),
-        "ONSS_RELAY_EVENT": why,  # refused, notified or overdue: what happened to the set
+        "ONSS_RELAY_EVENT": why,  # refused, notified, acknowledged (a circuit test) or overdue
         # what the ONSS decided (a notification refusing every worker: event notified, outcome refused)
         "ONSS_RELAY_OUTCOME": outcome_of(row.go_name, row.state, row.data),
     }
@@ -66,7 +66,7 @@ def told_before(record: HookRecord, row: SetRow) -> Told | None:
     changed since, its state now; None when it was never told."""
     if known := record.told(row.go_name):
         return known
-    if row.state in FINAL and record.pruned(row.go_name, row.change, row.updated_at):
+    if final_answer(row) and record.pruned(row.go_name, row.change, row.updated_at):
         return told_key(row, None)
     return None
 
@@ -79,16 +79,17 @@ class DueOnly:
         self.record = record
 
     def result_written(self, row: SetRow, path: Path, late: str | None = None) -> None:
-        """Given a set whose result file was just written, record its run as due when the set reached a final
-        state the hook was not told of yet."""
+        """Given a set whose result file was just written, record its run as due when its final answer is in
+        and the hook was not told of it yet."""
         key = told_key(row, late)
-        if row.state in FINAL and told_before(self.record, row) != key:
+        if final_answer(row) and told_before(self.record, row) != key:
             self.record.due(row.go_name, key)
 
 
 class ResultHook:
-    """Given [hooks] and the results folder, run on_result for each set that reaches a final state (refused,
-    notified: again for each further notification) or becomes overdue, once per such change while running."""
+    """Given [hooks] and the results folder, run on_result for each set whose final answer comes (refused,
+    notified: again for each further notification; outcome.final_answer) or that becomes overdue, once per such
+    change while running."""
 
     def __init__(self, hooks: HooksConfig, record: HookRecord | None = None) -> None:
         self.command = (shlex.split(hooks.on_result), float(hooks.timeout))  # replaced whole by a reload
@@ -96,6 +97,10 @@ class ResultHook:
         self._told: dict[str, Told] = {}  # set → (state, notifications, overdue) last told (or queued)
         self._queue: queue.Queue[tuple[Path, dict[str, str], Told] | None] = queue.Queue()
         self._next_overdue_look = 0.0
+        # where the look for sets newly overdue stopped, per state ((updated_at, GO name) of the last one told),
+        # and the poll limits it walked by: a set at or before it was looked at (a set changed since is past it)
+        self._overdue_from: dict[str, tuple[float, str]] = {}
+        self._overdue_limits = (0.0, 0.0)
         self._stopping = threading.Event()  # set at stop: nothing more runs, the running hook is ended
         self._running: subprocess.Popen[bytes] | None = None  # the hook process running now, if any
         self._lock = threading.Lock()  # between starting a hook process and stop() ending it
@@ -106,12 +111,12 @@ class ResultHook:
         """Given a set whose result file was just written (and why it is late, if it is), queue the hook when
         the set reached something the HR side waits for that it was not told yet."""
         key = told_key(row, late)
-        if self.told(row, key) or (row.state not in FINAL and late is None):
+        if self.told(row, key) or (not final_answer(row) and late is None):
             return
         self._told[row.go_name] = key
         if self.record is not None:
             self.record.due(row.go_name, key)  # durable before queued: a crash before the run runs it again
-        why = "overdue" if late and row.state not in FINAL else str(row.state)
+        why = "overdue" if late and not final_answer(row) else str(row.state)
         self._queue.put((path, hook_environment(path, row, why), key))
 
     def told(self, row: SetRow, key: Told) -> bool:
@@ -132,7 +137,7 @@ class ResultHook:
         for go_name in self.record.pending():
             row = journal.get_set(go_name)
             late = overdue(row, poll, time.time()) if row is not None else None
-            if row is None or (row.state not in FINAL and late is None):
+            if row is None or (not final_answer(row) and late is None):
                 self.record.forget_due(go_name)
                 continue
             self.result_written(row, write(row), late)
@@ -141,14 +146,21 @@ class ResultHook:
         self, journal: Journal, poll: PollConfig, write: Callable[[SetRow], Path], now: float | None = None
     ) -> None:
         """Given the journal, the poll settings and the function writing a set's result, every OVERDUE_EVERY s
-        rewrite the result of each set newly overdue (so that it says so) and queue the hook for it."""
+        rewrite the result of each set newly overdue (so that it says so) and queue the hook for it: the next
+        OVERDUE_LOOKED overdue sets from where the last look stopped (every one is told, however many are late)."""
         now = time.time() if now is None else now
         if now < self._next_overdue_look:
             return
         self._next_overdue_look = now + OVERDUE_EVERY
-        for row, late in overdue_sets(journal, poll, now, OVERDUE_LOOKED):
+        limits = (float(poll.acrf_overdue), float(poll.notification_overdue))
+        if limits != self._overdue_limits:  # a reload changed them: sets already passed may be late now
+            self._overdue_from, self._overdue_limits = {}, limits
+        start = (-1.0, "")
+        after = (self._overdue_from.get(State.SENT, start), self._overdue_from.get(State.ACKNOWLEDGED, start))
+        for row, late in overdue_sets(journal, poll, now, OVERDUE_LOOKED, after):
             if not self.told(row, told_key(row, late)):
                 self.result_written(row, write(row), late)
+            self._overdue_from[row.state] = (row.updated_at, row.go_name)  # the next look goes on from there
 
     def apply(self, hooks: HooksConfig) -> None:
         """Given [hooks] as reloaded, run the new command with the new timeout from the next run on."""

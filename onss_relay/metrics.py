@@ -15,7 +15,7 @@ from onss_relay.health import StageFigures as StageFigures
 from onss_relay.journal import IN_FLIGHT, Journal, State
 from onss_relay.outcome import OUTCOMES
 from onss_relay.spool import Spool
-from onss_relay.waiting import overdue
+from onss_relay.waiting import overdue_counts
 
 
 class RelayCollector(Collector):
@@ -63,19 +63,18 @@ class RelayCollector(Collector):
         late = GaugeMetricFamily(
             "onss_relay_overdue_sets", "Sets waiting past poll.acrf_overdue or notification_overdue"
         )
-        now, poll_cfg = time.time(), self.poll()
-        late_states = [
-            r.state for r in self.journal.sets_in(State.SENT, State.ACKNOWLEDGED) if overdue(r, poll_cfg, now)
-        ]
-        late.add_metric([], len(late_states))
+        # counted by the journal: every set sent or acknowledged read at each scrape held hundreds of MB with a
+        # year of answered circuit tests (acknowledged for ever)
+        late_acrf, late_notification = overdue_counts(self.journal, self.poll(), time.time())
+        late.add_metric([], late_acrf + late_notification)
         yield late
         by_wait = GaugeMetricFamily(
             "onss_relay_overdue_waiting",
             "Overdue sets by what they wait for (the alert rules' split)",
             labels=["waiting"],
         )
-        by_wait.add_metric(["acrf"], late_states.count(State.SENT))
-        by_wait.add_metric(["notification"], late_states.count(State.ACKNOWLEDGED))
+        by_wait.add_metric(["acrf"], late_acrf)
+        by_wait.add_metric(["notification"], late_notification)
         yield by_wait
         if self.spool is not None:
             waiting = GaugeMetricFamily(

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 
 from onss_relay.errors import InvalidName
-from onss_relay.journal.model import NotificationRecord, SetData, State, WorkerResult
+from onss_relay.journal.model import NotificationRecord, SetData, SetRow, State, WorkerResult
 from onss_relay.names import circuit_test, parse_name
 
 OUTCOMES = ("accepted", "accepted_with_anomalies", "partly_refused", "refused", "pending", "quarantined")
@@ -65,6 +65,20 @@ def outcome_of(go_name: str, state: State, data: SetData) -> str:
     if state == State.ACKNOWLEDGED and acrf is not None and acrf.accepted and acrf.final and _circuit_test(go_name):
         return "accepted"  # a DmfA in T: its ACRF is the whole answer
     return "pending"
+
+
+def final_answer(row: SetRow) -> bool:
+    """Given a set, return whether the ONSS's final answer to it is in: refused by a final ACRF (or after its
+    notifications), notified with an outcome that is not pending, or a circuit test (DmfA in T) its ACRF
+    accepted. A refusal by a provisional ACRF (PA: "a final one may follow and decides") and a notification
+    still pending (a temporary answer, a proposal to validate) are not, whatever the state says. The one rule:
+    the on_result hook tells these (hooks.py), retention prunes these and the quarantined (retention.py)."""
+    data = row.data
+    if row.state == State.REFUSED:
+        return bool(data.notifications) or data.acrf is None or data.acrf.final
+    if row.state == State.NOTIFIED:
+        return outcome_of(row.go_name, row.state, data) != "pending"
+    return row.state == State.ACKNOWLEDGED and not data.notifications and _circuit_test(row.go_name)
 
 
 def notifications_outcome(notifications: tuple[NotificationRecord, ...]) -> str:

@@ -26,13 +26,11 @@ from onss_relay.config import RetentionConfig
 from onss_relay.durable import atomic_write
 from onss_relay.errors import InvalidName
 from onss_relay.hook_record import HookRecord
-from onss_relay.hooks import FINAL as TOLD_FINAL
 from onss_relay.hooks import told_key
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.names import Prefix, format_name, parse_name, set_key
-from onss_relay.outcome import outcome_of
+from onss_relay.outcome import final_answer
 from onss_relay.spool import Spool
-from onss_relay.waiting import answered_circuit_test
 
 log = structlog.get_logger(__name__)
 
@@ -40,19 +38,12 @@ DAY = 86400.0
 PAGE = 500
 KINDS = ("results", "inbox", "sent", "hook")
 DAYS_OF = {"results": "results_days", "inbox": "inbox_days", "sent": "sent_days", "hook": "results_days"}
-FINAL = (State.NOTIFIED, State.REFUSED, State.FAILED)
 
 
 def is_final(row: SetRow) -> bool:
-    """Given a set, return whether its final answer is in (or it was quarantined): nothing more comes for it.
-    A refusal by a provisional ACRF (PA: "a final one may follow and decides") and a notification whose outcome
-    is still pending (a temporary answer, a proposal to validate) are not final, whatever the state says."""
-    acrf = row.data.acrf
-    if row.state == State.REFUSED and not row.data.notifications and acrf is not None and not acrf.final:
-        return False
-    if row.state == State.NOTIFIED and outcome_of(row.go_name, row.state, row.data) == "pending":
-        return False
-    return row.state in FINAL or answered_circuit_test(row)
+    """Given a set, return whether nothing more comes for it: the ONSS's final answer is in (outcome.final_answer,
+    the rule the on_result hook tells by too), or it was quarantined."""
+    return row.state == State.FAILED or final_answer(row)
 
 
 class Pruner:
@@ -99,7 +90,7 @@ class Pruner:
             return 0
         record, removed = HookRecord(self.spool.paths.root), 0
         for page in self._pages(until, cursors, "hook"):
-            final = [(r.go_name, told_key(r, None), r.change, r.updated_at) for r in page if r.state in TOLD_FINAL]
+            final = [(r.go_name, told_key(r, None), r.change, r.updated_at) for r in page if final_answer(r)]
             removed += record.prune_told(final)
         return removed
 

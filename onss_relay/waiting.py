@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from onss_relay.config import PollConfig
@@ -28,14 +29,27 @@ def overdue(row: SetRow, poll: PollConfig, now: float) -> str | None:
     return None
 
 
-def overdue_sets(journal: Journal, poll: PollConfig, now: float, limit: int) -> list[tuple[SetRow, str]]:
-    """Given the journal, the poll settings, the time now and a limit, return up to ``limit`` sets overdue,
-    oldest first, each with why: the journal leaves out what is never late (circuit tests answered by their
-    ACRF, the rule of ``overdue``) before its limit, so that they cannot hide the late sets behind them."""
+def overdue_sets(
+    journal: Journal,
+    poll: PollConfig,
+    now: float,
+    limit: int,
+    after: Sequence[tuple[float, str]] = ((-1.0, ""), (-1.0, "")),
+) -> list[tuple[SetRow, str]]:
+    """Given the journal, the poll settings, the time now, a limit and where a walk of them stopped ((updated_at,
+    GO name) of the sent, of the acknowledged), return up to ``limit`` sets overdue past it, oldest first, each
+    with why: the journal leaves out what is never late (circuit tests answered by their ACRF, the rule of
+    ``overdue``) before its limit, so that they cannot hide the late sets behind them."""
     waiting = journal.waiting_since_before(
-        now - poll.acrf_overdue, now - poll.notification_overdue, limit, never_late=circuit_tests()
+        now - poll.acrf_overdue, now - poll.notification_overdue, limit, never_late=circuit_tests(), after=after
     )
     return [(row, why) for row in waiting if (why := overdue(row, poll, now))]
+
+
+def overdue_counts(journal: Journal, poll: PollConfig, now: float) -> tuple[int, int]:
+    """Given the journal, the poll settings and the time now, return how many sets are overdue waiting for their
+    ACRF and for their notification (the rule of ``overdue``), counted by the journal: no set is read."""
+    return journal.waiting_counts(now - poll.acrf_overdue, now - poll.notification_overdue, circuit_tests())
 
 
 def is_circuit_test(go_name: str) -> bool:

@@ -7,6 +7,7 @@ deciding who may read the routes that are not open, and serves them from a threa
 from __future__ import annotations
 
 import dataclasses
+import socket
 import sys
 import threading
 import urllib.parse
@@ -71,6 +72,12 @@ class WebServer(ThreadingHTTPServer):
         if isinstance(error, ConnectionError):
             return
         log.warning("web_request_failed", client=str(client_address), error=f"{type(error).__name__}: {error}")
+
+
+class WebServer6(WebServer):
+    """The listener on an IPv6 address ("[::1]:9464", "[::]:9464")."""
+
+    address_family = socket.AF_INET6
 
 
 def find_route(routes: Mapping[str, Route], path: str) -> tuple[Route, str] | None:
@@ -154,8 +161,9 @@ def serve(
 ) -> WebServer:
     """Given metrics.listen, a registry, a health function, the status page's routes and their guard, serve
     them all in a thread and return the server."""
+    host, port = parse_listen(listen)
     try:
-        server = WebServer(parse_listen(listen), _Handler)
+        server = (WebServer6 if ":" in host else WebServer)((host, port), _Handler)
     except OSError as e:
         raise ConfigError(f"metrics.listen = {listen!r}: cannot listen there ({e.strerror or e})") from None
     server.routes = {**(pages or {}), **probe_routes(registry, health)}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import tracemalloc
 from pathlib import Path
 
-from onss_relay.declaration_keys import CHUNK, MAX_FORMS, declaration_keys
+from onss_relay.declaration_keys import CHUNK, MAX_FORMS, MAX_WORKERS, declaration_keys
 
 
 def flat_fi(path: Path, elements: int) -> Path:
@@ -48,7 +48,8 @@ def test_the_first_forms_head_is_still_read(tmp_path: Path) -> None:
 
 
 def dmfa_like(path: Path, forms: int, lines: int) -> Path:
-    """An XML FI of ``forms`` Forms, each a head and a body of ``lines`` nested worker lines."""
+    """An XML FI of ``forms`` Forms, each a head and a body of ``lines`` nested worker lines (at most 1,000
+    workers: past that, a worker's further lines)."""
     with path.open("w") as f:
         f.write('<?xml version="1.0" encoding="UTF-8"?>\n<DmfAOriginal>')
         for n in range(forms):
@@ -56,7 +57,9 @@ def dmfa_like(path: Path, forms: int, lines: int) -> Path:
                 f"<Form><Identification>DMFA</Identification><FormCreationDate>2026-11-30</FormCreationDate>"
                 f"<FormCreationHour>10:00:{n // 1000:02d}.{n % 1000:03d}</FormCreationHour><EmployerDeclaration>"
             )
-            f.writelines(f"<NaturalPerson><INSS>{i:011d}</INSS><Line>x</Line></NaturalPerson>\n" for i in range(lines))
+            f.writelines(
+                f"<NaturalPerson><INSS>{i % 1000:011d}</INSS><Line>x</Line></NaturalPerson>\n" for i in range(lines)
+            )
             f.write("</EmployerDeclaration></Form>\n")
         f.write("</DmfAOriginal>\n")
     return path
@@ -66,12 +69,15 @@ def test_every_form_is_read_and_the_bodies_cost_no_memory(tmp_path: Path) -> Non
     """Every Form's HandledOriginalForm key is read, not only the first's; a Form's body as large as the whole
     file (several times the bytes scanned at a time) costs no more memory than a small one."""
     fi = dmfa_like(tmp_path / "three.xml", 3, 2)
-    assert declaration_keys(fi) == tuple(("original_form", f"DMFA|2026-11-30|10:00:00.00{n}") for n in range(3))
+    assert declaration_keys(fi) == (
+        *(("original_form", f"DMFA|2026-11-30|10:00:00.00{n}") for n in range(3)),
+        *(("worker", f"{i:011d}") for i in range(2)),  # each worker declared, for a search by INSS
+    )
 
     def peak(path: Path) -> int:
         tracemalloc.start()
         try:
-            assert len(declaration_keys(path)) == 1
+            assert sum(k == "original_form" for k, _ in declaration_keys(path)) == 1
             return tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
@@ -153,3 +159,19 @@ def test_the_cap_counts_forms_not_keys(tmp_path: Path) -> None:
     keys = declaration_keys(fi)
     assert MAX_FORMS == 20_000
     assert sum(k == "original_form" for k, _ in keys) == sum(k == "sender_ref" for k, _ in keys) == MAX_FORMS
+
+
+def test_every_worker_declared_is_recorded_up_to_the_cap(tmp_path: Path) -> None:
+    """Found by audit26 (a search by INSS found no Dimona its ACRF refused): each INSS element's worker is a key,
+    with a namespace prefix or none, one cut by the end of a chunk too; an element merely ending in INSS, an
+    INSS of the wrong length and an end tag are not; past MAX_WORKERS workers the rest are left out."""
+    fi = tmp_path / "FI.xml"
+    with fi.open("w") as f:
+        f.write('<?xml version="1.0" encoding="UTF-8"?>\n<d:Dimona xmlns:d="urn:x"><d:Form>')
+        f.write("<d:INSS>85073003328</d:INSS><WorkerINSS>11111111111</WorkerINSS><INSS>123</INSS>")
+        f.write("x" * (CHUNK - f.tell() - 10) + "<INSS> 86010100123 </INSS>")  # cut by the chunk's end
+        f.writelines(f"<INSS>{9 * 10**10 + i}</INSS>\n" for i in range(MAX_WORKERS + 5))
+        f.write("</d:Form></d:Dimona>\n")
+    workers = [v for k, v in declaration_keys(fi) if k == "worker"]
+    assert workers[:3] == ["85073003328", "86010100123", "90000000000"]
+    assert len(workers) == MAX_WORKERS == 20_000 and "11111111111" not in workers

@@ -176,3 +176,88 @@ def test_every_day_label_of_the_chart_fits_in_the_drawing(cfg: Config) -> None:
     for label in labels:
         half = len(label.text or "") * 0.6 * float(label.get("font-size", "0")) / 2
         assert float(label.get("x", "0")) - half >= 0 and float(label.get("x", "0")) + half <= width, label.text
+
+
+def test_every_overdue_set_is_told_when_more_than_a_look_are_late(cfg: Config, tmp_path: Path) -> None:
+    """Found by audit26: the hook looked at the 1,000 oldest overdue sets every 5 s, so with 1,030 Dimonas
+    without their ACRF (the transfer point silent for a morning) the 30 newest were never told, however long
+    it ran. Each look now goes on from the last set it looked at."""
+    from onss_relay.hook_record import HookRecord
+    from onss_relay.hooks import OVERDUE_EVERY, OVERDUE_LOOKED
+
+    journal = open_journal_at(cfg.paths.journal_path)
+    first = f"GO.DIMN.{SENDER}.{TODAY}.00001.R.1"
+    journal.add_set(first, "R", [first.replace("GO.", "FI.", 1) + ".1"])
+    for state in (State.SIGNED, State.UPLOADING, State.GO_SENDING, State.SENT):
+        journal.transition(first, state)
+    journal.close()
+    now, late = time.time(), OVERDUE_LOOKED + 30
+    with sqlite3.connect(cfg.paths.journal_path) as db:
+        db.execute("CREATE TEMP TABLE one AS SELECT * FROM sets WHERE go_name = ?", (first,))
+        for i in range(2, late + 1):
+            db.execute("UPDATE one SET go_name = ?", (f"GO.DIMN.{SENDER}.{TODAY}.{i:05d}.R.1",))
+            db.execute("INSERT INTO sets SELECT * FROM one")
+        # pairs of sets written at the same time (one transaction's), one pair across the looks' boundary
+        db.execute("UPDATE sets SET updated_at = ? - CAST(substr(go_name, 25, 5) AS INTEGER) / 2", (now - 3600,))
+    db.close()
+    journal = open_journal_at(cfg.paths.journal_path)
+    record = HookRecord(tmp_path / "spool")
+    hook = ResultHook(HooksConfig("true"), record)
+    try:
+        poll = PollConfig(acrf_overdue=Duration(1800))
+        for look in range(4):
+            hook.look_for_overdue(
+                journal, poll, lambda row: tmp_path / f"{row.go_name}.json", now + look * OVERDUE_EVERY
+            )
+    finally:
+        hook.stop()  # what it did not run yet stays due
+        journal.close()
+    told = {p.name for d in (record.due_dir, record.told_dir) for p in d.iterdir()}  # a run ends told, then not due
+    assert len(told) == late, f"{late - len(told)} overdue sets never told"
+
+
+def test_metrics_and_the_overview_count_every_overdue_set_without_reading_the_waiting_ones(cfg: Config) -> None:
+    """Found by audit26: each /metrics scrape read every set sent or acknowledged (a year of answered DmfA
+    circuit tests is acknowledged for ever: the memory review rev29 measured at 696 MB for the same read after
+    each poll), and the overview's header counted only the 50 it lists ("Overdue (50)" with 61 late). Both now
+    count in the journal: 61 overdue, the circuit tests left out."""
+    from onss_relay.metrics import RelayCollector, registry_for
+
+    journal = open_journal_at(cfg.paths.journal_path)
+    first, circuit = f"GO.DIMN.{SENDER}.{TODAY}.00001.R.1", f"GO.DMFA.{SENDER}.{TODAY}.00999.T.1"
+    journal.add_set(first, "R", [first.replace("GO.", "FI.", 1) + ".1"])
+    for state in (State.SIGNED, State.UPLOADING, State.GO_SENDING, State.SENT):
+        journal.transition(first, state)
+    acknowledged(journal, circuit, "T")
+    journal.close()
+    with sqlite3.connect(cfg.paths.journal_path) as db:
+        db.execute("CREATE TEMP TABLE one AS SELECT * FROM sets WHERE go_name = ?", (first,))
+        for i in range(2, 62):
+            db.execute("UPDATE one SET go_name = ?", (f"GO.DIMN.{SENDER}.{TODAY}.{i:05d}.R.1",))
+            db.execute("INSERT INTO sets SELECT * FROM one")
+        db.execute("UPDATE sets SET updated_at = ?", (time.time() - 10 * 86400,))
+    db.close()
+    journal = open_journal_at(cfg.paths.journal_path)
+    try:
+        every_set_in = journal.sets_in
+
+        def sets_in(*states: State, **kw: int | None) -> list[SetRow]:
+            assert not {State.SENT, State.ACKNOWLEDGED} & set(states), f"read every set {states}"
+            return every_set_in(*states, **kw)
+
+        journal.sets_in = sets_in  # type: ignore[method-assign]
+        snap = HealthSnapshot(True, "ok", ())
+        samples = {
+            (s.name, s.labels.get("waiting")): s.value
+            for family in registry_for(RelayCollector(journal, lambda: snap, lambda: 100, PollConfig)).collect()
+            for s in family.samples
+        }
+        assert samples[("onss_relay_overdue_sets", None)] == 61
+        assert samples[("onss_relay_overdue_waiting", "acrf")] == 61
+        assert samples[("onss_relay_overdue_waiting", "notification")] == 0  # the circuit test is never late
+        src = Sources(journal, Spool(cfg.paths), PollConfig, lambda: snap, lambda: 100)
+        route, rest = find_route(routes(src), "/") or (None, "")
+        assert route is not None
+        assert "Overdue (61; the oldest 50 listed)" in route.answer(Request("/", rest, {})).body.decode()
+    finally:
+        journal.close()

@@ -222,7 +222,8 @@ def test_daily_outcomes_count_by_utc_day_truncated_not_rounded(
 
 def test_sets_by_outcome_by_name_and_overdue_candidates(journal: Journal, monkeypatch: pytest.MonkeyPatch) -> None:
     """sets_with_outcome, sets_named_like (a LIKE wildcard in the fragment is a plain character) and
-    waiting_since_before (sent before one time, acknowledged before another, oldest first) on both backends."""
+    waiting_since_before (sent before one time, acknowledged before another, oldest first, from where a walk
+    stopped) and waiting_counts on both backends."""
     steps = {1: (*SENT, State.ACKNOWLEDGED, State.REFUSED), 2: SENT, 3: (*SENT, State.ACKNOWLEDGED), 4: SENT}
     for i, states in steps.items():
         monkeypatch.setattr("time.time", lambda i=i: 1_000_000.0 + i * 100)
@@ -236,6 +237,13 @@ def test_sets_by_outcome_by_name_and_overdue_candidates(journal: Journal, monkey
     waiting = journal.waiting_since_before(1_000_000.0 + 450, 1_000_000.0 + 350)
     assert [r.go_name for r in waiting] == [_name(2), _name(3), _name(4)]
     assert [r.go_name for r in journal.waiting_since_before(1_000_000.0 + 250, 0.0)] == [_name(2)]
+    # a walk going on from where it stopped (audit26: the hook's look for overdue sets), and the counts (metrics)
+    go_on = journal.waiting_since_before(
+        1_000_000.0 + 450, 1_000_000.0 + 350, after=((1_000_000.0 + 200, _name(2)), (-1.0, ""))
+    )
+    assert [r.go_name for r in go_on] == [_name(3), _name(4)]
+    assert journal.waiting_counts(1_000_000.0 + 450, 1_000_000.0 + 350) == (2, 1)
+    assert journal.waiting_counts(1_000_000.0 + 450, 1_000_000.0 + 350, never_late=[("DMFA", "T")]) == (2, 0)
 
 
 def test_pages_for_a_year_of_history(journal: Journal) -> None:
@@ -349,3 +357,19 @@ def test_a_day_with_every_sequence_used_is_refused_in_one_sentence(journal: Jour
     with pytest.raises(NoSequenceLeft, match="^no sequence left for 20260101: sender 123456 has used all 99,999"):
         journal.allocate_sequence("123456", "20260101", "T", set(range(3, 100_000)))
     assert journal.allocate_sequence("123456", "20260101", "R") == 1  # another environment's day is its own
+
+
+def test_the_pages_reads_take_any_text_a_person_may_type(journal: Journal) -> None:
+    """Audit26: a NUL in a search or a set's address (/search?q=%00, /set/%00) failed the page on PostgreSQL
+    ("text fields cannot contain NUL"): it finds nothing, on both backends."""
+    from onss_relay.config import PollConfig
+    from onss_relay.metrics import HealthSnapshot
+    from onss_relay.views.search import search
+    from onss_relay.views.set_view import find_set
+    from onss_relay.views.sources import Sources
+
+    _walk(journal, _name(1), SENT)
+    snap = HealthSnapshot(True, "ok", ())
+    src = Sources(journal, None, PollConfig, lambda: snap, lambda: 100)  # type: ignore[arg-type]  # no spool read
+    assert search(src, "\x00") == [] and find_set(journal, _name(1) + "\x00") is None
+    assert [line.go_name for line in search(src, "00001\x00")] == [_name(1)]  # what is left of it is searched

@@ -15,7 +15,7 @@ from onss_relay.config import load_config
 from onss_relay.journal import State, open_journal_at
 from onss_relay.simulator import Simulator
 from tests.conftest import SENDER, fi_name
-from tests.helpers import Daemon, run_cli, wait_log
+from tests.helpers import Daemon, run_cli, wait_log, wait_until
 
 # the daemon itself under libfaketime (the faketime command would stand between it and our SIGTERM)
 THREE_DAYS_LATER = {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1", "FAKETIME": "+3d"}
@@ -328,3 +328,47 @@ def test_status_of_a_copied_spool_tells_its_own_sent_files_not_the_original_s(
         doc = json.loads(run_cli(*args, "--config", str(copy / "config.toml")).stdout)
         documents = [doc["set"]] if "set" in doc else [d for d in doc["sets"] if d["set"] == go]
         assert [d["sent_dir"] for d in documents] == [in_copy.split()[2]], (args, documents)
+
+
+def test_the_hook_tells_a_set_when_retention_deems_it_final_and_not_before(tmp_path: Path) -> None:
+    """Audit26 (lead's note): the hook ran on_result for a set refused only by a provisional ACRF and for one
+    notified with a pending outcome, which retention no longer deemed final: one rule (outcome.final_answer)
+    now decides both. Neither is told nor recorded due; a final refusal, a decisive notification and a circuit
+    test its ACRF accepted are."""
+    from onss_relay.config import HooksConfig
+    from onss_relay.hook_record import HookRecord
+    from onss_relay.hooks import DueOnly, ResultHook
+    from onss_relay.journal.model import AcrfRecord, NotificationRecord, SetData, SetRow
+    from onss_relay.retention import is_final
+
+    def row(seq: int, state: State, data: SetData, app: str = "DIMN") -> SetRow:
+        fi = fi_name(seq, app=app)
+        return SetRow("GO" + fi[2:-2], "T", state, [fi], 1.0, 2.0, None, None, data, False, change=seq)
+
+    accepted = AcrfRecord("0", True, "T1", "FO.x")
+    not_final = [
+        row(1, State.REFUSED, SetData(acrf=AcrfRecord("1", False, None, "FO.x", type_form="PA", final=False))),
+        row(
+            2, State.NOTIFIED, SetData(acrf=accepted, notifications=(NotificationRecord("2", False, "T1", None, "n"),))
+        ),
+    ]
+    final = [
+        row(3, State.REFUSED, SetData(acrf=AcrfRecord("1", False, None, "FO.x", type_form="FA", final=True))),
+        row(4, State.NOTIFIED, SetData(acrf=accepted, notifications=(NotificationRecord("1", True, "T1", None, "n"),))),
+        row(5, State.ACKNOWLEDGED, SetData(acrf=accepted), app="DMFA"),  # a circuit test: its ACRF is all
+    ]
+    record = HookRecord(tmp_path / "spool")
+    hook = ResultHook(HooksConfig(on_result="true"), record)
+    due_only = DueOnly(HookRecord(tmp_path / "one-shot"))
+    try:
+        for r in not_final + final:
+            hook.result_written(r, tmp_path / f"{r.go_name}.json")
+            due_only.result_written(r, tmp_path / f"{r.go_name}.json")
+        for r in not_final:
+            assert not is_final(r) and record.told(r.go_name) is None and r.go_name not in record.pending(), r
+        assert due_only.record.pending() == sorted(r.go_name for r in final)
+        told = [r.go_name for r in final]
+        assert wait_until(lambda: all(record.told(go) is not None for go in told), 20)
+        assert all(is_final(r) for r in final)
+    finally:
+        hook.stop()

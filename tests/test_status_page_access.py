@@ -79,9 +79,54 @@ def test_off_loopback_a_request_without_the_secret_gets_401_and_nothing_of_a_dec
         assert "default-src 'none'" in headers["Content-Security-Policy"]
         assert fetch(base + "/", "Bearer token-for-the-page")[0] == 200
         assert fetch(base + "/metrics")[0] == 200  # open: Prometheus scrapes it without the page's secret
+        for method in ("POST", "PUT", "DELETE"):  # read-only: nothing but GET and HEAD is answered
+            request = urllib.request.Request(f"{base}/set/{GO}", data=b"x", method=method)
+            request.add_header("Authorization", "Bearer token-for-the-page")
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=10)
+            assert refused.value.code == 501 and GO not in refused.value.read().decode(), method
         for _ in range(5):  # a browser that goes away mid-page: nothing to say, above all no traceback
             hang_up_mid_answer(port, "Bearer token-for-the-page")
         assert fetch(base + "/", "Bearer token-for-the-page")[0] == 200
         assert "Traceback" not in log.read_text()
     finally:
         assert daemon.stop() == 0
+
+
+@pytest.mark.slow
+def test_the_page_is_served_on_ipv6_loopback_as_the_readme_says(relay_dir: Path) -> None:
+    """Found by audit26: `listen = "[::1]:9464"` (the README's loopback example) passed `check` and then stopped
+    the relay (exit 2, "cannot listen there (Address family for hostname not supported)"): the listener was
+    IPv4 only. It serves the page, open, on [::1]."""
+    config, log = relay_dir / "config.toml", relay_dir / "daemon.log"
+    port = free_port()
+    config.write_text(config.read_text() + f'[metrics]\nlisten = "[::1]:{port}"\n')
+    daemon = Daemon(config, log)
+    proc = daemon.start()
+    try:
+        assert proc.poll() is None, log.read_text()[-2000:]
+        assert wait_until(lambda: fetch(f"http://[::1]:{port}/healthz")[0] in (200, 503), 20), log.read_text()[-2000:]
+        status, body, _ = fetch(f"http://[::1]:{port}/")
+        assert status == 200 and "onss-relay" in body
+    finally:
+        assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("secret", "said"),
+    [('password_file = "missing.pass"', "cannot read"), ('token_file = "blank.tok"', "the file is empty")],
+)
+def test_check_and_the_start_refuse_a_page_secret_that_is_missing_or_empty(
+    relay_dir: Path, secret: str, said: str
+) -> None:
+    """Found by audit26: `check` said nothing of metrics.password_file / token_file (exit 0 with the file missing
+    or empty), and `run` refused it (exit 2) only after its watcher had started. Both refuse it first, naming
+    the setting, in one sentence."""
+    (relay_dir / "blank.tok").write_text("\n")
+    config = relay_dir / "config.toml"
+    config.write_text(config.read_text() + f'[metrics]\nlisten = "0.0.0.0:{free_port()}"\n{secret}\n')
+    checked = run_cli("check", "--local", "--config", str(config), timeout=60)
+    assert checked.returncode == 2 and said in checked.stdout, checked.stdout + checked.stderr
+    started = run_cli("run", "--config", str(config), timeout=60)
+    assert started.returncode == 2 and said in started.stderr, started.stderr
+    assert "watching" not in started.stderr and len(started.stderr.strip().splitlines()) == 1, started.stderr

@@ -72,15 +72,32 @@ def run_checks(cfg: Config, out: TextIO, local_only: bool = False) -> int:
     return worst
 
 
+def page_access(cfg: Config) -> str:
+    """Given the configuration, return who may read the status page; raise ConfigError naming the setting when
+    its secret file cannot be read or is empty (the daemon refuses to start then)."""
+    from onss_relay.status_page.auth import guard_for
+
+    guard = guard_for(cfg.metrics)
+    if guard.open:
+        return f"open to whoever reaches {cfg.metrics.listen} (loopback, no secret configured)"
+    ways = [f"HTTP basic, user {guard.user!r}"] * (guard.password is not None) + ["bearer token"] * (
+        guard.token is not None
+    )
+    return " or ".join(ways) + " (/metrics and /healthz stay open)"
+
+
 def _local_places(cfg: Config) -> list[tuple[str, Callable[[], str]]]:
     """Given the configuration, return the (label, check) of every local place the relay writes: the outbox,
-    the inbox, the spool and a SQLite journal (a PostgreSQL one: the journal line says whether it is reached)."""
+    the inbox, the spool and a SQLite journal (a PostgreSQL one: the journal line says whether it is reached);
+    then, with a listener, the status page's secret files."""
     places = (("outbox", cfg.paths.outbox_dir), ("inbox", cfg.paths.inbox_dir), ("spool", cfg.paths.root))
     checks: list[tuple[str, Callable[[], str]]] = [
         (f"{label} writable", functools.partial(_writable, path)) for label, path in places
     ]
     if not cfg.journal.url:
         checks.append(("journal writable", lambda: _journal_writable(cfg)))
+    if cfg.metrics.listen:  # its secret files: this machine's too
+        checks.append(("status page access", lambda: page_access(cfg)))
     return checks
 
 

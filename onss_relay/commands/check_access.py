@@ -27,6 +27,8 @@ def needed_files(cfg: Config) -> list[tuple[str, Path]]:
         ("remote.password_file", cfg.remote.password_file),
         ("remote.ca_file", cfg.remote.ca_file),
         ("journal.password_file", cfg.journal.password_file),
+        ("metrics.password_file", cfg.metrics.password_file),
+        ("metrics.token_file", cfg.metrics.token_file),
     ]
     return [(key, path) for key, path in candidates if path is not None and path.exists()]
 
@@ -138,6 +140,8 @@ SECRET_KEYS = (
     "remote.passphrase_file",
     "remote.password_file",
     "journal.password_file",
+    "metrics.password_file",
+    "metrics.token_file",
 )
 
 

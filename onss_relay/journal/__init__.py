@@ -236,10 +236,18 @@ class Journal(Protocol):
         notification_before: float,
         limit: int = 100,
         never_late: Sequence[tuple[str, str]] = (),
+        after: Sequence[tuple[float, str]] = ((-1.0, ""), (-1.0, "")),
     ) -> list[SetRow]:
         """The sets sent and unchanged since before ``acrf_before``, and acknowledged and unchanged since before
         ``notification_before`` (except those whose GO name is GO.<app>.… with env <env> for a pair of
-        ``never_late``: circuit tests, left out before the limit), oldest first (the candidates to be overdue)."""
+        ``never_late``: circuit tests, left out before the limit), oldest first (the candidates to be overdue),
+        each state's past its place in ``after`` ((updated_at, GO name) of the sent, of the acknowledged)."""
+        ...
+
+    def waiting_counts(
+        self, acrf_before: float, notification_before: float, never_late: Sequence[tuple[str, str]] = ()
+    ) -> tuple[int, int]:
+        """How many sets ``waiting_since_before`` would give without a limit: (sent, acknowledged), counted."""
         ...
 
     def add_note(self, go_name: str, detail: str) -> None:

@@ -98,27 +98,53 @@ class WorkerTable:
         return [set_row(r) for r in rows]
 
     def waiting_since_before(
-        self, acrf_before: float, notification_before: float, limit: int = 100, never_late: NeverLate = ()
+        self,
+        acrf_before: float,
+        notification_before: float,
+        limit: int = 100,
+        never_late: NeverLate = (),
+        after: Sequence[tuple[float, str]] = ((-1.0, ""), (-1.0, "")),
     ) -> list[SetRow]:
-        """Given two times and the (application, env) pairs whose acknowledged sets are never late (circuit
-        tests), return the sets sent (no ACRF) and last written before the first, and those acknowledged (no
-        notification) before the second but those pairs, oldest first: the candidates to be overdue, read
-        without loading every set that waits (the pairs are left out before the limit, not after)."""
+        """Given two times, the (application, env) pairs whose acknowledged sets are never late (circuit tests)
+        and where each state's walk stopped, return the sets sent (no ACRF) and last written before the first,
+        and those acknowledged (no notification) before the second but those pairs, each past its place in
+        ``after`` ((updated_at, GO name) of the sent, of the acknowledged), oldest first: the candidates to be
+        overdue, read without loading every set that waits (the pairs are left out before the limit, not
+        after)."""
         skip = "".join(" AND NOT (env = ? AND go_name LIKE ?)" for _ in never_late)
         skipped = [v for app, env in never_late for v in (env, f"GO.{app}.%")]
+        past = " AND (updated_at > ? OR (updated_at = ? AND go_name > ?))"
+        (sent_at, sent_name), (ack_at, ack_name) = after
         with self._read() as db:  # one query per state: each walks the (state, updated_at) index
             rows = [
                 *db.execute(
-                    "SELECT * FROM sets WHERE state = 'sent' AND updated_at < ? ORDER BY updated_at LIMIT ?",
-                    (acrf_before, limit),
+                    f"SELECT * FROM sets WHERE state = 'sent' AND updated_at < ?{past}"
+                    " ORDER BY updated_at, go_name LIMIT ?",
+                    (acrf_before, sent_at, sent_at, sent_name, limit),
                 ).fetchall(),
                 *db.execute(
-                    f"SELECT * FROM sets WHERE state = 'acknowledged' AND updated_at < ?{skip}"
-                    " ORDER BY updated_at LIMIT ?",
-                    (notification_before, *skipped, limit),
+                    f"SELECT * FROM sets WHERE state = 'acknowledged' AND updated_at < ?{past}{skip}"
+                    " ORDER BY updated_at, go_name LIMIT ?",
+                    (notification_before, ack_at, ack_at, ack_name, *skipped, limit),
                 ).fetchall(),
             ]
-        return sorted((set_row(r) for r in rows), key=lambda row: row.updated_at)[:limit]
+        return sorted((set_row(r) for r in rows), key=lambda row: (row.updated_at, row.go_name))[:limit]
+
+    def waiting_counts(
+        self, acrf_before: float, notification_before: float, never_late: NeverLate = ()
+    ) -> tuple[int, int]:
+        """Given the times and pairs of ``waiting_since_before``, return how many sets it would give without a
+        limit: (sent, acknowledged), counted on the (state, updated_at) index, no set read."""
+        skip = "".join(" AND NOT (env = ? AND go_name LIKE ?)" for _ in never_late)
+        skipped = [v for app, env in never_late for v in (env, f"GO.{app}.%")]
+        with self._read() as db:
+            sent = db.execute("SELECT COUNT(*) FROM sets WHERE state = 'sent' AND updated_at < ?", (acrf_before,))
+            sent_count = int(sent.fetchone()[0])
+            acknowledged = db.execute(
+                f"SELECT COUNT(*) FROM sets WHERE state = 'acknowledged' AND updated_at < ?{skip}",
+                (notification_before, *skipped),
+            )
+            return sent_count, int(acknowledged.fetchone()[0])
 
 
 def backfill_workers(db: Db) -> int:

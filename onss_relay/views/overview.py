@@ -12,7 +12,7 @@ from onss_relay.journal import IN_FLIGHT, ResponseRow, State
 from onss_relay.views.chart import Chart, daily_chart
 from onss_relay.views.set_view import SetLine, set_line
 from onss_relay.views.sources import Sources
-from onss_relay.waiting import overdue_sets
+from onss_relay.waiting import overdue_counts, overdue_sets
 
 SHOWN = 50  # sets per list; the search finds the others
 CHART_DAYS = 30
@@ -36,6 +36,8 @@ class Overview:
     unlinked: tuple[ResponseRow, ...]  # the newest SHOWN
     unlinked_count: int  # all of them
     chart: Chart
+    overdue_count: int = 0  # all of them (``overdue`` lists the oldest SHOWN)
+    shown: int = SHOWN  # a list this long may hold only the first of more: the page says so
 
 
 def overview(src: Sources, now: float | None = None) -> Overview:
@@ -65,6 +67,7 @@ def overview(src: Sources, now: float | None = None) -> Overview:
         unlinked=tuple(src.journal.unmatched_responses(SHOWN)),
         unlinked_count=sum(src.journal.unmatched_counts().values()),
         chart=_chart(src, now),
+        overdue_count=sum(overdue_counts(src.journal, poll, now)),
     )
 
 

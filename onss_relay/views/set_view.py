@@ -196,5 +196,7 @@ def as_go(name: str) -> str:
 
 def find_set(journal: Journal, name: str) -> SetRow | None:
     """Given a GO, FI or FS name of a set, or an ONSS ticket it was given, return the set (None when unknown);
-    two indexed look-ups, whatever the journal holds."""
+    two indexed look-ups, whatever the journal holds (a name holding a NUL is none: PostgreSQL refuses it)."""
+    if "\x00" in name:
+        return None
     return journal.get_set(as_go(name)) or journal.set_by_ticket(name)
