@@ -4,7 +4,7 @@ traced (`strace -f`); prints per declaration, for each kind of file (the FS, the
 results file, the hold record …), the files created, opened, renamed, linked, unlinked and fsynced, and the folder
 fsyncs, with one total line per tree. Needs strace.
 
-Run: python3 bench/count_files.py TREE [TREE ...] [--sets N] [--transport local|sftp] [--keep DIR]
+Run: python3 bench/count_files.py TREE [TREE ...] [--sets N] [--transport local|sftp] [--daemon] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ import collections
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from common import Bench
@@ -30,7 +32,7 @@ OPS = ("create", "open", "rename", "link", "unlink", "fsync", "fsync dir", "sync
 KINDS = [
     ("journal (SQLite db, WAL)", r"/journal\.db"),
     ("results cursor", r"/results\.cursor"),
-    ("hold record", r"/held/.*\.held\.json"),
+    ("hold record", r"/held/.*\.held(-batch)?\.json"),
     ("held original (held/)", r"/held/"),
     ("results file", r"/results/"),
     ("FS (work/)", r"/work/\.?FS"),
@@ -41,7 +43,7 @@ KINDS = [
     ("outbox original", r"/outbox/"),
     ("scratch, lock, other in the spool", r"/spool/"),
 ]
-FOLDERS = [(f"folder {k}", p) for k, p in [("outbox", r"/outbox/?$"), ("work", r"/work/?$"), ("held", r"/held/?$"),
+FOLDERS = [(f"folder {k}", p) for k, p in [("outbox", r"/outbox/?$"), ("work", r"/work/?$"), ("held", r"/held/?$"), ("held/<batch>", r"/held/batch-[^/]+/?$"),
            ("sent/DAY", r"/sent/[^/]+/?$"), ("results", r"/results/?$"), ("remote", r"/remote/[A-Z-]+/?$"),
            ("spool", r"/spool/?$")]]  # fmt: skip
 LINE = re.compile(r"^(\w+)\((.*)\) += (-?\d+)")
@@ -101,13 +103,25 @@ def world(b: Bench, transport: str, n: int, start: int, tag: str) -> Path:
     return config
 
 
-def traced_send(tree: str, config: Path, trace_dir: Path) -> None:
-    """Given a tree, a config and a folder for the traces, run `send --once` under strace -ff."""
+def traced_send(tree: str, config: Path, trace_dir: Path, n: int, daemon: bool) -> None:
+    """Given a tree, a config, a folder for the traces, N and whether to run the daemon, run `send --once` (or
+    `run` until N GOs are in sent/, then SIGTERM) under strace -ff."""
     trace_dir.mkdir()
     cmd = ["strace", "-f", "-ff", "-y", "-qq", "-e", f"trace={CALLS}", "-o", str(trace_dir / "t"), sys.executable,
-           "-P", "-c", "import sys; from onss_relay.cli import main; sys.exit(main())", "send", "--once", "--config", str(config), "--log-level", "error"]  # fmt: skip
-    subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=tree), check=True, stdout=subprocess.DEVNULL,
-                   cwd=config.parent)  # fmt: skip
+           "-P", "-c", "import sys; from onss_relay.cli import main; sys.exit(main())",
+           *(["run"] if daemon else ["send", "--once"]), "--config", str(config), "--log-level", "error"]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=tree)
+    if not daemon:
+        subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, cwd=config.parent)
+        return
+    strace = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, cwd=config.parent)
+    deadline = time.monotonic() + 600
+    while len(list((config.parent / "spool" / "sent").glob("*/GO*"))) < n and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(3)  # the results written after the last change (the daemon's tick is 1 s)
+    relay = int(Path(f"/proc/{strace.pid}/task/{strace.pid}/children").read_text().split()[0])
+    os.kill(relay, signal.SIGTERM)
+    strace.wait(timeout=120)
 
 
 def table(trees: list[str], results: list[collections.Counter[tuple[str, str]]], n: int) -> None:
@@ -129,6 +143,7 @@ def main() -> None:
     ap.add_argument("trees", nargs="+")
     ap.add_argument("--sets", type=int, default=500)
     ap.add_argument("--transport", choices=("local", "sftp"), default="local")
+    ap.add_argument("--daemon", action="store_true", help="`run` until every GO is in sent/, not `send --once`")
     ap.add_argument("--keep", type=Path, help="keep the traces in this folder")
     args = ap.parse_args()
     b = Bench()
@@ -137,7 +152,7 @@ def main() -> None:
     try:
         for i, tree in enumerate(args.trees):
             config = world(b, args.transport, args.sets, 1 + i * args.sets, f"tree{i}")
-            traced_send(os.path.realpath(tree), config, work / f"trace{i}")
+            traced_send(os.path.realpath(tree), config, work / f"trace{i}", args.sets, args.daemon)
             results.append(count(work / f"trace{i}"))
         table(args.trees, results, args.sets)
     finally:
