@@ -33,7 +33,7 @@ OUTBOX_HOLD = ".onss-relay-held"  # under the outbox when it is on another files
 RECORD = ".held.json"  # one original's record (``hold``; and every record written before batch records)
 BATCH_RECORD = ".held-batch.json"  # the records of a batch of originals held together (``hold_many``)
 SWEEP_PAGE = 200  # held originals checked per look in /proc (a look reads every process's open files)
-BATCH_GRACE = 60.0  # seconds a batch record with no original yet is left alone (its renames may still come)
+RECORD_GRACE = 60.0  # seconds a record with no original yet is left alone (its renames may still come)
 SWEEP_MOST = 1000  # held originals looked at per pass: new outbox claims never wait behind a backlog
 
 Quarantine = Callable[[list[Path], str, str, str], object]  # files, reason, detail, set
@@ -236,9 +236,9 @@ def _due(
 
 def _held(root: Path, outbox: Path) -> Iterator[tuple[Path, dict[str, Any], Path]]:
     """Given the spool root and the outbox, yield each held original with its record and the record's file; drop
-    records whose file is gone (a crash before the rename: the original is still in the outbox, and released
-    again), and batch records none of whose originals is held, once older than BATCH_GRACE (a batch being held
-    now has its record before its renames)."""
+    records none of whose originals is held (a crash before the renames: the originals are still in the outbox,
+    and released again), a batch record once older than RECORD_GRACE (a batch being held has its record before
+    its renames)."""
     for folder in hold_folders(root, outbox):
         if not folder.is_dir():
             continue
@@ -249,7 +249,7 @@ def _held(root: Path, outbox: Path) -> Iterator[tuple[Path, dict[str, Any], Path
             except (OSError, ValueError):
                 continue
             if not held.exists():
-                rec.unlink(missing_ok=True)
+                rec.unlink(missing_ok=True)  # a sweep during ``hold``: it writes the record again after its rename
                 continue
             if isinstance(record, dict):
                 yield held, record, rec
@@ -264,12 +264,18 @@ def _held_in_batches(folder: Path) -> Iterator[tuple[Path, dict[str, Any], Path]
             continue
         live = [(_batch_folder(rec) / name, e) for name, e in entries.items() if _is_held(rec, name)]
         if not live:
-            with contextlib.suppress(OSError):
-                if time.time() - rec.stat().st_mtime > BATCH_GRACE:
-                    _drop_batch(rec)
+            _drop_if_old(rec)
             continue
         for held, entry in live:
             yield held, entry, rec
+
+
+def _drop_if_old(rec: Path) -> None:
+    """Given a batch record none of whose originals is held, drop it once older than RECORD_GRACE (a batch being
+    held has its record before its renames, and the daemon sweeps while its uploader holds)."""
+    with contextlib.suppress(OSError):
+        if time.time() - rec.stat().st_mtime > RECORD_GRACE:
+            _drop_batch(rec)
 
 
 def _batch_entries(rec: Path) -> dict[str, dict[str, Any]] | None:

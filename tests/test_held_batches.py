@@ -75,14 +75,14 @@ def test_a_sweep_while_a_batch_is_being_held_keeps_its_record(tmp_path: Path, mo
 
 def test_a_record_with_none_of_its_originals_is_dropped_once_old(tmp_path: Path) -> None:
     """A crash between the batch record and the renames: the originals are still in the outbox (released again
-    by the next run); the record names nothing and goes at a pass after BATCH_GRACE."""
+    by the next run); the record names nothing and goes at a pass after RECORD_GRACE."""
     root = tmp_path / "spool"
     (root / "held").mkdir(parents=True)
     record = root / "held" / f"batch-1-1{held.BATCH_RECORD}"
     (root / "held" / "batch-1-1").mkdir()
     record.write_text(json.dumps({"held": {fi_name(1): {"file": fi_name(1), "ino": 1, "held_at": 0}}}))
     assert sweep(root, root / "outbox", 0, []) == 0 and record.exists()  # maybe being held right now
-    old = time.time() - held.BATCH_GRACE - 1
+    old = time.time() - held.RECORD_GRACE - 1
     os.utime(record, (old, old))
     assert sweep(root, root / "outbox", 0, []) == 0 and list((root / "held").iterdir()) == []
 
