@@ -83,9 +83,9 @@ class ResultsWriter:
 
     def catch_up(self, stop: threading.Event | None = None, in_flight_quiet: float | None = None) -> int:
         """Given the relay's stop event and how long a set in flight must stay in one state before its result says
-        it (``self.in_flight_quiet`` when None), write the result of every set changed since the last call; return how many were written. With ``stop``
-        set (SIGTERM), end between two pages, never before the first: the cursor is durable per page, so the next
-        catch-up goes on from there.
+        it (``self.in_flight_quiet`` when None), write the result of every set changed since the last call; return
+        how many were written. With ``stop`` set (SIGTERM), end between two pages, never before the first: the
+        cursor is durable per page, so the next catch-up goes on from there.
 
         With ``in_flight_quiet`` (the daemon's ticks), a set seen signed, uploading or going to send its GO is
         written only once it stayed that long in that state: a set passing through those states in a burst has
