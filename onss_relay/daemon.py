@@ -31,6 +31,7 @@ from onss_relay.leadership import TermStop, relay_lock_for
 from onss_relay.log import log_from_signal_handler, log_thread_death
 from onss_relay.pipeline import Relay
 from onss_relay.reload import reloaded
+from onss_relay.results import IN_FLIGHT_QUIET
 from onss_relay.retention import Pruner
 from onss_relay.sd_notify import Notifier
 from onss_relay.services import Running, Service
@@ -119,6 +120,7 @@ class Daemon:
             return 0  # stopped while waiting for room
         relay.uploader.before_put = self.lock.check  # a relay whose lease lapsed puts nothing, no GO
         relay.spool.fence = self.lock.check  # nor archives, holds or quarantines files of the shared spool
+        relay.results.in_flight_quiet = IN_FLIGHT_QUIET  # a set in flight: its result once it stays in a state
         if not wait_before_recovery(self.lock, relay.journal, self.cfg.journal.lease, self.stop):
             self.lost = self.lock.lost()
             relay.close()
@@ -271,7 +273,7 @@ class Daemon:
         if self.relay is None or self.lock.lost() is not None:
             return
         try:
-            self.relay.results.catch_up(self.stop)
+            self.relay.results.catch_up(self.stop, 0.0 if self.stop.is_set() else None)  # all at a stop
         except (OSError, JournalError) as e:
             self._warn_once("results_unwritable", str(e))
         else:

@@ -2,13 +2,15 @@
 filesystem: a writer's open descriptor follows the inode) into ``held/`` beside a record of what was sent, and
 deleted at a later pass only while still identical (size, mtime, inode, ctime, digest) and held open by no
 process the relay can see; one that changed goes whole to ``failed/`` saying the ONSS got an earlier version.
+The originals of a batch of sent sets are held together in ``held/<batch>/`` under one record (one file created
+per batch, not one per set); a lone one, and those held before batches, in ``held/`` beside ``<name>.held.json``.
 
 When the outbox is on another filesystem than the spool, the hold folder is ``<outbox>/.onss-relay-held/``
-(a rename across filesystems would be a copy, and a writer would go on writing into the unlinked original).
-"""
+(a rename across filesystems would be a copy, and a writer would go on writing into the unlinked original)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import json
@@ -29,8 +31,10 @@ from onss_relay.stages.uncertain import boot_id, boottime
 log = structlog.get_logger(__name__)
 
 OUTBOX_HOLD = ".onss-relay-held"  # under the outbox when it is on another filesystem than the spool
-RECORD = ".held.json"
+RECORD = ".held.json"  # one original's record (``hold``; and every record written before batch records)
+BATCH_RECORD = ".held-batch.json"  # the records of a batch of originals held together (``hold_many``)
 SWEEP_PAGE = 200  # held originals checked per look in /proc (a look reads every process's open files)
+RECORD_GRACE = 60.0  # seconds a record with no original yet is left alone (its renames may still come)
 SWEEP_MOST = 1000  # held originals looked at per pass: new outbox claims never wait behind a backlog
 
 Quarantine = Callable[[list[Path], str, str, str], object]  # files, reason, detail, set
@@ -72,26 +76,30 @@ def hold(root: Path, row: SetRow, original: Path, dest: Path) -> Path:
 
 def hold_many(root: Path, originals: list[tuple[SetRow, Path]], dest: Path) -> list[Path]:
     """Given the spool root, sent sets' unchanged outbox originals and where their copies were archived, hold
-    them all as ``hold`` does one, with the folder fsyncs shared: every record durable first (one fsync of
-    held/), then the renames (one fsync of held/ and of each outbox folder). Each record is written once, with
-    the inode the original keeps through a rename on its own filesystem. Return where each is held. An original
-    on another filesystem goes through ``hold``.
+    them all as ``hold`` does one, with one record and one folder for the batch: ``held/<batch>/`` and beside it
+    ``held/<batch>.held-batch.json``, durable first (one file, one fsync of held/), then the renames into the
+    batch's folder (one fsync of it and of each outbox folder). The record is written once and never rewritten:
+    the sweep deletes it with the last of its originals, and no later batch takes a name of its folder. Each entry
+    has the inode the original keeps through a rename on its own filesystem. Return where each is held. An
+    original on another filesystem goes through ``hold``.
     """
-    folder = root / "held"
-    folder.mkdir(exist_ok=True)
-    records = BatchWriter(folder)
+    if not originals:
+        return []
+    batch = f"batch-{time.time_ns()}-{os.getpid()}"
+    folder = root / "held" / batch
+    folder.mkdir(parents=True)
     planned: list[tuple[SetRow, Path, Path]] = []
-    taken: set[str] = set()
+    entries: dict[str, dict[str, Any]] = {}
     for row, original in originals:
-        target = free_name(folder, original.name)
-        n = 0
-        while target.name in taken:  # never two of one batch under one name (free_name sees only the disk)
+        name, n = original.name, 0
+        while name in entries:  # the same name twice in one batch (sets sent again): never one over the other
             n += 1
-            target = free_name(folder, f"{original.name}.{n}")
-        taken.add(target.name)
-        records.write(_record_of(target).name, json.dumps(_record_for(row, original, dest, inode=True)).encode())
-        planned.append((row, original, target))
-    records.commit()  # each record durable before its original moves: a crash leaves a record without its file
+            name = f"{original.name}.{n}"
+        entries[name] = _record_for(row, original, dest, inode=True)
+        planned.append((row, original, folder / name))
+    record = BatchWriter(folder.parent)
+    record.write(batch + BATCH_RECORD, json.dumps({"held": entries}).encode())
+    record.commit()  # with the folder's name, durable before any original moves: a crash leaves entries unheld
     held: list[Path] = []
     elsewhere: list[tuple[SetRow, Path]] = []
     for row, original, target in planned:
@@ -100,10 +108,9 @@ def hold_many(root: Path, originals: list[tuple[SetRow, Path]], dest: Path) -> l
             held.append(target)
             log.info("original_held", file=original.name, set=row.go_name, held=str(target))
         except OSError as e:
-            _record_of(target).unlink(missing_ok=True)
             if e.errno != errno.EXDEV:
                 raise
-            elsewhere.append((row, original))
+            elsewhere.append((row, original))  # its entry names no file: gone with the record
     fsync_dir(folder)
     for parent in {original.parent for _, original, _ in planned}:
         fsync_dir(parent)
@@ -138,43 +145,67 @@ def sweep(
 
     A pass looks at SWEEP_MOST at most (a backlog of thousands is worked off over several passes, so new outbox
     claims never wait behind it), a page at a time with one look in /proc per page, and ends between two files
-    once ``stop`` is set."""
+    once ``stop`` is set. A batch record goes with the last of its originals."""
     due = itertools.islice(_due(root, outbox, keep_for, stop), SWEEP_MOST)
     looked = 0
     while page := list(itertools.islice(due, SWEEP_PAGE)):
-        checked: list[tuple[Path, dict[str, Any], str | None]] = []
-        for held, record in page:
+        checked: list[tuple[Path, dict[str, Any], Path, str | None]] = []
+        for held, record, source in page:
             if stop is not None and stop.is_set():
                 break
             try:
-                checked.append((held, record, changed(held, record)))
+                checked.append((held, record, source, changed(held, record)))
             except FileNotFoundError:
-                _record_of(held).unlink(missing_ok=True)
-        busy = open_for_writing([held for held, _, why in checked if why is None])
-        for held, record, why in checked:
-            _settle(held, record, why, held in busy, quarantine)
+                _forget(source)
+        busy = open_for_writing([held for held, _, _, why in checked if why is None])
+        for held, record, source, why in checked:
+            if _settle(held, record, why, held in busy, quarantine):
+                _forget(source)
+        for source in {source for _, _, source in page if source.name.endswith(BATCH_RECORD)}:
+            _forget_batch_if_done(source)
         looked += len(checked)
         if stop is not None and stop.is_set():
             break
     return looked
 
 
-def _settle(held: Path, record: dict[str, Any], why: str | None, busy: bool, quarantine: Quarantine) -> None:
+def _settle(held: Path, record: dict[str, Any], why: str | None, busy: bool, quarantine: Quarantine) -> bool:
     """Given a held original due for release, its record, what changed in it (or None) and whether a process
-    holds it open for writing, delete it, quarantine it saying why, or leave it for a later pass (busy)."""
+    holds it open for writing, delete it, quarantine it saying why, or leave it for a later pass (busy); return
+    whether it left held/."""
     if why is None and busy:
-        return
+        return False
     if why is None:
         held.unlink()
-        _record_of(held).unlink(missing_ok=True)
         log.info("original_released", file=record.get("file"), set=record.get("set"))
-        return
+        return True
     detail = (
         f"{record['file']} changed after its copy was signed and sent ({why}): the ONSS got an earlier "
         f"version, not this one; what the ONSS got is in {record.get('sent_dir')}"
     )
     quarantine([held], "changed after it was sent", detail, str(record.get("set", "")))
-    _record_of(held).unlink(missing_ok=True)
+    return True
+
+
+def _forget(source: Path) -> None:
+    """Given the record of an original that left held/, delete it if it is that original's own (a batch record
+    goes with the last of its batch: ``_forget_batch_if_done``)."""
+    if not source.name.endswith(BATCH_RECORD):
+        source.unlink(missing_ok=True)
+
+
+def _forget_batch_if_done(source: Path) -> None:
+    """Given a batch record, delete it and its folder once none of its originals is held any more."""
+    entries = _batch_entries(source)
+    if entries is not None and not any(_is_held(source, name) for name in entries):
+        _drop_batch(source)
+
+
+def _drop_batch(source: Path) -> None:
+    """Given a batch record none of whose originals is held, delete its folder (if empty), then the record."""
+    with contextlib.suppress(FileNotFoundError):
+        _batch_folder(source).rmdir()  # OSError if not empty: something else is there, the record stays
+    source.unlink(missing_ok=True)
 
 
 def changed(held: Path, record: dict[str, Any]) -> str | None:
@@ -196,14 +227,14 @@ def changed(held: Path, record: dict[str, Any]) -> str | None:
 
 def _due(
     root: Path, outbox: Path, keep_for: float, stop: threading.Event | None
-) -> Iterator[tuple[Path, dict[str, Any]]]:
+) -> Iterator[tuple[Path, dict[str, Any], Path]]:
     """Given the spool root, the outbox, how long to hold released originals and the stop event, yield each held
-    original held that long with its record, until ``stop`` is set."""
-    for held, record in _held(root, outbox):
+    original held that long with its record and the record's file, until ``stop`` is set."""
+    for held, record, source in _held(root, outbox):
         if stop is not None and stop.is_set():
             return
         if held_for(record) >= keep_for:
-            yield held, record
+            yield held, record, source
 
 
 def held_for(record: dict[str, Any]) -> float:
@@ -215,9 +246,11 @@ def held_for(record: dict[str, Any]) -> float:
     return time.time() - float(record.get("held_at", 0))
 
 
-def _held(root: Path, outbox: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Given the spool root and the outbox, yield each held original with its record; drop records whose file
-    is gone (a crash before the rename: the original is still in the outbox, and released again)."""
+def _held(root: Path, outbox: Path) -> Iterator[tuple[Path, dict[str, Any], Path]]:
+    """Given the spool root and the outbox, yield each held original with its record and the record's file; drop
+    records none of whose originals is held (a crash before the renames: the originals are still in the outbox,
+    and released again), a batch record once older than RECORD_GRACE (a batch being held has its record before
+    its renames)."""
     for folder in hold_folders(root, outbox):
         if not folder.is_dir():
             continue
@@ -228,10 +261,55 @@ def _held(root: Path, outbox: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
             except (OSError, ValueError):
                 continue
             if not held.exists():
-                rec.unlink(missing_ok=True)
+                rec.unlink(missing_ok=True)  # a sweep during ``hold``: it writes the record again after its rename
                 continue
             if isinstance(record, dict):
-                yield held, record
+                yield held, record, rec
+        yield from _held_in_batches(folder)
+
+
+def _held_in_batches(folder: Path) -> Iterator[tuple[Path, dict[str, Any], Path]]:
+    """Given a hold folder, yield each original held under a batch record there, with its entry and the record."""
+    for rec in sorted(folder.glob("*" + BATCH_RECORD)):
+        entries = _batch_entries(rec)
+        if entries is None:
+            continue
+        live = [(_batch_folder(rec) / name, e) for name, e in entries.items() if _is_held(rec, name)]
+        if not live:
+            _drop_if_old(rec)
+            continue
+        for held, entry in live:
+            yield held, entry, rec
+
+
+def _drop_if_old(rec: Path) -> None:
+    """Given a batch record none of whose originals is held, drop it once older than RECORD_GRACE (a batch being
+    held has its record before its renames, and the daemon sweeps while its uploader holds)."""
+    with contextlib.suppress(OSError):
+        if time.time() - rec.stat().st_mtime > RECORD_GRACE:
+            _drop_batch(rec)
+
+
+def _batch_entries(rec: Path) -> dict[str, dict[str, Any]] | None:
+    """Given a batch record, return its entries (held name → record), or None when it cannot be read."""
+    try:
+        doc = json.loads(rec.read_text())
+    except (OSError, ValueError):
+        return None
+    entries = doc.get("held") if isinstance(doc, dict) else None
+    if not isinstance(entries, dict):
+        return None
+    return {k: v for k, v in entries.items() if isinstance(v, dict)}
+
+
+def _batch_folder(rec: Path) -> Path:
+    """Given a batch record, return the folder its originals are held in."""
+    return rec.with_name(rec.name[: -len(BATCH_RECORD)])
+
+
+def _is_held(rec: Path, name: str) -> bool:
+    """Given a batch record and the name of one of its entries, return whether that original is held."""
+    return (_batch_folder(rec) / name).exists()
 
 
 def _record_of(held: Path) -> Path:

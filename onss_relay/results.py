@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import structlog
 
 from onss_relay.config import PollConfig
 from onss_relay.durable import atomic_write
-from onss_relay.journal import Journal, SetRow
+from onss_relay.journal import Journal, SetRow, State
 from onss_relay.spool import Spool
 from onss_relay.views.set_view import document_of as document_of  # the set's one view, as JSON
 from onss_relay.views.set_view import set_views
@@ -22,6 +23,8 @@ from onss_relay.waiting import overdue as overdue
 from onss_relay.waiting import overdue_sets as overdue_sets
 from onss_relay.waiting import uncertain_document as uncertain_document
 
+IN_FLIGHT = frozenset({State.SIGNED, State.UPLOADING, State.GO_SENDING})  # states a set passes through in a burst
+IN_FLIGHT_QUIET = 2.0  # seconds a set stays in one of them before the daemon's results tick writes it
 RESULTS_PAGE = 500  # sets read from the journal at a time when catching up
 PROGRESS_EVERY = 2000  # results written between two progress lines of a long catch-up
 
@@ -64,6 +67,10 @@ class ResultsWriter:
         # the daemon's results tick and a stage's end both catch up: one at a time, or an older read of a set
         # written after a newer one would stay (the newer change is behind the cursor by then)
         self._lock = threading.Lock()
+        # how long a set in flight stays in one state before its result is written: 0 (at once) but in the daemon
+        self.in_flight_quiet = 0.0
+        # sets in flight not written yet (catch_up's in_flight_quiet): GO name -> (its change, when first seen)
+        self._waiting: dict[str, tuple[int, float]] = {}
 
     def _read_cursor(self) -> int:
         """Return the change counter value written last; 0 (write every set) when there is none, or when the
@@ -74,26 +81,69 @@ class ResultsWriter:
             return 0
         return done if done <= self.journal.last_change() else 0
 
-    def catch_up(self, stop: threading.Event | None = None) -> int:
-        """Given the relay's stop event, write the result of every set changed since the last call; return how many
-        were written. With ``stop`` set (SIGTERM), end between two pages, never before the first: the cursor is
-        durable per page, so the next catch-up goes on from there."""
+    def catch_up(self, stop: threading.Event | None = None, in_flight_quiet: float | None = None) -> int:
+        """Given the relay's stop event and how long a set in flight must stay in one state before its result says
+        it (``self.in_flight_quiet`` when None), write the result of every set changed since the last call; return
+        how many were written. With ``stop`` set (SIGTERM), end between two pages, never before the first: the
+        cursor is durable per page, so the next catch-up goes on from there.
+
+        With ``in_flight_quiet`` (the daemon's ticks), a set seen signed, uploading or going to send its GO is
+        written only once it stayed that long in that state: a set passing through those states in a burst has
+        its file written at its claim and when sent, not at each step (each rewrite creates a file, and frees
+        one new files must scan past on ext4). The cursor kept on disk stays before every set left unwritten, so
+        a restart writes them."""
+        quiet = self.in_flight_quiet if in_flight_quiet is None else in_flight_quiet
         written = 0
         said = 0  # written when the last progress line was said
         with self._lock:
             while rows := self.journal.sets_changed_after(self.done, RESULTS_PAGE):  # any number, a page held
-                for view in set_views(self.journal, rows):  # a page's histories and keys read together
-                    row = view.row
-                    path = _write_document(self.spool, row, view.document())
-                    self.done = max(self.done, row.change)
-                    if self.on_write is not None:
-                        self.on_write(row, path)
-                atomic_write(self.cursor_path, f"{self.done}\n".encode())
-                written += len(rows)
+                written += self._write_page(rows, quiet)
+                self.done = max(self.done, *(row.change for row in rows))
+                self._save_cursor()
                 if written - said >= PROGRESS_EVERY:  # a long catch-up (a lost results.cursor) says how far it is
                     said = written
                     log.info("results_catching_up", written=written, change=self.done, last=self.journal.last_change())
                 if stop is not None and stop.is_set():
                     log.info("results_catch_up_stopped", written=written, change=self.done)
-                    break
-            return written
+                    return written
+            return written + self._write_quiet(quiet)
+
+    def _write_page(self, rows: list[SetRow], in_flight_quiet: float) -> int:
+        """Given sets changed since the cursor, write their results, the sets in flight left for later when
+        ``in_flight_quiet``; return how many were written."""
+        now = time.monotonic()
+        due = []
+        for row in rows:
+            if in_flight_quiet and row.state in IN_FLIGHT:
+                self._waiting[row.go_name] = (row.change, now)  # written once it stayed in this state
+                continue
+            self._waiting.pop(row.go_name, None)
+            due.append(row)
+        return self._write(due)
+
+    def _write_quiet(self, in_flight_quiet: float) -> int:
+        """Given how long a set in flight must stay in one state, write the result of each left waiting that stayed
+        so long (every one, when 0); return how many were written."""
+        now = time.monotonic()
+        names = [name for name, (_, since) in self._waiting.items() if now - since >= in_flight_quiet]
+        if not names:
+            return 0
+        waited = {name: self._waiting.pop(name)[0] for name in names}
+        rows = self.journal.sets_by_names(names)
+        # a set changed since it was left waiting is past the cursor's reach no more: the next page writes it
+        written = self._write([row for name, row in rows.items() if row.change == waited[name]])
+        self._save_cursor()
+        return written
+
+    def _write(self, rows: list[SetRow]) -> int:
+        """Given sets, write their results (a page's histories and keys read together); return how many."""
+        for view in set_views(self.journal, rows):
+            path = _write_document(self.spool, view.row, view.document())
+            if self.on_write is not None:
+                self.on_write(view.row, path)
+        return len(rows)
+
+    def _save_cursor(self) -> None:
+        """Write how far the results got: before the first set left waiting, so that a restart writes it."""
+        kept = min([self.done, *(change - 1 for change, _ in self._waiting.values())])
+        atomic_write(self.cursor_path, f"{kept}\n".encode())

@@ -237,21 +237,42 @@ class Spool:
 
     def archive(self, sets: dict[str, list[Path]], day: dt.date | None = None) -> Path:
         """Given sent sets (GO name → local files), move each set's files with an empty GO into
-        sent/YYYY-MM-DD/; fsync every folder touched once; return that folder."""
+        sent/YYYY-MM-DD/; fsync every folder touched once; return that folder.
+
+        The GOs of one call are names of one empty file (hard links to the first this call created): one inode
+        per batch, not per set (creating a file is most of its cost on ext4); each is created on its own where
+        links fail (no hard links on that filesystem, too many to one file)."""
         dest = self.sent / (day or dt.date.today()).isoformat()
         dest.mkdir(parents=True, exist_ok=True)
         sources = set()
+        empty: Path | None = None  # a GO this call created, empty: the others are linked to it
         for go_name, files in sets.items():
             for f in files:
                 with contextlib.suppress(FileNotFoundError):  # moved before a crash, or a set without FS
                     move_durably(f, dest, sync=False)
                     sources.add(f.parent)
-            with contextlib.suppress(FileExistsError):
-                (dest / go_name).open("xb").close()  # empty: nothing to fsync but its folder entry
+            with contextlib.suppress(FileExistsError):  # archived before a crash
+                empty = _empty_go(dest / go_name, empty)
         fsync_dir(dest)
         for d in sources:
             fsync_dir(d)
         return dest
+
+
+def _empty_go(go: Path, empty: Path | None) -> Path:
+    """Given a GO's path in sent/ and an empty GO made by the same archive call (or None), make the GO there as
+    a link to that one, or as a file of its own where that fails; return the empty GO to link the next to.
+    Raise FileExistsError if the GO is there already."""
+    if empty is not None:
+        try:
+            os.link(empty, go)
+            return empty
+        except FileExistsError:
+            raise
+        except OSError:  # EMLINK, EPERM (no hard links on some shares), the first GO gone: a file of its own
+            pass
+    go.open("xb").close()  # empty: nothing to fsync but its folder entry
+    return go
 
 
 def _changed_after_sent(name: str) -> tuple[str, str]:

@@ -30,6 +30,12 @@ from tests.test_outbox_writers import AS_NOBODY, PROC_BLIND, go_of
 HOLD = {"ONSS_RELAY__WATCH__SETTLE": "1s", "ONSS_RELAY__WATCH__KEEP_RELEASED": "10s"}
 
 
+def held_original(cfg: Config, name: str) -> Path:
+    """Given the config and an FI name, return where its original is held (held/<batch>/, issue 27)."""
+    [path] = (cfg.paths.root / "held").glob(f"batch-*/{name}")
+    return path
+
+
 def nothing_lost(relay_dir: Path, fi: str, whole: bytes) -> str | None:
     """Given the spool and a declaration its writer finished, return what is wrong, or None when the whole
     bytes were sent, or are kept in failed/ with a reason saying the ONSS got an earlier version."""
@@ -139,7 +145,7 @@ def test_a_chmod_or_a_hard_link_alone_changes_nothing_that_was_sent(cfg: Config,
         assert row is not None and row.state == State.SENT, row
         assert ("INTEST", go_of(fi_name(1))) in files
         assert not (cfg.paths.failed_dir / f"{fi_name(1)}.reason.json").exists()
-        assert (cfg.paths.root / "held" / fi_name(1)).read_bytes() == b"<DmfA/>"  # held, to be deleted later
+        assert held_original(cfg, fi_name(1)).read_bytes() == b"<DmfA/>"  # held, to be deleted later
     finally:
         relay.close()
 
@@ -147,7 +153,7 @@ def test_a_chmod_or_a_hard_link_alone_changes_nothing_that_was_sent(cfg: Config,
 def test_a_held_original_rewritten_with_its_size_and_mtime_kept_goes_to_failed(cfg: Config) -> None:
     relay, _ = send_touching_the_original(cfg, lambda name, fi: None)
     try:
-        held = cfg.paths.root / "held" / fi_name(1)
+        held = held_original(cfg, fi_name(1))
         st = held.stat()
         held.write_bytes(b"<DmfB/>")  # same size: only the bytes (and the ctime) tell
         os.utime(held, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -164,7 +170,7 @@ def test_a_held_original_rewritten_with_its_size_and_mtime_kept_goes_to_failed(c
 def test_a_held_original_still_unchanged_is_deleted_after_keep_released(cfg: Config) -> None:
     relay, _ = send_touching_the_original(cfg, lambda name, fi: None)
     try:
-        held = cfg.paths.root / "held" / fi_name(1)
+        held = held_original(cfg, fi_name(1))
         relay.claimer.sweep_held()
         assert held.exists()  # watch.keep_released (1h) not over
         relay.claimer.apply(dataclasses.replace(cfg, watch=dataclasses.replace(cfg.watch, keep_released=Duration(0))))
@@ -274,7 +280,7 @@ def test_an_outbox_on_another_filesystem_holds_its_originals_in_its_own_hidden_f
     spool_held = cfg.paths.root / "held"
 
     def across_filesystems(src: Any, dst: Any) -> None:  # what rename(2) says from another mount
-        if Path(dst).parent == spool_held:
+        if spool_held in Path(dst).parents:
             raise OSError(errno.EXDEV, "Invalid cross-device link")
         real_rename(src, dst)
 
@@ -282,7 +288,7 @@ def test_an_outbox_on_another_filesystem_holds_its_originals_in_its_own_hidden_f
     relay, _ = send_touching_the_original(cfg, lambda name, fi: None)
     try:
         held = cfg.paths.outbox_dir / ".onss-relay-held" / fi_name(1)
-        assert held.read_bytes() == b"<DmfA/>" and not (spool_held / fi_name(1)).exists()
+        assert held.read_bytes() == b"<DmfA/>" and not list(spool_held.glob(f"*/{fi_name(1)}"))
         relay.claimer.scan()  # the hidden folder is not a declaration: nothing quarantined, nothing claimed
         assert list(cfg.paths.failed_dir.iterdir()) == []
         relay.claimer.apply(dataclasses.replace(cfg, watch=dataclasses.replace(cfg.watch, keep_released=Duration(0))))
@@ -298,10 +304,10 @@ def test_an_outbox_on_another_filesystem_holds_its_originals_in_its_own_hidden_f
 def test_releasing_a_batch_of_originals_fsyncs_the_hold_folder_per_batch_not_per_set(
     cfg: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Twenty sent sets released together: every original held with its record (size, digest, inode), each
-    record durable before its rename and written once (issue 27: the inode is the one before the rename, which
-    keeps it), and held/ fsynced twice for the batch (records, renames), not per set (the cost that made the
-    archive the largest stage of a declaration)."""
+    """Twenty sent sets released together: every original held, with one record for the batch (size, digest,
+    inode of each), durable before the renames and written once (issue 27: the inode is the one before the
+    rename, which keeps it; one file and one folder created per batch, not a record per set), and the hold
+    folders fsynced twice for the batch (held/ for the record, the batch's folder for the renames), not per set (the cost that made the archive the largest stage of a declaration)."""
     relay = Relay(cfg)
     try:
         for i in range(1, 21):
@@ -321,12 +327,17 @@ def test_releasing_a_batch_of_originals_fsyncs_the_hold_folder_per_batch_not_per
         monkeypatch.setattr(os, "fsync", counting_fsync)
         relay.spool.archive_sets(rows)
         monkeypatch.undo()
-        assert fsynced.count(str(held_dir)) == 2, fsynced
-        records = [p for p in fsynced if ".held.json." in p and p.endswith(".tmp")]
-        assert len(records) == 20 and len(set(records)) == 20, fsynced  # each record written (and fsynced) once
+        [batch] = held_dir.glob("*.held-batch.json")
+        folder = held_dir / batch.name.removesuffix(".held-batch.json")
+        assert fsynced.count(str(held_dir)) == 1 and fsynced.count(str(folder)) == 1, fsynced  # record, renames
+        records = [p for p in fsynced if ".held" in p and p.endswith(".tmp")]
+        assert len(records) == 1 and ".held-batch.json." in records[0], fsynced  # one record for the batch
+        entries = json.loads(batch.read_text())["held"]
+        assert sorted(entries) == sorted(fi_name(i) for i in range(1, 21))
+        assert not list(held_dir.glob("*.held.json"))
         for i in range(1, 21):
-            held = held_dir / fi_name(i)
-            record = json.loads((held_dir / f"{fi_name(i)}.held.json").read_text())
+            held = folder / fi_name(i)
+            record = entries[fi_name(i)]
             assert held.read_bytes() == b"<DmfA/>" and not (relay.spool.outbox / fi_name(i)).exists()
             assert record["ino"] == held.stat().st_ino and record["size"] == 7 and record["digest"]
     finally:
