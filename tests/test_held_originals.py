@@ -189,7 +189,7 @@ def test_a_wall_clock_stepped_forward_never_releases_a_held_original_early(
     could not see may still append to it. The time held is counted on the boot clock."""
     relay, _ = send_touching_the_original(cfg, lambda name, fi: None)
     try:
-        held = cfg.paths.root / "held" / fi_name(1)
+        held = held_original(cfg, fi_name(1))
         wall = time.time
         monkeypatch.setattr(time, "time", lambda: wall() + 7200)
         relay.claimer.sweep_held()
