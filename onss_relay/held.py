@@ -9,7 +9,9 @@ When the outbox is on another filesystem than the spool, the hold folder is ``<o
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import heapq
 import itertools
 import json
 import os
@@ -129,31 +131,67 @@ def sweep(
     root: Path, outbox: Path, keep_for: float, quarantine: Quarantine, stop: threading.Event | None = None
 ) -> int:
     """Given the spool root, the outbox, how long to hold released originals, the spool's quarantine and the
-    relay's stop event, delete each held original held that long and still identical to what was sent; move each
-    that changed to failed/ with why. One held open by a visible process waits for a later pass. Return how many
-    were looked at.
+    relay's stop event, sweep the held originals once (``HeldSweep.sweep`` without a cursor kept between passes);
+    return how many were looked at."""
+    return HeldSweep().sweep(root, outbox, keep_for, quarantine, stop)
 
-    A pass looks at SWEEP_MOST at most (a backlog of thousands is worked off over several passes, so new outbox
-    claims never wait behind it), a page at a time with one look in /proc per page, and ends between two files
-    once ``stop`` is set."""
-    due = itertools.islice(_due(root, outbox, keep_for, stop), SWEEP_MOST)
-    looked = 0
-    while page := list(itertools.islice(due, SWEEP_PAGE)):
-        checked: list[tuple[Path, dict[str, Any], str | None]] = []
-        for held, record in page:
+
+class HeldSweep:
+    """The sweep of one relay's held originals, with a cursor kept between passes: the time before which no
+    record can be due. A pass before it costs nothing (no listing, no stat, no parse); a pass after it lists the
+    hold folders, stats each record (its mtime is when it was written, at or after its ``held_at``) and parses
+    only the SWEEP_MOST oldest of those due by their mtime, never a record that is not due.
+
+    Why the cursor is safe: every record not due at a listing is due at its mtime + keep_for or later, and every
+    record written after the listing started has an mtime at or after that start, so it is due at start +
+    keep_for or later; the cursor is the earliest of these. A record's mtime can only make it wait longer (a
+    release needs both its mtime and its ``held_at`` past keep_for). A change of keep_for, a clock set back, a
+    pass cut short (SWEEP_MOST, a stop) or one left held open for writing makes the next pass list again."""
+
+    def __init__(self) -> None:
+        self._next_look = 0.0  # wall time before which no record can be due
+        self._listed_at = 0.0
+        self._keep_for: float | None = None
+        self.listings = 0  # how many passes listed the hold folders (read by a test)
+
+    def sweep(
+        self, root: Path, outbox: Path, keep_for: float, quarantine: Quarantine, stop: threading.Event | None = None
+    ) -> int:
+        """Given the spool root, the outbox, how long to hold released originals, the spool's quarantine and the
+        relay's stop event, delete each held original held that long and still identical to what was sent; move
+        each that changed to failed/ with why. One held open by a visible process waits for a later pass. Return
+        how many were looked at.
+
+        A pass looks at SWEEP_MOST at most (a backlog of thousands is worked off over several passes, so new
+        outbox claims never wait behind it), a page at a time with one look in /proc per page, and ends between
+        two files once ``stop`` is set."""
+        now = time.time()
+        if keep_for == self._keep_for and self._listed_at <= now < self._next_look:
+            return 0
+        self._keep_for, self._listed_at = keep_for, now
+        self.listings += 1
+        candidates, self._next_look, more = _due_by_mtime(root, outbox, keep_for, now)
+        due = _records(candidates, keep_for, now)
+        looked = 0
+        while page := list(itertools.islice(due, SWEEP_PAGE)):
+            checked: list[tuple[Path, dict[str, Any], str | None]] = []
+            for held, record in page:
+                if stop is not None and stop.is_set():
+                    break
+                try:
+                    checked.append((held, record, changed(held, record)))
+                except FileNotFoundError:
+                    _record_of(held).unlink(missing_ok=True)
+            busy = open_for_writing([held for held, _, why in checked if why is None])
+            for held, record, why in checked:
+                _settle(held, record, why, held in busy, quarantine)
+            more = more or bool(busy)
+            looked += len(checked)
             if stop is not None and stop.is_set():
+                more = True
                 break
-            try:
-                checked.append((held, record, changed(held, record)))
-            except FileNotFoundError:
-                _record_of(held).unlink(missing_ok=True)
-        busy = open_for_writing([held for held, _, why in checked if why is None])
-        for held, record, why in checked:
-            _settle(held, record, why, held in busy, quarantine)
-        looked += len(checked)
-        if stop is not None and stop.is_set():
-            break
-    return looked
+        self._next_look = now if more else min(self._next_look, due.next_due)
+        return looked
 
 
 def _settle(held: Path, record: dict[str, Any], why: str | None, busy: bool, quarantine: Quarantine) -> None:
@@ -191,35 +229,73 @@ def changed(held: Path, record: dict[str, Any]) -> str | None:
     return None
 
 
-def _due(
-    root: Path, outbox: Path, keep_for: float, stop: threading.Event | None
-) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Given the spool root, the outbox, how long to hold released originals and the stop event, yield each held
-    original held that long with its record, until ``stop`` is set."""
-    for held, record in _held(root, outbox):
-        if stop is not None and stop.is_set():
-            return
-        if time.time() - float(record.get("held_at", 0)) >= keep_for:
-            yield held, record
+def _due_by_mtime(root: Path, outbox: Path, keep_for: float, now: float) -> tuple[list[Path], float, bool]:
+    """Given the spool root, the outbox, how long to hold released originals and the time the listing starts,
+    stat each record in the hold folders (streamed: nothing kept per record not due); return the SWEEP_MOST
+    oldest records due by their mtime, the earliest time another can be due, and whether more were due."""
+    next_due = now + keep_for  # a record written after this listing started is due no earlier
+    count = 0
+
+    def due() -> Iterator[tuple[int, str]]:
+        nonlocal next_due, count
+        for folder in hold_folders(root, outbox):
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError), os.scandir(folder) as entries:
+                for entry in entries:
+                    if not entry.name.endswith(RECORD):
+                        continue
+                    try:
+                        mtime_ns = entry.stat(follow_symlinks=False).st_mtime_ns
+                    except OSError:
+                        continue
+                    if mtime_ns / 1e9 + keep_for <= now:
+                        count += 1
+                        yield mtime_ns, entry.path
+                    else:
+                        next_due = min(next_due, mtime_ns / 1e9 + keep_for)
+
+    oldest = heapq.nsmallest(SWEEP_MOST, due())
+    return [Path(path) for _, path in oldest], next_due, count > len(oldest)
 
 
-def _held(root: Path, outbox: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Given the spool root and the outbox, yield each held original with its record; drop records whose file
-    is gone (a crash before the rename: the original is still in the outbox, and released again)."""
-    for folder in hold_folders(root, outbox):
-        if not folder.is_dir():
-            continue
-        for rec in sorted(folder.glob("*" + RECORD)):
+class _records:
+    """Given records due by their mtime, how long to hold and now: iterate over (held original, its record)
+    for those whose ``held_at`` is past keep_for too, dropping records whose file is gone (a crash before the
+    rename: the original is still in the outbox, and released again); ``next_due`` is the earliest ``held_at``
+    + keep_for of those not due by it (a record whose mtime was set back)."""
+
+    def __init__(self, candidates: list[Path], keep_for: float, now: float) -> None:
+        self._it = iter(candidates)
+        self._keep_for, self._now = keep_for, now
+        self.next_due = float("inf")
+
+    def __iter__(self) -> Iterator[tuple[Path, dict[str, Any]]]:
+        return self
+
+    def __next__(self) -> tuple[Path, dict[str, Any]]:
+        for rec in self._it:
             held = rec.with_name(rec.name[: -len(RECORD)])
             try:
-                record = json.loads(rec.read_text())
+                record = json.loads(rec.read_bytes())
             except (OSError, ValueError):
                 continue
             if not held.exists():
                 rec.unlink(missing_ok=True)
                 continue
-            if isinstance(record, dict):
-                yield held, record
+            if not isinstance(record, dict):
+                continue
+            due_at = _as_float(record.get("held_at")) + self._keep_for
+            if due_at > self._now:
+                self.next_due = min(self.next_due, due_at)
+                continue
+            return held, record
+        raise StopIteration
+
+
+def _as_float(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _record_of(held: Path) -> Path:

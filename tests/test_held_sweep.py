@@ -5,8 +5,10 @@ sweep between two files (held.py)."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -17,11 +19,11 @@ from tests.conftest import fi_name
 from tests.helpers import Daemon, wait_log
 
 
-def fabricate_held(root: Path, n: int) -> Path:
-    """Given the spool root, write n held originals with their records, held long ago; return held/."""
+def fabricate_held(root: Path, n: int, ago: float = 3 * 86400, start: int = 1) -> Path:
+    """Given the spool root, write n held originals with their records, held ``ago`` seconds ago; return held/."""
     folder = root / "held"
     folder.mkdir(parents=True, exist_ok=True)
-    for i in range(1, n + 1):
+    for i in range(start, start + n):
         name = fi_name(i)
         path = folder / name
         path.write_bytes(b"<DmfA/>")
@@ -32,12 +34,13 @@ def fabricate_held(root: Path, n: int) -> Path:
             "digest": file_digest(path, "sha256"),
             "size": st.st_size,
             "mtime_ns": st.st_mtime_ns,
-            "held_at": time.time() - 3 * 86400,
+            "held_at": time.time() - ago,
             "sent_dir": str(root / "sent"),
             "ino": st.st_ino,
             "ctime_ns": st.st_ctime_ns,
         }
         (folder / f"{name}.held.json").write_text(json.dumps(record))
+        os.utime(folder / f"{name}.held.json", (record["held_at"], record["held_at"]))  # written when held
     return folder
 
 
@@ -64,6 +67,41 @@ def test_a_backlog_of_held_originals_is_swept_a_page_per_look_in_proc_and_a_boun
     assert originals(folder) == 250  # the rest waits for the next pass: new claims do not wait behind it
     assert held.sweep(cfg.paths.root, cfg.paths.outbox_dir, 3600, lambda *a: refused.append(a[0])) == 250
     assert list(folder.iterdir()) == [] and refused == []
+
+
+def test_an_idle_relay_reads_no_held_record_until_one_is_due(relay_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 29 review: every held record was listed and parsed every 10 s (20,000 just sent: 35 % of a core)."""
+    cfg = load_config(relay_dir / "config.toml", environ={})
+    root, outbox = cfg.paths.root, cfg.paths.outbox_dir
+    folder = fabricate_held(root, 300, ago=0)  # just sent
+    fabricate_held(root, 5, ago=7200, start=301)  # held two hours ago: due
+    now = [time.time()]
+    monkeypatch.setattr(held, "time", SimpleNamespace(time=lambda: now[0]))
+    reads: list[str] = []
+    listings: list[str] = []
+    real_scandir = os.scandir
+
+    def scandir(path: str) -> object:
+        listings.append(str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(held, "json", SimpleNamespace(loads=lambda b: reads.append("r") or json.loads(b)))
+    monkeypatch.setattr(held.os, "scandir", scandir)
+    sweeper = held.HeldSweep()
+    assert sweeper.sweep(root, outbox, 3600, lambda *a: None) == 5 and originals(folder) == 300
+    assert len(reads) == 5  # only the records due were parsed
+    reads.clear()
+    listings.clear()
+    for _ in range(30):  # five minutes of passes every 10 s, nothing due
+        now[0] += 10
+        assert sweeper.sweep(root, outbox, 3600, lambda *a: None) == 0
+    assert (reads, listings) == ([], [])
+    fabricate_held(root, 1, ago=time.time() - now[0], start=400)  # sent meanwhile: due an hour from now
+    now[0] += 3600 - 300 + 1  # an hour after the first 300
+    assert sweeper.sweep(root, outbox, 3600, lambda *a: None) == 300
+    assert originals(folder) == 1 and len(reads) == 300
+    assert sweeper.sweep(root, outbox, 0, lambda *a: None) == 1  # keep_released changed: listed again
+    assert originals(folder) == 0
 
 
 @pytest.mark.slow
