@@ -170,7 +170,8 @@ class HeldSweep:
             return 0
         self._keep_for, self._listed_at = keep_for, now
         self.listings += 1
-        candidates, self._next_look, more = _due_by_mtime(root, outbox, keep_for, now)
+        self._next_look = now  # until this pass ends: one cut short by an error lists again
+        candidates, next_look, more = _due_by_mtime(root, outbox, keep_for, now)
         due = _records(candidates, keep_for, now)
         looked = 0
         while page := list(itertools.islice(due, SWEEP_PAGE)):
@@ -190,7 +191,7 @@ class HeldSweep:
             if stop is not None and stop.is_set():
                 more = True
                 break
-        self._next_look = now if more else min(self._next_look, due.next_due)
+        self._next_look = now if more else min(next_look, due.next_due)
         return looked
 
 

@@ -122,3 +122,19 @@ def test_sigterm_to_run_ends_the_sweep_of_a_backlog_of_held_originals_between_tw
     after_stop = text[text.index('"stopping"') :].count("original_released")
     assert after_stop <= held.SWEEP_PAGE, after_stop  # the page already checked, not the whole backlog
     assert originals(folder) > 0
+
+
+def test_a_sweep_cut_short_by_an_error_lists_again_at_the_next_pass(relay_dir: Path) -> None:
+    cfg = load_config(relay_dir / "config.toml", environ={})
+    folder = fabricate_held(cfg.paths.root, 3)
+    (folder / fi_name(2)).write_bytes(b"<DmfB/>")  # changed after it was sent: to failed/
+    sweeper = held.HeldSweep()
+
+    def full_disk(*a: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        sweeper.sweep(cfg.paths.root, cfg.paths.outbox_dir, 3600, full_disk)
+    refused: list[object] = []
+    assert sweeper.sweep(cfg.paths.root, cfg.paths.outbox_dir, 3600, lambda *a: refused.append(a[0])) == 2
+    assert originals(folder) == 1 and len(refused) == 1  # not left for an hour behind the cursor
