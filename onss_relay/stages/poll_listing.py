@@ -43,11 +43,15 @@ class SpilledListing:
         self.path = path
         self.folder = folder
         self._db = open_scratch(path, ENTRIES, WHAT, CACHE_KIB)
-        with as_os_error(path, WHAT):
-            self._db.executescript(MARKS)
         self._sightings, self._run = sightings, run
-        if sightings is not None:
-            attach_sightings(self._db, sightings, run)
+        try:
+            with as_os_error(path, WHAT):
+                self._db.executescript(MARKS)
+            if sightings is not None:
+                attach_sightings(self._db, sightings, run)
+        except BaseException:
+            self.close()  # a full disk: no scratch file left behind
+            raise
         self._pending: list[tuple[str, str, int]] = []
 
     def __enter__(self) -> SpilledListing:
