@@ -10,7 +10,7 @@ journal before it grew (N sets), and for the poll step `poll --once` of the code
 (--baseline-tree DIR: that tree's onss_relay, before this change).
 
 Run: python3 bench/bench_volume.py [--quick] [--n N] [--history H] [--poll-files F] [--limit MINUTES] [--json FILE]
-     [--baseline-tree DIR] [--only-poll | --skip-poll]
+     [--baseline-tree DIR] [--only-poll | --skip-poll] [--without-go (the poll figure with answers whose GO is not there)]
 Sizes: the issue's (100,000 declarations, 500,000 sets, 100,000 answer files: hours on 2 CPUs); --quick 300
 declarations, 50,000 sets, 1,500 answer files (bench/run --quick).
 """
@@ -63,17 +63,19 @@ def drop(outbox: Path, n: int) -> None:
         (outbox / declaration_name(i)).write_bytes(body)
 
 
-def seed_answers(remote: Path, files: int) -> None:
-    """Write files/3 answer triples (ACRF of sets this relay never sent) in OUTTEST."""
+def seed_answers(remote: Path, files: int, go: bool = True) -> None:
+    """Write files/3 answer triples (ACRF of sets this relay never sent) in OUTTEST; without ``go``, files/2 pairs
+    (FO, FS) whose GO is not there yet."""
     from onss_relay.simulator import Verdict, acrf_xml
 
     out = remote / "OUTTEST"
     data = acrf_xml(Verdict("GO.DMFA.999998.20261130.00001.T.1", "INTEST", (), "0TICKET000001"))
-    for i in range(1, files // 3 + 1):  # sequence 00000 is outside the grammar (left as suspicious)
+    for i in range(1, files // (3 if go else 2) + 1):  # sequence 00000 is outside the grammar (left as suspicious)
         base = f"ACRF.999999.20261130.{i:05X}.T"
         (out / f"FO.{base}").write_bytes(data)
         (out / f"FS.{base}").write_bytes(b"MIIB" * 20)
-        (out / f"GO.{base}").write_bytes(b"")
+        if go:
+            (out / f"GO.{base}").write_bytes(b"")
 
 
 def figure(name: str, unit: str, relay: float, baseline: float, baseline_name: str, lower: bool) -> dict[str, object]:
@@ -95,8 +97,10 @@ def figure(name: str, unit: str, relay: float, baseline: float, baseline_name: s
     return f
 
 
-def poll_memory(root: Path, files: int, baseline_tree: Path | None) -> list[dict[str, object]]:
-    """Peak RSS of `poll --once` over ``files`` answer files, this tree and (when given) the baseline tree."""
+def poll_memory(root: Path, files: int, baseline_tree: Path | None, go: bool = True) -> list[dict[str, object]]:
+    """Peak RSS of `poll --once` over ``files`` answer files, this tree and (when given) the baseline tree. Without
+    ``go`` (answers whose GO is not there yet: taken once their sizes held across two polls) two polls run, the
+    first only seeing them; the peak is the larger of the two, the time the second's."""
     out = []
     results = {}
     for label, tree in (("relay", REPO), ("baseline", baseline_tree)):
@@ -104,17 +108,16 @@ def poll_memory(root: Path, files: int, baseline_tree: Path | None) -> list[dict
             continue
         d = root / f"poll-{label}"
         cfg = world(d)
-        seed_answers(d / "remote", files)
+        seed_answers(d / "remote", files, go)
+        first = None if go else run_step(["poll", "--once", "--config", str(cfg)], tree)
         step = run_step(["poll", "--once", "--config", str(cfg)], tree)
-        results[label] = (step.seconds, step.rss_mb)
+        results[label] = (step.seconds, max(step.rss_mb, first.rss_mb if first else 0.0))
+        print(f"{label}: poll --once RSS {first.rss_mb if first else 0:.1f} then {step.rss_mb:.1f} MB", flush=True)
     relay, base = results["relay"], results.get("baseline", results["relay"])
     name = "the code before issue 29 (--baseline-tree)" if baseline_tree else "same (no baseline tree given)"
-    out.append(figure(f"peak RSS, poll --once of {files} answer files", "MB", relay[1], base[1], name, True))
-    out.append(
-        figure(
-            f"poll --once of {files} answer files, files/s", "files/s", files / relay[0], files / base[0], name, False
-        )
-    )
+    what = f"{files} answer files" + ("" if go else " without GO")
+    out.append(figure(f"peak RSS, poll --once of {what}", "MB", relay[1], base[1], name, True))
+    out.append(figure(f"poll --once of {what}, files/s", "files/s", files / relay[0], files / base[0], name, False))
     return out
 
 
@@ -131,6 +134,7 @@ def main() -> None:
     ap.add_argument("--baseline-tree", type=Path)
     ap.add_argument("--only-poll", action="store_true", help="only the poll memory figure")
     ap.add_argument("--skip-poll", action="store_true", help="not the poll memory figure")
+    ap.add_argument("--without-go", action="store_true", help="the poll memory figure with answers without GO")
     ap.add_argument("--limit", type=float, help="minutes after which a step gets SIGTERM (its figures say so)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -142,7 +146,7 @@ def main() -> None:
     figures: list[dict[str, object]] = []
     try:
         if not args.skip_poll:
-            figures += poll_memory(root, poll_files, args.baseline_tree)
+            figures += poll_memory(root, poll_files, args.baseline_tree, not args.without_go)
         if not args.only_poll:
             figures += pipeline(root / "relay", n, history, limit)
     finally:

@@ -89,7 +89,11 @@ def run_step(
     t0 = time.perf_counter()
     rss = tempfile.NamedTemporaryFile()  # noqa: SIM115
     time_cmd = ["/usr/bin/time", "-f", "%M", "-o", rss.name]
-    p = subprocess.Popen([*time_cmd, sys.executable, "-m", "onss_relay.cli", *cmd], stdout=out, stderr=err, env=env)
+    # cwd: `python -m` puts the current folder first on sys.path, before PYTHONPATH (run from a checkout, the
+    # baseline tree would run that checkout's code)
+    p = subprocess.Popen(
+        [*time_cmd, sys.executable, "-m", "onss_relay.cli", *cmd], stdout=out, stderr=err, env=env, cwd=tree
+    )
     tree_mb, samples, stopped, took, next_sample = 0.0, [], False, None, every
     while True:
         if p.poll() is not None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,7 +21,7 @@ import structlog
 
 from onss_relay import crash_point
 from onss_relay.config import Config
-from onss_relay.durable import atomic_write, free_name, fsync_dir, sync_written
+from onss_relay.durable import free_name, fsync_dir, sync_written
 from onss_relay.errors import InvalidName, RemoteError, RemoteFileGone
 from onss_relay.journal import Journal
 from onss_relay.named_writes import LocalFile
@@ -30,6 +30,7 @@ from onss_relay.signature import digest_file
 from onss_relay.spool import Spool
 from onss_relay.stages.poll_leftovers import remove_old_part_files
 from onss_relay.stages.poll_listing import SpilledListing
+from onss_relay.stages.poll_sightings import sightings_path
 from onss_relay.transport.base import RemoteEntry, SizeLimitExceeded, Transport
 from onss_relay.transport.batch import Fetch
 
@@ -82,8 +83,9 @@ class Poller:
         self.journal = journal
         self.spool = spool
         self.stop = stop or threading.Event()
-        self._last_sizes = self._load_sightings()  # sizes at the last poll, kept across runs (cron'd poll --once)
-        self._reported: set[tuple[str, str]] = set()
+        self._sightings = sightings_path(spool.paths.root)  # sizes at the last poll, kept across runs
+        self._run = uuid.uuid4().hex  # what this process said once is kept in the sightings file under it
+        self._listing: SpilledListing | None = None  # the folder's listing while it is polled
         self._too_large: dict[str, int] = {}  # "FOLDER/name" → size, left on the server
 
     @property
@@ -117,77 +119,62 @@ class Poller:
             if report.stopped:
                 break
         self.spool.note_left_on_server(self._too_large)
-        self._save_sightings()
         return report
 
-    @property
-    def _sightings_path(self) -> Path:
-        return self.spool.paths.root / "poll-sightings.json"
-
-    def _load_sightings(self) -> dict[tuple[str, str], int]:
-        self._sightings_saved = b""
-        try:
-            self._sightings_saved = self._sightings_path.read_bytes()
-            return {(str(f), str(n)): int(size) for f, n, size in json.loads(self._sightings_saved)}
-        except (OSError, ValueError, TypeError):
-            return {}
-
-    def _save_sightings(self) -> None:
-        """Remember the sizes seen, so that a file without GO is taken at the next poll of another process too.
-        Only a hint (at worst a GO-less file waits one more poll): written when it changes, without fsync."""
-        data = json.dumps(sorted([f, n, size] for (f, n), size in self._last_sizes.items())).encode()
-        if data != self._sightings_saved:
-            with contextlib.suppress(OSError):
-                atomic_write(self._sightings_path, data, sync=False)
-                self._sightings_saved = data
-
     def _poll_folder(self, t: Transport, folder: str, report: PollReport) -> None:
-        """List one folder into a spilled listing, then take its ready sets in batches until done or stopped."""
-        sightings: dict[tuple[str, str], int] = {}
-        with SpilledListing(self.spool.paths.root / "poll-listing.db") as listing:
-            for entry in t.scan(folder):
-                parsed = validate_remote_entry(entry)
-                if isinstance(parsed, str):
-                    self._suspicious(folder, entry.name, parsed, report)
-                else:
-                    listing.add(set_key(parsed), entry)
-            batch: list[RemoteEntry] = []
-            for key, entries in listing.sets():
-                members = [(e, parse_name(e.name)) for e in entries]
-                if not any(n.prefix == Prefix.GO for _, n in members):  # a GO-less set: taken once its sizes hold
-                    sightings |= {(folder, e.name): e.size for e in entries}
-                batch += self._ready(folder, key, members)
-                if len(batch) >= BATCH_FILES:
-                    self._take_batch(t, folder, batch, report)
-                    batch = []
-                    if self.stop.is_set():
-                        report.stopped = True
-                        break
-            if batch and not report.stopped:
-                self._take_batch(t, folder, batch, report)
-        if report.stopped:  # the sets not reached keep what the last poll saw of them
+        """List one folder into a spilled listing, then take its ready sets in batches until done or stopped; then
+        keep the sizes of the files without GO still there for the next poll (poll_listing.py)."""
+        root = self.spool.paths.root
+        with SpilledListing(root / "poll-listing.db", self._sightings, folder, self._run) as listing:
+            self._listing = listing
+            try:
+                self._take_listed(t, folder, listing, report)
+            finally:
+                self._listing = None
+        if report.stopped:
             log.info("poll_stopped", folder=folder, mirrored=report.counts["mirrored"], detail="the next poll resumes")
-            sightings = {k: v for k, v in self._last_sizes.items() if k[0] == folder} | sightings
-        self._last_sizes = {k: v for k, v in self._last_sizes.items() if k[0] != folder} | sightings
 
-    def _ready(self, folder: str, key: str, members: list[tuple[RemoteEntry, Name]]) -> Iterable[RemoteEntry]:
-        """Given one response set's remote files, return those to take now, the GO last."""
+    def _take_listed(self, t: Transport, folder: str, listing: SpilledListing, report: PollReport) -> None:
+        for entry in t.scan(folder):
+            parsed = validate_remote_entry(entry)
+            if isinstance(parsed, str):
+                self._suspicious(folder, entry.name, parsed, report)
+            else:
+                listing.add(set_key(parsed), entry)
+        batch: list[RemoteEntry] = []
+        for key, entries, last in listing.sets():
+            members = [(e, parse_name(e.name)) for e in entries]
+            listing.reached(key, not any(n.prefix == Prefix.GO for _, n in members))
+            batch += self._ready(members, last)
+            if len(batch) >= BATCH_FILES:
+                listing.taken(self._take_batch(t, folder, batch, report))
+                batch = []
+                if self.stop.is_set():
+                    report.stopped = True
+                    break
+        if batch and not report.stopped:
+            listing.taken(self._take_batch(t, folder, batch, report))
+        listing.save_sightings(report.stopped)  # the sets not reached keep what the last poll saw of them
+
+    def _ready(self, members: list[tuple[RemoteEntry, Name]], last: dict[str, int]) -> Iterable[RemoteEntry]:
+        """Given one response set's remote files and the sizes the last poll saw, return those to take now, the
+        GO last."""
         has_go = any(n.prefix == Prefix.GO for _, n in members)
         ordered = sorted(members, key=lambda m: (m[1].prefix == Prefix.GO, m[1].prefix == Prefix.FS, m[0].name))
         for entry, _ in ordered:
-            if has_go or self._last_sizes.get((folder, entry.name)) == entry.size:
+            if has_go or last.get(entry.name) == entry.size:
                 yield entry
 
     def _suspicious(self, folder: str, name: str, why: str, report: PollReport) -> None:
         report.add("suspicious", f"{folder}/{name!r}")
-        if (folder, name) not in self._reported:
-            self._reported.add((folder, name))
+        if self._first_note(name):
             log.warning("remote_name_suspicious", folder=folder, file=repr(name)[:300], detail=why)
 
-    def _take_batch(self, t: Transport, folder: str, entries: list[RemoteEntry], report: PollReport) -> None:
+    def _take_batch(self, t: Transport, folder: str, entries: list[RemoteEntry], report: PollReport) -> list[str]:
         """Copy a batch of sets' files durably (many in flight, each file fsynced, one folder fsync, one journal
         commit for all), then delete them remotely (many in flight, one more commit): a stop or a crash between
-        two batches loses nothing and repeats nothing; nothing is deleted before its copy and record are durable."""
+        two batches loses nothing and repeats nothing; nothing is deleted before its copy and record are durable.
+        Return the names deleted remotely."""
         wanted: list[RemoteEntry] = []
         to_delete = []
         for entry in entries:
@@ -205,11 +192,12 @@ class Poller:
             fsync_dir(self.spool.inbox / folder)
             self.journal.add_responses(folder, fresh)  # committed before any remote delete
         if not self.cfg.poll.delete_remote or not to_delete:
-            return
+            return []
         t.delete_many(folder, to_delete)
         for name in to_delete:
             report.add("deleted", f"{folder}/{name}")
         self.journal.mark_responses_deleted(folder, to_delete)
+        return to_delete
 
     def _wanted(self, folder: str, entry: RemoteEntry, report: PollReport) -> str:
         """Given one remote file of a ready set, return "held" when we hold a copy already (deleting it remotely
@@ -273,8 +261,7 @@ class Poller:
     def _too_large_left(self, folder: str, name: str, size: int, report: PollReport) -> None:
         report.add("too_large", f"{folder}/{name}")
         self._too_large[f"{folder}/{name}"] = size
-        if (folder, name) not in self._reported:
-            self._reported.add((folder, name))
+        if self._first_note(name):
             log.error(
                 "response_too_large",
                 folder=folder,
@@ -283,6 +270,11 @@ class Poller:
                 detail=f"larger than poll.max_size ({self.cfg.poll.max_size} bytes): left on the server, "
                 "not downloaded; raise poll.max_size to fetch it",
             )
+
+    def _first_note(self, name: str) -> bool:
+        """Given a file of the folder polled found suspicious or too large, return whether to say it (once a
+        process; kept on disk with the sightings, not in memory: 100,000 of them are no memory)."""
+        return self._listing is None or self._listing.first_note(name)
 
     def _temp_path(self, folder: str, name: str) -> Path:
         """Where folder/name is written while it downloads (renamed into inbox/<folder>/ once durable)."""
