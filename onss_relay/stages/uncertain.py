@@ -69,6 +69,8 @@ def describe(row: SetRow, quiet: float) -> str:
     when = dt.datetime.fromtimestamp(decide_at(u, quiet), dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     since = dt.datetime.fromtimestamp(u.since, dt.UTC).strftime("%H:%M:%S UTC")
     why = why_uncertain(u.step, since)
+    if quiet_left(u, quiet) == 0:
+        return f"{row.go_name}: uncertain, {why}; its quiet period is over: the next upload round reads the server and finishes it"
     return f"{row.go_name}: uncertain, {why}; nothing more of it is sent until {when}, then the server is read and the set finished"
 
 

@@ -40,7 +40,6 @@ from onss_relay.stages.uncertain import (
     mark_uncertain,
     quiet_left,
     restart_after_reboot,
-    waiting,
 )
 from onss_relay.stages.unclean_stop import InFlightMarker, after_unclean_stop
 from onss_relay.stages.upload_connections import ConnectionPool
@@ -164,9 +163,11 @@ class Uploader:
         return round_.report
 
     def waiting(self) -> list[str]:
-        """One sentence per uncertain set still in its quiet period: why it waits and until when."""
+        """One sentence per set still uncertain after the round: why it waits and until when. One whose quiet
+        period ended during the round, after the queue had passed it, is said too (it is finished by the next
+        round: `send --once` must not end "all sent" with it undone)."""
         quiet = self.cfg.remote.quiet_period
-        return [describe(r, quiet) for r in waiting(self.journal.sets_in(*UNCERTAIN_STATES), quiet)]
+        return [describe(r, quiet) for r in self.journal.sets_in(*UNCERTAIN_STATES) if r.data.uncertain is not None]
 
     def sleep(self, seconds: float) -> None:
         self.stop.wait(seconds)  # a stop request ends the backoff at once
