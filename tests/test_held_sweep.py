@@ -224,10 +224,13 @@ def test_an_original_held_open_or_a_young_empty_batch_record_lists_again(
     busy = batch / fi_name(1)
     monkeypatch.setattr(held, "open_for_writing", lambda paths: {p for p in paths if p == busy})
     sweeper = held.HeldSweep()
-    assert sweeper.sweep(root, outbox, 0, lambda *a: None) == 2 and originals(folder) == 1
+    assert sweeper.sweep(root, outbox, 3600, lambda *a: None) == 2 and originals(folder) == 1
     monkeypatch.setattr(held, "open_for_writing", lambda paths: set())
     clocks.tick(10)  # the writer closed it: the next pass lists again and releases it
-    assert sweeper.sweep(root, outbox, 0, lambda *a: None) == 1 and originals(folder) == 0
-    assert len(list(folder.glob("*.held-batch.json"))) == 1  # the young one, left alone RECORD_GRACE
-    clocks.tick(held.RECORD_GRACE + 1, wall=held.RECORD_GRACE + 1)
-    assert sweeper.sweep(root, outbox, 0, lambda *a: None) == 0 and list(folder.iterdir()) == []
+    assert sweeper.sweep(root, outbox, 3600, lambda *a: None) == 1 and originals(folder) == 0
+    assert len(list(folder.glob("*.held-batch.json"))) == 1  # the young one, not due
+    assert sweeper.sweep(root, outbox, 30, lambda *a: None) == 0  # keep_released under RECORD_GRACE
+    clocks.tick(31)
+    assert sweeper.sweep(root, outbox, 30, lambda *a: None) == 0 and len(list(folder.glob("batch-11-*"))) == 2
+    clocks.tick(held.RECORD_GRACE)  # left alone RECORD_GRACE (maybe being held), then dropped
+    assert sweeper.sweep(root, outbox, 30, lambda *a: None) == 0 and list(folder.iterdir()) == []
