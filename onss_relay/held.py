@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import heapq
 import itertools
 import json
 import os
@@ -139,34 +140,95 @@ def sweep(
     root: Path, outbox: Path, keep_for: float, quarantine: Quarantine, stop: threading.Event | None = None
 ) -> int:
     """Given the spool root, the outbox, how long to hold released originals, the spool's quarantine and the
-    relay's stop event, delete each held original held that long and still identical to what was sent; move each
-    that changed to failed/ with why. One held open by a visible process waits for a later pass. Return how many
-    were looked at.
+    relay's stop event, sweep the held originals once (``HeldSweep.sweep`` with no cursor kept between passes);
+    return how many were looked at."""
+    return HeldSweep().sweep(root, outbox, keep_for, quarantine, stop)
 
-    A pass looks at SWEEP_MOST at most (a backlog of thousands is worked off over several passes, so new outbox
-    claims never wait behind it), a page at a time with one look in /proc per page, and ends between two files
-    once ``stop`` is set. A batch record goes with the last of its originals."""
-    due = itertools.islice(_due(root, outbox, keep_for, stop), SWEEP_MOST)
-    looked = 0
-    while page := list(itertools.islice(due, SWEEP_PAGE)):
-        checked: list[tuple[Path, dict[str, Any], Path, str | None]] = []
-        for held, record, source in page:
-            if stop is not None and stop.is_set():
-                break
-            try:
-                checked.append((held, record, source, changed(held, record)))
-            except FileNotFoundError:
-                _forget(source)
-        busy = open_for_writing([held for held, _, _, why in checked if why is None])
-        for held, record, source, why in checked:
-            if _settle(held, record, why, held in busy, quarantine):
-                _forget(source)
-        for source in {source for _, _, source in page if source.name.endswith(BATCH_RECORD)}:
-            _forget_batch_if_done(source)
-        looked += len(checked)
+
+class HeldSweep:
+    """The sweep of one relay's held originals, with a cursor kept between passes: the wall time before which no
+    record can be due. A pass before it makes no system call; a pass after it lists the hold folders (streamed),
+    stats each record, lone or batch (its mtime is when it was written, at or after its originals' ``held_at``),
+    and parses only the SWEEP_MOST oldest of those due by their mtime (and any whose mtime is ahead of the wall
+    clock: one set back since).
+
+    The cursor only makes a pass happen, never a release: an original goes only once ``held_for`` (the boot
+    clock) says keep_for, so a wall clock stepped forward releases nothing early. Every record not due at a
+    listing is due at its mtime + keep_for or later, or when ``held_for`` says (for one due by its mtime only),
+    and every record written after the listing started is due at that start + keep_for or later: the cursor is
+    the earliest of these. A keep_for change, a wall clock set back before the last listing's start, a pass cut
+    short (SWEEP_MOST, a stop, an error) or an original left held open makes the next pass list again."""
+
+    def __init__(self) -> None:
+        self._next_look = 0.0  # wall time before which no record can be due
+        self._listed_at = 0.0  # wall time the last listing started
+        self._keep_for: float | None = None
+        self.listings = 0  # how many passes listed the hold folders (read by tests and the bench)
+
+    def sweep(
+        self, root: Path, outbox: Path, keep_for: float, quarantine: Quarantine, stop: threading.Event | None = None
+    ) -> int:
+        """Given the spool root, the outbox, how long to hold released originals, the spool's quarantine and the
+        relay's stop event, delete each held original held that long and still identical to what was sent; move
+        each that changed to failed/ with why. One held open by a visible process waits for a later pass. Return
+        how many were looked at.
+
+        A pass looks at SWEEP_MOST at most (a backlog of thousands is worked off over several passes, so new
+        outbox claims never wait behind it), a page at a time with one look in /proc per page, and ends between
+        two files once ``stop`` is set. A batch record goes with the last of its originals."""
+        now = time.time()
+        if keep_for == self._keep_for and self._listed_at <= now < self._next_look:
+            return 0
+        self._keep_for, self._listed_at, self._next_look = keep_for, now, now  # an error: the next pass lists
+        self.listings += 1
+        listing = _Listing(root, outbox, keep_for, now)
+        looked, cut_short = _release(listing.due(stop), quarantine, stop)
+        self._next_look = now if cut_short or listing.more else listing.next_due
+        return looked
+
+
+def _release(
+    due: Iterator[tuple[Path, dict[str, Any], Path]], quarantine: Quarantine, stop: threading.Event | None
+) -> tuple[int, bool]:
+    """Given the held originals due (with their records and the records' files), the quarantine and the stop
+    event, settle SWEEP_MOST of them at most, a page per look in /proc; return how many were looked at and
+    whether the pass was cut short (the cap reached, a stop, an original left held open)."""
+    taken = [0]
+
+    def counted() -> Iterator[tuple[Path, dict[str, Any], Path]]:
+        for item in itertools.islice(due, SWEEP_MOST):
+            taken[0] += 1
+            yield item
+
+    items, looked, kept = counted(), 0, False
+    while page := list(itertools.islice(items, SWEEP_PAGE)):
+        n, busy = _settle_page(page, quarantine, stop)
+        looked, kept = looked + n, kept or busy
         if stop is not None and stop.is_set():
             break
-    return looked
+    return looked, kept or taken[0] >= SWEEP_MOST or (stop is not None and stop.is_set())
+
+
+def _settle_page(
+    page: list[tuple[Path, dict[str, Any], Path]], quarantine: Quarantine, stop: threading.Event | None
+) -> tuple[int, bool]:
+    """Given a page of held originals due, the quarantine and the stop event, settle each (one look in /proc for
+    the page) until ``stop`` is set; return how many were looked at and whether one was left held open."""
+    checked: list[tuple[Path, dict[str, Any], Path, str | None]] = []
+    for held, record, source in page:
+        if stop is not None and stop.is_set():
+            break
+        try:
+            checked.append((held, record, source, changed(held, record)))
+        except FileNotFoundError:
+            _forget(source)
+    busy = open_for_writing([held for held, _, _, why in checked if why is None])
+    for held, record, source, why in checked:
+        if _settle(held, record, why, held in busy, quarantine):
+            _forget(source)
+    for source in {source for _, _, source in page if source.name.endswith(BATCH_RECORD)}:
+        _forget_batch_if_done(source)
+    return len(checked), bool(busy)
 
 
 def _settle(held: Path, record: dict[str, Any], why: str | None, busy: bool, quarantine: Quarantine) -> bool:
@@ -225,18 +287,6 @@ def changed(held: Path, record: dict[str, Any]) -> str | None:
     return None
 
 
-def _due(
-    root: Path, outbox: Path, keep_for: float, stop: threading.Event | None
-) -> Iterator[tuple[Path, dict[str, Any], Path]]:
-    """Given the spool root, the outbox, how long to hold released originals and the stop event, yield each held
-    original held that long with its record and the record's file, until ``stop`` is set."""
-    for held, record, source in _held(root, outbox):
-        if stop is not None and stop.is_set():
-            return
-        if held_for(record) >= keep_for:
-            yield held, record, source
-
-
 def held_for(record: dict[str, Any]) -> float:
     """Given a hold record, return the seconds since it was held: on the boot clock within the boot that held it
     (a wall clock stepped forward by NTP or a resumed VM released originals early), on the wall clock after a
@@ -246,40 +296,81 @@ def held_for(record: dict[str, Any]) -> float:
     return time.time() - float(record.get("held_at", 0))
 
 
-def _held(root: Path, outbox: Path) -> Iterator[tuple[Path, dict[str, Any], Path]]:
-    """Given the spool root and the outbox, yield each held original with its record and the record's file; drop
-    records none of whose originals is held (a crash before the renames: the originals are still in the outbox,
-    and released again), a batch record once older than RECORD_GRACE (a batch being held has its record before
-    its renames)."""
-    for folder in hold_folders(root, outbox):
-        if not folder.is_dir():
-            continue
-        for rec in sorted(folder.glob("*" + RECORD)):
-            held = rec.with_name(rec.name[: -len(RECORD)])
-            try:
-                record = json.loads(rec.read_text())
-            except (OSError, ValueError):
-                continue
-            if not held.exists():
-                rec.unlink(missing_ok=True)  # a sweep during ``hold``: it writes the record again after its rename
-                continue
-            if isinstance(record, dict):
-                yield held, record, rec
-        yield from _held_in_batches(folder)
+class _Listing:
+    """One listing of the hold folders at a wall time: the SWEEP_MOST oldest records due by their mtime (``more``
+    when there were more), then (``due``) the originals held keep_for under them by ``held_for``; ``next_due`` is
+    the earliest wall time another can be due. (A batch record left alone for RECORD_GRACE needs no time of its
+    own: read with keep_for under RECORD_GRACE, the next listing is due by keep_for; with keep_for over it, the
+    record is older than RECORD_GRACE when read.)"""
+
+    def __init__(self, root: Path, outbox: Path, keep_for: float, now: float) -> None:
+        self.keep_for, self.now = keep_for, now
+        self.next_due = now + keep_for  # a record written after this listing started is due no earlier
+        self.more = False
+        self.records = self._oldest_due(hold_folders(root, outbox))
+
+    def _oldest_due(self, folders: list[Path]) -> list[Path]:
+        """Given the hold folders, stat each record (streamed: nothing kept of one not due); return the
+        SWEEP_MOST oldest due by their mtime or with an mtime ahead of now (the wall clock set back since)."""
+        count = 0
+
+        def due() -> Iterator[tuple[int, str]]:
+            nonlocal count
+            for folder in folders:
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError), os.scandir(folder) as entries:
+                    for entry in entries:
+                        if not entry.name.endswith((RECORD, BATCH_RECORD)):
+                            continue
+                        try:
+                            mtime_ns = entry.stat(follow_symlinks=False).st_mtime_ns
+                        except OSError:
+                            continue
+                        if mtime_ns / 1e9 + self.keep_for <= self.now or mtime_ns / 1e9 > self.now:
+                            count += 1
+                            yield mtime_ns, entry.path
+                        else:
+                            self.next_due = min(self.next_due, mtime_ns / 1e9 + self.keep_for)
+
+        oldest = heapq.nsmallest(SWEEP_MOST, due())
+        self.more = count > len(oldest)
+        return [Path(path) for _, path in oldest]
+
+    def due(self, stop: threading.Event | None) -> Iterator[tuple[Path, dict[str, Any], Path]]:
+        """Given the stop event, yield each original held keep_for (``held_for``) under the records listed, with
+        its record and the record's file, until ``stop`` is set; keep in ``next_due`` when the others are due."""
+        for rec in self.records:
+            for held, record in _held_under(rec):
+                if stop is not None and stop.is_set():
+                    return
+                left = self.keep_for - held_for(record)
+                if left <= 0:
+                    yield held, record, rec
+                else:
+                    self.next_due = min(self.next_due, self.now + left)
 
 
-def _held_in_batches(folder: Path) -> Iterator[tuple[Path, dict[str, Any], Path]]:
-    """Given a hold folder, yield each original held under a batch record there, with its entry and the record."""
-    for rec in sorted(folder.glob("*" + BATCH_RECORD)):
-        entries = _batch_entries(rec)
-        if entries is None:
-            continue
-        live = [(_batch_folder(rec) / name, e) for name, e in entries.items() if _is_held(rec, name)]
-        if not live:
-            _drop_if_old(rec)
-            continue
-        for held, entry in live:
-            yield held, entry, rec
+def _held_under(rec: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Given a record's file, yield each original held under it with its record; drop a record none of whose
+    originals is held (a crash before the renames: the originals are still in the outbox, and released again), a
+    batch record once older than RECORD_GRACE (a batch being held has its record before its renames)."""
+    if not rec.name.endswith(BATCH_RECORD):
+        held = rec.with_name(rec.name[: -len(RECORD)])
+        try:
+            record = json.loads(rec.read_bytes())
+        except (OSError, ValueError):
+            return
+        if not held.exists():
+            rec.unlink(missing_ok=True)  # a sweep during ``hold``: it writes the record again after its rename
+        elif isinstance(record, dict):
+            yield held, record
+        return
+    entries = _batch_entries(rec)
+    if entries is None:
+        return
+    live = [(_batch_folder(rec) / name, e) for name, e in entries.items() if _is_held(rec, name)]
+    if not live:
+        _drop_if_old(rec)
+    yield from live
 
 
 def _drop_if_old(rec: Path) -> None:

@@ -107,6 +107,7 @@ def test_a_name_freed_by_the_sweep_is_never_taken_by_a_later_batch(
         entry["held_at"] = 0  # the first batch is due (held long ago: on the wall clock, its boot clock left out)
         entry.pop("boottime", None)
     record.write_text(json.dumps(doc))
+    os.utime(record, (0, 0))  # and its record written then (the sweep lists none written since keep_released)
     assert sweep(root, outbox, 3600, refused) == 1  # the first batch's busy original only
     assert later[0].read_bytes() == b"<DmfB/>" and refused == []
 

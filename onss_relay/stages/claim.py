@@ -72,6 +72,7 @@ class Claimer:
         self._saved: frozenset[str] | None = None  # the names outbox-sightings.json holds (None: no such file)
         self._saved_at = 0.0
         self._next_sweep = 0.0
+        self.held_sweep = held.HeldSweep()  # its cursor: no listing of held/ before a record can be due
         self._unrecorded = UnrecordedClaims()
         # the journal's rows of a scan's sets and the sets using their sequences, read together (scan_reads)
         self._rows: dict[str, SetRow] = {}
@@ -211,7 +212,7 @@ class Claimer:
         def quarantine(files: list[Path], reason: str, detail: str, set_: str) -> None:
             spool.quarantine(files, reason, detail, set=set_)
 
-        held.sweep(spool.paths.root, spool.outbox, self.cfg.watch.keep_released, quarantine, spool.stop)
+        self.held_sweep.sweep(spool.paths.root, spool.outbox, self.cfg.watch.keep_released, quarantine, spool.stop)
 
     def _complete(self, group: _SetFiles, new: NewSet, busy: set[Path]) -> bool:
         """Given a set ready by its names and settle delay, return whether its content is complete too: no FI
