@@ -86,3 +86,23 @@ def test_check_flags_a_journal_password_file_readable_by_others(
     secret.chmod(0o644)
     r = run_cli("check", "--config", str(_with_journal(relay_dir, relay_url, secret)), timeout=60)
     assert "journal.password_file" in r.stdout and "readable by others" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_database_holding_another_senders_journal_is_refused(relay_dir: Path, pg_server: Any) -> None:
+    """Audit of issue 25: the leadership row is per sender, so two senders' relays given one database both led,
+    and each read (and would recover and upload) the other's sets: `status` of sender 654321 listed 123456's."""
+    config = _with_journal(relay_dir, pg_server.new_database(), None)
+    content = relay_dir / "declaration.xml"
+    content.write_text("<Dimona/>")
+    submitted = run_cli("submit", "--config", str(config), str(content), "--app", "DIMN", "--env", "T", timeout=60)
+    assert submitted.returncode == 0, submitted.stderr
+    other = relay_dir / "other.toml"
+    other.write_text(config.read_text().replace('number = "123456"', 'number = "654321"'))
+    for command in (["run"], ["status"], ["check", "--local"]):
+        r = run_cli(*command, "--config", str(other), timeout=60)
+        assert r.returncode != 0 and "holds the journal of sender number 123456, not 654321" in r.stderr + r.stdout, (
+            command,
+            r.stdout,
+            r.stderr,
+        )
+    assert run_cli("status", "--config", str(config), timeout=60).returncode == 0  # its own sender still opens it

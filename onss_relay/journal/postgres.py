@@ -17,7 +17,7 @@ from onss_relay import crash_point
 from onss_relay.config import JournalConfig
 from onss_relay.errors import Fenced, JournalError
 from onss_relay.journal.postgres_db import PgDb, connect, neutral_errors, safe_url
-from onss_relay.journal.postgres_schema import WRITER_LOCK, migrate, schema_version
+from onss_relay.journal.postgres_schema import WRITER_LOCK, migrate, own_sender, schema_version
 from onss_relay.journal.sql_journal import SqlJournal
 from onss_relay.journal.sql_workers import POSTGRES_DAY
 
@@ -50,10 +50,12 @@ class PostgresJournal(SqlJournal):
             if readonly:
                 if schema_version(db) == 0:
                     raise JournalError(f"{self.path}: no journal in this database yet")
+                own_sender(db, sender, self.path, record=False)
                 return
             db.execute("BEGIN")
             try:
                 migrate(db, self.path)
+                own_sender(db, sender, self.path)
             except BaseException:
                 with contextlib.suppress(Exception):
                     db.execute("ROLLBACK")

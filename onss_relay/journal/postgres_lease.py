@@ -22,7 +22,7 @@ import structlog
 from onss_relay.config import JournalConfig
 from onss_relay.errors import ConfigError, Fenced, JournalUnreachable, RelayError
 from onss_relay.journal.postgres_db import PgDb, connect, neutral_errors, safe_url
-from onss_relay.journal.postgres_schema import WRITER_LOCK, migrate, schema_version
+from onss_relay.journal.postgres_schema import WRITER_LOCK, migrate, own_sender, schema_version
 
 log = structlog.get_logger(__name__)
 
@@ -76,8 +76,15 @@ class PostgresLease:
             # (which the server ends after one lease) tries again, and pings the watchdog meanwhile
             self._conn = connect(self.cfg, keepalive_s=quarter, lock_wait_s=quarter)
             db = PgDb(self._conn)
-            with self._conn.transaction():
-                migrate(db, self.where)
+            try:
+                with self._conn.transaction():
+                    migrate(db, self.where)
+                    own_sender(db, self.sender, self.where)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self._conn.close()  # the next try opens and checks again
+                self._conn = None
+                raise
         return PgDb(self._conn)
 
     def try_acquire(self) -> bool:
@@ -225,6 +232,7 @@ def leadership_line(cfg: JournalConfig, sender: str) -> str:
             version = schema_version(db)
             if version == 0:
                 return f"postgresql {where}: reachable, no journal yet (the relay creates it)"
+            own_sender(db, sender, where, record=False)
             row = db.execute(
                 "SELECT epoch, holder, expires_at > now() AS live FROM leadership WHERE sender = ?", (sender,)
             ).fetchone()
