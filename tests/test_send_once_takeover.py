@@ -7,6 +7,7 @@ recovered at once (the GO put 0.2 s after taking the leadership)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -40,8 +41,9 @@ def _leave_in_go_sending(config: Path, url: str) -> None:
     raise AssertionError(f"no send --once left the set in go_sending: {_counts(url)}")
 
 
-def test_send_once_waits_before_recovering_a_set_another_relay_left_in_go_sending(
-    relay_dir: Path, pg_server: Any
+@pytest.mark.parametrize("command", [["send", "--once"], ["run"]])
+def test_a_new_leader_waits_before_recovering_a_set_another_relay_left_in_go_sending(
+    relay_dir: Path, pg_server: Any, command: list[str]
 ) -> None:
     url = pg_server.new_database()
     config = relay_dir / "config.toml"
@@ -50,9 +52,9 @@ def test_send_once_waits_before_recovering_a_set_another_relay_left_in_go_sendin
     _leave_in_go_sending(config, url)
     remote_go = relay_dir / "remote" / "INTEST" / go
     assert not remote_go.exists()
-    log = relay_dir / "send.log"
-    argv = [sys.executable, "-m", "onss_relay.cli", "send", "--once", "--config", str(config)]
-    while True:  # refused while the killed one's lease is live
+    log = relay_dir / "new-leader.log"
+    argv = [sys.executable, "-m", "onss_relay.cli", *command, "--config", str(config)]
+    while True:  # send --once is refused while the killed one's lease is live (a daemon waits as a standby)
         with log.open("w") as f:
             proc = subprocess.Popen(argv, stdout=f, stderr=f, env=dict(os.environ))
         assert wait_until(lambda p=proc: p.poll() is not None or "leadership_taken" in log.read_text(), 60)
@@ -63,8 +65,10 @@ def test_send_once_waits_before_recovering_a_set_another_relay_left_in_go_sendin
         # the paused old leader runs again and puts the GO it had checked its lease for
         assert wait_log(log, "takeover_wait", timeout=30), log.read_text()
         remote_go.write_bytes(b"")  # a GO is empty
+        assert wait_until(lambda: _counts(url) == {"sent": 1}, 60), _counts(url)
     finally:
+        if command == ["run"]:
+            proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, log.read_text()
     text = log.read_text()
     assert "GO already on the server" in text and "GO uploaded" not in text, text
-    assert _counts(url) == {"sent": 1}
