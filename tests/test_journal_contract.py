@@ -12,6 +12,7 @@ import pytest
 from onss_relay.config import JournalConfig
 from onss_relay.errors import IllegalTransition
 from onss_relay.journal import (
+    TRANSITIONS,
     AcrfRecord,
     Change,
     CodeMeaning,
@@ -310,3 +311,26 @@ def test_batched_reads_give_what_the_per_set_reads_give(journal: Journal) -> Non
     assert sorted(r.go_name for r in used[keys[0]]) == sorted([names[0], other]) and used[keys[1]] == []  # failed
     assert [r.go_name for r in journal.sets_in(State.SIGNED, State.QUEUED, changed_after=mark)] == [names[0], other]
     assert len(journal.sets_in(State.SIGNED, State.QUEUED)) == 7
+
+
+def test_every_state_change_the_rules_forbid_is_refused_and_changes_nothing(journal: Journal) -> None:
+    """Audit of issue 25: the rules of the domain live above the backends; tests/test_journal.py checked them on
+    SQLite only. Every forbidden change from every state, a sent name queued again, on each backend."""
+    journal.add_set(GO, "T", [FI])
+    for old in State:
+        for new in State:
+            if new in TRANSITIONS[old]:
+                continue
+            with journal._tx() as db:  # type: ignore[attr-defined]  # put the set in ``old`` as a backend would
+                db.execute("UPDATE sets SET state = ? WHERE go_name = ?", (str(old), GO))
+            with pytest.raises(IllegalTransition):
+                journal.transition(GO, new)
+            assert journal.get_set(GO).state == old, (old, new)  # type: ignore[union-attr]
+    with journal._tx() as db:  # type: ignore[attr-defined]
+        db.execute("UPDATE sets SET state = ? WHERE go_name = ?", (str(State.SENT), GO))
+    with pytest.raises(IllegalTransition):
+        journal.add_set(GO, "T", [FI])
+    other = GO.replace("00001", "00002")
+    journal.add_failed(other, "T", [FI.replace("00001", "00002")], "bad")
+    journal.add_set(other, "T", [FI.replace("00001", "00002")])  # a quarantined name may be queued again
+    assert journal.get_set(other).state == State.QUEUED  # type: ignore[union-attr]
