@@ -53,6 +53,7 @@ class PostgresLease:
         self._conn: Any = None
         self._io = threading.Lock()  # the connection: the renewing thread and the caller's thread
         self._epoch: int | None = None
+        self._taken: int | None = None  # the epoch this relay last took: its own lease, whatever its name's twin
         self._valid_until = 0.0  # time.monotonic() past which the lease is no longer trusted
         self._lost: str | None = None
         self._holder = "?"
@@ -138,11 +139,14 @@ class PostgresLease:
                 "SELECT epoch, holder, expires_at > now() AS live FROM leadership WHERE sender = ? FOR UPDATE",
                 (self.sender,),
             ).fetchone()
-            if row is not None and row["live"] and row["holder"] != self.me:
+            # a live lease is taken back only by the relay that took it (after a lost connection): its name is not
+            # enough, two containers' relays are both pid 1 and may share the host's name
+            if row is not None and row["live"] and (row["holder"] != self.me or int(row["epoch"]) != self._taken):
                 self._holder, self._leader_epoch = str(row["holder"]), int(row["epoch"])
                 return None
             epoch = (int(row["epoch"]) if row is not None else 0) + 1
             db.execute(TAKE, (self.sender, epoch, self.me, float(self.cfg.lease)))
+        self._taken = epoch
         return epoch
 
     def _renew_loop(self) -> None:
