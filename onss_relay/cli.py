@@ -103,7 +103,7 @@ def _once(args: argparse.Namespace, what: str, action: Callable[[Relay], T], tak
     has it); with a PostgreSQL journal its writes carry the lease's epoch, its puts, GOs and moves in the shared
     spool check the lease, and (``takes_over``: `send`) sets another relay left mid-upload are recovered only
     after the wait a daemon taking over makes (standby.wait_before_recovery)."""
-    from onss_relay.errors import Fenced
+    from onss_relay.errors import Fenced, JournalUnreachable
     from onss_relay.leadership import relay_lock_for
     from onss_relay.pipeline import Relay
     from onss_relay.spool import SpoolBusy
@@ -112,6 +112,8 @@ def _once(args: argparse.Namespace, what: str, action: Callable[[Relay], T], tak
     cfg = _config(args)
     lock = relay_lock_for(cfg)
     if not lock.try_acquire():
+        if lock.unreachable is not None:  # no relay runs: the database holding the leadership cannot be asked
+            raise JournalUnreachable(f"{what} not run: {lock.unreachable}")
         raise SpoolBusy(
             f"{what} refused: a relay ({'' if cfg.journal.url else 'pid '}{lock.holder()}) is running on this spool"
             f" ({cfg.paths.root}) and does this itself; stop it first or let it work"

@@ -106,3 +106,13 @@ def test_a_database_holding_another_senders_journal_is_refused(relay_dir: Path, 
             r.stderr,
         )
     assert run_cli("status", "--config", str(config), timeout=60).returncode == 0  # its own sender still opens it
+
+
+def test_send_and_poll_once_say_the_database_cannot_be_reached_not_that_a_relay_runs(relay_dir: Path) -> None:
+    """Audit of issue 25: with the journal's database down they said "refused: a relay (unknown (…)) is running on
+    this spool … stop it first" (exit 1), sending the sysadmin after a relay that does not exist."""
+    config = _with_journal(relay_dir, "postgresql://relay@127.0.0.1:1/onss", None)
+    for command in ("send", "poll"):
+        r = run_cli(command, "--once", "--config", str(config), timeout=60)
+        assert r.returncode == 4, r.stderr
+        assert "cannot reach the journal database" in r.stderr and "is running on this spool" not in r.stderr, r.stderr
