@@ -116,3 +116,19 @@ def test_send_and_poll_once_say_the_database_cannot_be_reached_not_that_a_relay_
         r = run_cli(command, "--once", "--config", str(config), timeout=60)
         assert r.returncode == 4, r.stderr
         assert "cannot reach the journal database" in r.stderr and "is running on this spool" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize(
+    "query, says",
+    [
+        ("sslmode=bogus", "invalid sslmode value"),
+        ("sslmode=require&ssl_mode=x", "invalid URI query parameter"),
+        ("sslmode=verify-full&sslrootcert=/nonexistent/db-ca.pem", "sslrootcert /nonexistent/db-ca.pem: No such file"),
+    ],
+)
+def test_run_stops_on_a_journal_url_option_libpq_refuses(relay_dir: Path, query: str, says: str) -> None:
+    """Audit of issue 25: a mistyped TLS option or a CA file not there made `run` wait as a standby for ever
+    ("waiting for the journal's database … invalid sslmode value"), or silently (an unknown option)."""
+    config = _with_journal(relay_dir, f"postgresql://relay@127.0.0.1:1/onss?{query}", None)
+    r = run_cli("run", "--config", str(config), timeout=60)
+    assert r.returncode == 2 and "journal.url" in r.stderr and says in r.stderr, r.stderr
