@@ -107,6 +107,7 @@ def _once(args: argparse.Namespace, what: str, action: Callable[[Relay], T], tak
     from onss_relay.leadership import relay_lock_for
     from onss_relay.pipeline import Relay
     from onss_relay.spool import SpoolBusy
+    from onss_relay.spool_identity import check_spool_identity
     from onss_relay.standby import wait_before_recovery
 
     cfg = _config(args)
@@ -123,6 +124,7 @@ def _once(args: argparse.Namespace, what: str, action: Callable[[Relay], T], tak
         relay.uploader.before_put = lock.check
         relay.spool.fence = lock.check
         try:
+            check_spool_identity(cfg.paths.root, relay.journal)  # a share not mounted here: refused, exit 2
             # an old leader paused right after its last lease check may still put the GO of a set it left in
             # go_sending: recovering that set at once would put a second GO
             if takes_over and not wait_before_recovery(lock, relay.journal, cfg.journal.lease, relay.stop):

@@ -128,3 +128,13 @@ class PostgresJournal(SqlJournal):
             raise Fenced(
                 f"{self.path}: write refused: this relay led as epoch {self.epoch}, the journal's leader is {newer}"
             )
+
+    def spool_id(self, proposed: str) -> tuple[str, bool]:
+        """Given an id for the spool, record it as the journal's spool if none is recorded yet; return the id
+        recorded and whether it was recorded now (spool_identity.py)."""
+        with self._tx() as db:
+            new = db.execute(
+                "INSERT INTO journal_meta (key, value) VALUES ('spool', ?) ON CONFLICT DO NOTHING", (proposed,)
+            ).rowcount
+            row = db.execute("SELECT value FROM journal_meta WHERE key = 'spool'").fetchone()
+        return str(row[0]), new == 1
