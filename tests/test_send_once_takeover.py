@@ -31,10 +31,22 @@ def _counts(url: str) -> dict[str, int]:
         journal.close()
 
 
+def _lease_live(url: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass('leadership')").fetchone() == (None,):
+            return False  # no relay has run yet
+        row = conn.execute("SELECT expires_at > now() FROM leadership").fetchone()
+    return bool(row and row[0])
+
+
 def _leave_in_go_sending(config: Path, url: str) -> None:
-    """Given a config with one set in its outbox, run `send --once` SIGKILLed at one journal commit after
-    another until the set is left in go_sending (its FI and FS put, not its GO), its lease left to lapse."""
-    for commit in range(1, 8):
+    """Given a config with one set in its outbox, run `send --once` SIGKILLed at its 2nd journal commit, then at
+    its 3rd … (the first records the spool's id), each after the last one's lease lapsed, until the set is left
+    in go_sending (its FI and FS put, not its GO), its lease left to lapse."""
+    for commit in range(2, 8):
+        assert wait_until(lambda: not _lease_live(url), 30)
         run_cli("send", "--once", "--config", str(config), env={"ONSS_RELAY_CRASH_AT_COMMIT": str(commit)})
         if _counts(url) == {"go_sending": 1}:
             return
