@@ -102,16 +102,23 @@ def cmd_init(args: argparse.Namespace) -> int:
     return init_directory(args.dir, sys.stdout)
 
 
-def _once(args: argparse.Namespace, what: str, action: Callable[[Relay], T]) -> T:
+def _once(args: argparse.Namespace, what: str, action: Callable[[Relay], T], takes_over: bool = False) -> T:
     """Given a one-shot command, run it on the spool's relay while holding the relay lock (refused if a daemon
-    has it); with a PostgreSQL journal its writes carry the lease's epoch and its GOs check the lease."""
+    has it); with a PostgreSQL journal its writes carry the lease's epoch, its puts, GOs and moves in the shared
+    spool check the lease, and (``takes_over``: `send`) sets another relay left mid-upload are recovered only
+    after the wait a daemon taking over makes (standby.wait_before_recovery)."""
+    from onss_relay.errors import Fenced, JournalUnreachable
     from onss_relay.leadership import relay_lock_for
     from onss_relay.pipeline import Relay
     from onss_relay.spool import SpoolBusy
+    from onss_relay.spool_identity import check_spool_identity
+    from onss_relay.standby import wait_before_recovery
 
     cfg = _config(args)
     lock = relay_lock_for(cfg)
     if not lock.try_acquire():
+        if lock.unreachable is not None:  # no relay runs: the database holding the leadership cannot be asked
+            raise JournalUnreachable(f"{what} not run: {lock.unreachable}")
         raise SpoolBusy(
             f"{what} refused: a relay ({'' if cfg.journal.url else 'pid '}{lock.holder()}) is running on this spool"
             f" ({cfg.paths.root}) and does this itself; stop it first or let it work"
@@ -119,7 +126,13 @@ def _once(args: argparse.Namespace, what: str, action: Callable[[Relay], T]) -> 
     try:
         relay = Relay(cfg, epoch=lock.epoch)
         relay.uploader.before_put = lock.check
+        relay.spool.fence = lock.check
         try:
+            check_spool_identity(cfg.paths.root, relay.journal)  # a share not mounted here: refused, exit 2
+            # an old leader paused right after its last lease check may still put the GO of a set it left in
+            # go_sending: recovering that set at once would put a second GO
+            if takes_over and not wait_before_recovery(lock, relay.journal, cfg.journal.lease, relay.stop):
+                raise Fenced(f"{what}: {lock.lost() or 'stopped'} while waiting before recovering another relay's sets")
             return action(relay)
         finally:
             relay.close()
@@ -141,7 +154,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         stop_on_signals(relay.stop)  # SIGTERM (a cron timeout, systemctl stop) ends it at a safe point, cleanly
         return relay.send_once()
 
-    report = _once(args, "send --once", send)
+    report = _once(args, "send --once", send, takes_over=True)
     waiting = report.upload.waiting
     uncertain = f", {len(waiting)} uncertain (waiting for the quiet period)" if waiting else ""
     stopped = "; stopped before the end (SIGTERM): the next send --once goes on" if report.stopped else ""

@@ -132,7 +132,9 @@ def journal_url_problem(url: str) -> str | None:
         # never quote the value: a keyword connection string ("host=… password=…") may hold the password
         said = f"the scheme {parts.scheme!r}" if "://" in url and parts.scheme.isalnum() else "a connection string"
         return f"{said} is not known: give postgresql://user@host:port/database (empty = SQLite)"
-    if parts.password is not None or "password=" in parts.query:
+    # libpq decodes the query's names too: ?pass%77ord=… is a password (and sslpassword the client key's)
+    names = [name.lower() for name, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)]
+    if parts.password is not None or "password=" in parts.query or any("password" in n for n in names):
         return "holds a password: put it in journal.password_file, never in the URL (URLs are logged)"
     if not parts.path.strip("/"):
         return "names no database: postgresql://user@host:port/database"

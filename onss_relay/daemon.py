@@ -35,6 +35,7 @@ from onss_relay.results import IN_FLIGHT_QUIET
 from onss_relay.retention import Pruner
 from onss_relay.sd_notify import Notifier
 from onss_relay.services import Running, Service
+from onss_relay.spool_identity import check_spool_identity
 from onss_relay.stage_set import relay_stages
 from onss_relay.stage_thread import Stage
 from onss_relay.stages.uncertain import uncertain_wait
@@ -121,6 +122,11 @@ class Daemon:
         relay.uploader.before_put = self.lock.check  # a relay whose lease lapsed puts nothing, no GO
         relay.spool.fence = self.lock.check  # nor archives, holds or quarantines files of the shared spool
         relay.results.in_flight_quiet = IN_FLIGHT_QUIET  # a set in flight: its result once it stays in a state
+        try:
+            check_spool_identity(self.cfg.paths.root, relay.journal)  # a share not mounted here: refused, exit 2
+        except BaseException:
+            relay.close()
+            raise
         if not wait_before_recovery(self.lock, relay.journal, self.cfg.journal.lease, self.stop):
             self.lost = self.lock.lost()
             relay.close()

@@ -11,6 +11,7 @@ import ctypes.util
 import errno
 import hashlib
 import os
+import secrets
 import shutil
 import socket
 import sys
@@ -23,13 +24,16 @@ from onss_relay.named_writes import naming
 
 COPY_CHUNK = 1 << 20
 HOST = socket.gethostname().split(".")[0] or "host"  # in temp names: orphan_temps.py removes only its own host's
+# host and pid are not enough: two containers' relays are both pid 1 and may share a host name (the host's
+# network, a compose hostname); a token drawn once per process (a forked child keeps it, its pid differs)
+_TOKEN = "t" + secrets.token_hex(3)  # "t": never read as a pid
 
 
 def temp_name(name: str) -> str:
-    """Given a file's name, return the hidden name it is written under first: ``.NAME.HOST-PID.tmp``, this
+    """Given a file's name, return the hidden name it is written under first: ``.NAME.HOST-PID-TOKEN.tmp``, this
     process's own, so that two relays (or a relay and a command) writing the same file on a shared folder never
     share a temp file (one would rename or remove the other's)."""
-    return f".{name}.{HOST}-{os.getpid()}.tmp"
+    return f".{name}.{HOST}-{os.getpid()}-{_TOKEN}.tmp"
 
 
 def fsync_dir(directory: Path) -> None:

@@ -16,14 +16,14 @@ from onss_relay.durable import HOST
 
 log = structlog.get_logger(__name__)
 
-TEMP = re.compile(r"^\..+\.(?P<host>[^.]+)-(?P<pid>[0-9]+)\.tmp$")
-REUSED_AFTER = 60.0  # a temp of a live pid is an orphan only when older than this and older than that process
+TEMP = re.compile(r"^\..+\.(?P<host>[^.]+)-(?P<pid>[0-9]+)(?:-t[0-9a-f]+)?\.tmp$")  # durable.temp_name's
+REUSED_AFTER = 60.0  # a temp is an orphan only when unwritten this long, and its pid gone or younger than it
 
 
 def remove_orphan_temps(folder: Path, now: float | None = None) -> list[Path]:
-    """Given a folder, remove the temp files this host's processes wrote there and left when they died: their
-    pid is not running, or runs a process started after the temp was last written (the pid was reused) and the
-    temp is older than a minute; return those removed."""
+    """Given a folder, remove the temp files this host's processes wrote there and left when they died: unwritten
+    for a minute, and their pid not running or running a process started after the temp was last written (the pid
+    was reused); return those removed."""
     now = time.time() if now is None else now
     removed = []
     with contextlib.suppress(FileNotFoundError), os.scandir(folder) as entries:
@@ -43,10 +43,11 @@ def remove_orphan_temps(folder: Path, now: float | None = None) -> list[Path]:
 
 def _owner_gone(pid: int, written: float, now: float) -> bool:
     """Given a temp file's pid and when it was last written, return whether the process that wrote it is gone."""
+    if now - written <= REUSED_AFTER:
+        return False  # written within the minute: perhaps by a live process this one cannot see (another pid
+        # namespace: two containers sharing a host name and a spool), or by a pid reused meanwhile
     started = process_start(pid)
-    if started is None:
-        return True
-    return now - written > REUSED_AFTER and started > written
+    return started is None or started > written
 
 
 def process_start(pid: int) -> float | None:

@@ -156,6 +156,7 @@ def test_environment_s_is_signed_by_default_and_the_old_key_still_reads_with_a_w
         ("mysql://relay:S3cret-pw@db/ha", "the scheme 'mysql' is not known"),
         ("postgresql://relay:S3cret-pw@db:5432/ha", "holds a password"),
         ("postgresql://relay@db:5432/ha?password=S3cret-pw", "holds a password"),
+        ("postgresql://relay@db:5432/ha?sslmode=require&pass%77ord=S3cret-pw", "holds a password"),  # libpq decodes
     ],
 )
 def test_a_journal_url_problem_never_quotes_the_password(tmp_path: Path, url: str, says: str) -> None:

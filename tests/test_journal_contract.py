@@ -12,6 +12,7 @@ import pytest
 from onss_relay.config import JournalConfig
 from onss_relay.errors import IllegalTransition
 from onss_relay.journal import (
+    TRANSITIONS,
     AcrfRecord,
     Change,
     CodeMeaning,
@@ -373,3 +374,26 @@ def test_the_pages_reads_take_any_text_a_person_may_type(journal: Journal) -> No
     src = Sources(journal, None, PollConfig, lambda: snap, lambda: 100)  # type: ignore[arg-type]  # no spool read
     assert search(src, "\x00") == [] and find_set(journal, _name(1) + "\x00") is None
     assert [line.go_name for line in search(src, "00001\x00")] == [_name(1)]  # what is left of it is searched
+
+
+def test_every_state_change_the_rules_forbid_is_refused_and_changes_nothing(journal: Journal) -> None:
+    """Audit of issue 25: the rules of the domain live above the backends; tests/test_journal.py checked them on
+    SQLite only. Every forbidden change from every state, a sent name queued again, on each backend."""
+    journal.add_set(GO, "T", [FI])
+    for old in State:
+        for new in State:
+            if new in TRANSITIONS[old]:
+                continue
+            with journal._tx() as db:  # type: ignore[attr-defined]  # put the set in ``old`` as a backend would
+                db.execute("UPDATE sets SET state = ? WHERE go_name = ?", (str(old), GO))
+            with pytest.raises(IllegalTransition):
+                journal.transition(GO, new)
+            assert journal.get_set(GO).state == old, (old, new)  # type: ignore[union-attr]
+    with journal._tx() as db:  # type: ignore[attr-defined]
+        db.execute("UPDATE sets SET state = ? WHERE go_name = ?", (str(State.SENT), GO))
+    with pytest.raises(IllegalTransition):
+        journal.add_set(GO, "T", [FI])
+    other = GO.replace("00001", "00002")
+    journal.add_failed(other, "T", [FI.replace("00001", "00002")], "bad")
+    journal.add_set(other, "T", [FI.replace("00001", "00002")])  # a quarantined name may be queued again
+    assert journal.get_set(other).state == State.QUEUED  # type: ignore[union-attr]

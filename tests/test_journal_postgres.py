@@ -85,6 +85,25 @@ def test_one_leader_at_a_time_and_a_standby_takes_over_when_it_lets_go(settings:
         b.release()
 
 
+def test_a_relay_of_the_same_host_name_and_pid_does_not_take_a_live_lease(settings: JournalConfig) -> None:
+    """Audit of issue 25: the lease's holder is "HOST pid N"; two containers run the relay as pid 1, and with the
+    host's network (or a `hostname:` in compose, or two VMs cloned with one name) they share the host name, so
+    the second took the first's live lease as its own: two leaders, each new take fencing the other."""
+    a, b = PostgresLease(settings, SENDER), PostgresLease(settings, SENDER)
+    assert a.me == b.me  # one process here: the same name, as pid 1 of two containers would have
+    try:
+        assert a.try_acquire() and a.epoch == 1
+        assert not b.try_acquire() and b.epoch is None and b.holder() == a.me
+        _sql(settings, "UPDATE leadership SET expires_at = now() + interval '1 minute'")  # a live lease, not renewed
+        a._stop.set()  # its renewal stopped: it still holds the lease, its connection open
+        assert not b.try_acquire()
+        a.release()
+        assert b.try_acquire() and b.epoch == 2
+    finally:
+        a.release()
+        b.release()
+
+
 def test_an_old_leaders_writes_are_refused_once_a_newer_one_exists(settings: JournalConfig) -> None:
     old, new = PostgresLease(settings, SENDER), PostgresLease(settings, SENDER)
     new.me = "other-host pid 1"

@@ -86,3 +86,49 @@ def test_check_flags_a_journal_password_file_readable_by_others(
     secret.chmod(0o644)
     r = run_cli("check", "--config", str(_with_journal(relay_dir, relay_url, secret)), timeout=60)
     assert "journal.password_file" in r.stdout and "readable by others" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_database_holding_another_senders_journal_is_refused(relay_dir: Path, pg_server: Any) -> None:
+    """Audit of issue 25: the leadership row is per sender, so two senders' relays given one database both led,
+    and each read (and would recover and upload) the other's sets: `status` of sender 654321 listed 123456's."""
+    config = _with_journal(relay_dir, pg_server.new_database(), None)
+    content = relay_dir / "declaration.xml"
+    content.write_text("<Dimona/>")
+    submitted = run_cli("submit", "--config", str(config), str(content), "--app", "DIMN", "--env", "T", timeout=60)
+    assert submitted.returncode == 0, submitted.stderr
+    other = relay_dir / "other.toml"
+    other.write_text(config.read_text().replace('number = "123456"', 'number = "654321"'))
+    for command in (["run"], ["status"], ["check", "--local"]):
+        r = run_cli(*command, "--config", str(other), timeout=60)
+        assert r.returncode != 0 and "holds the journal of sender number 123456, not 654321" in r.stderr + r.stdout, (
+            command,
+            r.stdout,
+            r.stderr,
+        )
+    assert run_cli("status", "--config", str(config), timeout=60).returncode == 0  # its own sender still opens it
+
+
+def test_send_and_poll_once_say_the_database_cannot_be_reached_not_that_a_relay_runs(relay_dir: Path) -> None:
+    """Audit of issue 25: with the journal's database down they said "refused: a relay (unknown (…)) is running on
+    this spool … stop it first" (exit 1), sending the sysadmin after a relay that does not exist."""
+    config = _with_journal(relay_dir, "postgresql://relay@127.0.0.1:1/onss", None)
+    for command in ("send", "poll"):
+        r = run_cli(command, "--once", "--config", str(config), timeout=60)
+        assert r.returncode == 4, r.stderr
+        assert "cannot reach the journal database" in r.stderr and "is running on this spool" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize(
+    "query, says",
+    [
+        ("sslmode=bogus", "invalid sslmode value"),
+        ("sslmode=require&ssl_mode=x", "invalid URI query parameter"),
+        ("sslmode=verify-full&sslrootcert=/nonexistent/db-ca.pem", "sslrootcert /nonexistent/db-ca.pem: No such file"),
+    ],
+)
+def test_run_stops_on_a_journal_url_option_libpq_refuses(relay_dir: Path, query: str, says: str) -> None:
+    """Audit of issue 25: a mistyped TLS option or a CA file not there made `run` wait as a standby for ever
+    ("waiting for the journal's database … invalid sslmode value"), or silently (an unknown option)."""
+    config = _with_journal(relay_dir, f"postgresql://relay@127.0.0.1:1/onss?{query}", None)
+    r = run_cli("run", "--config", str(config), timeout=60)
+    assert r.returncode == 2 and "journal.url" in r.stderr and says in r.stderr, r.stderr

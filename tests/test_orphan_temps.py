@@ -25,6 +25,8 @@ def test_a_temp_left_by_a_killed_signer_is_removed_at_the_next_start(relay_dir: 
     run_cli("send", "--once", "--config", str(config), env=crash)
     left = [n for n in os.listdir(spool / "work") if n.endswith(".tmp")]
     assert left and all(f".{HOST}-" in n for n in left), os.listdir(spool / "work")
+    for n in left:  # unwritten for more than a minute: within it, a live process of another pid namespace may own it
+        os.utime(spool / "work" / n, (time.time() - 120,) * 2)
     again = run_cli("send", "--once", "--config", str(config))
     assert again.returncode == 0, again.stderr[-3000:]
     assert not [n for n in os.listdir(spool / "work") if n.endswith(".tmp")]
@@ -48,20 +50,25 @@ def test_only_this_host_s_temps_of_processes_gone_are_removed(tmp_path: Path) ->
             "alive, older than the temp": f".FI.D.{HOST}-{sleeper.pid}.tmp",  # the pid was reused
             "alive, reused, just written": f".FI.E.{HOST}-{sleeper.pid}.tmp",
             "ours": temp_name("FI.F"),
+            "dead, with its token": f".FI.H.{HOST}-{dead_pid}-tab12cd.tmp",
+            "dead, just written": f".FI.I.{HOST}-{dead_pid}-t0a0b0c.tmp",  # another pid namespace's, perhaps
             "not a temp": f"FI.G.{HOST}-{dead_pid}",
         }
         for what, name in names.items():
             (tmp_path / name).write_bytes(b"x")
-            written = {"alive, reused, just written": time.time() - 30, "alive, the one that wrote it": init_wrote}
+            written = {
+                "alive, reused, just written": time.time() - 30,
+                "dead, just written": time.time() - 30,
+                "alive, the one that wrote it": init_wrote,
+            }
             os.utime(tmp_path / name, (written.get(what, hour_ago),) * 2)
         removed = remove_orphan_temps(tmp_path)
     finally:
         sleeper.kill()
         sleeper.wait()
-    assert sorted(p.name for p in removed) == sorted([names["dead"], names["alive, older than the temp"]])
-    assert sorted(os.listdir(tmp_path)) == sorted(
-        n for w, n in names.items() if w not in ("dead", "alive, older than the temp")
-    )
+    orphans = ("dead", "alive, older than the temp", "dead, with its token")
+    assert sorted(p.name for p in removed) == sorted(names[w] for w in orphans)
+    assert sorted(os.listdir(tmp_path)) == sorted(n for w, n in names.items() if w not in orphans)
 
 
 def test_a_temp_left_in_the_outbox_by_a_killed_submit_is_removed_at_the_next_start(relay_dir: Path) -> None:
@@ -75,10 +82,11 @@ def test_a_temp_left_in_the_outbox_by_a_killed_submit_is_removed_at_the_next_sta
     temps: list[str] = []
     deadline = time.monotonic() + 60
     while not temps and proc.poll() is None and time.monotonic() < deadline:
-        temps = [n for n in os.listdir(outbox) if n.endswith(f".{HOST}-{proc.pid}.tmp")] if outbox.exists() else []
+        temps = [n for n in os.listdir(outbox) if f".{HOST}-{proc.pid}-" in n] if outbox.exists() else []
     proc.kill()
     proc.wait()
     assert temps and (outbox / temps[0]).exists(), "submit placed its file before it could be killed: run again"
+    os.utime(outbox / temps[0], (time.time() - 120,) * 2)  # unwritten for more than a minute
     again = run_cli("send", "--once", "--config", str(config))
     assert again.returncode == 0, again.stderr[-3000:]
     assert not [n for n in os.listdir(outbox) if n.endswith(".tmp")]

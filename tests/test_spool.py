@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,26 @@ def test_two_processes_writing_one_file_on_a_shared_folder_never_share_a_temp(tm
     assert (tmp_path / "GO.1.json").read_bytes() == b"mine" and (tmp_path / "FS.1").read_bytes() == b"signature"
     assert (tmp_path / ".GO.1.json.tmp").read_bytes() == b"the other relay's, being written"
     assert (tmp_path / ".FS.1.tmp").read_bytes() == b"the other relay's signature"
+
+
+TEMP_NAME_AS_PID_1 = """
+import os
+import subprocess
+import sys
+os.getpid = lambda: 1  # pid 1, as a container's relay is
+from onss_relay.durable import temp_name
+print(temp_name("GO.1.json"))
+"""
+
+
+def test_two_containers_relays_of_one_host_name_both_pid_1_never_share_a_temp() -> None:
+    """Audit of issue 25: the temp name was .NAME.HOST-PID.tmp; two containers on the host's network share its
+    name and both run the relay as pid 1, so both wrote health.json and results/ through one temp file."""
+    names = {
+        subprocess.run([sys.executable, "-c", TEMP_NAME_AS_PID_1], capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    }
+    assert len(names) == 2, names
 
 
 def test_a_failed_commit_leaves_no_temp_and_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

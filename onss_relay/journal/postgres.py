@@ -17,7 +17,7 @@ from onss_relay import crash_point
 from onss_relay.config import JournalConfig
 from onss_relay.errors import Fenced, JournalError
 from onss_relay.journal.postgres_db import PgDb, connect, neutral_errors, safe_url
-from onss_relay.journal.postgres_schema import WRITER_LOCK, migrate, schema_version
+from onss_relay.journal.postgres_schema import WRITER_LOCK, migrate, own_sender, schema_version
 from onss_relay.journal.sql_journal import SqlJournal
 from onss_relay.journal.sql_workers import POSTGRES_DAY
 
@@ -50,10 +50,12 @@ class PostgresJournal(SqlJournal):
             if readonly:
                 if schema_version(db) == 0:
                     raise JournalError(f"{self.path}: no journal in this database yet")
+                own_sender(db, sender, self.path, record=False)
                 return
             db.execute("BEGIN")
             try:
                 migrate(db, self.path)
+                own_sender(db, sender, self.path)
             except BaseException:
                 with contextlib.suppress(Exception):
                     db.execute("ROLLBACK")
@@ -126,3 +128,13 @@ class PostgresJournal(SqlJournal):
             raise Fenced(
                 f"{self.path}: write refused: this relay led as epoch {self.epoch}, the journal's leader is {newer}"
             )
+
+    def spool_id(self, proposed: str) -> tuple[str, bool]:
+        """Given an id for the spool, record it as the journal's spool if none is recorded yet; return the id
+        recorded and whether it was recorded now (spool_identity.py)."""
+        with self._tx() as db:
+            new = db.execute(
+                "INSERT INTO journal_meta (key, value) VALUES ('spool', ?) ON CONFLICT DO NOTHING", (proposed,)
+            ).rowcount
+            row = db.execute("SELECT value FROM journal_meta WHERE key = 'spool'").fetchone()
+        return str(row[0]), new == 1

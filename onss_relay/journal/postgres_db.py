@@ -74,9 +74,15 @@ def connect(cfg: JournalConfig, keepalive_s: float = 10.0, lock_wait_s: float | 
     }
     if password is not None:
         extra["password"] = password.decode()
+    if why := url_file_problem(cfg.url):
+        raise ConfigError(f"journal.url = {safe_url(cfg.url)!r}: {why}")
     try:
         conn = psycopg.connect(cfg.url, autocommit=True, row_factory=_row_factory, **extra)
+    except psycopg.ProgrammingError as e:  # an option libpq does not know: a setting to fix, never a server to wait for
+        raise ConfigError(f"journal.url = {safe_url(cfg.url)!r}: {_first_line(e)}") from e
     except psycopg.OperationalError as e:
+        if _first_line(e).startswith(OPTION_REFUSED):  # libpq refused an option's value before any connection
+            raise ConfigError(f"journal.url = {safe_url(cfg.url)!r}: {_first_line(e)}") from e
         if getattr(e, "sqlstate", None) in LOGIN_REFUSED or "password" in str(
             e
         ):  # refused or missing: a setting to fix, not a server to wait for
@@ -89,6 +95,22 @@ def connect(cfg: JournalConfig, keepalive_s: float = 10.0, lock_wait_s: float | 
 
 
 LOGIN_REFUSED = ("28P01", "28000")  # invalid_password, invalid_authorization_specification: settings to fix
+OPTION_REFUSED = "connection is bad: invalid "  # libpq: "invalid sslmode value: …", before reaching any server
+URL_FILES = ("sslrootcert", "sslcert", "sslkey", "sslcrl", "passfile")  # files libpq reads, named in the URL
+
+
+def url_file_problem(url: str) -> str | None:
+    """Given journal.url, return why a file its query names for libpq (sslrootcert, sslcert, sslkey …) cannot be
+    read by this user, or None: a missing CA file is a setting to fix, not a database to wait for as a standby."""
+    for name, value in urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query, keep_blank_values=True):
+        if name not in URL_FILES or (name == "sslrootcert" and value == "system"):
+            continue
+        try:
+            with open(value, "rb"):
+                pass
+        except OSError as e:
+            return f"{name} {value}: {e.strerror or e}"
+    return None
 
 
 def _first_line(e: BaseException) -> str:

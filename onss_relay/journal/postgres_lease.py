@@ -22,7 +22,7 @@ import structlog
 from onss_relay.config import JournalConfig
 from onss_relay.errors import ConfigError, Fenced, JournalUnreachable, RelayError
 from onss_relay.journal.postgres_db import PgDb, connect, neutral_errors, safe_url
-from onss_relay.journal.postgres_schema import WRITER_LOCK, migrate, schema_version
+from onss_relay.journal.postgres_schema import WRITER_LOCK, migrate, own_sender, schema_version
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +53,7 @@ class PostgresLease:
         self._conn: Any = None
         self._io = threading.Lock()  # the connection: the renewing thread and the caller's thread
         self._epoch: int | None = None
+        self._taken: int | None = None  # the epoch this relay last took: its own lease, whatever its name's twin
         self._valid_until = 0.0  # time.monotonic() past which the lease is no longer trusted
         self._lost: str | None = None
         self._holder = "?"
@@ -76,8 +77,15 @@ class PostgresLease:
             # (which the server ends after one lease) tries again, and pings the watchdog meanwhile
             self._conn = connect(self.cfg, keepalive_s=quarter, lock_wait_s=quarter)
             db = PgDb(self._conn)
-            with self._conn.transaction():
-                migrate(db, self.where)
+            try:
+                with self._conn.transaction():
+                    migrate(db, self.where)
+                    own_sender(db, self.sender, self.where)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self._conn.close()  # the next try opens and checks again
+                self._conn = None
+                raise
         return PgDb(self._conn)
 
     def try_acquire(self) -> bool:
@@ -131,11 +139,14 @@ class PostgresLease:
                 "SELECT epoch, holder, expires_at > now() AS live FROM leadership WHERE sender = ? FOR UPDATE",
                 (self.sender,),
             ).fetchone()
-            if row is not None and row["live"] and row["holder"] != self.me:
+            # a live lease is taken back only by the relay that took it (after a lost connection): its name is not
+            # enough, two containers' relays are both pid 1 and may share the host's name
+            if row is not None and row["live"] and (row["holder"] != self.me or int(row["epoch"]) != self._taken):
                 self._holder, self._leader_epoch = str(row["holder"]), int(row["epoch"])
                 return None
             epoch = (int(row["epoch"]) if row is not None else 0) + 1
             db.execute(TAKE, (self.sender, epoch, self.me, float(self.cfg.lease)))
+        self._taken = epoch
         return epoch
 
     def _renew_loop(self) -> None:
@@ -225,6 +236,7 @@ def leadership_line(cfg: JournalConfig, sender: str) -> str:
             version = schema_version(db)
             if version == 0:
                 return f"postgresql {where}: reachable, no journal yet (the relay creates it)"
+            own_sender(db, sender, where, record=False)
             row = db.execute(
                 "SELECT epoch, holder, expires_at > now() AS live FROM leadership WHERE sender = ?", (sender,)
             ).fetchone()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from onss_relay.errors import JournalError
+from onss_relay.errors import ConfigError, JournalError
 from onss_relay.journal.sql_rows import Db
 from onss_relay.journal.sql_workers import backfill_workers
 
@@ -134,6 +134,23 @@ def migrate(db: Db, where: str) -> int:
         (str(SCHEMA_VERSION),),
     )
     return found
+
+
+def own_sender(db: Db, sender: str, where: str, record: bool = True) -> None:
+    """Given a connection (inside a transaction when ``record``), the relay's sender number and the database for
+    messages, record that number as the journal's own the first time (with ``record``); raise ConfigError when
+    the journal is another sender's: the leadership row is per sender, so two senders' relays on one database
+    would both lead, and each would read, recover and upload the other's sets."""
+    row = db.execute("SELECT value FROM journal_meta WHERE key = 'sender'").fetchone()
+    if row is None:
+        if record:
+            db.execute("INSERT INTO journal_meta (key, value) VALUES ('sender', ?) ON CONFLICT DO NOTHING", (sender,))
+        return
+    if str(row[0]) != sender:
+        raise ConfigError(
+            f"journal.url = {where!r}: this database holds the journal of sender number {row[0]}, not {sender}"
+            " ([sender] number): each sender number needs a database of its own"
+        )
 
 
 def schema_version(db: Db) -> int:

@@ -1,0 +1,86 @@
+"""Audit of issue 25: `send --once` on a PostgreSQL journal takes the leadership as a daemon does, so after
+another relay died or was paused with a set in go_sending, it waits one lease before recovering that set, as a
+daemon taking over does (standby.wait_before_recovery): an old leader paused right after its last lease check
+may still put that GO, which the recovery then finds on the server instead of putting a second one. It
+recovered at once (the GO put 0.2 s after taking the leadership)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from onss_relay.config import JournalConfig
+from onss_relay.journal.postgres import PostgresJournal
+from tests.helpers import run_cli, wait_log, wait_until
+from tests.test_uploader_sftp import drop_sets
+
+pytestmark = pytest.mark.slow
+
+
+def _counts(url: str) -> dict[str, int]:
+    journal = PostgresJournal(JournalConfig(url=url), "123456", readonly=True)
+    try:
+        return journal.counts()
+    finally:
+        journal.close()
+
+
+def _lease_live(url: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass('leadership')").fetchone() == (None,):
+            return False  # no relay has run yet
+        row = conn.execute("SELECT expires_at > now() FROM leadership").fetchone()
+    return bool(row and row[0])
+
+
+def _leave_in_go_sending(config: Path, url: str) -> None:
+    """Given a config with one set in its outbox, run `send --once` SIGKILLed at its 2nd journal commit, then at
+    its 3rd … (the first records the spool's id), each after the last one's lease lapsed, until the set is left
+    in go_sending (its FI and FS put, not its GO), its lease left to lapse."""
+    for commit in range(2, 8):
+        assert wait_until(lambda: not _lease_live(url), 30)
+        run_cli("send", "--once", "--config", str(config), env={"ONSS_RELAY_CRASH_AT_COMMIT": str(commit)})
+        if _counts(url) == {"go_sending": 1}:
+            return
+    raise AssertionError(f"no send --once left the set in go_sending: {_counts(url)}")
+
+
+@pytest.mark.parametrize("command", [["send", "--once"], ["run"]])
+def test_a_new_leader_waits_before_recovering_a_set_another_relay_left_in_go_sending(
+    relay_dir: Path, pg_server: Any, command: list[str]
+) -> None:
+    url = pg_server.new_database()
+    config = relay_dir / "config.toml"
+    config.write_text(f'{config.read_text()}\n[journal]\nurl = "{url}"\nlease = "3s"\n')
+    [go] = drop_sets(relay_dir / "spool" / "outbox", [(1, "T", 1)])
+    _leave_in_go_sending(config, url)
+    remote_go = relay_dir / "remote" / "INTEST" / go
+    assert not remote_go.exists()
+    log = relay_dir / "new-leader.log"
+    argv = [sys.executable, "-m", "onss_relay.cli", *command, "--config", str(config)]
+    while True:  # send --once is refused while the killed one's lease is live (a daemon waits as a standby)
+        with log.open("w") as f:
+            proc = subprocess.Popen(argv, stdout=f, stderr=f, env=dict(os.environ))
+        assert wait_until(lambda p=proc: p.poll() is not None or "leadership_taken" in log.read_text(), 60)
+        if "leadership_taken" in log.read_text():
+            break
+        assert "refused" in log.read_text(), log.read_text()
+    try:
+        # the paused old leader runs again and puts the GO it had checked its lease for
+        assert wait_log(log, "takeover_wait", timeout=30), log.read_text()
+        remote_go.write_bytes(b"")  # a GO is empty
+        assert wait_until(lambda: _counts(url) == {"sent": 1}, 60), _counts(url)
+    finally:
+        if command == ["run"]:
+            proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log.read_text()
+    text = log.read_text()
+    assert "GO already on the server" in text and "GO uploaded" not in text, text
