@@ -193,3 +193,97 @@ def test_submit_gives_up_in_one_sentence_when_the_journal_stays_locked(
         holder.execute("ROLLBACK")
     assert r.returncode != 0 and "locked by another process" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+PAUSED_INSIDE_A_STATEMENT = """
+import os, signal, sys
+from onss_relay.config import Duration, JournalConfig
+from onss_relay.journal.postgres import PostgresJournal
+journal = PostgresJournal(JournalConfig(url=sys.argv[1], lease=Duration(3)), "123456", epoch=1)
+with journal.atomic():  # the writers' lock taken, the fence passed: the leader's write under way
+    pg = journal._conn.pgconn
+    if sys.argv[2] == "before_its_sync":  # a statement sent, not yet its Sync: the shape seen in the full suite
+        pg.enter_pipeline_mode()
+        pg.send_query_params(b"SELECT count(*) FROM sets", None)
+    else:  # a result larger than the sockets' buffers, unread: the server blocks sending it
+        pg.send_query(b"SELECT repeat('x', 1000) FROM generate_series(1, 100000)")
+    pg.flush()
+    print("paused", flush=True)
+    os.kill(os.getpid(), signal.SIGSTOP)
+"""
+
+
+def _active_session(url: str, name: str) -> tuple[int, str] | None:
+    """The pid and wait event of the session named ``name`` inside a statement, if there is one."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT pid, wait_event FROM pg_stat_activity WHERE application_name = %s AND state = 'active'", (name,)
+        ).fetchone()
+    return (int(row[0]), str(row[1])) if row else None
+
+
+@pytest.mark.parametrize(("where", "waiting_on"), [("before_its_sync", "ClientRead"), ("mid_result", "ClientWrite")])
+def test_a_standby_ends_the_sessions_of_a_leader_that_lapsed_inside_a_statement(
+    settings: JournalConfig, where: str, waiting_on: str
+) -> None:
+    """The full suite's hang (test_failover's paused leader, twice in six runs): the leader stopped inside a
+    statement, its backend `active` (waiting for the rest of the statement, or to send a large result), which
+    idle_in_transaction_session_timeout never ends: it held the writers' lock for ever and the standby's take
+    failed on it every second, silently. Once the lease has ended, the standby ends that epoch's sessions,
+    says so once with their pids, and takes over; while the lease is live it ends nothing."""
+    from structlog.testing import capture_logs
+
+    leader, standby = PostgresLease(settings, SENDER), PostgresLease(settings, SENDER)
+    standby.me = "the other machine pid 1"  # one process plays both relays; the paused one is a child
+    paused: subprocess.Popen[bytes] | None = None
+    try:
+        assert leader.try_acquire() and leader.epoch == 1
+        paused = subprocess.Popen(
+            [sys.executable, "-c", PAUSED_INSIDE_A_STATEMENT, settings.url, where], stdout=subprocess.PIPE
+        )
+        assert paused.stdout is not None and paused.stdout.readline() == b"paused\n"
+        name = "onss-relay 123456 epoch 1"
+        assert wait_until(lambda: (_active_session(settings.url, name) or (0, ""))[1] == waiting_on, 10)
+        session = _active_session(settings.url, name)
+        assert session is not None
+        assert not standby.try_acquire() and _active_session(settings.url, name) == session  # a live lease
+        with capture_logs() as logs:
+            leader.release()  # its lease ends (the leader itself is the paused child's stand-in)
+            assert wait_until(standby.try_acquire, 20, 0.5), [e["event"] for e in logs]
+        assert standby.epoch == 2 and _active_session(settings.url, name) is None
+        ended = [e for e in logs if e["event"] == "lapsed_leader_sessions_ended"]
+        assert [(e["pids"], e["epoch"]) for e in ended] == [([session[0]], 1)], logs
+    finally:
+        if paused is not None:
+            paused.kill()
+            paused.wait()
+        leader.release()
+        standby.release()
+
+
+def test_a_standby_blocked_by_a_session_it_may_not_end_says_so_once(settings: JournalConfig) -> None:
+    """A session holding the writers' lock that is not the lapsed leader's (a command's, here an open
+    transaction of another program) is never ended: the standby says once that it is blocked and by whom, not
+    at every try, and once more when it is free."""
+    import psycopg
+    from structlog.testing import capture_logs
+
+    leader, standby = PostgresLease(settings, SENDER), PostgresLease(settings, SENDER)
+    standby.me = "the other machine pid 1"
+    try:
+        assert leader.try_acquire()
+        leader.release()
+        with psycopg.connect(settings.url, autocommit=True) as holder, capture_logs() as logs:
+            holder.execute("BEGIN")
+            holder.execute(f"SELECT pg_advisory_xact_lock({WRITER_LOCK})")
+            pid = holder.execute("SELECT pg_backend_pid()").fetchone()
+            assert not any(standby.try_acquire() for _ in range(3))
+            holder.execute("ROLLBACK")
+            assert standby.try_acquire()
+        events = [e["event"] for e in logs]
+        assert events == ["standby_blocked", "standby_unblocked", "leadership_taken"], logs
+        assert pid is not None and f"pid {pid[0]} (" in logs[0]["holders"], logs[0]
+    finally:
+        standby.release()

@@ -5,7 +5,10 @@ active relay renews it every quarter lease; a standby takes it once it has ended
 writers' lock, so that every journal write of the old leader is refused from then on (postgres.py fences).
 The old leader counts its lease on its own monotonic clock from *before* each renewal was sent and gives up at
 two thirds of it: a relay paused (SIGSTOP, a frozen VM) finds, when it runs again, that its lease lapsed, and
-sends no GO (``check()`` runs right before each one).
+sends no GO (``check()`` runs right before each one). A leader paused inside a write the server does not end
+(its backend blocked sending a result to the stopped process holds the writers' lock for ever) is got past by
+the standby: once the lease has ended by the database's clock, it ends that leader's sessions (their
+application_name carries the epoch, postgres_db.session_name) and takes over.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from typing import Any
 import structlog
 
 from onss_relay.config import JournalConfig
-from onss_relay.errors import ConfigError, Fenced, JournalUnreachable, RelayError
-from onss_relay.journal.postgres_db import PgDb, connect, neutral_errors, safe_url
+from onss_relay.errors import ConfigError, Fenced, JournalBusy, JournalUnreachable, RelayError
+from onss_relay.journal.postgres_db import PgDb, connect, neutral_errors, safe_url, session_name
 from onss_relay.journal.postgres_schema import WRITER_LOCK, migrate, schema_version
 
 log = structlog.get_logger(__name__)
@@ -35,6 +38,18 @@ VALUES (?, ?, ?, now(), now() + make_interval(secs => ?))
 ON CONFLICT (sender) DO UPDATE SET epoch = EXCLUDED.epoch, holder = EXCLUDED.holder, since = EXCLUDED.since,
     expires_at = EXCLUDED.expires_at
 """
+LEADER = "SELECT epoch, holder, expires_at > now() AS live FROM leadership WHERE sender = ?"
+END_LAPSED = (  # a lapsed leader's sessions inside a statement or transaction (idle ones hold no lock): never
+    # this session, never while that lease is live, by the database's clock
+    "SELECT pid, pg_terminate_backend(pid) AS ended FROM pg_stat_activity WHERE application_name = ?"
+    " AND state IS DISTINCT FROM 'idle' AND pid <> pg_backend_pid() AND EXISTS (SELECT 1 FROM leadership"
+    " WHERE sender = ? AND epoch = ? AND holder = ? AND holder <> ? AND expires_at <= now())"
+)
+WRITERS_LOCK_HOLDERS = (  # what a blocked standby names in its log: the sessions holding the writers' lock
+    "SELECT a.pid, a.application_name, a.state, a.wait_event FROM pg_locks l JOIN pg_stat_activity a"
+    " ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = ?"
+    " AND l.objid::bigint = ? AND l.objsubid = 1 ORDER BY a.pid"
+)
 RENEW = (  # never a lease that ended: a standby may be taking it over (a relay paused past it steps down)
     "UPDATE leadership SET expires_at = now() + make_interval(secs => ?)"
     " WHERE sender = ? AND epoch = ? AND holder = ? AND expires_at > now()"
@@ -57,6 +72,9 @@ class PostgresLease:
         self._lost: str | None = None
         self._holder = "?"
         self._leader_epoch: int | None = None  # the active relay's epoch as last read by this standby
+        self._lapsed: tuple[int, str] | None = None  # (epoch, holder) of another relay's lease read as ended
+        self._blocked_by: str | None = None  # the writers' lock holders a standby's take waits for, while it does
+        self._ended_pids: set[int] = set()  # a lapsed leader's sessions this standby ended (each logged once)
         self.unreachable: str | None = None  # why the database cannot be reached, while it cannot
         self._since: float | None = None
         self.standby_since: float | None = None
@@ -94,9 +112,10 @@ class PostgresLease:
         except JournalUnreachable as e:
             self._unreachable(str(e))
             return False
-        except RelayError:  # JournalBusy: the writers' lock held past a quarter lease; the next try waits again
-            self.standby_since = self.standby_since or time.time()
+        except JournalBusy as e:  # the writers' lock held past a quarter lease; the next try waits again
+            self._blocked(str(e))
             return False
+        self._unblocked()
         if self.unreachable is not None:
             log.info("journal_database_reachable", journal=self.where)
         self.unreachable = None
@@ -123,20 +142,76 @@ class PostgresLease:
 
     def _take(self) -> int | None:
         """Given the connection lock, take the leadership row under the writers' lock; return the new epoch,
-        or None when another relay's lease is live."""
+        or None when another relay's lease is live (read first without the lock: a standby's tries do not queue
+        behind a live leader's writes)."""
         db = self._db()
+        if self._live_elsewhere(db.execute(LEADER, (self.sender,)).fetchone()):
+            return None
         with self._conn.transaction():
             db.execute("SELECT pg_advisory_xact_lock(?)", (WRITER_LOCK,))
-            row = db.execute(
-                "SELECT epoch, holder, expires_at > now() AS live FROM leadership WHERE sender = ? FOR UPDATE",
-                (self.sender,),
-            ).fetchone()
-            if row is not None and row["live"] and row["holder"] != self.me:
-                self._holder, self._leader_epoch = str(row["holder"]), int(row["epoch"])
+            row = db.execute(f"{LEADER} FOR UPDATE", (self.sender,)).fetchone()
+            if self._live_elsewhere(row):
                 return None
             epoch = (int(row["epoch"]) if row is not None else 0) + 1
             db.execute(TAKE, (self.sender, epoch, self.me, float(self.cfg.lease)))
         return epoch
+
+    def _live_elsewhere(self, row: Any) -> bool:
+        """Given the leadership row read, return whether another relay's lease is live; note that relay (the
+        active one, or the lapsed one whose sessions a blocked take may end)."""
+        self._lapsed = None
+        if row is None or row["holder"] == self.me:
+            return False
+        if not row["live"]:
+            self._lapsed = (int(row["epoch"]), str(row["holder"]))
+            return False
+        self._holder, self._leader_epoch = str(row["holder"]), int(row["epoch"])
+        return True
+
+    def _blocked(self, why: str) -> None:
+        """Given why a take waited past its bound for a lock, end the sessions of the relay whose lease ended
+        (paused inside a write: its backend may hold the writers' lock for ever) so that the next try takes
+        over, each logged once with its pid; say once that this standby is blocked, and by whom."""
+        self.standby_since = self.standby_since or time.time()
+        ended: list[int] = []
+        holders = "unknown sessions"
+        with contextlib.suppress(RelayError), self._io, neutral_errors(self.where):
+            db = self._db()
+            if (lapsed := self._lapsed) is not None:
+                epoch, holder = lapsed
+                rows = db.execute(
+                    END_LAPSED, (session_name(self.sender, epoch), self.sender, epoch, holder, self.me)
+                ).fetchall()
+                ended = [int(r["pid"]) for r in rows if r["ended"] and int(r["pid"]) not in self._ended_pids]
+            rows = db.execute(WRITERS_LOCK_HOLDERS, (WRITER_LOCK >> 32, WRITER_LOCK & 0xFFFFFFFF)).fetchall()
+            holders = ", ".join(
+                f"pid {r['pid']} ({r['application_name'] or '?'}, {r['state'] or '?'}, {r['wait_event'] or '-'})"
+                for r in rows
+            )
+        if ended and self._lapsed is not None:
+            self._ended_pids.update(ended)
+            log.warning(
+                "lapsed_leader_sessions_ended",
+                pids=ended,
+                epoch=self._lapsed[0],
+                holder=self._lapsed[1],
+                journal=self.where,
+                detail="its lease ended while they held the journal's locks; taking over",
+            )
+        if not ended and self._blocked_by is None:  # ended: the next try (a second later) takes over
+            self._blocked_by = holders
+            log.warning(
+                "standby_blocked",
+                holders=holders,
+                journal=self.where,
+                detail=f"{why}; trying again every second",
+            )
+
+    def _unblocked(self) -> None:
+        """Say once that a take no longer waits for the writers' lock."""
+        if self._blocked_by is not None:
+            self._blocked_by = None
+            log.info("standby_unblocked", journal=self.where)
 
     def _renew_loop(self) -> None:
         """Renew the lease every quarter of it until released; a failed renewal loses the leadership."""
