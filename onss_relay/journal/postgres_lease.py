@@ -91,7 +91,8 @@ class PostgresLease:
         if self._conn is None or self._conn.closed or self._conn.broken:
             quarter = max(1.0, self.cfg.lease / RENEWALS_PER_LEASE)
             # a lock wait ends within a quarter lease: a standby blocked by a paused leader's open transaction
-            # (which the server ends after one lease) tries again, and pings the watchdog meanwhile
+            # (idle: the server ends it after one lease; inside a statement: _blocked() ends it) tries again,
+            # and pings the watchdog meanwhile
             self._conn = connect(self.cfg, keepalive_s=quarter, lock_wait_s=quarter)
             db = PgDb(self._conn)
             with self._conn.transaction():
@@ -101,7 +102,7 @@ class PostgresLease:
     def try_acquire(self) -> bool:
         """Take the leadership if nobody holds a live lease (or this process held it); return whether it holds
         it now. An unreachable database is a standby's wait, said in holder() and logged once; the writers' lock
-        still held (a paused leader's transaction, ended by the server after one lease) is waited for. Raise
+        still held by a leader whose lease ended is got past (_blocked()), by anything else waited for. Raise
         ConfigError for a setting to fix (no psycopg, unreadable password file, refused login)."""
         started = time.monotonic()
         try:
