@@ -287,3 +287,40 @@ def test_a_standby_blocked_by_a_session_it_may_not_end_says_so_once(settings: Jo
         assert pid is not None and f"pid {pid[0]} (" in logs[0]["holders"], logs[0]
     finally:
         standby.release()
+
+
+def test_a_standby_not_allowed_to_end_a_lapsed_leaders_sessions_says_why(settings: JournalConfig) -> None:
+    """Relays logged in as different database users: the standby may not end the lapsed leader's sessions
+    (PostgreSQL refuses it), so it stays blocked; its one standby_blocked line says why and what holds the lock."""
+    import psycopg
+    from structlog.testing import capture_logs
+
+    leader = PostgresLease(settings, SENDER)
+    paused: subprocess.Popen[bytes] | None = None
+    role = f"standby_{os.getpid()}"
+    try:
+        assert leader.try_acquire()
+        with psycopg.connect(settings.url, autocommit=True) as conn:  # a user of its own, not a superuser
+            conn.execute(f"CREATE ROLE {role} LOGIN")
+            conn.execute(f"GRANT ALL ON SCHEMA public TO {role}; GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}")
+        standby = PostgresLease(
+            JournalConfig(url=settings.url.replace("postgres@", f"{role}@"), lease=Duration(3)), SENDER
+        )
+        standby.me = "the other machine pid 1"
+        paused = subprocess.Popen(
+            [sys.executable, "-c", PAUSED_INSIDE_A_STATEMENT, settings.url, "before_its_sync"], stdout=subprocess.PIPE
+        )
+        assert paused.stdout is not None and paused.stdout.readline() == b"paused\n"
+        assert wait_until(lambda: _active_session(settings.url, "onss-relay 123456 epoch 1") is not None, 10)
+        with capture_logs() as logs:
+            leader.release()
+            assert not any(standby.try_acquire() for _ in range(3))
+        assert [e["event"] for e in logs] == ["standby_blocked"], logs
+        assert "could not be ended: " in logs[0]["detail"] and "to terminate" in logs[0]["detail"], logs[0]
+        assert "onss-relay 123456 epoch 1" in logs[0]["holders"], logs[0]
+        standby.release()
+    finally:
+        if paused is not None:
+            paused.kill()
+            paused.wait()
+        leader.release()

@@ -172,41 +172,50 @@ class PostgresLease:
     def _blocked(self, why: str) -> None:
         """Given why a take waited past its bound for a lock, end the sessions of the relay whose lease ended
         (paused inside a write: its backend may hold the writers' lock for ever) so that the next try takes
-        over, each logged once with its pid; say once that this standby is blocked, and by whom."""
+        over, logged once with their pids; else say once that this standby is blocked, and by whom."""
         self.standby_since = self.standby_since or time.time()
         ended: list[int] = []
-        holders = "unknown sessions"
-        with contextlib.suppress(RelayError), self._io, neutral_errors(self.where):
-            db = self._db()
-            if (lapsed := self._lapsed) is not None:
-                epoch, holder = lapsed
-                rows = db.execute(
-                    END_LAPSED, (session_name(self.sender, epoch), self.sender, epoch, holder, self.me)
-                ).fetchall()
-                ended = [int(r["pid"]) for r in rows if r["ended"] and int(r["pid"]) not in self._ended_pids]
-            rows = db.execute(WRITERS_LOCK_HOLDERS, (WRITER_LOCK >> 32, WRITER_LOCK & 0xFFFFFFFF)).fetchall()
-            holders = ", ".join(
-                f"pid {r['pid']} ({r['application_name'] or '?'}, {r['state'] or '?'}, {r['wait_event'] or '-'})"
-                for r in rows
-            )
-        if ended and self._lapsed is not None:
-            self._ended_pids.update(ended)
+        if (lapsed := self._lapsed) is not None:
+            try:
+                ended = self._end_sessions_of(*lapsed)
+            except RelayError as e:  # e.g. a relay logged in as another database user: not allowed to end them
+                why = f"{why}; the sessions of {lapsed[1]} (epoch {lapsed[0]}, lease ended) could not be ended: {e}"
+        if ended and lapsed is not None:
             log.warning(
                 "lapsed_leader_sessions_ended",
                 pids=ended,
-                epoch=self._lapsed[0],
-                holder=self._lapsed[1],
+                epoch=lapsed[0],
+                holder=lapsed[1],
                 journal=self.where,
                 detail="its lease ended while they held the journal's locks; taking over",
             )
-        if not ended and self._blocked_by is None:  # ended: the next try (a second later) takes over
-            self._blocked_by = holders
+        elif self._blocked_by is None:
+            self._blocked_by = self._writers_lock_holders()
             log.warning(
-                "standby_blocked",
-                holders=holders,
-                journal=self.where,
-                detail=f"{why}; trying again every second",
+                "standby_blocked", holders=self._blocked_by, journal=self.where, detail=f"{why}; trying every second"
             )
+
+    def _end_sessions_of(self, epoch: int, holder: str) -> list[int]:
+        """Given the epoch and holder of a lease read as ended, end that epoch's busy journal sessions if the
+        lease is still that one and still ended, by the database's clock; return the pids not ended before."""
+        with self._io, neutral_errors(self.where):
+            rows = self._db().execute(
+                END_LAPSED, (session_name(self.sender, epoch), self.sender, epoch, holder, self.me)
+            )
+            ended = [int(r["pid"]) for r in rows.fetchall() if r["ended"] and int(r["pid"]) not in self._ended_pids]
+        self._ended_pids.update(ended)
+        return ended
+
+    def _writers_lock_holders(self) -> str:
+        """Return the sessions holding the writers' lock (pid, application name, state, wait event), for the
+        log of a blocked standby."""
+        with contextlib.suppress(RelayError), self._io, neutral_errors(self.where):
+            rows = self._db().execute(WRITERS_LOCK_HOLDERS, (WRITER_LOCK >> 32, WRITER_LOCK & 0xFFFFFFFF)).fetchall()
+            return ", ".join(
+                f"pid {r['pid']} ({r['application_name'] or '?'}, {r['state'] or '?'}, {r['wait_event'] or '-'})"
+                for r in rows
+            )
+        return "unknown sessions"
 
     def _unblocked(self) -> None:
         """Say once that a take no longer waits for the writers' lock."""
