@@ -63,9 +63,10 @@ def connect(
 ) -> psycopg.Connection[Any]:
     """Given the journal settings, open and return a new autocommit connection (its own session: the leadership
     lease has one, the journal another) that notices a dead peer within about ``keepalive_s`` (TCP keepalives,
-    tcp_user_timeout), whose transactions the server ends after one lease idle and whose lock waits end after
-    ``lock_wait_s`` (default: WRITER_WAIT_LEASES leases), named ``name`` (session_name()); raise ConfigError without psycopg, for an unreadable
-    password file or a refused login, JournalUnreachable when the server cannot be reached."""
+    tcp_user_timeout), whose transactions the server ends after one lease idle, whose lock waits end after
+    ``lock_wait_s`` (default: WRITER_WAIT_LEASES leases) and whose application_name is ``name`` (session_name());
+    raise ConfigError without psycopg, for an unreadable password file or a refused login, JournalUnreachable
+    when the server cannot be reached."""
     require_psycopg(cfg)
     import psycopg
 

@@ -5,10 +5,10 @@ active relay renews it every quarter lease; a standby takes it once it has ended
 writers' lock, so that every journal write of the old leader is refused from then on (postgres.py fences).
 The old leader counts its lease on its own monotonic clock from *before* each renewal was sent and gives up at
 two thirds of it: a relay paused (SIGSTOP, a frozen VM) finds, when it runs again, that its lease lapsed, and
-sends no GO (``check()`` runs right before each one). A leader paused inside a write the server does not end
-(its backend blocked sending a result to the stopped process holds the writers' lock for ever) is got past by
-the standby: once the lease has ended by the database's clock, it ends that leader's sessions (their
-application_name carries the epoch, postgres_db.session_name) and takes over.
+sends no GO (``check()`` runs right before each one). A leader paused inside a statement is not idle for the
+server (its backend waits for the rest of the statement, or to send a large result) and would hold the
+writers' lock for ever: once the lease has ended by the database's clock, the standby ends that leader's
+sessions (their application_name carries the epoch, postgres_db.session_name) and takes over.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class PostgresLease:
         self._leader_epoch: int | None = None  # the active relay's epoch as last read by this standby
         self._lapsed: tuple[int, str] | None = None  # (epoch, holder) of another relay's lease read as ended
         self._blocked_by: str | None = None  # the writers' lock holders a standby's take waits for, while it does
-        self._ended_pids: set[int] = set()  # a lapsed leader's sessions this standby ended (each logged once)
+        self._ended: set[tuple[int, int]] = set()  # (epoch, pid) of the lapsed sessions ended (each logged once)
         self.unreachable: str | None = None  # why the database cannot be reached, while it cannot
         self._since: float | None = None
         self.standby_since: float | None = None
@@ -202,8 +202,8 @@ class PostgresLease:
             rows = self._db().execute(
                 END_LAPSED, (session_name(self.sender, epoch), self.sender, epoch, holder, self.me)
             )
-            ended = [int(r["pid"]) for r in rows.fetchall() if r["ended"] and int(r["pid"]) not in self._ended_pids]
-        self._ended_pids.update(ended)
+            ended = [int(r["pid"]) for r in rows.fetchall() if r["ended"] and (epoch, int(r["pid"])) not in self._ended]
+        self._ended.update((epoch, pid) for pid in ended)
         return ended
 
     def _writers_lock_holders(self) -> str:
