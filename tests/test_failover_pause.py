@@ -1,6 +1,7 @@
 """Review of issue 25, on the real PostgreSQL and the real sshd: a relay paused (SIGSTOP) inside a journal
-transaction no longer blocks the standby's take-over, a lease that ended is never renewed, a command waiting for
-the writers' lock gives up in one sentence, and the stages of a relay that lost its lease stop at once."""
+transaction, idle or inside a statement, no longer blocks the standby's take-over (a standby blocked by anything
+else says so once), a lease that ended is never renewed, a command waiting for the writers' lock gives up in one
+sentence, and the stages of a relay that lost its lease stop at once."""
 
 from __future__ import annotations
 
@@ -34,6 +35,34 @@ with journal.atomic():  # the writers' lock is taken, the fence passed: a relay'
     os.kill(os.getpid(), signal.SIGSTOP)
 """
 
+PAUSED_INSIDE_A_STATEMENT = """
+import os, signal, sys
+from onss_relay.config import Duration, JournalConfig
+from onss_relay.journal.postgres import PostgresJournal
+journal = PostgresJournal(JournalConfig(url=sys.argv[1], lease=Duration(3)), "123456", epoch=int(sys.argv[2]))
+with journal.atomic():  # the writers' lock taken, the fence passed: the leader's write under way
+    pg = journal._conn.pgconn
+    if sys.argv[3] == "before_its_sync":  # a statement sent, not yet its Sync: the shape seen in the full suite
+        pg.enter_pipeline_mode()
+        pg.send_query_params(b"SELECT count(*) FROM sets", None)
+    else:  # a result larger than the sockets' buffers, unread: the server blocks sending it
+        pg.send_query(b"SELECT repeat('x', 1000) FROM generate_series(1, 100000)")
+    pg.flush()
+    print("paused", flush=True)
+    os.kill(os.getpid(), signal.SIGSTOP)
+"""
+
+
+def _active_session(url: str, name: str) -> tuple[int, str] | None:
+    """The pid and wait event of the session named ``name`` inside a statement, if there is one."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT pid, wait_event FROM pg_stat_activity WHERE application_name = %s AND state = 'active'", (name,)
+        ).fetchone()
+    return (int(row[0]), str(row[1])) if row else None
+
 
 def _url(config: Path) -> str:
     return config.read_text().split('url = "', 1)[1].split('"', 1)[0]
@@ -60,23 +89,35 @@ def _idle_in_transaction(url: str) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("pause", ["idle_in_transaction", "before_its_sync"])
 def test_a_leader_paused_inside_a_transaction_is_taken_over_within_a_lease(
     sftp_dir: Path,
     pg_config: Path,  # noqa: F811
     sshd: SshServer,
+    pause: str,
 ) -> None:
     """The reviewer's stopintx.sh: the active relay paused while its journal connection holds the writers' lock
-    in an open transaction. The server ends that transaction after one lease, the standby takes over, and the
-    old relay, resumed, steps down."""
+    in an open transaction, idle (the server ends it after one lease) or inside a statement (the full suite's
+    hang: the server never ends it, the standby does). The standby takes over, and the old relay, resumed,
+    steps down."""
     url = _url(pg_config)
     active, standby = _pair(sftp_dir, pg_config)
     assert active.proc is not None
+    epoch = _epoch(url)
+    script, said = (
+        (PAUSED_IN_TRANSACTION, b"in transaction\n")
+        if pause == "idle_in_transaction"
+        else (PAUSED_INSIDE_A_STATEMENT, b"paused\n")
+    )
     paused = subprocess.Popen(
-        [sys.executable, "-c", PAUSED_IN_TRANSACTION, url, _epoch(url)], stdout=subprocess.PIPE, env=os.environ.copy()
+        [sys.executable, "-c", script, url, epoch, pause], stdout=subprocess.PIPE, env=os.environ.copy()
     )
     try:
-        assert paused.stdout is not None and paused.stdout.readline() == b"in transaction\n"
-        assert wait_until(lambda: _idle_in_transaction(url) > 0, 10)
+        assert paused.stdout is not None and paused.stdout.readline() == said
+        if pause == "idle_in_transaction":
+            assert wait_until(lambda: _idle_in_transaction(url) > 0, 10)
+        else:
+            assert wait_until(lambda: _active_session(url, f"onss-relay {SENDER} epoch {epoch}") is not None, 10)
         os.kill(active.proc.pid, signal.SIGSTOP)
         assert wait_log(sftp_dir / "b.log", "taking_over", timeout=15), (sftp_dir / "b.log").read_text()[-2000:]
         os.kill(active.proc.pid, signal.SIGCONT)
@@ -195,35 +236,6 @@ def test_submit_gives_up_in_one_sentence_when_the_journal_stays_locked(
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-PAUSED_INSIDE_A_STATEMENT = """
-import os, signal, sys
-from onss_relay.config import Duration, JournalConfig
-from onss_relay.journal.postgres import PostgresJournal
-journal = PostgresJournal(JournalConfig(url=sys.argv[1], lease=Duration(3)), "123456", epoch=1)
-with journal.atomic():  # the writers' lock taken, the fence passed: the leader's write under way
-    pg = journal._conn.pgconn
-    if sys.argv[2] == "before_its_sync":  # a statement sent, not yet its Sync: the shape seen in the full suite
-        pg.enter_pipeline_mode()
-        pg.send_query_params(b"SELECT count(*) FROM sets", None)
-    else:  # a result larger than the sockets' buffers, unread: the server blocks sending it
-        pg.send_query(b"SELECT repeat('x', 1000) FROM generate_series(1, 100000)")
-    pg.flush()
-    print("paused", flush=True)
-    os.kill(os.getpid(), signal.SIGSTOP)
-"""
-
-
-def _active_session(url: str, name: str) -> tuple[int, str] | None:
-    """The pid and wait event of the session named ``name`` inside a statement, if there is one."""
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT pid, wait_event FROM pg_stat_activity WHERE application_name = %s AND state = 'active'", (name,)
-        ).fetchone()
-    return (int(row[0]), str(row[1])) if row else None
-
-
 @pytest.mark.parametrize(("where", "waiting_on"), [("before_its_sync", "ClientRead"), ("mid_result", "ClientWrite")])
 def test_a_standby_ends_the_sessions_of_a_leader_that_lapsed_inside_a_statement(
     settings: JournalConfig, where: str, waiting_on: str
@@ -241,7 +253,7 @@ def test_a_standby_ends_the_sessions_of_a_leader_that_lapsed_inside_a_statement(
     try:
         assert leader.try_acquire() and leader.epoch == 1
         paused = subprocess.Popen(
-            [sys.executable, "-c", PAUSED_INSIDE_A_STATEMENT, settings.url, where], stdout=subprocess.PIPE
+            [sys.executable, "-c", PAUSED_INSIDE_A_STATEMENT, settings.url, "1", where], stdout=subprocess.PIPE
         )
         assert paused.stdout is not None and paused.stdout.readline() == b"paused\n"
         name = "onss-relay 123456 epoch 1"
@@ -308,7 +320,8 @@ def test_a_standby_not_allowed_to_end_a_lapsed_leaders_sessions_says_why(setting
         )
         standby.me = "the other machine pid 1"
         paused = subprocess.Popen(
-            [sys.executable, "-c", PAUSED_INSIDE_A_STATEMENT, settings.url, "before_its_sync"], stdout=subprocess.PIPE
+            [sys.executable, "-c", PAUSED_INSIDE_A_STATEMENT, settings.url, "1", "before_its_sync"],
+            stdout=subprocess.PIPE,
         )
         assert paused.stdout is not None and paused.stdout.readline() == b"paused\n"
         assert wait_until(lambda: _active_session(settings.url, "onss-relay 123456 epoch 1") is not None, 10)
