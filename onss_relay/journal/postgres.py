@@ -16,7 +16,7 @@ import structlog
 from onss_relay import crash_point
 from onss_relay.config import JournalConfig
 from onss_relay.errors import Fenced, JournalError
-from onss_relay.journal.postgres_db import PgDb, connect, neutral_errors, safe_url
+from onss_relay.journal.postgres_db import PgDb, connect, neutral_errors, safe_url, session_name
 from onss_relay.journal.postgres_schema import WRITER_LOCK, migrate, own_sender, schema_version
 from onss_relay.journal.sql_journal import SqlJournal
 from onss_relay.journal.sql_workers import POSTGRES_DAY
@@ -66,7 +66,8 @@ class PostgresJournal(SqlJournal):
         """Return the open connection, opening a new one when there is none or the last one broke (a restart of
         the server); raise JournalUnreachable while it cannot be reached."""
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = connect(self.cfg)
+            # named for its epoch: a standby taking over ends this session if the relay lapses inside a write
+            self._conn = connect(self.cfg, name=session_name(self.sender, self.epoch))
             if self.readonly:
                 self._conn.execute("SET default_transaction_read_only = on")
         return PgDb(self._conn)

@@ -29,6 +29,13 @@ def session_settings(lease: float, lock_wait_s: float) -> str:
     return f"-c idle_in_transaction_session_timeout={idle_ms} -c lock_timeout={max(1, int(lock_wait_s * 1000))}"
 
 
+def session_name(sender: str, epoch: int | None) -> str:
+    """Given the sender number and the leadership epoch a relay's journal session writes under (None for
+    commands and the lease's own session), return its application_name: a standby taking over a lapsed leader
+    finds that leader's sessions by it (at most 63 bytes: PostgreSQL cuts longer names)."""
+    return "onss-relay" if epoch is None else f"onss-relay {sender} epoch {epoch}"
+
+
 def require_psycopg(cfg: JournalConfig) -> None:
     """Given the journal settings with a PostgreSQL url, raise ConfigError (exit 2, one sentence) unless psycopg 3
     is installed."""
@@ -51,19 +58,22 @@ def safe_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}@{netloc}"))
 
 
-def connect(cfg: JournalConfig, keepalive_s: float = 10.0, lock_wait_s: float | None = None) -> psycopg.Connection[Any]:
+def connect(
+    cfg: JournalConfig, keepalive_s: float = 10.0, lock_wait_s: float | None = None, name: str = "onss-relay"
+) -> psycopg.Connection[Any]:
     """Given the journal settings, open and return a new autocommit connection (its own session: the leadership
     lease has one, the journal another) that notices a dead peer within about ``keepalive_s`` (TCP keepalives,
-    tcp_user_timeout), whose transactions the server ends after one lease idle and whose lock waits end after
-    ``lock_wait_s`` (default: WRITER_WAIT_LEASES leases); raise ConfigError without psycopg, for an unreadable
-    password file or a refused login, JournalUnreachable when the server cannot be reached."""
+    tcp_user_timeout), whose transactions the server ends after one lease idle, whose lock waits end after
+    ``lock_wait_s`` (default: WRITER_WAIT_LEASES leases) and whose application_name is ``name`` (session_name());
+    raise ConfigError without psycopg, for an unreadable password file or a refused login, JournalUnreachable
+    when the server cannot be reached."""
     require_psycopg(cfg)
     import psycopg
 
     wait = cfg.lease * WRITER_WAIT_LEASES if lock_wait_s is None else lock_wait_s
     password = read_secret(cfg.password_file, "journal.password_file")
     extra: dict[str, Any] = {
-        "application_name": "onss-relay",
+        "application_name": name,
         "connect_timeout": CONNECT_TIMEOUT_S,
         "keepalives": 1,
         "keepalives_idle": max(1, int(keepalive_s)),
