@@ -104,6 +104,9 @@ class Simulator:
         except FileNotFoundError:
             state = {"seen": [], "seq": {}}
         state["seen"] = set(state["seen"])  # type: ignore[call-overload]  # looked up once per GO: a set
+        for env in Env:  # an answer a killed run was writing: its temp (.FO….part) is its alone, never polled
+            for temp in (self.home / response_folder(env)).glob(".[FG][OS].*.part"):
+                temp.unlink(missing_ok=True)
         for folder, go, names in self._answered.read():  # answered by a run killed before it saved its state
             state["seen"].add(go)  # type: ignore[attr-defined]
             for name in names:

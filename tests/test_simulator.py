@@ -292,3 +292,14 @@ def test_a_simulator_killed_after_answering_a_set_never_answers_it_again(
     assert [a.file_name for a in acrf_of(home)] == [go] and not list((home / "INTEST").iterdir())
     drop(home, "INTEST", fi(1, date=f"{today:%Y%m%d}"), ident)
     assert Simulator(home, SENDER, today=today).process()[0].errors == ("ACRF-133",)  # the same name again
+
+
+def test_an_answer_temp_left_by_a_killed_simulator_is_removed_at_its_next_run(home: Path) -> None:
+    """Review rev29: `simulate --once` SIGKILLed while writing an answer left its .FO….part in OUTTEST for ever,
+    and every poll counted it 'suspicious name left alone'. A person's own dotfile there is kept."""
+    left = home / "OUTTEST" / f".FS.ACRF.999999.{TODAY}.001UF.T.part"
+    left.write_bytes(b"half")
+    mine = home / "OUTTEST" / ".notes.part"
+    mine.write_bytes(b"mine")
+    Simulator(home, SENDER).process()
+    assert not left.exists() and mine.exists()
