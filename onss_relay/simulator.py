@@ -104,9 +104,6 @@ class Simulator:
         except FileNotFoundError:
             state = {"seen": [], "seq": {}}
         state["seen"] = set(state["seen"])  # type: ignore[call-overload]  # looked up once per GO: a set
-        for env in Env:  # an answer a killed run was writing: its temp (.FO….part) is its alone, never polled
-            for temp in (self.home / response_folder(env)).glob(".[FG][OS].*.part"):
-                temp.unlink(missing_ok=True)
         for folder, go, names in self._answered.read():  # answered by a run killed before it saved its state
             state["seen"].add(go)  # type: ignore[attr-defined]
             for name in names:
@@ -116,6 +113,10 @@ class Simulator:
 
     def _save_state(self, state: dict[str, object]) -> None:
         state["seq"] = dict(self._counters.used)
+        # a name dated past max_age_days is refused by its date (ACRF-126) whether seen or not: forgotten, so the
+        # names kept are a window of days, not every name ever answered (read and written at every pass)
+        oldest = ((self.today or dt.date.today()) - dt.timedelta(days=self.max_age_days)).strftime("%Y%m%d")
+        state["seen"] = {n for n in state["seen"] if _name_date(n) >= oldest}  # type: ignore[attr-defined]
         tmp = self._state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state | {"seen": sorted(state["seen"])}))  # type: ignore[call-overload]
         tmp.replace(self._state_path)
@@ -126,17 +127,29 @@ class Simulator:
 
     def process(self) -> list[Verdict]:
         """Answer every GO waiting in IN, INTEST and INTEST-S; return the verdicts in the order given."""
-        verdicts = []
-        state = self._load_state()
-        for folder in ("IN", "INTEST", "INTEST-S"):
-            for entry in self.remote.list(folder):
-                if entry.kind == "file" and entry.name.startswith("GO."):
-                    verdict, files = self._judge(folder, entry.name, state)
-                    self._answer(verdict, folder, state)
-                    self._answered.add(folder, entry.name, files)  # answered: its files leave IN* once only
-                    for name in files:
-                        self.remote.delete(folder, name)
-                    verdicts.append(verdict)
+        verdicts: list[Verdict] = []
+        for env in Env:  # an answer a killed run was writing: its temp (.FO….part) is its alone, never polled
+            for temp in (self.home / response_folder(env)).glob(".[FG][OS].*.part"):
+                temp.unlink(missing_ok=True)
+        # the sets a killed run answered leave IN* first (_load_state), so that they are not listed as waiting
+        state = self._load_state() if self._answered.path.exists() else None
+        waiting = [
+            (folder, entry.name)
+            for folder in ("IN", "INTEST", "INTEST-S")
+            for entry in self.remote.list(folder)
+            if entry.kind == "file" and entry.name.startswith("GO.")
+        ]
+        if state is None:
+            if not waiting:
+                return verdicts  # an idle pass reads and writes no state
+            state = self._load_state()
+        for folder, go in waiting:
+            verdict, files = self._judge(folder, go, state)
+            self._answer(verdict, folder, state)
+            self._answered.add(folder, go, files)  # answered: its files leave IN* once only
+            for name in files:
+                self.remote.delete(folder, name)
+            verdicts.append(verdict)
         self._save_state(state)
         return verdicts
 
@@ -293,6 +306,12 @@ class Simulator:
 
 
 SEQUENCE_ALPHABET = string.digits + string.ascii_uppercase
+
+
+def _name_date(name: str) -> str:
+    """Given a GO name, return its creation date field (YYYYMMDD), or "" when it has none."""
+    fields = name.split(".")
+    return fields[3] if len(fields) > 3 and len(fields[3]) == 8 and fields[3].isdigit() else ""
 
 
 def response_sequence(n: int) -> str:

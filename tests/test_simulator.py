@@ -303,3 +303,24 @@ def test_an_answer_temp_left_by_a_killed_simulator_is_removed_at_its_next_run(ho
     mine.write_bytes(b"mine")
     Simulator(home, SENDER).process()
     assert not left.exists() and mine.exists()
+
+
+def test_the_names_the_simulator_remembers_are_a_window_of_days_and_an_idle_pass_reads_none(
+    home: Path, ident: identity.Identity
+) -> None:
+    """Review rev29: `.simulator.json` kept every GO name ever answered, read and written whole at every pass
+    (each second in a loop): 1,000,000 names (10 days at 100,000 a day) made an idle `simulate --once` take 2.1 s
+    and 256 MB. A name dated past max_age_days is refused by its date anyway (ACRF-126): it is forgotten; a pass
+    with no GO waiting reads and writes no state."""
+    today = dt.date.today()
+    old = (today - dt.timedelta(days=61)).strftime("%Y%m%d")
+    recent = (today - dt.timedelta(days=59)).strftime("%Y%m%d")
+    kept, gone = f"GO.DIMN.{SENDER}.{recent}.00001.T.1", f"GO.DIMN.{SENDER}.{old}.00001.T.1"
+    state = home / ".simulator.json"
+    state.write_text(json.dumps({"seen": [kept, gone], "seq": {}}))
+    drop(home, "INTEST", fi(1, date=f"{today:%Y%m%d}"), ident)
+    Simulator(home, SENDER, today=today).process()
+    assert sorted(json.loads(state.read_text())["seen"]) == sorted([kept, f"GO.DIMN.{SENDER}.{today:%Y%m%d}.00001.T.1"])
+    state.write_text("not read")  # no GO waiting: an idle pass neither reads nor writes it
+    assert Simulator(home, SENDER, today=today).process() == []
+    assert state.read_text() == "not read"
