@@ -31,11 +31,17 @@ def remove_orphan_temps(folder: Path, now: float | None = None) -> list[Path]:
             m = TEMP.match(entry.name)
             if not m or m["host"] != HOST or int(m["pid"]) == os.getpid():
                 continue
-            with contextlib.suppress(FileNotFoundError):
+            try:  # the relay's temps are regular files: a folder or link of that name is someone else's, kept
+                if not entry.is_file(follow_symlinks=False):
+                    continue
                 written = entry.stat(follow_symlinks=False).st_mtime
                 if _owner_gone(int(m["pid"]), written, now):
                     os.unlink(entry.path)
                     removed.append(Path(entry.path))
+            except FileNotFoundError:
+                continue
+            except OSError as e:  # another user's file in a shared outbox: kept, said, the start goes on
+                log.warning("orphan_temp_kept", file=entry.path, error=e.strerror or str(e))
     if removed:
         log.info("orphan_temps_removed", folder=str(folder), count=len(removed))
     return removed

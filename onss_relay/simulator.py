@@ -38,7 +38,7 @@ from onss_relay.names import (
     sent_application_codes,
 )
 from onss_relay.responses.codes import anomaly_class
-from onss_relay.simulator_counters import AnswerCounters
+from onss_relay.simulator_counters import AnswerCounters, AnsweredSets
 from onss_relay.transport.local import LocalTransport, make_remote_home
 
 log = structlog.get_logger(__name__)
@@ -93,6 +93,7 @@ class Simulator:
         self._state_path = home / ".simulator.json"
         self._counters_path = home / ".simulator-counters.json"
         self._counters = AnswerCounters(self._counters_path, {})
+        self._answered = AnsweredSets(home / ".simulator-answered")
         self._identity = identity.self_signed_identity(home / ".simulator-identity", "ONSS transfer point simulator")
 
     # -- state: names already processed (ACRF-133) and response sequence numbers ---------------
@@ -103,38 +104,63 @@ class Simulator:
         except FileNotFoundError:
             state = {"seen": [], "seq": {}}
         state["seen"] = set(state["seen"])  # type: ignore[call-overload]  # looked up once per GO: a set
+        for folder, go, names in self._answered.read():  # answered by a run killed before it saved its state
+            state["seen"].add(go)  # type: ignore[attr-defined]
+            for name in names:
+                self.remote.delete(folder, name)
         self._counters = AnswerCounters(self._counters_path, state["seq"])  # type: ignore[arg-type]
         return state
 
     def _save_state(self, state: dict[str, object]) -> None:
         state["seq"] = dict(self._counters.used)
+        # a name dated past max_age_days is refused by its date (ACRF-126) whether seen or not: forgotten, so the
+        # names kept are a window of days, not every name ever answered (read and written at every pass)
+        oldest = ((self.today or dt.date.today()) - dt.timedelta(days=self.max_age_days)).strftime("%Y%m%d")
+        state["seen"] = {n for n in state["seen"] if _name_date(n) >= oldest}  # type: ignore[attr-defined]
         tmp = self._state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state | {"seen": sorted(state["seen"])}))  # type: ignore[call-overload]
         tmp.replace(self._state_path)
         self._counters.settle()
+        self._answered.clear()
 
     # -- processing ---------------------------------------------------------------------------
 
     def process(self) -> list[Verdict]:
         """Answer every GO waiting in IN, INTEST and INTEST-S; return the verdicts in the order given."""
-        verdicts = []
-        state = self._load_state()
-        for folder in ("IN", "INTEST", "INTEST-S"):
-            for entry in self.remote.list(folder):
-                if entry.kind == "file" and entry.name.startswith("GO."):
-                    verdict = self._judge(folder, entry.name, state)
-                    self._answer(verdict, folder, state)
-                    verdicts.append(verdict)
+        verdicts: list[Verdict] = []
+        for env in Env:  # an answer a killed run was writing: its temp (.FO….part) is its alone, never polled
+            for temp in (self.home / response_folder(env)).glob(".[FG][OS].*.part"):
+                temp.unlink(missing_ok=True)
+        # the sets a killed run answered leave IN* first (_load_state), so that they are not listed as waiting
+        state = self._load_state() if self._answered.path.exists() else None
+        waiting = [
+            (folder, entry.name)
+            for folder in ("IN", "INTEST", "INTEST-S")
+            for entry in self.remote.list(folder)
+            if entry.kind == "file" and entry.name.startswith("GO.")
+        ]
+        if state is None:
+            if not waiting:
+                return verdicts  # an idle pass reads and writes no state
+            state = self._load_state()
+        for folder, go in waiting:
+            verdict, files = self._judge(folder, go, state)
+            self._answer(verdict, folder, state)
+            self._answered.add(folder, go, files)  # answered: its files leave IN* once only
+            for name in files:
+                self.remote.delete(folder, name)
+            verdicts.append(verdict)
         self._save_state(state)
         return verdicts
 
-    def _judge(self, folder: str, go_raw: str, state: dict[str, object]) -> Verdict:
+    def _judge(self, folder: str, go_raw: str, state: dict[str, object]) -> tuple[Verdict, list[str]]:
+        """Given a GO in folder, return the verdict on its set and the files the transfer point takes away once
+        it has answered (FI, FS and GO leave IN* soon after; never before the answer is written)."""
         ticket = new_ticket()
         try:
             go = parse_name(go_raw)
         except InvalidName as e:
-            self.remote.delete(folder, go_raw)
-            return Verdict(go_raw, folder, (e.acrf or "ACRF-107",), ticket)
+            return Verdict(go_raw, folder, (e.acrf or "ACRF-107",), ticket), [go_raw]
         errors = self._name_errors(go, folder, state)
         fis = [p for p in part_names(go) if self.remote.exists(folder, format_name(p))]
         fss = [p for p in part_names(go, Prefix.FS) if self.remote.exists(folder, format_name(p))]
@@ -144,10 +170,9 @@ class Simulator:
         seen = state["seen"]
         assert isinstance(seen, set)
         seen.add(go_raw)
-        self._consume(folder, go, fis, fss)
         shape = frozenset(f"{k.decode()}-{v.decode()}".removeprefix("ACRF-") for k, v in markers[2])
         name = format_name(fis[0]) if "FI-NAME" in shape and fis else go_raw
-        return Verdict(
+        verdict = Verdict(
             name,
             folder,
             tuple(errors),
@@ -158,6 +183,7 @@ class Simulator:
             tuple(markers[3]),
             tuple(format_name(f) for f in fis),
         )
+        return verdict, [format_name(n) for n in [*fis, *fss, go]]
 
     def _markers_in(
         self, folder: str, fis: list[Name]
@@ -221,11 +247,6 @@ class Simulator:
         trusted = {x509.load_pem_x509_certificate(t).public_bytes(Encoding.DER) for t in self.trusted}
         return any(c.chosen.dump() in trusted for c in certs)
 
-    def _consume(self, folder: str, go: Name, fis: list[Name], fss: list[Name]) -> None:
-        """The transfer point takes a set away soon after its GO: FI, FS and GO disappear from IN*."""
-        for n in [*fis, *fss, go]:
-            self.remote.delete(folder, format_name(n))
-
     # -- answers ------------------------------------------------------------------------------
 
     def _answer(self, verdict: Verdict, folder: str, state: dict[str, object]) -> None:
@@ -285,6 +306,12 @@ class Simulator:
 
 
 SEQUENCE_ALPHABET = string.digits + string.ascii_uppercase
+
+
+def _name_date(name: str) -> str:
+    """Given a GO name, return its creation date field (YYYYMMDD), or "" when it has none."""
+    fields = name.split(".")
+    return fields[3] if len(fields) > 3 and len(fields[3]) == 8 and fields[3].isdigit() else ""
 
 
 def response_sequence(n: int) -> str:

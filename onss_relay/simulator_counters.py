@@ -5,6 +5,7 @@ file of a run is ever overwritten by the next one."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from onss_relay.durable import atomic_write
@@ -40,3 +41,37 @@ class AnswerCounters:
         if self.reserved != self.used:
             self.reserved = dict(self.used)
             atomic_write(self.path, json.dumps(self.reserved).encode())
+
+
+class AnsweredSets:
+    """Given a file, the sets a run answered since the simulator's state was last saved, one line each (the GO
+    name, its folder and the files to take away), appended durably once the set's answers are written and
+    before its files leave IN*: a run killed between the two takes them away at the next start without
+    answering again, and a name answered by a killed run stays a name already seen (ACRF-133)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> list[tuple[str, str, list[str]]]:
+        """Return (folder, GO name, files to take away) of each set logged; a last line cut by a kill is left."""
+        try:
+            lines = self.path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in lines:
+            try:
+                folder, go, names = json.loads(line)
+            except ValueError:
+                continue
+            out.append((str(folder), str(go), [str(n) for n in names]))
+        return out
+
+    def add(self, folder: str, go: str, names: list[str]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps([folder, go, names]) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from onss_relay.durable import HOST, temp_name
 from onss_relay.orphan_temps import process_start, remove_orphan_temps
 from tests.conftest import fi_name
@@ -90,3 +92,34 @@ def test_a_temp_left_in_the_outbox_by_a_killed_submit_is_removed_at_the_next_sta
     again = run_cli("send", "--once", "--config", str(config))
     assert again.returncode == 0, again.stderr[-3000:]
     assert not [n for n in os.listdir(outbox) if n.endswith(".tmp")]
+
+
+def test_a_folder_or_link_named_like_a_temp_is_left_and_the_run_goes_on(relay_dir: Path) -> None:
+    """Review rev29: a user's own folder ``.mine.HOST-PID.tmp`` in the outbox (a dead pid) made every send --once
+    fail at start, exit 4 'Is a directory'; only regular files are ever the relay's temps, the rest is kept."""
+    config, spool = relay_dir / "config.toml", relay_dir / "spool"
+    (spool / "outbox").mkdir(parents=True)
+    (spool / "outbox" / fi_name(1)).write_bytes(b"<Dimona>1</Dimona>")
+    folder = spool / "outbox" / f".mine.{HOST}-999999999.tmp"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    link = spool / "outbox" / f".link.{HOST}-999999998.tmp"
+    link.symlink_to(folder / "notes.txt")
+    result = run_cli("send", "--once", "--config", str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (folder / "notes.txt").read_text() == "mine" and link.is_symlink()
+    assert (relay_dir / "remote" / "INTEST" / ("GO" + fi_name(1)[2:-2])).exists()
+
+
+def test_a_temp_that_cannot_be_removed_is_kept_and_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another user's temp in a shared outbox (sticky folder: EPERM) is kept and said; the start goes on."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    name = tmp_path / f".FI.A.{HOST}-{int(gone.stdout)}.tmp"
+    name.write_bytes(b"x")
+
+    def refused(path: object) -> None:
+        raise PermissionError(1, "Operation not permitted", str(path))
+
+    monkeypatch.setattr(os, "unlink", refused)
+    assert remove_orphan_temps(tmp_path) == []
+    assert name.exists()

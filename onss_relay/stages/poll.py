@@ -203,7 +203,9 @@ class Poller:
         """Given one remote file of a ready set, return "held" when we hold a copy already (deleting it remotely
         is safe), "fetch" when it is to be copied, "left" when it stays on the server."""
         known = self.journal.get_response(folder, entry.name)
-        if known is not None and not known.deleted_remote:
+        # held: the copy we recorded is still on the server; of another size it is a new file of a name deleted
+        # by a poll killed before its commit said so (fetched, kept beside, never deleted unseen)
+        if known is not None and not known.deleted_remote and known.size == entry.size:
             return "held"
         if known is not None:
             # we copied and deleted this name before and it is back: fetch it again (identical bytes are not
