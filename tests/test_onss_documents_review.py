@@ -17,6 +17,7 @@ from onss_relay.pipeline import Relay
 from onss_relay.simulator import Simulator
 from tests.conftest import SENDER
 from tests.fixtures.sshd import SshServer
+from tests.test_config import MINIMAL as CONFIG_MINIMAL
 from tests.test_uploader_sftp import assert_order_and_once
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,15 +48,7 @@ def test_no_shipped_text_says_a_certificate_is_renewed_on_or_comes_from_the_port
     assert "certificate authority" in alert and "register" in alert and ".cer" in alert
 
 
-MINIMAL = """
-[sender]
-number = "123456"
-[paths]
-root = "spool"
-[signing]
-key = "signer.p12"
-[remote]
-"""
+MINIMAL = CONFIG_MINIMAL.replace('transport = "local"\n', "")  # the [remote] lines follow
 
 
 @pytest.mark.parametrize("host", ["SFTP.socialsecurity.be", "sftp.socialsecurity.be.", "Sftp.SocialSecurity.BE."])

@@ -15,30 +15,11 @@ from typing import Any
 
 import pytest
 
-from onss_relay.config import JournalConfig
-from onss_relay.journal.postgres import PostgresJournal
+from tests.fixtures.postgres import journal_counts, lease_live
 from tests.helpers import run_cli, wait_log, wait_until
 from tests.test_uploader_sftp import drop_sets
 
 pytestmark = pytest.mark.slow
-
-
-def _counts(url: str) -> dict[str, int]:
-    journal = PostgresJournal(JournalConfig(url=url), "123456", readonly=True)
-    try:
-        return journal.counts()
-    finally:
-        journal.close()
-
-
-def _lease_live(url: str) -> bool:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        if conn.execute("SELECT to_regclass('leadership')").fetchone() == (None,):
-            return False  # no relay has run yet
-        row = conn.execute("SELECT expires_at > now() FROM leadership").fetchone()
-    return bool(row and row[0])
 
 
 def _leave_in_go_sending(config: Path, url: str) -> None:
@@ -46,11 +27,11 @@ def _leave_in_go_sending(config: Path, url: str) -> None:
     its 3rd … (the first records the spool's id), each after the last one's lease lapsed, until the set is left
     in go_sending (its FI and FS put, not its GO), its lease left to lapse."""
     for commit in range(2, 8):
-        assert wait_until(lambda: not _lease_live(url), 30)
+        assert wait_until(lambda: not lease_live(url), 30)
         run_cli("send", "--once", "--config", str(config), env={"ONSS_RELAY_CRASH_AT_COMMIT": str(commit)})
-        if _counts(url) == {"go_sending": 1}:
+        if journal_counts(url) == {"go_sending": 1}:
             return
-    raise AssertionError(f"no send --once left the set in go_sending: {_counts(url)}")
+    raise AssertionError(f"no send --once left the set in go_sending: {journal_counts(url)}")
 
 
 @pytest.mark.parametrize("command", [["send", "--once"], ["run"]])
@@ -77,7 +58,7 @@ def test_a_new_leader_waits_before_recovering_a_set_another_relay_left_in_go_sen
         # the paused old leader runs again and puts the GO it had checked its lease for
         assert wait_log(log, "takeover_wait", timeout=30), log.read_text()
         remote_go.write_bytes(b"")  # a GO is empty
-        assert wait_until(lambda: _counts(url) == {"sent": 1}, 60), _counts(url)
+        assert wait_until(lambda: journal_counts(url) == {"sent": 1}, 60), journal_counts(url)
     finally:
         if command == ["run"]:
             proc.send_signal(signal.SIGTERM)

@@ -7,26 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from onss_relay.config import JournalConfig
-from onss_relay.journal.postgres import PostgresJournal
+from tests.fixtures.postgres import journal_counts, lease_live
 from tests.helpers import run_cli, wait_until
 from tests.test_uploader_sftp import drop_sets
-
-
-def _states(url: str) -> dict[str, int]:
-    journal = PostgresJournal(JournalConfig(url=url), "123456", readonly=True)
-    try:
-        return journal.counts()
-    finally:
-        journal.close()
-
-
-def _lease_live(url: str) -> bool:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute("SELECT expires_at > now() FROM leadership").fetchone()
-    return bool(row and row[0])
 
 
 def test_a_relay_on_a_spool_that_is_not_the_journals_refuses_to_run(relay_dir: Path, pg_server: Any) -> None:
@@ -38,8 +21,8 @@ def test_a_relay_on_a_spool_that_is_not_the_journals_refuses_to_run(relay_dir: P
     assert (relay_dir / "spool" / "journal-id").exists()
     drop_sets(relay_dir / "spool" / "outbox", [(3, "T", 1)])  # a set claimed, then its relay killed
     run_cli("send", "--once", "--config", str(config), env={"ONSS_RELAY_CRASH_AT_COMMIT": "1"})
-    assert wait_until(lambda: not _lease_live(url), 30)
-    before = _states(url)
+    assert wait_until(lambda: not lease_live(url), 30)
+    before = journal_counts(url)
     unmounted = relay_dir / "unmounted"
     unmounted.mkdir()
     other = relay_dir / "other.toml"
@@ -47,5 +30,5 @@ def test_a_relay_on_a_spool_that_is_not_the_journals_refuses_to_run(relay_dir: P
     for command in (["send", "--once"], ["poll", "--once"], ["run"]):
         r = run_cli(*command, "--config", str(other), timeout=60)
         assert r.returncode == 2 and "is the shared storage mounted here?" in r.stderr, (command, r.stderr)
-    assert _states(url) == before
+    assert journal_counts(url) == before
     assert run_cli("send", "--once", "--config", str(config)).returncode == 0  # its own spool still runs
