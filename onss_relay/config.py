@@ -196,7 +196,11 @@ class RetentionConfig:
     results_days: int = _field(
         90, "results/<GO name>.json of a set with its final answer removed this many days after it; 0 = keep"
     )
-    inbox_days: int = _field(0, "a set's answers in inbox/ removed this many days after its final answer; 0 = keep")
+    inbox_days: int = _field(
+        0,
+        "a set's answers in inbox/ removed this many days after its final answer, an answer linked to no set this"
+        " many days after the relay took it; 0 = keep",
+    )
     sent_days: int = _field(0, "a set's files in sent/ removed this many days after its final answer; 0 = keep")
     interval: Duration = _field(Duration(3600), "how often the daemon prunes")
 

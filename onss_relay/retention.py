@@ -3,6 +3,8 @@ and the on_result hook's told records with the results (hook_record.py keeps wha
 
 Only sets with their final answer are touched (notified, refused, a circuit test its ACRF accepted,
 quarantined); a set still waiting keeps everything. The journal keeps every set's row, history and outcome.
+Answers linked to no set (another application's, a lost journal's sets') leave the inbox ``inbox_days`` after
+the relay took them, unless linked meanwhile; their rows stay, saying so (issue 29: the inbox never grows for ever).
 Each kind walks the journal from where its last run stopped (``retention.json`` in the spool, saved after every
 page): a run looks at the sets that reached the cut-off since, never at the whole history again.
 """
@@ -36,8 +38,14 @@ log = structlog.get_logger(__name__)
 
 DAY = 86400.0
 PAGE = 500
-KINDS = ("results", "inbox", "sent", "hook")
-DAYS_OF = {"results": "results_days", "inbox": "inbox_days", "sent": "sent_days", "hook": "results_days"}
+KINDS = ("results", "inbox", "sent", "hook", "unlinked")
+DAYS_OF = {
+    "results": "results_days",
+    "inbox": "inbox_days",
+    "sent": "sent_days",
+    "hook": "results_days",
+    "unlinked": "inbox_days",
+}
 
 
 def is_final(row: SetRow) -> bool:
@@ -76,6 +84,8 @@ class Pruner:
     def _prune(self, kind: str, until: float, cursors: dict[str, tuple[float, str]]) -> int:
         if kind == "hook":
             return self._prune_told(until, cursors)
+        if kind == "unlinked":
+            return self._prune_unlinked(until, cursors)
         removed = 0
         for page in self._pages(until, cursors, kind):
             for row in page:
@@ -92,6 +102,26 @@ class Pruner:
         for page in self._pages(until, cursors, "hook"):
             final = [(r.go_name, told_key(r, None), r.change, r.updated_at) for r in page if final_answer(r)]
             removed += record.prune_told(final)
+        return removed
+
+    def _prune_unlinked(self, until: float, cursors: dict[str, tuple[float, str]]) -> int:
+        """Remove from the inbox the answers linked to no set that the relay took up to ``until`` (each with its
+        FS and GO), a page at a time from the walk's cursor, saved after each page; their rows stay, marked
+        pruned in the same transaction (an answer linked meanwhile keeps its file); return how many files."""
+        removed = 0
+        while not self.stop.is_set():
+            at, folder_name = cursors.get("unlinked", (0.0, "/"))
+            folder, _, name = folder_name.rpartition("/")
+            page = self.journal.unmatched_until(until, (at, folder, name), PAGE)
+            if not page:
+                break
+            with self.journal.atomic():  # a removal that fails undoes its page's marks: walked again next run
+                for _, r in page:
+                    if self.journal.mark_pruned(r.folder, r.name):
+                        files = _with_marks(self.spool.inbox / r.folder / Path(r.local_path).name)
+                        removed += sum(_remove(p, self.spool.sent) for p in files)
+            cursors["unlinked"] = (page[-1][0], f"{page[-1][1].folder}/{page[-1][1].name}")
+            _save_walks(self._cursor_path, cursors, sync=True)
         return removed
 
     def _pages(self, until: float, cursors: dict[str, tuple[float, str]], kind: str) -> Iterator[list[SetRow]]:

@@ -112,13 +112,14 @@ def unlinked_lines(journal: Journal, limit: int) -> list[str]:
     if damaged:
         out += [
             "",
-            f"answers that could not be read ({damaged}), kept in the inbox: one may be the answer a set waits for",
+            f"answers that could not be read ({damaged}), kept in the inbox until retention.inbox_days: one may be"
+            " the answer a set waits for",
         ]
         shown = journal.unmatched_responses(limit, malformed=True)
         out += [f"  {r.folder}/{r.name}  {r.local_path}" + (f"  ({r.detail})" if r.detail else "") for r in shown]
         out += [f"  … and {damaged - len(shown)} more"] if damaged > len(shown) else []
     if unmatched:
-        out += ["", f"answers that match no set we sent ({unmatched}), kept in the inbox:"]
+        out += ["", f"answers that match no set we sent ({unmatched}), kept in the inbox until retention.inbox_days:"]
         shown = journal.unmatched_responses(limit, malformed=False)
         out += [
             f"  {r.folder}/{r.name}  {r.kind}  {r.local_path}" + (f"  ({r.detail})" if r.detail else "") for r in shown

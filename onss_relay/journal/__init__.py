@@ -323,6 +323,19 @@ class Journal(Protocol):
         """Given a set, return the responses linked to it (what retention removes from the inbox with it)."""
         ...
 
+    def unmatched_until(
+        self, until: float, after: tuple[float, str, str], limit: int
+    ) -> list[tuple[float, ResponseRow]]:
+        """Given a time, a position (recorded at, folder, name) and a page size, return up to ``limit`` answers
+        linked to no set recorded at or before ``until`` (and before any answer not read yet) past that position,
+        in that order, each with when it was recorded: what retention removes from the inbox after inbox_days."""
+        ...
+
+    def mark_pruned(self, folder: str, name: str) -> bool:
+        """Given an answer linked to no set whose file retention removes, record it on its row (kept; a waiting
+        one is not read again) unless it was linked meanwhile; return whether it was still linked to none."""
+        ...
+
     # sequence numbers
     def allocate_sequence(self, sender: str, date: str, env: str, taken: set[int] = ...) -> int:
         """Given a sender, date, environment and sequences known taken elsewhere (sent/), reserve and return the

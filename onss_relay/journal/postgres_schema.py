@@ -101,10 +101,17 @@ CREATE INDEX IF NOT EXISTS sets_unarchived ON sets(state) WHERE archived = 0;
 CREATE INDEX IF NOT EXISTS sets_sequence ON sets((substr(go_name, 9) COLLATE "C"))
 """  # issue 29: a year of history read a page at a time, the sequence check an indexed range
 
+# issue 29: retention walks the answers linked to no set by when they were recorded (sql_responses.UNMATCHED_LITERAL)
+V4 = """
+CREATE INDEX IF NOT EXISTS responses_unmatched_at ON responses(at, folder, name)
+    WHERE COALESCE(linked_set, '') = '' AND kind NOT IN ('signature', 'marker')
+"""
+
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (1, V1),
     (2, V2),
     (3, V3),
+    (4, V4),
 )  # (version, statements): a new one is appended, never edited
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

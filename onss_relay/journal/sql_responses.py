@@ -12,6 +12,10 @@ from onss_relay.journal.sql_rows import Db, response_row
 
 UNMATCHED = "linked_set IS NULL AND kind IS NOT NULL AND kind NOT IN (?, ?)"  # answers kept without a set
 NOT_ANSWERS = ("signature", "marker")  # mirrored files that answer nothing by themselves
+# the same answers, as literals: the condition of the index retention walks them by (responses_unmatched_at), which
+# SQLite uses only when a query states its very terms
+UNMATCHED_LITERAL = "COALESCE(linked_set, '') = '' AND kind NOT IN ('signature', 'marker')"
+PRUNED = "its file was pruned after retention.inbox_days"
 
 
 class ResponseTable:
@@ -119,3 +123,33 @@ class ResponseTable:
                 f"SELECT kind, COUNT(*) AS n FROM responses WHERE {UNMATCHED} GROUP BY kind", NOT_ANSWERS
             ).fetchall()
         return {str(r["kind"]): int(r["n"]) for r in rows}
+
+    def unmatched_until(
+        self, until: float, after: tuple[float, str, str], limit: int
+    ) -> list[tuple[float, ResponseRow]]:
+        """Given a time, a position (recorded at, folder, name) and a page size, return up to ``limit`` answers
+        linked to no set recorded at or before ``until``, and before any answer not read yet (reading it may
+        leave it linked to none), past that position, in that order, each with when it was recorded."""
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT * FROM responses WHERE {UNMATCHED_LITERAL} AND at <= ?"
+                " AND at < COALESCE((SELECT MIN(at) FROM responses WHERE kind IS NULL), ?)"
+                " AND (at > ? OR (at = ? AND (folder > ? OR (folder = ? AND name > ?))))"
+                " ORDER BY at, folder, name LIMIT ?",
+                (until, until + 1, after[0], after[0], after[1], after[1], after[2], limit),
+            ).fetchall()
+        return [(float(r["at"]), response_row(r)) for r in rows]
+
+    def mark_pruned(self, folder: str, name: str) -> bool:
+        """Given an answer linked to no set whose file retention removes, record so in its detail (a waiting one
+        is given up: it is not read again) unless it was linked meanwhile; return whether it was still unlinked."""
+        with self._tx() as db:
+            return bool(
+                db.execute(
+                    "UPDATE responses SET detail = CASE WHEN detail IS NULL OR detail = '' THEN ? ELSE detail || '; ' || ?"
+                    " END, kind = CASE kind WHEN ? THEN 'notification' WHEN ? THEN 'other' ELSE kind END"
+                    f" WHERE folder = ? AND name = ? AND {UNMATCHED_LITERAL}",
+                    (PRUNED, PRUNED, *WAITING_KINDS, folder, name),
+                ).rowcount
+                == 1
+            )

@@ -78,6 +78,8 @@ CREATE TABLE IF NOT EXISTS set_workers (
 CREATE INDEX IF NOT EXISTS set_workers_set ON set_workers(go_name);
 CREATE INDEX IF NOT EXISTS responses_kind ON responses(kind);
 CREATE INDEX IF NOT EXISTS responses_linked ON responses(linked_set);
+CREATE INDEX IF NOT EXISTS responses_unmatched_at ON responses(at, folder, name)
+    WHERE COALESCE(linked_set, '') = '' AND kind NOT IN ('signature', 'marker');
 CREATE INDEX IF NOT EXISTS sets_updated_name ON sets(updated_at, go_name);
 CREATE INDEX IF NOT EXISTS sets_unarchived ON sets(state) WHERE archived = 0;
 CREATE INDEX IF NOT EXISTS sets_sequence ON sets(substr(go_name, 9));
