@@ -134,9 +134,8 @@ class ResponseTable:
             rows = db.execute(
                 f"SELECT * FROM responses WHERE {UNMATCHED_LITERAL} AND at <= ?"
                 " AND at < COALESCE((SELECT MIN(at) FROM responses WHERE kind IS NULL), ?)"
-                " AND (at > ? OR (at = ? AND (folder > ? OR (folder = ? AND name > ?))))"
-                " ORDER BY at, folder, name LIMIT ?",
-                (until, until + 1, after[0], after[0], after[1], after[1], after[2], limit),
+                " AND (at, folder, name) > (?, ?, ?) ORDER BY at, folder, name LIMIT ?",
+                (until, until + 1, *after, limit),
             ).fetchall()
         return [(float(r["at"]), response_row(r)) for r in rows]
 
