@@ -92,6 +92,7 @@ def test_answers_linked_to_no_set_leave_the_inbox_inbox_days_after_the_relay_too
         assert walks and all(walk_plan(cfg, sql) == ["responses_unmatched_at"] for sql in walks), walks
         journal.link_response("OUTTEST", answer(6), "other", None)  # read: another application's
         again = pruner.run_once(NOW)
+        assert pruner.totals["unlinked"] == 12  # /metrics: onss_relay_pruned_files_total{kind="unlinked"}
         lines = "\n".join(unlinked_lines(journal, 10))
         rows = {n: journal.get_response("OUTTEST", answer(n)) for n in range(1, 7)}
     finally:
