@@ -56,3 +56,18 @@ def test_answers_linked_to_no_set_are_walked_by_when_they_were_taken(
     assert b is not None and b.detail is None and fs is not None and fs.detail is None
     assert c.name not in [r.name for r in journal.unlinked_responses()]
     assert journal.unmatched_counts() == {"other": 1, "notification": 1, "malformed": 1}  # the rows stay
+
+
+def test_an_answer_marked_pruned_again_says_so_once(
+    journal: Journal,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A walk that comes again over answers it marked (retention.json damaged or deleted, or the relay killed
+    between a page's commit and the cursor's save) leaves each detail saying it once, not once per walk."""
+    take(journal, monkeypatch, 100, "FO.A", "other")
+    take(journal, monkeypatch, 100, "FO.E", "malformed")
+    for _ in range(2):
+        assert journal.mark_pruned("OUT", "FO.A") and journal.mark_pruned("OUT", "FO.E")
+    a, e = journal.get_response("OUT", "FO.A"), journal.get_response("OUT", "FO.E")
+    assert a is not None and a.detail == sql_responses.PRUNED, a
+    assert e is not None and e.detail == f"not XML; {sql_responses.PRUNED}", e

@@ -145,10 +145,11 @@ class ResponseTable:
         with self._tx() as db:
             return bool(
                 db.execute(
-                    "UPDATE responses SET detail = CASE WHEN detail IS NULL OR detail = '' THEN ? ELSE detail || '; ' || ?"
-                    " END, kind = CASE kind WHEN ? THEN 'notification' WHEN ? THEN 'other' ELSE kind END"
+                    "UPDATE responses SET detail = CASE WHEN detail IS NULL OR detail = '' THEN ? WHEN detail LIKE ?"
+                    " THEN detail ELSE detail || '; ' || ? END,"  # walked again (a lost cursor): said once
+                    " kind = CASE kind WHEN ? THEN 'notification' WHEN ? THEN 'other' ELSE kind END"
                     f" WHERE folder = ? AND name = ? AND {UNMATCHED_LITERAL}",
-                    (PRUNED, PRUNED, *WAITING_KINDS, folder, name),
+                    (PRUNED, f"%{PRUNED}%", PRUNED, *WAITING_KINDS, folder, name),
                 ).rowcount
                 == 1
             )
