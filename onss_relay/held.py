@@ -357,12 +357,17 @@ def _held_under(rec: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
         held = rec.with_name(rec.name[: -len(RECORD)])
         try:
             record = json.loads(rec.read_bytes())
-        except (OSError, ValueError):
+        except OSError:
+            return
+        except ValueError as e:
+            _set_aside_damaged(rec, str(e))
             return
         if not held.exists():
             rec.unlink(missing_ok=True)  # a sweep during ``hold``: it writes the record again after its rename
         elif isinstance(record, dict):
             yield held, record
+        else:
+            _set_aside_damaged(rec, "not a JSON object")
         return
     entries = _batch_entries(rec)
     if entries is None:
@@ -371,6 +376,20 @@ def _held_under(rec: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
     if not live:
         _drop_if_old(rec)
     yield from live
+
+
+def _set_aside_damaged(rec: Path, why: str) -> None:
+    """Given a hold record that cannot be read (damaged on disk), rename it ``….damaged`` so that it never again
+    takes a sweep's place (damaged records are the oldest due: a thousand of them kept every good original behind
+    them held), and say so once; the originals it held stay in held/ for a person, never deleted unchecked."""
+    with contextlib.suppress(OSError):
+        os.rename(rec, rec.with_name(rec.name + ".damaged"))
+        log.warning(
+            "held_record_damaged",
+            record=str(rec),
+            error=why,
+            detail="set aside as .damaged; the originals it held stay in held/ until a person removes them",
+        )
 
 
 def _drop_if_old(rec: Path) -> None:
@@ -385,10 +404,14 @@ def _batch_entries(rec: Path) -> dict[str, dict[str, Any]] | None:
     """Given a batch record, return its entries (held name → record), or None when it cannot be read."""
     try:
         doc = json.loads(rec.read_text())
-    except (OSError, ValueError):
+    except OSError:
+        return None
+    except ValueError as e:
+        _set_aside_damaged(rec, str(e))
         return None
     entries = doc.get("held") if isinstance(doc, dict) else None
     if not isinstance(entries, dict):
+        _set_aside_damaged(rec, "no 'held' object")
         return None
     return {k: v for k, v in entries.items() if isinstance(v, dict)}
 

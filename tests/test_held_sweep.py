@@ -234,3 +234,27 @@ def test_an_original_held_open_or_a_young_empty_batch_record_lists_again(
     assert sweeper.sweep(root, outbox, 30, lambda *a: None) == 0 and len(list(folder.glob("batch-11-*"))) == 2
     clocks.tick(held.RECORD_GRACE)  # left alone RECORD_GRACE (maybe being held), then dropped
     assert sweeper.sweep(root, outbox, 30, lambda *a: None) == 0 and list(folder.iterdir()) == []
+
+
+def test_damaged_hold_records_are_set_aside_once_and_never_keep_good_originals_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of the sweep's cursor: a hold record that cannot be read was skipped without a word at every pass,
+    its original held for ever; damaged records being the oldest due, SWEEP_MOST of them kept every good original
+    behind them held. They are renamed .damaged and said once; their originals stay; the good one is released."""
+    root, outbox = tmp_path / "spool", tmp_path / "spool" / "outbox"
+    folder = fabricate_held(root, 2, ago=5 * 86400, batch=None)
+    for i in (1, 2):
+        (folder / f"{fi_name(i)}{held.RECORD}").write_text("{trunc")
+        os.utime(folder / f"{fi_name(i)}{held.RECORD}", (time.time() - 5 * 86400,) * 2)
+    fabricate_held(root, 1, ago=3 * 86400, start=3, batch=None)
+    monkeypatch.setattr(held, "SWEEP_MOST", 2)
+    sweeper = held.HeldSweep()
+    for _ in range(3):
+        sweeper.sweep(root, outbox, 3600, lambda *a: None)
+        sweeper._next_look = 0.0  # the next pass lists again at once
+    assert not (folder / fi_name(3)).exists(), "the good original stayed behind the damaged records"
+    assert (folder / fi_name(1)).exists() and (folder / fi_name(2)).exists()  # kept for a person
+    assert sorted(p.name for p in folder.glob("*.damaged")) == sorted(
+        f"{fi_name(i)}{held.RECORD}.damaged" for i in (1, 2)
+    )
