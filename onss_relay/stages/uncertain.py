@@ -74,12 +74,19 @@ def describe(row: SetRow, quiet: float) -> str:
     return f"{row.go_name}: uncertain, {why}; nothing more of it is sent until {when}, then the server is read and the set finished"
 
 
-def why_uncertain(step: str, since: str) -> str:
-    """Why a set is uncertain, from its step and the time it became so."""
+def why_uncertain(step: str, since: str | None = None) -> str:
+    """Why a set is uncertain, from its step and the time it became so (a sentence for one set), or without the
+    time (``since`` None: the shorter words of the summary of all uncertain sets)."""
     if step in {str(s) for s in UNCERTAIN_STATES}:
+        if since is None:
+            return f"{step} when the relay stopped uncleanly"
         return f"it was {step} when the relay stopped uncleanly (found at {since})"
     if step == SERVER_LOOK:
+        if since is None:
+            return "the server could not be read to decide its GO"
         return f"the server could not be read at {since} to decide whether its GO is needed"
+    if since is None:
+        return f"its {step} on a connection given up"
     return f"its {step} was in flight on a connection given up at {since}"
 
 
@@ -93,13 +100,7 @@ def uncertain_wait(journal: Journal, quiet: float) -> str | None:
     if not waits:
         return None
     until, go_name, step = min(waits)
-    how = (
-        f"{step} when the relay stopped uncleanly"
-        if step in {str(s) for s in UNCERTAIN_STATES}
-        else "the server could not be read to decide its GO"
-        if step == SERVER_LOOK
-        else f"its {step} on a connection given up"
-    )
+    how = why_uncertain(step)
     return (
         f"{len(waits)} set(s) uncertain, a request possibly still in flight ({go_name}: {how}); nothing more of"
         f" them is sent until {local_time(until)}, then the server is read"
