@@ -9,12 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import Bench, bench_args, emit, timed
+from common import Bench, DelayProxy, bench_args, emit, timed
 
 from onss_relay.config import load_config
 from onss_relay.pipeline import Relay
 from tests.conftest import fi_name
-from tests.fixtures.tcpproxy import TcpProxy
 
 
 def relay_send(config: Path) -> int:
@@ -99,7 +98,7 @@ def main() -> None:
             }
         )
         b.clear_remote()
-        proxy = TcpProxy(b.sshd.port, delay=0.020)
+        proxy = DelayProxy(b.sshd.port, delay=0.020)
         wan = b.relay_config(port=proxy.port, name="relay-wan")
         b.declarations(wan.parent / "spool" / "outbox", n_wan, start=5000)
         t_relay = timed(lambda: relay_send(wan))

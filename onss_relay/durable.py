@@ -16,6 +16,7 @@ import shutil
 import socket
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import BinaryIO
 
@@ -43,6 +44,43 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+FSYNC_THREADS = 8  # files fsynced at once by fsync_files
+
+
+class _FsyncPool:
+    """The threads fsync_files runs on, made when first needed in each process (a forked child has none of its
+    parent's threads: it makes its own)."""
+
+    pool: ThreadPoolExecutor | None = None
+    pid = 0
+
+    @classmethod
+    def get(cls) -> ThreadPoolExecutor:
+        if cls.pool is None or cls.pid != os.getpid():
+            cls.pool, cls.pid = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="fsync"), os.getpid()
+        return cls.pool
+
+
+def fsync_files(files: list[tuple[Path, BinaryIO]]) -> None:
+    """Given files just written (each with the path an error names), make each one's bytes durable, several at
+    once: the disk takes the fsyncs of a signing batch (two files per set) together instead of one after the
+    other (on this project's machines an fsync waited ~0.1–0.4 ms, a quarter of claiming and signing's time);
+    raise the first error, by the files' order, after every fsync has ended."""
+
+    def one(item: tuple[Path, BinaryIO]) -> None:
+        with naming(item[0]):
+            os.fsync(item[1].fileno())
+
+    if len(files) < 2:
+        for item in files:
+            one(item)
+        return
+    futures = [_FsyncPool.get().submit(one, item) for item in files]
+    wait(futures)  # every fsync ended before any file is closed (a caller's abort closes them on an error)
+    for future in futures:
+        future.result()
 
 
 def sync_written(files: list[BinaryIO]) -> None:
@@ -135,9 +173,9 @@ class BatchWriter:
     def commit(self) -> None:
         """Make every file written so far durable under its name; raise (and remove the temps) on failure."""
         try:
+            fsync_files([(target, f) for _, target, f in self._pending])
             for _, target, f in self._pending:
                 with naming(target):
-                    os.fsync(f.fileno())
                     f.close()
             for tmp, target, _ in self._pending:
                 os.replace(tmp, target)

@@ -1,0 +1,55 @@
+"""fsync_files: the fsyncs of a signing batch run several at once (durable.py). An error names its file and is
+raised only once every fsync ended; a forked child (send --once's claiming and signing) gets threads of its own."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from onss_relay.durable import FSYNC_THREADS, BatchWriter, fsync_files
+
+
+def test_an_fsync_that_fails_names_its_file_and_the_others_are_still_synced(tmp_path: Path) -> None:
+    good = [tmp_path / f"f{i}" for i in range(5)]
+    files = [p.open("wb") for p in good]
+    r, w = os.pipe()  # fsync of a pipe fails (EINVAL): a real failing fsync, no mock
+    pipe = os.fdopen(w, "wb")
+    try:
+        items = [(p, f) for p, f in zip(good, files, strict=True)]
+        items.insert(2, (tmp_path / "the-pipe", pipe))
+        with pytest.raises(OSError) as e:
+            fsync_files(items)
+        assert e.value.errno == errno.EINVAL and e.value.filename == str(tmp_path / "the-pipe")
+    finally:
+        for f in [*files, pipe]:
+            f.close()
+        os.close(r)
+
+
+def test_a_forked_child_syncs_with_threads_of_its_own(tmp_path: Path) -> None:
+    parents = [tmp_path / f"p{i}" for i in range(4 * FSYNC_THREADS)]
+    fsync_files([(p, p.open("wb")) for p in parents])  # every thread of the parent's pool made, idle now
+    pid = os.fork()  # the parent's pool exists now; its threads do not exist in the child
+    if pid == 0:
+        try:
+            writer = BatchWriter(tmp_path)
+            for i in range(4):
+                writer.write(f"child{i}", b"x")
+            writer.commit()
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    for _ in range(200):  # 20 s: a child waiting on its parent's threads never ends
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        __import__("time").sleep(0.1)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child's fsyncs waited on threads that exist only in its parent")
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert sorted(p.name for p in tmp_path.glob("child*")) == [f"child{i}" for i in range(4)]
