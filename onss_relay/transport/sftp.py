@@ -285,9 +285,10 @@ class SftpTransport:
         return self.size(folder, name) is not None
 
     def run_uploads(self, uploads: Iterator[Upload | None], window: int = 64) -> None:
-        """Given uploads, run up to ``window`` at once, spread over the sessions: those open now, and the
-        others as they open (fewer when the window is smaller than their number: after failures, one set
-        at a time on one session)."""
+        """Given uploads, run up to ``window`` at once on the connection, spread over the sessions: those open
+        now (the first alone may carry the whole window), and the others as they open, each then taking its
+        share (fewer sessions when the window is smaller than their number: after failures, one set at a time
+        on one session)."""
         self.prepare_uploads()
         wanted = min(self.sessions, max(1, window))
         per_session = -(-window // wanted)
@@ -303,7 +304,7 @@ class SftpTransport:
             ]
 
         try:
-            run_pipelines(new_pipelines, uploads, self.timeout)
+            run_pipelines(new_pipelines, uploads, self.timeout, window=max(1, window))
         except NETWORK_ERRORS as e:
             raise _classify(e, "uploading") from None
 

@@ -221,9 +221,10 @@ class SftpPipeline:
     def finished(self, run: _UploadRun) -> None:
         self.active.discard(run)
 
-    def fill(self, take: Callable[[], Upload | None]) -> None:
-        """Start uploads taken from ``take`` while fewer than ``window`` are active on this session."""
-        while len(self.active) < self.window:
+    def fill(self, take: Callable[[], Upload | None], room: Callable[[], int]) -> None:
+        """Start uploads taken from ``take`` while fewer than ``window`` are active on this session and the
+        connection has ``room()`` for more."""
+        while len(self.active) < self.window and room() > 0:
             up = take()
             if up is None:
                 return
@@ -261,19 +262,38 @@ class _Driver:
     """The loop of ``run_pipelines``: sessions, the uploads source, and the event paramiko sets on data."""
 
     def __init__(
-        self, new_pipelines: Callable[[], list[SftpPipeline]], uploads: Iterator[Upload | None], timeout: float | None
+        self,
+        new_pipelines: Callable[[], list[SftpPipeline]],
+        uploads: Iterator[Upload | None],
+        timeout: float | None,
+        window: int | None = None,
     ) -> None:
         self.new_pipelines = new_pipelines
         self.source = iter(uploads)
         self.timeout = timeout
+        self.window = window  # uploads in flight on the connection, all sessions together (None: each its own)
         self.exhausted = False
         self.wake = threading.Event()  # set by paramiko when data (or the end) arrives on any of the sessions
         self.pipelines: list[SftpPipeline] = []
 
     def add_sessions(self) -> None:
-        for p in self.new_pipelines():
+        """Take the sessions opened since the last turn; with a window for the connection, share it among the
+        sessions open now: the first session alone may carry the whole window until the others open (they open
+        one after another, round trips each: at 20 ms each way the last opened ~0.6 s after the first, and the
+        first had a quarter of the window meanwhile); a session above its new share takes no more until under."""
+        fresh = self.new_pipelines()
+        for p in fresh:
             p.session.wake_on_data(self.wake)
             self.pipelines.append(p)
+        if fresh and self.window is not None:
+            for p in self.pipelines:
+                p.window = -(-self.window // len(self.pipelines))
+
+    def room(self) -> int:
+        """How many more uploads the connection's window takes now."""
+        if self.window is None:
+            return 1 << 30
+        return self.window - sum(len(p.active) for p in self.pipelines)
 
     def take(self) -> Upload | None:
         if self.exhausted:
@@ -288,7 +308,7 @@ class _Driver:
         """One turn: start uploads, open due gates or read ready replies; False once everything is finished."""
         self.add_sessions()
         for p in self.pipelines:
-            p.fill(self.take)
+            p.fill(self.take, self.room)
         due = [p for p in self.pipelines if p.gates_due()]
         for p in due:
             p.open_gates()
@@ -335,15 +355,19 @@ class _Driver:
 
 
 def run_pipelines(
-    new_pipelines: Callable[[], list[SftpPipeline]], uploads: Iterator[Upload | None], timeout: float | None
+    new_pipelines: Callable[[], list[SftpPipeline]],
+    uploads: Iterator[Upload | None],
+    timeout: float | None,
+    window: int | None = None,
 ) -> None:
-    """Given a source of SFTP sessions (one SSH connection may carry several, opening while this runs) and
-    uploads, run the uploads spread over the sessions from this one thread, until every upload is finished.
+    """Given a source of SFTP sessions (one SSH connection may carry several, opening while this runs),
+    uploads and how many may be in flight on the connection (None: each session's own window), run the uploads
+    spread over the sessions from this one thread, until every upload is finished.
 
     Uploads reaching a gate wait while more replies are ready to be read, so that one commit lets many of
     them through. No reply on any busy session for ``timeout`` seconds raises TimeoutError.
     """
-    driver = _Driver(new_pipelines, uploads, timeout)
+    driver = _Driver(new_pipelines, uploads, timeout, window)
     try:
         while driver.turn():
             pass
