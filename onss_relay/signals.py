@@ -17,7 +17,7 @@ log = structlog.get_logger(__name__)
 Action = Callable[[signal.Signals], None]
 
 _actions: dict[int, Action] = {}
-_thread: threading.Thread | None = None
+_pipe: tuple[int, int] | None = None  # (read, write) ends; the write end is the wakeup fd
 
 
 def act_on_signals(actions: Mapping[signal.Signals, Action]) -> None:
@@ -25,16 +25,35 @@ def act_on_signals(actions: Mapping[signal.Signals, Action]) -> None:
     main thread (Python's rule for signal handlers). The C-level handler writes the signal's number to a pipe
     (``signal.set_wakeup_fd``) the moment it lands, so the action runs then, even while the main thread is in a
     long call; the Python-level handler does nothing, it only keeps the default action (exit) away."""
-    global _thread
     _actions.update({int(s): a for s, a in actions.items()})
-    if _thread is None:
-        readable, writable = os.pipe()
-        os.set_blocking(writable, False)  # a signal handler never waits on a full pipe
-        signal.set_wakeup_fd(writable)
-        _thread = threading.Thread(target=_dispatch, args=(readable,), name="signals", daemon=True)
-        _thread.start()
+    if _pipe is None:
+        _listen()
     for s in actions:
         signal.signal(s, _nothing)
+
+
+def _listen() -> None:
+    """Open the pipe the signals' numbers are written to, and start the "signals" thread reading it."""
+    global _pipe
+    readable, writable = os.pipe()
+    os.set_blocking(writable, False)  # a signal handler never waits on a full pipe
+    signal.set_wakeup_fd(writable)
+    _pipe = (readable, writable)
+    threading.Thread(target=_dispatch, args=(readable,), name="signals", daemon=True).start()
+
+
+def _listen_again_in_child() -> None:
+    """In a forked child (send --once's claim child), listen on a pipe of its own: fork() copies no thread, and the
+    inherited wakeup fd is the parent's pipe (the child's SIGTERM would stop the parent, the child going on)."""
+    if _pipe is None:
+        return
+    inherited = _pipe
+    _listen()
+    for fd in inherited:
+        os.close(fd)
+
+
+os.register_at_fork(after_in_child=_listen_again_in_child)
 
 
 def _nothing(signum: int, frame: FrameType | None) -> None:

@@ -87,3 +87,31 @@ def test_a_signal_while_the_main_thread_holds_the_event_it_sets_is_not_a_deadloc
     except subprocess.TimeoutExpired:
         pytest.fail(f"{signal} while the main thread held the event's lock: the handler waited for ever on it")
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+CHILD = """
+import os, signal, sys, threading, time
+from pathlib import Path
+from onss_relay.commands.poll import stop_on_signals
+from onss_relay.forked import Forked
+from onss_relay.journal import open_journal_at
+stop, working = threading.Event(), Path(sys.argv[1]) / "working"
+stop_on_signals(stop)  # as send --once: the handlers first, then the claim child forked
+def work(journal):
+    working.touch()
+    return stop.wait(20)
+child = Forked(work, lambda: open_journal_at(Path(sys.argv[1]) / "journal.sqlite"), "test-child")
+while not working.exists():  # a signal landing inside fork() itself is dropped by Python in the child
+    time.sleep(0.01)
+os.kill(child._process.pid, signal.SIGTERM)  # as Forked.stop() does, or a kill of the whole process group
+assert child.result() is True, "the child never saw its SIGTERM: it went on with its work"
+assert not stop.is_set(), "the child's SIGTERM stopped its parent"
+"""
+
+
+def test_send_onces_claim_child_acts_on_its_own_sigterm(tmp_path: Path) -> None:
+    """The child forked by `send --once` (claim and sign) ends at a safe point on SIGTERM, as before the signals
+    thread: the thread reading the signals' pipe is not copied by fork(), and the pipe the child inherits is its
+    parent's (a SIGTERM to the child would stop the parent, and the child would go on)."""
+    r = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
