@@ -12,7 +12,6 @@ import errno
 import signal
 import threading
 import time
-from types import FrameType
 from typing import TYPE_CHECKING
 
 import structlog
@@ -28,13 +27,14 @@ from onss_relay.errors import (
 from onss_relay.health import Health, HealthSnapshot, relay_health, snapshot_of, write_report
 from onss_relay.hook_part import HookPart
 from onss_relay.leadership import TermStop, relay_lock_for
-from onss_relay.log import log_from_signal_handler, log_thread_death
+from onss_relay.log import log_thread_death
 from onss_relay.pipeline import Relay
 from onss_relay.reload import reloaded
 from onss_relay.results import IN_FLIGHT_QUIET
 from onss_relay.retention import Pruner
 from onss_relay.sd_notify import Notifier
 from onss_relay.services import Running, Service
+from onss_relay.signals import act_on_signals
 from onss_relay.spool_identity import check_spool_identity
 from onss_relay.stage_set import relay_stages
 from onss_relay.stage_thread import Stage
@@ -74,18 +74,19 @@ class Daemon:
         self._status = ""  # the last systemd STATUS sent while running  # per-second warnings said once, until they end
 
     def install_signal_handlers(self) -> None:
-        def on_stop(signum: int, frame: FrameType | None) -> None:
-            log_from_signal_handler(log, "stopping", signal=signal.Signals(signum).name)
-            self.notifier.send("STOPPING=1")
+        """SIGTERM/SIGINT stop, SIGHUP reloads: acted on in the "signals" thread (signals.py), never in a handler
+        that could wait on a lock the main thread holds in its own ``stop.wait()``."""
+
+        def on_stop(signum: signal.Signals) -> None:
             self.stopping.set()
             self.stop.set()
+            self.notifier.send("STOPPING=1")
+            log.info("stopping", signal=signum.name)
 
-        def on_hup(signum: int, frame: FrameType | None) -> None:
+        def on_hup(signum: signal.Signals) -> None:
             self._reload.set()
 
-        signal.signal(signal.SIGTERM, on_stop)
-        signal.signal(signal.SIGINT, on_stop)
-        signal.signal(signal.SIGHUP, on_hup)
+        act_on_signals({signal.SIGTERM: on_stop, signal.SIGINT: on_stop, signal.SIGHUP: on_hup})
 
     def wait_for_lock(self) -> bool:
         """Take the relay lock, waiting as a standby while another relay holds it; False if stopped first."""

@@ -2,7 +2,8 @@
 
 A one-shot send claims and signs in a child while the parent uploads: each gets a core, instead of both
 competing for one interpreter. The child is forked, so it must be started before the parent starts any
-thread (a fork copies locks other threads may hold).
+thread (a fork copies locks other threads may hold); the one exception, the "signals" thread (signals.py), holds
+no lock while it waits for a signal, and the child listens with a thread of its own.
 
 The child dies with its parent (Linux's parent-death signal): a `send --once` ended by SIGTERM or SIGKILL (a cron
 job's `timeout`, the OOM killer) took its claim-and-sign child with it, which went on alone holding the spool's

@@ -166,10 +166,3 @@ def log_thread_death(args: threading.ExceptHookArgs) -> None:
         error=f"{args.exc_type.__name__}: {args.exc_value}",
         where=where,
     )
-
-
-def log_from_signal_handler(logger: Any, event: str, **fields: Any) -> None:
-    """Given a logger, an event and its fields, log it from a signal handler: on a thread of its own, since the handler runs
-    in the main thread between two of its bytecodes, perhaps inside a log write that holds the stream's lock (not
-    re-entrant): logging there would wait for ever on the lock the interrupted write holds."""
-    threading.Thread(target=lambda: logger.info(event, **fields), name="signal-log", daemon=True).start()

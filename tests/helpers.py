@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -97,7 +98,8 @@ class Daemon:
         if self.debug:
             args += ["--log-level", "debug"]
         with self.log.open("ab") as f:
-            self.proc = subprocess.Popen(args, stdout=f, stderr=f, env={**os.environ, **(self.env or {})})
+            env = {**os.environ, "PYTHONFAULTHANDLER": "1", **(self.env or {})}  # stacks on SIGABRT (see stop)
+            self.proc = subprocess.Popen(args, stdout=f, stderr=f, env=env)
         return self.proc
 
     def kill(self) -> None:
@@ -114,11 +116,19 @@ class Daemon:
             self.kill()
 
     def stop(self, timeout: float = 20) -> int:
-        """SIGTERM it and return its exit status (it must exit within ``timeout`` seconds)."""
+        """SIGTERM it and return its exit status (it must exit within ``timeout`` seconds). One that does not is
+        sent SIGABRT: faulthandler writes every thread's stack into its log, and it does not run on after the
+        test (a stop that hung once in a full-suite run left only its log, the daemon polling on)."""
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else 0
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
+            raise
 
 
 def seeded_rng(variable: str) -> random.Random:

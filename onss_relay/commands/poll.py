@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import signal
 import threading
-from types import FrameType
 
 import structlog
 
-from onss_relay.log import log_from_signal_handler
 from onss_relay.pipeline import Relay
+from onss_relay.signals import act_on_signals
 from onss_relay.stages.poll import PollReport
 
 log = structlog.get_logger(__name__)
@@ -25,12 +24,11 @@ def poll_until_stopped(relay: Relay) -> PollReport:
 def stop_on_signals(stop: threading.Event) -> None:
     """Given a stop event, make SIGTERM and SIGINT set it (a one-shot command ends at its next safe point)."""
 
-    def on_stop(signum: int, frame: FrameType | None) -> None:
-        log_from_signal_handler(log, "stopping", signal=signal.Signals(signum).name)
+    def on_stop(signum: signal.Signals) -> None:
         stop.set()
+        log.info("stopping", signal=signum.name)
 
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
+    act_on_signals({signal.SIGTERM: on_stop, signal.SIGINT: on_stop})  # in a thread, never in a handler
 
 
 def summary(report: PollReport) -> str:
