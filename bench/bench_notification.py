@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from common import REPO, SENDER, emit, lower_is_better
+from common import REPO, SENDER, emit, lower_is_better, world
 
 from onss_relay import identity
 from onss_relay.simulator import Verdict, acrf_xml, notification_xml
@@ -108,7 +107,7 @@ def sent_set(root: Path) -> tuple[Path, str, Path]:
 
 def one_form_figures(anomalies: int) -> list[dict[str, object]]:
     """Poll a one-Form notification of ``anomalies`` anomalies; return its figures beside xml.etree's."""
-    root = Path(tempfile.mkdtemp(prefix="onss-bench-noti1-"))
+    root = world("onss-bench-noti1-")
     config, go, out = sent_set(root)
     cli = [sys.executable, "-m", "onss_relay.cli"]
     ticket = "0380579A83Q1Z"
@@ -151,7 +150,7 @@ def main() -> None:
     args = bench_args(__doc__)
     size = (40 if args.quick else 200) << 20
     one_form = one_form_figures(60_000)
-    root = Path(tempfile.mkdtemp(prefix="onss-bench-noti-"))
+    root = world("onss-bench-noti-")
     config, go, out = sent_set(root)
     cli = [sys.executable, "-m", "onss_relay.cli"]
     ticket = "0380579A83Q1Z"

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import SENDER, bench_args, emit, lower_is_better
+from common import BENCH_DIR, SENDER, bench_args, emit, lower_is_better
 
 from onss_relay.commands.status import status_json
 from onss_relay.config import PollConfig
@@ -76,7 +76,7 @@ def median_ms(fn: object, runs: int = 7) -> float:
 def main() -> None:
     args = bench_args(__doc__)
     n = 10_000 if args.quick else 100_000
-    with tempfile.TemporaryDirectory(prefix="onss-bench-page-") as d:
+    with tempfile.TemporaryDirectory(prefix="onss-bench-page-", dir=BENCH_DIR) as d:
         root = Path(d)
         from onss_relay.config import load_config
 

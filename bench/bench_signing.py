@@ -8,11 +8,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from common import bench_args, emit
+from common import bench_args, emit, world
 from cryptography.hazmat.primitives import serialization
 
 from onss_relay import identity, signature
@@ -30,7 +28,7 @@ def main() -> None:
     args = bench_args(__doc__)
     n = 200 if args.quick else 1000
     big_mb = 100 if args.quick else 500
-    d = Path(tempfile.mkdtemp(prefix="onss-bench-sign-"))
+    d = world("onss-bench-sign-")
     ident = identity.self_signed_identity(d, "bench", key_type="rsa")
     key = d / "signer.key"
     key.write_bytes(

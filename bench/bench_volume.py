@@ -21,13 +21,13 @@ import argparse
 import json
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import world as new_world  # noqa: E402
 from volume_journal import grow  # noqa: E402
 from volume_steps import Step, count, rates, run_step, usage  # noqa: E402
 
@@ -142,7 +142,7 @@ def main() -> None:
     history = (QUICK if args.quick else FULL)["history"] if args.history is None else args.history
     poll_files = args.poll_files or (QUICK if args.quick else FULL)["poll_files"]
     limit = args.limit * 60 if args.limit else None
-    root = Path(tempfile.mkdtemp(prefix="onss-volume-"))
+    root = new_world("onss-volume-")
     figures: list[dict[str, object]] = []
     try:
         if not args.skip_poll:

@@ -10,12 +10,11 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-from common import REPO, bench_args, emit, lower_is_better
+from common import REPO, bench_args, emit, lower_is_better, world
 
 from onss_relay import identity
 from onss_relay.config import load_config
@@ -111,7 +110,7 @@ def rss_with_waiting_sets(config: Path, n: int) -> float:
 def main() -> None:
     args = bench_args(__doc__)
     n_lat, n_rss = (100, 2000) if args.quick else (300, 10000)
-    base = Path(tempfile.mkdtemp(prefix="onss-bench-watch-"))
+    base = world("onss-bench-watch-")
     inotify, inotify_go = claim_latencies(make_relay_dir(base / "inotify", "false"), n_lat)
     polling, polling_go = claim_latencies(make_relay_dir(base / "polling", "true"), n_lat)
     rss_inotify = rss_with_waiting_sets(make_relay_dir(base / "rss-inotify", "false"), n_rss)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import resource
@@ -34,14 +35,22 @@ from tests.fixtures.sshd import SshServer, keygen  # noqa: E402
 BENCH_DIR = os.environ.get("ONSS_BENCH_DIR", "/var/tmp/onss-bench")
 
 
+def world(prefix: str) -> Path:
+    """Given a prefix, return a new empty folder for a benchmark's files under BENCH_DIR (made, marked a top of
+    a hierarchy, the first time), deleted when the benchmark's process ends (a 500 MB file was left behind)."""
+    if not Path(BENCH_DIR).is_dir():
+        Path(BENCH_DIR).mkdir(parents=True)
+        subprocess.run(["chattr", "+T", BENCH_DIR], stderr=subprocess.DEVNULL, check=False)  # ext4 only
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=BENCH_DIR))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 class Bench:
     """A temporary world: sshd with the six folders, a client key, a signing identity, a relay config."""
 
     def __init__(self) -> None:
-        if not Path(BENCH_DIR).is_dir():
-            Path(BENCH_DIR).mkdir(parents=True)
-            subprocess.run(["chattr", "+T", BENCH_DIR], stderr=subprocess.DEVNULL, check=False)  # ext4 only
-        self.root = Path(tempfile.mkdtemp(prefix="onss-bench-", dir=BENCH_DIR))
+        self.root = world("onss-bench-")
         self.cleared = 0  # remote folders set aside by clear_remote
         self.sshd = SshServer(self.root / "sshd")
         self.sshd.setup()
@@ -186,4 +195,4 @@ def emit(figures: list[dict[str, object]], path: Path | None = None) -> None:
         path.write_text(json.dumps(figures, indent=2))
 
 
-__all__ = ["Bench", "DelayProxy", "SENDER", "emit", "timed", "peak_rss_mb_children"]
+__all__ = ["Bench", "DelayProxy", "world", "SENDER", "emit", "timed", "peak_rss_mb_children"]
