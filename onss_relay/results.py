@@ -3,7 +3,6 @@ What a result says is the set's view (views/set_view.py); this module only keeps
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +14,7 @@ import structlog
 from onss_relay.config import PollConfig
 from onss_relay.durable import atomic_write
 from onss_relay.journal import Journal, SetRow, State
+from onss_relay.json_text import dumps_indented
 from onss_relay.spool import Spool
 from onss_relay.views.set_view import document_of as document_of  # the set's one view, as JSON
 from onss_relay.views.set_view import set_views
@@ -40,7 +40,8 @@ def write_result(spool: Spool, journal: Journal, row: SetRow, poll: PollConfig |
 def _write_document(spool: Spool, row: SetRow, doc: dict[str, Any]) -> Path:
     """Given a set and its JSON document, (re)write results/<GO name>.json atomically and return its path."""
     path = spool.results / f"{row.go_name}.json"
-    atomic_write(path, json.dumps(doc, indent=2).encode(), sync=False)  # derived from the journal
+    # json.dumps(doc, indent=2)'s text, without its pure-Python encoder (json_text.py)
+    atomic_write(path, dumps_indented(doc).encode(), sync=False)  # derived from the journal
     return path
 
 
