@@ -295,15 +295,17 @@ class SqlJournal(ResponseTable, KeyTable, WorkerTable, SequenceTable):
             rows = db.execute("SELECT * FROM sets ORDER BY updated_at DESC LIMIT ?", (limit,)).fetchall()
         return [set_row(r) for r in rows]
 
-    def sets_changed_after(self, change: int, limit: int | None = None) -> list[SetRow]:
+    def sets_changed_after(
+        self, change: int, limit: int | None = None, without_data: frozenset[State] = frozenset()
+    ) -> list[SetRow]:
         """Given a value of the change counter, return the sets written after it (at most ``limit``), in the order
-        of their change."""
+        of their change; those in a state of ``without_data`` with an empty SetData (not parsed)."""
         sql = "SELECT * FROM sets WHERE change_seq > ? ORDER BY change_seq"
         if limit:
             sql += f" LIMIT {int(limit)}"
         with self._read() as db:
             rows = db.execute(sql, (change,)).fetchall()
-        return [set_row(r) for r in rows]
+        return [set_row(r, bare=r["state"] in without_data) for r in rows]
 
     def sets_updated_until(self, until: float, after: tuple[float, str], limit: int) -> list[SetRow]:
         """Given a time, a position (updated_at, GO name) and a page size, return up to ``limit`` sets last
