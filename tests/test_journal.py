@@ -289,3 +289,46 @@ def test_set_data_with_records_or_other_containers_is_not_kept_as_written() -> N
     plain = SetData(sizes={"FI.c": 3}, fs=("FS.c",))
     assert SetData.from_json(plain.to_json()) is plain
     assert SetData.from_json(plain.to_json()) == model.SetData._parse(plain.to_json())
+
+
+def test_a_gate_that_changes_no_data_keeps_the_stored_text_and_an_old_version_is_still_rewritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 27 (parentcpu): each gate (uploading with ``uncertain=None``, go_sending with no change) wrote the
+    set's data again, the same JSON (~25 us each, two per set). A change that sets nothing new now keeps the
+    text stored; data stored by an older version is still rewritten in this version's form."""
+    import json
+
+    from onss_relay.journal import model
+    from onss_relay.journal.data_change import DataChange
+
+    j = open_journal_at(tmp_path / "j.db")
+    go, old = "GO.DIMN.123456.20261201.00001.T.1", "GO.DIMN.123456.20261201.00002.T.1"
+    for name in (go, old):
+        j.add_set(name, "T", [name.replace("GO.", "FI.", 1) + ".1"], SetData(sizes={"FI.a": 1}))
+        j.transition(name, State.SIGNED, data=DataChange(fs=("FS.a",), digests={"FI.a": "sha256:ab"}))
+    v1 = json.dumps({"sizes": {"FI.a": 1}, "fs": ["FS.a"], "digests": {"FI.a": "sha256:ab"}})
+    with sqlite3.connect(tmp_path / "j.db") as db:
+        db.execute("UPDATE sets SET data = ? WHERE go_name = ?", (v1, old))
+
+    def stored() -> dict[str, str]:
+        with sqlite3.connect(tmp_path / "j.db") as db:
+            return dict(db.execute("SELECT go_name, data FROM sets").fetchall())
+
+    before = stored()
+    dumped: list[SetData] = []
+    real = SetData.to_json
+    monkeypatch.setattr(SetData, "to_json", lambda self: dumped.append(self) or real(self))
+    j.transition_many(
+        [
+            model.Change(go, State.UPLOADING, data=DataChange(uncertain=None)),
+            model.Change(old, State.UPLOADING, data=DataChange(uncertain=None)),
+        ]
+    )
+    j.transition(go, State.GO_SENDING)
+    after = stored()
+    assert after[go] == before[go] and len(dumped) == 1  # only the old version's text written again
+    assert json.loads(after[old])["version"] == model.DATA_VERSION and SetData.from_json(after[old]).fs == ("FS.a",)
+    j.transition(go, State.SENT, data=DataChange(sent_dir="/sent/x", fs=("FS.a",)))  # one value new: written
+    assert json.loads(stored()[go])["sent_dir"] == "/sent/x" and len(dumped) == 2
+    j.close()

@@ -17,6 +17,7 @@ import structlog
 from onss_relay.errors import IllegalTransition
 from onss_relay.journal.data_change import DataChange
 from onss_relay.journal.model import (
+    DATA_VERSION,
     DONE,
     Change,
     NewSet,
@@ -38,6 +39,7 @@ log = structlog.get_logger(__name__)
 
 S = State
 NO_CHANGE = DataChange()
+CURRENT_DATA = f'{{"version": {DATA_VERSION}, '  # how SetData.to_json's text of this version starts
 # every write to a set takes the next value of the change counter, in the same transaction (results follow it)
 
 
@@ -171,10 +173,8 @@ class SqlJournal(ResponseTable, KeyTable, WorkerTable, SequenceTable):
             return
         now = time.time()
         with self._tx() as db:
-            current = {
-                name: (state, at, SetData.from_json(data))
-                for name, (state, at, data) in self._rows_of(db, [c.go_name for c in changes]).items()
-            }
+            stored = self._rows_of(db, [c.go_name for c in changes])
+            current = {name: (state, at, SetData.from_json(data)) for name, (state, at, data) in stored.items()}
             updates, history, logged = [], [], []
             for c in changes:
                 if c.go_name not in current:
@@ -187,9 +187,11 @@ class SqlJournal(ResponseTable, KeyTable, WorkerTable, SequenceTable):
                 merged = c.data.applied_to(data)
                 current[c.go_name] = (c.state, now, merged)
                 outcome = outcome_of(c.go_name, c.state, merged)
-                updates.append(
-                    (c.state, now, merged.to_json(), c.ticket, c.reason, int(c.archived), outcome, c.go_name)
-                )
+                text = stored[c.go_name][2]
+                if merged is not data or not (text and text.startswith(CURRENT_DATA)):  # the gates change no data: kept
+                    text = merged.to_json()
+                    stored[c.go_name] = (c.state, now, text)
+                updates.append((c.state, now, text, c.ticket, c.reason, int(c.archived), outcome, c.go_name))
                 history.append((c.go_name, c.state, now, c.detail))
                 logged.append((c, str(state), updated_at))
             db.executemany(
