@@ -332,3 +332,19 @@ def test_a_gate_that_changes_no_data_keeps_the_stored_text_and_an_old_version_is
     j.transition(go, State.SENT, data=DataChange(sent_dir="/sent/x", fs=("FS.a",)))  # one value new: written
     assert json.loads(stored()[go])["sent_dir"] == "/sent/x" and len(dumped) == 2
     j.close()
+
+
+def test_a_child_forked_while_the_parsed_cache_is_locked_can_still_use_it() -> None:
+    """The parsed-data cache is shared by threads under a lock: a child forked while another thread held it
+    (the uploading threads run while a command may fork) gets a lock of its own, not one held forever."""
+    from onss_relay.journal import model
+
+    with model._PARSED._lock:
+        pid = os.fork()
+        if pid == 0:  # the child: remember a value, with a time limit in case the lock is still held
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)  # killed by it, if stuck
+            signal.alarm(5)
+            model._PARSED.remember("{}", SetData())
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

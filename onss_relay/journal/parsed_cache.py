@@ -4,6 +4,7 @@ time was a tenth of the uploading process's CPU (issue 27). Only immutable value
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Generic, TypeVar
 
@@ -17,6 +18,11 @@ class ParsedCache(Generic[T]):
     def __init__(self, kept: int) -> None:
         self.kept = kept
         self._values: dict[str, T] = {}
+        self._lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        """In a forked child: a lock another thread of the parent held at the fork is held by no one here."""
         self._lock = threading.Lock()
 
     def get(self, text: str) -> T | None:
