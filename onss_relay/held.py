@@ -91,12 +91,13 @@ def hold_many(root: Path, originals: list[tuple[SetRow, Path]], dest: Path) -> l
     folder.mkdir(parents=True)
     planned: list[tuple[SetRow, Path, Path]] = []
     entries: dict[str, dict[str, Any]] = {}
+    booted = boot_id()  # read once per batch: a file read per original was a tenth of holding it
     for row, original in originals:
         name, n = original.name, 0
         while name in entries:  # the same name twice in one batch (sets sent again): never one over the other
             n += 1
             name = f"{original.name}.{n}"
-        entries[name] = _record_for(row, original, dest, inode=True)
+        entries[name] = _record_for(row, original, dest, inode=True, booted=booted)
         planned.append((row, original, folder / name))
     record = BatchWriter(folder.parent)
     record.write(batch + BATCH_RECORD, json.dumps({"held": entries}).encode())
@@ -118,9 +119,12 @@ def hold_many(root: Path, originals: list[tuple[SetRow, Path]], dest: Path) -> l
     return held + [hold(root, row, original, dest) for row, original in elsewhere]
 
 
-def _record_for(row: SetRow, original: Path, dest: Path, inode: bool = False) -> dict[str, Any]:
+def _record_for(
+    row: SetRow, original: Path, dest: Path, inode: bool = False, booted: str | None = None
+) -> dict[str, Any]:
     """Given a sent set, its outbox original and where its copy was archived, return the hold record of it
-    (with ``inode``, the original's inode number: a rename within its filesystem keeps it)."""
+    (with ``inode``, the original's inode number: a rename within its filesystem keeps it; ``booted``: the
+    kernel's boot id when already read)."""
     st = original.stat()
     record: dict[str, Any] = {
         "file": original.name,
@@ -130,7 +134,7 @@ def _record_for(row: SetRow, original: Path, dest: Path, inode: bool = False) ->
         "mtime_ns": st.st_mtime_ns,
         "held_at": time.time(),
         "boottime": boottime(),  # the time held is counted on this clock: NTP never steps it
-        "boot_id": boot_id(),
+        "boot_id": boot_id() if booted is None else booted,
         "sent_dir": str(dest),
     }
     return record | {"ino": st.st_ino} if inode else record

@@ -20,7 +20,7 @@ from onss_relay.hook_record import HookRecord
 from onss_relay.hooks import DueOnly
 from onss_relay.journal import IN_FLIGHT, Journal, State, open_journal
 from onss_relay.orphan_temps import remove_orphan_temps
-from onss_relay.results import ResultsWriter
+from onss_relay.results import ResultsWriter, WhileSending
 from onss_relay.spool import Spool
 from onss_relay.stages.claim import Claimer
 from onss_relay.stages.link import process_responses
@@ -141,21 +141,9 @@ class Relay:
             self.uploader.warm_up()  # connect while the first sets are claimed and signed
         upload = UploadReport()
         claimed = 0
-
-        def signing() -> bool:
-            return not child.done()
-
         try:
-            while True:
-                done_signing = not signing()
-                round_ = self.uploader.upload_pending(more=signing)
-                upload.sent += round_.sent
-                upload.quarantined += round_.quarantined
-                upload.error = upload.error or round_.error
-                upload.waiting = round_.waiting  # uncertain sets, as the last round left them
-                if done_signing or upload.error or self.stop.is_set():
-                    break
-                self.stop.wait(0.05)
+            with WhileSending(self.results, self.stop):  # sets sent get their results while the others go
+                self._upload_while_signing(child, upload)
             if self.stop.is_set():
                 child.stop()
             else:
@@ -171,6 +159,24 @@ class Relay:
             max(0, self._failed_sets() - failed_sets),
             stopped=self.stop.is_set(),
         )
+
+    def _upload_while_signing(self, child: Forked[int], upload: UploadReport) -> None:
+        """Given the forked signing child and the run's upload report, upload rounds until signing is done and a
+        last round found everything signed, or an error or a stop; add each round to the report."""
+
+        def signing() -> bool:
+            return not child.done()
+
+        while True:
+            done_signing = not signing()
+            round_ = self.uploader.upload_pending(more=signing)
+            upload.sent += round_.sent
+            upload.quarantined += round_.quarantined
+            upload.error = upload.error or round_.error
+            upload.waiting = round_.waiting  # uncertain sets, as the last round left them
+            if done_signing or upload.error or self.stop.is_set():
+                break
+            self.stop.wait(0.05)
 
     def _anything_to_send(self) -> bool:
         if self.journal.sets_in(*IN_FLIGHT, limit=1):

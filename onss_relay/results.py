@@ -3,7 +3,7 @@ What a result says is the set's view (views/set_view.py); this module only keeps
 
 from __future__ import annotations
 
-import json
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +15,7 @@ import structlog
 from onss_relay.config import PollConfig
 from onss_relay.durable import atomic_write
 from onss_relay.journal import Journal, SetRow, State
+from onss_relay.json_text import dumps_indented
 from onss_relay.spool import Spool
 from onss_relay.views.set_view import document_of as document_of  # the set's one view, as JSON
 from onss_relay.views.set_view import set_views
@@ -40,7 +41,8 @@ def write_result(spool: Spool, journal: Journal, row: SetRow, poll: PollConfig |
 def _write_document(spool: Spool, row: SetRow, doc: dict[str, Any]) -> Path:
     """Given a set and its JSON document, (re)write results/<GO name>.json atomically and return its path."""
     path = spool.results / f"{row.go_name}.json"
-    atomic_write(path, json.dumps(doc, indent=2).encode(), sync=False)  # derived from the journal
+    # json.dumps(doc, indent=2)'s text, without its pure-Python encoder (json_text.py)
+    atomic_write(path, dumps_indented(doc).encode(), sync=False)  # derived from the journal
     return path
 
 
@@ -58,6 +60,7 @@ class ResultsWriter:
         self.journal = journal
         self.cursor_path = spool.paths.root / "results.cursor"
         self.done = self._read_cursor()
+        self._saved = -1  # the value this catch-up wrote to results.cursor last (-1: none yet)
         if self.done == 0:  # every result is written again: retention must look at all of them again too
             from onss_relay.retention import forget_walk  # retention reads this module: imported when needed
 
@@ -81,7 +84,13 @@ class ResultsWriter:
             return 0
         return done if done <= self.journal.last_change() else 0
 
-    def catch_up(self, stop: threading.Event | None = None, in_flight_quiet: float | None = None) -> int:
+    def catch_up(
+        self,
+        stop: threading.Event | None = None,
+        in_flight_quiet: float | None = None,
+        holding: frozenset[State] = IN_FLIGHT,
+        page: int = RESULTS_PAGE,
+    ) -> int:
         """Given the relay's stop event and how long a set in flight must stay in one state before its result says
         it (``self.in_flight_quiet`` when None), write the result of every set changed since the last call; return
         how many were written. With ``stop`` set (SIGTERM), end between two pages, never before the first: the
@@ -91,13 +100,16 @@ class ResultsWriter:
         written only once it stayed that long in that state: a set passing through those states in a burst has
         its file written at its claim and when sent, not at each step (each rewrite creates a file, and frees
         one new files must scan past on ext4). The cursor kept on disk stays before every set left unwritten, so
-        a restart writes them."""
+        a restart writes them. ``holding`` (IN_FLIGHT unless said) are the states held so; ``page``: sets read at
+        a time."""
         quiet = self.in_flight_quiet if in_flight_quiet is None else in_flight_quiet
         written = 0
         said = 0  # written when the last progress line was said
         with self._lock:
-            while rows := self.journal.sets_changed_after(self.done, RESULTS_PAGE):  # any number, a page held
-                written += self._write_page(rows, quiet)
+            self._saved = -1  # written at least once per catch-up (another process may have written it meanwhile)
+            bare = holding if quiet else frozenset()  # a set held is only noted: its data is not read
+            while rows := self.journal.sets_changed_after(self.done, page, bare):  # any number, a page held
+                written += self._write_page(rows, quiet, holding)
                 self.done = max(self.done, *(row.change for row in rows))
                 self._save_cursor()
                 if written - said >= PROGRESS_EVERY:  # a long catch-up (a lost results.cursor) says how far it is
@@ -108,13 +120,13 @@ class ResultsWriter:
                     return written
             return written + self._write_quiet(quiet)
 
-    def _write_page(self, rows: list[SetRow], in_flight_quiet: float) -> int:
-        """Given sets changed since the cursor, write their results, the sets in flight left for later when
-        ``in_flight_quiet``; return how many were written."""
+    def _write_page(self, rows: list[SetRow], in_flight_quiet: float, holding: frozenset[State] = IN_FLIGHT) -> int:
+        """Given sets changed since the cursor, write their results, the sets in ``holding`` states left for later
+        when ``in_flight_quiet``; return how many were written."""
         now = time.monotonic()
         due = []
         for row in rows:
-            if in_flight_quiet and row.state in IN_FLIGHT:
+            if in_flight_quiet and row.state in holding:
                 self._waiting[row.go_name] = (row.change, now)  # written once it stayed in this state
                 continue
             self._waiting.pop(row.go_name, None)
@@ -146,4 +158,42 @@ class ResultsWriter:
     def _save_cursor(self) -> None:
         """Write how far the results got: before the first set left waiting, so that a restart writes it."""
         kept = min([self.done, *(change - 1 for change, _ in self._waiting.values())])
+        if kept == self._saved:  # this catch-up wrote it already (a page of sets held while `send --once` uploads)
+            return
         atomic_write(self.cursor_path, f"{kept}\n".encode())
+        self._saved = kept
+
+
+HELD_WHILE_SENDING = IN_FLIGHT | {State.QUEUED}  # states `send --once` still moves a set out of
+WHILE_SENDING_EVERY = 0.5  # seconds between two catch-ups while `send --once` uploads
+
+
+class WhileSending:
+    """Given the results writer and the relay's stop event, a thread that, while `send --once` uploads, writes the
+    results of the sets already in a state this run leaves them in (sent, quarantined, or not touched by it),
+    so that the catch-up after the last upload (serial: ~0.24 ms per set) has only the last ones left. Sets
+    still queued or on their way out are held (the cursor kept before them, catch_up's in_flight_quiet) and
+    written by that catch-up, as they were: no set's file is written more often than before."""
+
+    def __init__(self, writer: ResultsWriter, stop: threading.Event) -> None:
+        self.writer = writer
+        self.stop = stop
+        self.over = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="results-while-sending", daemon=True)
+
+    def __enter__(self) -> WhileSending:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        """The uploads are over (or stopped, or failed): end after the page at hand."""
+        self.over.set()
+        self.thread.join()
+
+    def _run(self) -> None:
+        while not self.over.wait(WHILE_SENDING_EVERY) and not self.stop.is_set():
+            try:
+                self.writer.catch_up(self.stop, math.inf, HELD_WHILE_SENDING)
+            except Exception as e:  # the catch-up after the uploads writes them again, or says what stops it
+                log.warning("results_while_sending_stopped", error=str(e))
+                return

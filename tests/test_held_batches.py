@@ -145,3 +145,18 @@ def test_the_gos_archived_together_are_one_empty_file(cfg: Config, monkeypatch: 
     monkeypatch.setattr(os, "link", no_links)
     spool.archive({f"GO.{i}": [] for i in range(6, 9)}, dt.date(2026, 12, 1))
     assert len({(dest / f"GO.{i}").stat().st_ino for i in range(6, 9)}) == 3
+
+
+def test_a_batch_reads_the_boot_id_once_and_every_record_carries_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 27 (parentcpu): each original held read /proc/sys/kernel/random/boot_id again (a file read per set
+    sent); a batch reads it once, and each of its entries still carries it."""
+    reads: list[int] = []
+    monkeypatch.setattr(held, "boot_id", lambda: reads.append(1) or "the-boot")
+    root = tmp_path / "spool"
+    hold(root, root / "outbox", {fi_name(i): b"<DmfA/>" for i in range(1, 6)})
+    [record] = (root / "held").glob("*.held-batch.json")
+    entries = json.loads(record.read_text())["held"]
+    assert len(entries) == 5 and {e["boot_id"] for e in entries.values()} == {"the-boot"}
+    assert len(reads) == 1

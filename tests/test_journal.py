@@ -233,3 +233,118 @@ def test_set_data_is_stored_as_asdict_would_without_deep_copying_it(monkeypatch:
     monkeypatch.setattr(copy, "deepcopy", no_copy)
     assert data.to_json() == expected
     assert SetData.from_json(data.to_json()) == data
+
+
+def test_a_set_row_read_again_is_parsed_once_and_equals_a_fresh_parse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 27 (parentcpu): the uploading process read each set's row ~6 times on its way out (refill, taken
+    batch, both gates, sent, results), parsing its JSON each time (a tenth of its CPU). A text read or just
+    written is parsed once; what a read returns is still what parsing its text gives, type for type."""
+    from onss_relay.journal import model
+
+    parsed: list[str] = []
+    real = model.SetData._parse
+
+    def counting(text: str) -> SetData:
+        parsed.append(text)
+        return real(text)
+
+    monkeypatch.setattr(model.SetData, "_parse", staticmethod(counting))
+    j = open_journal_at(tmp_path / "j.db")
+    name = "GO.DIMN.123456.20261201.00001.T.1"
+    j.add_set(
+        name, "T", [name.replace("GO.", "FI.", 1) + ".1"], SetData(sizes={"FI.a": 1}, identities={"FI.a": (3, 4)})
+    )
+    for _ in range(3):
+        row = j.get_set(name)
+        assert row is not None
+    j.transition(name, State.SIGNED, data=model.DataChange(fs=("FS.a",), digests={"FI.a": "sha256:ab"}))
+    for _ in range(3):
+        row = j.get_set(name)
+        assert row is not None
+    assert len(parsed) <= 1  # the first read of the row the claim wrote (another process in a real run)
+    stored = j.sets_in(State.SIGNED)[0].data
+    with sqlite3.connect(tmp_path / "j.db") as db:
+        fresh = real(db.execute("SELECT data FROM sets").fetchone()[0])
+    assert stored == fresh
+    assert {f: type(getattr(stored, f)) for f in ("sizes", "fs", "digests", "identities")} == {
+        f: type(getattr(fresh, f)) for f in ("sizes", "fs", "digests", "identities")
+    }
+    assert stored.identities["FI.a"] == (3, 4) and type(stored.identities["FI.a"]) is tuple
+
+
+def test_set_data_with_records_or_other_containers_is_not_kept_as_written() -> None:
+    """What a row read gives back is a parse's: a SetData holding records, a list or another Mapping is never
+    handed back as it was written (only plain data, equal to its parse type for type, is)."""
+    import types
+
+    from onss_relay.journal import model
+
+    odd = SetData(sizes=types.MappingProxyType({"FI.b": 2}), fs=["FS.b"])  # type: ignore[arg-type]
+    back = SetData.from_json(odd.to_json())
+    assert back is not odd and type(back.sizes) is dict and back.fs == ("FS.b",)
+    with_acrf = SetData(acrf=model.AcrfRecord("1", True, "T", "/f", (model.CodeMeaning("c", "d"),)))
+    assert SetData.from_json(with_acrf.to_json()) is not with_acrf
+    plain = SetData(sizes={"FI.c": 3}, fs=("FS.c",))
+    assert SetData.from_json(plain.to_json()) is plain
+    assert SetData.from_json(plain.to_json()) == model.SetData._parse(plain.to_json())
+
+
+def test_a_gate_that_changes_no_data_keeps_the_stored_text_and_an_old_version_is_still_rewritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 27 (parentcpu): each gate (uploading with ``uncertain=None``, go_sending with no change) wrote the
+    set's data again, the same JSON (~25 us each, two per set). A change that sets nothing new now keeps the
+    text stored; data stored by an older version is still rewritten in this version's form."""
+    import json
+
+    from onss_relay.journal import model
+    from onss_relay.journal.data_change import DataChange
+
+    j = open_journal_at(tmp_path / "j.db")
+    go, old = "GO.DIMN.123456.20261201.00001.T.1", "GO.DIMN.123456.20261201.00002.T.1"
+    for name in (go, old):
+        j.add_set(name, "T", [name.replace("GO.", "FI.", 1) + ".1"], SetData(sizes={"FI.a": 1}))
+        j.transition(name, State.SIGNED, data=DataChange(fs=("FS.a",), digests={"FI.a": "sha256:ab"}))
+    v1 = json.dumps({"sizes": {"FI.a": 1}, "fs": ["FS.a"], "digests": {"FI.a": "sha256:ab"}})
+    with sqlite3.connect(tmp_path / "j.db") as db:
+        db.execute("UPDATE sets SET data = ? WHERE go_name = ?", (v1, old))
+
+    def stored() -> dict[str, str]:
+        with sqlite3.connect(tmp_path / "j.db") as db:
+            return dict(db.execute("SELECT go_name, data FROM sets").fetchall())
+
+    before = stored()
+    dumped: list[SetData] = []
+    real = SetData.to_json
+    monkeypatch.setattr(SetData, "to_json", lambda self: dumped.append(self) or real(self))
+    j.transition_many(
+        [
+            model.Change(go, State.UPLOADING, data=DataChange(uncertain=None)),
+            model.Change(old, State.UPLOADING, data=DataChange(uncertain=None)),
+        ]
+    )
+    j.transition(go, State.GO_SENDING)
+    after = stored()
+    assert after[go] == before[go] and len(dumped) == 1  # only the old version's text written again
+    assert json.loads(after[old])["version"] == model.DATA_VERSION and SetData.from_json(after[old]).fs == ("FS.a",)
+    j.transition(go, State.SENT, data=DataChange(sent_dir="/sent/x", fs=("FS.a",)))  # one value new: written
+    assert json.loads(stored()[go])["sent_dir"] == "/sent/x" and len(dumped) == 2
+    j.close()
+
+
+def test_a_child_forked_while_the_parsed_cache_is_locked_can_still_use_it() -> None:
+    """The parsed-data cache is shared by threads under a lock: a child forked while another thread held it
+    (the uploading threads run while a command may fork) gets a lock of its own, not one held forever."""
+    from onss_relay.journal import model
+
+    with model._PARSED._lock:
+        pid = os.fork()
+        if pid == 0:  # the child: remember a value, with a time limit in case the lock is still held
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)  # killed by it, if stuck
+            signal.alarm(5)
+            model._PARSED.remember("{}", SetData())
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

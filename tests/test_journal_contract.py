@@ -134,6 +134,22 @@ def test_data_of_version_1_still_reads() -> None:
     assert SetData.from_json(data.to_json()) == data
 
 
+def test_sets_changed_after_leaves_the_data_of_sets_in_the_states_asked_unread(journal: Journal) -> None:
+    """Issue 27 (parentcpu): the results thread of `send --once` only notes sets it holds (queued, on their way
+    out): their rows come with an empty SetData, every other row whole, in the order of their change."""
+    other = "GO.DIMN.123456.20260101.00001.T.1"
+    journal.add_set(GO, "T", [FI], SetData(sizes={FI: 5}))
+    journal.add_set(other, "T", ["FI.DIMN.123456.20260101.00001.T.1.1"], SetData(sizes={"x": 7}))
+    journal.transition(other, State.SIGNED)
+    rows = journal.sets_changed_after(0, without_data=frozenset({State.QUEUED}))
+    assert [(r.go_name, r.state, dict(r.data.sizes)) for r in rows] == [
+        (GO, State.QUEUED, {}),
+        (other, State.SIGNED, {"x": 7}),
+    ]
+    assert rows[0].parts == [FI] and rows[0].change < rows[1].change
+    assert journal.sets_changed_after(0)[0].data.sizes == {FI: 5}
+
+
 def test_sets_changed_after_a_counter_value_and_one_sequence_per_sender_date_environment(journal: Journal) -> None:
     journal.add_set(GO, "T", [FI])
     mark = journal.last_change()

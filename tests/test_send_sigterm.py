@@ -42,3 +42,15 @@ def test_send_once_stopped_by_sigterm_stops_cleanly_and_the_next_goes_on(relay_d
     assert r.returncode == 0, r.stderr[-2000:]
     assert "unclean_stop_found" not in r.stderr and "uncertain" not in r.stdout, r.stdout + r.stderr[-2000:]
     assert len(list(remote.glob("GO.*"))) == n
+    # every set's results file says what the journal has (issue 27: results are written while uploading now)
+    from onss_relay.config import load_config
+    from onss_relay.journal import open_journal_at
+    from onss_relay.spool import Spool
+    from tests.test_results_while_sending import assert_every_result_is_the_sets_document
+
+    cfg = load_config(config, environ={})
+    journal = open_journal_at(cfg.paths.journal_path)
+    try:
+        assert assert_every_result_is_the_sets_document(Spool(cfg.paths), journal) == n
+    finally:
+        journal.close()

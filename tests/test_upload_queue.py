@@ -81,3 +81,20 @@ def test_a_set_waiting_out_its_quiet_period_is_taken_once_the_period_passed_thou
         assert work.take() == gos[1] and work.take() is None
     finally:
         j.close()
+
+
+def test_the_gates_look_for_work_files_as_path_exists_did(tmp_path: Path) -> None:
+    """Issue 27 (parentcpu): the change check at the gates looks for a set's FS and signed copies with os.stat on
+    strings (no Path made twice per set); it answers as Path.exists did: absent, under a file or named with a NUL
+    is False, present True, any other error raised."""
+    from onss_relay.stages.upload import _exists
+
+    (tmp_path / "FS.a").write_bytes(b"x")
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    for name in ("FS.a", "FS.b", "FS.a/under", "bad\x00name", "loop"):
+        assert _exists(str(tmp_path / name)) == (tmp_path / name).exists(), name
+    with pytest.raises(OSError, match="too long"):
+        _exists(str(tmp_path / ("x" * 300)))
+    with pytest.raises(OSError):
+        (tmp_path / ("x" * 300)).exists()

@@ -171,10 +171,12 @@ class Journal(Protocol):
         last notification, without workers or anomalies (what a table shows)."""
         ...
 
-    def sets_changed_after(self, change: int, limit: int | None = None) -> list[SetRow]:
+    def sets_changed_after(
+        self, change: int, limit: int | None = None, without_data: frozenset[State] = frozenset()
+    ) -> list[SetRow]:
         """Given a value of the change counter (a monotonically increasing number set in the same transaction as
         each write to a set), return the sets written after it, oldest change first; at most ``limit`` of them
-        when given."""
+        when given; the sets in a state of ``without_data`` with an empty SetData (their data not parsed)."""
         ...
 
     def sets_updated_until(self, until: float, after: tuple[float, str], limit: int) -> list[SetRow]:

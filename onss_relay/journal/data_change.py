@@ -44,6 +44,18 @@ class DataChange:
     same_content_ok: bool | Keep = KEEP
 
     def applied_to(self, data: SetData) -> SetData:
-        """Given a set's data, return a copy with the fields this change sets."""
-        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return dataclasses.replace(data, **{name: value for name, value in given.items() if value is not KEEP})
+        """Given a set's data, return a copy with the fields this change sets; ``data`` itself when it already
+        holds every value this change sets, of the same type (a gate's ``uncertain=None``: the journal then
+        keeps the text it has stored instead of writing the same again)."""
+        given = {}
+        for name in _FIELDS:
+            value = getattr(self, name)
+            if value is KEEP:
+                continue
+            held = getattr(data, name)
+            if type(value) is not type(held) or value != held:
+                given[name] = value
+        return dataclasses.replace(data, **given) if given else data
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(DataChange))  # read once: dataclasses.fields builds a tuple

@@ -17,6 +17,7 @@ import structlog
 from onss_relay.errors import IllegalTransition
 from onss_relay.journal.data_change import DataChange
 from onss_relay.journal.model import (
+    DATA_VERSION,
     DONE,
     Change,
     NewSet,
@@ -38,6 +39,7 @@ log = structlog.get_logger(__name__)
 
 S = State
 NO_CHANGE = DataChange()
+CURRENT_DATA = f'{{"version": {DATA_VERSION}, '  # how SetData.to_json's text of this version starts
 # every write to a set takes the next value of the change counter, in the same transaction (results follow it)
 
 
@@ -171,10 +173,8 @@ class SqlJournal(ResponseTable, KeyTable, WorkerTable, SequenceTable):
             return
         now = time.time()
         with self._tx() as db:
-            current = {
-                name: (state, at, SetData.from_json(data))
-                for name, (state, at, data) in self._rows_of(db, [c.go_name for c in changes]).items()
-            }
+            stored = self._rows_of(db, [c.go_name for c in changes])
+            current = {name: (state, at, SetData.from_json(data)) for name, (state, at, data) in stored.items()}
             updates, history, logged = [], [], []
             for c in changes:
                 if c.go_name not in current:
@@ -187,9 +187,11 @@ class SqlJournal(ResponseTable, KeyTable, WorkerTable, SequenceTable):
                 merged = c.data.applied_to(data)
                 current[c.go_name] = (c.state, now, merged)
                 outcome = outcome_of(c.go_name, c.state, merged)
-                updates.append(
-                    (c.state, now, merged.to_json(), c.ticket, c.reason, int(c.archived), outcome, c.go_name)
-                )
+                text = stored[c.go_name][2]
+                if merged is not data or not (text and text.startswith(CURRENT_DATA)):  # the gates change no data: kept
+                    text = merged.to_json()
+                    stored[c.go_name] = (c.state, now, text)
+                updates.append((c.state, now, text, c.ticket, c.reason, int(c.archived), outcome, c.go_name))
                 history.append((c.go_name, c.state, now, c.detail))
                 logged.append((c, str(state), updated_at))
             db.executemany(
@@ -295,15 +297,17 @@ class SqlJournal(ResponseTable, KeyTable, WorkerTable, SequenceTable):
             rows = db.execute("SELECT * FROM sets ORDER BY updated_at DESC LIMIT ?", (limit,)).fetchall()
         return [set_row(r) for r in rows]
 
-    def sets_changed_after(self, change: int, limit: int | None = None) -> list[SetRow]:
+    def sets_changed_after(
+        self, change: int, limit: int | None = None, without_data: frozenset[State] = frozenset()
+    ) -> list[SetRow]:
         """Given a value of the change counter, return the sets written after it (at most ``limit``), in the order
-        of their change."""
+        of their change; those in a state of ``without_data`` with an empty SetData (not parsed)."""
         sql = "SELECT * FROM sets WHERE change_seq > ? ORDER BY change_seq"
         if limit:
             sql += f" LIMIT {int(limit)}"
         with self._read() as db:
             rows = db.execute(sql, (change,)).fetchall()
-        return [set_row(r) for r in rows]
+        return [set_row(r, bare=r["state"] in without_data) for r in rows]
 
     def sets_updated_until(self, until: float, after: tuple[float, str], limit: int) -> list[SetRow]:
         """Given a time, a position (updated_at, GO name) and a page size, return up to ``limit`` sets last

@@ -57,8 +57,12 @@ def column(r: Row, name: str, default: T) -> T:
     return r[name] if name in names else default
 
 
-def set_row(r: Row) -> SetRow:
-    """Given a row of the sets table, return it as a SetRow."""
+NO_DATA = SetData()  # the data of a row read bare (frozen: one for all; building it took ~7 us)
+
+
+def set_row(r: Row, bare: bool = False) -> SetRow:
+    """Given a row of the sets table (and whether its data is left unread: an empty SetData), return it as a
+    SetRow."""
     return SetRow(
         go_name=r["go_name"],
         env=r["env"],
@@ -68,7 +72,7 @@ def set_row(r: Row) -> SetRow:
         updated_at=r["updated_at"],
         reason=r["reason"],
         ticket=r["ticket"],
-        data=SetData.from_json(r["data"]),
+        data=NO_DATA if bare else SetData.from_json(r["data"]),
         archived=bool(r["archived"]),
         change=column(r, "change_seq", 0),
     )

@@ -10,6 +10,7 @@ upload_connections.py; the marker of requests possibly in flight, and what a sta
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -175,24 +176,29 @@ class Uploader:
     def check_unchanged(self, row: SetRow) -> None:
         """Given a set about to be sent, raise CannotSend if an FI was rewritten since it was claimed,
         and OSError if one of its files is gone or unreadable."""
+        work, outbox = os.fspath(self.spool.work), os.fspath(self.spool.outbox)  # strings: twice per set sent
         for name in (*row.data.fs, *row.data.digests):
-            if not (self.spool.work / name).exists():
+            if not _exists(os.path.join(work, name)):
                 what = "signature file" if name in row.data.fs else "signed copy of the declaration"
                 raise CannotSend(f"{what} missing from work/", f"{name}: not in {self.spool.work}; nothing was sent")
         for fi in row.parts:
-            fd = os.open(self.spool.outbox / fi, os.O_RDONLY)  # readable: permission denied shows here, not mid-upload
+            fd = os.open(os.path.join(outbox, fi), os.O_RDONLY)  # readable: permission denied shows here
             try:
                 st = os.fstat(fd)
             finally:
                 os.close(fd)
-            if not same_as_signed(row, self.spool.outbox / fi, st):  # a chmod or a hard link alone is no change
-                expected = row.data.sizes[fi]
-                detail = (
-                    f"{fi}: {expected} bytes when claimed, {st.st_size} bytes now"
-                    if st.st_size != expected
-                    else f"{fi}: rewritten after it was claimed and signed (same size, new content?)"
-                )
-                raise CannotSend("declaration changed after it was claimed", detail)
+            # same_as_signed's first answer, without its Path; a chmod or a hard link alone is no change
+            if (row.data.unchanged(fi, st) and fi in row.data.identities) or same_as_signed(
+                row, self.spool.outbox / fi, st
+            ):
+                continue
+            expected = row.data.sizes[fi]
+            detail = (
+                f"{fi}: {expected} bytes when claimed, {st.st_size} bytes now"
+                if st.st_size != expected
+                else f"{fi}: rewritten after it was claimed and signed (same size, new content?)"
+            )
+            raise CannotSend("declaration changed after it was claimed", detail)
 
     def archive(self, rows: list[SetRow]) -> None:
         """Given sets already recorded as done, move their FI, FS and a GO into sent/YYYY-MM-DD/ and mark them
@@ -204,6 +210,20 @@ class Uploader:
     def archive_finished(self) -> None:
         """Complete the archiving of sets that were recorded done (an answer came first) or sent before a crash."""
         self.archive(self.journal.unarchived_done())
+
+
+def _exists(path: str) -> bool:
+    """Given a path, whether it exists, as Path.exists says (False when absent; an error such as permission
+    denied raised), without making a Path."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
+            return False
+        raise
+    except ValueError:  # a NUL in the name
+        return False
+    return True
 
 
 class _Worker:
