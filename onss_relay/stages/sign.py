@@ -151,6 +151,8 @@ class Signer:
                 raise SignatureError(f"{fs_name} (dropped beside its FI) does not verify: {e}") from None
         else:
             s = self.cfg.signing
-            content = signature.fs_content_for(self.identity(), snapshot, s.digest, s.layout, digest)
+            # loaded once; fs_content_for checks the certificate against this FS's own signing time
+            identity = self._identity or self.identity()
+            content = signature.fs_content_for(identity, snapshot, s.digest, s.layout, digest)
         writer.write(fs_name, content)
         return fs_name
