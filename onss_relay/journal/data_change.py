@@ -45,5 +45,17 @@ class DataChange:
 
     def applied_to(self, data: SetData) -> SetData:
         """Given a set's data, return a copy with the fields this change sets."""
-        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        given = {name: getattr(self, name) for name in field_names(DataChange)}
         return dataclasses.replace(data, **{name: value for name, value in given.items() if value is not KEEP})
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def field_names(cls: type) -> tuple[str, ...]:
+    """Given a dataclass, return its fields' names in declaration order (``dataclasses.fields`` builds them
+    anew at each call: three times per set signed, twice per gate passed)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
