@@ -163,23 +163,26 @@ class BatchWriter:
         """Where ``name`` is written until the commit renames it into place (readable meanwhile)."""
         return self.folder / temp_name(name)
 
-    def _open(self, name: str) -> BinaryIO:
-        f = self.staged(name).open("wb")
-        self._pending.append((self.staged(name), self.folder / name, f))
-        return f
+    def _open(self, name: str) -> tuple[Path, BinaryIO]:
+        """Given a name, open its staged file; return the path it will have and the file (paths made once: two
+        files per set signed)."""
+        staged, target = self.staged(name), self.folder / name
+        f = staged.open("wb")
+        self._pending.append((staged, target, f))
+        return target, f
 
     def write(self, name: str, data: bytes) -> None:
-        f = self._open(name)
-        with naming(self.folder / name):  # a full disk says which file
+        target, f = self._open(name)
+        with naming(target):  # a full disk says which file
             f.write(data)
             f.flush()
 
     def copy(self, name: str, src: Path, algorithm: str) -> bytes:
         """Given a file, copy it here as ``name`` (streamed, constant memory) and return the digest of exactly the
         bytes copied: a private snapshot that no writer of ``src`` can change afterwards."""
-        f = self._open(name)
+        target, f = self._open(name)
         h = hashlib.new(algorithm)
-        with src.open("rb") as source, naming(self.folder / name):
+        with src.open("rb") as source, naming(target):
             while chunk := source.read(COPY_CHUNK):
                 h.update(chunk)
                 f.write(chunk)

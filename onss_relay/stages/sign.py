@@ -142,8 +142,8 @@ class Signer:
     def _write_fs(self, snapshot: Path, fi_name: str, digest: bytes, row: SetRow, writer: BatchWriter) -> str:
         """Given the FI's snapshot (still under its temp name) and its digest, write its FS; return the FS name."""
         fs_name = format_name(fs_name_for(parse_name(fi_name)))
-        premade = self.spool.outbox / fs_name
-        if fs_name in row.data.extras and premade.exists():
+        premade = self.spool.outbox / fs_name if fs_name in row.data.extras else None
+        if premade is not None and premade.exists():
             content = premade.read_bytes()
             try:
                 signature.verify(snapshot, content)
