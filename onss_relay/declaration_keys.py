@@ -63,7 +63,8 @@ def declaration_keys(*paths: Path) -> tuple[tuple[str, str], ...]:
     try:
         with contextlib.ExitStack() as stack:
             files: list[IO[bytes]] = [stack.enter_context(open_part(p)) for p in sorted(paths, key=_part_number)]
-            f, encoding = stack.enter_context(_as_utf8(cast(IO[bytes], _Joined(files))))
+            joined = files[0] if len(files) == 1 else cast(IO[bytes], _Joined(files))  # one part: itself
+            f, encoding = stack.enter_context(_as_utf8(joined))
             for forms, head in enumerate(_form_heads(f, encoding), 1):
                 _add_keys(keys, head)
                 if forms >= MAX_FORMS:
