@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -199,32 +200,42 @@ class SetData:
 
     @staticmethod
     def from_json(text: str) -> SetData:
-        """Given stored JSON of any version, return the SetData (version 1 had the same keys, as dicts)."""
-        raw: dict[str, Any] = json.loads(text) if text else {}
-        version = raw.pop("version", 1)
-        if version > DATA_VERSION:
-            raise IllegalTransition(f"set data version {version} is newer than this onss-relay knows ({DATA_VERSION})")
-        acrf = raw.get("acrf")
-        return SetData(
-            sizes=dict(raw.get("sizes", {})),
-            mtimes=dict(raw.get("mtimes", {})),
-            extras=tuple(raw.get("extras", ())),
-            identities={k: (int(v[0]), int(v[1])) for k, v in raw.get("identities", {}).items()},
-            fs=tuple(raw.get("fs", ())),
-            digests=dict(raw.get("digests", {})),
-            sent_dir=raw.get("sent_dir"),
-            acrf=_acrf_from(acrf) if acrf else None,
-            notifications=tuple(_notification_from(n) for n in raw.get("notifications", ())),
-            other_responses=tuple(raw.get("other_responses", ())),
-            answers=tuple(
-                AnswerRecord(a["kind"], a.get("name", ""), a.get("file", ""), dict(a.get("fields", {})))
-                for a in raw.get("answers", ())
-            ),
-            warnings=tuple(raw.get("warnings", ())),
-            uncertain=Uncertain(**raw["uncertain"]) if raw.get("uncertain") else None,
-            content=raw.get("content"),
-            same_content_ok=bool(raw.get("same_content_ok", False)),
-        )
+        """Given stored JSON of any version, return the SetData (version 1 had the same keys, as dicts).
+
+        The same text read again gives the same (immutable) SetData without parsing it again: a set's row is
+        read to be worked on and read again in the transaction that records the change (twice per signing
+        batch, twice per upload gate)."""
+        return _set_data(text)
+
+
+@functools.lru_cache(maxsize=512)  # the rows of the batches in work (~2 KB each)
+def _set_data(text: str) -> SetData:
+    """Given stored JSON of any version, parse it into a SetData (see SetData.from_json)."""
+    raw: dict[str, Any] = json.loads(text) if text else {}
+    version = raw.pop("version", 1)
+    if version > DATA_VERSION:
+        raise IllegalTransition(f"set data version {version} is newer than this onss-relay knows ({DATA_VERSION})")
+    acrf = raw.get("acrf")
+    return SetData(
+        sizes=dict(raw.get("sizes", {})),
+        mtimes=dict(raw.get("mtimes", {})),
+        extras=tuple(raw.get("extras", ())),
+        identities={k: (int(v[0]), int(v[1])) for k, v in raw.get("identities", {}).items()},
+        fs=tuple(raw.get("fs", ())),
+        digests=dict(raw.get("digests", {})),
+        sent_dir=raw.get("sent_dir"),
+        acrf=_acrf_from(acrf) if acrf else None,
+        notifications=tuple(_notification_from(n) for n in raw.get("notifications", ())),
+        other_responses=tuple(raw.get("other_responses", ())),
+        answers=tuple(
+            AnswerRecord(a["kind"], a.get("name", ""), a.get("file", ""), dict(a.get("fields", {})))
+            for a in raw.get("answers", ())
+        ),
+        warnings=tuple(raw.get("warnings", ())),
+        uncertain=Uncertain(**raw["uncertain"]) if raw.get("uncertain") else None,
+        content=raw.get("content"),
+        same_content_ok=bool(raw.get("same_content_ok", False)),
+    )
 
 
 def _fields_of(record: Any) -> dict[str, Any]:
