@@ -123,7 +123,13 @@ def circuit_tests() -> tuple[tuple[str, str], ...]:
 
 def sent_application_codes(extra: Iterable[str] = ()) -> frozenset[str]:
     """Return the codes senders send: the shipped table's, plus ``extra`` (watch.extra_application_codes)."""
-    return frozenset(c for c, a in application_codes().items() if a.direction == "sent") | frozenset(extra)
+    return _shipped_sent_codes() | frozenset(extra)
+
+
+@cache
+def _shipped_sent_codes() -> frozenset[str]:
+    """The shipped table's codes senders send (asked for each set claimed: made once, as the table is read)."""
+    return frozenset(c for c, a in application_codes().items() if a.direction == "sent")
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -335,4 +341,4 @@ def group_sets(names: Iterable[Name]) -> dict[str, list[Name]]:
 def missing_parts(go: Name, present: Iterable[Name]) -> list[str]:
     """Given a set's GO name and the FI parts present, return the names of the absent parts."""
     have = {format_name(p) for p in present}
-    return [format_name(p) for p in part_names(go) if format_name(p) not in have]
+    return [name for p in part_names(go) if (name := format_name(p)) not in have]
