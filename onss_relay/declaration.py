@@ -17,6 +17,7 @@ from pathlib import Path
 
 from onss_relay.declaration_encoding import encoding_problem
 from onss_relay.names import Name, environment_note
+from onss_relay.part_bytes import open_part
 
 CHUNK = 1 << 16
 ANY_BYTE = "iso-8859-1"  # an encoding in which every byte is a character: structure checked, encoding not
@@ -83,7 +84,7 @@ def _fd_flags(fdinfo: str) -> int:
 
 def looks_like_xml(path: Path) -> bool:
     """Whether the file starts (after a byte-order mark and white space) with ``<``."""
-    with path.open("rb") as f:
+    with open_part(path) as f:
         head = f.read(512)
     return head.removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"<")
 
@@ -129,7 +130,7 @@ def _problem_in(paths: list[Path], encoding: str | None = None) -> str | None:
     parser.EntityDeclHandler = refuse_entities  # no entity expansion bombs from an outbox
     try:
         for path in paths:
-            with path.open("rb") as f:
+            with open_part(path) as f:
                 while chunk := f.read(CHUNK):
                     parser.Parse(chunk, False)
         parser.Parse(b"", True)

@@ -13,6 +13,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from onss_relay.part_bytes import open_part
+
 CHUNK = 1 << 16
 # appendix F: byte-order marks (the longer UTF-32 ones first), then the first four bytes of "<?" without one
 BOMS = (
@@ -68,7 +70,7 @@ def _documents(parts: list[Path]) -> Iterator[list[Path]]:
     mark starts one."""
     current: list[Path] = []
     for part in parts:
-        with part.open("rb") as f:
+        with open_part(part) as f:
             head = read_head(f.read(512))
         if current and (head.has_prolog or head.bom):
             yield current
@@ -80,7 +82,7 @@ def _documents(parts: list[Path]) -> Iterator[list[Path]]:
 
 def _document_problem(parts: list[Path]) -> str | None:
     """Given the parts of one document, return how its bytes depart from its encoding, or None."""
-    with parts[0].open("rb") as f:
+    with open_part(parts[0]) as f:
         head = read_head(f.read(CHUNK))
     if not head.has_prolog and head.family is None:
         return next(filter(None, (_first_non_ascii(p) for p in parts)), None)
@@ -137,7 +139,7 @@ def _undecodable(parts: list[Path], skip: int, codec: str, shown: str, said: str
     offset in it), or None."""
     decoder = codecs.getincrementaldecoder(codec)("strict")
     for part in parts:
-        with part.open("rb") as f:
+        with open_part(part) as f:
             f.seek(skip if part is parts[0] else 0)
             offset = f.tell()
             while chunk := f.read(CHUNK):
@@ -169,7 +171,7 @@ def _pending(decoder: codecs.IncrementalDecoder) -> int:
 def _first_non_ascii(part: Path) -> str | None:
     """Given a file without an XML prolog, say where its first non-ASCII byte is, or return None."""
     offset = 0
-    with part.open("rb") as f:
+    with open_part(part) as f:
         while chunk := f.read(CHUNK):
             if not chunk.isascii():
                 at = offset + next(i for i, b in enumerate(chunk) if b > 0x7F)

@@ -32,6 +32,7 @@ import structlog
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
 
+from onss_relay.part_bytes import open_part
 from onss_relay.responses.reading import local, original_form_key
 
 log = structlog.get_logger(__name__)
@@ -61,8 +62,9 @@ def declaration_keys(*paths: Path) -> tuple[tuple[str, str], ...]:
     keys: dict[tuple[str, str], None] = {}
     try:
         with contextlib.ExitStack() as stack:
-            files: list[IO[bytes]] = [stack.enter_context(p.open("rb")) for p in sorted(paths, key=_part_number)]
-            f, encoding = stack.enter_context(_as_utf8(cast(IO[bytes], _Joined(files))))
+            files: list[IO[bytes]] = [stack.enter_context(open_part(p)) for p in sorted(paths, key=_part_number)]
+            joined = files[0] if len(files) == 1 else cast(IO[bytes], _Joined(files))  # one part: itself
+            f, encoding = stack.enter_context(_as_utf8(joined))
             for forms, head in enumerate(_form_heads(f, encoding), 1):
                 _add_keys(keys, head)
                 if forms >= MAX_FORMS:

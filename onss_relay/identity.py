@@ -115,15 +115,16 @@ def _check_key_type(path: Path, key: object) -> rsa.RSAPrivateKey | ec.EllipticC
 def check_certificate(identity: Identity, now: dt.datetime | None = None, warning_days: int = 30) -> str | None:
     """Given an Identity, raise CertificateError if it cannot sign now; return a warning when it expires soon."""
     now = now or dt.datetime.now(dt.UTC)
-    dates = f"valid from {identity.not_before:%Y-%m-%d %H:%M} to {identity.not_after:%Y-%m-%d %H:%M} UTC"
-    if now < identity.not_before:
+    not_before, not_after = identity.not_before, identity.not_after
+    if not_before <= now <= not_after and days_left(identity, now) > warning_days:
+        return None  # the signer asks before every FS: its dates are written out only when something is said
+    dates = f"valid from {not_before:%Y-%m-%d %H:%M} to {not_after:%Y-%m-%d %H:%M} UTC"
+    if now < not_before:
         raise CertificateError(f"{identity.source}: the signing certificate is not valid yet ({dates})")
-    if now > identity.not_after:
+    if now > not_after:
         raise CertificateError(f"{identity.source}: the signing certificate has expired ({dates}); {RENEW}")
     left = days_left(identity, now)
-    if left <= warning_days:
-        return f"{identity.source}: the signing certificate expires in {left} days ({dates}); {RENEW}"
-    return None
+    return f"{identity.source}: the signing certificate expires in {left} days ({dates}); {RENEW}"
 
 
 @dataclasses.dataclass(frozen=True)

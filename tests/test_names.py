@@ -144,3 +144,23 @@ def test_go_name_never_has_a_part_number(n: Name) -> None:
     go = go_name_for(n.with_prefix(Prefix.FI) if n.prefix not in (Prefix.GO, Prefix.TD) else n)
     assert go.part is None and go.total == n.total
     assert parse_name(format_name(go)) == go
+
+
+@given(
+    st.one_of(
+        st.dates().map(lambda d: d.strftime("%Y%m%d")),
+        st.text(alphabet="0123456789", min_size=6, max_size=9),
+        st.text(max_size=9),
+    )
+)
+def test_a_names_creation_date_is_what_strptime_reads(field: str) -> None:
+    name = Name(Prefix.FI, "DMFA", "123456", field, "00001", Env.T, 1, 1)
+    try:
+        expected: dt.date | str = dt.datetime.strptime(field, "%Y%m%d").date()
+    except ValueError as e:
+        expected = str(e)
+    try:
+        got: dt.date | str = name.creation_date
+    except ValueError as e:
+        got = str(e)
+    assert got == expected

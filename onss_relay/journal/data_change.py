@@ -59,3 +59,15 @@ class DataChange:
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(DataChange))  # read once: dataclasses.fields builds a tuple
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def field_names(cls: type) -> tuple[str, ...]:
+    """Given a dataclass, return its fields' names in declaration order (``dataclasses.fields`` builds them
+    anew at each call: three times per set signed, twice per gate passed)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names

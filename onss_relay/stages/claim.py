@@ -26,6 +26,7 @@ from onss_relay.durable import atomic_write
 from onss_relay.errors import JournalError
 from onss_relay.journal import Journal, NewSet, SequenceKey, SetData, SetRow, State
 from onss_relay.names import Name, Prefix, format_name, missing_parts, parse_name
+from onss_relay.part_bytes import read_once
 from onss_relay.sent_names import SentNames
 from onss_relay.spool import Spool
 from onss_relay.stages.claim_rules import latest_plausible_today, refusal, sent_before, with_keys, with_warnings
@@ -125,14 +126,11 @@ class Claimer:
         sequences: dict[tuple[str, str, str, str], str] = {}  # claimed in this page, not in the journal yet
         names: set[str] = set()
         for group, new in ready:
-            if not self._complete(group, new, busy):
-                continue
-            checked = self._admit(group, new, batch, sequences)
-            if checked is None:
-                continue
-            parts = [group.fis[n] for n in new.parts]
-            batch.append(with_keys(with_warnings(checked, parts), parts))
-            names |= set(group.fis) | set(group.extras)
+            with read_once([group.fis[n] for n in new.parts]):  # a small set's bytes read once for every check
+                checked = self._checked(group, new, busy, batch, sequences)
+            if checked is not None:
+                batch.append(checked)
+                names |= set(group.fis) | set(group.extras)
         self._record(batch, names)
         # only once recorded: a journal that refused the commit (busy, full) finds them settled at the next scan,
         # which fails again until it commits, instead of a scan that touches nothing and looks like a recovery
@@ -141,6 +139,25 @@ class Claimer:
             self._xml_seen.pop(new.go_name, None)
         self._rows, self._used = {}, {}
         return [new.go_name for new in batch]
+
+    def _checked(
+        self,
+        group: _SetFiles,
+        new: NewSet,
+        busy: set[Path],
+        batch: list[NewSet],
+        sequences: dict[tuple[str, str, str, str], str],
+    ) -> NewSet | None:
+        """Given a set ready by its names and settle delay, the files held open for writing, the sets claimed
+        before it in this page and their sequences, return it checked and carrying its warnings and keys, or
+        None (still being written, or quarantined)."""
+        if not self._complete(group, new, busy):
+            return None
+        checked = self._admit(group, new, batch, sequences)
+        if checked is None:
+            return None
+        parts = [group.fis[n] for n in new.parts]
+        return with_keys(with_warnings(checked, parts), parts)
 
     def _settled(self, key: str, files: list[Seen]) -> bool:
         """Given a set of this page and its files as the scan saw them, feed them to the settle tracker and return

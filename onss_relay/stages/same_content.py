@@ -11,6 +11,7 @@ from pathlib import Path
 from onss_relay.journal import Journal, SetRow, State
 from onss_relay.local_time import local_time
 from onss_relay.names import parse_name
+from onss_relay.part_bytes import open_part, part_size
 
 CHUNK = 1 << 20
 CONTENT_KEY = "content"  # the set_keys kind holding a set's content digest
@@ -20,8 +21,8 @@ def content_digest(parts: list[Path]) -> str:
     """Given a set's FI files in part order, return "sha256:<hex>" over each part's size and bytes."""
     h = hashlib.sha256()
     for path in parts:
-        with path.open("rb") as f:
-            h.update(f"{path.stat().st_size}:".encode())
+        with open_part(path) as f:
+            h.update(f"{part_size(path)}:".encode())
             while chunk := f.read(CHUNK):
                 h.update(chunk)
     return f"sha256:{h.hexdigest()}"

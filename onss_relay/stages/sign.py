@@ -142,8 +142,8 @@ class Signer:
     def _write_fs(self, snapshot: Path, fi_name: str, digest: bytes, row: SetRow, writer: BatchWriter) -> str:
         """Given the FI's snapshot (still under its temp name) and its digest, write its FS; return the FS name."""
         fs_name = format_name(fs_name_for(parse_name(fi_name)))
-        premade = self.spool.outbox / fs_name
-        if fs_name in row.data.extras and premade.exists():
+        premade = self.spool.outbox / fs_name if fs_name in row.data.extras else None
+        if premade is not None and premade.exists():
             content = premade.read_bytes()
             try:
                 signature.verify(snapshot, content)
@@ -151,6 +151,8 @@ class Signer:
                 raise SignatureError(f"{fs_name} (dropped beside its FI) does not verify: {e}") from None
         else:
             s = self.cfg.signing
-            content = signature.fs_content_for(self.identity(), snapshot, s.digest, s.layout, digest)
+            # loaded once; fs_content_for checks the certificate against this FS's own signing time
+            identity = self._identity or self.identity()
+            content = signature.fs_content_for(identity, snapshot, s.digest, s.layout, digest)
         writer.write(fs_name, content)
         return fs_name
