@@ -96,8 +96,10 @@ def test_echo_head_sleep_echo_tail_is_sent_whole_or_its_rest_kept_with_a_reason(
     remote = (relay_dir / "remote" / "INTEST" / fi.name).read_bytes()
     if remote != b"head\ntail\n":  # sent before the writer came back: the rest is kept, and says why
         assert remote == b"head\n"
-        assert wait_until(lambda: (cfg.paths.failed_dir / f"{fi.name}.reason.json").exists(), 10)
-        assert (cfg.paths.failed_dir / fi.name).read_bytes() in (b"head\ntail\n", b"tail\n")
+        # the reason is written first, then the file moved beside it (spool.quarantine): wait for both
+        kept = cfg.paths.failed_dir / fi.name
+        assert wait_until(lambda: kept.exists() and kept.with_name(f"{fi.name}.reason.json").exists(), 10)
+        assert kept.read_bytes() in (b"head\ntail\n", b"tail\n")
         assert "earlier version" in reason_of(cfg, fi.name)["detail"]
 
 
