@@ -420,6 +420,10 @@ def _authenticate(t: paramiko.Transport, cfg: RemoteConfig, pkey: paramiko.PKey)
     try:
         t.auth_publickey(cfg.username, pkey)
     except paramiko.AuthenticationException:
+        if not t.is_active():  # paramiko says a connection lost mid-check so too: no answer, no refusal
+            raise TransientRemoteError(
+                f"SSH connection to {cfg.host}:{cfg.port} closed while its key was being checked"
+            ) from None
         legacy = (
             " (remote.legacy_ssh_rsa is on: the server must accept ssh-rsa signatures)"
             if cfg.legacy_ssh_rsa and pkey.get_name() == "ssh-rsa"
