@@ -13,6 +13,7 @@ import posixpath
 import socket
 import stat
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -180,8 +181,7 @@ class SftpTransport:
             _check_host_key(t.get_remote_server_key(), expected, entry, cfg)
             _authenticate(t, cfg, pkey)
             t.set_keepalive(int(cfg.keepalive))
-            sftp = paramiko.SFTPClient.from_transport(t)
-            assert sftp is not None
+            sftp = _open_sftp(t, cfg.timeout)
             channel = sftp.get_channel()
             assert channel is not None
             channel.settimeout(cfg.timeout)
@@ -397,6 +397,23 @@ def _classify(e: BaseException, what: str) -> PermanentRemoteError | TransientRe
     return TransientRemoteError(f"{what}: {e or type(e).__name__}")
 
 
+def _open_sftp(t: paramiko.Transport, timeout: float) -> paramiko.SFTPClient:
+    """Given an authenticated transport and remote.timeout, open its SFTP session and return it. paramiko waits
+    for the subsystem's reply and the server's version without a timeout: on a path gone silent then, the
+    transport is closed after ``timeout`` (the wait then ends in an error: transient) instead of hanging."""
+    t.channel_timeout = timeout  # opening the channel: paramiko's own is an hour
+    watchdog = threading.Timer(timeout, t.close)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        sftp = paramiko.SFTPClient.from_transport(t)
+    finally:
+        watchdog.cancel()
+    if sftp is None or not t.is_active():
+        raise paramiko.SSHException(f"no SFTP session within remote.timeout = {timeout:g} s")
+    return sftp
+
+
 def _check_host_key(
     key: paramiko.PKey, expected: dict[str, paramiko.PKey] | None, entry: str, cfg: RemoteConfig
 ) -> None:
@@ -417,9 +434,19 @@ def _check_host_key(
 
 
 def _authenticate(t: paramiko.Transport, cfg: RemoteConfig, pkey: paramiko.PKey) -> None:
+    """Given a transport past its key exchange, authenticate with the key: PermanentRemoteError when the server
+    refuses it, TransientRemoteError when it never answered (paramiko says a connection lost or silent during
+    the check with the same AuthenticationException as a refusal)."""
+    t.auth_timeout = cfg.timeout  # paramiko's own is 30 s, whatever remote.timeout says
+    started = time.monotonic()
     try:
         t.auth_publickey(cfg.username, pkey)
     except paramiko.AuthenticationException:
+        if not t.is_active() or time.monotonic() - started >= cfg.timeout:  # no answer: no refusal either
+            raise TransientRemoteError(
+                f"SSH connection to {cfg.host}:{cfg.port} lost or silent (remote.timeout = {cfg.timeout:g} s)"
+                " while its key was being checked"
+            ) from None
         legacy = (
             " (remote.legacy_ssh_rsa is on: the server must accept ssh-rsa signatures)"
             if cfg.legacy_ssh_rsa and pkey.get_name() == "ssh-rsa"
