@@ -64,18 +64,25 @@ def _connect(server: SshServer, key: Path, relay_dir: Path) -> SftpTransport:
     return SftpTransport.connect(cfg.remote)
 
 
-def test_the_first_session_carries_the_whole_window(
-    one_session_sshd: SshServer, client_keys: dict[str, Path], relay_dir: Path, tmp_path: Path
-) -> None:
-    uploads, most = _uploads(tmp_path, 40)
-    t = _connect(one_session_sshd, client_keys["rsa"], relay_dir)
+def _run(server: SshServer, key: Path, relay_dir: Path, uploads: list[Upload]) -> SftpTransport:
+    """Given a server, a key, a relay folder and uploads, run them on a new connection with a window of 8; return
+    the connection, closed once its session opener ended."""
+    t = _connect(server, key, relay_dir)
     try:
         t.run_uploads(iter(uploads), window=8)
         assert t._opener is not None
         t._opener.join(10)
-        assert t.sessions == 1  # the server refused the others
     finally:
         t.close()
+    return t
+
+
+def test_the_first_session_carries_the_whole_window(
+    one_session_sshd: SshServer, client_keys: dict[str, Path], relay_dir: Path, tmp_path: Path
+) -> None:
+    uploads, most = _uploads(tmp_path, 40)
+    t = _run(one_session_sshd, client_keys["rsa"], relay_dir, uploads)
+    assert t.sessions == 1  # the server refused the others
     assert len(list((one_session_sshd.home / "INTEST").glob("GO.*"))) == 40
     assert most[0] == 8, most  # the whole window on the one session (its quarter was 2)
 
@@ -84,13 +91,7 @@ def test_sessions_opening_later_never_take_the_connection_past_its_window(
     sshd: SshServer, client_keys: dict[str, Path], relay_dir: Path, tmp_path: Path
 ) -> None:
     uploads, most = _uploads(tmp_path, 400)
-    t = _connect(sshd, client_keys["rsa"], relay_dir)
-    try:
-        t.run_uploads(iter(uploads), window=8)
-        assert t._opener is not None
-        t._opener.join(10)
-        assert len(t._upload_sessions) == 4  # the others opened while the first carried the window
-    finally:
-        t.close()
+    t = _run(sshd, client_keys["rsa"], relay_dir, uploads)
+    assert len(t._upload_sessions) == 4  # the others opened while the first carried the window
     assert len(list((sshd.home / "INTEST").glob("GO.*"))) == 400
     assert most[0] == 8, most  # the window, never more: a session opening later waits for room
