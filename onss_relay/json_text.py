@@ -75,14 +75,7 @@ def _object(o: dict[Any, Any], newline: str, out: list[str], depth: int) -> None
     for key, item in o.items():
         if type(key) is not str:
             raise _Unknown  # keys json.dumps converts (numbers, booleans, None) or turns down
-        kind = type(item)
-        if kind is str:
-            out.append(sep + encode_basestring_ascii(key) + ": " + encode_basestring_ascii(item))
-        elif kind is dict or kind is list or kind is tuple:
-            out.append(sep + encode_basestring_ascii(key) + ": ")
-            _value(item, inner, out, depth + 1)
-        else:
-            out.append(sep + encode_basestring_ascii(key) + ": " + _scalar(item))
+        _item(sep + encode_basestring_ascii(key) + ": ", item, inner, out, depth)
         sep = "," + inner
     out.append(newline + "}")
 
@@ -97,13 +90,19 @@ def _array(o: list[Any] | tuple[Any, ...], newline: str, out: list[str], depth: 
     inner = newline + "  "
     sep = "[" + inner
     for item in o:
-        kind = type(item)
-        if kind is str:
-            out.append(sep + encode_basestring_ascii(item))
-        elif kind is dict or kind is list or kind is tuple:
-            out.append(sep)
-            _value(item, inner, out, depth + 1)
-        else:
-            out.append(sep + _scalar(item))
+        _item(sep, item, inner, out, depth)
         sep = "," + inner
     out.append(newline + "]")
+
+
+def _item(lead: str, item: Any, inner: str, out: list[str], depth: int) -> None:
+    """Given what comes before a container's item on its line (the separator, a key), the item, the newline and
+    indent of its line, the text so far and the container's depth, add the item's text."""
+    kind = type(item)
+    if kind is str:
+        out.append(lead + encode_basestring_ascii(item))
+    elif kind is dict or kind is list or kind is tuple:
+        out.append(lead)
+        _value(item, inner, out, depth + 1)
+    else:
+        out.append(lead + _scalar(item))

@@ -57,15 +57,19 @@ def _read_small(parts: list[Path]) -> dict[Path, bytes]:
     return held
 
 
+def _held_bytes(path: Path) -> bytes | None:
+    """Given an FI file, return its bytes held by ``read_once`` in this thread, or None."""
+    held: dict[Path, bytes] | None = getattr(_held, "files", None)
+    return held.get(path) if held else None
+
+
 def open_part(path: Path) -> BinaryIO:
     """Given an FI file, open it for reading: its bytes held by ``read_once``, or the file itself."""
-    held: dict[Path, bytes] | None = getattr(_held, "files", None)
-    data = held.get(path) if held else None
+    data = _held_bytes(path)
     return io.BytesIO(data) if data is not None else path.open("rb")
 
 
 def part_size(path: Path) -> int:
     """Given an FI file, return its size: that of its bytes held by ``read_once``, or the file's."""
-    held: dict[Path, bytes] | None = getattr(_held, "files", None)
-    data = held.get(path) if held else None
+    data = _held_bytes(path)
     return len(data) if data is not None else path.stat().st_size

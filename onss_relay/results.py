@@ -89,7 +89,6 @@ class ResultsWriter:
         stop: threading.Event | None = None,
         in_flight_quiet: float | None = None,
         holding: frozenset[State] = IN_FLIGHT,
-        page: int = RESULTS_PAGE,
     ) -> int:
         """Given the relay's stop event and how long a set in flight must stay in one state before its result says
         it (``self.in_flight_quiet`` when None), write the result of every set changed since the last call; return
@@ -100,15 +99,14 @@ class ResultsWriter:
         written only once it stayed that long in that state: a set passing through those states in a burst has
         its file written at its claim and when sent, not at each step (each rewrite creates a file, and frees
         one new files must scan past on ext4). The cursor kept on disk stays before every set left unwritten, so
-        a restart writes them. ``holding`` (IN_FLIGHT unless said) are the states held so; ``page``: sets read at
-        a time."""
+        a restart writes them. ``holding`` (IN_FLIGHT unless said) are the states held so."""
         quiet = self.in_flight_quiet if in_flight_quiet is None else in_flight_quiet
         written = 0
         said = 0  # written when the last progress line was said
         with self._lock:
             self._saved = -1  # written at least once per catch-up (another process may have written it meanwhile)
             bare = holding if quiet else frozenset()  # a set held is only noted: its data is not read
-            while rows := self.journal.sets_changed_after(self.done, page, bare):  # any number, a page held
+            while rows := self.journal.sets_changed_after(self.done, RESULTS_PAGE, bare):  # any number, a page held
                 written += self._write_page(rows, quiet, holding)
                 self.done = max(self.done, *(row.change for row in rows))
                 self._save_cursor()
@@ -120,7 +118,7 @@ class ResultsWriter:
                     return written
             return written + self._write_quiet(quiet)
 
-    def _write_page(self, rows: list[SetRow], in_flight_quiet: float, holding: frozenset[State] = IN_FLIGHT) -> int:
+    def _write_page(self, rows: list[SetRow], in_flight_quiet: float, holding: frozenset[State]) -> int:
         """Given sets changed since the cursor, write their results, the sets in ``holding`` states left for later
         when ``in_flight_quiet``; return how many were written."""
         now = time.monotonic()

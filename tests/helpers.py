@@ -151,3 +151,28 @@ def state_of(config: Path, go: str) -> State | None:
         return row.state if row else None
     finally:
         j.close()
+
+
+def outbox_of_dimonas(relay_dir: Path, n: int) -> Path:
+    """Given a relay folder and a count, fill a new outbox with that many 2 KB Dimona declarations; return it."""
+    from tests.conftest import fi_name  # conftest is pytest's: imported when used
+
+    outbox = relay_dir / "spool" / "outbox"
+    outbox.mkdir(parents=True)
+    for i in range(1, n + 1):
+        (outbox / fi_name(i)).write_bytes(b"<Dimona>" + b"x" * 2000 + b"</Dimona>")
+    return outbox
+
+
+def cut_into_parts(folder: Path, content: bytes, cuts: list[int]) -> list[Path]:
+    """Given a folder, a declaration's bytes and where to cut them, write its parts (FI names of one set, in
+    part order) and return their paths."""
+    from tests.conftest import fi_name
+
+    ends = sorted(cuts)
+    pieces = [content[a:b] for a, b in zip([0, *ends], [*ends, len(content)], strict=True)]
+    parts = []
+    for i, piece in enumerate(pieces, 1):
+        parts.append(folder / fi_name(1, total=len(pieces), part=i))
+        parts[-1].write_bytes(piece)
+    return parts

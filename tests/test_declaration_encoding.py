@@ -14,6 +14,7 @@ from onss_relay.declaration import declaration_warnings, xml_problem
 from onss_relay.declaration_encoding import BOMS, read_head
 from onss_relay.names import parse_name
 from tests.conftest import fi_name
+from tests.helpers import cut_into_parts
 
 CODEC_NAMES = sorted(set(encodings.aliases.aliases) | set(encodings.aliases.aliases.values())) + ["nosuchcodec"]
 GO = parse_name("GO" + fi_name(1, total=3)[2:].rsplit(".", 2)[0])
@@ -36,12 +37,8 @@ def test_read_head_follows_appendix_f() -> None:
 )
 def test_the_checks_never_raise_on_hostile_bytes(mark: bytes, codec: str, body: bytes, cuts: list[int]) -> None:
     content = mark + f'<?xml version="1.0" encoding="{codec}"?>'.encode() + body
-    pieces = [content[a:b] for a, b in zip([0, *sorted(cuts)], [*sorted(cuts), len(content)], strict=True)]
     with tempfile.TemporaryDirectory() as folder:
-        parts = []
-        for i, piece in enumerate(pieces, 1):
-            parts.append(Path(folder) / fi_name(1, total=len(pieces), part=i))
-            parts[-1].write_bytes(piece)
+        parts = cut_into_parts(Path(folder), content, cuts)
         warnings = declaration_warnings(GO, parts)
         problem = xml_problem(parts)
     assert all(isinstance(w, str) and w for w in warnings)

@@ -23,6 +23,7 @@ from onss_relay.part_bytes import open_part, read_once
 from onss_relay.pipeline import Relay
 from onss_relay.stages.same_content import content_digest
 from tests.conftest import fi_name
+from tests.helpers import cut_into_parts
 
 GO = parse_name("GO" + fi_name(1, total=3)[2:].rsplit(".", 2)[0])
 FORM = (
@@ -70,12 +71,8 @@ def checks(parts: list[Path]) -> tuple[object, ...]:
     cuts=st.lists(st.integers(min_value=0, max_value=1200), max_size=2),
 )
 def test_checks_on_held_bytes_say_what_they_say_on_the_files(content: bytes, cuts: list[int]) -> None:
-    pieces = [content[a:b] for a, b in zip([0, *sorted(cuts)], [*sorted(cuts), len(content)], strict=True)]
     with tempfile.TemporaryDirectory() as folder:
-        parts = []
-        for i, piece in enumerate(pieces, 1):
-            parts.append(Path(folder) / fi_name(1, total=len(pieces), part=i))
-            parts[-1].write_bytes(piece)
+        parts = cut_into_parts(Path(folder), content, cuts)
         streamed = checks(parts)
         with read_once(parts):
             assert all(isinstance(open_part(p), io.BytesIO) for p in parts)  # held: no file opened again

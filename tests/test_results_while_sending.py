@@ -23,7 +23,7 @@ from onss_relay.pipeline import Relay
 from onss_relay.results import HELD_WHILE_SENDING, ResultsWriter, document_of
 from onss_relay.spool import Spool
 from tests.conftest import fi_name
-from tests.helpers import run_cli, wait_until
+from tests.helpers import outbox_of_dimonas, run_cli, wait_until
 
 
 def expected_file(journal: Journal, row: SetRow) -> bytes:
@@ -99,11 +99,8 @@ def test_a_set_held_while_sending_keeps_the_cursor_before_it_and_the_next_run_wr
 
 def test_send_once_killed_while_uploading_leaves_every_result_to_the_next_run(relay_dir: Path) -> None:
     config = relay_dir / "config.toml"
-    outbox = relay_dir / "spool" / "outbox"
-    outbox.mkdir(parents=True)
     n = 600
-    for i in range(1, n + 1):
-        (outbox / fi_name(i)).write_bytes(b"<Dimona>" + b"x" * 2000 + b"</Dimona>")
+    outbox_of_dimonas(relay_dir, n)
     remote = relay_dir / "remote" / "INTEST"
     resulted = relay_dir / "spool" / "results"
     p = subprocess.Popen(

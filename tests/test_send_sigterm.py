@@ -10,17 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import fi_name
-from tests.helpers import run_cli, wait_until
+from tests.helpers import outbox_of_dimonas, run_cli, wait_until
 
 
 def test_send_once_stopped_by_sigterm_stops_cleanly_and_the_next_goes_on(relay_dir: Path) -> None:
     config = relay_dir / "config.toml"
-    outbox = relay_dir / "spool" / "outbox"
-    outbox.mkdir(parents=True)
     n = 1500
-    for i in range(1, n + 1):
-        (outbox / fi_name(i)).write_bytes(b"<Dimona>" + b"x" * 2000 + b"</Dimona>")
+    outbox_of_dimonas(relay_dir, n)
     remote = relay_dir / "remote" / "INTEST"
     err = relay_dir / "first.err"
     with err.open("wb") as e:

@@ -48,7 +48,7 @@ class DataChange:
         holds every value this change sets, of the same type (a gate's ``uncertain=None``: the journal then
         keeps the text it has stored instead of writing the same again)."""
         given = {}
-        for name in _FIELDS:
+        for name in field_names(DataChange):
             value = getattr(self, name)
             if value is KEEP:
                 continue
@@ -56,9 +56,6 @@ class DataChange:
             if type(value) is not type(held) or value != held:
                 given[name] = value
         return dataclasses.replace(data, **given) if given else data
-
-
-_FIELDS = tuple(f.name for f in dataclasses.fields(DataChange))  # read once: dataclasses.fields builds a tuple
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}

@@ -187,10 +187,7 @@ class Uploader:
                 st = os.fstat(fd)
             finally:
                 os.close(fd)
-            # same_as_signed's first answer, without its Path; a chmod or a hard link alone is no change
-            if (row.data.unchanged(fi, st) and fi in row.data.identities) or same_as_signed(
-                row, self.spool.outbox / fi, st
-            ):
+            if same_as_signed(row, self.spool.outbox / fi, st):  # a chmod or a hard link alone is no change
                 continue
             expected = row.data.sizes[fi]
             detail = (

@@ -291,7 +291,6 @@ class SftpTransport:
         on one session)."""
         self.prepare_uploads()
         wanted = min(self.sessions, max(1, window))
-        per_session = -(-window // wanted)
         taken = 0
 
         def new_pipelines() -> list[SftpPipeline]:
@@ -300,7 +299,8 @@ class SftpTransport:
                 fresh = self._upload_sessions[taken:wanted]
             taken += len(fresh)
             return [
-                SftpPipeline(s, lambda f: self._path(f.folder, f.name), _classify, window=per_session) for s in fresh
+                SftpPipeline(s, lambda f: self._path(f.folder, f.name), _classify)
+                for s in fresh  # window: shared
             ]
 
         try:

@@ -266,33 +266,31 @@ class _Driver:
         new_pipelines: Callable[[], list[SftpPipeline]],
         uploads: Iterator[Upload | None],
         timeout: float | None,
-        window: int | None = None,
+        window: int,
     ) -> None:
         self.new_pipelines = new_pipelines
         self.source = iter(uploads)
         self.timeout = timeout
-        self.window = window  # uploads in flight on the connection, all sessions together (None: each its own)
+        self.window = window  # uploads in flight on the connection, all sessions together
         self.exhausted = False
         self.wake = threading.Event()  # set by paramiko when data (or the end) arrives on any of the sessions
         self.pipelines: list[SftpPipeline] = []
 
     def add_sessions(self) -> None:
-        """Take the sessions opened since the last turn; with a window for the connection, share it among the
-        sessions open now: the first session alone may carry the whole window until the others open (they open
-        one after another, round trips each: at 20 ms each way the last opened ~0.6 s after the first, and the
-        first had a quarter of the window meanwhile); a session above its new share takes no more until under."""
+        """Take the sessions opened since the last turn and share the connection's window among the sessions
+        open now: the first session alone may carry the whole window until the others open (in the
+        background, round trips each: at 20 ms each way 0.4-0.5 s after the first, which had a quarter of the
+        window meanwhile); a session above its new share takes no more until under."""
         fresh = self.new_pipelines()
         for p in fresh:
             p.session.wake_on_data(self.wake)
             self.pipelines.append(p)
-        if fresh and self.window is not None:
+        if fresh:
             for p in self.pipelines:
                 p.window = -(-self.window // len(self.pipelines))
 
     def room(self) -> int:
         """How many more uploads the connection's window takes now."""
-        if self.window is None:
-            return 1 << 30
         return self.window - sum(len(p.active) for p in self.pipelines)
 
     def take(self) -> Upload | None:
@@ -358,10 +356,10 @@ def run_pipelines(
     new_pipelines: Callable[[], list[SftpPipeline]],
     uploads: Iterator[Upload | None],
     timeout: float | None,
-    window: int | None = None,
+    window: int,
 ) -> None:
     """Given a source of SFTP sessions (one SSH connection may carry several, opening while this runs),
-    uploads and how many may be in flight on the connection (None: each session's own window), run the uploads
+    uploads and how many may be in flight on the connection, run the uploads
     spread over the sessions from this one thread, until every upload is finished.
 
     Uploads reaching a gate wait while more replies are ready to be read, so that one commit lets many of
