@@ -31,6 +31,14 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
 WITHOUT_ROOT_FILE_ACCESS = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner"]
 
 
+# for a CLI run under `faketime` with DONT_FAKE_MONOTONIC=1: time.sleep made to work (fixtures/faketime_sleep)
+FAKETIME_SLEEP = {
+    "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(Path(__file__).parent / "fixtures" / "faketime_sleep"), os.environ.get("PYTHONPATH")])
+    )
+}
+
+
 def run_cli(
     *args: str,
     cwd: Path | None = None,

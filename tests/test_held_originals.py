@@ -24,7 +24,7 @@ from onss_relay.journal import State
 from onss_relay.pipeline import Relay
 from tests.conftest import fi_name
 from tests.fake_transport import FakeTransport
-from tests.helpers import Daemon, run_cli, state_of, wait_log, wait_until
+from tests.helpers import FAKETIME_SLEEP, Daemon, run_cli, state_of, wait_log, wait_until
 from tests.test_outbox_writers import AS_NOBODY, PROC_BLIND, go_of
 
 HOLD = {"ONSS_RELAY__WATCH__SETTLE": "1s", "ONSS_RELAY__WATCH__KEEP_RELEASED": "10s"}
@@ -241,7 +241,7 @@ def test_send_once_from_cron_counts_incomplete_after_on_the_boot_clock_across_ru
     (cfg.paths.outbox_dir / lone).write_bytes(b"<DmfA/>")
     first = run_cli("send", "--once", "--config", str(relay_dir / "config.toml"), env=env)
     assert first.returncode == 0, first.stdout + first.stderr
-    stepped = {**env, "DONT_FAKE_MONOTONIC": "1"}  # the wall clock jumps, the boot clock does not
+    stepped = {**env, "DONT_FAKE_MONOTONIC": "1", **FAKETIME_SLEEP}  # the wall clock jumps, the boot clock does not
     second = run_cli(
         "send", "--once", "--config", str(relay_dir / "config.toml"), env=stepped, wrapper=["faketime", "-f", "+2h"]
     )
