@@ -88,7 +88,9 @@ def test_packets_held_at_the_instants_that_matter(
 ) -> None:
     """The fault suite's holding path: right after a set's FS is closed on the server, and right after its GO
     gate (go_sending) commits, every byte is held 5 s (remote.timeout 3 s), then delivered."""
-    world = make_world(relay_dir, sshd, client_keys["rsa"], timeout="3s", quiet="7s", sets=20)
+    world = make_world(
+        relay_dir, sshd, client_keys["rsa"], timeout="3s", quiet="7s", sets=60
+    )  # enough that requests are still in flight
     proxy = world.proxy
     assert isinstance(proxy, HoldProxy)
     when = fs_closed(sshd) if instant == "after_fs_close" else go_gate_committed(world)
