@@ -16,12 +16,13 @@ import shutil
 import socket
 import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import wait
 from pathlib import Path
 from typing import BinaryIO
 
 from onss_relay import crash_point
 from onss_relay.named_writes import naming
+from onss_relay.process_pool import ProcessPool
 
 COPY_CHUNK = 1 << 20
 HOST = socket.gethostname().split(".")[0] or "host"  # in temp names: orphan_temps.py removes only its own host's
@@ -47,20 +48,7 @@ def fsync_dir(directory: Path) -> None:
 
 
 FSYNC_THREADS = 4  # runs of files fsynced at once by fsync_files, each by a thread of its own
-
-
-class _FsyncPool:
-    """The threads fsync_files runs on, made when first needed in each process (a forked child has none of its
-    parent's threads: it makes its own)."""
-
-    pool: ThreadPoolExecutor | None = None
-    pid = 0
-
-    @classmethod
-    def get(cls) -> ThreadPoolExecutor:
-        if cls.pool is None or cls.pid != os.getpid():
-            cls.pool, cls.pid = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="fsync"), os.getpid()
-        return cls.pool
+_FSYNC_POOL = ProcessPool(FSYNC_THREADS, "fsync")
 
 
 def fsync_files(files: list[tuple[Path, BinaryIO]]) -> None:
@@ -92,7 +80,7 @@ def fsync_files(files: list[tuple[Path, BinaryIO]]) -> None:
             one(item)
         return
     size = -(-len(files) // FSYNC_THREADS)
-    futures = [_FsyncPool.get().submit(run, files[i : i + size]) for i in range(0, len(files), size)]
+    futures = [_FSYNC_POOL.get().submit(run, files[i : i + size]) for i in range(0, len(files), size)]
     wait(futures)  # every fsync ended before any file is closed (a caller's abort closes them on an error)
     for future in futures:  # the runs in the files' order
         if (error := future.result()) is not None:
