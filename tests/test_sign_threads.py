@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from onss_relay import identity as identity_module
 from onss_relay import signature
 from onss_relay.config import Config
 from onss_relay.errors import CertificateError, SignatureError
@@ -101,7 +102,7 @@ def test_an_expired_certificate_met_on_a_signing_thread_stops_signing_with_nothi
     cfg: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = {"n": 0}
-    real_check = signature.check_certificate
+    real_check = identity_module.check_certificate
 
     def expires_at_the_fifth(identity, now=None, warning_days=30):  # type: ignore[no-untyped-def]
         calls["n"] += 1
