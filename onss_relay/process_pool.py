@@ -15,13 +15,16 @@ class ProcessPool:
         self.workers = workers
         self.name = name
         self._pool: ThreadPoolExecutor | None = None
-        self._pid = 0
         self._lock = threading.Lock()
+        # a forked child has none of the pool's threads, and a lock a thread held at the fork would never be let go
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._pool, self._lock = None, threading.Lock()
 
     def get(self) -> ThreadPoolExecutor:
         """Return this process's pool, made on the first call in it."""
         with self._lock:
-            if self._pool is None or self._pid != os.getpid():
+            if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=self.name)
-                self._pid = os.getpid()
             return self._pool

@@ -145,3 +145,24 @@ def test_a_forked_child_gets_threads_of_its_own() -> None:
         os.waitpid(pid, 0)
         pytest.fail("the forked child's work waited on threads that exist only in its parent")
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_child_forked_while_its_parent_made_its_pool_is_not_stuck_on_that() -> None:
+    pool = ProcessPool(2, "test")
+    with pool._lock:  # a thread of the parent making the pool at the instant of the fork
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os._exit(0 if pool.get().submit(os.getpid).result(timeout=10) == os.getpid() else 1)
+            except BaseException:
+                os._exit(2)
+    for _ in range(200):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child waited for ever on a lock its parent held at the fork")
+    assert os.waitstatus_to_exitcode(status) == 0
