@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from onss_relay.config import load_config
 from onss_relay.journal import State, open_journal_at
 
@@ -184,3 +186,24 @@ def cut_into_parts(folder: Path, content: bytes, cuts: list[int]) -> list[Path]:
         parts.append(folder / fi_name(1, total=len(pieces), part=i))
         parts[-1].write_bytes(piece)
     return parts
+
+
+def forked_exit_code(work: Callable[[], bool], stuck: str, timeout: float = 20) -> int:
+    """Given work returning True when it went right, run it in a forked child and return the child's exit code (0:
+    right, 1: wrong, 2: raised); fail the test with ``stuck`` when the child has not ended within ``timeout`` s
+    (a child waiting on threads or locks that exist only in its parent never ends)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os._exit(0 if work() else 1)
+        except BaseException:
+            os._exit(2)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.1)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail(stuck)

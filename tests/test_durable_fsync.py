@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from onss_relay.durable import FSYNC_THREADS, BatchWriter, fsync_files
+from tests.helpers import forked_exit_code
 
 
 def test_an_fsync_that_fails_names_its_file_and_the_others_are_still_synced(tmp_path: Path) -> None:
@@ -63,24 +64,15 @@ def test_every_file_of_a_run_is_fsynced_past_one_that_fails(
 def test_a_forked_child_syncs_with_threads_of_its_own(tmp_path: Path) -> None:
     parents = [tmp_path / f"p{i}" for i in range(4 * FSYNC_THREADS)]
     fsync_files([(p, p.open("wb")) for p in parents])  # every thread of the parent's pool made, idle now
-    pid = os.fork()  # the parent's pool exists now; its threads do not exist in the child
-    if pid == 0:
-        try:
-            writer = BatchWriter(tmp_path)
-            for i in range(4):
-                writer.write(f"child{i}", b"x")
-            writer.commit()
-            os._exit(0)
-        except BaseException:
-            os._exit(1)
-    for _ in range(200):  # 20 s: a child waiting on its parent's threads never ends
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        __import__("time").sleep(0.1)
-    else:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        pytest.fail("the forked child's fsyncs waited on threads that exist only in its parent")
-    assert os.waitstatus_to_exitcode(status) == 0
+
+    def in_the_child() -> bool:  # the parent's pool exists now; its threads do not exist in the child
+        writer = BatchWriter(tmp_path)
+        for i in range(4):
+            writer.write(f"child{i}", b"x")
+        writer.commit()
+        return True
+
+    assert (
+        forked_exit_code(in_the_child, "the forked child's fsyncs waited on threads that exist only in its parent") == 0
+    )
     assert sorted(p.name for p in tmp_path.glob("child*")) == [f"child{i}" for i in range(4)]

@@ -19,6 +19,7 @@ from onss_relay.journal import State
 from onss_relay.names import format_name, fs_name_for, parse_name
 from onss_relay.pipeline import Relay
 from onss_relay.process_pool import ProcessPool
+from tests.helpers import forked_exit_code
 from tests.test_uploader_sftp import drop_sets
 
 REAL = signature.fs_content_for
@@ -129,40 +130,18 @@ def test_an_expired_certificate_met_on_a_signing_thread_stops_signing_with_nothi
 def test_a_forked_child_gets_threads_of_its_own() -> None:
     pool = ProcessPool(2, "test")
     assert pool.get().submit(os.getpid).result() == os.getpid()  # the parent's threads made, idle now
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os._exit(0 if pool.get().submit(os.getpid).result(timeout=10) == os.getpid() else 1)
-        except BaseException:
-            os._exit(2)
-    for _ in range(200):  # 20 s: a child waiting on its parent's threads never ends
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        time.sleep(0.1)
-    else:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        pytest.fail("the forked child's work waited on threads that exist only in its parent")
-    assert os.waitstatus_to_exitcode(status) == 0
+    code = forked_exit_code(
+        lambda: pool.get().submit(os.getpid).result(timeout=10) == os.getpid(),
+        "the forked child's work waited on threads that exist only in its parent",
+    )
+    assert code == 0
 
 
 def test_a_child_forked_while_its_parent_made_its_pool_is_not_stuck_on_that() -> None:
     pool = ProcessPool(2, "test")
     with pool._lock:  # a thread of the parent making the pool at the instant of the fork
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os._exit(0 if pool.get().submit(os.getpid).result(timeout=10) == os.getpid() else 1)
-            except BaseException:
-                os._exit(2)
-    for _ in range(200):
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        time.sleep(0.1)
-    else:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        pytest.fail("the forked child waited for ever on a lock its parent held at the fork")
-    assert os.waitstatus_to_exitcode(status) == 0
+        code = forked_exit_code(
+            lambda: pool.get().submit(os.getpid).result(timeout=10) == os.getpid(),
+            "the forked child waited for ever on a lock its parent held at the fork",
+        )
+    assert code == 0
