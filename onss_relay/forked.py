@@ -117,8 +117,9 @@ def _run(
     work: Callable[[Journal], object], open_journal: Callable[[], Journal], results: Connection, parent: int
 ) -> None:
     die_with_parent(parent)
-    journal = open_journal()
+    journal: Journal | None = None
     try:
+        journal = open_journal()  # its error too goes to the parent, with its own sentence and exit code
         results.send(("ok", work(journal)))
     except BaseException as e:
         try:
@@ -126,5 +127,6 @@ def _run(
         except Exception:  # an exception that does not pickle: its words then
             results.send(("error", f"{type(e).__name__}: {e}"))
     finally:
-        journal.close()
+        if journal is not None:
+            journal.close()
         results.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from onss_relay.errors import EXIT_LOCAL, CertificateError
+from onss_relay.errors import EXIT_LOCAL, CertificateError, JournalBusy
 from onss_relay.forked import Forked
 from onss_relay.journal import Journal, open_journal_at
 
@@ -46,6 +46,18 @@ def test_an_error_in_the_child_is_raised_in_the_parent(tmp_path: Path) -> None:
 
     with pytest.raises(CertificateError, match="has expired"):
         Forked(work, lambda: open_journal_at(tmp_path / "journal.sqlite"), "test-child").result()
+
+
+def test_a_journal_the_child_cannot_open_is_its_error_in_the_parent(tmp_path: Path) -> None:
+    """A journal busy or full when the child opens it is said as such (exit 4), not as a child that ended
+    with exit code 1 for no reason given (an "unexpected error", exit 1)."""
+
+    def busy() -> Journal:
+        raise JournalBusy(f"{tmp_path / 'journal.sqlite'}: another process holds the journal's write lock")
+
+    with pytest.raises(JournalBusy, match="holds the journal's write lock") as e:
+        Forked(lambda journal: 1, busy, "test-child").result()
+    assert e.value.exit_code == EXIT_LOCAL
 
 
 def test_a_child_that_dies_is_reported_with_its_exit_code(tmp_path: Path) -> None:

@@ -36,7 +36,8 @@ def sent_and_answered(relay_dir: Path) -> Path:
     (outbox / ONE).write_bytes(b"<DmfA>SIMULATE-OTHER:BEWA</DmfA>\r\n")
     for part in (1, 2):
         (outbox / fi_name(2, total=2, part=part)).write_bytes(b"<DmfA>part %d</DmfA>\r\n" % part)
-    assert run_cli("send", "--once", "--config", str(config)).returncode == 0
+    sent = run_cli("send", "--once", "--config", str(config))
+    assert sent.returncode == 0, sent.stdout[-3000:] + sent.stderr[-3000:]
     Simulator(relay_dir / "remote", SENDER).process()
     return config
 
