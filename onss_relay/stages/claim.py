@@ -126,8 +126,11 @@ class Claimer:
         sequences: dict[tuple[str, str, str, str], str] = {}  # claimed in this page, not in the journal yet
         names: set[str] = set()
         for group, new in ready:
-            with read_once([group.fis[n] for n in new.parts]):  # a small set's bytes read once for every check
-                checked = self._checked(group, new, busy, batch, sequences)
+            try:
+                with read_once([group.fis[n] for n in new.parts]):  # a small set's bytes read once for every check
+                    checked = self._checked(group, new, busy, batch, sequences)
+            except FileNotFoundError:  # a part taken back since the scan listed it: incomplete again, next scan
+                continue
             if checked is not None:
                 batch.append(checked)
                 names |= set(group.fis) | set(group.extras)
@@ -344,7 +347,10 @@ class Claimer:
         if problem:
             self._refuse(group, go, *problem)
             return None
-        stats = {name: path.stat() for name, path in group.fis.items()}
+        try:
+            stats = {name: path.stat() for name, path in group.fis.items()}
+        except FileNotFoundError:  # a part taken back since the scan listed it: the set is incomplete again
+            return None
         sizes = {name: st.st_size for name, st in stats.items()}
         mtimes = {name: st.st_mtime_ns for name, st in stats.items()}
         fis = [
