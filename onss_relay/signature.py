@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import functools
 import hashlib
+import threading
 from pathlib import Path
 
 from asn1crypto import algos, cms
@@ -24,6 +25,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from onss_relay.errors import SignatureError
 from onss_relay.identity import Identity, check_certificate
+
+# asn1crypto sets each class up on its first use (field maps, OID maps), in no thread-safe way: two threads building
+# or parsing at once in a new process got KeyError, ValueError or a wrong "digest mismatch" (11 of 40 processes with
+# two signing threads). Everything here that builds or parses with asn1crypto holds this lock; a signature made from
+# a template (byte concatenations, cryptography's calls) does not need it.
+_ASN1 = threading.RLock()
 
 LAYOUTS = ("single-line", "76-cr", "64-crlf")
 _HASHES: dict[str, type[hashes.SHA1 | hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
@@ -166,7 +173,8 @@ def _length_end(der: bytes) -> int:
 
 @functools.lru_cache(maxsize=16)
 def template(identity: Identity, algorithm: str) -> SignedDataTemplate:
-    return SignedDataTemplate(identity, algorithm)
+    with _ASN1:
+        return SignedDataTemplate(identity, algorithm)
 
 
 def sign_digest(identity: Identity, digest: bytes, algorithm: str, now: dt.datetime) -> bytes:
@@ -212,27 +220,29 @@ class Verified:
 def verify(fi: Path, fs_content: bytes) -> Verified:
     """Given an FI file and its FS content, return who signed it and when, or raise SignatureError saying why."""
     der = decode_fs(fs_content)
-    try:
-        info = cms.ContentInfo.load(der)
-        if info["content_type"].native != "signed_data":
-            raise SignatureError("the FS is CMS but not SignedData")
-        sd = info["content"]
-        if sd["encap_content_info"]["content"].native is not None:
-            raise SignatureError("the FS embeds its content; a detached signature is expected")
-        signer = sd["signer_infos"][0]
-        certs = [c.chosen for c in sd["certificates"]]
-        algorithm = signer["digest_algorithm"]["algorithm"].native
-        attrs = {a["type"].native: a["values"][0].native for a in signer["signed_attrs"]}
-    except SignatureError:
-        raise
-    except (ValueError, TypeError, KeyError, IndexError) as e:
-        raise SignatureError(f"the FS is not a CMS signature ({e.__class__.__name__})") from None
+    with _ASN1:  # parsed lazily: every .native below may set a class up
+        try:
+            info = cms.ContentInfo.load(der)
+            if info["content_type"].native != "signed_data":
+                raise SignatureError("the FS is CMS but not SignedData")
+            sd = info["content"]
+            if sd["encap_content_info"]["content"].native is not None:
+                raise SignatureError("the FS embeds its content; a detached signature is expected")
+            signer = sd["signer_infos"][0]
+            certs = [c.chosen for c in sd["certificates"]]
+            algorithm = signer["digest_algorithm"]["algorithm"].native
+            attrs = {a["type"].native: a["values"][0].native for a in signer["signed_attrs"]}
+        except SignatureError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError) as e:
+            raise SignatureError(f"the FS is not a CMS signature ({e.__class__.__name__})") from None
     if algorithm not in _HASHES:
         raise SignatureError(f"the FS uses an unsupported digest {algorithm}")
-    if attrs.get("message_digest") != digest_file(fi, algorithm):
+    if attrs.get("message_digest") != digest_file(fi, algorithm):  # the file read without the lock
         raise SignatureError(f"{fi.name}: the content changed since it was signed (digest mismatch)")
-    cert = _signer_certificate(signer, certs)
-    _check_signature(cert, signer, algorithm)
+    with _ASN1:
+        cert = _signer_certificate(signer, certs)
+        _check_signature(cert, signer, algorithm)
     signing_time = attrs.get("signing_time")
     if signing_time and not (cert.not_valid_before_utc <= signing_time <= cert.not_valid_after_utc):
         raise SignatureError(

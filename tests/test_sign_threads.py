@@ -5,6 +5,8 @@ nothing half-written; a forked child (send --once's signing) makes threads of it
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -145,3 +147,56 @@ def test_a_child_forked_while_its_parent_made_its_pool_is_not_stuck_on_that() ->
             "the forked child waited for ever on a lock its parent held at the fork",
         )
     assert code == 0
+
+
+RACE = """
+import os, sys, threading
+sys.setswitchinterval(1e-6)  # threads switch as often as they can: the race shows in a few children if it exists
+from pathlib import Path
+from onss_relay import identity, signature
+ident = identity.load_identity(Path(sys.argv[1]), None, Path(sys.argv[2]).read_text().strip().encode())
+fi, fs = Path(sys.argv[3]), Path(sys.argv[4]).read_bytes()
+failed = 0
+for _ in range(int(sys.argv[5])):
+    pid = os.fork()  # asn1crypto has set up no class in this process yet: each child starts from that
+    if pid == 0:
+        errors, start = [], threading.Barrier(4)
+        def one(i):
+            start.wait()
+            try:
+                if i % 2:
+                    signature.fs_content_for(ident, fi, "sha256", "single-line")  # the template, the full check
+                else:
+                    signature.verify(fi, fs)
+            except Exception as e:
+                errors.append(e)
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        os._exit(1 if errors else 0)
+    failed += os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0
+print(failed)
+"""
+
+
+def test_signatures_made_and_checked_on_threads_at_once_in_a_new_process(identity_dir: Path, tmp_path: Path) -> None:
+    """asn1crypto sets its classes up on first use in no thread-safe way: two signing threads of a new process
+    (send --once's child) building the template and checking the first FS at once got KeyError, ValueError or a
+    false "digest mismatch" (an unexpected error, exit 1)."""
+    fi = tmp_path / "fi"
+    fi.write_bytes(b"<DmfA>x</DmfA>\r\n")
+    key, password = identity_dir / "signer.p12", identity_dir / "signer.pass"
+    ident = identity_module.load_identity(key, None, password.read_text().strip().encode())
+    fs = tmp_path / "fs"
+    fs.write_bytes(REAL(ident, fi, "sha256", "single-line"))
+    script = tmp_path / "race.py"
+    script.write_text(RACE)
+    run = subprocess.run(
+        [sys.executable, str(script), str(key), str(password), str(fi), str(fs), "60"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "0", f"{run.stdout.strip()} of 60 processes failed to sign or check on two threads"
