@@ -3,6 +3,8 @@ claimed; the scan does not end on FileNotFoundError (send --once exited 4, "loca
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from onss_relay.config import Config
@@ -12,43 +14,36 @@ from tests.conftest import fi_name
 from tests.test_uploader_sftp import drop_sets
 
 
-def test_a_part_deleted_while_its_page_is_claimed_leaves_that_set_waiting(
-    cfg: Config, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("step", "part", "after"),
+    [
+        ("_settled", 3, True),  # the payroll software takes a part back just after the scan listed it
+        ("_complete", 2, False),  # taken back after the names were found complete and settled
+    ],
+)
+def test_a_part_deleted_during_the_claim_leaves_that_set_waiting(
+    cfg: Config, monkeypatch: pytest.MonkeyPatch, step: str, part: int, after: bool
 ) -> None:
     relay = Relay(cfg)
     try:
         gos = drop_sets(relay.spool.outbox, [(1, "T", 3), (2, "T", 1)])
-        real = Claimer._settled
+        real = getattr(Claimer, step)
 
-        def settled_then_gone(self, key, files):  # type: ignore[no-untyped-def]
-            settled = real(self, key, files)
-            if key == gos[0]:  # the payroll software takes a part back just after the scan listed it
-                (relay.spool.outbox / fi_name(1, "T", 3, 3)).unlink(missing_ok=True)
-            return settled
+        def deleting(self: Claimer, group_or_key: Any, *args: Any) -> Any:
+            key = group_or_key if isinstance(group_or_key, str) else group_or_key.key
 
-        monkeypatch.setattr(Claimer, "_settled", settled_then_gone)
-        claimed = relay.claim()
-        assert gos[1] in claimed
-        assert gos[0] not in claimed
-        assert relay.journal.get_set(gos[0]) is None
-    finally:
-        relay.close()
+            def delete() -> None:
+                if key == gos[0]:
+                    (relay.spool.outbox / fi_name(1, "T", 3, part)).unlink(missing_ok=True)
 
+            if not after:
+                delete()
+            result = real(self, group_or_key, *args)
+            if after:
+                delete()
+            return result
 
-def test_a_part_deleted_while_its_set_is_checked_leaves_that_set_waiting(
-    cfg: Config, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    relay = Relay(cfg)
-    try:
-        gos = drop_sets(relay.spool.outbox, [(1, "T", 3), (2, "T", 1)])
-        real = Claimer._complete
-
-        def gone_then_complete(self, group, new, busy):  # type: ignore[no-untyped-def]
-            if group.key == gos[0]:  # taken back after the names were found complete and settled
-                (relay.spool.outbox / fi_name(1, "T", 3, 2)).unlink(missing_ok=True)
-            return real(self, group, new, busy)
-
-        monkeypatch.setattr(Claimer, "_complete", gone_then_complete)
+        monkeypatch.setattr(Claimer, step, deleting)
         claimed = relay.claim()
         assert gos[1] in claimed
         assert gos[0] not in claimed
