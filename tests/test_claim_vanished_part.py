@@ -50,3 +50,23 @@ def test_a_part_deleted_during_the_claim_leaves_that_set_waiting(
         assert relay.journal.get_set(gos[0]) is None
     finally:
         relay.close()
+
+
+def test_another_file_gone_during_the_checks_still_stops_the_claim(
+    cfg: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a set's own file taken back leaves the set waiting: a spool folder gone is said, not skipped in silence."""
+    relay = Relay(cfg)
+    try:
+        drop_sets(relay.spool.outbox, [(1, "T", 1)])
+        gone = relay.spool.outbox.parent / "failed"
+
+        def folder_gone(self: Claimer, *args: Any) -> Any:
+            raise FileNotFoundError(2, "No such file or directory", str(gone))
+
+        monkeypatch.setattr(Claimer, "_complete", folder_gone)
+        with pytest.raises(FileNotFoundError) as e:
+            relay.claim()
+        assert e.value.filename == str(gone)
+    finally:
+        relay.close()

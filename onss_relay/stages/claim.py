@@ -56,6 +56,10 @@ class _SetFiles:
     def paths(self) -> list[Path]:
         return [*self.fis.values(), *self.extras.values()]
 
+    def names_part(self, e: OSError) -> bool:
+        """Given an error on a file, whether that file is one of the set's (taken back since the scan listed it)."""
+        return e.filename is not None and str(e.filename) in {str(p) for p in self.paths()}
+
 
 class Claimer:
     """Given the configuration, the journal and the spool, claim what is ready in the outbox."""
@@ -129,8 +133,10 @@ class Claimer:
             try:
                 with read_once([group.fis[n] for n in new.parts]):  # a small set's bytes read once for every check
                     checked = self._checked(group, new, busy, batch, sequences)
-            except FileNotFoundError:  # a part taken back since the scan listed it: incomplete again, next scan
-                continue
+            except FileNotFoundError as e:
+                if not group.names_part(e):  # another file gone (a spool folder): not this set's doing
+                    raise
+                continue  # a part taken back since the scan listed it: incomplete again, next scan
             if checked is not None:
                 batch.append(checked)
                 names |= set(group.fis) | set(group.extras)
