@@ -1,12 +1,16 @@
 """Which sequences sets archived in sent/ have used: what the claim stage consults when the journal does not know
 a name (lost, or restored from an old backup), so that a sequence is never sent twice (ACRF-133).
 
-Reads only; each sent/YYYY-MM-DD folder is listed again only when its mtime changed, and then only the names not
-seen before are parsed (a day's folder grows by thousands while a large outbox is claimed and sent).
+Reads only; sent/ is looked at once per look (``look_again``: the claim looks again per page, its journal reads are
+per page too), each sent/YYYY-MM-DD folder listed again only when its mtime changed, and then only the names not
+seen before are parsed (a day's folder grows by thousands while a large outbox is claimed and sent). A set this
+relay archives meanwhile is in the journal, which the claim asks first: sent/ is the memory of sets the journal
+does not know (it was lost, or restored from an older backup), which are there before the look.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime as dt
 import os
@@ -36,6 +40,13 @@ class SentNames:
     def __init__(self, sent: Path) -> None:
         self.sent = sent
         self._folders: dict[Path, _Folder] = {}
+        self._days: list[str] | None = None  # sent/'s day folders in this look (None: not listed yet)
+        self._looked: set[Path] = set()  # day folders whose mtime was checked in this look
+
+    def look_again(self) -> None:
+        """From now on, list sent/ and check its day folders' mtimes again (once each until the next call)."""
+        self._days = None
+        self._looked.clear()
 
     def sent_with(self, name: Name) -> Path | None:
         """Given a set's name, return the GO file in sent/ of a set that used its sequence, or None. Files dated
@@ -49,19 +60,23 @@ class SentNames:
         return None
 
     def _day_folders(self, since: str) -> list[Path]:
-        try:
-            names = os.listdir(self.sent)
-        except FileNotFoundError:
-            return []
-        return [self.sent / d for d in sorted(names) if len(d) == 10 and d >= since]
+        if self._days is None:
+            try:
+                self._days = sorted(d for d in os.listdir(self.sent) if len(d) == 10)
+            except FileNotFoundError:
+                self._days = []
+        return [self.sent / d for d in self._days[bisect.bisect_left(self._days, since) :]]
 
     def _listing(self, folder: Path) -> dict[SequenceKey, str]:
         """Given a day's folder, return its GO files by sequence: listed again when its mtime changed, parsing
         only the names added since (all of them again when one went away)."""
+        cached = self._folders.get(folder)
+        if cached is not None and folder in self._looked:
+            return cached.sequences
         try:
             mtime = folder.stat().st_mtime_ns
-            cached = self._folders.get(folder)
             if cached is not None and cached.mtime == mtime:
+                self._looked.add(folder)
                 return cached.sequences
             names = set(os.listdir(folder))
         except OSError:
@@ -78,4 +93,5 @@ class SentNames:
             cached.sequences.setdefault(sequence_key(n), entry)
         cached.mtime, cached.names = mtime, names
         self._folders[folder] = cached
+        self._looked.add(folder)
         return cached.sequences

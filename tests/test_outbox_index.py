@@ -44,6 +44,8 @@ def test_a_scan_of_thousands_of_waiting_files_holds_a_page_not_the_outbox(relay_
         assert list(tracker.sightings()) == ["notes.txt"]  # declarations are fed to it by the claim, per page
         keys = [key for page in index.pages(300) for key in page]
         assert keys == sorted(set_key(parse_name(fi_name(i))) for i in range(1, FILES + 1))
+        pages = list(index.pages(300, 25))  # a smaller first page (the claim's: signing starts sooner), then 300s
+        assert [len(p) for p in pages[:3]] == [25, 300, 300] and [k for p in pages for k in p] == keys
         assert [f.name for f in index.files_of([keys[7]])[keys[7]]] == [fi_name(8)]
         assert fi_name(FILES) in index and "notes.txt" in index and "other" not in index
         assert (spool.paths.root / SCRATCH).exists()
@@ -68,3 +70,15 @@ def test_a_name_that_is_no_utf8_in_a_spilled_outbox_is_quarantined_and_the_rest_
         assert [p for p in relay.spool.failed.rglob("*") if p.name.startswith("zz")]  # kept, with its reason
     finally:
         relay.close()
+
+
+def test_an_index_held_in_memory_gives_a_smaller_first_page_then_pages_of_the_size_asked(relay_dir: Path) -> None:
+    spool = Spool(load_config(relay_dir / "config.toml", environ={}).paths)
+    spool.create()
+    for i in range(1, 61):
+        (spool.outbox / fi_name(i)).write_bytes(b"<waiting/>")
+    with index_outbox(spool, SettleTracker(2.0)) as index:
+        assert not (spool.paths.root / SCRATCH).exists()  # under SPILL_AT files: in memory
+        pages = list(index.pages(25, 10))
+        assert [len(p) for p in pages] == [10, 25, 25]
+        assert [k for p in pages for k in p] == sorted(set_key(parse_name(fi_name(i))) for i in range(1, 61))

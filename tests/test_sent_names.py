@@ -9,8 +9,12 @@ from pathlib import Path
 import pytest
 
 from onss_relay import sent_names
+from onss_relay.config import Config
+from onss_relay.journal import State
 from onss_relay.names import parse_name
+from onss_relay.pipeline import Relay
 from tests.conftest import TODAY, fi_name
+from tests.test_uploader_sftp import drop_sets
 
 
 def go(seq: int) -> str:
@@ -41,6 +45,7 @@ def test_a_growing_sent_folder_is_parsed_once_per_new_name_and_again_when_a_name
         nonlocal mtime
         mtime += 1_000_000_000  # a new second: what a file archived later gives the folder
         os.utime(day, ns=(mtime, mtime))
+        names.look_again()  # what the claim does at each page
 
     (day / go(101)).touch()
     changed()
@@ -51,3 +56,48 @@ def test_a_growing_sent_folder_is_parsed_once_per_new_name_and_again_when_a_name
     parsed.clear()
     assert names.sent_with(parse_name(go(7))) is None and len(parsed) == 100
     assert names.sent_with(parse_name(go(102))) is None
+
+
+def test_sent_is_looked_at_once_per_look_however_many_sets_ask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The claim asks for every set of a page; sent/ and its day folder are listed (and stat'ed) once per page's look,
+    and what was archived meanwhile is seen from the next look on."""
+    day = tmp_path / "sent" / f"{TODAY[:4]}-{TODAY[4:6]}-{TODAY[6:]}"
+    day.mkdir(parents=True)
+    (day / go(1)).touch()
+    listed: list[str] = []
+    real = os.listdir
+
+    def counted(path):  # type: ignore[no-untyped-def]
+        listed.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(sent_names.os, "listdir", counted)
+    names = sent_names.SentNames(tmp_path / "sent")
+    for seq in range(2, 202):
+        assert names.sent_with(parse_name(go(seq))) is None
+    assert names.sent_with(parse_name(go(1))) == day / go(1)
+    assert listed == [str(tmp_path / "sent"), str(day)]
+    (day / go(300)).touch()
+    os.utime(day, ns=(day.stat().st_mtime_ns + 1_000_000_000,) * 2)
+    assert names.sent_with(parse_name(go(300))) is None  # the same look
+    names.look_again()
+    assert names.sent_with(parse_name(go(300))) == day / go(300)
+    assert len(listed) == 4
+
+
+def test_a_long_lived_claim_looks_at_sent_again_at_each_page(cfg: Config) -> None:
+    """The daemon's claim stage lives for weeks: a GO that appears in sent/ after an earlier scan looked (a set the
+    journal does not know: restored from an older backup while it ran) still refuses a later set of that sequence."""
+    relay = Relay(cfg)
+    try:
+        first = drop_sets(relay.spool.outbox, [(1, "T", 1)])
+        assert relay.claimer.scan() == first  # sent/ looked at: empty
+        day = relay.spool.sent / f"{TODAY[:4]}-{TODAY[4:6]}-{TODAY[6:]}"
+        day.mkdir(parents=True, exist_ok=True)
+        (day / go(7)).touch()  # sent, unknown to the journal
+        drop_sets(relay.spool.outbox, [(7, "T", 1)])
+        assert relay.claimer.scan() == []
+        row = relay.journal.get_set(go(7))
+        assert row is not None and row.state == State.FAILED and "already sent" in (row.reason or "")
+    finally:
+        relay.close()

@@ -41,6 +41,9 @@ __all__ = ["CLAIM_PAGE", "Claimer", "SettleTracker", "latest_plausible_today"]
 log = structlog.get_logger(__name__)
 
 CLAIM_PAGE = 200  # sets looked at, claimed and committed together; the next page only once this one is handed on
+# the first page of a scan: one signing batch, so that the first signatures (and uploads) start after ~25 sets'
+# checks rather than 200 (the connection is ready by then)
+FIRST_PAGE = 25
 IN_FLIGHT_KEPT = 20_000  # claimed sets remembered as in flight (~100 B each); past it, their rows are read again
 SWEEP_EVERY = 10.0  # seconds between looks at the held originals (held.py)
 SIGHTINGS_REFRESH = 60.0  # seconds between rewrites of outbox-sightings.json when only the ages changed
@@ -104,7 +107,7 @@ class Claimer:
         with index_outbox(self.spool, self.tracker) as outbox:
             self.tracker.forget_missing(outbox)
             self._xml_seen = {k: v for k, v in self._xml_seen.items() if outbox.has_set(k)}
-            for keys in outbox.pages(CLAIM_PAGE):
+            for keys in outbox.pages(CLAIM_PAGE, min(FIRST_PAGE, CLAIM_PAGE)):
                 page = self._claim_page(keys, outbox)
                 claimed += page
                 if page and on_page is not None:
@@ -119,6 +122,7 @@ class Claimer:
         journal commit; return their GO names. Sets of earlier pages are in the journal by then: the sequence
         and content checks find them there."""
         keys = [k for k in keys if k not in self._in_flight]  # claimed before and unchanged: nothing to look at
+        self.sent_names.look_again()  # sent/ looked at once per page, as the journal is read once per page
         files = outbox.files_of(keys)
         groups = [_set_files(key, [f.name for f in files[key]], self.spool.outbox) for key in keys]
         self._scan_reads(keys)

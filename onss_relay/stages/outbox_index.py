@@ -82,18 +82,23 @@ class OutboxIndex:
             self._db.execute("CREATE INDEX files_set ON files(set_key, name)")
             self._db.execute("CREATE INDEX files_name ON files(name)")
 
-    def pages(self, size: int) -> Iterator[list[str]]:
-        """Given a page size, yield the sets' GO names in sorted order, size at a time (read a page at a time)."""
+    def pages(self, size: int, first: int | None = None) -> Iterator[list[str]]:
+        """Given a page size (and the first page's, when smaller), yield the sets' GO names in sorted order, a page
+        at a time (read a page at a time)."""
+        sizes = itertools.chain([first or size], itertools.repeat(size))
         if self._db is None:
             keys = sorted({key for key, *_ in self._rows if key is not None})
-            for start in range(0, len(keys), size):
-                yield keys[start : start + size]
+            start = 0
+            while start < len(keys):
+                n = next(sizes)
+                yield keys[start : start + n]
+                start += n
             return
         last = ""
         while True:
             with as_os_error(self.scratch, WHAT):
                 query = "SELECT DISTINCT set_key FROM files WHERE set_key > ? ORDER BY set_key LIMIT ?"
-                keys = [key for (key,) in self._db.execute(query, (last, size))]
+                keys = [key for (key,) in self._db.execute(query, (last, next(sizes)))]
             if not keys:
                 return
             yield keys
