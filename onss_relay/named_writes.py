@@ -17,16 +17,21 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
 
-@contextlib.contextmanager
-def naming(path: Path | str) -> Iterator[None]:
+class naming:  # noqa: N801 (used as a function: ``with naming(path):``)
     """Given the file (or folder) a block writes, run the block; raise an OSError from it that names no file
-    again with that path."""
-    try:
-        yield
-    except OSError as e:
-        if e.filename is not None or e.errno is None:
-            raise
-        raise OSError(e.errno, e.strerror, str(path)) from e
+    again with that path. A class, not a generator: it wraps several writes of every set signed and sent."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, e: BaseException | None, tb: object) -> None:
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror, str(self.path)) from e
 
 
 @contextlib.contextmanager
