@@ -13,13 +13,15 @@ did not commit is done again next time, as after any crash.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import gc
 import multiprocessing
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Generic, TypeVar, cast
 
@@ -96,6 +98,20 @@ class Forked(Generic[T]):
         raise RuntimeError(
             f"{self._process.name} ended with exit code {self._process.exitcode} ({value or 'no reason given'})"
         )
+
+
+@contextlib.contextmanager
+def heap_frozen() -> Iterator[None]:
+    """While the block runs, leave the objects that exist now out of the garbage collector's passes (gc.freeze):
+    a child forked in the block collects without touching, and so copying, the pages it shares with its parent,
+    and the parent's full collections scan only what was made since. Each full pass of a `send --once` scanned
+    the whole heap (imports, caches): ~55 ms in the parent and again in the child, per 1,000 sets. The objects are
+    given back to the collector when the block ends (a long-lived process calling this keeps no garbage)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def die_with_parent(parent: int) -> None:

@@ -15,7 +15,7 @@ import structlog
 
 from onss_relay.commands.requeue import finish_interrupted_requeues
 from onss_relay.config import Config
-from onss_relay.forked import Forked
+from onss_relay.forked import Forked, heap_frozen
 from onss_relay.hook_record import HookRecord
 from onss_relay.hooks import DueOnly
 from onss_relay.journal import IN_FLIGHT, Journal, State, open_journal
@@ -134,6 +134,20 @@ class Relay:
             signer.sign_queued()
             return len(claimed)
 
+        with heap_frozen():  # the child forked, and the run's collections made, without the heap there is now
+            claimed, upload = self._send_while_signing(claim_and_sign)
+        return SendReport(
+            claimed,
+            upload,
+            before,
+            self._failed_count(),
+            max(0, self._failed_sets() - failed_sets),
+            stopped=self.stop.is_set(),
+        )
+
+    def _send_while_signing(self, claim_and_sign: Callable[[Journal], int]) -> tuple[int, UploadReport]:
+        """Given the work of the claiming and signing child, fork it, upload what it signs, write the results;
+        return how many sets it claimed and the upload report."""
         child = Forked(
             claim_and_sign, lambda: open_journal(self.cfg, epoch=self.epoch), "onss-relay-sign"
         )  # before any thread
@@ -151,14 +165,7 @@ class Relay:
         finally:
             self.uploader.close_idle()
         self.results.catch_up(self.stop)
-        return SendReport(
-            claimed,
-            upload,
-            before,
-            self._failed_count(),
-            max(0, self._failed_sets() - failed_sets),
-            stopped=self.stop.is_set(),
-        )
+        return claimed, upload
 
     def _upload_while_signing(self, child: Forked[int], upload: UploadReport) -> None:
         """Given the forked signing child and the run's upload report, upload rounds until signing is done and a

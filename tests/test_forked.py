@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from onss_relay.config import Config
 from onss_relay.errors import EXIT_LOCAL, CertificateError, JournalBusy
-from onss_relay.forked import Forked
+from onss_relay.forked import Forked, heap_frozen
 from onss_relay.journal import Journal, open_journal_at
+from onss_relay.pipeline import Relay
+from tests.test_uploader_sftp import drop_sets
 
 
 def test_a_result_larger_than_the_pipe_arrives(tmp_path: Path) -> None:
@@ -138,3 +144,38 @@ def test_send_once_whose_signing_child_is_killed_says_so_in_one_sentence(relay_d
     said = [ln for ln in killed.stderr.splitlines() if "command_failed" in ln]
     assert len(said) == 1 and "onss-relay-sign was killed by SIGKILL before it finished" in said[0], said
     assert "unexpected error" not in killed.stderr and "Traceback" not in killed.stderr
+
+
+def test_the_heap_frozen_while_a_block_runs_is_given_back_after_it_even_on_an_error() -> None:
+    assert gc.get_freeze_count() == 0
+    with pytest.raises(ValueError, match="stop"), heap_frozen():
+        assert gc.get_freeze_count() > 1000  # the interpreter's and the test run's objects
+        raise ValueError("stop")
+    assert gc.get_freeze_count() == 0  # a process calling it at every run keeps no garbage out of reach
+
+
+def test_send_once_forks_its_child_with_the_heap_frozen_and_unfreezes_it_after(
+    cfg: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child's collections leave the pages it shares with its parent alone (no copy of the parent's heap), and
+    the parent's full collections during the run scan only what the run made."""
+    relay = Relay(cfg)
+    try:
+        gos = drop_sets(relay.spool.outbox, [(i, "T", 1) for i in range(1, 6)])
+        seen = tmp_path / "frozen-in-child"
+        real = Forked.__init__
+
+        def recording(self: Forked[int], work: Callable[[Journal], int], *args: Any) -> None:
+            def noted(journal: Journal) -> int:
+                seen.write_text(str(gc.get_freeze_count()))
+                return work(journal)
+
+            real(self, noted, *args)
+
+        monkeypatch.setattr(Forked, "__init__", recording)
+        report = relay.send_once(wait_for_settle=False)
+        assert sorted(report.upload.sent) == sorted(gos)
+        assert int(seen.read_text()) > 1000
+        assert gc.get_freeze_count() == 0
+    finally:
+        relay.close()
