@@ -79,8 +79,10 @@ class SentNames:
                 self._looked.add(folder)
                 return cached.sequences
             names = set(os.listdir(folder))
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):  # gone since sent/ was listed, or a file with a day's name
             return {}
+        # any other error (a folder the relay's user cannot read, an I/O error) goes up, naming the folder: read as
+        # empty, the sequences it holds would be sent a second time (ACRF-133); the claim fails until it is fixed
         if cached is None or not cached.names <= names:
             cached = _Folder(mtime, set(), {})
         for entry in names - cached.names:

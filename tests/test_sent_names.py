@@ -101,3 +101,36 @@ def test_a_long_lived_claim_looks_at_sent_again_at_each_page(cfg: Config) -> Non
         assert row is not None and row.state == State.FAILED and "already sent" in (row.reason or "")
     finally:
         relay.close()
+
+
+def test_a_day_folder_that_cannot_be_read_fails_the_claim_instead_of_letting_a_sent_sequence_through(
+    cfg: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A journal lost, and a sent/ day folder the relay's user cannot list (restored by root as 0700, an NFS
+    error): read as empty, its sets' sequences went out a second time (ACRF-133). The claim fails instead, naming
+    the folder, and claims nothing; a file with a day's name (not a folder) is still no memory."""
+    relay = Relay(cfg)
+    try:
+        day = relay.spool.sent / f"{TODAY[:4]}-{TODAY[4:6]}-{TODAY[6:]}"
+        day.mkdir(parents=True, exist_ok=True)
+        (day / go(7)).touch()  # sent, unknown to the journal
+        (relay.spool.sent / "2000-01-01").write_text("not a folder")
+        real = os.listdir
+
+        def unreadable(path):  # type: ignore[no-untyped-def]
+            if str(path) == str(day):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real(path)
+
+        monkeypatch.setattr(sent_names.os, "listdir", unreadable)
+        drop_sets(relay.spool.outbox, [(7, "T", 1)])
+        with pytest.raises(PermissionError) as e:
+            relay.claimer.scan()
+        assert e.value.filename == str(day)
+        assert relay.journal.get_set(go(7)) is None
+        monkeypatch.setattr(sent_names.os, "listdir", real)
+        assert relay.claimer.scan() == []
+        row = relay.journal.get_set(go(7))
+        assert row is not None and row.state == State.FAILED and "already sent" in (row.reason or "")
+    finally:
+        relay.close()
