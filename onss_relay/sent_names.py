@@ -14,12 +14,14 @@ import bisect
 import dataclasses
 import datetime as dt
 import os
+import time
 from pathlib import Path
 
 from onss_relay.errors import InvalidName
 from onss_relay.names import Name, parse_name
 
 SequenceKey = tuple[str, str, str, str]  # sender, date, sequence, environment
+KEEP_UNASKED = 3600.0  # seconds a day folder's names are kept while no set asks about it
 
 
 def sequence_key(name: Name) -> SequenceKey:
@@ -32,6 +34,7 @@ class _Folder:
     mtime: int
     names: set[str]  # every entry seen at that mtime
     sequences: dict[SequenceKey, str]  # the GO files among them, by the sequence they used
+    asked: float = 0.0  # time.monotonic() of the last look that asked this folder
 
 
 class SentNames:
@@ -42,11 +45,18 @@ class SentNames:
         self._folders: dict[Path, _Folder] = {}
         self._days: list[str] | None = None  # sent/'s day folders in this look (None: not listed yet)
         self._looked: set[Path] = set()  # day folders whose mtime was checked in this look
+        self._now = time.monotonic()  # when this look began
 
     def look_again(self) -> None:
         """From now on, list sent/ and check its day folders' mtimes again (once each until the next call)."""
         self._days = None
         self._looked.clear()
+        self._now = time.monotonic()
+        # a daemon's claim lives for months and sent/ keeps every day: forget the folders no set asked about for
+        # KEEP_UNASKED seconds (read again, in full, if one asks later), not a day's thousands of names for good
+        forgotten = [f for f, c in self._folders.items() if self._now - c.asked > KEEP_UNASKED]
+        for folder in forgotten:
+            del self._folders[folder]
 
     def sent_with(self, name: Name) -> Path | None:
         """Given a set's name, return the GO file in sent/ of a set that used its sequence, or None. Files dated
@@ -73,14 +83,18 @@ class SentNames:
         cached = self._folders.get(folder)
         if cached is not None and folder in self._looked:
             return cached.sequences
+        if cached is not None:
+            cached.asked = self._now
         try:
             mtime = folder.stat().st_mtime_ns
             if cached is not None and cached.mtime == mtime:
                 self._looked.add(folder)
                 return cached.sequences
             names = set(os.listdir(folder))
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):  # gone since sent/ was listed, or a file with a day's name
             return {}
+        # any other error (a folder the relay's user cannot read, an I/O error) goes up, naming the folder: read as
+        # empty, the sequences it holds would be sent a second time (ACRF-133); the claim fails until it is fixed
         if cached is None or not cached.names <= names:
             cached = _Folder(mtime, set(), {})
         for entry in names - cached.names:
@@ -91,7 +105,7 @@ class SentNames:
             except InvalidName:
                 continue
             cached.sequences.setdefault(sequence_key(n), entry)
-        cached.mtime, cached.names = mtime, names
+        cached.mtime, cached.names, cached.asked = mtime, names, self._now
         self._folders[folder] = cached
         self._looked.add(folder)
         return cached.sequences

@@ -101,3 +101,62 @@ def test_a_long_lived_claim_looks_at_sent_again_at_each_page(cfg: Config) -> Non
         assert row is not None and row.state == State.FAILED and "already sent" in (row.reason or "")
     finally:
         relay.close()
+
+
+def test_a_day_folder_that_cannot_be_read_fails_the_claim_instead_of_letting_a_sent_sequence_through(
+    cfg: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A journal lost, and a sent/ day folder the relay's user cannot list (restored by root as 0700, an NFS
+    error): read as empty, its sets' sequences went out a second time (ACRF-133). The claim fails instead, naming
+    the folder, and claims nothing; a file with a day's name (not a folder) is still no memory."""
+    relay = Relay(cfg)
+    try:
+        day = relay.spool.sent / f"{TODAY[:4]}-{TODAY[4:6]}-{TODAY[6:]}"
+        day.mkdir(parents=True, exist_ok=True)
+        (day / go(7)).touch()  # sent, unknown to the journal
+        (relay.spool.sent / "2000-01-01").write_text("not a folder")
+        real = os.listdir
+
+        def unreadable(path):  # type: ignore[no-untyped-def]
+            if str(path) == str(day):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real(path)
+
+        monkeypatch.setattr("onss_relay.sent_names.os.listdir", unreadable)
+        drop_sets(relay.spool.outbox, [(7, "T", 1)])
+        with pytest.raises(PermissionError) as e:
+            relay.claimer.scan()
+        assert e.value.filename == str(day)
+        assert relay.journal.get_set(go(7)) is None
+        monkeypatch.setattr("onss_relay.sent_names.os.listdir", real)
+        assert relay.claimer.scan() == []
+        row = relay.journal.get_set(go(7))
+        assert row is not None and row.state == State.FAILED and "already sent" in (row.reason or "")
+    finally:
+        relay.close()
+
+
+def test_a_day_folder_not_asked_for_an_hour_is_forgotten(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's claim lives for months and sent/ keeps every day (retention.sent_days 0): a day folder read
+    once (thousands of names, ~3.7 MB for 5,000 sets) was kept until the process ended, even once retention had
+    deleted it. Folders no set asked about for an hour are dropped (read again, in full, if one asks later)."""
+    now = 1000.0
+    monkeypatch.setattr("onss_relay.sent_names.time.monotonic", lambda: now)
+    days = []
+    for k in (1, 2):
+        day = tmp_path / "sent" / f"2026-01-0{k}"
+        day.mkdir(parents=True)
+        (day / go(k).replace(TODAY, f"2026010{k}")).touch()
+        days.append(day)
+    names = sent_names.SentNames(tmp_path / "sent")
+    old = parse_name(go(9).replace(TODAY, "20260101"))  # asks both folders
+    recent = parse_name(go(9).replace(TODAY, "20260103"))  # asks the second one only (dated 2026-01-02 or later)
+    assert names.sent_with(old) is None
+    assert set(names._folders) == set(days)
+    now += 1800
+    names.look_again()
+    assert names.sent_with(recent) is None
+    now += 1801
+    names.look_again()
+    assert set(names._folders) == {days[1]}
+    assert names.sent_with(parse_name(go(1).replace(TODAY, "20260101"))) == days[0] / go(1).replace(TODAY, "20260101")
