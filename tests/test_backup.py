@@ -3,6 +3,7 @@ by the service user, refused while a daemon runs on the spool."""
 
 from __future__ import annotations
 
+import io
 import os
 import pwd
 import shutil
@@ -175,3 +176,31 @@ def test_a_restore_older_than_some_sends_records_those_sets_sent_from_sent_and_s
     r = run_cli("send", "--once", "--config", str(config))
     assert r.returncode == 0, r.stdout + r.stderr
     assert not [p for p in cfg.paths.failed_dir.rglob("*") if p.is_file()]  # nothing set aside
+
+
+def test_a_restore_that_cannot_read_sent_says_the_journal_is_in_place_and_to_run_it_again(
+    relay_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review rev11: sent/ that cannot be read now stops the claim (never read as empty); restore reads it too, after
+    the journal file is replaced: it says so, names the folder, and asks for a second restore (exit 4)."""
+    from onss_relay.commands import backup as backup_command
+    from onss_relay.config import load_config
+    from onss_relay.errors import EXIT_LOCAL, LocalError
+    from onss_relay.pipeline import Relay
+
+    config = relay_dir / "config.toml"
+    cfg = load_config(config, environ={})
+    Relay(cfg).close()  # a journal to back up
+    assert run_cli("backup", str(tmp_path / "bk.db"), "--config", str(config)).returncode == 0
+    day = cfg.paths.root / "sent" / "2026-12-01"
+
+    def unreadable(*_: object) -> list[str]:
+        raise PermissionError(13, "Permission denied", str(day))
+
+    monkeypatch.setattr(backup_command, "record_sent_found_in_sent", unreadable)
+    with pytest.raises(LocalError) as caught:
+        backup_command.restore(cfg, tmp_path / "bk.db", io.StringIO())
+    said = str(caught.value)
+    assert caught.value.exit_code == EXIT_LOCAL
+    assert f"restored {cfg.paths.journal_path} from {tmp_path / 'bk.db'}" in said and str(day) in said, said
+    assert "run restore again" in said and cfg.paths.journal_path.exists()

@@ -12,7 +12,7 @@ from typing import TextIO
 
 from onss_relay.commands.check_access import service_user
 from onss_relay.config import Config
-from onss_relay.errors import UsageError
+from onss_relay.errors import LocalError, UsageError, describe_os_error
 from onss_relay.journal import open_journal_at
 from onss_relay.restored_sent import record_sent_found_in_sent
 from onss_relay.spool import Spool, SpoolLock
@@ -74,6 +74,11 @@ def restore(cfg: Config, src: Path, out: TextIO) -> int:
         journal = open_journal_at(target)
         try:
             found = record_sent_found_in_sent(journal, spool)
+        except OSError as e:  # sent/ unreadable: the journal is in place, its pending sets not matched with sent/
+            raise LocalError(
+                f"restored {target} from {src} ({sets} set(s)), but sent/ could not be read to find the sets sent "
+                f"after the backup ({describe_os_error(e)}): make it readable and run restore again, before any send"
+            ) from e
         finally:
             journal.close()
             _give(owner, *(p for p in target.parent.glob(target.name + "-*") if p.exists()))  # -wal, -shm if kept
