@@ -168,7 +168,7 @@ class SftpTransport:
         pkey = load_private_key(cfg.private_key, read_secret(cfg.passphrase_file, "remote.passphrase_file"))
         entry = host_entry(cfg.host, cfg.port)
         try:
-            sock = socket.create_connection((cfg.host, cfg.port), timeout=cfg.timeout)
+            sock = prompt_socket(socket.create_connection((cfg.host, cfg.port), timeout=cfg.timeout))
         except OSError as e:
             raise TransientRemoteError(f"cannot reach {cfg.host}:{cfg.port}: {e.strerror or e}") from None
         t = paramiko.Transport(sock, disabled_algorithms=LEGACY_RSA if cfg.legacy_ssh_rsa else None)
@@ -395,6 +395,39 @@ def _classify(e: BaseException, what: str) -> PermanentRemoteError | TransientRe
     if isinstance(e, PermanentRemoteError | TransientRemoteError):
         return e
     return TransientRemoteError(f"{what}: {e or type(e).__name__}")
+
+
+class PromptSocket(socket.socket):
+    """A TCP socket that never holds a packet back and acknowledges what it receives at once.
+
+    SSH is a conversation of small packets. Nagle's algorithm (on by default) holds a small write until what was
+    sent before is acknowledged; the peer's kernel delays that acknowledgement up to 40 ms when it has nothing
+    to send. OpenSSH's server keeps Nagle on for sessions without a terminal (SFTP): a reply written just after
+    another waits for this side's acknowledgement, which Linux delays too once a connection looks interactive.
+    Measured against sshd on loopback: connect, authenticate and open SFTP took 125 ms, 80 of them two such
+    waits; 35 ms with TCP_NODELAY and the acknowledgement re-armed after each read (TCP_QUICKACK is not sticky:
+    the kernel returns to delayed acknowledgements on its own). Linux only; elsewhere only TCP_NODELAY."""
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        data = super().recv(bufsize, flags)
+        with contextlib.suppress(OSError):  # the socket closed meanwhile: the next read says so
+            self.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
+        return data
+
+
+QUICKACK: int = getattr(socket, "TCP_QUICKACK", 0)  # 0: not Linux
+
+
+def prompt_socket(sock: socket.socket) -> socket.socket:
+    """Given a connected TCP socket, return it with Nagle's algorithm off and, on Linux, as a PromptSocket."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if not QUICKACK:
+        return sock
+    timeout = sock.gettimeout()
+    prompt = PromptSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+    prompt.settimeout(timeout)
+    prompt.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
+    return prompt
 
 
 def _open_sftp(t: paramiko.Transport, timeout: float) -> paramiko.SFTPClient:
