@@ -18,6 +18,8 @@ from onss_relay.config import Config
 from onss_relay.forked import Forked, heap_frozen
 from onss_relay.hook_record import HookRecord
 from onss_relay.hooks import DueOnly
+from onss_relay.identity import load_signing_identity
+from onss_relay.identity_ahead import IdentityAhead
 from onss_relay.journal import IN_FLIGHT, Journal, State, open_journal
 from onss_relay.orphan_temps import remove_orphan_temps
 from onss_relay.results import ResultsWriter, WhileSending
@@ -126,16 +128,20 @@ class Relay:
         before = self._failed_count()
         failed_sets = self._failed_sets()  # a count: a year of quarantined sets is never read
 
+        ahead = IdentityAhead()  # the identity loaded by this process while the child claims its first page
+
         def claim_and_sign(journal: Journal) -> int:
             spool = Spool(self.cfg.paths)
-            signer = Signer(self.cfg, journal, spool)
+            signer = Signer(
+                self.cfg, journal, spool, load=lambda cfg: ahead.receive(lambda: load_signing_identity(cfg))
+            )
             # each claimed page is signed before the next is claimed: uploading starts after the first page
             claimed = claim(Claimer(self.cfg, journal, spool), self.stop, wait_for_settle, signer.sign_queued)
             signer.sign_queued()
             return len(claimed)
 
         with heap_frozen():  # the child forked, and the run's collections made, without the heap there is now
-            claimed, upload = self._send_while_signing(claim_and_sign)
+            claimed, upload = self._send_while_signing(claim_and_sign, ahead)
         return SendReport(
             claimed,
             upload,
@@ -145,13 +151,18 @@ class Relay:
             stopped=self.stop.is_set(),
         )
 
-    def _send_while_signing(self, claim_and_sign: Callable[[Journal], int]) -> tuple[int, UploadReport]:
-        """Given the work of the claiming and signing child, fork it, upload what it signs, write the results;
-        return how many sets it claimed and the upload report."""
+    def _send_while_signing(
+        self, claim_and_sign: Callable[[Journal], int], ahead: IdentityAhead
+    ) -> tuple[int, UploadReport]:
+        """Given the work of the claiming and signing child and the pipe its identity comes through, fork it, upload
+        what it signs, write the results; return how many sets it claimed and the upload report."""
         child = Forked(
             claim_and_sign, lambda: open_journal(self.cfg, epoch=self.epoch), "onss-relay-sign"
         )  # before any thread
-        if self._anything_to_send():
+        sending = self._anything_to_send()
+        # the identity loaded while the child scans the outbox and claims its first page, on this process's core
+        ahead.hand(self.signer.identity if sending else None)
+        if sending:
             self.uploader.warm_up()  # connect while the first sets are claimed and signed
         upload = UploadReport()
         claimed = 0

@@ -59,18 +59,20 @@ class Signer:
         spool: Spool,
         identity: Identity | None = None,
         stop: threading.Event | None = None,
+        load: Callable[[Config], Identity] = load_signing_identity,
     ) -> None:
         self.cfg = cfg
         self.journal = journal
         self.spool = spool
         self._identity = identity
+        self._load = load  # how the identity is loaded when first needed
         self.stop = stop
         if unsigned := unsigned_s_problem(cfg.signing.sign_in_s, cfg.watch.environments):
             log.warning("environment_s_unsigned", detail=unsigned)
 
     def identity(self) -> Identity:
         if self._identity is None:
-            self._identity = load_signing_identity(self.cfg)
+            self._identity = self._load(self.cfg)
         else:
             check_certificate(self._identity, warning_days=-1)
         return self._identity

@@ -1,0 +1,89 @@
+"""The signing identity of a `send --once`, loaded by the parent while its forked child claims the first page.
+
+Loading an RSA key checks it (OpenSSL's RSA_check_key: 60–90 ms for 2,048 bits on these machines, all of it holding
+the interpreter lock), and the child needs the key only for its first signing batch, after its outbox scan and first
+claimed page. The parent has nothing to do then: it loads the identity on its own core (before it connects: the
+check would hold up the connection's thread as long) and hands it through a pipe the two share (the key checked, in PKCS#8, and its certificates); the child takes the
+key as it comes, without checking it a second time. What went wrong (a wrong password, an expired certificate) is
+handed instead and raised in the child, where loading it would have raised it. A parent that hands nothing (nothing
+to send, or gone) leaves the child to load the identity itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+from collections.abc import Callable
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from onss_relay.errors import CertificateError
+from onss_relay.identity import Identity
+
+Handed = tuple[str, object]  # ("identity", (key DER, certificate DER, chain DERs, source)) or ("error", exception)
+
+
+class IdentityAhead:
+    """A pipe from the parent of a forked child to it, for one signing identity. Make it before the fork; then the
+    parent calls ``hand(load)`` and the child ``receive(load)``."""
+
+    def __init__(self) -> None:
+        self._reader, self._writer = multiprocessing.get_context("fork").Pipe(duplex=False)
+
+    def hand(self, load: Callable[[], Identity] | None) -> None:
+        """In the parent: load the identity and hand it (or why it cannot be) to the child, then close the pipe;
+        None: hand nothing (the child loads it, should it need it)."""
+        self._reader.close()
+        with contextlib.suppress(OSError), self._writer:  # the child gone: it needs nothing any more
+            if load is None:
+                return
+            try:
+                handed: Handed = ("identity", _as_bytes(load()))
+            except Exception as e:  # noqa: BLE001 - raised in the child, where loading would have raised it
+                handed = ("error", e)
+            try:
+                self._writer.send(handed)
+            except Exception:  # noqa: BLE001 - an error that does not pickle: its words
+                self._writer.send(("error", CertificateError(f"{type(handed[1]).__name__}: {handed[1]}")))
+
+    def receive(self, load: Callable[[], Identity]) -> Identity:
+        """In the child: return the identity the parent handed, raise what it handed instead, or ``load()`` it
+        when the parent handed nothing."""
+        self._writer.close()
+        try:
+            kind, value = self._reader.recv()
+        except (EOFError, OSError):
+            return load()
+        finally:
+            self._reader.close()
+        if kind == "error":
+            assert isinstance(value, BaseException)
+            raise value
+        assert isinstance(value, tuple)
+        return _from_bytes(*value)
+
+
+def _as_bytes(identity: Identity) -> tuple[bytes, bytes, list[bytes], str]:
+    key = identity.key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    der = serialization.Encoding.DER
+    return (
+        key,
+        identity.certificate.public_bytes(der),
+        [c.public_bytes(der) for c in identity.chain],
+        str(identity.source),
+    )
+
+
+def _from_bytes(key: bytes, certificate: bytes, chain: list[bytes], source: str) -> Identity:
+    # checked by the parent, which loaded it from the key file: the same key, not checked twice
+    loaded = serialization.load_der_private_key(key, None, unsafe_skip_rsa_key_validation=True)
+    return Identity(
+        loaded,  # type: ignore[arg-type]  # an RSA or EC key: the parent loaded it as one (identity.py)
+        x509.load_der_x509_certificate(certificate),
+        tuple(x509.load_der_x509_certificate(c) for c in chain),
+        Path(source),
+    )
