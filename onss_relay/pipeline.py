@@ -194,7 +194,8 @@ class Relay:
             upload.waiting = round_.waiting  # uncertain sets, as the last round left them
             if done_signing or upload.error or self.stop.is_set():
                 break
-            self.stop.wait(0.05)
+            if signing():  # a moment before the next round; signing over: the last round at once (a round
+                self.stop.wait(0.05)  # usually ends because it is: 50 ms idle at the end of every send --once)
 
     def _anything_to_send(self) -> bool:
         if self.journal.sets_in(*IN_FLIGHT, limit=1):
