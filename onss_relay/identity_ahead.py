@@ -12,7 +12,9 @@ to send, or gone) leaves the child to load the identity itself.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import multiprocessing
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,9 +46,12 @@ class IdentityAhead:
             except Exception as e:  # noqa: BLE001 - raised in the child, where loading would have raised it
                 handed = ("error", e)
             try:
-                self._writer.send(handed)
+                data = pickle.dumps(handed)
             except Exception:  # noqa: BLE001 - an error that does not pickle: its words
-                self._writer.send(("error", CertificateError(f"{type(handed[1]).__name__}: {handed[1]}")))
+                data = pickle.dumps(("error", CertificateError(f"{type(handed[1]).__name__}: {handed[1]}")))
+            if not _fits(self._writer.fileno(), len(data) + 16):
+                return  # the write would wait for the child to read (its first signing batch): it loads it itself
+            self._writer.send_bytes(data)
 
     def receive(self, load: Callable[[], Identity]) -> Identity:
         """In the child: return the identity the parent handed, raise what it handed instead, or ``load()`` it
@@ -63,6 +68,20 @@ class IdentityAhead:
             raise value
         assert isinstance(value, tuple)
         return _from_bytes(*value)
+
+
+def _fits(fd: int, size: int) -> bool:
+    """Given the pipe's write end and a message's size, return whether the pipe holds it all (made larger if
+    need be): a larger write waits until the child reads, at its first signing batch (a certificate file with a
+    CA bundle in it: the connection not started and SIGTERM unheeded meanwhile, review rev12)."""
+    try:
+        capacity = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+        if capacity < size:
+            with contextlib.suppress(OSError):  # above pipe-max-size, or the user's pipe pages used up
+                capacity = fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+    except (OSError, AttributeError):  # not Linux: one page is always there
+        capacity = 4096
+    return bool(capacity >= size)
 
 
 def _as_bytes(identity: Identity) -> tuple[bytes, bytes, list[bytes], str]:

@@ -4,7 +4,9 @@ if it had loaded it; a parent that hands nothing leaves the child to load it."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -107,3 +109,26 @@ def test_a_parent_that_hands_nothing_leaves_the_child_to_load_it(tmp_path: Path)
     child = _in_child(tmp_path, ahead, lambda: loaded)
     ahead.hand(None)
     assert child.result()[1] == loaded.certificate.serial_number
+
+
+@pytest.mark.parametrize("copies", [200, 1500])  # ~150 KB: the pipe made larger; ~1.2 MB: above pipe-max-size
+def test_a_hand_larger_than_the_pipe_never_waits_for_the_child_to_read(tmp_path: Path, copies: int) -> None:
+    """A certificate file with a long chain (a CA bundle beside the certificate: 150 certificates, 250 KB) made the
+    parent's write block until the child read, i.e. until its first signing batch: the connection not started
+    meanwhile, and SIGTERM unheeded for the whole settle delay (review rev12). Too large for the pipe: nothing
+    is handed, and the child loads the identity itself."""
+    key, _, _ = make_identity(tmp_path, "rsa2048", password=b"pw")
+    loaded = identity_module.load_identity(key, None, b"pw")
+    big = dataclasses.replace(loaded, chain=(loaded.certificate,) * copies)
+    ahead = IdentityAhead()
+
+    def work(journal: Journal) -> tuple[int, int]:
+        time.sleep(2)  # the outbox scan, the settle delay: no read from the pipe yet
+        got = ahead.receive(lambda: big)
+        return got.certificate.serial_number, len(got.chain)
+
+    child = Forked(work, lambda: open_journal_at(tmp_path / "journal.sqlite"), "test-identity")
+    started = time.monotonic()
+    ahead.hand(lambda: big)
+    assert time.monotonic() - started < 1
+    assert child.result() == (loaded.certificate.serial_number, copies)
