@@ -47,7 +47,8 @@ class IdentityAhead:
                 handed = ("error", e)
             try:
                 data = pickle.dumps(handed)
-            except Exception:  # noqa: BLE001 - an error that does not pickle: its words
+                pickle.loads(data)  # noqa: S301 - its own bytes; what does not unpickle raised TypeError in the child
+            except Exception:  # noqa: BLE001 - an error that does not pickle (or back): its words
                 data = pickle.dumps(("error", CertificateError(f"{type(handed[1]).__name__}: {handed[1]}")))
             if not _fits(self._writer.fileno(), len(data) + 16):
                 return  # the write would wait for the child to read (its first signing batch): it loads it itself

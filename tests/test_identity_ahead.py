@@ -101,6 +101,28 @@ def test_an_error_that_does_not_pickle_arrives_as_its_words(tmp_path: Path) -> N
         child.result()
 
 
+class TwoWords(Exception):
+    """An error that pickles (a module's class) but does not unpickle: its __init__ wants what args lacks, as
+    cryptography.exceptions.InternalError(msg, err_code) does."""
+
+    def __init__(self, a: str, b: list[int]) -> None:
+        super().__init__(a)
+        self.b = b
+
+
+def test_an_error_that_does_not_unpickle_arrives_as_its_words(tmp_path: Path) -> None:
+    """It pickled, and the child's recv() raised TypeError (missing argument), the words lost (review rev12)."""
+
+    def internal() -> Identity:
+        raise TwoWords("OpenSSL internal error", [1])
+
+    ahead = IdentityAhead()
+    child = _in_child(tmp_path, ahead, lambda: pytest.fail("the child loaded the identity itself"))
+    ahead.hand(internal)
+    with pytest.raises(CertificateError, match="TwoWords: OpenSSL internal error"):
+        child.result()
+
+
 def test_a_parent_that_hands_nothing_leaves_the_child_to_load_it(tmp_path: Path) -> None:
     """send --once found nothing to send when it forked, but a set arrived for the child: it signs it anyway."""
     key, _, _ = make_identity(tmp_path, "p256", password=b"pw")
