@@ -18,6 +18,7 @@ import ctypes
 import gc
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -139,8 +140,11 @@ def _run(
         results.send(("ok", work(journal)))
     except BaseException as e:
         try:
+            # its own bytes, read back first: one that pickles but does not unpickle (cryptography's InternalError,
+            # two arguments) raised TypeError in the parent's recv(), its words lost (review rev12)
+            pickle.loads(pickle.dumps(e))  # noqa: S301
             results.send(("error", e))
-        except Exception:  # an exception that does not pickle: its words then
+        except Exception:  # an exception that does not pickle, or not back: its words then
             results.send(("error", f"{type(e).__name__}: {e}"))
     finally:
         if journal is not None:

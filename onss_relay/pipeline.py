@@ -161,7 +161,8 @@ class Relay:
         )  # before any thread
         sending = self._anything_to_send()
         # the identity loaded while the child scans the outbox and claims its first page, on this process's core
-        ahead.hand(self.signer.identity if sending else None)
+        # (not kept here: the uploading process holds no key once it is handed)
+        ahead.hand((lambda: load_signing_identity(self.cfg)) if sending else None)
         if sending:
             self.uploader.warm_up()  # connect while the first sets are claimed and signed
         upload = UploadReport()

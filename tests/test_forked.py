@@ -54,6 +54,22 @@ def test_an_error_in_the_child_is_raised_in_the_parent(tmp_path: Path) -> None:
         Forked(work, lambda: open_journal_at(tmp_path / "journal.sqlite"), "test-child").result()
 
 
+class TwoArguments(Exception):
+    """An error that pickles but does not unpickle (cryptography's InternalError(msg, err_code) is one)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def test_an_error_that_pickles_but_does_not_unpickle_reaches_the_parent_as_its_words(tmp_path: Path) -> None:
+    def work(journal: Journal) -> None:
+        raise TwoArguments("the key file went away", 7)
+
+    with pytest.raises(RuntimeError, match="TwoArguments: the key file went away"):
+        Forked(work, lambda: open_journal_at(tmp_path / "journal.sqlite"), "test-child").result()
+
+
 def test_a_journal_the_child_cannot_open_is_its_error_in_the_parent(tmp_path: Path) -> None:
     """A journal busy or full when the child opens it is said as such (exit 4), not as a child that ended
     with exit code 1 for no reason given (an "unexpected error", exit 1)."""

@@ -56,6 +56,7 @@ def test_send_once_loads_the_identity_once_in_the_parent_and_the_child_signs_wit
     finally:
         relay.close()
     assert loads.read_text().split() == [str(os.getpid())]  # once, here: the child took it from the pipe
+    assert relay.signer._identity is None  # and not kept by the uploading process
     ca = tmp_path / "signer.pem"
     ca.write_bytes(load_signing_identity(cfg).certificate.public_bytes(serialization.Encoding.PEM))
     remote = relay_dir / "remote" / "INTEST"
