@@ -3,10 +3,11 @@
 Loading an RSA key checks it (OpenSSL's RSA_check_key: 60–90 ms for 2,048 bits on these machines, all of it holding
 the interpreter lock), and the child needs the key only for its first signing batch, after its outbox scan and first
 claimed page. The parent has nothing to do then: it loads the identity on its own core (before it connects: the
-check would hold up the connection's thread as long) and hands it through a pipe the two share (the key checked, in PKCS#8, and its certificates); the child takes the
-key as it comes, without checking it a second time. What went wrong (a wrong password, an expired certificate) is
-handed instead and raised in the child, where loading it would have raised it. A parent that hands nothing (nothing
-to send, or gone) leaves the child to load the identity itself.
+check would hold up the connection's thread as long) and hands it through a pipe the two share (the key checked,
+in PKCS#8, and its certificates); the child takes the key as it comes, without checking it a second time. What
+went wrong (a wrong password, an expired certificate) is handed instead and raised in the child, where loading it
+would have raised it. A parent that hands nothing (nothing to send, a message the pipe cannot hold, or gone) leaves
+the child to load the identity itself. The parent keeps no key once it is handed.
 """
 
 from __future__ import annotations
