@@ -115,6 +115,22 @@ def heap_frozen() -> Iterator[None]:
         gc.unfreeze()
 
 
+def travels(e: BaseException) -> bool:
+    """Given an exception, return whether it crosses a pipe to another process whole: it pickles, and its bytes
+    read back. One that pickles but does not unpickle (cryptography's InternalError: two arguments) raised
+    TypeError in the receiver's recv(), its words lost (review rev12)."""
+    try:
+        pickle.loads(pickle.dumps(e))  # noqa: S301 - its own bytes
+    except Exception:  # noqa: BLE001 - whatever pickle raises for it
+        return False
+    return True
+
+
+def words_of(e: BaseException) -> str:
+    """Given an exception that does not travel, what is sent instead: its type and words."""
+    return f"{type(e).__name__}: {e}"
+
+
 def die_with_parent(parent: int) -> None:
     """Given the pid of the process that forked this one, ask Linux to SIGKILL this process when its parent dies;
     exit at once when it is already gone (it died before the request was made)."""
@@ -139,13 +155,7 @@ def _run(
         journal = open_journal()  # its error too goes to the parent, with its own sentence and exit code
         results.send(("ok", work(journal)))
     except BaseException as e:
-        try:
-            # its own bytes, read back first: one that pickles but does not unpickle (cryptography's InternalError,
-            # two arguments) raised TypeError in the parent's recv(), its words lost (review rev12)
-            pickle.loads(pickle.dumps(e))  # noqa: S301
-            results.send(("error", e))
-        except Exception:  # an exception that does not pickle, or not back: its words then
-            results.send(("error", f"{type(e).__name__}: {e}"))
+        results.send(("error", e if travels(e) else words_of(e)))
     finally:
         if journal is not None:
             journal.close()

@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from onss_relay.errors import CertificateError
+from onss_relay.forked import travels, words_of
 from onss_relay.identity import Identity
 
 Handed = tuple[str, object]  # ("identity", (key DER, certificate DER, chain DERs, source)) or ("error", exception)
@@ -46,11 +47,9 @@ class IdentityAhead:
                 handed: Handed = ("identity", _as_bytes(load()))
             except Exception as e:  # noqa: BLE001 - raised in the child, where loading would have raised it
                 handed = ("error", e)
-            try:
-                data = pickle.dumps(handed)
-                pickle.loads(data)  # noqa: S301 - its own bytes; what does not unpickle raised TypeError in the child
-            except Exception:  # noqa: BLE001 - an error that does not pickle (or back): its words
-                data = pickle.dumps(("error", CertificateError(f"{type(handed[1]).__name__}: {handed[1]}")))
+            if isinstance(handed[1], BaseException) and not travels(handed[1]):
+                handed = ("error", CertificateError(words_of(handed[1])))
+            data = pickle.dumps(handed)
             if not _fits(self._writer.fileno(), len(data) + 16):
                 return  # the write would wait for the child to read (its first signing batch): it loads it itself
             self._writer.send_bytes(data)
