@@ -5,7 +5,6 @@ still waiting for its answer keeps everything."""
 from __future__ import annotations
 
 import json
-import socket
 import urllib.request
 from pathlib import Path
 
@@ -15,17 +14,12 @@ from onss_relay.config import load_config
 from onss_relay.journal import State, open_journal_at
 from onss_relay.simulator import Simulator
 from tests.conftest import SENDER, fi_name
+from tests.fixtures.sshd import free_port
 from tests.helpers import Daemon, run_cli, wait_log, wait_until
 
 # the daemon itself under libfaketime (the faketime command would stand between it and our SIGTERM)
 THREE_DAYS_LATER = {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1", "FAKETIME": "+3d"}
 DAYS = '\n[retention]\nresults_days = 1\ninbox_days = 1\nsent_days = 1\ninterval = "1h"\n'
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def files_of(relay_dir: Path, go: str) -> dict[str, list[str]]:
