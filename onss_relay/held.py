@@ -104,11 +104,12 @@ def hold_many(root: Path, originals: list[tuple[SetRow, Path]], dest: Path) -> l
     record.commit()  # with the folder's name, durable before any original moves: a crash leaves entries unheld
     held: list[Path] = []
     elsewhere: list[tuple[SetRow, Path]] = []
+    said = log.bind()  # made once for the batch, not per line (log.py, above setup_logging)
     for row, original, target in planned:
         try:
             os.rename(original, target)
             held.append(target)
-            log.info("original_held", file=original.name, set=row.go_name, held=str(target))
+            said.info("original_held", file=original.name, set=row.go_name, held=str(target))
         except OSError as e:
             if e.errno != errno.EXDEV:
                 raise

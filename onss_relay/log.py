@@ -92,6 +92,12 @@ def _renderer(json_output: bool, journal: bool) -> structlog.typing.Processor:
     return render
 
 
+# A module's `log` (structlog.get_logger) assembles a new logger at every call: ~5 µs, a line filtered out
+# included (cache_logger_on_first_use stays off: setup_logging and structlog.testing.capture_logs reconfigure it).
+# A loop that says one line per set binds it once (`said = log.bind()`) and says its lines through that: 0.6 µs a
+# line filtered out, and the configuration of the moment the batch began. Eight lines per set on their way out.
+
+
 def setup_logging(level: str = "info", json_output: bool | None = None, stream: TextIO | None = None) -> None:
     """Given a level name, route structlog and stdlib logging to stderr, as JSON unless stderr is a terminal."""
     global _json_output

@@ -105,8 +105,9 @@ class SqlJournal(ResponseTable, KeyTable, WorkerTable, SequenceTable):
                 "INSERT OR IGNORE INTO set_keys (kind, value, go_name) VALUES (?,?,?)",
                 [(kind, value, n.go_name) for n in sets for kind, value in n.keys],
             )
+        said = log.bind()  # made once for the batch, not per line (log.py, above setup_logging)
         for n in sets:
-            log.info("set_state", set=n.go_name, state=str(S.QUEUED), parts=len(n.parts))
+            said.info("set_state", set=n.go_name, state=str(S.QUEUED), parts=len(n.parts))
 
     @staticmethod
     def _rows_of(db: Db, names: list[str]) -> dict[str, tuple[State, float, str]]:
@@ -202,8 +203,9 @@ class SqlJournal(ResponseTable, KeyTable, WorkerTable, SequenceTable):
             )
             db.executemany("INSERT INTO history (go_name, state, at, detail) VALUES (?,?,?,?)", history)
         # the one event per state change, whoever asked for it, with the time spent in the previous state
+        said = log.bind()  # made once for the batch, not per line (log.py, above setup_logging)
         for c, previous, updated_at in logged:
-            log.info(
+            said.info(
                 "set_state",
                 set=c.go_name,
                 state=str(c.state),

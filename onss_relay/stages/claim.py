@@ -315,8 +315,9 @@ class Claimer:
             except (JournalError, OSError) as e:
                 self._unrecorded.refused(names, e)
                 raise
+            said = log.bind()  # made once for the batch, not per line (log.py, above setup_logging)
             for n in claimed:
-                log.info("set_claimed", set=n.go_name, parts=len(n.parts), state="queued")
+                said.info("set_claimed", set=n.go_name, parts=len(n.parts), state="queued")
 
     def _consider(self, group: _SetFiles, settled: bool) -> NewSet | None:
         """Given a group of files and whether all are settled, return the set to queue, or None (refused,

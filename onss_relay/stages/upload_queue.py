@@ -228,8 +228,9 @@ class SentBatch:
                 for row, _, detail in rows
             ]
         )
+        said = log.bind()  # made once for the batch, not per line (log.py, above setup_logging)
         for row, folder, detail in rows:
-            log.info(
+            said.info(
                 "set_sent",
                 set=row.go_name,
                 state="sent",
