@@ -7,11 +7,9 @@ seen before are parsed (a day's folder grows by thousands while a large outbox i
 relay archives meanwhile is in the journal, which the claim asks first: sent/ is the memory of sets the journal
 does not know (it was lost, or restored from an older backup), which are there before the look.
 
-A day folder that changes at every look (this relay archiving thousands of sets into it while a large outbox is
-claimed) is listed again only once RELIST_PAUSE times its last listing's duration went by: listed at every page of
-200 sets, it cost 0.84 s of the claiming process's CPU in a 10,000-set run (~15 ms per listing of 15,000 names;
-0.14 s with the pause). What this relay archives meanwhile is in its journal; a GO put back into sent/ by hand is
-seen from the first look after that pause (a few seconds for a day of 30,000 names, milliseconds for a small one).
+A changed day folder is listed again at the next look, never after a pause: a GO put back into sent/ by hand is
+known to neither the journal nor any earlier listing, and it alone stops a set reusing its sequence (a pause of 200
+times a listing's duration let one through: sent twice, ACRF-133).
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ from onss_relay.names import Name, parse_name
 
 SequenceKey = tuple[str, str, str, str]  # sender, date, sequence, environment
 KEEP_UNASKED = 3600.0  # seconds a day folder's names are kept while no set asks about it
-RELIST_PAUSE = 200  # a changed day folder is listed again once this many times its last listing's duration went by
 
 
 def sequence_key(name: Name) -> SequenceKey:
@@ -42,8 +39,6 @@ class _Folder:
     names: set[str]  # every entry seen at that mtime
     sequences: dict[SequenceKey, str]  # the GO files among them, by the sequence they used
     asked: float = 0.0  # time.monotonic() of the last look that asked this folder
-    listed: float = 0.0  # time.monotonic() when its listing ended
-    took: float = 0.0  # seconds that listing took
 
 
 class SentNames:
@@ -96,10 +91,9 @@ class SentNames:
             cached.asked = self._now
         try:
             mtime = folder.stat().st_mtime_ns
-            if cached is not None and (cached.mtime == mtime or self._pausing(cached)):
+            if cached is not None and cached.mtime == mtime:
                 self._looked.add(folder)
                 return cached.sequences
-            start = time.monotonic()
             names = set(os.listdir(folder))
         except (FileNotFoundError, NotADirectoryError):  # gone since sent/ was listed, or a file with a day's name
             return {}
@@ -116,14 +110,6 @@ class SentNames:
                 continue
             cached.sequences.setdefault(sequence_key(n), entry)
         cached.mtime, cached.names, cached.asked = mtime, names, self._now
-        cached.listed = time.monotonic()
-        cached.took = cached.listed - start
         self._folders[folder] = cached
         self._looked.add(folder)
         return cached.sequences
-
-    @staticmethod
-    def _pausing(cached: _Folder) -> bool:
-        """Given a day folder listed before that changed since, whether its listing is too recent to list it again
-        (RELIST_PAUSE times that listing's duration has not gone by)."""
-        return time.monotonic() - cached.listed < RELIST_PAUSE * cached.took

@@ -35,6 +35,10 @@ class Clock:
         monkeypatch.setattr(sent_names.time, "monotonic", lambda: self.now)
         monkeypatch.setattr(sent_names.os, "listdir", listing)
 
+    def pause(self, seconds: float, result: object) -> object:
+        self.now += seconds
+        return result
+
 
 def test_a_growing_sent_folder_is_parsed_once_per_new_name_and_again_when_a_name_went_away(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -181,37 +185,24 @@ def test_a_day_folder_not_asked_for_an_hour_is_forgotten(tmp_path: Path, monkeyp
     assert names.sent_with(parse_name(go(1).replace(TODAY, "20260101"))) == days[0] / go(1).replace(TODAY, "20260101")
 
 
-def test_a_folder_that_changes_at_every_look_is_listed_again_only_after_a_pause_as_long_as_its_listing(
+def test_a_go_put_back_by_hand_right_after_a_listing_is_seen_at_the_next_look(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A large outbox claimed while its sets are archived: the day folder changes at every page. Listing it at
-    every page of 200 was 0.84 s of the claiming process's CPU in a 10,000-set run; it is listed again once RELIST_PAUSE times its last
-    listing's duration went by (what this relay archived meanwhile is in its journal), and what it holds then is
-    seen."""
+    """ACRF-133: a GO put back into sent/ by hand (the journal lost it) is what stops a set reusing its sequence.
+    The journal does not know it, so sent/ must show it from the next look on: a pause after a listing (49c544c,
+    200 times its duration: 25 s after the first listing of a 30,000-name day) let the set through and sent its
+    sequence a second time (review rev13: a real daemon, a 30,000-name day)."""
     day = tmp_path / "sent" / f"{TODAY[:4]}-{TODAY[4:6]}-{TODAY[6:]}"
     day.mkdir(parents=True)
     (day / go(1)).touch()
-    clock = Clock(monkeypatch)  # a listing takes 1 ms: listed again 200 ms after it ended
-    listed: list[float] = []
-    listing = sent_names.os.listdir
-
-    def counted(path):  # type: ignore[no-untyped-def]
-        if str(path) == str(day):
-            listed.append(clock.now)
-        return listing(path)
-
-    monkeypatch.setattr(sent_names.os, "listdir", counted)
+    clock = Clock(monkeypatch)
+    monkeypatch.setattr(
+        sent_names.os, "listdir", lambda path, real=sent_names.os.listdir: clock.pause(0.015, real(path))
+    )
     names = sent_names.SentNames(tmp_path / "sent")
-    assert names.sent_with(parse_name(go(1))) == day / go(1)
-    for seq in range(2, 12):  # ten looks 60 ms apart, the folder changed before each
-        (day / go(seq)).touch()
-        os.utime(day, ns=(day.stat().st_mtime_ns + 1_000_000_000,) * 2)
-        clock.now += 0.06
-        names.look_again()
-        names.sent_with(parse_name(go(99)))
-    assert len(listed) == 3  # at the start, then at 240 and 480 ms: not at each of the ten looks
-    assert names.sent_with(parse_name(go(7))) == day / go(7)  # listed at 480 ms: it holds go(7)
-    assert names.sent_with(parse_name(go(11))) is None  # archived after that listing: in the pause still
-    clock.now += 0.5
+    assert names.sent_with(parse_name(go(1))) == day / go(1)  # a day's listing: 15 ms
+    (day / go(2)).touch()  # put back by hand
+    os.utime(day, ns=(day.stat().st_mtime_ns + 1_000_000_000,) * 2)
+    clock.now += 0.1  # the next claim page
     names.look_again()
-    assert names.sent_with(parse_name(go(11))) == day / go(11)
+    assert names.sent_with(parse_name(go(2))) == day / go(2)
