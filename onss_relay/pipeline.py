@@ -113,6 +113,7 @@ class Relay:
 
     def close(self) -> None:
         self.uploader.close_idle()
+        self.claimer.close()
         self.journal.close()
 
     def claim(self, wait_for_settle: bool = False) -> list[str]:
@@ -136,7 +137,11 @@ class Relay:
                 self.cfg, journal, spool, load=lambda cfg: ahead.receive(lambda: load_signing_identity(cfg))
             )
             # each claimed page is signed before the next is claimed: uploading starts after the first page
-            claimed = claim(Claimer(self.cfg, journal, spool), self.stop, wait_for_settle, signer.sign_queued)
+            claimer = Claimer(self.cfg, journal, spool)
+            try:
+                claimed = claim(claimer, self.stop, wait_for_settle, signer.sign_queued)
+            finally:
+                claimer.close()
             signer.sign_queued()
             return len(claimed)
 

@@ -92,6 +92,10 @@ class Claimer:
         self._as_of = 0
         self._load_sightings()
 
+    def close(self) -> None:
+        """Stop watching sent/ (sent_names.py)."""
+        self.sent_names.close()
+
     def apply(self, cfg: Config) -> None:
         """Given a reloaded configuration, use its [watch] settings from the next scan on."""
         self.cfg = cfg

@@ -1,0 +1,180 @@
+"""Names added to and removed from a few folders, from Linux's inotify, read without waiting: what changed in a
+folder since it was listed, without listing it again.
+
+The kernel queues an event while the call that made the change runs (a rename, link or create returns after its
+event is queued), so a name put into a watched folder before ``changes()`` is called is in what it returns. A
+folder whose events cannot be trusted (the queue overflowed, the folder was moved or deleted, the watch could not be
+added) is reported stale: the caller lists it again in full. Where inotify is not available (not Linux, the user's
+128 instances or its watches used up), ``watch`` says so and the caller lists the folder at each look, as it would
+without this module.
+
+A process forked after the instance was opened must not read it (the parent's events would go to whichever reads
+first): the first call in another process closes its inherited copy, opens its own and reports every folder stale.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import struct
+import weakref
+from pathlib import Path
+
+IN_MOVED_FROM = 0x00000040
+IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
+IN_DELETE = 0x00000200
+IN_DELETE_SELF = 0x00000400
+IN_MOVE_SELF = 0x00000800
+IN_UNMOUNT = 0x00002000
+IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000
+IN_ONLYDIR = 0x01000000
+MASK = IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR
+ADDED = IN_CREATE | IN_MOVED_TO
+GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT | IN_IGNORED  # the watch no longer says what the path holds
+HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then len bytes of name, NUL-padded
+READ_SIZE = 1 << 16
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    """The C library, if it has inotify (Linux)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.inotify_init1  # noqa: B018 (AttributeError: not Linux)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_libc = _load_libc()
+
+
+def _init() -> int:
+    if _libc is None:
+        raise OSError(errno.ENOSYS, "inotify is not available")
+    fd = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    if fd < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return int(fd)
+
+
+def _add_watch(fd: int, folder: Path) -> int:
+    assert _libc is not None
+    wd = _libc.inotify_add_watch(fd, os.fsencode(folder), ctypes.c_uint32(MASK))
+    if wd < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), str(folder))
+    return int(wd)
+
+
+class FolderEvents:
+    """Given the prefix of the names wanted, watch folders (``watch``) and tell which such names were added to
+    each and which folders must be listed again (``changes``); ``close`` frees the instance (so does garbage
+    collection)."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = os.fsencode(prefix)
+        self._fd: int | None = None
+        self._pid = 0
+        self._closer: weakref.finalize[[int], FolderEvents] | None = None
+        self._unavailable = False
+        self._by_wd: dict[int, Path] = {}
+        self._wd_of: dict[Path, int] = {}
+
+    def watch(self, folder: Path) -> bool:
+        """Given a folder, watch it (from now on) and return True; False if it cannot be (the caller lists it
+        at each look). Call before listing it: a name added during the listing is then in both."""
+        self._own()
+        if folder in self._wd_of:
+            return True
+        if self._fd is None and not self._unavailable:
+            try:
+                self._fd = _init()
+            except OSError:
+                self._unavailable = True  # e.g. EMFILE: fs.inotify.max_user_instances used up by other programs
+            else:
+                self._pid = os.getpid()
+                self._closer = weakref.finalize(self, os.close, self._fd)
+        if self._fd is None:
+            return False
+        try:
+            wd = _add_watch(self._fd, folder)
+        except OSError:  # gone, not a folder, not readable, or fs.inotify.max_user_watches reached
+            return False
+        self._by_wd[wd] = folder
+        self._wd_of[folder] = wd
+        return True
+
+    def watching(self, folder: Path) -> bool:
+        """Given a folder, whether its events are read (False once it went away, and in a forked process)."""
+        self._own()
+        return folder in self._wd_of
+
+    def unwatch(self, folder: Path) -> None:
+        """Given a folder, stop watching it (nothing if it was not watched)."""
+        self._own()
+        wd = self._wd_of.pop(folder, None)
+        if wd is not None and self._fd is not None:
+            del self._by_wd[wd]
+            assert _libc is not None
+            _libc.inotify_rm_watch(self._fd, wd)  # EINVAL if the kernel removed it already: nothing to do
+
+    def changes(self) -> tuple[dict[Path, list[str]], set[Path]]:
+        """Return, since the last call, the names added to each watched folder (those starting with the prefix
+        given), and the folders whose events cannot say what they hold now (a name went away, the folder was moved
+        or deleted, events were lost): those are no longer watched when gone, and are to be listed again in full."""
+        self._own()
+        added: dict[Path, list[str]] = {}
+        stale: set[Path] = set()
+        while self._fd is not None:
+            try:
+                data = os.read(self._fd, READ_SIZE)
+            except BlockingIOError:
+                break
+            self._events(data, added, stale)
+        return added, stale
+
+    def _events(self, data: bytes, added: dict[Path, list[str]], stale: set[Path]) -> None:
+        """Given what one read returned, add each event to added or stale (a day of archives is tens of thousands
+        of names added, nearly all of them not the prefix's: those are passed over first, and cheaply)."""
+        unpack, header, prefix, by_wd = HEADER.unpack_from, HEADER.size, self.prefix, self._by_wd
+        at, end = 0, len(data)
+        while at < end:
+            wd, mask, _cookie, size = unpack(data, at)
+            start, at = at + header, at + header + size
+            if mask & ADDED:
+                folder = by_wd.get(wd)
+                if folder is not None and data.startswith(prefix, start):
+                    added.setdefault(folder, []).append(os.fsdecode(data[start:at].rstrip(b"\0")))
+            elif mask & IN_Q_OVERFLOW:
+                stale.update(self._wd_of)
+            elif (folder := by_wd.get(wd)) is None:
+                continue  # a watch removed since (unwatch): its last events
+            elif mask & GONE:
+                stale.add(folder)
+                self.unwatch(folder)
+            else:  # a name deleted or moved away
+                stale.add(folder)
+
+    def close(self) -> None:
+        """Stop watching everything and free the instance."""
+        self._own()
+        if self._closer is not None:
+            self._closer()
+        self._closer, self._fd = None, None
+        self._by_wd.clear()
+        self._wd_of.clear()
+
+    def _own(self) -> None:
+        """In a process forked since the instance was opened: close the inherited copy, watch nothing (the
+        caller lists what it asks for again, as ``watching`` now says False)."""
+        if self._fd is not None and self._pid != os.getpid():
+            assert self._closer is not None
+            self._closer.detach()  # the parent's finalizer must never close a number this process reuses
+            os.close(self._fd)
+            self._closer, self._fd = None, None
+            self._by_wd.clear()
+            self._wd_of.clear()
