@@ -8,6 +8,11 @@ added) is reported stale: the caller lists it again in full. Where inotify is no
 128 instances or its watches used up), ``watch`` says so and the caller lists the folder at each look, as it would
 without this module.
 
+Only folders on a filesystem whose every change goes through this machine's kernel are watched (ext4, XFS, Btrfs,
+tmpfs, overlayfs, ZFS, F2FS): on NFS, SMB or a FUSE or 9p/virtiofs share, inotify sees only what this machine did,
+and a file put there from another machine (a GO restored by hand from an admin's desktop) would never be an event.
+There, and on any filesystem not known, ``watch`` says no.
+
 A process forked after the instance was opened must not read it (the parent's events would go to whichever reads
 first): the first call in another process closes its inherited copy, opens its own and reports every folder stale.
 """
@@ -34,6 +39,16 @@ IN_ONLYDIR = 0x01000000
 MASK = IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR
 ADDED = IN_CREATE | IN_MOVED_TO
 GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT | IN_IGNORED  # the watch no longer says what the path holds
+# statfs() f_type of the filesystems where every change is made by this kernel (linux/magic.h), by name
+LOCAL_FILESYSTEMS = {
+    0xEF53: "ext2/3/4",
+    0x58465342: "xfs",
+    0x9123683E: "btrfs",
+    0x01021994: "tmpfs",
+    0x794C7630: "overlayfs",
+    0x2FC12FC1: "zfs",
+    0xF2F52010: "f2fs",
+}
 HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then len bytes of name, NUL-padded
 READ_SIZE = 1 << 16
 
@@ -70,6 +85,18 @@ def _add_watch(fd: int, folder: Path) -> int:
     return int(wd)
 
 
+def local_filesystem(folder: Path) -> str | None:
+    """Given a folder, return the name of its filesystem if every change to it is made by this machine's kernel
+    (LOCAL_FILESYSTEMS), else None (a network or FUSE share, one not known, or statfs failed)."""
+    if _libc is None:
+        return None
+    buf = ctypes.create_string_buffer(256)  # struct statfs: f_type, a long, comes first
+    if _libc.statfs(os.fsencode(folder), buf) != 0:
+        return None
+    f_type = struct.unpack_from("l", buf.raw)[0] & 0xFFFFFFFF
+    return LOCAL_FILESYSTEMS.get(f_type)
+
+
 class FolderEvents:
     """Given the prefix of the names wanted, watch folders (``watch``) and tell which such names were added to
     each and which folders must be listed again (``changes``); ``close`` frees the instance (so does garbage
@@ -90,6 +117,8 @@ class FolderEvents:
         self._own()
         if folder in self._wd_of:
             return True
+        if local_filesystem(folder) is None:  # a share: what other machines put there is no event here
+            return False
         if self._fd is None and not self._unavailable:
             try:
                 self._fd = _init()

@@ -307,3 +307,24 @@ def test_folder_events_says_where_it_cannot_watch(tmp_path: Path) -> None:
     events.unwatch(tmp_path)
     assert events.changes() == ({}, set()) and not events.watching(tmp_path)
     events.close()
+
+
+def test_a_folder_on_a_share_is_not_watched_but_listed_at_each_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On NFS or SMB, inotify sees only what this machine did: a GO put back into sent/ from another machine would
+    never be an event. Only filesystems whose every change goes through this kernel are watched; elsewhere the
+    folder is listed at each look when its mtime changed."""
+    assert folder_events.local_filesystem(tmp_path) is not None  # ext4 or tmpfs
+    assert folder_events.local_filesystem(Path("/proc")) is None  # procfs, a filesystem not in the list
+    assert folder_events.local_filesystem(tmp_path / "missing") is None
+    monkeypatch.setattr(folder_events, "LOCAL_FILESYSTEMS", {})  # as on NFS: this filesystem is not known local
+    day = today_folder(tmp_path)
+    names = sent_names.SentNames(tmp_path / "sent")
+    assert names.sent_with(parse_name(go(1))) is None
+    assert not names._events.watching(day)
+    fd = os.open(day / go(1), os.O_CREAT | os.O_WRONLY, 0o644)  # from another machine: no event here
+    os.close(fd)
+    names.look_again()
+    assert names.sent_with(parse_name(go(1))) == day / go(1)
+    names.close()
