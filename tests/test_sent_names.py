@@ -328,3 +328,35 @@ def test_a_folder_on_a_share_is_not_watched_but_listed_at_each_look(
     names.look_again()
     assert names.sent_with(parse_name(go(1))) == day / go(1)
     names.close()
+
+
+@pytest.mark.parametrize("how", ["sent moved aside", "spool moved aside", "symlink retargeted"])
+def test_a_day_folder_path_that_names_another_folder_now_is_listed_again(tmp_path: Path, how: str) -> None:
+    """A watch is on a folder, not on its path: moving sent/ or the spool aside (a damaged disk) and restoring it
+    from a backup renames an ancestor, which is no event of the day folder's (IN_MOVE_SELF is for the watched folder
+    itself), and retargeting a day folder's symlink is none either. The path then names another folder, whose GOs
+    (restored by hand: the journal lost them) must stop a set reusing their sequences (ACRF-133; review rev14)."""
+    spool = tmp_path / "spool"
+    day_name = f"{TODAY[:4]}-{TODAY[4:6]}-{TODAY[6:]}"
+    sent = spool / "sent"
+    if how == "symlink retargeted":
+        sent.mkdir(parents=True)
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        (sent / day_name).symlink_to(tmp_path / "a")
+    else:
+        (sent / day_name).mkdir(parents=True)
+    names = sent_names.SentNames(sent)
+    assert names.sent_with(parse_name(go(1))) is None  # listed, watched
+    if how == "symlink retargeted":
+        (tmp_path / "b" / go(1)).touch()
+        (sent / "tmp").symlink_to(tmp_path / "b")
+        (sent / "tmp").rename(sent / day_name)  # ln -sfn
+    else:
+        moved = spool if how == "spool moved aside" else sent
+        moved.rename(moved.with_name(moved.name + ".damaged"))
+        (sent / day_name).mkdir(parents=True)
+        (sent / day_name / go(1)).touch()  # restored from a backup
+    names.look_again()
+    assert names.sent_with(parse_name(go(1))) == sent / day_name / go(1)
+    names.close()
