@@ -330,8 +330,9 @@ def test_a_folder_on_a_share_is_not_watched_but_listed_at_each_look(
     names.close()
 
 
+@pytest.mark.parametrize("stale", [False, True], ids=["", "a name removed first"])
 @pytest.mark.parametrize("how", ["sent moved aside", "spool moved aside", "symlink retargeted"])
-def test_a_day_folder_path_that_names_another_folder_now_is_listed_again(tmp_path: Path, how: str) -> None:
+def test_a_day_folder_path_that_names_another_folder_now_is_listed_again(tmp_path: Path, how: str, stale: bool) -> None:
     """A watch is on a folder, not on its path: moving sent/ or the spool aside (a damaged disk) and restoring it
     from a backup renames an ancestor, which is no event of the day folder's (IN_MOVE_SELF is for the watched folder
     itself), and retargeting a day folder's symlink is none either. The path then names another folder, whose GOs
@@ -348,6 +349,9 @@ def test_a_day_folder_path_that_names_another_folder_now_is_listed_again(tmp_pat
         (sent / day_name).mkdir(parents=True)
     names = sent_names.SentNames(sent)
     assert names.sent_with(parse_name(go(1))) is None  # listed, watched
+    if stale:  # a name went away: listed again at the next look, its watch kept (on the folder that goes next)
+        (sent / day_name / "FI.x").touch()
+        (sent / day_name / "FI.x").unlink()
     if how == "symlink retargeted":
         (tmp_path / "b" / go(1)).touch()
         (sent / "tmp").symlink_to(tmp_path / "b")
@@ -359,4 +363,7 @@ def test_a_day_folder_path_that_names_another_folder_now_is_listed_again(tmp_pat
         (sent / day_name / go(1)).touch()  # restored from a backup
     names.look_again()
     assert names.sent_with(parse_name(go(1))) == sent / day_name / go(1)
+    (sent / day_name / go(2)).touch()  # and one more put back by hand: the folder there now is the one watched
+    names.look_again()
+    assert names.sent_with(parse_name(go(2))) == sent / day_name / go(2)
     names.close()
