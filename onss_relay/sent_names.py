@@ -152,6 +152,7 @@ class SentNames:
         added, stale = self._events.changes()
         for folder in stale:
             self._folders.pop(folder, None)
+            self._events.unwatch(folder)  # watched again when a set asks, before it is listed; or never, if none
         for folder, entries in added.items():
             cached = self._folders.get(folder)
             if cached is not None and cached.watched:

@@ -367,3 +367,30 @@ def test_a_day_folder_path_that_names_another_folder_now_is_listed_again(tmp_pat
     names.look_again()
     assert names.sent_with(parse_name(go(2))) == sent / day_name / go(2)
     names.close()
+
+
+def test_a_day_folder_listed_again_after_a_name_went_away_is_not_watched_for_good_if_no_set_asks_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder whose events say a name went away is forgotten until a set asks again (then watched and listed
+    again): a day retention thins that no set asks about again kept its watch for as long as the daemon ran
+    (review rev14)."""
+    day = today_folder(tmp_path)
+    clock = Clock(monkeypatch)
+    names = sent_names.SentNames(tmp_path / "sent")
+    assert names.sent_with(parse_name(go(1))) is None  # listed, watched
+    (day / "FI.x").touch()
+    (day / "FI.x").unlink()
+    names.look_again()
+    assert names.sent_with(parse_name(go(1))) is None  # listed again
+    (day / "FI.y").touch()
+    (day / "FI.y").unlink()
+    names.look_again()
+    names._read_events()  # a look that asks nothing of that day
+    clock.now += sent_names.KEEP_UNASKED + 1
+    names.look_again()
+    assert not names._events.watching(day)
+    (day / go(2)).touch()
+    names.look_again()
+    assert names.sent_with(parse_name(go(2))) == day / go(2)
+    names.close()
