@@ -112,12 +112,12 @@ class FolderEvents:
         self._wd_of: dict[Path, int] = {}
 
     def watch(self, folder: Path) -> bool:
-        """Given a folder, watch it (from now on) and return True; False if it cannot be (the caller lists it
-        at each look). Call before listing it: a name added during the listing is then in both."""
+        """Given a folder, watch it (from now on: the folder its path names now) and return True; False if it
+        cannot be (the caller lists it at each look). Call before listing it: a name added during the listing is
+        then in both."""
         self._own()
-        if folder in self._wd_of:
-            return True
         if local_filesystem(folder) is None:  # a share: what other machines put there is no event here
+            self.unwatch(folder)  # (a share mounted where a local folder was watched)
             return False
         if self._fd is None and not self._unavailable:
             try:
@@ -129,10 +129,17 @@ class FolderEvents:
                 self._closer = weakref.finalize(self, os.close, self._fd)
         if self._fd is None:
             return False
+        # added again when watched already: the path may name another folder now (an ancestor moved aside and
+        # restored, a symlink retargeted), and the watch must be on the one about to be listed (the same folder
+        # gives the same wd back)
+        old = self._wd_of.get(folder)
         try:
             wd = _add_watch(self._fd, folder)
         except OSError:  # gone, not a folder, not readable, or fs.inotify.max_user_watches reached
+            self.unwatch(folder)
             return False
+        if old is not None and old != wd:
+            self.unwatch(folder)
         self._by_wd[wd] = folder
         self._wd_of[folder] = wd
         return True

@@ -45,6 +45,7 @@ class _Folder:
     sequences: dict[SequenceKey, str]  # the GO files among them, by the sequence they used
     asked: float = 0.0  # time.monotonic() of the last look that asked this folder
     watched: bool = False  # listed with a watch on it: names added since come from its events
+    identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the folder the path named when it was listed
 
 
 class SentNames:
@@ -109,11 +110,17 @@ class SentNames:
         if cached is not None:
             cached.asked = self._now
             if cached.watched and self._events.watching(folder):
-                self._looked.add(folder)
-                return cached.sequences
+                if _identity(folder) == cached.identity:
+                    self._looked.add(folder)
+                    return cached.sequences
+                # the path names another folder now: sent/ or the spool moved aside and restored from a backup (an
+                # ancestor's rename is no event of the watched folder's), a symlink retargeted; its watch is on the
+                # folder that went, and the one there now (GOs put back by hand: ACRF-133) is watched and listed
+                self._events.unwatch(folder)
         watched = self._events.watch(folder)  # before the listing: a name added meanwhile is in one or both
         try:
-            mtime = folder.stat().st_mtime_ns
+            st = folder.stat()
+            mtime = st.st_mtime_ns
             if cached is not None and not cached.watched and cached.mtime == mtime:
                 self._looked.add(folder)
                 return cached.sequences
@@ -131,6 +138,7 @@ class SentNames:
         for entry in names - cached.names:
             _add(cached.sequences, entry)
         cached.mtime, cached.asked, cached.watched = mtime, self._now, watched
+        cached.identity = (st.st_dev, st.st_ino)  # taken after the watch was added: a swap since is seen next look
         cached.names = set() if watched else names
         self._folders[folder] = cached
         self._looked.add(folder)
@@ -144,11 +152,21 @@ class SentNames:
         added, stale = self._events.changes()
         for folder in stale:
             self._folders.pop(folder, None)
+            self._events.unwatch(folder)  # watched again when a set asks, before it is listed; or never, if none
         for folder, entries in added.items():
             cached = self._folders.get(folder)
             if cached is not None and cached.watched:
                 for entry in entries:
                     _add(cached.sequences, entry)
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """Given a folder's path, return (st_dev, st_ino) of what it names now (following symlinks), None if nothing."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _add(sequences: dict[SequenceKey, str], entry: str) -> None:

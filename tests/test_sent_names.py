@@ -328,3 +328,69 @@ def test_a_folder_on_a_share_is_not_watched_but_listed_at_each_look(
     names.look_again()
     assert names.sent_with(parse_name(go(1))) == day / go(1)
     names.close()
+
+
+@pytest.mark.parametrize("stale", [False, True], ids=["", "a name removed first"])
+@pytest.mark.parametrize("how", ["sent moved aside", "spool moved aside", "symlink retargeted"])
+def test_a_day_folder_path_that_names_another_folder_now_is_listed_again(tmp_path: Path, how: str, stale: bool) -> None:
+    """A watch is on a folder, not on its path: moving sent/ or the spool aside (a damaged disk) and restoring it
+    from a backup renames an ancestor, which is no event of the day folder's (IN_MOVE_SELF is for the watched folder
+    itself), and retargeting a day folder's symlink is none either. The path then names another folder, whose GOs
+    (restored by hand: the journal lost them) must stop a set reusing their sequences (ACRF-133; review rev14)."""
+    spool = tmp_path / "spool"
+    day_name = f"{TODAY[:4]}-{TODAY[4:6]}-{TODAY[6:]}"
+    sent = spool / "sent"
+    if how == "symlink retargeted":
+        sent.mkdir(parents=True)
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        (sent / day_name).symlink_to(tmp_path / "a")
+    else:
+        (sent / day_name).mkdir(parents=True)
+    names = sent_names.SentNames(sent)
+    assert names.sent_with(parse_name(go(1))) is None  # listed, watched
+    if stale:  # a name went away: listed again at the next look, its watch kept (on the folder that goes next)
+        (sent / day_name / "FI.x").touch()
+        (sent / day_name / "FI.x").unlink()
+    if how == "symlink retargeted":
+        (tmp_path / "b" / go(1)).touch()
+        (sent / "tmp").symlink_to(tmp_path / "b")
+        (sent / "tmp").rename(sent / day_name)  # ln -sfn
+    else:
+        moved = spool if how == "spool moved aside" else sent
+        moved.rename(moved.with_name(moved.name + ".damaged"))
+        (sent / day_name).mkdir(parents=True)
+        (sent / day_name / go(1)).touch()  # restored from a backup
+    names.look_again()
+    assert names.sent_with(parse_name(go(1))) == sent / day_name / go(1)
+    (sent / day_name / go(2)).touch()  # and one more put back by hand: the folder there now is the one watched
+    names.look_again()
+    assert names.sent_with(parse_name(go(2))) == sent / day_name / go(2)
+    names.close()
+
+
+def test_a_day_folder_listed_again_after_a_name_went_away_is_not_watched_for_good_if_no_set_asks_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder whose events say a name went away is forgotten until a set asks again (then watched and listed
+    again): a day retention thins that no set asks about again kept its watch for as long as the daemon ran
+    (review rev14)."""
+    day = today_folder(tmp_path)
+    clock = Clock(monkeypatch)
+    names = sent_names.SentNames(tmp_path / "sent")
+    assert names.sent_with(parse_name(go(1))) is None  # listed, watched
+    (day / "FI.x").touch()
+    (day / "FI.x").unlink()
+    names.look_again()
+    assert names.sent_with(parse_name(go(1))) is None  # listed again
+    (day / "FI.y").touch()
+    (day / "FI.y").unlink()
+    names.look_again()
+    names._read_events()  # a look that asks nothing of that day
+    clock.now += sent_names.KEEP_UNASKED + 1
+    names.look_again()
+    assert not names._events.watching(day)
+    (day / go(2)).touch()
+    names.look_again()
+    assert names.sent_with(parse_name(go(2))) == day / go(2)
+    names.close()
