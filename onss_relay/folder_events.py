@@ -9,9 +9,10 @@ added) is reported stale: the caller lists it again in full. Where inotify is no
 without this module.
 
 Only folders on a filesystem whose every change goes through this machine's kernel are watched (ext4, XFS, Btrfs,
-tmpfs, overlayfs, ZFS, F2FS): on NFS, SMB or a FUSE or 9p/virtiofs share, inotify sees only what this machine did,
+tmpfs, overlayfs, F2FS): on NFS, SMB or a FUSE or 9p/virtiofs share, inotify sees only what this machine did,
 and a file put there from another machine (a GO restored by hand from an admin's desktop) would never be an event.
-There, and on any filesystem not known, ``watch`` says no.
+There, and on any filesystem not known, ``watch`` says no. ZFS is left out: a rollback or a `zfs receive -F`
+changes a folder's names with no event and keeps its inode (review rev14).
 
 A process forked after the instance was opened must not read it (the parent's events would go to whichever reads
 first): the first call in another process closes its inherited copy, opens its own and reports every folder stale.
@@ -46,7 +47,6 @@ LOCAL_FILESYSTEMS = {
     0x9123683E: "btrfs",
     0x01021994: "tmpfs",
     0x794C7630: "overlayfs",
-    0x2FC12FC1: "zfs",
     0xF2F52010: "f2fs",
 }
 HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then len bytes of name, NUL-padded

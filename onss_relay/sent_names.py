@@ -117,6 +117,7 @@ class SentNames:
                 # ancestor's rename is no event of the watched folder's), a symlink retargeted; its watch is on the
                 # folder that went, and the one there now (GOs put back by hand: ACRF-133) is watched and listed
                 self._events.unwatch(folder)
+        before = _identity(folder)
         watched = self._events.watch(folder)  # before the listing: a name added meanwhile is in one or both
         try:
             st = folder.stat()
@@ -133,12 +134,15 @@ class SentNames:
             # as empty, the sequences it holds would be sent a second time (ACRF-133); the claim fails until fixed
             self._events.unwatch(folder)
             raise
+        # the watch is on the folder listed only if the path named that one folder from before the watch was added
+        # to after the listing (else listed again, with a new watch, at the next look that asks)
+        watched = watched and before == (st.st_dev, st.st_ino) == _identity(folder)
         if cached is None or cached.watched or not cached.names <= names:
             cached = _Folder(mtime, set(), {})
         for entry in names - cached.names:
             _add(cached.sequences, entry)
         cached.mtime, cached.asked, cached.watched = mtime, self._now, watched
-        cached.identity = (st.st_dev, st.st_ino)  # taken after the watch was added: a swap since is seen next look
+        cached.identity = (st.st_dev, st.st_ino)
         cached.names = set() if watched else names
         self._folders[folder] = cached
         self._looked.add(folder)

@@ -394,3 +394,28 @@ def test_a_day_folder_listed_again_after_a_name_went_away_is_not_watched_for_goo
     names.look_again()
     assert names.sent_with(parse_name(go(2))) == day / go(2)
     names.close()
+
+
+def test_a_day_folder_swapped_while_its_watch_is_added_is_not_trusted_to_its_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sent/ moved aside and restored between the watch being added and the folder being listed: the watch is on
+    the folder that went, the listing of the one there now. Trusted, a GO put back into the restored folder would
+    be no event of the watched one's (ACRF-133); the folder is listed again at the next look instead."""
+    day = today_folder(tmp_path)
+    real = sent_names.FolderEvents.watch
+
+    def swapped(self: folder_events.FolderEvents, folder: Path) -> bool:
+        added = real(self, folder)
+        (tmp_path / "sent").rename(tmp_path / "sent.damaged")
+        day.mkdir(parents=True)  # the restored copy
+        return added
+
+    monkeypatch.setattr(sent_names.FolderEvents, "watch", swapped)
+    names = sent_names.SentNames(tmp_path / "sent")
+    assert names.sent_with(parse_name(go(1))) is None
+    monkeypatch.setattr(sent_names.FolderEvents, "watch", real)
+    (day / go(1)).touch()  # put back by hand into the restored folder
+    names.look_again()
+    assert names.sent_with(parse_name(go(1))) == day / go(1)
+    names.close()
