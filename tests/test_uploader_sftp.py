@@ -43,6 +43,29 @@ def assert_order_and_once(sshd: SshServer, go: str, parts: list[str], fs: list[s
     assert sshd.writes_of(go) == 1
 
 
+def test_a_sets_fi_and_fs_are_put_in_one_flight_and_both_closed_before_its_go(
+    sftp_cfg: Config, sshd: SshServer
+) -> None:
+    """The ONSS asks only that the GO comes once the declaration and its signature are complete: a set's FI and FS
+    parts are put together (every FS opened before the last FI part is closed: two round trips fewer per set than
+    FI, then FS), and every one of them is closed, size-checked, before the GO is opened."""
+    relay = Relay(sftp_cfg)
+    gos = drop_sets(relay.spool.outbox, [(1, "T", 1), (2, "T", 3)])
+    report = relay.send_once(wait_for_settle=False)
+    assert sorted(report.upload.sent) == sorted(gos)
+    events = sshd.events()
+    for go in gos:
+        row = relay.journal.get_set(go)
+        assert row is not None and row.state == State.SENT
+        assert_order_and_once(sshd, go, row.parts, list(row.data.fs))
+        last_fi_closed = max(
+            i for i, (ev, p) in enumerate(events) if ev == "close" and p.rsplit("/", 1)[1] in row.parts
+        )
+        fs_opened = [i for i, (ev, p) in enumerate(events) if ev == "open-write" and p.rsplit("/", 1)[1] in row.data.fs]
+        assert len(fs_opened) == len(row.parts) and max(fs_opened) < last_fi_closed, events
+    relay.close()
+
+
 def test_sets_land_in_their_folder_in_order(sftp_cfg: Config, sshd: SshServer, identity_dir: Path) -> None:
     relay = Relay(sftp_cfg)
     gos = drop_sets(relay.spool.outbox, [(1, "R", 1), (2, "T", 3), (3, "S", 1), (4, "T", 1)])

@@ -1,9 +1,10 @@
-"""The upload stage: send every signed set as FI parts, then FS parts, then the GO, exactly once.
+"""The upload stage: send every signed set as its FI and FS parts, then the GO, exactly once.
 
 The journal records ``go_sending`` before the GO put and ``sent`` after it. A set interrupted before
 ``go_sending`` is re-sent from its first file; one interrupted in ``go_sending`` only gets its GO again,
 and only when its FI parts are still on the server and the GO is not. Several channels send several sets
-at once; each set keeps its own order (FI, FS, GO), which ``Upload`` enforces whatever the transport.
+at once; each set keeps its own order (FI and FS complete, then GO), which ``Upload`` enforces whatever the
+transport.
 The round, queue, gate commits and sent batches it runs on are in upload_queue.py, its connections in
 upload_connections.py; the marker of requests possibly in flight, and what a start does after an unclean stop, in unclean_stop.py.
 """
@@ -58,6 +59,10 @@ from onss_relay.transport.base import ChangedWhileSending, PutFile, Step, Transp
 
 log = structlog.get_logger(__name__)
 
+# A set's FI and FS parts are one step, their files put together (in parallel on SFTP), the GO the next: the ONSS
+# asks only that the GO comes once the declaration and its signature are complete ("le fichier go ... indique que
+# le transfert du fichier déclaration et du fichier signature est terminé"); FI then FS cost two round trips more.
+FILES = "FI and FS"
 WINDOW = 64  # sets in flight per SFTP session (remote.connections sessions share a connection)
 # how long a queue found dry while sets are still being signed is left alone (seconds): every turn of the upload
 # loop (a reply read) asked the signing child and read the journal again, ~40 times per set sent
@@ -418,7 +423,7 @@ class _Worker:
                 yield up
 
     def _upload_for(self, row: SetRow, sent: SentBatch, gates: Gates) -> Upload:
-        """Given a signed set, the Upload of its three steps: FI parts, FS parts, GO."""
+        """Given a signed set, the Upload of its two steps: its FI and FS parts together, then its GO."""
         folder = upload_folder(Env(row.env))
 
         def fi(name: str) -> PutFile:  # the signed copy, checked byte for byte as it is sent
@@ -427,13 +432,12 @@ class _Worker:
             return PutFile(folder, name, local, digest=digest, key=row.go_name)
 
         steps = [
-            Step("FI", [fi(n) for n in row.parts]),
-            Step("FS", [PutFile(folder, n, self.u.spool.work / n) for n in row.data.fs]),
+            Step(FILES, [fi(n) for n in row.parts] + [PutFile(folder, n, self.u.spool.work / n) for n in row.data.fs]),
             Step("GO", [PutFile(folder, row.go_name)]),
         ]
 
         def gate(step: Step) -> None:
-            if step.name == "FI":
+            if step.name == FILES:
                 self._check_or_quarantine(row)
                 gates.add(Change(row.go_name, State.UPLOADING, data=DataChange(uncertain=None)))  # sent again whole
             elif step.name == "GO":
