@@ -21,6 +21,7 @@ from onss_relay.journal import State
 from onss_relay.pipeline import Relay
 from onss_relay.stages import uncertain
 from onss_relay.stages.unclean_stop import MARKER_NAME, InFlightMarker
+from onss_relay.stages.upload import FILES
 from onss_relay.transport.sftp import SftpTransport
 from tests.conftest import fi_name
 from tests.fake_transport import FakeTransport
@@ -62,7 +63,7 @@ def test_a_put_without_answer_leaves_its_set_alone_for_the_quiet_period_then_sen
     assert len(report.upload.waiting) == 1 and gos[0] in report.upload.waiting[0]
     row = relay.journal.get_set(gos[0])
     assert row is not None and row.state == State.UPLOADING and row.data.uncertain is not None
-    assert row.data.uncertain.step == "FS"
+    assert row.data.uncertain.step == FILES  # its FI and FS are one step
     assert writes(late, gos[0]) == [] and len(writes(late, row.parts[0])) == 1  # nothing more of it was put
     late.files[("INTEST", fs)] = b"half"  # the held request lands during the quiet period
     time.sleep(QUIET)
