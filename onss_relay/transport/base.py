@@ -322,6 +322,11 @@ class Upload:
         self._before_put()  # the last check before a step's files are opened (a GO above all)
         return self.steps[i].files
 
+    def before_next_file(self) -> None:
+        """The check again before each further file of a step put one after the other (FTP, local): a long FI
+        must not let its FS go after the relay's lease lapsed."""
+        self._before_put()
+
     def finish(self) -> None:
         """Tell the caller the last step is complete."""
         if self._committed != len(self.steps) - 1:
@@ -342,7 +347,9 @@ def run_uploads_sequentially(t: Transport, uploads: Iterator[Upload | None]) -> 
             if not up.enter(i):
                 break
             up.commit()
-            for f in up.files(i):
+            for n, f in enumerate(up.files(i)):
+                if n:
+                    up.before_next_file()
                 put_counted(t, up, f)
                 check_size(f, t.size(f.folder, f.name))
         else:
