@@ -62,7 +62,7 @@ def test_a_put_without_answer_leaves_its_set_alone_for_the_quiet_period_then_sen
     assert len(report.upload.waiting) == 1 and gos[0] in report.upload.waiting[0]
     row = relay.journal.get_set(gos[0])
     assert row is not None and row.state == State.UPLOADING and row.data.uncertain is not None
-    assert row.data.uncertain.step == "FS"
+    assert row.data.uncertain.step == "FI and FS"  # one step since FI and FS are put together
     assert writes(late, gos[0]) == [] and len(writes(late, row.parts[0])) == 1  # nothing more of it was put
     late.files[("INTEST", fs)] = b"half"  # the held request lands during the quiet period
     time.sleep(QUIET)
