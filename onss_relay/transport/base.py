@@ -235,7 +235,7 @@ class _LocalSource(io.RawIOBase):
 
 @dataclasses.dataclass(frozen=True)
 class Step:
-    """One step of an upload (FI, FS, GO): its files are written, in any order, only once the step before is
+    """One step of an upload (FI and FS, then GO): its files are written, in any order, only once the step before is
     complete and this step's gate is durable."""
 
     name: str
@@ -291,7 +291,7 @@ class Upload:
         self.in_flight -= 1
 
     def step_in_flight(self) -> str | None:
-        """The name of the step (FI, FS, GO) with requests in flight, or None when every request was answered:
+        """The name of the step ("FI and FS", GO) with requests in flight, or None when every request was answered:
         if the connection is given up now, that step's requests may still reach the server."""
         return self.steps[self._entered].name if self.in_flight > 0 and self._entered >= 0 else None
 
