@@ -176,13 +176,14 @@ def _to_go_sending(relay: Relay) -> str:
     t = LocalTransport(relay.spool.paths.root.parent / "remote")
     worker = _Worker(relay.uploader, Round(WorkQueue(relay.journal), UploadReport(), None))
     upload = worker._upload_for(row, SentBatch(relay.journal, relay.spool, worker._sent), Gates(relay.journal))
-    for step in (0, 1):
+    *files, go = range(len(upload.steps))  # FI and FS (one step), then the GO
+    for step in files:
         assert upload.enter(step)
         upload.commit()
         for f in upload.files(step):
             with f.open() as src:
                 t.put(src, f.folder, f.name)
-    assert upload.enter(2)
+    assert upload.enter(go)
     upload.commit()  # go_sending committed; the process dies before the GO put
     assert relay.journal.get_set(row.go_name).state == State.GO_SENDING  # type: ignore[union-attr]
     return row.go_name
