@@ -73,7 +73,7 @@ def uncertain_document(row: SetRow) -> dict[str, Any] | None:
         return None
     left = quiet_left(u, 0.0)
     return {
-        "step": u.step,  # FI, FS or GO in flight on a connection given up; uploading or go_sending: an unclean stop
+        "step": u.step,  # "FI and FS" or GO in flight on a connection given up; uploading or go_sending: an unclean stop
         "given_up_at": iso(u.since),
         "quiet_period_s": u.quiet,
         # a fixed moment: once it has passed, the set is decided at the next upload round ("due")

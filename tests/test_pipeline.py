@@ -367,3 +367,26 @@ def test_a_file_dated_today_in_brussels_is_not_in_the_future() -> None:
 
     assert latest_plausible_today() >= dt.date.today()
     assert latest_plausible_today() >= (dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)).date()
+
+
+def test_a_lease_lapsed_during_an_fi_put_stops_its_fs_on_a_one_file_at_a_time_transport(
+    relay: Relay, relay_dir: Path
+) -> None:
+    """FTP and local put a step's files one after the other: with FI and FS in one step, a relay whose lease lapsed
+    while its (large, slow) FI went up must still check before its FS is opened, as it did when FS was its own
+    step; otherwise a newer leader that has since sent the set whole may have its FS truncated under its GO."""
+    from onss_relay.errors import Fenced
+
+    drop(relay, fi_name(1))
+    fi = fi_name(1)
+    landed = relay_dir / "remote" / "INTEST" / fi
+
+    def lease() -> None:
+        if landed.exists():  # the FI is on the server: the lease lapsed while it went up
+            raise Fenced("postgresql://…: its lease was not renewed in time")
+
+    relay.uploader.before_put = lease
+    report = relay.send_once(wait_for_settle=False)
+    assert report.upload.sent == []
+    assert landed.exists()
+    assert not (relay_dir / "remote" / "INTEST" / ("FS" + fi[2:])).exists()

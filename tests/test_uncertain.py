@@ -245,3 +245,12 @@ def test_check_warns_of_a_quiet_period_too_short_to_protect(relay_dir: Path) -> 
     assert "quiet_period" not in default.stdout, default.stdout
     local = run_cli("check", "--local", "--config", config, env={"ONSS_RELAY__REMOTE__QUIET_PERIOD": '"0s"'})
     assert "quiet_period" not in local.stdout, local.stdout
+
+
+def test_the_words_for_a_set_caught_with_its_fi_and_fs_in_flight() -> None:
+    """FI and FS are one step: status says they "were" in flight; an older journal's single step still "was"."""
+    assert (
+        uncertain.why_uncertain("FI and FS", "12:00")
+        == "its FI and FS were in flight on a connection given up at 12:00"
+    )
+    assert uncertain.why_uncertain("FS", "12:00") == "its FS was in flight on a connection given up at 12:00"

@@ -156,7 +156,7 @@ class Uncertain:
     boottime: float  # CLOCK_BOOTTIME then
     boot_id: str  # the kernel's boot id then: after a reboot the quiet period starts again
     quiet: float  # seconds of quiet required (remote.quiet_period then)
-    step: str  # FI, FS or GO: the step whose request was in flight
+    step: str  # "FI and FS" or GO (FI or FS in older journals): the step whose request was in flight
 
 
 @dataclasses.dataclass(frozen=True)

@@ -87,7 +87,8 @@ def why_uncertain(step: str, since: str | None = None) -> str:
         return f"the server could not be read at {since} to decide whether its GO is needed"
     if since is None:
         return f"its {step} on a connection given up"
-    return f"its {step} was in flight on a connection given up at {since}"
+    were = "were" if " and " in step else "was"  # "FI and FS": one step since they are put together
+    return f"its {step} {were} in flight on a connection given up at {since}"
 
 
 def uncertain_wait(journal: Journal, quiet: float) -> str | None:

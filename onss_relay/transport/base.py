@@ -235,7 +235,7 @@ class _LocalSource(io.RawIOBase):
 
 @dataclasses.dataclass(frozen=True)
 class Step:
-    """One step of an upload (FI, FS, GO): its files are written, in any order, only once the step before is
+    """One step of an upload (FI and FS, then GO): its files are written, in any order, only once the step before is
     complete and this step's gate is durable."""
 
     name: str
@@ -291,7 +291,7 @@ class Upload:
         self.in_flight -= 1
 
     def step_in_flight(self) -> str | None:
-        """The name of the step (FI, FS, GO) with requests in flight, or None when every request was answered:
+        """The name of the step ("FI and FS", GO) with requests in flight, or None when every request was answered:
         if the connection is given up now, that step's requests may still reach the server."""
         return self.steps[self._entered].name if self.in_flight > 0 and self._entered >= 0 else None
 
@@ -322,6 +322,11 @@ class Upload:
         self._before_put()  # the last check before a step's files are opened (a GO above all)
         return self.steps[i].files
 
+    def before_next_file(self) -> None:
+        """The check again before each further file of a step put one after the other (FTP, local): a long FI
+        must not let its FS go after the relay's lease lapsed."""
+        self._before_put()
+
     def finish(self) -> None:
         """Tell the caller the last step is complete."""
         if self._committed != len(self.steps) - 1:
@@ -342,7 +347,9 @@ def run_uploads_sequentially(t: Transport, uploads: Iterator[Upload | None]) -> 
             if not up.enter(i):
                 break
             up.commit()
-            for f in up.files(i):
+            for n, f in enumerate(up.files(i)):
+                if n:
+                    up.before_next_file()
                 put_counted(t, up, f)
                 check_size(f, t.size(f.folder, f.name))
         else:
