@@ -15,7 +15,8 @@ There, and on any filesystem not known, ``watch`` says no. ZFS is left out: a ro
 changes a folder's names with no event and keeps its inode (review rev14).
 
 A process forked after the instance was opened must not read it (the parent's events would go to whichever reads
-first): the first call in another process closes its inherited copy, opens its own and reports every folder stale.
+first): the first call in another process closes its inherited copy and watches nothing (``watching`` says False,
+so the caller lists each folder again, and ``watch`` opens an instance of its own).
 """
 
 from __future__ import annotations
@@ -66,23 +67,23 @@ def _load_libc() -> ctypes.CDLL | None:
 _libc = _load_libc()
 
 
+def _checked(result: int, *filename: str) -> int:
+    """Given a C call's result, return it, or raise its errno as an OSError (naming the file given) when negative."""
+    if result < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), *filename)
+    return int(result)
+
+
 def _init() -> int:
     if _libc is None:
         raise OSError(errno.ENOSYS, "inotify is not available")
-    fd = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-    if fd < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-    return int(fd)
+    return _checked(_libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
 
 
 def _add_watch(fd: int, folder: Path) -> int:
     assert _libc is not None
-    wd = _libc.inotify_add_watch(fd, os.fsencode(folder), ctypes.c_uint32(MASK))
-    if wd < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e), str(folder))
-    return int(wd)
+    return _checked(_libc.inotify_add_watch(fd, os.fsencode(folder), ctypes.c_uint32(MASK)), str(folder))
 
 
 def local_filesystem(folder: Path) -> str | None:
